@@ -1,0 +1,45 @@
+/** The typed surface of the native CPU addon (native/addon/). */
+
+export type Mem = NativeBuffer | ArrayBufferView | ArrayBuffer;
+
+export interface NativeBuffer {
+  readonly byteLength: number;
+  readonly category: string;
+  readonly disposed: boolean;
+  view(): ArrayBuffer;
+  dispose(): void;
+}
+
+export interface MemoryReport {
+  live: Record<string, number>;
+  peak: Record<string, number>;
+  totalLive: number;
+  totalPeak: number;
+}
+
+export interface CpuInfo {
+  avx2: boolean;
+  fma: boolean;
+  f16c: boolean;
+  path: 'avx2' | 'scalar';
+  threads: number;
+}
+
+type Seed = number | bigint;
+
+/** Every op `x` also exists as `xAsync`, returning a Promise and running off the event loop. */
+export interface NativeAddon {
+  backend: 'cpu';
+  NativeBuffer: new (byteLength: number, category?: string, zeroFill?: boolean) => NativeBuffer;
+  cpuInfo(): CpuInfo;
+  setCpuPath(path: 'auto' | 'scalar' | 'avx2'): string;
+  setThreads(n: number): number;
+  memory(): MemoryReport;
+  resetMemoryPeaks(): void;
+
+  philox(input: Uint32Array, out: Uint32Array): void;
+  rngFill(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
+  rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<void>;
+  rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
+  rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
+}

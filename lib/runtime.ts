@@ -1,0 +1,35 @@
+/** Engine-wide settings and introspection: CPU path, threads, memory. */
+import { native } from './native/load';
+import type { CpuInfo } from './native/binding';
+
+export type CpuPath = 'auto' | 'scalar' | 'avx2';
+
+export function cpuInfo(): CpuInfo {
+  return native().cpuInfo();
+}
+
+/** Selects the kernel path for the whole process; 'auto' honours ZOTUNE_FORCE_SCALAR. */
+export function setCpuPath(path: CpuPath): 'scalar' | 'avx2' {
+  return native().setCpuPath(path) as 'scalar' | 'avx2';
+}
+
+/** Threads of the engine's pool (results do not depend on it). Default: ZOTUNE_NUM_THREADS or all cores. */
+export function setThreads(n: number): number {
+  return native().setThreads(n);
+}
+
+export interface MemoryUsage {
+  /** Engine-owned host bytes by category, live and peak since start or the last resetPeaks(). */
+  engine: { live: Record<string, number>; peak: Record<string, number>; totalLive: number; totalPeak: number };
+  /** Process view: resident set, V8 heap, external (engine memory reported to V8 included). */
+  process: { rss: number; heapUsed: number; external: number; arrayBuffers: number };
+}
+
+export function memory(): MemoryUsage {
+  const m = process.memoryUsage();
+  return { engine: native().memory(), process: { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers } };
+}
+
+export function resetMemoryPeaks(): void {
+  native().resetMemoryPeaks();
+}

@@ -1,0 +1,9 @@
+// One registration function per op group; each lives in its own bind_*.cc file.
+#pragma once
+#include <napi.h>
+
+namespace zt {
+
+void register_rng(Napi::Env env, Napi::Object exports);
+
+}  // namespace zt

@@ -1,0 +1,135 @@
+#include "buffer.h"
+
+#include <cstring>
+#include <string>
+
+#include "napi_util.h"
+
+namespace zt {
+
+Storage::~Storage() { free_now(); }
+
+void Storage::free_now() {
+  std::lock_guard<std::mutex> g(mu);
+  if (freed) return;
+  freed = true;
+  host_free(data, bytes, category);
+  data = nullptr;
+}
+
+Napi::Function NativeBuffer::Define(Napi::Env env) {
+  return DefineClass(env, "NativeBuffer",
+                     {InstanceAccessor<&NativeBuffer::ByteLength>("byteLength"),
+                      InstanceAccessor<&NativeBuffer::Category>("category"),
+                      InstanceAccessor<&NativeBuffer::Disposed>("disposed"),
+                      InstanceMethod<&NativeBuffer::View>("view"),
+                      InstanceMethod<&NativeBuffer::Dispose>("dispose")});
+}
+
+// new NativeBuffer(byteLength, category = "other", zeroFill = true)
+NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<NativeBuffer>(info) {
+  Napi::Env env = info.Env();
+  Args args(info, "NativeBuffer");
+  uint64_t bytes = args.index(0, "byteLength");
+  MemCategory cat = MemCategory::Other;
+  if (args.has(1)) {
+    std::string name = args.str(1, "category");
+    if (!mem_category_from_name(name.c_str(), &cat))
+      throw coded_error(env, Code::InvalidArgument,
+                        "NativeBuffer: unknown memory category '" + name +
+                            "' (weights, activations, gradients, optimizer, workspace, other)");
+  }
+  bool zero = args.has(2) ? args.boolean(2, "zeroFill") : true;
+  auto s = std::make_shared<Storage>();
+  try {
+    s->data = host_alloc((size_t)bytes, cat);
+  } catch (const Error& e) {
+    s->freed = true;
+    throw coded_error(env, e.code, e.what());
+  }
+  s->bytes = (size_t)bytes;
+  s->category = cat;
+  if (zero && bytes) std::memset(s->data, 0, (size_t)bytes);
+  storage_ = s;
+  reported_ = (int64_t)bytes;
+  Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
+}
+
+NativeBuffer::~NativeBuffer() {
+  // GC path: the memory lives on while a view or an in-flight op still references the storage.
+  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(Env(), -reported_);
+}
+
+bool NativeBuffer::Is(Napi::Value v, NativeBuffer** out) {
+  if (!v.IsObject()) return false;
+  Napi::Env env = v.Env();
+  Napi::FunctionReference* ctor = env.GetInstanceData<Napi::FunctionReference>();
+  if (!ctor || !v.As<Napi::Object>().InstanceOf(ctor->Value())) return false;
+  *out = NativeBuffer::Unwrap(v.As<Napi::Object>());
+  return true;
+}
+
+Napi::Value NativeBuffer::ByteLength(const Napi::CallbackInfo& info) {
+  return Napi::Number::New(info.Env(), disposed_ ? 0 : (double)storage_->bytes);
+}
+
+Napi::Value NativeBuffer::Category(const Napi::CallbackInfo& info) {
+  return Napi::String::New(info.Env(), mem_category_name(storage_->category));
+}
+
+Napi::Value NativeBuffer::Disposed(const Napi::CallbackInfo& info) { return Napi::Boolean::New(info.Env(), disposed_); }
+
+// A zero-copy ArrayBuffer over the whole buffer; detached when the buffer is disposed.
+Napi::Value NativeBuffer::View(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (disposed_) throw coded_error(env, Code::Disposed, "NativeBuffer.view: the buffer was disposed");
+  if (storage_->bytes == 0) return Napi::ArrayBuffer::New(env, 0);  // V8 treats a null external as detached
+  auto* hold = new std::shared_ptr<Storage>(storage_);
+  napi_value ab;
+  napi_status st = napi_create_external_arraybuffer(
+      env, storage_->data, storage_->bytes,
+      [](napi_env, void*, void* hint) { delete static_cast<std::shared_ptr<Storage>*>(hint); }, hold, &ab);
+  if (st != napi_ok) {
+    delete hold;
+    throw coded_error(env, Code::Internal, "NativeBuffer.view: could not create an external ArrayBuffer");
+  }
+  Napi::ArrayBuffer buf(env, ab);
+  for (auto it = views_.begin(); it != views_.end();) it = it->Value().IsEmpty() ? views_.erase(it) : it + 1;
+  views_.push_back(Napi::Weak(buf));
+  return buf;
+}
+
+void NativeBuffer::release(Napi::Env env) {
+  if (disposed_) return;
+  disposed_ = true;
+  for (auto& v : views_) {
+    Napi::ArrayBuffer ab = v.Value();
+    if (!ab.IsEmpty() && !ab.IsDetached()) napi_detach_arraybuffer(env, ab);
+  }
+  views_.clear();
+  if (reported_) Napi::MemoryManagement::AdjustExternalMemory(env, -reported_);
+  reported_ = 0;
+  bool in_flight;
+  {
+    std::lock_guard<std::mutex> g(storage_->mu);
+    in_flight = storage_->pins.load() > 0;
+    if (in_flight) storage_->dispose_pending = true;
+  }
+  if (!in_flight) storage_->free_now();
+}
+
+Napi::Value NativeBuffer::Dispose(const Napi::CallbackInfo& info) {
+  release(info.Env());
+  return info.Env().Undefined();
+}
+
+void NativeBuffer::unpin(Napi::Env, const std::shared_ptr<Storage>& s) {
+  bool free_it = false;
+  {
+    std::lock_guard<std::mutex> g(s->mu);
+    free_it = --s->pins == 0 && s->dispose_pending;
+  }
+  if (free_it) s->free_now();
+}
+
+}  // namespace zt

@@ -1,0 +1,52 @@
+// NativeBuffer: engine-owned host memory seen from JS, with explicit dispose() and zero-copy
+// ArrayBuffer views that are detached (not left dangling) when the memory is freed.
+#pragma once
+#include <napi.h>
+
+#include <atomic>
+#include <memory>
+#include <mutex>
+#include <vector>
+
+#include "../cpu/memory.h"
+
+namespace zt {
+
+struct Storage {
+  void* data = nullptr;
+  size_t bytes = 0;
+  MemCategory category = MemCategory::Other;
+  std::atomic<int> pins{0};
+  bool dispose_pending = false;  // free as soon as the last in-flight op ends
+  bool freed = false;
+  std::mutex mu;
+  ~Storage();
+  void free_now();
+};
+
+class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
+ public:
+  static Napi::Function Define(Napi::Env env);
+  static bool Is(Napi::Value v, NativeBuffer** out);
+  explicit NativeBuffer(const Napi::CallbackInfo& info);
+  ~NativeBuffer() override;
+
+  std::shared_ptr<Storage> storage() const { return storage_; }
+  // Called on the JS thread when an op that pinned this storage finishes.
+  static void unpin(Napi::Env env, const std::shared_ptr<Storage>& s);
+
+ private:
+  Napi::Value ByteLength(const Napi::CallbackInfo& info);
+  Napi::Value Category(const Napi::CallbackInfo& info);
+  Napi::Value Disposed(const Napi::CallbackInfo& info);
+  Napi::Value View(const Napi::CallbackInfo& info);
+  Napi::Value Dispose(const Napi::CallbackInfo& info);
+  void release(Napi::Env env);
+
+  std::shared_ptr<Storage> storage_;
+  std::vector<Napi::Reference<Napi::ArrayBuffer>> views_;
+  int64_t reported_ = 0;
+  bool disposed_ = false;
+};
+
+}  // namespace zt

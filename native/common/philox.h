@@ -1,0 +1,227 @@
+// Counter-based random numbers: Philox4x32-10 and the element -> random-word map shared by
+// every backend (scalar C++, AVX2, CUDA). A random value is a pure function of
+// (seed, stream, purpose, element index): no state, no dependence on threads, chunking or tiling.
+//
+// The map (fixed forever: checkpoints replay through it):
+//   key     = (lo32(seed), hi32(seed))
+//   counter = (lo32(c), hi32(c), stream, purpose) with c a 64-bit counter index.
+//   Word streams (one 32-bit word per element; uniform, Gaussian, stochastic rounding, Bernoulli):
+//     element i -> c = (i >> 5) << 3 | (i & 7), word w = (i >> 3) & 3.
+//     32 consecutive elements use 8 counters x 4 words, lane-major: an 8-lane SIMD Philox holds
+//     elements [32b + 8w, 32b + 8w + 8) in output register w, no transpose needed.
+//   Bit stream (Rademacher, one bit per element):
+//     element i -> c = (i >> 10) << 3 | (i & 7), word w = (i >> 8) & 3, bit k = (i >> 3) & 31.
+//
+// Floats are built only from exactly specified operations (integer ops, int->float conversion,
+// IEEE +, *, fma, sqrt; compiled with -ffp-contract=off on the CPU and -fmad=false on CUDA), so
+// the bits are identical on every backend. Gaussian: Box-Muller with our own log and sin/cos
+// polynomials (cephes coefficients) instead of libm, whose results differ between glibc and CUDA.
+#pragma once
+#include "defs.h"
+
+#if !defined(__CUDACC__)
+#include <math.h>
+#include <string.h>
+#endif
+
+namespace zt {
+
+// Purposes: independent streams for the same (seed, stream). Never reuse one for two roles
+// (the released QuZO code correlates its Gaussian and rounding streams this way).
+enum Purpose : uint32_t {
+  kPurposeGauss = 0,        // Gaussian directions z
+  kPurposeRademacher = 1,   // Rademacher directions z
+  kPurposeUniform = 2,      // user uniform draws
+  kPurposeBernoulli = 3,    // masks
+  kPurposeSrProbe = 4,      // QuZO Q1: rounding of the probe direction
+  kPurposeSrUpdate = 5,     // QuZO Q2: rounding of the update direction
+  kPurposeSrWeight = 6,     // rounding of updated weights onto their grid
+  kPurposeSrQuantize = 7,   // stochastic-rounding quantization
+};
+
+struct RngKey {
+  uint64_t seed;
+  uint32_t stream;
+  uint32_t purpose;
+};
+
+static constexpr uint32_t kPhiloxM0 = 0xD2511F53u, kPhiloxM1 = 0xCD9E8D57u;
+static constexpr uint32_t kPhiloxW0 = 0x9E3779B9u, kPhiloxW1 = 0xBB67AE85u;
+
+ZT_HD void philox4x32_10(const uint32_t in[4], uint32_t k0, uint32_t k1, uint32_t out[4]) {
+  uint32_t c0 = in[0], c1 = in[1], c2 = in[2], c3 = in[3];
+  for (int r = 0; r < 10; ++r) {
+    uint64_t p0 = (uint64_t)kPhiloxM0 * c0;
+    uint64_t p1 = (uint64_t)kPhiloxM1 * c2;
+    uint32_t hi0 = (uint32_t)(p0 >> 32), lo0 = (uint32_t)p0;
+    uint32_t hi1 = (uint32_t)(p1 >> 32), lo1 = (uint32_t)p1;
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  out[0] = c0; out[1] = c1; out[2] = c2; out[3] = c3;
+}
+
+// The four words of counter index c under key.
+ZT_HD void philox_block(RngKey key, uint64_t c, uint32_t out[4]) {
+  uint32_t ctr[4] = {(uint32_t)c, (uint32_t)(c >> 32), key.stream, key.purpose};
+  philox4x32_10(ctr, (uint32_t)key.seed, (uint32_t)(key.seed >> 32), out);
+}
+
+ZT_HD uint64_t word_counter(uint64_t i) { return ((i >> 5) << 3) | (i & 7); }
+ZT_HD unsigned word_slot(uint64_t i) { return (unsigned)((i >> 3) & 3); }
+ZT_HD uint64_t bit_counter(uint64_t i) { return ((i >> 10) << 3) | (i & 7); }
+ZT_HD unsigned bit_slot_word(uint64_t i) { return (unsigned)((i >> 8) & 3); }
+ZT_HD unsigned bit_slot_bit(uint64_t i) { return (unsigned)((i >> 3) & 31); }
+
+ZT_HD uint32_t random_word(RngKey key, uint64_t i) {
+  uint32_t w[4];
+  philox_block(key, word_counter(i), w);
+  return w[word_slot(i)];
+}
+
+// --- exact float construction -------------------------------------------------------------
+
+ZT_HD float bits_to_f32(uint32_t u) {
+#if defined(__CUDA_ARCH__)
+  return __uint_as_float(u);
+#else
+  float f; memcpy(&f, &u, 4); return f;
+#endif
+}
+ZT_HD uint32_t f32_to_bits(float f) {
+#if defined(__CUDA_ARCH__)
+  return __float_as_uint(f);
+#else
+  uint32_t u; memcpy(&u, &f, 4); return u;
+#endif
+}
+
+// IEEE operations with one rounding each, spelled out so no backend fuses or reorders them.
+ZT_HD float zt_fma(float a, float b, float c) {
+#if defined(__CUDA_ARCH__)
+  return __fmaf_rn(a, b, c);
+#else
+  return fmaf(a, b, c);
+#endif
+}
+ZT_HD float zt_mul(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fmul_rn(a, b);
+#else
+  return a * b;
+#endif
+}
+ZT_HD float zt_add(float a, float b) {
+#if defined(__CUDA_ARCH__)
+  return __fadd_rn(a, b);
+#else
+  return a + b;
+#endif
+}
+ZT_HD float zt_sqrt(float a) {
+#if defined(__CUDA_ARCH__)
+  return __fsqrt_rn(a);
+#else
+  return sqrtf(a);
+#endif
+}
+
+// Uniform in the open interval (0, 1) with 23 random bits: ((w >> 9) + 0.5) * 2^-23, exact.
+ZT_HD float uniform_open(uint32_t w) { return zt_mul((float)(w >> 9) + 0.5f, 0x1p-23f); }
+
+// Uniform in [0, 1) with 24 random bits: (w >> 8) * 2^-24, exact. Used as the stochastic
+// rounding threshold: round up iff threshold < fractional part.
+ZT_HD float uniform_sr(uint32_t w) { return zt_mul((float)(w >> 8), 0x1p-24f); }
+
+// Natural log for x in (0, 1] (cephes logf polynomial, about 1 ulp). No special cases: the
+// callers only pass uniform_open values.
+ZT_HD float log_unit(float x) {
+  uint32_t b = f32_to_bits(x);
+  float e = (float)((int)((b >> 23) & 0xff) - 126);
+  float m = bits_to_f32((b & 0x007fffffu) | 0x3f000000u);  // x = m * 2^e, m in [0.5, 1)
+  if (m < 0.707106781186547524f) {
+    e = zt_add(e, -1.0f);
+    m = zt_add(zt_add(m, m), -1.0f);
+  } else {
+    m = zt_add(m, -1.0f);
+  }
+  float z = zt_mul(m, m);
+  float p = 7.0376836292e-2f;
+  p = zt_fma(p, m, -1.1514610310e-1f);
+  p = zt_fma(p, m, 1.1676998740e-1f);
+  p = zt_fma(p, m, -1.2420140846e-1f);
+  p = zt_fma(p, m, 1.4249322787e-1f);
+  p = zt_fma(p, m, -1.6668057665e-1f);
+  p = zt_fma(p, m, 2.0000714765e-1f);
+  p = zt_fma(p, m, -2.4999993993e-1f);
+  p = zt_fma(p, m, 3.3333331174e-1f);
+  float y = zt_mul(zt_mul(p, m), z);
+  y = zt_fma(e, -2.12194440e-4f, y);
+  y = zt_fma(-0.5f, z, y);
+  float r = zt_add(m, y);
+  return zt_fma(e, 0.693359375f, r);
+}
+
+// sin and cos of a in [-pi/4, pi/4] (cephes sinf/cosf polynomials).
+ZT_HD void sincos_quarter(float a, float* s, float* c) {
+  float a2 = zt_mul(a, a);
+  float ps = -1.9515295891e-4f;
+  ps = zt_fma(ps, a2, 8.3321608736e-3f);
+  ps = zt_fma(ps, a2, -1.6666654611e-1f);
+  *s = zt_fma(zt_mul(ps, a2), a, a);
+  float pc = 2.443315711809948e-5f;
+  pc = zt_fma(pc, a2, -1.388731625493765e-3f);
+  pc = zt_fma(pc, a2, 4.166664568298827e-2f);
+  float cc = zt_fma(zt_mul(pc, a2), a2, zt_fma(-0.5f, a2, 1.0f));
+  *c = cc;
+}
+
+// Box-Muller on two words: u1 = uniform_open(wr) sets the radius sqrt(-2 ln u1); the angle is
+// q*pi/2 + a, with the quadrant q the top 2 bits of wa and a = (f - 1/2)*pi/2 from the next 23
+// bits (f = uniform_open of those bits), uniform on the circle. |n| <= 5.77 (u1 >= 2^-24).
+ZT_HD void box_muller(uint32_t wr, uint32_t wa, float* n0, float* n1) {
+  float r = zt_sqrt(zt_mul(-2.0f, log_unit(uniform_open(wr))));
+  float f = zt_mul((float)((wa >> 7) & 0x7fffffu) + 0.5f, 0x1p-23f);
+  float a = zt_mul(zt_add(f, -0.5f), 1.57079632679489662f);
+  float s, c;
+  sincos_quarter(a, &s, &c);
+  unsigned q = wa >> 30;
+  float x = (q & 1) ? s : c;
+  float y = (q & 1) ? c : s;
+  // quadrant 0: (c, s); 1: (-s, c); 2: (-c, -s); 3: (s, -c)
+  if (q == 1 || q == 2) x = -x;
+  if (q >= 2) y = -y;
+  *n0 = zt_mul(r, x);
+  *n1 = zt_mul(r, y);
+}
+
+// Standard normal of element i: words 2p and 2p+1 of the element's counter form a Box-Muller
+// pair; the even word slot takes the first output, the odd slot the second.
+ZT_HD float normal_at(RngKey key, uint64_t i) {
+  uint32_t w[4];
+  philox_block(key, word_counter(i), w);
+  unsigned slot = word_slot(i), p = slot & 2u;
+  float n0, n1;
+  box_muller(w[p], w[p + 1], &n0, &n1);
+  return (slot & 1u) ? n1 : n0;
+}
+
+// Rademacher +-1 of element i: bit set -> -1.
+ZT_HD float rademacher_at(RngKey key, uint64_t i) {
+  uint32_t w[4];
+  philox_block(key, bit_counter(i), w);
+  return ((w[bit_slot_word(i)] >> bit_slot_bit(i)) & 1u) ? -1.0f : 1.0f;
+}
+
+// Bernoulli threshold: P(word < t) = t / 2^32; t = 2^32 means always.
+ZT_HD uint64_t bernoulli_threshold(double p) {
+  if (!(p > 0.0)) return 0;
+  if (p >= 1.0) return (uint64_t)1 << 32;
+  return (uint64_t)(p * 4294967296.0 + 0.5);
+}
+
+}  // namespace zt
