@@ -1,0 +1,48 @@
+// The ZO perturbation direction z(i): the one definition every kernel uses (in-place
+// perturbation, quantized-weight updates, perturb-on-load GEMMs, CUDA), so that a direction
+// regenerated anywhere from (seed, stream, element) is the same value.
+#pragma once
+#include "philox.h"
+
+namespace zt {
+
+enum DirDist : int { kDirGauss = 0, kDirRademacher = 1 };
+
+// Largest |N(0,1)| the generator can produce: sqrt(-2 ln 2^-24) = 5.7686 (uniform_open >= 2^-24).
+static constexpr float kNormalMax = 5.76866f;
+
+struct Direction {
+  uint64_t seed;
+  uint32_t stream;      // the trainable tensor's id
+  int dist;             // DirDist
+  int bits;             // 0: exact z; 2..8: QuZO direction, z stochastically rounded onto a b-bit grid
+  uint32_t sr_purpose;  // kPurposeSrProbe (Q1) or kPurposeSrUpdate (Q2): independent roundings
+};
+
+// QuZO direction grid: the symmetric b-bit grid q * step, |q| <= 2^(b-1) - 1, spanning the
+// generator's whole range, so no clipping and E[Q(z) | z] = z exactly (unbiased). The released
+// QuZO code scales by each tensor's max |z| instead; a fixed range needs no reduction pass and
+// keeps z(i) a pure function of i.
+ZT_HD float dir_grid_step(int bits) { return kNormalMax / (float)((1 << (bits - 1)) - 1); }
+ZT_HD float dir_grid_inv_step(int bits) { return (float)((1 << (bits - 1)) - 1) / kNormalMax; }
+
+ZT_HD RngKey dir_key(const Direction& d) {
+  return RngKey{d.seed, d.stream, d.dist == kDirGauss ? (uint32_t)kPurposeGauss : (uint32_t)kPurposeRademacher};
+}
+
+// Stochastic rounding of v onto the integers: floor(v) + [u < v - floor(v)], u = uniform_sr(word).
+ZT_HD float sr_round(float v, uint32_t word) {
+  float fl = floorf(v);
+  return uniform_sr(word) < zt_add(v, -fl) ? zt_add(fl, 1.0f) : fl;
+}
+
+ZT_HD float direction_at(const Direction& d, uint64_t i) {
+  RngKey k = dir_key(d);
+  if (d.dist == kDirRademacher) return rademacher_at(k, i);  // +-1 needs no rounding
+  float z = normal_at(k, i);
+  if (d.bits == 0) return z;
+  float q = sr_round(zt_mul(z, dir_grid_inv_step(d.bits)), random_word(RngKey{d.seed, d.stream, d.sr_purpose}, i));
+  return zt_mul(q, dir_grid_step(d.bits));
+}
+
+}  // namespace zt
