@@ -6,3 +6,5 @@ export type { MemoryCategory } from './tensor';
 export * as rng from './rng';
 export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './runtime';
 export type { CpuPath, MemoryUsage } from './runtime';
+export { QTensor, QFORMAT_CODE } from './qtensor';
+export type { QFormat, Granularity } from './qtensor';

@@ -17,7 +17,11 @@ void Args::bad(size_t i, const char* name, const std::string& what) {
 
 Span Args::mem(size_t i, const char* name) {
   if (!has(i)) bad(i, name, "is required");
-  Napi::Value v = info_[i];
+  return mem_value(info_[i], name);
+}
+
+Span Args::mem_value(Napi::Value v, const char* name) {
+  const size_t i = 0;
   NativeBuffer* nb = nullptr;
   if (NativeBuffer::Is(v, &nb)) {
     auto s = nb->storage();
@@ -113,6 +117,57 @@ std::string Args::str(size_t i, const char* name) {
 bool Args::boolean(size_t i, const char* name) {
   if (!has(i) || !info_[i].IsBoolean()) bad(i, name, "must be a boolean");
   return info_[i].As<Napi::Boolean>().Value();
+}
+
+QTensorView Args::qtensor(size_t i, const char* name) {
+  if (!has(i) || !info_[i].IsObject()) bad(i, name, "must be a quantized tensor descriptor");
+  Napi::Object o = info_[i].As<Napi::Object>();
+  auto field = [&](const char* k) { return o.Get(k); };
+  auto u64_field = [&](const char* k) -> uint64_t {
+    Napi::Value v = field(k);
+    double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
+    if (!(d >= 0) || d != std::floor(d) || d > 9007199254740991.0)
+      bad(i, name, std::string(".") + k + " must be a non-negative integer");
+    return (uint64_t)d;
+  };
+  Napi::Value fmt = field("format");
+  if (!fmt.IsNumber()) bad(i, name, ".format must be a format code");
+  int f = fmt.As<Napi::Number>().Int32Value();
+  if (f < 0 || f > (int)QFormat::Fp16) bad(i, name, ".format code out of range");
+  QTensorView q{};
+  q.format = (QFormat)f;
+  q.rows = u64_field("rows");
+  q.cols = u64_field("cols");
+  q.group = u64_field("group");
+  if (q.rows > ((uint64_t)1 << 40) || q.cols > ((uint64_t)1 << 40)) bad(i, name, "is too large");
+  if (q.group != 0 && q.group != q.cols && q.group != 32 && q.group != 64 && q.group != 128)
+    bad(i, name, ".group must be 0 (per tensor), cols (per row), 32, 64 or 128");
+  // Memory fields are read through a temporary Args so they get the same checks and pinning.
+  auto region = [&](const char* k, uint64_t bytes) -> uint8_t* {
+    Napi::Value v = field(k);
+    NativeBuffer* nb = nullptr;
+    if (!(NativeBuffer::Is(v, &nb) || v.IsTypedArray() || v.IsArrayBuffer() || v.IsDataView()))
+      bad(i, name, std::string(".") + k + " must be a NativeBuffer or TypedArray");
+    Span s = mem_value(v, k);
+    if (bytes > s.bytes)
+      throw coded_error(env(), Code::OutOfRange,
+                        std::string(fn_) + ": " + name + "." + k + " holds " + std::to_string(s.bytes) + " bytes, needs " +
+                            std::to_string(bytes));
+    return s.data;
+  };
+  q.data = region("data", q.rows * qformat_row_bytes(q.format, q.cols));
+  if (qformat_has_scales(q.format)) {
+    q.scales = reinterpret_cast<float*>(region("scales", qt_scale_count(q) * 4));
+    if ((uintptr_t)q.scales % 4) bad(i, name, ".scales must be 4-byte aligned");
+  } else if (q.group != 0) {
+    bad(i, name, ".group must be 0 for bf16/fp16 (no scales)");
+  }
+  Napi::Value z = field("zeros");
+  if (!z.IsUndefined() && !z.IsNull()) {
+    if (q.format != QFormat::Int4) bad(i, name, ".zeros is only for int4");
+    q.zeros = region("zeros", qt_scale_count(q));
+  }
+  return q;
 }
 
 namespace {

@@ -8,6 +8,7 @@
 #include <string>
 #include <vector>
 
+#include "../common/formats.h"
 #include "../common/status.h"
 #include "buffer.h"
 
@@ -48,12 +49,16 @@ class Args {
   uint32_t u32(size_t i, const char* name);
   int32_t i32(size_t i, const char* name);
   std::string str(size_t i, const char* name);
+  // A quantized tensor passed as a plain object {format, rows, cols, group, data, scales?, zeros?}
+  // (lib/qtensor.ts builds it): every size, code range and buffer length is validated here.
+  QTensorView qtensor(size_t i, const char* name);
   bool boolean(size_t i, const char* name);
 
   std::vector<Napi::ObjectReference> keep;
   std::vector<std::shared_ptr<Storage>> pins;
 
  private:
+  Span mem_value(Napi::Value v, const char* name);
   void check_region(Span s, const char* name, uint64_t off, uint64_t count, size_t elsize);
   [[noreturn]] void bad(size_t i, const char* name, const std::string& what);
   const Napi::CallbackInfo& info_;

@@ -2,7 +2,7 @@
 // perturbation, quantized-weight updates, perturb-on-load GEMMs, CUDA), so that a direction
 // regenerated anywhere from (seed, stream, element) is the same value.
 #pragma once
-#include "philox.h"
+#include "formats.h"
 
 namespace zt {
 
@@ -28,12 +28,6 @@ ZT_HD float dir_grid_inv_step(int bits) { return (float)((1 << (bits - 1)) - 1) 
 
 ZT_HD RngKey dir_key(const Direction& d) {
   return RngKey{d.seed, d.stream, d.dist == kDirGauss ? (uint32_t)kPurposeGauss : (uint32_t)kPurposeRademacher};
-}
-
-// Stochastic rounding of v onto the integers: floor(v) + [u < v - floor(v)], u = uniform_sr(word).
-ZT_HD float sr_round(float v, uint32_t word) {
-  float fl = floorf(v);
-  return uniform_sr(word) < zt_add(v, -fl) ? zt_add(fl, 1.0f) : fl;
 }
 
 ZT_HD float direction_at(const Direction& d, uint64_t i) {
