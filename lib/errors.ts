@@ -9,6 +9,8 @@ export type ErrorCode =
   | 'ZOTUNE_DISPOSED'
   | 'ZOTUNE_UNSUPPORTED'
   | 'ZOTUNE_NO_BINARY'
+  | 'ZOTUNE_BAD_FILE'
+  | 'ZOTUNE_IO'
   | 'ZOTUNE_INTERNAL';
 
 export class ZotuneError extends Error {

@@ -8,3 +8,5 @@ export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './run
 export type { CpuPath, MemoryUsage } from './runtime';
 export { QTensor, QFORMAT_CODE } from './qtensor';
 export type { QFormat, Granularity } from './qtensor';
+export { SafetensorsFile, ModelWeights, writeSafetensors } from './io/safetensors';
+export type { SafetensorsDType, TensorInfo, TensorEntry } from './io/safetensors';
