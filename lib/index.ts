@@ -6,3 +6,5 @@ export type { MemoryCategory } from './tensor';
 export * as rng from './rng';
 export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './runtime';
 export type { CpuPath, MemoryUsage } from './runtime';
+export { selectBackend, cudaStatus } from './backend';
+export type { Backend, BackendPreference, BackendChoice, CudaStatus } from './backend';
