@@ -1,0 +1,124 @@
+/**
+ * The CUDA addon. On any machine where it is built: it loads without a GPU, probe() explains why
+ * no device is usable, the kernels' thread -> element map (run on the host) equals the CPU's, and
+ * backend selection follows the probe. On a GPU: CUDA fills are bit-identical to the CPU's.
+ */
+import { cudaStatus, selectBackend } from '../lib';
+import { loadCuda } from '../lib/native/load';
+import { native } from '../lib/native/load';
+import { runNode } from './helpers/spawn';
+
+const load = loadCuda();
+const gpu = load.addon;
+const status = cudaStatus();
+const usable = status.available;
+const notBuilt = ' (skipped: CUDA addon not built; npm run build:cuda)';
+const builtTest = gpu ? test : test.skip;
+if (!gpu) console.log(`cuda.test.ts: CUDA addon tests skipped: ${load.error}`);
+if (!usable) console.log(`cuda.test.ts: GPU conformance skipped: ${status.reason}`);
+
+const DISTS = ['uniform', 'normal', 'rademacher', 'bernoulli'] as const;
+const PURPOSE = { uniform: 2, normal: 0, rademacher: 1, bernoulli: 3 };
+// [n, first]: empty, tiny, unaligned block edges, 2^32 and 2^40 offsets, a few hundred thousand
+const SHAPES: [number, number][] = [[0, 0], [1, 0], [7, 3], [33, 31], [1000, 12345], [4097, 1023], [100003, 2 ** 32 - 50], [300001, 2 ** 40 + 5]];
+const KEYS = [{ seed: 0n, stream: 0 }, { seed: 0x123456789abcdefn, stream: 7 }, { seed: 0xffffffffffffffffn, stream: 0xffffffff }];
+
+type Fill = (out: Float32Array, ...rest: [number, number, number, bigint, number, number, number, number]) => unknown;
+
+/** Every case where `fill` differs from the CPU addon's rngFill. */
+function mismatches(fill: Fill): string[] {
+  const cpu = native();
+  const bad: string[] = [];
+  for (const dist of DISTS)
+    for (const key of KEYS)
+      for (const [n, first] of SHAPES) {
+        const a = new Float32Array(n), b = new Float32Array(n).fill(NaN);
+        const args = [0, n, DISTS.indexOf(dist), key.seed, key.stream, PURPOSE[dist], first, 0.3] as const;
+        cpu.rngFill(a, ...args);
+        fill(b, ...args);
+        if (!Buffer.from(a.buffer).equals(Buffer.from(b.buffer))) bad.push(`${dist} seed ${key.seed} stream ${key.stream} n ${n} first ${first}`);
+      }
+  return bad;
+}
+
+describe('CUDA addon on any machine', () => {
+  builtTest(`loads and probe() reports versions, devices or the reason there are none${gpu ? '' : notBuilt}`, () => {
+    const p = gpu!.probe();
+    expect(p.runtimeVersion).toBeGreaterThanOrEqual(12000);
+    expect(p.archs).toMatch(/^\d/);
+    expect(typeof p.driverVersion).toBe('number');
+    if (p.usable) {
+      expect(p.error).toBeUndefined();
+      expect(p.devices.some((d) => d.usable && /^\d+\.\d+$/.test(d.computeCapability) && d.totalMemory > 0)).toBe(true);
+    } else {
+      expect(p.error!.code).toBeGreaterThan(0);
+      expect(p.error!.name).toMatch(/^cudaError/);
+      expect(p.error!.reason.length).toBeGreaterThan(20);
+      expect(status.reason).toContain(p.error!.reason);
+    }
+  });
+
+  builtTest(`the kernels' per-thread code, run on the host, equals the CPU bit for bit${gpu ? '' : notBuilt}`, () => {
+    expect(mismatches((out, ...rest) => gpu!.rngFillEmulated(out, ...rest))).toEqual([]);
+  });
+
+  builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const out = new Float32Array(8);
+    expect(() => gpu!.rngFill(out, 0, 8, 9, 1, 0, 0, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.rngFill(out, 4, 8, 1, 1, 0, 0, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => gpu!.rngFill(out, 0, 8, 1, -1, 0, 0, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.rngFill(out, 0, 8, 3, 1, 0, 3, 0, 2)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, rngFill throws ZOTUNE_CUDA_UNAVAILABLE (sync and async)', async () => {
+    const out = new Float32Array(64);
+    expect(() => gpu!.rngFill(out, 0, 64, 1, 1, 0, 0, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    await expect(gpu!.rngFillAsync(out, 0, 64, 1, 1, 0, 0, 0)).rejects.toMatchObject({ code: 'ZOTUNE_CUDA_UNAVAILABLE' });
+  });
+
+  test('backend selection follows the probe: auto falls back to the CPU, cuda throws with the reason', () => {
+    expect(selectBackend('cpu')).toEqual({ backend: 'cpu', reason: 'requested' });
+    if (usable) {
+      expect(selectBackend('auto').backend).toBe('cuda');
+      expect(selectBackend('cuda').backend).toBe('cuda');
+    } else {
+      expect(selectBackend('auto')).toEqual({ backend: 'cpu', reason: `auto: CUDA unavailable: ${status.reason}` });
+      expect(() => selectBackend('cuda')).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE', message: expect.stringContaining(status.reason) }));
+    }
+    expect(() => selectBackend('gpu' as never)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+  });
+
+  test('a wrong ZOTUNE_CUDA_BINARY is named in the reason; ZOTUNE_BACKEND sets the default', () => {
+    const r = runNode(
+      `const z = require('./dist');
+       let err; try { z.selectBackend('cuda'); } catch (e) { err = { code: e.code, message: e.message }; }
+       console.log(JSON.stringify({ auto: z.selectBackend(), err }));`,
+      { env: { ZOTUNE_CUDA_BINARY: '/nonexistent/zotune_cuda.node', ZOTUNE_BACKEND: 'auto' } },
+    );
+    expect(r.status).toBe(0);
+    const out = JSON.parse(r.stdout);
+    expect(out.auto).toEqual({ backend: 'cpu', reason: 'auto: CUDA unavailable: ZOTUNE_CUDA_BINARY=/nonexistent/zotune_cuda.node does not exist' });
+    expect(out.err.code).toBe('ZOTUNE_CUDA_UNAVAILABLE');
+    expect(out.err.message).toContain('ZOTUNE_CUDA_BINARY=/nonexistent/zotune_cuda.node does not exist');
+    const cpu = runNode(`console.log(JSON.stringify(require('./dist').selectBackend()))`, { env: { ZOTUNE_BACKEND: 'cpu' } });
+    expect(JSON.parse(cpu.stdout)).toEqual({ backend: 'cpu', reason: 'requested' });
+  });
+});
+
+describe('GPU conformance', () => {
+  const gpuTest = usable ? test : test.skip;
+  const why = usable ? '' : ` (skipped: ${status.reason})`;
+
+  gpuTest(`CUDA rngFill is bit-identical to the CPU for the same seed, stream, purpose and elements${why}`, () => {
+    expect(mismatches((out, ...rest) => gpu!.rngFill(out, ...rest))).toEqual([]);
+  });
+
+  gpuTest(`rngFillAsync fills on a worker thread and reports the kernel time${why}`, async () => {
+    const n = 1 << 22;
+    const a = new Float32Array(n), b = new Float32Array(n);
+    native().rngFill(a, 0, n, 1, 5, 1, 0, 0);
+    const r = await gpu!.rngFillAsync(b, 0, n, 1, 5, 1, 0, 0);
+    expect(r.kernelMs).toBeGreaterThan(0);
+    expect(Buffer.from(a.buffer).equals(Buffer.from(b.buffer))).toBe(true);
+  });
+});
