@@ -151,7 +151,12 @@ ProbeResult probe() {
     r.devices.push_back(d);
   }
   cudaSetDevice(current);
-  if (r.usable) r.error = 0, r.error_name.clear(), r.message.clear(), r.reason.clear();
+  if (r.usable) {  // some device works: the others' errors stay on their entries
+    r.error = 0;
+    r.error_name.clear();
+    r.message.clear();
+    r.reason.clear();
+  }
   return r;
 }
 
