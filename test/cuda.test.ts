@@ -3,9 +3,10 @@
  * no device is usable, the kernels' thread -> element map (run on the host) equals the CPU's, and
  * backend selection follows the probe. On a GPU: CUDA fills are bit-identical to the CPU's.
  */
+import { execFileSync } from 'node:child_process';
+import path from 'node:path';
 import { cudaStatus, selectBackend } from '../lib';
-import { loadCuda } from '../lib/native/load';
-import { native } from '../lib/native/load';
+import { loadCuda, native } from '../lib/native/load';
 import { runNode } from './helpers/spawn';
 
 const load = loadCuda();
@@ -56,6 +57,14 @@ describe('CUDA addon on any machine', () => {
       expect(p.error!.reason.length).toBeGreaterThan(20);
       expect(status.reason).toContain(p.error!.reason);
     }
+  });
+
+  builtTest(`links the CUDA runtime statically and sits in a cuda/ subfolder${gpu ? '' : notBuilt}`, () => {
+    const file = load.binary!.path;
+    const needed = [...execFileSync('readelf', ['-d', '-W', file], { encoding: 'utf8' }).matchAll(/\(NEEDED\)\s+Shared library: \[([^\]]+)\]/g)].map((m) => m[1]);
+    expect(needed).toContain('libc.so.6');
+    expect(needed.filter((n) => /cuda|cublas|nvidia/i.test(n))).toEqual([]); // no libcudart, no libcuda
+    expect(path.basename(path.dirname(file))).toBe('cuda'); // never where node-gyp-build looks for the CPU addon
   });
 
   builtTest(`the kernels' per-thread code, run on the host, equals the CPU bit for bit${gpu ? '' : notBuilt}`, () => {
