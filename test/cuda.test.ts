@@ -6,8 +6,8 @@
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
 import { cudaStatus, selectBackend } from '../lib';
-import { loadCuda, native } from '../lib/native/load';
-import { runNode } from './helpers/spawn';
+import { loadCuda, native, nativeBinary } from '../lib/native/load';
+import { root, run, runNode } from './helpers/spawn';
 
 const load = loadCuda();
 const gpu = load.addon;
@@ -18,28 +18,14 @@ const builtTest = gpu ? test : test.skip;
 if (!gpu) console.log(`cuda.test.ts: CUDA addon tests skipped: ${load.error}`);
 if (!usable) console.log(`cuda.test.ts: GPU conformance skipped: ${status.reason}`);
 
-const DISTS = ['uniform', 'normal', 'rademacher', 'bernoulli'] as const;
-const PURPOSE = { uniform: 2, normal: 0, rademacher: 1, bernoulli: 3 };
-// [n, first]: empty, tiny, unaligned block edges, 2^32 and 2^40 offsets, a few hundred thousand
-const SHAPES: [number, number][] = [[0, 0], [1, 0], [7, 3], [33, 31], [1000, 12345], [4097, 1023], [100003, 2 ** 32 - 50], [300001, 2 ** 40 + 5]];
-const KEYS = [{ seed: 0n, stream: 0 }, { seed: 0x123456789abcdefn, stream: 7 }, { seed: 0xffffffffffffffffn, stream: 0xffffffff }];
-
-type Fill = (out: Float32Array, ...rest: [number, number, number, bigint, number, number, number, number]) => unknown;
-
-/** Every case where `fill` differs from the CPU addon's rngFill. */
-function mismatches(fill: Fill): string[] {
-  const cpu = native();
-  const bad: string[] = [];
-  for (const dist of DISTS)
-    for (const key of KEYS)
-      for (const [n, first] of SHAPES) {
-        const a = new Float32Array(n), b = new Float32Array(n).fill(NaN);
-        const args = [0, n, DISTS.indexOf(dist), key.seed, key.stream, PURPOSE[dist], first, 0.3] as const;
-        cpu.rngFill(a, ...args);
-        fill(b, ...args);
-        if (!Buffer.from(a.buffer).equals(Buffer.from(b.buffer))) bad.push(`${dist} seed ${key.seed} stream ${key.stream} n ${n} first ${first}`);
-      }
-  return bad;
+/**
+ * The conformance cases live once, in scripts/gpu-check.js (plain Node, run on GPU hosts too):
+ * every distribution x 3 keys x 11 shapes (unaligned starts, 2^32 and 2^40 offsets, 4M elements).
+ */
+function gpuCheck(...flags: string[]) {
+  const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--cpu', nativeBinary().path, '--cuda', load.binary!.path, ...flags], { timeout: 300_000 });
+  expect(r.stderr).toBe('');
+  return { status: r.status, report: JSON.parse(r.stdout) as { cases: number; mismatches: unknown[]; throughput: { dist: string; kernelMs: number }[] } };
 }
 
 describe('CUDA addon on any machine', () => {
@@ -68,7 +54,9 @@ describe('CUDA addon on any machine', () => {
   });
 
   builtTest(`the kernels' per-thread code, run on the host, equals the CPU bit for bit${gpu ? '' : notBuilt}`, () => {
-    expect(mismatches((out, ...rest) => gpu!.rngFillEmulated(out, ...rest))).toEqual([]);
+    const { status, report } = gpuCheck('--emulate');
+    expect(report.mismatches).toEqual([]);
+    expect([status, report.cases]).toEqual([0, 132]);
   });
 
   builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
@@ -119,7 +107,10 @@ describe('GPU conformance', () => {
   const why = usable ? '' : ` (skipped: ${status.reason})`;
 
   gpuTest(`CUDA rngFill is bit-identical to the CPU for the same seed, stream, purpose and elements${why}`, () => {
-    expect(mismatches((out, ...rest) => gpu!.rngFill(out, ...rest))).toEqual([]);
+    const { status, report } = gpuCheck();
+    expect(report.mismatches).toEqual([]);
+    expect([status, report.cases]).toEqual([0, 132]);
+    expect(report.throughput.every((t) => t.kernelMs > 0)).toBe(true);
   });
 
   gpuTest(`rngFillAsync fills on a worker thread and reports the kernel time${why}`, async () => {
