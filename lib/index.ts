@@ -10,3 +10,5 @@ export { QTensor, QFORMAT_CODE } from './qtensor';
 export type { QFormat, Granularity } from './qtensor';
 export { SafetensorsFile, ModelWeights, writeSafetensors } from './io/safetensors';
 export type { SafetensorsDType, TensorInfo, TensorEntry } from './io/safetensors';
+export { selectBackend, cudaStatus } from './backend';
+export type { Backend, BackendPreference, BackendChoice, CudaStatus } from './backend';

@@ -1,4 +1,4 @@
-/** The typed surface of the native CPU addon (native/addon/). */
+/** The typed surfaces of the native CPU addon (native/addon/) and the CUDA addon (cuda/addon/). */
 
 export type Mem = NativeBuffer | ArrayBufferView | ArrayBuffer;
 
@@ -42,4 +42,47 @@ export interface NativeAddon {
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<void>;
   rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
   rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
+}
+
+/** A CUDA error as the CUDA addon reports it: the cudaError_t number, its name and what to do. */
+export interface CudaErrorInfo {
+  code: number;
+  name: string;
+  reason: string;
+  message?: string;
+}
+
+export interface CudaDevice {
+  index: number;
+  name: string;
+  /** e.g. '9.0' */
+  computeCapability: string;
+  totalMemory: number;
+  multiprocessors: number;
+  /** A test kernel of this build ran on it. */
+  usable: boolean;
+  error?: CudaErrorInfo;
+}
+
+export interface CudaProbe {
+  /** CUDA runtime linked into the addon, e.g. 13000. */
+  runtimeVersion: number;
+  /** CUDA version the driver supports; 0 when no driver was found. */
+  driverVersion: number;
+  /** Architectures compiled in, e.g. '80-real,86-real,89-real,90'. */
+  archs: string;
+  usable: boolean;
+  /** Why no device is usable (absent when one is). */
+  error?: CudaErrorInfo;
+  devices: CudaDevice[];
+}
+
+/** The CUDA addon (zotune_cuda.node). Ops take host memory and run on the current GPU. */
+export interface CudaAddon {
+  backend: 'cuda';
+  probe(): CudaProbe;
+  rngFill(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): { kernelMs: number };
+  rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;
+  /** The kernel's per-thread code run on the host: checks the thread -> element map without a GPU. */
+  rngFillEmulated(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
 }
