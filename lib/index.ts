@@ -4,5 +4,8 @@ export type { DType } from './dtype';
 export { Tensor } from './tensor';
 export type { MemoryCategory } from './tensor';
 export * as rng from './rng';
+export { perturb, perturbSync, perturbIndices, perturbIndicesSync } from './perturb';
+export type { DirectionOptions } from './perturb';
+export * as ceilings from './ceilings';
 export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './runtime';
 export type { CpuPath, MemoryUsage } from './runtime';
