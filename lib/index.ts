@@ -8,3 +8,5 @@ export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './run
 export type { CpuPath, MemoryUsage } from './runtime';
 export { QTensor, QFORMAT_CODE } from './qtensor';
 export type { QFormat, Granularity } from './qtensor';
+export * as quant from './quant';
+export type { Rounding, RoundingOptions, QuantizeOptions, FloatFormat, QuantDirection } from './quant';
