@@ -37,21 +37,19 @@ void store_code(QFormat f, uint8_t* row, uint64_t c, uint32_t code) {
   }
 }
 
-// The group parameters of column c, recomputed only when the scale index changes.
-struct GroupCursor {
-  const QTensorView& q;
-  uint64_t r, gi = ~(uint64_t)0;
-  QGroup g{};
-  GroupCursor(const QTensorView& qv, uint64_t row) : q(qv), r(row) {}
-  const QGroup& at(uint64_t c) {
-    uint64_t k = qt_scale_index(q, r, c);
-    if (k != gi) {
-      gi = k;
-      g = qt_group(q, k);
-    }
-    return g;
+// f(group index, ca, cb) for the runs of columns [c0, c1) of row r that share one scale.
+template <class F>
+void for_groups(const QTensorView& q, uint64_t r, uint64_t c0, uint64_t c1, F&& f) {
+  if (q.group == 0 || q.group >= q.cols) {
+    if (c0 < c1) f(qt_scale_index(q, r, c0), c0, c1);
+    return;
   }
-};
+  for (uint64_t ca = c0; ca < c1;) {
+    uint64_t cb = std::min((ca / q.group + 1) * q.group, c1);
+    f(qt_scale_index(q, r, ca), ca, cb);
+    ca = cb;
+  }
+}
 
 }  // namespace
 
@@ -69,21 +67,20 @@ bool quantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const float* x = j.x + base;
   uint8_t* row = row_ptr(q, r);
   bool finite = true;
-  if (j.group_scales) {  // segments hold whole groups
-    for (uint64_t gs = c0; gs < c1; gs += q.group) {
-      uint64_t ge = std::min(gs + q.group, c1), gi = qt_scale_index(q, r, gs);
-      QStats st = qstats_range_ref(x + gs, ge - gs);
+  QGroup g{};
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    if (j.group_scales) {  // segments hold whole groups
+      QStats st = qstats_range_ref(x + ca, cb - ca);
       finite = finite && qstats_finite(st);
       q_group_from_stats(q.format, st, j.asym, false, &q.scales[gi], j.asym ? &q.zeros[gi] : nullptr);
     }
-  }
-  GroupCursor gc(q, r);
-  for (uint64_t c = c0; c < c1; ++c) {
-    uint32_t w = j.stochastic ? random_word(j.sr_key, base + c) : 0;
-    store_code(q.format, row, c, q_encode(q.format, x[c], gc.at(c), j.stochastic, w));
-  }
-  if (qformat_is_4bit(q.format) && (q.cols & 1) && c1 == q.cols && c1 > c0)
-    store_code(q.format, row, q.cols, q_zero_code(q.format, gc.at(q.cols - 1)));
+    g = qt_group(q, gi);
+    for (uint64_t c = ca; c < cb; ++c) {
+      uint32_t w = j.stochastic ? random_word(j.sr_key, base + c) : 0;
+      store_code(q.format, row, c, q_encode(q.format, x[c], g, j.stochastic, w));
+    }
+  });
+  if (qformat_is_4bit(q.format) && (q.cols & 1) && c1 == q.cols && c1 > c0) store_code(q.format, row, q.cols, q_zero_code(q.format, g));
   return finite;
 }
 
@@ -91,27 +88,25 @@ void dequantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1)
   const QTensorView& q = j.q;
   const uint8_t* row = row_ptr(q, r);
   float* y = j.y + r * q.cols;
-  GroupCursor gc(q, r);
-  for (uint64_t c = c0; c < c1; ++c) y[c] = q_decode(q.format, load_code(q.format, row, c), gc.at(c));
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    QGroup g = qt_group(q, gi);
+    for (uint64_t c = ca; c < cb; ++c) y[c] = q_decode(q.format, load_code(q.format, row, c), g);
+  });
 }
 
 void update_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
   uint8_t* row = row_ptr(q, r);
-  GroupCursor gc(q, r);
-  uint64_t factor_gi = ~(uint64_t)0;
-  float factor = 0.0f;
-  for (uint64_t c = c0; c < c1; ++c) {
-    const QGroup& g = gc.at(c);
-    if (gc.gi != factor_gi) {
-      factor_gi = gc.gi;
-      factor = q_update_factor(q.format, j.alpha, g);
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    QGroup g = qt_group(q, gi);
+    float factor = q_update_factor(q.format, j.alpha, g);
+    for (uint64_t c = ca; c < cb; ++c) {
+      uint64_t i = base + c;
+      float d = zt_mul(direction_at(j.dir, i), factor);
+      store_code(q.format, row, c, q_update(q.format, load_code(q.format, row, c), g, d, random_word(j.sr_key, i)));
     }
-    uint64_t i = base + c;
-    float d = zt_mul(direction_at(j.dir, i), factor);
-    store_code(q.format, row, c, q_update(q.format, load_code(q.format, row, c), g, d, random_word(j.sr_key, i)));
-  }
+  });
 }
 
 // --- drivers -------------------------------------------------------------------------------------

@@ -1,11 +1,510 @@
-// AVX2 kernels of quant.h (development placeholder: delegates to the reference until written).
+// AVX2 kernels of quant.h: the element numerics of quant_elem.h on 8 lanes, bit-identical to the
+// reference in quant.cc. Rows are walked in blocks of 32 columns (32 divides every group size, so a
+// block has one scale; 4-bit blocks are 16 whole bytes); a row's tail (< 32 columns) goes to the
+// reference. Random words and directions of 32 consecutive elements come from small cursors that
+// keep the two Philox blocks around them, so unaligned rows (odd cols) cost one Philox per block.
+#include "philox_avx2.h"
 #include "quant.h"
 
 namespace zt {
 namespace avx2 {
-QStats qstats_range(const float* x, size_t n) { return qstats_range_ref(x, n); }
-bool quantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { return quantize_seg_ref(j, r, c0, c1); }
-void dequantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { dequantize_seg_ref(j, r, c0, c1); }
-void update_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { update_seg_ref(j, r, c0, c1); }
+namespace {
+
+// --- random words and directions of 32 consecutive elements ------------------------------------
+
+static inline void store_words(RngKey key, uint64_t b, uint32_t* dst) {
+  Words8 w = philox8(key, b << 3);
+  for (int k = 0; k < 4; ++k) _mm256_store_si256((__m256i*)(dst + 8 * k), w.w[k]);
+}
+
+// 32-element blocks b0 (buf[0, 32)) and b0 + 1 (buf[32, 64), when has1) of a stream, produced by
+// `fill`; get(i0) returns the 32 values of elements i0 .. i0 + 31.
+template <class T, class Fill>
+struct Cursor {
+  Fill fill;
+  uint64_t b0 = ~(uint64_t)0;
+  bool has1 = false;
+  alignas(32) T buf[64];
+
+  explicit Cursor(Fill f) : fill(f) {}
+  const T* get(uint64_t i0) {
+    uint64_t b = i0 >> 5;
+    unsigned off = (unsigned)(i0 & 31);
+    if (b != b0) {
+      if (has1 && b == b0 + 1) {
+        for (int k = 0; k < 32; k += 8) _mm256_store_si256((__m256i*)(buf + k), _mm256_load_si256((const __m256i*)(buf + 32 + k)));
+      } else {
+        fill(b, buf);
+      }
+      b0 = b;
+      has1 = false;
+    }
+    if (off && !has1) {
+      fill(b + 1, buf + 32);
+      has1 = true;
+    }
+    return buf + off;
+  }
+};
+
+struct WordFill {
+  RngKey key;
+  void operator()(uint64_t b, uint32_t* dst) const { store_words(key, b, dst); }
+};
+using WordCursor = Cursor<uint32_t, WordFill>;
+
+static inline __m256 sr_round8(__m256 v, __m256i w) {
+  __m256 fl = _mm256_floor_ps(v);
+  __m256 up = _mm256_cmp_ps(uniform_sr8(w), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
+  return _mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up);
+}
+
+static inline __m256 rtne8(__m256 v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+
+// z(i) of a 32-element block: direction_at on 8 lanes.
+struct DirFill {
+  Direction d;
+  RngKey zkey, srkey;
+  uint64_t rad_block = ~(uint64_t)0;  // Rademacher: the 1024-element Philox block in `rad`
+  Words8 rad;
+
+  explicit DirFill(const Direction& dir) : d(dir), zkey(dir_key(dir)), srkey{dir.seed, dir.stream, dir.sr_purpose} {}
+  void operator()(uint64_t b, float* dst) {
+    if (d.dist == kDirRademacher) {
+      // elements 32b + 8k + l: counter lane l of block b >> 5, word (b >> 3) & 3, bit (4b + k) & 31
+      if (rad_block != b >> 5) {
+        rad_block = b >> 5;
+        rad = philox8(zkey, rad_block << 3);
+      }
+      __m256i w = rad.w[(b >> 3) & 3];
+      const __m256 one = _mm256_set1_ps(1.0f);
+      for (int k = 0; k < 4; ++k) {
+        int bit = (int)((4 * b + k) & 31);
+        __m256i s = _mm256_slli_epi32(_mm256_srl_epi32(w, _mm_cvtsi32_si128(bit)), 31);
+        _mm256_store_ps(dst + 8 * k, _mm256_xor_ps(one, _mm256_castsi256_ps(s)));
+      }
+      return;
+    }
+    __m256 z[4];
+    normal32(zkey, b, z);
+    if (d.bits) {
+      Words8 w = philox8(srkey, b << 3);
+      const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(d.bits)), step = _mm256_set1_ps(dir_grid_step(d.bits));
+      for (int k = 0; k < 4; ++k) z[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(z[k], inv), w.w[k]), step);
+    }
+    for (int k = 0; k < 4; ++k) _mm256_store_ps(dst + 8 * k, z[k]);
+  }
+};
+
+struct DirFillRef {
+  DirFill* f;
+  void operator()(uint64_t b, float* dst) const { (*f)(b, dst); }
+};
+using DirCursor = Cursor<float, DirFillRef>;
+
+// --- codes: 32 at a time, as int32 lanes ---------------------------------------------------------
+
+static inline __m128i load_lo64(const uint8_t* p) { return _mm_loadl_epi64((const __m128i*)p); }
+
+template <int F>
+static inline void load32(const uint8_t* row, uint64_t c, __m256i q[4]) {
+  constexpr QFormat f = (QFormat)F;
+  if (f == QFormat::Int8) {
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtepi8_epi32(load_lo64(row + c + 8 * k));
+  } else if (f == QFormat::Int4 || f == QFormat::Nf4) {
+    __m128i b = _mm_loadu_si128((const __m128i*)(row + c / 2));
+    const __m128i m = _mm_set1_epi8(15);
+    __m128i lo = _mm_and_si128(b, m), hi = _mm_and_si128(_mm_srli_epi16(b, 4), m);
+    __m128i e0 = _mm_unpacklo_epi8(lo, hi), e1 = _mm_unpackhi_epi8(lo, hi);  // elements 0..15, 16..31
+    q[0] = _mm256_cvtepu8_epi32(e0);
+    q[1] = _mm256_cvtepu8_epi32(_mm_srli_si128(e0, 8));
+    q[2] = _mm256_cvtepu8_epi32(e1);
+    q[3] = _mm256_cvtepu8_epi32(_mm_srli_si128(e1, 8));
+  } else if (f == QFormat::Bf16 || f == QFormat::Fp16) {
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtepu16_epi32(_mm_loadu_si128((const __m128i*)(row + 2 * (c + 8 * k))));
+  } else {
+    for (int k = 0; k < 4; ++k) q[k] = _mm256_cvtepu8_epi32(load_lo64(row + c + 8 * k));
+  }
+}
+
+// 32 int32 lanes -> 32 bytes in element order (int8: signed saturation, else unsigned).
+template <bool Signed>
+static inline __m256i pack_bytes(const __m256i q[4]) {
+  __m256i a = _mm256_packs_epi32(q[0], q[1]), b = _mm256_packs_epi32(q[2], q[3]);
+  __m256i p = Signed ? _mm256_packs_epi16(a, b) : _mm256_packus_epi16(a, b);
+  return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
+}
+
+template <int F>
+static inline void store32(uint8_t* row, uint64_t c, const __m256i q[4]) {
+  constexpr QFormat f = (QFormat)F;
+  if (f == QFormat::Int8) {
+    _mm256_storeu_si256((__m256i*)(row + c), pack_bytes<true>(q));
+  } else if (f == QFormat::Int4 || f == QFormat::Nf4) {
+    __m256i pairs = _mm256_maddubs_epi16(pack_bytes<false>(q), _mm256_set1_epi16(0x1001));  // e[2j] + 16 e[2j+1]
+    __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(pairs, pairs), 0x08);
+    _mm_storeu_si128((__m128i*)(row + c / 2), _mm256_castsi256_si128(p));
+  } else if (f == QFormat::Bf16 || f == QFormat::Fp16) {
+    for (int k = 0; k < 4; k += 2) {
+      __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi32(q[k], q[k + 1]), 0xD8);
+      _mm256_storeu_si256((__m256i*)(row + 2 * (c + 8 * k)), p);
+    }
+  } else {
+    _mm256_storeu_si256((__m256i*)(row + c), pack_bytes<false>(q));
+  }
+}
+
+// --- element numerics on 8 lanes (quant_elem.h / formats.h) ------------------------------------
+
+static inline __m256 f32_and(__m256 x, uint32_t m) { return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32((int)m))); }
+
+// formats.h int_quantize: clamp(round(x * inv) + zp), as int32
+static inline __m256i int_quantize8(__m256 x, __m256 inv, __m256 zp, __m256 qmin, __m256 qmax, bool sr, __m256i w) {
+  __m256 v = _mm256_mul_ps(x, inv);
+  __m256 r = sr ? sr_round8(v, w) : rtne8(v);
+  __m256 q = _mm256_add_ps(r, zp);
+  q = _mm256_max_ps(q, qmin);
+  q = _mm256_min_ps(q, qmax);
+  return _mm256_cvttps_epi32(q);
+}
+
+static inline __m256 pow2_8(__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23)); }
+
+// formats.h minifloat_round: |x| onto the grid (RTNE or SR), saturated, sign restored, NaN kept.
+static inline __m256 minifloat_round8(__m256 x, MiniFloat mf, bool sr, __m256i w) {
+  __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
+  __m256 sign = f32_and(x, 0x80000000u);
+  __m256 ax = _mm256_min_ps(f32_and(x, 0x7fffffffu), _mm256_set1_ps(mf.maxval));
+  __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(ax), 23), _mm256_set1_epi32(127));
+  __m256i E = _mm256_max_epi32(e, _mm256_set1_epi32(minifloat_emin(mf)));
+  __m256 v = _mm256_mul_ps(ax, pow2_8(_mm256_sub_epi32(_mm256_set1_epi32(mf.mbits), E)));
+  __m256 r = sr ? sr_round8(v, w) : rtne8(v);
+  __m256 y = _mm256_or_ps(_mm256_mul_ps(r, pow2_8(_mm256_sub_epi32(E, _mm256_set1_epi32(mf.mbits)))), sign);
+  return _mm256_blendv_ps(y, x, nan);
+}
+
+// formats.h minifloat_encode_exact of values on the grid.
+static inline __m256i minifloat_encode_exact8(__m256 y, MiniFloat mf) {
+  __m256i yb = _mm256_castps_si256(y);
+  __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(yb, 31), mf.mbits + mf.ebits);
+  __m256 ay = f32_and(y, 0x7fffffffu);
+  int emin = minifloat_emin(mf);
+  __m256i sub = _mm256_cvttps_epi32(_mm256_mul_ps(ay, _mm256_set1_ps(pow2f(mf.mbits - emin))));
+  __m256i norm = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(ay), 23 - mf.mbits), _mm256_set1_epi32((127 - mf.bias) << mf.mbits));
+  __m256 is_sub = _mm256_cmp_ps(ay, _mm256_set1_ps(pow2f(emin)), _CMP_LT_OQ);
+  __m256i code = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(norm), _mm256_castsi256_ps(sub), is_sub));
+  code = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(code), _mm256_castsi256_ps(_mm256_set1_epi32((int)mf.nan_code)),
+                                               _mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
+  return _mm256_or_si256(code, sign);
+}
+
+// formats.h minifloat_decode (NaN canonical with the code's sign).
+static inline __m256 minifloat_decode8(__m256i code, MiniFloat mf) {
+  const __m256i mmask = _mm256_set1_epi32((1 << mf.mbits) - 1), emask = _mm256_set1_epi32((1 << mf.ebits) - 1);
+  __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(code, mf.mbits + mf.ebits), 31);
+  __m256i e = _mm256_and_si256(_mm256_srli_epi32(code, mf.mbits), emask);
+  __m256i m = _mm256_and_si256(code, mmask);
+  __m256i norm = _mm256_or_si256(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127 - mf.bias)), 23),
+                                 _mm256_slli_epi32(m, 23 - mf.mbits));
+  __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(pow2f(minifloat_emin(mf) - mf.mbits)));
+  __m256 v = _mm256_blendv_ps(_mm256_castsi256_ps(norm), sub, _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_setzero_si256())));
+  __m256i top = _mm256_cmpeq_epi32(e, emask);
+  if (mf.ieee_special) {
+    __m256 special = _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)),
+                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, _mm256_setzero_si256())));
+    v = _mm256_blendv_ps(v, special, _mm256_castsi256_ps(top));
+  } else {
+    __m256i nan = _mm256_and_si256(top, _mm256_cmpeq_epi32(m, mmask));
+    v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)), _mm256_castsi256_ps(nan));
+  }
+  return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
+}
+
+// fp16 with F16C: the hardware conversions are exact (decode) and RTNE (encode) once saturation and
+// canonical NaNs are applied around them.
+static inline __m256 fp16_decode8(__m256i code) {
+  __m128i h = _mm_packus_epi32(_mm256_castsi256_si128(code), _mm256_extracti128_si256(code, 1));
+  __m256 v = _mm256_cvtph_ps(h);
+  __m256 nan = _mm256_cmp_ps(v, v, _CMP_UNORD_Q);
+  __m256 canon = _mm256_or_ps(f32_and(v, 0x80000000u), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)));
+  return _mm256_blendv_ps(v, canon, nan);
+}
+
+static inline __m256i fp16_rtne8(__m256 x) {
+  __m256 sign = f32_and(x, 0x80000000u);
+  __m256 ax = _mm256_min_ps(f32_and(x, 0x7fffffffu), _mm256_set1_ps(kFp16.maxval));
+  __m128i h = _mm256_cvtps_ph(_mm256_or_ps(ax, sign), _MM_FROUND_TO_NEAREST_INT);
+  __m256i code = _mm256_cvtepu16_epi32(h);
+  __m256i nan_code = _mm256_or_si256(_mm256_set1_epi32((int)kFp16.nan_code), _mm256_srli_epi32(_mm256_castps_si256(sign), 16));
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(code), _mm256_castsi256_ps(nan_code), _mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+}
+
+// formats.h bf16_rtne / bf16_sr.
+static inline __m256i bf16_encode8(__m256 x, bool sr, __m256i w) {
+  __m256i b = _mm256_castps_si256(x);
+  __m256i sign = _mm256_and_si256(b, _mm256_set1_epi32((int)0x80000000u));
+  __m256i mag = _mm256_min_epu32(_mm256_and_si256(b, _mm256_set1_epi32(0x7fffffff)), _mm256_set1_epi32(0x7f7f0000));
+  __m256i s = _mm256_or_si256(sign, mag);
+  __m256i r;
+  if (sr) {
+    r = _mm256_srli_epi32(_mm256_add_epi32(s, _mm256_srli_epi32(w, 16)), 16);  // mag <= 0x7f7f0000: never carries past max
+  } else {
+    __m256i lsb = _mm256_and_si256(_mm256_srli_epi32(s, 16), _mm256_set1_epi32(1));
+    r = _mm256_srli_epi32(_mm256_add_epi32(_mm256_add_epi32(s, _mm256_set1_epi32(0x7fff)), lsb), 16);
+  }
+  __m256i nan_code = _mm256_or_si256(_mm256_set1_epi32(kBf16NaN), _mm256_srli_epi32(sign, 16));
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(r), _mm256_castsi256_ps(nan_code), _mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+}
+
+static inline __m256 bf16_decode8(__m256i code) { return _mm256_castsi256_ps(_mm256_slli_epi32(code, 16)); }
+
+// NF4 table lookup of 4-bit indices (two 8-entry permutes, picked by bit 3).
+struct Nf4Lut {
+  __m256 lo, hi;
+};
+static inline Nf4Lut nf4_lut() {
+  return {_mm256_setr_ps(nf4_value(0), nf4_value(1), nf4_value(2), nf4_value(3), nf4_value(4), nf4_value(5), nf4_value(6), nf4_value(7)),
+          _mm256_setr_ps(nf4_value(8), nf4_value(9), nf4_value(10), nf4_value(11), nf4_value(12), nf4_value(13), nf4_value(14), nf4_value(15))};
+}
+static inline __m256 nf4_lookup8(const Nf4Lut& t, __m256i u) {
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, u), _mm256_permutevar8x32_ps(t.hi, u), _mm256_castsi256_ps(_mm256_slli_epi32(u, 28)));
+}
+
+// formats.h nf4_quantize: lo = #{k in 1..14 : nf4[k] <= t}, then nearest (ties low) or SR.
+static inline __m256i nf4_quantize8(const Nf4Lut& t8, __m256 t, bool sr, __m256i w) {
+  t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-1.0f)), _mm256_set1_ps(1.0f));
+  __m256i lo = _mm256_setzero_si256();
+  for (int k = 1; k <= 14; ++k)
+    lo = _mm256_sub_epi32(lo, _mm256_castps_si256(_mm256_cmp_ps(_mm256_set1_ps(nf4_value(k)), t, _CMP_LE_OQ)));
+  __m256i lo1 = _mm256_add_epi32(lo, _mm256_set1_epi32(1));
+  __m256 a = nf4_lookup8(t8, lo), c = nf4_lookup8(t8, lo1);
+  __m256 ta = _mm256_sub_ps(t, a);
+  __m256 up;
+  if (sr) up = _mm256_cmp_ps(uniform_sr8(w), _mm256_div_ps(ta, _mm256_sub_ps(c, a)), _CMP_LT_OQ);
+  else up = _mm256_cmp_ps(ta, _mm256_sub_ps(c, t), _CMP_GT_OQ);  // !((t - a) <= (c - t))
+  up = _mm256_andnot_ps(_mm256_cmp_ps(t, a, _CMP_EQ_OQ), up);
+  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(lo1), up));
+}
+
+// One scale group's constants on 8 lanes.
+struct Group8 {
+  __m256 scale, inv, zp, qmin, qmax, factor;
+};
+
+template <int F>
+static inline Group8 group8(const QTensorView& q, uint64_t gi, float alpha) {
+  constexpr QFormat f = (QFormat)F;
+  QGroup g = qt_group(q, gi);
+  Group8 v;
+  v.scale = _mm256_set1_ps(g.scale);
+  v.inv = _mm256_set1_ps(g.inv);
+  v.zp = _mm256_set1_ps(f == QFormat::Int4 ? (float)g.zp : 0.0f);
+  v.qmin = _mm256_set1_ps((float)g.qmin);
+  v.qmax = _mm256_set1_ps(f == QFormat::Int8 ? (float)kInt8Max : 15.0f);
+  v.factor = _mm256_set1_ps(q_update_factor(f, alpha, g));
+  return v;
+}
+
+// quant_elem.h q_encode
+template <int F>
+static inline __m256i encode8(__m256 x, const Group8& g, const Nf4Lut& t, bool sr, __m256i w) {
+  constexpr QFormat f = (QFormat)F;
+  if (f == QFormat::Int8 || f == QFormat::Int4) return int_quantize8(x, g.inv, g.zp, g.qmin, g.qmax, sr, w);
+  if (f == QFormat::Nf4) return nf4_quantize8(t, _mm256_mul_ps(x, g.inv), sr, w);
+  if (f == QFormat::Bf16) return bf16_encode8(x, sr, w);
+  if (f == QFormat::Fp16) return sr ? minifloat_encode_exact8(minifloat_round8(x, kFp16, true, w), kFp16) : fp16_rtne8(x);
+  constexpr MiniFloat mf = f == QFormat::Fp8E4M3 ? kE4M3 : kE5M2;
+  return minifloat_encode_exact8(minifloat_round8(_mm256_mul_ps(x, g.inv), mf, sr, w), mf);
+}
+
+// quant_elem.h q_decode (grid value before the scale, and with it)
+template <int F>
+static inline __m256 grid_value8(__m256i code, const Group8& g, const Nf4Lut& t) {
+  constexpr QFormat f = (QFormat)F;
+  if (f == QFormat::Int8) return _mm256_cvtepi32_ps(code);
+  if (f == QFormat::Int4) return _mm256_sub_ps(_mm256_cvtepi32_ps(code), g.zp);  // exact: small integers
+  if (f == QFormat::Nf4) return nf4_lookup8(t, code);
+  if (f == QFormat::Bf16) return bf16_decode8(code);
+  if (f == QFormat::Fp16) return fp16_decode8(code);
+  return minifloat_decode8(code, f == QFormat::Fp8E4M3 ? kE4M3 : kE5M2);
+}
+
+template <int F>
+static inline __m256 decode8(__m256i code, const Group8& g, const Nf4Lut& t) {
+  constexpr QFormat f = (QFormat)F;
+  if (f == QFormat::Bf16 || f == QFormat::Fp16) return grid_value8<F>(code, g, t);
+  return _mm256_mul_ps(g.scale, grid_value8<F>(code, g, t));
+}
+
+// quant_elem.h q_update with d = z * factor
+template <int F>
+static inline __m256i update8(__m256i code, __m256 d, const Group8& g, const Nf4Lut& t, __m256i w) {
+  constexpr QFormat f = (QFormat)F;
+  if (f == QFormat::Int8 || f == QFormat::Int4) {
+    __m256 r = sr_round8(_mm256_add_ps(_mm256_cvtepi32_ps(code), d), w);
+    return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, g.qmin), g.qmax));
+  }
+  if (f == QFormat::Nf4) return nf4_quantize8(t, _mm256_add_ps(nf4_lookup8(t, code), d), true, w);
+  if (f == QFormat::Bf16) return bf16_encode8(_mm256_add_ps(bf16_decode8(code), d), true, w);
+  constexpr MiniFloat mf = f == QFormat::Fp8E4M3 ? kE4M3 : (f == QFormat::Fp8E5M2 ? kE5M2 : kFp16);
+  __m256 v = _mm256_add_ps(grid_value8<F>(code, g, t), d);
+  return minifloat_encode_exact8(minifloat_round8(v, mf, true, w), mf);
+}
+
+// --- row kernels -------------------------------------------------------------------------------
+
+static inline uint8_t* row_of(const QTensorView& q, uint64_t r) { return q.data + r * qformat_row_bytes(q.format, q.cols); }
+
+// Codes of columns [ca, cb) of row r with the scales already in q.
+template <int F>
+void quantize_cols(const QuantJob& j, uint64_t r, uint64_t ca, uint64_t cb) {
+  const QTensorView& q = j.q;
+  const uint64_t base = r * q.cols;
+  const float* x = j.x + base;
+  uint8_t* row = row_of(q, r);
+  const Nf4Lut t = nf4_lut();
+  WordCursor wc(WordFill{j.sr_key});
+  uint64_t gi = ~(uint64_t)0;
+  Group8 g{};
+  uint64_t c = ca;
+  for (; c + 32 <= cb; c += 32) {
+    uint64_t k = qt_scale_index(q, r, c);
+    if (k != gi) {
+      gi = k;
+      g = group8<F>(q, k, 0.0f);
+    }
+    const uint32_t* w = j.stochastic ? wc.get(base + c) : nullptr;
+    __m256i codes[4];
+    for (int v = 0; v < 4; ++v) {
+      __m256i wv = w ? _mm256_loadu_si256((const __m256i*)(w + 8 * v)) : _mm256_setzero_si256();
+      codes[v] = encode8<F>(_mm256_loadu_ps(x + c + 8 * v), g, t, j.stochastic, wv);
+    }
+    store32<F>(row, c, codes);
+  }
+  if (c < cb) {
+    QuantJob tail = j;
+    tail.group_scales = false;
+    quantize_seg_ref(tail, r, c, cb);
+  }
+}
+
+template <int F>
+bool quantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const QTensorView& q = j.q;
+  if (!j.group_scales) {
+    quantize_cols<F>(j, r, c0, c1);
+    return true;
+  }
+  bool finite = true;
+  const float* x = j.x + r * q.cols;
+  for (uint64_t gs = c0; gs < c1; gs += q.group) {  // segments hold whole groups
+    uint64_t ge = gs + q.group < c1 ? gs + q.group : c1, gi = qt_scale_index(q, r, gs);
+    QStats st = qstats_range(x + gs, ge - gs);
+    finite = finite && qstats_finite(st);
+    q_group_from_stats(q.format, st, j.asym, false, &q.scales[gi], j.asym ? &q.zeros[gi] : nullptr);
+    quantize_cols<F>(j, r, gs, ge);
+  }
+  return finite;
+}
+
+template <int F>
+void dequantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const QTensorView& q = j.q;
+  const uint8_t* row = row_of(q, r);
+  float* y = j.y + r * q.cols;
+  const Nf4Lut t = nf4_lut();
+  uint64_t gi = ~(uint64_t)0;
+  Group8 g{};
+  uint64_t c = c0;
+  for (; c + 32 <= c1; c += 32) {
+    uint64_t k = qt_scale_index(q, r, c);
+    if (k != gi) {
+      gi = k;
+      g = group8<F>(q, k, 0.0f);
+    }
+    __m256i codes[4];
+    load32<F>(row, c, codes);
+    for (int v = 0; v < 4; ++v) _mm256_storeu_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
+  }
+  if (c < c1) dequantize_seg_ref(j, r, c, c1);
+}
+
+template <int F>
+void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const QTensorView& q = j.q;
+  const uint64_t base = r * q.cols;
+  uint8_t* row = row_of(q, r);
+  const Nf4Lut t = nf4_lut();
+  WordCursor wc(WordFill{j.sr_key});
+  DirFill df(j.dir);
+  DirCursor dc(DirFillRef{&df});
+  uint64_t gi = ~(uint64_t)0;
+  Group8 g{};
+  uint64_t c = c0;
+  for (; c + 32 <= c1; c += 32) {
+    uint64_t k = qt_scale_index(q, r, c);
+    if (k != gi) {
+      gi = k;
+      g = group8<F>(q, k, j.alpha);
+    }
+    const uint32_t* w = wc.get(base + c);
+    const float* z = dc.get(base + c);
+    __m256i codes[4];
+    load32<F>(row, c, codes);
+    for (int v = 0; v < 4; ++v) {
+      __m256 d = _mm256_mul_ps(_mm256_loadu_ps(z + 8 * v), g.factor);
+      codes[v] = update8<F>(codes[v], d, g, t, _mm256_loadu_si256((const __m256i*)(w + 8 * v)));
+    }
+    store32<F>(row, c, codes);
+  }
+  if (c < c1) update_seg_ref(j, r, c, c1);
+}
+
+// Dispatch on the format once per segment.
+#define ZT_QUANT_DISPATCH(fn, ...)                                                   \
+  switch (j.q.format) {                                                              \
+    case QFormat::Int8: return fn<(int)QFormat::Int8>(__VA_ARGS__);                  \
+    case QFormat::Int4: return fn<(int)QFormat::Int4>(__VA_ARGS__);                  \
+    case QFormat::Nf4: return fn<(int)QFormat::Nf4>(__VA_ARGS__);                    \
+    case QFormat::Fp8E4M3: return fn<(int)QFormat::Fp8E4M3>(__VA_ARGS__);            \
+    case QFormat::Fp8E5M2: return fn<(int)QFormat::Fp8E5M2>(__VA_ARGS__);            \
+    case QFormat::Bf16: return fn<(int)QFormat::Bf16>(__VA_ARGS__);                  \
+    default: return fn<(int)QFormat::Fp16>(__VA_ARGS__);                             \
+  }
+
+}  // namespace
+
+QStats qstats_range(const float* x, size_t n) {
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  __m256i amax0 = _mm256_setzero_si256(), amax1 = amax0;
+  __m256 mn0 = _mm256_setzero_ps(), mn1 = mn0, mx0 = mn0, mx1 = mn0;
+  size_t k = 0;
+  for (; k + 16 <= n; k += 16) {
+    __m256 a = _mm256_loadu_ps(x + k), b = _mm256_loadu_ps(x + k + 8);
+    amax0 = _mm256_max_epu32(amax0, _mm256_and_si256(_mm256_castps_si256(a), absmask));
+    amax1 = _mm256_max_epu32(amax1, _mm256_and_si256(_mm256_castps_si256(b), absmask));
+    mn0 = _mm256_min_ps(a, mn0);
+    mn1 = _mm256_min_ps(b, mn1);
+    mx0 = _mm256_max_ps(a, mx0);
+    mx1 = _mm256_max_ps(b, mx1);
+  }
+  alignas(32) uint32_t am[16];
+  alignas(32) float lo[16], hi[16];
+  _mm256_store_si256((__m256i*)am, amax0);
+  _mm256_store_si256((__m256i*)(am + 8), amax1);
+  _mm256_store_ps(lo, mn0);
+  _mm256_store_ps(lo + 8, mn1);
+  _mm256_store_ps(hi, mx0);
+  _mm256_store_ps(hi + 8, mx1);
+  QStats s = qstats_empty();
+  for (int l = 0; l < 16; ++l) s = qstats_merge(s, QStats{am[l], lo[l], hi[l]});
+  for (; k < n; ++k) qstats_add(&s, x[k]);
+  return s;
+}
+
+bool quantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { ZT_QUANT_DISPATCH(quantize_seg_t, j, r, c0, c1) }
+void dequantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { ZT_QUANT_DISPATCH(dequantize_seg_t, j, r, c0, c1) }
+void update_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { ZT_QUANT_DISPATCH(update_seg_t, j, r, c0, c1) }
+
 }  // namespace avx2
 }  // namespace zt
