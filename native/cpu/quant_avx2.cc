@@ -170,32 +170,20 @@ static inline __m256i int_quantize8(__m256 x, __m256 inv, __m256 zp, __m256 qmin
 
 static inline __m256 pow2_8(__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23)); }
 
-// formats.h minifloat_round: |x| onto the grid (RTNE or SR), saturated, sign restored, NaN kept.
-static inline __m256 minifloat_round8(__m256 x, MiniFloat mf, bool sr, __m256i w) {
-  __m256 nan = _mm256_cmp_ps(x, x, _CMP_UNORD_Q);
-  __m256 sign = f32_and(x, 0x80000000u);
-  __m256 ax = _mm256_min_ps(f32_and(x, 0x7fffffffu), _mm256_set1_ps(mf.maxval));
+// formats.h minifloat_encode(minifloat_round(x)) in one step: with E = max(exponent, emin) and
+// r = round(|x| * 2^(mbits - E)) in [0, 2^(mbits + 1)], the code is r + ((E - emin) << mbits)
+// (a carry into the next binade and the subnormal/normal boundary fall out of the addition).
+static inline __m256i minifloat_encode8(__m256 x, MiniFloat mf, bool sr, __m256i w) {
+  const int emin = minifloat_emin(mf), sbit = mf.mbits + mf.ebits;
+  __m256 ax = _mm256_min_ps(f32_and(x, 0x7fffffffu), _mm256_set1_ps(mf.maxval));  // saturate
   __m256i e = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(ax), 23), _mm256_set1_epi32(127));
-  __m256i E = _mm256_max_epi32(e, _mm256_set1_epi32(minifloat_emin(mf)));
+  __m256i E = _mm256_max_epi32(e, _mm256_set1_epi32(emin));
   __m256 v = _mm256_mul_ps(ax, pow2_8(_mm256_sub_epi32(_mm256_set1_epi32(mf.mbits), E)));
   __m256 r = sr ? sr_round8(v, w) : rtne8(v);
-  __m256 y = _mm256_or_ps(_mm256_mul_ps(r, pow2_8(_mm256_sub_epi32(E, _mm256_set1_epi32(mf.mbits)))), sign);
-  return _mm256_blendv_ps(y, x, nan);
-}
-
-// formats.h minifloat_encode_exact of values on the grid.
-static inline __m256i minifloat_encode_exact8(__m256 y, MiniFloat mf) {
-  __m256i yb = _mm256_castps_si256(y);
-  __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(yb, 31), mf.mbits + mf.ebits);
-  __m256 ay = f32_and(y, 0x7fffffffu);
-  int emin = minifloat_emin(mf);
-  __m256i sub = _mm256_cvttps_epi32(_mm256_mul_ps(ay, _mm256_set1_ps(pow2f(mf.mbits - emin))));
-  __m256i norm = _mm256_sub_epi32(_mm256_srli_epi32(_mm256_castps_si256(ay), 23 - mf.mbits), _mm256_set1_epi32((127 - mf.bias) << mf.mbits));
-  __m256 is_sub = _mm256_cmp_ps(ay, _mm256_set1_ps(pow2f(emin)), _CMP_LT_OQ);
-  __m256i code = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(norm), _mm256_castsi256_ps(sub), is_sub));
+  __m256i code = _mm256_add_epi32(_mm256_cvttps_epi32(r), _mm256_slli_epi32(_mm256_sub_epi32(E, _mm256_set1_epi32(emin)), mf.mbits));
   code = _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(code), _mm256_castsi256_ps(_mm256_set1_epi32((int)mf.nan_code)),
-                                               _mm256_cmp_ps(y, y, _CMP_UNORD_Q)));
-  return _mm256_or_si256(code, sign);
+                                               _mm256_cmp_ps(x, x, _CMP_UNORD_Q)));
+  return _mm256_or_si256(code, _mm256_slli_epi32(_mm256_srli_epi32(_mm256_castps_si256(x), 31), sbit));
 }
 
 // formats.h minifloat_decode (NaN canonical with the code's sign).
@@ -312,9 +300,9 @@ static inline __m256i encode8(__m256 x, const Group8& g, const Nf4Lut& t, bool s
   if (f == QFormat::Int8 || f == QFormat::Int4) return int_quantize8(x, g.inv, g.zp, g.qmin, g.qmax, sr, w);
   if (f == QFormat::Nf4) return nf4_quantize8(t, _mm256_mul_ps(x, g.inv), sr, w);
   if (f == QFormat::Bf16) return bf16_encode8(x, sr, w);
-  if (f == QFormat::Fp16) return sr ? minifloat_encode_exact8(minifloat_round8(x, kFp16, true, w), kFp16) : fp16_rtne8(x);
+  if (f == QFormat::Fp16) return sr ? minifloat_encode8(x, kFp16, true, w) : fp16_rtne8(x);
   constexpr MiniFloat mf = f == QFormat::Fp8E4M3 ? kE4M3 : kE5M2;
-  return minifloat_encode_exact8(minifloat_round8(_mm256_mul_ps(x, g.inv), mf, sr, w), mf);
+  return minifloat_encode8(_mm256_mul_ps(x, g.inv), mf, sr, w);
 }
 
 // quant_elem.h q_decode (grid value before the scale, and with it)
@@ -348,31 +336,78 @@ static inline __m256i update8(__m256i code, __m256 d, const Group8& g, const Nf4
   if (f == QFormat::Bf16) return bf16_encode8(_mm256_add_ps(bf16_decode8(code), d), true, w);
   constexpr MiniFloat mf = f == QFormat::Fp8E4M3 ? kE4M3 : (f == QFormat::Fp8E5M2 ? kE5M2 : kFp16);
   __m256 v = _mm256_add_ps(grid_value8<F>(code, g, t), d);
-  return minifloat_encode_exact8(minifloat_round8(v, mf, true, w), mf);
+  return minifloat_encode8(v, mf, true, w);
 }
 
 // --- row kernels -------------------------------------------------------------------------------
 
 static inline uint8_t* row_of(const QTensorView& q, uint64_t r) { return q.data + r * qformat_row_bytes(q.format, q.cols); }
 
-// Codes of columns [ca, cb) of row r with the scales already in q.
+// f(group index, ca, cb) for the runs of columns [c0, c1) of row r that share one scale (no
+// division per block: group boundaries are multiples of 32, so 32-column blocks never straddle).
+template <class Fn>
+static inline void for_groups(const QTensorView& q, uint64_t r, uint64_t c0, uint64_t c1, Fn&& f) {
+  if (q.group == 0 || q.group >= q.cols) {
+    if (c0 < c1) f(qt_scale_index(q, r, c0), c0, c1);
+    return;
+  }
+  uint64_t gi = qt_scale_index(q, r, c0), ca = c0;
+  while (ca < c1) {
+    uint64_t cb = (ca / q.group + 1) * q.group;
+    cb = cb < c1 ? cb : c1;
+    f(gi++, ca, cb);
+    ca = cb;
+  }
+}
+
+// Horizontal reductions of 8 lanes.
+static inline uint32_t hmax_epu32(__m256i v) {
+  __m128i m = _mm_max_epu32(_mm256_castsi256_si128(v), _mm256_extracti128_si256(v, 1));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0x4E));
+  m = _mm_max_epu32(m, _mm_shuffle_epi32(m, 0xB1));
+  return (uint32_t)_mm_cvtsi128_si32(m);
+}
+static inline float hmin_ps(__m256 v) {
+  __m128 m = _mm_min_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+  m = _mm_min_ps(m, _mm_shuffle_ps(m, m, 0xB1));
+  return _mm_cvtss_f32(m);
+}
+static inline float hmax_ps(__m256 v) {
+  __m128 m = _mm_max_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0x4E));
+  m = _mm_max_ps(m, _mm_shuffle_ps(m, m, 0xB1));
+  return _mm_cvtss_f32(m);
+}
+
+// qstats of x[0, n) in registers (finite values give the reference's result; NaN/Inf are flagged).
+static inline QStats stats8(const float* x, size_t n) {
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  __m256i amax = _mm256_setzero_si256();
+  __m256 mn = _mm256_setzero_ps(), mx = mn;
+  size_t k = 0;
+  for (; k + 8 <= n; k += 8) {
+    __m256 a = _mm256_loadu_ps(x + k);
+    amax = _mm256_max_epu32(amax, _mm256_and_si256(_mm256_castps_si256(a), absmask));
+    mn = _mm256_min_ps(a, mn);
+    mx = _mm256_max_ps(a, mx);
+  }
+  QStats s{hmax_epu32(amax), hmin_ps(mn), hmax_ps(mx)};
+  for (; k < n; ++k) qstats_add(&s, x[k]);
+  return s;
+}
+
+// Codes of columns [ca, cb) of row r, one scale group, scale already in q. Full 32-column blocks
+// here; a remainder (only at the end of a row) goes to the reference.
 template <int F>
-void quantize_cols(const QuantJob& j, uint64_t r, uint64_t ca, uint64_t cb) {
+static inline void quantize_run(const QuantJob& j, uint64_t r, uint64_t gi, uint64_t ca, uint64_t cb, const Nf4Lut& t, WordCursor& wc) {
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
   const float* x = j.x + base;
   uint8_t* row = row_of(q, r);
-  const Nf4Lut t = nf4_lut();
-  WordCursor wc(WordFill{j.sr_key});
-  uint64_t gi = ~(uint64_t)0;
-  Group8 g{};
+  const Group8 g = group8<F>(q, gi, 0.0f);
   uint64_t c = ca;
   for (; c + 32 <= cb; c += 32) {
-    uint64_t k = qt_scale_index(q, r, c);
-    if (k != gi) {
-      gi = k;
-      g = group8<F>(q, k, 0.0f);
-    }
     const uint32_t* w = j.stochastic ? wc.get(base + c) : nullptr;
     __m256i codes[4];
     for (int v = 0; v < 4; ++v) {
@@ -391,19 +426,18 @@ void quantize_cols(const QuantJob& j, uint64_t r, uint64_t ca, uint64_t cb) {
 template <int F>
 bool quantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const QTensorView& q = j.q;
-  if (!j.group_scales) {
-    quantize_cols<F>(j, r, c0, c1);
-    return true;
-  }
-  bool finite = true;
   const float* x = j.x + r * q.cols;
-  for (uint64_t gs = c0; gs < c1; gs += q.group) {  // segments hold whole groups
-    uint64_t ge = gs + q.group < c1 ? gs + q.group : c1, gi = qt_scale_index(q, r, gs);
-    QStats st = qstats_range(x + gs, ge - gs);
-    finite = finite && qstats_finite(st);
-    q_group_from_stats(q.format, st, j.asym, false, &q.scales[gi], j.asym ? &q.zeros[gi] : nullptr);
-    quantize_cols<F>(j, r, gs, ge);
-  }
+  const Nf4Lut t = nf4_lut();
+  WordCursor wc(WordFill{j.sr_key});
+  bool finite = true;
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    if (j.group_scales) {  // segments hold whole groups
+      QStats st = stats8(x + ca, cb - ca);
+      finite = finite && qstats_finite(st);
+      q_group_from_stats(q.format, st, j.asym, false, &q.scales[gi], j.asym ? &q.zeros[gi] : nullptr);
+    }
+    quantize_run<F>(j, r, gi, ca, cb, t, wc);
+  });
   return finite;
 }
 
@@ -413,20 +447,16 @@ void dequantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const uint8_t* row = row_of(q, r);
   float* y = j.y + r * q.cols;
   const Nf4Lut t = nf4_lut();
-  uint64_t gi = ~(uint64_t)0;
-  Group8 g{};
-  uint64_t c = c0;
-  for (; c + 32 <= c1; c += 32) {
-    uint64_t k = qt_scale_index(q, r, c);
-    if (k != gi) {
-      gi = k;
-      g = group8<F>(q, k, 0.0f);
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    const Group8 g = group8<F>(q, gi, 0.0f);
+    uint64_t c = ca;
+    for (; c + 32 <= cb; c += 32) {
+      __m256i codes[4];
+      load32<F>(row, c, codes);
+      for (int v = 0; v < 4; ++v) _mm256_storeu_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
     }
-    __m256i codes[4];
-    load32<F>(row, c, codes);
-    for (int v = 0; v < 4; ++v) _mm256_storeu_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
-  }
-  if (c < c1) dequantize_seg_ref(j, r, c, c1);
+    if (c < cb) dequantize_seg_ref(j, r, c, cb);
+  });
 }
 
 template <int F>
@@ -438,26 +468,22 @@ void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   WordCursor wc(WordFill{j.sr_key});
   DirFill df(j.dir);
   DirCursor dc(DirFillRef{&df});
-  uint64_t gi = ~(uint64_t)0;
-  Group8 g{};
-  uint64_t c = c0;
-  for (; c + 32 <= c1; c += 32) {
-    uint64_t k = qt_scale_index(q, r, c);
-    if (k != gi) {
-      gi = k;
-      g = group8<F>(q, k, j.alpha);
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    const Group8 g = group8<F>(q, gi, j.alpha);
+    uint64_t c = ca;
+    for (; c + 32 <= cb; c += 32) {
+      const uint32_t* w = wc.get(base + c);
+      const float* z = dc.get(base + c);
+      __m256i codes[4];
+      load32<F>(row, c, codes);
+      for (int v = 0; v < 4; ++v) {
+        __m256 d = _mm256_mul_ps(_mm256_loadu_ps(z + 8 * v), g.factor);
+        codes[v] = update8<F>(codes[v], d, g, t, _mm256_loadu_si256((const __m256i*)(w + 8 * v)));
+      }
+      store32<F>(row, c, codes);
     }
-    const uint32_t* w = wc.get(base + c);
-    const float* z = dc.get(base + c);
-    __m256i codes[4];
-    load32<F>(row, c, codes);
-    for (int v = 0; v < 4; ++v) {
-      __m256 d = _mm256_mul_ps(_mm256_loadu_ps(z + 8 * v), g.factor);
-      codes[v] = update8<F>(codes[v], d, g, t, _mm256_loadu_si256((const __m256i*)(w + 8 * v)));
-    }
-    store32<F>(row, c, codes);
-  }
-  if (c < c1) update_seg_ref(j, r, c, c1);
+    if (c < cb) update_seg_ref(j, r, c, cb);
+  });
 }
 
 // Dispatch on the format once per segment.
