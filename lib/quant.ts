@@ -14,6 +14,7 @@ import { fail } from './errors';
 import { native } from './native/load';
 import type { DType } from './dtype';
 import type { QTensorDesc } from './qtensor';
+import type { DirectionOptions } from './perturb';
 
 export type Rounding = 'nearest' | 'stochastic';
 
@@ -40,18 +41,9 @@ export interface QuantizeOptions extends RoundingOptions {
 /** The float formats that convert elementwise (no scales). */
 export type FloatFormat = 'bf16' | 'fp16' | 'fp8-e4m3' | 'fp8-e5m2';
 
-export interface QuantDirection {
-  /** 64-bit seed of the step. */
-  seed: number | bigint;
-  /** Stream id: the trainable tensor's id. */
-  stream: number;
-  /** N(0, 1) or Rademacher +-1 entries. */
-  dist: 'gaussian' | 'rademacher';
-  /** QuZO: 2..8 rounds each Gaussian z stochastically onto a b-bit grid; 0 (default) keeps z exact. */
-  bits?: number;
-  /** The independent rounding stream of the direction: 'probe' (Q1) or 'update' (Q2, default here). */
-  srPurpose?: 'probe' | 'update';
-}
+/** The direction z of a quantized update (lib/perturb.ts DirectionOptions without `first`: z is
+ * indexed by the logical element r * cols + c). srPurpose defaults to 'update' (QuZO's Q2) here. */
+export type QuantDirection = Omit<DirectionOptions, 'first'>;
 
 const DEFAULT_GRANULARITY: Record<QFormat, Granularity> = {
   int8: 'channel',

@@ -1,6 +1,6 @@
 import { cpuInfo, QTensor, quant, rng, setCpuPath, setThreads, Tensor } from '../lib';
 import type { Granularity, QFormat } from '../lib';
-import { bitsF32, CPU_PATHS, f32bits, prng, wordAt } from './helpers/reference';
+import { bitsF32, CPU_PATHS, Dir, directionAt, f32bits, prng, wordAt } from './helpers/reference';
 import * as F from './helpers/formats';
 
 const FORMATS: QFormat[] = ['int8', 'int4', 'nf4', 'fp8-e4m3', 'fp8-e5m2', 'bf16', 'fp16'];
@@ -98,9 +98,9 @@ test('the fast Philox words and directions of the helpers match the BigInt refer
     { seed: 5n, stream: 3, dist: 'gaussian', bits: 0, srPurpose: 5 },
     { seed: 6n, stream: 1, dist: 'gaussian', bits: 3, srPurpose: 4 },
     { seed: 7n, stream: 9, dist: 'rademacher', bits: 0, srPurpose: 5 },
-  ] as F.RefDir[]) {
+  ] as Dir[]) {
     const z = F.directions(d, 3000);
-    for (let i = 0; i < 3000; i += 97) expect(z[i]).toBe(F.directionAt(d, i));
+    for (let i = 0; i < 3000; i += 97) expect(z[i]).toBe(directionAt(d, i));
   }
 });
 
@@ -319,12 +319,12 @@ describe.each(PATHS)('on the %s path', (path) => {
 
   // --- quantized ZO update -------------------------------------------------------------------------
 
-  const DIRS: F.RefDir[] = [
+  const DIRS: Dir[] = [
     { seed: 5n, stream: 3, dist: 'gaussian', bits: 0, srPurpose: 5 },
     { seed: 6n, stream: 1, dist: 'gaussian', bits: 4, srPurpose: 5 },
     { seed: 7n, stream: 9, dist: 'rademacher', bits: 0, srPurpose: 5 },
   ];
-  const apiDir = (d: F.RefDir) => ({ seed: d.seed, stream: d.stream, dist: d.dist, bits: d.bits, srPurpose: (d.srPurpose === 4 ? 'probe' : 'update') as 'probe' | 'update' });
+  const apiDir = (d: Dir) => ({ seed: d.seed, stream: d.stream, dist: d.dist, bits: d.bits, srPurpose: (d.srPurpose === 4 ? 'probe' : 'update') as 'probe' | 'update' });
 
   test('quantized update matches the reference for every format and direction', async () => {
     const rand = prng(8);
@@ -366,7 +366,7 @@ describe.each(PATHS)('on the %s path', (path) => {
     const initial = bytesOf(q.data);
     for (let s = 0; s < seeds; s++) {
       q.data.data().set(fmt === 'bf16' || fmt === 'fp16' ? new Uint16Array(initial.buffer) : fmt === 'int8' ? new Int8Array(initial.buffer) : initial);
-      const d: F.RefDir = { seed: BigInt(500 + s), stream: 2, dist: 'rademacher', bits: 0, srPurpose: 5 };
+      const d: Dir = { seed: BigInt(500 + s), stream: 2, dist: 'rademacher', bits: 0, srPurpose: 5 };
       quant.updateSync(q, alpha, apiDir(d));
       const y = quant.dequantizeSync(q).data() as Float32Array;
       const ref = F.cloneRef(start);

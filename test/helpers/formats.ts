@@ -5,7 +5,7 @@
  * and NF4 in float64 with explicit float32 rounding (Math.fround), scales from the data, packing,
  * and the quantized ZO update. Random words come from a fast Philox (checked against reference.ts).
  */
-import { bitsF32, boxMuller, f32bits, Key, normalAt, rademacherAt, uniformSr, wordAt } from './reference';
+import { bitsF32, boxMuller, Dir, f32bits, gridInvStep, gridStep, Key, uniformSr } from './reference';
 
 // Module-level aliases: inside jest's vm context every global lookup (Math.x, Number.x) in a hot
 // loop costs microseconds.
@@ -365,18 +365,8 @@ export function unpackCodes(format: Fmt, rows: number, cols: number, data: Array
 
 // --- direction and quantized update ---------------------------------------------------------------
 
-export interface RefDir {
-  seed: bigint;
-  stream: number;
-  dist: 'gaussian' | 'rademacher';
-  bits: number;
-  srPurpose: number;
-}
-
-const NORMAL_MAX = f(5.76866);
-
-/** z(i) for i in [0, n): Gaussian (Box-Muller on word pairs), Rademacher bits, optional QuZO bits. */
-export function directions(d: RefDir, n: number): Float32Array {
+/** z(i) for i in [0, n) block by block (reference.ts directionAt does one element with BigInt Philox). */
+export function directions(d: Dir, n: number): Float32Array {
   const z = new Float32Array(n);
   if (d.dist === 'rademacher') {
     const key = splitKey({ seed: d.seed, stream: d.stream, purpose: Purpose.rademacher }), blk = new Uint32Array(32);
@@ -402,22 +392,10 @@ export function directions(d: RefDir, n: number): Float32Array {
     }
   }
   if (d.bits === 0) return z;
-  const levels = 2 ** (d.bits - 1) - 1;
-  const step = f(NORMAL_MAX / levels), invStep = f(levels / NORMAL_MAX);
+  const step = gridStep(d.bits), invStep = gridInvStep(d.bits);
   const sw = wordsFast({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, 0, n);
   for (let i = 0; i < n; i++) z[i] = f(srRound(f(z[i] * invStep), sw[i]) * step);
   return z;
-}
-
-/** z(i) of one element, from the BigInt reference (cross-checks `directions`). */
-export function directionAt(d: RefDir, i: number): number {
-  if (d.dist === 'rademacher') return rademacherAt({ seed: d.seed, stream: d.stream, purpose: Purpose.rademacher }, i);
-  const z = normalAt({ seed: d.seed, stream: d.stream, purpose: Purpose.gauss }, i);
-  if (d.bits === 0) return z;
-  const levels = 2 ** (d.bits - 1) - 1;
-  const step = f(NORMAL_MAX / levels), invStep = f(levels / NORMAL_MAX);
-  const q = srRound(f(z * invStep), wordAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i));
-  return f(q * step);
 }
 
 /** The value being rounded by the update (in grid units for scaled formats) and the new code. */
@@ -448,7 +426,7 @@ export function refUpdateElem(format: Fmt, code: number, scale: number, zp: numb
 
 /** Quantized update of a reference QTensor (codes changed in place, all or only the listed
  * elements); returns the pre-rounding values. */
-export function refUpdate(q: RefQ, alpha: number, d: RefDir, only?: Iterable<number>): Float64Array {
+export function refUpdate(q: RefQ, alpha: number, d: Dir, only?: Iterable<number>): Float64Array {
   const n = q.rows * q.cols, vs = new Float64Array(n);
   const z = directions(d, n), words = wordsFast({ seed: d.seed, stream: d.stream, purpose: Purpose.srWeight }, 0, n);
   const update = (i: number) => {
