@@ -494,6 +494,22 @@ describe.each(PATHS)('on the %s path', (path) => {
     }
   });
 
+  test('dequantize of outputs beyond the caches (non-temporal stores; aligned and unaligned rows)', async () => {
+    const rows = 2048, cols = 4097; // 32 MiB of f32 output; odd cols: every other row starts unaligned
+    const x = Tensor.from(bigData(rows * cols, 9), [rows, cols]);
+    for (const fmt of ['int8', 'nf4', 'fp8-e5m2', 'bf16'] as QFormat[]) {
+      const q = quant.quantizeSync(x, fmt, { granularity: fmt === 'bf16' ? 'tensor' : 64 });
+      const [a, b] = await both(() => {
+        const y = quant.dequantizeSync(q);
+        const bytes = bytesOf(y);
+        y.dispose();
+        return bytes;
+      });
+      expect(Buffer.from(a).equals(Buffer.from(b))).toBe(true);
+      q.dispose();
+    }
+  });
+
   test('elementwise float conversions on special values (NaN payloads, Inf, subnormals, saturation)', async () => {
     const n = 50003;
     const bits = new Uint32Array(n).map(() => Math.floor(rand() * 2 ** 32));

@@ -114,6 +114,7 @@ void update_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
 namespace {
 
 constexpr uint64_t kSeg = 1 << 16;  // elements per task (a multiple of 256)
+constexpr uint64_t kStreamBytes = 32ull << 20;  // outputs from this size on bypass the caches
 
 // Tasks over [rows, cols]: long rows are cut into column blocks of kSeg, short rows batched.
 struct SegPlan {
@@ -248,6 +249,7 @@ void dequantize(const QTensorView& q, float* y) {
   QuantJob j{};
   j.q = q;
   j.y = y;
+  j.stream_out = q.rows * q.cols * sizeof(float) >= kStreamBytes;
   auto kernel = use_avx2() ? avx2::dequantize_seg : dequantize_seg_ref;
   run_segments(seg_plan(q.rows, q.cols), [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) { kernel(j, r, c0, c1); });
 }

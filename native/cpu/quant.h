@@ -20,6 +20,7 @@ struct QuantJob {
   QTensorView q;
   const float* x;     // quantize: input [rows, cols]
   float* y;           // dequantize / fake-quantize: output [rows, cols]
+  bool stream_out;    // dequantize: y is far larger than the caches (non-temporal stores allowed)
   bool stochastic;    // quantize: SR instead of RTNE
   bool group_scales;  // quantize: compute each group's scale (and zero-point) inside the segment
   bool asym;          // with group_scales: int4 asymmetric

@@ -61,46 +61,42 @@ static inline __m256 sr_round8(__m256 v, __m256i w) {
 
 static inline __m256 rtne8(__m256 v) { return _mm256_round_ps(v, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
 
-// z(i) of a 32-element block: direction_at on 8 lanes.
-struct DirFill {
-  Direction d;
-  RngKey zkey, srkey;
-  uint64_t rad_block = ~(uint64_t)0;  // Rademacher: the 1024-element Philox block in `rad`
-  Words8 rad;
-
-  explicit DirFill(const Direction& dir) : d(dir), zkey(dir_key(dir)), srkey{dir.seed, dir.stream, dir.sr_purpose} {}
+// z(i) of a 32-element block: direction_at on 8 lanes. Rademacher z (a few bit operations, inlined)
+// and Gaussian z (Box-Muller, out of line) are separate fills so each loop carries only its own.
+struct RademacherFill {
+  RngKey key;
+  uint64_t block = ~(uint64_t)0;  // the 1024-element Philox block held in `w`
+  Words8 w{};
+  explicit RademacherFill(RngKey k) : key(k) {}
   void operator()(uint64_t b, float* dst) {
-    if (d.dist == kDirRademacher) {
-      // elements 32b + 8k + l: counter lane l of block b >> 5, word (b >> 3) & 3, bit (4b + k) & 31
-      if (rad_block != b >> 5) {
-        rad_block = b >> 5;
-        rad = philox8(zkey, rad_block << 3);
-      }
-      __m256i w = rad.w[(b >> 3) & 3];
-      const __m256 one = _mm256_set1_ps(1.0f);
-      for (int k = 0; k < 4; ++k) {
-        int bit = (int)((4 * b + k) & 31);
-        __m256i s = _mm256_slli_epi32(_mm256_srl_epi32(w, _mm_cvtsi32_si128(bit)), 31);
-        _mm256_store_ps(dst + 8 * k, _mm256_xor_ps(one, _mm256_castsi256_ps(s)));
-      }
-      return;
+    // elements 32b + 8k + l: counter lane l of block b >> 5, word (b >> 3) & 3, bit (4b + k) & 31
+    if (block != b >> 5) {
+      block = b >> 5;
+      w = philox8(key, block << 3);
     }
+    __m256i word = w.w[(b >> 3) & 3];
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (int k = 0; k < 4; ++k) {
+      __m256i s = _mm256_slli_epi32(_mm256_srl_epi32(word, _mm_cvtsi32_si128((int)((4 * b + k) & 31))), 31);
+      _mm256_store_ps(dst + 8 * k, _mm256_xor_ps(one, _mm256_castsi256_ps(s)));
+    }
+  }
+};
+
+struct GaussFill {
+  RngKey key, srkey;
+  int bits;
+  __attribute__((noinline)) void operator()(uint64_t b, float* dst) const {
     __m256 z[4];
-    normal32(zkey, b, z);
-    if (d.bits) {
+    normal32(key, b, z);
+    if (bits) {
       Words8 w = philox8(srkey, b << 3);
-      const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(d.bits)), step = _mm256_set1_ps(dir_grid_step(d.bits));
+      const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
       for (int k = 0; k < 4; ++k) z[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(z[k], inv), w.w[k]), step);
     }
     for (int k = 0; k < 4; ++k) _mm256_store_ps(dst + 8 * k, z[k]);
   }
 };
-
-struct DirFillRef {
-  DirFill* f;
-  void operator()(uint64_t b, float* dst) const { (*f)(b, dst); }
-};
-using DirCursor = Cursor<float, DirFillRef>;
 
 // --- codes: 32 at a time, as int32 lanes ---------------------------------------------------------
 
@@ -447,27 +443,38 @@ void dequantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const uint8_t* row = row_of(q, r);
   float* y = j.y + r * q.cols;
   const Nf4Lut t = nf4_lut();
+  // Outputs larger than the caches: non-temporal stores skip the read-for-ownership of each line
+  // (32-column blocks are 128 bytes, so an aligned row start keeps every block aligned).
+  const bool stream = j.stream_out && ((uintptr_t)y & 31) == 0;
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     const Group8 g = group8<F>(q, gi, 0.0f);
     uint64_t c = ca;
-    for (; c + 32 <= cb; c += 32) {
-      __m256i codes[4];
-      load32<F>(row, c, codes);
-      for (int v = 0; v < 4; ++v) _mm256_storeu_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
+    if (stream) {
+      for (; c + 32 <= cb; c += 32) {
+        __m256i codes[4];
+        load32<F>(row, c, codes);
+        for (int v = 0; v < 4; ++v) _mm256_stream_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
+      }
+    } else {
+      for (; c + 32 <= cb; c += 32) {
+        __m256i codes[4];
+        load32<F>(row, c, codes);
+        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
+      }
     }
     if (c < cb) dequantize_seg_ref(j, r, c, cb);
   });
+  if (stream) _mm_sfence();
 }
 
-template <int F>
-void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+template <int F, class Fill>
+void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, Fill fill) {
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
   uint8_t* row = row_of(q, r);
   const Nf4Lut t = nf4_lut();
   WordCursor wc(WordFill{j.sr_key});
-  DirFill df(j.dir);
-  DirCursor dc(DirFillRef{&df});
+  Cursor<float, Fill> dc(fill);
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     const Group8 g = group8<F>(q, gi, j.alpha);
     uint64_t c = ca;
@@ -484,6 +491,13 @@ void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
     }
     if (c < cb) update_seg_ref(j, r, c, cb);
   });
+}
+
+template <int F>
+void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const Direction& d = j.dir;
+  if (d.dist == kDirRademacher) update_seg_t<F>(j, r, c0, c1, RademacherFill(dir_key(d)));
+  else update_seg_t<F>(j, r, c0, c1, GaussFill{dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits});
 }
 
 // Dispatch on the format once per segment.
