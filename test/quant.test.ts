@@ -510,6 +510,31 @@ describe.each(PATHS)('on the %s path', (path) => {
     }
   });
 
+  test('extreme values saturate identically (x * inv overflowing to Inf, huge update steps)', async () => {
+    const cols = 96;
+    const special = [1e30, -1e30, 2e38, -2e38, 1e9, -1e9, 0.5, -0.5, 2 ** 31, -(2 ** 31), 1e-30, 0];
+    const x = Float32Array.from({ length: 2 * cols }, (_, i) => special[i % special.length] * (1 + (i % 5) / 8));
+    for (const fmt of SCALED)
+      for (const scale of [2 ** -126, 1e-20, 1, 1e30])
+        for (const asym of fmt === 'int4' ? [false, true] : [false]) {
+          const base: F.RefQ = { format: fmt, rows: 2, cols, group: 0, codes: new Int32Array(2 * cols).fill(fmt === 'int4' ? 8 : 0), scales: Float32Array.of(scale), zeros: asym ? Uint8Array.of(3) : undefined };
+          const [a, b] = await both(() => {
+            const q = qFromRef(base, 'tensor');
+            quant.quantizeIntoSync(Tensor.from(x, [2, cols]), q, { rounding: 'stochastic', seed: 5 });
+            const sr = bytesOf(q.data);
+            quant.quantizeIntoSync(Tensor.from(x, [2, cols]), q);
+            const rtne = bytesOf(q.data);
+            quant.updateSync(q, scale >= 1 ? 1e30 : 1e-10, { seed: 6, stream: 0, dist: 'gaussian' });
+            return [sr, rtne, bytesOf(q.data)];
+          });
+          const ref = F.refQuantize(x, 2, cols, fmt, 0, { scales: Float32Array.of(scale), zeros: asym ? Uint8Array.of(3) : undefined, asym });
+          expectSameCodes(a[1], F.packCodes(ref), `${fmt} scale ${scale} RTNE vs reference`);
+          a.forEach((buf, i) => {
+            if (!Buffer.from(buf).equals(Buffer.from(b[i]))) throw new Error(`${fmt} scale ${scale} asym=${asym}: output ${i} differs`);
+          });
+        }
+  });
+
   test('elementwise float conversions on special values (NaN payloads, Inf, subnormals, saturation)', async () => {
     const n = 50003;
     const bits = new Uint32Array(n).map(() => Math.floor(rand() * 2 ** 32));

@@ -12,46 +12,56 @@ namespace {
 
 // --- random words and directions of 32 consecutive elements ------------------------------------
 
-static inline void store_words(RngKey key, uint64_t b, uint32_t* dst) {
-  Words8 w = philox8(key, b << 3);
-  for (int k = 0; k < 4; ++k) _mm256_store_si256((__m256i*)(dst + 8 * k), w.w[k]);
-}
+static inline void loadu(const char* p, __m256i* v) { *v = _mm256_loadu_si256((const __m256i*)p); }
+static inline void loadu(const char* p, __m256* v) { *v = _mm256_loadu_ps((const float*)p); }
 
-// 32-element blocks b0 (buf[0, 32)) and b0 + 1 (buf[32, 64), when has1) of a stream, produced by
-// `fill`; get(i0) returns the 32 values of elements i0 .. i0 + 31.
-template <class T, class Fill>
+// A fill produces the 32 values of block b (elements 32b .. 32b + 31) in 4 registers. get(i0)
+// returns the 32 values of elements i0 .. i0 + 31: straight from the fill when i0 starts a block
+// (rows whose start is 32-aligned), else through a buffer of blocks b and b + 1 that rolls
+// forward, so walking an unaligned row still costs one fill per 32 elements.
+template <class Fill>
 struct Cursor {
+  using V = typename Fill::V;  // __m256i or __m256
   Fill fill;
   uint64_t b0 = ~(uint64_t)0;
   bool has1 = false;
-  alignas(32) T buf[64];
+  alignas(32) V buf[8];
 
   explicit Cursor(Fill f) : fill(f) {}
-  const T* get(uint64_t i0) {
+  __attribute__((always_inline)) void get(uint64_t i0, V out[4]) {
     uint64_t b = i0 >> 5;
     unsigned off = (unsigned)(i0 & 31);
+    if (off == 0) {
+      fill(b, out);
+      return;
+    }
     if (b != b0) {
       if (has1 && b == b0 + 1) {
-        for (int k = 0; k < 32; k += 8) _mm256_store_si256((__m256i*)(buf + k), _mm256_load_si256((const __m256i*)(buf + 32 + k)));
+        for (int k = 0; k < 4; ++k) buf[k] = buf[4 + k];
       } else {
         fill(b, buf);
       }
       b0 = b;
       has1 = false;
     }
-    if (off && !has1) {
-      fill(b + 1, buf + 32);
+    if (!has1) {
+      fill(b + 1, buf + 4);
       has1 = true;
     }
-    return buf + off;
+    const char* p = (const char*)buf + 4 * off;
+    for (int k = 0; k < 4; ++k) loadu(p + 32 * k, &out[k]);
   }
 };
 
 struct WordFill {
+  using V = __m256i;
   RngKey key;
-  void operator()(uint64_t b, uint32_t* dst) const { store_words(key, b, dst); }
+  void operator()(uint64_t b, __m256i out[4]) const {
+    Words8 w = philox8(key, b << 3);
+    for (int k = 0; k < 4; ++k) out[k] = w.w[k];
+  }
 };
-using WordCursor = Cursor<uint32_t, WordFill>;
+using WordCursor = Cursor<WordFill>;
 
 static inline __m256 sr_round8(__m256 v, __m256i w) {
   __m256 fl = _mm256_floor_ps(v);
@@ -64,11 +74,12 @@ static inline __m256 rtne8(__m256 v) { return _mm256_round_ps(v, _MM_FROUND_TO_N
 // z(i) of a 32-element block: direction_at on 8 lanes. Rademacher z (a few bit operations, inlined)
 // and Gaussian z (Box-Muller, out of line) are separate fills so each loop carries only its own.
 struct RademacherFill {
+  using V = __m256;
   RngKey key;
   uint64_t block = ~(uint64_t)0;  // the 1024-element Philox block held in `w`
   Words8 w{};
   explicit RademacherFill(RngKey k) : key(k) {}
-  void operator()(uint64_t b, float* dst) {
+  void operator()(uint64_t b, __m256 out[4]) {
     // elements 32b + 8k + l: counter lane l of block b >> 5, word (b >> 3) & 3, bit (4b + k) & 31
     if (block != b >> 5) {
       block = b >> 5;
@@ -78,23 +89,22 @@ struct RademacherFill {
     const __m256 one = _mm256_set1_ps(1.0f);
     for (int k = 0; k < 4; ++k) {
       __m256i s = _mm256_slli_epi32(_mm256_srl_epi32(word, _mm_cvtsi32_si128((int)((4 * b + k) & 31))), 31);
-      _mm256_store_ps(dst + 8 * k, _mm256_xor_ps(one, _mm256_castsi256_ps(s)));
+      out[k] = _mm256_xor_ps(one, _mm256_castsi256_ps(s));
     }
   }
 };
 
 struct GaussFill {
+  using V = __m256;
   RngKey key, srkey;
   int bits;
-  __attribute__((noinline)) void operator()(uint64_t b, float* dst) const {
-    __m256 z[4];
-    normal32(key, b, z);
+  __attribute__((noinline)) void operator()(uint64_t b, __m256 out[4]) const {
+    normal32(key, b, out);
     if (bits) {
       Words8 w = philox8(srkey, b << 3);
       const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
-      for (int k = 0; k < 4; ++k) z[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(z[k], inv), w.w[k]), step);
+      for (int k = 0; k < 4; ++k) out[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(out[k], inv), w.w[k]), step);
     }
-    for (int k = 0; k < 4; ++k) _mm256_store_ps(dst + 8 * k, z[k]);
   }
 };
 
@@ -131,13 +141,17 @@ static inline __m256i pack_bytes(const __m256i q[4]) {
   return _mm256_permutevar8x32_epi32(p, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7));
 }
 
+// Integer grids store unclamped codes: the packs saturate monotonically into the byte range, so one
+// byte-wide clamp per 32 codes gives clamp(code, qmin, qmax) exactly.
 template <int F>
-static inline void store32(uint8_t* row, uint64_t c, const __m256i q[4]) {
+static inline void store32(uint8_t* row, uint64_t c, const __m256i q[4], __m256i qmin8) {
   constexpr QFormat f = (QFormat)F;
   if (f == QFormat::Int8) {
-    _mm256_storeu_si256((__m256i*)(row + c), pack_bytes<true>(q));
+    _mm256_storeu_si256((__m256i*)(row + c), _mm256_max_epi8(pack_bytes<true>(q), qmin8));
   } else if (f == QFormat::Int4 || f == QFormat::Nf4) {
-    __m256i pairs = _mm256_maddubs_epi16(pack_bytes<false>(q), _mm256_set1_epi16(0x1001));  // e[2j] + 16 e[2j+1]
+    __m256i b = pack_bytes<false>(q);
+    if (f == QFormat::Int4) b = _mm256_min_epu8(_mm256_max_epu8(b, qmin8), _mm256_set1_epi8(15));
+    __m256i pairs = _mm256_maddubs_epi16(b, _mm256_set1_epi16(0x1001));  // e[2j] + 16 e[2j+1]
     __m256i p = _mm256_permute4x64_epi64(_mm256_packus_epi16(pairs, pairs), 0x08);
     _mm_storeu_si128((__m128i*)(row + c / 2), _mm256_castsi256_si128(p));
   } else if (f == QFormat::Bf16 || f == QFormat::Fp16) {
@@ -154,14 +168,15 @@ static inline void store32(uint8_t* row, uint64_t c, const __m256i q[4]) {
 
 static inline __m256 f32_and(__m256 x, uint32_t m) { return _mm256_and_ps(x, _mm256_castsi256_ps(_mm256_set1_epi32((int)m))); }
 
-// formats.h int_quantize: clamp(round(x * inv) + zp), as int32
-static inline __m256i int_quantize8(__m256 x, __m256 inv, __m256 zp, __m256 qmin, __m256 qmax, bool sr, __m256i w) {
-  __m256 v = _mm256_mul_ps(x, inv);
-  __m256 r = sr ? sr_round8(v, w) : rtne8(v);
-  __m256 q = _mm256_add_ps(r, zp);
-  q = _mm256_max_ps(q, qmin);
-  q = _mm256_min_ps(q, qmax);
-  return _mm256_cvttps_epi32(q);
+// formats.h int_quantize / the integer update: round(v) (RTNE or SR) as int32, before the clamp
+// (store32 applies it). v is capped at 2^30 so the conversion cannot overflow (such values clamp to
+// the top code anyway); -huge converts to INT_MIN, which saturates to the bottom code.
+static inline __m256i int_round8(__m256 v, bool sr, __m256i w) {
+  v = _mm256_min_ps(v, _mm256_set1_ps(0x1p30f));
+  if (!sr) return _mm256_cvtps_epi32(v);  // current rounding mode: nearest-even, as rintf
+  __m256 fl = _mm256_floor_ps(v);
+  __m256 up = _mm256_cmp_ps(uniform_sr8(w), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
+  return _mm256_sub_epi32(_mm256_cvttps_epi32(fl), _mm256_castps_si256(up));  // up = -1
 }
 
 static inline __m256 pow2_8(__m256i e) { return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127)), 23)); }
@@ -272,7 +287,8 @@ static inline __m256i nf4_quantize8(const Nf4Lut& t8, __m256 t, bool sr, __m256i
 
 // One scale group's constants on 8 lanes.
 struct Group8 {
-  __m256 scale, inv, zp, qmin, qmax, factor;
+  __m256 scale, inv, zp, factor;
+  __m256i zpi, qmin8;  // int4 zero-point (int32 lanes); smallest code (bytes)
 };
 
 template <int F>
@@ -283,8 +299,8 @@ static inline Group8 group8(const QTensorView& q, uint64_t gi, float alpha) {
   v.scale = _mm256_set1_ps(g.scale);
   v.inv = _mm256_set1_ps(g.inv);
   v.zp = _mm256_set1_ps(f == QFormat::Int4 ? (float)g.zp : 0.0f);
-  v.qmin = _mm256_set1_ps((float)g.qmin);
-  v.qmax = _mm256_set1_ps(f == QFormat::Int8 ? (float)kInt8Max : 15.0f);
+  v.zpi = _mm256_set1_epi32(f == QFormat::Int4 ? g.zp : 0);
+  v.qmin8 = _mm256_set1_epi8((char)g.qmin);
   v.factor = _mm256_set1_ps(q_update_factor(f, alpha, g));
   return v;
 }
@@ -293,7 +309,8 @@ static inline Group8 group8(const QTensorView& q, uint64_t gi, float alpha) {
 template <int F>
 static inline __m256i encode8(__m256 x, const Group8& g, const Nf4Lut& t, bool sr, __m256i w) {
   constexpr QFormat f = (QFormat)F;
-  if (f == QFormat::Int8 || f == QFormat::Int4) return int_quantize8(x, g.inv, g.zp, g.qmin, g.qmax, sr, w);
+  if (f == QFormat::Int8) return int_round8(_mm256_mul_ps(x, g.inv), sr, w);
+  if (f == QFormat::Int4) return _mm256_add_epi32(int_round8(_mm256_mul_ps(x, g.inv), sr, w), g.zpi);
   if (f == QFormat::Nf4) return nf4_quantize8(t, _mm256_mul_ps(x, g.inv), sr, w);
   if (f == QFormat::Bf16) return bf16_encode8(x, sr, w);
   if (f == QFormat::Fp16) return sr ? minifloat_encode8(x, kFp16, true, w) : fp16_rtne8(x);
@@ -324,10 +341,7 @@ static inline __m256 decode8(__m256i code, const Group8& g, const Nf4Lut& t) {
 template <int F>
 static inline __m256i update8(__m256i code, __m256 d, const Group8& g, const Nf4Lut& t, __m256i w) {
   constexpr QFormat f = (QFormat)F;
-  if (f == QFormat::Int8 || f == QFormat::Int4) {
-    __m256 r = sr_round8(_mm256_add_ps(_mm256_cvtepi32_ps(code), d), w);
-    return _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(r, g.qmin), g.qmax));
-  }
+  if (f == QFormat::Int8 || f == QFormat::Int4) return int_round8(_mm256_add_ps(_mm256_cvtepi32_ps(code), d), true, w);
   if (f == QFormat::Nf4) return nf4_quantize8(t, _mm256_add_ps(nf4_lookup8(t, code), d), true, w);
   if (f == QFormat::Bf16) return bf16_encode8(_mm256_add_ps(bf16_decode8(code), d), true, w);
   constexpr MiniFloat mf = f == QFormat::Fp8E4M3 ? kE4M3 : (f == QFormat::Fp8E5M2 ? kE5M2 : kFp16);
@@ -404,13 +418,12 @@ static inline void quantize_run(const QuantJob& j, uint64_t r, uint64_t gi, uint
   const Group8 g = group8<F>(q, gi, 0.0f);
   uint64_t c = ca;
   for (; c + 32 <= cb; c += 32) {
-    const uint32_t* w = j.stochastic ? wc.get(base + c) : nullptr;
+    __m256i w[4];
+    if (j.stochastic) wc.get(base + c, w);
+    else w[0] = w[1] = w[2] = w[3] = _mm256_setzero_si256();
     __m256i codes[4];
-    for (int v = 0; v < 4; ++v) {
-      __m256i wv = w ? _mm256_loadu_si256((const __m256i*)(w + 8 * v)) : _mm256_setzero_si256();
-      codes[v] = encode8<F>(_mm256_loadu_ps(x + c + 8 * v), g, t, j.stochastic, wv);
-    }
-    store32<F>(row, c, codes);
+    for (int v = 0; v < 4; ++v) codes[v] = encode8<F>(_mm256_loadu_ps(x + c + 8 * v), g, t, j.stochastic, w[v]);
+    store32<F>(row, c, codes, g.qmin8);
   }
   if (c < cb) {
     QuantJob tail = j;
@@ -474,20 +487,18 @@ void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, Fill 
   uint8_t* row = row_of(q, r);
   const Nf4Lut t = nf4_lut();
   WordCursor wc(WordFill{j.sr_key});
-  Cursor<float, Fill> dc(fill);
+  Cursor<Fill> dc(fill);
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     const Group8 g = group8<F>(q, gi, j.alpha);
     uint64_t c = ca;
     for (; c + 32 <= cb; c += 32) {
-      const uint32_t* w = wc.get(base + c);
-      const float* z = dc.get(base + c);
-      __m256i codes[4];
+      __m256i w[4], codes[4];
+      __m256 z[4];
+      wc.get(base + c, w);
+      dc.get(base + c, z);
       load32<F>(row, c, codes);
-      for (int v = 0; v < 4; ++v) {
-        __m256 d = _mm256_mul_ps(_mm256_loadu_ps(z + 8 * v), g.factor);
-        codes[v] = update8<F>(codes[v], d, g, t, _mm256_loadu_si256((const __m256i*)(w + 8 * v)));
-      }
-      store32<F>(row, c, codes);
+      for (int v = 0; v < 4; ++v) codes[v] = update8<F>(codes[v], _mm256_mul_ps(z[v], g.factor), g, t, w[v]);
+      store32<F>(row, c, codes, g.qmin8);
     }
     if (c < cb) update_seg_ref(j, r, c, cb);
   });
