@@ -94,17 +94,32 @@ struct RademacherFill {
   }
 };
 
+// Gaussian z two blocks at a time (normal64 overlaps four Box-Muller evaluations); the second block
+// is handed out by the next call, which cursors always make for b + 1.
 struct GaussFill {
   using V = __m256;
   RngKey key, srkey;
   int bits;
-  __attribute__((noinline)) void operator()(uint64_t b, __m256 out[4]) const {
-    normal32(key, b, out);
-    if (bits) {
-      Words8 w = philox8(srkey, b << 3);
-      const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
-      for (int k = 0; k < 4; ++k) out[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(out[k], inv), w.w[k]), step);
+  uint64_t held_block = ~(uint64_t)0;
+  __m256 held[4];
+  GaussFill(RngKey k, RngKey sk, int b) : key(k), srkey(sk), bits(b) {}
+  __attribute__((noinline)) void operator()(uint64_t b, __m256 out[4]) {
+    if (b == held_block) {
+      for (int k = 0; k < 4; ++k) out[k] = held[k];
+      return;
     }
+    __m256 z[8];
+    normal64(key, b, z);
+    if (bits) {  // QuZO grid: SR words of purpose sr_purpose for both blocks
+      Words8 w0 = philox8(srkey, b << 3), w1 = philox8(srkey, (b + 1) << 3);
+      const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
+      for (int k = 0; k < 8; ++k) z[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(z[k], inv), k < 4 ? w0.w[k] : w1.w[k - 4]), step);
+    }
+    for (int k = 0; k < 4; ++k) {
+      out[k] = z[k];
+      held[k] = z[4 + k];
+    }
+    held_block = b + 1;
   }
 };
 
@@ -269,20 +284,32 @@ static inline __m256 nf4_lookup8(const Nf4Lut& t, __m256i u) {
   return _mm256_blendv_ps(_mm256_permutevar8x32_ps(t.lo, u), _mm256_permutevar8x32_ps(t.hi, u), _mm256_castsi256_ps(_mm256_slli_epi32(u, 28)));
 }
 
-// formats.h nf4_quantize: lo = #{k in 1..14 : nf4[k] <= t}, then nearest (ties low) or SR.
+// formats.h nf4_quantize: lo = the largest k <= 14 with nf4[k] <= t, then nearest (ties low) or SR
+// between a = nf4[lo] and c = nf4[lo + 1]. Branch-free binary search: each lane picks its half
+// (nf4[8] <= t), then steps 4 / 2 / 1 inside it, carrying the bracketing values a and c along.
+// t = 1 ends on code 15 = a (the reference's lo = 14 then rounds up to 15 as well).
 static inline __m256i nf4_quantize8(const Nf4Lut& t8, __m256 t, bool sr, __m256i w) {
   t = _mm256_min_ps(_mm256_max_ps(t, _mm256_set1_ps(-1.0f)), _mm256_set1_ps(1.0f));
-  __m256i lo = _mm256_setzero_si256();
-  for (int k = 1; k <= 14; ++k)
-    lo = _mm256_sub_epi32(lo, _mm256_castps_si256(_mm256_cmp_ps(_mm256_set1_ps(nf4_value(k)), t, _CMP_LE_OQ)));
-  __m256i lo1 = _mm256_add_epi32(lo, _mm256_set1_epi32(1));
-  __m256 a = nf4_lookup8(t8, lo), c = nf4_lookup8(t8, lo1);
+  const __m256 upper = _mm256_cmp_ps(_mm256_set1_ps(nf4_value(8)), t, _CMP_LE_OQ);  // each lane's half
+  __m256 a = _mm256_blendv_ps(_mm256_set1_ps(nf4_value(0)), _mm256_set1_ps(nf4_value(8)), upper);
+  __m256 c = _mm256_blendv_ps(_mm256_set1_ps(nf4_value(8)), _mm256_set1_ps(2.0f), upper);  // 2: above the top
+  __m256i j = _mm256_setzero_si256();
+  for (int step = 4; step >= 1; step /= 2) {
+    __m256i cand = _mm256_add_epi32(j, _mm256_set1_epi32(step));
+    __m256 v = step == 4 ? _mm256_blendv_ps(_mm256_set1_ps(nf4_value(4)), _mm256_set1_ps(nf4_value(12)), upper)
+                         : _mm256_blendv_ps(_mm256_permutevar8x32_ps(t8.lo, cand), _mm256_permutevar8x32_ps(t8.hi, cand), upper);
+    __m256 le = _mm256_cmp_ps(v, t, _CMP_LE_OQ);
+    j = _mm256_blendv_epi8(j, cand, _mm256_castps_si256(le));
+    a = _mm256_blendv_ps(a, v, le);
+    c = _mm256_blendv_ps(v, c, le);
+  }
+  __m256i lo = _mm256_or_si256(j, _mm256_and_si256(_mm256_castps_si256(upper), _mm256_set1_epi32(8)));
   __m256 ta = _mm256_sub_ps(t, a);
   __m256 up;
   if (sr) up = _mm256_cmp_ps(uniform_sr8(w), _mm256_div_ps(ta, _mm256_sub_ps(c, a)), _CMP_LT_OQ);
   else up = _mm256_cmp_ps(ta, _mm256_sub_ps(c, t), _CMP_GT_OQ);  // !((t - a) <= (c - t))
   up = _mm256_andnot_ps(_mm256_cmp_ps(t, a, _CMP_EQ_OQ), up);
-  return _mm256_castps_si256(_mm256_blendv_ps(_mm256_castsi256_ps(lo), _mm256_castsi256_ps(lo1), up));
+  return _mm256_sub_epi32(lo, _mm256_castps_si256(up));  // up = -1
 }
 
 // One scale group's constants on 8 lanes.
@@ -604,7 +631,7 @@ template <int F>
 void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const Direction& d = j.dir;
   if (d.dist == kDirRademacher) update_seg_t<F>(j, r, c0, c1, RademacherFill(dir_key(d)));
-  else update_seg_t<F>(j, r, c0, c1, GaussFill{dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits});
+  else update_seg_t<F>(j, r, c0, c1, GaussFill(dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits));
 }
 
 // Dispatch on the format once per segment.
