@@ -588,6 +588,11 @@ describe('bad input gets a coded error and changes nothing', () => {
           expect(() => quant.fakeQuantizeSync(Tensor.from(d, [4, 6]), fmt, { granularity: gran })).toThrow(code('ZOTUNE_NONFINITE'));
         }
     await expect(quant.quantize(Tensor.from(Float32Array.of(1, NaN)), 'int8')).rejects.toMatchObject({ code: 'ZOTUNE_NONFINITE' });
+    // fake quantization into a caller's output leaves it untouched
+    const bad = Float32Array.from({ length: 256 }, (_, i) => (i === 200 ? NaN : i));
+    const out = Tensor.from(new Float32Array(256).fill(7));
+    for (const gran of GRANS) expect(() => quant.fakeQuantizeSync(Tensor.from(bad, [2, 128]), 'int4', { granularity: gran }, out)).toThrow(code('ZOTUNE_NONFINITE'));
+    expect((out.data() as Float32Array).every((v) => v === 7)).toBe(true);
     // fixed grid: checked before any code is written
     for (const fmt of ['int8', 'int4', 'nf4'] as QFormat[]) {
       const q = quant.quantizeSync(x, fmt, { granularity: 'channel' });
@@ -661,6 +666,21 @@ describe('bad input gets a coded error and changes nothing', () => {
     // an empty index list is a no-op
     quant.updateIndicesSync(q, new Uint32Array(0), 0.1, dir);
     expect(Buffer.from(bytesOf(q.data)).equals(Buffer.from(before))).toBe(true);
+  });
+
+  test('zero-size tensors are fine everywhere', async () => {
+    for (const shape of [[0, 7], [3, 0]] as [number, number][]) {
+      const x0 = Tensor.zeros(shape);
+      for (const fmt of FORMATS) {
+        const q = await quant.quantize(x0, fmt, { rounding: 'stochastic', seed: 1 });
+        expect((await quant.dequantize(q)).size).toBe(0);
+        await quant.update(q, 0.1, { seed: 1, stream: 0, dist: 'gaussian' });
+        quant.updateIndicesSync(q, new Uint32Array(0), 0.1, { seed: 1, stream: 0, dist: 'rademacher' });
+        expect(quant.fakeQuantizeSync(x0, fmt).size).toBe(0);
+      }
+    }
+    expect(quant.toFormatSync(Tensor.zeros([0]), 'fp8-e4m3').size).toBe(0);
+    expect(quant.fromFormatSync(Tensor.zeros([0], 'bf16'), 'bf16').size).toBe(0);
   });
 
   test('disposed tensors are refused, async too', async () => {

@@ -234,14 +234,14 @@ void quantize(const QTensorView& q, const float* x, ScaleMode mode, bool stochas
   if (!j.group_scales && mode != ScaleMode::FromData && qformat_needs_finite(q.format))
     check(qstats_finite(stats_all(x, n)), Code::NonFinite, "quantize: input holds NaN or Inf");
 
-  const bool avx = use_avx2();
+  auto kernel = use_avx2() ? avx2::quantize_seg : quantize_seg_ref;
   std::atomic<bool> finite{true};
   run_segments(plan, [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) {
-    bool ok = avx ? avx2::quantize_seg(j, r, c0, c1) : quantize_seg_ref(j, r, c0, c1);
-    if (!ok) finite = false;
-    if (fake_out) (avx ? avx2::dequantize_seg : dequantize_seg_ref)(j, r, c0, c1);
+    if (!kernel(j, r, c0, c1)) finite = false;
   });
   check(finite.load(), Code::NonFinite, "quantize: input holds NaN or Inf");
+  // Fake quantization writes the caller's output only once the codes are known to be valid.
+  if (fake_out) dequantize(q, fake_out);
 }
 
 void dequantize(const QTensorView& q, float* y) {

@@ -19,7 +19,7 @@ enum class ScaleMode : int { Keep = 0, FromData = 1, One = 2 };
 struct QuantJob {
   QTensorView q;
   const float* x;     // quantize: input [rows, cols]
-  float* y;           // dequantize / fake-quantize: output [rows, cols]
+  float* y;           // dequantize: output [rows, cols]
   bool stream_out;    // dequantize: y is far larger than the caches (non-temporal stores allowed)
   bool stochastic;    // quantize: SR instead of RTNE
   bool group_scales;  // quantize: compute each group's scale (and zero-point) inside the segment
@@ -32,8 +32,8 @@ struct QuantJob {
 // --- bulk operations: threaded, scalar or AVX2; validate first and throw zt::Error -------------
 
 // Quantizes x [rows, cols] into q. FromData writes q's scales (and zero-points when q.zeros is
-// set); One writes scales of 1 (q.group must be 0). With fake_out, also writes dequantize(q) there
-// (fake quantization). Integer/nf4 formats, and every FromData call, reject non-finite x with
+// set); One writes scales of 1 (q.group must be 0). With fake_out, then writes dequantize(q) there
+// (fake quantization; fake_out is untouched when quantizing fails). Integer/nf4 formats, and every FromData call, reject non-finite x with
 // ZOTUNE_NONFINITE: Keep/One check before writing; FromData discovers it while writing q, which
 // must therefore be a fresh tensor (lib/quant.ts allocates it).
 void quantize(const QTensorView& q, const float* x, ScaleMode mode, bool stochastic, uint64_t seed, uint32_t stream,
