@@ -15,3 +15,5 @@ export { SafetensorsFile, ModelWeights, writeSafetensors } from './io/safetensor
 export type { SafetensorsDType, TensorInfo, TensorEntry } from './io/safetensors';
 export { selectBackend, cudaStatus } from './backend';
 export type { Backend, BackendPreference, BackendChoice, CudaStatus } from './backend';
+export * as quant from './quant';
+export type { Rounding, RoundingOptions, QuantizeOptions, FloatFormat, QuantDirection } from './quant';

@@ -1,4 +1,6 @@
 /** The typed surfaces of the native CPU addon (native/addon/) and the CUDA addon (cuda/addon/). */
+/** The typed surface of the native CPU addon (native/addon/). */
+import type { QTensorDesc } from '../qtensor';
 
 export type Mem = NativeBuffer | ArrayBufferView | ArrayBuffer;
 
@@ -43,6 +45,14 @@ export interface NativeAddon {
   rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
   rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
 
+  quantize(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): void;
+  quantizeAsync(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): Promise<void>;
+  dequantize(q: QTensorDesc, out: Mem, outOffset: number): void;
+  dequantizeAsync(q: QTensorDesc, out: Mem, outOffset: number): Promise<void>;
+  quantUpdate(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateAsync(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
+  quantUpdateIndices(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateIndicesAsync(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
   perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
   perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
   perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;

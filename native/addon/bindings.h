@@ -5,6 +5,7 @@
 namespace zt {
 
 void register_rng(Napi::Env env, Napi::Object exports);
+void register_quant(Napi::Env env, Napi::Object exports);
 void register_perturb(Napi::Env env, Napi::Object exports);
 void register_ceilings(Napi::Env env, Napi::Object exports);
 
