@@ -8,3 +8,5 @@ export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './run
 export type { CpuPath, MemoryUsage } from './runtime';
 export { QTensor, QFORMAT_CODE } from './qtensor';
 export type { QFormat, Granularity } from './qtensor';
+export { matmul, matmulSync } from './gemm';
+export type { MatmulOptions, MatmulPerturb } from './gemm';

@@ -1,4 +1,5 @@
 /** The typed surface of the native CPU addon (native/addon/). */
+import type { QTensorDesc } from '../qtensor';
 
 export type Mem = NativeBuffer | ArrayBufferView | ArrayBuffer;
 
@@ -27,6 +28,14 @@ export interface CpuInfo {
 
 type Seed = number | bigint;
 
+/** Positional arguments of gemm (native/addon/bind_gemm.cc); the perturbation ones only with perturb = true. */
+export type GemmCall = [
+  a: Mem, aByteOffset: number, m: number, k: number, w: Mem | QTensorDesc, wByteOffset: number, n: number,
+  c: Mem, cByteOffset: number, bias: Mem | null, biasByteOffset: number, accumulate: boolean,
+  perturb?: boolean, seed?: Seed, stream?: number, alpha?: number, dist?: number, bits?: number, srPurpose?: number,
+  first?: number | bigint, indices?: Mem | null, indicesByteOffset?: number, indicesCount?: number,
+];
+
 /** Every op `x` also exists as `xAsync`, returning a Promise and running off the event loop. */
 export interface NativeAddon {
   backend: 'cpu';
@@ -42,4 +51,7 @@ export interface NativeAddon {
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<void>;
   rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
   rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
+
+  gemm(...args: GemmCall): void;
+  gemmAsync(...args: GemmCall): Promise<void>;
 }
