@@ -303,10 +303,19 @@ void gemm(const GemmArgs& g) {
     parallel_chunks(N, 8, [&](size_t b, size_t e) { gemm_rows_ref(g, b, e); });
     return;
   }
-  const size_t ws = (kMC + kMR) * kKC + (kNC + kNR) * kKC + kNR * kKC;
+  // A is packed once (shared, read-only), then every task packs its own W panel.
+  const uint64_t slivers = (M + kMR - 1) / kMR;
+  float* ap = static_cast<float*>(host_alloc(gemm_packed_a_floats(M, K) * sizeof(float), MemCategory::Workspace));
+  struct Free {
+    float* p;
+    size_t bytes;
+    ~Free() { host_free(p, bytes, MemCategory::Workspace); }
+  } free_ap{ap, gemm_packed_a_floats(M, K) * sizeof(float)};
+  parallel_chunks(slivers, 16, [&](size_t b, size_t e) { avx2::gemm_pack_a(g, b, e, ap); });
+  const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
   parallel_chunks(N, kNC, [&](size_t b, size_t e) {
     float* p = t_scratch.get(ws);
-    avx2::gemm_block(g, b, e, p, p + (kMC + kMR) * kKC, p + (kMC + kMR) * kKC + (kNC + kNR) * kKC);
+    avx2::gemm_block(g, b, e, ap, p, p + (kNC + kNR) * kKC);
   });
 }
 

@@ -158,12 +158,17 @@ namespace avx2 {
 void gemm_decode(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld);
 void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
                   uint64_t ld);
-// One task of the blocked GEMM: output columns [n0, n1) for all rows (workspace from the caller:
-// ap >= kMC·kKC floats, bp >= (kNC + 16)·kKC floats, tmp >= 16·kKC floats, all 64-byte aligned).
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* ap, float* bp, float* tmp);
+// A packed once per call into 6-row slivers per KC block: slivers [s0, s1) of every block into
+// ap (gemm_packed_a_floats(m, k) floats, shared by all tasks).
+void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap);
+// One task of the blocked GEMM: output columns [n0, n1) for all rows (per-thread workspace:
+// bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, 64-byte aligned).
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp);
 void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 }  // namespace avx2
+
+static inline uint64_t gemm_packed_a_floats(uint64_t m, uint64_t k) { return (m + 5) / 6 * 6 * k + 8; }
 
 // Blocking of the AVX2 GEMM (6×16 micro-tile): KC columns of K per pass, MC rows of A packed,
 // NC output columns per task.

@@ -230,7 +230,7 @@ namespace {
 // --- packing ------------------------------------------------------------------------------------
 
 // A rows [0, mc) (stride lda), columns [0, kc) -> slivers of kMR rows: ap[s·kMR·kc + k·kMR + i].
-// Rows past mc are zero. Writes up to 2 floats past the last sliver (the workspace has room).
+// Rows past mc are zero. Slivers are packed by several threads: nothing is written outside them.
 static void pack_a(const float* a, uint64_t lda, uint64_t mc, uint64_t kc, float* ap) {
   alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (uint64_t ir = 0; ir < mc; ir += kMR) {
@@ -242,7 +242,9 @@ static void pack_a(const float* a, uint64_t lda, uint64_t mc, uint64_t kc, float
       for (int i = 0; i < 8; ++i) rows[i] = (uint64_t)i < mr ? a + (ir + i) * lda + k : kZero;
       __m256 o[8];
       transpose8(rows, 0, o);
-      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k + j) * kMR, o[j]);  // 6 used, 2 overwritten next
+      for (int j = 0; j < 7; ++j) _mm256_storeu_ps(dst + (k + j) * kMR, o[j]);  // 6 used, 2 overwritten next
+      _mm_storeu_ps(dst + (k + 7) * kMR, _mm256_castps256_ps128(o[7]));
+      _mm_storel_pi(reinterpret_cast<__m64*>(dst + (k + 7) * kMR + 4), _mm256_extractf128_ps(o[7], 1));
     }
     for (; k < kc; ++k)
       for (uint64_t i = 0; i < kMR; ++i) dst[k * kMR + i] = i < mr ? a[(ir + i) * lda + k] : 0.0f;
@@ -335,25 +337,35 @@ static void kernel_edge(uint64_t kc, const float* ap, const float* bp, float* c,
 
 }  // namespace
 
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* ap, float* bp, float* tmp) {
-  const uint64_t M = g.m, N = g.w.n, K = g.w.k;
+void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap) {
+  const uint64_t K = g.w.k, mpad = (g.m + kMR - 1) / kMR * kMR;
+  for (uint64_t pc = 0; pc < K; pc += kKC) {
+    const uint64_t kc = min_u64(kKC, K - pc);
+    for (uint64_t s = s0; s < s1; ++s)
+      pack_a(g.a + s * kMR * K + pc, K, min_u64(kMR, g.m - s * kMR), kc, ap + pc * mpad + s * kMR * kc);
+  }
+}
+
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp) {
+  const uint64_t M = g.m, N = g.w.n, K = g.w.k, mpad = (M + kMR - 1) / kMR * kMR;
   for (uint64_t pc = 0; pc < K; pc += kKC) {
     const uint64_t kc = min_u64(kKC, K - pc);
     const bool zero = pc == 0 && !g.accumulate, last = pc + kc == K;
     for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp);
+    const float* apc = ap + pc * mpad;
     for (uint64_t ic = 0; ic < M; ic += kMC) {
       const uint64_t mc = min_u64(kMC, M - ic);
-      pack_a(g.a + ic * K + pc, K, mc, kc, ap);
       for (uint64_t jr = n0; jr < n1; jr += kNR) {
         const uint64_t nr = min_u64(kNR, n1 - jr);
         const float* bias = last && g.bias ? g.bias + jr : nullptr;
-        for (uint64_t ir = 0; ir < mc; ir += kMR) {
-          const uint64_t mr = min_u64(kMR, mc - ir);
-          float* c = g.c + (ic + ir) * N + jr;
+        const float* b = bp + (jr - n0) * kc;
+        for (uint64_t ir = ic; ir < ic + mc; ir += kMR) {
+          const uint64_t mr = min_u64(kMR, M - ir);
+          float* c = g.c + ir * N + jr;
           if (mr == kMR && nr == kNR)
-            kernel_6x16(kc, ap + ir * kc, bp + (jr - n0) * kc, c, N, zero, bias);
+            kernel_6x16(kc, apc + ir * kc, b, c, N, zero, bias);
           else
-            kernel_edge(kc, ap + ir * kc, bp + (jr - n0) * kc, c, N, mr, nr, zero, bias);
+            kernel_edge(kc, apc + ir * kc, b, c, N, mr, nr, zero, bias);
         }
       }
     }
