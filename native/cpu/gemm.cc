@@ -164,22 +164,23 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     for (uint64_t m = 0; m < g.m; ++m) {
       const float* xs = g.xs + m * g.k64;
       const float* xsum = g.xs + g.m * g.k64 + m * (g.k64 / 8);
-      float acc[2][8] = {}, t[2][8] = {};
+      float acc[4][8] = {}, t[4][8] = {};
       bool nan = false;
-      // acc += s·(t0 + t1) with each lane's scale (element k of the lane decides), t reset.
+      // acc += s·((t0 + t1) + (t2 + t3)) with each lane's scale (element k of the lane decides), t = 0.
       auto flush = [&](uint64_t c, int half) {
         for (int l = 0; l < 8; ++l) {
           float s = gemm_scale_at(w.q, n, nibble_lanes ? c + 8 * l : c + 32 * half);
           if (e4m3) s = zt_mul(s, 256.0f);
-          acc[0][l] = zt_fma(s, zt_add(t[0][l], t[1][l]), acc[0][l]);
-          t[0][l] = t[1][l] = 0.0f;
+          float sum = zt_add(zt_add(t[0][l], t[1][l]), zt_add(t[2][l], t[3][l]));
+          acc[0][l] = zt_fma(s, sum, acc[0][l]);
+          t[0][l] = t[1][l] = t[2][l] = t[3][l] = 0.0f;
         }
       };
       for (uint64_t c = 0; c < g.k64; c += 64) {
         for (int j = 0; j < 8; ++j) {
           for (int l = 0; l < 8; ++l) {
             float v = gemv_code_value(w, n, c, j, l, &nan);
-            float* d = scaled ? &t[j & 1][l] : &acc[j & 1][l];
+            float* d = scaled ? &t[j & 3][l] : &acc[j & 3][l];
             *d = zt_fma(xs[c + 8 * j + l], v, *d);
           }
           if (half_groups && j == 3) flush(c, 0);
@@ -190,7 +191,8 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
         flush(c, half_groups ? 1 : 0);
       }
       float lanes[8];
-      for (int l = 0; l < 8; ++l) lanes[l] = scaled ? acc[0][l] : zt_add(acc[0][l], acc[1][l]);
+      for (int l = 0; l < 8; ++l)
+        lanes[l] = scaled ? acc[0][l] : zt_add(zt_add(acc[0][l], acc[1][l]), zt_add(acc[2][l], acc[3][l]));
       float r = zt_add(hsum8(lanes), gemv_tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
       out_store(g, m, n, r);
@@ -201,12 +203,12 @@ void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n) {
   const uint64_t K = g.w->k;
   for (uint64_t m = 0; m < g.m; ++m) {
     const float* x = g.x + m * K;
-    float acc[2][8] = {};
+    float acc[4][8] = {};
     for (uint64_t c = 0; c < g.k64; c += 64)
       for (int j = 0; j < 8; ++j)
-        for (int l = 0; l < 8; ++l) acc[j & 1][l] = zt_fma(x[c + 8 * j + l], wrow[c + 8 * j + l], acc[j & 1][l]);
+        for (int l = 0; l < 8; ++l) acc[j & 3][l] = zt_fma(x[c + 8 * j + l], wrow[c + 8 * j + l], acc[j & 3][l]);
     float lanes[8], tail = 0.0f;
-    for (int l = 0; l < 8; ++l) lanes[l] = zt_add(acc[0][l], acc[1][l]);
+    for (int l = 0; l < 8; ++l) lanes[l] = zt_add(zt_add(acc[0][l], acc[1][l]), zt_add(acc[2][l], acc[3][l]));
     for (uint64_t k = g.k64; k < K; ++k) tail = zt_fma(x[k], wrow[k], tail);
     out_store(g, m, n, zt_add(hsum8(lanes), tail));
   }

@@ -400,20 +400,26 @@ enum Kind { kUnscaled, kNatural, kNibble };
 // vector j in the lane order of gemm.h.
 struct DecF32 {
   static constexpr Kind kind = kUnscaled;
-  const float* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = w.w32 + n * w.k + c; }
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const float *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = w.w32 + n * w.k; }
+  void load(uint64_t c) { p = base + c; }
   __m256 val(int j) const { return _mm256_loadu_ps(p + 8 * j); }
 };
 struct DecFp16 {
   static constexpr Kind kind = kUnscaled;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + 2 * c; }
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + 2 * c; }
   __m256 val(int j) const { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * j))); }
 };
 struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: odd (high halves)
   static constexpr Kind kind = kUnscaled;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + 2 * c; }
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + 2 * c; }
   __m256 val(int j) const {
     __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * (j >> 1)));
     return _mm256_castsi256_ps((j & 1) ? _mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)) : _mm256_slli_epi32(v, 16));
@@ -421,8 +427,10 @@ struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: o
 };
 struct DecInt8 {
   static constexpr Kind kind = kNatural;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + c; }
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + c; }
   __m256 val(int j) const {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * j))));
   }
@@ -430,18 +438,21 @@ struct DecInt8 {
 template <bool E4M3>
 struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by the kernel)
   static constexpr Kind kind = kNatural;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + c; }
+  static constexpr bool kInt4 = false, kE4M3 = E4M3;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + c; }
   __m256 val(int j) const {
     return _mm256_cvtph_ps(fp8_to_half_bits(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * j)), E4M3));
   }
 };
 struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF << 4j), x prescaled
   static constexpr Kind kind = kNibble;
+  static constexpr bool kInt4 = true, kE4M3 = false;
+  const uint8_t* base;
   __m256i raw;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) {
-    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gemm_row(w.q, n) + c / 2));
-  }
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)); }
   __m256 val(int j) const {
     if (j == 7) return _mm256_cvtepi32_ps(_mm256_srli_epi32(raw, 28));
     return _mm256_cvtepi32_ps(_mm256_and_si256(raw, _mm256_set1_epi32(15 << (4 * j))));
@@ -449,86 +460,101 @@ struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF <<
 };
 struct DecNf4 {
   static constexpr Kind kind = kNibble;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t* base;
   __m256i raw;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) {
-    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gemm_row(w.q, n) + c / 2));
-  }
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)); }
   __m256 val(int j) const { return nf4_lookup(_mm256_srli_epi32(raw, 4 * j)); }
 };
 
-template <class D, int M>
+// One GEMV row block: the lane/group order of gemm.h with four partial sums t[j & 3] per chunk
+// (short dependency chains), format and group mode fixed at compile time.
+template <class D, int M, bool G32>
 static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   const GemmWeights& w = *g.w;
-  const bool e4m3 = !w.f32 && w.q.format == QFormat::Fp8E4M3;
-  const bool int4 = !w.f32 && w.q.format == QFormat::Int4;
-  const bool half_groups = D::kind == kNatural && w.q.group == 32;
-  const bool lane_groups = D::kind == kNibble && w.q.group == 32;
+  constexpr bool kScaled = D::kind != kUnscaled;
   const float* xs[M];
   const float* xsum[M];
   for (int m = 0; m < M; ++m) {
     xs[m] = g.xs + m * g.k64;
     xsum[m] = g.xs + g.m * g.k64 + m * (g.k64 / 8);
   }
+  const __m256 sym_zp = _mm256_set1_ps((float)kInt4SymZero);
   for (uint64_t n = n0; n < n1; ++n) {
-    __m256 acc[M][2];
-    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    __m256 acc[M][4];
+    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = _mm256_setzero_ps();
     __m256i nanmask = _mm256_setzero_si256();
     const GemmRowScales rs = w.f32 ? GemmRowScales{nullptr, nullptr, 63} : gemm_row_scales(w.q, n);
     const uint8_t* row = w.f32 ? nullptr : gemm_row(w.q, n);
     D d;
+    d.start(w, n);
     for (uint64_t c = 0; c < g.k64; c += 64) {
-      d.load(w, n, c);
-      if (D::kind == kUnscaled) {
+      d.load(c);
+      if (!kScaled) {
         for (int j = 0; j < 8; ++j) {
           const __m256 v = d.val(j);
-          for (int m = 0; m < M; ++m) acc[m][j & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, acc[m][j & 1]);
+          for (int m = 0; m < M; ++m) acc[m][j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, acc[m][j & 3]);
         }
         continue;
       }
-      if (e4m3) {
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
-        const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 32));
+      if (D::kE4M3) {
         const __m256i m7 = _mm256_set1_epi8(0x7f);
-        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b, m7), m7));
-        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b2, m7), m7));
+        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
+        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 32));
+        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b0, m7), m7));
+        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b1, m7), m7));
       }
-      __m256 t[M][2];
-      for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = _mm256_setzero_ps();
-      // acc += s·(t0 + t1), s (and the zero-point) per lane or per half chunk
-      auto flush = [&](uint64_t k) {
-        __m256 s;
-        if (lane_groups) {
-          const float* sp = rs.s + (c >> 5);
-          s = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sp[0])), _mm_set1_ps(sp[1]), 1);
+      // scales of this chunk: per half (natural lanes) or per lane half (nibble lanes) with groups
+      // of 32, else one
+      __m256 s0, s1;
+      if (G32) {
+        const float* sp = rs.s + (c >> 5);
+        if (D::kind == kNibble) {
+          s0 = s1 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sp[0])), _mm_set1_ps(sp[1]), 1);
         } else {
-          s = _mm256_set1_ps(gemm_rs_scale(rs, k));
+          s0 = _mm256_set1_ps(sp[0]);
+          s1 = _mm256_set1_ps(sp[1]);
         }
-        if (e4m3) s = _mm256_mul_ps(s, _mm256_set1_ps(256.0f));
+      } else {
+        s0 = s1 = _mm256_set1_ps(rs.s[c >> rs.shift]);
+      }
+      if (D::kE4M3) {
+        s0 = _mm256_mul_ps(s0, _mm256_set1_ps(256.0f));
+        s1 = _mm256_mul_ps(s1, _mm256_set1_ps(256.0f));
+      }
+      __m256 t[M][4];
+      for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
+      auto flush = [&](__m256 sc) {  // acc += s·((t0 + t1) + (t2 + t3)), t = 0
         for (int m = 0; m < M; ++m) {
-          acc[m][0] = _mm256_fmadd_ps(s, _mm256_add_ps(t[m][0], t[m][1]), acc[m][0]);
-          t[m][0] = t[m][1] = _mm256_setzero_ps();
+          const __m256 sum = _mm256_add_ps(_mm256_add_ps(t[m][0], t[m][1]), _mm256_add_ps(t[m][2], t[m][3]));
+          acc[m][0] = _mm256_fmadd_ps(sc, sum, acc[m][0]);
+          t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
         }
       };
       for (int j = 0; j < 8; ++j) {
         const __m256 v = d.val(j);
-        for (int m = 0; m < M; ++m) t[m][j & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, t[m][j & 1]);
-        if (half_groups && j == 3) flush(c);
+        for (int m = 0; m < M; ++m) t[m][j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, t[m][j & 3]);
+        if (G32 && D::kind == kNatural && j == 3) flush(s0);
       }
-      if (int4) {
-        __m256 zp;
-        if (lane_groups) {
-          float z0 = (float)gemm_rs_zero(rs, c), z1 = (float)gemm_rs_zero(rs, c + 32);
-          zp = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(z0)), _mm_set1_ps(z1), 1);
-        } else {
-          zp = _mm256_set1_ps((float)gemm_rs_zero(rs, c));
+      if (D::kInt4) {
+        __m256 zp = sym_zp;
+        if (rs.z) {
+          if (G32) {
+            const uint8_t* zz = rs.z + (c >> 5);
+            zp = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps((float)zz[0])), _mm_set1_ps((float)zz[1]), 1);
+          } else {
+            zp = _mm256_set1_ps((float)rs.z[c >> rs.shift]);
+          }
         }
         for (int m = 0; m < M; ++m) t[m][0] = _mm256_fnmadd_ps(zp, _mm256_loadu_ps(xsum[m] + c / 8), t[m][0]);
       }
-      flush(half_groups ? c + 32 : c);
+      flush(s1);
     }
-    const bool nan = !_mm256_testz_si256(nanmask, nanmask);
+    const bool nan = D::kE4M3 && !_mm256_testz_si256(nanmask, nanmask);
     for (int m = 0; m < M; ++m) {
-      __m256 lanes = D::kind == kUnscaled ? _mm256_add_ps(acc[m][0], acc[m][1]) : acc[m][0];
+      __m256 lanes = kScaled ? acc[m][0]
+                             : _mm256_add_ps(_mm256_add_ps(acc[m][0], acc[m][1]), _mm256_add_ps(acc[m][2], acc[m][3]));
       float r = zt_add(hsum8(lanes), tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
       out_store(g, m, n, r);
@@ -536,14 +562,20 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   }
 }
 
+template <class D, bool G32>
+static void gemv_mg(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  switch (g.m) {
+    case 1: return gemv_kernel<D, 1, G32>(g, n0, n1);
+    case 2: return gemv_kernel<D, 2, G32>(g, n0, n1);
+    case 3: return gemv_kernel<D, 3, G32>(g, n0, n1);
+    default: return gemv_kernel<D, 4, G32>(g, n0, n1);
+  }
+}
+
 template <class D>
 static void gemv_m(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  switch (g.m) {
-    case 1: return gemv_kernel<D, 1>(g, n0, n1);
-    case 2: return gemv_kernel<D, 2>(g, n0, n1);
-    case 3: return gemv_kernel<D, 3>(g, n0, n1);
-    default: return gemv_kernel<D, 4>(g, n0, n1);
-  }
+  if (D::kind != kUnscaled && g.w->q.group == 32) return gemv_mg<D, true>(g, n0, n1);
+  return gemv_mg<D, false>(g, n0, n1);
 }
 
 }  // namespace
@@ -566,15 +598,13 @@ void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n) {
   const uint64_t K = g.w->k;
   for (uint64_t m = 0; m < g.m; ++m) {
     const float* x = g.x + m * K;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (uint64_t c = 0; c < g.k64; c += 64)
-      for (int j = 0; j < 8; j += 2) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j), _mm256_loadu_ps(wrow + c + 8 * j), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j + 8), _mm256_loadu_ps(wrow + c + 8 * j + 8), a1);
-      }
+      for (int j = 0; j < 8; ++j)
+        a[j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j), _mm256_loadu_ps(wrow + c + 8 * j), a[j & 3]);
     float t = 0.0f;
     for (uint64_t k = g.k64; k < K; ++k) t = zt_fma(x[k], wrow[k], t);
-    out_store(g, m, n, zt_add(hsum8(_mm256_add_ps(a0, a1)), t));
+    out_store(g, m, n, zt_add(hsum8(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))), t));
   }
 }
 
