@@ -8,6 +8,7 @@
 #include "../common/status.h"
 #include "cpu_features.h"
 #include "memory.h"
+#include "perturb.h"
 #include "threadpool.h"
 
 namespace zt {
@@ -81,14 +82,14 @@ void gemm_perturb_ref(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1
   for (uint64_t n = n0; n < n1; ++n) {
     float* o = out + (n - n0) * ld - k0;
     if (!p.sparse) {
-      for (uint64_t k = k0; k < k1; ++k) o[k] = zt_fma(p.alpha, direction_at(p.dir, p.first + n * K + k), o[k]);
+      for (uint64_t k = k0; k < k1; ++k) o[k] = perturbed(o[k], p.alpha, direction_at(p.dir, p.first + n * K + k));
       continue;
     }
     const uint32_t* it = std::lower_bound(p.idx, p.idx + p.nidx, (uint32_t)std::min<uint64_t>(n * K + k0, 0xffffffffu));
     for (; it < p.idx + p.nidx && *it < n * K + k1; ++it) {
       if ((uint64_t)*it < n * K + k0) continue;
       uint64_t k = *it - n * K;
-      o[k] = zt_fma(p.alpha, direction_at(p.dir, p.first + *it), o[k]);
+      o[k] = perturbed(o[k], p.alpha, direction_at(p.dir, p.first + *it));
     }
   }
 }

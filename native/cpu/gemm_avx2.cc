@@ -1,8 +1,9 @@
 // AVX2/FMA GEMM kernels, bit-identical to the scalar references in gemm.cc (orders in gemm.h):
 // weight decoders, the perturbation of decoded blocks (z regenerated in registers), W/A packing,
 // the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
+#include "direction_avx2.h"
 #include "gemm.h"
-#include "philox_avx2.h"
+#include "perturb.h"
 
 namespace zt {
 namespace avx2 {
@@ -95,13 +96,6 @@ static inline __m256 decode8(const GemmWeights& w, const uint8_t* row, const Gem
 
 // --- perturbation of a decoded row segment ------------------------------------------------------
 
-static inline __m256 quzo8(__m256 z, __m256i word, __m256 inv_step, __m256 step) {  // sr_round of direction.h
-  __m256 v = _mm256_mul_ps(z, inv_step);
-  __m256 fl = _mm256_floor_ps(v);
-  __m256 up = _mm256_cmp_ps(uniform_sr8(word), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
-  return _mm256_mul_ps(_mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up), step);
-}
-
 // o[i - i0] = fma(alpha, z(i), o[i - i0]) for i in [i0, i1) where only positions with keep[] set
 // (or all, keep = null) change. Whole 8-element groups of the stream go through vectors.
 struct Dir8 {
@@ -110,22 +104,23 @@ struct Dir8 {
   __m256 alpha, inv, step;
 };
 
-// Lanes [lo, hi) of 8 stream elements: o = fma(alpha, z, o), or o = z when storing z itself.
+// Lanes [lo, hi) of 8 stream elements: o = fma(alpha, z, src), or o = z when storing z itself.
 template <bool kStoreZ>
-static inline void apply8(float* o, __m256 z, __m256 alpha, int lo, int hi) {
+static inline void apply8(float* o, const float* src, __m256 z, __m256 alpha, int lo, int hi) {
   if (lo == 0 && hi == 8) {
-    _mm256_storeu_ps(o, kStoreZ ? z : _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(o)));
+    _mm256_storeu_ps(o, kStoreZ ? z : _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(src)));
     return;
   }
   alignas(32) float zz[8];
   _mm256_store_ps(zz, z);
   float a = _mm256_cvtss_f32(alpha);
-  for (int l = lo; l < hi; ++l) o[l] = kStoreZ ? zz[l] : zt_fma(a, zz[l], o[l]);
+  for (int l = lo; l < hi; ++l) o[l] = kStoreZ ? zz[l] : perturbed(src[l], a, zz[l]);
 }
 
-// Dense: stream elements [i0, i1) onto o[0 .. i1 - i0).
+// Dense: stream elements [i0, i1) onto o[0 .. i1 - i0), perturbing src (o itself, or the fp32
+// weights, which saves a copy).
 template <bool kStoreZ>
-static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o) {
+static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o, const float* src) {
   if (p.d->dist == kDirRademacher) {
     const __m256 one = _mm256_set1_ps(1.0f);
     for (uint64_t b = i0 >> 10; b <= (i1 - 1) >> 10; ++b) {
@@ -137,24 +132,31 @@ static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o) {
         __m256 z = _mm256_xor_ps(one, _mm256_castsi256_ps(sign));
         int64_t at = (int64_t)(8 * g) - (int64_t)i0;
         int lo = at < 0 ? (int)-at : 0, hi = 8 * g + 8 > i1 ? (int)(i1 - 8 * g) : 8;
-        apply8<kStoreZ>(o + at, z, p.alpha, lo, hi);
+        apply8<kStoreZ>(o + at, src + at, z, p.alpha, lo, hi);
       }
     }
     return;
   }
-  for (uint64_t b = i0 >> 5; b <= (i1 - 1) >> 5; ++b) {
-    __m256 z[4];
-    normal32(p.key, b, z);
-    if (p.d->bits) {
-      Words8 u = philox8(p.sr_key, b << 3);
-      for (int q = 0; q < 4; ++q) z[q] = quzo8(z[q], u.w[q], p.inv, p.step);
-    }
-    for (int q = 0; q < 4; ++q) {  // elements 32b + 8q + l
+  const uint64_t b1 = (i1 - 1) >> 5;
+  for (uint64_t b = i0 >> 5; b <= b1; b += 2) {
+    // two word blocks a step (normal64 overlaps four Box-Muller evaluations)
+    const int nq = b < b1 ? 8 : 4;
+    __m256 z[8];
+    if (nq == 8)
+      normal64(p.key, b, z);
+    else
+      normal32(p.key, b, z);
+    if (p.d->bits)
+      for (int h = 0; h < nq / 4; ++h) {
+        Words8 u = philox8(p.sr_key, (b + h) << 3);
+        for (int q = 0; q < 4; ++q) z[4 * h + q] = quzo8(z[4 * h + q], u.w[q], p.inv, p.step);
+      }
+    for (int q = 0; q < nq; ++q) {  // elements 32b + 8q + l
       uint64_t e = 32 * b + 8 * q;
       if (e + 8 <= i0 || e >= i1) continue;
       int64_t at = (int64_t)e - (int64_t)i0;
       int lo = at < 0 ? (int)-at : 0, hi = e + 8 > i1 ? (int)(i1 - e) : 8;
-      apply8<kStoreZ>(o + at, z[q], p.alpha, lo, hi);
+      apply8<kStoreZ>(o + at, src + at, z[q], p.alpha, lo, hi);
     }
   }
 }
@@ -183,7 +185,7 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
   for (uint64_t n = n0; n < n1; ++n) {
     float* o = out + (n - n0) * ld;
     if (!p.sparse) {
-      perturb_dense<false>(dp, p.first + n * K + k0, p.first + n * K + k1, o);
+      perturb_dense<false>(dp, p.first + n * K + k0, p.first + n * K + k1, o, o);
       continue;
     }
     // Sparse: few listed elements go one by one; dense runs regenerate z in 256-element pieces.
@@ -192,7 +194,7 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
     if ((uint64_t)(end - it) * 16 < k1 - k0) {
       for (; it < end; ++it) {
         uint64_t k = *it - n * K;
-        o[k - k0] = zt_fma(p.alpha, direction_at(d, p.first + *it), o[k - k0]);
+        o[k - k0] = perturbed(o[k - k0], p.alpha, direction_at(d, p.first + *it));
       }
       continue;
     }
@@ -200,10 +202,10 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
     for (uint64_t s = k0; s < k1 && it < end; s += 256) {
       uint64_t e = min_u64(s + 256, k1);
       if ((uint64_t)*it >= n * K + e) continue;
-      perturb_dense<true>(dp, p.first + n * K + s, p.first + n * K + e, z);
+      perturb_dense<true>(dp, p.first + n * K + s, p.first + n * K + e, z, z);
       for (; it < end && (uint64_t)*it < n * K + e; ++it) {
         uint64_t k = *it - n * K;
-        o[k - k0] = zt_fma(p.alpha, z[k - s], o[k - k0]);
+        o[k - k0] = perturbed(o[k - k0], p.alpha, z[k - s]);
       }
     }
   }
@@ -265,6 +267,16 @@ static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uin
     if (direct) {
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? g.w.w32 + (r0 + i) * K + pc : kZero;
       ld = K;
+    } else if (g.w.f32 && !g.p.sparse) {  // fp32, dense perturbation: W + alpha·z straight into tmp
+      const Direction& d = g.p.dir;
+      const Dir8 dp{&d, dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, _mm256_set1_ps(g.p.alpha),
+                    _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f)};
+      for (uint64_t i = 0; i < rn; ++i) {
+        const uint64_t e0 = g.p.first + (r0 + i) * K + pc;
+        perturb_dense<false>(dp, e0, e0 + kc, tmp + i * kc, g.w.w32 + (r0 + i) * K + pc);
+      }
+      for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
+      ld = kc;
     } else {
       if (rn) {
         gemm_decode(g.w, r0, r0 + rn, pc, pc + kc, tmp, kc);
