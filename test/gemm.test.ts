@@ -61,9 +61,11 @@ function run(x: F32, M: number, K: number, w: Tensor | QTensor, N: number, opts:
   return out;
 }
 
-// M = 1..4 take the streaming GEMV, larger M the packed GEMM; K around the 64-chunk and 256-block edges.
+// M = 1..4 take the streaming GEMV, 5..16 the skinny GEMM (8 or 16 lanes), larger M the packed
+// GEMM; K around the 64-chunk and 256-block edges, N around the 6- and 16-wide tiles.
 const SHAPES: [number, number, number][] = [
-  [1, 1, 1], [1, 17, 64], [2, 33, 130], [3, 8, 200], [4, 70, 257], [5, 16, 63], [6, 16, 256], [7, 19, 513], [13, 40, 300], [37, 51, 97],
+  [1, 1, 1], [1, 17, 64], [2, 33, 130], [3, 8, 200], [4, 70, 257], [5, 16, 63], [6, 16, 256], [8, 13, 513], [9, 7, 300],
+  [16, 30, 100], [17, 19, 513], [37, 51, 97],
 ];
 
 describe.each(paths)('fp32 GEMM on the %s path', (path) => {
@@ -121,7 +123,7 @@ describe.each(paths)('quantized weights on the %s path', (path) => {
 (hasAvx2 ? describe : describe.skip)('scalar and AVX2 paths agree bit for bit', () => {
   const variants: [string, QSpec | null][] = [['fp32', null], ...QSPECS.map((s) => [specName(s), s] as [string, QSpec])];
   test.each(variants)('%s over GEMV and GEMM shapes', (_name, spec) => {
-    for (const [M, N, K] of [[1, 33, 700], [2, 16, 64], [4, 7, 131], [5, 23, 260], [30, 40, 515]] as const) {
+    for (const [M, N, K] of [[1, 33, 700], [2, 16, 64], [4, 7, 131], [5, 23, 260], [16, 13, 300], [30, 40, 515]] as const) {
       const x = randn(M * K, 11 + K), wf = randn(N * K, 12 + N, 0.5), bias = randn(N, 13);
       const w = spec ? quantize(wf, N, K, spec).q : Tensor.from(wf, [N, K]);
       const c0 = randn(M * N, 14);

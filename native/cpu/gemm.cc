@@ -306,6 +306,17 @@ void gemm(const GemmArgs& g) {
     parallel_chunks(N, 8, [&](size_t b, size_t e) { gemm_rows_ref(g, b, e); });
     return;
   }
+  if (M <= kSkinnyMaxRows) {
+    float* at = static_cast<float*>(host_alloc((K * 16 + 8) * sizeof(float), MemCategory::Workspace));
+    struct Free {
+      float* p;
+      size_t bytes;
+      ~Free() { host_free(p, bytes, MemCategory::Workspace); }
+    } free_at{at, (K * 16 + 8) * sizeof(float)};
+    parallel_chunks(K, 1024, [&](size_t b, size_t e) { avx2::gemm_pack_at(g, b, e, at); });
+    parallel_chunks(N, 48, [&](size_t b, size_t e) { avx2::gemm_block_skinny(g, b, e, at, t_scratch.get(6 * kKC)); });
+    return;
+  }
   // A is packed once (shared, read-only), then every task packs its own W panel.
   const uint64_t slivers = (M + kMR - 1) / kMR;
   float* ap = static_cast<float*>(host_alloc(gemm_packed_a_floats(M, K) * sizeof(float), MemCategory::Workspace));

@@ -79,7 +79,9 @@ static inline GemmRowScales gemm_row_scales(const QTensorView& q, uint64_t n) {
 static inline float gemm_rs_scale(const GemmRowScales& r, uint64_t k) { return r.s[k >> r.shift]; }
 static inline int gemm_rs_zero(const GemmRowScales& r, uint64_t k) { return r.z ? (int)r.z[k >> r.shift] : kInt4SymZero; }
 
-static constexpr uint64_t kGemvMaxRows = 4;  // M at or below this streams weights (GEMV)
+static constexpr uint64_t kGemvMaxRows = 4;     // M at or below this streams weights (GEMV)
+static constexpr uint64_t kSkinnyMaxRows = 16;  // up to this M the GEMM broadcasts W rows (no W packing)
+static inline uint64_t gemm_skinny_width(uint64_t m) { return m <= 8 ? 8 : 16; }  // lanes of the Aᵀ panel
 
 struct GemmWeights {
   bool f32;         // plain fp32 weights in w32, else the QTensor q
@@ -164,6 +166,10 @@ void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap);
 // One task of the blocked GEMM: output columns [n0, n1) for all rows (per-thread workspace:
 // bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, 64-byte aligned).
 void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp);
+// Skinny M (kGemvMaxRows < M <= kSkinnyMaxRows): Aᵀ packed once ([k][8 or 16], k in [k0, k1)), then
+// tasks of output columns [n0, n1) (tmp >= 6·kKC floats).
+void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at);
+void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp);
 void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 }  // namespace avx2

@@ -384,6 +384,98 @@ void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, fl
   }
 }
 
+// --- skinny M (kGemvMaxRows < M <= 16): roles swapped --------------------------------------------
+// The output tile is Cᵀ [6 n][16 m]: W elements are broadcast straight from 6 row-major rows (W
+// itself, or the decoded/perturbed block: no transpose) against Aᵀ packed once as [k][16]. The tile
+// lives in a 6×16 buffer across all of K, so the chain per output is the same single fma chain.
+
+namespace {
+
+// Tile [6 n][8·NV m]: t (row stride 16) holds the running chains; W rows broadcast, Aᵀ rows loaded.
+template <int NV>
+static inline void kernel_rows(uint64_t kc, const float* const* rows, const float* __restrict at, float* t) {
+  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
+  constexpr int W = 8 * NV;
+  __m256 c00 = _mm256_load_ps(t), c10 = _mm256_load_ps(t + 16), c20 = _mm256_load_ps(t + 32);
+  __m256 c30 = _mm256_load_ps(t + 48), c40 = _mm256_load_ps(t + 64), c50 = _mm256_load_ps(t + 80);
+  __m256 c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00;
+  if (NV == 2) {
+    c01 = _mm256_load_ps(t + 8), c11 = _mm256_load_ps(t + 24), c21 = _mm256_load_ps(t + 40);
+    c31 = _mm256_load_ps(t + 56), c41 = _mm256_load_ps(t + 72), c51 = _mm256_load_ps(t + 88);
+  }
+  for (uint64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(at), b1 = NV == 2 ? _mm256_load_ps(at + 8) : b0;
+    __m256 a;
+#define ZT_ROW(i, r)                                      \
+    a = _mm256_broadcast_ss(r + k);                      \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);            \
+    if (NV == 2) c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
+    ZT_ROW(0, r0) ZT_ROW(1, r1) ZT_ROW(2, r2) ZT_ROW(3, r3) ZT_ROW(4, r4) ZT_ROW(5, r5)
+#undef ZT_ROW
+    at += W;
+  }
+  _mm256_store_ps(t, c00); _mm256_store_ps(t + 16, c10); _mm256_store_ps(t + 32, c20);
+  _mm256_store_ps(t + 48, c30); _mm256_store_ps(t + 64, c40); _mm256_store_ps(t + 80, c50);
+  if (NV == 2) {
+    _mm256_store_ps(t + 8, c01); _mm256_store_ps(t + 24, c11); _mm256_store_ps(t + 40, c21);
+    _mm256_store_ps(t + 56, c31); _mm256_store_ps(t + 72, c41); _mm256_store_ps(t + 88, c51);
+  }
+}
+
+}  // namespace
+
+// Aᵀ: at[k·W + m] = A[m][k] for m < M, 0 for M <= m < W (W = gemm_skinny_width(M)); k in [k0, k1).
+void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at) {
+  const uint64_t K = g.w.k, W = gemm_skinny_width(g.m);
+  alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (uint64_t h = 0; h < W / 8; ++h) {
+    const float* rows[8];
+    for (uint64_t i = 0; i < 8; ++i) rows[i] = 8 * h + i < g.m ? g.a + (8 * h + i) * K : kZero;
+    uint64_t k = k0;
+    for (; k + 8 <= k1; k += 8) {
+      const float* cur[8];
+      for (int i = 0; i < 8; ++i) cur[i] = rows[i] == kZero ? kZero : rows[i] + k;
+      __m256 o[8];
+      transpose8(cur, 0, o);
+      for (int j = 0; j < 8; ++j) _mm256_store_ps(at + (k + j) * W + 8 * h, o[j]);
+    }
+    for (; k < k1; ++k)
+      for (uint64_t i = 0; i < 8; ++i) at[k * W + 8 * h + i] = rows[i] == kZero ? 0.0f : rows[i][k];
+  }
+}
+
+void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp) {
+  const uint64_t M = g.m, N = g.w.n, K = g.w.k, W = gemm_skinny_width(M);
+  const bool direct = g.w.f32 && !g.p.on;
+  alignas(32) float t[6 * 16];
+  for (uint64_t n = n0; n < n1; n += 6) {
+    const uint64_t nr = min_u64(6, n1 - n);
+    for (uint64_t i = 0; i < 6; ++i)
+      for (uint64_t m = 0; m < 16; ++m) t[i * 16 + m] = (g.accumulate && i < nr && m < M) ? g.c[m * N + n + i] : 0.0f;
+    const uint64_t kcs = direct ? K : kKC;
+    for (uint64_t pc = 0; pc < K; pc += kcs) {
+      const uint64_t kc = min_u64(kcs, K - pc);
+      const float* rows[6];
+      if (direct) {
+        for (uint64_t i = 0; i < 6; ++i) rows[i] = g.w.w32 + (n + (i < nr ? i : 0)) * K + pc;
+      } else {
+        gemm_decode(g.w, n, n + nr, pc, pc + kc, tmp, kc);
+        if (g.p.on) gemm_perturb(g.p, K, n, n + nr, pc, pc + kc, tmp, kc);
+        for (uint64_t i = 0; i < 6; ++i) rows[i] = tmp + (i < nr ? i : 0) * kc;  // extra rows: ignored
+      }
+      if (W == 16)
+        kernel_rows<2>(kc, rows, at + pc * W, t);
+      else
+        kernel_rows<1>(kc, rows, at + pc * W, t);
+    }
+    for (uint64_t i = 0; i < nr; ++i)
+      for (uint64_t m = 0; m < M; ++m) {
+        const float v = t[i * 16 + m];
+        g.c[m * N + n + i] = g.bias ? zt_add(v, g.bias[n + i]) : v;
+      }
+  }
+}
+
 // --- GEMV -----------------------------------------------------------------------------------------
 
 namespace {
