@@ -33,7 +33,8 @@ struct Scratch {
   }
 };
 
-thread_local Scratch t_scratch;
+thread_local Scratch t_scratch;  // per-task blocks (every pool thread)
+thread_local Scratch t_shared;   // the calling thread's packed A panel, read by every task
 
 // Sum of 8 lanes in the AVX2 reduction order.
 float hsum8(const float l[8]) {
@@ -307,24 +308,14 @@ void gemm(const GemmArgs& g) {
     return;
   }
   if (M <= kSkinnyMaxRows) {
-    float* at = static_cast<float*>(host_alloc((K * 16 + 8) * sizeof(float), MemCategory::Workspace));
-    struct Free {
-      float* p;
-      size_t bytes;
-      ~Free() { host_free(p, bytes, MemCategory::Workspace); }
-    } free_at{at, (K * 16 + 8) * sizeof(float)};
+    float* at = t_shared.get(K * 16 + 8);
     parallel_chunks(K, 1024, [&](size_t b, size_t e) { avx2::gemm_pack_at(g, b, e, at); });
     parallel_chunks(N, 48, [&](size_t b, size_t e) { avx2::gemm_block_skinny(g, b, e, at, t_scratch.get(6 * kKC)); });
     return;
   }
   // A is packed once (shared, read-only), then every task packs its own W panel.
   const uint64_t slivers = (M + kMR - 1) / kMR;
-  float* ap = static_cast<float*>(host_alloc(gemm_packed_a_floats(M, K) * sizeof(float), MemCategory::Workspace));
-  struct Free {
-    float* p;
-    size_t bytes;
-    ~Free() { host_free(p, bytes, MemCategory::Workspace); }
-  } free_ap{ap, gemm_packed_a_floats(M, K) * sizeof(float)};
+  float* ap = t_shared.get(gemm_packed_a_floats(M, K));
   parallel_chunks(slivers, 16, [&](size_t b, size_t e) { avx2::gemm_pack_a(g, b, e, ap); });
   const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
   parallel_chunks(N, kNC, [&](size_t b, size_t e) {
