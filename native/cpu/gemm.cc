@@ -190,7 +190,9 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
         if (!scaled) continue;
         if (int4)
           for (int l = 0; l < 8; ++l) t[0][l] = zt_fma(-(float)gemm_zero_at(w.q, n, c + 8 * l), xsum[c / 8 + l], t[0][l]);
-        flush(c, half_groups ? 1 : 0);
+        // groups of 32 end with every chunk, larger ones (64, 128, a row) at their end or the main part's
+        const uint64_t grp = (w.q.group == 0 || w.q.group == w.k) ? 0 : w.q.group;
+        if (grp == 32 || c + 64 == g.k64 || (grp && (c + 64) % grp == 0)) flush(c, half_groups ? 1 : 0);
       }
       float lanes[8];
       for (int l = 0; l < 8; ++l)

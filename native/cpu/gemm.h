@@ -26,11 +26,13 @@
 //     - each chunk is 8 vectors j of 8 lanes l; lane l of vector j holds element 8j + l (fp32,
 //       fp16, fp8, int8), 8l + j (int4, nf4: lane = 4 packed bytes) or 16(j/2) + 2l + (j&1)
 //       (bf16: even/odd halves of 32-bit lanes);
-//     - products x·v of the unscaled code value v accumulate per lane into t[j & 3] (fma), fresh
-//       for every chunk; at the end of the chunk (and after j = 3 for natural lanes with groups of
-//       32) acc = fma(s, (t0 + t1) + (t2 + t3), acc) per lane with the lane's scale (int4 first
-//       t0 −= zp·X, X the lane's sum of x, since v = u is unsigned; e4m3: v = decode/256 and
-//       s·256); formats without scales accumulate into acc[j & 3] directly, summed the same way;
+//     - products x·v of the unscaled code value v accumulate per lane into t[j & 3] (fma); int4
+//       then takes t0 −= zp·X per chunk (X the lane's sum of x over the chunk, since v = u is
+//       unsigned); at the end of each scale group (every chunk for groups of 32, and after j = 3
+//       too for natural lanes; every 64/128 elements; or at the end of the main part for row and
+//       tensor scales) acc = fma(s, (t0 + t1) + (t2 + t3), acc) per lane with the lane's scale and
+//       t restarts at 0 (e4m3: v = decode/256 and s·256); formats without scales accumulate into
+//       acc[j & 3] directly, summed the same way;
 //     - lanes reduce as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), the tail adds one fma chain over
 //       w(n,k) in k order, then C (when accumulating) and bias are added.
 //     int4 prescales x by 2^-4j so that (code & 0xF << 4j) needs no shift: exact unless |x| <

@@ -593,6 +593,8 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     const uint8_t* row = w.f32 ? nullptr : gemm_row(w.q, n);
     D d;
     d.start(w, n);
+    __m256 t[M][4];  // partial sums of the current scale group
+    for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
     for (uint64_t c = 0; c < g.k64; c += 64) {
       d.load(c);
       if (!kScaled) {
@@ -627,8 +629,6 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
         s0 = _mm256_mul_ps(s0, _mm256_set1_ps(256.0f));
         s1 = _mm256_mul_ps(s1, _mm256_set1_ps(256.0f));
       }
-      __m256 t[M][4];
-      for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
       auto flush = [&](__m256 sc) {  // acc += s·((t0 + t1) + (t2 + t3)), t = 0
         for (int m = 0; m < M; ++m) {
           const __m256 sum = _mm256_add_ps(_mm256_add_ps(t[m][0], t[m][1]), _mm256_add_ps(t[m][2], t[m][3]));
@@ -653,7 +653,9 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
         }
         for (int m = 0; m < M; ++m) t[m][0] = _mm256_fnmadd_ps(zp, _mm256_loadu_ps(xsum[m] + c / 8), t[m][0]);
       }
-      flush(s1);
+      // groups of 32 end with every chunk; larger groups (64, 128, a row) when the next chunk starts a
+      // new one or the main part ends
+      if (G32 || c + 64 == g.k64 || ((c + 64) >> rs.shift) != (c >> rs.shift)) flush(s1);
     }
     const bool nan = D::kE4M3 && !_mm256_testz_si256(nanmask, nanmask);
     for (int m = 0; m < M; ++m) {
