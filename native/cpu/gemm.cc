@@ -21,6 +21,15 @@ struct Scratch {
   ~Scratch() {
     if (p) host_free(p, n * sizeof(float), MemCategory::Workspace);
   }
+  // Frees the buffer when it holds more than `keep` floats (one huge call must not pin its
+  // workspace for the life of the thread).
+  void trim(size_t keep) {
+    if (n > keep) {
+      host_free(p, n * sizeof(float), MemCategory::Workspace);
+      p = nullptr;
+      n = 0;
+    }
+  }
   float* get(size_t floats) {
     if (floats > n) {
       if (p) host_free(p, n * sizeof(float), MemCategory::Workspace);
@@ -35,6 +44,7 @@ struct Scratch {
 
 thread_local Scratch t_scratch;  // per-task blocks (every pool thread)
 thread_local Scratch t_shared;   // the calling thread's packed A panel, read by every task
+constexpr size_t kKeepShared = (size_t)4 << 20;  // floats of A panel kept between calls (16 MiB)
 
 // Sum of 8 lanes in the AVX2 reduction order.
 float hsum8(const float l[8]) {
@@ -313,6 +323,7 @@ void gemm(const GemmArgs& g) {
     float* at = t_shared.get(K * 16 + 8);
     parallel_chunks(K, 1024, [&](size_t b, size_t e) { avx2::gemm_pack_at(g, b, e, at); });
     parallel_chunks(N, 48, [&](size_t b, size_t e) { avx2::gemm_block_skinny(g, b, e, at, t_scratch.get(6 * kKC)); });
+    t_shared.trim(kKeepShared);
     return;
   }
   // A is packed once (shared, read-only), then every task packs its own W panel.
@@ -324,6 +335,7 @@ void gemm(const GemmArgs& g) {
     float* p = t_scratch.get(ws);
     avx2::gemm_block(g, b, e, ap, p, p + (kNC + kNR) * kKC);
   });
+  t_shared.trim(kKeepShared);
 }
 
 }  // namespace zt
