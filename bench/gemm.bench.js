@@ -51,30 +51,34 @@ const suite = {
     const c = await h.measureCeilings(THREADS);
     const rows = [];
     const m = (name, fn, work) => h.measure(name, fn, { threads: THREADS, work });
-    // A and B measured twice in alternation (A B A B), the better round kept per side: on a shared
-    // machine the ratio then compares neighbours in time.
-    const duel = async (a, fa, b, fb, work) => {
-      const best = (x, y) => ({ best: Math.max(x.best, y.best), median: Math.max(x.median, y.median) });
-      let ra, rb;
-      for (let round = 0; round < 2; round++) {
-        const xa = h.rate(await m(a, fa, work)), xb = h.rate(await m(b, fb, work));
-        ra = ra ? best(ra, xa) : xa;
-        rb = rb ? best(rb, xb) : xb;
-      }
-      return [ra, rb];
+    // The cases of one row (ours, the peer, the ceiling it is judged against) are measured in
+    // alternation, ROUNDS times, keeping each case's best round: on this shared machine every ratio
+    // then compares measurements taken next to each other.
+    const ROUNDS = 3;
+    const alternate = async (...cases) => {
+      const res = cases.map(() => null);
+      for (let round = 0; round < ROUNDS; round++)
+        for (let i = 0; i < cases.length; i++) {
+          const [name, fn, work] = cases[i];
+          const r = h.rate(await m(name, fn, work));
+          res[i] = res[i] ? { best: Math.max(res[i].best, r.best), median: Math.max(res[i].median, r.median) } : r;
+        }
+      return res;
     };
+    const FMA_TASKS = 32, FMA_ITERS = 20000;
+    const fmaCase = ['ceiling: fp32 FMA', () => z.ceilings.fmaPeak(FMA_TASKS, FMA_ITERS), FMA_TASKS * FMA_ITERS * z.ceilings.FLOP_PER_FMA_ITER];
+    const readBuf = z.Tensor.zeros([64 * 1024 * 1024], 'f32', 'workspace'); // 256 MiB
+    const readCase = ['ceiling: read', () => z.ceilings.readSum(readBuf), readBuf.byteLength];
     const G = (r) => h.pair(r, (x) => h.giga(x, 1));
-    const ofFma = (r) => h.pct(r.best / c.fma.best);
-    const ofRead = (r) => h.pct(r.best / c.read.best);
     const ratio = (a, b) => `${h.times(a.best / b.best)} / ${h.times(a.median / b.median)}`;
-    const tensors = [];
+    const tensors = [readBuf];
     const keep = (t) => (tensors.push(t), t);
 
     try {
-      // 1. fp32 GEMM and GEMV against the FMA ceiling and onnxruntime MatMul
+      // 1. fp32 GEMM and GEMV against the FMA (or read) ceiling and onnxruntime MatMul
       const shapes = [[1024, 1024, 1024], ...LLAMA.flatMap(([N, K]) => MS.map((M) => [M, N, K]))];
-      const perturbBase = new Map();
       const weights = new Map();
+      let base;
       for (const [M, N, K] of shapes) {
         const key = `${N}x${K}`;
         if (!weights.has(key)) weights.set(key, keep(randomTensor(z, [N, K], N + K, 0.1)));
@@ -83,20 +87,26 @@ const suite = {
         const flop = 2 * M * N * K;
         const ort = await ortMatmul(w.data(), N, K, THREADS);
         const xd = x.data();
-        let ours, peer;
+        let ours, peer, ceil;
         try {
-          [ours, peer] = await duel(`fp32 ${M}x${N}x${K}`, () => z.matmulSync(x, w, { out }), `onnxruntime ${M}x${N}x${K}`, () => ort.run(xd, M), flop);
+          [ours, peer, ceil] = await alternate([`fp32 ${M}x${N}x${K}`, () => z.matmulSync(x, w, { out }), flop], [`onnxruntime ${M}x${N}x${K}`, () => ort.run(xd, M), flop], M === 1 ? readCase : fmaCase);
         } finally {
           await ort.release();
         }
-        if (M === 512 && N === 4096 && K === 4096) perturbBase.set('fp32', { ours, x, out, w });
-        rows.push([`fp32 ${M === 1 ? 'GEMV' : 'GEMM'}`, `${M}x${N}x${K}`, G(ours), ofFma(ours), M === 1 ? `${h.giga(ours.best * 2, 1)} GB/s, ${ofRead({ best: ours.best * 2 })} of read` : '-', G(peer), ratio(ours, peer)]);
+        if (M === 512 && N === 4096 && K === 4096) base = { x, out, w };
+        const bytes = { best: ours.best * 2, median: ours.median * 2 }; // 4 B per 2 FLOP
+        rows.push([
+          `fp32 ${M === 1 ? 'GEMV' : 'GEMM'}`, `${M}x${N}x${K}`, G(ours),
+          M === 1 ? '-' : `**${h.pct(ours.best / ceil.best)}** of ${h.giga(ceil.best, 1)}`,
+          M === 1 ? `${G(bytes)} GB/s, **${h.pct(bytes.best / ceil.best)}** of ${h.giga(ceil.best, 1)}` : '-',
+          G(peer), ratio(ours, peer),
+        ]);
       }
 
       // 2. Weight-only GEMV (M = 1) against the read bandwidth, weights streamed from DRAM: calls
-      // rotate over enough copies to exceed the last-level cache.
+      // rotate over 4 copies (more than the last-level cache).
       const gemvFormats = FULL
-        ? [['int8', 'channel'], ['int4', 128], ['int4', 32], ['nf4', 64], ['fp8-e4m3', 'channel'], ['fp8-e5m2', 'channel'], ['bf16', 'tensor'], ['fp16', 'tensor']]
+        ? [['int8', 'channel'], ['int8', 32], ['int4', 128], ['int4', 32], ['nf4', 64], ['fp8-e4m3', 'channel'], ['fp8-e5m2', 'channel'], ['bf16', 'tensor'], ['fp16', 'tensor']]
         : [['int8', 'channel'], ['int4', 128]];
       const N = 4096, K = 4096;
       const x1 = keep(randomTensor(z, [1, K], 7)), out1 = keep(z.Tensor.empty([1, N]));
@@ -104,9 +114,9 @@ const suite = {
         const copies = Array.from({ length: 4 }, (_, i) => randomQ(z, format, N, K, gran, 100 + i));
         const bytes = copies[0].byteLength;
         let i = 0;
-        const r = h.rate(await m(`${format} GEMV`, () => z.matmulSync(x1, copies[i++ % copies.length], { out: out1 }), bytes));
+        const [r, ceil] = await alternate([`${format} GEMV`, () => z.matmulSync(x1, copies[i++ % copies.length], { out: out1 }), bytes], readCase);
         const flops = { best: (r.best / bytes) * 2 * N * K, median: (r.median / bytes) * 2 * N * K };
-        rows.push([`${format}/${gran} GEMV (weights from DRAM, 4 copies)`, `1x${N}x${K}`, G(flops), ofFma(flops), `${G(r)} GB/s, **${ofRead(r)}** of read`, '-', '-']);
+        rows.push([`${format}/${gran} GEMV, weights from DRAM`, `1x${N}x${K}`, G(flops), '-', `${G(r)} GB/s, **${h.pct(r.best / ceil.best)}** of ${h.giga(ceil.best, 1)}`, '-', '-']);
         copies.forEach((q) => q.dispose());
       }
 
@@ -116,15 +126,14 @@ const suite = {
           const q = randomQ(z, format, N, K, gran, 5);
           for (const M of [16, 512]) {
             const x = keep(randomTensor(z, [M, K], M)), out = keep(z.Tensor.empty([M, N]));
-            const r = h.rate(await m(`${format} GEMM M=${M}`, () => z.matmulSync(x, q, { out }), 2 * M * N * K));
-            rows.push([`${format}/${gran} GEMM`, `${M}x${N}x${K}`, G(r), ofFma(r), '-', '-', '-']);
+            const [r, ceil] = await alternate([`${format} GEMM M=${M}`, () => z.matmulSync(x, q, { out }), 2 * M * N * K], fmaCase);
+            rows.push([`${format}/${gran} GEMM`, `${M}x${N}x${K}`, G(r), `${h.pct(r.best / ceil.best)} of ${h.giga(ceil.best, 1)}`, '-', '-', '-']);
           }
           q.dispose();
         }
       }
 
       // 4. Perturb-on-load at M = 512 against the same GEMM without perturbation.
-      const base = perturbBase.get('fp32');
       const dir = { seed: 0x5eedn, stream: 3, alpha: 1e-3 };
       const variants = [
         ['Gaussian', { ...dir, dist: 'gaussian' }],
@@ -138,10 +147,9 @@ const suite = {
       }
       const flop = 2 * 512 * N * K;
       for (const [name, p] of variants) {
-        // the plain GEMM alternates with each perturbed one: the slowdown compares neighbours in time
-        const [plain, r] = await duel('fp32 M=512 plain', () => z.matmulSync(base.x, base.w, { out: base.out }), `perturb ${name}`, () => z.matmulSync(base.x, base.w, { out: base.out, perturb: p }), flop);
+        const [plain, r] = await alternate(['fp32 M=512 plain', () => z.matmulSync(base.x, base.w, { out: base.out }), flop], [`perturb ${name}`, () => z.matmulSync(base.x, base.w, { out: base.out, perturb: p }), flop]);
         const slow = { best: plain.best / r.best - 1, median: plain.median / r.median - 1 };
-        rows.push([`fp32 GEMM, perturb-on-load ${name}`, `512x${N}x${K}`, G(r), ofFma(r), '-', `plain: ${G(plain)}`, `**${h.pct(slow.best, 1)}** / ${h.pct(slow.median, 1)} slower than plain`]);
+        rows.push([`fp32 GEMM, perturb-on-load ${name}`, `512x${N}x${K}`, G(r), '-', '-', `plain: ${G(plain)}`, `**${h.pct(slow.best, 1)}** / ${h.pct(slow.median, 1)} slower than plain`]);
       }
     } finally {
       tensors.forEach((t) => t.dispose());
@@ -151,15 +159,15 @@ const suite = {
       title: suite.title,
       threads: THREADS,
       method: [
-        `Ceilings measured in this run on ${THREADS} threads (bench/harness.js): fp32 FMA peak ${h.pair(c.fma, (x) => h.giga(x, 1))} GFLOP/s, streaming read ${h.pair(c.read, (x) => h.giga(x, 1))} GB/s (best / median).`,
-        'GFLOP/s = 2·M·N·K / time of one call (matmulSync into a preallocated output). "% FMA" and "% of read" use the best rates.',
+        `Ceilings (bench/harness.js ops, ${THREADS} threads): the fp32 FMA peak and the streaming read of 256 MiB are measured in alternation with the cases they judge (the value each row used is printed beside it); at the start of the run they were ${h.pair(c.fma, (x) => h.giga(x, 1))} GFLOP/s and ${h.pair(c.read, (x) => h.giga(x, 1))} GB/s (best / median).`,
+        'GFLOP/s = 2·M·N·K / time of one call (matmulSync into a preallocated output). Percentages use the best rates.',
         'Peer: onnxruntime-node CPU MatMul (MLAS), a one-node ONNX model written as protobuf bytes by bench/onnx-matmul.js, weights as a constant initializer (so ORT may prepack them), intra-op threads = 2, timed through session.run (includes its JS call overhead, ~tens of µs).',
         'Weight-only GEMV: GB/s counts the bytes of codes + scales per call; calls rotate over 4 copies (32-64 MiB) so the weights come from DRAM, not the last-level cache.',
         'Perturb-on-load: W + alpha·z regenerated while packing; the same GEMM without perturbation is measured in alternation with each perturbed case (its rate is in the onnxruntime column of those rows).',
-        'Ours and the peer (or plain and perturbed) are measured twice in alternation, A B A B, and the better round is kept per side, so each ratio compares measurements taken next to each other on this shared machine.',
+        'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured three times in alternation and the best round is kept per case, so each ratio compares measurements taken next to each other on this shared machine.',
         ...(FULL ? [] : ['Default run: 1024³ and 4096x4096 only; `node bench/gemm.bench.js --full` adds 11008x4096, 4096x11008, every format and the sparse/QuZO perturbations.']),
       ],
-      columns: ['case', 'MxNxK', 'GFLOP/s best / median', '% FMA ceiling', 'weight bandwidth', 'onnxruntime GFLOP/s best / median', 'vs onnxruntime (time ratio) / note'],
+      columns: ['case', 'MxNxK', 'GFLOP/s best / median', 'of FMA ceiling (GFLOP/s)', 'weight bytes: GB/s best / median, of read ceiling (GB/s)', 'onnxruntime GFLOP/s best / median', 'vs onnxruntime (speed ratio) / note'],
       rows,
       notes: [
         'Targets (issue, 2 threads): fp32 1024³ >= 80 % of the FMA ceiling and >= 1.0x onnxruntime; GEMV W8/W4 at 4096² >= 70 % of read bandwidth; perturb-on-load at M = 512 <= 15 % slower.',

@@ -179,7 +179,7 @@ void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 static inline uint64_t gemm_packed_a_floats(uint64_t m, uint64_t k) { return (m + 5) / 6 * 6 * k + 8; }
 
 // Blocking of the AVX2 GEMM (6×16 micro-tile): KC columns of K per pass, MC rows of A packed,
-// NC output columns per task.
-static constexpr uint64_t kMR = 6, kNR = 16, kKC = 256, kMC = 120, kNC = 128;
+// NC output columns per task (small enough that 2 threads balance on a shared machine).
+static constexpr uint64_t kMR = 6, kNR = 16, kKC = 256, kMC = 120, kNC = 64;
 
 }  // namespace zt
