@@ -13,15 +13,23 @@
 //             s the element's scale (per tensor / row / group), zp the int4 zero-point (8 if none)
 //   w'(n,k) = fma(alpha, z, w) for perturbed elements (the rounding of the perturbation kernels),
 //             w otherwise.
+// fp8 is decoded arithmetically on AVX2 (e5m2 is the top byte of an fp16; e4m3 is rebiased into
+// fp16 bits, NaN codes patched, then F16C) rather than through a 256-entry table: gathers are slow
+// on Zen. Every code is exact and tested against the scalar minifloat_decode.
+//
+// Paths: M <= 4 streams the compressed rows once (GEMV, its own blocked order below); 5 <= M <= 16
+// broadcasts W rows (decoded/perturbed in 256-column blocks, never transposed) against a packed Aᵀ
+// panel ("skinny"); larger M packs W into 16-column panels (decoded and perturbed once per call)
+// for a 6×16 register-tiled FMA micro-kernel, with A packed once into 6-row slivers.
 //
 // Summation orders (the scalar reference follows them, so scalar and AVX2 agree bit for bit; no
 // order depends on the thread count or on blocking):
-//   GEMM (M > kGemvMaxRows, or any M with perturbation when M > kGemvMaxRows): one fma chain per
-//     output in k order, c = fma(a[m,K-1], w'[n,K-1], ... fma(a[m,0], w'[n,0], c0)), c0 = C (when
-//     accumulating) or 0; then c + bias[n]. Cache blocking over K only splits the chain (partial
-//     sums are stored in C exactly), so the result is independent of KC, MC, NC and threads.
+//   GEMM (M > kGemvMaxRows, both AVX2 paths): one fma chain per output in k order,
+//     c = fma(a[m,K-1], w'[n,K-1], ... fma(a[m,0], w'[n,0], c0)), c0 = C (accumulating) or 0; then
+//     c + bias[n]. Cache blocking over K only splits the chain (partial sums are kept exactly in C
+//     or in the tile buffer), so the result is independent of KC, MC, NC and threads.
 //   GEMV (M <= kGemvMaxRows): a blocked dot product per (m, n) streaming the compressed row once;
-//     the order is fixed per format (gemv_row_ref in gemm.cc defines it):
+//     the order is fixed per format (gemv_rows_ref in gemm.cc is the definition):
 //     - K splits into 64-element chunks (the main part) and a tail of K mod 64 elements;
 //     - each chunk is 8 vectors j of 8 lanes l; lane l of vector j holds element 8j + l (fp32,
 //       fp16, fp8, int8), 8l + j (int4, nf4: lane = 4 packed bytes) or 16(j/2) + 2l + (j&1)
@@ -37,13 +45,16 @@
 //       w(n,k) in k order, then C (when accumulating) and bias are added.
 //     int4 prescales x by 2^-4j so that (code & 0xF << 4j) needs no shift: exact unless |x| <
 //     2^-100 (subnormal products; both paths still agree).
-//   GEMV with perturbation: w' of each row is materialised (decoded and perturbed) 64 elements
-//     at a time and dotted in the fp32 GEMV order.
+//   GEMV with perturbation: w' of each row is materialised (decoded and perturbed) and dotted in
+//     the fp32 GEMV order (RNG-bound: one normal per weight per call).
 //
-// Error bounds (test/gemm.test.ts checks them as normalised MSE against a float64 reference over
-// the same decoded weights): the fp32 chain and the blocked dot both satisfy the classic bound
-// |c − exact| <= K·u·Σ|a·w| (u = 2^-24); observed NMSE ~1e-13 at K = 1000. Against the
-// unquantized weights the error is the format's own quantization error (not the kernel's).
+// Error bounds against a float64 reference over the same decoded weights w (the decode itself is
+// exact up to the one rounding of s·v, so every format's kernel error is only accumulation):
+//   |c − exact| <= (K + 64)·2^-23·Σ_k |a_k·w_k| per element, every path and format, except int4
+//   GEMV whose Σ x·u − zp·Σx form scales the bound by (15 + zp)/|u − zp| (tested with 24×).
+//   test/gemm.test.ts checks these element bounds; observed NMSE is 1e-15..2e-13 for K <= 600
+//   (random Gaussian data), i.e. ~K·2^-48. Against the unquantized weights the error is the
+//   format's own quantization error, not the kernel's.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>

@@ -13,8 +13,8 @@ namespace {
 
 static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
-// Zen 1 splits 256-bit ops into halves and vperm2f128 is slow: build rows from 128-bit halves.
-// In: r[i] = 8 floats of row i (i < 8). Out: o[j] = column j (8 rows).
+// 8×8 transpose: o[j] lane i = rows[i][off + j]. Zen 1 splits 256-bit ops and vperm2f128 is slow,
+// so the registers are assembled from 128-bit halves (rows i and i + 4) before in-lane shuffles.
 static inline void transpose8(const float* const* rows, uint64_t off, __m256 o[8]) {
   __m256 a[4], b[4];
   for (int i = 0; i < 4; ++i) {
@@ -49,8 +49,8 @@ static inline __m256 nf4_lookup(__m256i u) {  // vpermps uses the low 3 bits; bi
   return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, u), _mm256_permutevar8x32_ps(hi, u), sel);
 }
 
-// fp8 bytes (8 at p) -> fp16 bit patterns: e5m2 is the top byte of an fp16; e4m3 rebiased by
-// putting its 7 magnitude bits at fp16 bits 13..7 (value / 256, subnormals included).
+// 8 fp8 codes (low bytes of bytes8) -> fp16 bit patterns: e5m2 is the top byte of an fp16; e4m3
+// rebiased by putting its 7 magnitude bits at fp16 bits 13..7 (value / 256, subnormals included).
 static inline __m128i fp8_to_half_bits(__m128i bytes8, bool e4m3) {
   __m128i h = _mm_unpacklo_epi8(_mm_setzero_si128(), bytes8);  // code << 8
   if (!e4m3) return h;
@@ -96,13 +96,18 @@ static inline __m256 decode8(const GemmWeights& w, const uint8_t* row, const Gem
 
 // --- perturbation of a decoded row segment ------------------------------------------------------
 
-// o[i - i0] = fma(alpha, z(i), o[i - i0]) for i in [i0, i1) where only positions with keep[] set
-// (or all, keep = null) change. Whole 8-element groups of the stream go through vectors.
+// A perturbation in registers: the direction's Philox keys, alpha and the QuZO grid.
 struct Dir8 {
   const Direction* d;
   RngKey key, sr_key;
   __m256 alpha, inv, step;
 };
+
+static inline Dir8 dir8(const GemmPerturb& p) {
+  const Direction& d = p.dir;
+  return Dir8{&d, dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, _mm256_set1_ps(p.alpha),
+              _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f)};
+}
 
 // Lanes [lo, hi) of 8 stream elements: o = fma(alpha, z, src), or o = z when storing z itself.
 template <bool kStoreZ>
@@ -180,8 +185,7 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
                   uint64_t ld) {
   if (k1 <= k0) return;
   const Direction& d = p.dir;
-  Dir8 dp{&d, dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, _mm256_set1_ps(p.alpha),
-          _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f)};
+  const Dir8 dp = dir8(p);
   for (uint64_t n = n0; n < n1; ++n) {
     float* o = out + (n - n0) * ld;
     if (!p.sparse) {
@@ -263,29 +267,22 @@ static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uin
   for (uint64_t h = 0; h < 2; ++h) {
     const uint64_t r0 = jr + 8 * h, rn = nr > 8 * h ? min_u64(8, nr - 8 * h) : 0;
     const float* rows[8];
-    uint64_t ld;
     if (direct) {
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? g.w.w32 + (r0 + i) * K + pc : kZero;
-      ld = K;
     } else if (g.w.f32 && !g.p.sparse) {  // fp32, dense perturbation: W + alpha·z straight into tmp
-      const Direction& d = g.p.dir;
-      const Dir8 dp{&d, dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, _mm256_set1_ps(g.p.alpha),
-                    _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f)};
+      const Dir8 dp = dir8(g.p);
       for (uint64_t i = 0; i < rn; ++i) {
         const uint64_t e0 = g.p.first + (r0 + i) * K + pc;
         perturb_dense<false>(dp, e0, e0 + kc, tmp + i * kc, g.w.w32 + (r0 + i) * K + pc);
       }
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
-      ld = kc;
     } else {
       if (rn) {
         gemm_decode(g.w, r0, r0 + rn, pc, pc + kc, tmp, kc);
         if (g.p.on) gemm_perturb(g.p, K, r0, r0 + rn, pc, pc + kc, tmp, kc);
       }
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
-      ld = kc;
     }
-    (void)ld;
     uint64_t k = 0;
     const float* cur[8];
     for (; k + 8 <= kc; k += 8) {
@@ -385,9 +382,9 @@ void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, fl
 }
 
 // --- skinny M (kGemvMaxRows < M <= 16): roles swapped --------------------------------------------
-// The output tile is Cᵀ [6 n][16 m]: W elements are broadcast straight from 6 row-major rows (W
-// itself, or the decoded/perturbed block: no transpose) against Aᵀ packed once as [k][16]. The tile
-// lives in a 6×16 buffer across all of K, so the chain per output is the same single fma chain.
+// The output tile is Cᵀ [6 n][8 or 16 m]: W elements are broadcast straight from 6 row-major rows
+// (W itself, or the decoded/perturbed block: no transpose) against Aᵀ packed once as [k][8 or 16].
+// The tile lives in a small buffer across all of K, so each output is the same single fma chain.
 
 namespace {
 
