@@ -501,6 +501,7 @@ enum Kind { kUnscaled, kNatural, kNibble };
 // vector j in the lane order of gemm.h.
 struct DecF32 {
   static constexpr Kind kind = kUnscaled;
+  static constexpr uint64_t kChunkBytes = 256;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const float *base, *p;
   void start(const GemmWeights& w, uint64_t n) { base = w.w32 + n * w.k; }
@@ -509,6 +510,7 @@ struct DecF32 {
 };
 struct DecFp16 {
   static constexpr Kind kind = kUnscaled;
+  static constexpr uint64_t kChunkBytes = 128;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t *base, *p;
   void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
@@ -517,6 +519,7 @@ struct DecFp16 {
 };
 struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: odd (high halves)
   static constexpr Kind kind = kUnscaled;
+  static constexpr uint64_t kChunkBytes = 128;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t *base, *p;
   void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
@@ -528,6 +531,7 @@ struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: o
 };
 struct DecInt8 {
   static constexpr Kind kind = kNatural;
+  static constexpr uint64_t kChunkBytes = 64;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t *base, *p;
   void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
@@ -539,6 +543,7 @@ struct DecInt8 {
 template <bool E4M3>
 struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by the kernel)
   static constexpr Kind kind = kNatural;
+  static constexpr uint64_t kChunkBytes = 64;
   static constexpr bool kInt4 = false, kE4M3 = E4M3;
   const uint8_t *base, *p;
   void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
@@ -549,6 +554,7 @@ struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by
 };
 struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF << 4j), x prescaled
   static constexpr Kind kind = kNibble;
+  static constexpr uint64_t kChunkBytes = 32;
   static constexpr bool kInt4 = true, kE4M3 = false;
   const uint8_t* base;
   __m256i raw;
@@ -561,6 +567,7 @@ struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF <<
 };
 struct DecNf4 {
   static constexpr Kind kind = kNibble;
+  static constexpr uint64_t kChunkBytes = 32;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t* base;
   __m256i raw;
@@ -592,7 +599,13 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     d.start(w, n);
     __m256 t[M][4];  // partial sums of the current scale group
     for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
+    // the next row streams in while this one is computed: two DRAM streams per thread
+    const char* next = n + 1 < n1 ? (w.f32 ? reinterpret_cast<const char*>(w.w32 + (n + 1) * w.k)
+                                           : reinterpret_cast<const char*>(gemm_row(w.q, n + 1)))
+                                  : nullptr;
     for (uint64_t c = 0; c < g.k64; c += 64) {
+      if (next)
+        for (uint64_t b = 0; b < D::kChunkBytes; b += 64) _mm_prefetch(next + c / 64 * D::kChunkBytes + b, _MM_HINT_T0);
       d.load(c);
       if (!kScaled) {
         for (int j = 0; j < 8; ++j) {
