@@ -17,3 +17,5 @@ export { selectBackend, cudaStatus } from './backend';
 export type { Backend, BackendPreference, BackendChoice, CudaStatus } from './backend';
 export * as quant from './quant';
 export type { Rounding, RoundingOptions, QuantizeOptions, FloatFormat, QuantDirection } from './quant';
+export { matmul, matmulSync } from './gemm';
+export type { MatmulOptions, MatmulPerturb } from './gemm';

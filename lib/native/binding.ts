@@ -29,6 +29,14 @@ export interface CpuInfo {
 
 type Seed = number | bigint;
 
+/** Positional arguments of gemm (native/addon/bind_gemm.cc); the perturbation ones only with perturb = true. */
+export type GemmCall = [
+  a: Mem, aByteOffset: number, m: number, k: number, w: Mem | QTensorDesc, wByteOffset: number, n: number,
+  c: Mem, cByteOffset: number, bias: Mem | null, biasByteOffset: number, accumulate: boolean,
+  perturb?: boolean, seed?: Seed, stream?: number, alpha?: number, dist?: number, bits?: number, srPurpose?: number,
+  first?: number | bigint, indices?: Mem | null, indicesByteOffset?: number, indicesCount?: number,
+];
+
 /** Every op `x` also exists as `xAsync`, returning a Promise and running off the event loop. */
 export interface NativeAddon {
   backend: 'cpu';
@@ -67,6 +75,8 @@ export interface NativeAddon {
   ceilingFmaAsync(tasks: number, iters: number): Promise<number>;
   ceilingInt8(tasks: number, iters: number): number;
   ceilingInt8Async(tasks: number, iters: number): Promise<number>;
+  gemm(...args: GemmCall): void;
+  gemmAsync(...args: GemmCall): Promise<void>;
 }
 
 /** A CUDA error as the CUDA addon reports it: the cudaError_t number, its name and what to do. */

@@ -76,6 +76,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_quant(env, exports);
   register_perturb(env, exports);
   register_ceilings(env, exports);
+  register_gemm(env, exports);
   return exports;
 }
 

@@ -1,19 +1,11 @@
 // AVX2 perturbation kernels, bit-identical to perturb_range_ref / perturb_gather_ref: the same
 // Philox words, the same Box-Muller and rounding steps, and one fma per element.
+#include "direction_avx2.h"
 #include "perturb.h"
-#include "philox_avx2.h"
 
 namespace zt {
 namespace avx2 {
 namespace {
-
-// QuZO: z onto the b-bit grid by stochastic rounding, 8 lanes (sr_round of direction.h).
-static inline __m256 quzo8(__m256 z, __m256i word, __m256 inv_step, __m256 step) {
-  __m256 v = _mm256_mul_ps(z, inv_step);
-  __m256 fl = _mm256_floor_ps(v);
-  __m256 up = _mm256_cmp_ps(uniform_sr8(word), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
-  return _mm256_mul_ps(_mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up), step);
-}
 
 static inline void fma_store(float* o, __m256 alpha, __m256 z) {
   _mm256_storeu_ps(o, _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(o)));
