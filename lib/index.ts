@@ -8,3 +8,5 @@ export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './run
 export type { CpuPath, MemoryUsage } from './runtime';
 export { QTensor, QFORMAT_CODE } from './qtensor';
 export type { QFormat, Granularity } from './qtensor';
+export { matmulInt8, matmulInt8Sync, gemmS8S8S32, gemmS8S8S32Sync } from './gemm-int8';
+export type { MatmulInt8Options, PerturbOnLoad } from './gemm-int8';

@@ -1,0 +1,615 @@
+// AVX2 kernels of the integer GEMM; each reproduces its *_ref twin in gemm_int8.cc bit for bit.
+//
+// int8 x int8 products use the sign trick: vpmaddubsw multiplies unsigned by signed bytes, so the
+// weight goes in as |w| (vpabsb; -128 becomes 128, still correct as unsigned) and its sign moves
+// onto the activation (vpsignb; activations are in [-127, 127], so negating never overflows).
+// A pair sum is at most 2 * 128 * 127 = 32512 < 32767: vpmaddubsw never saturates. vpmaddwd with
+// ones widens pairs to int32. Small codes (int4: |q - zp| <= 15) keep up to 8 steps in int16
+// (8 * 2 * 15 * 127 = 30480) before widening, halving the vpmaddwd work.
+#include <float.h>
+#include <immintrin.h>
+#include <string.h>
+
+#include "gemm_int8.h"
+#include "philox_avx2.h"
+#include "rng.h"
+
+namespace zt {
+namespace avx2 {
+namespace {
+
+// Lanes 0-3: sums of the low 128-bit halves of a, b, c, d; lanes 4-7: of the high halves.
+inline __m256i hadd4(__m256i a, __m256i b, __m256i c, __m256i d) {
+  return _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+}
+// [sum(a), sum(b), sum(c), sum(d)].
+inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
+  __m256i t = hadd4(a, b, c, d);
+  return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
+}
+
+inline __m256i bcast4(const int8_t* p) {
+  int32_t v;
+  memcpy(&v, p, 4);
+  return _mm256_set1_epi32(v);
+}
+
+// Signed product of |w| (unsigned) and the sign-moved activation, pairs summed to int16.
+inline __m256i dot_pairs(__m256i aw, __m256i w, __m256i a) { return _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)); }
+
+// ---- GEMV: W streamed once, 4 weight rows per pass share every activation load --------------
+
+struct Rows4 {
+  const uint8_t* p[4];  // row starts (missing rows repeat row 0 and are not stored)
+  const float* s[4];    // scales of group 0 of each row
+  const uint8_t* z[4];  // int4 zero-points of group 0, or null
+  uint64_t sstep;       // scale index step per accumulation group (0 or 1)
+  int nr;
+  alignas(32) uint8_t tail[4][32];  // the last partial 32-byte step of each row, zero padded
+};
+
+inline __m128 scales4(const Rows4& r, uint64_t j) {
+  return _mm_setr_ps(r.s[0][j * r.sstep], r.s[1][j * r.sstep], r.s[2][j * r.sstep], r.s[3][j * r.sstep]);
+}
+
+void rows4_init(const IntPlan& p, uint64_t n, uint64_t row_bytes, Rows4& r) {
+  r.nr = (int)(p.N - n < 4 ? p.N - n : 4);
+  r.sstep = (p.w.group != 0 && p.w.group != p.w.cols) ? 1 : 0;
+  const uint64_t full = row_bytes / 32 * 32;
+  for (int i = 0; i < 4; ++i) {
+    uint64_t row = n + (i < r.nr ? i : 0);
+    r.p[i] = p.w.data + row * row_bytes;
+    r.s[i] = p.raw32 ? nullptr : p.w.scales + w_scale_index(p.w, row, 0);
+    r.z[i] = p.w.zeros ? p.w.zeros + w_scale_index(p.w, row, 0) : nullptr;
+    memset(r.tail[i], 0, 32);
+    memcpy(r.tail[i], r.p[i] + full, row_bytes - full);
+  }
+}
+
+template <int MT>
+void gemv8_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m0) {
+  const ActQ& a = *p.a;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t* q[MT];
+  for (int m = 0; m < MT; ++m) q[m] = a.q + (m0 + m) * a.Kp;
+  const uint64_t full = p.K / 32 * 32;
+  __m128 accf[MT];
+  for (int m = 0; m < MT; ++m) accf[m] = _mm_setzero_ps();
+  for (uint64_t j = 0; j < p.G; ++j) {
+    const uint64_t kb = j * p.ga, ke = p.K < kb + p.ga ? p.K : kb + p.ga;
+    __m256i acc[4][MT];
+    for (int i = 0; i < 4; ++i)
+      for (int m = 0; m < MT; ++m) acc[i][m] = _mm256_setzero_si256();
+    for (uint64_t k = kb; k < ke; k += 32) {
+      __m256i av[MT];
+      for (int m = 0; m < MT; ++m) av[m] = _mm256_load_si256((const __m256i*)(q[m] + k));
+      for (int i = 0; i < 4; ++i) {
+        const uint8_t* src = k < full ? rw.p[i] + k : rw.tail[i];
+        __m256i w = _mm256_loadu_si256((const __m256i*)src), aw = _mm256_abs_epi8(w);
+        for (int m = 0; m < MT; ++m) acc[i][m] = _mm256_add_epi32(acc[i][m], _mm256_madd_epi16(dot_pairs(aw, w, av[m]), ones));
+      }
+    }
+    for (int m = 0; m < MT; ++m) {
+      __m128i s = hsum4(acc[0][m], acc[1][m], acc[2][m], acc[3][m]);
+      if (p.raw32) {
+        alignas(16) int32_t v[4];
+        _mm_store_si128((__m128i*)v, s);
+        for (int i = 0; i < rw.nr; ++i) p.raw32[(m0 + m) * p.N + n + i] = v[i];
+      } else {
+        accf[m] = _mm_fmadd_ps(scales4(rw, j), _mm_cvtepi32_ps(s), accf[m]);
+      }
+    }
+  }
+  if (p.raw32) return;
+  for (int m = 0; m < MT; ++m) {
+    alignas(16) float v[4];
+    _mm_store_ps(v, accf[m]);
+    for (int i = 0; i < rw.nr; ++i) p.out[(m0 + m) * p.ldo + n + i] = epilogue(p.ep, v[i], m0 + m, n + i);
+  }
+}
+
+void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
+  Rows4 rw;
+  for (uint64_t n = n0; n < n1; n += 4) {
+    rows4_init(p, n, p.K, rw);
+    uint64_t m = 0;
+    for (; m + 2 <= p.a->M; m += 2) gemv8_pass<2>(p, rw, n, m);
+    if (m < p.a->M) gemv8_pass<1>(p, rw, n, m);
+  }
+}
+
+// Zero-point term zp * sum(q_x over group j) and the group's scales, for one activation row.
+inline __m128 flush4(const IntPlan& p, const Rows4& rw, uint64_t j, const int32_t* bsum, __m128i s, __m128 acc) {
+  const uint64_t b0 = j * p.ga / 32, b1 = (p.K < (j + 1) * p.ga ? p.K : (j + 1) * p.ga);
+  int32_t asum = 0;
+  for (uint64_t b = b0; b < (b1 + 31) / 32; ++b) asum += bsum[b];
+  __m128i zp = rw.z[0] ? _mm_setr_epi32(rw.z[0][j * rw.sstep], rw.z[1][j * rw.sstep], rw.z[2][j * rw.sstep], rw.z[3][j * rw.sstep])
+                       : _mm_set1_epi32(kInt4SymZero);
+  s = _mm_sub_epi32(s, _mm_mullo_epi32(zp, _mm_set1_epi32(asum)));
+  return _mm_fmadd_ps(scales4(rw, j), _mm_cvtepi32_ps(s), acc);
+}
+
+// int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group.
+void gemv4_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m) {
+  const ActQ& a = *p.a;
+  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+  const int8_t* q = a.qeo + m * a.Kp;
+  const int32_t* bsum = a.bsum + m * (a.Kp / 32);
+  const uint64_t row_bytes = (p.K + 1) / 2, full = row_bytes / 32 * 32, steps = (p.K + 63) / 64;
+  __m128 accf = _mm_setzero_ps();
+  __m256i acc16[4], acc32[4];
+  for (int i = 0; i < 4; ++i) acc16[i] = acc32[i] = _mm256_setzero_si256();
+  const uint64_t per_group = p.ga / 64;  // steps per group when ga >= 64
+  int pending = 0;                       // steps held in int16 (at most 4: 4 * 2 * 3810 < 32767)
+  for (uint64_t st = 0; st < steps; ++st) {
+    const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
+    const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
+    for (int i = 0; i < 4; ++i) {
+      const uint8_t* src = st * 32 < full ? rw.p[i] + st * 32 : rw.tail[i];
+      __m256i b = _mm256_loadu_si256((const __m256i*)src);
+      __m256i lo = _mm256_and_si256(b, low4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
+      acc16[i] = _mm256_add_epi16(acc16[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, ae), _mm256_maddubs_epi16(hi, ao)));
+    }
+    ++pending;
+    if (p.ga == 32) {  // one step = groups 2st (low half) and 2st + 1 (high half)
+      __m256i s = hadd4(_mm256_madd_epi16(acc16[0], ones), _mm256_madd_epi16(acc16[1], ones),
+                        _mm256_madd_epi16(acc16[2], ones), _mm256_madd_epi16(acc16[3], ones));
+      for (int i = 0; i < 4; ++i) acc16[i] = _mm256_setzero_si256();
+      pending = 0;
+      accf = flush4(p, rw, 2 * st, bsum, _mm256_castsi256_si128(s), accf);
+      if (2 * st + 1 < p.G) accf = flush4(p, rw, 2 * st + 1, bsum, _mm256_extracti128_si256(s, 1), accf);
+      continue;
+    }
+    const bool group_end = (st + 1) % per_group == 0 || st + 1 == steps;
+    if (pending == 4 || group_end) {
+      for (int i = 0; i < 4; ++i) {
+        acc32[i] = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones));
+        acc16[i] = _mm256_setzero_si256();
+      }
+      pending = 0;
+    }
+    if (group_end) {
+      accf = flush4(p, rw, st / per_group, bsum, hsum4(acc32[0], acc32[1], acc32[2], acc32[3]), accf);
+      for (int i = 0; i < 4; ++i) acc32[i] = _mm256_setzero_si256();
+    }
+  }
+  alignas(16) float v[4];
+  _mm_store_ps(v, accf);
+  for (int i = 0; i < rw.nr; ++i) p.out[m * p.ldo + n + i] = epilogue(p.ep, v[i], m, n + i);
+}
+
+void gemv4(const IntPlan& p, uint64_t n0, uint64_t n1) {
+  Rows4 rw;
+  for (uint64_t n = n0; n < n1; n += 4) {
+    rows4_init(p, n, (p.K + 1) / 2, rw);
+    for (uint64_t m = 0; m < p.a->M; ++m) gemv4_pass(p, rw, n, m);
+  }
+}
+
+// ---- packed GEMM ------------------------------------------------------------------------------
+
+// 4x4 transpose of 32-bit words: row i of the result holds word i of r0..r3.
+inline void transpose4(__m128i& r0, __m128i& r1, __m128i& r2, __m128i& r3) {
+  __m128i t0 = _mm_unpacklo_epi32(r0, r1), t1 = _mm_unpacklo_epi32(r2, r3);
+  __m128i t2 = _mm_unpackhi_epi32(r0, r1), t3 = _mm_unpackhi_epi32(r2, r3);
+  r0 = _mm_unpacklo_epi64(t0, t1);
+  r1 = _mm_unpackhi_epi64(t0, t1);
+  r2 = _mm_unpacklo_epi64(t2, t3);
+  r3 = _mm_unpackhi_epi64(t2, t3);
+}
+
+// Codes (q - zp) of elements [k, k + 16) of row n.
+inline __m128i codes16(const IntPlan& p, uint64_t n, uint64_t k) {
+  if (p.w.format == QFormat::Int8) return _mm_loadu_si128((const __m128i*)(p.w.data + n * p.K + k));
+  __m128i b = _mm_loadl_epi64((const __m128i*)(p.w.data + n * ((p.K + 1) / 2) + k / 2));
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  __m128i u = _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+  return _mm_sub_epi8(u, _mm_set1_epi8((char)w_zero(p.w, n, k / p.ga)));
+}
+
+template <int MR, bool kSmall>
+void tile_int_t(const IntPlan& p, uint64_t m0, const Panel& panel, uint64_t n0, uint64_t nc) {
+  const ActQ& a = *p.a;
+  const __m256i ones = _mm256_set1_epi16(1);
+  const int8_t* q[MR];
+  for (int r = 0; r < MR; ++r) q[r] = a.q + (m0 + r) * a.Kp;
+  alignas(32) float accf[MR][16];
+  for (int r = 0; r < MR; ++r)
+    for (int c = 0; c < 16; ++c) accf[r][c] = 0.0f;
+  const uint64_t ga4 = p.ga / 4;
+  for (uint64_t j = 0; j < p.G; ++j) {
+    const uint64_t s0 = j * ga4, s1 = p.K4 < s0 + ga4 ? p.K4 : s0 + ga4;
+    __m256i acc[MR][2];
+    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
+    if (!kSmall) {
+      for (uint64_t k4 = s0; k4 < s1; ++k4) {
+        const int8_t* wp = panel.codes + k4 * 64;
+        __m256i w0 = _mm256_load_si256((const __m256i*)wp), w1 = _mm256_load_si256((const __m256i*)(wp + 32));
+        __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+        for (int r = 0; r < MR; ++r) {
+          __m256i av = bcast4(q[r] + 4 * k4);
+          acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(dot_pairs(aw0, w0, av), ones));
+          acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(dot_pairs(aw1, w1, av), ones));
+        }
+      }
+    } else {
+      for (uint64_t c0 = s0; c0 < s1; c0 += 8) {  // int16 chunks of up to 8 steps
+        const uint64_t c1 = s1 < c0 + 8 ? s1 : c0 + 8;
+        __m256i h[MR][2];
+        for (int r = 0; r < MR; ++r) h[r][0] = h[r][1] = _mm256_setzero_si256();
+        for (uint64_t k4 = c0; k4 < c1; ++k4) {
+          const int8_t* wp = panel.codes + k4 * 64;
+          __m256i w0 = _mm256_load_si256((const __m256i*)wp), w1 = _mm256_load_si256((const __m256i*)(wp + 32));
+          __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
+          for (int r = 0; r < MR; ++r) {
+            __m256i av = bcast4(q[r] + 4 * k4);
+            h[r][0] = _mm256_add_epi16(h[r][0], dot_pairs(aw0, w0, av));
+            h[r][1] = _mm256_add_epi16(h[r][1], dot_pairs(aw1, w1, av));
+          }
+        }
+        for (int r = 0; r < MR; ++r) {
+          acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(h[r][0], ones));
+          acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(h[r][1], ones));
+        }
+      }
+    }
+    if (p.raw32) {  // one group: the exact sums are the result
+      for (int r = 0; r < MR; ++r) {
+        alignas(32) int32_t v[16];
+        _mm256_store_si256((__m256i*)v, acc[r][0]);
+        _mm256_store_si256((__m256i*)(v + 8), acc[r][1]);
+        for (uint64_t c = 0; c < nc; ++c) p.raw32[(m0 + r) * p.N + n0 + c] = v[c];
+      }
+      return;
+    }
+    const __m256 sc0 = _mm256_load_ps(panel.scales + j * 16), sc1 = _mm256_load_ps(panel.scales + j * 16 + 8);
+    for (int r = 0; r < MR; ++r) {
+      _mm256_store_ps(accf[r], _mm256_fmadd_ps(sc0, _mm256_cvtepi32_ps(acc[r][0]), _mm256_load_ps(accf[r])));
+      _mm256_store_ps(accf[r] + 8, _mm256_fmadd_ps(sc1, _mm256_cvtepi32_ps(acc[r][1]), _mm256_load_ps(accf[r] + 8)));
+    }
+  }
+  if (p.raw32) return;  // K == 0
+  for (int r = 0; r < MR; ++r) {
+    const uint64_t m = m0 + r;
+    if (nc == 16 && !p.ep.raw) {
+      const __m256 sx = _mm256_set1_ps(p.ep.sx[m]);
+      for (int h = 0; h < 2; ++h) {
+        __m256 y = _mm256_mul_ps(_mm256_load_ps(accf[r] + 8 * h), sx);
+        if (p.ep.bias) y = _mm256_add_ps(y, _mm256_loadu_ps(p.ep.bias + n0 + 8 * h));
+        if (p.ep.residual) y = _mm256_add_ps(y, _mm256_loadu_ps(p.ep.residual + m * p.ep.ldr + n0 + 8 * h));
+        _mm256_storeu_ps(p.out + m * p.ldo + n0 + 8 * h, y);
+      }
+    } else {
+      for (uint64_t c = 0; c < nc; ++c) p.out[m * p.ldo + n0 + c] = epilogue(p.ep, accf[r][c], m, n0 + c);
+    }
+  }
+}
+
+template <bool kSmall>
+void tile_int_mr(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc) {
+  switch (mr) {
+    case 4: tile_int_t<4, kSmall>(p, m0, panel, n0, nc); break;
+    case 3: tile_int_t<3, kSmall>(p, m0, panel, n0, nc); break;
+    case 2: tile_int_t<2, kSmall>(p, m0, panel, n0, nc); break;
+    default: tile_int_t<1, kSmall>(p, m0, panel, n0, nc); break;
+  }
+}
+
+// ---- f32 (perturbed) path ---------------------------------------------------------------------
+
+inline void transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
+// Codes of elements [k, k + 8) of row n as floats (k a multiple of 8).
+inline __m256 codes8f(const QTensorView& w, uint64_t n, uint64_t k, uint64_t ga) {
+  if (w.format == QFormat::Int8) {
+    __m128i b = _mm_loadl_epi64((const __m128i*)(w.data + n * w.cols + k));
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b));
+  }
+  int32_t v;
+  memcpy(&v, w.data + n * ((w.cols + 1) / 2) + k / 2, 4);
+  __m128i b = _mm_cvtsi32_si128(v);
+  const __m128i low4 = _mm_set1_epi8(0x0f);
+  __m128i u = _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
+  __m256i c = _mm256_sub_epi32(_mm256_cvtepu8_epi32(u), _mm256_set1_epi32(w_zero(w, n, k / ga)));
+  return _mm256_cvtepi32_ps(c);
+}
+
+// Philox of 8 arbitrary 32-bit counter indices (high counter word 0): gathered elements.
+inline Words8 philox8_lanes(RngKey key, __m256i c0) {
+  __m256i c1 = _mm256_setzero_si256(), c2 = _mm256_set1_epi32((int)key.stream), c3 = _mm256_set1_epi32((int)key.purpose);
+  const __m256i m0 = _mm256_set1_epi32((int)kPhiloxM0), m1 = _mm256_set1_epi32((int)kPhiloxM1);
+  uint32_t k0 = (uint32_t)key.seed, k1 = (uint32_t)(key.seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    __m256i hi0, lo0, hi1, lo1;
+    mulhilo8(c0, m0, &hi0, &lo0);
+    mulhilo8(c2, m1, &hi1, &lo1);
+    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32((int)k0));
+    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32((int)k1));
+    c1 = lo1;
+    c3 = lo0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  return Words8{{c0, c1, c2, c3}};
+}
+
+// Word slot[l] (0..3) of each lane.
+inline __m256i select_word(const Words8& w, __m256i slot) {
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  __m256i b0 = _mm256_cmpeq_epi32(_mm256_and_si256(slot, one), one);
+  __m256i b1 = _mm256_cmpeq_epi32(_mm256_and_si256(slot, two), two);
+  __m256i w01 = _mm256_blendv_epi8(w.w[0], w.w[1], b0), w23 = _mm256_blendv_epi8(w.w[2], w.w[3], b0);
+  return _mm256_blendv_epi8(w01, w23, b1);
+}
+
+// QuZO rounding of z onto the b-bit grid with SR words (as direction_at).
+inline __m256 quzo_round8(__m256 z, __m256i word, int bits) {
+  __m256 v = _mm256_mul_ps(z, _mm256_set1_ps(dir_grid_inv_step(bits)));
+  __m256 fl = _mm256_floor_ps(v);
+  __m256 up = _mm256_cmp_ps(uniform_sr8(word), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
+  __m256 r = _mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up);
+  return _mm256_mul_ps(r, _mm256_set1_ps(dir_grid_step(bits)));
+}
+
+void rademacher_fill(float* out, uint64_t begin, uint64_t end, RngKey key) {
+  uint64_t i = begin;
+  for (; i < end && (i & 7); ++i) out[i - begin] = rademacher_at(key, i);
+  const __m256 one = _mm256_set1_ps(1.0f);
+  const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+  uint64_t cur = ~(uint64_t)0;
+  Words8 w = {};
+  for (; i + 8 <= end; i += 8) {
+    if (i >> 10 != cur) {
+      cur = i >> 10;
+      w = philox8(key, cur << 3);
+    }
+    const uint64_t t = (i >> 3) & 127;
+    __m256i bits = _mm256_srl_epi32(w.w[t >> 5], _mm_cvtsi32_si128((int)(t & 31)));
+    __m256i s = _mm256_and_si256(_mm256_slli_epi32(bits, 31), sign);
+    _mm256_storeu_ps(out + (i - begin), _mm256_xor_ps(one, _mm256_castsi256_ps(s)));
+  }
+  for (; i < end; ++i) out[i - begin] = rademacher_at(key, i);
+}
+
+}  // namespace
+
+// ---- exported kernels -----------------------------------------------------------------------
+
+bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale) {
+  const __m256i absmask = _mm256_set1_epi32(0x7fffffff);
+  __m256i mx = _mm256_setzero_si256();
+  uint64_t k = 0;
+  for (; k + 8 <= K; k += 8) mx = _mm256_max_epi32(mx, _mm256_and_si256(_mm256_loadu_si256((const __m256i*)(x + k)), absmask));
+  alignas(32) uint32_t lanes[8];
+  _mm256_store_si256((__m256i*)lanes, mx);
+  uint32_t mb = 0;
+  for (int i = 0; i < 8; ++i) mb = lanes[i] > mb ? lanes[i] : mb;
+  for (; k < K; ++k) {
+    uint32_t b = f32_to_bits(x[k]) & 0x7fffffffu;
+    mb = b > mb ? b : mb;
+  }
+  if (mb >= 0x7f800000u) return false;  // Inf or NaN (magnitude bits at or above Inf's)
+  float s = scale_for(bits_to_f32(mb), (float)kInt8Max), inv = inv_scale_for(s);
+  if (!(inv <= FLT_MAX)) s = inv = 0.0f;
+  const __m256 vinv = _mm256_set1_ps(inv), hi = _mm256_set1_ps((float)kInt8Max), lo = _mm256_set1_ps((float)-kInt8Max);
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (k = 0; k + 32 <= K; k += 32) {
+    __m256i v[4];
+    for (int t = 0; t < 4; ++t) {
+      __m256 f = _mm256_round_ps(_mm256_mul_ps(_mm256_loadu_ps(x + k + 8 * t), vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+      v[t] = _mm256_cvttps_epi32(_mm256_min_ps(_mm256_max_ps(f, lo), hi));
+    }
+    __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
+    _mm256_storeu_si256((__m256i*)(q + k), _mm256_permutevar8x32_epi32(b, order));
+  }
+  for (; k < K; ++k) q[k] = (int8_t)int_quantize(x[k], inv, 0, -kInt8Max, kInt8Max, false, 0);
+  memset(q + K, 0, Kp - K);
+  *scale = s;
+  return true;
+}
+
+void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1) {
+  if (p.w.format == QFormat::Int8)
+    gemv8(p, n0, n1);
+  else
+    gemv4(p, n0, n1);
+}
+
+void pack_panel(const IntPlan& p, uint64_t n0, Panel panel) {
+  if (n0 + kPanelCols > p.N) {  // edge panel: the reference handles the missing rows
+    pack_panel_ref(p, n0, panel);
+    return;
+  }
+  const uint64_t kvec = p.K / 16 * 16;
+  for (uint64_t k = 0; k < kvec; k += 16)
+    for (uint64_t c = 0; c < kPanelCols; c += 4) {
+      __m128i r0 = codes16(p, n0 + c, k), r1 = codes16(p, n0 + c + 1, k);
+      __m128i r2 = codes16(p, n0 + c + 2, k), r3 = codes16(p, n0 + c + 3, k);
+      transpose4(r0, r1, r2, r3);
+      int8_t* dst = panel.codes + ((k / 4) * kPanelCols + c) * 4;
+      _mm_store_si128((__m128i*)dst, r0);
+      _mm_store_si128((__m128i*)(dst + 64), r1);
+      _mm_store_si128((__m128i*)(dst + 128), r2);
+      _mm_store_si128((__m128i*)(dst + 192), r3);
+    }
+  for (uint64_t k4 = kvec / 4; k4 < p.K4; ++k4)
+    for (uint64_t c = 0; c < kPanelCols; ++c)
+      for (uint64_t t = 0; t < 4; ++t) {
+        uint64_t k = k4 * 4 + t;
+        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)(k < p.K ? w_code(p.w, n0 + c, k) : 0);
+      }
+  if (p.raw32) return;
+  for (uint64_t j = 0; j < p.G; ++j)
+    for (uint64_t c = 0; c < kPanelCols; ++c) panel.scales[j * kPanelCols + c] = w_scale(p.w, n0 + c, j);
+}
+
+void tile_int(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc) {
+  if (p.w.format == QFormat::Int4)
+    tile_int_mr<true>(p, m0, mr, panel, n0, nc);
+  else
+    tile_int_mr<false>(p, m0, mr, panel, n0, nc);
+}
+
+void pack_act_f32(const ActQ& a, uint64_t mp, float* dst) {
+  const int8_t* rows[kTileRowsF32];
+  for (int r = 0; r < kTileRowsF32; ++r) {
+    uint64_t m = mp * kTileRowsF32 + r;
+    rows[r] = m < a.M ? a.q + m * a.Kp : nullptr;
+  }
+  for (uint64_t k = 0; k < a.Kp; ++k)
+    for (int r = 0; r < kTileRowsF32; ++r) dst[k * kTileRowsF32 + r] = rows[r] ? (float)rows[r][k] : 0.0f;
+}
+
+void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf) {
+  const uint64_t kc = k1 - k0, kvec = kc / 8 * 8, ga = acc_group(p.w);
+  const __m256 alpha = _mm256_set1_ps(p.alpha);
+  for (uint64_t c = 0; c < kPanelCols; ++c) {
+    const uint64_t n = n0 + c;
+    float* col = zbuf + c * kc;
+    if (n >= p.N) {
+      memset(col, 0, kc * sizeof(float));
+      continue;
+    }
+    const uint64_t base = n * p.K;
+    if (p.idx) {  // masked: z only on the subset (binary search for the column's first index)
+      memset(col, 0, kc * sizeof(float));
+      uint64_t lo = 0, hi = p.nidx;
+      while (lo < hi) {
+        uint64_t mid = (lo + hi) / 2;
+        if (p.idx[mid] < base + k0) lo = mid + 1; else hi = mid;
+      }
+      for (uint64_t s = lo; s < p.nidx && p.idx[s] < base + k1; ++s) col[p.idx[s] - base - k0] = direction_at(*p.dir, p.idx[s]);
+    } else {
+      direction_fill(col, base + k0, base + k1, *p.dir);
+    }
+    uint64_t k = 0;
+    for (; k < kvec; k += 8) {  // 8 elements share a group: groups are multiples of 32, k0 of 256
+      const __m256 s = _mm256_set1_ps(w_scale(p.w, n, (k0 + k) / ga));
+      __m256 wq = _mm256_mul_ps(s, codes8f(p.w, n, k0 + k, ga));
+      _mm256_storeu_ps(col + k, _mm256_fmadd_ps(alpha, _mm256_loadu_ps(col + k), wq));
+    }
+    for (; k < kc; ++k) {
+      float wq = zt_mul(w_scale(p.w, n, (k0 + k) / ga), (float)w_code(p.w, n, k0 + k));
+      col[k] = zt_fma(p.alpha, col[k], wq);
+    }
+  }
+  uint64_t k = 0;
+  for (; k < kvec; k += 8)
+    for (uint64_t c = 0; c < kPanelCols; c += 8) {
+      __m256 r[8];
+      for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(zbuf + (c + i) * kc + k);
+      transpose8(r);
+      for (int i = 0; i < 8; ++i) _mm256_storeu_ps(panel + (k + i) * kPanelCols + c, r[i]);
+    }
+  for (; k < kc; ++k)
+    for (uint64_t c = 0; c < kPanelCols; ++c) panel[k * kPanelCols + c] = zbuf[c * kc + k];
+}
+
+void tile_f32(const float* a, const float* panel, uint64_t kc, float* c) {
+  __m256 acc[kTileRowsF32][2];
+  for (int r = 0; r < kTileRowsF32; ++r) {
+    acc[r][0] = _mm256_loadu_ps(c + r * 16);
+    acc[r][1] = _mm256_loadu_ps(c + r * 16 + 8);
+  }
+  for (uint64_t k = 0; k < kc; ++k) {
+    const __m256 w0 = _mm256_loadu_ps(panel + k * 16), w1 = _mm256_loadu_ps(panel + k * 16 + 8);
+    for (int r = 0; r < kTileRowsF32; ++r) {
+      const __m256 av = _mm256_broadcast_ss(a + k * kTileRowsF32 + r);
+      acc[r][0] = _mm256_fmadd_ps(av, w0, acc[r][0]);
+      acc[r][1] = _mm256_fmadd_ps(av, w1, acc[r][1]);
+    }
+  }
+  for (int r = 0; r < kTileRowsF32; ++r) {
+    _mm256_storeu_ps(c + r * 16, acc[r][0]);
+    _mm256_storeu_ps(c + r * 16 + 8, acc[r][1]);
+  }
+}
+
+void direction_fill(float* out, uint64_t begin, uint64_t end, const Direction& d) {
+  const RngKey key = dir_key(d);
+  if (d.dist == kDirRademacher) {
+    rademacher_fill(out, begin, end, key);
+    return;
+  }
+  rng_fill_range(out, begin, end, key, Dist::Normal, 0);
+  if (d.bits == 0) return;
+  const RngKey sk{d.seed, d.stream, d.sr_purpose};
+  const uint64_t a = (begin + 31) / 32 * 32, z = end / 32 * 32;
+  uint64_t i = begin;
+  auto scalar = [&](uint64_t e) {
+    for (; i < e; ++i) {
+      float v = sr_round(zt_mul(out[i - begin], dir_grid_inv_step(d.bits)), random_word(sk, i));
+      out[i - begin] = zt_mul(v, dir_grid_step(d.bits));
+    }
+  };
+  if (a >= z) {
+    scalar(end);
+    return;
+  }
+  scalar(a);
+  for (; i < z; i += 32) {
+    Words8 w = philox8(sk, (i / 32) << 3);
+    for (int t = 0; t < 4; ++t) {
+      float* o = out + (i - begin) + 8 * t;
+      _mm256_storeu_ps(o, quzo_round8(_mm256_loadu_ps(o), w.w[t], d.bits));
+    }
+  }
+  scalar(end);
+}
+
+void direction_gather(float* out, const uint32_t* idx, uint64_t n, const Direction& d) {
+  const RngKey key = dir_key(d);
+  const __m256i seven = _mm256_set1_epi32(7), three = _mm256_set1_epi32(3), one = _mm256_set1_epi32(1);
+  uint64_t j = 0;
+  for (; j + 8 <= n; j += 8) {
+    const __m256i i = _mm256_loadu_si256((const __m256i*)(idx + j));
+    __m256 z;
+    if (d.dist == kDirRademacher) {
+      __m256i c = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(i, 10), 3), _mm256_and_si256(i, seven));
+      __m256i word = select_word(philox8_lanes(key, c), _mm256_and_si256(_mm256_srli_epi32(i, 8), three));
+      __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(word, _mm256_and_si256(_mm256_srli_epi32(i, 3), _mm256_set1_epi32(31))), one);
+      z = _mm256_xor_ps(_mm256_set1_ps(1.0f), _mm256_castsi256_ps(_mm256_slli_epi32(bit, 31)));
+    } else {
+      __m256i c = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(i, 5), 3), _mm256_and_si256(i, seven));
+      __m256i slot = _mm256_and_si256(_mm256_srli_epi32(i, 3), three);
+      Words8 w = philox8_lanes(key, c);
+      __m256i second = _mm256_cmpeq_epi32(_mm256_and_si256(slot, _mm256_set1_epi32(2)), _mm256_set1_epi32(2));
+      __m256 n0, n1;
+      box_muller8(_mm256_blendv_epi8(w.w[0], w.w[2], second), _mm256_blendv_epi8(w.w[1], w.w[3], second), &n0, &n1);
+      z = _mm256_blendv_ps(n0, n1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(slot, one), one)));
+      if (d.bits) z = quzo_round8(z, select_word(philox8_lanes(RngKey{d.seed, d.stream, d.sr_purpose}, c), slot), d.bits);
+    }
+    _mm256_storeu_ps(out + j, z);
+  }
+  for (; j < n; ++j) out[j] = direction_at(d, idx[j]);
+}
+
+void sparse_axpy(float* acc, const int8_t* q, float t, uint64_t M) {
+  const __m256 vt = _mm256_set1_ps(t);
+  uint64_t m = 0;
+  for (; m + 8 <= M; m += 8) {
+    __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(q + m))));
+    _mm256_storeu_ps(acc + m, _mm256_fmadd_ps(vt, qf, _mm256_loadu_ps(acc + m)));
+  }
+  for (; m < M; ++m) acc[m] = zt_fma(t, (float)q[m], acc[m]);
+}
+
+}  // namespace avx2
+}  // namespace zt
