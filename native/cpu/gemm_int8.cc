@@ -57,12 +57,15 @@ void pack_panel_ref(const IntPlan& p, uint64_t n0, Panel panel) {
     for (uint64_t c = 0; c < kPanelCols; ++c)
       for (uint64_t t = 0; t < 4; ++t) {
         uint64_t n = n0 + c, k = k4 * 4 + t;
-        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)(n < p.N && k < p.K ? w_code(p.w, n, k) : 0);
+        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)(n < p.N && k < p.K ? w_raw(p.w, n, k) : 0);
       }
   if (p.raw32) return;
   for (uint64_t j = 0; j < p.G; ++j)
-    for (uint64_t c = 0; c < kPanelCols; ++c)
-      panel.scales[j * kPanelCols + c] = n0 + c < p.N ? w_scale(p.w, n0 + c, j) : 0.0f;
+    for (uint64_t c = 0; c < kPanelCols; ++c) {
+      const bool in = n0 + c < p.N;
+      panel.scales[j * kPanelCols + c] = in ? w_scale(p.w, n0 + c, j) : 0.0f;
+      if (panel.zeros) panel.zeros[j * kPanelCols + c] = in ? w_zero(p.w, n0 + c, j) : 0;
+    }
 }
 
 void tile_int_ref(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc) {
@@ -76,6 +79,7 @@ void tile_int_ref(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uin
         int32_t s = 0;
         for (uint64_t k4 = j * ga4; k4 < std::min(p.K4, (j + 1) * ga4); ++k4)
           for (uint64_t t = 0; t < 4; ++t) s += panel.codes[(k4 * kPanelCols + c) * 4 + t] * q[k4 * 4 + t];
+        if (panel.zeros) s -= panel.zeros[j * kPanelCols + c] * a.gsum[(m0 + r) * p.G + j];
         if (p.raw32) {
           p.raw32[(m0 + r) * p.N + n0 + c] = s;
           continue;
@@ -203,16 +207,18 @@ void run_int(const Kernels& kn, const IntPlan& p) {
   const uint64_t nb = (p.N + kGemmColsPerTask - 1) / kGemmColsPerTask;
   const uint64_t mb = (M + kGemmRowsPerTask - 1) / kGemmRowsPerTask;
   const uint64_t codes = p.K4 * kPanelCols * 4, scales = p.raw32 ? 0 : p.G * kPanelCols;
+  const uint64_t zeros = p.w.format == QFormat::Int4 ? p.G * kPanelCols : 0;
   constexpr uint64_t kPanels = kGemmColsPerTask / kPanelCols;
   parallel_for(nb * mb, [&](size_t t) {
     const uint64_t n0 = (t / mb) * kGemmColsPerTask, m0 = (t % mb) * kGemmRowsPerTask;
     const uint64_t m1 = std::min(M, m0 + kGemmRowsPerTask);
     Scratch<int8_t> cbuf(kPanels * codes);
     Scratch<float> sbuf(kPanels * scales);
+    Scratch<int32_t> zbuf(kPanels * zeros);
     Panel panel[kPanels];
     uint64_t np = 0;
     for (; np < kPanels && n0 + np * kPanelCols < p.N; ++np) {
-      panel[np] = Panel{cbuf.p + np * codes, sbuf.p + np * scales};
+      panel[np] = Panel{cbuf.p + np * codes, sbuf.p + np * scales, zeros ? zbuf.p + np * zeros : nullptr};
       kn.pack_panel(p, n0 + np * kPanelCols, panel[np]);
     }
     for (uint64_t m = m0; m < m1; m += kTileRowsInt) {
@@ -303,21 +309,25 @@ void gemm_int(const IntGemm& g) {
   Scratch<float> sx(M);
   ActQ a{M, K, Kp, q.p, sx.p, nullptr, nullptr};
   quantize_acts(kn, g.x, g.ldx, a);
-  const bool int4_gemv = g.w.format == QFormat::Int4 && M <= kGemvMaxM;
+  const bool int4 = g.w.format == QFormat::Int4, int4_gemv = int4 && M <= kGemvMaxM;
+  const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
+  Scratch<int32_t> gsum(int4 ? M * G : 0);
   Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);
-  Scratch<int32_t> bsum(int4_gemv ? M * Kp / 32 : 0);
+  if (int4) {
+    a.gsum = gsum.p;
+    parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
+      for (size_t m = b; m < e; ++m)
+        for (uint64_t j = 0; j < G; ++j) {
+          int32_t s = 0;
+          for (uint64_t k = j * ga; k < std::min(K, (j + 1) * ga); ++k) s += q.p[m * Kp + k];
+          gsum.p[m * G + j] = s;
+        }
+    });
+  }
   if (int4_gemv) {
     a.qeo = qeo.p;
-    a.bsum = bsum.p;
-    for (uint64_t m = 0; m < M; ++m) {
-      const int8_t* src = q.p + m * Kp;
-      for (uint64_t k = 0; k < Kp; ++k) qeo.p[m * Kp + (k & ~(uint64_t)63) + (k & 1) * 32 + (k & 63) / 2] = src[k];
-      for (uint64_t b = 0; b < Kp / 32; ++b) {
-        int32_t s = 0;
-        for (uint64_t k = 0; k < 32; ++k) s += src[b * 32 + k];
-        bsum.p[m * (Kp / 32) + b] = s;
-      }
-    }
+    for (uint64_t m = 0; m < M; ++m)
+      for (uint64_t k = 0; k < Kp; ++k) qeo.p[m * Kp + (k & ~(uint64_t)63) + (k & 1) * 32 + (k & 63) / 2] = q.p[m * Kp + k];
   }
   const Epilogue ep{sx.p, g.bias, g.residual, g.ldr, false};
 
@@ -328,7 +338,7 @@ void gemm_int(const IntGemm& g) {
     run_f32(kn, p, a);
     return;
   }
-  IntPlan p{&a, g.w, K, N, (K + 3) / 4, acc_group(g.w), acc_groups(g.w), g.y, g.ldy, ep, nullptr};
+  IntPlan p{&a, g.w, K, N, (K + 3) / 4, ga, G, g.y, g.ldy, ep, nullptr};
   if (subset)
     run_sparse(kn, p, g, a, g.y, g.ldy);
   else

@@ -58,13 +58,14 @@ ZT_HD int w_zero(const QTensorView& w, uint64_t n, uint64_t j) {
   if (w.format != QFormat::Int4) return 0;
   return w.zeros ? (int)w.zeros[w_scale_index(w, n, j)] : kInt4SymZero;
 }
-// Signed code (q - zp) of element (n, k).
-ZT_HD int w_code(const QTensorView& w, uint64_t n, uint64_t k) {
+// Stored code of element (n, k): int8 q, or the int4 nibble u.
+ZT_HD int w_raw(const QTensorView& w, uint64_t n, uint64_t k) {
   if (w.format == QFormat::Int8) return (int)(int8_t)w.data[n * w.cols + k];
   uint8_t b = w.data[n * ((w.cols + 1) / 2) + k / 2];
-  int u = (k & 1) ? (b >> 4) : (b & 15);
-  return u - w_zero(w, n, k / acc_group(w));
+  return (k & 1) ? (b >> 4) : (b & 15);
 }
+// Signed code (q - zp) of element (n, k).
+ZT_HD int w_code(const QTensorView& w, uint64_t n, uint64_t k) { return w_raw(w, n, k) - w_zero(w, n, k / acc_group(w)); }
 
 // Step 3 of the canonical result.
 struct Epilogue {
@@ -87,11 +88,12 @@ struct ActQ {
   uint64_t M, K, Kp;  // Kp = round_up(K, kActPad); q is zero in [K, Kp)
   int8_t* q;          // [M, Kp]
   float* scale;       // [M]
-  // For the int4 GEMV only (else null): q with each 64-block stored as its 32 even then its 32
-  // odd elements (the order of unpacked low / high nibbles), and the sums of q per 32-block
-  // (the zero-point term zp * sum(q) of each group).
+  // int4 weights only (else null). gsum: sums of q per accumulation group, for the zero-point
+  // term zp * sum(q) (the int4 kernels multiply raw nibbles and subtract it per group). qeo: q
+  // with each 64-block stored as its 32 even then its 32 odd elements, the order of unpacked
+  // low / high nibbles (GEMV only).
+  int32_t* gsum;      // [M, G]
   int8_t* qeo;        // [M, Kp]
-  int32_t* bsum;      // [M, Kp / 32]
 };
 
 // One call of the integer GEMM (validated by the addon before it gets here).
@@ -136,11 +138,13 @@ struct IntPlan {
   int32_t* raw32;     // gemm_s8s8s32: int32 output [M, N] (no scales, no epilogue), else null
 };
 
-// Packed panel of 16 weight rows: int8 codes (q - zp) at [k / 4][col][k % 4] for k < 4*K4 (zero
-// beyond K and for columns beyond the matrix), and scales [G][16] (zero for missing columns).
+// Packed panel of 16 weight rows: codes at [k / 4][col][k % 4] for k < 4*K4 (zero beyond K and for
+// columns beyond the matrix): int8 q, or for int4 the raw nibble u with the zero-points in `zeros`
+// (S_j = sum u * q_x - zp * gsum_j); scales [G][16] (zero for missing columns).
 struct Panel {
-  int8_t* codes;  // K4 * 64 bytes
-  float* scales;  // G * 16 floats
+  int8_t* codes;   // K4 * 64 bytes
+  float* scales;   // G * 16 floats
+  int32_t* zeros;  // int4: G * 16 zero-points (0 for missing columns); null for int8
 };
 
 // Quantizes one activation row of K values into q[0, Kp) (zero padded). False if x is not finite.

@@ -119,10 +119,8 @@ void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
 }
 
 // Zero-point term zp * sum(q_x over group j) and the group's scales, for one activation row.
-inline __m128 flush4(const IntPlan& p, const Rows4& rw, uint64_t j, const int32_t* bsum, __m128i s, __m128 acc) {
-  const uint64_t b0 = j * p.ga / 32, b1 = (p.K < (j + 1) * p.ga ? p.K : (j + 1) * p.ga);
-  int32_t asum = 0;
-  for (uint64_t b = b0; b < (b1 + 31) / 32; ++b) asum += bsum[b];
+inline __m128 flush4(const Rows4& rw, uint64_t j, const int32_t* gsum, __m128i s, __m128 acc) {
+  const int32_t asum = gsum[j];
   __m128i zp = rw.z[0] ? _mm_setr_epi32(rw.z[0][j * rw.sstep], rw.z[1][j * rw.sstep], rw.z[2][j * rw.sstep], rw.z[3][j * rw.sstep])
                        : _mm_set1_epi32(kInt4SymZero);
   s = _mm_sub_epi32(s, _mm_mullo_epi32(zp, _mm_set1_epi32(asum)));
@@ -134,7 +132,7 @@ void gemv4_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m) {
   const ActQ& a = *p.a;
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
   const int8_t* q = a.qeo + m * a.Kp;
-  const int32_t* bsum = a.bsum + m * (a.Kp / 32);
+  const int32_t* gsum = a.gsum + m * p.G;
   const uint64_t row_bytes = (p.K + 1) / 2, full = row_bytes / 32 * 32, steps = (p.K + 63) / 64;
   __m128 accf = _mm_setzero_ps();
   __m256i acc16[4], acc32[4];
@@ -156,8 +154,8 @@ void gemv4_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m) {
                         _mm256_madd_epi16(acc16[2], ones), _mm256_madd_epi16(acc16[3], ones));
       for (int i = 0; i < 4; ++i) acc16[i] = _mm256_setzero_si256();
       pending = 0;
-      accf = flush4(p, rw, 2 * st, bsum, _mm256_castsi256_si128(s), accf);
-      if (2 * st + 1 < p.G) accf = flush4(p, rw, 2 * st + 1, bsum, _mm256_extracti128_si256(s, 1), accf);
+      accf = flush4(rw, 2 * st, gsum, _mm256_castsi256_si128(s), accf);
+      if (2 * st + 1 < p.G) accf = flush4(rw, 2 * st + 1, gsum, _mm256_extracti128_si256(s, 1), accf);
       continue;
     }
     const bool group_end = (st + 1) % per_group == 0 || st + 1 == steps;
@@ -169,7 +167,7 @@ void gemv4_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m) {
       pending = 0;
     }
     if (group_end) {
-      accf = flush4(p, rw, st / per_group, bsum, hsum4(acc32[0], acc32[1], acc32[2], acc32[3]), accf);
+      accf = flush4(rw, st / per_group, gsum, hsum4(acc32[0], acc32[1], acc32[2], acc32[3]), accf);
       for (int i = 0; i < 4; ++i) acc32[i] = _mm256_setzero_si256();
     }
   }
@@ -198,58 +196,80 @@ inline void transpose4(__m128i& r0, __m128i& r1, __m128i& r2, __m128i& r3) {
   r3 = _mm_unpackhi_epi64(t2, t3);
 }
 
-// Codes (q - zp) of elements [k, k + 16) of row n.
+// Stored codes (int8 q or int4 nibbles u) of elements [k, k + 16) of row n.
 inline __m128i codes16(const IntPlan& p, uint64_t n, uint64_t k) {
   if (p.w.format == QFormat::Int8) return _mm_loadu_si128((const __m128i*)(p.w.data + n * p.K + k));
   __m128i b = _mm_loadl_epi64((const __m128i*)(p.w.data + n * ((p.K + 1) / 2) + k / 2));
   const __m128i low4 = _mm_set1_epi8(0x0f);
-  __m128i u = _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
-  return _mm_sub_epi8(u, _mm_set1_epi8((char)w_zero(p.w, n, k / p.ga)));
+  return _mm_unpacklo_epi8(_mm_and_si128(b, low4), _mm_and_si128(_mm_srli_epi16(b, 4), low4));
 }
 
-template <int MR, bool kSmall>
+// Sums over steps [s0, s1) of the k4 loop for MR activation rows x 16 panel columns into out
+// (int32, [MR][2] vectors). int8 (kNibbles false): sign trick, int32 sums. int4 (kNibbles): the
+// nibble u in [0, 15] is the unsigned operand as it is (no sign trick); int16 sums over chunks of at
+// most 8 steps (8 * 2 * 15 * 127 < 32767), widened per chunk. Named accumulators and one panel half
+// at a time keep the loop in the 16 ymm registers (8 sums, w, |w|, activation, temporary, ones).
+template <int MR, bool kNibbles>
+inline void int_steps(const int8_t* const* q, const int8_t* codes, uint64_t s0, uint64_t s1, __m256i* out) {
+  const __m256i ones = _mm256_set1_epi16(1);
+  for (uint64_t c0 = s0; c0 < s1 || c0 == s0; c0 += 8) {
+    const uint64_t c1 = !kNibbles || s1 < c0 + 8 ? s1 : c0 + 8;
+    __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
+    for (uint64_t k4 = c0; k4 < c1; ++k4) {
+      const int8_t* wp = codes + k4 * 64;
+#define ZT_ROW(r, h)                                                                                       \
+  if (MR > r) {                                                                                            \
+    if (kNibbles) {                                                                                        \
+      a##r##h = _mm256_add_epi16(a##r##h, _mm256_maddubs_epi16(w, bcast4(q[r] + 4 * k4)));                \
+    } else {                                                                                               \
+      __m256i prod = _mm256_maddubs_epi16(aw, _mm256_sign_epi8(bcast4(q[r] + 4 * k4), w));                \
+      a##r##h = _mm256_add_epi32(a##r##h, _mm256_madd_epi16(prod, ones));                                 \
+    }                                                                                                      \
+  }
+#define ZT_HALF(h)                                                                                         \
+  {                                                                                                        \
+    const __m256i w = _mm256_load_si256((const __m256i*)(wp + 32 * h));                                   \
+    const __m256i aw = kNibbles ? w : _mm256_abs_epi8(w);                                                  \
+    (void)aw;                                                                                              \
+    ZT_ROW(0, h) ZT_ROW(1, h) ZT_ROW(2, h) ZT_ROW(3, h)                                                    \
+  }
+      ZT_HALF(0) ZT_HALF(1)
+#undef ZT_HALF
+#undef ZT_ROW
+    }
+    const __m256i all[8] = {a00, a01, a10, a11, a20, a21, a30, a31};
+    for (int i = 0; i < 2 * MR; ++i) {
+      __m256i v = kNibbles ? _mm256_madd_epi16(all[i], ones) : all[i];
+      out[i] = c0 == s0 ? v : _mm256_add_epi32(out[i], v);
+    }
+    if (!kNibbles) break;
+  }
+}
+
+template <int MR, bool kNibbles>
 void tile_int_t(const IntPlan& p, uint64_t m0, const Panel& panel, uint64_t n0, uint64_t nc) {
   const ActQ& a = *p.a;
-  const __m256i ones = _mm256_set1_epi16(1);
-  const int8_t* q[MR];
-  for (int r = 0; r < MR; ++r) q[r] = a.q + (m0 + r) * a.Kp;
+  const int8_t* q[4];
+  for (int r = 0; r < 4; ++r) q[r] = a.q + (m0 + (r < MR ? r : 0)) * a.Kp;
   alignas(32) float accf[MR][16];
   for (int r = 0; r < MR; ++r)
     for (int c = 0; c < 16; ++c) accf[r][c] = 0.0f;
   const uint64_t ga4 = p.ga / 4;
   for (uint64_t j = 0; j < p.G; ++j) {
     const uint64_t s0 = j * ga4, s1 = p.K4 < s0 + ga4 ? p.K4 : s0 + ga4;
-    __m256i acc[MR][2];
-    for (int r = 0; r < MR; ++r) acc[r][0] = acc[r][1] = _mm256_setzero_si256();
-    if (!kSmall) {
-      for (uint64_t k4 = s0; k4 < s1; ++k4) {
-        const int8_t* wp = panel.codes + k4 * 64;
-        __m256i w0 = _mm256_load_si256((const __m256i*)wp), w1 = _mm256_load_si256((const __m256i*)(wp + 32));
-        __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
-        for (int r = 0; r < MR; ++r) {
-          __m256i av = bcast4(q[r] + 4 * k4);
-          acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(dot_pairs(aw0, w0, av), ones));
-          acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(dot_pairs(aw1, w1, av), ones));
-        }
-      }
-    } else {
-      for (uint64_t c0 = s0; c0 < s1; c0 += 8) {  // int16 chunks of up to 8 steps
-        const uint64_t c1 = s1 < c0 + 8 ? s1 : c0 + 8;
-        __m256i h[MR][2];
-        for (int r = 0; r < MR; ++r) h[r][0] = h[r][1] = _mm256_setzero_si256();
-        for (uint64_t k4 = c0; k4 < c1; ++k4) {
-          const int8_t* wp = panel.codes + k4 * 64;
-          __m256i w0 = _mm256_load_si256((const __m256i*)wp), w1 = _mm256_load_si256((const __m256i*)(wp + 32));
-          __m256i aw0 = _mm256_abs_epi8(w0), aw1 = _mm256_abs_epi8(w1);
-          for (int r = 0; r < MR; ++r) {
-            __m256i av = bcast4(q[r] + 4 * k4);
-            h[r][0] = _mm256_add_epi16(h[r][0], dot_pairs(aw0, w0, av));
-            h[r][1] = _mm256_add_epi16(h[r][1], dot_pairs(aw1, w1, av));
-          }
-        }
-        for (int r = 0; r < MR; ++r) {
-          acc[r][0] = _mm256_add_epi32(acc[r][0], _mm256_madd_epi16(h[r][0], ones));
-          acc[r][1] = _mm256_add_epi32(acc[r][1], _mm256_madd_epi16(h[r][1], ones));
+    __m256i acc[MR][2] = {};
+    int_steps<MR, kNibbles>(q, panel.codes, s0, s1, &acc[0][0]);
+    if (kNibbles) {  // zero-point term: S -= zp * sum(q_x over the group)
+      const __m256i z0 = _mm256_load_si256((const __m256i*)(panel.zeros + j * 16));
+      const __m256i z1 = _mm256_load_si256((const __m256i*)(panel.zeros + j * 16 + 8));
+      for (int r = 0; r < MR; ++r) {
+        const __m256i gs = _mm256_set1_epi32(a.gsum[(m0 + r) * p.G + j]);
+        if (p.ga <= 128) {  // |sum| <= 128 * 127 fits int16: zp lanes (zp, 0) pairs, one vpmaddwd
+          acc[r][0] = _mm256_sub_epi32(acc[r][0], _mm256_madd_epi16(z0, gs));
+          acc[r][1] = _mm256_sub_epi32(acc[r][1], _mm256_madd_epi16(z1, gs));
+        } else {
+          acc[r][0] = _mm256_sub_epi32(acc[r][0], _mm256_mullo_epi32(z0, gs));
+          acc[r][1] = _mm256_sub_epi32(acc[r][1], _mm256_mullo_epi32(z1, gs));
         }
       }
     }
@@ -285,13 +305,13 @@ void tile_int_t(const IntPlan& p, uint64_t m0, const Panel& panel, uint64_t n0, 
   }
 }
 
-template <bool kSmall>
+template <bool kNibbles>
 void tile_int_mr(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc) {
   switch (mr) {
-    case 4: tile_int_t<4, kSmall>(p, m0, panel, n0, nc); break;
-    case 3: tile_int_t<3, kSmall>(p, m0, panel, n0, nc); break;
-    case 2: tile_int_t<2, kSmall>(p, m0, panel, n0, nc); break;
-    default: tile_int_t<1, kSmall>(p, m0, panel, n0, nc); break;
+    case 4: tile_int_t<4, kNibbles>(p, m0, panel, n0, nc); break;
+    case 3: tile_int_t<3, kNibbles>(p, m0, panel, n0, nc); break;
+    case 2: tile_int_t<2, kNibbles>(p, m0, panel, n0, nc); break;
+    default: tile_int_t<1, kNibbles>(p, m0, panel, n0, nc); break;
   }
 }
 
@@ -453,11 +473,14 @@ void pack_panel(const IntPlan& p, uint64_t n0, Panel panel) {
     for (uint64_t c = 0; c < kPanelCols; ++c)
       for (uint64_t t = 0; t < 4; ++t) {
         uint64_t k = k4 * 4 + t;
-        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)(k < p.K ? w_code(p.w, n0 + c, k) : 0);
+        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)(k < p.K ? w_raw(p.w, n0 + c, k) : 0);
       }
   if (p.raw32) return;
   for (uint64_t j = 0; j < p.G; ++j)
-    for (uint64_t c = 0; c < kPanelCols; ++c) panel.scales[j * kPanelCols + c] = w_scale(p.w, n0 + c, j);
+    for (uint64_t c = 0; c < kPanelCols; ++c) {
+      panel.scales[j * kPanelCols + c] = w_scale(p.w, n0 + c, j);
+      if (panel.zeros) panel.zeros[j * kPanelCols + c] = w_zero(p.w, n0 + c, j);
+    }
 }
 
 void tile_int(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc) {
@@ -523,23 +546,25 @@ void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, f
 }
 
 void tile_f32(const float* a, const float* panel, uint64_t kc, float* c) {
-  __m256 acc[kTileRowsF32][2];
-  for (int r = 0; r < kTileRowsF32; ++r) {
-    acc[r][0] = _mm256_loadu_ps(c + r * 16);
-    acc[r][1] = _mm256_loadu_ps(c + r * 16 + 8);
-  }
+  // Named accumulators: GCC keeps an array of vectors in memory here, storing it every step.
+#define ZT_ROW(r) __m256 c##r##0 = _mm256_loadu_ps(c + r * 16), c##r##1 = _mm256_loadu_ps(c + r * 16 + 8);
+  ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
+#undef ZT_ROW
   for (uint64_t k = 0; k < kc; ++k) {
     const __m256 w0 = _mm256_loadu_ps(panel + k * 16), w1 = _mm256_loadu_ps(panel + k * 16 + 8);
-    for (int r = 0; r < kTileRowsF32; ++r) {
-      const __m256 av = _mm256_broadcast_ss(a + k * kTileRowsF32 + r);
-      acc[r][0] = _mm256_fmadd_ps(av, w0, acc[r][0]);
-      acc[r][1] = _mm256_fmadd_ps(av, w1, acc[r][1]);
-    }
+    const float* ak = a + k * kTileRowsF32;
+#define ZT_ROW(r)                                     \
+  {                                                   \
+    const __m256 av = _mm256_broadcast_ss(ak + r);    \
+    c##r##0 = _mm256_fmadd_ps(av, w0, c##r##0);       \
+    c##r##1 = _mm256_fmadd_ps(av, w1, c##r##1);       \
   }
-  for (int r = 0; r < kTileRowsF32; ++r) {
-    _mm256_storeu_ps(c + r * 16, acc[r][0]);
-    _mm256_storeu_ps(c + r * 16 + 8, acc[r][1]);
+    ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
+#undef ZT_ROW
   }
+#define ZT_ROW(r) _mm256_storeu_ps(c + r * 16, c##r##0); _mm256_storeu_ps(c + r * 16 + 8, c##r##1);
+  ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
+#undef ZT_ROW
 }
 
 void direction_fill(float* out, uint64_t begin, uint64_t end, const Direction& d) {
