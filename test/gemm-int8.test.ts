@@ -99,6 +99,18 @@ describe.each(paths)('int8 matmul on the %s path equals the canonical reference 
     });
   });
 
+  test('K = 0: the output is the bias (every path)', () => {
+    const w: IntWeights = { format: 'int8', N: 3, K: 0, granularity: 'tensor', codes: new Int32Array(0), raw: new Int32Array(0), scales: new Float32Array([2]), group: 0 };
+    const bias = Float32Array.from([0.5, -1, 2]);
+    for (const M of [1, 9]) {
+      for (const perturb of [undefined, { alpha: 1, seed: 3 }]) {
+        const out = Tensor.fromArray(new Float32Array(M * 3).fill(NaN), [M, 3]);
+        matmulInt8Sync(Tensor.zeros([M, 0]), toQTensor(w), { out, bias: Tensor.from(bias), perturb });
+        expect(Array.from(out.data())).toEqual(Array.from({ length: M * 3 }, (_, i) => bias[i % 3]));
+      }
+    }
+  });
+
   test('exact integers through the float API (unit scales, integer activations with absmax 127)', () => {
     for (const [M, N, K, fmt] of [[1, 9, 300, 'int8'], [3, 7, 77, 'int4'], [11, 21, 300, 'int8'], [6, 18, 200, 'int4']] as const) {
       const rand = prng(M + N + K);
@@ -195,7 +207,8 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
       const w = randomWeights(rand, fmt, N, K, gran, { asym: fmt === 'int4' });
       const x = randn(rand, M * K), bias = randn(rand, N);
       const alpha = 1e-2;
-      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { bias: Tensor.from(bias), perturb: perturbOf(d, alpha) }));
+      const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, bias: Tensor.from(bias), perturb: perturbOf(d, alpha) }));
       const z = directionTable(d, N * K);
       expectSameBits(y, refPerturbedGemm(x, M, w, z, alpha, { bias }), `perturbed ${fmt} M=${M}`);
       // and within the documented bound of the float64 explicit perturb-then-GEMM (same activations)
@@ -214,7 +227,8 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     const dense = Array.from({ length: N * K }, (_, i) => i).filter((i) => i % 3 !== 1);
     for (const [subset, small] of [[sparse, true], [dense, false]] as const) {
       const indices = Tensor.fromArray(Uint32Array.from(subset), [subset.length], 'u32');
-      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), indices } }));
+      const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, perturb: { ...perturbOf(d, alpha), indices } }));
       const set = new Set<number>(subset), z = directionTable(d, N * K);
       const zm = z.slice(0, N * K).map((v, i) => (set.has(i) ? v : 0));
       const want = small ? refSparseGemm(x, M, w, z, alpha, subset) : refPerturbedGemm(x, M, w, zm, alpha);

@@ -111,10 +111,10 @@ Job parse_gemm(Args& a) {
             // Value checks that read whole buffers run here (off the event loop for the async form).
             if (w.zeros)
               for (uint64_t i = 0; i < qt_scale_count(w); ++i)
-                check(w.zeros[i] <= 15, Code::OutOfRange, "gemmInt8: int4 zero-points must be in [0, 15]");
+                if (w.zeros[i] > 15) fail(Code::OutOfRange, "gemmInt8: int4 zero-points must be in [0, 15]");
             for (uint64_t i = 0; i < nidx; ++i) {
-              check((uint64_t)idx[i] < N * K, Code::OutOfRange, "gemmInt8: index " + std::to_string(idx[i]) + " is beyond the weights");
-              check(i == 0 || idx[i] > idx[i - 1], Code::InvalidArgument, "gemmInt8: indices must be strictly increasing");
+              if ((uint64_t)idx[i] >= N * K) fail(Code::OutOfRange, "gemmInt8: index " + std::to_string(idx[i]) + " is beyond the weights");
+              if (i > 0 && idx[i] <= idx[i - 1]) fail(Code::InvalidArgument, "gemmInt8: indices must be strictly increasing");
             }
             Direction d = dir;
             IntGemm g{x, M, K, w, y, N, bias, res, N, perturb ? &d : nullptr, alpha, idx, nidx};
@@ -133,7 +133,7 @@ Job parse_s8s8s32(Args& a) {
   if (overlaps(out, {b, N * K})) throw coded_error(a.env(), Code::InvalidArgument, "gemmS8S8S32: c overlaps b");
   return {[=] {
             for (uint64_t i = 0; i < M * K; ++i)
-              check(am[i] != -128, Code::OutOfRange, "gemmS8S8S32: a must be in [-127, 127] (-128 breaks the sign trick)");
+              if (am[i] == -128) fail(Code::OutOfRange, "gemmS8S8S32: a must be in [-127, 127] (-128 breaks the sign trick)");
             gemm_s8s8s32(am, b, c, M, N, K);
           },
           nullptr};

@@ -326,8 +326,11 @@ void gemm_int(const IntGemm& g) {
   }
   if (int4_gemv) {
     a.qeo = qeo.p;
-    for (uint64_t m = 0; m < M; ++m)
-      for (uint64_t k = 0; k < Kp; ++k) qeo.p[m * Kp + (k & ~(uint64_t)63) + (k & 1) * 32 + (k & 63) / 2] = q.p[m * Kp + k];
+    for (uint64_t b = 0; b < M * Kp; b += 64)
+      for (uint64_t i = 0; i < 32; ++i) {
+        qeo.p[b + i] = q.p[b + 2 * i];
+        qeo.p[b + 32 + i] = q.p[b + 2 * i + 1];
+      }
   }
   const Epilogue ep{sx.p, g.bias, g.residual, g.ldr, false};
 

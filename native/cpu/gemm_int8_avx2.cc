@@ -19,8 +19,11 @@ namespace avx2 {
 namespace {
 
 // Lanes 0-3: sums of the low 128-bit halves of a, b, c, d; lanes 4-7: of the high halves.
+// Unpacks and adds rather than vphaddd, which is microcoded (4 uops per 128 bits) on Zen.
 inline __m256i hadd4(__m256i a, __m256i b, __m256i c, __m256i d) {
-  return _mm256_hadd_epi32(_mm256_hadd_epi32(a, b), _mm256_hadd_epi32(c, d));
+  __m256i ab = _mm256_add_epi32(_mm256_unpacklo_epi32(a, b), _mm256_unpackhi_epi32(a, b));
+  __m256i cd = _mm256_add_epi32(_mm256_unpacklo_epi32(c, d), _mm256_unpackhi_epi32(c, d));
+  return _mm256_add_epi32(_mm256_unpacklo_epi64(ab, cd), _mm256_unpackhi_epi64(ab, cd));
 }
 // [sum(a), sum(b), sum(c), sum(d)].
 inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
@@ -38,23 +41,26 @@ inline __m256i bcast4(const int8_t* p) {
 inline __m256i dot_pairs(__m256i aw, __m256i w, __m256i a) { return _mm256_maddubs_epi16(aw, _mm256_sign_epi8(a, w)); }
 
 // ---- GEMV: W streamed once, 4 weight rows per pass share every activation load --------------
+//
+// A pass streams 4 weight rows over a block of up to kFlushBlock accumulation groups, reducing
+// each group's lane sums to [S(row 0..3)] and storing them; the block's groups are then scaled
+// and added in order (the canonical fma chain) with the scales of the 4 rows loaded and
+// transposed 4 groups at a time. The stream loop has no scalar work and no dependency chain.
+
+constexpr int kFlushBlock = 64;
 
 struct Rows4 {
   const uint8_t* p[4];  // row starts (missing rows repeat row 0 and are not stored)
   const float* s[4];    // scales of group 0 of each row
   const uint8_t* z[4];  // int4 zero-points of group 0, or null
-  uint64_t sstep;       // scale index step per accumulation group (0 or 1)
+  bool grouped;         // one scale per accumulation group (else one per row or tensor)
   int nr;
   alignas(32) uint8_t tail[4][32];  // the last partial 32-byte step of each row, zero padded
 };
 
-inline __m128 scales4(const Rows4& r, uint64_t j) {
-  return _mm_setr_ps(r.s[0][j * r.sstep], r.s[1][j * r.sstep], r.s[2][j * r.sstep], r.s[3][j * r.sstep]);
-}
-
 void rows4_init(const IntPlan& p, uint64_t n, uint64_t row_bytes, Rows4& r) {
   r.nr = (int)(p.N - n < 4 ? p.N - n : 4);
-  r.sstep = (p.w.group != 0 && p.w.group != p.w.cols) ? 1 : 0;
+  r.grouped = p.w.group != 0 && p.w.group != p.w.cols;
   const uint64_t full = row_bytes / 32 * 32;
   for (int i = 0; i < 4; ++i) {
     uint64_t row = n + (i < r.nr ? i : 0);
@@ -66,6 +72,51 @@ void rows4_init(const IntPlan& p, uint64_t n, uint64_t row_bytes, Rows4& r) {
   }
 }
 
+// Groups [j0, j0 + n) of one activation row: acc = fma(s_j, float(S_j - zp_j * gsum_j), acc) in order.
+// gsum: the row's group sums (int4) or null (int8).
+inline __m128 flush_block(const Rows4& rw, uint64_t j0, int n, const __m128i* S, const int32_t* gsum, __m128 acc) {
+  int t = 0;
+  if (rw.grouped)
+    for (; t + 4 <= n; t += 4) {  // 4 groups x 4 rows, transposed to 4 vectors of the 4 rows
+      __m128 s0 = _mm_loadu_ps(rw.s[0] + j0 + t), s1 = _mm_loadu_ps(rw.s[1] + j0 + t);
+      __m128 s2 = _mm_loadu_ps(rw.s[2] + j0 + t), s3 = _mm_loadu_ps(rw.s[3] + j0 + t);
+      _MM_TRANSPOSE4_PS(s0, s1, s2, s3);
+      __m128i z[4] = {_mm_set1_epi32(kInt4SymZero), _mm_set1_epi32(kInt4SymZero), _mm_set1_epi32(kInt4SymZero), _mm_set1_epi32(kInt4SymZero)};
+      if (rw.z[0]) {
+        int32_t b[4];
+        for (int i = 0; i < 4; ++i) memcpy(&b[i], rw.z[i] + j0 + t, 4);
+        __m128i zb = _mm_shuffle_epi8(_mm_setr_epi32(b[0], b[1], b[2], b[3]), _mm_setr_epi8(0, 4, 8, 12, 1, 5, 9, 13, 2, 6, 10, 14, 3, 7, 11, 15));
+        z[0] = _mm_cvtepu8_epi32(zb);
+        z[1] = _mm_cvtepu8_epi32(_mm_srli_si128(zb, 4));
+        z[2] = _mm_cvtepu8_epi32(_mm_srli_si128(zb, 8));
+        z[3] = _mm_cvtepu8_epi32(_mm_srli_si128(zb, 12));
+      }
+      const __m128 sc[4] = {s0, s1, s2, s3};
+      for (int i = 0; i < 4; ++i) {
+        __m128i v = S[t + i];
+        if (gsum) v = _mm_sub_epi32(v, _mm_mullo_epi32(z[i], _mm_set1_epi32(gsum[j0 + t + i])));
+        acc = _mm_fmadd_ps(sc[i], _mm_cvtepi32_ps(v), acc);
+      }
+    }
+  for (; t < n; ++t) {
+    const uint64_t j = j0 + t, js = rw.grouped ? j : 0;
+    __m128i v = S[t];
+    if (gsum) {
+      __m128i zp = rw.z[0] ? _mm_setr_epi32(rw.z[0][js], rw.z[1][js], rw.z[2][js], rw.z[3][js]) : _mm_set1_epi32(kInt4SymZero);
+      v = _mm_sub_epi32(v, _mm_mullo_epi32(zp, _mm_set1_epi32(gsum[j])));
+    }
+    acc = _mm_fmadd_ps(_mm_setr_ps(rw.s[0][js], rw.s[1][js], rw.s[2][js], rw.s[3][js]), _mm_cvtepi32_ps(v), acc);
+  }
+  return acc;
+}
+
+inline void gemv_store(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m, __m128 acc) {
+  alignas(16) float v[4];
+  _mm_store_ps(v, acc);
+  for (int i = 0; i < rw.nr; ++i) p.out[m * p.ldo + n + i] = epilogue(p.ep, v[i], m, n + i);
+}
+
+// int8: sign trick, MT activation rows per pass (the 4 weight vectors are loaded once for all).
 template <int MT>
 void gemv8_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m0) {
   const ActQ& a = *p.a;
@@ -75,37 +126,36 @@ void gemv8_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m0) {
   const uint64_t full = p.K / 32 * 32;
   __m128 accf[MT];
   for (int m = 0; m < MT; ++m) accf[m] = _mm_setzero_ps();
-  for (uint64_t j = 0; j < p.G; ++j) {
-    const uint64_t kb = j * p.ga, ke = p.K < kb + p.ga ? p.K : kb + p.ga;
-    __m256i acc[4][MT];
-    for (int i = 0; i < 4; ++i)
-      for (int m = 0; m < MT; ++m) acc[i][m] = _mm256_setzero_si256();
-    for (uint64_t k = kb; k < ke; k += 32) {
-      __m256i av[MT];
-      for (int m = 0; m < MT; ++m) av[m] = _mm256_load_si256((const __m256i*)(q[m] + k));
-      for (int i = 0; i < 4; ++i) {
-        const uint8_t* src = k < full ? rw.p[i] + k : rw.tail[i];
-        __m256i w = _mm256_loadu_si256((const __m256i*)src), aw = _mm256_abs_epi8(w);
-        for (int m = 0; m < MT; ++m) acc[i][m] = _mm256_add_epi32(acc[i][m], _mm256_madd_epi16(dot_pairs(aw, w, av[m]), ones));
+  alignas(16) __m128i S[MT][kFlushBlock];
+  for (uint64_t j0 = 0; j0 < p.G; j0 += kFlushBlock) {
+    const int nb = (int)(p.G - j0 < (uint64_t)kFlushBlock ? p.G - j0 : kFlushBlock);
+    for (int t = 0; t < nb; ++t) {
+      const uint64_t kb = (j0 + t) * p.ga, ke = p.K < kb + p.ga ? p.K : kb + p.ga;
+      __m256i acc[4][MT];
+      for (int i = 0; i < 4; ++i)
+        for (int m = 0; m < MT; ++m) acc[i][m] = _mm256_setzero_si256();
+      for (uint64_t k = kb; k < ke; k += 32) {
+        __m256i av[MT];
+        for (int m = 0; m < MT; ++m) av[m] = _mm256_load_si256((const __m256i*)(q[m] + k));
+        for (int i = 0; i < 4; ++i) {
+          const uint8_t* src = k < full ? rw.p[i] + k : rw.tail[i];
+          __m256i w = _mm256_loadu_si256((const __m256i*)src), aw = _mm256_abs_epi8(w);
+          for (int m = 0; m < MT; ++m) acc[i][m] = _mm256_add_epi32(acc[i][m], _mm256_madd_epi16(dot_pairs(aw, w, av[m]), ones));
+        }
       }
+      for (int m = 0; m < MT; ++m) S[m][t] = hsum4(acc[0][m], acc[1][m], acc[2][m], acc[3][m]);
     }
-    for (int m = 0; m < MT; ++m) {
-      __m128i s = hsum4(acc[0][m], acc[1][m], acc[2][m], acc[3][m]);
-      if (p.raw32) {
+    if (p.raw32) {  // one group, exact sums
+      for (int m = 0; m < MT; ++m) {
         alignas(16) int32_t v[4];
-        _mm_store_si128((__m128i*)v, s);
+        _mm_store_si128((__m128i*)v, S[m][0]);
         for (int i = 0; i < rw.nr; ++i) p.raw32[(m0 + m) * p.N + n + i] = v[i];
-      } else {
-        accf[m] = _mm_fmadd_ps(scales4(rw, j), _mm_cvtepi32_ps(s), accf[m]);
       }
+      return;
     }
+    for (int m = 0; m < MT; ++m) accf[m] = flush_block(rw, j0, nb, S[m], nullptr, accf[m]);
   }
-  if (p.raw32) return;
-  for (int m = 0; m < MT; ++m) {
-    alignas(16) float v[4];
-    _mm_store_ps(v, accf[m]);
-    for (int i = 0; i < rw.nr; ++i) p.out[(m0 + m) * p.ldo + n + i] = epilogue(p.ep, v[i], m0 + m, n + i);
-  }
+  for (int m = 0; m < MT; ++m) gemv_store(p, rw, n, m0 + m, accf[m]);
 }
 
 void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
@@ -118,62 +168,56 @@ void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
   }
 }
 
-// Zero-point term zp * sum(q_x over group j) and the group's scales, for one activation row.
-inline __m128 flush4(const Rows4& rw, uint64_t j, const int32_t* gsum, __m128i s, __m128 acc) {
-  const int32_t asum = gsum[j];
-  __m128i zp = rw.z[0] ? _mm_setr_epi32(rw.z[0][j * rw.sstep], rw.z[1][j * rw.sstep], rw.z[2][j * rw.sstep], rw.z[3][j * rw.sstep])
-                       : _mm_set1_epi32(kInt4SymZero);
-  s = _mm_sub_epi32(s, _mm_mullo_epi32(zp, _mm_set1_epi32(asum)));
-  return _mm_fmadd_ps(scales4(rw, j), _mm_cvtepi32_ps(s), acc);
+// One 64-element step of 4 int4 rows: raw nibbles times activations (even / odd layout), int16.
+inline void gemv4_step(const Rows4& rw, uint64_t st, uint64_t full, const int8_t* q, __m256i acc16[4]) {
+  const __m256i low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
+  const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
+  for (int i = 0; i < 4; ++i) {
+    const uint8_t* src = st * 32 < full ? rw.p[i] + st * 32 : rw.tail[i];
+    __m256i b = _mm256_loadu_si256((const __m256i*)src);
+    __m256i lo = _mm256_and_si256(b, low4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
+    acc16[i] = _mm256_add_epi16(acc16[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, ae), _mm256_maddubs_epi16(hi, ao)));
+  }
 }
 
-// int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group.
+// int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group
+// (S -= zp * gsum). A step holds 64 elements: groups of 32 are its two 128-bit halves.
 void gemv4_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m) {
   const ActQ& a = *p.a;
-  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0f);
+  const __m256i ones = _mm256_set1_epi16(1);
   const int8_t* q = a.qeo + m * a.Kp;
   const int32_t* gsum = a.gsum + m * p.G;
-  const uint64_t row_bytes = (p.K + 1) / 2, full = row_bytes / 32 * 32, steps = (p.K + 63) / 64;
+  const uint64_t full = (p.K + 1) / 2 / 32 * 32, steps = (p.K + 63) / 64;
   __m128 accf = _mm_setzero_ps();
-  __m256i acc16[4], acc32[4];
-  for (int i = 0; i < 4; ++i) acc16[i] = acc32[i] = _mm256_setzero_si256();
-  const uint64_t per_group = p.ga / 64;  // steps per group when ga >= 64
-  int pending = 0;                       // steps held in int16 (at most 4: 4 * 2 * 3810 < 32767)
-  for (uint64_t st = 0; st < steps; ++st) {
-    const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
-    const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
-    for (int i = 0; i < 4; ++i) {
-      const uint8_t* src = st * 32 < full ? rw.p[i] + st * 32 : rw.tail[i];
-      __m256i b = _mm256_loadu_si256((const __m256i*)src);
-      __m256i lo = _mm256_and_si256(b, low4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
-      acc16[i] = _mm256_add_epi16(acc16[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, ae), _mm256_maddubs_epi16(hi, ao)));
-    }
-    ++pending;
-    if (p.ga == 32) {  // one step = groups 2st (low half) and 2st + 1 (high half)
-      __m256i s = hadd4(_mm256_madd_epi16(acc16[0], ones), _mm256_madd_epi16(acc16[1], ones),
-                        _mm256_madd_epi16(acc16[2], ones), _mm256_madd_epi16(acc16[3], ones));
-      for (int i = 0; i < 4; ++i) acc16[i] = _mm256_setzero_si256();
-      pending = 0;
-      accf = flush4(rw, 2 * st, gsum, _mm256_castsi256_si128(s), accf);
-      if (2 * st + 1 < p.G) accf = flush4(rw, 2 * st + 1, gsum, _mm256_extracti128_si256(s, 1), accf);
-      continue;
-    }
-    const bool group_end = (st + 1) % per_group == 0 || st + 1 == steps;
-    if (pending == 4 || group_end) {
-      for (int i = 0; i < 4; ++i) {
-        acc32[i] = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones));
-        acc16[i] = _mm256_setzero_si256();
+  alignas(16) __m128i S[kFlushBlock];
+  for (uint64_t j0 = 0; j0 < p.G; j0 += kFlushBlock) {
+    const int nb = (int)(p.G - j0 < (uint64_t)kFlushBlock ? p.G - j0 : kFlushBlock);
+    if (p.ga == 32) {
+      for (uint64_t st = j0 / 2; st < (j0 + nb + 1) / 2; ++st) {
+        __m256i acc16[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        gemv4_step(rw, st, full, q, acc16);
+        __m256i s = hadd4(_mm256_madd_epi16(acc16[0], ones), _mm256_madd_epi16(acc16[1], ones),
+                          _mm256_madd_epi16(acc16[2], ones), _mm256_madd_epi16(acc16[3], ones));
+        S[2 * st - j0] = _mm256_castsi256_si128(s);
+        if (2 * st + 1 - j0 < (uint64_t)nb) S[2 * st + 1 - j0] = _mm256_extracti128_si256(s, 1);
       }
-      pending = 0;
+    } else {
+      const uint64_t per = p.ga / 64;  // steps per group
+      for (int t = 0; t < nb; ++t) {
+        const uint64_t st0 = (j0 + t) * per, st1 = steps < st0 + per ? steps : st0 + per;
+        __m256i acc32[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        for (uint64_t c = st0; c < st1; c += 4) {  // int16 over at most 4 steps: 4 * 2 * 2 * 15 * 127 < 32767
+          __m256i acc16[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+          for (uint64_t st = c; st < (st1 < c + 4 ? st1 : c + 4); ++st) gemv4_step(rw, st, full, q, acc16);
+          for (int i = 0; i < 4; ++i) acc32[i] = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones));
+        }
+        S[t] = hsum4(acc32[0], acc32[1], acc32[2], acc32[3]);
+      }
     }
-    if (group_end) {
-      accf = flush4(rw, st / per_group, gsum, hsum4(acc32[0], acc32[1], acc32[2], acc32[3]), accf);
-      for (int i = 0; i < 4; ++i) acc32[i] = _mm256_setzero_si256();
-    }
+    accf = flush_block(rw, j0, nb, S, gsum, accf);
   }
-  alignas(16) float v[4];
-  _mm_store_ps(v, accf);
-  for (int i = 0; i < rw.nr; ++i) p.out[m * p.ldo + n + i] = epilogue(p.ep, v[i], m, n + i);
+  gemv_store(p, rw, n, m, accf);
 }
 
 void gemv4(const IntPlan& p, uint64_t n0, uint64_t n1) {
