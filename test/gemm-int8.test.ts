@@ -99,6 +99,16 @@ describe.each(paths)('int8 matmul on the %s path equals the canonical reference 
     });
   });
 
+  test('per-row scales with K beyond one accumulation chunk (65536): chunks are scaled in order', () => {
+    for (const [fmt, M] of [['int8', 1], ['int4', 5]] as const) {
+      const K = 65536 + 77, N = 2, rand = prng(M);
+      const w = randomWeights(rand, fmt, N, K, 'channel');
+      const x = new Float32Array(M * K).map(() => rand() * 4 - 2);
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w)));
+      expectSameBits(y, refIntGemm(x, M, w), `${fmt} M=${M} K=${K}`);
+    }
+  });
+
   test('K = 0: the output is the bias (every path)', () => {
     const w: IntWeights = { format: 'int8', N: 3, K: 0, granularity: 'tensor', codes: new Int32Array(0), raw: new Int32Array(0), scales: new Float32Array([2]), group: 0 };
     const bias = Float32Array.from([0.5, -1, 2]);
