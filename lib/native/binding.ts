@@ -43,6 +43,21 @@ export interface NativeAddon {
   rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
   rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
 
+  perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
+  perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  perturbIndicesAsync(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
+
+  /** Machine ceilings (bench/): each returns its checksum (see native/cpu/ceilings.h). */
+  ceilingRead(x: Mem, byteOffset: number, count: number): number;
+  ceilingReadAsync(x: Mem, byteOffset: number, count: number): Promise<number>;
+  ceilingUpdate(x: Mem, byteOffset: number, count: number, delta: number): void;
+  ceilingUpdateAsync(x: Mem, byteOffset: number, count: number, delta: number): Promise<void>;
+  ceilingFma(tasks: number, iters: number): number;
+  ceilingFmaAsync(tasks: number, iters: number): Promise<number>;
+  ceilingInt8(tasks: number, iters: number): number;
+  ceilingInt8Async(tasks: number, iters: number): Promise<number>;
+
   gemmInt8(...args: GemmInt8Args): void;
   gemmInt8Async(...args: GemmInt8Args): Promise<void>;
   gemmS8S8S32(...args: GemmS8S8S32Args): void;

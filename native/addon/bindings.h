@@ -5,6 +5,8 @@
 namespace zt {
 
 void register_rng(Napi::Env env, Napi::Object exports);
+void register_perturb(Napi::Env env, Napi::Object exports);
+void register_ceilings(Napi::Env env, Napi::Object exports);
 void register_gemm_int8(Napi::Env env, Napi::Object exports);
 
 }  // namespace zt
