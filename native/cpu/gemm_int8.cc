@@ -103,7 +103,14 @@ static uint64_t subset_lower_bound(const uint32_t* idx, uint64_t n, uint64_t v) 
   return (uint64_t)(std::lower_bound(idx, idx + n, v, [](uint32_t e, uint64_t x) { return (uint64_t)e < x; }) - idx);
 }
 
-void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf) {
+// The column's subset entries in [lo, hi) relative to lo (masked path); returns their count.
+static uint64_t subset_slice(const uint32_t* idx, uint64_t nidx, uint64_t lo, uint64_t hi, uint32_t* rel) {
+  uint64_t c = 0;
+  for (uint64_t s = subset_lower_bound(idx, nidx, lo); s < nidx && idx[s] < hi; ++s) rel[c++] = (uint32_t)(idx[s] - lo);
+  return c;
+}
+
+void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel) {
   const uint64_t kc = k1 - k0;
   for (uint64_t c = 0; c < kPanelCols; ++c) {
     uint64_t n = n0 + c;
@@ -111,19 +118,14 @@ void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k
       for (uint64_t k = 0; k < kc; ++k) panel[k * kPanelCols + c] = 0.0f;
       continue;
     }
-    uint64_t base = n * p.K;
-    float* z = zbuf + c * kc;
-    if (p.idx) {  // masked: z only on the subset
-      for (uint64_t k = 0; k < kc; ++k) z[k] = 0.0f;
-      for (uint64_t s = subset_lower_bound(p.idx, p.nidx, base + k0); s < p.nidx && p.idx[s] < base + k1; ++s)
-        z[p.idx[s] - base - k0] = direction_at(*p.dir, p.idx[s]);
-    } else {
-      for (uint64_t k = 0; k < kc; ++k) z[k] = direction_at(*p.dir, base + k0 + k);
-    }
-    for (uint64_t k = k0; k < k1; ++k) {
-      float wq = zt_mul(w_scale(p.w, n, k / acc_group(p.w)), (float)w_code(p.w, n, k));
-      panel[(k - k0) * kPanelCols + c] = zt_fma(p.alpha, z[k - k0], wq);
-    }
+    float* col = zbuf + c * kc;
+    for (uint64_t k = k0; k < k1; ++k) col[k - k0] = zt_mul(w_scale(p.w, n, k / acc_group(p.w)), (float)w_code(p.w, n, k));
+    const uint64_t base = n * p.K + k0;
+    if (p.idx)
+      perturb_gather_ref(col, rel, subset_slice(p.idx, p.nidx, base, base + kc, rel), *p.dir, base, p.alpha);
+    else
+      perturb_range_ref(col, base, base + kc, *p.dir, p.alpha);
+    for (uint64_t k = 0; k < kc; ++k) panel[k * kPanelCols + c] = col[k];
   }
 }
 
@@ -134,14 +136,6 @@ void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c) {
       for (uint64_t k = 0; k < kc; ++k) acc = zt_fma(a[k * kTileRowsF32 + r], panel[k * kPanelCols + j], acc);
       c[r * kPanelCols + j] = acc;
     }
-}
-
-void direction_fill_ref(float* out, uint64_t begin, uint64_t end, const Direction& d) {
-  for (uint64_t i = begin; i < end; ++i) out[i - begin] = direction_at(d, i);
-}
-
-void direction_gather_ref(float* out, const uint32_t* idx, uint64_t n, const Direction& d) {
-  for (uint64_t j = 0; j < n; ++j) out[j] = direction_at(d, idx[j]);
 }
 
 void sparse_axpy_ref(float* acc, const int8_t* q, float t, uint64_t M) {
@@ -158,16 +152,16 @@ struct Kernels {
   void (*pack_panel)(const IntPlan&, uint64_t, Panel);
   void (*tile_int)(const IntPlan&, uint64_t, int, const Panel&, uint64_t, uint64_t);
   void (*pack_act_f32)(const ActQ&, uint64_t, float*);
-  void (*decode_panel_f32)(const F32Plan&, uint64_t, uint64_t, uint64_t, float*, float*);
+  void (*decode_panel_f32)(const F32Plan&, uint64_t, uint64_t, uint64_t, float*, float*, uint32_t*);
   void (*tile_f32)(const float*, const float*, uint64_t, float*);
-  void (*direction_gather)(float*, const uint32_t*, uint64_t, const Direction&);
+  void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
   void (*sparse_axpy)(float*, const int8_t*, float, uint64_t);
 };
 
 const Kernels kRef = {act_quantize_row_ref, gemv_rows_ref, pack_panel_ref, tile_int_ref, pack_act_f32_ref,
-                      decode_panel_f32_ref, tile_f32_ref, direction_gather_ref, sparse_axpy_ref};
+                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_axpy_ref};
 const Kernels kAvx2 = {avx2::act_quantize_row, avx2::gemv_rows, avx2::pack_panel, avx2::tile_int, avx2::pack_act_f32,
-                       avx2::decode_panel_f32, avx2::tile_f32, avx2::direction_gather, avx2::sparse_axpy};
+                       avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_axpy};
 
 const Kernels& kernels() { return use_avx2() ? kAvx2 : kRef; }
 
@@ -245,11 +239,12 @@ void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
     const uint64_t np = std::min<uint64_t>(kPanels, (p.N - n0 + kPanelCols - 1) / kPanelCols);
     Scratch<float> c(mp * kPanels * kTileRowsF32 * kPanelCols);
     Scratch<float> panels(kPanels * kKcF32 * kPanelCols), zbuf(kPanelCols * kKcF32);
+    Scratch<uint32_t> rel(kKcF32);
     memset(c.p, 0, c.n * sizeof(float));
     for (uint64_t k0 = 0; k0 < p.K; k0 += kKcF32) {
       const uint64_t k1 = std::min(p.K, k0 + kKcF32);
       for (uint64_t i = 0; i < np; ++i)
-        kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels.p + i * kKcF32 * kPanelCols, zbuf.p);
+        kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels.p + i * kKcF32 * kPanelCols, zbuf.p, rel.p);
       for (uint64_t r = 0; r < mp; ++r)
         for (uint64_t i = 0; i < np; ++i)
           kn.tile_f32(p.apack + r * a.Kp * kTileRowsF32 + k0 * kTileRowsF32, panels.p + i * kKcF32 * kPanelCols,
@@ -284,12 +279,18 @@ void run_sparse(const Kernels& kn, IntPlan p, const IntGemm& g, const ActQ& a, f
       for (uint64_t m = 0; m < M; ++m) qT.p[k * M + m] = a.q[m * a.Kp + k];
   });
   parallel_chunks(N, kGemvRowsPerTask, [&](size_t b, size_t e) {
-    uint64_t s0 = subset_lower_bound(g.idx, g.nidx, b * K), s1 = subset_lower_bound(g.idx, g.nidx, e * K);
-    Scratch<float> z(s1 - s0);
-    kn.direction_gather(z.p, g.idx + s0, s1 - s0, *g.dir);
-    for (uint64_t s = s0; s < s1; ++s) {
-      uint64_t n = g.idx[s] / K, k = g.idx[s] % K;
-      kn.sparse_axpy(accT.p + n * M, qT.p + k * M, zt_mul(g.alpha, z.p[s - s0]), M);
+    // z of row n's subset entries: gathered (alpha 1) into a zeroed row buffer, read, re-zeroed.
+    Scratch<float> z(K);
+    Scratch<uint32_t> ks(K);
+    memset(z.p, 0, K * sizeof(float));
+    for (uint64_t n = b, s = subset_lower_bound(g.idx, g.nidx, b * K); n < e; ++n) {
+      uint64_t c = 0;
+      for (; s < g.nidx && g.idx[s] < (n + 1) * K; ++s) ks.p[c++] = (uint32_t)(g.idx[s] - n * K);
+      kn.perturb_gather(z.p, ks.p, c, *g.dir, n * K, 1.0f);
+      for (uint64_t i = 0; i < c; ++i) {
+        kn.sparse_axpy(accT.p + n * M, qT.p + (uint64_t)ks.p[i] * M, zt_mul(g.alpha, z.p[ks.p[i]]), M);
+        z.p[ks.p[i]] = 0.0f;
+      }
     }
   });
   parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {

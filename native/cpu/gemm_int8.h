@@ -18,16 +18,18 @@
 // an f32 micro-kernel (on Zen 1 its FMA rate equals the int8 maddubs rate; see README/bench):
 //   w' = fma(alpha, z, s_w * float(q_w - zp)),  acc = fma(float(q_x), w', acc) over k = 0..K-1,
 //   then step 3. Z is generated once per weight per call and reused by all M rows.
+// The fma is perturb.h's `perturbed` (w' is what perturb_range would make of the dequantized W).
 // With an index subset (sparse ZO; strictly increasing flat indices i = n*K + k), Z is zero
 // outside the subset. Small subsets (<= 1/16 of the weights) keep the integer path and add
 //   acc = fma(alpha * z_i, float(q_x[m, k_i]), acc) for the row's indices in order, after step 2;
-// denser ones take the f32 path with Z masked.
+// denser ones take the f32 path with w' = s_w * float(q_w - zp) outside the subset.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 
 #include "../common/direction.h"
 #include "../common/formats.h"
+#include "perturb.h"
 
 namespace zt {
 
@@ -174,15 +176,12 @@ struct F32Plan {
 // Activation rows [mp*6, mp*6 + 6) of a into apack panel mp.
 void pack_act_f32_ref(const ActQ& a, uint64_t mp, float* dst);
 // Perturbed weights w'[k][c] = fma(alpha, z, s * (q - zp)) for columns n0..n0+15 and k in [k0, k1)
-// into panel[(k - k0) * 16 + c] (zero for missing columns). zbuf: 16 * (k1 - k0) floats of scratch.
-void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf);
+// into panel[(k - k0) * 16 + c] (zero for missing columns). zbuf: 16 * (k1 - k0) floats and rel:
+// (k1 - k0) u32 of scratch.
+void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel);
 // c[r][j] = fma(a[k][r], panel[k][j], c[r][j]) for k = 0..kc-1 in order; r < 6, j < 16.
 void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c);
 
-// Directions z(i) for i in [begin, end) into out (direction_at, vectorized).
-void direction_fill_ref(float* out, uint64_t begin, uint64_t end, const Direction& d);
-// z(idx[j]) for j < n.
-void direction_gather_ref(float* out, const uint32_t* idx, uint64_t n, const Direction& d);
 // acc[m] = fma(t, float(q[m]), acc[m]) for m < M (the sparse correction, M rows of one column).
 void sparse_axpy_ref(float* acc, const int8_t* q, float t, uint64_t M);
 
@@ -192,10 +191,8 @@ void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1);
 void pack_panel(const IntPlan& p, uint64_t n0, Panel panel);
 void tile_int(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc);
 void pack_act_f32(const ActQ& a, uint64_t mp, float* dst);
-void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf);
+void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel);
 void tile_f32(const float* a, const float* panel, uint64_t kc, float* c);
-void direction_fill(float* out, uint64_t begin, uint64_t end, const Direction& d);
-void direction_gather(float* out, const uint32_t* idx, uint64_t n, const Direction& d);
 void sparse_axpy(float* acc, const int8_t* q, float t, uint64_t M);
 }  // namespace avx2
 

@@ -12,7 +12,6 @@
 
 #include "gemm_int8.h"
 #include "philox_avx2.h"
-#include "rng.h"
 
 namespace zt {
 namespace avx2 {
@@ -395,61 +394,28 @@ inline __m256 codes8f(const QTensorView& w, uint64_t n, uint64_t k, uint64_t ga)
   return _mm256_cvtepi32_ps(c);
 }
 
-// Philox of 8 arbitrary 32-bit counter indices (high counter word 0): gathered elements.
-inline Words8 philox8_lanes(RngKey key, __m256i c0) {
-  __m256i c1 = _mm256_setzero_si256(), c2 = _mm256_set1_epi32((int)key.stream), c3 = _mm256_set1_epi32((int)key.purpose);
-  const __m256i m0 = _mm256_set1_epi32((int)kPhiloxM0), m1 = _mm256_set1_epi32((int)kPhiloxM1);
-  uint32_t k0 = (uint32_t)key.seed, k1 = (uint32_t)(key.seed >> 32);
-  for (int r = 0; r < 10; ++r) {
-    __m256i hi0, lo0, hi1, lo1;
-    mulhilo8(c0, m0, &hi0, &lo0);
-    mulhilo8(c2, m1, &hi1, &lo1);
-    c0 = _mm256_xor_si256(_mm256_xor_si256(hi1, c1), _mm256_set1_epi32((int)k0));
-    c2 = _mm256_xor_si256(_mm256_xor_si256(hi0, c3), _mm256_set1_epi32((int)k1));
-    c1 = lo1;
-    c3 = lo0;
-    k0 += kPhiloxW0;
-    k1 += kPhiloxW1;
-  }
-  return Words8{{c0, c1, c2, c3}};
-}
-
-// Word slot[l] (0..3) of each lane.
-inline __m256i select_word(const Words8& w, __m256i slot) {
-  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
-  __m256i b0 = _mm256_cmpeq_epi32(_mm256_and_si256(slot, one), one);
-  __m256i b1 = _mm256_cmpeq_epi32(_mm256_and_si256(slot, two), two);
-  __m256i w01 = _mm256_blendv_epi8(w.w[0], w.w[1], b0), w23 = _mm256_blendv_epi8(w.w[2], w.w[3], b0);
-  return _mm256_blendv_epi8(w01, w23, b1);
-}
-
-// QuZO rounding of z onto the b-bit grid with SR words (as direction_at).
-inline __m256 quzo_round8(__m256 z, __m256i word, int bits) {
-  __m256 v = _mm256_mul_ps(z, _mm256_set1_ps(dir_grid_inv_step(bits)));
-  __m256 fl = _mm256_floor_ps(v);
-  __m256 up = _mm256_cmp_ps(uniform_sr8(word), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
-  __m256 r = _mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up);
-  return _mm256_mul_ps(r, _mm256_set1_ps(dir_grid_step(bits)));
-}
-
-void rademacher_fill(float* out, uint64_t begin, uint64_t end, RngKey key) {
+// w[j] = fma(alpha, z_rademacher(begin + j), w[j]) = w[j] + (+-alpha): perturb_range's Rademacher
+// kernel works on whole 1024-element bit blocks (scalar elsewhere), but the f32 path decodes
+// 256-wide K slices of rows that start anywhere, so this one takes any 8-aligned run of a block.
+void rademacher_apply(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
+  const RngKey key = dir_key(d);
   uint64_t i = begin;
-  for (; i < end && (i & 7); ++i) out[i - begin] = rademacher_at(key, i);
-  const __m256 one = _mm256_set1_ps(1.0f);
-  const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
+  for (; i < end && (i & 7); ++i) w[i - begin] = perturbed(w[i - begin], alpha, rademacher_at(key, i));
+  const __m256 pos = _mm256_set1_ps(alpha), neg = _mm256_set1_ps(-alpha);
   uint64_t cur = ~(uint64_t)0;
-  Words8 w = {};
+  Words8 r = {};
   for (; i + 8 <= end; i += 8) {
     if (i >> 10 != cur) {
       cur = i >> 10;
-      w = philox8(key, cur << 3);
+      r = philox8(key, cur << 3);
     }
-    const uint64_t t = (i >> 3) & 127;
-    __m256i bits = _mm256_srl_epi32(w.w[t >> 5], _mm_cvtsi32_si128((int)(t & 31)));
-    __m256i s = _mm256_and_si256(_mm256_slli_epi32(bits, 31), sign);
-    _mm256_storeu_ps(out + (i - begin), _mm256_xor_ps(one, _mm256_castsi256_ps(s)));
+    const uint64_t t = (i >> 3) & 127;  // bit t & 31 of word t >> 5, lanes = the 8 elements
+    __m256i top = _mm256_sll_epi32(r.w[t >> 5], _mm_cvtsi32_si128((int)(31 - (t & 31))));
+    __m256 s = _mm256_blendv_ps(pos, neg, _mm256_castsi256_ps(top));
+    float* o = w + (i - begin);
+    _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), s));
   }
-  for (; i < end; ++i) out[i - begin] = rademacher_at(key, i);
+  for (; i < end; ++i) w[i - begin] = perturbed(w[i - begin], alpha, rademacher_at(key, i));
 }
 
 }  // namespace
@@ -544,9 +510,8 @@ void pack_act_f32(const ActQ& a, uint64_t mp, float* dst) {
     for (int r = 0; r < kTileRowsF32; ++r) dst[k * kTileRowsF32 + r] = rows[r] ? (float)rows[r][k] : 0.0f;
 }
 
-void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf) {
+void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel) {
   const uint64_t kc = k1 - k0, kvec = kc / 8 * 8, ga = acc_group(p.w);
-  const __m256 alpha = _mm256_set1_ps(p.alpha);
   for (uint64_t c = 0; c < kPanelCols; ++c) {
     const uint64_t n = n0 + c;
     float* col = zbuf + c * kc;
@@ -554,27 +519,23 @@ void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, f
       memset(col, 0, kc * sizeof(float));
       continue;
     }
-    const uint64_t base = n * p.K;
-    if (p.idx) {  // masked: z only on the subset (binary search for the column's first index)
-      memset(col, 0, kc * sizeof(float));
-      uint64_t lo = 0, hi = p.nidx;
+    uint64_t k = 0;  // dequantize: 8 elements share a group (groups are multiples of 32, k0 of 256)
+    for (; k < kvec; k += 8)
+      _mm256_storeu_ps(col + k, _mm256_mul_ps(_mm256_set1_ps(w_scale(p.w, n, (k0 + k) / ga)), codes8f(p.w, n, k0 + k, ga)));
+    for (; k < kc; ++k) col[k] = zt_mul(w_scale(p.w, n, (k0 + k) / ga), (float)w_code(p.w, n, k0 + k));
+    const uint64_t base = n * p.K + k0;
+    if (p.idx) {  // masked: the column's subset entries (binary search for the first)
+      uint64_t lo = 0, hi = p.nidx, cnt = 0;
       while (lo < hi) {
         uint64_t mid = (lo + hi) / 2;
-        if (p.idx[mid] < base + k0) lo = mid + 1; else hi = mid;
+        if (p.idx[mid] < base) lo = mid + 1; else hi = mid;
       }
-      for (uint64_t s = lo; s < p.nidx && p.idx[s] < base + k1; ++s) col[p.idx[s] - base - k0] = direction_at(*p.dir, p.idx[s]);
+      for (; lo < p.nidx && p.idx[lo] < base + kc; ++lo) rel[cnt++] = (uint32_t)(p.idx[lo] - base);
+      perturb_gather(col, rel, cnt, *p.dir, base, p.alpha);
+    } else if (p.dir->dist == kDirRademacher) {
+      rademacher_apply(col, base, base + kc, *p.dir, p.alpha);
     } else {
-      direction_fill(col, base + k0, base + k1, *p.dir);
-    }
-    uint64_t k = 0;
-    for (; k < kvec; k += 8) {  // 8 elements share a group: groups are multiples of 32, k0 of 256
-      const __m256 s = _mm256_set1_ps(w_scale(p.w, n, (k0 + k) / ga));
-      __m256 wq = _mm256_mul_ps(s, codes8f(p.w, n, k0 + k, ga));
-      _mm256_storeu_ps(col + k, _mm256_fmadd_ps(alpha, _mm256_loadu_ps(col + k), wq));
-    }
-    for (; k < kc; ++k) {
-      float wq = zt_mul(w_scale(p.w, n, (k0 + k) / ga), (float)w_code(p.w, n, k0 + k));
-      col[k] = zt_fma(p.alpha, col[k], wq);
+      perturb_range(col, base, base + kc, *p.dir, p.alpha);
     }
   }
   uint64_t k = 0;
@@ -609,65 +570,6 @@ void tile_f32(const float* a, const float* panel, uint64_t kc, float* c) {
 #define ZT_ROW(r) _mm256_storeu_ps(c + r * 16, c##r##0); _mm256_storeu_ps(c + r * 16 + 8, c##r##1);
   ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
 #undef ZT_ROW
-}
-
-void direction_fill(float* out, uint64_t begin, uint64_t end, const Direction& d) {
-  const RngKey key = dir_key(d);
-  if (d.dist == kDirRademacher) {
-    rademacher_fill(out, begin, end, key);
-    return;
-  }
-  rng_fill_range(out, begin, end, key, Dist::Normal, 0);
-  if (d.bits == 0) return;
-  const RngKey sk{d.seed, d.stream, d.sr_purpose};
-  const uint64_t a = (begin + 31) / 32 * 32, z = end / 32 * 32;
-  uint64_t i = begin;
-  auto scalar = [&](uint64_t e) {
-    for (; i < e; ++i) {
-      float v = sr_round(zt_mul(out[i - begin], dir_grid_inv_step(d.bits)), random_word(sk, i));
-      out[i - begin] = zt_mul(v, dir_grid_step(d.bits));
-    }
-  };
-  if (a >= z) {
-    scalar(end);
-    return;
-  }
-  scalar(a);
-  for (; i < z; i += 32) {
-    Words8 w = philox8(sk, (i / 32) << 3);
-    for (int t = 0; t < 4; ++t) {
-      float* o = out + (i - begin) + 8 * t;
-      _mm256_storeu_ps(o, quzo_round8(_mm256_loadu_ps(o), w.w[t], d.bits));
-    }
-  }
-  scalar(end);
-}
-
-void direction_gather(float* out, const uint32_t* idx, uint64_t n, const Direction& d) {
-  const RngKey key = dir_key(d);
-  const __m256i seven = _mm256_set1_epi32(7), three = _mm256_set1_epi32(3), one = _mm256_set1_epi32(1);
-  uint64_t j = 0;
-  for (; j + 8 <= n; j += 8) {
-    const __m256i i = _mm256_loadu_si256((const __m256i*)(idx + j));
-    __m256 z;
-    if (d.dist == kDirRademacher) {
-      __m256i c = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(i, 10), 3), _mm256_and_si256(i, seven));
-      __m256i word = select_word(philox8_lanes(key, c), _mm256_and_si256(_mm256_srli_epi32(i, 8), three));
-      __m256i bit = _mm256_and_si256(_mm256_srlv_epi32(word, _mm256_and_si256(_mm256_srli_epi32(i, 3), _mm256_set1_epi32(31))), one);
-      z = _mm256_xor_ps(_mm256_set1_ps(1.0f), _mm256_castsi256_ps(_mm256_slli_epi32(bit, 31)));
-    } else {
-      __m256i c = _mm256_or_si256(_mm256_slli_epi32(_mm256_srli_epi32(i, 5), 3), _mm256_and_si256(i, seven));
-      __m256i slot = _mm256_and_si256(_mm256_srli_epi32(i, 3), three);
-      Words8 w = philox8_lanes(key, c);
-      __m256i second = _mm256_cmpeq_epi32(_mm256_and_si256(slot, _mm256_set1_epi32(2)), _mm256_set1_epi32(2));
-      __m256 n0, n1;
-      box_muller8(_mm256_blendv_epi8(w.w[0], w.w[2], second), _mm256_blendv_epi8(w.w[1], w.w[3], second), &n0, &n1);
-      z = _mm256_blendv_ps(n0, n1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(slot, one), one)));
-      if (d.bits) z = quzo_round8(z, select_word(philox8_lanes(RngKey{d.seed, d.stream, d.sr_purpose}, c), slot), d.bits);
-    }
-    _mm256_storeu_ps(out + j, z);
-  }
-  for (; j < n; ++j) out[j] = direction_at(d, idx[j]);
 }
 
 void sparse_axpy(float* acc, const int8_t* q, float t, uint64_t M) {

@@ -171,13 +171,19 @@ export function directionTable(d: Dir, count: number): Float32Array {
   return t;
 }
 
-/** The canonical perturbed (f32) path with z[i] per flat index (zero outside a masked subset). */
-export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, e: Epi = {}): Float32Array {
+/**
+ * The canonical perturbed (f32) path with z[i] per flat index: w' = fma(alpha, z, deq(w)), and
+ * w' = deq(w) outside `subset` when one is given (the dense masked path).
+ */
+export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, e: Epi = {}, subset?: Set<number>): Float32Array {
   const { N, K } = w;
   const a = quantizeActs(x, M, K), y = new Float32Array(M * N);
   const wp = new Float32Array(N * K);
   for (let n = 0; n < N; n++)
-    for (let k = 0; k < K; k++) wp[n * K + k] = fmaf(f(alpha), z[n * K + k], dequant(w, n, k));
+    for (let k = 0; k < K; k++) {
+      const i = n * K + k;
+      wp[i] = subset && !subset.has(i) ? dequant(w, n, k) : fmaf(f(alpha), z[i], dequant(w, n, k));
+    }
   for (let m = 0; m < M; m++)
     for (let n = 0; n < N; n++) {
       let acc = 0;
