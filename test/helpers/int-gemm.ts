@@ -135,7 +135,7 @@ export function intAcc(w: IntWeights, a: ActQuant, m: number, n: number): number
 }
 
 /** The canonical integer-path output. */
-export function refIntGemm(x: Float32Array, M: number, w: IntWeights, e: Epi = {}): Float32Array {
+export function refIntGemm(x: Float32Array, M: number, w: IntWeights, e: Epi = {}): Float32Array<ArrayBuffer> {
   const a = quantizeActs(x, M, w.K), y = new Float32Array(M * w.N);
   for (let m = 0; m < M; m++) for (let n = 0; n < w.N; n++) y[m * w.N + n] = epilogue(intAcc(w, a, m, n), a, m, n, w.N, e);
   return y;
@@ -156,9 +156,9 @@ export function directionAt(d: Dir, i: number): number {
   return f(r * step);
 }
 
-const tables = new Map<string, Float32Array>();
+const tables = new Map<string, Float32Array<ArrayBuffer>>();
 /** z(i) for i < count, memoized (the JS Philox is slow). */
-export function directionTable(d: Dir, count: number): Float32Array {
+export function directionTable(d: Dir, count: number): Float32Array<ArrayBuffer> {
   const key = `${d.seed}:${d.stream}:${d.dist}:${d.bits}:${d.srPurpose}`;
   let t = tables.get(key);
   if (!t || t.length < count) {
@@ -175,7 +175,7 @@ export function directionTable(d: Dir, count: number): Float32Array {
  * The canonical perturbed (f32) path with z[i] per flat index: w' = fma(alpha, z, deq(w)), and
  * w' = deq(w) outside `subset` when one is given (the dense masked path).
  */
-export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, e: Epi = {}, subset?: Set<number>): Float32Array {
+export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, e: Epi = {}, subset?: Set<number>): Float32Array<ArrayBuffer> {
   const { N, K } = w;
   const a = quantizeActs(x, M, K), y = new Float32Array(M * N);
   const wp = new Float32Array(N * K);
@@ -194,7 +194,7 @@ export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: F
 }
 
 /** The canonical small-subset path: integer result plus alpha·z_i·q_x per subset index. */
-export function refSparseGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, idx: number[], e: Epi = {}): Float32Array {
+export function refSparseGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, idx: number[], e: Epi = {}): Float32Array<ArrayBuffer> {
   const { N, K } = w;
   const a = quantizeActs(x, M, K), y = new Float32Array(M * N);
   const zs = idx.map((i) => z[i]);
@@ -210,7 +210,7 @@ export function refSparseGemm(x: Float32Array, M: number, w: IntWeights, z: Floa
 }
 
 /** float64 x · (deq(W) + alpha·Z)ᵀ with the given activations (quantized or not). */
-export function ref64(xs: ArrayLike<number>, M: number, w: IntWeights, zAt?: (i: number) => number, alpha = 0): Float64Array {
+export function ref64(xs: ArrayLike<number>, M: number, w: IntWeights, zAt?: (i: number) => number, alpha = 0): Float64Array<ArrayBuffer> {
   // z is applied in float64 here: the explicit perturb-then-GEMM without any float32 rounding
   const { N, K } = w, y = new Float64Array(M * N);
   for (let m = 0; m < M; m++)
@@ -223,7 +223,7 @@ export function ref64(xs: ArrayLike<number>, M: number, w: IntWeights, zAt?: (i:
 }
 
 /** Dequantized activations s_x * q (float64). */
-export function dequantActs(a: ActQuant, M: number, K: number): Float64Array {
+export function dequantActs(a: ActQuant, M: number, K: number): Float64Array<ArrayBuffer> {
   const out = new Float64Array(M * K);
   for (let m = 0; m < M; m++) for (let k = 0; k < K; k++) out[m * K + k] = a.s[m] * a.q[m * K + k];
   return out;
@@ -238,7 +238,7 @@ export function nmse(got: ArrayLike<number>, want: ArrayLike<number>): number {
   return p === 0 ? e : e / p;
 }
 
-export function randn(rand: () => number, n: number, scale = 1): Float32Array {
+export function randn(rand: () => number, n: number, scale = 1): Float32Array<ArrayBuffer> {
   const out = new Float32Array(n);
   for (let i = 0; i < n; i++) {
     const u = Math.max(rand(), 1e-12), v = rand();
