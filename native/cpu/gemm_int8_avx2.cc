@@ -30,6 +30,25 @@ inline __m128i hsum4(__m256i a, __m256i b, __m256i c, __m256i d) {
   return _mm_add_epi32(_mm256_castsi256_si128(t), _mm256_extracti128_si256(t, 1));
 }
 
+inline void transpose8(__m256 r[8]) {
+  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
+  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
+  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
+  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
+  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
+  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
+  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
+  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
+  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
+  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
+  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
+  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
+  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
+  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
+  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
+}
+
 inline __m256i bcast4(const int8_t* p) {
   int32_t v;
   memcpy(&v, p, 4);
@@ -48,20 +67,24 @@ inline __m256i dot_pairs(__m256i aw, __m256i w, __m256i a) { return _mm256_maddu
 
 constexpr int kFlushBlock = 64;
 
-struct Rows4 {
-  const uint8_t* p[4];  // row starts (missing rows repeat row 0 and are not stored)
-  const float* s[4];    // scales of group 0 of each row
-  const uint8_t* z[4];  // int4 zero-points of group 0, or null
+template <int R>
+struct RowSet {
+  const uint8_t* p[R];  // row starts (missing rows repeat row 0 and are not stored)
+  const float* s[R];    // scales of group 0 of each row
+  const uint8_t* z[R];  // int4 zero-points of group 0, or null
   bool grouped;         // one scale per accumulation group (else one per row or tensor)
   int nr;
-  alignas(32) uint8_t tail[4][32];  // the last partial 32-byte step of each row, zero padded
+  alignas(32) uint8_t tail[R][32];  // the last partial 32-byte step of each row, zero padded
 };
+using Rows4 = RowSet<4>;
+using Rows8 = RowSet<8>;
 
-void rows4_init(const IntPlan& p, uint64_t n, uint64_t row_bytes, Rows4& r) {
-  r.nr = (int)(p.N - n < 4 ? p.N - n : 4);
+template <int R>
+void rows_init(const IntPlan& p, uint64_t n, uint64_t row_bytes, RowSet<R>& r) {
+  r.nr = (int)(p.N - n < (uint64_t)R ? p.N - n : R);
   r.grouped = p.w.group != 0 && p.w.group != p.w.cols;
   const uint64_t full = row_bytes / 32 * 32;
-  for (int i = 0; i < 4; ++i) {
+  for (int i = 0; i < R; ++i) {
     uint64_t row = n + (i < r.nr ? i : 0);
     r.p[i] = p.w.data + row * row_bytes;
     r.s[i] = p.raw32 ? nullptr : p.w.scales + w_scale_index(p.w, row, 0);
@@ -160,69 +183,122 @@ void gemv8_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m0) {
 void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
   Rows4 rw;
   for (uint64_t n = n0; n < n1; n += 4) {
-    rows4_init(p, n, p.K, rw);
+    rows_init(p, n, p.K, rw);
     uint64_t m = 0;
     for (; m + 2 <= p.a->M; m += 2) gemv8_pass<2>(p, rw, n, m);
     if (m < p.a->M) gemv8_pass<1>(p, rw, n, m);
   }
 }
 
-// One 64-element step of 4 int4 rows: raw nibbles times activations (even / odd layout), int16.
-inline void gemv4_step(const Rows4& rw, uint64_t st, uint64_t full, const int8_t* q, __m256i acc16[4]) {
+// Groups [j0, j0 + n) of one activation row, 8 weight rows (int4): as flush_block, 8 rows per
+// vector; the 8 rows' scales (and zero-points) are transposed 8 groups at a time.
+inline __m256 flush_block8(const Rows8& rw, uint64_t j0, int n, const __m256i* S, const int32_t* gsum, __m256 acc) {
+  int t = 0;
+  if (rw.grouped)
+    for (; t + 8 <= n; t += 8) {
+      __m256 sc[8];
+      for (int i = 0; i < 8; ++i) sc[i] = _mm256_loadu_ps(rw.s[i] + j0 + t);
+      transpose8(sc);
+      __m256i zp[8];
+      if (rw.z[0]) {  // 8 rows x 8 zero-point bytes -> per group 8 rows (bytes transposed via floats' bits)
+        __m256 zf[8];
+        for (int i = 0; i < 8; ++i) zf[i] = _mm256_castsi256_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64((const __m128i*)(rw.z[i] + j0 + t))));
+        transpose8(zf);
+        for (int i = 0; i < 8; ++i) zp[i] = _mm256_castps_si256(zf[i]);
+      } else {
+        for (int i = 0; i < 8; ++i) zp[i] = _mm256_set1_epi32(kInt4SymZero);
+      }
+      for (int i = 0; i < 8; ++i) {
+        __m256i v = _mm256_sub_epi32(S[t + i], _mm256_mullo_epi32(zp[i], _mm256_set1_epi32(gsum[j0 + t + i])));
+        acc = _mm256_fmadd_ps(sc[i], _mm256_cvtepi32_ps(v), acc);
+      }
+    }
+  for (; t < n; ++t) {
+    const uint64_t j = j0 + t, js = rw.grouped ? j : 0;
+    alignas(32) float sc[8];
+    alignas(32) int32_t zp[8];
+    for (int i = 0; i < 8; ++i) {
+      sc[i] = rw.s[i][js];
+      zp[i] = rw.z[0] ? rw.z[i][js] : kInt4SymZero;
+    }
+    __m256i v = _mm256_sub_epi32(S[t], _mm256_mullo_epi32(_mm256_load_si256((const __m256i*)zp), _mm256_set1_epi32(gsum[j])));
+    acc = _mm256_fmadd_ps(_mm256_load_ps(sc), _mm256_cvtepi32_ps(v), acc);
+  }
+  return acc;
+}
+
+// One 64-element step of 8 int4 rows: raw nibbles times activations (even / odd layout), int16.
+inline void gemv4_step(const Rows8& rw, uint64_t st, uint64_t full, const int8_t* q, __m256i acc16[8]) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
   const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
-  for (int i = 0; i < 4; ++i) {
-    const uint8_t* src = st * 32 < full ? rw.p[i] + st * 32 : rw.tail[i];
-    __m256i b = _mm256_loadu_si256((const __m256i*)src);
+  const bool body = st * 32 < full;
+  for (int i = 0; i < 8; ++i) {
+    __m256i b = _mm256_loadu_si256((const __m256i*)(body ? rw.p[i] + st * 32 : rw.tail[i]));
     __m256i lo = _mm256_and_si256(b, low4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
     acc16[i] = _mm256_add_epi16(acc16[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, ae), _mm256_maddubs_epi16(hi, ao)));
   }
 }
 
-// int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group
-// (S -= zp * gsum). A step holds 64 elements: groups of 32 are its two 128-bit halves.
-void gemv4_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m) {
-  const ActQ& a = *p.a;
+// 8 vectors of int16 lane sums -> lanes 0-7 = rows 0-7 summed over the low 128-bit halves (lo)
+// and over the high halves (hi).
+inline void reduce8(const __m256i acc16[8], __m256i* lo, __m256i* hi) {
   const __m256i ones = _mm256_set1_epi16(1);
+  __m256i a = hadd4(_mm256_madd_epi16(acc16[0], ones), _mm256_madd_epi16(acc16[1], ones), _mm256_madd_epi16(acc16[2], ones),
+                    _mm256_madd_epi16(acc16[3], ones));
+  __m256i b = hadd4(_mm256_madd_epi16(acc16[4], ones), _mm256_madd_epi16(acc16[5], ones), _mm256_madd_epi16(acc16[6], ones),
+                    _mm256_madd_epi16(acc16[7], ones));
+  *lo = _mm256_permute2x128_si256(a, b, 0x20);
+  *hi = _mm256_permute2x128_si256(a, b, 0x31);
+}
+
+// int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group
+// (S -= zp * gsum). A step holds 64 elements: groups of 32 are its two 128-bit halves. 8 weight
+// rows per pass halve the per-row cost of activation loads, reductions and flushes.
+void gemv4_pass(const IntPlan& p, const Rows8& rw, uint64_t n, uint64_t m) {
+  const ActQ& a = *p.a;
   const int8_t* q = a.qeo + m * a.Kp;
   const int32_t* gsum = a.gsum + m * p.G;
   const uint64_t full = (p.K + 1) / 2 / 32 * 32, steps = (p.K + 63) / 64;
-  __m128 accf = _mm_setzero_ps();
-  alignas(16) __m128i S[kFlushBlock];
+  __m256 accf = _mm256_setzero_ps();
+  alignas(32) __m256i S[kFlushBlock];
   for (uint64_t j0 = 0; j0 < p.G; j0 += kFlushBlock) {
     const int nb = (int)(p.G - j0 < (uint64_t)kFlushBlock ? p.G - j0 : kFlushBlock);
     if (p.ga == 32) {
       for (uint64_t st = j0 / 2; st < (j0 + nb + 1) / 2; ++st) {
-        __m256i acc16[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        __m256i acc16[8] = {};
         gemv4_step(rw, st, full, q, acc16);
-        __m256i s = hadd4(_mm256_madd_epi16(acc16[0], ones), _mm256_madd_epi16(acc16[1], ones),
-                          _mm256_madd_epi16(acc16[2], ones), _mm256_madd_epi16(acc16[3], ones));
-        S[2 * st - j0] = _mm256_castsi256_si128(s);
-        if (2 * st + 1 - j0 < (uint64_t)nb) S[2 * st + 1 - j0] = _mm256_extracti128_si256(s, 1);
+        __m256i lo, hi;
+        reduce8(acc16, &lo, &hi);
+        S[2 * st - j0] = lo;
+        if (2 * st + 1 - j0 < (uint64_t)nb) S[2 * st + 1 - j0] = hi;
       }
     } else {
       const uint64_t per = p.ga / 64;  // steps per group
       for (int t = 0; t < nb; ++t) {
         const uint64_t st0 = (j0 + t) * per, st1 = steps < st0 + per ? steps : st0 + per;
-        __m256i acc32[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+        __m256i sum = _mm256_setzero_si256();
         for (uint64_t c = st0; c < st1; c += 4) {  // int16 over at most 4 steps: 4 * 2 * 2 * 15 * 127 < 32767
-          __m256i acc16[4] = {_mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256(), _mm256_setzero_si256()};
+          __m256i acc16[8] = {};
           for (uint64_t st = c; st < (st1 < c + 4 ? st1 : c + 4); ++st) gemv4_step(rw, st, full, q, acc16);
-          for (int i = 0; i < 4; ++i) acc32[i] = _mm256_add_epi32(acc32[i], _mm256_madd_epi16(acc16[i], ones));
+          __m256i lo, hi;
+          reduce8(acc16, &lo, &hi);
+          sum = _mm256_add_epi32(sum, _mm256_add_epi32(lo, hi));
         }
-        S[t] = hsum4(acc32[0], acc32[1], acc32[2], acc32[3]);
+        S[t] = sum;
       }
     }
-    accf = flush_block(rw, j0, nb, S, gsum, accf);
+    accf = flush_block8(rw, j0, nb, S, gsum, accf);
   }
-  gemv_store(p, rw, n, m, accf);
+  alignas(32) float v[8];
+  _mm256_store_ps(v, accf);
+  for (int i = 0; i < rw.nr; ++i) p.out[m * p.ldo + n + i] = epilogue(p.ep, v[i], m, n + i);
 }
 
 void gemv4(const IntPlan& p, uint64_t n0, uint64_t n1) {
-  Rows4 rw;
-  for (uint64_t n = n0; n < n1; n += 4) {
-    rows4_init(p, n, (p.K + 1) / 2, rw);
+  Rows8 rw;
+  for (uint64_t n = n0; n < n1; n += 8) {
+    rows_init(p, n, (p.K + 1) / 2, rw);
     for (uint64_t m = 0; m < p.a->M; ++m) gemv4_pass(p, rw, n, m);
   }
 }
@@ -360,24 +436,6 @@ void tile_int_mr(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint
 
 // ---- f32 (perturbed) path ---------------------------------------------------------------------
 
-inline void transpose8(__m256 r[8]) {
-  __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpackhi_ps(r[0], r[1]);
-  __m256 t2 = _mm256_unpacklo_ps(r[2], r[3]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
-  __m256 t4 = _mm256_unpacklo_ps(r[4], r[5]), t5 = _mm256_unpackhi_ps(r[4], r[5]);
-  __m256 t6 = _mm256_unpacklo_ps(r[6], r[7]), t7 = _mm256_unpackhi_ps(r[6], r[7]);
-  __m256 s0 = _mm256_shuffle_ps(t0, t2, 0x44), s1 = _mm256_shuffle_ps(t0, t2, 0xee);
-  __m256 s2 = _mm256_shuffle_ps(t1, t3, 0x44), s3 = _mm256_shuffle_ps(t1, t3, 0xee);
-  __m256 s4 = _mm256_shuffle_ps(t4, t6, 0x44), s5 = _mm256_shuffle_ps(t4, t6, 0xee);
-  __m256 s6 = _mm256_shuffle_ps(t5, t7, 0x44), s7 = _mm256_shuffle_ps(t5, t7, 0xee);
-  r[0] = _mm256_permute2f128_ps(s0, s4, 0x20);
-  r[1] = _mm256_permute2f128_ps(s1, s5, 0x20);
-  r[2] = _mm256_permute2f128_ps(s2, s6, 0x20);
-  r[3] = _mm256_permute2f128_ps(s3, s7, 0x20);
-  r[4] = _mm256_permute2f128_ps(s0, s4, 0x31);
-  r[5] = _mm256_permute2f128_ps(s1, s5, 0x31);
-  r[6] = _mm256_permute2f128_ps(s2, s6, 0x31);
-  r[7] = _mm256_permute2f128_ps(s3, s7, 0x31);
-}
 
 // Codes of elements [k, k + 8) of row n as floats (k a multiple of 8).
 inline __m256 codes8f(const QTensorView& w, uint64_t n, uint64_t k, uint64_t ga) {
