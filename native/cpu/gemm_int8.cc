@@ -57,7 +57,9 @@ void pack_panel_ref(const IntPlan& p, uint64_t n0, Panel panel) {
     for (uint64_t c = 0; c < kPanelCols; ++c)
       for (uint64_t t = 0; t < 4; ++t) {
         uint64_t n = n0 + c, k = k4 * 4 + t;
-        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)(n < p.N && k < p.K ? w_raw(p.w, n, k) : 0);
+        int v = n < p.N && k < p.K ? w_raw(p.w, n, k) : 0;
+        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)v;
+        if (panel.abs) panel.abs[(k4 * kPanelCols + c) * 4 + t] = (uint8_t)(v < 0 ? -v : v);
       }
   if (p.raw32) return;
   for (uint64_t j = 0; j < p.G; ++j)
@@ -207,12 +209,14 @@ void run_int(const Kernels& kn, const IntPlan& p) {
     const uint64_t n0 = (t / mb) * kGemmColsPerTask, m0 = (t % mb) * kGemmRowsPerTask;
     const uint64_t m1 = std::min(M, m0 + kGemmRowsPerTask);
     Scratch<int8_t> cbuf(kPanels * codes);
+    Scratch<uint8_t> abuf(p.w.format == QFormat::Int8 ? kPanels * codes : 0);
     Scratch<float> sbuf(kPanels * scales);
     Scratch<int32_t> zbuf(kPanels * zeros);
     Panel panel[kPanels];
     uint64_t np = 0;
     for (; np < kPanels && n0 + np * kPanelCols < p.N; ++np) {
-      panel[np] = Panel{cbuf.p + np * codes, sbuf.p + np * scales, zeros ? zbuf.p + np * zeros : nullptr};
+      panel[np] = Panel{cbuf.p + np * codes, abuf.n ? abuf.p + np * codes : nullptr, sbuf.p + np * scales,
+                        zeros ? zbuf.p + np * zeros : nullptr};
       kn.pack_panel(p, n0 + np * kPanelCols, panel[np]);
     }
     for (uint64_t m = m0; m < m1; m += kTileRowsInt) {

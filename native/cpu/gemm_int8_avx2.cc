@@ -327,15 +327,16 @@ inline __m128i codes16(const IntPlan& p, uint64_t n, uint64_t k) {
 // (int32, [MR][2] vectors). int8 (kNibbles false): sign trick, int32 sums. int4 (kNibbles): the
 // nibble u in [0, 15] is the unsigned operand as it is (no sign trick); int16 sums over chunks of at
 // most 8 steps (8 * 2 * 15 * 127 < 32767), widened per chunk. Named accumulators and one panel half
-// at a time keep the loop in the 16 ymm registers (8 sums, w, |w|, activation, temporary, ones).
+// at a time keep the loop in the 16 ymm registers (8 sums, w, |w| (packed), activation, temporary, ones).
 template <int MR, bool kNibbles>
-inline void int_steps(const int8_t* const* q, const int8_t* codes, uint64_t s0, uint64_t s1, __m256i* out) {
+inline void int_steps(const int8_t* const* q, const int8_t* codes, const uint8_t* abs, uint64_t s0, uint64_t s1, __m256i* out) {
   const __m256i ones = _mm256_set1_epi16(1);
   for (uint64_t c0 = s0; c0 < s1 || c0 == s0; c0 += 8) {
     const uint64_t c1 = !kNibbles || s1 < c0 + 8 ? s1 : c0 + 8;
     __m256i a00 = _mm256_setzero_si256(), a01 = a00, a10 = a00, a11 = a00, a20 = a00, a21 = a00, a30 = a00, a31 = a00;
     for (uint64_t k4 = c0; k4 < c1; ++k4) {
       const int8_t* wp = codes + k4 * 64;
+      const uint8_t* ap = kNibbles ? nullptr : abs + k4 * 64;
 #define ZT_ROW(r, h)                                                                                       \
   if (MR > r) {                                                                                            \
     if (kNibbles) {                                                                                        \
@@ -348,7 +349,7 @@ inline void int_steps(const int8_t* const* q, const int8_t* codes, uint64_t s0, 
 #define ZT_HALF(h)                                                                                         \
   {                                                                                                        \
     const __m256i w = _mm256_load_si256((const __m256i*)(wp + 32 * h));                                   \
-    const __m256i aw = kNibbles ? w : _mm256_abs_epi8(w);                                                  \
+    const __m256i aw = kNibbles ? w : _mm256_load_si256((const __m256i*)(ap + 32 * h));                   \
     (void)aw;                                                                                              \
     ZT_ROW(0, h) ZT_ROW(1, h) ZT_ROW(2, h) ZT_ROW(3, h)                                                    \
   }
@@ -377,7 +378,7 @@ void tile_int_t(const IntPlan& p, uint64_t m0, const Panel& panel, uint64_t n0, 
   for (uint64_t j = 0; j < p.G; ++j) {
     const uint64_t s0 = j * ga4, s1 = p.K4 < s0 + ga4 ? p.K4 : s0 + ga4;
     __m256i acc[MR][2] = {};
-    int_steps<MR, kNibbles>(q, panel.codes, s0, s1, &acc[0][0]);
+    int_steps<MR, kNibbles>(q, panel.codes, panel.abs, s0, s1, &acc[0][0]);
     if (kNibbles) {  // zero-point term: S -= zp * sum(q_x over the group)
       const __m256i z0 = _mm256_load_si256((const __m256i*)(panel.zeros + j * 16));
       const __m256i z1 = _mm256_load_si256((const __m256i*)(panel.zeros + j * 16 + 8));
@@ -531,17 +532,20 @@ void pack_panel(const IntPlan& p, uint64_t n0, Panel panel) {
       __m128i r0 = codes16(p, n0 + c, k), r1 = codes16(p, n0 + c + 1, k);
       __m128i r2 = codes16(p, n0 + c + 2, k), r3 = codes16(p, n0 + c + 3, k);
       transpose4(r0, r1, r2, r3);
-      int8_t* dst = panel.codes + ((k / 4) * kPanelCols + c) * 4;
-      _mm_store_si128((__m128i*)dst, r0);
-      _mm_store_si128((__m128i*)(dst + 64), r1);
-      _mm_store_si128((__m128i*)(dst + 128), r2);
-      _mm_store_si128((__m128i*)(dst + 192), r3);
+      const uint64_t off = ((k / 4) * kPanelCols + c) * 4;
+      const __m128i rows[4] = {r0, r1, r2, r3};
+      for (int t = 0; t < 4; ++t) {
+        _mm_store_si128((__m128i*)(panel.codes + off + 64 * t), rows[t]);
+        if (panel.abs) _mm_store_si128((__m128i*)(panel.abs + off + 64 * t), _mm_abs_epi8(rows[t]));
+      }
     }
   for (uint64_t k4 = kvec / 4; k4 < p.K4; ++k4)
     for (uint64_t c = 0; c < kPanelCols; ++c)
       for (uint64_t t = 0; t < 4; ++t) {
         uint64_t k = k4 * 4 + t;
-        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)(k < p.K ? w_raw(p.w, n0 + c, k) : 0);
+        int v = k < p.K ? w_raw(p.w, n0 + c, k) : 0;
+        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)v;
+        if (panel.abs) panel.abs[(k4 * kPanelCols + c) * 4 + t] = (uint8_t)(v < 0 ? -v : v);
       }
   if (p.raw32) return;
   for (uint64_t j = 0; j < p.G; ++j)
