@@ -183,6 +183,7 @@ constexpr uint64_t kGemvRowsPerTask = 64;   // weight rows per GEMV task
 constexpr uint64_t kGemmColsPerTask = 32;   // 2 panels
 constexpr uint64_t kGemmRowsPerTask = 256;  // activation rows per GEMM task
 constexpr uint64_t kF32ColsPerTask = 64;    // 4 panels share each activation read
+constexpr uint64_t kMpBlock = 8;            // 6-row activation slices per L2 block of the f32 path
 
 void quantize_acts(const Kernels& kn, const float* x, uint64_t ldx, ActQ& a) {
   std::atomic<bool> bad{false};
@@ -249,10 +250,12 @@ void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
       const uint64_t k1 = std::min(p.K, k0 + kKcF32);
       for (uint64_t i = 0; i < np; ++i)
         kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels.p + i * kKcF32 * kPanelCols, zbuf.p, rel.p);
-      for (uint64_t r = 0; r < mp; ++r)
+      // Blocks of kMpBlock 6-row activation slices (48 KB, L2) against one panel at a time (16 KB, L1).
+      for (uint64_t r0 = 0; r0 < mp; r0 += kMpBlock)
         for (uint64_t i = 0; i < np; ++i)
-          kn.tile_f32(p.apack + r * a.Kp * kTileRowsF32 + k0 * kTileRowsF32, panels.p + i * kKcF32 * kPanelCols,
-                      k1 - k0, c.p + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
+          for (uint64_t r = r0; r < std::min(mp, r0 + kMpBlock); ++r)
+            kn.tile_f32(p.apack + r * a.Kp * kTileRowsF32 + k0 * kTileRowsF32, panels.p + i * kKcF32 * kPanelCols,
+                        k1 - k0, c.p + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
     }
     for (uint64_t m = 0; m < a.M; ++m)
       for (uint64_t i = 0; i < np; ++i)
