@@ -194,7 +194,7 @@ void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
 // vector; the 8 rows' scales (and zero-points) are transposed 8 groups at a time.
 inline __m256 flush_block8(const Rows8& rw, uint64_t j0, int n, const __m256i* S, const int32_t* gsum, __m256 acc) {
   int t = 0;
-  if (rw.grouped)
+  if (rw.grouped)  // grouped scales: groups of 32, 64 or 128 (the int16 zp * gsum below)
     for (; t + 8 <= n; t += 8) {
       __m256 sc[8];
       for (int i = 0; i < 8; ++i) sc[i] = _mm256_loadu_ps(rw.s[i] + j0 + t);
@@ -209,8 +209,11 @@ inline __m256 flush_block8(const Rows8& rw, uint64_t j0, int n, const __m256i* S
         for (int i = 0; i < 8; ++i) zp[i] = _mm256_set1_epi32(kInt4SymZero);
       }
       for (int i = 0; i < 8; ++i) {
-        __m256i v = _mm256_sub_epi32(S[t + i], _mm256_mullo_epi32(zp[i], _mm256_set1_epi32(gsum[j0 + t + i])));
-        acc = _mm256_fmadd_ps(sc[i], _mm256_cvtepi32_ps(v), acc);
+        const __m256i gs = _mm256_set1_epi32(gsum[j0 + t + i]);
+        // zp * gsum: a shift for symmetric int4 (zp = 8); vpmaddwd of (zp, 0) pairs otherwise
+        // (|gsum| <= 128 * 127 fits int16 for groups of at most 128; vpmulld is 4 uops on Zen 1)
+        const __m256i zs = rw.z[0] ? _mm256_madd_epi16(zp[i], gs) : _mm256_slli_epi32(gs, 3);
+        acc = _mm256_fmadd_ps(sc[i], _mm256_cvtepi32_ps(_mm256_sub_epi32(S[t + i], zs)), acc);
       }
     }
   for (; t < n; ++t) {
@@ -228,6 +231,7 @@ inline __m256 flush_block8(const Rows8& rw, uint64_t j0, int n, const __m256i* S
 }
 
 // One 64-element step of 8 int4 rows: raw nibbles times activations (even / odd layout), int16.
+template <bool kFresh>
 inline void gemv4_step(const Rows8& rw, uint64_t st, uint64_t full, const int8_t* q, __m256i acc16[8]) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
   const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
@@ -236,7 +240,8 @@ inline void gemv4_step(const Rows8& rw, uint64_t st, uint64_t full, const int8_t
   for (int i = 0; i < 8; ++i) {
     __m256i b = _mm256_loadu_si256((const __m256i*)(body ? rw.p[i] + st * 32 : rw.tail[i]));
     __m256i lo = _mm256_and_si256(b, low4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
-    acc16[i] = _mm256_add_epi16(acc16[i], _mm256_add_epi16(_mm256_maddubs_epi16(lo, ae), _mm256_maddubs_epi16(hi, ao)));
+    __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ae), _mm256_maddubs_epi16(hi, ao));
+    acc16[i] = kFresh ? d : _mm256_add_epi16(acc16[i], d);
   }
 }
 
@@ -266,8 +271,8 @@ void gemv4_pass(const IntPlan& p, const Rows8& rw, uint64_t n, uint64_t m) {
     const int nb = (int)(p.G - j0 < (uint64_t)kFlushBlock ? p.G - j0 : kFlushBlock);
     if (p.ga == 32) {
       for (uint64_t st = j0 / 2; st < (j0 + nb + 1) / 2; ++st) {
-        __m256i acc16[8] = {};
-        gemv4_step(rw, st, full, q, acc16);
+        __m256i acc16[8];
+        gemv4_step<true>(rw, st, full, q, acc16);
         __m256i lo, hi;
         reduce8(acc16, &lo, &hi);
         S[2 * st - j0] = lo;
@@ -280,7 +285,7 @@ void gemv4_pass(const IntPlan& p, const Rows8& rw, uint64_t n, uint64_t m) {
         __m256i sum = _mm256_setzero_si256();
         for (uint64_t c = st0; c < st1; c += 4) {  // int16 over at most 4 steps: 4 * 2 * 2 * 15 * 127 < 32767
           __m256i acc16[8] = {};
-          for (uint64_t st = c; st < (st1 < c + 4 ? st1 : c + 4); ++st) gemv4_step(rw, st, full, q, acc16);
+          for (uint64_t st = c; st < (st1 < c + 4 ? st1 : c + 4); ++st) gemv4_step<false>(rw, st, full, q, acc16);
           __m256i lo, hi;
           reduce8(acc16, &lo, &hi);
           sum = _mm256_add_epi32(sum, _mm256_add_epi32(lo, hi));
