@@ -33,6 +33,20 @@ bool act_quantize_row_ref(const float* x, uint64_t K, uint64_t Kp, int8_t* q, fl
   return true;
 }
 
+void act_int4_extras_ref(const int8_t* q, uint64_t K, uint64_t Kp, uint64_t ga, uint64_t G, int32_t* gsum, int8_t* qeo) {
+  for (uint64_t j = 0; j < G; ++j) {
+    int32_t s = 0;
+    for (uint64_t k = j * ga; k < std::min(K, (j + 1) * ga); ++k) s += q[k];
+    gsum[j] = s;
+  }
+  if (qeo)
+    for (uint64_t b = 0; b < Kp; b += 64)
+      for (uint64_t i = 0; i < 32; ++i) {
+        qeo[b + i] = q[b + 2 * i];
+        qeo[b + 32 + i] = q[b + 2 * i + 1];
+      }
+}
+
 void gemv_rows_ref(const IntPlan& p, uint64_t n0, uint64_t n1) {
   const ActQ& a = *p.a;
   for (uint64_t n = n0; n < n1; ++n)
@@ -150,6 +164,7 @@ namespace {
 
 struct Kernels {
   bool (*act_quantize_row)(const float*, uint64_t, uint64_t, int8_t*, float*);
+  void (*act_int4_extras)(const int8_t*, uint64_t, uint64_t, uint64_t, uint64_t, int32_t*, int8_t*);
   void (*gemv_rows)(const IntPlan&, uint64_t, uint64_t);
   void (*pack_panel)(const IntPlan&, uint64_t, Panel);
   void (*tile_int)(const IntPlan&, uint64_t, int, const Panel&, uint64_t, uint64_t);
@@ -160,9 +175,9 @@ struct Kernels {
   void (*sparse_axpy)(float*, const int8_t*, float, uint64_t);
 };
 
-const Kernels kRef = {act_quantize_row_ref, gemv_rows_ref, pack_panel_ref, tile_int_ref, pack_act_f32_ref,
+const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_int_ref, pack_act_f32_ref,
                       decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_axpy_ref};
-const Kernels kAvx2 = {avx2::act_quantize_row, avx2::gemv_rows, avx2::pack_panel, avx2::tile_int, avx2::pack_act_f32,
+const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, avx2::tile_int, avx2::pack_act_f32,
                        avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_axpy};
 
 const Kernels& kernels() { return use_avx2() ? kAvx2 : kRef; }
@@ -323,22 +338,11 @@ void gemm_int(const IntGemm& g) {
   Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);
   if (int4) {
     a.gsum = gsum.p;
+    a.qeo = int4_gemv ? qeo.p : nullptr;
     parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
       for (size_t m = b; m < e; ++m)
-        for (uint64_t j = 0; j < G; ++j) {
-          int32_t s = 0;
-          for (uint64_t k = j * ga; k < std::min(K, (j + 1) * ga); ++k) s += q.p[m * Kp + k];
-          gsum.p[m * G + j] = s;
-        }
+        kn.act_int4_extras(q.p + m * Kp, K, Kp, ga, G, gsum.p + m * G, int4_gemv ? qeo.p + m * Kp : nullptr);
     });
-  }
-  if (int4_gemv) {
-    a.qeo = qeo.p;
-    for (uint64_t b = 0; b < M * Kp; b += 64)
-      for (uint64_t i = 0; i < 32; ++i) {
-        qeo.p[b + i] = q.p[b + 2 * i];
-        qeo.p[b + 32 + i] = q.p[b + 2 * i + 1];
-      }
   }
   const Epilogue ep{sx.p, g.bias, g.residual, g.ldr, false};
 

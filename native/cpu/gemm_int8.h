@@ -154,6 +154,9 @@ struct Panel {
 
 // Quantizes one activation row of K values into q[0, Kp) (zero padded). False if x is not finite.
 bool act_quantize_row_ref(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale);
+// int4 extras of one activation row (see ActQ): sums of q per accumulation group (ga, G groups
+// over K) and, if qeo is not null, the even / odd layout of the Kp codes.
+void act_int4_extras_ref(const int8_t* q, uint64_t K, uint64_t Kp, uint64_t ga, uint64_t G, int32_t* gsum, int8_t* qeo);
 // Rows [n0, n1) of the output, all M rows, streaming W once (no packing).
 void gemv_rows_ref(const IntPlan& p, uint64_t n0, uint64_t n1);
 // Packs weight rows [n0, n0 + 16) (missing rows zero) into a panel.
@@ -190,6 +193,7 @@ void sparse_axpy_ref(float* acc, const int8_t* q, float t, uint64_t M);
 
 namespace avx2 {
 bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale);
+void act_int4_extras(const int8_t* q, uint64_t K, uint64_t Kp, uint64_t ga, uint64_t G, int32_t* gsum, int8_t* qeo);
 void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1);
 void pack_panel(const IntPlan& p, uint64_t n0, Panel panel);
 void tile_int(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc);

@@ -519,6 +519,33 @@ bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float*
   return true;
 }
 
+void act_int4_extras(const int8_t* q, uint64_t K, uint64_t Kp, uint64_t ga, uint64_t G, int32_t* gsum, int8_t* qeo) {
+  // Group sums: 32 codes per step (vpmaddubsw with ones, then vpmaddwd), exact in int32.
+  const __m256i ones8 = _mm256_set1_epi8(1), ones16 = _mm256_set1_epi16(1);
+  for (uint64_t j = 0; j < G; ++j) {
+    const uint64_t kb = j * ga, ke = K < kb + ga ? K : kb + ga;
+    __m256i acc = _mm256_setzero_si256();
+    uint64_t k = kb;  // kb is a multiple of 32 and q is zero beyond K up to Kp: whole steps stay exact
+    for (; k < ke; k += 32)
+      acc = _mm256_add_epi32(acc, _mm256_madd_epi16(_mm256_maddubs_epi16(ones8, _mm256_load_si256((const __m256i*)(q + k))), ones16));
+    __m128i h = _mm_add_epi32(_mm256_castsi256_si128(acc), _mm256_extracti128_si256(acc, 1));
+    h = _mm_add_epi32(h, _mm_shuffle_epi32(h, 0x4e));
+    gsum[j] = _mm_cvtsi128_si32(_mm_add_epi32(h, _mm_shuffle_epi32(h, 0xb1)));
+  }
+  if (!qeo) return;
+  // Even / odd split of each 64-block: bytes 2i -> i, 2i + 1 -> 32 + i.
+  const __m256i split = _mm256_setr_epi8(0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15,
+                                         0, 2, 4, 6, 8, 10, 12, 14, 1, 3, 5, 7, 9, 11, 13, 15);
+  for (uint64_t b = 0; b < Kp; b += 64) {
+    // each 128-bit lane -> [8 evens | 8 odds]; then gather the evens of all four lanes, the odds
+    __m256i x0 = _mm256_shuffle_epi8(_mm256_load_si256((const __m256i*)(q + b)), split);
+    __m256i x1 = _mm256_shuffle_epi8(_mm256_load_si256((const __m256i*)(q + b + 32)), split);
+    __m256i ev = _mm256_unpacklo_epi64(x0, x1), od = _mm256_unpackhi_epi64(x0, x1);  // [e0 e2 | e1 e3] per 8-byte unit
+    _mm256_store_si256((__m256i*)(qeo + b), _mm256_permute4x64_epi64(ev, 0xd8));
+    _mm256_store_si256((__m256i*)(qeo + b + 32), _mm256_permute4x64_epi64(od, 0xd8));
+  }
+}
+
 void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1) {
   if (p.w.format == QFormat::Int8)
     gemv8(p, n0, n1);
