@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <initializer_list>
 #include <atomic>
 #include <string>
 
@@ -193,6 +194,50 @@ struct Scratch {
   Scratch& operator=(const Scratch&) = delete;
 };
 
+// Per-thread scratch for task-local buffers (panels, tiles), reused across tasks and calls: a fresh
+// allocation per task would be mmap'ed and page-faulted every time. Arenas above kKeepBytes are
+// returned at the end of the task rather than held.
+class TaskArena {
+ public:
+  ~TaskArena() { release(); }
+  // Starts a task needing up to `bytes` (64-byte aligned pieces are carved by take()).
+  void reset(size_t bytes) {
+    if (bytes > cap_) {
+      release();
+      base_ = (uint8_t*)host_alloc(bytes, MemCategory::Workspace);
+      cap_ = bytes;
+    }
+    used_ = 0;
+  }
+  template <class T>
+  T* take(size_t count) {
+    T* p = (T*)(base_ + used_);
+    used_ += (count * sizeof(T) + 63) / 64 * 64;
+    return count ? p : nullptr;
+  }
+  void done() {
+    if (cap_ > kKeepBytes) release();
+  }
+
+ private:
+  static constexpr size_t kKeepBytes = 8u << 20;
+  void release() {
+    if (base_) host_free(base_, cap_, MemCategory::Workspace);
+    base_ = nullptr;
+    cap_ = 0;
+  }
+  uint8_t* base_ = nullptr;
+  size_t cap_ = 0, used_ = 0;
+};
+thread_local TaskArena t_arena;
+
+// Bytes of a list of 64-byte aligned pieces.
+inline size_t pieces(std::initializer_list<size_t> bytes) {
+  size_t n = 0;
+  for (size_t b : bytes) n += (b + 63) / 64 * 64;
+  return n;
+}
+
 constexpr uint64_t kActRowsPerTask = 16;
 constexpr uint64_t kGemvRowsPerTask = 64;   // weight rows per GEMV task
 constexpr uint64_t kGemmColsPerTask = 32;   // 2 panels
@@ -224,15 +269,13 @@ void run_int(const Kernels& kn, const IntPlan& p) {
   parallel_for(nb * mb, [&](size_t t) {
     const uint64_t n0 = (t / mb) * kGemmColsPerTask, m0 = (t % mb) * kGemmRowsPerTask;
     const uint64_t m1 = std::min(M, m0 + kGemmRowsPerTask);
-    Scratch<int8_t> cbuf(kPanels * codes);
-    Scratch<uint8_t> abuf(p.w.format == QFormat::Int8 ? kPanels * codes : 0);
-    Scratch<float> sbuf(kPanels * scales);
-    Scratch<int32_t> zbuf(kPanels * zeros);
+    const bool int8 = p.w.format == QFormat::Int8;
+    t_arena.reset(kPanels * pieces({codes, int8 ? codes : 0, scales * 4, zeros * 4}));
     Panel panel[kPanels];
     uint64_t np = 0;
     for (; np < kPanels && n0 + np * kPanelCols < p.N; ++np) {
-      panel[np] = Panel{cbuf.p + np * codes, abuf.n ? abuf.p + np * codes : nullptr, sbuf.p + np * scales,
-                        zeros ? zbuf.p + np * zeros : nullptr};
+      panel[np] = Panel{t_arena.take<int8_t>(codes), int8 ? t_arena.take<uint8_t>(codes) : nullptr, t_arena.take<float>(scales),
+                        zeros ? t_arena.take<int32_t>(zeros) : nullptr};
       kn.pack_panel(p, n0 + np * kPanelCols, panel[np]);
     }
     for (uint64_t m = m0; m < m1; m += kTileRowsInt) {
@@ -242,6 +285,7 @@ void run_int(const Kernels& kn, const IntPlan& p) {
         kn.tile_int(p, m, mr, panel[i], nc0, std::min(kPanelCols, p.N - nc0));
       }
     }
+    t_arena.done();
   });
 }
 
@@ -257,28 +301,32 @@ void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
   parallel_for(nb, [&](size_t t) {
     const uint64_t n0 = t * kF32ColsPerTask;
     const uint64_t np = std::min<uint64_t>(kPanels, (p.N - n0 + kPanelCols - 1) / kPanelCols);
-    Scratch<float> c(mp * kPanels * kTileRowsF32 * kPanelCols);
-    Scratch<float> panels(kPanels * kKcF32 * kPanelCols), zbuf(kPanelCols * kKcF32);
-    Scratch<uint32_t> rel(kKcF32);
-    memset(c.p, 0, c.n * sizeof(float));
+    const size_t cn = mp * kPanels * kTileRowsF32 * kPanelCols;
+    t_arena.reset(pieces({cn * 4, kPanels * kKcF32 * kPanelCols * 4, kPanelCols * kKcF32 * 4, kKcF32 * 4}));
+    float* c = t_arena.take<float>(cn);
+    float* panels = t_arena.take<float>(kPanels * kKcF32 * kPanelCols);
+    float* zbuf = t_arena.take<float>(kPanelCols * kKcF32);
+    uint32_t* rel = t_arena.take<uint32_t>(kKcF32);
+    memset(c, 0, cn * sizeof(float));
     for (uint64_t k0 = 0; k0 < p.K; k0 += kKcF32) {
       const uint64_t k1 = std::min(p.K, k0 + kKcF32);
       for (uint64_t i = 0; i < np; ++i)
-        kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels.p + i * kKcF32 * kPanelCols, zbuf.p, rel.p);
+        kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels + i * kKcF32 * kPanelCols, zbuf, rel);
       // Blocks of kMpBlock 6-row activation slices (48 KB, L2) against one panel at a time (16 KB, L1).
       for (uint64_t r0 = 0; r0 < mp; r0 += kMpBlock)
         for (uint64_t i = 0; i < np; ++i)
           for (uint64_t r = r0; r < std::min(mp, r0 + kMpBlock); ++r)
-            kn.tile_f32(p.apack + r * a.Kp * kTileRowsF32 + k0 * kTileRowsF32, panels.p + i * kKcF32 * kPanelCols,
-                        k1 - k0, c.p + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
+            kn.tile_f32(p.apack + r * a.Kp * kTileRowsF32 + k0 * kTileRowsF32, panels + i * kKcF32 * kPanelCols,
+                        k1 - k0, c + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
     }
     for (uint64_t m = 0; m < a.M; ++m)
       for (uint64_t i = 0; i < np; ++i)
         for (uint64_t j = 0; j < kPanelCols && n0 + i * kPanelCols + j < p.N; ++j) {
           uint64_t n = n0 + i * kPanelCols + j;
-          float acc = c.p[((m / kTileRowsF32 * kPanels + i) * kTileRowsF32 + m % kTileRowsF32) * kPanelCols + j];
+          float acc = c[((m / kTileRowsF32 * kPanels + i) * kTileRowsF32 + m % kTileRowsF32) * kPanelCols + j];
           p.out[m * p.ldo + n] = epilogue(p.ep, acc, m, n);
         }
+    t_arena.done();
   });
 }
 
