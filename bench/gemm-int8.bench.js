@@ -48,6 +48,25 @@ function cases() {
   return out;
 }
 
+const faster = (a, b) => (b.best < a.best ? b : a);
+
+/**
+ * The ceiling a case is judged against: the larger of the harness's run-start measurement and one
+ * taken right before the case (the machine is shared; a ceiling measured in a busy moment would
+ * flatter the kernels measured later).
+ */
+async function ceilingNow(h, z, start, kind, buf) {
+  let m;
+  if (kind === 'int8') {
+    const tasks = 32, iters = 100_000;
+    m = await h.measure('int8 peak', () => z.ceilings.int8Peak(tasks, iters), { threads: THREADS, work: tasks * iters * z.ceilings.OPS_PER_INT8_ITER, time: 150 });
+  } else {
+    m = await h.measure('read', () => z.ceilings.readSum(buf), { threads: THREADS, work: buf.size * 4, time: 300 });
+  }
+  const r = h.rate(m);
+  return { best: Math.max(r.best, start.best), median: Math.max(r.median, start.median) };
+}
+
 const suite = {
   name: 'gemm-int8',
   title: 'Integer GEMM: W8A8, W4A8, GEMV and perturb-on-load',
@@ -55,8 +74,10 @@ const suite = {
     const z = h.zotune();
     const ort = require('onnxruntime-node');
     const c = await h.measureCeilings(THREADS);
+    const readBuf = z.Tensor.zeros([64 * 1024 * 1024], 'f32', 'workspace');
     const rows = [];
     const plain = new Map();
+    const seen = { int8: { best: 0, median: 0 }, read: { best: 0, median: 0 } };
     for (const cs of cases()) {
       const { N, K, M, fmt, perturb } = cs;
       const gemv = M === 1;
@@ -71,23 +92,34 @@ const suite = {
       const ops = 2 * M * N * K;
       let i = 0, j = 0;
       try {
-        const ours = await h.measure('zotune', () => z.matmulInt8(x, sets[i++ % copies].w, { out, perturb: p }), { threads: THREADS, work: ops });
+        const mine = () => h.measure('zotune', () => z.matmulInt8(x, sets[i++ % copies].w, { out, perturb: p }), { threads: THREADS, work: ops });
+        let ours = await mine();
         let peer = null;
         if (!perturb) {
           const sessions = [];
           for (const s of sets)
             sessions.push(await session(fmt === 'int8' ? dynamicModel(s.codes, s.scales, N, K) : nbitsModel(s.codes, s.scales, N, K, 32), THREADS));
           const feeds = { x: new ort.Tensor('float32', x.data(), [M, K]) };
-          peer = await h.measure('onnxruntime', () => sessions[j++ % copies].run(feeds), { threads: THREADS, work: ops });
+          const theirs = () => h.measure('onnxruntime', () => sessions[j++ % copies].run(feeds), { threads: THREADS, work: ops });
+          // alternate twice (the machine is shared): each side keeps its better measurement
+          peer = await theirs();
+          ours = faster(ours, await mine());
+          peer = faster(peer, await theirs());
           for (const s of sessions) await s.release();
+        } else {
+          ours = faster(ours, await mine());
         }
         const rt = h.rate(ours);
+        const ceil = await ceilingNow(h, z, gemv ? c.read : c.int8, gemv ? 'read' : 'int8', readBuf);
+        const kindSeen = seen[gemv ? 'read' : 'int8'];
+        kindSeen.best = Math.max(kindSeen.best, ceil.best);
+        kindSeen.median = Math.max(kindSeen.median, ceil.median);
         const key = `${fmt} ${N} ${K} ${M}`;
         if (!perturb) plain.set(key, ours);
         const base = plain.get(key);
         const ceiling = gemv
-          ? `${h.pct((rt.best * sets[0].bytes) / ops / c.read.best)} / ${h.pct((rt.median * sets[0].bytes) / ops / c.read.median)} of read BW`
-          : `${h.pct(rt.best / c.int8.best)} / ${h.pct(rt.median / c.int8.median)} of int8 peak`;
+          ? `${h.pct((rt.best * sets[0].bytes) / ops / ceil.best)} / ${h.pct((rt.median * sets[0].bytes) / ops / ceil.median)} of read BW`
+          : `${h.pct(rt.best / ceil.best)} / ${h.pct(rt.median / ceil.median)} of int8 peak`;
         rows.push([
           `${fmt === 'int8' ? 'W8A8' : 'W4A8 g32'} ${N}x${K}, M=${M}${perturb ? `, perturbed (${perturb})` : ''}`,
           `${(ours.best * 1e3).toFixed(2)} / ${(ours.median * 1e3).toFixed(2)}`,
@@ -104,13 +136,14 @@ const suite = {
         for (const s of sets) s.w.dispose();
       }
     }
+    readBuf.dispose();
     h.report({
       title: suite.title,
       threads: THREADS,
       method: [
         `y = int8(x) · Wᵀ with x f32 [M, K] quantized per row in the call (matmulInt8), W [N, K] int8 per-channel (W8A8) or int4 symmetric group 32 (W4A8); ${THREADS} threads for zotune and onnxruntime (intra-op).`,
-        `GEMM rows: GOPS = 2·M·N·K / time, against the int8 peak measured in this run (vpmaddubsw + vpmaddwd + vpaddd, ${THREADS} threads: ${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS best / median).`,
-        `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth measured in this run (${h.pair(c.read, (v) => h.giga(v, 1))} GB/s); weights rotate through enough copies to exceed the ${L3_BYTES >> 20} MiB L3 4x.`,
+        `GEMM rows: GOPS = 2·M·N·K / time, against the int8 peak (vpmaddubsw + vpmaddwd + vpaddd on ${THREADS} threads) measured in this run: at its start (${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS best / median) and again right before each case; each row uses the larger (highest seen: ${h.pair(seen.int8, (v) => h.giga(v, 1))}).`,
+        `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${L3_BYTES >> 20} MiB L3 4x.`,
         'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx-int8.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
         'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load, f32 micro-kernel), slowdown against the unperturbed row above.',
       ],
