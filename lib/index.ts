@@ -19,3 +19,5 @@ export * as quant from './quant';
 export type { Rounding, RoundingOptions, QuantizeOptions, FloatFormat, QuantDirection } from './quant';
 export { matmul, matmulSync } from './gemm';
 export type { MatmulOptions, MatmulPerturb } from './gemm';
+export { matmulInt8, matmulInt8Sync, gemmS8S8S32, gemmS8S8S32Sync } from './gemm-int8';
+export type { MatmulInt8Options, PerturbOnLoad } from './gemm-int8';

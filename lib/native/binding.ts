@@ -120,4 +120,27 @@ export interface CudaAddon {
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;
   /** The kernel's per-thread code run on the host: checks the thread -> element map without a GPU. */
   rngFillEmulated(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
+
+  gemmInt8(...args: GemmInt8Args): void;
+  gemmInt8Async(...args: GemmInt8Args): Promise<void>;
+  gemmS8S8S32(...args: GemmS8S8S32Args): void;
+  gemmS8S8S32Async(...args: GemmS8S8S32Args): Promise<void>;
 }
+
+/** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */
+export interface NativePerturb {
+  alpha: number;
+  seed: Seed;
+  stream: number;
+  dist: number;
+  bits: number;
+  srPurpose: number;
+}
+
+export type GemmInt8Args = [
+  x: Mem, xByteOffset: number, M: number, w: unknown, y: Mem, yByteOffset: number,
+  bias: Mem | null, biasByteOffset: number, residual: Mem | null, residualByteOffset: number,
+  perturb: NativePerturb | null, indices: Mem | null, indicesByteOffset: number, indicesCount: number,
+];
+
+export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset: number, c: Mem, cByteOffset: number, M: number, N: number, K: number];

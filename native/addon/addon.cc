@@ -77,6 +77,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_perturb(env, exports);
   register_ceilings(env, exports);
   register_gemm(env, exports);
+  register_gemm_int8(env, exports);
   return exports;
 }
 
