@@ -10,3 +10,4 @@ export { QTensor, QFORMAT_CODE } from './qtensor';
 export type { QFormat, Granularity } from './qtensor';
 export { SafetensorsFile, ModelWeights, writeSafetensors } from './io/safetensors';
 export type { SafetensorsDType, TensorInfo, TensorEntry } from './io/safetensors';
+export * as nn from './nn';

@@ -42,4 +42,25 @@ export interface NativeAddon {
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<void>;
   rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
   rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
+
+  // Transformer ops (native/addon/bind_nn.cc); each also exists as `...Async`.
+  rmsNorm(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): void;
+  rmsNormAsync(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): Promise<void>;
+  rope(x: Mem, xOff: number, rows: number, heads: number, headDim: number, positions: Mem, posOff: number, rope: Float64Array): void;
+  ropeAsync(x: Mem, xOff: number, rows: number, heads: number, headDim: number, positions: Mem, posOff: number, rope: Float64Array): Promise<void>;
+  attention(...args: AttentionArgs): void;
+  attentionAsync(...args: AttentionArgs): Promise<void>;
+  swiglu(out: Mem, outOff: number, gate: Mem, gateOff: number, up: Mem, upOff: number, n: number): void;
+  swigluAsync(out: Mem, outOff: number, gate: Mem, gateOff: number, up: Mem, upOff: number, n: number): Promise<void>;
+  embedding(out: Mem, outOff: number, table: Mem, tableOff: number, vocab: number, dim: number, ids: Int32Array, n: number): void;
+  embeddingAsync(out: Mem, outOff: number, table: Mem, tableOff: number, vocab: number, dim: number, ids: Int32Array, n: number): Promise<void>;
+  logProbs(logits: Mem, off: number, rows: number, n: number, targets: Int32Array, out: Float64Array): { sum: number; count: number };
+  logProbsAsync(logits: Mem, off: number, rows: number, n: number, targets: Int32Array, out: Float64Array): Promise<{ sum: number; count: number }>;
+  argmax(x: Mem, off: number, rows: number, n: number, out: Int32Array): void;
+  argmaxAsync(x: Mem, off: number, rows: number, n: number, out: Int32Array): Promise<void>;
+  sample(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): void;
+  sampleAsync(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): Promise<void>;
 }
+
+/** out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets, seqStart, keyMask, batch, heads, kvHeads, headDim, cap, scale */
+export type AttentionArgs = [Mem, number, Mem, number, Mem, number, Mem, number, Int32Array, Int32Array, Uint8Array | null, number, number, number, number, number, number];

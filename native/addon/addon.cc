@@ -73,6 +73,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetMemoryPeaks", Napi::Function::New(env, ResetPeaks, "resetMemoryPeaks"));
   exports.Set("backend", Napi::String::New(env, "cpu"));
   register_rng(env, exports);
+  register_nn(env, exports);
   return exports;
 }
 

@@ -5,5 +5,6 @@
 namespace zt {
 
 void register_rng(Napi::Env env, Napi::Object exports);
+void register_nn(Napi::Env env, Napi::Object exports);
 
 }  // namespace zt
