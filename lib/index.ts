@@ -11,3 +11,6 @@ export type { QFormat, Granularity } from './qtensor';
 export { SafetensorsFile, ModelWeights, writeSafetensors } from './io/safetensors';
 export type { SafetensorsDType, TensorInfo, TensorEntry } from './io/safetensors';
 export * as nn from './nn';
+export { parseLlamaConfig, loadLlamaConfig, parseGenerationConfig, loadGenerationConfig, SUPPORTED_ARCHITECTURES } from './model/config';
+export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/config';
+export { LlamaTokenizer } from './model/tokenizer';
