@@ -110,10 +110,12 @@ export interface AttentionOptions {
 
 function attnArgs(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, out?: Tensor): { o: Tensor; args: AttentionArgs } {
   [q, k, v].forEach((t, i) => f32(t, ['q', 'k', 'v'][i]));
-  if (q.shape.length !== 3 || k.shape.length !== 4) fail('ZOTUNE_SHAPE_MISMATCH', 'attention takes q [tokens, heads, headDim] and k, v [batch, kvHeads, cap, headDim]');
+  if (q.shape.length !== 3 || k.shape.length !== 4 || v.shape.length !== 4)
+    fail('ZOTUNE_SHAPE_MISMATCH', 'attention takes q [tokens, heads, headDim], k [batch, kvHeads, headDim, cap] and v [batch, kvHeads, cap, headDim]');
   const [, heads, hd] = q.shape;
-  const [batch, kvHeads, cap, khd] = k.shape;
-  if (khd !== hd || v.shape.join() !== k.shape.join()) fail('ZOTUNE_SHAPE_MISMATCH', `k [${k.shape.join(', ')}] and v [${v.shape.join(', ')}] must match and share q's headDim ${hd}`);
+  const [batch, kvHeads, khd, cap] = k.shape;
+  if (khd !== hd || v.shape.join() !== [batch, kvHeads, cap, hd].join())
+    fail('ZOTUNE_SHAPE_MISMATCH', `k [${k.shape.join(', ')}] must be [batch, kvHeads, ${hd}, cap] and v [${v.shape.join(', ')}] [batch, kvHeads, cap, ${hd}]`);
   const off = i32(opts.seqOffsets, 'seqOffsets');
   if (off.length !== batch + 1) fail('ZOTUNE_SHAPE_MISMATCH', `seqOffsets needs batch + 1 = ${batch + 1} entries`);
   if (off[batch] !== q.shape[0]) fail('ZOTUNE_SHAPE_MISMATCH', `seqOffsets ends at ${off[batch]} but q has ${q.shape[0]} rows`);
@@ -125,7 +127,11 @@ function attnArgs(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, out?:
   return { o, args: [o.mem, o.byteOffset, q.mem, q.byteOffset, k.mem, k.byteOffset, v.mem, v.byteOffset, off, start, opts.keyMask ?? null, batch, heads, kvHeads, hd, cap, scale] };
 }
 
-/** Causal grouped-query attention of packed queries over a KV layout (see native/cpu/nn.h). */
+/**
+ * Causal grouped-query attention of packed queries q [tokens, heads, headDim] over keys stored
+ * transposed, k [batch, kvHeads, headDim, cap], and values v [batch, kvHeads, cap, headDim]
+ * (see native/cpu/nn.h). out may be q itself.
+ */
 export function attentionSync(q: Tensor, k: Tensor, v: Tensor, opts: AttentionOptions, out?: Tensor): Tensor {
   const { o, args } = attnArgs(q, k, v, opts, out);
   native().attention(...args);

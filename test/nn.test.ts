@@ -40,7 +40,7 @@ function attnCase(c: AttnCase, seed: number) {
   const off = [0];
   for (const l of c.lens) off.push(off[off.length - 1] + l);
   const q = randTensor([off[B], c.Hq, c.hd], rnd, 2);
-  const k = randTensor([B, c.Hkv, c.cap, c.hd], rnd, 2);
+  const k = randTensor([B, c.Hkv, c.hd, c.cap], rnd, 2);
   const v = randTensor([B, c.Hkv, c.cap, c.hd], rnd);
   const mask = new Uint8Array(B * c.cap).fill(1);
   for (let i = 0; i < (c.masked ?? []).length; i += 2) mask[c.masked![i] * c.cap + c.masked![i + 1]] = 0;
@@ -130,7 +130,7 @@ describe.each(CPU_PATHS)('transformer ops on the %s path', (path) => {
 
   test('a query that sees only masked keys outputs zeros', () => {
     const q = Tensor.fromArray([1, 2, 3, 4, 5, 6, 7, 8], [2, 1, 4]);
-    const k = Tensor.fromArray(new Array(8).fill(1), [1, 1, 2, 4]), v = Tensor.fromArray(new Array(8).fill(3), [1, 1, 2, 4]);
+    const k = Tensor.fromArray(new Array(8).fill(1), [1, 1, 4, 2]), v = Tensor.fromArray(new Array(8).fill(3), [1, 1, 2, 4]);
     const out = nn.attentionSync(q, k, v, { seqOffsets: [0, 2], keyMask: Uint8Array.from([0, 1]) });
     expect(Array.from(out.data())).toEqual([0, 0, 0, 0, 3, 3, 3, 3]);
     [q, k, v, out].forEach((t) => t.dispose());

@@ -7,6 +7,7 @@
 //   rope = [theta, llama3 (0|1), factor, lowFreqFactor, highFreqFactor, originalMaxPositions]
 // attention(out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets: i32[B+1], seqStart: i32[B],
 //           keyMask: u8[B*cap] | null, B, heads, kvHeads, headDim, cap, scale)
+//   q [N][heads][headDim], k [B][kvHeads][headDim][cap] (transposed), v [B][kvHeads][cap][headDim]
 // swiglu(out, outOff, gate, gateOff, up, upOff, n)
 // embedding(out, outOff, table, tableOff, vocab, dim, ids: i32[n], n)
 // logProbs(logits, off, rows, n, targets: i32[rows], out: f64[rows]) -> {sum, count}

@@ -7,10 +7,10 @@
 // NaN -> NaN, x < -103.972 (incl. -inf) -> 0, x > 88.7228 -> +inf. libm's expf differs between
 // glibc versions and vector math libraries; this one is the same everywhere.
 //
-// Reduction order ("8-lane order"): element i of an n-element sum goes to lane i % 8 for
-// i < n & ~7, the lanes are combined as ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) (what
-// an AVX2 128-bit fold, movehl and a final add compute) and the tail n & ~7 .. n-1 is added
-// after it in order. Relative error of a sum of n same-sign terms: <= (n/8 + 3) u.
+// Reduction order ("8-lane order", used for the double-precision sums of RMSNorm and softmax):
+// element i of an n-element sum goes to lane i % 8 for i < n & ~7, the lanes are combined as
+// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)) (what an AVX2 128-bit fold, unpackhi and a
+// final add compute) and the tail n & ~7 .. n-1 is added after it in order.
 #pragma once
 #include "philox.h"  // bits_to_f32, zt_mul, zt_add
 
@@ -44,20 +44,6 @@ ZT_HD float silu_f32(float g) { return g / zt_add(1.0f, exp_f32(-g)); }
 // RMSNorm's scale 1/sqrt(mean + eps) from a sum of squares computed in double, rounded once.
 ZT_HD float rms_inv(double sum_sq, size_t n, double eps) { return (float)(1.0 / sqrt(sum_sq / (double)n + eps)); }
 
-ZT_HD float reduce8(const float l[8]) {
-  return zt_add(zt_add(zt_add(l[0], l[4]), zt_add(l[2], l[6])), zt_add(zt_add(l[1], l[5]), zt_add(l[3], l[7])));
-}
 ZT_HD double reduce8d(const double l[8]) { return ((l[0] + l[4]) + (l[2] + l[6])) + ((l[1] + l[5]) + (l[3] + l[7])); }
-
-// Dot product in the 8-lane order, with separate multiply and add (no fused multiply-add).
-ZT_HD float dot8(const float* a, const float* b, size_t n) {
-  float l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  size_t n8 = n & ~(size_t)7;
-  for (size_t i = 0; i < n8; i += 8)
-    for (int j = 0; j < 8; ++j) l[j] = zt_add(l[j], zt_mul(a[i + j], b[i + j]));
-  float s = reduce8(l);
-  for (size_t i = n8; i < n; ++i) s = zt_add(s, zt_mul(a[i], b[i]));
-  return s;
-}
 
 }  // namespace zt

@@ -127,9 +127,9 @@ int64_t argmax_ref(const float* x, size_t n) {
 }
 
 void attention_block_ref(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) {
-  const size_t hd = a.hd, group = a.Hq / a.Hkv;
-  const float* kb = a.k + (b * a.Hkv + kvh) * a.cap * hd;
-  const float* vb = a.v + (b * a.Hkv + kvh) * a.cap * hd;
+  const size_t hd = a.hd, group = a.Hq / a.Hkv, cap = a.cap;
+  const float* kt = a.k + (b * a.Hkv + kvh) * hd * cap;  // [hd][cap]
+  const float* vb = a.v + (b * a.Hkv + kvh) * cap * hd;  // [cap][hd]
   const uint8_t* mb = a.kmask ? a.kmask + b * a.cap : nullptr;
   float o[kMaxHeadDim], ob[kMaxHeadDim], s[kKeyBlock];
   for (size_t i = r0; i < r1; ++i) {
@@ -145,7 +145,9 @@ void attention_block_ref(const AttnArgs& a, size_t b, size_t kvh, size_t r0, siz
         const size_t j1 = std::min(last + 1, j0 + kKeyBlock);
         float bm = kNegInf;
         for (size_t j = j0; j < j1; ++j) {
-          float sj = (mb && !mb[j]) ? kNegInf : zt_mul(dot8(qh, kb + j * hd, hd), a.scale);
+          float acc = 0;
+          for (size_t d = 0; d < hd; ++d) acc = zt_add(acc, zt_mul(qh[d], kt[d * cap + j]));
+          float sj = (mb && !mb[j]) ? kNegInf : zt_mul(acc, a.scale);
           s[j - j0] = sj;
           bm = sj > bm ? sj : bm;
         }
@@ -157,13 +159,15 @@ void attention_block_ref(const AttnArgs& a, size_t b, size_t kvh, size_t r0, siz
           m = bm;
         }
         for (size_t d = 0; d < hd; ++d) ob[d] = 0;
+        double l8[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // the block's sum of p in the 8-lane order
         for (size_t j = j0; j < j1; ++j) {
-          if (s[j - j0] == kNegInf) continue;
+          if (mb && !mb[j]) continue;
           float p = exp_f32(zt_add(s[j - j0], -m));
-          l += (double)p;
+          l8[(j - j0) & 7] += (double)p;
           const float* vj = vb + j * hd;
           for (size_t d = 0; d < hd; ++d) ob[d] = zt_add(ob[d], zt_mul(p, vj[d]));
         }
+        l += reduce8d(l8);
         for (size_t d = 0; d < hd; ++d) o[d] = zt_add(o[d], ob[d]);
       }
       if (l > 0) {

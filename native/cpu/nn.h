@@ -10,8 +10,9 @@
 // Error bounds (u = 2^-24, fp32 unit roundoff; inputs exact):
 //   rmsnorm   sum of squares in double (exact products): |rel err| <= 3u per output.
 //   rope      cos/sin tables from double-precision angles rounded once; 3 roundings per output.
-//   attention q.k in fp32 (8-lane order): |err| <= (hd/8 + 3) u sum|q_i k_i|; softmax max-subtracted
-//             with exp_f32 (1.5 ulp); denominators summed in double; the value sum is accumulated
+//   attention q.k in fp32, summed in d order: |err| <= hd u sum|q_d k_d|; softmax max-subtracted
+//             with exp_f32 (1.5 ulp); denominators summed in double (per 32-key block in the 8-lane
+//             order, then added to the running sum); the value sum is accumulated
 //             per 32-key block and the blocks added, so |err| <= (32 + n/32 + 4) u sum_j p_j |v_j|
 //             for n visible keys (plus the score error propagated through exp).
 //   swiglu    <= 4 ulp.
@@ -51,11 +52,13 @@ void softmax_stats_ref(const float* x, size_t rows, size_t n, size_t ld, float* 
 // Index of the first maximum, ignoring NaN; -1 if every value is NaN (or n == 0).
 int64_t argmax_ref(const float* x, size_t n);
 
-// Causal grouped-query attention reading keys and values from a KV layout [B][Hkv][cap][hd].
-// Sequence b has queries q rows [q_off[b], q_off[b+1]) (row stride ld, heads of hd values,
-// Hq = Hkv * group); query i of sequence b sits at KV slot q_start[b] + i and sees the slots
-// [0, q_start[b] + i] whose kmask byte is nonzero (kmask null: all). A query that sees no slot
-// outputs zeros. scale multiplies q.k (1/sqrt(hd) for LLaMA).
+// Causal grouped-query attention over a KV layout: keys transposed, k [B][Hkv][hd][cap] (so the
+// scores of 8 consecutive slots are one vector per d), values v [B][Hkv][cap][hd]. Sequence b has
+// queries q rows [q_off[b], q_off[b+1]) (row stride ld, heads of hd values, Hq = Hkv * group);
+// query i of sequence b sits at KV slot q_start[b] + i and sees the slots [0, q_start[b] + i]
+// whose kmask byte is nonzero (kmask null: all). A query that sees no slot outputs zeros. scale
+// multiplies q.k (1/sqrt(hd) for LLaMA). out may equal q (each row and head is read, then written,
+// by one task).
 struct AttnArgs {
   float* out;  // [Nq][ld_out]
   const float* q;

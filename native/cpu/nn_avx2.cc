@@ -11,6 +11,7 @@ namespace {
 
 constexpr size_t kMaxHeadDim = 512;
 constexpr size_t kKeyBlock = 32;
+constexpr size_t kQueryBlock = 16;
 
 inline __m256 exp8(__m256 x) {
   __m256 fx = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f)));
@@ -35,27 +36,11 @@ inline __m256 exp8(__m256 x) {
                           _mm256_cmp_ps(x, _mm256_set1_ps(kExpHi), _CMP_GT_OQ));
 }
 
-// ((l0 + l4) + (l2 + l6)) + ((l1 + l5) + (l3 + l7)), as reduce8().
-inline float hsum8(__m256 v) {
-  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-  __m128 t = _mm_add_ps(s, _mm_movehl_ps(s, s));
-  return _mm_cvtss_f32(_mm_add_ss(t, _mm_shuffle_ps(t, t, 1)));
-}
-
 // Lanes 0-3 in lo, 4-7 in hi, as reduce8d().
 inline double hsum8d(__m256d lo, __m256d hi) {
   __m256d s = _mm256_add_pd(lo, hi);
   __m128d t = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
   return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
-}
-
-inline float dot(const float* a, const float* b, size_t n) {
-  const size_t n8 = n & ~(size_t)7;
-  __m256 acc = _mm256_setzero_ps();
-  for (size_t i = 0; i < n8; i += 8) acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(a + i), _mm256_loadu_ps(b + i)));
-  float s = hsum8(acc);
-  for (size_t i = n8; i < n; ++i) s = zt_add(s, zt_mul(a[i], b[i]));
-  return s;
 }
 
 // y[d] = y[d] * c for d < n
@@ -168,65 +153,190 @@ int64_t argmax(const float* x, size_t n) {
   return -1;
 }
 
-void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) {
-  const size_t hd = a.hd, hd8 = hd & ~(size_t)7, group = a.Hq / a.Hkv;
-  const float* kb = a.k + (b * a.Hkv + kvh) * a.cap * hd;
-  const float* vb = a.v + (b * a.Hkv + kvh) * a.cap * hd;
-  const uint8_t* mb = a.kmask ? a.kmask + b * a.cap : nullptr;
+namespace {
+
+// Scores of NV vectors of 8 consecutive slots for NH heads: s[h][8v + l] = scale * sum_d q_h[d]
+// k[d][slot] (d in order); unless Full, the last vector's lanes beyond `tail` are not loaded (0).
+template <int NH, int NV, bool Full>
+inline void block_scores(const float* const* qh, const float* kt, size_t cap, size_t hd, __m256i tail, float scale,
+                         float (*s)[kKeyBlock]) {
+  __m256 acc[NH][NV];
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_setzero_ps();
+  for (size_t d = 0; d < hd; ++d) {
+    const float* kr = kt + d * cap;
+    __m256 kv[NV];
+    for (int v = 0; v < NV - 1; ++v) kv[v] = _mm256_loadu_ps(kr + 8 * v);
+    kv[NV - 1] = Full ? _mm256_loadu_ps(kr + 8 * (NV - 1)) : _mm256_maskload_ps(kr + 8 * (NV - 1), tail);
+    for (int h = 0; h < NH; ++h) {
+      const __m256 qd = _mm256_set1_ps(qh[h][d]);
+      for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_add_ps(acc[h][v], _mm256_mul_ps(qd, kv[v]));
+    }
+  }
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < NV; ++v) _mm256_store_ps(s[h] + 8 * v, _mm256_mul_ps(acc[h][v], sc));
+}
+
+// o[h][d0 .. d0 + 8 ND) += sum_j p[h][j] v_j (the block sum first, j in order) for live heads.
+template <int NH, int ND>
+inline void block_values(const float (*p)[kKeyBlock], const float* vd, size_t hd, size_t n, const uint8_t* mb,
+                         const bool* live, float (*o)[kMaxHeadDim], size_t d0) {
+  __m256 bs[NH][ND];
+  for (int h = 0; h < NH; ++h)
+    for (int c = 0; c < ND; ++c) bs[h][c] = _mm256_setzero_ps();
+  for (size_t j = 0; j < n; ++j) {
+    if (mb && !mb[j]) continue;
+    const float* vj = vd + j * hd;
+    __m256 vv[ND];
+    for (int c = 0; c < ND; ++c) vv[c] = _mm256_loadu_ps(vj + 8 * c);
+    for (int h = 0; h < NH; ++h) {
+      const __m256 pj = _mm256_set1_ps(p[h][j]);
+      for (int c = 0; c < ND; ++c) bs[h][c] = _mm256_add_ps(bs[h][c], _mm256_mul_ps(pj, vv[c]));
+    }
+  }
+  for (int h = 0; h < NH; ++h)
+    if (live[h])
+      for (int c = 0; c < ND; ++c)
+        _mm256_store_ps(o[h] + d0 + 8 * c, _mm256_add_ps(_mm256_load_ps(o[h] + d0 + 8 * c), bs[h][c]));
+}
+
+// Running online-softmax state of one query row for NH heads.
+template <int NH>
+struct RowState {
+  alignas(32) float o[NH][kMaxHeadDim];
+  float m[NH];
+  double l[NH];
+};
+
+// One 32-slot key block for one query row and NH heads of the same KV group (every key and value
+// vector loaded serves NH heads). Per head the operations are exactly those of
+// attention_block_ref.
+template <int NH>
+inline void attend_block(const AttnArgs& a, const float* const* qh, const float* kt, const float* vb, const uint8_t* mb,
+                         size_t j0, size_t n, RowState<NH>& st) {
+  const size_t hd = a.hd, hd8 = hd & ~(size_t)7, nv = (n + 7) / 8;
   const float neg_inf = -__builtin_inff();
-  alignas(32) float o[kMaxHeadDim], ob[kMaxHeadDim];
-  float s[kKeyBlock];
-  for (size_t i = r0; i < r1; ++i) {
-    const size_t row = (size_t)a.q_off[b] + i, last = (size_t)a.q_start[b] + i;
-    for (size_t g = 0; g < group; ++g) {
-      const size_t h = kvh * group + g;
-      const float* qh = a.q + row * a.ld_q + h * hd;
-      float* oh = a.out + row * a.ld_out + h * hd;
-      float m = neg_inf;
-      double l = 0;
-      for (size_t d = 0; d < hd; ++d) o[d] = 0;
-      for (size_t j0 = 0; j0 <= last; j0 += kKeyBlock) {
-        const size_t j1 = last + 1 < j0 + kKeyBlock ? last + 1 : j0 + kKeyBlock;
-        float bm = neg_inf;
-        for (size_t j = j0; j < j1; ++j) {
-          float sj = (mb && !mb[j]) ? neg_inf : zt_mul(dot(qh, kb + j * hd, hd), a.scale);
-          s[j - j0] = sj;
-          bm = sj > bm ? sj : bm;
-        }
-        if (bm == neg_inf) continue;
-        if (bm > m) {
-          float corr = exp_f32(zt_add(m, -bm));
-          l *= (double)corr;
-          scale_vec(o, corr, hd);
-          m = bm;
-        }
-        for (size_t d = 0; d < hd; ++d) ob[d] = 0;
-        for (size_t j = j0; j < j1; ++j) {
-          if (s[j - j0] == neg_inf) continue;
-          float p = exp_f32(zt_add(s[j - j0], -m));
-          l += (double)p;
-          const float* vj = vb + j * hd;
-          const __m256 pv = _mm256_set1_ps(p);
-          for (size_t d = 0; d < hd8; d += 8)
-            _mm256_store_ps(ob + d, _mm256_add_ps(_mm256_load_ps(ob + d), _mm256_mul_ps(pv, _mm256_loadu_ps(vj + d))));
-          for (size_t d = hd8; d < hd; ++d) ob[d] = zt_add(ob[d], zt_mul(p, vj[d]));
-        }
-        for (size_t d = 0; d < hd8; d += 8) _mm256_store_ps(o + d, _mm256_add_ps(_mm256_load_ps(o + d), _mm256_load_ps(ob + d)));
-        for (size_t d = hd8; d < hd; ++d) o[d] = zt_add(o[d], ob[d]);
-      }
-      if (l > 0) {
-        const __m256d lv = _mm256_set1_pd(l);
+  alignas(32) float s[NH][kKeyBlock], p[NH][kKeyBlock];
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - 8 * (nv - 1))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  if (n == kKeyBlock) {
+    block_scores<NH, 4, true>(qh, kt + j0, a.cap, hd, tail, a.scale, s);
+  } else {
+    switch (nv) {
+      case 4: block_scores<NH, 4, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      case 3: block_scores<NH, 3, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      case 2: block_scores<NH, 2, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      default: block_scores<NH, 1, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+    }
+  }
+  bool live[NH];
+  bool any = false;
+  for (int h = 0; h < NH; ++h) {
+    float bm = neg_inf;
+    for (size_t j = 0; j < n; ++j) {
+      if (mb && !mb[j0 + j]) s[h][j] = neg_inf;
+      bm = s[h][j] > bm ? s[h][j] : bm;
+    }
+    for (size_t j = n; j < 8 * nv; ++j) s[h][j] = neg_inf;  // lanes past the last slot: p = 0
+    live[h] = bm != neg_inf;
+    if (!live[h]) continue;  // every slot of the block masked
+    any = true;
+    if (bm > st.m[h]) {
+      float corr = exp_f32(zt_add(st.m[h], -bm));
+      st.l[h] *= (double)corr;
+      scale_vec(st.o[h], corr, hd);
+      st.m[h] = bm;
+    }
+    const __m256 mv = _mm256_set1_ps(st.m[h]);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    for (size_t v = 0; v < nv; ++v) {
+      __m256 pv = exp8(_mm256_sub_ps(_mm256_load_ps(s[h] + 8 * v), mv));  // exactly 0 where s = -inf
+      _mm256_store_ps(p[h] + 8 * v, pv);
+      s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(pv)));
+      s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(pv, 1)));
+    }
+    st.l[h] += hsum8d(s0, s1);
+  }
+  if (!any) return;
+  // o += sum_j p_j v_j per head: the block sum first, 32 columns at a time in registers
+  for (size_t d0 = 0; d0 < hd8; d0 += 32) {
+    const float* vd = vb + j0 * hd + d0;
+    const uint8_t* mj = mb ? mb + j0 : nullptr;
+    switch ((hd8 - d0) / 8) {
+      case 1: block_values<NH, 1>(p, vd, hd, n, mj, live, st.o, d0); break;
+      case 2: block_values<NH, 2>(p, vd, hd, n, mj, live, st.o, d0); break;
+      case 3: block_values<NH, 3>(p, vd, hd, n, mj, live, st.o, d0); break;
+      default: block_values<NH, 4>(p, vd, hd, n, mj, live, st.o, d0); break;
+    }
+  }
+  for (int h = 0; h < NH; ++h) {
+    if (!live[h]) continue;
+    for (size_t d = hd8; d < hd; ++d) {
+      float bd = 0;
+      for (size_t j = 0; j < n; ++j)
+        if (!(mb && !mb[j0 + j])) bd = zt_add(bd, zt_mul(p[h][j], vb[(j0 + j) * hd + d]));
+      st.o[h][d] = zt_add(st.o[h][d], bd);
+    }
+  }
+}
+
+// Query rows [r0, r1) (at most kQueryBlock) of sequence b, heads h0 .. h0 + NH: key blocks in the
+// outer loop so each 32-slot block of K and V is reused from L1 by every row of the tile.
+template <int NH>
+void attend_tile(const AttnArgs& a, const float* kt, const float* vb, const uint8_t* mb, size_t b, size_t h0, size_t r0,
+                 size_t r1) {
+  const size_t hd = a.hd, hd8 = hd & ~(size_t)7;
+  RowState<NH> st[kQueryBlock];
+  const float* qh[kQueryBlock][NH];
+  for (size_t r = r0; r < r1; ++r) {
+    RowState<NH>& t = st[r - r0];
+    for (int h = 0; h < NH; ++h) {
+      qh[r - r0][h] = a.q + ((size_t)a.q_off[b] + r) * a.ld_q + (h0 + h) * hd;
+      t.m[h] = -__builtin_inff();
+      t.l[h] = 0;
+      for (size_t d = 0; d < hd; ++d) t.o[h][d] = 0;
+    }
+  }
+  const size_t start = (size_t)a.q_start[b];
+  for (size_t j0 = 0; j0 <= start + r1 - 1; j0 += kKeyBlock)
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t last = start + r;
+      if (last < j0) continue;
+      const size_t n = (last + 1 < j0 + kKeyBlock ? last + 1 : j0 + kKeyBlock) - j0;
+      attend_block<NH>(a, qh[r - r0], kt, vb, mb, j0, n, st[r - r0]);
+    }
+  for (size_t r = r0; r < r1; ++r) {
+    RowState<NH>& t = st[r - r0];
+    for (int h = 0; h < NH; ++h) {
+      float* oh = a.out + ((size_t)a.q_off[b] + r) * a.ld_out + (h0 + h) * hd;
+      if (t.l[h] > 0) {
+        const __m256d lv = _mm256_set1_pd(t.l[h]);
         for (size_t d = 0; d < hd8; d += 8) {
-          __m256 v = _mm256_load_ps(o + d);
+          __m256 v = _mm256_load_ps(t.o[h] + d);
           __m128 lo = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), lv));
           __m128 hi = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), lv));
           _mm256_storeu_ps(oh + d, _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
         }
-        for (size_t d = hd8; d < hd; ++d) oh[d] = (float)((double)o[d] / l);
+        for (size_t d = hd8; d < hd; ++d) oh[d] = (float)((double)t.o[h][d] / t.l[h]);
       } else {
         for (size_t d = 0; d < hd; ++d) oh[d] = 0;
       }
     }
+  }
+}
+
+}  // namespace
+
+void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) {
+  const size_t group = a.Hq / a.Hkv;
+  const float* kt = a.k + (b * a.Hkv + kvh) * a.hd * a.cap;  // [hd][cap]
+  const float* vb = a.v + (b * a.Hkv + kvh) * a.cap * a.hd;  // [cap][hd]
+  const uint8_t* mb = a.kmask ? a.kmask + b * a.cap : nullptr;
+  for (size_t t0 = r0; t0 < r1; t0 += kQueryBlock) {
+    const size_t t1 = t0 + kQueryBlock < r1 ? t0 + kQueryBlock : r1;
+    size_t g = 0;
+    for (; g + 2 <= group; g += 2) attend_tile<2>(a, kt, vb, mb, b, kvh * group + g, t0, t1);
+    if (g < group) attend_tile<1>(a, kt, vb, mb, b, kvh * group + g, t0, t1);
   }
 }
 

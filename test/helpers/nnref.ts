@@ -59,7 +59,7 @@ export function ropeRef(x: ArrayLike<number>, rows: number, heads: number, hd: n
 
 export interface AttnRef {
   q: ArrayLike<number>; // [N, Hq, hd]
-  k: ArrayLike<number>; // [B, Hkv, cap, hd]
+  k: ArrayLike<number>; // [B, Hkv, hd, cap]
   v: ArrayLike<number>;
   seqOffsets: number[];
   seqStart: number[];
@@ -83,7 +83,7 @@ export function attentionRef(a: AttnRef): F64 {
         for (let j = 0; j <= last; j++) {
           if (a.keyMask && !a.keyMask[b * a.cap + j]) continue;
           let d = 0;
-          for (let e = 0; e < a.hd; e++) d += a.q[(row * a.Hq + h) * a.hd + e] * a.k[kb + j * a.hd + e];
+          for (let e = 0; e < a.hd; e++) d += a.q[(row * a.Hq + h) * a.hd + e] * a.k[kb + e * a.cap + j];
           scores.push(j, d * a.scale);
         }
         if (!scores.length) continue;
