@@ -14,3 +14,5 @@ export * as nn from './nn';
 export { parseLlamaConfig, loadLlamaConfig, parseGenerationConfig, loadGenerationConfig, SUPPORTED_ARCHITECTURES } from './model/config';
 export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/config';
 export { LlamaTokenizer } from './model/tokenizer';
+export { matmul, matmulSync } from './gemm';
+export type { MatmulOptions, MatmulPerturb } from './gemm';

@@ -1,4 +1,5 @@
 /** The typed surface of the native CPU addon (native/addon/). */
+import type { QTensorDesc } from '../qtensor';
 
 export type Mem = NativeBuffer | ArrayBufferView | ArrayBuffer;
 
@@ -26,6 +27,14 @@ export interface CpuInfo {
 }
 
 type Seed = number | bigint;
+
+/** Positional arguments of gemm (native/addon/bind_gemm.cc); the perturbation ones only with perturb = true. */
+export type GemmCall = [
+  a: Mem, aByteOffset: number, m: number, k: number, w: Mem | QTensorDesc, wByteOffset: number, n: number,
+  c: Mem, cByteOffset: number, bias: Mem | null, biasByteOffset: number, accumulate: boolean,
+  perturb?: boolean, seed?: Seed, stream?: number, alpha?: number, dist?: number, bits?: number, srPurpose?: number,
+  first?: number | bigint, indices?: Mem | null, indicesByteOffset?: number, indicesCount?: number,
+];
 
 /** Every op `x` also exists as `xAsync`, returning a Promise and running off the event loop. */
 export interface NativeAddon {
@@ -60,6 +69,8 @@ export interface NativeAddon {
   argmaxAsync(x: Mem, off: number, rows: number, n: number, out: Int32Array): Promise<void>;
   sample(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): void;
   sampleAsync(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): Promise<void>;
+  gemm(...args: GemmCall): void;
+  gemmAsync(...args: GemmCall): Promise<void>;
 }
 
 /** out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets, seqStart, keyMask, batch, heads, kvHeads, headDim, cap, scale */

@@ -74,6 +74,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", Napi::String::New(env, "cpu"));
   register_rng(env, exports);
   register_nn(env, exports);
+  register_gemm(env, exports);
   return exports;
 }
 

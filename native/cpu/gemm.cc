@@ -1,0 +1,313 @@
+// Scalar references of the GEMM kernels (the orders documented in gemm.h) and the threaded driver.
+#include "gemm.h"
+
+#include <algorithm>
+#include <string>
+#include <vector>
+
+#include "../common/status.h"
+#include "cpu_features.h"
+#include "memory.h"
+#include "threadpool.h"
+
+namespace zt {
+namespace {
+
+// Grow-only per-thread scratch (pool threads are persistent, so this is allocated once).
+struct Scratch {
+  float* p = nullptr;
+  size_t n = 0;
+  ~Scratch() {
+    if (p) host_free(p, n * sizeof(float), MemCategory::Workspace);
+  }
+  float* get(size_t floats) {
+    if (floats > n) {
+      if (p) host_free(p, n * sizeof(float), MemCategory::Workspace);
+      p = nullptr;
+      n = 0;
+      p = static_cast<float*>(host_alloc(floats * sizeof(float), MemCategory::Workspace));
+      n = floats;
+    }
+    return p;
+  }
+};
+
+thread_local Scratch t_scratch;
+
+// Sum of 8 lanes in the AVX2 reduction order.
+float hsum8(const float l[8]) {
+  return zt_add(zt_add(zt_add(l[0], l[4]), zt_add(l[2], l[6])), zt_add(zt_add(l[1], l[5]), zt_add(l[3], l[7])));
+}
+
+// Element of a 64-chunk in lane l of vector j (gemm.h).
+enum class Lanes { Natural, Nibble, EvenOdd };
+Lanes lanes_of(const GemmWeights& w) {
+  if (w.f32) return Lanes::Natural;
+  if (qformat_is_4bit(w.q.format)) return Lanes::Nibble;
+  return w.q.format == QFormat::Bf16 ? Lanes::EvenOdd : Lanes::Natural;
+}
+uint64_t lane_elem(Lanes s, int j, int l) {
+  switch (s) {
+    case Lanes::Nibble: return 8 * l + j;
+    case Lanes::EvenOdd: return 16 * (j / 2) + 2 * l + (j & 1);
+    default: return 8 * j + l;
+  }
+}
+
+void out_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
+  float* o = g.c + m * g.ldc + n;
+  float v = g.accumulate ? zt_add(*o, r) : r;
+  *o = g.bias ? zt_add(v, g.bias[n]) : v;
+}
+
+// Tail of a GEMV row: one fma chain over w(n, k), k in [k64, K).
+float gemv_tail(const GemvCtx& g, uint64_t m, uint64_t n) {
+  float t = 0.0f;
+  for (uint64_t k = g.k64; k < g.w->k; ++k) t = zt_fma(g.x[m * g.w->k + k], gemm_weight_at(*g.w, n, k), t);
+  return t;
+}
+
+}  // namespace
+
+// --- decode and perturbation ----------------------------------------------------------------
+
+void gemm_decode_ref(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld) {
+  for (uint64_t n = n0; n < n1; ++n)
+    for (uint64_t k = k0; k < k1; ++k) out[(n - n0) * ld + (k - k0)] = gemm_weight_at(w, n, k);
+}
+
+void gemm_perturb_ref(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
+                      uint64_t ld) {
+  for (uint64_t n = n0; n < n1; ++n) {
+    float* o = out + (n - n0) * ld - k0;
+    if (!p.sparse) {
+      for (uint64_t k = k0; k < k1; ++k) o[k] = zt_fma(p.alpha, direction_at(p.dir, p.first + n * K + k), o[k]);
+      continue;
+    }
+    const uint32_t* it = std::lower_bound(p.idx, p.idx + p.nidx, (uint32_t)std::min<uint64_t>(n * K + k0, 0xffffffffu));
+    for (; it < p.idx + p.nidx && *it < n * K + k1; ++it) {
+      if ((uint64_t)*it < n * K + k0) continue;
+      uint64_t k = *it - n * K;
+      o[k] = zt_fma(p.alpha, direction_at(p.dir, p.first + *it), o[k]);
+    }
+  }
+}
+
+// --- GEMV ------------------------------------------------------------------------------------
+
+uint64_t gemv_prepared_floats(uint64_t m, uint64_t k) {
+  uint64_t k64 = k / 64 * 64;
+  return m * (k64 + k64 / 8);
+}
+
+// xs[m][e] for chunk elements in (vector j, lane l) order, int4 prescaled by 2^-4j (j < 7), then
+// xs[m][k64 + 8c + l] = the lane's sum of x over the chunk (int4 zero-point correction).
+void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs) {
+  const uint64_t K = w.k, k64 = K / 64 * 64;
+  const Lanes s = lanes_of(w);
+  const bool int4 = !w.f32 && w.q.format == QFormat::Int4;
+  for (uint64_t r = 0; r < m; ++r) {
+    const float* xr = x + r * K;
+    float* o = xs + r * k64;
+    float* sums = xs + m * k64 + r * (k64 / 8);
+    for (uint64_t c = 0; c < k64; c += 64) {
+      for (int j = 0; j < 8; ++j)
+        for (int l = 0; l < 8; ++l) {
+          float v = xr[c + lane_elem(s, j, l)];
+          o[c + 8 * j + l] = (int4 && j < 7) ? zt_mul(v, pow2f(-4 * j)) : v;
+        }
+      for (int l = 0; l < 8; ++l) {
+        float t = 0.0f;
+        for (int j = 0; j < 8; ++j) t = zt_add(t, xr[c + lane_elem(s, j, l)]);
+        sums[c / 8 + l] = t;
+      }
+    }
+  }
+}
+
+// Unscaled value of lane l, vector j of chunk c of row n (as the AVX2 decoders produce it); sets
+// *nan for an e4m3 NaN code (the AVX2 kernel flags those per row).
+static float gemv_code_value(const GemmWeights& w, uint64_t n, uint64_t c, int j, int l, bool* nan) {
+  if (w.f32) return w.w32[n * w.k + c + 8 * j + l];
+  const QTensorView& q = w.q;
+  const uint8_t* row = gemm_row(q, n);
+  switch (q.format) {
+    case QFormat::Int4: {
+      uint32_t u = gemm_nibble(row, c + 8 * l + j);
+      return j < 7 ? (float)(int32_t)(u << (4 * j)) : (float)u;
+    }
+    case QFormat::Nf4: return nf4_value((int)gemm_nibble(row, c + 8 * l + j));
+    case QFormat::Int8: return (float)(int8_t)row[c + 8 * j + l];
+    case QFormat::Fp8E4M3: {
+      uint8_t code = row[c + 8 * j + l];
+      if ((code & 0x7f) == 0x7f) {
+        *nan = true;
+        return 0.0f;
+      }
+      return zt_mul(minifloat_decode(code, kE4M3), 0x1p-8f);
+    }
+    case QFormat::Fp8E5M2: return minifloat_decode(row[c + 8 * j + l], kE5M2);
+    case QFormat::Bf16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[c + 16 * (j / 2) + 2 * l + (j & 1)]);
+    case QFormat::Fp16: return minifloat_decode(reinterpret_cast<const uint16_t*>(row)[c + 8 * j + l], kFp16);
+  }
+  return 0.0f;
+}
+
+void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  const GemmWeights& w = *g.w;
+  const bool scaled = !w.f32 && qformat_has_scales(w.q.format);
+  const bool nibble_lanes = lanes_of(w) == Lanes::Nibble;
+  const bool int4 = !w.f32 && w.q.format == QFormat::Int4;
+  const bool e4m3 = !w.f32 && w.q.format == QFormat::Fp8E4M3;
+  const bool half_groups = scaled && !nibble_lanes && w.q.group == 32;  // natural lanes, 2 groups a chunk
+  for (uint64_t n = n0; n < n1; ++n)
+    for (uint64_t m = 0; m < g.m; ++m) {
+      const float* xs = g.xs + m * g.k64;
+      const float* xsum = g.xs + g.m * g.k64 + m * (g.k64 / 8);
+      float acc[2][8] = {}, t[2][8] = {};
+      bool nan = false;
+      // acc += s·(t0 + t1) with each lane's scale (element k of the lane decides), t reset.
+      auto flush = [&](uint64_t c, int half) {
+        for (int l = 0; l < 8; ++l) {
+          float s = gemm_scale_at(w.q, n, nibble_lanes ? c + 8 * l : c + 32 * half);
+          if (e4m3) s = zt_mul(s, 256.0f);
+          acc[0][l] = zt_fma(s, zt_add(t[0][l], t[1][l]), acc[0][l]);
+          t[0][l] = t[1][l] = 0.0f;
+        }
+      };
+      for (uint64_t c = 0; c < g.k64; c += 64) {
+        for (int j = 0; j < 8; ++j) {
+          for (int l = 0; l < 8; ++l) {
+            float v = gemv_code_value(w, n, c, j, l, &nan);
+            float* d = scaled ? &t[j & 1][l] : &acc[j & 1][l];
+            *d = zt_fma(xs[c + 8 * j + l], v, *d);
+          }
+          if (half_groups && j == 3) flush(c, 0);
+        }
+        if (!scaled) continue;
+        if (int4)
+          for (int l = 0; l < 8; ++l) t[0][l] = zt_fma(-(float)gemm_zero_at(w.q, n, c + 8 * l), xsum[c / 8 + l], t[0][l]);
+        flush(c, half_groups ? 1 : 0);
+      }
+      float lanes[8];
+      for (int l = 0; l < 8; ++l) lanes[l] = scaled ? acc[0][l] : zt_add(acc[0][l], acc[1][l]);
+      float r = zt_add(hsum8(lanes), gemv_tail(g, m, n));
+      if (nan) r = bits_to_f32(0x7fc00000u);
+      out_store(g, m, n, r);
+    }
+}
+
+void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n) {
+  const uint64_t K = g.w->k;
+  for (uint64_t m = 0; m < g.m; ++m) {
+    const float* x = g.x + m * K;
+    float acc[2][8] = {};
+    for (uint64_t c = 0; c < g.k64; c += 64)
+      for (int j = 0; j < 8; ++j)
+        for (int l = 0; l < 8; ++l) acc[j & 1][l] = zt_fma(x[c + 8 * j + l], wrow[c + 8 * j + l], acc[j & 1][l]);
+    float lanes[8], tail = 0.0f;
+    for (int l = 0; l < 8; ++l) lanes[l] = zt_add(acc[0][l], acc[1][l]);
+    for (uint64_t k = g.k64; k < K; ++k) tail = zt_fma(x[k], wrow[k], tail);
+    out_store(g, m, n, zt_add(hsum8(lanes), tail));
+  }
+}
+
+// --- driver ------------------------------------------------------------------------------------
+
+void gemm_check_perturb(const GemmPerturb& p, uint64_t n, uint64_t k) {
+  if (!p.on) return;
+  const Direction& d = p.dir;
+  check(d.dist == kDirGauss || d.dist == kDirRademacher, Code::InvalidArgument, "perturb: dist must be gaussian or rademacher");
+  check(d.bits == 0 || (d.bits >= 2 && d.bits <= 8), Code::InvalidArgument, "perturb: bits must be 0 or 2..8");
+  if (d.bits && d.dist == kDirGauss)
+    check(d.sr_purpose == kPurposeSrProbe || d.sr_purpose == kPurposeSrUpdate, Code::InvalidArgument,
+          "perturb: srPurpose must be srProbe (4) or srUpdate (5)");
+  check(p.alpha == p.alpha && p.alpha - p.alpha == 0.0f, Code::NonFinite, "perturb: alpha must be finite");
+  check(p.first <= ~(uint64_t)0 - n * k, Code::OutOfRange, "perturb: first + N·K overflows 64 bits");
+  if (!p.sparse) return;
+  check(n * k <= ((uint64_t)1 << 32), Code::OutOfRange,
+        "perturb: indices are u32, so a sparse weight can hold at most 2^32 elements");
+  for (uint64_t i = 0; i < p.nidx; ++i) {
+    if (p.idx[i] >= n * k)
+      fail(Code::OutOfRange, "perturb: indices[" + std::to_string(i) + "] = " + std::to_string(p.idx[i]) +
+                                 " is beyond the weight's " + std::to_string(n * k) + " elements");
+    if (i && p.idx[i] <= p.idx[i - 1])
+      fail(Code::InvalidArgument, "perturb: indices must be strictly increasing (sorted, no duplicates); indices[" +
+                                      std::to_string(i) + "] = " + std::to_string(p.idx[i]) + " follows " +
+                                      std::to_string(p.idx[i - 1]));
+  }
+}
+
+namespace {
+
+// Output for K = 0: the empty chain.
+void gemm_empty_k(const GemmArgs& g) {
+  for (uint64_t m = 0; m < g.m; ++m)
+    for (uint64_t n = 0; n < g.w.n; ++n) {
+      float* o = g.c + m * g.w.n + n;
+      float v = g.accumulate ? *o : 0.0f;
+      *o = g.bias ? zt_add(v, g.bias[n]) : v;
+    }
+}
+
+// Scalar GEMM: each weight row decoded (and perturbed) once, then one fma chain per output.
+void gemm_rows_ref(const GemmArgs& g, uint64_t n0, uint64_t n1) {
+  const uint64_t K = g.w.k, N = g.w.n;
+  float* row = t_scratch.get(K);
+  for (uint64_t n = n0; n < n1; ++n) {
+    gemm_decode_ref(g.w, n, n + 1, 0, K, row, K);
+    if (g.p.on) gemm_perturb_ref(g.p, K, n, n + 1, 0, K, row, K);
+    for (uint64_t m = 0; m < g.m; ++m) {
+      const float* a = g.a + m * K;
+      float* o = g.c + m * N + n;
+      float acc = g.accumulate ? *o : 0.0f;
+      for (uint64_t k = 0; k < K; ++k) acc = zt_fma(a[k], row[k], acc);
+      *o = g.bias ? zt_add(acc, g.bias[n]) : acc;
+    }
+  }
+}
+
+}  // namespace
+
+void gemm(const GemmArgs& g) {
+  const uint64_t M = g.m, N = g.w.n, K = g.w.k;
+  if (M == 0 || N == 0) return;
+  if (K == 0) return gemm_empty_k(g);
+  gemm_check_perturb(g.p, N, K);
+  const bool avx = use_avx2();
+  if (M <= kGemvMaxRows) {
+    GemvCtx ctx{&g.w, g.a, nullptr, M, K / 64 * 64, g.bias, g.c, N, g.accumulate};
+    if (g.p.on) {
+      // RNG-bound: one row at a time, materialised and perturbed, then the fp32 GEMV order.
+      auto dec = avx ? avx2::gemm_decode : gemm_decode_ref;
+      auto per = avx ? avx2::gemm_perturb : gemm_perturb_ref;
+      auto dot = avx ? avx2::gemv_f32_row : gemv_f32_row_ref;
+      parallel_chunks(N, 8, [&](size_t b, size_t e) {
+        float* row = t_scratch.get(K);
+        for (size_t n = b; n < e; ++n) {
+          dec(g.w, n, n + 1, 0, K, row, K);
+          per(g.p, K, n, n + 1, 0, K, row, K);
+          dot(row, ctx, n);
+        }
+      });
+      return;
+    }
+    std::vector<float> xs(gemv_prepared_floats(M, K));
+    gemv_prepare(g.w, g.a, M, xs.data());
+    ctx.xs = xs.data();
+    auto rows = avx ? avx2::gemv_rows : gemv_rows_ref;
+    parallel_chunks(N, 32, [&](size_t b, size_t e) { rows(ctx, b, e); });
+    return;
+  }
+  if (!avx) {
+    parallel_chunks(N, 8, [&](size_t b, size_t e) { gemm_rows_ref(g, b, e); });
+    return;
+  }
+  const size_t ws = (kMC + kMR) * kKC + (kNC + kNR) * kKC + kNR * kKC;
+  parallel_chunks(N, kNC, [&](size_t b, size_t e) {
+    float* p = t_scratch.get(ws);
+    avx2::gemm_block(g, b, e, p, p + (kMC + kMR) * kKC, p + (kMC + kMR) * kKC + (kNC + kNR) * kKC);
+  });
+}
+
+}  // namespace zt

@@ -1,0 +1,172 @@
+// CPU GEMM, float-accumulate family: C[M,N] (+)= A[M,K] · W'[N,K]ᵀ (+ bias), fp32 activations and
+// accumulation, weights [out = N, in = K] like nn.Linear in fp32 or any QTensor format (int8,
+// int4, nf4, fp8 e4m3/e5m2, bf16, fp16; native/common/formats.h), decoded in registers.
+//
+// Perturb-on-load (MeZO without touching W): W' = W + alpha·z with z(n, k) = direction_at(dir,
+// first + n·K + k) (native/common/direction.h) regenerated inside the kernel while the weights
+// are decoded; z is never stored and W never written, so +eps/-eps probes restore exactly. With an
+// index subset (sparse ZO) only the listed elements are perturbed: a strictly increasing u32 list
+// of element indices n·K + k (so N·K <= 2^32), validated before anything runs.
+//
+// Element values (each operation rounded once in f32, in this order, on every path):
+//   w(n,k)  = s·q (int8), s·(u − zp) (int4), s·nf4[u], s·decode(c) (fp8), exact bf16/fp16/f32,
+//             s the element's scale (per tensor / row / group), zp the int4 zero-point (8 if none)
+//   w'(n,k) = fma(alpha, z, w) for perturbed elements (the rounding of the perturbation kernels),
+//             w otherwise.
+//
+// Summation orders (the scalar reference follows them, so scalar and AVX2 agree bit for bit; no
+// order depends on the thread count or on blocking):
+//   GEMM (M > kGemvMaxRows, or any M with perturbation when M > kGemvMaxRows): one fma chain per
+//     output in k order, c = fma(a[m,K-1], w'[n,K-1], ... fma(a[m,0], w'[n,0], c0)), c0 = C (when
+//     accumulating) or 0; then c + bias[n]. Cache blocking over K only splits the chain (partial
+//     sums are stored in C exactly), so the result is independent of KC, MC, NC and threads.
+//   GEMV (M <= kGemvMaxRows): a blocked dot product per (m, n) streaming the compressed row once;
+//     the order is fixed per format (gemv_row_ref in gemm.cc defines it):
+//     - K splits into 64-element chunks (the main part) and a tail of K mod 64 elements;
+//     - each chunk is 8 vectors j of 8 lanes l; lane l of vector j holds element 8j + l (fp32,
+//       fp16, fp8, int8), 8l + j (int4, nf4: lane = 4 packed bytes) or 16(j/2) + 2l + (j&1)
+//       (bf16: even/odd halves of 32-bit lanes);
+//     - products x·v of the unscaled code value v accumulate per lane into t[j & 1] (fma), fresh
+//       for every chunk; at the end of the chunk (and after j = 3 for natural lanes with groups of
+//       32) acc = fma(s, t[0] + t[1], acc) per lane with the lane's scale (int4 first t[0] −=
+//       zp·X, X the lane's sum of x, since v = u is unsigned; e4m3: v = decode/256 and s·256);
+//       formats without scales accumulate into acc[j & 1] directly;
+//     - lanes reduce as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), the tail adds one fma chain over
+//       w(n,k) in k order, then C (when accumulating) and bias are added.
+//     int4 prescales x by 2^-4j so that (code & 0xF << 4j) needs no shift: exact unless |x| <
+//     2^-100 (subnormal products; both paths still agree).
+//   GEMV with perturbation: w' of each row is materialised (decoded and perturbed) 64 elements
+//     at a time and dotted in the fp32 GEMV order.
+//
+// Error bounds (test/gemm.test.ts checks them as normalised MSE against a float64 reference over
+// the same decoded weights): the fp32 chain and the blocked dot both satisfy the classic bound
+// |c − exact| <= K·u·Σ|a·w| (u = 2^-24); observed NMSE ~1e-13 at K = 1000. Against the
+// unquantized weights the error is the format's own quantization error (not the kernel's).
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/direction.h"
+
+namespace zt {
+
+// --- element decode (shared by the scalar and AVX2 translation units: internal linkage) ----------
+
+static inline float gemm_scale_at(const QTensorView& q, uint64_t n, uint64_t k) { return q.scales[qt_scale_index(q, n, k)]; }
+static inline int gemm_zero_at(const QTensorView& q, uint64_t n, uint64_t k) {
+  return q.zeros ? (int)q.zeros[qt_scale_index(q, n, k)] : kInt4SymZero;
+}
+static inline const uint8_t* gemm_row(const QTensorView& q, uint64_t n) {
+  return q.data + n * qformat_row_bytes(q.format, q.cols);
+}
+static inline uint32_t gemm_nibble(const uint8_t* row, uint64_t k) { return (row[k >> 1] >> ((k & 1) * 4)) & 15u; }
+
+// Scales (and int4 zero-points) of one row: element k uses s[k >> shift] (groups are powers of 2;
+// one scale per row or tensor gives shift 63), so kernels never divide per element.
+struct GemmRowScales {
+  const float* s;
+  const uint8_t* z;  // null: symmetric (zero-point 8)
+  unsigned shift;
+};
+static inline GemmRowScales gemm_row_scales(const QTensorView& q, uint64_t n) {
+  if (!q.scales) return GemmRowScales{nullptr, nullptr, 63};
+  if (q.group == 0) return GemmRowScales{q.scales, q.zeros, 63};
+  if (q.group == q.cols) return GemmRowScales{q.scales + n, q.zeros ? q.zeros + n : nullptr, 63};
+  const uint64_t gpr = qt_groups_per_row(q);
+  const unsigned shift = q.group == 32 ? 5 : (q.group == 64 ? 6 : 7);
+  return GemmRowScales{q.scales + n * gpr, q.zeros ? q.zeros + n * gpr : nullptr, shift};
+}
+static inline float gemm_rs_scale(const GemmRowScales& r, uint64_t k) { return r.s[k >> r.shift]; }
+static inline int gemm_rs_zero(const GemmRowScales& r, uint64_t k) { return r.z ? (int)r.z[k >> r.shift] : kInt4SymZero; }
+
+static constexpr uint64_t kGemvMaxRows = 4;  // M at or below this streams weights (GEMV)
+
+struct GemmWeights {
+  bool f32;         // plain fp32 weights in w32, else the QTensor q
+  const float* w32;  // [n, k]
+  QTensorView q;
+  uint64_t n, k;
+};
+
+struct GemmPerturb {
+  bool on;
+  Direction dir;
+  float alpha;
+  uint64_t first;        // z index of element (0, 0)
+  bool sparse;           // only the elements listed in idx (possibly none)
+  const uint32_t* idx;   // strictly increasing n·K + k
+  uint64_t nidx;
+};
+
+// w(n, k) as defined above.
+static inline float gemm_weight_at(const GemmWeights& w, uint64_t n, uint64_t k) {
+  if (w.f32) return w.w32[n * w.k + k];
+  const QTensorView& q = w.q;
+  const uint8_t* row = gemm_row(q, n);
+  switch (q.format) {
+    case QFormat::Int8: return zt_mul(gemm_scale_at(q, n, k), (float)(int8_t)row[k]);
+    case QFormat::Int4: return zt_mul(gemm_scale_at(q, n, k), (float)((int)gemm_nibble(row, k) - gemm_zero_at(q, n, k)));
+    case QFormat::Nf4: return zt_mul(gemm_scale_at(q, n, k), nf4_value((int)gemm_nibble(row, k)));
+    case QFormat::Fp8E4M3: return zt_mul(gemm_scale_at(q, n, k), minifloat_decode(row[k], kE4M3));
+    case QFormat::Fp8E5M2: return zt_mul(gemm_scale_at(q, n, k), minifloat_decode(row[k], kE5M2));
+    case QFormat::Bf16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
+    case QFormat::Fp16: return minifloat_decode(reinterpret_cast<const uint16_t*>(row)[k], kFp16);
+  }
+  return 0.0f;
+}
+
+struct GemmArgs {
+  const float* a;  // [m, k]
+  uint64_t m;
+  GemmWeights w;
+  const float* bias;  // [n] or null
+  float* c;           // [m, n]
+  bool accumulate;    // C += A·W'ᵀ (+ bias) instead of C = A·W'ᵀ (+ bias)
+  GemmPerturb p;
+};
+
+// Throws ZOTUNE_INVALID_ARGUMENT / ZOTUNE_OUT_OF_RANGE for a bad direction or index list.
+void gemm_check_perturb(const GemmPerturb& p, uint64_t n, uint64_t k);
+void gemm(const GemmArgs& g);
+
+// --- range kernels (scalar reference beside the AVX2 kernel) ---------------------------------
+
+// Decodes rows [n0, n1), columns [k0, k1) of W into out (row stride ld floats).
+void gemm_decode_ref(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld);
+// w' = fma(alpha, z, w) on the decoded block (same block coordinates), dense or sparse.
+void gemm_perturb_ref(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
+                      uint64_t ld);
+// GEMV rows [n0, n1) for all m < M (M <= kGemvMaxRows); xs is the activation prepared by
+// gemv_prepare (layout per format), out[m·ldc + n] written (bias/accumulate applied).
+struct GemvCtx {
+  const GemmWeights* w;
+  const float* x;    // [m, k] original activations (tails)
+  const float* xs;   // prepared activations: [m][k64] permuted/prescaled, then [m][k64 / 8] lane sums
+  uint64_t m, k64;
+  const float* bias;
+  float* c;
+  uint64_t ldc;
+  bool accumulate;
+};
+void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs);
+uint64_t gemv_prepared_floats(uint64_t m, uint64_t k);
+void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1);
+// The fp32 GEMV order over one materialised weight row (perturbed GEMV).
+void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n);
+
+namespace avx2 {
+void gemm_decode(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld);
+void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
+                  uint64_t ld);
+// One task of the blocked GEMM: output columns [n0, n1) for all rows (workspace from the caller:
+// ap >= kMC·kKC floats, bp >= (kNC + 16)·kKC floats, tmp >= 16·kKC floats, all 64-byte aligned).
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* ap, float* bp, float* tmp);
+void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
+void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
+}  // namespace avx2
+
+// Blocking of the AVX2 GEMM (6×16 micro-tile): KC columns of K per pass, MC rows of A packed,
+// NC output columns per task.
+static constexpr uint64_t kMR = 6, kNR = 16, kKC = 256, kMC = 120, kNC = 128;
+
+}  // namespace zt

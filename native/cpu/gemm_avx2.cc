@@ -1,0 +1,570 @@
+// AVX2/FMA GEMM kernels, bit-identical to the scalar references in gemm.cc (orders in gemm.h):
+// weight decoders, the perturbation of decoded blocks (z regenerated in registers), W/A packing,
+// the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
+#include "gemm.h"
+#include "philox_avx2.h"
+
+namespace zt {
+namespace avx2 {
+namespace {
+
+// --- small helpers -----------------------------------------------------------------------------
+
+static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
+
+// Zen 1 splits 256-bit ops into halves and vperm2f128 is slow: build rows from 128-bit halves.
+// In: r[i] = 8 floats of row i (i < 8). Out: o[j] = column j (8 rows).
+static inline void transpose8(const float* const* rows, uint64_t off, __m256 o[8]) {
+  __m256 a[4], b[4];
+  for (int i = 0; i < 4; ++i) {
+    a[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(rows[i] + off)), _mm_loadu_ps(rows[i + 4] + off), 1);
+    b[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(rows[i] + off + 4)), _mm_loadu_ps(rows[i + 4] + off + 4), 1);
+  }
+  for (int h = 0; h < 2; ++h) {
+    const __m256* s = h ? b : a;
+    __m256 t0 = _mm256_unpacklo_ps(s[0], s[1]), t1 = _mm256_unpackhi_ps(s[0], s[1]);
+    __m256 t2 = _mm256_unpacklo_ps(s[2], s[3]), t3 = _mm256_unpackhi_ps(s[2], s[3]);
+    o[4 * h + 0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    o[4 * h + 1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    o[4 * h + 2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    o[4 * h + 3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+  }
+}
+
+// 8 nibbles (4 bytes at p) in element order, as dwords.
+static inline __m256i nibbles8(const uint8_t* p) {
+  int32_t v;
+  __builtin_memcpy(&v, p, 4);
+  return _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(v), _mm256_setr_epi32(0, 4, 8, 12, 16, 20, 24, 28)),
+                          _mm256_set1_epi32(15));
+}
+
+static inline __m256 nf4_lookup(__m256i u) {  // vpermps uses the low 3 bits; bit 3 picks the half
+  const __m256 lo = _mm256_setr_ps(nf4_value(0), nf4_value(1), nf4_value(2), nf4_value(3), nf4_value(4), nf4_value(5),
+                                   nf4_value(6), nf4_value(7));
+  const __m256 hi = _mm256_setr_ps(nf4_value(8), nf4_value(9), nf4_value(10), nf4_value(11), nf4_value(12),
+                                   nf4_value(13), nf4_value(14), nf4_value(15));
+  __m256 sel = _mm256_castsi256_ps(_mm256_slli_epi32(u, 28));
+  return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, u), _mm256_permutevar8x32_ps(hi, u), sel);
+}
+
+// fp8 bytes (8 at p) -> fp16 bit patterns: e5m2 is the top byte of an fp16; e4m3 rebiased by
+// putting its 7 magnitude bits at fp16 bits 13..7 (value / 256, subnormals included).
+static inline __m128i fp8_to_half_bits(__m128i bytes8, bool e4m3) {
+  __m128i h = _mm_unpacklo_epi8(_mm_setzero_si128(), bytes8);  // code << 8
+  if (!e4m3) return h;
+  return _mm_and_si128(_mm_srai_epi16(h, 1), _mm_set1_epi16((short)0xBFFF));
+}
+
+// Exact decode of 8 fp8 codes (NaN codes of e4m3 give NaN).
+static inline __m256 fp8_decode8(const uint8_t* p, bool e4m3) {
+  __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(p));
+  __m256 v = _mm256_cvtph_ps(fp8_to_half_bits(b, e4m3));
+  if (!e4m3) return v;
+  v = _mm256_mul_ps(v, _mm256_set1_ps(256.0f));
+  __m256i c = _mm256_cvtepu8_epi32(b);
+  __m256i isnan = _mm256_cmpeq_epi32(_mm256_and_si256(c, _mm256_set1_epi32(0x7f)), _mm256_set1_epi32(0x7f));
+  __m256 nan = _mm256_castsi256_ps(_mm256_or_si256(_mm256_set1_epi32(0x7fc00000), _mm256_slli_epi32(_mm256_srli_epi32(c, 7), 31)));
+  return _mm256_blendv_ps(v, nan, _mm256_castsi256_ps(isnan));
+}
+
+// --- decode: 8 consecutive elements [k, k + 8) of a row (k a multiple of 8, one scale group) ----
+
+static inline __m256 decode8(const GemmWeights& w, const uint8_t* row, const GemmRowScales& rs, uint64_t k) {
+  const QTensorView& q = w.q;
+  switch (q.format) {
+    case QFormat::Int8: {
+      __m128i b = _mm_loadl_epi64(reinterpret_cast<const __m128i*>(row + k));
+      return _mm256_mul_ps(_mm256_set1_ps(gemm_rs_scale(rs, k)), _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(b)));
+    }
+    case QFormat::Int4: {
+      __m256i u = _mm256_sub_epi32(nibbles8(row + k / 2), _mm256_set1_epi32(gemm_rs_zero(rs, k)));
+      return _mm256_mul_ps(_mm256_set1_ps(gemm_rs_scale(rs, k)), _mm256_cvtepi32_ps(u));
+    }
+    case QFormat::Nf4: return _mm256_mul_ps(_mm256_set1_ps(gemm_rs_scale(rs, k)), nf4_lookup(nibbles8(row + k / 2)));
+    case QFormat::Fp8E4M3:
+    case QFormat::Fp8E5M2:
+      return _mm256_mul_ps(_mm256_set1_ps(gemm_rs_scale(rs, k)), fp8_decode8(row + k, q.format == QFormat::Fp8E4M3));
+    case QFormat::Bf16:
+      return _mm256_castsi256_ps(
+          _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k))), 16));
+    case QFormat::Fp16: return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(row + 2 * k)));
+  }
+  return _mm256_setzero_ps();
+}
+
+// --- perturbation of a decoded row segment ------------------------------------------------------
+
+static inline __m256 quzo8(__m256 z, __m256i word, __m256 inv_step, __m256 step) {  // sr_round of direction.h
+  __m256 v = _mm256_mul_ps(z, inv_step);
+  __m256 fl = _mm256_floor_ps(v);
+  __m256 up = _mm256_cmp_ps(uniform_sr8(word), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
+  return _mm256_mul_ps(_mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up), step);
+}
+
+// o[i - i0] = fma(alpha, z(i), o[i - i0]) for i in [i0, i1) where only positions with keep[] set
+// (or all, keep = null) change. Whole 8-element groups of the stream go through vectors.
+struct Dir8 {
+  const Direction* d;
+  RngKey key, sr_key;
+  __m256 alpha, inv, step;
+};
+
+// Lanes [lo, hi) of 8 stream elements: o = fma(alpha, z, o), or o = z when storing z itself.
+template <bool kStoreZ>
+static inline void apply8(float* o, __m256 z, __m256 alpha, int lo, int hi) {
+  if (lo == 0 && hi == 8) {
+    _mm256_storeu_ps(o, kStoreZ ? z : _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(o)));
+    return;
+  }
+  alignas(32) float zz[8];
+  _mm256_store_ps(zz, z);
+  float a = _mm256_cvtss_f32(alpha);
+  for (int l = lo; l < hi; ++l) o[l] = kStoreZ ? zz[l] : zt_fma(a, zz[l], o[l]);
+}
+
+// Dense: stream elements [i0, i1) onto o[0 .. i1 - i0).
+template <bool kStoreZ>
+static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o) {
+  if (p.d->dist == kDirRademacher) {
+    const __m256 one = _mm256_set1_ps(1.0f);
+    for (uint64_t b = i0 >> 10; b <= (i1 - 1) >> 10; ++b) {
+      Words8 r = philox8(p.key, b << 3);
+      uint64_t g0 = (b << 10) > i0 ? (b << 7) : (i0 >> 3), g1 = min_u64((b + 1) << 7, (i1 + 7) >> 3);
+      for (uint64_t g = g0; g < g1; ++g) {  // lane l of word (g >> 5) & 3, bit g & 31 -> element 8g + l
+        __m256i bits = r.w[(g >> 5) & 3];
+        __m256i sign = _mm256_slli_epi32(_mm256_srl_epi32(bits, _mm_cvtsi32_si128((int)(g & 31))), 31);
+        __m256 z = _mm256_xor_ps(one, _mm256_castsi256_ps(sign));
+        int64_t at = (int64_t)(8 * g) - (int64_t)i0;
+        int lo = at < 0 ? (int)-at : 0, hi = 8 * g + 8 > i1 ? (int)(i1 - 8 * g) : 8;
+        apply8<kStoreZ>(o + at, z, p.alpha, lo, hi);
+      }
+    }
+    return;
+  }
+  for (uint64_t b = i0 >> 5; b <= (i1 - 1) >> 5; ++b) {
+    __m256 z[4];
+    normal32(p.key, b, z);
+    if (p.d->bits) {
+      Words8 u = philox8(p.sr_key, b << 3);
+      for (int q = 0; q < 4; ++q) z[q] = quzo8(z[q], u.w[q], p.inv, p.step);
+    }
+    for (int q = 0; q < 4; ++q) {  // elements 32b + 8q + l
+      uint64_t e = 32 * b + 8 * q;
+      if (e + 8 <= i0 || e >= i1) continue;
+      int64_t at = (int64_t)e - (int64_t)i0;
+      int lo = at < 0 ? (int)-at : 0, hi = e + 8 > i1 ? (int)(i1 - e) : 8;
+      apply8<kStoreZ>(o + at, z[q], p.alpha, lo, hi);
+    }
+  }
+}
+
+static const uint32_t* lower_bound_u32(const uint32_t* a, uint64_t n, uint64_t v) {
+  while (n) {
+    uint64_t h = n / 2;
+    if ((uint64_t)a[h] < v) {
+      a += h + 1;
+      n -= h + 1;
+    } else {
+      n = h;
+    }
+  }
+  return a;
+}
+
+}  // namespace
+
+void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
+                  uint64_t ld) {
+  if (k1 <= k0) return;
+  const Direction& d = p.dir;
+  Dir8 dp{&d, dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, _mm256_set1_ps(p.alpha),
+          _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f)};
+  for (uint64_t n = n0; n < n1; ++n) {
+    float* o = out + (n - n0) * ld;
+    if (!p.sparse) {
+      perturb_dense<false>(dp, p.first + n * K + k0, p.first + n * K + k1, o);
+      continue;
+    }
+    // Sparse: few listed elements go one by one; dense runs regenerate z in 256-element pieces.
+    const uint32_t* it = lower_bound_u32(p.idx, p.nidx, n * K + k0);
+    const uint32_t* end = lower_bound_u32(it, p.nidx - (uint64_t)(it - p.idx), n * K + k1);
+    if ((uint64_t)(end - it) * 16 < k1 - k0) {
+      for (; it < end; ++it) {
+        uint64_t k = *it - n * K;
+        o[k - k0] = zt_fma(p.alpha, direction_at(d, p.first + *it), o[k - k0]);
+      }
+      continue;
+    }
+    alignas(32) float z[256];
+    for (uint64_t s = k0; s < k1 && it < end; s += 256) {
+      uint64_t e = min_u64(s + 256, k1);
+      if ((uint64_t)*it >= n * K + e) continue;
+      perturb_dense<true>(dp, p.first + n * K + s, p.first + n * K + e, z);
+      for (; it < end && (uint64_t)*it < n * K + e; ++it) {
+        uint64_t k = *it - n * K;
+        o[k - k0] = zt_fma(p.alpha, z[k - s], o[k - k0]);
+      }
+    }
+  }
+}
+
+void gemm_decode(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld) {
+  for (uint64_t n = n0; n < n1; ++n) {
+    float* o = out + (n - n0) * ld - k0;
+    uint64_t k = k0;
+    for (; k < k1 && (k & 7); ++k) o[k] = gemm_weight_at(w, n, k);
+    if (w.f32) {
+      for (; k + 8 <= k1; k += 8) _mm256_storeu_ps(o + k, _mm256_loadu_ps(w.w32 + n * w.k + k));
+    } else {
+      const uint8_t* row = gemm_row(w.q, n);
+      const GemmRowScales rs = gemm_row_scales(w.q, n);
+      for (; k + 8 <= k1; k += 8) _mm256_storeu_ps(o + k, decode8(w, row, rs, k));
+    }
+    for (; k < k1; ++k) o[k] = gemm_weight_at(w, n, k);
+  }
+}
+
+namespace {
+
+// --- packing ------------------------------------------------------------------------------------
+
+// A rows [0, mc) (stride lda), columns [0, kc) -> slivers of kMR rows: ap[s·kMR·kc + k·kMR + i].
+// Rows past mc are zero. Writes up to 2 floats past the last sliver (the workspace has room).
+static void pack_a(const float* a, uint64_t lda, uint64_t mc, uint64_t kc, float* ap) {
+  alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (uint64_t ir = 0; ir < mc; ir += kMR) {
+    const uint64_t mr = min_u64(kMR, mc - ir);
+    float* dst = ap + ir * kc;
+    const float* rows[8];
+    uint64_t k = 0;
+    for (; k + 8 <= kc; k += 8) {
+      for (int i = 0; i < 8; ++i) rows[i] = (uint64_t)i < mr ? a + (ir + i) * lda + k : kZero;
+      __m256 o[8];
+      transpose8(rows, 0, o);
+      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k + j) * kMR, o[j]);  // 6 used, 2 overwritten next
+    }
+    for (; k < kc; ++k)
+      for (uint64_t i = 0; i < kMR; ++i) dst[k * kMR + i] = i < mr ? a[(ir + i) * lda + k] : 0.0f;
+  }
+}
+
+// W rows [jr, jr + nr) (nr <= 16), columns [pc, pc + kc), decoded and perturbed, into one
+// micro-panel bp[k·16 + j]. fp32 without perturbation reads W in place; other formats decode
+// 8 rows at a time into tmp (8·kc floats) first. Rows past nr are zero.
+static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uint64_t kc, float* bp, float* tmp) {
+  alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  const uint64_t K = g.w.k;
+  const bool direct = g.w.f32 && !g.p.on;
+  for (uint64_t h = 0; h < 2; ++h) {
+    const uint64_t r0 = jr + 8 * h, rn = nr > 8 * h ? min_u64(8, nr - 8 * h) : 0;
+    const float* rows[8];
+    uint64_t ld;
+    if (direct) {
+      for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? g.w.w32 + (r0 + i) * K + pc : kZero;
+      ld = K;
+    } else {
+      if (rn) {
+        gemm_decode(g.w, r0, r0 + rn, pc, pc + kc, tmp, kc);
+        if (g.p.on) gemm_perturb(g.p, K, r0, r0 + rn, pc, pc + kc, tmp, kc);
+      }
+      for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
+      ld = kc;
+    }
+    (void)ld;
+    uint64_t k = 0;
+    const float* cur[8];
+    for (; k + 8 <= kc; k += 8) {
+      for (int i = 0; i < 8; ++i) cur[i] = rows[i] == kZero ? kZero : rows[i] + k;
+      __m256 o[8];
+      transpose8(cur, 0, o);
+      for (int j = 0; j < 8; ++j) _mm256_store_ps(bp + (k + j) * kNR + 8 * h, o[j]);
+    }
+    for (; k < kc; ++k)
+      for (uint64_t i = 0; i < 8; ++i) bp[k * kNR + 8 * h + i] = rows[i] == kZero ? 0.0f : rows[i][k];
+  }
+}
+
+// --- 6×16 micro-kernel: C[6][16] (+)= Ap[kc][6] · Bp[kc][16], fma chains in k order ------------
+
+// init: C loaded (zero = false) or zero; bias (16 floats) added after the last fma when non-null.
+static inline void kernel_6x16(uint64_t kc, const float* __restrict ap, const float* __restrict bp, float* c,
+                               uint64_t ldc, bool zero, const float* bias) {
+  const __m256 keep = _mm256_castsi256_ps(_mm256_set1_epi32(zero ? 0 : -1));
+#define ZT_LD(i, j) _mm256_and_ps(keep, _mm256_loadu_ps(c + (i) * ldc + 8 * (j)))
+  __m256 c00 = ZT_LD(0, 0), c01 = ZT_LD(0, 1), c10 = ZT_LD(1, 0), c11 = ZT_LD(1, 1), c20 = ZT_LD(2, 0), c21 = ZT_LD(2, 1);
+  __m256 c30 = ZT_LD(3, 0), c31 = ZT_LD(3, 1), c40 = ZT_LD(4, 0), c41 = ZT_LD(4, 1), c50 = ZT_LD(5, 0), c51 = ZT_LD(5, 1);
+#undef ZT_LD
+  for (uint64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
+    __m256 a;
+    a = _mm256_broadcast_ss(ap + 0); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(ap + 1); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(ap + 2); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(ap + 3); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(ap + 4); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(ap + 5); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
+    ap += kMR;
+    bp += kNR;
+  }
+  if (bias) {
+    const __m256 b0 = _mm256_loadu_ps(bias), b1 = _mm256_loadu_ps(bias + 8);
+    c00 = _mm256_add_ps(c00, b0); c01 = _mm256_add_ps(c01, b1); c10 = _mm256_add_ps(c10, b0); c11 = _mm256_add_ps(c11, b1);
+    c20 = _mm256_add_ps(c20, b0); c21 = _mm256_add_ps(c21, b1); c30 = _mm256_add_ps(c30, b0); c31 = _mm256_add_ps(c31, b1);
+    c40 = _mm256_add_ps(c40, b0); c41 = _mm256_add_ps(c41, b1); c50 = _mm256_add_ps(c50, b0); c51 = _mm256_add_ps(c51, b1);
+  }
+#define ZT_ST(i, j, v) _mm256_storeu_ps(c + (i) * ldc + 8 * (j), v)
+  ZT_ST(0, 0, c00); ZT_ST(0, 1, c01); ZT_ST(1, 0, c10); ZT_ST(1, 1, c11); ZT_ST(2, 0, c20); ZT_ST(2, 1, c21);
+  ZT_ST(3, 0, c30); ZT_ST(3, 1, c31); ZT_ST(4, 0, c40); ZT_ST(4, 1, c41); ZT_ST(5, 0, c50); ZT_ST(5, 1, c51);
+#undef ZT_ST
+}
+
+// A partial tile (mr < 6 or nr < 16) runs the full kernel on a copy of its C block.
+static void kernel_edge(uint64_t kc, const float* ap, const float* bp, float* c, uint64_t ldc, uint64_t mr,
+                        uint64_t nr, bool zero, const float* bias) {
+  alignas(32) float t[kMR * kNR];
+  alignas(32) float b[kNR];
+  for (uint64_t i = 0; i < kMR; ++i)
+    for (uint64_t j = 0; j < kNR; ++j) t[i * kNR + j] = (!zero && i < mr && j < nr) ? c[i * ldc + j] : 0.0f;
+  if (bias)
+    for (uint64_t j = 0; j < kNR; ++j) b[j] = j < nr ? bias[j] : 0.0f;
+  kernel_6x16(kc, ap, bp, t, kNR, false, bias ? b : nullptr);
+  for (uint64_t i = 0; i < mr; ++i)
+    for (uint64_t j = 0; j < nr; ++j) c[i * ldc + j] = t[i * kNR + j];
+}
+
+}  // namespace
+
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* ap, float* bp, float* tmp) {
+  const uint64_t M = g.m, N = g.w.n, K = g.w.k;
+  for (uint64_t pc = 0; pc < K; pc += kKC) {
+    const uint64_t kc = min_u64(kKC, K - pc);
+    const bool zero = pc == 0 && !g.accumulate, last = pc + kc == K;
+    for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp);
+    for (uint64_t ic = 0; ic < M; ic += kMC) {
+      const uint64_t mc = min_u64(kMC, M - ic);
+      pack_a(g.a + ic * K + pc, K, mc, kc, ap);
+      for (uint64_t jr = n0; jr < n1; jr += kNR) {
+        const uint64_t nr = min_u64(kNR, n1 - jr);
+        const float* bias = last && g.bias ? g.bias + jr : nullptr;
+        for (uint64_t ir = 0; ir < mc; ir += kMR) {
+          const uint64_t mr = min_u64(kMR, mc - ir);
+          float* c = g.c + (ic + ir) * N + jr;
+          if (mr == kMR && nr == kNR)
+            kernel_6x16(kc, ap + ir * kc, bp + (jr - n0) * kc, c, N, zero, bias);
+          else
+            kernel_edge(kc, ap + ir * kc, bp + (jr - n0) * kc, c, N, mr, nr, zero, bias);
+        }
+      }
+    }
+  }
+}
+
+// --- GEMV -----------------------------------------------------------------------------------------
+
+namespace {
+
+static inline float hsum8(__m256 v) {  // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+static inline void out_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
+  float* o = g.c + m * g.ldc + n;
+  float v = g.accumulate ? zt_add(*o, r) : r;
+  *o = g.bias ? zt_add(v, g.bias[n]) : v;
+}
+
+static inline float tail(const GemvCtx& g, uint64_t m, uint64_t n) {
+  float t = 0.0f;
+  for (uint64_t k = g.k64; k < g.w->k; ++k) t = zt_fma(g.x[m * g.w->k + k], gemm_weight_at(*g.w, n, k), t);
+  return t;
+}
+
+enum Kind { kUnscaled, kNatural, kNibble };
+
+// One format's chunk decoder: load(row, c) once per 64-element chunk, val(j) the unscaled values of
+// vector j in the lane order of gemm.h.
+struct DecF32 {
+  static constexpr Kind kind = kUnscaled;
+  const float* p;
+  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = w.w32 + n * w.k + c; }
+  __m256 val(int j) const { return _mm256_loadu_ps(p + 8 * j); }
+};
+struct DecFp16 {
+  static constexpr Kind kind = kUnscaled;
+  const uint8_t* p;
+  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + 2 * c; }
+  __m256 val(int j) const { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * j))); }
+};
+struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: odd (high halves)
+  static constexpr Kind kind = kUnscaled;
+  const uint8_t* p;
+  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + 2 * c; }
+  __m256 val(int j) const {
+    __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * (j >> 1)));
+    return _mm256_castsi256_ps((j & 1) ? _mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)) : _mm256_slli_epi32(v, 16));
+  }
+};
+struct DecInt8 {
+  static constexpr Kind kind = kNatural;
+  const uint8_t* p;
+  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + c; }
+  __m256 val(int j) const {
+    return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * j))));
+  }
+};
+template <bool E4M3>
+struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by the kernel)
+  static constexpr Kind kind = kNatural;
+  const uint8_t* p;
+  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + c; }
+  __m256 val(int j) const {
+    return _mm256_cvtph_ps(fp8_to_half_bits(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * j)), E4M3));
+  }
+};
+struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF << 4j), x prescaled
+  static constexpr Kind kind = kNibble;
+  __m256i raw;
+  void load(const GemmWeights& w, uint64_t n, uint64_t c) {
+    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gemm_row(w.q, n) + c / 2));
+  }
+  __m256 val(int j) const {
+    if (j == 7) return _mm256_cvtepi32_ps(_mm256_srli_epi32(raw, 28));
+    return _mm256_cvtepi32_ps(_mm256_and_si256(raw, _mm256_set1_epi32(15 << (4 * j))));
+  }
+};
+struct DecNf4 {
+  static constexpr Kind kind = kNibble;
+  __m256i raw;
+  void load(const GemmWeights& w, uint64_t n, uint64_t c) {
+    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gemm_row(w.q, n) + c / 2));
+  }
+  __m256 val(int j) const { return nf4_lookup(_mm256_srli_epi32(raw, 4 * j)); }
+};
+
+template <class D, int M>
+static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  const GemmWeights& w = *g.w;
+  const bool e4m3 = !w.f32 && w.q.format == QFormat::Fp8E4M3;
+  const bool int4 = !w.f32 && w.q.format == QFormat::Int4;
+  const bool half_groups = D::kind == kNatural && w.q.group == 32;
+  const bool lane_groups = D::kind == kNibble && w.q.group == 32;
+  const float* xs[M];
+  const float* xsum[M];
+  for (int m = 0; m < M; ++m) {
+    xs[m] = g.xs + m * g.k64;
+    xsum[m] = g.xs + g.m * g.k64 + m * (g.k64 / 8);
+  }
+  for (uint64_t n = n0; n < n1; ++n) {
+    __m256 acc[M][2];
+    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    __m256i nanmask = _mm256_setzero_si256();
+    const GemmRowScales rs = w.f32 ? GemmRowScales{nullptr, nullptr, 63} : gemm_row_scales(w.q, n);
+    const uint8_t* row = w.f32 ? nullptr : gemm_row(w.q, n);
+    D d;
+    for (uint64_t c = 0; c < g.k64; c += 64) {
+      d.load(w, n, c);
+      if (D::kind == kUnscaled) {
+        for (int j = 0; j < 8; ++j) {
+          const __m256 v = d.val(j);
+          for (int m = 0; m < M; ++m) acc[m][j & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, acc[m][j & 1]);
+        }
+        continue;
+      }
+      if (e4m3) {
+        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
+        const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 32));
+        const __m256i m7 = _mm256_set1_epi8(0x7f);
+        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b, m7), m7));
+        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b2, m7), m7));
+      }
+      __m256 t[M][2];
+      for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = _mm256_setzero_ps();
+      // acc += s·(t0 + t1), s (and the zero-point) per lane or per half chunk
+      auto flush = [&](uint64_t k) {
+        __m256 s;
+        if (lane_groups) {
+          const float* sp = rs.s + (c >> 5);
+          s = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sp[0])), _mm_set1_ps(sp[1]), 1);
+        } else {
+          s = _mm256_set1_ps(gemm_rs_scale(rs, k));
+        }
+        if (e4m3) s = _mm256_mul_ps(s, _mm256_set1_ps(256.0f));
+        for (int m = 0; m < M; ++m) {
+          acc[m][0] = _mm256_fmadd_ps(s, _mm256_add_ps(t[m][0], t[m][1]), acc[m][0]);
+          t[m][0] = t[m][1] = _mm256_setzero_ps();
+        }
+      };
+      for (int j = 0; j < 8; ++j) {
+        const __m256 v = d.val(j);
+        for (int m = 0; m < M; ++m) t[m][j & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, t[m][j & 1]);
+        if (half_groups && j == 3) flush(c);
+      }
+      if (int4) {
+        __m256 zp;
+        if (lane_groups) {
+          float z0 = (float)gemm_rs_zero(rs, c), z1 = (float)gemm_rs_zero(rs, c + 32);
+          zp = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(z0)), _mm_set1_ps(z1), 1);
+        } else {
+          zp = _mm256_set1_ps((float)gemm_rs_zero(rs, c));
+        }
+        for (int m = 0; m < M; ++m) t[m][0] = _mm256_fnmadd_ps(zp, _mm256_loadu_ps(xsum[m] + c / 8), t[m][0]);
+      }
+      flush(half_groups ? c + 32 : c);
+    }
+    const bool nan = !_mm256_testz_si256(nanmask, nanmask);
+    for (int m = 0; m < M; ++m) {
+      __m256 lanes = D::kind == kUnscaled ? _mm256_add_ps(acc[m][0], acc[m][1]) : acc[m][0];
+      float r = zt_add(hsum8(lanes), tail(g, m, n));
+      if (nan) r = bits_to_f32(0x7fc00000u);
+      out_store(g, m, n, r);
+    }
+  }
+}
+
+template <class D>
+static void gemv_m(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  switch (g.m) {
+    case 1: return gemv_kernel<D, 1>(g, n0, n1);
+    case 2: return gemv_kernel<D, 2>(g, n0, n1);
+    case 3: return gemv_kernel<D, 3>(g, n0, n1);
+    default: return gemv_kernel<D, 4>(g, n0, n1);
+  }
+}
+
+}  // namespace
+
+void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  const GemmWeights& w = *g.w;
+  if (w.f32) return gemv_m<DecF32>(g, n0, n1);
+  switch (w.q.format) {
+    case QFormat::Int8: return gemv_m<DecInt8>(g, n0, n1);
+    case QFormat::Int4: return gemv_m<DecInt4>(g, n0, n1);
+    case QFormat::Nf4: return gemv_m<DecNf4>(g, n0, n1);
+    case QFormat::Fp8E4M3: return gemv_m<DecFp8<true>>(g, n0, n1);
+    case QFormat::Fp8E5M2: return gemv_m<DecFp8<false>>(g, n0, n1);
+    case QFormat::Bf16: return gemv_m<DecBf16>(g, n0, n1);
+    case QFormat::Fp16: return gemv_m<DecFp16>(g, n0, n1);
+  }
+}
+
+void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n) {
+  const uint64_t K = g.w->k;
+  for (uint64_t m = 0; m < g.m; ++m) {
+    const float* x = g.x + m * K;
+    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    for (uint64_t c = 0; c < g.k64; c += 64)
+      for (int j = 0; j < 8; j += 2) {
+        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j), _mm256_loadu_ps(wrow + c + 8 * j), a0);
+        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j + 8), _mm256_loadu_ps(wrow + c + 8 * j + 8), a1);
+      }
+    float t = 0.0f;
+    for (uint64_t k = g.k64; k < K; ++k) t = zt_fma(x[k], wrow[k], t);
+    out_store(g, m, n, zt_add(hsum8(_mm256_add_ps(a0, a1)), t));
+  }
+}
+
+}  // namespace avx2
+}  // namespace zt
