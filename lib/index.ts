@@ -16,3 +16,5 @@ export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/c
 export { LlamaTokenizer } from './model/tokenizer';
 export { matmul, matmulSync } from './gemm';
 export type { MatmulOptions, MatmulPerturb } from './gemm';
+export { LlamaModel, KVCache, llamaTensorNames } from './model/llama';
+export type { LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence } from './model/llama';

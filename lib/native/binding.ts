@@ -71,7 +71,17 @@ export interface NativeAddon {
   sampleAsync(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): Promise<void>;
   gemm(...args: GemmCall): void;
   gemmAsync(...args: GemmCall): Promise<void>;
+
+  // One LLaMA forward pass (native/addon/bind_llama.cc documents the arguments).
+  llamaForward(...args: LlamaForwardArgs): { logprobSum: number; count: number };
+  llamaForwardAsync(...args: LlamaForwardArgs): Promise<{ logprobSum: number; count: number }>;
 }
+
+/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
+export type LlamaForwardArgs = [
+  Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null,
+  Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...Mem[],
+];
 
 /** out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets, seqStart, keyMask, batch, heads, kvHeads, headDim, cap, scale */
 export type AttentionArgs = [Mem, number, Mem, number, Mem, number, Mem, number, Int32Array, Int32Array, Uint8Array | null, number, number, number, number, number, number];

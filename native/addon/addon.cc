@@ -75,6 +75,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_rng(env, exports);
   register_nn(env, exports);
   register_gemm(env, exports);
+  register_llama(env, exports);
   return exports;
 }
 

@@ -7,5 +7,6 @@ namespace zt {
 void register_rng(Napi::Env env, Napi::Object exports);
 void register_nn(Napi::Env env, Napi::Object exports);
 void register_gemm(Napi::Env env, Napi::Object exports);
+void register_llama(Napi::Env env, Napi::Object exports);
 
 }  // namespace zt
