@@ -75,6 +75,20 @@ export interface NativeAddon {
   // One LLaMA forward pass (native/addon/bind_llama.cc documents the arguments).
   llamaForward(...args: LlamaForwardArgs): { logprobSum: number; count: number };
   llamaForwardAsync(...args: LlamaForwardArgs): Promise<{ logprobSum: number; count: number }>;
+  perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
+  perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  perturbIndicesAsync(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
+
+  /** Machine ceilings (bench/): each returns its checksum (see native/cpu/ceilings.h). */
+  ceilingRead(x: Mem, byteOffset: number, count: number): number;
+  ceilingReadAsync(x: Mem, byteOffset: number, count: number): Promise<number>;
+  ceilingUpdate(x: Mem, byteOffset: number, count: number, delta: number): void;
+  ceilingUpdateAsync(x: Mem, byteOffset: number, count: number, delta: number): Promise<void>;
+  ceilingFma(tasks: number, iters: number): number;
+  ceilingFmaAsync(tasks: number, iters: number): Promise<number>;
+  ceilingInt8(tasks: number, iters: number): number;
+  ceilingInt8Async(tasks: number, iters: number): Promise<number>;
 }
 
 /** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */

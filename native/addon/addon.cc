@@ -76,6 +76,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_nn(env, exports);
   register_gemm(env, exports);
   register_llama(env, exports);
+  register_perturb(env, exports);
+  register_ceilings(env, exports);
   return exports;
 }
 

@@ -3,6 +3,8 @@
  * float32 arithmetic (fround, an exact fmaf) and the Box-Muller construction of philox.h.
  */
 const f = Math.fround;
+// Math.* property lookups are slow inside jest's sandbox (~1 us each): hot loops use these.
+const { imul, floor, abs, sqrt } = Math;
 
 export function philox4x32(ctr: number[], key: number[]): number[] {
   let [c0, c1, c2, c3] = ctr.map((x) => x >>> 0);
@@ -83,7 +85,7 @@ export function logUnit(x: number): number {
 }
 
 export function boxMuller(wr: number, wa: number): [number, number] {
-  const r = f(Math.sqrt(f(-2 * logUnit(uniformOpen(wr)))));
+  const r = f(sqrt(f(-2 * logUnit(uniformOpen(wr)))));
   const fr = f(f(((wa >>> 7) & 0x7fffff) + 0.5) * 2 ** -23);
   const a = f(f(fr - 0.5) * f(1.57079632679489662));
   const a2 = f(a * a);
@@ -129,10 +131,35 @@ export function prng(seed: number): () => number {
   return () => {
     s = (s + 0x6d2b79f5) >>> 0;
     let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    t = imul(t ^ (t >>> 15), t | 1);
+    t ^= t + imul(t ^ (t >>> 7), t | 61);
     return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
   };
 }
 
 export const CPU_PATHS = ['scalar', 'avx2'] as const;
+
+/** A ZO direction as native/common/direction.h defines it. */
+export interface Dir { seed: bigint; stream: number; dist: 'gaussian' | 'rademacher'; bits: number; srPurpose: number }
+
+/** Largest |N(0,1)| of the generator (direction.h kNormalMax), the span of the QuZO grid. */
+export const NORMAL_MAX = f(5.76866);
+export function gridStep(bits: number): number { return f(NORMAL_MAX / (2 ** (bits - 1) - 1)); }
+export function gridInvStep(bits: number): number { return f((2 ** (bits - 1) - 1) / NORMAL_MAX); }
+
+/** z(i): Gaussian, Rademacher, or Gaussian stochastically rounded onto the b-bit QuZO grid. */
+export function directionAt(d: Dir, i: number | bigint): number {
+  if (d.dist === 'rademacher') return rademacherAt({ seed: d.seed, stream: d.stream, purpose: 1 }, i);
+  const z = normalAt({ seed: d.seed, stream: d.stream, purpose: 0 }, i);
+  if (!d.bits) return z;
+  const v = f(z * gridInvStep(d.bits));
+  const fl = floor(v);
+  const q = uniformSr(wordAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i)) < f(v - fl) ? fl + 1 : fl;
+  return f(q * gridStep(d.bits));
+}
+
+/** Unit in the last place of a float32 value (spacing of float32 numbers at |x|). */
+export function ulp32(x: number): number {
+  const e = (f32bits(abs(x)) >>> 23) & 0xff;
+  return e === 0 ? 2 ** -149 : 2 ** (e - 150);
+}

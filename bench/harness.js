@@ -1,0 +1,249 @@
+'use strict';
+/**
+ * Benchmark harness: tinybench 6 timing, machine description, machine ceilings measured in the same
+ * run, and markdown results in bench/results/<suite>.md.
+ *
+ * A suite is bench/<name>.bench.js exporting { name, title, run(h) }; `npm run bench [-- name...]`
+ * (bench/run.js) runs them, `node bench/<name>.bench.js` runs one. Inside run(h):
+ *
+ *   const z = h.zotune();                               // the built package (dist/)
+ *   const c = await h.measureCeilings(2);               // { read, update, fma, int8 } on 2 threads
+ *   const r = await h.measure('gauss', () => z.perturbSync(t, 1e-3, dir), { threads: 2, work: n });
+ *   h.rate(r)                                           // { best, median }: work per second
+ *   h.report({ columns, rows, method, notes });         // prints and writes the markdown file
+ *
+ * Rates are work / time per call; "best" uses the fastest call, "median" the median call
+ * (the machine is shared: best is the closer estimate of what the hardware does, median of what a
+ * user sees). Every benchmark states its result as a ratio to a ceiling or a peer measured here.
+ */
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+
+const ROOT = path.resolve(__dirname, '..');
+const RESULTS = path.join(__dirname, 'results');
+
+// Sequential tinybench: at least `iterations` calls and `time` ms per case, after a short warm-up.
+// Kept low so the whole default run stays within a few minutes on 2 cores; override with
+// ZOTUNE_BENCH_TIME (ms) and ZOTUNE_BENCH_ITERATIONS.
+const DEFAULTS = {
+  time: Number(process.env.ZOTUNE_BENCH_TIME || 400),
+  iterations: Number(process.env.ZOTUNE_BENCH_ITERATIONS || 7),
+  warmupTime: 50,
+  warmupIterations: 2,
+};
+
+let zt;
+/** The built package; benchmarks run against dist/ and the compiled addon. */
+function zotune() {
+  if (zt) return zt;
+  try {
+    zt = require(path.join(ROOT, 'dist'));
+  } catch (err) {
+    throw new Error(`bench: cannot load ${path.join(ROOT, 'dist')} (${err.message}); run \`npm run build\` first`);
+  }
+  return zt;
+}
+
+/** Sets the engine's thread count for the duration of fn. */
+async function withThreads(threads, fn) {
+  const z = zotune(), before = z.cpuInfo().threads;
+  z.setThreads(threads);
+  try {
+    return await fn();
+  } finally {
+    z.setThreads(before);
+  }
+}
+
+/**
+ * Times fn (synchronous or returning a Promise) with tinybench on `threads` engine threads.
+ * `work` is the amount of work one call does (bytes, elements, FLOP...), used by rate().
+ * Returns { name, threads, work, best, median, mean, samples, rme } with times in seconds.
+ */
+async function measure(name, fn, { threads, work = 1, time, iterations } = {}) {
+  const { Bench } = await import('tinybench');
+  const bench = new Bench({ ...DEFAULTS, ...(time ? { time } : {}), ...(iterations ? { iterations } : {}), throws: true });
+  bench.add(name, fn);
+  const run = () => bench.run();
+  await (threads ? withThreads(threads, run) : run());
+  const res = bench.tasks[0].result;
+  if (!res || !res.latency) throw new Error(`bench: ${name} produced no timings (state ${res && res.state})`);
+  const l = res.latency;
+  return { name, threads, work, best: l.min / 1e3, median: l.p50 / 1e3, mean: l.mean / 1e3, samples: l.samplesCount, rme: l.rme };
+}
+
+/** Work per second of a measurement: { best, median }. */
+function rate(m) {
+  return { best: m.work / m.best, median: m.work / m.median };
+}
+
+/** Ratio of two rates, best to best and median to median. */
+function ratio(a, b) {
+  return { best: a.best / b.best, median: a.median / b.median };
+}
+
+const ceilingCache = new Map();
+const CEILING_ELEMENTS = 64 * 1024 * 1024; // 256 MiB of f32: far larger than any L3 here
+
+/**
+ * Machine ceilings on `threads` engine threads, measured once per process and thread count:
+ *   read   - streaming read bandwidth, bytes/s (sum over 256 MiB)
+ *   update - in-place read-modify-write bandwidth, bytes/s counted as read + write (2 x 256 MiB)
+ *   fma    - fp32 FMA peak, FLOP/s (12 independent 8-lane chains per task, inline asm)
+ *   int8   - int8 dot peak, ops/s (vpmaddubsw + vpmaddwd + vpaddd, 32 MAC = 64 ops per instruction)
+ * Each is { best, median } (from rate()) plus the raw measurement in `.m`. The compute peaks are
+ * null on the scalar path (they measure the AVX2/FMA units).
+ */
+async function measureCeilings(threads) {
+  const z = zotune();
+  threads = threads || z.cpuInfo().threads;
+  if (ceilingCache.has(threads)) return ceilingCache.get(threads);
+  const n = CEILING_ELEMENTS;
+  const buf = z.Tensor.zeros([n], 'f32', 'workspace');
+  const c = {};
+  try {
+    z.ceilings.update(buf, 1); // every element 1.0: the read checksum is n
+    const read = await measure('read', () => check(z.ceilings.readSum(buf), n, 'read'), { threads, work: n * 4 });
+    const update = await measure('update', () => z.ceilings.update(buf, 0), { threads, work: n * 8 });
+    check(z.ceilings.readSum(buf), n, 'update');
+    Object.assign(c, { read: withRaw(read), update: withRaw(update) });
+    if (z.cpuInfo().path === 'avx2') {
+      const tasks = 32, iters = 100_000;
+      const fma = await measure('fma', () => check(z.ceilings.fmaPeak(tasks, iters), tasks * 96 * iters, 'fma'), {
+        threads,
+        work: tasks * iters * z.ceilings.FLOP_PER_FMA_ITER,
+      });
+      const int8 = await measure('int8', () => check(z.ceilings.int8Peak(tasks, iters), tasks * 192 * iters, 'int8'), {
+        threads,
+        work: tasks * iters * z.ceilings.OPS_PER_INT8_ITER,
+      });
+      Object.assign(c, { fma: withRaw(fma), int8: withRaw(int8) });
+    } else {
+      Object.assign(c, { fma: null, int8: null });
+    }
+  } finally {
+    buf.dispose();
+  }
+  ceilingCache.set(threads, c);
+  return c;
+}
+
+function withRaw(m) {
+  return { ...rate(m), m };
+}
+
+function check(got, want, what) {
+  if (got !== want) throw new Error(`bench: ${what} checksum ${got}, expected ${want}: the kernel skipped work`);
+}
+
+/** Fraction of CPU time the whole machine spent busy over `ms` (Linux /proc/stat), or null. */
+function machineBusy(ms = 500) {
+  const snap = () => {
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    return { total: f.reduce((a, b) => a + b, 0), idle: f[3] + (f[4] || 0) };
+  };
+  try {
+    const a = snap();
+    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms); // sleep: a busy wait would count itself
+    const b = snap();
+    return 1 - (b.idle - a.idle) / Math.max(1, b.total - a.total);
+  } catch {
+    return null;
+  }
+}
+
+function cpuModel() {
+  try {
+    const info = fs.readFileSync('/proc/cpuinfo', 'utf8');
+    const get = (k) => (info.match(new RegExp(`^${k}\\s*:\\s*(.*)$`, 'm')) || [])[1];
+    return `${get('model name') || os.cpus()[0].model} (family ${get('cpu family')}, model ${get('model')})`;
+  } catch {
+    return os.cpus()[0] ? os.cpus()[0].model : 'unknown';
+  }
+}
+
+/** The machine and run description every results file starts with. */
+function machine(threadsUsed) {
+  const z = zotune(), info = z.cpuInfo();
+  return {
+    cpu: cpuModel(),
+    cores: os.availableParallelism ? os.availableParallelism() : os.cpus().length,
+    threads: threadsUsed,
+    path: info.path,
+    node: process.version,
+    memory: `${Math.round(os.totalmem() / 2 ** 30)} GiB`,
+    date: new Date().toISOString(),
+  };
+}
+
+// --- formatting ------------------------------------------------------------------------------
+
+/** x in units of 1e9 with `d` decimals. */
+const giga = (x, d = 2) => (x == null ? 'n/a' : (x / 1e9).toFixed(d));
+const pct = (x, d = 0) => (x == null ? 'n/a' : `${(100 * x).toFixed(d)} %`);
+const times = (x, d = 2) => (x == null ? 'n/a' : `${x.toFixed(d)}x`);
+/** best / median pair: "1.23 / 1.10". */
+const pair = (r, f = giga) => (r == null ? 'n/a' : `${f(r.best)} / ${f(r.median)}`);
+
+function markdownTable(columns, rows) {
+  const esc = (v) => String(v).replace(/\|/g, '\\|');
+  return [`| ${columns.map(esc).join(' | ')} |`, `|${columns.map(() => '---').join('|')}|`, ...rows.map((r) => `| ${r.map(esc).join(' | ')} |`)].join('\n');
+}
+
+/**
+ * Prints a suite's table and writes bench/results/<suite>.md: title, machine, method, the table
+ * (one row per case) and notes. Returns the markdown.
+ */
+function report(suite, { title, threads, method = [], columns, rows, notes = [] }) {
+  const m = machine(threads);
+  const md = [
+    `# ${title}`,
+    '',
+    `Machine: ${m.cpu}, ${m.cores} cores, ${m.memory}; ${m.path} path; threads used: ${m.threads}; Node ${m.node}; ${m.date}.`,
+    ...(suite.busy != null ? [`Machine busy before the run: ${pct(suite.busy)} (shared machine: compare ratios, not absolute rates, between runs).`] : []),
+    '',
+    '## Method',
+    '',
+    ...method.map((l) => `- ${l}`),
+    `- tinybench ${tinybenchVersion()}: at least ${DEFAULTS.iterations} timed calls and ${DEFAULTS.time} ms per case after ${DEFAULTS.warmupIterations} warm-up calls; rates are work / time of one call, **best** (fastest call) / median.`,
+    '',
+    '## Results',
+    '',
+    markdownTable(columns, rows),
+    '',
+    ...(notes.length ? ['## Notes', '', ...notes.map((l) => `- ${l}`), ''] : []),
+  ].join('\n');
+  fs.mkdirSync(RESULTS, { recursive: true });
+  fs.writeFileSync(path.join(RESULTS, `${suite.name}.md`), md);
+  console.log(`\n${markdownTable(columns, rows)}\n\nwritten: ${path.relative(ROOT, path.join(RESULTS, `${suite.name}.md`))}`);
+  return md;
+}
+
+function tinybenchVersion() {
+  try {
+    return JSON.parse(fs.readFileSync(path.join(ROOT, 'node_modules', 'tinybench', 'package.json'), 'utf8')).version;
+  } catch {
+    return '6';
+  }
+}
+
+/** Runs one suite module: logs, measures how busy the machine was, and calls suite.run(h). */
+async function runSuite(suite) {
+  const h = { zotune, measure, rate, ratio, measureCeilings, withThreads, giga, pct, times, pair, report: (r) => report(ctx, r) };
+  const ctx = { name: suite.name, busy: machineBusy() };
+  console.log(`\n== ${suite.name}: ${suite.title}${ctx.busy != null ? ` (machine ${pct(ctx.busy)} busy)` : ''}`);
+  const t0 = Date.now();
+  await suite.run(h);
+  console.log(`== ${suite.name} done in ${((Date.now() - t0) / 1e3).toFixed(1)} s`);
+}
+
+/** For `node bench/<suite>.bench.js`. */
+function main(suite) {
+  runSuite(suite).catch((err) => {
+    console.error(err);
+    process.exitCode = 1;
+  });
+}
+
+module.exports = { zotune, measure, rate, ratio, measureCeilings, withThreads, machine, machineBusy, report, runSuite, main, giga, pct, times, pair, markdownTable, DEFAULTS };

@@ -1,0 +1,101 @@
+#include "perturb.h"
+
+#include <string>
+#include <vector>
+
+#include "../common/status.h"
+#include "cpu_features.h"
+#include "memory.h"
+#include "threadpool.h"
+
+namespace zt {
+
+void perturb_range_ref(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
+  for (uint64_t i = begin; i < end; ++i) w[i - begin] = perturbed(w[i - begin], alpha, direction_at(d, i));
+}
+
+void perturb_gather_ref(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha) {
+  for (size_t j = 0; j < m; ++j) w[idx[j]] = perturbed(w[idx[j]], alpha, direction_at(d, first + idx[j]));
+}
+
+void check_direction(const Direction& d) {
+  check(d.dist == kDirGauss || d.dist == kDirRademacher, Code::InvalidArgument, "perturb: dist must be gaussian (0) or rademacher (1)");
+  check(d.bits == 0 || (d.bits >= 2 && d.bits <= 8), Code::InvalidArgument,
+        "perturb: bits must be 0 (exact direction) or 2..8 (QuZO grid), got " + std::to_string(d.bits));
+  check(d.bits == 0 || d.sr_purpose == kPurposeSrProbe || d.sr_purpose == kPurposeSrUpdate, Code::InvalidArgument,
+        "perturb: srPurpose must be the probe (4) or update (5) rounding stream");
+}
+
+// Tasks own element windows [k * chunk, (k + 1) * chunk) of the direction, aligned to the RNG blocks
+// (1024 elements holds whole word- and bit-stream blocks), so only the two ends of a call are partial
+// blocks however `first` is aligned.
+void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha) {
+  check_direction(d);
+  if (n == 0) return;
+  constexpr uint64_t chunk = 1 << 16;
+  const uint64_t lo = first, hi = first + n, t0 = lo / chunk, t1 = (hi + chunk - 1) / chunk;
+  auto kernel = use_avx2() ? avx2::perturb_range : perturb_range_ref;
+  parallel_for(t1 - t0, [&](size_t t) {
+    uint64_t b = (t0 + t) * chunk, e = b + chunk;
+    if (b < lo) b = lo;
+    if (e > hi) e = hi;
+    kernel(w + (b - lo), b, e, d, alpha);
+  });
+}
+
+namespace {
+
+// Every index < n and no index twice; throws before the caller writes anything. Strictly increasing
+// lists (the usual mask layout) are accepted by a parallel scan; other orders go through a bitmap of
+// n bits (1/32 of the tensor's own size).
+void check_indices(const uint32_t* idx, size_t m, size_t n) {
+  constexpr size_t chunk = 1 << 16;
+  const size_t tasks = (m + chunk - 1) / chunk;
+  struct Scan { size_t bad = SIZE_MAX; bool increasing = true; };
+  std::vector<Scan> scans(tasks);
+  parallel_for(tasks, [&](size_t t) {
+    size_t b = t * chunk, e = b + chunk < m ? b + chunk : m;
+    Scan s;
+    for (size_t j = b; j < e; ++j) {
+      if (idx[j] >= n && s.bad == SIZE_MAX) s.bad = j;
+      if (j > 0 && idx[j] <= idx[j - 1]) s.increasing = false;
+    }
+    scans[t] = s;
+  });
+  size_t bad = SIZE_MAX;
+  bool increasing = true;
+  for (size_t t = 0; t < tasks; ++t) {
+    if (bad == SIZE_MAX) bad = scans[t].bad;
+    increasing = increasing && scans[t].increasing;
+  }
+  if (bad != SIZE_MAX)
+    fail(Code::OutOfRange, "perturbIndices: indices[" + std::to_string(bad) + "] = " + std::to_string(idx[bad]) +
+                               " is out of range for a tensor of " + std::to_string(n) + " elements");
+  if (increasing) return;
+  const size_t words = (n + 63) / 64, bytes = words * sizeof(uint64_t);
+  uint64_t* seen = static_cast<uint64_t*>(host_alloc(bytes, MemCategory::Workspace));
+  for (size_t k = 0; k < words; ++k) seen[k] = 0;
+  size_t dup = SIZE_MAX;
+  for (size_t j = 0; j < m; ++j) {
+    uint64_t bit = (uint64_t)1 << (idx[j] & 63), &word = seen[idx[j] >> 6];
+    if (word & bit) { dup = j; break; }
+    word |= bit;
+  }
+  host_free(seen, bytes, MemCategory::Workspace);
+  if (dup != SIZE_MAX)
+    fail(Code::InvalidArgument, "perturbIndices: indices[" + std::to_string(dup) + "] = " + std::to_string(idx[dup]) +
+                                    " repeats an earlier index (each element may be listed once)");
+}
+
+}  // namespace
+
+void perturb_indices(float* w, size_t n, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha) {
+  check_direction(d);
+  if (m == 0) return;
+  check_indices(idx, m, n);
+  // Distinct indices: every task writes its own elements, in any schedule.
+  auto kernel = use_avx2() ? avx2::perturb_gather : perturb_gather_ref;
+  parallel_chunks(m, 1 << 14, [&](size_t b, size_t e) { kernel(w, idx + b, e - b, d, first, alpha); });
+}
+
+}  // namespace zt

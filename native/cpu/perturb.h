@@ -1,0 +1,39 @@
+// In-place ZO perturbation of fp32 weights along the seeded direction z (native/common/direction.h):
+//   w[j] = fma(alpha, z(first + j), w[j])
+// one fused pass, z regenerated in registers and never stored. The update is rounded once (fmaf),
+// so perturb(+a) followed by perturb(-a) gives back w within 1 ulp of the perturbed value.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/direction.h"
+
+namespace zt {
+
+// The one rounding every perturbation path applies (scalar, AVX2 and the sparse kernels).
+ZT_HD float perturbed(float w, float alpha, float z) { return zt_fma(alpha, z, w); }
+
+// Throws ZOTUNE_INVALID_ARGUMENT unless dist is Gaussian/Rademacher, bits is 0 or 2..8 and, with
+// bits > 0, sr_purpose is kPurposeSrProbe or kPurposeSrUpdate (never a stream shared with z).
+void check_direction(const Direction& d);
+
+// Dense: w[j] for j in [0, n), direction elements first .. first + n - 1.
+void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha);
+
+// Index subset (sparse ZO): w[idx[j]] = fma(alpha, z(first + idx[j]), w[idx[j]]) for j in [0, m).
+// Indices are u32 (a tensor's elements beyond 2^32 cannot be addressed), each < n, any order, no
+// duplicates. All are checked before anything is written: ZOTUNE_OUT_OF_RANGE for an index >= n,
+// ZOTUNE_INVALID_ARGUMENT for a repeated one, and then w is unchanged. The result equals the dense
+// perturbation masked to the index set, on any thread count.
+void perturb_indices(float* w, size_t n, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
+
+// Range kernels. Dense: direction elements [begin, end) applied to w[0 .. end - begin).
+void perturb_range_ref(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha);
+// Sparse: m indices, each < the tensor size (checked by the caller), distinct.
+void perturb_gather_ref(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
+namespace avx2 {
+void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha);
+void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
+}  // namespace avx2
+
+}  // namespace zt

@@ -1,0 +1,156 @@
+// AVX2 perturbation kernels, bit-identical to perturb_range_ref / perturb_gather_ref: the same
+// Philox words, the same Box-Muller and rounding steps, and one fma per element.
+#include "perturb.h"
+#include "philox_avx2.h"
+
+namespace zt {
+namespace avx2 {
+namespace {
+
+// QuZO: z onto the b-bit grid by stochastic rounding, 8 lanes (sr_round of direction.h).
+static inline __m256 quzo8(__m256 z, __m256i word, __m256 inv_step, __m256 step) {
+  __m256 v = _mm256_mul_ps(z, inv_step);
+  __m256 fl = _mm256_floor_ps(v);
+  __m256 up = _mm256_cmp_ps(uniform_sr8(word), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
+  return _mm256_mul_ps(_mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up), step);
+}
+
+static inline void fma_store(float* o, __m256 alpha, __m256 z) {
+  _mm256_storeu_ps(o, _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(o)));
+}
+
+// Gaussian (optionally QuZO-rounded) on whole 32-element word-stream blocks, 64 at a time so four
+// Box-Muller evaluations overlap (normal64).
+void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
+  const uint64_t a = (begin + 31) / 32 * 32, z = end / 32 * 32;
+  if (a >= z) return perturb_range_ref(w, begin, end, d, alpha);
+  perturb_range_ref(w, begin, a, d, alpha);
+  float* o = w + (a - begin);
+  const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
+  const __m256 va = _mm256_set1_ps(alpha);
+  uint64_t b = a / 32;
+  const uint64_t bz = z / 32;
+  if (d.bits == 0) {
+    for (; b + 2 <= bz; b += 2, o += 64) {
+      __m256 n[8];
+      normal64(key, b, n);
+      for (int k = 0; k < 8; ++k) fma_store(o + 8 * k, va, n[k]);
+    }
+    if (b < bz) {
+      __m256 n[4];
+      normal32(key, b, n);
+      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, n[k]);
+      o += 32;
+    }
+  } else {
+    const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(d.bits)), step = _mm256_set1_ps(dir_grid_step(d.bits));
+    for (; b + 2 <= bz; b += 2, o += 64) {
+      __m256 n[8];
+      normal64(key, b, n);
+      Words8 u0 = philox8(sr_key, b << 3), u1 = philox8(sr_key, (b + 1) << 3);
+      for (int k = 0; k < 4; ++k) {
+        fma_store(o + 8 * k, va, quzo8(n[k], u0.w[k], inv, step));
+        fma_store(o + 32 + 8 * k, va, quzo8(n[4 + k], u1.w[k], inv, step));
+      }
+    }
+    if (b < bz) {
+      __m256 n[4];
+      normal32(key, b, n);
+      Words8 u = philox8(sr_key, b << 3);
+      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, quzo8(n[k], u.w[k], inv, step));
+      o += 32;
+    }
+  }
+  perturb_range_ref(o, z, end, d, alpha);
+}
+
+// Rademacher on whole 1024-element bit-stream blocks: one 8-lane Philox per block; bit j of lane l
+// of word k is element 256k + 8j + l, so each 8-element store takes one shift of the word.
+void rademacher_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
+  const uint64_t a = (begin + 1023) / 1024 * 1024, z = end / 1024 * 1024;
+  if (a >= z) return perturb_range_ref(w, begin, end, d, alpha);
+  perturb_range_ref(w, begin, a, d, alpha);
+  float* o = w + (a - begin);
+  const RngKey key = dir_key(d);
+  // fma(alpha, +-1, w) == w + (+-alpha): one exact rounding either way.
+  const __m256 pos = _mm256_set1_ps(alpha), neg = _mm256_set1_ps(-alpha);
+  for (uint64_t b = a / 1024; b < z / 1024; ++b, o += 1024) {
+    Words8 r = philox8(key, b << 3);
+    for (int k = 0; k < 4; ++k) {
+      const __m256i bits = r.w[k];
+      float* p = o + 256 * k;
+#pragma GCC unroll 32
+      for (int j = 0; j < 32; ++j) {  // blendv reads only the sign bit: bit j shifted to the top
+        __m256 s = _mm256_blendv_ps(pos, neg, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 31 - j)));
+        _mm256_storeu_ps(p + 8 * j, _mm256_add_ps(_mm256_loadu_ps(p + 8 * j), s));
+      }
+    }
+  }
+  perturb_range_ref(o, z, end, d, alpha);
+}
+
+// Lane-wise choice of word sel (0..3) of w.
+static inline __m256i select_word(const Words8& w, __m256i sel) {
+  const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+  __m256i b0 = _mm256_cmpeq_epi32(_mm256_and_si256(sel, one), one);
+  __m256i b1 = _mm256_cmpeq_epi32(_mm256_and_si256(sel, two), two);
+  return _mm256_blendv_epi8(_mm256_blendv_epi8(w.w[0], w.w[1], b0), _mm256_blendv_epi8(w.w[2], w.w[3], b0), b1);
+}
+
+}  // namespace
+
+void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
+  if (d.dist == kDirRademacher) rademacher_range(w, begin, end, d, alpha);
+  else gauss_range(w, begin, end, d, alpha);
+}
+
+// Sparse: elements rarely share a Philox block, so each lane runs its own counter; 8 indices per
+// step, directions in vectors, the final rounding and the scattered fma per lane in scalar code.
+void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha) {
+  const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
+  const bool rad = d.dist == kDirRademacher;
+  const float inv = d.bits ? dir_grid_inv_step(d.bits) : 0.0f, step = d.bits ? dir_grid_step(d.bits) : 0.0f;
+  alignas(32) uint32_t lo[8], hi[8], slot[8], bit[8], srw[8];
+  alignas(32) float z[8];
+  size_t j = 0;
+  for (; j + 8 <= m; j += 8) {
+    // Scattered indices touch a new cache line each: fetch the weights of 4 batches ahead.
+    if (j + 40 <= m)
+      for (int l = 0; l < 8; ++l) _mm_prefetch((const char*)(w + idx[j + 32 + l]), _MM_HINT_T0);
+    for (int l = 0; l < 8; ++l) {
+      uint64_t e = first + idx[j + l], c = rad ? bit_counter(e) : word_counter(e);
+      lo[l] = (uint32_t)c;
+      hi[l] = (uint32_t)(c >> 32);
+      slot[l] = rad ? bit_slot_word(e) : word_slot(e);
+      bit[l] = bit_slot_bit(e);
+    }
+    const __m256i vlo = _mm256_load_si256((const __m256i*)lo), vhi = _mm256_load_si256((const __m256i*)hi);
+    const __m256i vslot = _mm256_load_si256((const __m256i*)slot);
+    Words8 r = philox8_at(key, vlo, vhi);
+    if (rad) {
+      __m256i wd = select_word(r, vslot);
+      __m256i sign = _mm256_slli_epi32(_mm256_srlv_epi32(wd, _mm256_load_si256((const __m256i*)bit)), 31);
+      _mm256_store_ps(z, _mm256_xor_ps(_mm256_set1_ps(1.0f), _mm256_castsi256_ps(sign)));
+    } else {
+      // words 2p, 2p+1 (p = slot >> 1) form the Box-Muller pair; slot & 1 picks its output
+      const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
+      __m256i hi_pair = _mm256_cmpeq_epi32(_mm256_and_si256(vslot, two), two);
+      __m256i wr = _mm256_blendv_epi8(r.w[0], r.w[2], hi_pair), wa = _mm256_blendv_epi8(r.w[1], r.w[3], hi_pair);
+      __m256 n0, n1;
+      box_muller8(wr, wa, &n0, &n1);
+      __m256 odd = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(vslot, one), one));
+      _mm256_store_ps(z, _mm256_blendv_ps(n0, n1, odd));
+      if (d.bits) _mm256_store_si256((__m256i*)srw, select_word(philox8_at(sr_key, vlo, vhi), vslot));
+    }
+    for (int l = 0; l < 8; ++l) {
+      float zl = z[l];
+      if (d.bits && !rad) zl = zt_mul(sr_round(zt_mul(zl, inv), srw[l]), step);
+      float* p = w + idx[j + l];
+      *p = perturbed(*p, alpha, zl);
+    }
+  }
+  perturb_gather_ref(w, idx + j, m - j, d, first, alpha);
+}
+
+}  // namespace avx2
+}  // namespace zt
