@@ -99,7 +99,7 @@ struct Arena {
 // (keys [B][H][hd][cap], values [B][H][cap][hd]) at each sequence's slots.
 void scatter_kv(float* kl, float* vl, const float* k, const float* v, const LlamaBatch& b, const int32_t* first_slot,
                 size_t H, size_t hd, size_t cap) {
-  parallel_for(b.B * H, [&](size_t task) {
+  auto copy = [&](size_t task) {
     const size_t s = task / H, h = task % H;
     float* kt = kl + (s * H + h) * hd * cap;
     float* vs = vl + (s * H + h) * cap * hd;
@@ -109,7 +109,11 @@ void scatter_kv(float* kl, float* vl, const float* k, const float* v, const Llam
       for (size_t d = 0; d < hd; ++d) kt[d * cap + slot] = kr[d];
       memcpy(vs + slot * hd, v + ((size_t)t * H + h) * hd, hd * sizeof(float));
     }
-  });
+  };
+  if ((size_t)b.seq_off[b.B] * H * hd < (1u << 16))  // a few decode tokens: not worth waking the pool
+    for (size_t t = 0; t < b.B * H; ++t) copy(t);
+  else
+    parallel_for(b.B * H, [&](size_t t) { copy(t); });
 }
 
 [[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llama forward: " + msg); }

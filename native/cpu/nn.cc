@@ -16,6 +16,7 @@ static constexpr float kNegInf = -__builtin_inff();
 static constexpr size_t kMaxHeadDim = 512;  // attention keeps one head's accumulators on the stack
 static constexpr size_t kKeyBlock = 32;      // keys per online-softmax block
 static constexpr size_t kQueryBlock = 16;    // query rows per attention task
+static constexpr double kInlineWork = 1 << 16;  // multiply-adds below which attention runs inline
 
 // --- rotary tables ------------------------------------------------------------------------
 
@@ -209,10 +210,21 @@ void attention(const AttnArgs& a) {
     for (size_t r = 0; r < n; r += kQueryBlock) blocks.push_back({(uint32_t)b, (uint32_t)r, (uint32_t)std::min(n, r + kQueryBlock)});
   }
   auto k = use_avx2() ? avx2::attention_block : attention_block_ref;
-  parallel_for(blocks.size() * a.Hkv, [&](size_t t) {
+  auto task = [&](size_t t) {
     const Block& bl = blocks[t / a.Hkv];
     k(a, bl.b, t % a.Hkv, bl.r0, bl.r1);
-  });
+  };
+  // Waking the pool costs more than a few thousand key visits (decoding short contexts): run the
+  // same tasks inline then. Each task writes its own rows either way, so the bits are the same.
+  double visits = 0;
+  for (size_t b = 0; b < a.B; ++b) {
+    double n = a.q_off[b + 1] - a.q_off[b];
+    visits += n * ((double)a.q_start[b] + (n + 1) / 2);
+  }
+  if (visits * (double)(a.Hq * a.hd) < kInlineWork)
+    for (size_t t = 0; t < blocks.size() * a.Hkv; ++t) task(t);
+  else
+    parallel_for(blocks.size() * a.Hkv, [&](size_t t) { task(t); });
 }
 
 void embed(float* out, const float* table, size_t dim, const int32_t* ids, size_t n) {
