@@ -154,10 +154,6 @@ void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* ca
       bad(Code::OutOfRange, "logit row " + std::to_string(o.logit_rows[j]) + " is outside the batch's " + std::to_string(N) + " tokens");
 }
 
-size_t llama_activation_bytes(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o) {
-  return make_plan(c, b, cache, o).total * 4;
-}
-
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o) {
   const Plan p = make_plan(c, b, cache, o);
   Arena arena(p.total);

@@ -91,7 +91,4 @@ void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* ca
 // Runs the forward; activations are allocated once (category "activations") and freed at the end.
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o);
 
-// Bytes of activations one forward allocates (for reporting and tests).
-size_t llama_activation_bytes(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o);
-
 }  // namespace zt
