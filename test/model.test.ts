@@ -1,7 +1,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LlamaModel, memory, nn, setCpuPath, setThreads, cpuInfo, Tensor, writeSafetensors, resetMemoryPeaks } from '../lib';
+import { LlamaModel, KVCache, memory, nn, setCpuPath, setThreads, cpuInfo, Tensor, writeSafetensors, resetMemoryPeaks } from '../lib';
 import { native } from '../lib/native/load';
 import { modelDir } from './helpers/models';
 
@@ -252,6 +252,9 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     const long = model.generate(new Array(512).fill(3));
     await expect(long.next()).rejects.toMatchObject({ code: 'ZOTUNE_OUT_OF_RANGE' });
     expect(() => model.createCache(1, 513)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    const foreign = new KVCache({ ...model.config, numLayers: 2 }, 1, 8);
+    await expect(model.forward([[1]], { cache: foreign })).rejects.toMatchObject({ code: 'ZOTUNE_SHAPE_MISMATCH' });
+    foreign.dispose();
     // the native entry validates on its own (JS checks bypassed)
     const a = (model as unknown as { cfgArg: Float64Array; idArg: Uint32Array; weightArgs: unknown[] });
     const call = (tokens: number[], offsets: number[], positions: number[]) =>

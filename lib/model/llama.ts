@@ -58,7 +58,7 @@ function expectedShape(c: LlamaConfig, name: string): number[] {
   return shapes[m![1]];
 }
 
-/** Per-token HF attention_mask (1 = token, 0 = padding); default all ones. */
+/** One sequence of token ids (or of per-token flags / targets, aligned with it). */
 export type Sequence = ArrayLike<number>;
 
 export interface ForwardOptions {
@@ -122,6 +122,8 @@ export class KVCache {
   /** Next rotary position per sequence (real tokens seen). */
   readonly nextPosition: Int32Array;
   /** @internal */ busy = false;
+  /** @internal [layers, kvHeads, headDim]: the models this cache fits. */
+  readonly layout: string;
 
   constructor(c: LlamaConfig, batch: number, capacity: number) {
     if (!Number.isSafeInteger(batch) || batch < 1) fail('ZOTUNE_INVALID_ARGUMENT', `cache batch must be a positive integer, got ${batch}`);
@@ -129,6 +131,7 @@ export class KVCache {
       fail('ZOTUNE_OUT_OF_RANGE', `cache capacity must be in [1, max_position_embeddings ${c.maxPositionEmbeddings}], got ${capacity}`);
     this.batch = batch;
     this.capacity = capacity;
+    this.layout = [c.numLayers, c.numKvHeads, c.headDim].join();
     // keys transposed ([headDim][capacity] per head) so attention scores 8 slots per vector
     this.k = Tensor.empty([c.numLayers, batch, c.numKvHeads, c.headDim, capacity], 'f32', 'activations');
     try {
@@ -265,6 +268,8 @@ export class LlamaModel {
     const c = this.config, B = seqs.length, cache = opts.cache;
     if (!Array.isArray(seqs) || B === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'the batch is empty: pass at least one sequence');
     if (cache && cache.batch !== B) fail('ZOTUNE_SHAPE_MISMATCH', `the cache holds ${cache.batch} sequences, the batch has ${B}`);
+    if (cache && cache.layout !== [c.numLayers, c.numKvHeads, c.headDim].join())
+      fail('ZOTUNE_SHAPE_MISMATCH', `the cache was made for another model (layers, kv heads, head dim ${cache.layout})`);
     const per = (list: Sequence[] | undefined, what: string) => {
       if (list && list.length !== B) fail('ZOTUNE_SHAPE_MISMATCH', `${what} needs one entry per sequence (${B})`);
       list?.forEach((m, b) => {
