@@ -8,6 +8,9 @@ const harness = require('./harness');
 
 const MODELS = process.env.ZOTUNE_MODELS || path.resolve(__dirname, '..', '..', 'shared', 'models');
 const BATCH = 4, SEQ = 128, PROMPT = 16, DECODE = 64;
+// Every case is measured in ROUNDS interleaved rounds and keeps its fastest round, so a burst of
+// load from other processes on this shared machine does not land on one case only.
+const ROUNDS = Number(process.env.ZOTUNE_BENCH_ROUNDS || 2);
 
 const suite = {
   name: 'model',
@@ -59,18 +62,27 @@ const suite = {
     try {
       for (const t of [...new Set([1, all])]) {
         const ceil = await h.measureCeilings(t);
-        const m = (name, fn, work) => h.measure(name, fn, { threads: t, work });
-        const prefill = h.rate(await m('prefill', () => model.forward(batch, { targets: 'none', logits: 'last' }), BATCH * SEQ));
-        const loss = h.rate(await m('loss forward', () => model.forward(batch), BATCH * SEQ));
-        const gemmOnly = h.rate(await m('gemms', () => gemms(BATCH * SEQ, false), BATCH * SEQ));
-        const decode = h.rate(
-          await m('decode', async () => {
-            let n = 0;
-            for await (const tok of model.generate(prompt, { maxNewTokens: DECODE, stopTokens: [] })) n += tok === undefined ? 0 : 1;
-            if (n !== DECODE) throw new Error(`decode produced ${n} tokens`);
-          }, DECODE),
-        );
-        const gemvOnly = h.rate(await m('gemvs', () => gemms(1, true), 1));
+        const cases = {
+          prefill: [() => model.forward(batch, { targets: 'none', logits: 'last' }), BATCH * SEQ],
+          loss: [() => model.forward(batch), BATCH * SEQ],
+          gemmOnly: [() => gemms(BATCH * SEQ, false), BATCH * SEQ],
+          decode: [
+            async () => {
+              let n = 0;
+              for await (const tok of model.generate(prompt, { maxNewTokens: DECODE, stopTokens: [] })) n += tok === undefined ? 0 : 1;
+              if (n !== DECODE) throw new Error(`decode produced ${n} tokens`);
+            },
+            DECODE,
+          ],
+          gemvOnly: [() => gemms(1, true), 1],
+        };
+        const got = {};
+        for (let round = 0; round < ROUNDS; round++)
+          for (const [name, [fn, work]] of Object.entries(cases)) {
+            const r = await h.measure(name, fn, { threads: t, work });
+            if (!got[name] || r.best < got[name].best) got[name] = r;
+          }
+        const [prefill, loss, gemmOnly, decode, gemvOnly] = ['prefill', 'loss', 'gemmOnly', 'decode', 'gemvOnly'].map((n) => h.rate(got[n]));
         const flops = (r, perTok) => ({ best: r.best * perTok, median: r.median * perTok });
         const ofFma = (r) => (ceil.fma ? `${h.pct(r.best / ceil.fma.best, 1)} / ${h.pct(r.median / ceil.fma.median, 1)}` : 'n/a');
         const bytesPerToken = 4 * (linParams + V * D);
@@ -100,6 +112,7 @@ const suite = {
         `FLOP per forward: 2 per weight per token, the LM head on the rows that need it, and 4·headDim·heads per visible key per layer for attention; rates in GFLOP/s against the fp32 FMA peak (bench/ceilings).`,
         `decode: generate() with a KV cache, ${PROMPT}-token prompt then ${DECODE} greedy tokens per call (prefill of the prompt included); GB/s counts the ${(4 * (linParams + V * D) / 1e6).toFixed(1)} MB of linear and LM-head weights each token reads, against the streaming read ceiling.`,
         'reference rows: the same matrix products through matmul alone (the GEMM/GEMV floor of the forward); "vs GEMMs alone" = forward tokens/s ÷ that floor (1.00x = no overhead beyond the linear layers).',
+        `every case is measured in ${ROUNDS} interleaved rounds (ZOTUNE_BENCH_ROUNDS) and keeps its fastest round.`,
       ],
       columns: ['case', 'threads', 'tokens/s best / median', 'GFLOP/s or GB/s best / median', '% of FMA peak or read ceiling (best / median)', 'vs GEMMs alone (best / median)'],
       rows,
