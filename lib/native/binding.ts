@@ -61,6 +61,29 @@ export interface NativeAddon {
   quantUpdateAsync(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
   quantUpdateIndices(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
   quantUpdateIndicesAsync(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
+  // Transformer ops (native/addon/bind_nn.cc); each also exists as `...Async`.
+  rmsNorm(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): void;
+  rmsNormAsync(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): Promise<void>;
+  rope(x: Mem, xOff: number, rows: number, heads: number, headDim: number, positions: Mem, posOff: number, rope: Float64Array): void;
+  ropeAsync(x: Mem, xOff: number, rows: number, heads: number, headDim: number, positions: Mem, posOff: number, rope: Float64Array): Promise<void>;
+  attention(...args: AttentionArgs): void;
+  attentionAsync(...args: AttentionArgs): Promise<void>;
+  swiglu(out: Mem, outOff: number, gate: Mem, gateOff: number, up: Mem, upOff: number, n: number): void;
+  swigluAsync(out: Mem, outOff: number, gate: Mem, gateOff: number, up: Mem, upOff: number, n: number): Promise<void>;
+  embedding(out: Mem, outOff: number, table: Mem, tableOff: number, vocab: number, dim: number, ids: Int32Array, n: number): void;
+  embeddingAsync(out: Mem, outOff: number, table: Mem, tableOff: number, vocab: number, dim: number, ids: Int32Array, n: number): Promise<void>;
+  logProbs(logits: Mem, off: number, rows: number, n: number, targets: Int32Array, out: Float64Array): { sum: number; count: number };
+  logProbsAsync(logits: Mem, off: number, rows: number, n: number, targets: Int32Array, out: Float64Array): Promise<{ sum: number; count: number }>;
+  argmax(x: Mem, off: number, rows: number, n: number, out: Int32Array): void;
+  argmaxAsync(x: Mem, off: number, rows: number, n: number, out: Int32Array): Promise<void>;
+  sample(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): void;
+  sampleAsync(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): Promise<void>;
+  gemm(...args: GemmCall): void;
+  gemmAsync(...args: GemmCall): Promise<void>;
+
+  // One LLaMA forward pass (native/addon/bind_llama.cc documents the arguments).
+  llamaForward(...args: LlamaForwardArgs): { logprobSum: number; count: number };
+  llamaForwardAsync(...args: LlamaForwardArgs): Promise<{ logprobSum: number; count: number }>;
   perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
   perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
   perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
@@ -144,3 +167,11 @@ export type GemmInt8Args = [
 ];
 
 export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset: number, c: Mem, cByteOffset: number, M: number, N: number, K: number];
+
+/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
+export type LlamaForwardArgs = [
+  Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null,
+  Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...Mem[],
+
+/** out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets, seqStart, keyMask, batch, heads, kvHeads, headDim, cap, scale */
+export type AttentionArgs = [Mem, number, Mem, number, Mem, number, Mem, number, Int32Array, Int32Array, Uint8Array | null, number, number, number, number, number, number];

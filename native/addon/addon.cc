@@ -78,6 +78,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_ceilings(env, exports);
   register_gemm(env, exports);
   register_gemm_int8(env, exports);
+  register_nn(env, exports);
+  register_llama(env, exports);
   return exports;
 }
 
