@@ -5,7 +5,6 @@
 const harness = require('./harness');
 
 const ROWS = 4096, COLS = 4096, N = ROWS * COLS;
-const ROUNDS = Number(process.env.ZOTUNE_BENCH_ROUNDS || 2);
 
 // [label, format, granularity, options]
 const FORMATS = [
@@ -41,15 +40,11 @@ const suite = {
     const GB = (r, bytes) => h.pair({ best: r.best * bytes, median: r.median * bytes }, (v) => h.giga(v, 1));
     const of = (r, bound) => `${h.pct(r.best / bound.best)} / ${h.pct(r.median / bound.median)}`;
     const bound = (rate, bytes) => ({ best: rate.best / bytes, median: rate.median / bytes });
-    const max2 = (a, b) => (a ? { best: Math.max(a.best, b.best), median: Math.max(a.median, b.median) } : b);
-    // The machine is shared and its load drifts: every case is measured ROUNDS times interleaved
-    // with the limits it is compared to, and each keeps its best best / best median.
-    const rounds = async (cases) => {
-      const out = cases.map(() => null);
-      for (let r = 0; r < ROUNDS; r++)
-        for (let k = 0; k < cases.length; k++) out[k] = max2(out[k], h.rate(await m(cases[k][0], cases[k][1], cases[k][2])));
-      return out;
-    };
+    const max2 = (a, b) => ({ best: Math.max(a.best, b.best), median: Math.max(a.median, b.median) });
+    // The machine is shared and its load drifts: every case is measured interleaved with the limits
+    // it is compared to (harness measureInterleaved), so both see the same machine state.
+    const rounds = async (cases, t = threads) =>
+      (await h.measureInterleaved(cases.map(([name, fn, work = N]) => ({ name, fn, work })), { threads: t })).map((r) => h.rate(r));
     const readCeiling = ['read ceiling', () => z.ceilings.readSum(x), N * 4];
     const wordsLimit = ['rngFill uniform', () => rng.fillSync(y, 'uniform', { seed: 2n })];
     const normalsLimit = ['rngFill normal', () => rng.fillSync(y, 'normal', { seed: 2n })];
@@ -126,26 +121,24 @@ const suite = {
       const q32 = quant.emptyQTensor('int8', [R, C], 32, { category: 'workspace' });
       const qn = quant.emptyQTensor('nf4', [R, C], 64, { category: 'workspace' });
       const bf = Tensor.empty([n], 'bf16', 'workspace');
-      const one = (name, fn) => h.measure(name, fn, { threads: 1, work: n });
       const dir = { seed: 4n, stream: 2 };
       try {
-        const small = [];
-        for (let r = 0; r < ROUNDS; r++) {
-          const res = [
-            await one('uniform', () => rng.fillSync(ys, 'uniform', { seed: 2n })),
-            await one('normal', () => rng.fillSync(ys, 'normal', { seed: 2n })),
-            await one('SR int8', () => quant.quantizeIntoSync(xs, q8, sr)),
-            await one('SR fp8', () => quant.quantizeIntoSync(xs, qf, sr)),
-            await one('SR bf16', () => quant.toFormatSync(xs.reshape([n]), 'bf16', sr, bf)),
-            await one('quantize int8 row', () => native.quantize(xs.mem, 0, q8.desc(), 1, false, 0, 0)),
-            await one('quantize int8 g32', () => native.quantize(xs.mem, 0, q32.desc(), 1, false, 0, 0)),
-            await one('quantize nf4 g64', () => native.quantize(xs.mem, 0, qn.desc(), 1, false, 0, 0)),
-            await one('update int8 gauss', () => quant.updateSync(q8, 1e-3, { ...dir, dist: 'gaussian' })),
-            await one('update int8 rademacher', () => quant.updateSync(q8, 1e-3, { ...dir, dist: 'rademacher' })),
-            await one('update fp8 gauss', () => quant.updateSync(qf, 1e-3, { ...dir, dist: 'gaussian' })),
-          ].map((mm) => h.rate(mm));
-          res.forEach((v, k) => (small[k] = max2(small[k], v)));
-        }
+        const small = await rounds(
+          [
+            ['uniform', () => rng.fillSync(ys, 'uniform', { seed: 2n })],
+            ['normal', () => rng.fillSync(ys, 'normal', { seed: 2n })],
+            ['SR int8', () => quant.quantizeIntoSync(xs, q8, sr)],
+            ['SR fp8', () => quant.quantizeIntoSync(xs, qf, sr)],
+            ['SR bf16', () => quant.toFormatSync(xs.reshape([n]), 'bf16', sr, bf)],
+            ['quantize int8 row', () => native.quantize(xs.mem, 0, q8.desc(), 1, false, 0, 0)],
+            ['quantize int8 g32', () => native.quantize(xs.mem, 0, q32.desc(), 1, false, 0, 0)],
+            ['quantize nf4 g64', () => native.quantize(xs.mem, 0, qn.desc(), 1, false, 0, 0)],
+            ['update int8 gauss', () => quant.updateSync(q8, 1e-3, { ...dir, dist: 'gaussian' })],
+            ['update int8 rademacher', () => quant.updateSync(q8, 1e-3, { ...dir, dist: 'rademacher' })],
+            ['update fp8 gauss', () => quant.updateSync(qf, 1e-3, { ...dir, dist: 'gaussian' })],
+          ].map(([name, fn]) => [name, fn, n]),
+          1,
+        );
         const [wu, nu, ...cases] = small;
         const gb = { best: 1 / (1 / nu.best + 1 / wu.best), median: 1 / (1 / nu.median + 1 / wu.median) };
         const labels = ['SR f32 -> int8 per row', 'SR f32 -> fp8 e4m3', 'SR f32 -> bf16', 'quantize int8 per row (RTNE)', 'quantize int8 groups of 32 (RTNE)', 'quantize nf4 groups of 64 (RTNE)', 'update int8, Gaussian z', 'update int8, Rademacher z', 'update fp8 e4m3, Gaussian z'];
@@ -166,9 +159,10 @@ const suite = {
       method: [
         `Input: ${ROWS} x ${COLS} f32 standard normals (64 MiB). quantize writes into a preallocated QTensor (the op behind quant.quantize, without the allocation); dequantize into a preallocated f32 tensor (non-temporal stores: the output is larger than the caches).`,
         'Bytes per element: 4 (f32) + code bytes (1, 1/2 or 2) + scales (4 / group, +1 / group for zero-points). Per-tensor scales need a separate statistics pass over the input (one more read of 4 B, counted); row and group scales are computed in the same pass, from cache. Updates read and write the codes in place.',
-        `The machine is shared and its load drifts during a run, so every case is measured ${ROUNDS} times interleaved with the limits it is compared to (each keeps its best best and best median), so a ratio compares measurements taken seconds apart, not minutes.`,
+        'The machine is shared and its load drifts during a run, so every case is measured interleaved with the limits it is compared to (harness measureInterleaved: rounds A B C, A B C, ...; best = fastest call of any round, median = median of the round medians): a ratio compares measurements taken seconds apart, not minutes.',
         'Memory bound: elements/s = (the better of the streaming-read ceiling over the 64 MiB input, interleaved as above, and the run-start in-place read+write ceiling of bench/ceilings.bench.js, same thread count) / bytes per element; the ceiling used is shown in the quantize row. A kernel that reads one stream and writes another with non-temporal stores can move more bytes than either ceiling, so a ratio above 100 % means "memory is not the limit".',
         'RNG bound, on the same tensor size: SR needs one Philox word per element (rngFill uniform: Philox + conversion + a 4-byte store); a Gaussian update needs a normal and a word, bound = 1 / (1 / normal rate + 1 / word rate) (rngFill normal is the same Box-Muller the update uses).',
+        '"1 thread, in cache" rows: the same kernels on one thread over 32 x 2048 f32 (256 KiB, L2-resident), against the Philox and normal rates measured the same way: compute efficiency without the shared memory bus, the least load-sensitive figures here.',
         'SR onto int8/int4 grids with fixed scales (quantizeInto) first checks the input for NaN/Inf (integer grids cannot hold them) and only then writes: one extra read of x, counted in its bytes. SR and update rows use the run-start read+write ceiling for their (non-binding) memory column.',
       ],
       columns: ['case', 'G elem/s best / median', 'GB/s best / median', 'vs RNG bound (best / median)', 'vs memory bound (best / median)'],
