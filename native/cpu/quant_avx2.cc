@@ -525,14 +525,21 @@ static inline bool group_scales8(const float* x, uint64_t g, bool asym, float* s
 
 // Codes of columns [ca, cb) of row r, one scale group. Full 32-column blocks here; a remainder
 // (only at the end of a row) goes to the reference.
+// With `ahead`, the same columns of the next row are prefetched meanwhile (per-row scales: the
+// statistics pass of the next row then finds it in cache instead of waiting on DRAM).
 template <int F>
-static inline void quantize_run(const QuantJob& j, uint64_t r, const Group8& g, uint64_t ca, uint64_t cb, const Nf4Lut& t, WordCursor& wc) {
+static inline void quantize_run(const QuantJob& j, uint64_t r, const Group8& g, uint64_t ca, uint64_t cb, const Nf4Lut& t, WordCursor& wc,
+                                bool ahead = false) {
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
   const float* x = j.x + base;
   uint8_t* row = row_of(q, r);
   uint64_t c = ca;
   for (; c + 32 <= cb; c += 32) {
+    if (ahead) {
+      _mm_prefetch((const char*)(x + q.cols + c), _MM_HINT_T0);
+      _mm_prefetch((const char*)(x + q.cols + c + 16), _MM_HINT_T0);
+    }
     __m256i w[4];
     if (j.stochastic) wc.get(base + c, w);
     else w[0] = w[1] = w[2] = w[3] = _mm256_setzero_si256();
@@ -568,7 +575,7 @@ bool quantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
       finite = finite && qstats_finite(st);
       q_group_from_stats(q.format, st, j.asym, false, &q.scales[gi], j.asym ? &q.zeros[gi] : nullptr);
     }
-    quantize_run<F>(j, r, group8<F>(q, gi, 0.0f), ca, cb, t, wc);
+    quantize_run<F>(j, r, group8<F>(q, gi, 0.0f), ca, cb, t, wc, j.group_scales && q.group >= q.cols);
   });
   return finite;
 }
