@@ -97,48 +97,49 @@ void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, f
 }
 
 // Sparse: elements rarely share a Philox block, so each lane runs its own counter; 8 indices per
-// step, directions in vectors, the final rounding and the scattered fma per lane in scalar code.
+// step, counters and directions in vectors, then one fma per listed element.
 void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha) {
   const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
-  const bool rad = d.dist == kDirRademacher;
-  const float inv = d.bits ? dir_grid_inv_step(d.bits) : 0.0f, step = d.bits ? dir_grid_step(d.bits) : 0.0f;
-  alignas(32) uint32_t lo[8], hi[8], slot[8], bit[8], srw[8];
+  const bool rad = d.dist == kDirRademacher, quzo = d.bits && !rad;
+  const __m256 inv = _mm256_set1_ps(quzo ? dir_grid_inv_step(d.bits) : 0.0f), step = _mm256_set1_ps(quzo ? dir_grid_step(d.bits) : 0.0f);
+  const __m256i first_lo = _mm256_set1_epi32((int)(uint32_t)first), first_hi = _mm256_set1_epi32((int)(uint32_t)(first >> 32));
+  const __m256i flip = _mm256_set1_epi32((int)0x80000000u), seven = _mm256_set1_epi32(7), three = _mm256_set1_epi32(3);
   alignas(32) float z[8];
   size_t j = 0;
   for (; j + 8 <= m; j += 8) {
     // Scattered indices touch a new cache line each: fetch the weights of 4 batches ahead.
     if (j + 40 <= m)
       for (int l = 0; l < 8; ++l) _mm_prefetch((const char*)(w + idx[j + 32 + l]), _MM_HINT_T0);
-    for (int l = 0; l < 8; ++l) {
-      uint64_t e = first + idx[j + l], c = rad ? bit_counter(e) : word_counter(e);
-      lo[l] = (uint32_t)c;
-      hi[l] = (uint32_t)(c >> 32);
-      slot[l] = rad ? bit_slot_word(e) : word_slot(e);
-      bit[l] = bit_slot_bit(e);
-    }
-    const __m256i vlo = _mm256_load_si256((const __m256i*)lo), vhi = _mm256_load_si256((const __m256i*)hi);
-    const __m256i vslot = _mm256_load_si256((const __m256i*)slot);
-    Words8 r = philox8_at(key, vlo, vhi);
-    if (rad) {
-      __m256i wd = select_word(r, vslot);
-      __m256i sign = _mm256_slli_epi32(_mm256_srlv_epi32(wd, _mm256_load_si256((const __m256i*)bit)), 31);
-      _mm256_store_ps(z, _mm256_xor_ps(_mm256_set1_ps(1.0f), _mm256_castsi256_ps(sign)));
+    // element e = first + idx as 64-bit (lo, hi): carry where the 32-bit sum wrapped (unsigned lo < idx)
+    const __m256i i = _mm256_loadu_si256((const __m256i*)(idx + j));
+    const __m256i lo = _mm256_add_epi32(first_lo, i);
+    const __m256i hi = _mm256_sub_epi32(first_hi, _mm256_cmpgt_epi32(_mm256_xor_si256(i, flip), _mm256_xor_si256(lo, flip)));
+    // counters: word stream ((e >> 5) << 3) | (e & 7) = ((e >> 2) & ~7) | (e & 7); bit stream with >> 7
+    const int sh = rad ? 7 : 2;
+    const __m256i shifted = _mm256_or_si256(_mm256_srl_epi32(lo, _mm_cvtsi32_si128(sh)), _mm256_sll_epi32(hi, _mm_cvtsi32_si128(32 - sh)));
+    const __m256i c_lo = _mm256_or_si256(_mm256_andnot_si256(seven, shifted), _mm256_and_si256(lo, seven));
+    const __m256i c_hi = _mm256_srl_epi32(hi, _mm_cvtsi32_si128(sh));
+    Words8 r = philox8_at(key, c_lo, c_hi);
+    __m256 zv;
+    if (rad) {  // word (e >> 8) & 3, bit (e >> 3) & 31
+      __m256i wd = select_word(r, _mm256_and_si256(_mm256_srli_epi32(lo, 8), three));
+      __m256i sign = _mm256_slli_epi32(_mm256_srlv_epi32(wd, _mm256_and_si256(_mm256_srli_epi32(lo, 3), _mm256_set1_epi32(31))), 31);
+      zv = _mm256_xor_ps(_mm256_set1_ps(1.0f), _mm256_castsi256_ps(sign));
     } else {
-      // words 2p, 2p+1 (p = slot >> 1) form the Box-Muller pair; slot & 1 picks its output
+      // slot (e >> 3) & 3: words 2p, 2p+1 (p = slot >> 1) are the Box-Muller pair, slot & 1 its output
+      const __m256i slot = _mm256_and_si256(_mm256_srli_epi32(lo, 3), three);
       const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
-      __m256i hi_pair = _mm256_cmpeq_epi32(_mm256_and_si256(vslot, two), two);
+      __m256i hi_pair = _mm256_cmpeq_epi32(_mm256_and_si256(slot, two), two);
       __m256i wr = _mm256_blendv_epi8(r.w[0], r.w[2], hi_pair), wa = _mm256_blendv_epi8(r.w[1], r.w[3], hi_pair);
       __m256 n0, n1;
       box_muller8(wr, wa, &n0, &n1);
-      __m256 odd = _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(vslot, one), one));
-      _mm256_store_ps(z, _mm256_blendv_ps(n0, n1, odd));
-      if (d.bits) _mm256_store_si256((__m256i*)srw, select_word(philox8_at(sr_key, vlo, vhi), vslot));
+      zv = _mm256_blendv_ps(n0, n1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(slot, one), one)));
+      if (quzo) zv = quzo8(zv, select_word(philox8_at(sr_key, c_lo, c_hi), slot), inv, step);
     }
+    _mm256_store_ps(z, zv);
     for (int l = 0; l < 8; ++l) {
-      float zl = z[l];
-      if (d.bits && !rad) zl = zt_mul(sr_round(zt_mul(zl, inv), srw[l]), step);
       float* p = w + idx[j + l];
-      *p = perturbed(*p, alpha, zl);
+      *p = perturbed(*p, alpha, z[l]);
     }
   }
   perturb_gather_ref(w, idx + j, m - j, d, first, alpha);
