@@ -9,7 +9,11 @@ export type ErrorCode =
   | 'ZOTUNE_DISPOSED'
   | 'ZOTUNE_UNSUPPORTED'
   | 'ZOTUNE_NO_BINARY'
-  | 'ZOTUNE_INTERNAL';
+  | 'ZOTUNE_BAD_FILE'
+  | 'ZOTUNE_IO'
+  | 'ZOTUNE_INTERNAL'
+  | 'ZOTUNE_CUDA_UNAVAILABLE'
+  | 'ZOTUNE_CUDA_ERROR';
 
 export class ZotuneError extends Error {
   readonly code: ErrorCode;

@@ -1,3 +1,4 @@
+/** The typed surfaces of the native CPU addon (native/addon/) and the CUDA addon (cuda/addon/). */
 /** The typed surface of the native CPU addon (native/addon/). */
 import type { QTensorDesc } from '../qtensor';
 
@@ -52,6 +53,37 @@ export interface NativeAddon {
   rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
   rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
 
+  quantize(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): void;
+  quantizeAsync(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): Promise<void>;
+  dequantize(q: QTensorDesc, out: Mem, outOffset: number): void;
+  dequantizeAsync(q: QTensorDesc, out: Mem, outOffset: number): Promise<void>;
+  quantUpdate(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateAsync(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
+  quantUpdateIndices(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateIndicesAsync(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
+  // Transformer ops (native/addon/bind_nn.cc); each also exists as `...Async`.
+  rmsNorm(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): void;
+  rmsNormAsync(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): Promise<void>;
+  rope(x: Mem, xOff: number, rows: number, heads: number, headDim: number, positions: Mem, posOff: number, rope: Float64Array): void;
+  ropeAsync(x: Mem, xOff: number, rows: number, heads: number, headDim: number, positions: Mem, posOff: number, rope: Float64Array): Promise<void>;
+  attention(...args: AttentionArgs): void;
+  attentionAsync(...args: AttentionArgs): Promise<void>;
+  swiglu(out: Mem, outOff: number, gate: Mem, gateOff: number, up: Mem, upOff: number, n: number): void;
+  swigluAsync(out: Mem, outOff: number, gate: Mem, gateOff: number, up: Mem, upOff: number, n: number): Promise<void>;
+  embedding(out: Mem, outOff: number, table: Mem, tableOff: number, vocab: number, dim: number, ids: Int32Array, n: number): void;
+  embeddingAsync(out: Mem, outOff: number, table: Mem, tableOff: number, vocab: number, dim: number, ids: Int32Array, n: number): Promise<void>;
+  logProbs(logits: Mem, off: number, rows: number, n: number, targets: Int32Array, out: Float64Array): { sum: number; count: number };
+  logProbsAsync(logits: Mem, off: number, rows: number, n: number, targets: Int32Array, out: Float64Array): Promise<{ sum: number; count: number }>;
+  argmax(x: Mem, off: number, rows: number, n: number, out: Int32Array): void;
+  argmaxAsync(x: Mem, off: number, rows: number, n: number, out: Int32Array): Promise<void>;
+  sample(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): void;
+  sampleAsync(logits: Mem, off: number, rows: number, n: number, out: Int32Array, temperature: number, topK: number, topP: number, seed: Seed, positions: Int32Array): Promise<void>;
+  gemm(...args: GemmCall): void;
+  gemmAsync(...args: GemmCall): Promise<void>;
+
+  // One LLaMA forward pass (native/addon/bind_llama.cc documents the arguments).
+  llamaForward(...args: LlamaForwardArgs): { logprobSum: number; count: number };
+  llamaForwardAsync(...args: LlamaForwardArgs): Promise<{ logprobSum: number; count: number }>;
   perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
   perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
   perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
@@ -69,3 +101,77 @@ export interface NativeAddon {
   gemm(...args: GemmCall): void;
   gemmAsync(...args: GemmCall): Promise<void>;
 }
+
+/** A CUDA error as the CUDA addon reports it: the cudaError_t number, its name and what to do. */
+export interface CudaErrorInfo {
+  code: number;
+  name: string;
+  reason: string;
+  message?: string;
+}
+
+export interface CudaDevice {
+  index: number;
+  name: string;
+  /** e.g. '9.0' */
+  computeCapability: string;
+  totalMemory: number;
+  multiprocessors: number;
+  /** A test kernel of this build ran on it. */
+  usable: boolean;
+  error?: CudaErrorInfo;
+}
+
+export interface CudaProbe {
+  /** CUDA runtime linked into the addon, e.g. 13000. */
+  runtimeVersion: number;
+  /** CUDA version the driver supports; 0 when no driver was found. */
+  driverVersion: number;
+  /** Architectures compiled in, e.g. '80-real,86-real,89-real,90'. */
+  archs: string;
+  usable: boolean;
+  /** Why no device is usable (absent when one is). */
+  error?: CudaErrorInfo;
+  devices: CudaDevice[];
+}
+
+/** The CUDA addon (zotune_cuda.node). Ops take host memory and run on the current GPU. */
+export interface CudaAddon {
+  backend: 'cuda';
+  probe(): CudaProbe;
+  rngFill(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): { kernelMs: number };
+  rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;
+  /** The kernel's per-thread code run on the host: checks the thread -> element map without a GPU. */
+  rngFillEmulated(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
+
+  gemmInt8(...args: GemmInt8Args): void;
+  gemmInt8Async(...args: GemmInt8Args): Promise<void>;
+  gemmS8S8S32(...args: GemmS8S8S32Args): void;
+  gemmS8S8S32Async(...args: GemmS8S8S32Args): Promise<void>;
+}
+
+/** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */
+export interface NativePerturb {
+  alpha: number;
+  seed: Seed;
+  stream: number;
+  dist: number;
+  bits: number;
+  srPurpose: number;
+}
+
+export type GemmInt8Args = [
+  x: Mem, xByteOffset: number, M: number, w: unknown, y: Mem, yByteOffset: number,
+  bias: Mem | null, biasByteOffset: number, residual: Mem | null, residualByteOffset: number,
+  perturb: NativePerturb | null, indices: Mem | null, indicesByteOffset: number, indicesCount: number,
+];
+
+export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset: number, c: Mem, cByteOffset: number, M: number, N: number, K: number];
+
+/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
+export type LlamaForwardArgs = [
+  Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null,
+  Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...Mem[],
+
+/** out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets, seqStart, keyMask, batch, heads, kvHeads, headDim, cap, scale */
+export type AttentionArgs = [Mem, number, Mem, number, Mem, number, Mem, number, Int32Array, Int32Array, Uint8Array | null, number, number, number, number, number, number];

@@ -1,0 +1,102 @@
+/**
+ * Tokenizer of a Hugging Face checkpoint folder (`tokenizer.json` + `tokenizer_config.json`),
+ * through the pure-JS @huggingface/tokenizers. Adds the bos token the way the checkpoint's
+ * post-processor / `add_bos_token` says, and decodes streams of ids incrementally (a multi-byte
+ * character split over several tokens is held back until complete).
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { Tokenizer } from '@huggingface/tokenizers';
+import { ZotuneError, fail } from '../errors';
+import { readJsonFile } from './config';
+
+export interface EncodeOptions {
+  /** Add the special tokens of the checkpoint's post-processor (bos for LLaMA). Default true. */
+  addSpecialTokens?: boolean;
+}
+
+export interface DecodeOptions {
+  /** Drop special tokens (bos, eos, pad) from the text. Default false. */
+  skipSpecialTokens?: boolean;
+}
+
+function tokenId(tok: Tokenizer, config: Record<string, unknown>, key: string): number | undefined {
+  const v = config[key];
+  const content = typeof v === 'string' ? v : typeof v === 'object' && v !== null ? (v as { content?: unknown }).content : undefined;
+  if (typeof content !== 'string') return undefined;
+  return tok.token_to_id(content);
+}
+
+export class LlamaTokenizer {
+  readonly bosTokenId: number | undefined;
+  readonly eosTokenId: number | undefined;
+  readonly padTokenId: number | undefined;
+  readonly vocabSize: number;
+  private readonly tok: Tokenizer;
+
+  /** From the parsed tokenizer.json and tokenizer_config.json. */
+  constructor(tokenizerJson: unknown, tokenizerConfig: unknown = {}) {
+    if (typeof tokenizerJson !== 'object' || tokenizerJson === null) fail('ZOTUNE_BAD_FILE', 'tokenizer.json is not a JSON object');
+    const config = (typeof tokenizerConfig === 'object' && tokenizerConfig !== null ? tokenizerConfig : {}) as Record<string, unknown>;
+    try {
+      this.tok = new Tokenizer(tokenizerJson, config);
+    } catch (err) {
+      throw new ZotuneError('ZOTUNE_BAD_FILE', `tokenizer.json could not be loaded: ${(err as Error).message}`, { cause: err });
+    }
+    this.bosTokenId = tokenId(this.tok, config, 'bos_token');
+    this.eosTokenId = tokenId(this.tok, config, 'eos_token');
+    this.padTokenId = tokenId(this.tok, config, 'pad_token');
+    this.vocabSize = this.tok.get_vocab(true).size;
+  }
+
+  static load(dir: string): LlamaTokenizer {
+    const cfgFile = path.join(dir, 'tokenizer_config.json');
+    const config = fs.existsSync(cfgFile) ? readJsonFile(cfgFile) : {};
+    return new LlamaTokenizer(readJsonFile(path.join(dir, 'tokenizer.json')), config);
+  }
+
+  encode(text: string, opts: EncodeOptions = {}): number[] {
+    if (typeof text !== 'string') fail('ZOTUNE_INVALID_ARGUMENT', 'encode takes a string');
+    return this.tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+  }
+
+  decode(ids: readonly number[], opts: DecodeOptions = {}): string {
+    for (const id of ids) if (!Number.isSafeInteger(id) || id < 0) fail('ZOTUNE_INVALID_ARGUMENT', `decode: ${id} is not a token id`);
+    return this.tok.decode([...ids], { skip_special_tokens: opts.skipSpecialTokens ?? false });
+  }
+
+  idToToken(id: number): string | undefined {
+    return this.tok.id_to_token(id);
+  }
+
+  tokenToId(token: string): number | undefined {
+    return this.tok.token_to_id(token);
+  }
+
+  /**
+   * A decoder for a stream of ids: push(id) returns the text that became final (a trailing
+   * incomplete UTF-8 sequence, decoded as U+FFFD, is held back until the next ids complete it).
+   */
+  decoder(opts: DecodeOptions = {}): { push(id: number): string; flush(): string } {
+    const ids: number[] = [];
+    let emitted = 0;
+    return {
+      push: (id: number) => {
+        ids.push(id);
+        const text = this.decode(ids, opts);
+        let end = text.length;
+        if (text.endsWith('\uFFFD')) end = text.length - 1;
+        if (end <= emitted) return '';
+        const out = text.slice(emitted, end);
+        emitted = end;
+        return out;
+      },
+      flush: () => {
+        const text = this.decode(ids, opts);
+        const out = text.slice(emitted);
+        emitted = text.length;
+        return out;
+      },
+    };
+  }
+}

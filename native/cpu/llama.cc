@@ -1,0 +1,260 @@
+#include "llama.h"
+
+#include <math.h>
+#include <string.h>
+
+#include <algorithm>
+#include <string>
+
+#include "../common/philox.h"
+#include "../common/status.h"
+#include "memory.h"
+#include "threadpool.h"
+
+namespace zt {
+namespace {
+
+// The one entry for every matrix product of the model.
+void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate) {
+  GemmArgs g{};
+  g.a = x;
+  g.m = M;
+  g.w = L.w;
+  g.c = y;
+  g.accumulate = accumulate;
+  gemm(g);
+}
+
+constexpr size_t kAlignFloats = 16;  // 64-byte aligned buffers inside the arena
+constexpr size_t kHeadChunkBytes = 8u << 20;  // logits computed at most this many bytes at a time
+
+size_t align_up(size_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlignFloats; }
+
+// Where each activation lives inside the one arena of a forward (offsets in floats).
+struct Plan {
+  size_t N = 0, T = 0, R = 0, C = 0;
+  int32_t pos0 = 0;  // rotary tables cover positions [pos0, pos0 + P)
+  size_t P = 0;
+  size_t x, xn, q, k, v, g, u, kv_k, kv_v, kv_mask, rel_pos, cos_t, sin_t, hrows, hlogits, total;
+  std::vector<int32_t> head_rows;  // sorted distinct token rows that need the LM head
+};
+
+Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o) {
+  Plan p;
+  p.N = (size_t)b.seq_off[b.B];
+  for (size_t s = 0; s < b.B; ++s) p.T = std::max(p.T, (size_t)(b.seq_off[s + 1] - b.seq_off[s]));
+  int32_t lo = b.positions[0], hi = b.positions[0];
+  for (size_t i = 0; i < p.N; ++i) lo = std::min(lo, b.positions[i]), hi = std::max(hi, b.positions[i]);
+  p.pos0 = lo;
+  p.P = (size_t)(hi - lo) + 1;
+  std::vector<uint8_t> need(p.N, 0);
+  if (o.targets)
+    for (size_t i = 0; i < p.N; ++i) need[i] |= o.targets[i] >= 0;
+  for (size_t j = 0; j < o.n_logit_rows; ++j) need[(size_t)o.logit_rows[j]] = 1;
+  if (o.next)
+    for (size_t s = 0; s < b.B; ++s)
+      if (b.seq_off[s + 1] > b.seq_off[s]) need[(size_t)b.seq_off[s + 1] - 1] = 1;
+  for (size_t i = 0; i < p.N; ++i)
+    if (need[i]) p.head_rows.push_back((int32_t)i);
+  p.R = p.head_rows.size();
+  p.C = std::max<size_t>(1, std::min(p.R, kHeadChunkBytes / (4 * c.vocab)));
+
+  const size_t D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
+  size_t at = 0;
+  auto take = [&](size_t floats) {
+    size_t off = at;
+    at += align_up(floats);
+    return off;
+  };
+  p.x = take(p.N * D);
+  p.xn = take(p.N * D);
+  p.q = take(p.N * Q);
+  p.k = take(p.N * KV);
+  p.v = take(p.N * KV);
+  p.g = take(p.N * I);
+  p.u = take(p.N * I);
+  const size_t kv_layout = cache ? 0 : b.B * c.kv_heads * p.T * c.head_dim;
+  p.kv_k = take(kv_layout);
+  p.kv_v = take(kv_layout);
+  p.kv_mask = take(cache ? 0 : (b.B * p.T + 3) / 4);
+  p.rel_pos = take(p.N);
+  p.cos_t = take(p.P * c.head_dim / 2);
+  p.sin_t = take(p.P * c.head_dim / 2);
+  p.hrows = take(p.C * D);
+  p.hlogits = take(p.R ? p.C * c.vocab : 0);
+  p.total = at;
+  return p;
+}
+
+struct Arena {
+  float* base;
+  size_t bytes;
+  explicit Arena(size_t floats) : base((float*)host_alloc(floats * 4, MemCategory::Activations)), bytes(floats * 4) {}
+  ~Arena() { host_free(base, bytes, MemCategory::Activations); }
+  Arena(const Arena&) = delete;
+  Arena& operator=(const Arena&) = delete;
+};
+
+// Copies rows [N][H*hd] of sequence-packed keys and values into the KV layout attention reads
+// (keys [B][H][hd][cap], values [B][H][cap][hd]) at each sequence's slots.
+void scatter_kv(float* kl, float* vl, const float* k, const float* v, const LlamaBatch& b, const int32_t* first_slot,
+                size_t H, size_t hd, size_t cap) {
+  auto copy = [&](size_t task) {
+    const size_t s = task / H, h = task % H;
+    float* kt = kl + (s * H + h) * hd * cap;
+    float* vs = vl + (s * H + h) * cap * hd;
+    for (int32_t t = b.seq_off[s]; t < b.seq_off[s + 1]; ++t) {
+      const size_t slot = (size_t)first_slot[s] + (size_t)(t - b.seq_off[s]);
+      const float* kr = k + ((size_t)t * H + h) * hd;
+      for (size_t d = 0; d < hd; ++d) kt[d * cap + slot] = kr[d];
+      memcpy(vs + slot * hd, v + ((size_t)t * H + h) * hd, hd * sizeof(float));
+    }
+  };
+  if ((size_t)b.seq_off[b.B] * H * hd < (1u << 16))  // a few decode tokens: not worth waking the pool
+    for (size_t t = 0; t < b.B * H; ++t) copy(t);
+  else
+    parallel_for(b.B * H, [&](size_t t) { copy(t); });
+}
+
+[[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llama forward: " + msg); }
+
+}  // namespace
+
+void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o) {
+  if (b.B == 0) bad(Code::InvalidArgument, "the batch is empty");
+  if (b.seq_off[0] != 0) bad(Code::InvalidArgument, "sequence offsets must start at 0");
+  for (size_t s = 0; s < b.B; ++s) {
+    if (b.seq_off[s + 1] < b.seq_off[s]) bad(Code::InvalidArgument, "sequence offsets must be non-decreasing");
+    size_t n = (size_t)(b.seq_off[s + 1] - b.seq_off[s]);
+    if (cache) {
+      if (cache->past[s] < 0 || (size_t)cache->past[s] + n > cache->cap)
+        bad(Code::OutOfRange, "sequence " + std::to_string(s) + " needs KV slots up to " +
+                                  std::to_string((size_t)std::max(cache->past[s], 0) + n) + " but the cache holds " +
+                                  std::to_string(cache->cap));
+    } else if (n > c.max_pos) {
+      bad(Code::OutOfRange, "sequence " + std::to_string(s) + " has " + std::to_string(n) +
+                                " tokens, more than max_position_embeddings " + std::to_string(c.max_pos));
+    }
+  }
+  const size_t N = (size_t)b.seq_off[b.B];
+  if (N == 0) bad(Code::InvalidArgument, "the batch has no tokens");
+  for (size_t i = 0; i < N; ++i) {
+    if (b.tokens[i] < 0 || (size_t)b.tokens[i] >= c.vocab)
+      bad(Code::OutOfRange, "token id " + std::to_string(b.tokens[i]) + " at " + std::to_string(i) + " is outside [0, " +
+                                std::to_string(c.vocab) + ")");
+    if (b.positions[i] < 0 || (size_t)b.positions[i] >= c.max_pos)
+      bad(Code::OutOfRange, "position " + std::to_string(b.positions[i]) + " at token " + std::to_string(i) +
+                                " is outside [0, max_position_embeddings " + std::to_string(c.max_pos) + ")");
+    if (o.targets && o.targets[i] >= 0 && (size_t)o.targets[i] >= c.vocab)
+      bad(Code::OutOfRange, "target id " + std::to_string(o.targets[i]) + " at " + std::to_string(i) + " is outside [0, " +
+                                std::to_string(c.vocab) + ")");
+  }
+  for (size_t j = 0; j < o.n_logit_rows; ++j)
+    if (o.logit_rows[j] < 0 || (size_t)o.logit_rows[j] >= N)
+      bad(Code::OutOfRange, "logit row " + std::to_string(o.logit_rows[j]) + " is outside the batch's " + std::to_string(N) + " tokens");
+}
+
+void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o) {
+  const Plan p = make_plan(c, b, cache, o);
+  Arena arena(p.total);
+  float* A = arena.base;
+  const size_t N = p.N, D = c.hidden, hd = c.head_dim, Hq = c.heads, Hkv = c.kv_heads, I = c.inter, V = c.vocab;
+  float *x = A + p.x, *xn = A + p.xn, *q = A + p.q, *k = A + p.k, *v = A + p.v, *g = A + p.g, *u = A + p.u;
+
+  embed(x, w.embed, D, b.tokens, N);
+  // Rotary tables only for the positions present (decoding needs one row, not the whole context).
+  int32_t* rel_pos = reinterpret_cast<int32_t*>(A + p.rel_pos);
+  for (size_t i = 0; i < N; ++i) rel_pos[i] = b.positions[i] - p.pos0;
+  rope_tables(A + p.cos_t, A + p.sin_t, p.pos0, p.P, hd, c.rope);
+
+  // The KV layout attention reads: the cache, or this forward's own [B][Hkv][T][hd] buffers.
+  const size_t cap = cache ? cache->cap : p.T;
+  uint8_t* kmask = cache ? cache->mask : reinterpret_cast<uint8_t*>(A + p.kv_mask);
+  std::vector<int32_t> zero_start(b.B, 0);
+  const int32_t* start = cache ? cache->past : zero_start.data();
+  for (size_t s = 0; s < b.B; ++s)
+    for (int32_t i = b.seq_off[s]; i < b.seq_off[s + 1]; ++i)
+      kmask[s * cap + (size_t)start[s] + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
+
+  AttnArgs at{};
+  at.out = q;  // in place: each (row, head) is read and then written by one task only
+  at.q = q;
+  at.q_off = b.seq_off;
+  at.q_start = start;
+  at.kmask = kmask;
+  at.B = b.B;
+  at.Hq = Hq;
+  at.Hkv = Hkv;
+  at.hd = hd;
+  at.cap = cap;
+  at.ld_q = at.ld_out = Hq * hd;
+  at.scale = (float)(1.0 / sqrt((double)hd));
+
+  for (size_t l = 0; l < c.layers; ++l) {
+    const LlamaLayer& L = w.layers[l];
+    rmsnorm(xn, x, L.attn_norm, N, D, c.eps);
+    linear(L.q, xn, N, q, false);
+    linear(L.k, xn, N, k, false);
+    linear(L.v, xn, N, v, false);
+    rope(q, N, Hq * hd, Hq, hd, rel_pos, A + p.cos_t, A + p.sin_t);
+    rope(k, N, Hkv * hd, Hkv, hd, rel_pos, A + p.cos_t, A + p.sin_t);
+    float* kl = cache ? cache->k + l * b.B * Hkv * cap * hd : A + p.kv_k;
+    float* vl = cache ? cache->v + l * b.B * Hkv * cap * hd : A + p.kv_v;
+    scatter_kv(kl, vl, k, v, b, start, Hkv, hd, cap);
+    at.k = kl;
+    at.v = vl;
+    attention(at);
+    linear(L.o, q, N, x, true);  // residual
+    rmsnorm(xn, x, L.mlp_norm, N, D, c.eps);
+    linear(L.gate, xn, N, g, false);
+    linear(L.up, xn, N, u, false);
+    swiglu(g, g, u, N * I);
+    linear(L.down, g, N, x, true);  // residual
+  }
+
+  // LM head on the rows that need it, a chunk at a time.
+  if (o.logprobs)
+    for (size_t i = 0; i < N; ++i) o.logprobs[i] = __builtin_nan("");
+  std::vector<std::pair<int32_t, size_t>> want;  // (row, index in logits output), sorted by row
+  for (size_t j = 0; j < o.n_logit_rows; ++j) want.push_back({o.logit_rows[j], j});
+  std::sort(want.begin(), want.end());
+  size_t wi = 0;
+  float* hrows = A + p.hrows;
+  float* hl = A + p.hlogits;
+  std::vector<int32_t> tg(p.C);
+  std::vector<double> lp(p.C);
+  for (size_t c0 = 0; c0 < p.R; c0 += p.C) {
+    const size_t n = std::min(p.C, p.R - c0);
+    for (size_t j = 0; j < n; ++j) memcpy(hrows + j * D, x + (size_t)p.head_rows[c0 + j] * D, D * sizeof(float));
+    rmsnorm(hrows, hrows, w.norm, n, D, c.eps);
+    linear(w.lm_head, hrows, n, hl, false);
+    if (o.targets) {
+      for (size_t j = 0; j < n; ++j) tg[j] = o.targets[p.head_rows[c0 + j]];
+      log_probs(hl, n, V, V, tg.data(), lp.data());
+      for (size_t j = 0; j < n; ++j)
+        if (tg[j] >= 0) {
+          o.logprobs[p.head_rows[c0 + j]] = lp[j];
+          o.logprob_sum += lp[j];
+          o.count++;
+        }
+    }
+    for (size_t j = 0; j < n; ++j) {
+      const int32_t row = p.head_rows[c0 + j];
+      while (wi < want.size() && want[wi].first == row) memcpy(o.logits + want[wi++].second * V, hl + j * V, V * sizeof(float));
+    }
+    if (o.next)
+      for (size_t s = 0; s < b.B; ++s) {
+        const int32_t first = b.seq_off[s], end = b.seq_off[s + 1];
+        if (end == first || (size_t)(end - 1) < (size_t)p.head_rows[c0] || (size_t)(end - 1) > (size_t)p.head_rows[c0 + n - 1]) continue;
+        const size_t j = (size_t)(std::lower_bound(p.head_rows.begin() + c0, p.head_rows.begin() + c0 + n, end - 1) - p.head_rows.begin()) - c0;
+        const uint64_t slot = (uint64_t)start[s] + (uint64_t)(end - first);
+        const float uu = uniform_open(random_word(RngKey{o.seed, (uint32_t)s, kPurposeUniform}, slot));
+        const int64_t id = sample_row(hl + j * V, V, o.sample, uu);
+        if (id < 0) fail(Code::NonFinite, "llama forward: the logits of sequence " + std::to_string(s) + " are all NaN");
+        o.next[s] = (int32_t)id;
+      }
+  }
+}
+
+}  // namespace zt
+

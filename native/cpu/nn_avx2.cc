@@ -1,0 +1,344 @@
+// AVX2 kernels of the transformer ops: the same operations in the same order as the scalar
+// references in nn.cc (see native/common/mathfn.h), 8 lanes at a time, so the bits match.
+#include <immintrin.h>
+
+#include "../common/mathfn.h"
+#include "nn.h"
+
+namespace zt {
+namespace avx2 {
+namespace {
+
+constexpr size_t kMaxHeadDim = 512;
+constexpr size_t kKeyBlock = 32;
+constexpr size_t kQueryBlock = 16;
+
+inline __m256 exp8(__m256 x) {
+  __m256 fx = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_add_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(-0.693359375f)));
+  r = _mm256_add_ps(r, _mm256_mul_ps(fx, _mm256_set1_ps(2.12194440e-4f)));
+  __m256 z = _mm256_mul_ps(r, r);
+  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.3981999507e-3f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
+  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
+  y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), r), _mm256_set1_ps(1.0f));
+  const __m256i bias = _mm256_set1_epi32(127);
+  __m256i n = _mm256_cvttps_epi32(fx), n1 = _mm256_srai_epi32(n, 1);
+  __m256 res = _mm256_mul_ps(y, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n1, bias), 23)));
+  res = _mm256_mul_ps(res, _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(_mm256_sub_epi32(n, n1), bias), 23)));
+  // the scalar early exits: below kExpLo -> 0, NaN -> NaN, above kExpHi -> +inf
+  res = _mm256_and_ps(res, _mm256_cmp_ps(x, _mm256_set1_ps(kExpLo), _CMP_GE_OQ));
+  res = _mm256_blendv_ps(res, x, _mm256_cmp_ps(x, x, _CMP_UNORD_Q));
+  return _mm256_blendv_ps(res, _mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)),
+                          _mm256_cmp_ps(x, _mm256_set1_ps(kExpHi), _CMP_GT_OQ));
+}
+
+// Lanes 0-3 in lo, 4-7 in hi, as reduce8d().
+inline double hsum8d(__m256d lo, __m256d hi) {
+  __m256d s = _mm256_add_pd(lo, hi);
+  __m128d t = _mm_add_pd(_mm256_castpd256_pd128(s), _mm256_extractf128_pd(s, 1));
+  return _mm_cvtsd_f64(_mm_add_sd(t, _mm_unpackhi_pd(t, t)));
+}
+
+// y[d] = y[d] * c for d < n
+inline void scale_vec(float* y, float c, size_t n) {
+  const size_t n8 = n & ~(size_t)7;
+  const __m256 cv = _mm256_set1_ps(c);
+  for (size_t d = 0; d < n8; d += 8) _mm256_storeu_ps(y + d, _mm256_mul_ps(_mm256_loadu_ps(y + d), cv));
+  for (size_t d = n8; d < n; ++d) y[d] = zt_mul(y[d], c);
+}
+
+}  // namespace
+
+void rmsnorm_rows(float* out, const float* x, const float* w, size_t rows, size_t dim, double eps) {
+  const size_t n8 = dim & ~(size_t)7;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * dim;
+    float* o = out + r * dim;
+    __m256d a0 = _mm256_setzero_pd(), a1 = _mm256_setzero_pd();
+    for (size_t i = 0; i < n8; i += 8) {
+      __m256 v = _mm256_loadu_ps(xr + i);
+      __m256d d0 = _mm256_cvtps_pd(_mm256_castps256_ps128(v)), d1 = _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1));
+      a0 = _mm256_add_pd(a0, _mm256_mul_pd(d0, d0));
+      a1 = _mm256_add_pd(a1, _mm256_mul_pd(d1, d1));
+    }
+    double ss = hsum8d(a0, a1);
+    for (size_t i = n8; i < dim; ++i) ss += (double)xr[i] * (double)xr[i];
+    const float s = rms_inv(ss, dim, eps);
+    const __m256 sv = _mm256_set1_ps(s);
+    for (size_t i = 0; i < n8; i += 8)
+      _mm256_storeu_ps(o + i, _mm256_mul_ps(_mm256_mul_ps(_mm256_loadu_ps(xr + i), sv), _mm256_loadu_ps(w + i)));
+    for (size_t i = n8; i < dim; ++i) o[i] = zt_mul(zt_mul(xr[i], s), w[i]);
+  }
+}
+
+void rope_rows(float* x, size_t rows, size_t ld, size_t heads, size_t hd, const int32_t* pos, const float* cos_t,
+               const float* sin_t) {
+  const size_t half = hd / 2, h8 = half & ~(size_t)7;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* c = cos_t + (size_t)pos[r] * half;
+    const float* s = sin_t + (size_t)pos[r] * half;
+    for (size_t h = 0; h < heads; ++h) {
+      float* x1 = x + r * ld + h * hd;
+      float* x2 = x1 + half;
+      for (size_t i = 0; i < h8; i += 8) {
+        __m256 a = _mm256_loadu_ps(x1 + i), b = _mm256_loadu_ps(x2 + i);
+        __m256 cv = _mm256_loadu_ps(c + i), sv = _mm256_loadu_ps(s + i);
+        _mm256_storeu_ps(x1 + i, _mm256_sub_ps(_mm256_mul_ps(a, cv), _mm256_mul_ps(b, sv)));
+        _mm256_storeu_ps(x2 + i, _mm256_add_ps(_mm256_mul_ps(b, cv), _mm256_mul_ps(a, sv)));
+      }
+      for (size_t i = h8; i < half; ++i) {
+        float a = x1[i], b = x2[i];
+        x1[i] = zt_add(zt_mul(a, c[i]), -zt_mul(b, s[i]));
+        x2[i] = zt_add(zt_mul(b, c[i]), zt_mul(a, s[i]));
+      }
+    }
+  }
+}
+
+void swiglu(float* out, const float* gate, const float* up, size_t n) {
+  const size_t n8 = n & ~(size_t)7;
+  const __m256 one = _mm256_set1_ps(1.0f), sign = _mm256_set1_ps(-0.0f);
+  for (size_t i = 0; i < n8; i += 8) {
+    __m256 g = _mm256_loadu_ps(gate + i);
+    __m256 silu = _mm256_div_ps(g, _mm256_add_ps(one, exp8(_mm256_xor_ps(g, sign))));
+    _mm256_storeu_ps(out + i, _mm256_mul_ps(silu, _mm256_loadu_ps(up + i)));
+  }
+  for (size_t i = n8; i < n; ++i) out[i] = zt_mul(silu_f32(gate[i]), up[i]);
+}
+
+void softmax_stats(const float* x, size_t rows, size_t n, size_t ld, float* row_max, double* row_sum) {
+  const size_t n8 = n & ~(size_t)7;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ld;
+    __m256 mv = _mm256_set1_ps(-__builtin_inff());
+    for (size_t i = 0; i < n8; i += 8) mv = _mm256_max_ps(_mm256_loadu_ps(xr + i), mv);  // NaN in x keeps mv
+    __m128 a = _mm_max_ps(_mm256_extractf128_ps(mv, 1), _mm256_castps256_ps128(mv));
+    __m128 b = _mm_max_ps(_mm_movehl_ps(a, a), a);
+    float m = _mm_cvtss_f32(_mm_max_ss(_mm_shuffle_ps(b, b, 1), b));
+    for (size_t i = n8; i < n; ++i) m = xr[i] > m ? xr[i] : m;
+    const __m256 m8 = _mm256_set1_ps(m);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    for (size_t i = 0; i < n8; i += 8) {
+      __m256 e = exp8(_mm256_sub_ps(_mm256_loadu_ps(xr + i), m8));
+      s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(e)));
+      s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(e, 1)));
+    }
+    double s = hsum8d(s0, s1);
+    for (size_t i = n8; i < n; ++i) s += (double)exp_f32(zt_add(xr[i], -m));
+    row_max[r] = m;
+    row_sum[r] = s;
+  }
+}
+
+int64_t argmax(const float* x, size_t n) {
+  const size_t n8 = n & ~(size_t)7;
+  __m256 mv = _mm256_set1_ps(-__builtin_inff());
+  for (size_t i = 0; i < n8; i += 8) mv = _mm256_max_ps(_mm256_loadu_ps(x + i), mv);
+  float l[8];
+  _mm256_storeu_ps(l, mv);
+  float m = -__builtin_inff();
+  for (int j = 0; j < 8; ++j) m = l[j] > m ? l[j] : m;
+  for (size_t i = n8; i < n; ++i) m = x[i] > m ? x[i] : m;
+  const __m256 m8 = _mm256_set1_ps(m);
+  for (size_t i = 0; i < n8; i += 8) {
+    int bits = _mm256_movemask_ps(_mm256_cmp_ps(_mm256_loadu_ps(x + i), m8, _CMP_EQ_OQ));
+    if (bits) return (int64_t)(i + (size_t)__builtin_ctz((unsigned)bits));
+  }
+  for (size_t i = n8; i < n; ++i)
+    if (x[i] == m) return (int64_t)i;
+  return -1;
+}
+
+namespace {
+
+// Scores of NV vectors of 8 consecutive slots for NH heads: s[h][8v + l] = scale * sum_d q_h[d]
+// k[d][slot] (d in order); unless Full, the last vector's lanes beyond `tail` are not loaded (0).
+template <int NH, int NV, bool Full>
+inline void block_scores(const float* const* qh, const float* kt, size_t cap, size_t hd, __m256i tail, float scale,
+                         float (*s)[kKeyBlock]) {
+  __m256 acc[NH][NV];
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_setzero_ps();
+  for (size_t d = 0; d < hd; ++d) {
+    const float* kr = kt + d * cap;
+    __m256 kv[NV];
+    for (int v = 0; v < NV - 1; ++v) kv[v] = _mm256_loadu_ps(kr + 8 * v);
+    kv[NV - 1] = Full ? _mm256_loadu_ps(kr + 8 * (NV - 1)) : _mm256_maskload_ps(kr + 8 * (NV - 1), tail);
+    for (int h = 0; h < NH; ++h) {
+      const __m256 qd = _mm256_set1_ps(qh[h][d]);
+      for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_add_ps(acc[h][v], _mm256_mul_ps(qd, kv[v]));
+    }
+  }
+  const __m256 sc = _mm256_set1_ps(scale);
+  for (int h = 0; h < NH; ++h)
+    for (int v = 0; v < NV; ++v) _mm256_store_ps(s[h] + 8 * v, _mm256_mul_ps(acc[h][v], sc));
+}
+
+// o[h][d0 .. d0 + 8 ND) += sum_j p[h][j] v_j (the block sum first, j in order) for live heads.
+template <int NH, int ND>
+inline void block_values(const float (*p)[kKeyBlock], const float* vd, size_t hd, size_t n, const uint8_t* mb,
+                         const bool* live, float (*o)[kMaxHeadDim], size_t d0) {
+  __m256 bs[NH][ND];
+  for (int h = 0; h < NH; ++h)
+    for (int c = 0; c < ND; ++c) bs[h][c] = _mm256_setzero_ps();
+  for (size_t j = 0; j < n; ++j) {
+    if (mb && !mb[j]) continue;
+    const float* vj = vd + j * hd;
+    __m256 vv[ND];
+    for (int c = 0; c < ND; ++c) vv[c] = _mm256_loadu_ps(vj + 8 * c);
+    for (int h = 0; h < NH; ++h) {
+      const __m256 pj = _mm256_set1_ps(p[h][j]);
+      for (int c = 0; c < ND; ++c) bs[h][c] = _mm256_add_ps(bs[h][c], _mm256_mul_ps(pj, vv[c]));
+    }
+  }
+  for (int h = 0; h < NH; ++h)
+    if (live[h])
+      for (int c = 0; c < ND; ++c)
+        _mm256_store_ps(o[h] + d0 + 8 * c, _mm256_add_ps(_mm256_load_ps(o[h] + d0 + 8 * c), bs[h][c]));
+}
+
+// Running online-softmax state of one query row for NH heads.
+template <int NH>
+struct RowState {
+  alignas(32) float o[NH][kMaxHeadDim];
+  float m[NH];
+  double l[NH];
+};
+
+// One 32-slot key block for one query row and NH heads of the same KV group (every key and value
+// vector loaded serves NH heads). Per head the operations are exactly those of
+// attention_block_ref.
+template <int NH>
+inline void attend_block(const AttnArgs& a, const float* const* qh, const float* kt, const float* vb, const uint8_t* mb,
+                         size_t j0, size_t n, RowState<NH>& st) {
+  const size_t hd = a.hd, hd8 = hd & ~(size_t)7, nv = (n + 7) / 8;
+  const float neg_inf = -__builtin_inff();
+  alignas(32) float s[NH][kKeyBlock], p[NH][kKeyBlock];
+  const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - 8 * (nv - 1))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+  if (n == kKeyBlock) {
+    block_scores<NH, 4, true>(qh, kt + j0, a.cap, hd, tail, a.scale, s);
+  } else {
+    switch (nv) {
+      case 4: block_scores<NH, 4, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      case 3: block_scores<NH, 3, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      case 2: block_scores<NH, 2, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      default: block_scores<NH, 1, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+    }
+  }
+  bool live[NH];
+  bool any = false;
+  for (int h = 0; h < NH; ++h) {
+    float bm = neg_inf;
+    for (size_t j = 0; j < n; ++j) {
+      if (mb && !mb[j0 + j]) s[h][j] = neg_inf;
+      bm = s[h][j] > bm ? s[h][j] : bm;
+    }
+    for (size_t j = n; j < 8 * nv; ++j) s[h][j] = neg_inf;  // lanes past the last slot: p = 0
+    live[h] = bm != neg_inf;
+    if (!live[h]) continue;  // every slot of the block masked
+    any = true;
+    if (bm > st.m[h]) {
+      float corr = exp_f32(zt_add(st.m[h], -bm));
+      st.l[h] *= (double)corr;
+      scale_vec(st.o[h], corr, hd);
+      st.m[h] = bm;
+    }
+    const __m256 mv = _mm256_set1_ps(st.m[h]);
+    __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
+    for (size_t v = 0; v < nv; ++v) {
+      __m256 pv = exp8(_mm256_sub_ps(_mm256_load_ps(s[h] + 8 * v), mv));  // exactly 0 where s = -inf
+      _mm256_store_ps(p[h] + 8 * v, pv);
+      s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(pv)));
+      s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(pv, 1)));
+    }
+    st.l[h] += hsum8d(s0, s1);
+  }
+  if (!any) return;
+  // o += sum_j p_j v_j per head: the block sum first, 32 columns at a time in registers
+  for (size_t d0 = 0; d0 < hd8; d0 += 32) {
+    const float* vd = vb + j0 * hd + d0;
+    const uint8_t* mj = mb ? mb + j0 : nullptr;
+    switch ((hd8 - d0) / 8) {
+      case 1: block_values<NH, 1>(p, vd, hd, n, mj, live, st.o, d0); break;
+      case 2: block_values<NH, 2>(p, vd, hd, n, mj, live, st.o, d0); break;
+      case 3: block_values<NH, 3>(p, vd, hd, n, mj, live, st.o, d0); break;
+      default: block_values<NH, 4>(p, vd, hd, n, mj, live, st.o, d0); break;
+    }
+  }
+  for (int h = 0; h < NH; ++h) {
+    if (!live[h]) continue;
+    for (size_t d = hd8; d < hd; ++d) {
+      float bd = 0;
+      for (size_t j = 0; j < n; ++j)
+        if (!(mb && !mb[j0 + j])) bd = zt_add(bd, zt_mul(p[h][j], vb[(j0 + j) * hd + d]));
+      st.o[h][d] = zt_add(st.o[h][d], bd);
+    }
+  }
+}
+
+// Query rows [r0, r1) (at most kQueryBlock) of sequence b, heads h0 .. h0 + NH: key blocks in the
+// outer loop so each 32-slot block of K and V is reused from L1 by every row of the tile.
+template <int NH>
+void attend_tile(const AttnArgs& a, const float* kt, const float* vb, const uint8_t* mb, size_t b, size_t h0, size_t r0,
+                 size_t r1) {
+  const size_t hd = a.hd, hd8 = hd & ~(size_t)7;
+  RowState<NH> st[kQueryBlock];
+  const float* qh[kQueryBlock][NH];
+  for (size_t r = r0; r < r1; ++r) {
+    RowState<NH>& t = st[r - r0];
+    for (int h = 0; h < NH; ++h) {
+      qh[r - r0][h] = a.q + ((size_t)a.q_off[b] + r) * a.ld_q + (h0 + h) * hd;
+      t.m[h] = -__builtin_inff();
+      t.l[h] = 0;
+      for (size_t d = 0; d < hd; ++d) t.o[h][d] = 0;
+    }
+  }
+  const size_t start = (size_t)a.q_start[b];
+  for (size_t j0 = 0; j0 <= start + r1 - 1; j0 += kKeyBlock)
+    for (size_t r = r0; r < r1; ++r) {
+      const size_t last = start + r;
+      if (last < j0) continue;
+      const size_t n = (last + 1 < j0 + kKeyBlock ? last + 1 : j0 + kKeyBlock) - j0;
+      attend_block<NH>(a, qh[r - r0], kt, vb, mb, j0, n, st[r - r0]);
+    }
+  for (size_t r = r0; r < r1; ++r) {
+    RowState<NH>& t = st[r - r0];
+    for (int h = 0; h < NH; ++h) {
+      float* oh = a.out + ((size_t)a.q_off[b] + r) * a.ld_out + (h0 + h) * hd;
+      if (t.l[h] > 0) {
+        const __m256d lv = _mm256_set1_pd(t.l[h]);
+        for (size_t d = 0; d < hd8; d += 8) {
+          __m256 v = _mm256_load_ps(t.o[h] + d);
+          __m128 lo = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), lv));
+          __m128 hi = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), lv));
+          _mm256_storeu_ps(oh + d, _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
+        }
+        for (size_t d = hd8; d < hd; ++d) oh[d] = (float)((double)t.o[h][d] / t.l[h]);
+      } else {
+        for (size_t d = 0; d < hd; ++d) oh[d] = 0;
+      }
+    }
+  }
+}
+
+}  // namespace
+
+void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) {
+  const size_t group = a.Hq / a.Hkv;
+  const float* kt = a.k + (b * a.Hkv + kvh) * a.hd * a.cap;  // [hd][cap]
+  const float* vb = a.v + (b * a.Hkv + kvh) * a.cap * a.hd;  // [cap][hd]
+  const uint8_t* mb = a.kmask ? a.kmask + b * a.cap : nullptr;
+  for (size_t t0 = r0; t0 < r1; t0 += kQueryBlock) {
+    const size_t t1 = t0 + kQueryBlock < r1 ? t0 + kQueryBlock : r1;
+    size_t g = 0;
+    for (; g + 2 <= group; g += 2) attend_tile<2>(a, kt, vb, mb, b, kvh * group + g, t0, t1);
+    if (g < group) attend_tile<1>(a, kt, vb, mb, b, kvh * group + g, t0, t1);
+  }
+}
+
+}  // namespace avx2
+}  // namespace zt
