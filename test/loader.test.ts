@@ -17,7 +17,7 @@ beforeAll(() => {
 afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
 
 /**
- * A copy of the package (dist/ and package.json) with node-gyp-build only, like an installed
+ * A copy of the package (dist/ and package.json) with its runtime dependencies only, like an installed
  * package; `devTools` links the checkout's node_modules instead, like a repository clone.
  */
 function copyPackage(name: string, opts: { prebuild?: Buffer; devTools?: boolean } = {}): string {
@@ -25,7 +25,9 @@ function copyPackage(name: string, opts: { prebuild?: Buffer; devTools?: boolean
   fs.cpSync(path.join(root, 'dist'), path.join(dir, 'dist'), { recursive: true });
   fs.copyFileSync(path.join(root, 'package.json'), path.join(dir, 'package.json'));
   if (opts.devTools) fs.symlinkSync(path.join(root, 'node_modules'), path.join(dir, 'node_modules'));
-  else fs.cpSync(path.join(root, 'node_modules', 'node-gyp-build'), path.join(dir, 'node_modules', 'node-gyp-build'), { recursive: true });
+  else
+    for (const dep of Object.keys(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).dependencies))
+      fs.cpSync(path.join(root, 'node_modules', dep), path.join(dir, 'node_modules', dep), { recursive: true });
   if (opts.prebuild) {
     fs.mkdirSync(path.join(dir, 'prebuilds', `${process.platform}-${process.arch}`), { recursive: true });
     fs.writeFileSync(path.join(dir, 'prebuilds', `${process.platform}-${process.arch}`, 'zotune.glibc.node'), opts.prebuild);

@@ -1,5 +1,4 @@
 /** The typed surfaces of the native CPU addon (native/addon/) and the CUDA addon (cuda/addon/). */
-/** The typed surface of the native CPU addon (native/addon/). */
 import type { QTensorDesc } from '../qtensor';
 
 export type Mem = NativeBuffer | ArrayBufferView | ArrayBuffer;
@@ -98,8 +97,11 @@ export interface NativeAddon {
   ceilingFmaAsync(tasks: number, iters: number): Promise<number>;
   ceilingInt8(tasks: number, iters: number): number;
   ceilingInt8Async(tasks: number, iters: number): Promise<number>;
-  gemm(...args: GemmCall): void;
-  gemmAsync(...args: GemmCall): Promise<void>;
+
+  gemmInt8(...args: GemmInt8Args): void;
+  gemmInt8Async(...args: GemmInt8Args): Promise<void>;
+  gemmS8S8S32(...args: GemmS8S8S32Args): void;
+  gemmS8S8S32Async(...args: GemmS8S8S32Args): Promise<void>;
 }
 
 /** A CUDA error as the CUDA addon reports it: the cudaError_t number, its name and what to do. */
@@ -143,11 +145,6 @@ export interface CudaAddon {
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;
   /** The kernel's per-thread code run on the host: checks the thread -> element map without a GPU. */
   rngFillEmulated(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
-
-  gemmInt8(...args: GemmInt8Args): void;
-  gemmInt8Async(...args: GemmInt8Args): Promise<void>;
-  gemmS8S8S32(...args: GemmS8S8S32Args): void;
-  gemmS8S8S32Async(...args: GemmS8S8S32Args): Promise<void>;
 }
 
 /** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */
@@ -172,6 +169,7 @@ export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset:
 export type LlamaForwardArgs = [
   Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null,
   Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...Mem[],
+];
 
 /** out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets, seqStart, keyMask, batch, heads, kvHeads, headDim, cap, scale */
 export type AttentionArgs = [Mem, number, Mem, number, Mem, number, Mem, number, Int32Array, Int32Array, Uint8Array | null, number, number, number, number, number, number];
