@@ -60,6 +60,7 @@
 #include <stdint.h>
 
 #include "../common/direction.h"
+#include "../common/quant_elem.h"
 
 namespace zt {
 
@@ -113,21 +114,15 @@ struct GemmPerturb {
   uint64_t nidx;
 };
 
-// w(n, k) as defined above.
+// w(n, k) as defined above: the raw code, then the shared decode of native/common/quant_elem.h.
 static inline float gemm_weight_at(const GemmWeights& w, uint64_t n, uint64_t k) {
   if (w.f32) return w.w32[n * w.k + k];
   const QTensorView& q = w.q;
   const uint8_t* row = gemm_row(q, n);
-  switch (q.format) {
-    case QFormat::Int8: return zt_mul(gemm_scale_at(q, n, k), (float)(int8_t)row[k]);
-    case QFormat::Int4: return zt_mul(gemm_scale_at(q, n, k), (float)((int)gemm_nibble(row, k) - gemm_zero_at(q, n, k)));
-    case QFormat::Nf4: return zt_mul(gemm_scale_at(q, n, k), nf4_value((int)gemm_nibble(row, k)));
-    case QFormat::Fp8E4M3: return zt_mul(gemm_scale_at(q, n, k), minifloat_decode(row[k], kE4M3));
-    case QFormat::Fp8E5M2: return zt_mul(gemm_scale_at(q, n, k), minifloat_decode(row[k], kE5M2));
-    case QFormat::Bf16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-    case QFormat::Fp16: return minifloat_decode(reinterpret_cast<const uint16_t*>(row)[k], kFp16);
-  }
-  return 0.0f;
+  uint32_t code = qformat_is_4bit(q.format) ? gemm_nibble(row, k)
+                  : (q.format == QFormat::Bf16 || q.format == QFormat::Fp16) ? reinterpret_cast<const uint16_t*>(row)[k]
+                                                                             : row[k];
+  return q_decode(q.format, code, qt_group(q, qt_scale_index(q, n, k)));
 }
 
 struct GemmArgs {
