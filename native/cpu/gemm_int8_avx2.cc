@@ -253,8 +253,9 @@ inline void reduce8(const __m256i acc16[8], __m256i* lo, __m256i* hi) {
                     _mm256_madd_epi16(acc16[3], ones));
   __m256i b = hadd4(_mm256_madd_epi16(acc16[4], ones), _mm256_madd_epi16(acc16[5], ones), _mm256_madd_epi16(acc16[6], ones),
                     _mm256_madd_epi16(acc16[7], ones));
-  *lo = _mm256_permute2x128_si256(a, b, 0x20);
-  *hi = _mm256_permute2x128_si256(a, b, 0x31);
+  // vperm2i128 is microcoded on Zen 1 (8 uops): lane moves with vinserti128 / vextracti128
+  *lo = _mm256_inserti128_si256(a, _mm256_castsi256_si128(b), 1);
+  *hi = _mm256_inserti128_si256(b, _mm256_extracti128_si256(a, 1), 0);
 }
 
 // int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group
