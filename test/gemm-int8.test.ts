@@ -248,6 +248,19 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     }
   });
 
+  test('first offsets the direction index; indices may be a Uint32Array; srPurpose may be a Purpose code', () => {
+    const M = 7, N = 9, K = 40, rand = prng(21);
+    const w = randomWeights(rand, 'int8', N, K, 'channel');
+    const x = randn(rand, M * K);
+    const d = dirs[2], alpha = 0.02, first = 1000;
+    const z = directionTable(d, first + N * K).slice(first);
+    const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), srPurpose: 5, first } }));
+    expectSameBits(y, refPerturbedGemm(x, M, w, z, alpha), 'first offset');
+    const subset = [3, 77, 200, 359];
+    const ys = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), first, indices: Uint32Array.from(subset) } }));
+    expectSameBits(ys, refSparseGemm(x, M, w, z, alpha, subset), 'first offset, Uint32Array subset');
+  });
+
   test('probes never write the weights: +alpha then -alpha leaves W bit-identical and brackets y', () => {
     const M = 20, N = 32, K = 96, rand = prng(8);
     const w = randomWeights(rand, 'int4', N, K, 32, { asym: true });
