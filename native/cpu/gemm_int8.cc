@@ -137,11 +137,11 @@ void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k
     }
     float* col = zbuf + c * kc;
     for (uint64_t k = k0; k < k1; ++k) col[k - k0] = zt_mul(w_scale(p.w, n, k / acc_group(p.w)), (float)w_code(p.w, n, k));
-    const uint64_t base = n * p.K + k0;
+    const uint64_t base = n * p.K + k0, z0 = p.first + base;
     if (p.idx)
-      perturb_gather_ref(col, rel, subset_slice(p.idx, p.nidx, base, base + kc, rel), *p.dir, base, p.alpha);
+      perturb_gather_ref(col, rel, subset_slice(p.idx, p.nidx, base, base + kc, rel), *p.dir, z0, p.alpha);
     else
-      perturb_range_ref(col, base, base + kc, *p.dir, p.alpha);
+      perturb_range_ref(col, z0, z0 + kc, *p.dir, p.alpha);
     for (uint64_t k = 0; k < kc; ++k) panel[k * kPanelCols + c] = col[k];
   }
 }
@@ -356,7 +356,7 @@ void run_sparse(const Kernels& kn, IntPlan p, const IntGemm& g, const ActQ& a, f
     for (uint64_t n = b, s = subset_lower_bound(g.idx, g.nidx, b * K); n < e; ++n) {
       uint64_t c = 0;
       for (; s < g.nidx && g.idx[s] < (n + 1) * K; ++s) ks.p[c++] = (uint32_t)(g.idx[s] - n * K);
-      kn.perturb_gather(z.p, ks.p, c, *g.dir, n * K, 1.0f);
+      kn.perturb_gather(z.p, ks.p, c, *g.dir, g.first + n * K, 1.0f);
       for (uint64_t i = 0; i < c; ++i) {
         kn.sparse_axpy(accT.p + n * M, qT.p + (uint64_t)ks.p[i] * M, zt_mul(g.alpha, z.p[ks.p[i]]), M);
         z.p[ks.p[i]] = 0.0f;
@@ -397,7 +397,7 @@ void gemm_int(const IntGemm& g) {
   const bool subset = g.dir && g.idx;
   const bool masked = subset && g.nidx * kSparseDensityInv > N * K;
   if (g.dir && (!subset || masked)) {
-    F32Plan p{&a, g.w, K, N, Kp, g.dir, g.alpha, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, ep};
+    F32Plan p{&a, g.w, K, N, Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, ep};
     run_f32(kn, p, a);
     return;
   }

@@ -12,7 +12,8 @@
 //      in group order, acc starting at +0.
 //   3. y = acc * s_x, then y = y + bias[n], then y = y + residual[m, n].
 //
-// Perturb-on-load (ZO probes): y = x · (W + alpha·Z)ᵀ with Z[n, k] = direction_at(dir, n*K + k),
+// Perturb-on-load (ZO probes): y = x · (W + alpha·Z)ᵀ with Z[n, k] = direction_at(dir, first + n*K + k)
+// (first: the direction index of element (0, 0), for a weight that is a slice of a larger stream),
 // regenerated inside the kernel; W is never written, so +alpha / -alpha probes restore exactly.
 // The perturbed weight is not on the int8 grid, so perturbed tiles are decoded to f32 and run on
 // an f32 micro-kernel (on Zen 1 its FMA rate equals the int8 maddubs rate; see README/bench):
@@ -110,6 +111,7 @@ struct IntGemm {
   uint64_t ldr;
   const Direction* dir;   // perturb-on-load, or null
   float alpha;
+  uint64_t first;         // direction index of element (0, 0)
   const uint32_t* idx;    // subset of flat indices (strictly increasing, < N*K), or null: dense
   uint64_t nidx;
 };
@@ -172,6 +174,7 @@ struct F32Plan {
   uint64_t K, N, Kp;
   const Direction* dir;
   float alpha;
+  uint64_t first;
   const uint32_t* idx;  // masked subset or null
   uint64_t nidx;
   const float* apack;   // activations as floats in 6-row panels: [ceil(M/6)][Kp][6], zero padded
