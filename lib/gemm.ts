@@ -4,7 +4,8 @@
  * [out, in] like nn.Linear. With `perturb`, W' = W + alpha·z where z(n, k) is the ZO direction
  * element first + n·K + k (the same values as the perturbation kernels), regenerated while the
  * weights are decoded: W is never written, so +eps / -eps probes need no restore.
- * Orders, accuracy and the GEMV path (M <= 4) are documented in native/cpu/gemm.h.
+ * Paths (GEMV for M <= 4, skinny for M <= 16, packed 6x16 tiles), summation orders and error
+ * bounds are documented in native/cpu/gemm.h.
  */
 import { expectDType, Tensor } from './tensor';
 import { fail } from './errors';
