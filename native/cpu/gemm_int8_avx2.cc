@@ -667,14 +667,9 @@ void tile_f32(const float* a, const float* panel, uint64_t kc, float* c) {
 #undef ZT_ROW
 }
 
-void sparse_axpy(float* acc, const int8_t* q, float t, uint64_t M) {
-  const __m256 vt = _mm256_set1_ps(t);
-  uint64_t m = 0;
-  for (; m + 8 <= M; m += 8) {
-    __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(q + m))));
-    _mm256_storeu_ps(acc + m, _mm256_fmadd_ps(vt, qf, _mm256_loadu_ps(acc + m)));
-  }
-  for (; m < M; ++m) acc[m] = zt_fma(t, (float)q[m], acc[m]);
+// The scalar loop compiled with FMA: random row access, nothing to vectorize.
+void sparse_row(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S) {
+  for (uint64_t s = 0; s < S; ++s) row[n_s[s]] = zt_fma(t[s], (float)q[k_s[s]], row[n_s[s]]);
 }
 
 }  // namespace avx2
