@@ -11,7 +11,9 @@ export type ErrorCode =
   | 'ZOTUNE_NO_BINARY'
   | 'ZOTUNE_BAD_FILE'
   | 'ZOTUNE_IO'
-  | 'ZOTUNE_INTERNAL';
+  | 'ZOTUNE_INTERNAL'
+  | 'ZOTUNE_CUDA_UNAVAILABLE'
+  | 'ZOTUNE_CUDA_ERROR';
 
 export class ZotuneError extends Error {
   readonly code: ErrorCode;

@@ -61,9 +61,11 @@ function run(x: F32, M: number, K: number, w: Tensor | QTensor, N: number, opts:
   return out;
 }
 
-// M = 1..4 take the streaming GEMV, larger M the packed GEMM; K around the 64-chunk and 256-block edges.
+// M = 1..4 take the streaming GEMV, 5..16 the skinny GEMM (8 or 16 lanes), larger M the packed
+// GEMM; K around the 64-chunk and 256-block edges, N around the 6- and 16-wide tiles.
 const SHAPES: [number, number, number][] = [
-  [1, 1, 1], [1, 17, 64], [2, 33, 130], [3, 8, 200], [4, 70, 257], [5, 16, 63], [6, 16, 256], [7, 19, 513], [13, 40, 300], [37, 51, 97],
+  [1, 1, 1], [1, 17, 64], [2, 33, 130], [3, 8, 200], [4, 70, 257], [5, 16, 63], [6, 16, 256], [8, 13, 513], [9, 7, 300],
+  [16, 30, 100], [17, 19, 513], [37, 51, 97],
 ];
 
 describe.each(paths)('fp32 GEMM on the %s path', (path) => {
@@ -73,6 +75,15 @@ describe.each(paths)('fp32 GEMM on the %s path', (path) => {
     const x = randn(M * K, M * 1000 + K), w = randn(N * K, N * 7 + K, 0.1), bias = randn(N, N);
     const got = run(x, M, K, Tensor.from(w, [N, K]), N, { bias });
     expectClose(got, refGemm(x, w, M, N, K, bias), K);
+  });
+
+  test('random shapes against float64', () => {
+    const rand = prng(path === 'scalar' ? 101 : 202);
+    for (let trial = 0; trial < 12; trial++) {
+      const M = 1 + Math.floor(rand() * 40), N = 1 + Math.floor(rand() * 70), K = 1 + Math.floor(rand() * 600);
+      const x = randn(M * K, trial), w = randn(N * K, trial + 50);
+      expectClose(run(x, M, K, Tensor.from(w, [N, K]), N), refGemm(x, w, M, N, K), K);
+    }
   });
 
   test('accumulate adds to the output (C += x·Wᵀ + bias), GEMV and GEMM', () => {
@@ -121,7 +132,7 @@ describe.each(paths)('quantized weights on the %s path', (path) => {
 (hasAvx2 ? describe : describe.skip)('scalar and AVX2 paths agree bit for bit', () => {
   const variants: [string, QSpec | null][] = [['fp32', null], ...QSPECS.map((s) => [specName(s), s] as [string, QSpec])];
   test.each(variants)('%s over GEMV and GEMM shapes', (_name, spec) => {
-    for (const [M, N, K] of [[1, 33, 700], [2, 16, 64], [4, 7, 131], [5, 23, 260], [30, 40, 515]] as const) {
+    for (const [M, N, K] of [[1, 33, 700], [2, 16, 64], [4, 7, 131], [5, 23, 260], [16, 13, 300], [30, 40, 515]] as const) {
       const x = randn(M * K, 11 + K), wf = randn(N * K, 12 + N, 0.5), bias = randn(N, 13);
       const w = spec ? quantize(wf, N, K, spec).q : Tensor.from(wf, [N, K]);
       const c0 = randn(M * N, 14);
@@ -234,19 +245,21 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     }
   });
 
-  test.each([[2, 45, 131], [9, 37, 300]])('equals the GEMM with explicitly perturbed fp32 weights, bit for bit (M=%i N=%i K=%i)', (M, N, K) => {
+  // GEMV, skinny (8 and 16 lanes) and packed paths; bias, and accumulate on the last shape
+  test.each([[2, 45, 131], [7, 20, 70], [9, 37, 300], [20, 37, 300]])('equals the GEMM with explicitly perturbed fp32 weights, bit for bit (M=%i N=%i K=%i)', (M, N, K) => {
     const x = randn(M * K, 1), wf = randn(N * K, 2, 0.05), bias = randn(N, 3);
+    const c0 = M === 20 ? randn(M * N, 4) : undefined;
     for (const d of dirs) {
       for (const first of [0, 1000003]) {
         const alpha = 1e-3;
-        const got = run(x, M, K, Tensor.from(wf, [N, K]), N, { bias, perturb: { ...d, alpha, first } });
-        const want = run(x, M, K, Tensor.from(perturbRef(wf, d, alpha, first), [N, K]), N, { bias });
+        const got = run(x, M, K, Tensor.from(wf, [N, K]), N, { bias, c0, perturb: { ...d, alpha, first } });
+        const want = run(x, M, K, Tensor.from(perturbRef(wf, d, alpha, first), [N, K]), N, { bias, c0 });
         expect(bitsEqual(got, want)).toBe(true);
       }
     }
   });
 
-  test.each([[1, 20, 200], [8, 33, 130]])('quantized weights: equals decode → perturb → fp32 GEMM (M=%i N=%i K=%i)', (M, N, K) => {
+  test.each([[1, 20, 200], [8, 33, 130], [18, 21, 100]])('quantized weights: equals decode → perturb → fp32 GEMM (M=%i N=%i K=%i)', (M, N, K) => {
     const x = randn(M * K, 4), wf = randn(N * K, 5);
     for (const spec of [QSPECS[0], QSPECS[4], QSPECS[7], QSPECS[10], QSPECS[12]]) {
       const { q, w } = quantize(wf, N, K, spec);
@@ -262,8 +275,8 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     const rand = prng(3);
     for (const density of [0.01, 0.3]) {
       const idx = Uint32Array.from(Array.from({ length: N * K }, (_, i) => i).filter(() => rand() < density));
-      for (const Mx of [2, M]) {
-        const xx = x.subarray(0, Mx * K);
+      for (const Mx of [2, M, 24]) {
+        const xx = Mx <= M ? x.subarray(0, Mx * K) : randn(Mx * K, 60);
         const got = run(xx, Mx, K, Tensor.from(wf, [N, K]), N, { perturb: { ...dirs[0], alpha: 0.02, indices: idx } });
         const want = run(xx, Mx, K, Tensor.from(perturbRef(wf, dirs[0], 0.02, 0, idx), [N, K]), N);
         expect(bitsEqual(got, want)).toBe(true);

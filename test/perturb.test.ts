@@ -201,10 +201,12 @@ describe.each(CPU_PATHS)('index-subset perturbation on the %s path', (path) => {
     return a;
   }
 
-  run.each(DIRECTIONS.map((o) => [label(o), o] as const))('equals the dense perturbation masked to the indices (%s)', (_name, o) => {
+  // starts: small, crossing 2^32 inside the tensor (64-bit element indices carry), beyond 2^45
+  const FIRSTS = [4093, 2 ** 32 - 100_000, 2 ** 45 + 3];
+  run.each(DIRECTIONS.map((o, k) => [label(o), FIRSTS[k % FIRSTS.length], o] as const))('equals the dense perturbation masked to the indices (%s, first %i)', (_name, first, o) => {
     const n = 200_003, w = weights(n, 3), rand = prng(77);
     const dense = Tensor.from(Float32Array.from(w));
-    perturbSync(dense, -0.25, { ...o, first: 4093 });
+    perturbSync(dense, -0.25, { ...o, first });
     const dd = dense.data();
     for (const density of [0.0001, 0.03, 0.6]) {
       const list: number[] = [];
@@ -213,7 +215,7 @@ describe.each(CPU_PATHS)('index-subset perturbation on the %s path', (path) => {
       const sorted = Uint32Array.from(list);
       for (const idx of [sorted, shuffled(sorted, list.length)]) {
         const t = Tensor.from(Float32Array.from(w));
-        perturbIndicesSync(t, idx, -0.25, { ...o, first: 4093 });
+        perturbIndicesSync(t, idx, -0.25, { ...o, first });
         const got = t.data(), member = new Uint8Array(n);
         for (const i of idx) member[i] = 1;
         for (let i = 0; i < n; i++) {

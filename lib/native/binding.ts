@@ -1,4 +1,4 @@
-/** The typed surface of the native CPU addon (native/addon/). */
+/** The typed surfaces of the native CPU addon (native/addon/) and the CUDA addon (cuda/addon/). */
 import type { QTensorDesc } from '../qtensor';
 
 export type Mem = NativeBuffer | ArrayBufferView | ArrayBuffer;
@@ -52,6 +52,14 @@ export interface NativeAddon {
   rngWords(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): void;
   rngWordsAsync(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, purpose: number, first: number | bigint): Promise<void>;
 
+  quantize(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): void;
+  quantizeAsync(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): Promise<void>;
+  dequantize(q: QTensorDesc, out: Mem, outOffset: number): void;
+  dequantizeAsync(q: QTensorDesc, out: Mem, outOffset: number): Promise<void>;
+  quantUpdate(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateAsync(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
+  quantUpdateIndices(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateIndicesAsync(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): Promise<void>;
   // Transformer ops (native/addon/bind_nn.cc); each also exists as `...Async`.
   rmsNorm(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): void;
   rmsNormAsync(out: Mem, outOff: number, x: Mem, xOff: number, w: Mem, wOff: number, rows: number, dim: number, eps: number): Promise<void>;
@@ -89,7 +97,74 @@ export interface NativeAddon {
   ceilingFmaAsync(tasks: number, iters: number): Promise<number>;
   ceilingInt8(tasks: number, iters: number): number;
   ceilingInt8Async(tasks: number, iters: number): Promise<number>;
+
+  gemmInt8(...args: GemmInt8Args): void;
+  gemmInt8Async(...args: GemmInt8Args): Promise<void>;
+  gemmS8S8S32(...args: GemmS8S8S32Args): void;
+  gemmS8S8S32Async(...args: GemmS8S8S32Args): Promise<void>;
 }
+
+/** A CUDA error as the CUDA addon reports it: the cudaError_t number, its name and what to do. */
+export interface CudaErrorInfo {
+  code: number;
+  name: string;
+  reason: string;
+  message?: string;
+}
+
+export interface CudaDevice {
+  index: number;
+  name: string;
+  /** e.g. '9.0' */
+  computeCapability: string;
+  totalMemory: number;
+  multiprocessors: number;
+  /** A test kernel of this build ran on it. */
+  usable: boolean;
+  error?: CudaErrorInfo;
+}
+
+export interface CudaProbe {
+  /** CUDA runtime linked into the addon, e.g. 13000. */
+  runtimeVersion: number;
+  /** CUDA version the driver supports; 0 when no driver was found. */
+  driverVersion: number;
+  /** Architectures compiled in, e.g. '80-real,86-real,89-real,90'. */
+  archs: string;
+  usable: boolean;
+  /** Why no device is usable (absent when one is). */
+  error?: CudaErrorInfo;
+  devices: CudaDevice[];
+}
+
+/** The CUDA addon (zotune_cuda.node). Ops take host memory and run on the current GPU. */
+export interface CudaAddon {
+  backend: 'cuda';
+  probe(): CudaProbe;
+  rngFill(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): { kernelMs: number };
+  rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;
+  /** The kernel's per-thread code run on the host: checks the thread -> element map without a GPU. */
+  rngFillEmulated(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
+}
+
+/** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */
+export interface NativePerturb {
+  alpha: number;
+  seed: Seed;
+  stream: number;
+  dist: number;
+  bits: number;
+  srPurpose: number;
+  first: number | bigint;
+}
+
+export type GemmInt8Args = [
+  x: Mem, xByteOffset: number, M: number, w: unknown, y: Mem, yByteOffset: number,
+  bias: Mem | null, biasByteOffset: number, residual: Mem | null, residualByteOffset: number,
+  perturb: NativePerturb | null, indices: Mem | null, indicesByteOffset: number, indicesCount: number,
+];
+
+export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset: number, c: Mem, cByteOffset: number, M: number, N: number, K: number];
 
 /** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
 export type LlamaForwardArgs = [

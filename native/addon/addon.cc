@@ -73,11 +73,13 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("resetMemoryPeaks", Napi::Function::New(env, ResetPeaks, "resetMemoryPeaks"));
   exports.Set("backend", Napi::String::New(env, "cpu"));
   register_rng(env, exports);
-  register_nn(env, exports);
-  register_gemm(env, exports);
-  register_llama(env, exports);
+  register_quant(env, exports);
   register_perturb(env, exports);
   register_ceilings(env, exports);
+  register_gemm(env, exports);
+  register_gemm_int8(env, exports);
+  register_nn(env, exports);
+  register_llama(env, exports);
   return exports;
 }
 

@@ -151,8 +151,14 @@ ZT_HD int int_quantize(float x, float inv_scale, int zp, int qmin, int qmax, boo
 }
 
 // Scale for a group with absolute maximum `absmax` and largest code magnitude qmax; inverse is 0
-// for an all-zero group so that every element quantizes to the zero code.
-ZT_HD float scale_for(float absmax, float qmax) { return absmax / qmax; }
+// for an all-zero group so that every element quantizes to the zero code. A nonzero scale never
+// drops below the smallest normal float 2^-126, so 1 / scale stays finite (a subnormal scale would
+// make it +Inf and 0 * Inf = NaN); groups that small quantize to (nearly) zero codes anyway.
+static constexpr float kMinScale = 0x1p-126f;
+ZT_HD float scale_for(float absmax, float qmax) {
+  float s = absmax / qmax;
+  return (s > 0.0f && s < kMinScale) ? kMinScale : s;
+}
 ZT_HD float inv_scale_for(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
 
 // --- NF4 (QLoRA NormalFloat, bitsandbytes dDequantizeNF4 table) -------------------------------

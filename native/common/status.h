@@ -15,6 +15,8 @@ enum class Code {
   Disposed,         // ZOTUNE_DISPOSED: use of a freed buffer
   Unsupported,      // ZOTUNE_UNSUPPORTED
   Internal,         // ZOTUNE_INTERNAL
+  CudaUnavailable,  // ZOTUNE_CUDA_UNAVAILABLE: no usable GPU (no driver, no device, no kernel image)
+  Cuda,             // ZOTUNE_CUDA_ERROR: a CUDA call failed on a usable GPU
 };
 
 inline const char* code_name(Code c) {
@@ -28,6 +30,8 @@ inline const char* code_name(Code c) {
     case Code::Disposed: return "ZOTUNE_DISPOSED";
     case Code::Unsupported: return "ZOTUNE_UNSUPPORTED";
     case Code::Internal: return "ZOTUNE_INTERNAL";
+    case Code::CudaUnavailable: return "ZOTUNE_CUDA_UNAVAILABLE";
+    case Code::Cuda: return "ZOTUNE_CUDA_ERROR";
   }
   return "ZOTUNE_INTERNAL";
 }

@@ -8,6 +8,7 @@
 #include "../common/status.h"
 #include "cpu_features.h"
 #include "memory.h"
+#include "perturb.h"
 #include "threadpool.h"
 
 namespace zt {
@@ -19,6 +20,15 @@ struct Scratch {
   size_t n = 0;
   ~Scratch() {
     if (p) host_free(p, n * sizeof(float), MemCategory::Workspace);
+  }
+  // Frees the buffer when it holds more than `keep` floats (one huge call must not pin its
+  // workspace for the life of the thread).
+  void trim(size_t keep) {
+    if (n > keep) {
+      host_free(p, n * sizeof(float), MemCategory::Workspace);
+      p = nullptr;
+      n = 0;
+    }
   }
   float* get(size_t floats) {
     if (floats > n) {
@@ -32,7 +42,9 @@ struct Scratch {
   }
 };
 
-thread_local Scratch t_scratch;
+thread_local Scratch t_scratch;  // per-task blocks (every pool thread)
+thread_local Scratch t_shared;   // the calling thread's packed A panel, read by every task
+constexpr size_t kKeepShared = (size_t)4 << 20;  // floats of A panel kept between calls (16 MiB)
 
 // Sum of 8 lanes in the AVX2 reduction order.
 float hsum8(const float l[8]) {
@@ -81,14 +93,14 @@ void gemm_perturb_ref(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1
   for (uint64_t n = n0; n < n1; ++n) {
     float* o = out + (n - n0) * ld - k0;
     if (!p.sparse) {
-      for (uint64_t k = k0; k < k1; ++k) o[k] = zt_fma(p.alpha, direction_at(p.dir, p.first + n * K + k), o[k]);
+      for (uint64_t k = k0; k < k1; ++k) o[k] = perturbed(o[k], p.alpha, direction_at(p.dir, p.first + n * K + k));
       continue;
     }
     const uint32_t* it = std::lower_bound(p.idx, p.idx + p.nidx, (uint32_t)std::min<uint64_t>(n * K + k0, 0xffffffffu));
     for (; it < p.idx + p.nidx && *it < n * K + k1; ++it) {
       if ((uint64_t)*it < n * K + k0) continue;
       uint64_t k = *it - n * K;
-      o[k] = zt_fma(p.alpha, direction_at(p.dir, p.first + *it), o[k]);
+      o[k] = perturbed(o[k], p.alpha, direction_at(p.dir, p.first + *it));
     }
   }
 }
@@ -164,22 +176,23 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     for (uint64_t m = 0; m < g.m; ++m) {
       const float* xs = g.xs + m * g.k64;
       const float* xsum = g.xs + g.m * g.k64 + m * (g.k64 / 8);
-      float acc[2][8] = {}, t[2][8] = {};
+      float acc[4][8] = {}, t[4][8] = {};
       bool nan = false;
-      // acc += s·(t0 + t1) with each lane's scale (element k of the lane decides), t reset.
+      // acc += s·((t0 + t1) + (t2 + t3)) with each lane's scale (element k of the lane decides), t = 0.
       auto flush = [&](uint64_t c, int half) {
         for (int l = 0; l < 8; ++l) {
           float s = gemm_scale_at(w.q, n, nibble_lanes ? c + 8 * l : c + 32 * half);
           if (e4m3) s = zt_mul(s, 256.0f);
-          acc[0][l] = zt_fma(s, zt_add(t[0][l], t[1][l]), acc[0][l]);
-          t[0][l] = t[1][l] = 0.0f;
+          float sum = zt_add(zt_add(t[0][l], t[1][l]), zt_add(t[2][l], t[3][l]));
+          acc[0][l] = zt_fma(s, sum, acc[0][l]);
+          t[0][l] = t[1][l] = t[2][l] = t[3][l] = 0.0f;
         }
       };
       for (uint64_t c = 0; c < g.k64; c += 64) {
         for (int j = 0; j < 8; ++j) {
           for (int l = 0; l < 8; ++l) {
             float v = gemv_code_value(w, n, c, j, l, &nan);
-            float* d = scaled ? &t[j & 1][l] : &acc[j & 1][l];
+            float* d = scaled ? &t[j & 3][l] : &acc[j & 3][l];
             *d = zt_fma(xs[c + 8 * j + l], v, *d);
           }
           if (half_groups && j == 3) flush(c, 0);
@@ -187,10 +200,13 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
         if (!scaled) continue;
         if (int4)
           for (int l = 0; l < 8; ++l) t[0][l] = zt_fma(-(float)gemm_zero_at(w.q, n, c + 8 * l), xsum[c / 8 + l], t[0][l]);
-        flush(c, half_groups ? 1 : 0);
+        // groups of 32 end with every chunk, larger ones (64, 128, a row) at their end or the main part's
+        const uint64_t grp = (w.q.group == 0 || w.q.group == w.k) ? 0 : w.q.group;
+        if (grp == 32 || c + 64 == g.k64 || (grp && (c + 64) % grp == 0)) flush(c, half_groups ? 1 : 0);
       }
       float lanes[8];
-      for (int l = 0; l < 8; ++l) lanes[l] = scaled ? acc[0][l] : zt_add(acc[0][l], acc[1][l]);
+      for (int l = 0; l < 8; ++l)
+        lanes[l] = scaled ? acc[0][l] : zt_add(zt_add(acc[0][l], acc[1][l]), zt_add(acc[2][l], acc[3][l]));
       float r = zt_add(hsum8(lanes), gemv_tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
       out_store(g, m, n, r);
@@ -201,12 +217,12 @@ void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n) {
   const uint64_t K = g.w->k;
   for (uint64_t m = 0; m < g.m; ++m) {
     const float* x = g.x + m * K;
-    float acc[2][8] = {};
+    float acc[4][8] = {};
     for (uint64_t c = 0; c < g.k64; c += 64)
       for (int j = 0; j < 8; ++j)
-        for (int l = 0; l < 8; ++l) acc[j & 1][l] = zt_fma(x[c + 8 * j + l], wrow[c + 8 * j + l], acc[j & 1][l]);
+        for (int l = 0; l < 8; ++l) acc[j & 3][l] = zt_fma(x[c + 8 * j + l], wrow[c + 8 * j + l], acc[j & 3][l]);
     float lanes[8], tail = 0.0f;
-    for (int l = 0; l < 8; ++l) lanes[l] = zt_add(acc[0][l], acc[1][l]);
+    for (int l = 0; l < 8; ++l) lanes[l] = zt_add(zt_add(acc[0][l], acc[1][l]), zt_add(acc[2][l], acc[3][l]));
     for (uint64_t k = g.k64; k < K; ++k) tail = zt_fma(x[k], wrow[k], tail);
     out_store(g, m, n, zt_add(hsum8(lanes), tail));
   }
@@ -303,11 +319,23 @@ void gemm(const GemmArgs& g) {
     parallel_chunks(N, 8, [&](size_t b, size_t e) { gemm_rows_ref(g, b, e); });
     return;
   }
-  const size_t ws = (kMC + kMR) * kKC + (kNC + kNR) * kKC + kNR * kKC;
+  if (M <= kSkinnyMaxRows) {
+    float* at = t_shared.get(K * 16 + 8);
+    parallel_chunks(K, 1024, [&](size_t b, size_t e) { avx2::gemm_pack_at(g, b, e, at); });
+    parallel_chunks(N, 48, [&](size_t b, size_t e) { avx2::gemm_block_skinny(g, b, e, at, t_scratch.get(6 * kKC)); });
+    t_shared.trim(kKeepShared);
+    return;
+  }
+  // A is packed once (shared, read-only), then every task packs its own W panel.
+  const uint64_t slivers = (M + kMR - 1) / kMR;
+  float* ap = t_shared.get(gemm_packed_a_floats(M, K));
+  parallel_chunks(slivers, 16, [&](size_t b, size_t e) { avx2::gemm_pack_a(g, b, e, ap); });
+  const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
   parallel_chunks(N, kNC, [&](size_t b, size_t e) {
     float* p = t_scratch.get(ws);
-    avx2::gemm_block(g, b, e, p, p + (kMC + kMR) * kKC, p + (kMC + kMR) * kKC + (kNC + kNR) * kKC);
+    avx2::gemm_block(g, b, e, ap, p, p + (kNC + kNR) * kKC);
   });
+  t_shared.trim(kKeepShared);
 }
 
 }  // namespace zt

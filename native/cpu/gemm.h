@@ -13,40 +13,54 @@
 //             s the element's scale (per tensor / row / group), zp the int4 zero-point (8 if none)
 //   w'(n,k) = fma(alpha, z, w) for perturbed elements (the rounding of the perturbation kernels),
 //             w otherwise.
+// fp8 is decoded arithmetically on AVX2 (e5m2 is the top byte of an fp16; e4m3 is rebiased into
+// fp16 bits, NaN codes patched, then F16C) rather than through a 256-entry table: gathers are slow
+// on Zen. Every code is exact and tested against the scalar minifloat_decode.
+//
+// Paths: M <= 4 streams the compressed rows once (GEMV, its own blocked order below); 5 <= M <= 16
+// broadcasts W rows (decoded/perturbed in 256-column blocks, never transposed) against a packed Aᵀ
+// panel ("skinny"); larger M packs W into 16-column panels (decoded and perturbed once per call)
+// for a 6×16 register-tiled FMA micro-kernel, with A packed once into 6-row slivers.
 //
 // Summation orders (the scalar reference follows them, so scalar and AVX2 agree bit for bit; no
 // order depends on the thread count or on blocking):
-//   GEMM (M > kGemvMaxRows, or any M with perturbation when M > kGemvMaxRows): one fma chain per
-//     output in k order, c = fma(a[m,K-1], w'[n,K-1], ... fma(a[m,0], w'[n,0], c0)), c0 = C (when
-//     accumulating) or 0; then c + bias[n]. Cache blocking over K only splits the chain (partial
-//     sums are stored in C exactly), so the result is independent of KC, MC, NC and threads.
+//   GEMM (M > kGemvMaxRows, both AVX2 paths): one fma chain per output in k order,
+//     c = fma(a[m,K-1], w'[n,K-1], ... fma(a[m,0], w'[n,0], c0)), c0 = C (accumulating) or 0; then
+//     c + bias[n]. Cache blocking over K only splits the chain (partial sums are kept exactly in C
+//     or in the tile buffer), so the result is independent of KC, MC, NC and threads.
 //   GEMV (M <= kGemvMaxRows): a blocked dot product per (m, n) streaming the compressed row once;
-//     the order is fixed per format (gemv_row_ref in gemm.cc defines it):
+//     the order is fixed per format (gemv_rows_ref in gemm.cc is the definition):
 //     - K splits into 64-element chunks (the main part) and a tail of K mod 64 elements;
 //     - each chunk is 8 vectors j of 8 lanes l; lane l of vector j holds element 8j + l (fp32,
 //       fp16, fp8, int8), 8l + j (int4, nf4: lane = 4 packed bytes) or 16(j/2) + 2l + (j&1)
 //       (bf16: even/odd halves of 32-bit lanes);
-//     - products x·v of the unscaled code value v accumulate per lane into t[j & 1] (fma), fresh
-//       for every chunk; at the end of the chunk (and after j = 3 for natural lanes with groups of
-//       32) acc = fma(s, t[0] + t[1], acc) per lane with the lane's scale (int4 first t[0] −=
-//       zp·X, X the lane's sum of x, since v = u is unsigned; e4m3: v = decode/256 and s·256);
-//       formats without scales accumulate into acc[j & 1] directly;
+//     - products x·v of the unscaled code value v accumulate per lane into t[j & 3] (fma); int4
+//       then takes t0 −= zp·X per chunk (X the lane's sum of x over the chunk, since v = u is
+//       unsigned); at the end of each scale group (every chunk for groups of 32, and after j = 3
+//       too for natural lanes; every 64/128 elements; or at the end of the main part for row and
+//       tensor scales) acc = fma(s, (t0 + t1) + (t2 + t3), acc) per lane with the lane's scale and
+//       t restarts at 0 (e4m3: v = decode/256 and s·256); formats without scales accumulate into
+//       acc[j & 3] directly, summed the same way;
 //     - lanes reduce as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), the tail adds one fma chain over
 //       w(n,k) in k order, then C (when accumulating) and bias are added.
 //     int4 prescales x by 2^-4j so that (code & 0xF << 4j) needs no shift: exact unless |x| <
 //     2^-100 (subnormal products; both paths still agree).
-//   GEMV with perturbation: w' of each row is materialised (decoded and perturbed) 64 elements
-//     at a time and dotted in the fp32 GEMV order.
+//   GEMV with perturbation: w' of each row is materialised (decoded and perturbed) and dotted in
+//     the fp32 GEMV order (RNG-bound: one normal per weight per call).
 //
-// Error bounds (test/gemm.test.ts checks them as normalised MSE against a float64 reference over
-// the same decoded weights): the fp32 chain and the blocked dot both satisfy the classic bound
-// |c − exact| <= K·u·Σ|a·w| (u = 2^-24); observed NMSE ~1e-13 at K = 1000. Against the
-// unquantized weights the error is the format's own quantization error (not the kernel's).
+// Error bounds against a float64 reference over the same decoded weights w (the decode itself is
+// exact up to the one rounding of s·v, so every format's kernel error is only accumulation):
+//   |c − exact| <= (K + 64)·2^-23·Σ_k |a_k·w_k| per element, every path and format, except int4
+//   GEMV whose Σ x·u − zp·Σx form scales the bound by (15 + zp)/|u − zp| (tested with 24×).
+//   test/gemm.test.ts checks these element bounds; observed NMSE is 1e-15..2e-13 for K <= 600
+//   (random Gaussian data), i.e. ~K·2^-48. Against the unquantized weights the error is the
+//   format's own quantization error, not the kernel's.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
 
 #include "../common/direction.h"
+#include "../common/quant_elem.h"
 
 namespace zt {
 
@@ -79,7 +93,9 @@ static inline GemmRowScales gemm_row_scales(const QTensorView& q, uint64_t n) {
 static inline float gemm_rs_scale(const GemmRowScales& r, uint64_t k) { return r.s[k >> r.shift]; }
 static inline int gemm_rs_zero(const GemmRowScales& r, uint64_t k) { return r.z ? (int)r.z[k >> r.shift] : kInt4SymZero; }
 
-static constexpr uint64_t kGemvMaxRows = 4;  // M at or below this streams weights (GEMV)
+static constexpr uint64_t kGemvMaxRows = 4;     // M at or below this streams weights (GEMV)
+static constexpr uint64_t kSkinnyMaxRows = 16;  // up to this M the GEMM broadcasts W rows (no W packing)
+static inline uint64_t gemm_skinny_width(uint64_t m) { return m <= 8 ? 8 : 16; }  // lanes of the Aᵀ panel
 
 struct GemmWeights {
   bool f32;         // plain fp32 weights in w32, else the QTensor q
@@ -98,21 +114,15 @@ struct GemmPerturb {
   uint64_t nidx;
 };
 
-// w(n, k) as defined above.
+// w(n, k) as defined above: the raw code, then the shared decode of native/common/quant_elem.h.
 static inline float gemm_weight_at(const GemmWeights& w, uint64_t n, uint64_t k) {
   if (w.f32) return w.w32[n * w.k + k];
   const QTensorView& q = w.q;
   const uint8_t* row = gemm_row(q, n);
-  switch (q.format) {
-    case QFormat::Int8: return zt_mul(gemm_scale_at(q, n, k), (float)(int8_t)row[k]);
-    case QFormat::Int4: return zt_mul(gemm_scale_at(q, n, k), (float)((int)gemm_nibble(row, k) - gemm_zero_at(q, n, k)));
-    case QFormat::Nf4: return zt_mul(gemm_scale_at(q, n, k), nf4_value((int)gemm_nibble(row, k)));
-    case QFormat::Fp8E4M3: return zt_mul(gemm_scale_at(q, n, k), minifloat_decode(row[k], kE4M3));
-    case QFormat::Fp8E5M2: return zt_mul(gemm_scale_at(q, n, k), minifloat_decode(row[k], kE5M2));
-    case QFormat::Bf16: return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-    case QFormat::Fp16: return minifloat_decode(reinterpret_cast<const uint16_t*>(row)[k], kFp16);
-  }
-  return 0.0f;
+  uint32_t code = qformat_is_4bit(q.format) ? gemm_nibble(row, k)
+                  : (q.format == QFormat::Bf16 || q.format == QFormat::Fp16) ? reinterpret_cast<const uint16_t*>(row)[k]
+                                                                             : row[k];
+  return q_decode(q.format, code, qt_group(q, qt_scale_index(q, n, k)));
 }
 
 struct GemmArgs {
@@ -158,15 +168,24 @@ namespace avx2 {
 void gemm_decode(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld);
 void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
                   uint64_t ld);
-// One task of the blocked GEMM: output columns [n0, n1) for all rows (workspace from the caller:
-// ap >= kMC·kKC floats, bp >= (kNC + 16)·kKC floats, tmp >= 16·kKC floats, all 64-byte aligned).
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* ap, float* bp, float* tmp);
+// A packed once per call into 6-row slivers per KC block: slivers [s0, s1) of every block into
+// ap (gemm_packed_a_floats(m, k) floats, shared by all tasks).
+void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap);
+// One task of the blocked GEMM: output columns [n0, n1) for all rows (per-thread workspace:
+// bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, 64-byte aligned).
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp);
+// Skinny M (kGemvMaxRows < M <= kSkinnyMaxRows): Aᵀ packed once ([k][8 or 16], k in [k0, k1)), then
+// tasks of output columns [n0, n1) (tmp >= 6·kKC floats).
+void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at);
+void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp);
 void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 }  // namespace avx2
 
+static inline uint64_t gemm_packed_a_floats(uint64_t m, uint64_t k) { return (m + 5) / 6 * 6 * k + 8; }
+
 // Blocking of the AVX2 GEMM (6×16 micro-tile): KC columns of K per pass, MC rows of A packed,
-// NC output columns per task.
-static constexpr uint64_t kMR = 6, kNR = 16, kKC = 256, kMC = 120, kNC = 128;
+// NC output columns per task (small enough that 2 threads balance on a shared machine).
+static constexpr uint64_t kMR = 6, kNR = 16, kKC = 256, kMC = 120, kNC = 64;
 
 }  // namespace zt

@@ -1,8 +1,9 @@
 // AVX2/FMA GEMM kernels, bit-identical to the scalar references in gemm.cc (orders in gemm.h):
 // weight decoders, the perturbation of decoded blocks (z regenerated in registers), W/A packing,
 // the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
+#include "direction_avx2.h"
 #include "gemm.h"
-#include "philox_avx2.h"
+#include "perturb.h"
 
 namespace zt {
 namespace avx2 {
@@ -12,8 +13,8 @@ namespace {
 
 static inline uint64_t min_u64(uint64_t a, uint64_t b) { return a < b ? a : b; }
 
-// Zen 1 splits 256-bit ops into halves and vperm2f128 is slow: build rows from 128-bit halves.
-// In: r[i] = 8 floats of row i (i < 8). Out: o[j] = column j (8 rows).
+// 8×8 transpose: o[j] lane i = rows[i][off + j]. Zen 1 splits 256-bit ops and vperm2f128 is slow,
+// so the registers are assembled from 128-bit halves (rows i and i + 4) before in-lane shuffles.
 static inline void transpose8(const float* const* rows, uint64_t off, __m256 o[8]) {
   __m256 a[4], b[4];
   for (int i = 0; i < 4; ++i) {
@@ -48,8 +49,8 @@ static inline __m256 nf4_lookup(__m256i u) {  // vpermps uses the low 3 bits; bi
   return _mm256_blendv_ps(_mm256_permutevar8x32_ps(lo, u), _mm256_permutevar8x32_ps(hi, u), sel);
 }
 
-// fp8 bytes (8 at p) -> fp16 bit patterns: e5m2 is the top byte of an fp16; e4m3 rebiased by
-// putting its 7 magnitude bits at fp16 bits 13..7 (value / 256, subnormals included).
+// 8 fp8 codes (low bytes of bytes8) -> fp16 bit patterns: e5m2 is the top byte of an fp16; e4m3
+// rebiased by putting its 7 magnitude bits at fp16 bits 13..7 (value / 256, subnormals included).
 static inline __m128i fp8_to_half_bits(__m128i bytes8, bool e4m3) {
   __m128i h = _mm_unpacklo_epi8(_mm_setzero_si128(), bytes8);  // code << 8
   if (!e4m3) return h;
@@ -95,37 +96,36 @@ static inline __m256 decode8(const GemmWeights& w, const uint8_t* row, const Gem
 
 // --- perturbation of a decoded row segment ------------------------------------------------------
 
-static inline __m256 quzo8(__m256 z, __m256i word, __m256 inv_step, __m256 step) {  // sr_round of direction.h
-  __m256 v = _mm256_mul_ps(z, inv_step);
-  __m256 fl = _mm256_floor_ps(v);
-  __m256 up = _mm256_cmp_ps(uniform_sr8(word), _mm256_sub_ps(v, fl), _CMP_LT_OQ);
-  return _mm256_mul_ps(_mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up), step);
-}
-
-// o[i - i0] = fma(alpha, z(i), o[i - i0]) for i in [i0, i1) where only positions with keep[] set
-// (or all, keep = null) change. Whole 8-element groups of the stream go through vectors.
+// A perturbation in registers: the direction's Philox keys, alpha and the QuZO grid.
 struct Dir8 {
   const Direction* d;
   RngKey key, sr_key;
   __m256 alpha, inv, step;
 };
 
-// Lanes [lo, hi) of 8 stream elements: o = fma(alpha, z, o), or o = z when storing z itself.
+static inline Dir8 dir8(const GemmPerturb& p) {
+  const Direction& d = p.dir;
+  return Dir8{&d, dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, _mm256_set1_ps(p.alpha),
+              _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f)};
+}
+
+// Lanes [lo, hi) of 8 stream elements: o = fma(alpha, z, src), or o = z when storing z itself.
 template <bool kStoreZ>
-static inline void apply8(float* o, __m256 z, __m256 alpha, int lo, int hi) {
+static inline void apply8(float* o, const float* src, __m256 z, __m256 alpha, int lo, int hi) {
   if (lo == 0 && hi == 8) {
-    _mm256_storeu_ps(o, kStoreZ ? z : _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(o)));
+    _mm256_storeu_ps(o, kStoreZ ? z : _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(src)));
     return;
   }
   alignas(32) float zz[8];
   _mm256_store_ps(zz, z);
   float a = _mm256_cvtss_f32(alpha);
-  for (int l = lo; l < hi; ++l) o[l] = kStoreZ ? zz[l] : zt_fma(a, zz[l], o[l]);
+  for (int l = lo; l < hi; ++l) o[l] = kStoreZ ? zz[l] : perturbed(src[l], a, zz[l]);
 }
 
-// Dense: stream elements [i0, i1) onto o[0 .. i1 - i0).
+// Dense: stream elements [i0, i1) onto o[0 .. i1 - i0), perturbing src (o itself, or the fp32
+// weights, which saves a copy).
 template <bool kStoreZ>
-static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o) {
+static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o, const float* src) {
   if (p.d->dist == kDirRademacher) {
     const __m256 one = _mm256_set1_ps(1.0f);
     for (uint64_t b = i0 >> 10; b <= (i1 - 1) >> 10; ++b) {
@@ -137,24 +137,31 @@ static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o) {
         __m256 z = _mm256_xor_ps(one, _mm256_castsi256_ps(sign));
         int64_t at = (int64_t)(8 * g) - (int64_t)i0;
         int lo = at < 0 ? (int)-at : 0, hi = 8 * g + 8 > i1 ? (int)(i1 - 8 * g) : 8;
-        apply8<kStoreZ>(o + at, z, p.alpha, lo, hi);
+        apply8<kStoreZ>(o + at, src + at, z, p.alpha, lo, hi);
       }
     }
     return;
   }
-  for (uint64_t b = i0 >> 5; b <= (i1 - 1) >> 5; ++b) {
-    __m256 z[4];
-    normal32(p.key, b, z);
-    if (p.d->bits) {
-      Words8 u = philox8(p.sr_key, b << 3);
-      for (int q = 0; q < 4; ++q) z[q] = quzo8(z[q], u.w[q], p.inv, p.step);
-    }
-    for (int q = 0; q < 4; ++q) {  // elements 32b + 8q + l
+  const uint64_t b1 = (i1 - 1) >> 5;
+  for (uint64_t b = i0 >> 5; b <= b1; b += 2) {
+    // two word blocks a step (normal64 overlaps four Box-Muller evaluations)
+    const int nq = b < b1 ? 8 : 4;
+    __m256 z[8];
+    if (nq == 8)
+      normal64(p.key, b, z);
+    else
+      normal32(p.key, b, z);
+    if (p.d->bits)
+      for (int h = 0; h < nq / 4; ++h) {
+        Words8 u = philox8(p.sr_key, (b + h) << 3);
+        for (int q = 0; q < 4; ++q) z[4 * h + q] = quzo8(z[4 * h + q], u.w[q], p.inv, p.step);
+      }
+    for (int q = 0; q < nq; ++q) {  // elements 32b + 8q + l
       uint64_t e = 32 * b + 8 * q;
       if (e + 8 <= i0 || e >= i1) continue;
       int64_t at = (int64_t)e - (int64_t)i0;
       int lo = at < 0 ? (int)-at : 0, hi = e + 8 > i1 ? (int)(i1 - e) : 8;
-      apply8<kStoreZ>(o + at, z[q], p.alpha, lo, hi);
+      apply8<kStoreZ>(o + at, src + at, z[q], p.alpha, lo, hi);
     }
   }
 }
@@ -178,12 +185,11 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
                   uint64_t ld) {
   if (k1 <= k0) return;
   const Direction& d = p.dir;
-  Dir8 dp{&d, dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, _mm256_set1_ps(p.alpha),
-          _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f)};
+  const Dir8 dp = dir8(p);
   for (uint64_t n = n0; n < n1; ++n) {
     float* o = out + (n - n0) * ld;
     if (!p.sparse) {
-      perturb_dense<false>(dp, p.first + n * K + k0, p.first + n * K + k1, o);
+      perturb_dense<false>(dp, p.first + n * K + k0, p.first + n * K + k1, o, o);
       continue;
     }
     // Sparse: few listed elements go one by one; dense runs regenerate z in 256-element pieces.
@@ -192,7 +198,7 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
     if ((uint64_t)(end - it) * 16 < k1 - k0) {
       for (; it < end; ++it) {
         uint64_t k = *it - n * K;
-        o[k - k0] = zt_fma(p.alpha, direction_at(d, p.first + *it), o[k - k0]);
+        o[k - k0] = perturbed(o[k - k0], p.alpha, direction_at(d, p.first + *it));
       }
       continue;
     }
@@ -200,10 +206,10 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
     for (uint64_t s = k0; s < k1 && it < end; s += 256) {
       uint64_t e = min_u64(s + 256, k1);
       if ((uint64_t)*it >= n * K + e) continue;
-      perturb_dense<true>(dp, p.first + n * K + s, p.first + n * K + e, z);
+      perturb_dense<true>(dp, p.first + n * K + s, p.first + n * K + e, z, z);
       for (; it < end && (uint64_t)*it < n * K + e; ++it) {
         uint64_t k = *it - n * K;
-        o[k - k0] = zt_fma(p.alpha, z[k - s], o[k - k0]);
+        o[k - k0] = perturbed(o[k - k0], p.alpha, z[k - s]);
       }
     }
   }
@@ -230,7 +236,7 @@ namespace {
 // --- packing ------------------------------------------------------------------------------------
 
 // A rows [0, mc) (stride lda), columns [0, kc) -> slivers of kMR rows: ap[s·kMR·kc + k·kMR + i].
-// Rows past mc are zero. Writes up to 2 floats past the last sliver (the workspace has room).
+// Rows past mc are zero. Slivers are packed by several threads: nothing is written outside them.
 static void pack_a(const float* a, uint64_t lda, uint64_t mc, uint64_t kc, float* ap) {
   alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   for (uint64_t ir = 0; ir < mc; ir += kMR) {
@@ -242,7 +248,9 @@ static void pack_a(const float* a, uint64_t lda, uint64_t mc, uint64_t kc, float
       for (int i = 0; i < 8; ++i) rows[i] = (uint64_t)i < mr ? a + (ir + i) * lda + k : kZero;
       __m256 o[8];
       transpose8(rows, 0, o);
-      for (int j = 0; j < 8; ++j) _mm256_storeu_ps(dst + (k + j) * kMR, o[j]);  // 6 used, 2 overwritten next
+      for (int j = 0; j < 7; ++j) _mm256_storeu_ps(dst + (k + j) * kMR, o[j]);  // 6 used, 2 overwritten next
+      _mm_storeu_ps(dst + (k + 7) * kMR, _mm256_castps256_ps128(o[7]));
+      _mm_storel_pi(reinterpret_cast<__m64*>(dst + (k + 7) * kMR + 4), _mm256_extractf128_ps(o[7], 1));
     }
     for (; k < kc; ++k)
       for (uint64_t i = 0; i < kMR; ++i) dst[k * kMR + i] = i < mr ? a[(ir + i) * lda + k] : 0.0f;
@@ -259,19 +267,22 @@ static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uin
   for (uint64_t h = 0; h < 2; ++h) {
     const uint64_t r0 = jr + 8 * h, rn = nr > 8 * h ? min_u64(8, nr - 8 * h) : 0;
     const float* rows[8];
-    uint64_t ld;
     if (direct) {
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? g.w.w32 + (r0 + i) * K + pc : kZero;
-      ld = K;
+    } else if (g.w.f32 && !g.p.sparse) {  // fp32, dense perturbation: W + alpha·z straight into tmp
+      const Dir8 dp = dir8(g.p);
+      for (uint64_t i = 0; i < rn; ++i) {
+        const uint64_t e0 = g.p.first + (r0 + i) * K + pc;
+        perturb_dense<false>(dp, e0, e0 + kc, tmp + i * kc, g.w.w32 + (r0 + i) * K + pc);
+      }
+      for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
     } else {
       if (rn) {
         gemm_decode(g.w, r0, r0 + rn, pc, pc + kc, tmp, kc);
         if (g.p.on) gemm_perturb(g.p, K, r0, r0 + rn, pc, pc + kc, tmp, kc);
       }
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
-      ld = kc;
     }
-    (void)ld;
     uint64_t k = 0;
     const float* cur[8];
     for (; k + 8 <= kc; k += 8) {
@@ -335,28 +346,130 @@ static void kernel_edge(uint64_t kc, const float* ap, const float* bp, float* c,
 
 }  // namespace
 
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* ap, float* bp, float* tmp) {
-  const uint64_t M = g.m, N = g.w.n, K = g.w.k;
+void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap) {
+  const uint64_t K = g.w.k, mpad = (g.m + kMR - 1) / kMR * kMR;
+  for (uint64_t pc = 0; pc < K; pc += kKC) {
+    const uint64_t kc = min_u64(kKC, K - pc);
+    for (uint64_t s = s0; s < s1; ++s)
+      pack_a(g.a + s * kMR * K + pc, K, min_u64(kMR, g.m - s * kMR), kc, ap + pc * mpad + s * kMR * kc);
+  }
+}
+
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp) {
+  const uint64_t M = g.m, N = g.w.n, K = g.w.k, mpad = (M + kMR - 1) / kMR * kMR;
   for (uint64_t pc = 0; pc < K; pc += kKC) {
     const uint64_t kc = min_u64(kKC, K - pc);
     const bool zero = pc == 0 && !g.accumulate, last = pc + kc == K;
     for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp);
+    const float* apc = ap + pc * mpad;
     for (uint64_t ic = 0; ic < M; ic += kMC) {
       const uint64_t mc = min_u64(kMC, M - ic);
-      pack_a(g.a + ic * K + pc, K, mc, kc, ap);
       for (uint64_t jr = n0; jr < n1; jr += kNR) {
         const uint64_t nr = min_u64(kNR, n1 - jr);
         const float* bias = last && g.bias ? g.bias + jr : nullptr;
-        for (uint64_t ir = 0; ir < mc; ir += kMR) {
-          const uint64_t mr = min_u64(kMR, mc - ir);
-          float* c = g.c + (ic + ir) * N + jr;
+        const float* b = bp + (jr - n0) * kc;
+        for (uint64_t ir = ic; ir < ic + mc; ir += kMR) {
+          const uint64_t mr = min_u64(kMR, M - ir);
+          float* c = g.c + ir * N + jr;
           if (mr == kMR && nr == kNR)
-            kernel_6x16(kc, ap + ir * kc, bp + (jr - n0) * kc, c, N, zero, bias);
+            kernel_6x16(kc, apc + ir * kc, b, c, N, zero, bias);
           else
-            kernel_edge(kc, ap + ir * kc, bp + (jr - n0) * kc, c, N, mr, nr, zero, bias);
+            kernel_edge(kc, apc + ir * kc, b, c, N, mr, nr, zero, bias);
         }
       }
     }
+  }
+}
+
+// --- skinny M (kGemvMaxRows < M <= 16): roles swapped --------------------------------------------
+// The output tile is Cᵀ [6 n][8 or 16 m]: W elements are broadcast straight from 6 row-major rows
+// (W itself, or the decoded/perturbed block: no transpose) against Aᵀ packed once as [k][8 or 16].
+// The tile lives in a small buffer across all of K, so each output is the same single fma chain.
+
+namespace {
+
+// Tile [6 n][8·NV m]: t (row stride 16) holds the running chains; W rows broadcast, Aᵀ rows loaded.
+template <int NV>
+static inline void kernel_rows(uint64_t kc, const float* const* rows, const float* __restrict at, float* t) {
+  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
+  constexpr int W = 8 * NV;
+  __m256 c00 = _mm256_load_ps(t), c10 = _mm256_load_ps(t + 16), c20 = _mm256_load_ps(t + 32);
+  __m256 c30 = _mm256_load_ps(t + 48), c40 = _mm256_load_ps(t + 64), c50 = _mm256_load_ps(t + 80);
+  __m256 c01 = c00, c11 = c00, c21 = c00, c31 = c00, c41 = c00, c51 = c00;
+  if (NV == 2) {
+    c01 = _mm256_load_ps(t + 8), c11 = _mm256_load_ps(t + 24), c21 = _mm256_load_ps(t + 40);
+    c31 = _mm256_load_ps(t + 56), c41 = _mm256_load_ps(t + 72), c51 = _mm256_load_ps(t + 88);
+  }
+  for (uint64_t k = 0; k < kc; ++k) {
+    const __m256 b0 = _mm256_load_ps(at), b1 = NV == 2 ? _mm256_load_ps(at + 8) : b0;
+    __m256 a;
+#define ZT_ROW(i, r)                                      \
+    a = _mm256_broadcast_ss(r + k);                      \
+    c##i##0 = _mm256_fmadd_ps(a, b0, c##i##0);            \
+    if (NV == 2) c##i##1 = _mm256_fmadd_ps(a, b1, c##i##1);
+    ZT_ROW(0, r0) ZT_ROW(1, r1) ZT_ROW(2, r2) ZT_ROW(3, r3) ZT_ROW(4, r4) ZT_ROW(5, r5)
+#undef ZT_ROW
+    at += W;
+  }
+  _mm256_store_ps(t, c00); _mm256_store_ps(t + 16, c10); _mm256_store_ps(t + 32, c20);
+  _mm256_store_ps(t + 48, c30); _mm256_store_ps(t + 64, c40); _mm256_store_ps(t + 80, c50);
+  if (NV == 2) {
+    _mm256_store_ps(t + 8, c01); _mm256_store_ps(t + 24, c11); _mm256_store_ps(t + 40, c21);
+    _mm256_store_ps(t + 56, c31); _mm256_store_ps(t + 72, c41); _mm256_store_ps(t + 88, c51);
+  }
+}
+
+}  // namespace
+
+// Aᵀ: at[k·W + m] = A[m][k] for m < M, 0 for M <= m < W (W = gemm_skinny_width(M)); k in [k0, k1).
+void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at) {
+  const uint64_t K = g.w.k, W = gemm_skinny_width(g.m);
+  alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
+  for (uint64_t h = 0; h < W / 8; ++h) {
+    const float* rows[8];
+    for (uint64_t i = 0; i < 8; ++i) rows[i] = 8 * h + i < g.m ? g.a + (8 * h + i) * K : kZero;
+    uint64_t k = k0;
+    for (; k + 8 <= k1; k += 8) {
+      const float* cur[8];
+      for (int i = 0; i < 8; ++i) cur[i] = rows[i] == kZero ? kZero : rows[i] + k;
+      __m256 o[8];
+      transpose8(cur, 0, o);
+      for (int j = 0; j < 8; ++j) _mm256_store_ps(at + (k + j) * W + 8 * h, o[j]);
+    }
+    for (; k < k1; ++k)
+      for (uint64_t i = 0; i < 8; ++i) at[k * W + 8 * h + i] = rows[i] == kZero ? 0.0f : rows[i][k];
+  }
+}
+
+void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp) {
+  const uint64_t M = g.m, N = g.w.n, K = g.w.k, W = gemm_skinny_width(M);
+  const bool direct = g.w.f32 && !g.p.on;
+  alignas(32) float t[6 * 16];
+  for (uint64_t n = n0; n < n1; n += 6) {
+    const uint64_t nr = min_u64(6, n1 - n);
+    for (uint64_t i = 0; i < 6; ++i)
+      for (uint64_t m = 0; m < 16; ++m) t[i * 16 + m] = (g.accumulate && i < nr && m < M) ? g.c[m * N + n + i] : 0.0f;
+    const uint64_t kcs = direct ? K : kKC;
+    for (uint64_t pc = 0; pc < K; pc += kcs) {
+      const uint64_t kc = min_u64(kcs, K - pc);
+      const float* rows[6];
+      if (direct) {
+        for (uint64_t i = 0; i < 6; ++i) rows[i] = g.w.w32 + (n + (i < nr ? i : 0)) * K + pc;
+      } else {
+        gemm_decode(g.w, n, n + nr, pc, pc + kc, tmp, kc);
+        if (g.p.on) gemm_perturb(g.p, K, n, n + nr, pc, pc + kc, tmp, kc);
+        for (uint64_t i = 0; i < 6; ++i) rows[i] = tmp + (i < nr ? i : 0) * kc;  // extra rows: ignored
+      }
+      if (W == 16)
+        kernel_rows<2>(kc, rows, at + pc * W, t);
+      else
+        kernel_rows<1>(kc, rows, at + pc * W, t);
+    }
+    for (uint64_t i = 0; i < nr; ++i)
+      for (uint64_t m = 0; m < M; ++m) {
+        const float v = t[i * 16 + m];
+        g.c[m * N + n + i] = g.bias ? zt_add(v, g.bias[n + i]) : v;
+      }
   }
 }
 
@@ -388,20 +501,29 @@ enum Kind { kUnscaled, kNatural, kNibble };
 // vector j in the lane order of gemm.h.
 struct DecF32 {
   static constexpr Kind kind = kUnscaled;
-  const float* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = w.w32 + n * w.k + c; }
+  static constexpr uint64_t kChunkBytes = 256;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const float *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = w.w32 + n * w.k; }
+  void load(uint64_t c) { p = base + c; }
   __m256 val(int j) const { return _mm256_loadu_ps(p + 8 * j); }
 };
 struct DecFp16 {
   static constexpr Kind kind = kUnscaled;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + 2 * c; }
+  static constexpr uint64_t kChunkBytes = 128;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + 2 * c; }
   __m256 val(int j) const { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * j))); }
 };
 struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: odd (high halves)
   static constexpr Kind kind = kUnscaled;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + 2 * c; }
+  static constexpr uint64_t kChunkBytes = 128;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + 2 * c; }
   __m256 val(int j) const {
     __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * (j >> 1)));
     return _mm256_castsi256_ps((j & 1) ? _mm256_and_si256(v, _mm256_set1_epi32((int)0xffff0000u)) : _mm256_slli_epi32(v, 16));
@@ -409,8 +531,11 @@ struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: o
 };
 struct DecInt8 {
   static constexpr Kind kind = kNatural;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + c; }
+  static constexpr uint64_t kChunkBytes = 64;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + c; }
   __m256 val(int j) const {
     return _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * j))));
   }
@@ -418,18 +543,23 @@ struct DecInt8 {
 template <bool E4M3>
 struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by the kernel)
   static constexpr Kind kind = kNatural;
-  const uint8_t* p;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) { p = gemm_row(w.q, n) + c; }
+  static constexpr uint64_t kChunkBytes = 64;
+  static constexpr bool kInt4 = false, kE4M3 = E4M3;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + c; }
   __m256 val(int j) const {
     return _mm256_cvtph_ps(fp8_to_half_bits(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * j)), E4M3));
   }
 };
 struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF << 4j), x prescaled
   static constexpr Kind kind = kNibble;
+  static constexpr uint64_t kChunkBytes = 32;
+  static constexpr bool kInt4 = true, kE4M3 = false;
+  const uint8_t* base;
   __m256i raw;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) {
-    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gemm_row(w.q, n) + c / 2));
-  }
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)); }
   __m256 val(int j) const {
     if (j == 7) return _mm256_cvtepi32_ps(_mm256_srli_epi32(raw, 28));
     return _mm256_cvtepi32_ps(_mm256_and_si256(raw, _mm256_set1_epi32(15 << (4 * j))));
@@ -437,86 +567,110 @@ struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF <<
 };
 struct DecNf4 {
   static constexpr Kind kind = kNibble;
+  static constexpr uint64_t kChunkBytes = 32;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t* base;
   __m256i raw;
-  void load(const GemmWeights& w, uint64_t n, uint64_t c) {
-    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(gemm_row(w.q, n) + c / 2));
-  }
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)); }
   __m256 val(int j) const { return nf4_lookup(_mm256_srli_epi32(raw, 4 * j)); }
 };
 
-template <class D, int M>
+// One GEMV row block: the lane/group order of gemm.h with four partial sums t[j & 3] per chunk
+// (short dependency chains), format and group mode fixed at compile time.
+template <class D, int M, bool G32>
 static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   const GemmWeights& w = *g.w;
-  const bool e4m3 = !w.f32 && w.q.format == QFormat::Fp8E4M3;
-  const bool int4 = !w.f32 && w.q.format == QFormat::Int4;
-  const bool half_groups = D::kind == kNatural && w.q.group == 32;
-  const bool lane_groups = D::kind == kNibble && w.q.group == 32;
+  constexpr bool kScaled = D::kind != kUnscaled;
   const float* xs[M];
   const float* xsum[M];
   for (int m = 0; m < M; ++m) {
     xs[m] = g.xs + m * g.k64;
     xsum[m] = g.xs + g.m * g.k64 + m * (g.k64 / 8);
   }
+  const __m256 sym_zp = _mm256_set1_ps((float)kInt4SymZero);
   for (uint64_t n = n0; n < n1; ++n) {
-    __m256 acc[M][2];
-    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = _mm256_setzero_ps();
+    __m256 acc[M][4];
+    for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = _mm256_setzero_ps();
     __m256i nanmask = _mm256_setzero_si256();
     const GemmRowScales rs = w.f32 ? GemmRowScales{nullptr, nullptr, 63} : gemm_row_scales(w.q, n);
     const uint8_t* row = w.f32 ? nullptr : gemm_row(w.q, n);
     D d;
+    d.start(w, n);
+    __m256 t[M][4];  // partial sums of the current scale group
+    for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
+    // the next row streams in while this one is computed: two DRAM streams per thread
+    const char* next = n + 1 < n1 ? (w.f32 ? reinterpret_cast<const char*>(w.w32 + (n + 1) * w.k)
+                                           : reinterpret_cast<const char*>(gemm_row(w.q, n + 1)))
+                                  : nullptr;
     for (uint64_t c = 0; c < g.k64; c += 64) {
-      d.load(w, n, c);
-      if (D::kind == kUnscaled) {
+      if (next)
+        for (uint64_t b = 0; b < D::kChunkBytes; b += 64) _mm_prefetch(next + c / 64 * D::kChunkBytes + b, _MM_HINT_T0);
+      d.load(c);
+      if (!kScaled) {
         for (int j = 0; j < 8; ++j) {
           const __m256 v = d.val(j);
-          for (int m = 0; m < M; ++m) acc[m][j & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, acc[m][j & 1]);
+          for (int m = 0; m < M; ++m) acc[m][j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, acc[m][j & 3]);
         }
         continue;
       }
-      if (e4m3) {
-        const __m256i b = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
-        const __m256i b2 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 32));
+      if (D::kE4M3) {
         const __m256i m7 = _mm256_set1_epi8(0x7f);
-        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b, m7), m7));
-        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b2, m7), m7));
+        const __m256i b0 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c));
+        const __m256i b1 = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(row + c + 32));
+        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b0, m7), m7));
+        nanmask = _mm256_or_si256(nanmask, _mm256_cmpeq_epi8(_mm256_and_si256(b1, m7), m7));
       }
-      __m256 t[M][2];
-      for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = _mm256_setzero_ps();
-      // acc += s·(t0 + t1), s (and the zero-point) per lane or per half chunk
-      auto flush = [&](uint64_t k) {
-        __m256 s;
-        if (lane_groups) {
-          const float* sp = rs.s + (c >> 5);
-          s = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sp[0])), _mm_set1_ps(sp[1]), 1);
+      // scales of this chunk: per half (natural lanes) or per lane half (nibble lanes) with groups
+      // of 32, else one
+      __m256 s0, s1;
+      if (G32) {
+        const float* sp = rs.s + (c >> 5);
+        if (D::kind == kNibble) {
+          s0 = s1 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sp[0])), _mm_set1_ps(sp[1]), 1);
         } else {
-          s = _mm256_set1_ps(gemm_rs_scale(rs, k));
+          s0 = _mm256_set1_ps(sp[0]);
+          s1 = _mm256_set1_ps(sp[1]);
         }
-        if (e4m3) s = _mm256_mul_ps(s, _mm256_set1_ps(256.0f));
+      } else {
+        s0 = s1 = _mm256_set1_ps(rs.s[c >> rs.shift]);
+      }
+      if (D::kE4M3) {
+        s0 = _mm256_mul_ps(s0, _mm256_set1_ps(256.0f));
+        s1 = _mm256_mul_ps(s1, _mm256_set1_ps(256.0f));
+      }
+      auto flush = [&](__m256 sc) {  // acc += s·((t0 + t1) + (t2 + t3)), t = 0
         for (int m = 0; m < M; ++m) {
-          acc[m][0] = _mm256_fmadd_ps(s, _mm256_add_ps(t[m][0], t[m][1]), acc[m][0]);
-          t[m][0] = t[m][1] = _mm256_setzero_ps();
+          const __m256 sum = _mm256_add_ps(_mm256_add_ps(t[m][0], t[m][1]), _mm256_add_ps(t[m][2], t[m][3]));
+          acc[m][0] = _mm256_fmadd_ps(sc, sum, acc[m][0]);
+          t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
         }
       };
       for (int j = 0; j < 8; ++j) {
         const __m256 v = d.val(j);
-        for (int m = 0; m < M; ++m) t[m][j & 1] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, t[m][j & 1]);
-        if (half_groups && j == 3) flush(c);
+        for (int m = 0; m < M; ++m) t[m][j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, t[m][j & 3]);
+        if (G32 && D::kind == kNatural && j == 3) flush(s0);
       }
-      if (int4) {
-        __m256 zp;
-        if (lane_groups) {
-          float z0 = (float)gemm_rs_zero(rs, c), z1 = (float)gemm_rs_zero(rs, c + 32);
-          zp = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(z0)), _mm_set1_ps(z1), 1);
-        } else {
-          zp = _mm256_set1_ps((float)gemm_rs_zero(rs, c));
+      if (D::kInt4) {
+        __m256 zp = sym_zp;
+        if (rs.z) {
+          if (G32) {
+            const uint8_t* zz = rs.z + (c >> 5);
+            zp = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps((float)zz[0])), _mm_set1_ps((float)zz[1]), 1);
+          } else {
+            zp = _mm256_set1_ps((float)rs.z[c >> rs.shift]);
+          }
         }
         for (int m = 0; m < M; ++m) t[m][0] = _mm256_fnmadd_ps(zp, _mm256_loadu_ps(xsum[m] + c / 8), t[m][0]);
       }
-      flush(half_groups ? c + 32 : c);
+      // groups of 32 end with every chunk; larger groups (64, 128, a row) when the next chunk starts a
+      // new one or the main part ends
+      if (G32 || c + 64 == g.k64 || ((c + 64) >> rs.shift) != (c >> rs.shift)) flush(s1);
     }
-    const bool nan = !_mm256_testz_si256(nanmask, nanmask);
+    const bool nan = D::kE4M3 && !_mm256_testz_si256(nanmask, nanmask);
     for (int m = 0; m < M; ++m) {
-      __m256 lanes = D::kind == kUnscaled ? _mm256_add_ps(acc[m][0], acc[m][1]) : acc[m][0];
+      __m256 lanes = kScaled ? acc[m][0]
+                             : _mm256_add_ps(_mm256_add_ps(acc[m][0], acc[m][1]), _mm256_add_ps(acc[m][2], acc[m][3]));
       float r = zt_add(hsum8(lanes), tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
       out_store(g, m, n, r);
@@ -524,14 +678,20 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   }
 }
 
+template <class D, bool G32>
+static void gemv_mg(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  switch (g.m) {
+    case 1: return gemv_kernel<D, 1, G32>(g, n0, n1);
+    case 2: return gemv_kernel<D, 2, G32>(g, n0, n1);
+    case 3: return gemv_kernel<D, 3, G32>(g, n0, n1);
+    default: return gemv_kernel<D, 4, G32>(g, n0, n1);
+  }
+}
+
 template <class D>
 static void gemv_m(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  switch (g.m) {
-    case 1: return gemv_kernel<D, 1>(g, n0, n1);
-    case 2: return gemv_kernel<D, 2>(g, n0, n1);
-    case 3: return gemv_kernel<D, 3>(g, n0, n1);
-    default: return gemv_kernel<D, 4>(g, n0, n1);
-  }
+  if (D::kind != kUnscaled && g.w->q.group == 32) return gemv_mg<D, true>(g, n0, n1);
+  return gemv_mg<D, false>(g, n0, n1);
 }
 
 }  // namespace
@@ -554,15 +714,13 @@ void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n) {
   const uint64_t K = g.w->k;
   for (uint64_t m = 0; m < g.m; ++m) {
     const float* x = g.x + m * K;
-    __m256 a0 = _mm256_setzero_ps(), a1 = _mm256_setzero_ps();
+    __m256 a[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps()};
     for (uint64_t c = 0; c < g.k64; c += 64)
-      for (int j = 0; j < 8; j += 2) {
-        a0 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j), _mm256_loadu_ps(wrow + c + 8 * j), a0);
-        a1 = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j + 8), _mm256_loadu_ps(wrow + c + 8 * j + 8), a1);
-      }
+      for (int j = 0; j < 8; ++j)
+        a[j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j), _mm256_loadu_ps(wrow + c + 8 * j), a[j & 3]);
     float t = 0.0f;
     for (uint64_t k = g.k64; k < K; ++k) t = zt_fma(x[k], wrow[k], t);
-    out_store(g, m, n, zt_add(hsum8(_mm256_add_ps(a0, a1)), t));
+    out_store(g, m, n, zt_add(hsum8(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))), t));
   }
 }
 

@@ -1,0 +1,167 @@
+'use strict';
+// Integer GEMM suite: W8A8, W4A8, GEMV and perturb-on-load on 2 threads, each row a ratio to a
+// ceiling measured in the same run (int8 vpmaddubsw peak for GEMMs, streaming read bandwidth for
+// GEMVs) and to the onnxruntime-node peer (2 intra-op threads).
+//   npm run bench -- gemm-int8 [--full]     (or node bench/gemm-int8.bench.js [--full])
+// Default: 1024^3 W8A8 and 4096x4096 at M = 1, 16, 512 (W8A8 and W4A8, perturbed at M = 512);
+// --full (or ZOTUNE_BENCH_FULL=1) adds 11008x4096 and 4096x11008 and W4A8 at 1024^3.
+const harness = require('./harness');
+const { dynamicModel, nbitsModel, session } = require('./onnx-int8');
+
+const THREADS = 2;
+const L3_BYTES = 8 << 20;
+const full = process.argv.includes('--full') || process.env.ZOTUNE_BENCH_FULL === '1';
+
+function rand(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+/** Random weights [N, K]: int8 with per-channel scales, or int4 symmetric with group-32 scales. */
+function weights(z, fmt, N, K, seed) {
+  const r = rand(seed);
+  const data = z.Tensor.empty([N * (fmt === 'int8' ? K : Math.ceil(K / 2))], fmt === 'int8' ? 'i8' : 'u8', 'weights');
+  const d = data.data();
+  for (let i = 0; i < d.length; i++) d[i] = fmt === 'int8' ? -127 + Math.floor(r() * 255) : Math.floor(r() * 256);
+  const ns = fmt === 'int8' ? N : N * Math.ceil(K / 32);
+  const scales = z.Tensor.fromArray(Float32Array.from({ length: ns }, () => 0.001 + r() * 0.01), [ns], 'f32', 'weights');
+  const w = new z.QTensor(fmt, [N, K], fmt === 'int8' ? 'channel' : 32, data, scales);
+  return { w, codes: d, scales: scales.data(), bytes: data.byteLength + scales.byteLength };
+}
+
+function cases() {
+  const out = [];
+  const add = (N, K, M, fmt, perturb = null) => out.push({ N, K, M, fmt, perturb });
+  add(1024, 1024, 1024, 'int8');
+  if (full) add(1024, 1024, 1024, 'int4');
+  for (const [N, K] of full ? [[4096, 4096], [11008, 4096], [4096, 11008]] : [[4096, 4096]])
+    for (const M of [1, 16, 512])
+      for (const fmt of ['int8', 'int4']) {
+        add(N, K, M, fmt);
+        if (M === 512) for (const dist of ['gaussian', 'rademacher']) add(N, K, M, fmt, dist);
+      }
+  return out;
+}
+
+const faster = (a, b) => (b.best < a.best ? b : a);
+
+/**
+ * The ceiling a case is judged against: the larger of the harness's run-start measurement and one
+ * taken right before the case (the machine is shared; a ceiling measured in a busy moment would
+ * flatter the kernels measured later).
+ */
+async function ceilingNow(h, z, start, kind, buf) {
+  let m;
+  if (kind === 'int8') {
+    const tasks = 32, iters = 100_000;
+    m = await h.measure('int8 peak', () => z.ceilings.int8Peak(tasks, iters), { threads: THREADS, work: tasks * iters * z.ceilings.OPS_PER_INT8_ITER, time: 150 });
+  } else {
+    m = await h.measure('read', () => z.ceilings.readSum(buf), { threads: THREADS, work: buf.size * 4, time: 300 });
+  }
+  const r = h.rate(m);
+  return { best: Math.max(r.best, start.best), median: Math.max(r.median, start.median) };
+}
+
+const suite = {
+  name: 'gemm-int8',
+  title: 'Integer GEMM: W8A8, W4A8, GEMV and perturb-on-load',
+  async run(h) {
+    const z = h.zotune();
+    const ort = require('onnxruntime-node');
+    const c = await h.measureCeilings(THREADS);
+    const readBuf = z.Tensor.zeros([64 * 1024 * 1024], 'f32', 'workspace');
+    const rows = [];
+    const plain = new Map();
+    const seen = { int8: { best: 0, median: 0 }, read: { best: 0, median: 0 } };
+    for (const cs of cases()) {
+      const { N, K, M, fmt, perturb } = cs;
+      const gemv = M === 1;
+      const wbytes = N * (fmt === 'int8' ? K : K / 2);
+      // GEMV weights rotate through copies that together exceed the L3 several times over
+      const copies = gemv ? Math.max(2, Math.ceil((4 * L3_BYTES) / wbytes)) : 1;
+      const sets = Array.from({ length: copies }, (_, i) => weights(z, fmt, N, K, 11 + i));
+      const r = rand(5);
+      const x = z.Tensor.fromArray(Float32Array.from({ length: M * K }, () => r() * 2 - 1), [M, K], 'f32', 'activations');
+      const out = z.Tensor.empty([M, N], 'f32', 'activations');
+      const p = perturb ? { alpha: 1e-3, seed: 1, stream: 0, dist: perturb } : undefined;
+      const ops = 2 * M * N * K;
+      let i = 0, j = 0;
+      try {
+        const mine = () => h.measure('zotune', () => z.matmulInt8(x, sets[i++ % copies].w, { out, perturb: p }), { threads: THREADS, work: ops });
+        let ours = await mine();
+        let peer = null;
+        if (!perturb) {
+          const sessions = [];
+          for (const s of sets)
+            sessions.push(await session(fmt === 'int8' ? dynamicModel(s.codes, s.scales, N, K) : nbitsModel(s.codes, s.scales, N, K, 32), THREADS));
+          const feeds = { x: new ort.Tensor('float32', x.data(), [M, K]) };
+          // onnxruntime's intra-op threads spin for a while after a run (its default): pause before
+          // timing zotune again so that spinning does not eat into zotune's cores.
+          const theirs = async () => {
+            const m = await h.measure('onnxruntime', () => sessions[j++ % copies].run(feeds), { threads: THREADS, work: ops });
+            await new Promise((res) => setTimeout(res, 200));
+            return m;
+          };
+          // alternate twice (the machine is shared): each side keeps its better measurement
+          peer = await theirs();
+          ours = faster(ours, await mine());
+          peer = faster(peer, await theirs());
+          for (const s of sessions) await s.release();
+        } else {
+          ours = faster(ours, await mine());
+        }
+        const rt = h.rate(ours);
+        const ceil = await ceilingNow(h, z, gemv ? c.read : c.int8, gemv ? 'read' : 'int8', readBuf);
+        const kindSeen = seen[gemv ? 'read' : 'int8'];
+        kindSeen.best = Math.max(kindSeen.best, ceil.best);
+        kindSeen.median = Math.max(kindSeen.median, ceil.median);
+        const key = `${fmt} ${N} ${K} ${M}`;
+        if (!perturb) plain.set(key, ours);
+        const base = plain.get(key);
+        const ceiling = gemv
+          ? `${h.pct((rt.best * sets[0].bytes) / ops / ceil.best)} / ${h.pct((rt.median * sets[0].bytes) / ops / ceil.median)} of read BW`
+          : `${h.pct(rt.best / ceil.best)} / ${h.pct(rt.median / ceil.median)} of int8 peak`;
+        rows.push([
+          `${fmt === 'int8' ? 'W8A8' : 'W4A8 g32'} ${N}x${K}, M=${M}${perturb ? `, perturbed (${perturb})` : ''}`,
+          `${(ours.best * 1e3).toFixed(2)} / ${(ours.median * 1e3).toFixed(2)}`,
+          h.pair(rt, (v) => h.giga(v, 1)),
+          gemv ? h.pair({ best: (rt.best * sets[0].bytes) / ops, median: (rt.median * sets[0].bytes) / ops }, (v) => h.giga(v, 1)) : '-',
+          ceiling,
+          peer ? h.pair(h.ratio(rt, h.rate(peer)), (v) => h.times(v)) : '-',
+          perturb ? `+${h.pct(ours.best / base.best - 1, 1)} / +${h.pct(ours.median / base.median - 1, 1)}` : '-',
+        ]);
+        console.log(rows[rows.length - 1].join(' | '));
+      } finally {
+        x.dispose();
+        out.dispose();
+        for (const s of sets) s.w.dispose();
+      }
+    }
+    readBuf.dispose();
+    h.report({
+      title: suite.title,
+      threads: THREADS,
+      method: [
+        `y = int8(x) · Wᵀ with x f32 [M, K] quantized per row in the call (matmulInt8), W [N, K] int8 per-channel (W8A8) or int4 symmetric group 32 (W4A8); ${THREADS} threads for zotune and onnxruntime (intra-op).`,
+        `GEMM rows: GOPS = 2·M·N·K / time, against the int8 peak (vpmaddubsw + vpmaddwd + vpaddd on ${THREADS} threads) measured in this run: at its start (${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS best / median) and again right before each case; each row uses the larger (highest seen: ${h.pair(seen.int8, (v) => h.giga(v, 1))}).`,
+        `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${L3_BYTES >> 20} MiB L3 4x.`,
+        'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx-int8.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
+        'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load, f32 micro-kernel), slowdown against the unperturbed row above.',
+      ],
+      columns: ['case', 'ms best / median', 'GOPS best / median', 'GB/s of weights', 'vs ceiling (best / median)', 'vs onnxruntime', 'vs unperturbed'],
+      rows,
+      notes: [
+        'Targets (issue, 2 threads): W8A8 1024³ >= 65 % of the int8 ceiling and >= 1.2x onnxruntime; GEMV W8 and W4 at 4096x4096 >= 70 % of read bandwidth; perturb-on-load at M = 512 <= 15 % slower.',
+        "onnxruntime's AVX2 u8s8 kernel saturates vpmaddubsw pair sums with full-range int8 weights (its outputs then differ from the exact product); zotune's sign trick keeps every pair sum exact. Timings are unaffected.",
+      ],
+    });
+  },
+};
+
+module.exports = suite;
+if (require.main === module) harness.main(suite);

@@ -1,0 +1,186 @@
+'use strict';
+// CPU GEMM, float-accumulate family: fp32 GEMM/GEMV against the FMA ceiling and onnxruntime-node's
+// MatMul (the peer, same shapes, same thread count), weight-only GEMV against the read bandwidth,
+// and perturb-on-load against the same GEMM without perturbation. Ceilings come from the same run.
+// `node bench/gemm.bench.js` (short) or `node bench/gemm.bench.js --full` (every shape and format).
+const harness = require('./harness');
+const { ortMatmul } = require('./onnx-matmul');
+
+const FULL = process.argv.includes('--full') || process.env.ZOTUNE_BENCH_FULL === '1';
+const THREADS = 2;
+
+// LLaMA-7B linears [N = out, K = in]: attention projections, MLP up/gate, MLP down.
+const LLAMA = FULL ? [[4096, 4096], [11008, 4096], [4096, 11008]] : [[4096, 4096]];
+const MS = [1, 16, 512];
+
+// Deterministic test data without a JS loop per element: engine RNG into native tensors.
+function randomTensor(z, shape, seed, scale = 1) {
+  const t = z.Tensor.empty(shape, 'f32', 'workspace');
+  z.rng.fillSync(t, 'uniform', { seed, stream: 1 });
+  const d = t.data();
+  for (let i = 0; i < d.length; i++) d[i] = (d[i] - 0.5) * scale; // uniform in (-scale/2, scale/2)
+  return t;
+}
+
+// Quantized weights from random codes (the kernels' speed does not depend on how codes were made).
+function randomQ(z, format, N, K, granularity, seed) {
+  const rowBytes = format === 'int4' || format === 'nf4' ? Math.ceil(K / 2) : format === 'bf16' || format === 'fp16' ? 2 * K : K;
+  const bytes = new Uint8Array(N * rowBytes);
+  let s = seed >>> 0;
+  for (let i = 0; i < bytes.length; i++) {
+    s = (s * 1664525 + 1013904223) >>> 0;
+    bytes[i] = s >>> 24;
+  }
+  if (format === 'int8') for (let i = 0; i < bytes.length; i++) if (bytes[i] === 0x80) bytes[i] = 0; // keep -127..127
+  if (format === 'fp8-e4m3') for (let i = 0; i < bytes.length; i++) if ((bytes[i] & 0x7f) === 0x7f) bytes[i] ^= 1; // no NaN codes
+  if (format === 'bf16' || format === 'fp16') for (let i = 1; i < bytes.length; i += 2) bytes[i] = (bytes[i] & 0x83) | 0x38; // moderate exponents
+  const dtype = format === 'int8' ? 'i8' : format === 'bf16' || format === 'fp16' ? 'u16' : 'u8';
+  const data = dtype === 'i8' ? z.Tensor.from(new Int8Array(bytes.buffer), [bytes.length], 'i8') : dtype === 'u16' ? z.Tensor.from(new Uint16Array(bytes.buffer), [bytes.length / 2], 'u16') : z.Tensor.from(bytes, [bytes.length], 'u8');
+  const scaled = format !== 'bf16' && format !== 'fp16';
+  const g = granularity === 'tensor' ? 0 : granularity === 'channel' ? K : granularity;
+  const nScales = g === 0 ? 1 : N * Math.ceil(K / g);
+  const scales = scaled ? z.Tensor.from(new Float32Array(nScales).fill(0.01)) : undefined;
+  return new z.QTensor(format, [N, K], granularity, data, scales);
+}
+
+const suite = {
+  name: 'gemm',
+  title: `CPU GEMM, fp32 activations: fp32 and weight-only formats, perturb-on-load (${FULL ? 'full' : 'default'} run)`,
+  async run(h) {
+    const z = h.zotune();
+    const c = await h.measureCeilings(THREADS);
+    const rows = [];
+    const m = (name, fn, work) => h.measure(name, fn, { threads: THREADS, work });
+    // The cases of one row (ours, the peer, the ceiling it is judged against) are measured in
+    // alternation, ROUNDS times, keeping each case's best round: on this shared machine every ratio
+    // then compares measurements taken next to each other.
+    // Between cases the process sleeps SETTLE_MS: onnxruntime's intra-op threads spin after each
+    // run (its default, kept: its best case) and would otherwise take cores from the next case.
+    const ROUNDS = 3, SETTLE_MS = 250;
+    const alternate = async (...cases) => {
+      const res = cases.map(() => null);
+      for (let round = 0; round < ROUNDS; round++)
+        for (let i = 0; i < cases.length; i++) {
+          const [name, fn, work] = cases[i];
+          await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
+          const r = h.rate(await m(name, fn, work));
+          res[i] = res[i] ? { best: Math.max(res[i].best, r.best), median: Math.max(res[i].median, r.median) } : r;
+        }
+      return res;
+    };
+    const FMA_TASKS = 32, FMA_ITERS = 20000;
+    const fmaCase = ['ceiling: fp32 FMA', () => z.ceilings.fmaPeak(FMA_TASKS, FMA_ITERS), FMA_TASKS * FMA_ITERS * z.ceilings.FLOP_PER_FMA_ITER];
+    const readBuf = z.Tensor.zeros([64 * 1024 * 1024], 'f32', 'workspace'); // 256 MiB
+    const readCase = ['ceiling: read', () => z.ceilings.readSum(readBuf), readBuf.byteLength];
+    const G = (r) => h.pair(r, (x) => h.giga(x, 1));
+    const ratio = (a, b) => `${h.times(a.best / b.best)} / ${h.times(a.median / b.median)}`;
+    const tensors = [readBuf];
+    const keep = (t) => (tensors.push(t), t);
+
+    try {
+      // 1. fp32 GEMM and GEMV against the FMA (or read) ceiling and onnxruntime MatMul
+      const shapes = [[1024, 1024, 1024], ...LLAMA.flatMap(([N, K]) => MS.map((M) => [M, N, K]))];
+      const weights = new Map();
+      let base;
+      for (const [M, N, K] of shapes) {
+        const key = `${N}x${K}`;
+        if (!weights.has(key)) weights.set(key, keep(randomTensor(z, [N, K], N + K, 0.1)));
+        const w = weights.get(key);
+        const x = keep(randomTensor(z, [M, K], M)), out = keep(z.Tensor.empty([M, N]));
+        const flop = 2 * M * N * K;
+        const ort = await ortMatmul(w.data(), N, K, THREADS);
+        const xd = x.data();
+        let ours, peer, ceil;
+        try {
+          [ours, peer, ceil] = await alternate([`fp32 ${M}x${N}x${K}`, () => z.matmulSync(x, w, { out }), flop], [`onnxruntime ${M}x${N}x${K}`, () => ort.run(xd, M), flop], M === 1 ? readCase : fmaCase);
+        } finally {
+          await ort.release();
+        }
+        if (M === 512 && N === 4096 && K === 4096) base = { x, out, w };
+        const bytes = { best: ours.best * 2, median: ours.median * 2 }; // 4 B per 2 FLOP
+        rows.push([
+          `fp32 ${M === 1 ? 'GEMV' : 'GEMM'}`, `${M}x${N}x${K}`, G(ours),
+          M === 1 ? '-' : `**${h.pct(ours.best / ceil.best)}** of ${h.giga(ceil.best, 1)}`,
+          M === 1 ? `${G(bytes)} GB/s, **${h.pct(bytes.best / ceil.best)}** of ${h.giga(ceil.best, 1)}` : '-',
+          G(peer), ratio(ours, peer),
+        ]);
+      }
+
+      // 2. Weight-only GEMV (M = 1) against the read bandwidth, weights streamed from DRAM: calls
+      // rotate over 4 copies (more than the last-level cache).
+      const gemvFormats = FULL
+        ? [['int8', 'channel'], ['int8', 32], ['int4', 128], ['int4', 32], ['nf4', 64], ['fp8-e4m3', 'channel'], ['fp8-e5m2', 'channel'], ['bf16', 'tensor'], ['fp16', 'tensor']]
+        : [['int8', 'channel'], ['int4', 128]];
+      const N = 4096, K = 4096;
+      const x1 = keep(randomTensor(z, [1, K], 7)), out1 = keep(z.Tensor.empty([1, N]));
+      for (const [format, gran] of gemvFormats) {
+        const copies = Array.from({ length: 4 }, (_, i) => randomQ(z, format, N, K, gran, 100 + i));
+        const bytes = copies[0].byteLength;
+        let i = 0;
+        const [r, ceil] = await alternate([`${format} GEMV`, () => z.matmulSync(x1, copies[i++ % copies.length], { out: out1 }), bytes], readCase);
+        const flops = { best: (r.best / bytes) * 2 * N * K, median: (r.median / bytes) * 2 * N * K };
+        rows.push([`${format}/${gran} GEMV, weights from DRAM`, `1x${N}x${K}`, G(flops), '-', `${G(r)} GB/s, **${h.pct(r.best / ceil.best)}** of ${h.giga(ceil.best, 1)}`, '-', '-']);
+        copies.forEach((q) => q.dispose());
+      }
+
+      // 3. Quantized GEMM (full run): decode while packing, at M = 16 and 512.
+      if (FULL) {
+        for (const [format, gran] of [['int8', 'channel'], ['int4', 128], ['nf4', 64], ['fp8-e4m3', 'channel'], ['bf16', 'tensor'], ['fp16', 'tensor']]) {
+          const q = randomQ(z, format, N, K, gran, 5);
+          for (const M of [16, 512]) {
+            const x = keep(randomTensor(z, [M, K], M)), out = keep(z.Tensor.empty([M, N]));
+            const [r, ceil] = await alternate([`${format} GEMM M=${M}`, () => z.matmulSync(x, q, { out }), 2 * M * N * K], fmaCase);
+            rows.push([`${format}/${gran} GEMM`, `${M}x${N}x${K}`, G(r), `${h.pct(r.best / ceil.best)} of ${h.giga(ceil.best, 1)}`, '-', '-', '-']);
+          }
+          q.dispose();
+        }
+      }
+
+      // 4. Perturb-on-load at M = 512 against the same GEMM without perturbation.
+      const dir = { seed: 0x5eedn, stream: 3, alpha: 1e-3 };
+      const variants = [
+        ['Gaussian', { ...dir, dist: 'gaussian' }],
+        ['Rademacher', { ...dir, dist: 'rademacher' }],
+        ...(FULL ? [['Gaussian, QuZO 4-bit', { ...dir, dist: 'gaussian', bits: 4 }]] : []),
+      ];
+      if (FULL) {
+        const idx = new Uint32Array(Math.floor((N * K) / 100));
+        for (let k = 0; k < idx.length; k++) idx[k] = k * 100 + (k % 7);
+        variants.push(['Gaussian, 1 % indices', { ...dir, dist: 'gaussian', indices: idx }]);
+      }
+      const flop = 2 * 512 * N * K;
+      for (const [name, p] of variants) {
+        const [plain, r] = await alternate(['fp32 M=512 plain', () => z.matmulSync(base.x, base.w, { out: base.out }), flop], [`perturb ${name}`, () => z.matmulSync(base.x, base.w, { out: base.out, perturb: p }), flop]);
+        const slow = { best: plain.best / r.best - 1, median: plain.median / r.median - 1 };
+        rows.push([`fp32 GEMM, perturb-on-load ${name}`, `512x${N}x${K}`, G(r), '-', '-', `plain: ${G(plain)}`, `**${h.pct(slow.best, 1)}** / ${h.pct(slow.median, 1)} slower than plain`]);
+      }
+    } finally {
+      tensors.forEach((t) => t.dispose());
+    }
+
+    h.report({
+      title: suite.title,
+      threads: THREADS,
+      method: [
+        `Ceilings (bench/harness.js ops, ${THREADS} threads): the fp32 FMA peak and the streaming read of 256 MiB are measured in alternation with the cases they judge (the value each row used is printed beside it); at the start of the run they were ${h.pair(c.fma, (x) => h.giga(x, 1))} GFLOP/s and ${h.pair(c.read, (x) => h.giga(x, 1))} GB/s (best / median).`,
+        'GFLOP/s = 2·M·N·K / time of one call (matmulSync into a preallocated output). Percentages use the best rates.',
+        'Peer: onnxruntime-node CPU MatMul (MLAS), a one-node ONNX model written as protobuf bytes by bench/onnx-matmul.js, weights as a constant initializer (so ORT may prepack them), intra-op threads = 2, timed through session.run (includes its JS call overhead, ~tens of µs).',
+        'Weight-only GEMV: GB/s counts the bytes of codes + scales per call; calls rotate over 4 copies (32-64 MiB) so the weights come from DRAM, not the last-level cache.',
+        'Perturb-on-load: W + alpha·z regenerated while packing; the same GEMM without perturbation is measured in alternation with each perturbed case (its rate is in the onnxruntime column of those rows).',
+        'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured three times in alternation and the best round is kept per case, so each ratio compares measurements taken next to each other on this shared machine.',
+        'onnxruntime keeps its default intra-op spinning (its fastest setting); the process sleeps 250 ms before every case so that its spinning threads are idle when the next case starts (measured: without the pause they take a core from the case that follows, 0.7x instead of 1.0x at 1024³).',
+        ...(FULL ? [] : ['Default run: 1024³ and 4096x4096 only; `node bench/gemm.bench.js --full` adds 11008x4096, 4096x11008, every format and the sparse/QuZO perturbations.']),
+      ],
+      columns: ['case', 'MxNxK', 'GFLOP/s best / median', 'of FMA ceiling (GFLOP/s)', 'weight bytes: GB/s best / median, of read ceiling (GB/s)', 'onnxruntime GFLOP/s best / median', 'vs onnxruntime (speed ratio) / note'],
+      rows,
+      notes: [
+        'Targets (issue, 2 threads): fp32 1024³ >= 80 % of the FMA ceiling and >= 1.0x onnxruntime; GEMV W8/W4 at 4096² >= 70 % of read bandwidth; perturb-on-load at M = 512 <= 15 % slower.',
+        'This machine is a Zen 1 EPYC: vcvtdq2ps, vcvtph2ps, vpmovsxbd and vpsrld on ymm each take 2 cycles and vpermps 4 (measured), so exact int/fp8/fp16 -> fp32 decode with fp32 FMAs tops out near 2.7 weights/cycle/core: W8 GEMV is compute-bound below the bus, W4 GEMV (half the bytes per weight) reaches about half the fraction W8 does. Integer-activation kernels (W8A8/W4A8, branch gemm-int) are the route past that.',
+        'Gaussian perturb-on-load costs one Philox + Box-Muller normal (~9 cycles/element on Zen 1) per weight per call, amortised over M rows: ~13 % at M = 512 in single-thread tuning; Rademacher costs a bit per weight.',
+      ],
+    });
+  },
+};
+
+module.exports = suite;
+if (require.main === module) harness.main(suite);

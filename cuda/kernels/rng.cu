@@ -1,0 +1,121 @@
+#include <cuda_runtime.h>
+
+#include "../../native/common/status.h"
+#include "device.h"
+#include "rng.h"
+
+namespace zt {
+namespace cuda {
+namespace {
+
+constexpr int kThreads = 256;
+
+// Word streams: counter c holds the 4 words of the elements 32 (c >> 3) + 8 w + (c & 7), w = 0..3
+// (the lane-major map). Normals pair words (0,1) and (2,3).
+ZT_HD void fill_words_counter(float* out, uint64_t first, uint64_t n, uint64_t c, RngKey key, Dist dist,
+                              uint64_t threshold) {
+  uint32_t w[4];
+  philox_block(key, c, w);
+  float v[4];
+  if (dist == Dist::Normal) {
+    box_muller(w[0], w[1], &v[0], &v[1]);
+    box_muller(w[2], w[3], &v[2], &v[3]);
+  } else if (dist == Dist::Uniform) {
+    for (int k = 0; k < 4; ++k) v[k] = uniform_open(w[k]);
+  } else {
+    for (int k = 0; k < 4; ++k) v[k] = (uint64_t)w[k] < threshold ? 1.0f : 0.0f;
+  }
+  uint64_t e = ((c >> 3) << 5) | (c & 7);
+  for (int k = 0; k < 4; ++k, e += 8)
+    if (e - first < n) out[e - first] = v[k];  // unsigned: e < first wraps past n
+}
+
+// Bit stream (Rademacher): counter c holds the 128 bits of the elements
+// 1024 (c >> 3) + 256 w + 8 k + (c & 7) for word w, bit k; a set bit is -1.
+ZT_HD void fill_bits_counter(float* out, uint64_t first, uint64_t n, uint64_t c, RngKey key) {
+  uint32_t w[4];
+  philox_block(key, c, w);
+  uint64_t base = ((c >> 3) << 10) | (c & 7);
+  for (int j = 0; j < 4; ++j)
+    for (int k = 0; k < 32; ++k) {
+      uint64_t e = base + 256 * j + 8 * k;
+      if (e - first < n) out[e - first] = ((w[j] >> k) & 1u) ? -1.0f : 1.0f;
+    }
+}
+
+// The counters covering elements [first, first + n): 8 per block of 32 (words) or 1024 (bits).
+struct Counters {
+  uint64_t c0, count;
+};
+Counters counters_for(uint64_t first, uint64_t n, Dist dist) {
+  const int shift = dist == Dist::Rademacher ? 10 : 5;
+  const uint64_t last = first + n - 1;
+  return {(first >> shift) << 3, ((last >> shift) - (first >> shift) + 1) * 8};
+}
+
+// One thread per counter.
+__global__ void fill_kernel(float* out, uint64_t first, uint64_t n, Counters cs, RngKey key, Dist dist,
+                            uint64_t threshold) {
+  uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (t >= cs.count) return;
+  if (dist == Dist::Rademacher)
+    fill_bits_counter(out, first, n, cs.c0 + t, key);
+  else
+    fill_words_counter(out, first, n, cs.c0 + t, key, dist, threshold);
+}
+
+// Everything one call allocates, released on every path (errors included).
+struct Scope {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  float* dev = nullptr;
+  ~Scope() {
+    if (dev) cudaFreeAsync(dev, stream);
+    if (stream) {
+      cudaStreamSynchronize(stream);
+      cudaStreamDestroy(stream);
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    cudaGetLastError();
+  }
+};
+
+}  // namespace
+
+float rng_fill_host(float* out, uint64_t n, RngKey key, uint64_t first, Dist dist, uint64_t threshold) {
+  if (n == 0) return 0.0f;
+  require_device();
+  const Counters cs = counters_for(first, n, dist);
+  const uint64_t blocks = (cs.count + kThreads - 1) / kThreads;
+  if (blocks > 0x7fffffffu) fail(Code::OutOfRange, "rngFill: too many elements for one launch");
+
+  Scope s;
+  check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "cudaStreamCreate");
+  check(cudaEventCreate(&s.start), "cudaEventCreate");
+  check(cudaEventCreate(&s.stop), "cudaEventCreate");
+  check(cudaMallocAsync((void**)&s.dev, n * sizeof(float), s.stream), "cudaMallocAsync");
+  check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
+  fill_kernel<<<(unsigned)blocks, kThreads, 0, s.stream>>>(s.dev, first, n, cs, key, dist, threshold);
+  check(cudaGetLastError(), "rngFill kernel launch");
+  check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
+  check(cudaMemcpyAsync(out, s.dev, n * sizeof(float), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(s.stream), "rngFill");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, s.start, s.stop), "cudaEventElapsedTime");
+  return ms;
+}
+
+void rng_fill_emulated(float* out, uint64_t n, RngKey key, uint64_t first, Dist dist, uint64_t threshold) {
+  if (n == 0) return;
+  const Counters cs = counters_for(first, n, dist);
+  for (uint64_t t = 0; t < cs.count; ++t) {
+    if (dist == Dist::Rademacher)
+      fill_bits_counter(out, first, n, cs.c0 + t, key);
+    else
+      fill_words_counter(out, first, n, cs.c0 + t, key, dist, threshold);
+  }
+}
+
+}  // namespace cuda
+}  // namespace zt

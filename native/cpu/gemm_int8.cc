@@ -1,0 +1,430 @@
+// Integer GEMM: scalar reference kernels (the definition in gemm_int8.h, written plainly) and the
+// threaded driver shared by the scalar and AVX2 paths.
+#include "gemm_int8.h"
+
+#include <float.h>
+#include <string.h>
+
+#include <algorithm>
+#include <initializer_list>
+#include <atomic>
+#include <string>
+
+#include "../common/status.h"
+#include "cpu_features.h"
+#include "memory.h"
+#include "threadpool.h"
+
+namespace zt {
+
+// ---- scalar reference kernels -------------------------------------------------------------------
+
+bool act_quantize_row_ref(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale) {
+  float amax = 0.0f;
+  for (uint64_t k = 0; k < K; ++k) {
+    float a = fabsf(x[k]);
+    if (!(a <= FLT_MAX)) return false;
+    amax = a > amax ? a : amax;
+  }
+  float s = scale_for(amax, (float)kInt8Max), inv = inv_scale_for(s);
+  if (!(inv <= FLT_MAX)) s = inv = 0.0f;  // 1 / s overflows: the row quantizes to zero
+  for (uint64_t k = 0; k < K; ++k) q[k] = (int8_t)int_quantize(x[k], inv, 0, -kInt8Max, kInt8Max, false, 0);
+  for (uint64_t k = K; k < Kp; ++k) q[k] = 0;
+  *scale = s;
+  return true;
+}
+
+void act_int4_extras_ref(const int8_t* q, uint64_t K, uint64_t Kp, uint64_t ga, uint64_t G, int32_t* gsum, int8_t* qeo) {
+  for (uint64_t j = 0; j < G; ++j) {
+    int32_t s = 0;
+    for (uint64_t k = j * ga; k < std::min(K, (j + 1) * ga); ++k) s += q[k];
+    gsum[j] = s;
+  }
+  if (qeo)
+    for (uint64_t b = 0; b < Kp; b += 64)
+      for (uint64_t i = 0; i < 32; ++i) {
+        qeo[b + i] = q[b + 2 * i];
+        qeo[b + 32 + i] = q[b + 2 * i + 1];
+      }
+}
+
+void gemv_rows_ref(const IntPlan& p, uint64_t n0, uint64_t n1) {
+  const ActQ& a = *p.a;
+  for (uint64_t n = n0; n < n1; ++n)
+    for (uint64_t m = 0; m < a.M; ++m) {
+      const int8_t* q = a.q + m * a.Kp;
+      float acc = 0.0f;
+      for (uint64_t j = 0; j < p.G; ++j) {
+        int32_t s = 0;
+        for (uint64_t k = j * p.ga; k < std::min(p.K, (j + 1) * p.ga); ++k) s += w_code(p.w, n, k) * q[k];
+        if (p.raw32) {
+          p.raw32[m * p.N + n] = s;
+          continue;
+        }
+        acc = zt_fma(w_scale(p.w, n, j), (float)s, acc);
+      }
+      if (!p.raw32) p.out[m * p.ldo + n] = epilogue(p.ep, acc, m, n);
+    }
+}
+
+void pack_panel_ref(const IntPlan& p, uint64_t n0, Panel panel) {
+  for (uint64_t k4 = 0; k4 < p.K4; ++k4)
+    for (uint64_t c = 0; c < kPanelCols; ++c)
+      for (uint64_t t = 0; t < 4; ++t) {
+        uint64_t n = n0 + c, k = k4 * 4 + t;
+        int v = n < p.N && k < p.K ? w_raw(p.w, n, k) : 0;
+        panel.codes[(k4 * kPanelCols + c) * 4 + t] = (int8_t)v;
+        if (panel.abs) panel.abs[(k4 * kPanelCols + c) * 4 + t] = (uint8_t)(v < 0 ? -v : v);
+      }
+  if (p.raw32) return;
+  for (uint64_t j = 0; j < p.G; ++j)
+    for (uint64_t c = 0; c < kPanelCols; ++c) {
+      const bool in = n0 + c < p.N;
+      panel.scales[j * kPanelCols + c] = in ? w_scale(p.w, n0 + c, j) : 0.0f;
+      if (panel.zeros) panel.zeros[j * kPanelCols + c] = in ? w_zero(p.w, n0 + c, j) : 0;
+    }
+}
+
+void tile_int_ref(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc) {
+  const ActQ& a = *p.a;
+  const uint64_t ga4 = p.ga / 4;
+  for (int r = 0; r < mr; ++r)
+    for (uint64_t c = 0; c < nc; ++c) {
+      const int8_t* q = a.q + (m0 + r) * a.Kp;
+      float acc = 0.0f;
+      for (uint64_t j = 0; j < p.G; ++j) {
+        int32_t s = 0;
+        for (uint64_t k4 = j * ga4; k4 < std::min(p.K4, (j + 1) * ga4); ++k4)
+          for (uint64_t t = 0; t < 4; ++t) s += panel.codes[(k4 * kPanelCols + c) * 4 + t] * q[k4 * 4 + t];
+        if (panel.zeros) s -= panel.zeros[j * kPanelCols + c] * a.gsum[(m0 + r) * p.G + j];
+        if (p.raw32) {
+          p.raw32[(m0 + r) * p.N + n0 + c] = s;
+          continue;
+        }
+        acc = zt_fma(panel.scales[j * kPanelCols + c], (float)s, acc);
+      }
+      if (!p.raw32) p.out[(m0 + r) * p.ldo + n0 + c] = epilogue(p.ep, acc, m0 + r, n0 + c);
+    }
+}
+
+void pack_act_f32_ref(const ActQ& a, uint64_t mp, float* dst) {
+  for (uint64_t k = 0; k < a.Kp; ++k)
+    for (int r = 0; r < kTileRowsF32; ++r) {
+      uint64_t m = mp * kTileRowsF32 + r;
+      dst[k * kTileRowsF32 + r] = m < a.M ? (float)a.q[m * a.Kp + k] : 0.0f;
+    }
+}
+
+// First subset position >= v (the subset is sorted).
+static uint64_t subset_lower_bound(const uint32_t* idx, uint64_t n, uint64_t v) {
+  return (uint64_t)(std::lower_bound(idx, idx + n, v, [](uint32_t e, uint64_t x) { return (uint64_t)e < x; }) - idx);
+}
+
+// The column's subset entries in [lo, hi) relative to lo (masked path); returns their count.
+static uint64_t subset_slice(const uint32_t* idx, uint64_t nidx, uint64_t lo, uint64_t hi, uint32_t* rel) {
+  uint64_t c = 0;
+  for (uint64_t s = subset_lower_bound(idx, nidx, lo); s < nidx && idx[s] < hi; ++s) rel[c++] = (uint32_t)(idx[s] - lo);
+  return c;
+}
+
+void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel) {
+  const uint64_t kc = k1 - k0;
+  for (uint64_t c = 0; c < kPanelCols; ++c) {
+    uint64_t n = n0 + c;
+    if (n >= p.N) {
+      for (uint64_t k = 0; k < kc; ++k) panel[k * kPanelCols + c] = 0.0f;
+      continue;
+    }
+    float* col = zbuf + c * kc;
+    for (uint64_t k = k0; k < k1; ++k) col[k - k0] = zt_mul(w_scale(p.w, n, k / acc_group(p.w)), (float)w_code(p.w, n, k));
+    const uint64_t base = n * p.K + k0, z0 = p.first + base;
+    if (p.idx)
+      perturb_gather_ref(col, rel, subset_slice(p.idx, p.nidx, base, base + kc, rel), *p.dir, z0, p.alpha);
+    else
+      perturb_range_ref(col, z0, z0 + kc, *p.dir, p.alpha);
+    for (uint64_t k = 0; k < kc; ++k) panel[k * kPanelCols + c] = col[k];
+  }
+}
+
+void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c) {
+  for (int r = 0; r < kTileRowsF32; ++r)
+    for (uint64_t j = 0; j < kPanelCols; ++j) {
+      float acc = c[r * kPanelCols + j];
+      for (uint64_t k = 0; k < kc; ++k) acc = zt_fma(a[k * kTileRowsF32 + r], panel[k * kPanelCols + j], acc);
+      c[r * kPanelCols + j] = acc;
+    }
+}
+
+void sparse_axpy_ref(float* acc, const int8_t* q, float t, uint64_t M) {
+  for (uint64_t m = 0; m < M; ++m) acc[m] = zt_fma(t, (float)q[m], acc[m]);
+}
+
+// ---- driver ---------------------------------------------------------------------------------
+
+namespace {
+
+struct Kernels {
+  bool (*act_quantize_row)(const float*, uint64_t, uint64_t, int8_t*, float*);
+  void (*act_int4_extras)(const int8_t*, uint64_t, uint64_t, uint64_t, uint64_t, int32_t*, int8_t*);
+  void (*gemv_rows)(const IntPlan&, uint64_t, uint64_t);
+  void (*pack_panel)(const IntPlan&, uint64_t, Panel);
+  void (*tile_int)(const IntPlan&, uint64_t, int, const Panel&, uint64_t, uint64_t);
+  void (*pack_act_f32)(const ActQ&, uint64_t, float*);
+  void (*decode_panel_f32)(const F32Plan&, uint64_t, uint64_t, uint64_t, float*, float*, uint32_t*);
+  void (*tile_f32)(const float*, const float*, uint64_t, float*);
+  void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
+  void (*sparse_axpy)(float*, const int8_t*, float, uint64_t);
+};
+
+const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_int_ref, pack_act_f32_ref,
+                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_axpy_ref};
+const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, avx2::tile_int, avx2::pack_act_f32,
+                       avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_axpy};
+
+const Kernels& kernels() { return use_avx2() ? kAvx2 : kRef; }
+
+// Engine-accounted scratch memory, freed on scope exit (exceptions included).
+template <class T>
+struct Scratch {
+  T* p;
+  size_t n;
+  explicit Scratch(size_t count) : p((T*)host_alloc(count * sizeof(T), MemCategory::Workspace)), n(count) {}
+  ~Scratch() { host_free(p, n * sizeof(T), MemCategory::Workspace); }
+  Scratch(const Scratch&) = delete;
+  Scratch& operator=(const Scratch&) = delete;
+};
+
+// Per-thread scratch for task-local buffers (panels, tiles), reused across tasks and calls: a fresh
+// allocation per task would be mmap'ed and page-faulted every time. Arenas above kKeepBytes are
+// returned at the end of the task rather than held.
+class TaskArena {
+ public:
+  ~TaskArena() { release(); }
+  // Starts a task needing up to `bytes` (64-byte aligned pieces are carved by take()).
+  void reset(size_t bytes) {
+    if (bytes > cap_) {
+      release();
+      base_ = (uint8_t*)host_alloc(bytes, MemCategory::Workspace);
+      cap_ = bytes;
+    }
+    used_ = 0;
+  }
+  template <class T>
+  T* take(size_t count) {
+    T* p = (T*)(base_ + used_);
+    used_ += (count * sizeof(T) + 63) / 64 * 64;
+    return count ? p : nullptr;
+  }
+  void done() {
+    if (cap_ > kKeepBytes) release();
+  }
+
+ private:
+  static constexpr size_t kKeepBytes = 8u << 20;
+  void release() {
+    if (base_) host_free(base_, cap_, MemCategory::Workspace);
+    base_ = nullptr;
+    cap_ = 0;
+  }
+  uint8_t* base_ = nullptr;
+  size_t cap_ = 0, used_ = 0;
+};
+thread_local TaskArena t_arena;
+
+// Bytes of a list of 64-byte aligned pieces.
+inline size_t pieces(std::initializer_list<size_t> bytes) {
+  size_t n = 0;
+  for (size_t b : bytes) n += (b + 63) / 64 * 64;
+  return n;
+}
+
+constexpr uint64_t kActRowsPerTask = 16;
+constexpr uint64_t kGemvRowsPerTask = 64;   // weight rows per GEMV task
+constexpr uint64_t kGemmColsPerTask = 32;   // 2 panels
+constexpr uint64_t kGemmRowsPerTask = 256;  // activation rows per GEMM task
+constexpr uint64_t kF32ColsPerTask = 64;    // 4 panels share each activation read
+constexpr uint64_t kMpBlock = 8;            // 6-row activation slices per L2 block of the f32 path
+
+void quantize_acts(const Kernels& kn, const float* x, uint64_t ldx, ActQ& a) {
+  std::atomic<bool> bad{false};
+  parallel_chunks(a.M, kActRowsPerTask, [&](size_t b, size_t e) {
+    for (size_t m = b; m < e; ++m)
+      if (!kn.act_quantize_row(x + m * ldx, a.K, a.Kp, a.q + m * a.Kp, a.scale + m)) bad.store(true);
+  });
+  if (bad.load()) fail(Code::NonFinite, "int8 GEMM: the activations contain NaN or Inf (they cannot be quantized)");
+}
+
+// Integer paths: GEMV for small M, packed GEMM otherwise.
+void run_int(const Kernels& kn, const IntPlan& p) {
+  const uint64_t M = p.a->M;
+  if (M <= kGemvMaxM) {
+    parallel_chunks(p.N, kGemvRowsPerTask, [&](size_t b, size_t e) { kn.gemv_rows(p, b, e); });
+    return;
+  }
+  const uint64_t nb = (p.N + kGemmColsPerTask - 1) / kGemmColsPerTask;
+  const uint64_t mb = (M + kGemmRowsPerTask - 1) / kGemmRowsPerTask;
+  const uint64_t codes = p.K4 * kPanelCols * 4, scales = p.raw32 ? 0 : p.G * kPanelCols;
+  const uint64_t zeros = p.w.format == QFormat::Int4 ? p.G * kPanelCols : 0;
+  constexpr uint64_t kPanels = kGemmColsPerTask / kPanelCols;
+  parallel_for(nb * mb, [&](size_t t) {
+    const uint64_t n0 = (t / mb) * kGemmColsPerTask, m0 = (t % mb) * kGemmRowsPerTask;
+    const uint64_t m1 = std::min(M, m0 + kGemmRowsPerTask);
+    const bool int8 = p.w.format == QFormat::Int8;
+    t_arena.reset(kPanels * pieces({codes, int8 ? codes : 0, scales * 4, zeros * 4}));
+    Panel panel[kPanels];
+    uint64_t np = 0;
+    for (; np < kPanels && n0 + np * kPanelCols < p.N; ++np) {
+      panel[np] = Panel{t_arena.take<int8_t>(codes), int8 ? t_arena.take<uint8_t>(codes) : nullptr, t_arena.take<float>(scales),
+                        zeros ? t_arena.take<int32_t>(zeros) : nullptr};
+      kn.pack_panel(p, n0 + np * kPanelCols, panel[np]);
+    }
+    for (uint64_t m = m0; m < m1; m += kTileRowsInt) {
+      int mr = (int)std::min<uint64_t>(kTileRowsInt, m1 - m);
+      for (uint64_t i = 0; i < np; ++i) {
+        uint64_t nc0 = n0 + i * kPanelCols;
+        kn.tile_int(p, m, mr, panel[i], nc0, std::min(kPanelCols, p.N - nc0));
+      }
+    }
+    t_arena.done();
+  });
+}
+
+// Perturbed (or densely masked) weights through the f32 micro-kernel.
+void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
+  F32Plan p = base;
+  const uint64_t mp = (a.M + kTileRowsF32 - 1) / kTileRowsF32;
+  Scratch<float> apack(mp * a.Kp * kTileRowsF32);
+  parallel_for(mp, [&](size_t i) { kn.pack_act_f32(a, i, apack.p + i * a.Kp * kTileRowsF32); });
+  p.apack = apack.p;
+  constexpr uint64_t kPanels = kF32ColsPerTask / kPanelCols;
+  const uint64_t nb = (p.N + kF32ColsPerTask - 1) / kF32ColsPerTask;
+  parallel_for(nb, [&](size_t t) {
+    const uint64_t n0 = t * kF32ColsPerTask;
+    const uint64_t np = std::min<uint64_t>(kPanels, (p.N - n0 + kPanelCols - 1) / kPanelCols);
+    const size_t cn = mp * kPanels * kTileRowsF32 * kPanelCols;
+    t_arena.reset(pieces({cn * 4, kPanels * kKcF32 * kPanelCols * 4, kPanelCols * kKcF32 * 4, kKcF32 * 4}));
+    float* c = t_arena.take<float>(cn);
+    float* panels = t_arena.take<float>(kPanels * kKcF32 * kPanelCols);
+    float* zbuf = t_arena.take<float>(kPanelCols * kKcF32);
+    uint32_t* rel = t_arena.take<uint32_t>(kKcF32);
+    memset(c, 0, cn * sizeof(float));
+    for (uint64_t k0 = 0; k0 < p.K; k0 += kKcF32) {
+      const uint64_t k1 = std::min(p.K, k0 + kKcF32);
+      for (uint64_t i = 0; i < np; ++i)
+        kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels + i * kKcF32 * kPanelCols, zbuf, rel);
+      // Blocks of kMpBlock 6-row activation slices (48 KB, L2) against one panel at a time (16 KB, L1).
+      for (uint64_t r0 = 0; r0 < mp; r0 += kMpBlock)
+        for (uint64_t i = 0; i < np; ++i)
+          for (uint64_t r = r0; r < std::min(mp, r0 + kMpBlock); ++r)
+            kn.tile_f32(p.apack + r * a.Kp * kTileRowsF32 + k0 * kTileRowsF32, panels + i * kKcF32 * kPanelCols,
+                        k1 - k0, c + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
+    }
+    for (uint64_t m = 0; m < a.M; ++m)
+      for (uint64_t i = 0; i < np; ++i)
+        for (uint64_t j = 0; j < kPanelCols && n0 + i * kPanelCols + j < p.N; ++j) {
+          uint64_t n = n0 + i * kPanelCols + j;
+          float acc = c[((m / kTileRowsF32 * kPanels + i) * kTileRowsF32 + m % kTileRowsF32) * kPanelCols + j];
+          p.out[m * p.ldo + n] = epilogue(p.ep, acc, m, n);
+        }
+    t_arena.done();
+  });
+}
+
+// Small subsets: the integer result plus alpha * z_i * q_x[:, k_i] per subset index.
+void run_sparse(const Kernels& kn, IntPlan p, const IntGemm& g, const ActQ& a, float* y, uint64_t ldy) {
+  const uint64_t M = a.M, N = p.N, K = p.K;
+  Scratch<float> acc(M * N), accT(N * M);
+  Scratch<int8_t> qT(K * M);
+  const Epilogue ep = p.ep;
+  p.out = acc.p;
+  p.ldo = N;
+  p.ep.raw = true;
+  run_int(kn, p);
+  parallel_chunks(N, kGemvRowsPerTask, [&](size_t b, size_t e) {
+    for (size_t n = b; n < e; ++n)
+      for (uint64_t m = 0; m < M; ++m) accT.p[n * M + m] = acc.p[m * N + n];
+  });
+  parallel_chunks(K, kGemvRowsPerTask, [&](size_t b, size_t e) {
+    for (size_t k = b; k < e; ++k)
+      for (uint64_t m = 0; m < M; ++m) qT.p[k * M + m] = a.q[m * a.Kp + k];
+  });
+  parallel_chunks(N, kGemvRowsPerTask, [&](size_t b, size_t e) {
+    // z of row n's subset entries: gathered (alpha 1) into a zeroed row buffer, read, re-zeroed.
+    Scratch<float> z(K);
+    Scratch<uint32_t> ks(K);
+    memset(z.p, 0, K * sizeof(float));
+    for (uint64_t n = b, s = subset_lower_bound(g.idx, g.nidx, b * K); n < e; ++n) {
+      uint64_t c = 0;
+      for (; s < g.nidx && g.idx[s] < (n + 1) * K; ++s) ks.p[c++] = (uint32_t)(g.idx[s] - n * K);
+      kn.perturb_gather(z.p, ks.p, c, *g.dir, g.first + n * K, 1.0f);
+      for (uint64_t i = 0; i < c; ++i) {
+        kn.sparse_axpy(accT.p + n * M, qT.p + (uint64_t)ks.p[i] * M, zt_mul(g.alpha, z.p[ks.p[i]]), M);
+        z.p[ks.p[i]] = 0.0f;
+      }
+    }
+  });
+  parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
+    for (size_t m = b; m < e; ++m)
+      for (uint64_t n = 0; n < N; ++n) y[m * ldy + n] = epilogue(ep, accT.p[n * M + m], m, n);
+  });
+}
+
+}  // namespace
+
+void gemm_int(const IntGemm& g) {
+  const Kernels& kn = kernels();
+  const uint64_t M = g.M, N = g.w.rows, K = g.w.cols;
+  if (M == 0 || N == 0) return;
+  const uint64_t Kp = round_up(K, kActPad);
+  Scratch<int8_t> q(M * Kp);
+  Scratch<float> sx(M);
+  ActQ a{M, K, Kp, q.p, sx.p, nullptr, nullptr};
+  quantize_acts(kn, g.x, g.ldx, a);
+  const bool int4 = g.w.format == QFormat::Int4, int4_gemv = int4 && M <= kGemvMaxM;
+  const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
+  Scratch<int32_t> gsum(int4 ? M * G : 0);
+  Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);
+  if (int4) {
+    a.gsum = gsum.p;
+    a.qeo = int4_gemv ? qeo.p : nullptr;
+    parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
+      for (size_t m = b; m < e; ++m)
+        kn.act_int4_extras(q.p + m * Kp, K, Kp, ga, G, gsum.p + m * G, int4_gemv ? qeo.p + m * Kp : nullptr);
+    });
+  }
+  const Epilogue ep{sx.p, g.bias, g.residual, g.ldr, false};
+
+  const bool subset = g.dir && g.idx;
+  const bool masked = subset && g.nidx * kSparseDensityInv > N * K;
+  if (g.dir && (!subset || masked)) {
+    F32Plan p{&a, g.w, K, N, Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, ep};
+    run_f32(kn, p, a);
+    return;
+  }
+  IntPlan p{&a, g.w, K, N, (K + 3) / 4, ga, G, g.y, g.ldy, ep, nullptr};
+  if (subset)
+    run_sparse(kn, p, g, a, g.y, g.ldy);
+  else
+    run_int(kn, p);
+}
+
+void gemm_s8s8s32(const int8_t* am, const int8_t* b, int32_t* c, uint64_t M, uint64_t N, uint64_t K) {
+  if (M == 0 || N == 0) return;
+  check(K <= kRawMaxK, Code::InvalidArgument, "gemmS8S8S32: K must be at most " + std::to_string(kRawMaxK));
+  const Kernels& kn = kernels();
+  const uint64_t Kp = round_up(K, kActPad);
+  Scratch<int8_t> q(M * Kp);
+  parallel_chunks(M, kActRowsPerTask, [&](size_t lo, size_t hi) {
+    for (size_t m = lo; m < hi; ++m) {
+      memcpy(q.p + m * Kp, am + m * K, K);
+      memset(q.p + m * Kp + K, 0, Kp - K);
+    }
+  });
+  ActQ a{M, K, Kp, q.p, nullptr, nullptr, nullptr};
+  QTensorView w{QFormat::Int8, N, K, (uint8_t*)b, nullptr, nullptr, K};
+  const uint64_t K4 = (K + 3) / 4;
+  IntPlan p{&a, w, K, N, K4, std::max<uint64_t>(K4 * 4, 4), 1, nullptr, N, Epilogue{nullptr, nullptr, nullptr, 0, true}, c};
+  run_int(kn, p);
+}
+
+}  // namespace zt

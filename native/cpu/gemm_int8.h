@@ -1,0 +1,209 @@
+// Integer GEMMs with dynamic int8 activations: y = x · Wᵀ (+ bias) (+ residual) for int8 weights
+// (W8A8) and int4 weights (W4A8), W [N, K] as in nn.Linear, x [M, K] f32, y [M, N] f32.
+//
+// The canonical result (every path, scalar or AVX2, GEMV or GEMM, gives these exact bits):
+//   1. Each activation row is quantized on its own (dynamic symmetric int8, formats.h):
+//      s_x = absmax / 127, q_x = clamp(rtne(x * (1 / s_x)), -127, 127). Non-finite x is refused;
+//      a row whose 1 / s_x overflows (absmax < 3.7e-37) or is all zero gets q_x = 0.
+//   2. K is cut into accumulation groups: the weights' scale groups (32/64/128), or, for per-row
+//      and per-tensor scales, chunks of kAccChunk (int32 partial sums can then never overflow).
+//      Per group j: S_j = sum_k (q_w - zp) * q_x, exact in integers (zp = 8 for symmetric int4,
+//      the stored zero-point for asymmetric int4, 0 for int8), then acc = fma(s_w(n, j), float(S_j), acc)
+//      in group order, acc starting at +0.
+//   3. y = acc * s_x, then y = y + bias[n], then y = y + residual[m, n].
+//
+// Perturb-on-load (ZO probes): y = x · (W + alpha·Z)ᵀ with Z[n, k] = direction_at(dir, first + n*K + k)
+// (first: the direction index of element (0, 0), for a weight that is a slice of a larger stream),
+// regenerated inside the kernel; W is never written, so +alpha / -alpha probes restore exactly.
+// The perturbed weight is not on the int8 grid, so perturbed tiles are decoded to f32 and run on
+// an f32 micro-kernel (on Zen 1 its FMA rate equals the int8 maddubs rate; see README/bench):
+//   w' = fma(alpha, z, s_w * float(q_w - zp)),  acc = fma(float(q_x), w', acc) over k = 0..K-1,
+//   then step 3. Z is generated once per weight per call and reused by all M rows.
+// The fma is perturb.h's `perturbed` (w' is what perturb_range would make of the dequantized W).
+// With an index subset (sparse ZO; strictly increasing flat indices i = n*K + k), Z is zero
+// outside the subset. Small subsets (<= 1/16 of the weights) keep the integer path and add
+//   acc = fma(alpha * z_i, float(q_x[m, k_i]), acc) for the row's indices in order, after step 2;
+// denser ones take the f32 path with w' = s_w * float(q_w - zp) outside the subset.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include "../common/direction.h"
+#include "../common/formats.h"
+#include "perturb.h"
+
+namespace zt {
+
+static constexpr uint64_t kAccChunk = 65536;  // 65536 * 127 * 128 < 2^31
+static constexpr uint64_t kActPad = 64;       // activation rows are zero padded to a multiple of this
+static constexpr uint64_t kPanelCols = 16;    // columns (weight rows) per packed panel
+static constexpr int kTileRowsInt = 4;        // activation rows per integer micro-tile
+static constexpr int kTileRowsF32 = 6;        // activation rows per f32 micro-tile
+static constexpr uint64_t kKcF32 = 256;       // K block of the f32 (perturbed) path
+static constexpr uint64_t kSparseDensityInv = 16;  // subsets denser than 1/16 take the masked f32 path
+
+ZT_HD uint64_t round_up(uint64_t v, uint64_t m) { return (v + m - 1) / m * m; }
+
+// Accumulation group size (see step 2 above).
+ZT_HD uint64_t acc_group(const QTensorView& w) {
+  return (w.group != 0 && w.group != w.cols) ? w.group : kAccChunk;
+}
+ZT_HD uint64_t acc_groups(const QTensorView& w) { return (w.cols + acc_group(w) - 1) / acc_group(w); }
+
+// Scale and zero-point of row n, accumulation group j.
+ZT_HD uint64_t w_scale_index(const QTensorView& w, uint64_t n, uint64_t j) {
+  if (w.group == 0) return 0;
+  if (w.group == w.cols) return n;
+  return n * qt_groups_per_row(w) + j;
+}
+ZT_HD float w_scale(const QTensorView& w, uint64_t n, uint64_t j) { return w.scales[w_scale_index(w, n, j)]; }
+ZT_HD int w_zero(const QTensorView& w, uint64_t n, uint64_t j) {
+  if (w.format != QFormat::Int4) return 0;
+  return w.zeros ? (int)w.zeros[w_scale_index(w, n, j)] : kInt4SymZero;
+}
+// Stored code of element (n, k): int8 q, or the int4 nibble u.
+ZT_HD int w_raw(const QTensorView& w, uint64_t n, uint64_t k) {
+  if (w.format == QFormat::Int8) return (int)(int8_t)w.data[n * w.cols + k];
+  uint8_t b = w.data[n * ((w.cols + 1) / 2) + k / 2];
+  return (k & 1) ? (b >> 4) : (b & 15);
+}
+// Signed code (q - zp) of element (n, k).
+ZT_HD int w_code(const QTensorView& w, uint64_t n, uint64_t k) { return w_raw(w, n, k) - w_zero(w, n, k / acc_group(w)); }
+
+// Step 3 of the canonical result.
+struct Epilogue {
+  const float* sx;        // [M] activation scales
+  const float* bias;      // [N] or null
+  const float* residual;  // [M, N] (row stride ldr) or null; may alias the output
+  uint64_t ldr;
+  bool raw;               // store acc itself (sparse path: the correction comes before step 3)
+};
+ZT_HD float epilogue(const Epilogue& e, float acc, uint64_t m, uint64_t n) {
+  if (e.raw) return acc;
+  float y = zt_mul(acc, e.sx[m]);
+  if (e.bias) y = zt_add(y, e.bias[n]);
+  if (e.residual) y = zt_add(y, e.residual[m * e.ldr + n]);
+  return y;
+}
+
+// Activations after the pre-pass.
+struct ActQ {
+  uint64_t M, K, Kp;  // Kp = round_up(K, kActPad); q is zero in [K, Kp)
+  int8_t* q;          // [M, Kp]
+  float* scale;       // [M]
+  // int4 weights only (else null). gsum: sums of q per accumulation group, for the zero-point
+  // term zp * sum(q) (the int4 kernels multiply raw nibbles and subtract it per group). qeo: q
+  // with each 64-block stored as its 32 even then its 32 odd elements, the order of unpacked
+  // low / high nibbles (GEMV only).
+  int32_t* gsum;      // [M, G]
+  int8_t* qeo;        // [M, Kp]
+};
+
+// One call of the integer GEMM (validated by the addon before it gets here).
+struct IntGemm {
+  const float* x;  // [M, K], row stride ldx
+  uint64_t M, ldx;
+  QTensorView w;   // Int8 or Int4, [N, K]
+  float* y;        // [M, N], row stride ldy
+  uint64_t ldy;
+  const float* bias;
+  const float* residual;  // row stride ldr; may alias y
+  uint64_t ldr;
+  const Direction* dir;   // perturb-on-load, or null
+  float alpha;
+  uint64_t first;         // direction index of element (0, 0)
+  const uint32_t* idx;    // subset of flat indices (strictly increasing, < N*K), or null: dense
+  uint64_t nidx;
+};
+
+// The whole op: quantize, then GEMV (small M) or packed GEMM, perturbed or not; multithreaded,
+// thread-count invariant. Throws ZOTUNE_NONFINITE for non-finite activations.
+void gemm_int(const IntGemm& g);
+
+// Raw int8 x int8 -> int32: C[m, n] = sum_k A[m, k] * B[n, k]; A in [-127, 127] (checked by the
+// caller: the sign trick needs it), B any int8, K <= kRawMaxK. Same micro-kernels, no scales.
+static constexpr uint64_t kRawMaxK = 131072;  // 131072 * 127 * 128 < 2^31
+void gemm_s8s8s32(const int8_t* a, const int8_t* b, int32_t* c, uint64_t M, uint64_t N, uint64_t K);
+
+// Largest M served by the streaming GEMV (no packing pass); larger M takes the packed GEMM.
+static constexpr uint64_t kGemvMaxM = 4;
+
+// ---- kernels: a scalar reference and an AVX2 version of each, selected by use_avx2() ----------
+
+// Shared state of one call's integer paths.
+struct IntPlan {
+  const ActQ* a;
+  QTensorView w;
+  uint64_t K, N, K4;  // K4 = ceil(K / 4): 4-element steps of the packed layout
+  uint64_t ga, G;     // accumulation group size and count
+  float* out;         // [M, N] row stride ldo; epilogue applied unless ep.raw
+  uint64_t ldo;
+  Epilogue ep;
+  int32_t* raw32;     // gemm_s8s8s32: int32 output [M, N] (no scales, no epilogue), else null
+};
+
+// Packed panel of 16 weight rows: codes at [k / 4][col][k % 4] for k < 4*K4 (zero beyond K and for
+// columns beyond the matrix): int8 q, or for int4 the raw nibble u with the zero-points in `zeros`
+// (S_j = sum u * q_x - zp * gsum_j); scales [G][16] (zero for missing columns).
+// int8 panels also hold |q| in the same layout (the unsigned vpmaddubsw operand, packed once
+// instead of a vpabsb per step: +5 % on Zen 1).
+struct Panel {
+  int8_t* codes;   // K4 * 64 bytes
+  uint8_t* abs;    // int8: |codes| (K4 * 64 bytes; -128 -> 128); null for int4
+  float* scales;   // G * 16 floats
+  int32_t* zeros;  // int4: G * 16 zero-points (0 for missing columns); null for int8
+};
+
+// Quantizes one activation row of K values into q[0, Kp) (zero padded). False if x is not finite.
+bool act_quantize_row_ref(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale);
+// int4 extras of one activation row (see ActQ): sums of q per accumulation group (ga, G groups
+// over K) and, if qeo is not null, the even / odd layout of the Kp codes.
+void act_int4_extras_ref(const int8_t* q, uint64_t K, uint64_t Kp, uint64_t ga, uint64_t G, int32_t* gsum, int8_t* qeo);
+// Rows [n0, n1) of the output, all M rows, streaming W once (no packing).
+void gemv_rows_ref(const IntPlan& p, uint64_t n0, uint64_t n1);
+// Packs weight rows [n0, n0 + 16) (missing rows zero) into a panel.
+void pack_panel_ref(const IntPlan& p, uint64_t n0, Panel panel);
+// Activation rows [m0, m0 + mr) (mr <= kTileRowsInt) times one panel: the 16 output columns
+// [n0, n0 + nc), nc <= 16, through the epilogue (or raw32).
+void tile_int_ref(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc);
+
+// f32 (perturbed) path.
+struct F32Plan {
+  const ActQ* a;
+  QTensorView w;
+  uint64_t K, N, Kp;
+  const Direction* dir;
+  float alpha;
+  uint64_t first;
+  const uint32_t* idx;  // masked subset or null
+  uint64_t nidx;
+  const float* apack;   // activations as floats in 6-row panels: [ceil(M/6)][Kp][6], zero padded
+  float* out;
+  uint64_t ldo;
+  Epilogue ep;
+};
+// Activation rows [mp*6, mp*6 + 6) of a into apack panel mp.
+void pack_act_f32_ref(const ActQ& a, uint64_t mp, float* dst);
+// Perturbed weights w'[k][c] = fma(alpha, z, s * (q - zp)) for columns n0..n0+15 and k in [k0, k1)
+// into panel[(k - k0) * 16 + c] (zero for missing columns). zbuf: 16 * (k1 - k0) floats and rel:
+// (k1 - k0) u32 of scratch.
+void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel);
+// c[r][j] = fma(a[k][r], panel[k][j], c[r][j]) for k = 0..kc-1 in order; r < 6, j < 16.
+void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c);
+
+// acc[m] = fma(t, float(q[m]), acc[m]) for m < M (the sparse correction, M rows of one column).
+void sparse_axpy_ref(float* acc, const int8_t* q, float t, uint64_t M);
+
+namespace avx2 {
+bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale);
+void act_int4_extras(const int8_t* q, uint64_t K, uint64_t Kp, uint64_t ga, uint64_t G, int32_t* gsum, int8_t* qeo);
+void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1);
+void pack_panel(const IntPlan& p, uint64_t n0, Panel panel);
+void tile_int(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc);
+void pack_act_f32(const ActQ& a, uint64_t mp, float* dst);
+void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel);
+void tile_f32(const float* a, const float* panel, uint64_t kc, float* c);
+void sparse_axpy(float* acc, const int8_t* q, float t, uint64_t M);
+}  // namespace avx2
+
+}  // namespace zt

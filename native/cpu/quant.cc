@@ -1,0 +1,322 @@
+// Scalar reference segment kernels and the threaded drivers of quant.h.
+#include "quant.h"
+
+#include <algorithm>
+#include <cmath>
+#include <atomic>
+#include <string>
+#include <vector>
+
+#include "../common/status.h"
+#include "cpu_features.h"
+#include "threadpool.h"
+
+namespace zt {
+
+// --- code access ---------------------------------------------------------------------------------
+
+namespace {
+
+uint8_t* row_ptr(const QTensorView& q, uint64_t r) { return q.data + r * qformat_row_bytes(q.format, q.cols); }
+
+uint32_t load_code(QFormat f, const uint8_t* row, uint64_t c) {
+  if (qformat_is_4bit(f)) return (row[c >> 1] >> ((c & 1) * 4)) & 15u;
+  if (f == QFormat::Bf16 || f == QFormat::Fp16) return (uint32_t)row[2 * c] | ((uint32_t)row[2 * c + 1] << 8);
+  return row[c];
+}
+
+void store_code(QFormat f, uint8_t* row, uint64_t c, uint32_t code) {
+  if (qformat_is_4bit(f)) {
+    unsigned sh = (unsigned)(c & 1) * 4;
+    row[c >> 1] = (uint8_t)((row[c >> 1] & ~(15u << sh)) | ((code & 15u) << sh));
+  } else if (f == QFormat::Bf16 || f == QFormat::Fp16) {
+    row[2 * c] = (uint8_t)code;
+    row[2 * c + 1] = (uint8_t)(code >> 8);
+  } else {
+    row[c] = (uint8_t)code;
+  }
+}
+
+// f(group index, ca, cb) for the runs of columns [c0, c1) of row r that share one scale.
+template <class F>
+void for_groups(const QTensorView& q, uint64_t r, uint64_t c0, uint64_t c1, F&& f) {
+  if (q.group == 0 || q.group >= q.cols) {
+    if (c0 < c1) f(qt_scale_index(q, r, c0), c0, c1);
+    return;
+  }
+  for (uint64_t ca = c0; ca < c1;) {
+    uint64_t cb = std::min((ca / q.group + 1) * q.group, c1);
+    f(qt_scale_index(q, r, ca), ca, cb);
+    ca = cb;
+  }
+}
+
+}  // namespace
+
+// --- scalar reference kernels --------------------------------------------------------------------
+
+QStats qstats_range_ref(const float* x, size_t n) {
+  QStats s = qstats_empty();
+  for (size_t k = 0; k < n; ++k) qstats_add(&s, x[k]);
+  return s;
+}
+
+bool quantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const QTensorView& q = j.q;
+  const uint64_t base = r * q.cols;
+  const float* x = j.x + base;
+  uint8_t* row = row_ptr(q, r);
+  bool finite = true;
+  QGroup g{};
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    if (j.group_scales) {  // segments hold whole groups
+      QStats st = qstats_range_ref(x + ca, cb - ca);
+      finite = finite && qstats_finite(st);
+      q_group_from_stats(q.format, st, j.asym, false, &q.scales[gi], j.asym ? &q.zeros[gi] : nullptr);
+    }
+    g = qt_group(q, gi);
+    for (uint64_t c = ca; c < cb; ++c) {
+      uint32_t w = j.stochastic ? random_word(j.sr_key, base + c) : 0;
+      store_code(q.format, row, c, q_encode(q.format, x[c], g, j.stochastic, w));
+    }
+  });
+  if (qformat_is_4bit(q.format) && (q.cols & 1) && c1 == q.cols && c1 > c0) store_code(q.format, row, q.cols, q_zero_code(q.format, g));
+  return finite;
+}
+
+void dequantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const QTensorView& q = j.q;
+  const uint8_t* row = row_ptr(q, r);
+  float* y = j.y + r * q.cols;
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    QGroup g = qt_group(q, gi);
+    for (uint64_t c = ca; c < cb; ++c) y[c] = q_decode(q.format, load_code(q.format, row, c), g);
+  });
+}
+
+void update_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const QTensorView& q = j.q;
+  const uint64_t base = r * q.cols;
+  uint8_t* row = row_ptr(q, r);
+  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+    QGroup g = qt_group(q, gi);
+    float factor = q_update_factor(q.format, j.alpha, g);
+    for (uint64_t c = ca; c < cb; ++c) {
+      uint64_t i = base + c;
+      float d = zt_mul(direction_at(j.dir, i), factor);
+      store_code(q.format, row, c, q_update(q.format, load_code(q.format, row, c), g, d, random_word(j.sr_key, i)));
+    }
+  });
+}
+
+// --- drivers -------------------------------------------------------------------------------------
+
+namespace {
+
+constexpr uint64_t kSeg = 1 << 16;  // elements per task (a multiple of 256)
+constexpr uint64_t kStreamBytes = 32ull << 20;  // outputs from this size on bypass the caches
+
+// Tasks over [rows, cols]: long rows are cut into column blocks of kSeg, short rows batched.
+struct SegPlan {
+  uint64_t rows = 0, cols = 0, blocks = 1, rows_per_task = 1;
+  size_t tasks = 0;
+};
+
+SegPlan seg_plan(uint64_t rows, uint64_t cols) {
+  SegPlan p;
+  p.rows = rows;
+  p.cols = cols;
+  if (rows == 0 || cols == 0) return p;
+  if (cols > kSeg) {
+    p.blocks = (cols + kSeg - 1) / kSeg;
+    p.tasks = rows * p.blocks;
+  } else {
+    p.rows_per_task = kSeg / cols;
+    p.tasks = (rows + p.rows_per_task - 1) / p.rows_per_task;
+  }
+  return p;
+}
+
+// f(r, c0, c1, segment index) for every segment; segment index = r * blocks + column block.
+template <class F>
+void run_segments(const SegPlan& p, F&& f) {
+  parallel_for(p.tasks, [&](size_t t) {
+    if (p.blocks > 1) {
+      uint64_t r = t / p.blocks, b = t % p.blocks;
+      f(r, b * kSeg, std::min((b + 1) * kSeg, p.cols), t);
+    } else {
+      uint64_t r0 = t * p.rows_per_task, r1 = std::min(r0 + p.rows_per_task, p.rows);
+      for (uint64_t r = r0; r < r1; ++r) f(r, (uint64_t)0, p.cols, (size_t)r);
+    }
+  });
+}
+
+QStats stats_range(const float* x, size_t n) { return use_avx2() ? avx2::qstats_range(x, n) : qstats_range_ref(x, n); }
+
+// Statistics of the whole of x [n] (per-chunk partials merged in chunk order).
+QStats stats_all(const float* x, uint64_t n) {
+  size_t chunks = (size_t)((n + kSeg - 1) / kSeg);
+  std::vector<QStats> part(chunks);
+  parallel_chunks(n, kSeg, [&](size_t b, size_t e) { part[b / kSeg] = stats_range(x + b, e - b); });
+  QStats s = qstats_empty();
+  for (const QStats& p : part) s = qstats_merge(s, p);
+  return s;
+}
+
+void check_alpha(float alpha) { check(std::isfinite(alpha), Code::NonFinite, "alpha must be finite"); }
+
+}  // namespace
+
+void check_scales(const QTensorView& q) {
+  if (!qformat_has_scales(q.format)) return;
+  const uint64_t n = qt_scale_count(q);
+  std::atomic<uint64_t> bad{~(uint64_t)0};
+  parallel_chunks(n, kSeg, [&](size_t b, size_t e) {
+    for (size_t k = b; k < e; ++k) {
+      float s = q.scales[k];
+      bool ok = s == 0.0f || (s >= kMinScale && s <= 3.4028234663852886e38f);
+      if (q.zeros && q.zeros[k] > 15) ok = false;
+      if (!ok) {
+        uint64_t cur = bad.load();
+        while (k < cur && !bad.compare_exchange_weak(cur, k)) {
+        }
+        return;
+      }
+    }
+  });
+  uint64_t k = bad.load();
+  if (k == ~(uint64_t)0) return;
+  float s = q.scales[k];
+  std::string at = "scale " + std::to_string(k);
+  if (!std::isfinite(s)) fail(Code::NonFinite, at + " is not finite");
+  if (q.zeros && q.zeros[k] > 15) fail(Code::InvalidArgument, "zero-point " + std::to_string(k) + " exceeds 15");
+  fail(Code::InvalidArgument, at + " = " + std::to_string(s) + " must be 0 or in [2^-126, FLT_MAX] (1/scale must be finite)");
+}
+
+void quantize(const QTensorView& q, const float* x, ScaleMode mode, bool stochastic, uint64_t seed, uint32_t stream,
+              float* fake_out) {
+  const uint64_t n = q.rows * q.cols;
+  QuantJob j{};
+  j.q = q;
+  j.x = x;
+  j.stochastic = stochastic;
+  j.asym = q.zeros != nullptr;
+  j.sr_key = RngKey{seed, stream, kPurposeSrQuantize};
+  const SegPlan plan = seg_plan(q.rows, q.cols);
+
+  if (mode == ScaleMode::Keep) {
+    check_scales(q);
+  } else if (mode == ScaleMode::One) {
+    check(q.group == 0 && q.zeros == nullptr, Code::InvalidArgument, "scale-free quantization needs one scale and no zero-points");
+    if (q.scales) q.scales[0] = 1.0f;
+  } else if (qformat_has_scales(q.format)) {
+    if (q.group == 0) {
+      QStats s = stats_all(x, n);
+      check(qstats_finite(s), Code::NonFinite, "quantize: input holds NaN or Inf");
+      q_group_from_stats(q.format, s, j.asym, false, &q.scales[0], j.asym ? &q.zeros[0] : nullptr);
+    } else if (q.group == q.cols && q.cols > kSeg) {  // per row, rows cut into several segments
+      std::vector<QStats> part(plan.tasks);
+      run_segments(plan, [&](uint64_t r, uint64_t c0, uint64_t c1, size_t t) {
+        part[t] = stats_range(x + r * q.cols + c0, c1 - c0);
+      });
+      for (uint64_t r = 0; r < q.rows; ++r) {
+        QStats s = qstats_empty();
+        for (uint64_t b = 0; b < plan.blocks; ++b) s = qstats_merge(s, part[r * plan.blocks + b]);
+        check(qstats_finite(s), Code::NonFinite, "quantize: input holds NaN or Inf (row " + std::to_string(r) + ")");
+        q_group_from_stats(q.format, s, j.asym, false, &q.scales[r], j.asym ? &q.zeros[r] : nullptr);
+      }
+    } else {  // groups (or whole short rows) lie inside one segment: scales computed in the same pass
+      j.group_scales = true;
+    }
+  }
+  // Integer grids cannot hold NaN/Inf: with fixed scales, check before writing any code.
+  if (!j.group_scales && mode != ScaleMode::FromData && qformat_needs_finite(q.format))
+    check(qstats_finite(stats_all(x, n)), Code::NonFinite, "quantize: input holds NaN or Inf");
+
+  auto kernel = use_avx2() ? avx2::quantize_seg : quantize_seg_ref;
+  std::atomic<bool> finite{true};
+  run_segments(plan, [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) {
+    if (!kernel(j, r, c0, c1)) finite = false;
+  });
+  check(finite.load(), Code::NonFinite, "quantize: input holds NaN or Inf");
+  // Fake quantization writes the caller's output only once the codes are known to be valid.
+  if (fake_out) dequantize(q, fake_out);
+}
+
+void dequantize(const QTensorView& q, float* y) {
+  check_scales(q);
+  QuantJob j{};
+  j.q = q;
+  j.y = y;
+  j.stream_out = q.rows * q.cols * sizeof(float) >= kStreamBytes;
+  auto kernel = use_avx2() ? avx2::dequantize_seg : dequantize_seg_ref;
+  run_segments(seg_plan(q.rows, q.cols), [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) { kernel(j, r, c0, c1); });
+}
+
+namespace {
+
+// Scales are valid and every group's update factor alpha / scale is finite.
+void check_update(const QTensorView& q, float alpha) {
+  check_alpha(alpha);
+  check_scales(q);
+  if (!qformat_has_scales(q.format)) return;
+  // |alpha * (1 / s)| is largest at the smallest nonzero scale (correctly rounded 1/s is monotone).
+  const uint64_t n = qt_scale_count(q);
+  float smin = 0.0f;
+  for (uint64_t k = 0; k < n; ++k)
+    if (q.scales[k] > 0.0f && (smin == 0.0f || q.scales[k] < smin)) smin = q.scales[k];
+  if (!std::isfinite(zt_mul(alpha, inv_scale_for(smin))))
+    fail(Code::InvalidArgument, "alpha / scale overflows f32 (smallest scale " + std::to_string(smin) + "): alpha is too large for this grid");
+}
+
+QuantJob update_job(const QTensorView& q, float alpha, const Direction& d) {
+  QuantJob j{};
+  j.q = q;
+  j.alpha = alpha;
+  j.dir = d;
+  j.sr_key = RngKey{d.seed, d.stream, kPurposeSrWeight};
+  return j;
+}
+
+}  // namespace
+
+void quant_update(const QTensorView& q, float alpha, const Direction& d) {
+  check_update(q, alpha);
+  QuantJob j = update_job(q, alpha, d);
+  auto kernel = use_avx2() ? avx2::update_seg : update_seg_ref;
+  run_segments(seg_plan(q.rows, q.cols), [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) { kernel(j, r, c0, c1); });
+}
+
+void quant_update_indices(const QTensorView& q, const uint32_t* idx, size_t n, float alpha, const Direction& d) {
+  const uint64_t size = q.rows * q.cols;
+  // Validate every index before writing: in range, and no repeats (sorted order is checked in
+  // one pass; other orders are sorted in a copy).
+  bool sorted = true;
+  for (size_t k = 0; k < n; ++k) {
+    if (idx[k] >= size)
+      fail(Code::OutOfRange, "index " + std::to_string(idx[k]) + " (position " + std::to_string(k) + ") is outside the " +
+                                 std::to_string(size) + "-element tensor");
+    if (k && idx[k] <= idx[k - 1]) sorted = false;
+  }
+  std::vector<uint32_t> copy;
+  if (!sorted) {
+    copy.assign(idx, idx + n);
+    std::sort(copy.begin(), copy.end());
+    for (size_t k = 1; k < n; ++k)
+      check(copy[k] != copy[k - 1], Code::InvalidArgument, "index " + std::to_string(copy[k]) + " is listed twice");
+    idx = copy.data();
+  }
+  check_update(q, alpha);
+  QuantJob j = update_job(q, alpha, d);
+  // Sorted, so two indices sharing a 4-bit byte are neighbours: a task that would split such a
+  // pair takes both (it ends one later, the next starts one later).
+  const bool nib = qformat_is_4bit(q.format);
+  auto same_byte = [&](uint32_t a, uint32_t b) { return nib && a / q.cols == b / q.cols && (a % q.cols) / 2 == (b % q.cols) / 2; };
+  parallel_chunks(n, 4096, [&](size_t b, size_t e) {
+    if (b > 0 && same_byte(idx[b - 1], idx[b])) ++b;
+    if (e < n && same_byte(idx[e - 1], idx[e])) ++e;
+    for (size_t k = b; k < e; ++k) update_seg_ref(j, idx[k] / q.cols, idx[k] % q.cols, idx[k] % q.cols + 1);
+  });
+}
+
+}  // namespace zt

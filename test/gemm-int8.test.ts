@@ -1,0 +1,377 @@
+import { cpuInfo, gemmS8S8S32, gemmS8S8S32Sync, matmulInt8, matmulInt8Sync, QTensor, setCpuPath, setThreads, Tensor } from '../lib';
+import type { Granularity } from '../lib/qtensor';
+import { native } from '../lib/native/load';
+import { CPU_PATHS, prng } from './helpers/reference';
+import {
+  Dir, IntWeights, dequantActs, directionTable, nmse, quantizeActs, randn, randomWeights, ref64, refIntGemm, refPerturbedGemm,
+  refSparseGemm, toQTensor,
+} from './helpers/int-gemm';
+
+const avx2 = cpuInfo().avx2;
+const paths = CPU_PATHS.filter((p) => p === 'scalar' || avx2);
+
+afterAll(() => {
+  setCpuPath('auto');
+  setThreads(cpuInfo().threads);
+});
+
+const bits = (a: Float32Array | Int32Array) => Buffer.from(a.buffer, a.byteOffset, a.byteLength);
+const copy = (t: Tensor) => Float32Array.from(t.data() as Float32Array);
+
+function expectSameBits(got: Float32Array, want: Float32Array, what: string) {
+  if (bits(got).equals(bits(want))) return;
+  let i = 0;
+  while (Object.is(got[i], want[i]) || got[i] === want[i]) i++;
+  throw new Error(`${what}: element ${i} is ${got[i]}, reference ${want[i]}`);
+}
+
+// M = 1..4 take the streaming GEMV, larger M the packed GEMM; odd N and K exercise every edge.
+const SHAPES: [number, number, number][] = [
+  [1, 1, 1], [1, 33, 100], [2, 17, 63], [3, 5, 64], [4, 20, 129], [5, 16, 64], [7, 31, 257], [17, 19, 130], [37, 40, 96],
+];
+
+describe.each(paths)('exact int8 x int8 -> int32 on the %s path', (path) => {
+  beforeAll(() => setCpuPath(path));
+
+  test.each(SHAPES.concat([[9, 3, 0], [6, 50, 1000]]))('M=%i N=%i K=%i, full-range data', (M, N, K) => {
+    const rand = prng(M * 1000 + N * 10 + K);
+    const A = Int8Array.from({ length: M * K }, () => -127 + Math.floor(rand() * 255));
+    const B = Int8Array.from({ length: N * K }, () => -128 + Math.floor(rand() * 256));
+    const c = gemmS8S8S32Sync(Tensor.from(A, [M, K]), Tensor.from(B, [N, K]));
+    const got = c.data() as Int32Array;
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let s = 0;
+        for (let k = 0; k < K; k++) s += A[m * K + k] * B[n * K + k];
+        if (got[m * N + n] !== s) throw new Error(`c[${m}, ${n}] = ${got[m * N + n]}, want ${s}`);
+      }
+    c.dispose();
+  });
+
+  test('extreme values never saturate vpmaddubsw pair sums', () => {
+    // a = ±127 against b = -128 / 127: every pair sum is ±32512 or ±32258, the largest possible.
+    for (const [M, N, K] of [[1, 8, 512], [8, 16, 512]]) {
+      const A = Int8Array.from({ length: M * K }, (_, i) => (i % 3 === 0 ? -127 : 127));
+      const B = Int8Array.from({ length: N * K }, (_, i) => (i % 5 < 2 ? -128 : 127));
+      const got = gemmS8S8S32Sync(Tensor.from(A, [M, K]), Tensor.from(B, [N, K])).data();
+      for (let m = 0; m < M; m++)
+        for (let n = 0; n < N; n++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += A[m * K + k] * B[n * K + k];
+          expect(got[m * N + n]).toBe(s);
+        }
+    }
+  });
+});
+
+const W8_GRAN: Granularity[] = ['channel', 'tensor', 32, 64, 128];
+const W4_CASES: [Granularity, boolean][] = [[32, false], [64, true], [128, false], [32, true], ['channel', false], ['tensor', true]];
+
+describe.each(paths)('int8 matmul on the %s path equals the canonical reference bit for bit', (path) => {
+  beforeAll(() => setCpuPath(path));
+
+  const run = (w: IntWeights, M: number, seed: number, epi: boolean) => {
+    const rand = prng(seed);
+    const x = randn(rand, M * w.K, 2);
+    const bias = epi ? randn(rand, w.N) : undefined, residual = epi ? randn(rand, M * w.N) : undefined;
+    const out = Tensor.fromArray(new Float32Array(M * w.N).fill(NaN), [M, w.N]); // poison: every element must be written
+    const qw = toQTensor(w);
+    matmulInt8Sync(Tensor.from(x, [M, w.K]), qw, {
+      out, bias: bias && Tensor.from(bias), residual: residual && Tensor.from(residual, [M, w.N]),
+    });
+    expectSameBits(copy(out), refIntGemm(x, M, w, { bias, residual }), `${w.format} ${w.granularity} M=${M} N=${w.N} K=${w.K}`);
+    out.dispose();
+    qw.dispose();
+  };
+
+  test.each(W8_GRAN)('W8A8, %s scales, every shape', (gran) => {
+    SHAPES.forEach(([M, N, K], i) => {
+      if (typeof gran === 'number' && K === 0) return;
+      const w = randomWeights(prng(i + 7), 'int8', N, K, gran, { lo: -128 });
+      run(w, M, i * 31 + 1, i % 2 === 0);
+    });
+  });
+
+  test.each(W4_CASES)('W4A8, %s scales, asymmetric=%s, every shape', (gran, asym) => {
+    SHAPES.forEach(([M, N, K], i) => {
+      const w = randomWeights(prng(i + 11), 'int4', N, K, gran, { asym });
+      run(w, M, i * 17 + 3, i % 2 === 1);
+    });
+  });
+
+  test('per-row scales with K beyond one accumulation chunk (65536): chunks are scaled in order', () => {
+    for (const [fmt, M] of [['int8', 1], ['int4', 5]] as const) {
+      const K = 65536 + 77, N = 2, rand = prng(M);
+      const w = randomWeights(rand, fmt, N, K, 'channel');
+      const x = new Float32Array(M * K).map(() => rand() * 4 - 2);
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w)));
+      expectSameBits(y, refIntGemm(x, M, w), `${fmt} M=${M} K=${K}`);
+    }
+  });
+
+  test('K = 0: the output is the bias (every path)', () => {
+    const w: IntWeights = { format: 'int8', N: 3, K: 0, granularity: 'tensor', codes: new Int32Array(0), raw: new Int32Array(0), scales: new Float32Array([2]), group: 0 };
+    const bias = Float32Array.from([0.5, -1, 2]);
+    for (const M of [1, 9]) {
+      for (const perturb of [undefined, { alpha: 1, seed: 3 }]) {
+        const out = Tensor.fromArray(new Float32Array(M * 3).fill(NaN), [M, 3]);
+        matmulInt8Sync(Tensor.zeros([M, 0]), toQTensor(w), { out, bias: Tensor.from(bias), perturb });
+        expect(Array.from(out.data())).toEqual(Array.from({ length: M * 3 }, (_, i) => bias[i % 3]));
+      }
+    }
+  });
+
+  test('exact integers through the float API (unit scales, integer activations with absmax 127)', () => {
+    for (const [M, N, K, fmt] of [[1, 9, 300, 'int8'], [3, 7, 77, 'int4'], [11, 21, 300, 'int8'], [6, 18, 200, 'int4']] as const) {
+      const rand = prng(M + N + K);
+      const w = randomWeights(rand, fmt, N, K, 'channel', { unitScales: true });
+      const x = new Float32Array(M * K).map(() => -127 + Math.floor(rand() * 255));
+      for (let m = 0; m < M; m++) x[m * K + (m % K)] = 127; // row absmax 127 -> activation scale exactly 1
+      const y = matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w)).data();
+      for (let m = 0; m < M; m++)
+        for (let n = 0; n < N; n++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += x[m * K + k] * w.codes[n * K + k];
+          expect(Math.abs(s)).toBeLessThan(2 ** 24); // so the float result is the integer itself
+          expect(y[m * N + n]).toBe(s);
+        }
+    }
+  });
+});
+
+describe('accuracy against float64', () => {
+  // Documented bounds (README): vs the float64 product of the *dequantized* operands the only error
+  // is float32 rounding of the group sums (NMSE <= 1e-12); vs the unquantized activations the
+  // int8 activation rounding dominates: NMSE ~ s_x^2 / (12 E[x^2]), below 3e-4 for Gaussian rows.
+  test.each([['int8', 'channel'], ['int8', 32], ['int4', 32], ['int4', 128]] as const)('%s weights, %s scales', (fmt, gran) => {
+    const M = 9, N = 37, K = 512, rand = prng(5);
+    const w = randomWeights(rand, fmt, N, K, gran, { asym: fmt === 'int4' });
+    const x = randn(rand, M * K);
+    const y = matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w)).data();
+    expect(nmse(y, ref64(dequantActs(quantizeActs(x, M, K), M, K), M, w))).toBeLessThan(1e-12);
+    expect(nmse(y, ref64(x, M, w))).toBeLessThan(3e-4);
+  });
+});
+
+describe('invariance', () => {
+  test('scalar and AVX2 agree on a larger problem, every mode', () => {
+    if (!avx2) return;
+    const rand = prng(77);
+    const M = 45, N = 70, K = 300;
+    const x = Tensor.from(randn(rand, M * K), [M, K]);
+    const cases: [IntWeights, Dir | undefined][] = [
+      [randomWeights(rand, 'int8', N, K, 'channel'), undefined],
+      [randomWeights(rand, 'int4', N, K, 64, { asym: true }), undefined],
+      [randomWeights(rand, 'int8', N, K, 32), { seed: 3n, stream: 4, dist: 'gaussian', bits: 0, srPurpose: 4 }],
+      [randomWeights(rand, 'int4', N, K, 128), { seed: 5n, stream: 1, dist: 'rademacher', bits: 0, srPurpose: 4 }],
+    ];
+    for (const [w, d] of cases) {
+      const qw = toQTensor(w);
+      const outs = paths.map((p) => {
+        setCpuPath(p);
+        const perturb = d && { alpha: 1e-3, seed: d.seed, stream: d.stream, dist: d.dist };
+        return copy(matmulInt8Sync(x, qw, { perturb }));
+      });
+      expectSameBits(outs[1], outs[0], 'avx2 vs scalar');
+    }
+    setCpuPath('auto');
+  });
+
+  test('results do not depend on the thread count (GEMV, GEMM, perturbed, sparse)', async () => {
+    const rand = prng(99);
+    const w = randomWeights(rand, 'int8', 100, 200, 64);
+    const qw = toQTensor(w);
+    const idx = Tensor.fromArray(Uint32Array.from({ length: 300 }, (_, i) => i * 61 + (i % 7)), [300], 'u32');
+    for (const M of [1, 3, 70]) {
+      const x = Tensor.from(randn(rand, M * 200), [M, 200]);
+      const variants = [{}, { perturb: { alpha: 0.01, seed: 1 } }, { perturb: { alpha: 0.01, seed: 1, indices: idx } }];
+      for (const opts of variants) {
+        const runs: Float32Array[] = [];
+        for (const t of [1, 2, 3]) {
+          setThreads(t);
+          runs.push(copy(await matmulInt8(x, qw, opts)));
+        }
+        expectSameBits(runs[1], runs[0], `M=${M} 2 threads`);
+        expectSameBits(runs[2], runs[0], `M=${M} 3 threads`);
+      }
+    }
+    setThreads(cpuInfo().threads);
+  });
+});
+
+describe.each(paths)('perturb-on-load on the %s path', (path) => {
+  beforeAll(() => setCpuPath(path));
+
+  const dirs: Dir[] = [
+    { seed: 0x1234567890abn, stream: 3, dist: 'gaussian', bits: 0, srPurpose: 4 },
+    { seed: 7n, stream: 0, dist: 'rademacher', bits: 0, srPurpose: 4 },
+    { seed: 99n, stream: 12, dist: 'gaussian', bits: 4, srPurpose: 5 },
+  ];
+  const perturbOf = (d: Dir, alpha: number) => ({
+    alpha, seed: d.seed, stream: d.stream, dist: d.dist, bits: d.bits, srPurpose: d.srPurpose === 4 ? ('probe' as const) : ('update' as const),
+  });
+
+  test.each(dirs.map((d) => [d.dist, d.bits, d] as const))('dense %s bits=%i equals the explicit perturbed product', (_dist, _b, d) => {
+    for (const [M, N, K, fmt, gran] of [[1, 9, 200, 'int8', 'channel'], [8, 17, 70, 'int4', 32], [13, 16, 130, 'int8', 64]] as const) {
+      const rand = prng(M * N + K);
+      const w = randomWeights(rand, fmt, N, K, gran, { asym: fmt === 'int4' });
+      const x = randn(rand, M * K), bias = randn(rand, N);
+      const alpha = 1e-2;
+      const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, bias: Tensor.from(bias), perturb: perturbOf(d, alpha) }));
+      const z = directionTable(d, N * K);
+      expectSameBits(y, refPerturbedGemm(x, M, w, z, alpha, { bias }), `perturbed ${fmt} M=${M}`);
+      // and within the documented bound of the float64 explicit perturb-then-GEMM (same activations)
+      const xq = dequantActs(quantizeActs(x, M, K), M, K);
+      const y64 = ref64(xq, M, w, (i) => z[i], alpha).map((v, i) => v + bias[i % N]);
+      expect(nmse(y, y64)).toBeLessThan(1e-11);
+    }
+  });
+
+  test('index subsets: small (integer path + correction) and dense (masked f32 path)', () => {
+    const M = 6, N = 24, K = 130, rand = prng(3);
+    const w = randomWeights(rand, 'int8', N, K, 32);
+    const x = randn(rand, M * K);
+    const d = dirs[0], alpha = 0.05;
+    const sparse = [5, 131, 132, 1000, 2000, 2599, N * K - 1];
+    const dense = Array.from({ length: N * K }, (_, i) => i).filter((i) => i % 3 !== 1);
+    for (const [subset, small] of [[sparse, true], [dense, false]] as const) {
+      const indices = Tensor.fromArray(Uint32Array.from(subset), [subset.length], 'u32');
+      const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
+      const bias = randn(rand, N), residual = randn(rand, M * N);
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), {
+        out, bias: Tensor.from(bias), residual: Tensor.from(residual, [M, N]), perturb: { ...perturbOf(d, alpha), indices },
+      }));
+      const set = new Set<number>(subset), z = directionTable(d, N * K);
+      const zm = z.slice(0, N * K).map((v, i) => (set.has(i) ? v : 0));
+      const epi = { bias, residual };
+      const want = small ? refSparseGemm(x, M, w, z, alpha, subset, epi) : refPerturbedGemm(x, M, w, z, alpha, epi, set);
+      expectSameBits(y, want, small ? 'small subset' : 'dense subset');
+      const xq = dequantActs(quantizeActs(x, M, K), M, K);
+      const y64 = ref64(xq, M, w, (i) => zm[i], alpha).map((v, i) => v + bias[i % N] + residual[i]);
+      expect(nmse(y, y64)).toBeLessThan(1e-11);
+    }
+  });
+
+  test('first offsets the direction index; indices may be a Uint32Array; srPurpose may be a Purpose code', () => {
+    const M = 7, N = 9, K = 40, rand = prng(21);
+    const w = randomWeights(rand, 'int8', N, K, 'channel');
+    const x = randn(rand, M * K);
+    const d = dirs[2], alpha = 0.02, first = 1000;
+    const z = directionTable(d, first + N * K).slice(first);
+    const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), srPurpose: 5, first } }));
+    expectSameBits(y, refPerturbedGemm(x, M, w, z, alpha), 'first offset');
+    const subset = [3, 77, 200, 359];
+    const ys = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), first, indices: Uint32Array.from(subset) } }));
+    expectSameBits(ys, refSparseGemm(x, M, w, z, alpha, subset), 'first offset, Uint32Array subset');
+  });
+
+  test('probes never write the weights: +alpha then -alpha leaves W bit-identical and brackets y', () => {
+    const M = 20, N = 32, K = 96, rand = prng(8);
+    const w = randomWeights(rand, 'int4', N, K, 32, { asym: true });
+    const qw = toQTensor(w);
+    const snap = (t: Tensor) => {
+      const d = t.data();
+      return Buffer.from(new Uint8Array(d.buffer, d.byteOffset, d.byteLength).slice());
+    };
+    const before = [qw.data, qw.scales!, qw.zeros!].map(snap);
+    const x = Tensor.from(randn(rand, M * K), [M, K]);
+    const y0 = copy(matmulInt8Sync(x, qw));
+    const p = { alpha: 1e-3, seed: 42 };
+    const yp = copy(matmulInt8Sync(x, qw, { perturb: p }));
+    const ym = copy(matmulInt8Sync(x, qw, { perturb: { ...p, alpha: -1e-3 } }));
+    const after = [qw.data, qw.scales!, qw.zeros!].map(snap);
+    after.forEach((b, i) => expect(b.equals(before[i])).toBe(true));
+    expect(bits(copy(matmulInt8Sync(x, qw))).equals(bits(y0))).toBe(true);
+    // (y+ + y-) / 2 is the unperturbed product up to float32 rounding of the f32 path
+    const mid = yp.map((v, i) => (v + ym[i]) / 2);
+    expect(nmse(mid, y0)).toBeLessThan(1e-10);
+    expect(nmse(yp, y0)).toBeGreaterThan(1e-10); // the probe did move y
+  });
+
+  test('accumulate adds into out, perturbed or not', async () => {
+    const M = 5, N = 16, K = 64, rand = prng(12);
+    const w = randomWeights(rand, 'int8', N, K, 'channel');
+    const x = randn(rand, M * K), r0 = randn(rand, M * N);
+    for (const perturb of [undefined, { alpha: 0.1, seed: 9 }]) {
+      const out = Tensor.fromArray(r0, [M, N]);
+      await matmulInt8(Tensor.from(x, [M, K]), toQTensor(w), { out, accumulate: true, perturb });
+      const want = perturb
+        ? refPerturbedGemm(x, M, w, directionTable({ seed: 9n, stream: 0, dist: 'gaussian', bits: 0, srPurpose: 4 }, N * K), 0.1, { residual: r0 })
+        : refIntGemm(x, M, w, { residual: r0 });
+      expectSameBits(copy(out), want, 'accumulate');
+    }
+  });
+});
+
+describe('bad input gets a coded error', () => {
+  const w8 = () => toQTensor(randomWeights(prng(1), 'int8', 4, 8, 'channel'));
+  const code = (c: string) => expect.objectContaining({ code: c });
+
+  test('dtypes and shapes', () => {
+    const w = w8();
+    expect(() => matmulInt8Sync(Tensor.zeros([2, 8], 'i32'), w)).toThrow(code('ZOTUNE_DTYPE'));
+    expect(() => matmulInt8Sync(Tensor.zeros([2, 7]), w)).toThrow(code('ZOTUNE_SHAPE_MISMATCH'));
+    expect(() => matmulInt8Sync(Tensor.zeros([2, 8]), w, { bias: Tensor.zeros([3]) })).toThrow(code('ZOTUNE_SHAPE_MISMATCH'));
+    expect(() => matmulInt8Sync(Tensor.zeros([2, 8]), w, { out: Tensor.zeros([2, 5]) })).toThrow(code('ZOTUNE_SHAPE_MISMATCH'));
+    expect(() => matmulInt8Sync(Tensor.zeros([2, 8]), w, { accumulate: true })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    const nf4 = new QTensor('nf4', [4, 8], 'channel', Tensor.zeros([16], 'u8'), Tensor.zeros([4]));
+    expect(() => matmulInt8Sync(Tensor.zeros([2, 8]), nf4)).toThrow(code('ZOTUNE_DTYPE'));
+    expect(() => gemmS8S8S32Sync(Tensor.zeros([2, 3], 'i8'), Tensor.zeros([2, 4], 'i8'))).toThrow(code('ZOTUNE_SHAPE_MISMATCH'));
+  });
+
+  test('values: NaN activations, NaN alpha, bad direction, -128 in a, zero-points > 15', async () => {
+    const w = w8();
+    const x = Tensor.zeros([2, 8]);
+    (x.data() as Float32Array)[5] = NaN;
+    expect(() => matmulInt8Sync(x, w)).toThrow(code('ZOTUNE_NONFINITE'));
+    await expect(matmulInt8(x, w)).rejects.toMatchObject({ code: 'ZOTUNE_NONFINITE' });
+    (x.data() as Float32Array)[5] = Infinity;
+    expect(() => matmulInt8Sync(x, w)).toThrow(code('ZOTUNE_NONFINITE'));
+    const ok = Tensor.zeros([2, 8]);
+    expect(() => matmulInt8Sync(ok, w, { perturb: { alpha: NaN, seed: 1 } })).toThrow(code('ZOTUNE_NONFINITE'));
+    expect(() => matmulInt8Sync(ok, w, { perturb: { alpha: 1, seed: 1, bits: 1 } })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => matmulInt8Sync(ok, w, { perturb: { alpha: 1, seed: 1, dist: 'cauchy' as never } })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => matmulInt8Sync(ok, w, { perturb: { alpha: 1, seed: -1 } })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    const a = Tensor.fromArray([1, -128, 3], [1, 3], 'i8');
+    expect(() => gemmS8S8S32Sync(a, Tensor.zeros([2, 3], 'i8'))).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    await expect(gemmS8S8S32(a, Tensor.zeros([2, 3], 'i8'))).rejects.toMatchObject({ code: 'ZOTUNE_OUT_OF_RANGE' });
+    const w4 = randomWeights(prng(2), 'int4', 4, 64, 32, { asym: true });
+    const q4 = toQTensor(w4);
+    (q4.zeros!.data() as Uint8Array)[3] = 16;
+    expect(() => matmulInt8Sync(Tensor.zeros([1, 64]), q4)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+  });
+
+  test('index subsets: out of range, not increasing, wrong dtype; y untouched', () => {
+    const w = w8();
+    const out = Tensor.fromArray(new Float32Array(8).fill(7), [2, 4]);
+    const run = (indices: Tensor) => () => matmulInt8Sync(Tensor.zeros([2, 8]), w, { out, perturb: { alpha: 1, seed: 1, indices } });
+    expect(run(Tensor.fromArray([1, 32], [2], 'u32'))).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    expect(run(Tensor.fromArray([3, 3], [2], 'u32'))).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(run(Tensor.fromArray([5, 2], [2], 'u32'))).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(run(Tensor.fromArray([1, 2], [2], 'i32'))).toThrow(code('ZOTUNE_DTYPE'));
+    expect(Array.from(out.data())).toEqual(new Array(8).fill(7));
+  });
+
+  test('native checks: short buffers, overlaps, disposed tensors', async () => {
+    const w = w8();
+    const op = native();
+    const x = new Float32Array(20), y = new Float32Array(8);
+    const call = (...args: unknown[]) => () => (op.gemmInt8 as (...a: unknown[]) => void)(...args);
+    expect(call(x, 0, 3, w.desc(), y, 0, null, 0, null, 0, null, null, 0, 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    expect(call(x, 20, 2, w.desc(), y, 0, null, 0, null, 0, null, null, 0, 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    expect(call(x, 0, 2, w.desc(), y, 4, null, 0, null, 0, null, null, 0, 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    expect(call(x, 2, 2, w.desc(), y, 0, null, 0, null, 0, null, null, 0, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    const desc = w.desc();
+    expect(call(x, 0, 2, desc, desc.scales, 0, null, 0, null, 0, null, null, 0, 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    const big = new Float32Array(64);
+    const shared = { ...desc, scales: big };
+    expect(call(x, 0, 2, shared, big, 0, null, 0, null, 0, null, null, 0, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(call(x, 0, 2, w.desc(), big, 0, null, 0, big, 4, null, null, 0, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(call(x, 0, 2, w.desc(), y, 0, null, 0, y, 4, null, null, 0, 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    const xt = Tensor.zeros([2, 8]);
+    xt.dispose();
+    expect(() => matmulInt8Sync(xt, w)).toThrow(code('ZOTUNE_DISPOSED'));
+    await expect(matmulInt8(xt, w)).rejects.toMatchObject({ code: 'ZOTUNE_DISPOSED' });
+  });
+});
