@@ -174,20 +174,30 @@ function check(got, want, what) {
   if (got !== want) throw new Error(`bench: ${what} checksum ${got}, expected ${want}: the kernel skipped work`);
 }
 
-/** Fraction of CPU time the whole machine spent busy over `ms` (Linux /proc/stat), or null. */
-function machineBusy(ms = 500) {
-  const snap = () => {
-    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    return { total: f.reduce((a, b) => a + b, 0), idle: f[3] + (f[4] || 0) };
-  };
+// Machine-wide CPU time from /proc/stat (Linux), in ticks, with this process's own CPU time.
+function cpuSnapshot() {
   try {
-    const a = snap();
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms); // sleep: a busy wait would count itself
-    const b = snap();
-    return 1 - (b.idle - a.idle) / Math.max(1, b.total - a.total);
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const u = process.cpuUsage();
+    return { total: f.reduce((a, b) => a + b, 0), idle: f[3] + (f[4] || 0), ownMs: (u.user + u.system) / 1e3 };
   } catch {
     return null;
   }
+}
+
+/** Fraction of the machine's CPU time that other processes used between two snapshots, or null. */
+function othersBusy(a, b) {
+  if (!a || !b || b.total <= a.total) return null;
+  const tickMs = 10; // USER_HZ = 100 on Linux
+  const busyMs = (b.total - a.total - (b.idle - a.idle)) * tickMs, totalMs = (b.total - a.total) * tickMs;
+  return Math.min(1, Math.max(0, (busyMs - (b.ownMs - a.ownMs)) / totalMs));
+}
+
+/** Fraction of CPU time the whole machine spent busy over `ms`, or null. */
+function machineBusy(ms = 500) {
+  const a = cpuSnapshot();
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms); // sleep: a busy wait would count itself
+  return othersBusy(a, cpuSnapshot());
 }
 
 function cpuModel() {
@@ -238,7 +248,9 @@ function report(suite, { title, threads, method = [], columns, rows, notes = [] 
     `# ${title}`,
     '',
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memory}; ${m.path} path; threads used: ${m.threads}; Node ${m.node}; ${m.date}.`,
-    ...(suite.busy != null ? [`Machine busy before the run: ${pct(suite.busy)} (shared machine: compare ratios, not absolute rates, between runs).`] : []),
+    ...(suite.busy != null
+      ? [`Other processes used ${pct(suite.busy)} of the machine just before the run and ${pct(othersBusy(suite.start, cpuSnapshot()))} during it (shared machine: compare ratios, not absolute rates, between runs).`]
+      : []),
     '',
     '## Method',
     '',
@@ -268,8 +280,8 @@ function tinybenchVersion() {
 /** Runs one suite module: logs, measures how busy the machine was, and calls suite.run(h). */
 async function runSuite(suite) {
   const h = { zotune, measure, measureInterleaved, rate, ratio, measureCeilings, measureWithCeilings, withThreads, giga, pct, times, pair, report: (r) => report(ctx, r) };
-  const ctx = { name: suite.name, busy: machineBusy() };
-  console.log(`\n== ${suite.name}: ${suite.title}${ctx.busy != null ? ` (machine ${pct(ctx.busy)} busy)` : ''}`);
+  const ctx = { name: suite.name, busy: machineBusy(), start: cpuSnapshot() };
+  console.log(`\n== ${suite.name}: ${suite.title}${ctx.busy != null ? ` (other processes: ${pct(ctx.busy)} of the machine)` : ''}`);
   const t0 = Date.now();
   await suite.run(h);
   console.log(`== ${suite.name} done in ${((Date.now() - t0) / 1e3).toFixed(1)} s`);
