@@ -8,9 +8,6 @@ const harness = require('./harness');
 
 const MODELS = process.env.ZOTUNE_MODELS || path.resolve(__dirname, '..', '..', 'shared', 'models');
 const BATCH = 4, SEQ = 128, PROMPT = 16, DECODE = 64;
-// Every case is measured in ROUNDS interleaved rounds and keeps its fastest round, so a burst of
-// load from other processes on this shared machine does not land on one case only.
-const ROUNDS = Number(process.env.ZOTUNE_BENCH_ROUNDS || 2);
 
 const suite = {
   name: 'model',
@@ -61,28 +58,20 @@ const suite = {
     const all = z.cpuInfo().threads;
     try {
       for (const t of [...new Set([1, all])]) {
-        const ceil = await h.measureCeilings(t);
-        const cases = {
-          prefill: [() => model.forward(batch, { targets: 'none', logits: 'last' }), BATCH * SEQ],
-          loss: [() => model.forward(batch), BATCH * SEQ],
-          gemmOnly: [() => gemms(BATCH * SEQ, false), BATCH * SEQ],
-          decode: [
-            async () => {
-              let n = 0;
-              for await (const tok of model.generate(prompt, { maxNewTokens: DECODE, stopTokens: [] })) n += tok === undefined ? 0 : 1;
-              if (n !== DECODE) throw new Error(`decode produced ${n} tokens`);
-            },
-            DECODE,
-          ],
-          gemvOnly: [() => gemms(1, true), 1],
+        const decodeFn = async () => {
+          let n = 0;
+          for await (const tok of model.generate(prompt, { maxNewTokens: DECODE, stopTokens: [] })) n += tok === undefined ? 0 : 1;
+          if (n !== DECODE) throw new Error(`decode produced ${n} tokens`);
         };
-        const got = {};
-        for (let round = 0; round < ROUNDS; round++)
-          for (const [name, [fn, work]] of Object.entries(cases)) {
-            const r = await h.measure(name, fn, { threads: t, work });
-            if (!got[name] || r.best < got[name].best) got[name] = r;
-          }
-        const [prefill, loss, gemmOnly, decode, gemvOnly] = ['prefill', 'loss', 'gemmOnly', 'decode', 'gemvOnly'].map((n) => h.rate(got[n]));
+        // interleaved with the machine ceilings, so every ratio compares runs under the same load
+        const { ceilings: ceil, results } = await h.measureWithCeilings(t, [
+          { name: 'prefill', fn: () => model.forward(batch, { targets: 'none', logits: 'last' }), work: BATCH * SEQ },
+          { name: 'loss forward', fn: () => model.forward(batch), work: BATCH * SEQ },
+          { name: 'gemms', fn: () => gemms(BATCH * SEQ, false), work: BATCH * SEQ },
+          { name: 'decode', fn: decodeFn, work: DECODE },
+          { name: 'gemvs', fn: () => gemms(1, true), work: 1 },
+        ]);
+        const [prefill, loss, gemmOnly, decode, gemvOnly] = results.map((r) => h.rate(r));
         const flops = (r, perTok) => ({ best: r.best * perTok, median: r.median * perTok });
         const ofFma = (r) => (ceil.fma ? `${h.pct(r.best / ceil.fma.best, 1)} / ${h.pct(r.median / ceil.fma.median, 1)}` : 'n/a');
         const bytesPerToken = 4 * (linParams + V * D);
@@ -112,13 +101,13 @@ const suite = {
         `FLOP per forward: 2 per weight per token, the LM head on the rows that need it, and 4·headDim·heads per visible key per layer for attention; rates in GFLOP/s against the fp32 FMA peak (bench/ceilings).`,
         `decode: generate() with a KV cache, ${PROMPT}-token prompt then ${DECODE} greedy tokens per call (prefill of the prompt included); GB/s counts the ${(4 * (linParams + V * D) / 1e6).toFixed(1)} MB of linear and LM-head weights each token reads, against the streaming read ceiling.`,
         'reference rows: the same matrix products through matmul alone (the GEMM/GEMV floor of the forward); "vs GEMMs alone" = forward tokens/s ÷ that floor (1.00x = no overhead beyond the linear layers).',
-        `every case is measured in ${ROUNDS} interleaved rounds (ZOTUNE_BENCH_ROUNDS) and keeps its fastest round.`,
+        'every case is measured in interleaved rounds together with the machine ceilings (harness measureWithCeilings), so a ratio compares runs under the same machine load.',
       ],
       columns: ['case', 'threads', 'tokens/s best / median', 'GFLOP/s or GB/s best / median', '% of FMA peak or read ceiling (best / median)', 'vs GEMMs alone (best / median)'],
       rows,
       notes: [
         'tiny-llama is small (the whole model is ~26 MB, mostly in L2/L3 on a 2-core Zen 1): decode is bounded by the GEMV kernels and per-op synchronisation, not DRAM; ratios to the ceilings are the figures to compare across machines.',
-        'On a shared 2-core machine that is already ~50 % busy before the run, the 2-thread rows share a core with another process: compare them with the 2-thread ceilings of the same run (measured under the same load), not with the 1-thread rows.',
+        'On a shared 2-core machine that is already busy, the 2-thread rows share cores with other processes: their ratios to the 2-thread ceilings (measured interleaved, under the same load) are meaningful, their absolute rates are not.',
       ],
     });
   },

@@ -8,6 +8,7 @@
 
 #include "../common/philox.h"
 #include "../common/status.h"
+#include "cpu_features.h"
 #include "memory.h"
 #include "threadpool.h"
 
@@ -95,25 +96,36 @@ struct Arena {
   Arena& operator=(const Arena&) = delete;
 };
 
-// Copies rows [N][H*hd] of sequence-packed keys and values into the KV layout attention reads
-// (keys [B][H][hd][cap], values [B][H][cap][hd]) at each sequence's slots.
-void scatter_kv(float* kl, float* vl, const float* k, const float* v, const LlamaBatch& b, const int32_t* first_slot,
-                size_t H, size_t hd, size_t cap) {
-  auto copy = [&](size_t task) {
-    const size_t s = task / H, h = task % H;
-    float* kt = kl + (s * H + h) * hd * cap;
-    float* vs = vl + (s * H + h) * cap * hd;
-    for (int32_t t = b.seq_off[s]; t < b.seq_off[s + 1]; ++t) {
-      const size_t slot = (size_t)first_slot[s] + (size_t)(t - b.seq_off[s]);
-      const float* kr = k + ((size_t)t * H + h) * hd;
-      for (size_t d = 0; d < hd; ++d) kt[d * cap + slot] = kr[d];
-      memcpy(vs + slot * hd, v + ((size_t)t * H + h) * hd, hd * sizeof(float));
+// Rotates this layer's q and k rows and stores k and v into the KV layout attention reads (keys
+// [B][H][hd][cap], values [B][H][cap][hd]) at each sequence's slots: one pass, one pool job.
+struct KvStore {
+  float *q, *k;
+  const float* v;
+  const int32_t* rel_pos;
+  const float *cos_t, *sin_t;
+  float *kl, *vl;
+  const int32_t* first_slot;
+  size_t Hq, Hkv, hd, cap;
+};
+
+void rope_and_store(const KvStore& a, const LlamaBatch& b) {
+  auto rot = use_avx2() ? avx2::rope_rows : rope_rows_ref;
+  const size_t H = a.Hkv, hd = a.hd, N = (size_t)b.seq_off[b.B];
+  parallel_chunks(N, 32, [&](size_t t0, size_t t1) {
+    rot(a.q + t0 * a.Hq * hd, t1 - t0, a.Hq * hd, a.Hq, hd, a.rel_pos + t0, a.cos_t, a.sin_t);
+    rot(a.k + t0 * H * hd, t1 - t0, H * hd, H, hd, a.rel_pos + t0, a.cos_t, a.sin_t);
+    size_t s = (size_t)(std::upper_bound(b.seq_off, b.seq_off + b.B + 1, (int32_t)t0) - b.seq_off) - 1;
+    for (size_t t = t0; t < t1; ++t) {
+      while ((size_t)b.seq_off[s + 1] <= t) ++s;
+      const size_t slot = (size_t)a.first_slot[s] + (t - (size_t)b.seq_off[s]);
+      for (size_t h = 0; h < H; ++h) {
+        const float* kr = a.k + (t * H + h) * hd;
+        float* kt = a.kl + (s * H + h) * hd * a.cap + slot;
+        for (size_t d = 0; d < hd; ++d) kt[d * a.cap] = kr[d];
+        memcpy(a.vl + ((s * H + h) * a.cap + slot) * hd, a.v + (t * H + h) * hd, hd * sizeof(float));
+      }
     }
-  };
-  if ((size_t)b.seq_off[b.B] * H * hd < (1u << 16))  // a few decode tokens: not worth waking the pool
-    for (size_t t = 0; t < b.B * H; ++t) copy(t);
-  else
-    parallel_for(b.B * H, [&](size_t t) { copy(t); });
+  });
 }
 
 [[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llama forward: " + msg); }
@@ -196,11 +208,9 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
     linear(L.q, xn, N, q, false);
     linear(L.k, xn, N, k, false);
     linear(L.v, xn, N, v, false);
-    rope(q, N, Hq * hd, Hq, hd, rel_pos, A + p.cos_t, A + p.sin_t);
-    rope(k, N, Hkv * hd, Hkv, hd, rel_pos, A + p.cos_t, A + p.sin_t);
     float* kl = cache ? cache->k + l * b.B * Hkv * cap * hd : A + p.kv_k;
     float* vl = cache ? cache->v + l * b.B * Hkv * cap * hd : A + p.kv_v;
-    scatter_kv(kl, vl, k, v, b, start, Hkv, hd, cap);
+    rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
     at.k = kl;
     at.v = vl;
     attention(at);
