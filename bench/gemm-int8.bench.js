@@ -100,7 +100,13 @@ const suite = {
           for (const s of sets)
             sessions.push(await session(fmt === 'int8' ? dynamicModel(s.codes, s.scales, N, K) : nbitsModel(s.codes, s.scales, N, K, 32), THREADS));
           const feeds = { x: new ort.Tensor('float32', x.data(), [M, K]) };
-          const theirs = () => h.measure('onnxruntime', () => sessions[j++ % copies].run(feeds), { threads: THREADS, work: ops });
+          // onnxruntime's intra-op threads spin for a while after a run (its default): pause before
+          // timing zotune again so that spinning does not eat into zotune's cores.
+          const theirs = async () => {
+            const m = await h.measure('onnxruntime', () => sessions[j++ % copies].run(feeds), { threads: THREADS, work: ops });
+            await new Promise((res) => setTimeout(res, 200));
+            return m;
+          };
           // alternate twice (the machine is shared): each side keeps its better measurement
           peer = await theirs();
           ours = faster(ours, await mine());

@@ -10,6 +10,8 @@
  *   const c = await h.measureCeilings(2);               // { read, update, fma, int8 } on 2 threads
  *   const r = await h.measure('gauss', () => z.perturbSync(t, 1e-3, dir), { threads: 2, work: n });
  *   h.rate(r)                                           // { best, median }: work per second
+ *   // on a shared machine, measure the kernels interleaved with the ceilings they are judged by:
+ *   const { ceilings, results } = await h.measureWithCeilings(2, [{ name, fn, work }, ...]);
  *   h.report({ columns, rows, method, notes });         // prints and writes the markdown file
  *
  * Rates are work / time per call; "best" uses the fastest call, "median" the median call
@@ -25,13 +27,14 @@ const RESULTS = path.join(__dirname, 'results');
 
 // Sequential tinybench: at least `iterations` calls and `time` ms per case, after a short warm-up.
 // Kept low so the whole default run stays within a few minutes on 2 cores; override with
-// ZOTUNE_BENCH_TIME (ms) and ZOTUNE_BENCH_ITERATIONS.
+// ZOTUNE_BENCH_TIME (ms), ZOTUNE_BENCH_ITERATIONS and ZOTUNE_BENCH_ROUNDS (interleaved rounds).
 const DEFAULTS = {
   time: Number(process.env.ZOTUNE_BENCH_TIME || 400),
   iterations: Number(process.env.ZOTUNE_BENCH_ITERATIONS || 7),
   warmupTime: 50,
   warmupIterations: 2,
 };
+const ROUNDS = Number(process.env.ZOTUNE_BENCH_ROUNDS || 3);
 
 let zt;
 /** The built package; benchmarks run against dist/ and the compiled addon. */
@@ -61,9 +64,9 @@ async function withThreads(threads, fn) {
  * `work` is the amount of work one call does (bytes, elements, FLOP...), used by rate().
  * Returns { name, threads, work, best, median, mean, samples, rme } with times in seconds.
  */
-async function measure(name, fn, { threads, work = 1, time, iterations } = {}) {
+async function measure(name, fn, { threads, work = 1, time, iterations, warmup = true } = {}) {
   const { Bench } = await import('tinybench');
-  const bench = new Bench({ ...DEFAULTS, ...(time ? { time } : {}), ...(iterations ? { iterations } : {}), throws: true });
+  const bench = new Bench({ ...DEFAULTS, ...(time ? { time } : {}), ...(iterations ? { iterations } : {}), warmup, throws: true });
   bench.add(name, fn);
   const run = () => bench.run();
   await (threads ? withThreads(threads, run) : run());
@@ -83,50 +86,84 @@ function ratio(a, b) {
   return { best: a.best / b.best, median: a.median / b.median };
 }
 
+/**
+ * Measures cases [{ name, fn, work }] in `rounds` interleaved rounds (A B C, A B C, ...), so that
+ * load from other processes on a shared machine hits every case alike and each case gets its share
+ * of the quiet moments. Per case: best = fastest call of any round, median = median of the round
+ * medians. Returns one measurement per case, as measure() does.
+ */
+async function measureInterleaved(cases, { threads, rounds = ROUNDS } = {}) {
+  const per = cases.map(() => []);
+  const time = Math.ceil(DEFAULTS.time / rounds), iterations = Math.ceil(DEFAULTS.iterations / rounds);
+  for (let r = 0; r < rounds; r++)
+    for (let k = 0; k < cases.length; k++) {
+      const c = cases[k];
+      per[k].push(await measure(c.name, c.fn, { threads, work: c.work, time, iterations, warmup: r === 0 }));
+    }
+  return per.map((ms) => {
+    const medians = ms.map((m) => m.median).sort((a, b) => a - b);
+    return {
+      ...ms[0],
+      best: Math.min(...ms.map((m) => m.best)),
+      median: medians[(medians.length - 1) >> 1],
+      mean: ms.reduce((a, m) => a + m.mean, 0) / ms.length,
+      samples: ms.reduce((a, m) => a + m.samples, 0),
+      rounds,
+    };
+  });
+}
+
 const ceilingCache = new Map();
 const CEILING_ELEMENTS = 64 * 1024 * 1024; // 256 MiB of f32: far larger than any L3 here
 
 /**
- * Machine ceilings on `threads` engine threads, measured once per process and thread count:
+ * Machine ceilings on `threads` engine threads (default: all), measured once per process and
+ * thread count (measureWithCeilings() refreshes them):
  *   read   - streaming read bandwidth, bytes/s (sum over 256 MiB)
  *   update - in-place read-modify-write bandwidth, bytes/s counted as read + write (2 x 256 MiB)
  *   fma    - fp32 FMA peak, FLOP/s (12 independent 8-lane chains per task, inline asm)
  *   int8   - int8 dot peak, ops/s (vpmaddubsw + vpmaddwd + vpaddd, 32 MAC = 64 ops per instruction)
  * Each is { best, median } (from rate()) plus the raw measurement in `.m`. The compute peaks are
- * null on the scalar path (they measure the AVX2/FMA units).
+ * null on the scalar path (they measure the AVX2/FMA units). Every call's checksum is verified.
  */
 async function measureCeilings(threads) {
+  threads = threads || zotune().cpuInfo().threads;
+  if (!ceilingCache.has(threads)) await measureWithCeilings(threads, []);
+  return ceilingCache.get(threads);
+}
+
+/**
+ * Measures a suite's cases interleaved with the ceilings (see measureInterleaved), so that kernel
+ * and ceiling see the same machine state: the ratio between them is what a shared machine can
+ * report reliably. Returns { ceilings, results } (results in the order of `cases`).
+ */
+async function measureWithCeilings(threads, cases) {
   const z = zotune();
   threads = threads || z.cpuInfo().threads;
-  if (ceilingCache.has(threads)) return ceilingCache.get(threads);
   const n = CEILING_ELEMENTS;
   const buf = z.Tensor.zeros([n], 'f32', 'workspace');
-  const c = {};
   try {
     z.ceilings.update(buf, 1); // every element 1.0: the read checksum is n
-    const read = await measure('read', () => check(z.ceilings.readSum(buf), n, 'read'), { threads, work: n * 4 });
-    const update = await measure('update', () => z.ceilings.update(buf, 0), { threads, work: n * 8 });
-    check(z.ceilings.readSum(buf), n, 'update');
-    Object.assign(c, { read: withRaw(read), update: withRaw(update) });
+    const own = [
+      { key: 'read', name: 'ceiling: read', fn: () => check(z.ceilings.readSum(buf), n, 'read'), work: n * 4 },
+      { key: 'update', name: 'ceiling: update', fn: () => z.ceilings.update(buf, 0), work: n * 8 },
+    ];
     if (z.cpuInfo().path === 'avx2') {
       const tasks = 32, iters = 100_000;
-      const fma = await measure('fma', () => check(z.ceilings.fmaPeak(tasks, iters), tasks * 96 * iters, 'fma'), {
-        threads,
-        work: tasks * iters * z.ceilings.FLOP_PER_FMA_ITER,
-      });
-      const int8 = await measure('int8', () => check(z.ceilings.int8Peak(tasks, iters), tasks * 192 * iters, 'int8'), {
-        threads,
-        work: tasks * iters * z.ceilings.OPS_PER_INT8_ITER,
-      });
-      Object.assign(c, { fma: withRaw(fma), int8: withRaw(int8) });
-    } else {
-      Object.assign(c, { fma: null, int8: null });
+      own.push(
+        { key: 'fma', name: 'ceiling: fma', fn: () => check(z.ceilings.fmaPeak(tasks, iters), tasks * 96 * iters, 'fma'), work: tasks * iters * z.ceilings.FLOP_PER_FMA_ITER },
+        { key: 'int8', name: 'ceiling: int8', fn: () => check(z.ceilings.int8Peak(tasks, iters), tasks * 192 * iters, 'int8'), work: tasks * iters * z.ceilings.OPS_PER_INT8_ITER },
+      );
     }
+    const ms = await measureInterleaved([...own, ...cases], { threads });
+    check(z.ceilings.readSum(buf), n, 'update'); // update added 0: the buffer is intact
+    const c = { fma: null, int8: null };
+    own.forEach((o, k) => (c[o.key] = withRaw(ms[k])));
+    ceilingCache.set(threads, c);
+    return { ceilings: c, results: ms.slice(own.length) };
   } finally {
     buf.dispose();
   }
-  ceilingCache.set(threads, c);
-  return c;
 }
 
 function withRaw(m) {
@@ -137,20 +174,30 @@ function check(got, want, what) {
   if (got !== want) throw new Error(`bench: ${what} checksum ${got}, expected ${want}: the kernel skipped work`);
 }
 
-/** Fraction of CPU time the whole machine spent busy over `ms` (Linux /proc/stat), or null. */
-function machineBusy(ms = 500) {
-  const snap = () => {
-    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
-    return { total: f.reduce((a, b) => a + b, 0), idle: f[3] + (f[4] || 0) };
-  };
+// Machine-wide CPU time from /proc/stat (Linux), in ticks, with this process's own CPU time.
+function cpuSnapshot() {
   try {
-    const a = snap();
-    Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms); // sleep: a busy wait would count itself
-    const b = snap();
-    return 1 - (b.idle - a.idle) / Math.max(1, b.total - a.total);
+    const f = fs.readFileSync('/proc/stat', 'utf8').split('\n')[0].trim().split(/\s+/).slice(1).map(Number);
+    const u = process.cpuUsage();
+    return { total: f.reduce((a, b) => a + b, 0), idle: f[3] + (f[4] || 0), ownMs: (u.user + u.system) / 1e3 };
   } catch {
     return null;
   }
+}
+
+/** Fraction of the machine's CPU time that other processes used between two snapshots, or null. */
+function othersBusy(a, b) {
+  if (!a || !b || b.total <= a.total) return null;
+  const tickMs = 10; // USER_HZ = 100 on Linux
+  const busyMs = (b.total - a.total - (b.idle - a.idle)) * tickMs, totalMs = (b.total - a.total) * tickMs;
+  return Math.min(1, Math.max(0, (busyMs - (b.ownMs - a.ownMs)) / totalMs));
+}
+
+/** Fraction of CPU time the whole machine spent busy over `ms`, or null. */
+function machineBusy(ms = 500) {
+  const a = cpuSnapshot();
+  Atomics.wait(new Int32Array(new SharedArrayBuffer(4)), 0, 0, ms); // sleep: a busy wait would count itself
+  return othersBusy(a, cpuSnapshot());
 }
 
 function cpuModel() {
@@ -201,12 +248,14 @@ function report(suite, { title, threads, method = [], columns, rows, notes = [] 
     `# ${title}`,
     '',
     `Machine: ${m.cpu}, ${m.cores} cores, ${m.memory}; ${m.path} path; threads used: ${m.threads}; Node ${m.node}; ${m.date}.`,
-    ...(suite.busy != null ? [`Machine busy before the run: ${pct(suite.busy)} (shared machine: compare ratios, not absolute rates, between runs).`] : []),
+    ...(suite.busy != null
+      ? [`Other processes used ${pct(suite.busy)} of the machine just before the run and ${pct(othersBusy(suite.start, cpuSnapshot()))} during it (shared machine: compare ratios, not absolute rates, between runs).`]
+      : []),
     '',
     '## Method',
     '',
     ...method.map((l) => `- ${l}`),
-    `- tinybench ${tinybenchVersion()}: at least ${DEFAULTS.iterations} timed calls and ${DEFAULTS.time} ms per case after ${DEFAULTS.warmupIterations} warm-up calls; rates are work / time of one call, **best** (fastest call) / median.`,
+    `- tinybench ${tinybenchVersion()}; cases and the ceilings they are compared with run in ${ROUNDS} interleaved rounds (each at least ${Math.ceil(DEFAULTS.iterations / ROUNDS)} calls and ${Math.ceil(DEFAULTS.time / ROUNDS)} ms per case; ${DEFAULTS.warmupIterations} warm-up calls in the first), so load from other processes hits them alike. Rates are work / time of one call: **best** (fastest call) / median (of the round medians).`,
     '',
     '## Results',
     '',
@@ -230,9 +279,9 @@ function tinybenchVersion() {
 
 /** Runs one suite module: logs, measures how busy the machine was, and calls suite.run(h). */
 async function runSuite(suite) {
-  const h = { zotune, measure, rate, ratio, measureCeilings, withThreads, giga, pct, times, pair, report: (r) => report(ctx, r) };
-  const ctx = { name: suite.name, busy: machineBusy() };
-  console.log(`\n== ${suite.name}: ${suite.title}${ctx.busy != null ? ` (machine ${pct(ctx.busy)} busy)` : ''}`);
+  const h = { zotune, measure, measureInterleaved, rate, ratio, measureCeilings, measureWithCeilings, withThreads, giga, pct, times, pair, report: (r) => report(ctx, r) };
+  const ctx = { name: suite.name, busy: machineBusy(), start: cpuSnapshot() };
+  console.log(`\n== ${suite.name}: ${suite.title}${ctx.busy != null ? ` (other processes: ${pct(ctx.busy)} of the machine)` : ''}`);
   const t0 = Date.now();
   await suite.run(h);
   console.log(`== ${suite.name} done in ${((Date.now() - t0) / 1e3).toFixed(1)} s`);
@@ -246,4 +295,4 @@ function main(suite) {
   });
 }
 
-module.exports = { zotune, measure, rate, ratio, measureCeilings, withThreads, machine, machineBusy, report, runSuite, main, giga, pct, times, pair, markdownTable, DEFAULTS };
+module.exports = { zotune, measure, measureInterleaved, rate, ratio, measureCeilings, measureWithCeilings, withThreads, machine, machineBusy, report, runSuite, main, giga, pct, times, pair, markdownTable, DEFAULTS };

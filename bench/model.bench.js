@@ -118,6 +118,7 @@ const suite = {
       rows,
       notes: [
         'tiny-llama is small (the whole model is ~26 MB, mostly in L2/L3 on a 2-core Zen 1): decode is bounded by the GEMV kernels and per-op synchronisation, not DRAM; ratios to the ceilings are the figures to compare across machines.',
+        'On a shared 2-core machine that is already ~50 % busy before the run, the 2-thread rows share a core with another process: compare them with the 2-thread ceilings of the same run (measured under the same load), not with the 1-thread rows.',
       ],
     });
   },

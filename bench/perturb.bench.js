@@ -20,13 +20,15 @@ const suite = {
     const rows = [];
     try {
       for (const t of counts) {
-        const c = await h.measureCeilings(t);
-        const m = (name, fn, work = N) => h.measure(name, fn, { threads: t, work });
-        const rngNormal = h.rate(await m('rngFill normal', () => z.rng.fillSync(tmp, 'normal', { seed: 1n, stream: 1 })));
-        const gauss = h.rate(await m('gaussian', () => z.perturbSync(w, 1e-3, { ...dir, dist: 'gaussian' })));
-        const quzo = h.rate(await m('gaussian 4-bit', () => z.perturbSync(w, 1e-3, { ...dir, dist: 'gaussian', bits: 4 })));
-        const rad = h.rate(await m('rademacher', () => z.perturbSync(w, 1e-3, { ...dir, dist: 'rademacher' })));
-        const sparse = h.rate(await m('gaussian, 1 % indices', () => z.perturbIndicesSync(w, idx, 1e-3, { ...dir, dist: 'gaussian' }), idx.length));
+        const dense = (name, fn) => ({ name, fn, work: N });
+        const { ceilings: c, results } = await h.measureWithCeilings(t, [
+          dense('rngFill normal', () => z.rng.fillSync(tmp, 'normal', { seed: 1n, stream: 1 })),
+          dense('gaussian', () => z.perturbSync(w, 1e-3, { ...dir, dist: 'gaussian' })),
+          dense('gaussian 4-bit', () => z.perturbSync(w, 1e-3, { ...dir, dist: 'gaussian', bits: 4 })),
+          dense('rademacher', () => z.perturbSync(w, 1e-3, { ...dir, dist: 'rademacher' })),
+          { name: 'gaussian, 1 % indices', fn: () => z.perturbIndicesSync(w, idx, 1e-3, { ...dir, dist: 'gaussian' }), work: idx.length },
+        ]);
+        const [rngNormal, gauss, quzo, rad, sparse] = results.map(h.rate);
         const bytes = (r) => ({ best: r.best * 8, median: r.median * 8 }); // read + write of f32
         const G = (r) => h.pair(r, (x) => h.giga(x, 3));
         const GB = (r) => h.pair(bytes(r), (x) => h.giga(x, 1));
@@ -51,7 +53,7 @@ const suite = {
       method: [
         `One call perturbs all ${N} parameters (256 MiB of f32) in place: w[j] = fma(alpha, z(j), w[j]), z regenerated from (seed, stream, j) in registers.`,
         'RNG-bound limit: rngFill of 64 Mi standard normals (the same Philox + Box-Muller, written to memory) in the same run and thread count.',
-        'Memory bound: the in-place read-modify-write ceiling (bench/ceilings.bench.js), 8 B per parameter (read + write).',
+        'Memory bound: the in-place read-modify-write ceiling (x += d over 256 MiB, native/cpu/ceilings.cc), 8 B per parameter (read + write), measured interleaved with these cases (measureWithCeilings).',
         'perturbIndices: 671 088 sorted indices (1 %) into the same tensor; rate per listed element; each element needs its own Philox block, 4x the dense RNG work.',
       ],
       columns: ['case', 'threads', 'G params/s best / median', 'GB/s best / median', 'vs RNG-bound (best / median)', 'vs in-place bandwidth (best / median)'],

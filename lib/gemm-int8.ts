@@ -24,10 +24,12 @@ export interface PerturbOnLoad {
   dist?: 'gaussian' | 'rademacher';
   /** QuZO directions: z stochastically rounded onto a b-bit grid (2..8); 0 = exact z (default). */
   bits?: number;
-  /** Rounding stream of QuZO directions: 'probe' (default) or 'update'. */
-  srPurpose?: 'probe' | 'update';
-  /** Sparse ZO: u32 tensor of strictly increasing flat indices n*K + k; z is zero elsewhere. */
-  indices?: Tensor;
+  /** Rounding stream of QuZO directions: 'probe' (default) or 'update', or the Purpose code. */
+  srPurpose?: 'probe' | 'update' | number;
+  /** Direction index of element (0, 0) (a weight that is a slice of a larger stream). Default 0. */
+  first?: number | bigint;
+  /** Sparse ZO: strictly increasing flat indices n*K + k (u32 tensor or Uint32Array); z is zero elsewhere. */
+  indices?: Tensor | Uint32Array;
 }
 
 export interface MatmulInt8Options {
@@ -46,14 +48,15 @@ function nativePerturb(p: PerturbOnLoad): NativePerturb {
   const dist = p.dist ?? 'gaussian';
   if (dist !== 'gaussian' && dist !== 'rademacher') fail('ZOTUNE_INVALID_ARGUMENT', `unknown direction distribution '${String(dist)}' (gaussian, rademacher)`);
   const sr = p.srPurpose ?? 'probe';
-  if (sr !== 'probe' && sr !== 'update') fail('ZOTUNE_INVALID_ARGUMENT', `srPurpose must be 'probe' or 'update', got '${String(sr)}'`);
+  if (typeof sr !== 'number' && sr !== 'probe' && sr !== 'update') fail('ZOTUNE_INVALID_ARGUMENT', `srPurpose must be 'probe' or 'update', got '${String(sr)}'`);
   return {
     alpha: p.alpha,
     seed: p.seed,
     stream: p.stream ?? 0,
     dist: dist === 'gaussian' ? 0 : 1,
     bits: p.bits ?? 0,
-    srPurpose: sr === 'probe' ? Purpose.srProbe : Purpose.srUpdate,
+    srPurpose: typeof sr === 'number' ? sr : sr === 'probe' ? Purpose.srProbe : Purpose.srUpdate,
+    first: p.first ?? 0,
   };
 }
 
@@ -77,8 +80,10 @@ function prepare(x: Tensor, w: QTensor, opts: MatmulInt8Options): { out: Tensor;
   check(opts.residual, outShape, 'residual');
   if (opts.accumulate && !opts.out) fail('ZOTUNE_INVALID_ARGUMENT', 'accumulate needs out');
   if (opts.accumulate && opts.residual) fail('ZOTUNE_INVALID_ARGUMENT', 'accumulate uses out as the residual; pass one or the other');
-  const idx = opts.perturb?.indices;
-  if (idx) expectDType(idx, 'u32', 'perturb.indices');
+  const rawIdx = opts.perturb?.indices;
+  if (rawIdx instanceof Tensor) expectDType(rawIdx, 'u32', 'perturb.indices');
+  else if (rawIdx !== undefined && !(rawIdx instanceof Uint32Array)) fail('ZOTUNE_DTYPE', 'perturb.indices must be a u32 Tensor or a Uint32Array');
+  const idx = rawIdx instanceof Tensor ? { mem: rawIdx.mem, off: rawIdx.byteOffset, n: rawIdx.size } : rawIdx ? { mem: rawIdx, off: 0, n: rawIdx.length } : undefined;
   const out = opts.out ?? Tensor.empty(outShape, 'f32', 'activations');
   const res = opts.accumulate ? out : opts.residual;
   const args: GemmInt8Args = [
@@ -86,7 +91,7 @@ function prepare(x: Tensor, w: QTensor, opts: MatmulInt8Options): { out: Tensor;
     opts.bias ? opts.bias.mem : null, opts.bias ? opts.bias.byteOffset : 0,
     res ? res.mem : null, res ? res.byteOffset : 0,
     opts.perturb ? nativePerturb(opts.perturb) : null,
-    idx ? idx.mem : null, idx ? idx.byteOffset : 0, idx ? idx.size : 0,
+    idx ? idx.mem : null, idx ? idx.off : 0, idx ? idx.n : 0,
   ];
   return { out, args };
 }

@@ -238,14 +238,32 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     for (const [subset, small] of [[sparse, true], [dense, false]] as const) {
       const indices = Tensor.fromArray(Uint32Array.from(subset), [subset.length], 'u32');
       const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
-      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, perturb: { ...perturbOf(d, alpha), indices } }));
+      const bias = randn(rand, N), residual = randn(rand, M * N);
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), {
+        out, bias: Tensor.from(bias), residual: Tensor.from(residual, [M, N]), perturb: { ...perturbOf(d, alpha), indices },
+      }));
       const set = new Set<number>(subset), z = directionTable(d, N * K);
       const zm = z.slice(0, N * K).map((v, i) => (set.has(i) ? v : 0));
-      const want = small ? refSparseGemm(x, M, w, z, alpha, subset) : refPerturbedGemm(x, M, w, z, alpha, {}, set);
+      const epi = { bias, residual };
+      const want = small ? refSparseGemm(x, M, w, z, alpha, subset, epi) : refPerturbedGemm(x, M, w, z, alpha, epi, set);
       expectSameBits(y, want, small ? 'small subset' : 'dense subset');
       const xq = dequantActs(quantizeActs(x, M, K), M, K);
-      expect(nmse(y, ref64(xq, M, w, (i) => zm[i], alpha))).toBeLessThan(1e-11);
+      const y64 = ref64(xq, M, w, (i) => zm[i], alpha).map((v, i) => v + bias[i % N] + residual[i]);
+      expect(nmse(y, y64)).toBeLessThan(1e-11);
     }
+  });
+
+  test('first offsets the direction index; indices may be a Uint32Array; srPurpose may be a Purpose code', () => {
+    const M = 7, N = 9, K = 40, rand = prng(21);
+    const w = randomWeights(rand, 'int8', N, K, 'channel');
+    const x = randn(rand, M * K);
+    const d = dirs[2], alpha = 0.02, first = 1000;
+    const z = directionTable(d, first + N * K).slice(first);
+    const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), srPurpose: 5, first } }));
+    expectSameBits(y, refPerturbedGemm(x, M, w, z, alpha), 'first offset');
+    const subset = [3, 77, 200, 359];
+    const ys = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), first, indices: Uint32Array.from(subset) } }));
+    expectSameBits(ys, refSparseGemm(x, M, w, z, alpha, subset), 'first offset, Uint32Array subset');
   });
 
   test('probes never write the weights: +alpha then -alpha leaves W bit-identical and brackets y', () => {

@@ -281,6 +281,7 @@ describe('loading', () => {
   const copy = (files: string[]) => files.forEach((f) => fs.copyFileSync(path.join(micro!, f), path.join(tmp, f)));
 
   maybe('unsupported architectures, missing and misshapen weights are refused with codes', async () => {
+    const weightsBefore = memory().engine.live.weights;
     copy(['model.safetensors', 'generation_config.json']);
     const cfg = JSON.parse(fs.readFileSync(path.join(micro!, 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify({ ...cfg, model_type: 'mixtral', architectures: ['MixtralForCausalLM'] }));
@@ -290,7 +291,7 @@ describe('loading', () => {
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: 3 }));
     await expect(LlamaModel.load(tmp)).rejects.toMatchObject({ code: 'ZOTUNE_BAD_FILE' });
     await expect(LlamaModel.load(micro!, { weights: 'int3' as never })).rejects.toMatchObject({ code: 'ZOTUNE_UNSUPPORTED' });
-    expect(memory().engine.live.weights).toBe(0);
+    expect(memory().engine.live.weights).toBe(weightsBefore); // nothing leaked by the failed loads
   });
 
   maybe('tied embeddings use the embedding matrix as LM head; BF16 checkpoints load widened to fp32', async () => {

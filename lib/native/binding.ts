@@ -155,6 +155,7 @@ export interface NativePerturb {
   dist: number;
   bits: number;
   srPurpose: number;
+  first: number | bigint;
 }
 
 export type GemmInt8Args = [

@@ -1,6 +1,6 @@
 // gemmInt8(x, xByteOffset, M, w: QTensorDesc (int8 | int4), y, yByteOffset,
 //          bias | null, biasByteOffset, residual | null, residualByteOffset,
-//          perturb: {alpha, seed, stream, dist, bits, srPurpose} | null,
+//          perturb: {alpha, seed, stream, dist, bits, srPurpose, first} | null,
 //          indices: u32 mem | null, indicesByteOffset, indicesCount)
 //   y[M, N] = quantize_int8(x[M, K]) · (W + alpha·Z)ᵀ + bias + residual (native/cpu/gemm_int8.h).
 //   residual may be y itself (accumulate); y must not overlap any other input but x.
@@ -31,8 +31,8 @@ bool overlaps(Region a, Region b) {
   return x < y + b.bytes && y < x + a.bytes;
 }
 
-// The perturbation object: {alpha, seed, stream, dist, bits, srPurpose}.
-void parse_perturb(Args& a, size_t i, Direction* d, float* alpha) {
+// The perturbation object: {alpha, seed, stream, dist, bits, srPurpose, first}.
+void parse_perturb(Args& a, size_t i, Direction* d, float* alpha, uint64_t* first) {
   Napi::Value v = a.value(i);
   if (!v.IsObject()) throw coded_error(a.env(), Code::InvalidArgument, "gemmInt8: perturb must be an object");
   Napi::Object o = v.As<Napi::Object>();
@@ -58,6 +58,14 @@ void parse_perturb(Args& a, size_t i, Direction* d, float* alpha) {
   if (!std::isfinite(al) || !std::isfinite((float)al))
     throw coded_error(a.env(), Code::NonFinite, "gemmInt8: perturb.alpha must be a finite number");
   *alpha = (float)al;
+  Napi::Value fv = o.Get("first");
+  if (fv.IsBigInt()) {
+    bool lossless;
+    *first = fv.As<Napi::BigInt>().Uint64Value(&lossless);
+    if (!lossless) throw coded_error(a.env(), Code::InvalidArgument, "gemmInt8: perturb.first must fit in 64 bits");
+  } else {
+    *first = integer("first", 0, 0, 9007199254740991.0);
+  }
   Napi::Value seed = o.Get("seed");
   if (seed.IsBigInt()) {
     bool lossless;
@@ -88,8 +96,9 @@ Job parse_gemm(Args& a) {
   const float* res = a.has(8) ? a.elems<float>(8, "residual", a.index(9, "residualByteOffset"), MN) : nullptr;
   Direction dir{};
   float alpha = 0.0f;
+  uint64_t first = 0;
   const bool perturb = a.has(10);
-  if (perturb) parse_perturb(a, 10, &dir, &alpha);
+  if (perturb) parse_perturb(a, 10, &dir, &alpha, &first);
   const uint32_t* idx = nullptr;
   uint64_t nidx = 0;
   if (a.has(11)) {
@@ -117,7 +126,7 @@ Job parse_gemm(Args& a) {
               if (i > 0 && idx[i] <= idx[i - 1]) fail(Code::InvalidArgument, "gemmInt8: indices must be strictly increasing");
             }
             Direction d = dir;
-            IntGemm g{x, M, K, w, y, N, bias, res, N, perturb ? &d : nullptr, alpha, idx, nidx};
+            IntGemm g{x, M, K, w, y, N, bias, res, N, perturb ? &d : nullptr, alpha, first, idx, nidx};
             gemm_int(g);
           },
           nullptr};

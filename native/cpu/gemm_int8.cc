@@ -137,11 +137,11 @@ void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k
     }
     float* col = zbuf + c * kc;
     for (uint64_t k = k0; k < k1; ++k) col[k - k0] = zt_mul(w_scale(p.w, n, k / acc_group(p.w)), (float)w_code(p.w, n, k));
-    const uint64_t base = n * p.K + k0;
+    const uint64_t base = n * p.K + k0, z0 = p.first + base;
     if (p.idx)
-      perturb_gather_ref(col, rel, subset_slice(p.idx, p.nidx, base, base + kc, rel), *p.dir, base, p.alpha);
+      perturb_gather_ref(col, rel, subset_slice(p.idx, p.nidx, base, base + kc, rel), *p.dir, z0, p.alpha);
     else
-      perturb_range_ref(col, base, base + kc, *p.dir, p.alpha);
+      perturb_range_ref(col, z0, z0 + kc, *p.dir, p.alpha);
     for (uint64_t k = 0; k < kc; ++k) panel[k * kPanelCols + c] = col[k];
   }
 }
@@ -155,8 +155,8 @@ void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c) {
     }
 }
 
-void sparse_axpy_ref(float* acc, const int8_t* q, float t, uint64_t M) {
-  for (uint64_t m = 0; m < M; ++m) acc[m] = zt_fma(t, (float)q[m], acc[m]);
+void sparse_row_ref(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S) {
+  for (uint64_t s = 0; s < S; ++s) row[n_s[s]] = zt_fma(t[s], (float)q[k_s[s]], row[n_s[s]]);
 }
 
 // ---- driver ---------------------------------------------------------------------------------
@@ -173,13 +173,13 @@ struct Kernels {
   void (*decode_panel_f32)(const F32Plan&, uint64_t, uint64_t, uint64_t, float*, float*, uint32_t*);
   void (*tile_f32)(const float*, const float*, uint64_t, float*);
   void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
-  void (*sparse_axpy)(float*, const int8_t*, float, uint64_t);
+  void (*sparse_row)(float*, const int8_t*, const float*, const uint32_t*, const uint32_t*, uint64_t);
 };
 
 const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_int_ref, pack_act_f32_ref,
-                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_axpy_ref};
+                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref};
 const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, avx2::tile_int, avx2::pack_act_f32,
-                       avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_axpy};
+                       avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row};
 
 const Kernels& kernels() { return use_avx2() ? kAvx2 : kRef; }
 
@@ -330,42 +330,41 @@ void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
   });
 }
 
-// Small subsets: the integer result plus alpha * z_i * q_x[:, k_i] per subset index.
+// Small subsets: the integer result plus alpha * z_i * q_x[m, k_i] per subset index. Each output
+// row m takes its corrections in index order (row-local: acc and q rows stay in cache).
 void run_sparse(const Kernels& kn, IntPlan p, const IntGemm& g, const ActQ& a, float* y, uint64_t ldy) {
-  const uint64_t M = a.M, N = p.N, K = p.K;
-  Scratch<float> acc(M * N), accT(N * M);
-  Scratch<int8_t> qT(K * M);
+  const uint64_t M = a.M, N = p.N, K = p.K, S = g.nidx;
+  Scratch<float> acc(M * N), t(S);
+  Scratch<uint32_t> ns(S), ks_all(S);
   const Epilogue ep = p.ep;
   p.out = acc.p;
   p.ldo = N;
   p.ep.raw = true;
   run_int(kn, p);
+  // t_s = alpha * z(idx_s): z of each weight row's entries gathered (alpha 1) into a zeroed row buffer.
   parallel_chunks(N, kGemvRowsPerTask, [&](size_t b, size_t e) {
-    for (size_t n = b; n < e; ++n)
-      for (uint64_t m = 0; m < M; ++m) accT.p[n * M + m] = acc.p[m * N + n];
-  });
-  parallel_chunks(K, kGemvRowsPerTask, [&](size_t b, size_t e) {
-    for (size_t k = b; k < e; ++k)
-      for (uint64_t m = 0; m < M; ++m) qT.p[k * M + m] = a.q[m * a.Kp + k];
-  });
-  parallel_chunks(N, kGemvRowsPerTask, [&](size_t b, size_t e) {
-    // z of row n's subset entries: gathered (alpha 1) into a zeroed row buffer, read, re-zeroed.
     Scratch<float> z(K);
     Scratch<uint32_t> ks(K);
     memset(z.p, 0, K * sizeof(float));
-    for (uint64_t n = b, s = subset_lower_bound(g.idx, g.nidx, b * K); n < e; ++n) {
+    for (uint64_t n = b, s = subset_lower_bound(g.idx, S, b * K); n < e; ++n) {
+      const uint64_t s0 = s;
       uint64_t c = 0;
-      for (; s < g.nidx && g.idx[s] < (n + 1) * K; ++s) ks.p[c++] = (uint32_t)(g.idx[s] - n * K);
-      kn.perturb_gather(z.p, ks.p, c, *g.dir, n * K, 1.0f);
+      for (; s < S && g.idx[s] < (n + 1) * K; ++s) ks.p[c++] = (uint32_t)(g.idx[s] - n * K);
+      kn.perturb_gather(z.p, ks.p, c, *g.dir, g.first + n * K, 1.0f);
       for (uint64_t i = 0; i < c; ++i) {
-        kn.sparse_axpy(accT.p + n * M, qT.p + (uint64_t)ks.p[i] * M, zt_mul(g.alpha, z.p[ks.p[i]]), M);
+        t.p[s0 + i] = zt_mul(g.alpha, z.p[ks.p[i]]);
+        ns.p[s0 + i] = (uint32_t)n;
+        ks_all.p[s0 + i] = ks.p[i];
         z.p[ks.p[i]] = 0.0f;
       }
     }
   });
   parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
-    for (size_t m = b; m < e; ++m)
-      for (uint64_t n = 0; n < N; ++n) y[m * ldy + n] = epilogue(ep, accT.p[n * M + m], m, n);
+    for (size_t m = b; m < e; ++m) {
+      float* row = acc.p + m * N;
+      kn.sparse_row(row, a.q + m * a.Kp, t.p, ns.p, ks_all.p, S);
+      for (uint64_t n = 0; n < N; ++n) y[m * ldy + n] = epilogue(ep, row[n], m, n);
+    }
   });
 }
 
@@ -395,9 +394,9 @@ void gemm_int(const IntGemm& g) {
   const Epilogue ep{sx.p, g.bias, g.residual, g.ldr, false};
 
   const bool subset = g.dir && g.idx;
-  const bool masked = subset && g.nidx * kSparseDensityInv > N * K;
+  const bool masked = subset && !sparse_correction_pays(M, N, K, g.nidx);
   if (g.dir && (!subset || masked)) {
-    F32Plan p{&a, g.w, K, N, Kp, g.dir, g.alpha, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, ep};
+    F32Plan p{&a, g.w, K, N, Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, ep};
     run_f32(kn, p, a);
     return;
   }

@@ -12,7 +12,8 @@
 //      in group order, acc starting at +0.
 //   3. y = acc * s_x, then y = y + bias[n], then y = y + residual[m, n].
 //
-// Perturb-on-load (ZO probes): y = x · (W + alpha·Z)ᵀ with Z[n, k] = direction_at(dir, n*K + k),
+// Perturb-on-load (ZO probes): y = x · (W + alpha·Z)ᵀ with Z[n, k] = direction_at(dir, first + n*K + k)
+// (first: the direction index of element (0, 0), for a weight that is a slice of a larger stream),
 // regenerated inside the kernel; W is never written, so +alpha / -alpha probes restore exactly.
 // The perturbed weight is not on the int8 grid, so perturbed tiles are decoded to f32 and run on
 // an f32 micro-kernel (on Zen 1 its FMA rate equals the int8 maddubs rate; see README/bench):
@@ -20,7 +21,7 @@
 //   then step 3. Z is generated once per weight per call and reused by all M rows.
 // The fma is perturb.h's `perturbed` (w' is what perturb_range would make of the dequantized W).
 // With an index subset (sparse ZO; strictly increasing flat indices i = n*K + k), Z is zero
-// outside the subset. Small subsets (<= 1/16 of the weights) keep the integer path and add
+// outside the subset. Sparse enough subsets (sparse_correction_pays) keep the integer path and add
 //   acc = fma(alpha * z_i, float(q_x[m, k_i]), acc) for the row's indices in order, after step 2;
 // denser ones take the f32 path with w' = s_w * float(q_w - zp) outside the subset.
 #pragma once
@@ -39,9 +40,16 @@ static constexpr uint64_t kPanelCols = 16;    // columns (weight rows) per packe
 static constexpr int kTileRowsInt = 4;        // activation rows per integer micro-tile
 static constexpr int kTileRowsF32 = 6;        // activation rows per f32 micro-tile
 static constexpr uint64_t kKcF32 = 256;       // K block of the f32 (perturbed) path
-static constexpr uint64_t kSparseDensityInv = 16;  // subsets denser than 1/16 take the masked f32 path
 
 ZT_HD uint64_t round_up(uint64_t v, uint64_t m) { return (v + m - 1) / m * m; }
+
+// Subset perturbation: the integer path plus one scalar correction per (row, index) costs about
+// M * nidx * 1.5 ns; the masked f32 path costs the f32 GEMM's ~10 % over the integer one plus a
+// decode of all N * K weights (~1 ns each). Corrections win below a density of
+// (M / 256 + 1 / 2) / M: ~0.5 % at M = 512, everything at M = 1 (measured on Zen 1).
+ZT_HD bool sparse_correction_pays(uint64_t M, uint64_t N, uint64_t K, uint64_t nidx) {
+  return (double)nidx * (double)M < (double)N * (double)K * ((double)M / 256.0 + 0.5);
+}
 
 // Accumulation group size (see step 2 above).
 ZT_HD uint64_t acc_group(const QTensorView& w) {
@@ -110,6 +118,7 @@ struct IntGemm {
   uint64_t ldr;
   const Direction* dir;   // perturb-on-load, or null
   float alpha;
+  uint64_t first;         // direction index of element (0, 0)
   const uint32_t* idx;    // subset of flat indices (strictly increasing, < N*K), or null: dense
   uint64_t nidx;
 };
@@ -172,6 +181,7 @@ struct F32Plan {
   uint64_t K, N, Kp;
   const Direction* dir;
   float alpha;
+  uint64_t first;
   const uint32_t* idx;  // masked subset or null
   uint64_t nidx;
   const float* apack;   // activations as floats in 6-row panels: [ceil(M/6)][Kp][6], zero padded
@@ -188,8 +198,9 @@ void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k
 // c[r][j] = fma(a[k][r], panel[k][j], c[r][j]) for k = 0..kc-1 in order; r < 6, j < 16.
 void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c);
 
-// acc[m] = fma(t, float(q[m]), acc[m]) for m < M (the sparse correction, M rows of one column).
-void sparse_axpy_ref(float* acc, const int8_t* q, float t, uint64_t M);
+
+// One output row of the sparse correction: row[n_s] = fma(t_s, float(q[k_s]), row[n_s]), s < S in order.
+void sparse_row_ref(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S);
 
 namespace avx2 {
 bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale);
@@ -200,7 +211,7 @@ void tile_int(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_
 void pack_act_f32(const ActQ& a, uint64_t mp, float* dst);
 void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel);
 void tile_f32(const float* a, const float* panel, uint64_t kc, float* c);
-void sparse_axpy(float* acc, const int8_t* q, float t, uint64_t M);
+void sparse_row(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S);
 }  // namespace avx2
 
 }  // namespace zt

@@ -253,8 +253,9 @@ inline void reduce8(const __m256i acc16[8], __m256i* lo, __m256i* hi) {
                     _mm256_madd_epi16(acc16[3], ones));
   __m256i b = hadd4(_mm256_madd_epi16(acc16[4], ones), _mm256_madd_epi16(acc16[5], ones), _mm256_madd_epi16(acc16[6], ones),
                     _mm256_madd_epi16(acc16[7], ones));
-  *lo = _mm256_permute2x128_si256(a, b, 0x20);
-  *hi = _mm256_permute2x128_si256(a, b, 0x31);
+  // vperm2i128 is microcoded on Zen 1 (8 uops): lane moves with vinserti128 / vextracti128
+  *lo = _mm256_inserti128_si256(a, _mm256_castsi256_si128(b), 1);
+  *hi = _mm256_inserti128_si256(b, _mm256_extracti128_si256(a, 1), 0);
 }
 
 // int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group
@@ -617,7 +618,7 @@ void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, f
     for (; k < kvec; k += 8)
       _mm256_storeu_ps(col + k, _mm256_mul_ps(_mm256_set1_ps(w_scale(p.w, n, (k0 + k) / ga)), codes8f(p.w, n, k0 + k, ga)));
     for (; k < kc; ++k) col[k] = zt_mul(w_scale(p.w, n, (k0 + k) / ga), (float)w_code(p.w, n, k0 + k));
-    const uint64_t base = n * p.K + k0;
+    const uint64_t base = n * p.K + k0, z0 = p.first + base;
     if (p.idx) {  // masked: the column's subset entries (binary search for the first)
       uint64_t lo = 0, hi = p.nidx, cnt = 0;
       while (lo < hi) {
@@ -625,11 +626,11 @@ void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, f
         if (p.idx[mid] < base) lo = mid + 1; else hi = mid;
       }
       for (; lo < p.nidx && p.idx[lo] < base + kc; ++lo) rel[cnt++] = (uint32_t)(p.idx[lo] - base);
-      perturb_gather(col, rel, cnt, *p.dir, base, p.alpha);
+      perturb_gather(col, rel, cnt, *p.dir, z0, p.alpha);
     } else if (p.dir->dist == kDirRademacher) {
-      rademacher_apply(col, base, base + kc, *p.dir, p.alpha);
+      rademacher_apply(col, z0, z0 + kc, *p.dir, p.alpha);
     } else {
-      perturb_range(col, base, base + kc, *p.dir, p.alpha);
+      perturb_range(col, z0, z0 + kc, *p.dir, p.alpha);
     }
   }
   uint64_t k = 0;
@@ -666,14 +667,9 @@ void tile_f32(const float* a, const float* panel, uint64_t kc, float* c) {
 #undef ZT_ROW
 }
 
-void sparse_axpy(float* acc, const int8_t* q, float t, uint64_t M) {
-  const __m256 vt = _mm256_set1_ps(t);
-  uint64_t m = 0;
-  for (; m + 8 <= M; m += 8) {
-    __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(q + m))));
-    _mm256_storeu_ps(acc + m, _mm256_fmadd_ps(vt, qf, _mm256_loadu_ps(acc + m)));
-  }
-  for (; m < M; ++m) acc[m] = zt_fma(t, (float)q[m], acc[m]);
+// The scalar loop compiled with FMA: random row access, nothing to vectorize.
+void sparse_row(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S) {
+  for (uint64_t s = 0; s < S; ++s) row[n_s[s]] = zt_fma(t[s], (float)q[k_s[s]], row[n_s[s]]);
 }
 
 }  // namespace avx2

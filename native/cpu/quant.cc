@@ -199,7 +199,6 @@ void quantize(const QTensorView& q, const float* x, ScaleMode mode, bool stochas
   QuantJob j{};
   j.q = q;
   j.x = x;
-  j.y = fake_out;
   j.stochastic = stochastic;
   j.asym = q.zeros != nullptr;
   j.sr_key = RngKey{seed, stream, kPurposeSrQuantize};
@@ -261,11 +260,13 @@ void check_update(const QTensorView& q, float alpha) {
   check_alpha(alpha);
   check_scales(q);
   if (!qformat_has_scales(q.format)) return;
+  // |alpha * (1 / s)| is largest at the smallest nonzero scale (correctly rounded 1/s is monotone).
   const uint64_t n = qt_scale_count(q);
-  for (uint64_t k = 0; k < n; ++k) {
-    if (!std::isfinite(zt_mul(alpha, inv_scale_for(q.scales[k]))))
-      fail(Code::InvalidArgument, "alpha / scale " + std::to_string(k) + " overflows f32: alpha is too large for this grid");
-  }
+  float smin = 0.0f;
+  for (uint64_t k = 0; k < n; ++k)
+    if (q.scales[k] > 0.0f && (smin == 0.0f || q.scales[k] < smin)) smin = q.scales[k];
+  if (!std::isfinite(zt_mul(alpha, inv_scale_for(smin))))
+    fail(Code::InvalidArgument, "alpha / scale overflows f32 (smallest scale " + std::to_string(smin) + "): alpha is too large for this grid");
 }
 
 QuantJob update_job(const QTensorView& q, float alpha, const Direction& d) {

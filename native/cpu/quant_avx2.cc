@@ -212,26 +212,22 @@ static inline __m256i minifloat_encode8(__m256 x, MiniFloat mf, bool sr, __m256i
   return _mm256_or_si256(code, _mm256_slli_epi32(_mm256_srli_epi32(_mm256_castps_si256(x), 31), sbit));
 }
 
-// formats.h minifloat_decode (NaN canonical with the code's sign).
-static inline __m256 minifloat_decode8(__m256i code, MiniFloat mf) {
-  const __m256i mmask = _mm256_set1_epi32((1 << mf.mbits) - 1), emask = _mm256_set1_epi32((1 << mf.ebits) - 1);
-  __m256i sign = _mm256_slli_epi32(_mm256_srli_epi32(code, mf.mbits + mf.ebits), 31);
-  __m256i e = _mm256_and_si256(_mm256_srli_epi32(code, mf.mbits), emask);
-  __m256i m = _mm256_and_si256(code, mmask);
-  __m256i norm = _mm256_or_si256(_mm256_slli_epi32(_mm256_add_epi32(e, _mm256_set1_epi32(127 - mf.bias)), 23),
-                                 _mm256_slli_epi32(m, 23 - mf.mbits));
-  __m256 sub = _mm256_mul_ps(_mm256_cvtepi32_ps(m), _mm256_set1_ps(pow2f(minifloat_emin(mf) - mf.mbits)));
-  __m256 v = _mm256_blendv_ps(_mm256_castsi256_ps(norm), sub, _mm256_castsi256_ps(_mm256_cmpeq_epi32(e, _mm256_setzero_si256())));
-  __m256i top = _mm256_cmpeq_epi32(e, emask);
-  if (mf.ieee_special) {
-    __m256 special = _mm256_blendv_ps(_mm256_castsi256_ps(_mm256_set1_epi32(0x7f800000)), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)),
-                                      _mm256_castsi256_ps(_mm256_cmpgt_epi32(m, _mm256_setzero_si256())));
-    v = _mm256_blendv_ps(v, special, _mm256_castsi256_ps(top));
-  } else {
-    __m256i nan = _mm256_and_si256(top, _mm256_cmpeq_epi32(m, mmask));
-    v = _mm256_blendv_ps(v, _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000)), _mm256_castsi256_ps(nan));
+// fp8 from 8 code bytes with F16C: e5m2 is the top byte of an fp16; e4m3 as the fp16 pattern
+// sign << 15 | (code & 0x7f) << 7 is its value times 2^-8 (exponent field 4 bits wide, bias 15 for
+// 7; e4m3 subnormals land on fp16 subnormals, converted exactly), so one exact scaling by 2^8
+// finishes it. NaN codes become formats.h's canonical NaN with the code's sign.
+template <bool E4M3>
+static inline __m256 fp8_decode_bytes8(const uint8_t* p) {
+  __m128i b = _mm_cvtepu8_epi16(load_lo64(p));
+  __m256 v;
+  if (E4M3) {
+    __m128i h = _mm_or_si128(_mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x80)), 8), _mm_slli_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), 7));
+    v = _mm256_mul_ps(_mm256_cvtph_ps(h), _mm256_set1_ps(256.0f));
+    __m256 nan = _mm256_castsi256_ps(_mm256_cvtepi16_epi32(_mm_cmpeq_epi16(_mm_and_si128(b, _mm_set1_epi16(0x7f)), _mm_set1_epi16(0x7f))));
+    return _mm256_blendv_ps(v, _mm256_or_ps(f32_and(v, 0x80000000u), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000))), nan);
   }
-  return _mm256_xor_ps(v, _mm256_castsi256_ps(sign));
+  v = _mm256_cvtph_ps(_mm_slli_epi16(b, 8));
+  return _mm256_blendv_ps(v, _mm256_or_ps(f32_and(v, 0x80000000u), _mm256_castsi256_ps(_mm256_set1_epi32(0x7fc00000))), _mm256_cmp_ps(v, v, _CMP_UNORD_Q));
 }
 
 // fp16 with F16C: the hardware conversions are exact (decode) and RTNE (encode) once saturation and
@@ -357,8 +353,7 @@ static inline __m256 grid_value8(__m256i code, const Group8& g, const Nf4Lut& t)
   if (f == QFormat::Int4) return _mm256_sub_ps(_mm256_cvtepi32_ps(code), g.zp);  // exact: small integers
   if (f == QFormat::Nf4) return nf4_lookup8(t, code);
   if (f == QFormat::Bf16) return bf16_decode8(code);
-  if (f == QFormat::Fp16) return fp16_decode8(code);
-  return minifloat_decode8(code, f == QFormat::Fp8E4M3 ? kE4M3 : kE5M2);
+  return fp16_decode8(code);  // fp8 decodes from its bytes (values32, update_seg_t)
 }
 
 template <int F>
@@ -368,16 +363,27 @@ static inline __m256 decode8(__m256i code, const Group8& g, const Nf4Lut& t) {
   return _mm256_mul_ps(g.scale, grid_value8<F>(code, g, t));
 }
 
-// quant_elem.h q_update with d = z * factor
+// Dequantized values of 32 codes (fp8 straight from the bytes).
+template <int F>
+static inline void values32(const uint8_t* row, uint64_t c, const Group8& g, const Nf4Lut& t, __m256 out[4]) {
+  constexpr QFormat f = (QFormat)F;
+  if constexpr (f == QFormat::Fp8E4M3 || f == QFormat::Fp8E5M2) {
+    for (int v = 0; v < 4; ++v) out[v] = _mm256_mul_ps(g.scale, fp8_decode_bytes8<f == QFormat::Fp8E4M3>(row + c + 8 * v));
+  } else {
+    __m256i codes[4];
+    load32<F>(row, c, codes);
+    for (int v = 0; v < 4; ++v) out[v] = decode8<F>(codes[v], g, t);
+  }
+}
+
+// quant_elem.h q_update with d = z * factor (fp8: in update_seg_t, from the code bytes)
 template <int F>
 static inline __m256i update8(__m256i code, __m256 d, const Group8& g, const Nf4Lut& t, __m256i w) {
   constexpr QFormat f = (QFormat)F;
   if (f == QFormat::Int8 || f == QFormat::Int4) return int_round8(_mm256_add_ps(_mm256_cvtepi32_ps(code), d), true, w);
   if (f == QFormat::Nf4) return nf4_quantize8(t, _mm256_add_ps(nf4_lookup8(t, code), d), true, w);
   if (f == QFormat::Bf16) return bf16_encode8(_mm256_add_ps(bf16_decode8(code), d), true, w);
-  constexpr MiniFloat mf = f == QFormat::Fp8E4M3 ? kE4M3 : (f == QFormat::Fp8E5M2 ? kE5M2 : kFp16);
-  __m256 v = _mm256_add_ps(grid_value8<F>(code, g, t), d);
-  return minifloat_encode8(v, mf, true, w);
+  return minifloat_encode8(_mm256_add_ps(fp16_decode8(code), d), kFp16, true, w);
 }
 
 // --- row kernels -------------------------------------------------------------------------------
@@ -525,14 +531,21 @@ static inline bool group_scales8(const float* x, uint64_t g, bool asym, float* s
 
 // Codes of columns [ca, cb) of row r, one scale group. Full 32-column blocks here; a remainder
 // (only at the end of a row) goes to the reference.
+// With `ahead`, the same columns of the next row are prefetched meanwhile (per-row scales: the
+// statistics pass of the next row then finds it in cache instead of waiting on DRAM).
 template <int F>
-static inline void quantize_run(const QuantJob& j, uint64_t r, const Group8& g, uint64_t ca, uint64_t cb, const Nf4Lut& t, WordCursor& wc) {
+static inline void quantize_run(const QuantJob& j, uint64_t r, const Group8& g, uint64_t ca, uint64_t cb, const Nf4Lut& t, WordCursor& wc,
+                                bool ahead = false) {
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
   const float* x = j.x + base;
   uint8_t* row = row_of(q, r);
   uint64_t c = ca;
   for (; c + 32 <= cb; c += 32) {
+    if (ahead) {
+      _mm_prefetch((const char*)(x + q.cols + c), _MM_HINT_T0);
+      _mm_prefetch((const char*)(x + q.cols + c + 16), _MM_HINT_T0);
+    }
     __m256i w[4];
     if (j.stochastic) wc.get(base + c, w);
     else w[0] = w[1] = w[2] = w[3] = _mm256_setzero_si256();
@@ -568,7 +581,7 @@ bool quantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
       finite = finite && qstats_finite(st);
       q_group_from_stats(q.format, st, j.asym, false, &q.scales[gi], j.asym ? &q.zeros[gi] : nullptr);
     }
-    quantize_run<F>(j, r, group8<F>(q, gi, 0.0f), ca, cb, t, wc);
+    quantize_run<F>(j, r, group8<F>(q, gi, 0.0f), ca, cb, t, wc, j.group_scales && q.group >= q.cols);
   });
   return finite;
 }
@@ -585,17 +598,12 @@ void dequantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     const Group8 g = group8<F>(q, gi, 0.0f);
     uint64_t c = ca;
-    if (stream) {
-      for (; c + 32 <= cb; c += 32) {
-        __m256i codes[4];
-        load32<F>(row, c, codes);
-        for (int v = 0; v < 4; ++v) _mm256_stream_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
-      }
-    } else {
-      for (; c + 32 <= cb; c += 32) {
-        __m256i codes[4];
-        load32<F>(row, c, codes);
-        for (int v = 0; v < 4; ++v) _mm256_storeu_ps(y + c + 8 * v, decode8<F>(codes[v], g, t));
+    for (; c + 32 <= cb; c += 32) {
+      __m256 out[4];
+      values32<F>(row, c, g, t, out);
+      for (int v = 0; v < 4; ++v) {
+        if (stream) _mm256_stream_ps(y + c + 8 * v, out[v]);
+        else _mm256_storeu_ps(y + c + 8 * v, out[v]);
       }
     }
     if (c < cb) dequantize_seg_ref(j, r, c, cb);
@@ -614,13 +622,22 @@ void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, Fill 
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     const Group8 g = group8<F>(q, gi, j.alpha);
     uint64_t c = ca;
+    constexpr bool fp8 = F == (int)QFormat::Fp8E4M3 || F == (int)QFormat::Fp8E5M2;
     for (; c + 32 <= cb; c += 32) {
       __m256i w[4], codes[4];
       __m256 z[4];
       wc.get(base + c, w);
       dc.get(base + c, z);
-      load32<F>(row, c, codes);
-      for (int v = 0; v < 4; ++v) codes[v] = update8<F>(codes[v], _mm256_mul_ps(z[v], g.factor), g, t, w[v]);
+      if constexpr (fp8) {  // decode(c) + d straight from the bytes, re-encoded with SR
+        constexpr MiniFloat mf = F == (int)QFormat::Fp8E4M3 ? kE4M3 : kE5M2;
+        for (int v = 0; v < 4; ++v) {
+          __m256 val = fp8_decode_bytes8<F == (int)QFormat::Fp8E4M3>(row + c + 8 * v);
+          codes[v] = minifloat_encode8(_mm256_add_ps(val, _mm256_mul_ps(z[v], g.factor)), mf, true, w[v]);
+        }
+      } else {
+        load32<F>(row, c, codes);
+        for (int v = 0; v < 4; ++v) codes[v] = update8<F>(codes[v], _mm256_mul_ps(z[v], g.factor), g, t, w[v]);
+      }
       store32<F>(row, c, codes, g.qmin8);
     }
     if (c < cb) update_seg_ref(j, r, c, cb);
