@@ -50,24 +50,13 @@ const suite = {
     const z = h.zotune();
     const c = await h.measureCeilings(THREADS);
     const rows = [];
-    const m = (name, fn, work) => h.measure(name, fn, { threads: THREADS, work });
-    // The cases of one row (ours, the peer, the ceiling it is judged against) are measured in
-    // alternation, ROUNDS times, keeping each case's best round: on this shared machine every ratio
-    // then compares measurements taken next to each other.
-    // Between cases the process sleeps SETTLE_MS: onnxruntime's intra-op threads spin after each
-    // run (its default, kept: its best case) and would otherwise take cores from the next case.
-    const ROUNDS = 3, SETTLE_MS = 250;
-    const alternate = async (...cases) => {
-      const res = cases.map(() => null);
-      for (let round = 0; round < ROUNDS; round++)
-        for (let i = 0; i < cases.length; i++) {
-          const [name, fn, work] = cases[i];
-          await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-          const r = h.rate(await m(name, fn, work));
-          res[i] = res[i] ? { best: Math.max(res[i].best, r.best), median: Math.max(res[i].median, r.median) } : r;
-        }
-      return res;
-    };
+    // The cases of one row (ours, the peer, the ceiling it is judged against) are measured
+    // interleaved (harness measureInterleaved), so every ratio compares measurements taken next to
+    // each other on this shared machine. The sleep before each case lets onnxruntime's intra-op
+    // threads, which spin after every run (its default, kept: its best case), go idle first.
+    const SETTLE_MS = 250;
+    const alternate = async (...cases) =>
+      (await h.measureInterleaved(cases.map(([name, fn, work]) => ({ name, fn, work })), { threads: THREADS, settleMs: SETTLE_MS })).map((r) => h.rate(r));
     const FMA_TASKS = 32, FMA_ITERS = 20000;
     const fmaCase = ['ceiling: fp32 FMA', () => z.ceilings.fmaPeak(FMA_TASKS, FMA_ITERS), FMA_TASKS * FMA_ITERS * z.ceilings.FLOP_PER_FMA_ITER];
     const readBuf = z.Tensor.zeros([64 * 1024 * 1024], 'f32', 'workspace'); // 256 MiB
@@ -167,7 +156,7 @@ const suite = {
         'Peer: onnxruntime-node CPU MatMul (MLAS), a one-node ONNX model written as protobuf bytes by bench/onnx-matmul.js, weights as a constant initializer (so ORT may prepack them), intra-op threads = 2, timed through session.run (includes its JS call overhead, ~tens of µs).',
         'Weight-only GEMV: GB/s counts the bytes of codes + scales per call; calls rotate over 4 copies (32-64 MiB) so the weights come from DRAM, not the last-level cache.',
         'Perturb-on-load: W + alpha·z regenerated while packing; the same GEMM without perturbation is measured in alternation with each perturbed case (its rate is in the onnxruntime column of those rows).',
-        'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured three times in alternation and the best round is kept per case, so each ratio compares measurements taken next to each other on this shared machine.',
+        'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured interleaved (harness measureInterleaved), so each ratio compares measurements taken next to each other on this shared machine.',
         'onnxruntime keeps its default intra-op spinning (its fastest setting); the process sleeps 250 ms before every case so that its spinning threads are idle when the next case starts (measured: without the pause they take a core from the case that follows, 0.7x instead of 1.0x at 1024³).',
         ...(FULL ? [] : ['Default run: 1024³ and 4096x4096 only; `node bench/gemm.bench.js --full` adds 11008x4096, 4096x11008, every format and the sparse/QuZO perturbations.']),
       ],
