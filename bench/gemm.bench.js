@@ -50,24 +50,13 @@ const suite = {
     const z = h.zotune();
     const c = await h.measureCeilings(THREADS);
     const rows = [];
-    const m = (name, fn, work) => h.measure(name, fn, { threads: THREADS, work });
-    // The cases of one row (ours, the peer, the ceiling it is judged against) are measured in
-    // alternation, ROUNDS times, keeping each case's best round: on this shared machine every ratio
-    // then compares measurements taken next to each other.
-    // Between cases the process sleeps SETTLE_MS: onnxruntime's intra-op threads spin after each
-    // run (its default, kept: its best case) and would otherwise take cores from the next case.
-    const ROUNDS = 3, SETTLE_MS = 250;
-    const alternate = async (...cases) => {
-      const res = cases.map(() => null);
-      for (let round = 0; round < ROUNDS; round++)
-        for (let i = 0; i < cases.length; i++) {
-          const [name, fn, work] = cases[i];
-          await new Promise((resolve) => setTimeout(resolve, SETTLE_MS));
-          const r = h.rate(await m(name, fn, work));
-          res[i] = res[i] ? { best: Math.max(res[i].best, r.best), median: Math.max(res[i].median, r.median) } : r;
-        }
-      return res;
-    };
+    // The cases of one row (ours, the peer, the ceiling it is judged against) are measured
+    // interleaved (harness measureInterleaved), so every ratio compares measurements taken next to
+    // each other on this shared machine. The sleep before each case lets onnxruntime's intra-op
+    // threads, which spin after every run (its default, kept: its best case), go idle first.
+    const SETTLE_MS = 250;
+    const alternate = async (...cases) =>
+      (await h.measureInterleaved(cases.map(([name, fn, work]) => ({ name, fn, work })), { threads: THREADS, settleMs: SETTLE_MS })).map((r) => h.rate(r));
     const FMA_TASKS = 32, FMA_ITERS = 20000;
     const fmaCase = ['ceiling: fp32 FMA', () => z.ceilings.fmaPeak(FMA_TASKS, FMA_ITERS), FMA_TASKS * FMA_ITERS * z.ceilings.FLOP_PER_FMA_ITER];
     const readBuf = z.Tensor.zeros([64 * 1024 * 1024], 'f32', 'workspace'); // 256 MiB
@@ -167,7 +156,7 @@ const suite = {
         'Peer: onnxruntime-node CPU MatMul (MLAS), a one-node ONNX model written as protobuf bytes by bench/onnx-matmul.js, weights as a constant initializer (so ORT may prepack them), intra-op threads = 2, timed through session.run (includes its JS call overhead, ~tens of µs).',
         'Weight-only GEMV: GB/s counts the bytes of codes + scales per call; calls rotate over 4 copies (32-64 MiB) so the weights come from DRAM, not the last-level cache.',
         'Perturb-on-load: W + alpha·z regenerated while packing; the same GEMM without perturbation is measured in alternation with each perturbed case (its rate is in the onnxruntime column of those rows).',
-        'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured three times in alternation and the best round is kept per case, so each ratio compares measurements taken next to each other on this shared machine.',
+        'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured interleaved (harness measureInterleaved), so each ratio compares measurements taken next to each other on this shared machine.',
         'onnxruntime keeps its default intra-op spinning (its fastest setting); the process sleeps 250 ms before every case so that its spinning threads are idle when the next case starts (measured: without the pause they take a core from the case that follows, 0.7x instead of 1.0x at 1024³).',
         ...(FULL ? [] : ['Default run: 1024³ and 4096x4096 only; `node bench/gemm.bench.js --full` adds 11008x4096, 4096x11008, every format and the sparse/QuZO perturbations.']),
       ],
@@ -175,7 +164,7 @@ const suite = {
       rows,
       notes: [
         'Targets (issue, 2 threads): fp32 1024³ >= 80 % of the FMA ceiling and >= 1.0x onnxruntime; GEMV W8/W4 at 4096² >= 70 % of read bandwidth; perturb-on-load at M = 512 <= 15 % slower.',
-        'Weight-only GEMV is decode-bound on this Zen 1 EPYC, not bus-bound: vcvtdq2ps, vcvtph2ps, vpmovsxbd and vpsrld on ymm each take 2 cycles (measured with tools in the commit history), so an exact int/fp8/fp16 -> fp32 decode feeding fp32 FMAs tops out near 2.7 weights/cycle/core (~13 G weights/s on 2 cores): W8 (1 B/weight) lands at ~60-65 % of the bus, W4 (0.5 B/weight) at about half that fraction. Integer-activation kernels (W8A8/W4A8, lib/gemm-int8.ts) are the route past it.',
+        'Weight-only GEMV is decode-bound on this Zen 1 EPYC, not bus-bound: vcvtdq2ps, vcvtph2ps, vpmovsxbd and vpsrld on ymm each take 2 cycles (measured with standalone throughput probes during development, not kept in the repo), so an exact int/fp8/fp16 -> fp32 decode feeding fp32 FMAs tops out near 2.7 weights/cycle/core (~13 G weights/s on 2 cores): W8 (1 B/weight) lands at ~60-65 % of the bus, W4 (0.5 B/weight) at about half that fraction. Integer-activation kernels (W8A8/W4A8, lib/gemm-int8.ts) are the route past it.',
         'Gaussian perturb-on-load costs one Philox + Box-Muller normal per weight per call (~9 cycles on Zen 1), amortised over M rows: 11-13 % at M = 512 in single-thread CPU-time measurements; Rademacher costs one bit per weight (~3 %). On this shared machine single rows can still catch a load spike (a Rademacher row slower than the Gaussian one is such a case); rerun before drawing conclusions.',
       ],
     });

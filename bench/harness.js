@@ -90,14 +90,17 @@ function ratio(a, b) {
  * Measures cases [{ name, fn, work }] in `rounds` interleaved rounds (A B C, A B C, ...), so that
  * load from other processes on a shared machine hits every case alike and each case gets its share
  * of the quiet moments. Per case: best = fastest call of any round, median = median of the round
- * medians. Returns one measurement per case, as measure() does.
+ * medians. Returns one measurement per case, as measure() does. `settleMs`: sleep before every
+ * case (a peer's thread pool that spins after its calls, e.g. onnxruntime's, would otherwise take
+ * cores from the case that follows it).
  */
-async function measureInterleaved(cases, { threads, rounds = ROUNDS } = {}) {
+async function measureInterleaved(cases, { threads, rounds = ROUNDS, settleMs = 0 } = {}) {
   const per = cases.map(() => []);
   const time = Math.ceil(DEFAULTS.time / rounds), iterations = Math.ceil(DEFAULTS.iterations / rounds);
   for (let r = 0; r < rounds; r++)
     for (let k = 0; k < cases.length; k++) {
       const c = cases[k];
+      if (settleMs) await new Promise((resolve) => setTimeout(resolve, settleMs));
       per[k].push(await measure(c.name, c.fn, { threads, work: c.work, time, iterations, warmup: r === 0 }));
     }
   return per.map((ms) => {
