@@ -27,3 +27,8 @@ export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/c
 export { LlamaTokenizer } from './model/tokenizer';
 export { LlamaModel, KVCache, llamaTensorNames } from './model/llama';
 export type { LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence } from './model/llama';
+export { lossAndGrad } from './model/grad';
+export type { GradOptions, LossAndGrad } from './model/grad';
+export * as fo from './fo';
+export { makeSchedule } from './schedule';
+export type { ScheduleOptions, ScheduleKind } from './schedule';

@@ -109,6 +109,14 @@ export interface NativeAddon {
   llamaGradAsync(...args: LlamaGradArgs): Promise<{ nllSum: number; count: number }>;
   llamaGradF64(...args: LlamaGradArgs): { nllSum: number; count: number };
   llamaGradF64Async(...args: LlamaGradArgs): Promise<{ nllSum: number; count: number }>;
+  adamwUpdate(w: Mem, g: Mem, m: Mem, v: Mem, count: number, hyper: Float64Array): void;
+  adamwUpdateAsync(w: Mem, g: Mem, m: Mem, v: Mem, count: number, hyper: Float64Array): Promise<void>;
+  sgdUpdate(w: Mem, g: Mem, buf: Mem | null, count: number, hyper: Float64Array): void;
+  sgdUpdateAsync(w: Mem, g: Mem, buf: Mem | null, count: number, hyper: Float64Array): Promise<void>;
+  sumSquares(g: Mem, count: number): number;
+  sumSquaresAsync(g: Mem, count: number): Promise<number>;
+  accumulateSquares(acc: Mem, g: Mem, count: number, scale: number): void;
+  accumulateSquaresAsync(acc: Mem, g: Mem, count: number, scale: number): Promise<void>;
 }
 
 /** cfg, [recompute, scale], tokens, offsets, positions, keyMask, targets, then 9·layers + 3 weights and as many gradient buffers (null = not wanted). */
