@@ -155,3 +155,44 @@ const micro = modelDir('micro-llama');
     }
   });
 });
+
+(micro ? describe : describe.skip)('diagonal Fisher on micro-llama', () => {
+  test('equals the mean of squared per-batch gradients; unseen embedding rows stay zero', async () => {
+    const { lossAndGrad } = await import('../lib/model/grad');
+    const { fisher } = await import('../lib/fo');
+    const model = await LlamaModel.load(micro!);
+    const batches = [[[5, 100, 2000, 31, 7]], [[44, 45, 46, 47]], { batch: [[9, 8, 7, 6, 5, 4]], opts: { lossMask: [[0, 0, 1, 1, 1, 1]] } }];
+    const names = ['model.embed_tokens.weight', 'model.layers.0.self_attn.q_proj.weight', 'model.norm.weight', 'lm_head.weight'];
+    try {
+      const F = await fisher(model, batches, { params: names });
+      expect([...F.keys()]).toEqual(names);
+      const ref = new Map(names.map((n) => [n, new Float64Array(model.tensor(n).size)]));
+      for (const b of batches) {
+        const r = Array.isArray(b) ? await lossAndGrad(model, b, { params: names }) : await lossAndGrad(model, b.batch, { ...b.opts, params: names });
+        for (const n of names) {
+          const g = r.grads.get(n)!.data(), acc = ref.get(n)!;
+          for (let i = 0; i < acc.length; i++) acc[i] += (g[i] * g[i]) / batches.length;
+        }
+        r.grads.forEach((t) => t.dispose());
+      }
+      for (const n of names) {
+        const f = F.get(n)!.data(), r = ref.get(n)!;
+        let worst = 0, total = 0, negative = 0;
+        for (let i = 0; i < r.length; i++) {
+          if (!(f[i] >= 0)) negative++;
+          worst = Math.max(worst, Math.abs(f[i] - r[i]) / (r[i] + 1e-38));
+          total += f[i];
+        }
+        expect(negative).toBe(0);
+        expect(worst).toBeLessThan(1e-6);
+        expect(total).toBeGreaterThan(0);
+      }
+      const emb = F.get('model.embed_tokens.weight')!.data(), D = model.config.hiddenSize;
+      for (const row of [0, 3000]) expect(emb.slice(row * D, (row + 1) * D).every((x) => x === 0)).toBe(true);
+      expect(emb[100 * D] + emb[100 * D + 1]).toBeGreaterThan(0);
+      F.forEach((t) => t.dispose());
+    } finally {
+      model.dispose();
+    }
+  });
+});
