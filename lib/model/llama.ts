@@ -47,6 +47,14 @@ const SCHEMES: Record<Exclude<WeightScheme, 'fp32'>, { format: QFormat; granular
 };
 export const WEIGHT_SCHEMES: readonly WeightScheme[] = ['fp32', ...(Object.keys(SCHEMES) as WeightScheme[])];
 
+/** How a scheme stores a weight: QTensor format and granularity, and whether activations go int8 (undefined for fp32). */
+export function schemeStorage(scheme: WeightScheme): { format: QFormat; granularity: Granularity; intAct: boolean } | undefined {
+  if (scheme === 'fp32') return undefined;
+  const s = SCHEMES[scheme];
+  if (!s) fail('ZOTUNE_UNSUPPORTED', `weight scheme '${String(scheme)}' is not supported (${WEIGHT_SCHEMES.join(', ')})`);
+  return { ...s };
+}
+
 export interface LoadOptions {
   /**
    * Storage of the linear layers (q/k/v/o, gate/up/down, lm_head): 'fp32' (default; F32/F16/BF16
