@@ -102,7 +102,16 @@ export interface NativeAddon {
   gemmInt8Async(...args: GemmInt8Args): Promise<void>;
   gemmS8S8S32(...args: GemmS8S8S32Args): void;
   gemmS8S8S32Async(...args: GemmS8S8S32Args): Promise<void>;
+
+  zoOptimStep(...args: ZoOptimStepArgs): void;
+  zoOptimStepAsync(...args: ZoOptimStepArgs): Promise<void>;
 }
+
+/** kind, w, wOff, count, m, mOff, v, vOff, first, stream, dist, bits, seeds [lo, hi]*, coefs, lr, decay, beta1, beta2, adamEps, bias1, bias2 (native/addon/bind_zo_optim.cc) */
+export type ZoOptimStepArgs = [
+  number, Mem, number, number, Mem, number, Mem | null, number, number | bigint, number, number, number, Uint32Array, Float32Array,
+  number, number, number, number, number, number, number,
+];
 
 /** A CUDA error as the CUDA addon reports it: the cudaError_t number, its name and what to do. */
 export interface CudaErrorInfo {
