@@ -12,7 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
-import { LlamaModel } from '../model/llama';
+import { LlamaModel, type WeightScheme } from '../model/llama';
 import { LlamaTokenizer } from '../model/tokenizer';
 import { memory } from '../runtime';
 import { loadTask } from '../tasks/builtin';
@@ -26,7 +26,7 @@ import { fit, taskData, type TrainEvent } from './trainer';
 
 export interface RunConfig {
   model: string;
-  weights: string;
+  weights: WeightScheme;
   method: ZoMethod;
   task: string;
   steps: number;
@@ -83,15 +83,12 @@ export interface RunHooks {
 
 const CONFIG = 'config.json', LOG = 'zo.log', METRICS = 'metrics.jsonl';
 
-function asZoModel(model: LlamaModel): ZoModel {
-  const m = model as unknown as Partial<ZoModel>;
-  if (typeof m.zoProbe !== 'function' || typeof m.zoUpdate !== 'function') fail('ZOTUNE_UNSUPPORTED', 'this build of the model has no ZO probe/update');
-  return model as unknown as ZoModel;
-}
+/** LlamaModel implements the ZO contract the optimisers use (checked here by the compiler). */
+const asZoModel = (model: LlamaModel): ZoModel => model;
 
 async function loadRunModel(c: RunConfig): Promise<LlamaModel> {
-  const model = await LlamaModel.load(c.model, { weights: c.weights } as never);
-  if (c.trainable && c.trainable.length) (model as unknown as { setTrainable(p: string[]): void }).setTrainable(c.trainable);
+  const model = await LlamaModel.load(c.model, { weights: c.weights });
+  if (c.trainable && c.trainable.length) model.setTrainable(c.trainable);
   return model;
 }
 
@@ -222,7 +219,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
         accuracy: events.filter((e): e is TrainEvent & { type: 'eval' } => e.type === 'eval').map((e) => [e.after, e.metrics.accuracy]),
       }),
     );
-    if (hooks.save ?? true) await (model as unknown as { save(d: string): Promise<void> }).save(path.join(dir, 'model'));
+    if (hooks.save ?? true) await model.save(path.join(dir, 'model'));
     fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
     return summary;
   } finally {
@@ -240,7 +237,7 @@ export async function replayRun(dir: string, out: string, upTo?: number, onStep?
   const optimizer = optimizerFromHeader(log.header);
   try {
     const n = await replay(asZoModel(model), optimizer, log, { upTo, onStep: (r) => onStep?.(r.step) });
-    await (model as unknown as { save(d: string): Promise<void> }).save(out);
+    await model.save(out);
     return { steps: n, out: path.resolve(out) };
   } finally {
     log.close();

@@ -66,7 +66,7 @@ void zo_optim_step(float* w, float* m, float* v, size_t n, uint64_t first, const
       if (y > e) y = e;
       const size_t len = (size_t)(y - x);
       for (size_t i = 0; i < len; ++i) g[i] = 0.0f;
-      for (int k = 0; k < s.queries; ++k) dir_kernel(g, x, y, s.dirs[k], s.coefs[k]);
+      for (int k = 0; k < s.queries; ++k) dir_kernel(g, x, y, s.dirs[k], s.coefs[k], 1.0f);
       const size_t at = (size_t)(x - lo);
       elem_kernel(w + at, m + at, v ? v + at : nullptr, g, len, s);
       x = y;
