@@ -5,9 +5,11 @@ import path from 'node:path';
 import { packageRoot } from '../native/load';
 import { commandHelp, parseCommandArgs, UsageError, type Command } from './command';
 import { doctor } from './doctor';
+import { finetuneCommand } from './finetune';
+import { replayCommand } from './replay';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const COMMANDS: Command<any>[] = [doctor];
+const COMMANDS: Command<any>[] = [doctor, finetuneCommand, replayCommand];
 
 function mainHelp(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -82,6 +82,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_llama(env, exports);
   register_llama_grad(env, exports);
   register_optim(env, exports);
+  register_zo_optim(env, exports);
   return exports;
 }
 

@@ -14,5 +14,6 @@ void register_nn(Napi::Env env, Napi::Object exports);
 void register_llama(Napi::Env env, Napi::Object exports);
 void register_llama_grad(Napi::Env env, Napi::Object exports);
 void register_optim(Napi::Env env, Napi::Object exports);
+void register_zo_optim(Napi::Env env, Napi::Object exports);
 
 }  // namespace zt

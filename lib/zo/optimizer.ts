@@ -1,0 +1,226 @@
+/**
+ * ZO optimisers: they turn probes (two forwards at θ ± εz) into projected gradients and apply
+ * updates through the model's native zoProbe / zoUpdate calls (or the fused state kernels of
+ * native/cpu/zo_optim.cc); no per-parameter work happens in JavaScript.
+ *
+ * - mezo: ZO-SGD with two-sided SPSA, n queries, Gaussian or Rademacher z, weight decay that
+ *   skips norms (MeZO Algorithm 1/2).
+ * - quzo: the same estimator with QuZO's directions: z rounded stochastically onto a b-bit grid
+ *   twice with independent streams, the probe copy (srProbe) for the forwards and the update copy
+ *   (srUpdate) for the step, which the model rounds stochastically onto each weight's own grid
+ *   (QuZO §2.2, the paper's algorithm; not the released code's Q1 = Q2).
+ * - zo-sgd-momentum / zo-adam: ZO-Bench's variants; the estimate ĝ = Σ_q g_q z_q / n feeds a
+ *   momentum buffer (+1 parameter-sized buffer) or Adam's two moments (+2), in memory category
+ *   "optimizer". fp32 trainable tensors only.
+ *
+ * A step is fully described by (lr, [(seed, g)]): `apply` of the same record on the same weights
+ * and state gives the same bits, which is what checkpoint replay relies on.
+ */
+import { fail } from '../errors';
+import { Tensor } from '../tensor';
+import { native } from '../native/load';
+import type { ForwardOptions, ForwardResult, Sequence } from '../model/llama';
+import type { ZoQuery, ZoStepRecord } from './log';
+
+export type ZoMethod = 'mezo' | 'quzo' | 'zo-sgd-momentum' | 'zo-adam';
+export const ZO_METHODS: readonly ZoMethod[] = ['mezo', 'quzo', 'zo-sgd-momentum', 'zo-adam'];
+
+export interface ZoDirection {
+  dist?: 'gaussian' | 'rademacher';
+  /** 0: exact z (MeZO); 2..8: QuZO's stochastically rounded b-bit direction. */
+  bits?: number;
+}
+
+export interface TrainableInfo {
+  name: string;
+  id: number;
+  numel: number;
+  scheme: string;
+  decay: boolean;
+}
+
+/** What an optimiser needs from a model: the ZO contract of LlamaModel (docs: zo-api). */
+export interface ZoModel {
+  zoProbe(
+    batch: readonly Sequence[],
+    opts: ForwardOptions & { seed: number | bigint; eps: number; direction?: ZoDirection; mode?: 'on-load' | 'in-place' },
+  ): Promise<{ plus: ForwardResult; minus: ForwardResult }>;
+  zoUpdate(opts: { seed: number | bigint; scale: number; direction?: ZoDirection; decay?: number }): Promise<void>;
+  trainable(): TrainableInfo[];
+  trainableTensors(): { name: string; id: number; tensor: unknown }[];
+}
+
+/** One forward's worth of a training batch (see lib/tasks/task.ts LossBatch). */
+export interface MicroBatch {
+  sequences: Sequence[];
+  forward: ForwardOptions;
+  loss(r: ForwardResult): number;
+  /** Weight of this micro-batch in the step's mean (its example count). */
+  weight?: number;
+}
+
+export interface ZoOptimizerOptions {
+  method: ZoMethod;
+  /** Perturbation scale ε (default 1e-3). */
+  eps?: number;
+  /** SPSA queries per step (default 1). */
+  queries?: number;
+  dist?: 'gaussian' | 'rademacher';
+  /** QuZO direction bits (default 4; mezo and the state methods use exact z). */
+  directionBits?: number;
+  /** Weight decay λ (decoupled: θ ← θ(1 − lr·λ)), skipped for norms. Default 0. */
+  weightDecay?: number;
+  /** Momentum factor of zo-sgd-momentum (default 0.9), Adam's β1 (default 0.9). */
+  beta1?: number;
+  /** Adam's β2 (default 0.999). */
+  beta2?: number;
+  /** Adam's ε (default 1e-8). */
+  adamEps?: number;
+  /** zoProbe mode (default 'on-load': weights are never written by a probe). */
+  probeMode?: 'on-load' | 'in-place';
+}
+
+export interface Estimate {
+  queries: ZoQuery[];
+  /** Mean loss over the probes (the average of L+ and L−). */
+  loss: number;
+  lossPlus: number;
+  lossMinus: number;
+}
+
+/** The seed of query q of a step: a 64-bit mix (splitmix64) of (run seed, step, q). */
+export function querySeed(runSeed: number | bigint, step: number, query: number): bigint {
+  const M = (1n << 64n) - 1n;
+  let x = (BigInt(runSeed) * 0x9e3779b97f4a7c15n + BigInt(step) * 0x10000n + BigInt(query) + 0x632be59bd9b4e019n) & M;
+  x = ((x ^ (x >> 30n)) * 0xbf58476d1ce4e5b9n) & M;
+  x = ((x ^ (x >> 27n)) * 0x94d049bb133111ebn) & M;
+  return x ^ (x >> 31n);
+}
+
+const DIST_CODE = { gaussian: 0, rademacher: 1 } as const;
+
+export class ZoOptimizer {
+  readonly method: ZoMethod;
+  readonly eps: number;
+  readonly queries: number;
+  readonly direction: Required<ZoDirection>;
+  readonly weightDecay: number;
+  readonly beta1: number;
+  readonly beta2: number;
+  readonly adamEps: number;
+  readonly probeMode: 'on-load' | 'in-place';
+  private readonly state = new Map<number, { m: Tensor; v?: Tensor }>();
+  /** Updates applied so far (Adam's bias-correction t). */
+  private updates = 0;
+
+  constructor(opts: ZoOptimizerOptions) {
+    if (!ZO_METHODS.includes(opts.method)) fail('ZOTUNE_INVALID_ARGUMENT', `method must be one of ${ZO_METHODS.join(', ')}, got ${String(opts.method)}`);
+    this.method = opts.method;
+    this.eps = opts.eps ?? 1e-3;
+    if (!(Number.isFinite(this.eps) && this.eps > 0)) fail('ZOTUNE_INVALID_ARGUMENT', `eps must be a finite number > 0, got ${opts.eps}`);
+    this.queries = opts.queries ?? 1;
+    if (!Number.isSafeInteger(this.queries) || this.queries < 1 || this.queries > 1024) fail('ZOTUNE_INVALID_ARGUMENT', `queries must be an integer in [1, 1024], got ${opts.queries}`);
+    const dist = opts.dist ?? 'gaussian';
+    if (!(dist in DIST_CODE)) fail('ZOTUNE_INVALID_ARGUMENT', `dist must be 'gaussian' or 'rademacher', got ${String(dist)}`);
+    const bits = this.method === 'quzo' ? opts.directionBits ?? 4 : 0;
+    if (this.method !== 'quzo' && opts.directionBits) fail('ZOTUNE_INVALID_ARGUMENT', `directionBits is QuZO's (method 'quzo'), not ${this.method}'s`);
+    if (this.method === 'quzo' && (!Number.isSafeInteger(bits) || bits < 2 || bits > 8)) fail('ZOTUNE_INVALID_ARGUMENT', `QuZO direction bits must be an integer in [2, 8], got ${bits}`);
+    this.direction = { dist, bits };
+    this.weightDecay = opts.weightDecay ?? 0;
+    if (!(Number.isFinite(this.weightDecay) && this.weightDecay >= 0)) fail('ZOTUNE_INVALID_ARGUMENT', `weightDecay must be a finite number >= 0, got ${opts.weightDecay}`);
+    this.beta1 = opts.beta1 ?? 0.9;
+    this.beta2 = opts.beta2 ?? 0.999;
+    this.adamEps = opts.adamEps ?? 1e-8;
+    if (!(this.beta1 >= 0 && this.beta1 < 1) || !(this.beta2 >= 0 && this.beta2 < 1)) fail('ZOTUNE_INVALID_ARGUMENT', 'beta1 and beta2 must be in [0, 1)');
+    if (!(this.adamEps > 0 && Number.isFinite(this.adamEps))) fail('ZOTUNE_INVALID_ARGUMENT', `adamEps must be a finite number > 0, got ${opts.adamEps}`);
+    this.probeMode = opts.probeMode ?? 'on-load';
+  }
+
+  /** Parameter-sized buffers this optimiser keeps (0 for mezo/quzo, 1 for momentum, 2 for Adam). */
+  get stateBuffers(): number {
+    return this.method === 'zo-sgd-momentum' ? 1 : this.method === 'zo-adam' ? 2 : 0;
+  }
+
+  /** Bytes of optimiser state allocated so far (category "optimizer"). */
+  get stateBytes(): number {
+    let n = 0;
+    this.state.forEach((s) => (n += s.m.byteLength + (s.v?.byteLength ?? 0)));
+    return n;
+  }
+
+  /**
+   * The projected gradients of one step: per query, the two probes of every micro-batch with the
+   * SAME direction (gradient accumulation), g = (L+ − L−) / 2ε of the weighted mean losses.
+   */
+  async estimate(model: ZoModel, batches: readonly MicroBatch[], seeds: readonly bigint[], signal?: AbortSignal): Promise<Estimate> {
+    if (batches.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO step needs at least one micro-batch');
+    if (seeds.length !== this.queries) fail('ZOTUNE_INVALID_ARGUMENT', `a step of ${this.queries} queries needs ${this.queries} seeds, got ${seeds.length}`);
+    const total = batches.reduce((s, b) => s + (b.weight ?? 1), 0);
+    const queries: ZoQuery[] = [];
+    let sumPlus = 0, sumMinus = 0;
+    for (const seed of seeds) {
+      let lp = 0, lm = 0;
+      for (const b of batches) {
+        signal?.throwIfAborted();
+        const { plus, minus } = await model.zoProbe(b.sequences, { ...b.forward, seed, eps: this.eps, direction: this.direction, mode: this.probeMode });
+        const w = (b.weight ?? 1) / total;
+        lp += w * b.loss(plus);
+        lm += w * b.loss(minus);
+      }
+      queries.push({ seed: seed.toString(), g: (lp - lm) / (2 * this.eps) });
+      sumPlus += lp;
+      sumMinus += lm;
+    }
+    const n = seeds.length;
+    return { queries, lossPlus: sumPlus / n, lossMinus: sumMinus / n, loss: (sumPlus + sumMinus) / (2 * n) };
+  }
+
+  /** Applies one logged step (lr and its queries) to the model's weights and this optimiser's state. */
+  async apply(model: ZoModel, record: Pick<ZoStepRecord, 'lr' | 'queries'>): Promise<void> {
+    const { lr, queries } = record;
+    if (!Number.isFinite(lr)) fail('ZOTUNE_INVALID_ARGUMENT', `lr must be finite, got ${lr}`);
+    if (queries.length === 0) return; // a skipped step
+    for (const q of queries) if (!Number.isFinite(q.g)) fail('ZOTUNE_NONFINITE', `projected gradient ${q.g} of seed ${q.seed} is not finite`);
+    const n = queries.length, decay = lr * this.weightDecay;
+    if (this.method === 'mezo' || this.method === 'quzo') {
+      // θ ← θ − Σ_q (lr·g_q/n)·z_q; the decay once per step (with the first query).
+      for (let k = 0; k < n; k++)
+        await model.zoUpdate({ seed: BigInt(queries[k].seed), scale: (lr * queries[k].g) / n, direction: this.direction, decay: k === 0 ? decay : 0 });
+      this.updates++;
+      return;
+    }
+    this.updates++;
+    const seeds = new Uint32Array(2 * n), coefs = new Float32Array(n);
+    queries.forEach((q, k) => {
+      const s = BigInt(q.seed);
+      seeds[2 * k] = Number(s & 0xffffffffn);
+      seeds[2 * k + 1] = Number(s >> 32n);
+      coefs[k] = q.g / n;
+    });
+    const adam = this.method === 'zo-adam';
+    const bias1 = adam ? 1 - this.beta1 ** this.updates : 1, bias2 = adam ? 1 - this.beta2 ** this.updates : 1;
+    for (const info of model.trainable()) {
+      const t = model.trainableTensors().find((x) => x.id === info.id)!.tensor;
+      if (!(t instanceof Tensor) || t.dtype !== 'f32')
+        fail('ZOTUNE_UNSUPPORTED', `${this.method} keeps fp32 state and updates fp32 weights; '${info.name}' is ${info.scheme} (use mezo or quzo for quantized weights)`);
+      let s = this.state.get(info.id);
+      if (!s) {
+        s = { m: Tensor.zeros([t.size], 'f32', 'optimizer'), v: adam ? Tensor.zeros([t.size], 'f32', 'optimizer') : undefined };
+        this.state.set(info.id, s);
+      }
+      await native().zoOptimStepAsync(
+        adam ? 1 : 0, t.mem, t.byteOffset, t.size, s.m.mem, s.m.byteOffset, s.v ? s.v.mem : null, s.v ? s.v.byteOffset : 0, 0, info.id,
+        DIST_CODE[this.direction.dist], this.direction.bits, seeds, coefs, lr, info.decay ? decay : 0, this.beta1, this.beta2, this.adamEps, bias1, bias2,
+      );
+    }
+  }
+
+  /** Frees the optimiser state. */
+  dispose(): void {
+    this.state.forEach((s) => {
+      s.m.dispose();
+      s.v?.dispose();
+    });
+    this.state.clear();
+  }
+}

@@ -1,0 +1,247 @@
+/**
+ * A fine-tuning run and its folder:
+ *   config.json    the run's settings (a resumed run reads them back)
+ *   zo.log         the step log (lib/zo/log.ts): base weights + this file = the fine-tuned weights
+ *   metrics.jsonl  one JSON line per step and per evaluation
+ *   curve.svg      loss and accuracy curve
+ *   summary.json   final numbers
+ *   model/         the fine-tuned weights exported as a Hugging Face folder (model.save)
+ * A run killed at any moment resumes with `resume: true`: the log's steps are replayed onto the
+ * base weights and training continues at the next step, so no step is lost or done twice.
+ */
+import fs from 'node:fs';
+import path from 'node:path';
+import { ZotuneError, fail } from '../errors';
+import { LlamaModel, type WeightScheme } from '../model/llama';
+import { LlamaTokenizer } from '../model/tokenizer';
+import { memory } from '../runtime';
+import { loadTask } from '../tasks/builtin';
+import type { EvalResult } from '../tasks/task';
+import type { ScheduleKind } from '../schedule';
+import { curveSvg } from './curve';
+import { ZoLog } from './log';
+import { ZoOptimizer, type ZoMethod, type ZoModel } from './optimizer';
+import { optimizerFromHeader, optimizerHeader, replay } from './replay';
+import { fit, taskData, type TrainEvent } from './trainer';
+
+export interface RunConfig {
+  model: string;
+  weights: WeightScheme;
+  method: ZoMethod;
+  task: string;
+  steps: number;
+  lr: number;
+  schedule: ScheduleKind;
+  warmup: number;
+  eps: number;
+  batch: number;
+  accumulate: number;
+  seed: number;
+  queries: number;
+  dist: 'gaussian' | 'rademacher';
+  /** QuZO direction bits. */
+  directionBits?: number;
+  weightDecay: number;
+  evalEvery: number;
+  evalBatch: number;
+  /** Dev examples used by the periodic evaluation (0 = all). */
+  evalExamples: number;
+  /** Trainable tensors (globs); absent = all. */
+  trainable?: string[];
+  /** Evaluate the final weights on the test split. */
+  test: boolean;
+}
+
+export interface RunSummary {
+  dir: string;
+  config: RunConfig;
+  steps: number;
+  resumedFrom: number;
+  skipped: number;
+  forwardPasses: number;
+  seconds: number;
+  stepsPerSecond: number;
+  /** Mean training loss over the last 10 % of the steps run in this process. */
+  trainLoss: number;
+  zeroShot?: EvalResult;
+  best?: { after: number; accuracy: number; loss: number };
+  final?: EvalResult;
+  test?: EvalResult;
+  optimizerStateBytes: number;
+  peakEngineBytes: number;
+  peakRssBytes: number;
+}
+
+export interface RunHooks {
+  signal?: AbortSignal;
+  onEvent?: (e: TrainEvent) => void;
+  /** Called once before the first step with the step a resumed run starts at. */
+  onStart?: (info: { start: number; steps: number }) => void;
+  /** Export the final weights into dir/model (default true). */
+  save?: boolean;
+}
+
+const CONFIG = 'config.json', LOG = 'zo.log', METRICS = 'metrics.jsonl';
+
+/** LlamaModel implements the ZO contract the optimisers use (checked here by the compiler). */
+const asZoModel = (model: LlamaModel): ZoModel => model;
+
+async function loadRunModel(c: RunConfig): Promise<LlamaModel> {
+  const model = await LlamaModel.load(c.model, { weights: c.weights });
+  if (c.trainable && c.trainable.length) model.setTrainable(c.trainable);
+  return model;
+}
+
+export function readRunConfig(dir: string): RunConfig {
+  const file = path.join(dir, CONFIG);
+  try {
+    return JSON.parse(fs.readFileSync(file, 'utf8')) as RunConfig;
+  } catch (err) {
+    throw new ZotuneError('ZOTUNE_BAD_FILE', `${file}: ${(err as Error).message} (not a zotune run folder?)`);
+  }
+}
+
+/** Runs (or resumes) a fine-tuning run in `dir`. */
+export async function finetune(config: RunConfig | undefined, dir: string, resume: boolean, hooks: RunHooks = {}): Promise<RunSummary> {
+  dir = path.resolve(dir);
+  const logFile = path.join(dir, LOG);
+  let c: RunConfig;
+  let log: ZoLog;
+  if (resume) {
+    if (!fs.existsSync(logFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} holds no run to resume (no ${LOG})`);
+    c = readRunConfig(dir);
+    log = ZoLog.open(logFile);
+  } else {
+    if (!config) fail('ZOTUNE_INVALID_ARGUMENT', 'a new run needs its settings');
+    if (fs.existsSync(logFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} already holds a run: resume it or choose another folder`);
+    c = { ...config, model: path.resolve(config.model) };
+    fs.mkdirSync(dir, { recursive: true });
+    // the optimiser is validated before anything is written
+    const opt = new ZoOptimizer({ method: c.method, eps: c.eps, queries: c.queries, dist: c.dist, directionBits: c.directionBits, weightDecay: c.weightDecay });
+    fs.writeFileSync(path.join(dir, CONFIG), JSON.stringify(c, null, 2) + '\n');
+    fs.rmSync(path.join(dir, METRICS), { force: true });
+    log = ZoLog.create(logFile, { optimizer: optimizerHeader(opt), seed: c.seed, model: c.model, weights: c.weights, task: c.task });
+  }
+  const model = await loadRunModel(c);
+  const optimizer = optimizerFromHeader(log.header);
+  try {
+    const zm = asZoModel(model);
+    const tokenizer = LlamaTokenizer.load(c.model);
+    const { name, task, splits } = loadTask(c.task, tokenizer, c.seed);
+    const start = log.nextStep;
+    await replay(zm, optimizer, log, { signal: hooks.signal });
+
+    // metrics: keep what the log confirms (a kill may leave the file behind the log, never ahead
+    // of it), then add the steps it missed from the log records
+    const metricsFile = path.join(dir, METRICS);
+    const kept: string[] = [];
+    const seenSteps = new Set<number>();
+    if (fs.existsSync(metricsFile))
+      for (const line of fs.readFileSync(metricsFile, 'utf8').split('\n')) {
+        if (!line.trim()) continue;
+        let e: TrainEvent;
+        try {
+          e = JSON.parse(line);
+        } catch {
+          continue; // a torn last line
+        }
+        if ((e.type === 'step' && e.step < start) || (e.type === 'eval' && e.after <= start)) {
+          kept.push(line);
+          if (e.type === 'step') seenSteps.add(e.step);
+        }
+      }
+    for (const r of log.records())
+      if (!seenSteps.has(r.step))
+        kept.push(JSON.stringify({ type: 'step', step: r.step, loss: r.loss, g: r.queries.map((q) => q.g), lr: r.lr, fromLog: true, ...(r.skipped ? { skipped: r.skipped } : {}) }));
+    fs.writeFileSync(metricsFile, kept.length ? kept.join('\n') + '\n' : '');
+
+    const dev = c.evalExamples > 0 ? splits.dev.slice(0, c.evalExamples) : splits.dev;
+    const evaluate = dev.length
+      ? async () => {
+          const r = await task.evaluate(model, dev, { batchSize: c.evalBatch, signal: hooks.signal });
+          return { accuracy: r.accuracy, loss: r.loss, ...(r.f1 !== undefined ? { f1: r.f1 } : {}) };
+        }
+      : undefined;
+    const data = taskData(task, splits.train, { batchSize: c.batch, microBatches: c.accumulate, seed: c.seed });
+    hooks.onStart?.({ start, steps: c.steps });
+    const t0 = performance.now();
+    const losses: number[] = [];
+    let skipped = log.records().filter((r) => r.skipped).length;
+    let zeroShot: EvalResult | undefined;
+    let best: RunSummary['best'];
+    for (const r of fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent))
+      if (r.type === 'eval' && (!best || r.metrics.accuracy > best.accuracy || (r.metrics.accuracy === best.accuracy && r.metrics.loss < best.loss)))
+        best = { after: r.after, accuracy: r.metrics.accuracy, loss: r.metrics.loss };
+    const it = fit(zm, optimizer, data, {
+      steps: c.steps,
+      lr: { kind: c.schedule, lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmup },
+      seed: c.seed,
+      microBatches: c.accumulate,
+      log,
+      evalEvery: evaluate ? c.evalEvery : 0,
+      evaluate,
+      evalAtStart: !!evaluate,
+      signal: hooks.signal,
+    });
+    for await (const e of it) {
+      fs.appendFileSync(metricsFile, JSON.stringify(e) + '\n');
+      if (e.type === 'step') {
+        if (e.skipped) skipped++;
+        else losses.push(e.loss);
+      } else {
+        if (e.after === 0) zeroShot = { n: dev.length, ...e.metrics };
+        if (!best || e.metrics.accuracy > best.accuracy || (e.metrics.accuracy === best.accuracy && e.metrics.loss < best.loss))
+          best = { after: e.after, accuracy: e.metrics.accuracy, loss: e.metrics.loss };
+      }
+      hooks.onEvent?.(e);
+    }
+    const seconds = (performance.now() - t0) / 1000;
+    const ran = c.steps - start;
+    const tail = losses.slice(Math.floor(losses.length * 0.9));
+    const summary: RunSummary = {
+      dir, config: c, steps: c.steps, resumedFrom: start, skipped,
+      forwardPasses: c.steps * 2 * c.queries * c.accumulate,
+      seconds, stepsPerSecond: ran > 0 ? ran / seconds : 0,
+      trainLoss: tail.length ? tail.reduce((a, b) => a + b, 0) / tail.length : NaN,
+      zeroShot, best,
+      optimizerStateBytes: optimizer.stateBytes,
+      peakEngineBytes: memory().engine.totalPeak,
+      peakRssBytes: process.resourceUsage().maxRSS * 1024,
+    };
+    if (dev.length) summary.final = await task.evaluate(model, c.evalExamples > 0 ? splits.dev : dev, { batchSize: c.evalBatch, signal: hooks.signal });
+    if (c.test && splits.test.length) summary.test = await task.evaluate(model, splits.test, { batchSize: c.evalBatch, signal: hooks.signal });
+    const events = fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent & { loss?: number });
+    fs.writeFileSync(
+      path.join(dir, 'curve.svg'),
+      curveSvg({
+        title: `${c.method} · ${c.weights} · ${name} · lr ${c.lr} · ε ${c.eps} · batch ${c.batch}`,
+        loss: events.filter((e): e is TrainEvent & { type: 'step' } => e.type === 'step' && !e.skipped && Number.isFinite(e.loss)).map((e) => [e.step, e.loss]),
+        accuracy: events.filter((e): e is TrainEvent & { type: 'eval' } => e.type === 'eval').map((e) => [e.after, e.metrics.accuracy]),
+      }),
+    );
+    if (hooks.save ?? true) await model.save(path.join(dir, 'model'));
+    fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
+    return summary;
+  } finally {
+    log.close();
+    optimizer.dispose();
+    model.dispose();
+  }
+}
+
+/** Rebuilds the weights of a run (optionally only its first `upTo` steps) and exports them. */
+export async function replayRun(dir: string, out: string, upTo?: number, onStep?: (step: number) => void): Promise<{ steps: number; out: string }> {
+  const c = readRunConfig(dir);
+  const log = ZoLog.open(path.join(dir, LOG));
+  const model = await loadRunModel(c);
+  const optimizer = optimizerFromHeader(log.header);
+  try {
+    const n = await replay(asZoModel(model), optimizer, log, { upTo, onStep: (r) => onStep?.(r.step) });
+    await model.save(out);
+    return { steps: n, out: path.resolve(out) };
+  } finally {
+    log.close();
+    optimizer.dispose();
+    model.dispose();
+  }
+}

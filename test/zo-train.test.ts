@@ -1,0 +1,191 @@
+/**
+ * ZO fine-tuning on the real engine (micro-llama): estimator statistics against the true
+ * directional derivative, the trainer on a prompt task, and the run folder through the CLI:
+ * replay is bit-exact, and a run killed with SIGKILL mid-run resumes to the same weights as an
+ * uninterrupted run.
+ */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { LlamaModel, LlamaTokenizer, Tensor, perturbSync } from '../lib';
+import { ZoOptimizer, querySeed, type ZoDirection } from '../lib/zo/optimizer';
+import { fit, taskData } from '../lib/zo/trainer';
+import { PromptTask } from '../lib/tasks/task';
+import { modelDir } from './helpers/models';
+import { root, run, cleanEnv } from './helpers/spawn';
+
+const micro = modelDir('micro-llama');
+const d = micro ? describe : describe.skip;
+const cli = path.join(root, 'dist', 'cli', 'main.js');
+const dot = (a: ArrayLike<number>, b: ArrayLike<number>) => {
+  let s = 0;
+  for (let i = 0; i < a.length; i++) s += a[i] * b[i];
+  return s;
+};
+
+const batch = [
+  Array.from({ length: 21 }, (_, i) => (i * 131 + 7) % 4000),
+  Array.from({ length: 12 }, (_, i) => (i * 17 + 300) % 4000),
+];
+const mb = { sequences: batch, forward: { targets: 'next' as const, logits: 'none' as const }, loss: (r: { loss: number }) => r.loss };
+
+/** The direction of one tensor (the same kernel the model uses: stream = tensor id). */
+function directionOf(numel: number, id: number, seed: bigint, dir: ZoDirection, purpose: 'probe' | 'update'): Float32Array {
+  const z = Tensor.zeros([numel], 'f32');
+  perturbSync(z, 1, { seed, stream: id, dist: dir.dist ?? 'gaussian', bits: dir.bits ?? 0, srPurpose: purpose });
+  const out = Float32Array.from(z.data() as Float32Array);
+  z.dispose();
+  return out;
+}
+
+d('estimator on micro-llama: the mean of many projected gradients matches the true directional derivative', () => {
+  // For a fixed vector v, E_z[g(z) (z·v)] = ∇L·v (E[z zᵀ] = I; for QuZO E[Q1(z) Q2(z)ᵀ] = I with
+  // independent roundings). ∇L·v itself comes from a central difference of the fp32 weights along
+  // v, checked stable between ε and ε/2. v is a pilot estimate of the gradient (the mean of 300
+  // estimates with other seeds), so ∇L·v is large in standard errors and the test has power.
+  // Bound: |mean of K = 1500 samples − ∇L·v| < 5 standard errors (sample standard deviation / √K).
+  const K = 1500;
+  async function check(trainable: string, method: 'mezo' | 'quzo', eps: number) {
+    const model = await LlamaModel.load(micro!);
+    try {
+      model.setTrainable(trainable);
+      const [t] = model.trainable();
+      const opt = new ZoOptimizer({ method, eps, directionBits: method === 'quzo' ? 4 : undefined });
+      const sample = async (runSeed: number, k: number) => {
+        const seed = querySeed(runSeed, k, 0);
+        const est = await opt.estimate(model, [mb], [seed]);
+        return { g: est.queries[0].g, z: directionOf(t.numel, t.id, seed, opt.direction, 'update') };
+      };
+      const v = new Float64Array(t.numel);
+      for (let k = 0; k < 300; k++) {
+        const { g, z } = await sample(1, k);
+        for (let i = 0; i < v.length; i++) v[i] += g * z[i];
+      }
+      const norm = Math.sqrt(dot(v, v));
+      v.forEach((x, i) => (v[i] = x / norm));
+      const w = model.tensor(t.name).data() as Float32Array, w0 = Float32Array.from(w);
+      const lossAt = async (e: number) => {
+        for (let i = 0; i < w.length; i++) w[i] = w0[i] + e * v[i];
+        const r = await model.forward(batch, mb.forward);
+        w.set(w0);
+        return r.loss;
+      };
+      const fd = async (e: number) => ((await lossAt(e)) - (await lossAt(-e))) / (2 * e);
+      const dv = await fd(eps), dv2 = await fd(eps / 2);
+      expect(Math.abs(dv - dv2)).toBeLessThan(0.02 * Math.abs(dv));
+      let sum = 0, sum2 = 0;
+      for (let k = 0; k < K; k++) {
+        const { g, z } = await sample(2, k);
+        const x = g * dot(z, v);
+        sum += x;
+        sum2 += x * x;
+      }
+      const mean = sum / K, se = Math.sqrt((sum2 / K - mean * mean) / K);
+      expect(Math.abs(mean - dv)).toBeLessThan(5 * se);
+      // the bound is meaningful: ∇L·v is far from 0 in standard errors (a wrong sign or scale fails)
+      expect(Math.abs(dv)).toBeGreaterThan(8 * se);
+    } finally {
+      model.dispose();
+    }
+  }
+
+  test('MeZO (final norm, d = 64)', async () => {
+    await check('model.norm.weight', 'mezo', 1e-2);
+  });
+
+  test('QuZO, 4-bit directions (a q_proj, d = 4096)', async () => {
+    await check('model.layers.1.self_attn.q_proj.weight', 'quzo', 1e-2);
+  });
+});
+
+d('trainer on micro-llama', () => {
+  test('MeZO fit on a prompt task lowers the training loss and keeps weights finite', async () => {
+    const model = await LlamaModel.load(micro!);
+    const tok = LlamaTokenizer.load(micro!);
+    try {
+      const task = new PromptTask({ kind: 'classification', template: '{text} It was', labelWords: [' bad', ' great'] }, tok);
+      const train = Array.from({ length: 16 }, (_, i) => ({ text: i % 2 ? 'good fun and great times' : 'sad and awful, a waste', label: i % 2 }));
+      const before = (await task.evaluate(model, train)).loss;
+      const opt = new ZoOptimizer({ method: 'mezo', eps: 1e-3 });
+      for await (const e of fit(model, opt, taskData(task, train, { batchSize: 8, seed: 1 }), { steps: 60, lr: 1e-3, seed: 1 })) expect(e.type === 'step' && e.skipped).toBeFalsy();
+      const after = (await task.evaluate(model, train)).loss;
+      expect(after).toBeLessThan(before);
+    } finally {
+      model.dispose();
+    }
+  });
+});
+
+d('zotune finetune / replay (run folder, kill -9 and resume)', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zotune-ft-'));
+  const taskFile = path.join(tmp, 'toy.jsonl');
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  beforeAll(() => {
+    const rows = Array.from({ length: 60 }, (_, i) => JSON.stringify({ text: `${['nice', 'bad', 'great', 'awful'][i % 4]} thing number ${i}`, label: i % 4 === 0 || i % 4 === 2 ? 1 : 0 }));
+    fs.writeFileSync(taskFile, rows.join('\n') + '\n');
+  });
+  const args = (out: string, method = 'mezo') => ['finetune', '--model', micro!, '--task', taskFile, '--method', method, '--steps', '40', '--lr', '1e-3', '--batch', '4', '--seed', '7', '--eval-every', '20', '--out', out];
+  const weightsOf = (dir: string) => fs.readFileSync(path.join(dir, 'model', 'model.safetensors'));
+
+  test('a run folder: log, metrics, curve, summary, exported model; replay rebuilds the same bytes', () => {
+    const out = path.join(tmp, 'a');
+    const r = run(process.execPath, [cli, ...args(out), '--json'], { env: cleanEnv() });
+    expect(r.stderr).toContain('40/40');
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s).toMatchObject({ steps: 40, resumedFrom: 0, forwardPasses: 80 });
+    expect(s.zeroShot.accuracy).toBeGreaterThanOrEqual(0);
+    expect(s.test.n).toBe(12);
+    for (const f of ['config.json', 'zo.log', 'metrics.jsonl', 'curve.svg', 'summary.json', 'model/model.safetensors', 'model/config.json', 'model/tokenizer.json']) expect(fs.existsSync(path.join(out, f))).toBe(true);
+    const metrics = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(metrics.filter((m) => m.type === 'step')).toHaveLength(40);
+    expect(metrics.filter((m) => m.type === 'eval').map((m) => m.after)).toEqual([0, 20, 40]);
+    expect(fs.readFileSync(path.join(out, 'curve.svg'), 'utf8')).toMatch(/^<svg[^]*<\/svg>\n$/);
+    const rp = run(process.execPath, [cli, 'replay', out, '--out', path.join(tmp, 'a-replayed')], { env: cleanEnv() });
+    expect(rp.status).toBe(0);
+    expect(rp.stdout).toContain('replayed 40 steps');
+    expect(fs.readFileSync(path.join(tmp, 'a-replayed', 'model.safetensors')).equals(weightsOf(out))).toBe(true);
+    // a prefix is a different model; the exported folder loads back
+    expect(run(process.execPath, [cli, 'replay', out, '--steps', '10', '--out', path.join(tmp, 'a-10')], { env: cleanEnv() }).status).toBe(0);
+    expect(fs.readFileSync(path.join(tmp, 'a-10', 'model.safetensors')).equals(weightsOf(out))).toBe(false);
+    // bad uses
+    expect(run(process.execPath, [cli, ...args(out)], { env: cleanEnv() })).toMatchObject({ status: 1 });
+    expect(run(process.execPath, [cli, 'finetune', '--model', micro!, '--task', taskFile, '--method', 'sgd', '--out', path.join(tmp, 'x')], { env: cleanEnv() })).toMatchObject({ status: 2 });
+    expect(run(process.execPath, [cli, 'replay', path.join(tmp, 'nothing')], { env: cleanEnv() }).stderr).toContain('ZOTUNE_BAD_FILE');
+  });
+
+  test.each(['mezo', 'zo-adam'])('%s: kill -9 mid-run, --resume: the same final weights as the uninterrupted run', async (method) => {
+    const full = path.join(tmp, `full-${method}`), killed = path.join(tmp, `killed-${method}`);
+    expect(run(process.execPath, [cli, ...args(full, method)], { env: cleanEnv() }).status).toBe(0);
+    // start the same run, kill it with SIGKILL once the log holds some steps
+    const child = spawn(process.execPath, [cli, ...args(killed, method)], { env: cleanEnv(), stdio: 'ignore' });
+    const logFile = path.join(killed, 'zo.log');
+    const target = 12 + Math.floor(Math.random() * 15); // "any moment"
+    await new Promise<void>((resolve, reject) => {
+      const timer = setInterval(() => {
+        const lines = fs.existsSync(logFile) ? fs.readFileSync(logFile, 'utf8').split('\n').length - 2 : 0;
+        if (lines >= target) {
+          clearInterval(timer);
+          child.kill('SIGKILL');
+        }
+      }, 5);
+      child.on('exit', (code, signal) => {
+        clearInterval(timer);
+        if (signal === 'SIGKILL') resolve();
+        else reject(new Error(`the child exited by itself (${code}) before it was killed`));
+      });
+    });
+    expect(fs.existsSync(path.join(killed, 'model'))).toBe(false);
+    const r = run(process.execPath, [cli, 'finetune', '--resume', '--out', killed, '--json'], { env: cleanEnv() });
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout);
+    expect(s.resumedFrom).toBeGreaterThanOrEqual(target);
+    expect(s.resumedFrom).toBeLessThan(40);
+    const steps = fs.readFileSync(logFile, 'utf8').trim().split('\n').slice(1).map((l) => JSON.parse(l.split('\t')[0]).step);
+    expect(steps).toEqual(Array.from({ length: 40 }, (_, i) => i));
+    expect(weightsOf(killed).equals(weightsOf(full))).toBe(true);
+    const metrics = fs.readFileSync(path.join(killed, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
+    expect(metrics.filter((m) => m.type === 'step').map((m) => m.step)).toEqual(steps);
+  });
+});
