@@ -27,3 +27,5 @@ export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/c
 export { LlamaTokenizer } from './model/tokenizer';
 export { LlamaModel, KVCache, llamaTensorNames } from './model/llama';
 export type { LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence } from './model/llama';
+export { perplexity, perplexityChunks } from './model/perplexity';
+export type { PerplexityOptions, PerplexityResult } from './model/perplexity';
