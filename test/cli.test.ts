@@ -231,6 +231,12 @@ withModel('model commands on micro-llama', () => {
     expect(a.ids).toEqual(lib);
     expect(a.sampling).toEqual({ sample: true, temperature: 0.9, topK: 40, topP: 0.95, seed: 7 });
     expect(b.ids).not.toEqual(a.ids);
+    // --sample alone: generation_config / HF defaults (temperature 1, top-k 50, top-p 1, seed 0)
+    const plain = JSON.parse(zotune(['generate', '--model', dir, '--prompt', prompt, '--max-tokens', '12', '--ignore-eos', '--sample', '--json']).stdout) as GenerateResult;
+    expect(plain.sampling).toEqual({ sample: true, temperature: 1, topK: 50, topP: 1, seed: 0 });
+    const libPlain: number[] = [];
+    for await (const id of model.generate(tok.encode(prompt), { maxNewTokens: 12, sample: true, stopTokens: [] })) libPlain.push(id);
+    expect(plain.ids).toEqual(libPlain);
   });
 
   test('generate: a prompt that fills the context is a coded error; --max-tokens beyond it stops at the context', () => {
@@ -271,6 +277,21 @@ withModel('model commands on micro-llama', () => {
       const words = zotune(['eval', '--model', dir, '--text', file, '--window', String(window)]);
       expect(words.stdout).toContain(`perplexity   ${one.perplexity.toFixed(4)}`);
       expect(words.stderr).toBe(''); // progress goes to a TTY only
+    } finally {
+      fs.rmSync(file, { force: true });
+    }
+  });
+
+  // `script` gives the CLI a terminal for stderr; the progress line is then drawn and cleared
+  (fs.existsSync('/usr/bin/script') ? test : test.skip)('eval draws its progress on a TTY only, and clears it', () => {
+    const file = path.join(os.tmpdir(), `zotune-tty-${process.pid}.txt`);
+    fs.writeFileSync(file, goldens().map((g) => g.text).join('\n').repeat(4));
+    try {
+      const cmd = [process.execPath, cli, 'eval', '--model', dir, '--text', file, '--window', '32', '--batch', '2'].map((a) => `'${a}'`).join(' ');
+      const r = run('/usr/bin/script', ['-qec', cmd, '/dev/null']);
+      expect(r.status).toBe(0);
+      expect(r.stdout).toMatch(/\reval: 2\/\d+ chunks\reval: 4\/\d+ chunks/);
+      expect(r.stdout).toMatch(/\r\x1b\[Kmodel {8}/);
     } finally {
       fs.rmSync(file, { force: true });
     }

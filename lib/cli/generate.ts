@@ -1,6 +1,7 @@
 /** `zotune generate`: continue a prompt with the KV-cache decoder, streaming text as tokens arrive. */
 import { UsageError, intOption, numberOption, type Command, type OptionValues } from './command';
 import { MODEL_OPTION, WEIGHTS_OPTION, loadModel, loadTokenizer, secondsSince } from './model-options';
+import type { GenerationConfig } from '../model/config';
 import type { GenerateOptions } from '../model/llama';
 
 export type StopReason = 'eos' | 'max-tokens' | 'context';
@@ -15,6 +16,7 @@ export interface GenerateResult {
   ids: number[];
   /** Decoded continuation (special tokens dropped). */
   text: string;
+  /** The decoding used (options given, else generation_config defaults). */
   sampling: { sample: boolean; temperature?: number; topK?: number; topP?: number; seed?: number };
   /** Seconds from the start of the prompt's forward to the first token (prefill + one step). */
   timeToFirstToken: number | null;
@@ -24,7 +26,7 @@ export interface GenerateResult {
   stopReason: StopReason;
 }
 
-function samplingOptions(values: OptionValues): { opts: GenerateOptions; sampling: GenerateResult['sampling'] } {
+function samplingOptions(values: OptionValues): GenerateOptions {
   const temperature = numberOption('temperature', values.temperature, (x) => x >= 0, 'a number >= 0');
   const topK = intOption('top-k', values['top-k'], 0);
   const topP = numberOption('top-p', values['top-p'], (x) => x > 0 && x <= 1, 'in (0, 1]');
@@ -33,8 +35,13 @@ function samplingOptions(values: OptionValues): { opts: GenerateOptions; samplin
   if (values.greedy && (values.sample || tuned)) throw new UsageError('--greedy cannot be combined with --sample, --temperature, --top-k, --top-p or --seed');
   // Sampling parameters imply --sample; without any, the checkpoint's generation_config decides.
   const sample = values.greedy ? false : values.sample || tuned ? true : undefined;
-  const opts: GenerateOptions = { sample, temperature, topK, topP, seed };
-  return { opts, sampling: { sample: sample ?? false, temperature, topK, topP, seed } };
+  return { sample, temperature, topK, topP, seed };
+}
+
+/** The decoding actually used: the options given, else the checkpoint's generation_config. */
+function effectiveSampling(opts: GenerateOptions, g: GenerationConfig): GenerateResult['sampling'] {
+  if (!(opts.sample ?? g.doSample)) return { sample: false };
+  return { sample: true, temperature: opts.temperature ?? g.temperature, topK: opts.topK ?? g.topK, topP: opts.topP ?? g.topP, seed: Number(opts.seed ?? 0) };
 }
 
 export const generate: Command<GenerateResult> = {
@@ -55,7 +62,7 @@ export const generate: Command<GenerateResult> = {
   },
   async run(values) {
     const maxTokens = intOption('max-tokens', values['max-tokens'], 0);
-    const { opts, sampling } = samplingOptions(values);
+    const opts = samplingOptions(values);
     const tok = loadTokenizer(values);
     const model = await loadModel(values);
     try {
@@ -86,7 +93,7 @@ export const generate: Command<GenerateResult> = {
         promptIds,
         ids,
         text: tok.decode(ids, { skipSpecialTokens: true }),
-        sampling,
+        sampling: effectiveSampling(opts, g),
         timeToFirstToken: firstAt,
         seconds,
         tokensPerSecond: seconds > 0 ? ids.length / seconds : 0,
