@@ -6,7 +6,7 @@
 // Default: 1024^3 W8A8 and 4096x4096 at M = 1, 16, 512 (W8A8 and W4A8, perturbed at M = 512);
 // --full (or ZOTUNE_BENCH_FULL=1) adds 11008x4096 and 4096x11008 and W4A8 at 1024^3.
 const harness = require('./harness');
-const { dynamicModel, nbitsModel, session } = require('./onnx-int8');
+const { dynamicModel, nbitsModel, session } = require('./onnx');
 
 const THREADS = 2;
 const L3_BYTES = 8 << 20;
@@ -150,7 +150,7 @@ const suite = {
         `y = int8(x) · Wᵀ with x f32 [M, K] quantized per row in the call (matmulInt8), W [N, K] int8 per-channel (W8A8) or int4 symmetric group 32 (W4A8); ${THREADS} threads for zotune and onnxruntime (intra-op).`,
         `GEMM rows: GOPS = 2·M·N·K / time, against the int8 peak (vpmaddubsw + vpmaddwd + vpaddd on ${THREADS} threads) measured in this run: at its start (${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS best / median) and again right before each case; each row uses the larger (highest seen: ${h.pair(seen.int8, (v) => h.giga(v, 1))}).`,
         `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${L3_BYTES >> 20} MiB L3 4x.`,
-        'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx-int8.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
+        'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
         'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load, f32 micro-kernel), slowdown against the unperturbed row above.',
       ],
       columns: ['case', 'ms best / median', 'GOPS best / median', 'GB/s of weights', 'vs ceiling (best / median)', 'vs onnxruntime', 'vs unperturbed'],

@@ -4,7 +4,7 @@
 // and perturb-on-load against the same GEMM without perturbation. Ceilings come from the same run.
 // `node bench/gemm.bench.js` (short) or `node bench/gemm.bench.js --full` (every shape and format).
 const harness = require('./harness');
-const { ortMatmul } = require('./onnx-matmul');
+const { ortMatmul } = require('./onnx');
 
 const FULL = process.argv.includes('--full') || process.env.ZOTUNE_BENCH_FULL === '1';
 const THREADS = 2;
@@ -153,7 +153,7 @@ const suite = {
       method: [
         `Ceilings (bench/harness.js ops, ${THREADS} threads): the fp32 FMA peak and the streaming read of 256 MiB are measured in alternation with the cases they judge (the value each row used is printed beside it); at the start of the run they were ${h.pair(c.fma, (x) => h.giga(x, 1))} GFLOP/s and ${h.pair(c.read, (x) => h.giga(x, 1))} GB/s (best / median).`,
         'GFLOP/s = 2·M·N·K / time of one call (matmulSync into a preallocated output). Percentages use the best rates.',
-        'Peer: onnxruntime-node CPU MatMul (MLAS), a one-node ONNX model written as protobuf bytes by bench/onnx-matmul.js, weights as a constant initializer (so ORT may prepack them), intra-op threads = 2, timed through session.run (includes its JS call overhead, ~tens of µs).',
+        'Peer: onnxruntime-node CPU MatMul (MLAS), a one-node ONNX model written as protobuf bytes by bench/onnx.js, weights as a constant initializer (so ORT may prepack them), intra-op threads = 2, timed through session.run (includes its JS call overhead, ~tens of µs).',
         'Weight-only GEMV: GB/s counts the bytes of codes + scales per call; calls rotate over 4 copies (32-64 MiB) so the weights come from DRAM, not the last-level cache.',
         'Perturb-on-load: W + alpha·z regenerated while packing; the same GEMM without perturbation is measured in alternation with each perturbed case (its rate is in the onnxruntime column of those rows).',
         'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured interleaved (harness measureInterleaved), so each ratio compares measurements taken next to each other on this shared machine.',

@@ -25,7 +25,10 @@ export * as nn from './nn';
 export { parseLlamaConfig, loadLlamaConfig, parseGenerationConfig, loadGenerationConfig, SUPPORTED_ARCHITECTURES } from './model/config';
 export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/config';
 export { LlamaTokenizer } from './model/tokenizer';
-export { LlamaModel, KVCache, llamaTensorNames } from './model/llama';
-export type { LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence } from './model/llama';
+export { LlamaModel, KVCache, llamaTensorNames, matchesTensor, schemeStorage, WEIGHT_SCHEMES } from './model/llama';
+export type {
+  LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence, ZoDirection, ZoProbeOptions, ZoUpdateOptions,
+  TrainableInfo, TensorPattern,
+} from './model/llama';
 export { perplexity, perplexityChunks } from './model/perplexity';
 export type { PerplexityOptions, PerplexityResult } from './model/perplexity';

@@ -2,7 +2,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { cpuInfo, cudaStatus, selectBackend, LlamaModel, LlamaTokenizer } from '../lib';
+import { cpuInfo, cudaStatus, selectBackend, LlamaModel, LlamaTokenizer, perplexity } from '../lib';
 import { nativeBinary } from '../lib/native/load';
 import type { DoctorReport } from '../lib/cli/doctor';
 import type { GenerateResult } from '../lib/cli/generate';
@@ -347,7 +347,7 @@ withModel('model commands on micro-llama', () => {
     expect(long.stderr).toBe('zotune logits: ZOTUNE_OUT_OF_RANGE: sequence 0 has 513 tokens, more than max_position_embeddings 512\n');
   });
 
-  test('inspect: config, parameter counts per kind and bytes per scheme from the headers', () => {
+  test('inspect: config, parameter counts per kind and bytes per scheme from the headers', async () => {
     const r = zotune(['inspect', '--model', dir, '--json']);
     expect(r.status).toBe(0);
     const out = JSON.parse(r.stdout) as InspectResult;
@@ -382,6 +382,16 @@ withModel('model commands on micro-llama', () => {
     const int8 = out.schemes.find((x) => x.scheme === 'int8')!;
     expect(int8.bitsPerParameter).toBeCloseTo((8 * expected.int8) / 615_232, 12);
     expect(words.stdout).toMatch(new RegExp(`\\n {2}int8 +1\\.36 MiB +${int8.bitsPerParameter.toFixed(2)} `));
+ 
+    // and each is what LlamaModel.load actually holds under that scheme
+    for (const s of out.schemes) {
+      const m = await LlamaModel.load(dir, { weights: s.scheme });
+      try {
+        expect([s.scheme, s.bytes]).toEqual([s.scheme, m.weightBytes]);
+      } finally {
+        m.dispose();
+      }
+    }
   });
 
   test('inspect reads headers only: data it never reads may be garbage; missing and extra tensors are listed (exit 1)', () => {
@@ -402,6 +412,37 @@ withModel('model commands on micro-llama', () => {
       expect(out.problems).toContain("unused tensor 'lm_head.weight' (tie_word_embeddings is true)");
     } finally {
       fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+
+  test('--weights: eval, logits and generate run the quantized model LlamaModel.load builds', async () => {
+    const file = path.join(os.tmpdir(), `zotune-evalq-${process.pid}.txt`);
+    fs.writeFileSync(file, goldens().map((g) => g.text).join('\n').repeat(3));
+    try {
+      const ids = tok.encode(fs.readFileSync(file, 'utf8'), { addSpecialTokens: false });
+      const fp32 = JSON.parse(zotune(['eval', '--model', dir, '--text', file, '--window', '64', '--json']).stdout) as EvalResult;
+      for (const weights of ['int8', 'int4-g32', 'w8a8', 'fp8-e4m3']) {
+        const r = zotune(['eval', '--model', dir, '--text', file, '--window', '64', '--weights', weights, '--json']);
+        expect([weights, r.status, r.stderr]).toEqual([weights, 0, '']);
+        const q = JSON.parse(r.stdout) as EvalResult;
+        expect(q.weights).toBe(weights);
+        const m = await LlamaModel.load(dir, { weights: weights as 'int8' });
+        try {
+          const ref = await perplexity(m, ids, { window: 64 });
+          expect(Math.abs(q.perplexity - ref.perplexity) / ref.perplexity).toBeLessThan(1e-12);
+          const l = JSON.parse(zotune(['logits', '--model', dir, '--ids', '4093,50,60,70', '--weights', weights, '--json']).stdout) as LogitsResult;
+          expect(l.logits).toEqual(Array.from((await m.forward([[4093, 50, 60, 70]])).logits[0]));
+        } finally {
+          m.dispose();
+        }
+        // quantization changes the numbers, but not by much on this text
+        expect(q.perplexity).not.toBe(fp32.perplexity);
+        expect(Math.abs(q.meanLoss - fp32.meanLoss)).toBeLessThan(0.2);
+      }
+      const g = JSON.parse(zotune(['generate', '--model', dir, '--prompt', 'Call me', '--max-tokens', '8', '--weights', 'w4a8', '--ignore-eos', '--json']).stdout) as GenerateResult;
+      expect([g.weights, g.ids.length]).toEqual(['w4a8', 8]);
+    } finally {
+      fs.rmSync(file, { force: true });
     }
   });
 

@@ -62,7 +62,7 @@ function inspect(dir: string): InspectResult {
       generation: { doSample: gen.doSample, maxLength: gen.maxLength, maxNewTokens: gen.maxNewTokens, eosTokenIds: gen.eosTokenIds },
       checkpoint: { files, dtypes, tensors: weights.names().length },
       parameters: { total, byKind },
-      schemes: footprints(expected),
+      schemes: footprints(config),
       problems,
     };
   } finally {
@@ -93,9 +93,9 @@ function render(r: InspectResult): string {
     `parameters     ${count(r.parameters.total)}`,
     ...(Object.entries(r.parameters.byKind) as [TensorKind, number][]).filter(([, n]) => n > 0).map(([k, n]) => `  ${k.padEnd(13)}${count(n).padStart(14)}  ${((100 * n) / r.parameters.total).toFixed(1).padStart(5)} %`),
     '',
-    'weights in memory per scheme (linear layers quantized; embeddings and norms float32):',
-    '  scheme      bytes          bits/param  linear layers',
-    ...r.schemes.map((s) => `  ${s.scheme.padEnd(12)}${size(s.bytes).padEnd(15)}${s.bitsPerParameter.toFixed(2).padStart(10)}  ${size(s.linearBytes)}`),
+    'weights in memory per --weights scheme (linear layers quantized; embeddings and norms float32):',
+    '  scheme      bytes          bits/param  quantized part',
+    ...r.schemes.map((s) => `  ${s.scheme.padEnd(12)}${size(s.bytes).padEnd(15)}${s.bitsPerParameter.toFixed(2).padStart(10)}  ${size(s.quantizedBytes)}`),
   ];
   if (r.problems.length) lines.push('', 'problems:', ...r.problems.map((p) => `  ${p}`));
   return lines.join('\n');

@@ -214,7 +214,11 @@ export interface TensorEntry {
   name: string;
   dtype: SafetensorsDType;
   shape: readonly number[];
-  data: ArrayBufferView;
+  /**
+   * The bytes, or a function producing them when the tensor is written (one tensor's copy at a
+   * time, e.g. dequantized weights); its release() runs right after the write.
+   */
+  data: ArrayBufferView | (() => { data: ArrayBufferView; release?: () => void });
 }
 
 /**
@@ -229,10 +233,11 @@ export function writeSafetensors(file: string, entries: TensorEntry[], metadata:
     if (e.name === '__metadata__' || e.name in header) fail('ZOTUNE_INVALID_ARGUMENT', `duplicate or reserved tensor name '${e.name}'`);
     if (!(e.dtype in DTYPE_BYTES)) fail('ZOTUNE_DTYPE', `unknown safetensors dtype '${e.dtype}'`);
     const numel = e.shape.reduce((a, b) => a * b, 1);
-    if (numel * DTYPE_BYTES[e.dtype] !== e.data.byteLength)
-      fail('ZOTUNE_SHAPE_MISMATCH', `tensor '${e.name}': ${e.dtype}[${e.shape.join(', ')}] needs ${numel * DTYPE_BYTES[e.dtype]} bytes, got ${e.data.byteLength}`);
-    header[e.name] = { dtype: e.dtype, shape: [...e.shape], data_offsets: [offset, offset + e.data.byteLength] };
-    offset += e.data.byteLength;
+    const bytes = numel * DTYPE_BYTES[e.dtype];
+    if (typeof e.data !== 'function' && bytes !== e.data.byteLength)
+      fail('ZOTUNE_SHAPE_MISMATCH', `tensor '${e.name}': ${e.dtype}[${e.shape.join(', ')}] needs ${bytes} bytes, got ${e.data.byteLength}`);
+    header[e.name] = { dtype: e.dtype, shape: [...e.shape], data_offsets: [offset, offset + bytes] };
+    offset += bytes;
   }
   let json = Buffer.from(JSON.stringify(header), 'utf8');
   const pad = (8 - (json.length % 8)) % 8; // keep the data section 8-byte aligned
@@ -245,7 +250,17 @@ export function writeSafetensors(file: string, entries: TensorEntry[], metadata:
     fd = fs.openSync(tmp, 'w');
     fs.writeSync(fd, len);
     fs.writeSync(fd, json);
-    for (const e of entries) fs.writeSync(fd, new Uint8Array(e.data.buffer, e.data.byteOffset, e.data.byteLength));
+    for (const e of entries) {
+      const lazy = typeof e.data === 'function' ? e.data() : undefined;
+      try {
+        const d = lazy ? lazy.data : (e.data as ArrayBufferView);
+        const want = (header[e.name] as { data_offsets: number[] }).data_offsets;
+        if (d.byteLength !== want[1] - want[0]) fail('ZOTUNE_SHAPE_MISMATCH', `tensor '${e.name}' produced ${d.byteLength} bytes, needs ${want[1] - want[0]}`);
+        fs.writeSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+      } finally {
+        lazy?.release?.();
+      }
+    }
     fs.fsyncSync(fd);
     fs.closeSync(fd);
     fd = undefined;

@@ -1,35 +1,20 @@
 /**
- * Bytes a LLaMA checkpoint takes in engine memory under each weight scheme, from the shapes alone
- * (no weights read). Linear weights (q/k/v/o, gate/up/down, an untied lm_head) take the scheme's
- * QTensor storage (lib/qtensor.ts rowBytes / scaleCount, native/common/formats.h); embeddings and
- * norms stay float32, as LlamaModel.load keeps them unless overridden.
+ * Bytes a LLaMA checkpoint's weights take in engine memory under each weight scheme, from config
+ * shapes alone (no weights read). The per-tensor scheme is LlamaModel.resolveSchemes (linear
+ * layers quantized; embeddings and norms fp32 unless overridden) and each quantized tensor is the
+ * QTensor of schemeStorage(): codes (qtensor.ts rowBytes) + f32 scales (scaleCount); the loader's
+ * int4 is symmetric, so no zero-points. The same sum as a loaded model's `weightBytes`.
  */
-import { rowBytes, scaleCount, type Granularity, type QFormat } from '../qtensor';
+import { rowBytes, scaleCount } from '../qtensor';
 import type { LlamaConfig } from './config';
-import { expectedShape, llamaTensorNames } from './llama';
+import { expectedShape, llamaTensorNames, LlamaModel, schemeStorage, WEIGHT_SCHEMES, type LoadOptions, type WeightScheme } from './llama';
 
-/** The schemes `--weights` names ('int4' is int4-g128). */
-export const FOOTPRINT_SCHEMES = ['fp32', 'bf16', 'int8', 'int4-g32', 'int4-g64', 'int4-g128', 'fp8-e4m3', 'fp8-e5m2', 'w8a8', 'w4a8'] as const;
-export type FootprintScheme = (typeof FOOTPRINT_SCHEMES)[number];
-
-/** How a scheme stores one linear weight: float32, or a QTensor format + scale granularity. */
-export const SCHEME_STORAGE: Record<FootprintScheme, { format: 'f32' } | { format: QFormat; granularity: Granularity }> = {
-  fp32: { format: 'f32' },
-  bf16: { format: 'bf16', granularity: 'tensor' }, // no scales
-  int8: { format: 'int8', granularity: 'channel' },
-  'int4-g32': { format: 'int4', granularity: 32 },
-  'int4-g64': { format: 'int4', granularity: 64 },
-  'int4-g128': { format: 'int4', granularity: 128 },
-  'fp8-e4m3': { format: 'fp8-e4m3', granularity: 'channel' },
-  'fp8-e5m2': { format: 'fp8-e5m2', granularity: 'channel' },
-  w8a8: { format: 'int8', granularity: 'channel' }, // activations are quantized on the fly
-  w4a8: { format: 'int4', granularity: 128 },
-};
-
-/** Bytes of one [rows, cols] linear weight under `scheme` (codes + f32 scales; symmetric int4 has no zero-points). */
-export function linearBytes(scheme: FootprintScheme, rows: number, cols: number): number {
-  const s = SCHEME_STORAGE[scheme];
-  if (s.format === 'f32') return rows * cols * 4;
+/** Bytes of one tensor of `shape` stored as `scheme`. */
+export function tensorBytes(scheme: WeightScheme, shape: readonly number[]): number {
+  const s = schemeStorage(scheme);
+  const numel = shape.reduce((a, b) => a * b, 1);
+  if (!s) return numel * 4;
+  const [rows, cols] = shape.length === 2 ? shape : [1, numel];
   const scales = s.format === 'bf16' || s.format === 'fp16' ? 0 : scaleCount(s.granularity, rows, cols) * 4;
   return rows * rowBytes(s.format, cols) + scales;
 }
@@ -44,38 +29,34 @@ export function tensorKind(name: string): TensorKind {
   return 'norm';
 }
 
-/** Whether a tensor is a linear layer's weight (quantized by the scheme). */
-export const isLinear = (name: string): boolean => /_proj\.weight$/.test(name) || name === 'lm_head.weight';
-
 export interface Footprint {
-  scheme: FootprintScheme;
+  scheme: WeightScheme;
   bytes: number;
-  /** Bytes of the quantized linear weights alone. */
-  linearBytes: number;
+  /** Bytes of the tensors the scheme quantizes (the rest is f32). */
+  quantizedBytes: number;
   bitsPerParameter: number;
-}
-
-/** Bytes per scheme for tensors of the given shapes (HF name -> [rows, cols] or [n]). */
-export function footprints(shapes: Map<string, readonly number[]>): Footprint[] {
-  let params = 0;
-  for (const s of shapes.values()) params += s.reduce((a, b) => a * b, 1);
-  return FOOTPRINT_SCHEMES.map((scheme) => {
-    let bytes = 0, linear = 0;
-    for (const [name, shape] of shapes) {
-      const n = shape.reduce((a, b) => a * b, 1);
-      if (isLinear(name) && shape.length === 2) {
-        const b = linearBytes(scheme, shape[0], shape[1]);
-        linear += b;
-        bytes += b;
-      } else {
-        bytes += n * 4;
-      }
-    }
-    return { scheme, bytes, linearBytes: linear, bitsPerParameter: params ? (8 * bytes) / params : 0 };
-  });
 }
 
 /** The tensor shapes config.json implies, in canonical order (a tied lm_head is the embedding). */
 export function configShapes(c: LlamaConfig): Map<string, number[]> {
   return new Map(llamaTensorNames(c).map((name) => [name, expectedShape(c, name)]));
+}
+
+/** Weight bytes of a model loaded with `opts` (scheme and overrides). */
+export function footprint(c: LlamaConfig, opts: LoadOptions = {}): Footprint {
+  const schemes = LlamaModel.resolveSchemes(c, opts);
+  let bytes = 0, quantized = 0, params = 0;
+  for (const [name, shape] of configShapes(c)) {
+    const sc = schemes.get(name)!;
+    const b = tensorBytes(sc, shape);
+    bytes += b;
+    if (sc !== 'fp32') quantized += b;
+    params += shape.reduce((a, x) => a * x, 1);
+  }
+  return { scheme: opts.weights ?? 'fp32', bytes, quantizedBytes: quantized, bitsPerParameter: params ? (8 * bytes) / params : 0 };
+}
+
+/** One footprint per scheme ('int4', an alias of int4-g128, left out). */
+export function footprints(c: LlamaConfig): Footprint[] {
+  return WEIGHT_SCHEMES.filter((s) => s !== 'int4').map((weights) => footprint(c, { weights }));
 }

@@ -11,20 +11,182 @@
  * independent of the storage scheme): the Philox stream its ZO perturbation direction is drawn
  * from. Every linear layer reaches the engine as (id, weights) through one entry, linear() in
  * llama.cc, where quantized formats and perturb-on-load plug in.
+ *
+ * Weights are quantized at load (one tensor at a time: read as f32, quantize, free), per scheme
+ * and per-module overrides. ZO training (zoProbe / zoUpdate, docs/zo-api contract) perturbs the
+ * trainable tensors inside the GEMMs ('on-load', weights never written) or in place (MeZO).
  */
+import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
 import { Tensor } from '../tensor';
 import { native } from '../native/load';
 import type { Mem } from '../native/binding';
-import { ModelWeights } from '../io/safetensors';
+import { ModelWeights, writeSafetensors } from '../io/safetensors';
+import { Granularity, QFormat, QTensor, QTensorDesc } from '../qtensor';
+import { dequantizeSync, quantizeSync, toFormatSync } from '../quant';
 import { GenerationConfig, LlamaConfig, loadGenerationConfig, loadLlamaConfig } from './config';
 
-export type WeightScheme = 'fp32';
+/** Storage of a weight tensor; 'int4' = 'int4-g128'; w8a8 / w4a8 also quantize activations to int8. */
+export type WeightScheme =
+  | 'fp32' | 'bf16' | 'int8' | 'int4' | 'int4-g32' | 'int4-g64' | 'int4-g128' | 'fp8-e4m3' | 'fp8-e5m2' | 'w8a8' | 'w4a8';
+
+/** Format, scale granularity and activation handling of each quantized scheme. */
+const SCHEMES: Record<Exclude<WeightScheme, 'fp32'>, { format: QFormat; granularity: Granularity; intAct: boolean }> = {
+  bf16: { format: 'bf16', granularity: 'tensor', intAct: false },
+  int8: { format: 'int8', granularity: 'channel', intAct: false },
+  int4: { format: 'int4', granularity: 128, intAct: false },
+  'int4-g32': { format: 'int4', granularity: 32, intAct: false },
+  'int4-g64': { format: 'int4', granularity: 64, intAct: false },
+  'int4-g128': { format: 'int4', granularity: 128, intAct: false },
+  // per-channel scales: one outlier row does not flatten the others' range
+  'fp8-e4m3': { format: 'fp8-e4m3', granularity: 'channel', intAct: false },
+  'fp8-e5m2': { format: 'fp8-e5m2', granularity: 'channel', intAct: false },
+  w8a8: { format: 'int8', granularity: 'channel', intAct: true },
+  w4a8: { format: 'int4', granularity: 128, intAct: true },
+};
+export const WEIGHT_SCHEMES: readonly WeightScheme[] = ['fp32', ...(Object.keys(SCHEMES) as WeightScheme[])];
+
+/** How a scheme stores a weight: QTensor format and granularity, and whether activations go int8 (undefined for fp32). */
+export function schemeStorage(scheme: WeightScheme): { format: QFormat; granularity: Granularity; intAct: boolean } | undefined {
+  if (scheme === 'fp32') return undefined;
+  const s = SCHEMES[scheme];
+  if (!s) fail('ZOTUNE_UNSUPPORTED', `weight scheme '${String(scheme)}' is not supported (${WEIGHT_SCHEMES.join(', ')})`);
+  return { ...s };
+}
 
 export interface LoadOptions {
-  /** Storage of the weights. Only 'fp32' (F32/F16/BF16 checkpoints widened to float32) so far. */
+  /**
+   * Storage of the linear layers (q/k/v/o, gate/up/down, lm_head): 'fp32' (default; F32/F16/BF16
+   * checkpoints widened) or a quantized scheme. Embeddings and norms stay fp32 unless overridden.
+   */
   weights?: WeightScheme;
+  /**
+   * Per-tensor schemes by glob over HF names ('*' within a dotted segment run, '**' anything; a
+   * pattern may omit the trailing '.weight'), e.g. { 'lm_head': 'int8' }. Later entries win.
+   * Norms are fp32 only; an embedding with w8a8/w4a8 is stored int8/int4 (it is gathered).
+   */
+  overrides?: Record<string, WeightScheme>;
+}
+
+/** A trainable-set or override pattern: glob string or RegExp over HF tensor names. */
+export type TensorPattern = string | RegExp;
+
+function globRegExp(glob: string): RegExp {
+  let re = '';
+  for (let i = 0; i < glob.length; i++) {
+    const ch = glob[i];
+    if (ch === '*' && glob[i + 1] === '*') {
+      re += '.*';
+      i++;
+    } else if (ch === '*') re += '[^.]*';
+    else if (ch === '?') re += '[^.]';
+    else re += ch.replace(/[\\^$+.()|{}[\]]/g, '\\$&');
+  }
+  return new RegExp(`^(?:${re})$`);
+}
+
+/** Whether an HF tensor name (or its module name, without '.weight') matches a pattern. */
+export function matchesTensor(pattern: TensorPattern, name: string): boolean {
+  const module = name.endsWith('.weight') ? name.slice(0, -'.weight'.length) : name;
+  if (pattern instanceof RegExp) {
+    pattern.lastIndex = 0;
+    const hit = pattern.test(name);
+    pattern.lastIndex = 0;
+    return hit;
+  }
+  if (typeof pattern !== 'string') fail('ZOTUNE_INVALID_ARGUMENT', `a tensor pattern must be a glob string or a RegExp, got ${typeof pattern}`);
+  const re = globRegExp(pattern);
+  return re.test(name) || re.test(module);
+}
+
+function isNorm(name: string): boolean {
+  return name.endsWith('layernorm.weight') || name === 'model.norm.weight';
+}
+
+/** A ZO direction: Gaussian (default) or Rademacher, and the QuZO grid bits (0 = exact z). */
+export interface ZoDirection {
+  dist?: 'gaussian' | 'rademacher';
+  bits?: number;
+}
+
+export interface ZoProbeOptions extends Omit<ForwardOptions, 'cache'> {
+  seed: number | bigint;
+  eps: number;
+  direction?: ZoDirection;
+  /** 'on-load' (default): z added inside the weight loads; 'in-place': MeZO's +eps, -2eps, +eps on fp32 weights. */
+  mode?: 'on-load' | 'in-place';
+}
+
+export interface ZoUpdateOptions {
+  seed: number | bigint;
+  /** theta <- theta * (1 - decay [tensor decays]) - scale * z_update(seed). */
+  scale: number;
+  direction?: ZoDirection;
+  /** lr * weight decay; skipped for norms (fp32 tensors only). Default 0. */
+  decay?: number;
+}
+
+export interface TrainableInfo {
+  name: string;
+  id: number;
+  numel: number;
+  scheme: WeightScheme;
+  /** False for norms: weight decay skips them (MeZO). */
+  decay: boolean;
+}
+
+function directionArgs(d: ZoDirection | undefined): [number, number] {
+  const dist = d?.dist ?? 'gaussian';
+  if (dist !== 'gaussian' && dist !== 'rademacher') fail('ZOTUNE_INVALID_ARGUMENT', `direction.dist must be 'gaussian' or 'rademacher', got ${String(dist)}`);
+  const bits = d?.bits ?? 0;
+  if (!(bits === 0 || (Number.isInteger(bits) && bits >= 2 && bits <= 8))) fail('ZOTUNE_INVALID_ARGUMENT', `direction.bits must be 0 or 2..8, got ${String(bits)}`);
+  return [dist === 'gaussian' ? 0 : 1, bits];
+}
+
+function checkSeed(seed: unknown): void {
+  if (typeof seed === 'bigint' ? seed < 0n || seed >= 1n << 64n : !(Number.isSafeInteger(seed) && (seed as number) >= 0))
+    fail('ZOTUNE_INVALID_ARGUMENT', `seed must be a non-negative integer below 2^64 (number or bigint), got ${String(seed)}`);
+}
+
+function checkFinite(v: unknown, what: string): number {
+  if (typeof v !== 'number') fail('ZOTUNE_INVALID_ARGUMENT', `${what} must be a number`);
+  if (!Number.isFinite(v)) fail('ZOTUNE_NONFINITE', `${what} must be finite, got ${v}`);
+  return v;
+}
+
+/** Readers (forwards, on-load probes) run together; writers (in-place probes, updates) alone. */
+class WeightLock {
+  private writer: Promise<void> = Promise.resolve();
+  private readers = new Set<Promise<unknown>>();
+
+  async read<T>(fn: () => Promise<T>): Promise<T> {
+    for (;;) {
+      const w = this.writer;
+      await w;
+      if (w === this.writer) break;
+    }
+    const p = fn();
+    this.readers.add(p);
+    try {
+      return await p;
+    } finally {
+      this.readers.delete(p);
+    }
+  }
+
+  async write<T>(fn: () => Promise<T>): Promise<T> {
+    const prev = this.writer;
+    let release!: () => void;
+    this.writer = new Promise<void>((r) => (release = r));
+    try {
+      await prev;
+      await Promise.allSettled([...this.readers]);
+      return await fn();
+    } finally {
+      release();
+    }
+  }
 }
 
 /** HF parameter names in the canonical order that defines tensor ids. */
@@ -180,43 +342,56 @@ function checkIds(seq: Sequence, vocab: number, what: string): void {
   }
 }
 
+type Weight = Tensor | QTensor;
+type WeightArg = Mem | (QTensorDesc & { intAct?: boolean });
+
 export class LlamaModel {
   readonly dir: string;
   readonly config: LlamaConfig;
   readonly generationConfig: GenerationConfig;
   readonly weightScheme: WeightScheme;
-  private readonly weights: Map<string, Tensor>;
+  private readonly weights: Map<string, Weight>;
+  private readonly schemes: Map<string, WeightScheme>;
+  private readonly ids: Map<string, number>;
   private readonly cfgArg: Float64Array;
   private readonly idArg: Uint32Array;
-  private readonly weightArgs: Mem[];
+  private readonly weightArgs: WeightArg[];
+  /** Per tensor id: 1 if trainable. */
+  private trainableFlags: Uint8Array;
+  private readonly lock = new WeightLock();
   private disposed = false;
 
-  private constructor(dir: string, config: LlamaConfig, gen: GenerationConfig, scheme: WeightScheme, weights: Map<string, Tensor>) {
+  private constructor(dir: string, config: LlamaConfig, gen: GenerationConfig, scheme: WeightScheme, weights: Map<string, Weight>, schemes: Map<string, WeightScheme>) {
     this.dir = dir;
     this.config = config;
     this.generationConfig = gen;
     this.weightScheme = scheme;
     this.weights = weights;
+    this.schemes = schemes;
     const c = config, s = c.ropeScaling;
     this.cfgArg = Float64Array.from([
       c.hiddenSize, c.numLayers, c.numHeads, c.numKvHeads, c.headDim, c.intermediateSize, c.vocabSize, c.maxPositionEmbeddings, c.rmsNormEps,
       c.ropeTheta, s ? 1 : 0, s?.factor ?? 1, s?.lowFreqFactor ?? 1, s?.highFreqFactor ?? 4, s?.originalMaxPositionEmbeddings ?? 8192,
     ]);
-    const ids = LlamaModel.tensorIds(c);
-    const linear = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-    const idList: number[] = [];
-    for (let i = 0; i < c.numLayers; i++)
-      linear.forEach((p) => idList.push(ids.get(`model.layers.${i}.${p.startsWith('gate') || p.startsWith('up') || p.startsWith('down') ? 'mlp' : 'self_attn'}.${p}.weight`)!));
-    idList.push(ids.get(c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight')!);
-    this.idArg = Uint32Array.from(idList);
-    const w = (n: string) => weights.get(n)!.mem;
-    this.weightArgs = [w('model.embed_tokens.weight')];
+    this.ids = LlamaModel.tensorIds(c);
+    const head = c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight';
+    const argNames = ['model.embed_tokens.weight'];
     for (let i = 0; i < c.numLayers; i++) {
       const p = `model.layers.${i}.`;
       for (const n of ['input_layernorm', 'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'post_attention_layernorm', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'])
-        this.weightArgs.push(w(`${p}${n}.weight`));
+        argNames.push(`${p}${n}.weight`);
     }
-    this.weightArgs.push(w('model.norm.weight'), w(c.tieWordEmbeddings ? 'model.embed_tokens.weight' : 'lm_head.weight'));
+    argNames.push('model.norm.weight', head);
+    this.idArg = Uint32Array.from(argNames, (n) => this.ids.get(n)!);
+    this.weightArgs = argNames.map((n) => this.weightArg(n));
+    this.trainableFlags = new Uint8Array(this.ids.size).fill(1);
+  }
+
+  private weightArg(name: string): WeightArg {
+    const w = this.weights.get(name)!;
+    if (w instanceof Tensor) return w.mem;
+    const sc = this.schemes.get(name)!;
+    return { ...w.desc(), intAct: sc !== 'fp32' && SCHEMES[sc].intAct && name !== 'model.embed_tokens.weight' };
   }
 
   /** Stable id of every weight tensor (the HF name -> its index in the canonical order). */
@@ -224,21 +399,60 @@ export class LlamaModel {
     return new Map(llamaTensorNames(c).map((n, i) => [n, i]));
   }
 
-  /** Loads config.json, generation_config.json and the safetensors weights of a HF folder. */
+  /** The scheme each tensor gets under a load's options (see LoadOptions). */
+  static resolveSchemes(c: LlamaConfig, opts: LoadOptions = {}): Map<string, WeightScheme> {
+    const scheme = opts.weights ?? 'fp32';
+    if (!WEIGHT_SCHEMES.includes(scheme)) fail('ZOTUNE_UNSUPPORTED', `weight scheme '${String(scheme)}' is not supported (${WEIGHT_SCHEMES.join(', ')})`);
+    const overrides = Object.entries(opts.overrides ?? {});
+    for (const [pat, sc] of overrides)
+      if (!WEIGHT_SCHEMES.includes(sc)) fail('ZOTUNE_UNSUPPORTED', `override '${pat}': weight scheme '${String(sc)}' is not supported (${WEIGHT_SCHEMES.join(', ')})`);
+    const out = new Map<string, WeightScheme>();
+    const used = new Set<string>();
+    for (const name of llamaTensorNames(c)) {
+      let sc: WeightScheme = isNorm(name) || name === 'model.embed_tokens.weight' ? 'fp32' : scheme;
+      for (const [pat, o] of overrides)
+        if (matchesTensor(pat, name)) {
+          sc = o;
+          used.add(pat);
+        }
+      if (isNorm(name) && sc !== 'fp32') fail('ZOTUNE_UNSUPPORTED', `${name}: norm weights are fp32 only (override asked for '${sc}')`);
+      out.set(name, sc);
+    }
+    for (const [pat] of overrides) if (!used.has(pat)) fail('ZOTUNE_INVALID_ARGUMENT', `override '${pat}' matches no weight tensor`);
+    return out;
+  }
+
+  /**
+   * Loads config.json, generation_config.json and the safetensors weights of a HF folder,
+   * quantizing one tensor at a time (only one f32 copy of one tensor exists at any moment).
+   */
   static async load(dir: string, opts: LoadOptions = {}): Promise<LlamaModel> {
     const scheme = opts.weights ?? 'fp32';
-    if (scheme !== 'fp32') fail('ZOTUNE_UNSUPPORTED', `weight scheme '${scheme}' is not supported (fp32)`);
+    if (!WEIGHT_SCHEMES.includes(scheme)) fail('ZOTUNE_UNSUPPORTED', `weight scheme '${String(scheme)}' is not supported (${WEIGHT_SCHEMES.join(', ')})`);
     const config = loadLlamaConfig(dir);
     const gen = loadGenerationConfig(dir, config);
+    const schemes = LlamaModel.resolveSchemes(config, opts);
     const files = ModelWeights.open(dir);
-    const weights = new Map<string, Tensor>();
+    const weights = new Map<string, Weight>();
     try {
       for (const name of llamaTensorNames(config)) {
         if (!files.has(name)) throw new ZotuneError('ZOTUNE_BAD_FILE', `${dir}: weight '${name}' is missing`);
         const want = expectedShape(config, name), got = files.info(name).shape;
         if (want.join() !== got.join())
           throw new ZotuneError('ZOTUNE_SHAPE_MISMATCH', `${dir}: weight '${name}' is [${got.join(', ')}], config.json implies [${want.join(', ')}]`);
-        weights.set(name, files.readF32(name, 'weights'));
+        const sc = schemes.get(name)!;
+        if (sc === 'fp32') {
+          weights.set(name, files.readF32(name, 'weights'));
+          continue;
+        }
+        const f32 = files.readF32(name, 'workspace');
+        try {
+          const { format, granularity } = SCHEMES[sc];
+          weights.set(name, quantizeSync(f32.reshape([want[0], want[1]]), format, { granularity }));
+        } finally {
+          f32.dispose();
+        }
+        await new Promise((r) => setImmediate(r)); // keep the event loop responsive between tensors
       }
     } catch (err) {
       weights.forEach((t) => t.dispose());
@@ -246,14 +460,186 @@ export class LlamaModel {
     } finally {
       files.close();
     }
-    return new LlamaModel(path.resolve(dir), config, gen, scheme, weights);
+    return new LlamaModel(path.resolve(dir), config, gen, scheme, weights, schemes);
   }
 
-  /** The weight tensors by HF name (read-only views; the model owns them). */
+  /** The storage scheme of a tensor (HF name). */
+  schemeOf(name: string): WeightScheme {
+    const sc = this.schemes.get(name);
+    if (!sc) fail('ZOTUNE_INVALID_ARGUMENT', `no weight named '${name}'`);
+    return sc;
+  }
+
+  /** An fp32 weight tensor by HF name (read-only view; the model owns it). Quantized tensors: weight(). */
   tensor(name: string): Tensor {
+    const t = this.weight(name);
+    if (!(t instanceof Tensor)) fail('ZOTUNE_DTYPE', `weight '${name}' is stored as ${this.schemes.get(name)}; use weight(name) for its QTensor`);
+    return t;
+  }
+
+  /** A weight by HF name: a Tensor (fp32) or a QTensor (quantized schemes); the model owns it. */
+  weight(name: string): Tensor | QTensor {
     const t = this.weights.get(name);
     if (!t) fail('ZOTUNE_INVALID_ARGUMENT', `no weight named '${name}'`);
     return t;
+  }
+
+  /** Bytes of weight storage (codes, scales and zero-points included). */
+  get weightBytes(): number {
+    let n = 0;
+    this.weights.forEach((w) => (n += w.byteLength));
+    return n;
+  }
+
+  // --- ZO training ------------------------------------------------------------------------------
+
+  /**
+   * Chooses the trainable tensors: globs ('*' within a dotted segment run, '**' anything; the
+   * trailing '.weight' may be left out) or RegExps over HF names. No argument: every tensor.
+   */
+  setTrainable(patterns?: TensorPattern | TensorPattern[]): void {
+    this.check();
+    const list = patterns === undefined ? undefined : Array.isArray(patterns) ? patterns : [patterns];
+    const flags = new Uint8Array(this.ids.size);
+    for (const [name, id] of this.ids) flags[id] = !list || list.some((p) => matchesTensor(p, name)) ? 1 : 0;
+    if (list && list.length && !flags.some((f) => f)) fail('ZOTUNE_INVALID_ARGUMENT', `no weight tensor matches ${list.map(String).join(', ')}`);
+    this.trainableFlags = flags;
+  }
+
+  /** The trainable tensors in id order. */
+  trainable(): TrainableInfo[] {
+    const out: TrainableInfo[] = [];
+    for (const [name, id] of this.ids)
+      if (this.trainableFlags[id]) {
+        const w = this.weights.get(name)!;
+        const numel = w instanceof Tensor ? w.size : w.rows * w.cols;
+        out.push({ name, id, numel, scheme: this.schemes.get(name)!, decay: !isNorm(name) });
+      }
+    return out;
+  }
+
+  /** Views of the trainable tensors (for optimiser-state kernels and checkpoints; the model owns them). */
+  trainableTensors(): { name: string; id: number; tensor: Tensor | QTensor }[] {
+    return this.trainable().map(({ name, id }) => ({ name, id, tensor: this.weights.get(name)! }));
+  }
+
+  /**
+   * The two forwards of a ZO probe in ONE native call: plus at theta + eps * z_probe(seed), minus
+   * at theta - eps * z_probe(seed), only trainable tensors perturbed. 'on-load' (default) adds z
+   * inside the weight loads (no weight is written; any scheme); 'in-place' is MeZO's
+   * +eps, -2eps, +eps on the weights (fp32 trainable tensors only: quantized ones are refused
+   * with ZOTUNE_UNSUPPORTED because a perturbed code cannot be restored exactly on its grid).
+   */
+  async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
+    this.check();
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
+    checkSeed(opts.seed);
+    const eps = checkFinite(opts.eps, 'eps');
+    const [dist, bits] = directionArgs(opts.direction);
+    const mode = opts.mode ?? 'on-load';
+    if (mode !== 'on-load' && mode !== 'in-place') fail('ZOTUNE_INVALID_ARGUMENT', `mode must be 'on-load' or 'in-place', got ${String(mode)}`);
+    if ((opts as ForwardOptions).cache) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO probe takes no KV cache');
+    const p = this.pack(batch, opts, false);
+    const rows = this.logitRows(p, opts.logits);
+    const N = p.tokens.length, V = this.config.vocabSize;
+    const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
+    const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
+    const flags = this.trainableFlags.slice();
+    if (mode === 'in-place')
+      for (const t of this.trainable())
+        if (t.scheme !== 'fp32')
+          fail('ZOTUNE_UNSUPPORTED', `in-place probes take fp32 weights only ('${t.name}' is ${t.scheme}): a perturbed quantized weight is off its grid and could not be restored exactly; use mode 'on-load'`);
+    const call = () =>
+      native().llamaZoProbeAsync(
+        this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus,
+        opts.seed, dist, bits, eps, mode === 'on-load' ? 0 : 1, flags, ...this.weightArgs,
+      );
+    const r = await (mode === 'in-place' ? this.lock.write(call) : this.lock.read(call));
+    return {
+      plus: this.result(p, batch.length, opts.logits ?? 'last', r.plus, lpPlus, lgPlus),
+      minus: this.result(p, batch.length, opts.logits ?? 'last', r.minus, lpMinus, lgMinus),
+    };
+  }
+
+  /**
+   * The ZO update of every trainable tensor: theta <- theta * (1 - decay * [tensor decays]) -
+   * scale * z_update(seed). fp32: one fused pass (fmaf, the perturbation kernel with -scale);
+   * quantized: every code moves to SR_grid(value - scale * z) on its own grid (lib/quant.ts update,
+   * SR words keyed by (seed, tensor id)); decay on a quantized tensor is refused (ZOTUNE_UNSUPPORTED).
+   * With direction.bits, z_update is the QuZO rounding with purpose srUpdate (independent of the probe's).
+   */
+  async zoUpdate(opts: ZoUpdateOptions): Promise<void> {
+    this.check();
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoUpdate needs options {seed, scale}');
+    checkSeed(opts.seed);
+    const scale = checkFinite(opts.scale, 'scale');
+    const decay = checkFinite(opts.decay ?? 0, 'decay');
+    if (decay < 0 || decay > 1) fail('ZOTUNE_INVALID_ARGUMENT', `decay must be in [0, 1], got ${decay}`);
+    const [dist, bits] = directionArgs(opts.direction);
+    const list = this.trainable();
+    for (const t of list)
+      if (decay > 0 && t.decay && t.scheme !== 'fp32')
+        fail('ZOTUNE_UNSUPPORTED', `weight decay on quantized tensors is not supported ('${t.name}' is ${t.scheme}): the QuZO update moves codes along z only`);
+    const ids = Uint32Array.from(list, (t) => t.id);
+    const decays = Uint8Array.from(list, (t) => (t.decay ? 1 : 0));
+    const counts = Float64Array.from(list, (t) => t.numel);
+    const tensors = list.map((t) => {
+      const w = this.weights.get(t.name)!;
+      return w instanceof Tensor ? w.mem : w.desc();
+    });
+    await this.lock.write(() => native().zoUpdateAsync(opts.seed, dist, bits, scale, decay, ids, decays, counts, ...tensors));
+  }
+
+  /**
+   * Writes a Hugging Face folder loadable by LlamaModel.load and PyTorch: config.json (torch_dtype
+   * set), generation_config.json and the tokenizer files copied, model.safetensors with every
+   * weight dequantized to f32 (or rounded to bf16). Written into a temporary folder that then
+   * replaces `dir`, so a crash leaves either the old folder or the new one.
+   */
+  async save(dir: string, opts: { dtype?: 'f32' | 'bf16' } = {}): Promise<void> {
+    this.check();
+    const dtype = opts.dtype ?? 'f32';
+    if (dtype !== 'f32' && dtype !== 'bf16') fail('ZOTUNE_INVALID_ARGUMENT', `dtype must be 'f32' or 'bf16', got ${String(dtype)}`);
+    const target = path.resolve(dir);
+    const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
+    const old = `${target}.old-${process.pid}-${Date.now()}`;
+    await this.lock.read(async () => {
+      fs.mkdirSync(tmp, { recursive: true });
+      try {
+        const cfg = JSON.parse(fs.readFileSync(path.join(this.dir, 'config.json'), 'utf8'));
+        cfg.torch_dtype = dtype === 'f32' ? 'float32' : 'bfloat16';
+        fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify(cfg, null, 2) + '\n');
+        for (const f of ['generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model'])
+          if (fs.existsSync(path.join(this.dir, f))) fs.copyFileSync(path.join(this.dir, f), path.join(tmp, f));
+        const names = llamaTensorNames(this.config);
+        writeSafetensors(
+          path.join(tmp, 'model.safetensors'),
+          names.map((name) => ({ name, dtype: dtype === 'f32' ? 'F32' : 'BF16', shape: expectedShape(this.config, name), data: () => this.exportTensor(name, dtype) })),
+          { format: 'pt' },
+        );
+        if (fs.existsSync(target)) fs.renameSync(target, old);
+        fs.renameSync(tmp, target);
+        fs.rmSync(old, { recursive: true, force: true });
+      } catch (err) {
+        fs.rmSync(tmp, { recursive: true, force: true });
+        if (!fs.existsSync(target) && fs.existsSync(old)) fs.renameSync(old, target);
+        if (err instanceof ZotuneError) throw err;
+        throw new ZotuneError('ZOTUNE_IO', `saving to ${target}: ${(err as Error).message}`);
+      }
+    });
+  }
+
+  /** One tensor's bytes for save(): f32 values (dequantized), or bf16 (RTNE); release frees any copy. */
+  private exportTensor(name: string, dtype: 'f32' | 'bf16'): { data: ArrayBufferView; release: () => void } {
+    const w = this.weights.get(name)!;
+    const f32 = w instanceof Tensor ? w : dequantizeSync(w);
+    if (dtype === 'f32') return { data: f32.data(), release: () => f32 !== w && f32.dispose() };
+    try {
+      const bf = toFormatSync(f32, 'bf16');
+      return { data: bf.data(), release: () => bf.dispose() };
+    } finally {
+      if (f32 !== w) f32.dispose();
+    }
   }
 
   /** A KV cache for `batch` sequences of up to `capacity` tokens (default: max_position_embeddings). */
@@ -337,10 +723,12 @@ export class LlamaModel {
     }
     let r: { logprobSum: number; count: number };
     try {
-      r = await native().llamaForwardAsync(
-        this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, logitRows, logits,
-        cache ? cache.k.mem : null, cache ? cache.v.mem : null, cache ? cache.mask : null, cache ? cache.length : null, cache ? cache.capacity : 0,
-        next, sample, seed, ...this.weightArgs,
+      r = await this.lock.read(() =>
+        native().llamaForwardAsync(
+          this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, logitRows, logits,
+          cache ? cache.k.mem : null, cache ? cache.v.mem : null, cache ? cache.mask : null, cache ? cache.length : null, cache ? cache.capacity : 0,
+          next, sample, seed, ...(this.weightArgs as Mem[]),
+        ),
       );
     } finally {
       if (cache) cache.busy = false;
@@ -354,17 +742,25 @@ export class LlamaModel {
     return { r, logprobs, logits };
   }
 
+  private logitRows(p: Packed, mode: ForwardOptions['logits'] = 'last'): Int32Array | null {
+    if (mode !== 'last' && mode !== 'all' && mode !== 'none') fail('ZOTUNE_INVALID_ARGUMENT', `logits must be 'last', 'all' or 'none'`);
+    let rows: Int32Array | null = null;
+    if (mode === 'all') rows = Int32Array.from({ length: p.tokens.length }, (_, i) => i);
+    else if (mode === 'last') rows = p.lastRow.filter((r) => r >= 0);
+    return rows && rows.length ? rows : null;
+  }
+
   /** One forward pass over a batch of token-id sequences (see ForwardOptions). */
   async forward(batch: readonly Sequence[], opts: ForwardOptions = {}): Promise<ForwardResult> {
     this.check();
     const p = this.pack(batch, opts, false);
-    const mode = opts.logits ?? 'last';
-    if (mode !== 'last' && mode !== 'all' && mode !== 'none') fail('ZOTUNE_INVALID_ARGUMENT', `logits must be 'last', 'all' or 'none'`);
-    const B = batch.length, V = this.config.vocabSize;
-    let rows: Int32Array | null = null;
-    if (mode === 'all') rows = Int32Array.from({ length: p.tokens.length }, (_, i) => i);
-    else if (mode === 'last') rows = p.lastRow.filter((r) => r >= 0);
-    const { r, logprobs, logits } = await this.run(p, opts.cache, rows && rows.length ? rows : null, null, null, 0);
+    const rows = this.logitRows(p, opts.logits);
+    const { r, logprobs, logits } = await this.run(p, opts.cache, rows, null, null, 0);
+    return this.result(p, batch.length, opts.logits ?? 'last', r, logprobs, logits);
+  }
+
+  private result(p: Packed, B: number, mode: 'last' | 'all' | 'none', r: { logprobSum: number; count: number }, logprobs: Float64Array | null, logits: Float32Array | null): ForwardResult {
+    const V = this.config.vocabSize;
     const out: ForwardResult = { loss: r.count ? -r.logprobSum / r.count : NaN, count: r.count, logprobs: [], logits: [] };
     let li = 0;
     for (let b = 0; b < B; b++) {

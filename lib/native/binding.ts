@@ -83,6 +83,11 @@ export interface NativeAddon {
   // One LLaMA forward pass (native/addon/bind_llama.cc documents the arguments).
   llamaForward(...args: LlamaForwardArgs): { logprobSum: number; count: number };
   llamaForwardAsync(...args: LlamaForwardArgs): Promise<{ logprobSum: number; count: number }>;
+  // The two forwards of a ZO probe, and the ZO update of a tensor list (bind_llama.cc documents them).
+  llamaZoProbe(...args: LlamaZoProbeArgs): { plus: { logprobSum: number; count: number }; minus: { logprobSum: number; count: number } };
+  llamaZoProbeAsync(...args: LlamaZoProbeArgs): Promise<{ plus: { logprobSum: number; count: number }; minus: { logprobSum: number; count: number } }>;
+  zoUpdate(...args: ZoUpdateArgs): void;
+  zoUpdateAsync(...args: ZoUpdateArgs): Promise<void>;
   perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
   perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<void>;
   perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
@@ -169,8 +174,20 @@ export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset:
 /** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
 export type LlamaForwardArgs = [
   Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null,
-  Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...Mem[],
+  Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...LlamaWeightArg[],
 ];
+
+/** Weight arguments of the LLaMA ops: f32 memory or a quantized tensor descriptor (intAct: W8A8 / W4A8). */
+export type LlamaWeightArg = Mem | (QTensorDesc & { intAct?: boolean });
+
+/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, seed, dist, bits, eps, mode, trainable, ...weights */
+export type LlamaZoProbeArgs = [
+  Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Float64Array | null,
+  Int32Array | null, Float32Array | null, Float32Array | null, Seed, number, number, number, number, Uint8Array, ...LlamaWeightArg[],
+];
+
+/** seed, dist, bits, scale, decay, ids, decayFlags, counts, ...tensors */
+export type ZoUpdateArgs = [Seed, number, number, number, number, Uint32Array, Uint8Array, Float64Array, ...LlamaWeightArg[]];
 
 /** out, outOff, q, qOff, k, kOff, v, vOff, seqOffsets, seqStart, keyMask, batch, heads, kvHeads, headDim, cap, scale */
 export type AttentionArgs = [Mem, number, Mem, number, Mem, number, Mem, number, Int32Array, Int32Array, Uint8Array | null, number, number, number, number, number, number];

@@ -1,6 +1,7 @@
-// llamaForward: one whole LLaMA forward pass (native/cpu/llama.h) per call.
+// llamaForward: one whole LLaMA forward pass (native/cpu/llama.h) per call; llamaZoProbe: the
+// two forwards of a ZO probe (+eps, -eps) in one call; zoUpdate: the ZO update of a tensor list.
 //
-// llamaForward(cfg: f64[15], ids: u32[layers*7 + 1], tokens: i32[N], seqOffsets: i32[B+1],
+// llamaForward(cfg: f64[15], ids: u32[layers*9 + 3], tokens: i32[N], seqOffsets: i32[B+1],
 //              positions: i32[N], keyMask: u8[N] | null, targets: i32[N] | null,
 //              logprobs: f64[N] | null, logitRows: i32[R] | null, logits: f32 mem [R*vocab] | null,
 //              cacheK: f32 mem | null, cacheV: f32 mem | null, cacheMask: u8[B*cap] | null,
@@ -8,16 +9,28 @@
 //              sample: f64[3] (temperature, topK, topP) | null, seed,
 //              embed, (attnNorm, q, k, v, o, mlpNorm, gate, up, down) x layers, norm, lmHead)
 //   -> {logprobSum, count}
+// llamaZoProbe(cfg, ids, tokens, seqOffsets, positions, keyMask, targets,
+//              logprobsPlus: f64[N] | null, logprobsMinus: f64[N] | null, logitRows, logitsPlus, logitsMinus,
+//              seed, dist, bits, eps, mode (0 on-load, 1 in-place), trainable: u8[n_ids], ...weights)
+//   -> {plus: {logprobSum, count}, minus: {logprobSum, count}}
+// zoUpdate(seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n], counts: f64[n], ...tensors)
+//   every tensor j: fp32 w <- fma(-scale, z, w * (1 - decay * decayFlags[j])) (perturb kernels);
+//   quantized: quant_update(q, -scale, z) (SR onto its grid; decay is refused there).
 // cfg = [hidden, layers, heads, kvHeads, headDim, intermediate, vocab, maxPositions, eps,
 //        ropeTheta, llama3, factor, lowFreqFactor, highFreqFactor, originalMaxPositions].
-// ids: the stable tensor id of every linear layer (q, k, v, o, gate, up, down per layer, then
-// the LM head). Cache buffers: keys [layers][B][kvHeads][headDim][cap], values
-// [layers][B][kvHeads][cap][headDim] floats.
+// ids: the stable tensor id of every weight argument, in argument order (a tied LM head repeats
+// the embedding's id). A weight argument is an f32 memory (fp32), or a quantized tensor descriptor
+// (lib/qtensor.ts) with an optional `intAct: true` for the W8A8 / W4A8 integer GEMM. Norms are
+// fp32 only. Probe directions: z of tensor t = direction_at({seed, t, dist, bits, srProbe}, i);
+// updates use srUpdate (independent QuZO roundings). Cache buffers: keys
+// [layers][B][kvHeads][headDim][cap], values [layers][B][kvHeads][cap][headDim] floats.
 #include <cmath>
 #include <memory>
 #include <string>
 
 #include "../cpu/llama.h"
+#include "../cpu/perturb.h"
+#include "../cpu/quant.h"
 #include "bindings.h"
 #include "napi_util.h"
 
@@ -67,11 +80,88 @@ LlamaConfig config_arg(Args& a) {
   return c;
 }
 
-Job parse_forward(Args& a) {
-  LlamaConfig c = config_arg(a);
-  const size_t L = c.layers, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim;
-  const uint32_t* ids = a.elems<uint32_t>(1, "ids", 0, L * 7 + 1);
+// One weight argument: f32 memory, or a quantized tensor descriptor (optionally intAct).
+struct WeightArg {
+  GemmWeights g{};
+  bool int_act = false;
+  float* f32 = nullptr;  // writable fp32 data (in-place probes, updates)
+};
 
+WeightArg weight_arg(Args& a, size_t i, const char* name, uint64_t out, uint64_t in) {
+  WeightArg r;
+  r.g.n = out;
+  r.g.k = in;
+  Napi::Value v = a.value(i);
+  if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("format")) {
+    r.g.f32 = false;
+    r.g.q = a.qtensor(i, name);
+    if (r.g.q.rows != out || r.g.q.cols != in)
+      bad(Code::ShapeMismatch, std::string(name) + " is [" + std::to_string(r.g.q.rows) + ", " + std::to_string(r.g.q.cols) +
+                                   "], the config implies [" + std::to_string(out) + ", " + std::to_string(in) + "]");
+    try {
+      check_scales(r.g.q);
+    } catch (const Error& e) {
+      bad(e.code, std::string(name) + ": " + e.what());
+    }
+    Napi::Value ia = v.As<Napi::Object>().Get("intAct");
+    r.int_act = ia.IsBoolean() && ia.As<Napi::Boolean>().Value();
+    if (r.int_act && r.g.q.format != QFormat::Int8 && r.g.q.format != QFormat::Int4)
+      bad(Code::InvalidArgument, std::string(name) + ": int8 activations need int8 or int4 weights");
+    if (r.int_act && r.g.q.format == QFormat::Int4 && r.g.q.zeros)
+      bad(Code::InvalidArgument, std::string(name) + ": W4A8 takes symmetric int4 weights");
+  } else {
+    r.g.f32 = true;
+    r.f32 = a.elems<float>(i, name, 0, mul(out, in));
+    r.g.w32 = r.f32;
+  }
+  return r;
+}
+
+// The weights of a forward from argument `first` on (embed, 9 per layer, norm, lmHead); `ids`
+// gives each argument's tensor id. `all` (if given) receives every argument in order.
+std::shared_ptr<LlamaWeights> parse_weights(Args& a, const LlamaConfig& c, const uint32_t* ids, size_t first,
+                                            std::vector<WeightArg>* all = nullptr) {
+  const size_t L = c.layers, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim;
+  auto w = std::make_shared<LlamaWeights>();
+  size_t i = first;
+  auto take = [&](const char* name, uint64_t out, uint64_t in) {
+    WeightArg r = weight_arg(a, i, name, out, in);
+    if (all) all->push_back(r);
+    Linear l{};
+    l.id = ids[i - first];
+    l.w = r.g;
+    l.int_act = r.int_act;
+    ++i;
+    return l;
+  };
+  auto vec = [&](const char* name) {
+    Linear l = take(name, 1, D);
+    if (!l.w.f32) bad(Code::Unsupported, std::string(name) + ": norm weights are fp32 only");
+    return NormVec{l.id, l.w.w32};
+  };
+  w->embed = take("embed", c.vocab, D);
+  if (w->embed.int_act) bad(Code::InvalidArgument, "embed: an embedding is gathered, it takes no int8 activations");
+  w->layers.resize(L);
+  for (size_t l = 0; l < L; ++l) {
+    LlamaLayer& y = w->layers[l];
+    y.attn_norm = vec("attnNorm");
+    y.q = take("q", Q, D);
+    y.k = take("k", KV, D);
+    y.v = take("v", KV, D);
+    y.o = take("o", D, Q);
+    y.mlp_norm = vec("mlpNorm");
+    y.gate = take("gate", c.inter, D);
+    y.up = take("up", c.inter, D);
+    y.down = take("down", D, c.inter);
+  }
+  w->norm = vec("norm");
+  w->lm_head = take("lmHead", c.vocab, D);
+  if (a.count() != i) bad(Code::InvalidArgument, "expected " + std::to_string(i) + " arguments, got " + std::to_string(a.count()));
+  return w;
+}
+
+// Batch arguments 2..5 (tokens, seqOffsets, positions, keyMask).
+LlamaBatch batch_arg(Args& a) {
   LlamaBatch b{};
   const uint64_t n_off = a.mem(3, "seqOffsets").bytes / 4;
   if (n_off < 2) bad(Code::InvalidArgument, "the batch is empty");
@@ -82,6 +172,39 @@ Job parse_forward(Args& a) {
   b.tokens = a.elems<int32_t>(2, "tokens", 0, N);
   b.positions = a.elems<int32_t>(4, "positions", 0, N);
   b.key_mask = a.has(5) ? a.elems<uint8_t>(5, "keyMask", 0, N) : nullptr;
+  return b;
+}
+
+Direction direction_arg(Args& a, size_t i, uint32_t purpose) {
+  Direction d{a.u64(i, "seed"), 0, a.i32(i + 1, "dist"), a.i32(i + 2, "bits"), purpose};
+  try {
+    check_direction(d);
+  } catch (const Error& e) {
+    bad(e.code, e.what());
+  }
+  return d;
+}
+
+float finite_f32(Args& a, size_t i, const char* name) {
+  double v = a.num(i, name);
+  if (!std::isfinite(v) || !std::isfinite((float)v)) bad(Code::NonFinite, std::string(name) + " must be a finite fp32 value");
+  return (float)v;
+}
+
+Napi::Value sum_result(Napi::Env env, const LlamaOutputs& o) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("logprobSum", o.logprob_sum);
+  r.Set("count", (double)o.count);
+  return r;
+}
+
+Job parse_forward(Args& a) {
+  LlamaConfig c = config_arg(a);
+  const size_t L = c.layers;
+  const uint32_t* ids = a.elems<uint32_t>(1, "ids", 0, L * 9 + 3);
+
+  LlamaBatch b = batch_arg(a);
+  const uint64_t N = (uint64_t)b.seq_off[b.B];
 
   auto o = std::make_shared<LlamaOutputs>();
   if (a.has(6)) {
@@ -122,48 +245,152 @@ Job parse_forward(Args& a) {
   }
   llama_validate(c, b, cache.get(), *o);
 
-  auto w = std::make_shared<LlamaWeights>();
-  size_t i = kArgWeights;
-  auto vec = [&](const char* name, uint64_t n) { return a.elems<float>(i++, name, 0, n); };
-  auto lin = [&](const char* name, size_t out, size_t in, uint32_t id) {
-    Linear l{};
-    l.id = id;
-    l.w.f32 = true;
-    l.w.n = out;
-    l.w.k = in;
-    l.w.w32 = a.elems<float>(i++, name, 0, mul(out, in));
-    return l;
-  };
-  w->embed = vec("embed", mul(c.vocab, D));
-  w->layers.resize(L);
-  for (size_t l = 0; l < L; ++l) {
-    LlamaLayer& y = w->layers[l];
-    const uint32_t* id = ids + l * 7;
-    y.attn_norm = vec("attnNorm", D);
-    y.q = lin("q", Q, D, id[0]);
-    y.k = lin("k", KV, D, id[1]);
-    y.v = lin("v", KV, D, id[2]);
-    y.o = lin("o", D, Q, id[3]);
-    y.mlp_norm = vec("mlpNorm", D);
-    y.gate = lin("gate", c.inter, D, id[4]);
-    y.up = lin("up", c.inter, D, id[5]);
-    y.down = lin("down", D, c.inter, id[6]);
-  }
-  w->norm = vec("norm", D);
-  w->lm_head = lin("lmHead", c.vocab, D, ids[L * 7]);
-  if (a.count() != i) bad(Code::InvalidArgument, "expected " + std::to_string(i) + " arguments, got " + std::to_string(a.count()));
-
+  auto w = parse_weights(a, c, ids, kArgWeights);
   return {[c, w, b, cache, o] { llama_forward(c, *w, b, cache.get(), *o); },
-          [o](Napi::Env env) -> Napi::Value {
+          [o](Napi::Env env) -> Napi::Value { return sum_result(env, *o); }};
+}
+
+Job parse_probe(Args& a) {
+  LlamaConfig c = config_arg(a);
+  const size_t L = c.layers, nw = L * 9 + 3;
+  const uint32_t* ids = a.elems<uint32_t>(1, "ids", 0, nw);
+  LlamaBatch b = batch_arg(a);
+  const uint64_t N = (uint64_t)b.seq_off[b.B];
+  auto plus = std::make_shared<LlamaOutputs>(), minus = std::make_shared<LlamaOutputs>();
+  if (a.has(6)) {
+    plus->targets = minus->targets = a.elems<int32_t>(6, "targets", 0, N);
+    plus->logprobs = a.elems<double>(7, "logprobsPlus", 0, N);
+    minus->logprobs = a.elems<double>(8, "logprobsMinus", 0, N);
+    if (plus->logprobs == minus->logprobs) bad(Code::InvalidArgument, "logprobsPlus and logprobsMinus must be different buffers");
+  }
+  if (a.has(9)) {
+    const size_t R = a.mem(9, "logitRows").bytes / 4;
+    plus->n_logit_rows = minus->n_logit_rows = R;
+    plus->logit_rows = minus->logit_rows = a.elems<int32_t>(9, "logitRows", 0, R);
+    plus->logits = a.elems<float>(10, "logitsPlus", 0, mul(R, c.vocab));
+    minus->logits = a.elems<float>(11, "logitsMinus", 0, mul(R, c.vocab));
+    if (R && plus->logits == minus->logits) bad(Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
+  }
+  const Direction dir = direction_arg(a, 12, kPurposeSrProbe);
+  const float eps = finite_f32(a, 15, "eps");
+  const int32_t mode = a.i32(16, "mode");
+  if (mode != 0 && mode != 1) bad(Code::InvalidArgument, "mode must be 0 (on-load) or 1 (in-place)");
+  Span tr = a.mem(17, "trainable");
+  const uint8_t* trainable = a.elems<uint8_t>(17, "trainable", 0, tr.bytes);
+  llama_validate(c, b, nullptr, *plus);
+  auto all = std::make_shared<std::vector<WeightArg>>();
+  auto w = parse_weights(a, c, ids, 18, all.get());
+  for (size_t j = 0; j < nw; ++j)
+    if (ids[j] >= tr.bytes) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " has no trainable flag");
+
+  // In place: the distinct trainable tensors, each perturbed once (a tied head shares the embedding).
+  struct InPlace {
+    float* w;
+    size_t n;
+    uint32_t id;
+  };
+  auto targets = std::make_shared<std::vector<InPlace>>();
+  if (mode == 1)
+    for (size_t j = 0; j < nw; ++j) {
+      if (!trainable[ids[j]]) continue;
+      const WeightArg& wa = (*all)[j];
+      if (!wa.g.f32)
+        bad(Code::Unsupported, "in-place probes take fp32 weights only: a perturbed quantized weight is off its grid, so "
+                               "writing it would round and could not be undone exactly; use mode 'on-load'");
+      bool seen = false;
+      for (const InPlace& t : *targets) seen = seen || t.id == ids[j];
+      if (!seen) targets->push_back(InPlace{wa.f32, (size_t)(wa.g.n * wa.g.k), ids[j]});
+    }
+  std::vector<uint8_t> flags(trainable, trainable + tr.bytes);  // JS may write the array meanwhile
+  auto keep = std::make_shared<std::vector<uint8_t>>(std::move(flags));
+
+  return {[c, w, b, plus, minus, dir, eps, mode, targets, keep] {
+            if (mode == 0) {
+              LlamaPerturb zo{dir, eps, keep->data(), keep->size()};
+              llama_forward(c, *w, b, nullptr, *plus, &zo);
+              zo.alpha = -eps;
+              llama_forward(c, *w, b, nullptr, *minus, &zo);
+              return;
+            }
+            // MeZO: theta += eps z, forward, theta -= 2 eps z, forward, theta += eps z.
+            auto step = [&](float alpha) {
+              for (const InPlace& t : *targets) {
+                Direction d = dir;
+                d.stream = t.id;
+                perturb_dense(t.w, t.n, d, 0, alpha);
+              }
+            };
+            step(eps);
+            try {
+              llama_forward(c, *w, b, nullptr, *plus);
+              step(-2 * eps);
+              llama_forward(c, *w, b, nullptr, *minus);
+              step(eps);
+            } catch (...) {
+              // restore whatever state the failure left (validation ran before, so this is OOM)
+              step(-eps);
+              throw;
+            }
+          },
+          [plus, minus](Napi::Env env) -> Napi::Value {
             Napi::Object r = Napi::Object::New(env);
-            r.Set("logprobSum", o->logprob_sum);
-            r.Set("count", (double)o->count);
+            r.Set("plus", sum_result(env, *plus));
+            r.Set("minus", sum_result(env, *minus));
             return r;
           }};
 }
 
+Job parse_update(Args& a) {
+  const Direction dir = direction_arg(a, 0, kPurposeSrUpdate);
+  const float scale = finite_f32(a, 3, "scale");
+  const double decay = a.num(4, "decay");
+  if (!(decay >= 0 && decay <= 1)) bad(Code::InvalidArgument, "decay must be in [0, 1]");
+  const size_t n = a.mem(5, "ids").bytes / 4;
+  const uint32_t* ids = a.elems<uint32_t>(5, "ids", 0, n);
+  const uint8_t* decays = a.elems<uint8_t>(6, "decayFlags", 0, n);
+  const double* counts = a.elems<double>(7, "counts", 0, n);
+  if (a.count() != 8 + n) bad(Code::InvalidArgument, "expected " + std::to_string(8 + n) + " arguments, got " + std::to_string(a.count()));
+  struct Item {
+    WeightArg w;
+    uint32_t id;
+    float keep;
+  };
+  auto items = std::make_shared<std::vector<Item>>();
+  for (size_t j = 0; j < n; ++j) {
+    if (!(counts[j] >= 0 && counts[j] == std::floor(counts[j]) && counts[j] < 9007199254740992.0)) bad(Code::InvalidArgument, "counts must be integers");
+    Napi::Value v = a.value(8 + j);
+    const bool quantized = v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("format");
+    Item it{};
+    if (quantized) {
+      QTensorView q = a.qtensor(8 + j, "tensor");
+      it.w = weight_arg(a, 8 + j, "tensor", q.rows, q.cols);
+    } else {
+      it.w = weight_arg(a, 8 + j, "tensor", 1, (uint64_t)counts[j]);
+    }
+    it.id = ids[j];
+    it.keep = (float)(1.0 - (decays[j] ? decay : 0.0));
+    if (!it.w.g.f32 && it.keep != 1.0f)
+      bad(Code::Unsupported, "weight decay on quantized tensors is not supported (tensor id " + std::to_string(ids[j]) +
+                                 "): the QuZO update moves codes along z only");
+    items->push_back(it);
+  }
+  return {[items, dir, scale] {
+            for (const Item& it : *items) {
+              Direction d = dir;
+              d.stream = it.id;
+              if (it.w.g.f32) perturb_dense(it.w.f32, (size_t)it.w.g.k, d, 0, -scale, it.keep);
+              else quant_update(it.w.g.q, -scale, d);
+            }
+          },
+          nullptr};
+}
+
 }  // namespace
 
-void register_llama(Napi::Env env, Napi::Object exports) { export_op(env, exports, "llamaForward", parse_forward); }
+void register_llama(Napi::Env env, Napi::Object exports) {
+  export_op(env, exports, "llamaForward", parse_forward);
+  export_op(env, exports, "llamaZoProbe", parse_probe);
+  export_op(env, exports, "zoUpdate", parse_update);
+}
 
 }  // namespace zt

@@ -9,21 +9,52 @@
 #include "../common/philox.h"
 #include "../common/status.h"
 #include "cpu_features.h"
+#include "gemm_int8.h"
 #include "memory.h"
+#include "perturb.h"
 #include "threadpool.h"
 
 namespace zt {
 namespace {
 
-// The one entry for every matrix product of the model.
-void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate) {
+// The one entry for every matrix product of the model (perturbed on load when zo says so).
+void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate, const LlamaPerturb* zo) {
+  const bool perturb = zo && zo->on(L.id);
+  const Direction dir = perturb ? zo->of(L.id) : Direction{};
+  if (L.int_act) {
+    IntGemm g{x, M, L.w.k, L.w.q, y, L.w.n, nullptr, accumulate ? y : nullptr, L.w.n,
+              perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, 0, nullptr, 0};
+    gemm_int(g);
+    return;
+  }
   GemmArgs g{};
   g.a = x;
   g.m = M;
   g.w = L.w;
   g.c = y;
   g.accumulate = accumulate;
+  if (perturb) g.p = GemmPerturb{true, dir, zo->alpha, 0, false, nullptr, 0};
   gemm(g);
+}
+
+// x[i] = row tokens[i] of the embedding table (decoded if quantized), then + alpha * z over the
+// row's element indices when the table is perturbed: exactly the row of the perturbed table.
+void embed_rows(float* x, const Linear& E, const int32_t* tokens, size_t N, const LlamaPerturb* zo) {
+  const size_t D = E.w.k;
+  const bool perturb = zo && zo->on(E.id);
+  if (E.w.f32 && !perturb) return embed(x, E.w.w32, D, tokens, N);
+  const Direction dir = perturb ? zo->of(E.id) : Direction{};
+  auto decode = use_avx2() ? avx2::gemm_decode : gemm_decode_ref;
+  auto perturb_row = use_avx2() ? avx2::perturb_range : perturb_range_ref;
+  parallel_chunks(N, 16, [&](size_t i0, size_t i1) {
+    for (size_t i = i0; i < i1; ++i) {
+      const uint64_t t = (uint64_t)tokens[i];
+      float* row = x + i * D;
+      if (E.w.f32) memcpy(row, E.w.w32 + t * D, D * sizeof(float));
+      else decode(E.w, t, t + 1, 0, D, row, D);
+      if (perturb) perturb_row(row, t * D, t * D + D, dir, zo->alpha, 1.0f);
+    }
+  });
 }
 
 constexpr size_t kAlignFloats = 16;  // 64-byte aligned buffers inside the arena
@@ -36,11 +67,11 @@ struct Plan {
   size_t N = 0, T = 0, R = 0, C = 0;
   int32_t pos0 = 0;  // rotary tables cover positions [pos0, pos0 + P)
   size_t P = 0;
-  size_t x, xn, q, k, v, g, u, kv_k, kv_v, kv_mask, rel_pos, cos_t, sin_t, hrows, hlogits, total;
+  size_t x, xn, q, k, v, g, u, kv_k, kv_v, kv_mask, rel_pos, cos_t, sin_t, hrows, hlogits, norms, total;
   std::vector<int32_t> head_rows;  // sorted distinct token rows that need the LM head
 };
 
-Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o) {
+Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o, bool zo) {
   Plan p;
   p.N = (size_t)b.seq_off[b.B];
   for (size_t s = 0; s < b.B; ++s) p.T = std::max(p.T, (size_t)(b.seq_off[s + 1] - b.seq_off[s]));
@@ -83,6 +114,7 @@ Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, 
   p.sin_t = take(p.P * c.head_dim / 2);
   p.hrows = take(p.C * D);
   p.hlogits = take(p.R ? p.C * c.vocab : 0);
+  p.norms = take(zo ? (2 * c.layers + 1) * align_up(D) : 0);  // perturbed norm vectors of a probe
   p.total = at;
   return p;
 }
@@ -166,14 +198,27 @@ void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* ca
       bad(Code::OutOfRange, "logit row " + std::to_string(o.logit_rows[j]) + " is outside the batch's " + std::to_string(N) + " tokens");
 }
 
-void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o) {
-  const Plan p = make_plan(c, b, cache, o);
+void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
+                   const LlamaPerturb* zo) {
+  const Plan p = make_plan(c, b, cache, o, zo != nullptr);
   Arena arena(p.total);
   float* A = arena.base;
   const size_t N = p.N, D = c.hidden, hd = c.head_dim, Hq = c.heads, Hkv = c.kv_heads, I = c.inter, V = c.vocab;
   float *x = A + p.x, *xn = A + p.xn, *q = A + p.q, *k = A + p.k, *v = A + p.v, *g = A + p.g, *u = A + p.u;
 
-  embed(x, w.embed, D, b.tokens, N);
+  // Norm vectors as this forward reads them: the weights, or perturbed copies in the arena.
+  std::vector<const float*> norm_of(2 * c.layers + 1);
+  for (size_t j = 0; j < norm_of.size(); ++j) {
+    const NormVec& nv = j == 2 * c.layers ? w.norm : (j % 2 ? w.layers[j / 2].mlp_norm : w.layers[j / 2].attn_norm);
+    norm_of[j] = nv.w;
+    if (!zo || !zo->on(nv.id)) continue;
+    float* copy = A + p.norms + j * align_up(D);
+    memcpy(copy, nv.w, D * sizeof(float));
+    (use_avx2() ? avx2::perturb_range : perturb_range_ref)(copy, 0, D, zo->of(nv.id), zo->alpha, 1.0f);
+    norm_of[j] = copy;
+  }
+
+  embed_rows(x, w.embed, b.tokens, N, zo);
   // Rotary tables only for the positions present (decoding needs one row, not the whole context).
   int32_t* rel_pos = reinterpret_cast<int32_t*>(A + p.rel_pos);
   for (size_t i = 0; i < N; ++i) rel_pos[i] = b.positions[i] - p.pos0;
@@ -204,22 +249,22 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
 
   for (size_t l = 0; l < c.layers; ++l) {
     const LlamaLayer& L = w.layers[l];
-    rmsnorm(xn, x, L.attn_norm, N, D, c.eps);
-    linear(L.q, xn, N, q, false);
-    linear(L.k, xn, N, k, false);
-    linear(L.v, xn, N, v, false);
+    rmsnorm(xn, x, norm_of[2 * l], N, D, c.eps);
+    linear(L.q, xn, N, q, false, zo);
+    linear(L.k, xn, N, k, false, zo);
+    linear(L.v, xn, N, v, false, zo);
     float* kl = cache ? cache->k + l * b.B * Hkv * cap * hd : A + p.kv_k;
     float* vl = cache ? cache->v + l * b.B * Hkv * cap * hd : A + p.kv_v;
     rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
     at.k = kl;
     at.v = vl;
     attention(at);
-    linear(L.o, q, N, x, true);  // residual
-    rmsnorm(xn, x, L.mlp_norm, N, D, c.eps);
-    linear(L.gate, xn, N, g, false);
-    linear(L.up, xn, N, u, false);
+    linear(L.o, q, N, x, true, zo);  // residual
+    rmsnorm(xn, x, norm_of[2 * l + 1], N, D, c.eps);
+    linear(L.gate, xn, N, g, false, zo);
+    linear(L.up, xn, N, u, false, zo);
     swiglu(g, g, u, N * I);
-    linear(L.down, g, N, x, true);  // residual
+    linear(L.down, g, N, x, true, zo);  // residual
   }
 
   // LM head on the rows that need it, a chunk at a time.
@@ -236,8 +281,8 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
   for (size_t c0 = 0; c0 < p.R; c0 += p.C) {
     const size_t n = std::min(p.C, p.R - c0);
     for (size_t j = 0; j < n; ++j) memcpy(hrows + j * D, x + (size_t)p.head_rows[c0 + j] * D, D * sizeof(float));
-    rmsnorm(hrows, hrows, w.norm, n, D, c.eps);
-    linear(w.lm_head, hrows, n, hl, false);
+    rmsnorm(hrows, hrows, norm_of[2 * c.layers], n, D, c.eps);
+    linear(w.lm_head, hrows, n, hl, false, zo);
     if (o.targets) {
       for (size_t j = 0; j < n; ++j) tg[j] = o.targets[p.head_rows[c0 + j]];
       log_probs(hl, n, V, V, tg.data(), lp.data());

@@ -28,25 +28,50 @@ struct LlamaConfig {
 };
 
 // y[M, out] (+)= x[M, in] . W^T with W [out, in] (nn.Linear layout), W in any storage the GEMM
-// takes (fp32 now; QTensor formats through w.q). `id` is the weight's stable tensor id: the
-// Philox stream of its perturbation direction (perturb-on-load inside the GEMM).
+// takes (fp32, or a QTensor format through w.q). `id` is the weight's stable tensor id: the
+// Philox stream of its perturbation direction (perturb-on-load inside the GEMM). int_act: the
+// W8A8 / W4A8 integer GEMM (gemm_int8.h, dynamic int8 activations; w.q is int8 or int4).
 struct Linear {
   uint32_t id;
   GemmWeights w;
+  bool int_act = false;
+};
+
+// A norm weight vector [hidden] (fp32) with its tensor id.
+struct NormVec {
+  uint32_t id;
+  const float* w;
 };
 
 struct LlamaLayer {
-  const float* attn_norm;
+  NormVec attn_norm;
   Linear q, k, v, o;
-  const float* mlp_norm;
+  NormVec mlp_norm;
   Linear gate, up, down;
 };
 
 struct LlamaWeights {
-  const float* embed;  // [vocab, hidden]
+  Linear embed;  // [vocab, hidden]: gathered rows (decoded when quantized), never a GEMM
   std::vector<LlamaLayer> layers;
-  const float* norm;
+  NormVec norm;
   Linear lm_head;
+};
+
+// Perturb-on-load of a ZO probe: every trainable tensor t is read as W + alpha * z_t with z_t =
+// direction_at(dir with stream = t, element index in the tensor). Linears through the GEMMs'
+// GemmPerturb, embedding rows after the gather (perturb_range over the gathered row's indices),
+// norm vectors as perturbed copies in the activation arena. No weight is written.
+struct LlamaPerturb {
+  Direction dir;              // stream is replaced by each tensor's id
+  float alpha;
+  const uint8_t* trainable;   // [n_ids], indexed by tensor id
+  size_t n_ids;
+  bool on(uint32_t id) const { return id < n_ids && trainable[id] != 0; }
+  Direction of(uint32_t id) const {
+    Direction d = dir;
+    d.stream = id;
+    return d;
+  }
 };
 
 struct LlamaBatch {
@@ -89,6 +114,8 @@ struct LlamaOutputs {
 void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o);
 
 // Runs the forward; activations are allocated once (category "activations") and freed at the end.
-void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o);
+// With `zo`, the trainable tensors are perturbed on load (LlamaPerturb).
+void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
+                   const LlamaPerturb* zo = nullptr);
 
 }  // namespace zt

@@ -10,8 +10,8 @@
 
 namespace zt {
 
-void perturb_range_ref(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
-  for (uint64_t i = begin; i < end; ++i) w[i - begin] = perturbed(w[i - begin], alpha, direction_at(d, i));
+void perturb_range_ref(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
+  for (uint64_t i = begin; i < end; ++i) w[i - begin] = perturbed_decayed(w[i - begin], keep, alpha, direction_at(d, i));
 }
 
 void perturb_gather_ref(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha) {
@@ -29,7 +29,7 @@ void check_direction(const Direction& d) {
 // Tasks own element windows [k * chunk, (k + 1) * chunk) of the direction, aligned to the RNG blocks
 // (1024 elements holds whole word- and bit-stream blocks), so only the two ends of a call are partial
 // blocks however `first` is aligned.
-void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha) {
+void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha, float keep) {
   check_direction(d);
   if (n == 0) return;
   constexpr uint64_t chunk = 1 << 16;
@@ -39,7 +39,7 @@ void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float
     uint64_t b = (t0 + t) * chunk, e = b + chunk;
     if (b < lo) b = lo;
     if (e > hi) e = hi;
-    kernel(w + (b - lo), b, e, d, alpha);
+    kernel(w + (b - lo), b, e, d, alpha, keep);
   });
 }
 

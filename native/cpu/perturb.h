@@ -2,6 +2,9 @@
 //   w[j] = fma(alpha, z(first + j), w[j])
 // one fused pass, z regenerated in registers and never stored. The update is rounded once (fmaf),
 // so perturb(+a) followed by perturb(-a) gives back w within 1 ulp of the perturbed value.
+// The ZO update with weight decay is the same pass with a retention factor keep = 1 - decay:
+//   w[j] = fma(alpha, z(first + j), w[j] * keep)
+// (keep = 1 multiplies exactly, so it is then bit for bit the plain perturbation).
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -12,13 +15,15 @@ namespace zt {
 
 // The one rounding every perturbation path applies (scalar, AVX2 and the sparse kernels).
 ZT_HD float perturbed(float w, float alpha, float z) { return zt_fma(alpha, z, w); }
+// With weight decay: the kept fraction of w, then the same fma.
+ZT_HD float perturbed_decayed(float w, float keep, float alpha, float z) { return zt_fma(alpha, z, zt_mul(w, keep)); }
 
 // Throws ZOTUNE_INVALID_ARGUMENT unless dist is Gaussian/Rademacher, bits is 0 or 2..8 and, with
 // bits > 0, sr_purpose is kPurposeSrProbe or kPurposeSrUpdate (never a stream shared with z).
 void check_direction(const Direction& d);
 
 // Dense: w[j] for j in [0, n), direction elements first .. first + n - 1.
-void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha);
+void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha, float keep = 1.0f);
 
 // Index subset (sparse ZO): w[idx[j]] = fma(alpha, z(first + idx[j]), w[idx[j]]) for j in [0, m).
 // Indices are u32 (a tensor's elements beyond 2^32 cannot be addressed), each < n, any order, no
@@ -27,12 +32,13 @@ void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float
 // perturbation masked to the index set, on any thread count.
 void perturb_indices(float* w, size_t n, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
 
-// Range kernels. Dense: direction elements [begin, end) applied to w[0 .. end - begin).
-void perturb_range_ref(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha);
+// Range kernels. Dense: direction elements [begin, end) applied to w[0 .. end - begin), each
+// element first multiplied by keep (1: none).
+void perturb_range_ref(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep = 1.0f);
 // Sparse: m indices, each < the tensor size (checked by the caller), distinct.
 void perturb_gather_ref(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
 namespace avx2 {
-void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha);
+void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep = 1.0f);
 void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
 }  // namespace avx2
 

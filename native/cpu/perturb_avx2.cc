@@ -7,16 +7,18 @@ namespace zt {
 namespace avx2 {
 namespace {
 
-static inline void fma_store(float* o, __m256 alpha, __m256 z) {
-  _mm256_storeu_ps(o, _mm256_fmadd_ps(alpha, z, _mm256_loadu_ps(o)));
+// keep multiplies first (weight decay; 1 is exact), as perturbed_decayed does.
+static inline void fma_store(float* o, __m256 alpha, __m256 z, __m256 keep) {
+  _mm256_storeu_ps(o, _mm256_fmadd_ps(alpha, z, _mm256_mul_ps(_mm256_loadu_ps(o), keep)));
 }
 
 // Gaussian (optionally QuZO-rounded) on whole 32-element word-stream blocks, 64 at a time so four
 // Box-Muller evaluations overlap (normal64).
-void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
+void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
   const uint64_t a = (begin + 31) / 32 * 32, z = end / 32 * 32;
-  if (a >= z) return perturb_range_ref(w, begin, end, d, alpha);
-  perturb_range_ref(w, begin, a, d, alpha);
+  if (a >= z) return perturb_range_ref(w, begin, end, d, alpha, keep);
+  perturb_range_ref(w, begin, a, d, alpha, keep);
+  const __m256 vk = _mm256_set1_ps(keep);
   float* o = w + (a - begin);
   const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
   const __m256 va = _mm256_set1_ps(alpha);
@@ -26,12 +28,12 @@ void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, flo
     for (; b + 2 <= bz; b += 2, o += 64) {
       __m256 n[8];
       normal64(key, b, n);
-      for (int k = 0; k < 8; ++k) fma_store(o + 8 * k, va, n[k]);
+      for (int k = 0; k < 8; ++k) fma_store(o + 8 * k, va, n[k], vk);
     }
     if (b < bz) {
       __m256 n[4];
       normal32(key, b, n);
-      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, n[k]);
+      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, n[k], vk);
       o += 32;
     }
   } else {
@@ -41,44 +43,44 @@ void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, flo
       normal64(key, b, n);
       Words8 u0 = philox8(sr_key, b << 3), u1 = philox8(sr_key, (b + 1) << 3);
       for (int k = 0; k < 4; ++k) {
-        fma_store(o + 8 * k, va, quzo8(n[k], u0.w[k], inv, step));
-        fma_store(o + 32 + 8 * k, va, quzo8(n[4 + k], u1.w[k], inv, step));
+        fma_store(o + 8 * k, va, quzo8(n[k], u0.w[k], inv, step), vk);
+        fma_store(o + 32 + 8 * k, va, quzo8(n[4 + k], u1.w[k], inv, step), vk);
       }
     }
     if (b < bz) {
       __m256 n[4];
       normal32(key, b, n);
       Words8 u = philox8(sr_key, b << 3);
-      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, quzo8(n[k], u.w[k], inv, step));
+      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, quzo8(n[k], u.w[k], inv, step), vk);
       o += 32;
     }
   }
-  perturb_range_ref(o, z, end, d, alpha);
+  perturb_range_ref(o, z, end, d, alpha, keep);
 }
 
 // Elements [lo, hi) of one bit-stream block (the partial blocks at a call's ends): the block's
 // words from one vector Philox instead of a scalar Philox per element.
-void rademacher_partial(float* o, uint64_t lo, uint64_t hi, RngKey key, float alpha) {
+void rademacher_partial(float* o, uint64_t lo, uint64_t hi, RngKey key, float alpha, float keep) {
   if (lo >= hi) return;
   alignas(32) uint32_t words[4][8];
   Words8 r = philox8(key, bit_counter(lo) & ~(uint64_t)7);
   for (int k = 0; k < 4; ++k) _mm256_store_si256((__m256i*)words[k], r.w[k]);
   for (uint64_t e = lo; e < hi; ++e) {
     uint32_t bit = (words[bit_slot_word(e)][e & 7] >> bit_slot_bit(e)) & 1u;
-    o[e - lo] = perturbed(o[e - lo], alpha, bit ? -1.0f : 1.0f);
+    o[e - lo] = perturbed_decayed(o[e - lo], keep, alpha, bit ? -1.0f : 1.0f);
   }
 }
 
 // One whole 1024-element bit-stream block: bit j of lane l of word k is element 256k + 8j + l, so
 // each 8-element update takes one shift of the word.
-static inline void rademacher_block(float* o, const Words8& r, __m256 pos, __m256 neg) {
+static inline void rademacher_block(float* o, const Words8& r, __m256 pos, __m256 neg, __m256 keep) {
   for (int k = 0; k < 4; ++k) {
     const __m256i bits = r.w[k];
     float* p = o + 256 * k;
 #pragma GCC unroll 32
     for (int j = 0; j < 32; ++j) {  // blendv reads only the sign bit: bit j shifted to the top
       __m256 s = _mm256_blendv_ps(pos, neg, _mm256_castsi256_ps(_mm256_slli_epi32(bits, 31 - j)));
-      _mm256_storeu_ps(p + 8 * j, _mm256_add_ps(_mm256_loadu_ps(p + 8 * j), s));
+      _mm256_storeu_ps(p + 8 * j, _mm256_add_ps(_mm256_mul_ps(_mm256_loadu_ps(p + 8 * j), keep), s));
     }
   }
 }
@@ -86,27 +88,28 @@ static inline void rademacher_block(float* o, const Words8& r, __m256 pos, __m25
 // Rademacher: memory-bound. The Philox words of 4 blocks are made first, so the 16 KiB of loads
 // and stores that follow stream without waiting on Philox latency (93-95 % of the in-place
 // bandwidth on Zen 1 instead of 88 % with one block at a time).
-void rademacher_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
+void rademacher_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
   const RngKey key = dir_key(d);
   const uint64_t a = (begin + 1023) / 1024 * 1024, z = end / 1024 * 1024;
   if (a >= z) {  // within one block, or across one block boundary
     uint64_t mid = a < end ? a : end;
-    rademacher_partial(w, begin, mid, key, alpha);
-    return rademacher_partial(w + (mid - begin), mid, end, key, alpha);
+    rademacher_partial(w, begin, mid, key, alpha, keep);
+    return rademacher_partial(w + (mid - begin), mid, end, key, alpha, keep);
   }
-  rademacher_partial(w, begin, a, key, alpha);
+  rademacher_partial(w, begin, a, key, alpha, keep);
+  const __m256 vk = _mm256_set1_ps(keep);
   float* o = w + (a - begin);
-  // fma(alpha, +-1, w) == w + (+-alpha): one exact rounding either way.
+  // fma(alpha, +-1, w * keep) == w * keep + (+-alpha): one rounding after the product either way.
   const __m256 pos = _mm256_set1_ps(alpha), neg = _mm256_set1_ps(-alpha);
   uint64_t b = a / 1024;
   const uint64_t bz = z / 1024;
   for (; b + 4 <= bz; b += 4, o += 4096) {
     Words8 r[4];
     for (int q = 0; q < 4; ++q) r[q] = philox8(key, (b + q) << 3);
-    for (int q = 0; q < 4; ++q) rademacher_block(o + 1024 * q, r[q], pos, neg);
+    for (int q = 0; q < 4; ++q) rademacher_block(o + 1024 * q, r[q], pos, neg, vk);
   }
-  for (; b < bz; ++b, o += 1024) rademacher_block(o, philox8(key, b << 3), pos, neg);
-  rademacher_partial(o, z, end, key, alpha);
+  for (; b < bz; ++b, o += 1024) rademacher_block(o, philox8(key, b << 3), pos, neg, vk);
+  rademacher_partial(o, z, end, key, alpha, keep);
 }
 
 // Lane-wise choice of word sel (0..3) of w.
@@ -119,9 +122,9 @@ static inline __m256i select_word(const Words8& w, __m256i sel) {
 
 }  // namespace
 
-void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
-  if (d.dist == kDirRademacher) rademacher_range(w, begin, end, d, alpha);
-  else gauss_range(w, begin, end, d, alpha);
+void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
+  if (d.dist == kDirRademacher) rademacher_range(w, begin, end, d, alpha, keep);
+  else gauss_range(w, begin, end, d, alpha, keep);
 }
 
 // Sparse: elements rarely share a Philox block, so each lane runs its own counter; 8 indices per

@@ -1,12 +1,15 @@
 'use strict';
-// Minimal ONNX model bytes built in memory (hand-written protobuf, no dependency) for the
-// onnxruntime-node peer of the int8 GEMM benchmark:
+// onnxruntime-node peers of the GEMM benchmarks. The ONNX models are built in memory as raw
+// protobuf bytes (no onnx package):
+//   matmul:   Y = X · B, B [K, N] a constant initializer (as for an nn.Linear weight, so ORT may
+//             prepack it), the fp32 peer
 //   dynamic:  y = DynamicQuantizeLinear(x) -> MatMulInteger(., W int8 [K, N]) -> Cast -> Mul(x_scale) -> Mul(w_scale[N])
 //             (the same work as zotune's matmulInt8: per-call activation quantization, int GEMM,
 //             f32 rescale; onnxruntime fuses it into its dynamic-quantization kernel)
 //   integer:  c = MatMulInteger(a uint8 [M, K], W int8 [K, N], a_zero_point) -> int32 (no quantization)
 //   nbits:    y = MatMulNBits(x, W 4-bit) (com.microsoft; int8 compute), the W4A8 peer
 
+// --- protobuf wire format and the ONNX messages used ---------------------------------------------
 const FLOAT = 1, UINT8 = 2, INT8 = 3, INT32 = 6;
 
 function varint(n) {
@@ -36,6 +39,16 @@ const initializer = (name, elem, dims, raw) => msg(5, [...dims.map((d) => int(1,
 function model(graphParts) {
   const opsets = [msg(8, [str(1, ''), int(2, 13)]), msg(8, [str(1, 'com.microsoft'), int(2, 1)])];
   return Buffer.concat([int(1, 8), ...opsets, msg(7, [...graphParts, str(2, 'g')])]);
+}
+
+/** ONNX model bytes of Y = X · B, B [K, N] float32 (row-major Float32Array). */
+function matmulModel(K, N, b) {
+  return model([
+    node('MatMul', ['X', 'B'], ['Y']),
+    initializer('B', FLOAT, [K, N], Buffer.from(b.buffer, b.byteOffset, b.byteLength)),
+    valueInfo(11, 'X', FLOAT, ['M', K]),
+    valueInfo(12, 'Y', FLOAT, ['M', N]),
+  ]);
 }
 
 /** W given as int8 codes [N, K] (zotune layout) and per-row scales [N]; ONNX wants B [K, N]. */
@@ -94,4 +107,22 @@ async function session(bytesOfModel, threads) {
   });
 }
 
-module.exports = { dynamicModel, integerModel, nbitsModel, session };
+/**
+ * A ready-to-run ORT MatMul for weights w [N, K] (nn.Linear layout; transposed into B here).
+ * run(x) computes x [M, K] · wᵀ and returns the output Float32Array.
+ */
+async function ortMatmul(w, N, K, threads) {
+  const ort = require('onnxruntime-node');
+  const b = new Float32Array(K * N);
+  for (let n = 0; n < N; n++) for (let k = 0; k < K; k++) b[k * N + n] = w[n * K + k];
+  const s = await session(matmulModel(K, N, b), threads);
+  return {
+    async run(x, M) {
+      const out = await s.run({ X: new ort.Tensor('float32', x, [M, K]) });
+      return out.Y.data;
+    },
+    release: () => s.release(),
+  };
+}
+
+module.exports = { matmulModel, ortMatmul, dynamicModel, integerModel, nbitsModel, session };
