@@ -239,6 +239,15 @@ withModel('model commands on micro-llama', () => {
     expect(plain.ids).toEqual(libPlain);
   });
 
+  test('generate: an empty prompt is just bos; --max-tokens 0 generates nothing', () => {
+    const e = JSON.parse(zotune(['generate', '--model', dir, '--prompt', '', '--max-tokens', '3', '--ignore-eos', '--json']).stdout) as GenerateResult;
+    expect([e.promptIds, e.ids.length]).toEqual([[4093], 3]);
+    const z = zotune(['generate', '--model', dir, '--prompt', 'Call me', '--max-tokens', '0', '--json']);
+    expect(z.status).toBe(0);
+    expect(JSON.parse(z.stdout)).toMatchObject({ ids: [], text: '', stopReason: 'max-tokens', timeToFirstToken: null });
+    expect(zotune(['generate', '--model', dir, '--prompt', 'Call me', '--max-tokens', '0'])).toMatchObject({ status: 0, stdout: '\n', stderr: '' });
+  });
+
   test('generate: a prompt that fills the context is a coded error; --max-tokens beyond it stops at the context', () => {
     const long = zotune(['generate', '--model', dir, '--prompt', 'the '.repeat(600), '--max-tokens', '5']);
     expect(long.status).toBe(1);

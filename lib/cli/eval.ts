@@ -98,10 +98,11 @@ const perplexityMode: EvalMode<PerplexityEval> = {
   ],
 };
 
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-const EVAL_MODES: EvalMode<any>[] = [perplexityMode];
+const EVAL_MODES: EvalMode<EvalModeResult>[] = [perplexityMode];
 
-export type EvalResult = { model: string; weights: string } & PerplexityEval;
+/** What a mode returns; a new mode adds its result type to this union. */
+export type EvalModeResult = PerplexityEval;
+export type EvalResult = { model: string; weights: string } & EvalModeResult;
 
 export const evalCommand: Command<EvalResult> = {
   name: 'eval',

@@ -80,7 +80,7 @@ async function main(argv: string[]): Promise<number> {
     const e = err as { code?: string; message?: string };
     if (debug()) console.error(err);
     if (values.json) console.log(JSON.stringify({ error: { code: e.code ?? 'ZOTUNE_INTERNAL', message: e.message ?? String(err) } }, null, 2));
-    else console.error(`zotune ${cmd.name}: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`);
+    else console.error(`zotune ${cmd.name}: ${e.code ?? 'ZOTUNE_INTERNAL'}: ${e.message ?? String(err)}`);
     return 1;
   }
 }
