@@ -9,6 +9,7 @@ import path from 'node:path';
 import { LlamaModel, LlamaTokenizer, ModelWeights, SafetensorsFile, ZotuneError, memory } from '../lib';
 import { modelDir } from './helpers/models';
 import { prng } from './helpers/reference';
+import { root, run } from './helpers/spawn';
 
 const micro = modelDir('micro-llama');
 const maybe = micro ? test : test.skip;
@@ -232,6 +233,25 @@ describe('fuzzing micro-llama safetensors', () => {
     const m = await LlamaModel.load(nanDir);
     m.dispose();
     await expect(LlamaModel.load(nanDir, { weights: 'int8' })).rejects.toThrow(code('ZOTUNE_NONFINITE'));
+  });
+});
+
+describe('the CLI on fuzzed checkpoints', () => {
+  maybe('inspect and logits exit 0 or 1 with `code: message`, never a stack trace or a signal', () => {
+    const src = fs.readFileSync(path.join(micro!, 'model.safetensors'));
+    const dir = copyModel('fuzz-cli');
+    const rand = prng(99);
+    const cli = path.join(root, 'dist', 'cli', 'main.js');
+    for (let trial = 0; trial < 16; trial++) {
+      const { what, bytes } = mutate(src, rand, trial % 8);
+      fs.writeFileSync(path.join(dir, 'model.safetensors'), bytes);
+      for (const args of [['inspect', '--model', dir], ['logits', '--model', dir, '--ids', '4093,1', '--weights', 'int8']]) {
+        const r = run(process.execPath, [cli, ...args]);
+        expect([what, args[0], r.signal, r.status === 0 || r.status === 1]).toEqual([what, args[0], null, true]);
+        if (r.status === 1 && r.stderr) expect([what, r.stderr]).toEqual([what, expect.stringMatching(new RegExp(`^zotune ${args[0]}: ZOTUNE_[A-Z_]+: [^\\n]+\\n$`))]);
+        if (r.status === 1 && !r.stderr) expect(r.stdout).toContain('problems:'); // inspect found missing/extra tensors
+      }
+    }
   });
 });
 
