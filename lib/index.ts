@@ -30,5 +30,10 @@ export type {
   LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence, ZoDirection, ZoProbeOptions, ZoUpdateOptions,
   TrainableInfo, TensorPattern,
 } from './model/llama';
+export { lossAndGrad } from './model/grad';
+export type { GradOptions, LossAndGrad } from './model/grad';
+export * as fo from './fo';
+export { makeSchedule } from './schedule';
+export type { ScheduleOptions, ScheduleKind } from './schedule';
 export { perplexity, perplexityChunks } from './model/perplexity';
 export type { PerplexityOptions, PerplexityResult } from './model/perplexity';
