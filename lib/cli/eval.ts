@@ -121,13 +121,22 @@ export const evalCommand: Command<EvalResult> = {
     const tokenizer = loadTokenizer(values);
     const model = await loadModel(values);
     const tty = process.stderr.isTTY;
+    let drawn = false;
+    const clear = () => {
+      if (drawn) process.stderr.write('\r\x1b[K');
+      drawn = false;
+    };
     const progress = (done: number, total: number, what: string) => {
-      if (tty) process.stderr.write(done < total ? `\reval: ${done}/${total} ${what}` : '\r\x1b[K');
+      if (!tty) return;
+      if (done >= total) return clear();
+      process.stderr.write(`\reval: ${done}/${total} ${what}`);
+      drawn = true;
     };
     try {
       const r = await mode.run({ model, tokenizer, values, progress });
       return { model: model.dir, weights: model.weightScheme, ...r };
     } finally {
+      clear(); // an error message must not land behind a progress line
       model.dispose();
     }
   },
