@@ -35,3 +35,5 @@ export type { GradOptions, LossAndGrad } from './model/grad';
 export * as fo from './fo';
 export { makeSchedule } from './schedule';
 export type { ScheduleOptions, ScheduleKind } from './schedule';
+export { perplexity, perplexityChunks } from './model/perplexity';
+export type { PerplexityOptions, PerplexityResult } from './model/perplexity';
