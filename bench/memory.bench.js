@@ -203,7 +203,7 @@ async function parent() {
   md.push('## Method', '');
   md.push(`- Each configuration runs in a fresh child process: load the model, ${STEPS} training steps on 2 sequences × ${TOKENS / 2} tokens, then report the peak resident set (VmHWM from /proc/self/status: Node runtime and everything else included) and the engine's peak bytes per category (lib memory(): weights, activations, gradients, optimizer state, workspace; peaks are per category, so they need not add up to the total peak).`);
   md.push('- FO: `FoTrainer` (lossAndGrad + fused AdamW/SGD update, clipping to norm 1), all parameters trained, gradients fp32. MeZO/QuZO: `model.zoProbe` (two forwards with the perturbation inside the weight loads) + `model.zoUpdate`, all parameters trained; QuZO on int8 / int4-g128 weights with 8-/4-bit stochastically rounded directions.');
-  md.push('- "× forward" divides a configuration\'s VmHWM by the inference forward\'s VmHWM on the same model, measured in the same run; the step time is the second step's (the first warms up) (the machine is shared: compare ratios within one run).');
+  md.push('- "× forward" divides a configuration\'s VmHWM by the inference forward\'s VmHWM on the same model, measured in the same run; step time: the second step, after a warm-up step (the machine is shared: compare ratios within one run).');
   md.push('');
   md.push('## Results', '');
   const cols = ['model', 'configuration', 'VmHWM MiB', '× forward', ...CATS.map((c) => `${c} MiB`), 'engine peak MiB', 'step ms', 'step × forward'];
