@@ -28,6 +28,8 @@ const CONFIGS = [
   { id: 'fo-adamw', label: 'FO-AdamW fp32', weights: 'fp32' },
   { id: 'fo-adamw-recompute', label: 'FO-AdamW fp32, recomputation', weights: 'fp32' },
   { id: 'fo-sgd', label: 'FO-SGD fp32 (no momentum)', weights: 'fp32' },
+  { id: 'qat-int8', label: 'QAT int8 (AdamW, fp32 masters)', weights: 'fp32', qat: { format: 'int8' } },
+  { id: 'qat-int4', label: 'QAT int4-g128 (AdamW, fp32 masters)', weights: 'fp32', qat: { format: 'int4', granularity: 128 } },
   { id: 'mezo', label: 'MeZO fp32', weights: 'fp32' },
   { id: 'quzo-int8', label: 'QuZO int8', weights: 'int8', bits: 8 },
   { id: 'quzo-int4', label: 'QuZO int4 (g128)', weights: 'int4', bits: 4 },
@@ -46,9 +48,9 @@ async function child(spec) {
   let step;
   let trainer;
   if (cfg.id === 'forward') step = (s) => model.forward(batch(V, s), { logits: 'none' });
-  else if (cfg.id.startsWith('fo-')) {
+  else if (cfg.id.startsWith('fo-') || cfg.qat) {
     const optimizer = cfg.id === 'fo-sgd' ? { kind: 'sgd', lr: 1e-4 } : { kind: 'adamw', lr: 1e-5 };
-    trainer = new z.fo.FoTrainer(model, { optimizer, recompute: cfg.id.endsWith('recompute'), maxGradNorm: 1 });
+    trainer = new z.fo.FoTrainer(model, { optimizer, recompute: cfg.id.endsWith('recompute'), maxGradNorm: 1, qat: cfg.qat });
     step = (s) => trainer.step([{ batch: batch(V, s) }]);
   } else {
     // MeZO / QuZO: one two-point probe (perturbation inside the weight loads), one fused update
@@ -68,8 +70,15 @@ async function child(spec) {
   const status = fs.readFileSync('/proc/self/status', 'utf8');
   const kb = (k) => Number((status.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm')) || [])[1]) * 1024;
   const eng = z.memory().engine;
+  // weight bytes of the layers vs the rest (embedding, LM head, final norm): storage differs per scheme
+  let layerBytes = 0, fixedBytes = 0;
+  for (const n of z.llamaTensorNames(model.config)) {
+    const b = model.weight(n).byteLength;
+    if (n.startsWith('model.layers.')) layerBytes += b;
+    else fixedBytes += b;
+  }
   const stepMs = times[times.length - 1];
-  process.stdout.write(JSON.stringify({ hwm: kb('VmHWM'), peak: eng.peak, totalPeak: eng.totalPeak, stepMs }) + '\n');
+  process.stdout.write(JSON.stringify({ hwm: kb('VmHWM'), peak: eng.peak, totalPeak: eng.totalPeak, stepMs, layerBytes, fixedBytes }) + '\n');
   trainer?.dispose();
   model.dispose();
 }
@@ -202,7 +211,7 @@ async function parent() {
   md.push(`Machine: ${os.cpus()[0]?.model ?? 'cpu'}, ${os.cpus().length} cores, ${gib(os.totalmem())} GiB; Node ${process.version}; ${new Date().toISOString()}.`, '');
   md.push('## Method', '');
   md.push(`- Each configuration runs in a fresh child process: load the model, ${STEPS} training steps on 2 sequences × ${TOKENS / 2} tokens, then report the peak resident set (VmHWM from /proc/self/status: Node runtime and everything else included) and the engine's peak bytes per category (lib memory(): weights, activations, gradients, optimizer state, workspace; peaks are per category, so they need not add up to the total peak).`);
-  md.push('- FO: `FoTrainer` (lossAndGrad + fused AdamW/SGD update, clipping to norm 1), all parameters trained, gradients fp32. MeZO/QuZO: `model.zoProbe` (two forwards with the perturbation inside the weight loads) + `model.zoUpdate`, all parameters trained; QuZO on int8 / int4-g128 weights with 8-/4-bit stochastically rounded directions.');
+  md.push('- FO: `FoTrainer` (lossAndGrad + fused AdamW/SGD update, clipping to norm 1), all parameters trained, gradients fp32; QAT: the same with fake-quantized copies of the linear layers and LM head in the forward (straight-through gradients to the fp32 masters; the copies are workspace). MeZO/QuZO: `model.zoProbe` (two forwards with the perturbation inside the weight loads) + `model.zoUpdate`, all parameters trained; QuZO on int8 / int4-g128 weights with 8-/4-bit stochastically rounded directions.');
   md.push('- "× forward" divides a configuration\'s VmHWM by the inference forward\'s VmHWM on the same model, measured in the same run; step time: the second step, after a warm-up step (the machine is shared: compare ratios within one run).');
   md.push('');
   md.push('## Results', '');
@@ -220,7 +229,7 @@ async function parent() {
   for (const g of groups) {
     const by = Object.fromEntries(g.rows.map((r) => [r.id, r]));
     const pair = (a, b) => (by[a] && by[b] ? `${(by[a].hwm / by[b].hwm).toFixed(2)}×` : 'n/a');
-    md.push(`- ${g.model}: FO-AdamW fp32 ÷ MeZO fp32 = ${pair('fo-adamw', 'mezo')}; FO-AdamW fp32 ÷ QuZO int8 = ${pair('fo-adamw', 'quzo-int8')}; FO-AdamW fp32 ÷ QuZO int4 = ${pair('fo-adamw', 'quzo-int4')}; FO-SGD ÷ MeZO = ${pair('fo-sgd', 'mezo')} (peak resident set).`);
+    md.push(`- ${g.model}: FO-AdamW fp32 ÷ MeZO fp32 = ${pair('fo-adamw', 'mezo')}; FO-AdamW fp32 ÷ QuZO int8 = ${pair('fo-adamw', 'quzo-int8')}; FO-AdamW fp32 ÷ QuZO int4 = ${pair('fo-adamw', 'quzo-int4')}; FO-SGD ÷ MeZO = ${pair('fo-sgd', 'mezo')}; QAT int8 ÷ QuZO int8 = ${pair('qat-int8', 'quzo-int8')}; QAT int4 ÷ QuZO int4 = ${pair('qat-int4', 'quzo-int4')} (peak resident set).`);
   }
   md.push('');
 
@@ -231,13 +240,17 @@ async function parent() {
     const pMeas = layerParams(s) * L + fixedParams(s), p7 = layerParams(LLAMA7B) * LLAMA7B.layers + fixedParams(LLAMA7B);
     const a7 = actPerTokenLayer(LLAMA7B) * LLAMA7B.layers, aMeas = actPerTokenLayer(s) * L;
     md.push('## Extrapolation to LLaMA-7B (32 layers, hidden 4096, intermediate 11008, 32 KV heads, vocab 32000)', '');
-    md.push(`- Per category, from the ${L}-layer run: weights, gradients and optimizer state scale with the parameter count (${(pMeas / 1e6).toFixed(0)} M measured → ${(p7 / 1e9).toFixed(2)} B; fp32 / int8 / int4 storage keeps its measured bytes per parameter); activations scale with the floats kept per token and layer (${aMeas} → ${a7}, same token count); workspace (transposed GEMM blocks, LM-head chunks, per-layer temporaries) with the hidden size (×${(LLAMA7B.hidden / s.hidden).toFixed(0)}); the runtime rest (VmHWM − engine total peak) is kept as measured. Engine categories peak at different moments, so the sum over-estimates slightly.`);
+    md.push(`- Per category, from the ${L}-layer run: weights split into the layers' bytes (scaled by the layer parameter count, ${(layerParams(s) * L / 1e6).toFixed(0)} M → ${(layerParams(LLAMA7B) * LLAMA7B.layers / 1e9).toFixed(2)} B) and the embedding/LM head/final norm bytes (scaled by their parameter count, ${(fixedParams(s) / 1e6).toFixed(0)} M → ${(fixedParams(LLAMA7B) / 1e6).toFixed(0)} M), each keeping its measured bytes per parameter (fp32 / int8 / int4 storage); gradients and optimizer state (fp32, all parameters) scale with the total parameter count (${(pMeas / 1e6).toFixed(0)} M → ${(p7 / 1e9).toFixed(2)} B); activations scale with the floats kept per token and layer (${aMeas} → ${a7}, same token count); workspace (transposed GEMM blocks, LM-head chunks, per-layer temporaries) with the hidden size (×${(LLAMA7B.hidden / s.hidden).toFixed(0)}); the runtime rest (VmHWM − engine total peak) is kept as measured. Engine categories peak at different moments, so the sum over-estimates slightly.`);
     md.push('');
     md.push('| configuration | weights GiB | activations GiB | gradients GiB | optimizer GiB | workspace GiB | estimated peak GiB | × MeZO fp32 |', '|---|---|---|---|---|---|---|---|');
     const est = {};
     for (const r of rg.rows) {
       const sc = { weights: p7 / pMeas, gradients: p7 / pMeas, optimizer: p7 / pMeas, activations: a7 / aMeas, workspace: LLAMA7B.hidden / s.hidden };
       const parts = CATS.map((c) => (r.peak[c] || 0) * sc[c]);
+      // weights: measured peak minus the checkpoint's own bytes is load-time overhead, kept as is
+      const wLayers = r.layerBytes * (layerParams(LLAMA7B) * LLAMA7B.layers) / (layerParams(s) * L);
+      const wFixed = r.fixedBytes * fixedParams(LLAMA7B) / fixedParams(s);
+      parts[0] = wLayers + wFixed + Math.max(0, (r.peak.weights || 0) - r.layerBytes - r.fixedBytes);
       est[r.id] = parts.reduce((a, b) => a + b, 0) + Math.max(0, r.hwm - r.totalPeak);
       r.est7 = parts;
     }
