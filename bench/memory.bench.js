@@ -17,7 +17,7 @@ const { execFileSync } = require('node:child_process');
 const ROOT = path.resolve(__dirname, '..');
 const RESULTS = path.join(__dirname, 'results');
 const MODELS = process.env.ZOTUNE_MODELS || path.resolve(ROOT, '..', '..', 'shared', 'models');
-const CATS = ['weights', 'activations', 'gradients', 'optimizer', 'workspace'];
+const CATS = ['weights', 'activations', 'gradients', 'optimizer', 'workspace', 'other'];
 const STEPS = 2; // per configuration; the first is a warm-up, the step time is the second
 const TOKENS = 128; // 2 sequences x 64 tokens per step
 
@@ -71,14 +71,15 @@ async function child(spec) {
   const kb = (k) => Number((status.match(new RegExp(`^${k}:\\s+(\\d+) kB`, 'm')) || [])[1]) * 1024;
   const eng = z.memory().engine;
   // weight bytes of the layers vs the rest (embedding, LM head, final norm): storage differs per scheme
-  let layerBytes = 0, fixedBytes = 0;
+  let layerBytes = 0, fixedBytes = 0, qatCopyBytes = 0;
   for (const n of z.llamaTensorNames(model.config)) {
     const b = model.weight(n).byteLength;
+    if (cfg.qat && z.isLinearWeight(n)) qatCopyBytes += b; // the fake-quantized fp32 copies (workspace)
     if (n.startsWith('model.layers.')) layerBytes += b;
     else fixedBytes += b;
   }
   const stepMs = times[times.length - 1];
-  process.stdout.write(JSON.stringify({ hwm: kb('VmHWM'), peak: eng.peak, totalPeak: eng.totalPeak, stepMs, layerBytes, fixedBytes }) + '\n');
+  process.stdout.write(JSON.stringify({ hwm: kb('VmHWM'), peak: eng.peak, totalPeak: eng.totalPeak, stepMs, layerBytes, fixedBytes, qatCopyBytes }) + '\n');
   trainer?.dispose();
   model.dispose();
 }
@@ -144,7 +145,7 @@ const gib = (b) => (b / 2 ** 30).toFixed(2);
 
 function svgChart(groups) {
   // one horizontal stacked bar per (model, config): engine categories + rest of the resident set
-  const colors = { weights: '#4e79a7', activations: '#f28e2b', gradients: '#e15759', optimizer: '#76b7b2', workspace: '#59a14f', runtime: '#bab0ac' };
+  const colors = { weights: '#4e79a7', activations: '#f28e2b', gradients: '#e15759', optimizer: '#76b7b2', workspace: '#59a14f', other: '#edc948', runtime: '#bab0ac' };
   const rows = [];
   for (const g of groups) for (const r of g.rows) rows.push({ label: `${g.model}: ${r.label}`, r, max: g.max });
   const W = 900, left = 330, barW = W - left - 20, rowH = 22, top = 40, H = top + rows.length * rowH + 40;
@@ -240,22 +241,25 @@ async function parent() {
     const pMeas = layerParams(s) * L + fixedParams(s), p7 = layerParams(LLAMA7B) * LLAMA7B.layers + fixedParams(LLAMA7B);
     const a7 = actPerTokenLayer(LLAMA7B) * LLAMA7B.layers, aMeas = actPerTokenLayer(s) * L;
     md.push('## Extrapolation to LLaMA-7B (32 layers, hidden 4096, intermediate 11008, 32 KV heads, vocab 32000)', '');
-    md.push(`- Per category, from the ${L}-layer run: weights split into the layers' bytes (scaled by the layer parameter count, ${(layerParams(s) * L / 1e6).toFixed(0)} M → ${(layerParams(LLAMA7B) * LLAMA7B.layers / 1e9).toFixed(2)} B) and the embedding/LM head/final norm bytes (scaled by their parameter count, ${(fixedParams(s) / 1e6).toFixed(0)} M → ${(fixedParams(LLAMA7B) / 1e6).toFixed(0)} M), each keeping its measured bytes per parameter (fp32 / int8 / int4 storage); gradients and optimizer state (fp32, all parameters) scale with the total parameter count (${(pMeas / 1e6).toFixed(0)} M → ${(p7 / 1e9).toFixed(2)} B); activations scale with the floats kept per token and layer (${aMeas} → ${a7}, same token count); workspace (transposed GEMM blocks, LM-head chunks, per-layer temporaries) with the hidden size (×${(LLAMA7B.hidden / s.hidden).toFixed(0)}); the runtime rest (VmHWM − engine total peak) is kept as measured. Engine categories peak at different moments, so the sum over-estimates slightly.`);
+    md.push(`- Per category, from the ${L}-layer run: weights split into the layers' bytes (scaled by the layer parameter count, ${(layerParams(s) * L / 1e6).toFixed(0)} M → ${(layerParams(LLAMA7B) * LLAMA7B.layers / 1e9).toFixed(2)} B) and the embedding/LM head/final norm bytes (scaled by their parameter count, ${(fixedParams(s) / 1e6).toFixed(0)} M → ${(fixedParams(LLAMA7B) / 1e6).toFixed(0)} M), each keeping its measured bytes per parameter (fp32 / int8 / int4 storage); gradients and optimizer state (fp32, all parameters) scale with the total parameter count (${(pMeas / 1e6).toFixed(0)} M → ${(p7 / 1e9).toFixed(2)} B); activations scale with the floats kept per token and layer (${aMeas} → ${a7}, same token count); workspace (transposed GEMM blocks, LM-head chunks, per-layer temporaries) with the hidden size (×${(LLAMA7B.hidden / s.hidden).toFixed(0)}), except QAT's fake-quantized weight copies, which scale with the linear parameter count; the runtime rest (VmHWM − engine total peak) is kept as measured. Engine categories peak at different moments, so the sum over-estimates slightly.`);
     md.push('');
-    md.push('| configuration | weights GiB | activations GiB | gradients GiB | optimizer GiB | workspace GiB | estimated peak GiB | × MeZO fp32 |', '|---|---|---|---|---|---|---|---|');
+    md.push('| configuration | weights GiB | activations GiB | gradients GiB | optimizer GiB | workspace GiB | other GiB | estimated peak GiB | × MeZO fp32 | × QuZO same bits |', '|---|---|---|---|---|---|---|---|---|---|');
     const est = {};
     for (const r of rg.rows) {
-      const sc = { weights: p7 / pMeas, gradients: p7 / pMeas, optimizer: p7 / pMeas, activations: a7 / aMeas, workspace: LLAMA7B.hidden / s.hidden };
+      const sc = { weights: p7 / pMeas, gradients: p7 / pMeas, optimizer: p7 / pMeas, activations: a7 / aMeas, workspace: LLAMA7B.hidden / s.hidden, other: 1 };
       const parts = CATS.map((c) => (r.peak[c] || 0) * sc[c]);
       // weights: measured peak minus the checkpoint's own bytes is load-time overhead, kept as is
       const wLayers = r.layerBytes * (layerParams(LLAMA7B) * LLAMA7B.layers) / (layerParams(s) * L);
       const wFixed = r.fixedBytes * fixedParams(LLAMA7B) / fixedParams(s);
       parts[0] = wLayers + wFixed + Math.max(0, (r.peak.weights || 0) - r.layerBytes - r.fixedBytes);
+      // QAT's fake-quantized copies scale with the linear parameters (layers + LM head)
+      const lin7 = layerParams(LLAMA7B) * LLAMA7B.layers + LLAMA7B.vocab * LLAMA7B.hidden, linMeas = layerParams(s) * L + s.vocab * s.hidden;
+      parts[4] = Math.max(0, (r.peak.workspace || 0) - r.qatCopyBytes) * sc.workspace + r.qatCopyBytes * lin7 / linMeas;
       est[r.id] = parts.reduce((a, b) => a + b, 0) + Math.max(0, r.hwm - r.totalPeak);
       r.est7 = parts;
     }
     for (const r of rg.rows)
-      md.push(`| ${r.label} | ${r.est7.map(gib).join(' | ')} | ${gib(est[r.id])} | ${est.mezo ? (est[r.id] / est.mezo).toFixed(2) : '-'} |`);
+      md.push(`| ${r.label} | ${r.est7.map(gib).join(' | ')} | ${gib(est[r.id])} | ${est.mezo ? (est[r.id] / est.mezo).toFixed(2) : '-'} | ${r.qat && est[`quzo-${r.qat.format}`] ? (est[r.id] / est[`quzo-${r.qat.format}`]).toFixed(2) : '-'} |`);
     md.push('');
   }
   md.push('![peak memory by category](memory.svg)', '');

@@ -28,7 +28,8 @@ export interface GradOptions extends Pick<ForwardOptions, 'targets' | 'lossMask'
   /**
    * Quantization-aware training: the forward uses fake-quantized copies (quantize, then dequantize,
    * round to nearest) of the selected weights; the straight-through estimator passes the gradient
-   * with respect to the fake-quantized weight to the fp32 master unchanged.
+   * with respect to the fake-quantized weight to the fp32 master unchanged. The copies (one fp32
+   * copy of the selected weights, category "workspace") live for the call.
    */
   qat?: QatOptions;
 }
@@ -102,7 +103,11 @@ export async function lossAndGrad(model: LlamaModel, batch: readonly Sequence[],
     if (opts.qat) {
       const include = opts.qat.include ?? isLinearWeight;
       for (const n of new Set(names))
-        if (include(n)) fake.set(n, await fakeQuantize(model.tensor(n), opts.qat.format, { granularity: opts.qat.granularity }));
+        if (include(n)) {
+          const w = model.tensor(n), copy = Tensor.empty(w.shape, 'f32', 'workspace');
+          fake.set(n, copy);
+          await fakeQuantize(w, opts.qat.format, { granularity: opts.qat.granularity }, copy);
+        }
     }
     const weights: Mem[] = names.map((n) => (fake.get(n) ?? model.tensor(n)).mem);
     const r = await native().llamaGradAsync(cfg, options, p.tokens, p.offsets, p.positions, p.keyMask, p.targets!, ...weights, ...gradArgs);
