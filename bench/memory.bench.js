@@ -262,6 +262,7 @@ async function parent() {
       md.push(`| ${r.label} | ${r.est7.map(gib).join(' | ')} | ${gib(est[r.id])} | ${est.mezo ? (est[r.id] / est.mezo).toFixed(2) : '-'} | ${r.qat && est[`quzo-${r.qat.format}`] ? (est[r.id] / est[`quzo-${r.qat.format}`]).toFixed(2) : '-'} |`);
     md.push('');
   }
+  md.push('Notes: QAT here fake-quantizes every selected weight into one fp32 copy for the whole step (workspace); quantizing each layer just before its use would bring QAT down to FO-AdamW\'s peak. Low-precision FO without fp32 masters is not measured (not implemented). Step times come from a shared 2-core machine (load average 6-9 during this run): use them only as ratios within the run.', '');
   md.push('![peak memory by category](memory.svg)', '');
   md.push(`Run time: ${((Date.now() - t0) / 1e3).toFixed(0)} s.`, '');
   fs.mkdirSync(RESULTS, { recursive: true });

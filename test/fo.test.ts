@@ -8,9 +8,10 @@ import { uniforms } from './helpers/random-llama';
 const code = (c: string) => expect.objectContaining({ code: c });
 const u2 = 2 ** -24;
 
-function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array {
-  const u = uniforms(seed);
-  return Float32Array.from({ length: n }, () => offset + scale * u());
+function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array<ArrayBuffer> {
+  const u = uniforms(seed), a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = offset + scale * u();
+  return a;
 }
 
 describe('optimiser kernels', () => {

@@ -161,7 +161,7 @@ const micro = modelDir('micro-llama');
     }
   });
 
-  test('the scalar CPU path gives the same gradients as AVX2 within fp32 rounding', async () => {
+  test('the scalar CPU path gives the same gradient bits as AVX2', async () => {
     const model = await LlamaModel.load(micro!);
     const b = [[5, 100, 2000, 31, 7, 4000, 12, 9, 300]];
     try {
@@ -173,7 +173,10 @@ const micro = modelDir('micro-llama');
       } finally {
         setCpuPath('auto');
       }
-      for (const [k, t] of fast.grads) expect(normRel(slow.grads.get(k)!.data(), t.data())).toBeLessThan(1e-5);
+      // every kernel on the way has a bit-identical scalar reference (gemm.h, nn.h), the backward's
+      // own element-wise kernels are shared: the same bits
+      expect(slow.loss).toBe(fast.loss);
+      for (const [k, t] of fast.grads) expect(Buffer.from((slow.grads.get(k)!.data() as Float32Array).buffer).equals(Buffer.from((t.data() as Float32Array).buffer))).toBe(true);
       fast.grads.forEach((t) => t.dispose());
       slow.grads.forEach((t) => t.dispose());
     } finally {
