@@ -9,8 +9,9 @@ const code = (c: string) => expect.objectContaining({ code: c });
 const u2 = 2 ** -24;
 
 function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array<ArrayBuffer> {
-  const u = uniforms(seed);
-  return Float32Array.from({ length: n }, () => offset + scale * u());
+  const u = uniforms(seed), a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = offset + scale * u();
+  return a;
 }
 
 describe('optimiser kernels', () => {
@@ -192,6 +193,49 @@ const micro = modelDir('micro-llama');
       expect(emb[100 * D] + emb[100 * D + 1]).toBeGreaterThan(0);
       F.forEach((t) => t.dispose());
     } finally {
+      model.dispose();
+    }
+  });
+});
+
+(micro ? describe : describe.skip)('quantization-aware training on micro-llama', () => {
+  const batch = [[5, 100, 2000, 31, 7, 4000, 12, 9, 300, 17]];
+
+  test('QAT = the exact backward of the fake-quantized model, applied to the fp32 masters (STE)', async () => {
+    const { lossAndGrad, isLinearWeight } = await import('../lib/model/grad');
+    const { fakeQuantize } = await import('../lib/quant');
+    const { llamaTensorNames } = await import('../lib/model/llama');
+    const master = await LlamaModel.load(micro!), fakeModel = await LlamaModel.load(micro!);
+    try {
+      for (const [format, granularity] of [['int8', undefined], ['int4', 32], ['fp8-e4m3', undefined]] as const) {
+        for (const n of llamaTensorNames(master.config))
+          if (isLinearWeight(n)) await fakeQuantize(master.tensor(n), format, { granularity }, fakeModel.tensor(n));
+        const before = Float32Array.from(master.tensor('model.layers.0.mlp.up_proj.weight').data() as Float32Array);
+        const qat = await lossAndGrad(master, batch, { qat: { format, granularity } });
+        const ref = await lossAndGrad(fakeModel, batch);
+        const plain = await lossAndGrad(master, batch);
+        expect(qat.loss).toBe(ref.loss);
+        expect(qat.loss).not.toBe(plain.loss);
+        for (const [k, t] of ref.grads) expect(Buffer.from((qat.grads.get(k)!.data() as Float32Array).buffer).equals(Buffer.from((t.data() as Float32Array).buffer))).toBe(true);
+        // masters untouched by the forward
+        expect(Buffer.from(before.buffer).equals(Buffer.from((master.tensor('model.layers.0.mlp.up_proj.weight').data() as Float32Array).slice().buffer))).toBe(true);
+        [qat, ref, plain].forEach((r) => r.grads.forEach((t) => t.dispose()));
+      }
+    } finally {
+      master.dispose();
+      fakeModel.dispose();
+    }
+  });
+
+  test('QAT int4 AdamW steps lower the fake-quantized loss', async () => {
+    const model = await LlamaModel.load(micro!);
+    const trainer = new FoTrainer(model, { optimizer: { kind: 'adamw', lr: 3e-3 }, qat: { format: 'int4', granularity: 32 } });
+    try {
+      const losses: number[] = [];
+      for (let s = 0; s < 5; s++) losses.push((await trainer.step([{ batch }])).loss);
+      expect(losses[4]).toBeLessThan(losses[0] - 0.5);
+    } finally {
+      trainer.dispose();
       model.dispose();
     }
   });

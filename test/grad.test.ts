@@ -137,7 +137,8 @@ const micro = modelDir('micro-llama');
       const b = [[5, 100, 2000, 31, 7, 4000, 12, 9, 300], [44, 45, 46, 47, 48]];
       const g = await lossAndGrad(model, b);
       const ids = LlamaModel.tensorIds(model.config);
-      const seed = 1234, eps = 1e-3;
+      // eps·||z|| ~ 0.08 here: truncation O(eps²) (observed 7e-5 relative; 7.6e-3 at eps 1e-3, 6.5e-4 at 3e-4)
+      const seed = 1234, eps = 1e-4;
       let dot = 0;
       for (const [name, t] of g.grads) {
         const z = perturbSync(Tensor.zeros(t.shape), 1, { seed, stream: ids.get(name)!, dist: 'gaussian' });
@@ -154,14 +155,14 @@ const micro = modelDir('micro-llama');
       const lm = (await model.forward(b, { logits: 'none' })).loss;
       shift(eps);
       const zo = (lp - lm) / (2 * eps);
-      expect(Math.abs(zo - dot)).toBeLessThan(0.01 * Math.abs(dot));
+      expect(Math.abs(zo - dot)).toBeLessThan(1e-3 * Math.abs(dot));
       g.grads.forEach((t) => t.dispose());
     } finally {
       model.dispose();
     }
   });
 
-  test('the scalar CPU path gives the same gradients as AVX2 within fp32 rounding', async () => {
+  test('the scalar CPU path gives the same gradient bits as AVX2', async () => {
     const model = await LlamaModel.load(micro!);
     const b = [[5, 100, 2000, 31, 7, 4000, 12, 9, 300]];
     try {
@@ -173,7 +174,10 @@ const micro = modelDir('micro-llama');
       } finally {
         setCpuPath('auto');
       }
-      for (const [k, t] of fast.grads) expect(normRel(slow.grads.get(k)!.data(), t.data())).toBeLessThan(1e-5);
+      // every kernel on the way has a bit-identical scalar reference (gemm.h, nn.h), the backward's
+      // own element-wise kernels are shared: the same bits
+      expect(slow.loss).toBe(fast.loss);
+      for (const [k, t] of fast.grads) expect(Buffer.from((slow.grads.get(k)!.data() as Float32Array).buffer).equals(Buffer.from((t.data() as Float32Array).buffer))).toBe(true);
       fast.grads.forEach((t) => t.dispose());
       slow.grads.forEach((t) => t.dispose());
     } finally {

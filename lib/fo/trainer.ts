@@ -8,7 +8,7 @@ import { LlamaModel, Sequence, llamaTensorNames } from '../model/llama';
 import { GradOptions, lossAndGrad } from '../model/grad';
 import { AdamW, AdamWOptions, SGD, SGDOptions, clipScale, gradNorm } from './optim';
 
-export interface FoTrainerOptions extends Pick<GradOptions, 'recompute'> {
+export interface FoTrainerOptions extends Pick<GradOptions, 'recompute' | 'qat'> {
   optimizer: ({ kind: 'adamw' } & AdamWOptions) | ({ kind: 'sgd' } & SGDOptions);
   /** Parameters to train (default: all). */
   params?: readonly string[];
@@ -41,11 +41,11 @@ export class FoTrainer {
   }
 
   /** One update from the micro-batches (each a list of sequences, with its own forward options). */
-  async step(micro: { batch: readonly Sequence[]; opts?: Omit<GradOptions, 'params' | 'into' | 'scale' | 'recompute'> }[]): Promise<StepResult> {
+  async step(micro: { batch: readonly Sequence[]; opts?: Omit<GradOptions, 'params' | 'into' | 'scale' | 'recompute' | 'qat'> }[]): Promise<StepResult> {
     this.grads.forEach((g) => (g.data() as Float32Array).fill(0));
     let nll = 0, count = 0;
     for (const m of micro) {
-      const r = await lossAndGrad(this.model, m.batch, { ...m.opts, params: [...this.grads.keys()], into: this.grads, scale: 1, recompute: this.opts.recompute });
+      const r = await lossAndGrad(this.model, m.batch, { ...m.opts, params: [...this.grads.keys()], into: this.grads, scale: 1, recompute: this.opts.recompute, qat: this.opts.qat });
       if (r.count) nll += r.loss * r.count;
       count += r.count;
     }

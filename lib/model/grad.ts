@@ -9,6 +9,8 @@
  */
 import { fail } from '../errors';
 import { Tensor } from '../tensor';
+import { fakeQuantize } from '../quant';
+import type { Granularity, QFormat } from '../qtensor';
 import { native } from '../native/load';
 import type { Mem } from '../native/binding';
 import { LlamaModel, ForwardOptions, Sequence, llamaTensorNames } from './llama';
@@ -23,7 +25,25 @@ export interface GradOptions extends Pick<ForwardOptions, 'targets' | 'lossMask'
   into?: Map<string, Tensor>;
   /** Multiplier of the summed negative log-likelihood (default 1 / count: the mean). */
   scale?: number;
+  /**
+   * Quantization-aware training: the forward uses fake-quantized copies (quantize, then dequantize,
+   * round to nearest) of the selected weights; the straight-through estimator passes the gradient
+   * with respect to the fake-quantized weight to the fp32 master unchanged. The copies (one fp32
+   * copy of the selected weights, category "workspace") live for the call.
+   */
+  qat?: QatOptions;
 }
+
+export interface QatOptions {
+  format: QFormat;
+  /** Scale granularity (quant.ts defaults per format). */
+  granularity?: Granularity;
+  /** Which weights are fake-quantized (default: the linear layers and the untied LM head). */
+  include?: (name: string) => boolean;
+}
+
+/** Default QAT selection: every matrix the GEMMs read (norms and the embedding gather stay fp32). */
+export const isLinearWeight = (name: string) => /_proj\.weight$/.test(name) || name === 'lm_head.weight';
 
 export interface LossAndGrad {
   /** Mean of -log p(target) over the selected targets (NaN if none). */
@@ -77,9 +97,19 @@ export async function lossAndGrad(model: LlamaModel, batch: readonly Sequence[],
       created.push(t);
       grads.set(n, t);
     }
-  const weights: Mem[] = names.map((n) => model.tensor(n).mem);
   const gradArgs: (Mem | null)[] = names.map((n) => (wanted.has(n) ? grads.get(n)!.mem : null));
+  const fake = new Map<string, Tensor>(); // QAT: fake-quantized copies, one per selected weight
   try {
+    if (opts.qat) {
+      const include = opts.qat.include ?? isLinearWeight;
+      for (const n of new Set(names))
+        if (include(n)) {
+          const w = model.tensor(n), copy = Tensor.empty(w.shape, 'f32', 'workspace');
+          fake.set(n, copy);
+          await fakeQuantize(w, opts.qat.format, { granularity: opts.qat.granularity }, copy);
+        }
+    }
+    const weights: Mem[] = names.map((n) => (fake.get(n) ?? model.tensor(n)).mem);
     const r = await native().llamaGradAsync(cfg, options, p.tokens, p.offsets, p.positions, p.keyMask, p.targets!, ...weights, ...gradArgs);
     return { loss: r.count ? r.nllSum / r.count : NaN, count, grads };
   } catch (err) {
@@ -88,6 +118,8 @@ export async function lossAndGrad(model: LlamaModel, batch: readonly Sequence[],
       t.dispose();
     }
     throw err;
+  } finally {
+    fake.forEach((t) => t.dispose());
   }
 }
 

@@ -19,7 +19,7 @@ namespace {
 constexpr size_t kRowChunk = 32;              // rows per task of the row-wise backward kernels
 constexpr size_t kTransposeFloats = 1 << 20;  // a transposed weight block is at most 4 MB
 constexpr size_t kTokenBlock = 256;           // tokens per dW GEMM (bounds the transposed activations)
-constexpr size_t kHeadChunkBytes = 8u << 20;  // logits of at most this many bytes at a time
+constexpr size_t kHeadChunkBytes = 32u << 20;  // logits (then their gradient) of at most this many bytes at a time
 
 // Engine memory of one category, freed on scope exit.
 template <class T>
@@ -72,22 +72,22 @@ void mm_nt(float* C, const float* A, const float* W, size_t M, size_t N, size_t 
 
 void mm_nn(float* C, const float* A, const float* W, size_t M, size_t N, size_t K, bool acc) {
   if (!M || !K) return;
-  const size_t kb = std::min(K, std::max<size_t>(16, kTransposeFloats / std::max<size_t>(N, 1) / 16 * 16));
-  Buf<float> wt(kb * N, MemCategory::Workspace);
-  if (kb == K) {
-    transpose(wt.p, N, W, K, N, K);
-    mm_nt(C, A, wt.p, M, K, N, acc);
-    return;
-  }
-  Buf<float> tmp(M * kb, MemCategory::Workspace);
-  for (size_t k0 = 0; k0 < K; k0 += kb) {
-    const size_t n = std::min(kb, K - k0);
-    transpose(wt.p, N, W + k0, K, N, n);
-    mm_nt(tmp.p, A, wt.p, M, n, N, false);
-    parallel_chunks(M, kRowChunk, [&](size_t m0, size_t m1) {
-      for (size_t m = m0; m < m1; ++m)
-        for (size_t j = 0; j < n; ++j) C[m * K + k0 + j] = acc ? C[m * K + k0 + j] + tmp.p[m * n + j] : tmp.p[m * n + j];
-    });
+  // Blocks of nb rows of W (the reduction dimension): C (+)= A[:, n0:n1] . W[n0:n1, :], with
+  // W[n0:n1, :]^T and the A columns copied contiguous; each block's gemm accumulates onto the
+  // previous (its fp32 chain continues), so every element is transposed and packed once.
+  const size_t nb = std::min(N, std::max<size_t>(16, kTransposeFloats / std::max<size_t>(K, 1) / 16 * 16));
+  Buf<float> wt(K * nb, MemCategory::Workspace), ab(nb < N ? M * nb : 0, MemCategory::Workspace);
+  for (size_t n0 = 0; n0 < N; n0 += nb) {
+    const size_t n = std::min(nb, N - n0);
+    transpose(wt.p, n, W + n0 * K, K, n, K);
+    const float* a = A;
+    if (n < N) {
+      parallel_chunks(M, kRowChunk, [&](size_t m0, size_t m1) {
+        for (size_t m = m0; m < m1; ++m) memcpy(ab.p + m * n, A + m * N + n0, n * sizeof(float));
+      });
+      a = ab.p;
+    }
+    mm_nt(C, a, wt.p, M, K, n, acc || n0 > 0);
   }
 }
 
@@ -326,7 +326,9 @@ void swiglu_backward(T* dh_dg, T* du, const T* g, const T* u, size_t n) {
 // the task recomputes each query's probabilities p (scores in T, max and sum in double), then
 //   dP_j = dO.v_j, dS_j = p_j (dP_j - sum_k p_k dP_k), dq = scale sum_j dS_j k_j,
 //   dk_j += scale dS_j q, dv_j += p_j dO,
-// dK/dV rows of its KV head accumulated locally in query order, then stored ([N][Hkv*hd] rows).
+// with its keys copied to rows ([n][hd], contiguous per key) so that every inner loop runs over
+// d with unit stride; dK/dV of its KV head accumulate in T in query order, then are stored
+// ([N][Hkv*hd] rows).
 template <class T>
 void attention_backward(const AttnView<T>& a, const T* q, const T* kt, const T* vt, const T* dout, T* dq, T* dk, T* dv) {
   const size_t hd = a.hd, group = a.Hq / a.Hkv, Tm = a.Tm, ldq = a.Hq * hd, ldk = a.Hkv * hd;
@@ -335,7 +337,10 @@ void attention_backward(const AttnView<T>& a, const T* q, const T* kt, const T* 
     const T* k = kt + (b * a.Hkv + kvh) * hd * Tm;
     const T* v = vt + (b * a.Hkv + kvh) * Tm * hd;
     const uint8_t* mb = a.kmask + b * Tm;
-    std::vector<double> p(n), dp(n), dkl(n * hd, 0.0), dvl(n * hd, 0.0), dql(hd);
+    std::vector<T> kr(n * hd), dkl(n * hd, T(0)), dvl(n * hd, T(0)), dql(hd);
+    std::vector<double> p(n), dp(n);
+    for (size_t j = 0; j < n; ++j)
+      for (size_t d = 0; d < hd; ++d) kr[j * hd + d] = k[d * Tm + j];
     for (size_t i = 0; i < n; ++i)
       for (size_t g = 0; g < group; ++g) {
         const size_t h = kvh * group + g;
@@ -345,8 +350,9 @@ void attention_backward(const AttnView<T>& a, const T* q, const T* kt, const T* 
         double m = -INFINITY;
         for (size_t j = 0; j <= i; ++j) {
           if (!mb[j]) continue;
+          const T* kj = kr.data() + j * hd;
           T s = 0;
-          for (size_t d = 0; d < hd; ++d) s += qh[d] * k[d * Tm + j];
+          for (size_t d = 0; d < hd; ++d) s += qh[d] * kj[d];
           p[j] = (double)(s * a.scale);
           m = std::max(m, p[j]);
         }
@@ -358,28 +364,28 @@ void attention_backward(const AttnView<T>& a, const T* q, const T* kt, const T* 
         for (size_t j = 0; j <= i; ++j) {
           if (!mb[j]) continue;
           p[j] /= l;
-          double s = 0;
-          for (size_t d = 0; d < hd; ++d) s += (double)doh[d] * (double)v[j * hd + d];
-          dp[j] = s;
-          delta += p[j] * s;
+          const T* vj = v + j * hd;
+          T s = 0;
+          for (size_t d = 0; d < hd; ++d) s += doh[d] * vj[d];
+          dp[j] = (double)s;
+          delta += p[j] * dp[j];
         }
         for (size_t d = 0; d < hd; ++d) dql[d] = 0;
         for (size_t j = 0; j <= i; ++j) {
           if (!mb[j]) continue;
-          const double ds = p[j] * (dp[j] - delta) * (double)a.scale;
-          for (size_t d = 0; d < hd; ++d) {
-            dql[d] += ds * (double)k[d * Tm + j];
-            dkl[j * hd + d] += ds * (double)qh[d];
-            dvl[j * hd + d] += p[j] * (double)doh[d];
-          }
+          const T ds = (T)(p[j] * (dp[j] - delta) * (double)a.scale), pj = (T)p[j];
+          const T* kj = kr.data() + j * hd;
+          T *dkj = dkl.data() + j * hd, *dvj = dvl.data() + j * hd;
+          for (size_t d = 0; d < hd; ++d) dql[d] += ds * kj[d];
+          for (size_t d = 0; d < hd; ++d) dkj[d] += ds * qh[d];
+          for (size_t d = 0; d < hd; ++d) dvj[d] += pj * doh[d];
         }
-        for (size_t d = 0; d < hd; ++d) dqh[d] = (T)dql[d];
+        for (size_t d = 0; d < hd; ++d) dqh[d] = dql[d];
       }
-    for (size_t j = 0; j < n; ++j)
-      for (size_t d = 0; d < hd; ++d) {
-        dk[(r0 + j) * ldk + kvh * hd + d] = (T)dkl[j * hd + d];
-        dv[(r0 + j) * ldk + kvh * hd + d] = (T)dvl[j * hd + d];
-      }
+    for (size_t j = 0; j < n; ++j) {
+      memcpy(dk + (r0 + j) * ldk + kvh * hd, dkl.data() + j * hd, hd * sizeof(T));
+      memcpy(dv + (r0 + j) * ldk + kvh * hd, dvl.data() + j * hd, hd * sizeof(T));
+    }
   });
 }
 
