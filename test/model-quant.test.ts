@@ -66,9 +66,19 @@ describe('quantize at load', () => {
       expect(() => m.tensor('lm_head.weight')).toThrow(code('ZOTUNE_DTYPE'));
       // the quantized embedding is gathered through the decoder: same as an fp32 table of its values
       const ref = await LlamaModel.load(micro!);
-      dequantizedInto(ref, m);
-      expect(logitErr(await m.forward(batch, { logits: 'all' }), await ref.forward(batch, { logits: 'all' }))).toBeLessThan(1e-5);
-      ref.dispose();
+      try {
+        dequantizedInto(ref, m);
+        expect(logitErr(await m.forward(batch, { logits: 'all' }), await ref.forward(batch, { logits: 'all' }))).toBeLessThan(1e-5);
+        // probing the quantized embedding: the gathered rows are decoded, then perturbed
+        m.setTrainable('model.embed_tokens');
+        const r = await m.zoProbe(batch, { seed: 2, eps: 0.05, logits: 'all' });
+        perturbSync(ref.tensor('model.embed_tokens.weight'), 0.05, { seed: 2, stream: 0, dist: 'gaussian' });
+        const want = await ref.forward(batch, { logits: 'all' });
+        expect(logitErr(r.plus, want)).toBeLessThan(1e-5);
+        expect(Math.abs(r.plus.loss - want.loss)).toBeLessThan(1e-5);
+      } finally {
+        ref.dispose();
+      }
     } finally {
       m.dispose();
     }

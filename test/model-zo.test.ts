@@ -129,6 +129,23 @@ describe('zoProbe', () => {
     }
   });
 
+  maybe('forwards issued during an in-place probe or an update see the weights before or after it, never perturbed', async () => {
+    model.setTrainable();
+    const plain = await model.forward(batch, { logits: 'all' });
+    const probe = model.zoProbe(batch, { seed: 3, eps: 0.5, mode: 'in-place', logits: 'all' });
+    const during = model.forward(batch, { logits: 'all' });
+    const [r, f] = await Promise.all([probe, during]);
+    expect(Math.abs(f.loss - plain.loss)).toBeLessThan(1e-6); // restored within rounding, not at +-eps
+    expect(Math.abs(r.plus.loss - plain.loss)).toBeGreaterThan(1e-3);
+    restore(model, original);
+    const upd = model.zoUpdate({ seed: 3, scale: 0.5 });
+    const before = model.forward(batch, { logits: 'all' }); // queued after the update: sees the new weights
+    await upd;
+    const after = await before;
+    expect(after.loss).not.toBe(plain.loss);
+    restore(model, original);
+  });
+
   maybe('a probe allocates one forward’s activations (plus the perturbed norm vectors) and no weights', async () => {
     model.setTrainable();
     const big = [0, 1, 2].map((s) => Array.from({ length: 120 }, (_, i) => (i * 37 + s * 11) % 4000));
