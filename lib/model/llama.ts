@@ -58,7 +58,8 @@ export function schemeStorage(scheme: WeightScheme): { format: QFormat; granular
 export interface LoadOptions {
   /**
    * Storage of the linear layers (q/k/v/o, gate/up/down, lm_head): 'fp32' (default; F32/F16/BF16
-   * checkpoints widened) or a quantized scheme. Embeddings and norms stay fp32 unless overridden.
+   * checkpoints widened) or a quantized scheme. Embeddings and norms stay fp32 unless overridden
+   * (with tie_word_embeddings the LM head is the embedding matrix and follows its scheme).
    */
   weights?: WeightScheme;
   /**
