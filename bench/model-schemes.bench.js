@@ -221,11 +221,13 @@ const suite = {
         ...notes,
         'tiny-llama (26 MB in fp32) fits in the caches of this CPU, so its decode rows are bounded by per-op synchronisation and GEMV compute rather than DRAM; the 7B-shaped layer is the bandwidth test.',
         'The Gaussian probe regenerates one Philox normal per weight in each of its two forwards (~9 cycles on Zen 1, amortised over the batch rows); Rademacher needs one bit per weight. In-place mode adds three passes over the trainable weights instead.',
+        '7B-shaped layer below target: the weight-only int4 GEMV (gemm.h, fp32 activations) is compute-bound on Zen 1 (nibble decode + one fp32 FMA per weight: about the same ms as int8 for half the bytes; a side run at 2 threads measured 4096x4096 int8 2.76 ms = 6.1 GB/s, int4 2.92 ms = 3.1 GB/s against an 7.9 GB/s read ceiling), and int4 decode also pays the 4-token prompt pass at 4x the compute. W4A8 (integer dot products) does better. In the model, decode per token was 1.14x (int8) and 1.34x (int4) the time of its seven GEMVs alone measured in the same process, so the gap is the kernels and the machine load (other processes used most of both cores during the run), not the forward around them.',
         'The machine is shared with other builds and tests: absolute rates move with their load; the ratios (measured interleaved) are the figures to read.',
       ],
     });
   },
 };
 
+suite.writeLayerModel = writeLayerModel;
 module.exports = suite;
 if (require.main === module) harness.main(suite);
