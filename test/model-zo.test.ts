@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync } from '../lib';
+import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync, setCpuPath, setThreads, cpuInfo } from '../lib';
 import type { ForwardResult, ZoDirection } from '../lib';
 import { modelDir } from './helpers/models';
 
@@ -164,6 +164,25 @@ describe('zoProbe', () => {
     expect(after.live.activations).toBe(before.live.activations);
     expect(after.peak.weights).toBe(before.live.weights);
     expect(after.live.weights).toBe(before.live.weights);
+  });
+
+  maybe('probe results do not depend on the CPU path or the thread count', async () => {
+    model.setTrainable();
+    const opts = { seed: 21, eps: 1e-3, logits: 'all' as const, direction: { bits: 4 } };
+    const want = await model.zoProbe(batch, opts);
+    const threads = cpuInfo().threads;
+    try {
+      for (const [p, t] of [['scalar', threads], ['auto', 1]] as const) {
+        setCpuPath(p);
+        setThreads(t);
+        const got = await model.zoProbe(batch, opts);
+        expectSameResult(got.plus, want.plus);
+        expectSameResult(got.minus, want.minus);
+      }
+    } finally {
+      setCpuPath('auto');
+      setThreads(threads);
+    }
   });
 
   maybe('bad options give coded errors', async () => {
