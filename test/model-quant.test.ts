@@ -66,9 +66,19 @@ describe('quantize at load', () => {
       expect(() => m.tensor('lm_head.weight')).toThrow(code('ZOTUNE_DTYPE'));
       // the quantized embedding is gathered through the decoder: same as an fp32 table of its values
       const ref = await LlamaModel.load(micro!);
-      dequantizedInto(ref, m);
-      expect(logitErr(await m.forward(batch, { logits: 'all' }), await ref.forward(batch, { logits: 'all' }))).toBeLessThan(1e-5);
-      ref.dispose();
+      try {
+        dequantizedInto(ref, m);
+        expect(logitErr(await m.forward(batch, { logits: 'all' }), await ref.forward(batch, { logits: 'all' }))).toBeLessThan(1e-5);
+        // probing the quantized embedding: the gathered rows are decoded, then perturbed
+        m.setTrainable('model.embed_tokens');
+        const r = await m.zoProbe(batch, { seed: 2, eps: 0.05, logits: 'all' });
+        perturbSync(ref.tensor('model.embed_tokens.weight'), 0.05, { seed: 2, stream: 0, dist: 'gaussian' });
+        const want = await ref.forward(batch, { logits: 'all' });
+        expect(logitErr(r.plus, want)).toBeLessThan(1e-5);
+        expect(Math.abs(r.plus.loss - want.loss)).toBeLessThan(1e-5);
+      } finally {
+        ref.dispose();
+      }
     } finally {
       m.dispose();
     }
@@ -197,7 +207,7 @@ describe('ZO on quantized weights', () => {
   });
 
   for (const [scheme, bits] of [['int4', 0], ['int8', 4], ['fp8-e5m2', 0], ['bf16', 2]] as [WeightScheme, number][])
-    maybe(`${scheme}: zoUpdate = quant.update on the same codes (bits ${bits}); untouched tensors byte-equal`, async () => {
+    maybe(`${scheme}: zoUpdate = quant.update on the same codes (bits ${bits}), with decay = SR of the fp32 update; untouched tensors byte-equal`, async () => {
       const m = await LlamaModel.load(micro!, { weights: scheme });
       try {
         m.setTrainable(['model.layers.0.mlp.*', 'lm_head', 'model.norm']);
@@ -230,7 +240,27 @@ describe('ZO on quantized weights', () => {
           expect(sameBits(now, q.data.data())).toBe(true);
           expect(sameBits(now, codes)).toBe(false);
         }
-        await expect(m.zoUpdate({ seed, scale, decay: 0.1 })).rejects.toMatchObject({ code: 'ZOTUNE_UNSUPPORTED' });
+        // with decay: dequantize, fp32 update with the retention factor, SR back onto the same grid
+        const decay = 0.25, before = new Map<string, Uint8Array>();
+        for (const [n, { w }] of copies) {
+          const d = w instanceof Tensor ? w.data() : w.data.data();
+          before.set(n, new Uint8Array(d.buffer.slice(d.byteOffset, d.byteOffset + d.byteLength)));
+        }
+        await m.zoUpdate({ seed, scale, direction: { bits }, decay });
+        for (const [n, codes] of before) {
+          const w = copies.get(n)!.w;
+          if (w instanceof Tensor || !trainable.has(n)) continue;
+          const old = codes.slice().buffer;
+          const data = Tensor.from(w.data.dtype === 'i8' ? new Int8Array(old) : w.data.dtype === 'u8' ? new Uint8Array(old) : new Uint16Array(old), w.data.shape, w.data.dtype);
+          const q = new QTensor(w.format, w.shape, w.granularity, data, w.scales, w.zeros);
+          const x = quant.dequantizeSync(q);
+          const xv = x.data() as Float32Array;
+          for (let i = 0; i < xv.length; i++) xv[i] = Math.fround(xv[i] * Math.fround(1 - decay));
+          perturbSync(x, -scale, { seed, stream: trainable.get(n)!, dist: 'gaussian', bits, srPurpose: 'update' });
+          quant.quantizeIntoSync(x, q, { rounding: 'stochastic', seed, stream: trainable.get(n)! });
+          expect(sameBits(w.data.data(), q.data.data())).toBe(true);
+          x.dispose();
+        }
       } finally {
         m.dispose();
       }

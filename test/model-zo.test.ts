@@ -6,7 +6,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync } from '../lib';
+import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync, setCpuPath, setThreads, cpuInfo } from '../lib';
 import type { ForwardResult, ZoDirection } from '../lib';
 import { modelDir } from './helpers/models';
 
@@ -129,6 +129,23 @@ describe('zoProbe', () => {
     }
   });
 
+  maybe('forwards issued during an in-place probe or an update see the weights before or after it, never perturbed', async () => {
+    model.setTrainable();
+    const plain = await model.forward(batch, { logits: 'all' });
+    const probe = model.zoProbe(batch, { seed: 3, eps: 0.5, mode: 'in-place', logits: 'all' });
+    const during = model.forward(batch, { logits: 'all' });
+    const [r, f] = await Promise.all([probe, during]);
+    expect(Math.abs(f.loss - plain.loss)).toBeLessThan(1e-6); // restored within rounding, not at +-eps
+    expect(Math.abs(r.plus.loss - plain.loss)).toBeGreaterThan(1e-3);
+    restore(model, original);
+    const upd = model.zoUpdate({ seed: 3, scale: 0.5 });
+    const before = model.forward(batch, { logits: 'all' }); // queued after the update: sees the new weights
+    await upd;
+    const after = await before;
+    expect(after.loss).not.toBe(plain.loss);
+    restore(model, original);
+  });
+
   maybe('a probe allocates one forward’s activations (plus the perturbed norm vectors) and no weights', async () => {
     model.setTrainable();
     const big = [0, 1, 2].map((s) => Array.from({ length: 120 }, (_, i) => (i * 37 + s * 11) % 4000));
@@ -147,6 +164,25 @@ describe('zoProbe', () => {
     expect(after.live.activations).toBe(before.live.activations);
     expect(after.peak.weights).toBe(before.live.weights);
     expect(after.live.weights).toBe(before.live.weights);
+  });
+
+  maybe('probe results do not depend on the CPU path or the thread count', async () => {
+    model.setTrainable();
+    const opts = { seed: 21, eps: 1e-3, logits: 'all' as const, direction: { bits: 4 } };
+    const want = await model.zoProbe(batch, opts);
+    const threads = cpuInfo().threads;
+    try {
+      for (const [p, t] of [['scalar', threads], ['auto', 1]] as const) {
+        setCpuPath(p);
+        setThreads(t);
+        const got = await model.zoProbe(batch, opts);
+        expectSameResult(got.plus, want.plus);
+        expectSameResult(got.minus, want.minus);
+      }
+    } finally {
+      setCpuPath('auto');
+      setThreads(threads);
+    }
   });
 
   maybe('bad options give coded errors', async () => {

@@ -58,7 +58,8 @@ export function schemeStorage(scheme: WeightScheme): { format: QFormat; granular
 export interface LoadOptions {
   /**
    * Storage of the linear layers (q/k/v/o, gate/up/down, lm_head): 'fp32' (default; F32/F16/BF16
-   * checkpoints widened) or a quantized scheme. Embeddings and norms stay fp32 unless overridden.
+   * checkpoints widened) or a quantized scheme. Embeddings and norms stay fp32 unless overridden
+   * (with tie_word_embeddings the LM head is the embedding matrix and follows its scheme).
    */
   weights?: WeightScheme;
   /**
@@ -123,7 +124,7 @@ export interface ZoUpdateOptions {
   /** theta <- theta * (1 - decay [tensor decays]) - scale * z_update(seed). */
   scale: number;
   direction?: ZoDirection;
-  /** lr * weight decay; skipped for norms (fp32 tensors only). Default 0. */
+  /** lr * weight decay; skipped for norms. Default 0. */
   decay?: number;
 }
 
@@ -565,7 +566,9 @@ export class LlamaModel {
    * The ZO update of every trainable tensor: theta <- theta * (1 - decay * [tensor decays]) -
    * scale * z_update(seed). fp32: one fused pass (fmaf, the perturbation kernel with -scale);
    * quantized: every code moves to SR_grid(value - scale * z) on its own grid (lib/quant.ts update,
-   * SR words keyed by (seed, tensor id)); decay on a quantized tensor is refused (ZOTUNE_UNSUPPORTED).
+   * SR words keyed by (seed, tensor id)); with decay, SR_grid(fl(value * (1 - decay)) - scale * z)
+   * through an fp32 copy of one tensor at a time (dequantize, fused update, quantizeInto with SR
+   * seed = seed, stream = tensor id).
    * With direction.bits, z_update is the QuZO rounding with purpose srUpdate (independent of the probe's).
    */
   async zoUpdate(opts: ZoUpdateOptions): Promise<void> {
@@ -577,9 +580,6 @@ export class LlamaModel {
     if (decay < 0 || decay > 1) fail('ZOTUNE_INVALID_ARGUMENT', `decay must be in [0, 1], got ${decay}`);
     const [dist, bits] = directionArgs(opts.direction);
     const list = this.trainable();
-    for (const t of list)
-      if (decay > 0 && t.decay && t.scheme !== 'fp32')
-        fail('ZOTUNE_UNSUPPORTED', `weight decay on quantized tensors is not supported ('${t.name}' is ${t.scheme}): the QuZO update moves codes along z only`);
     const ids = Uint32Array.from(list, (t) => t.id);
     const decays = Uint8Array.from(list, (t) => (t.decay ? 1 : 0));
     const counts = Float64Array.from(list, (t) => t.numel);

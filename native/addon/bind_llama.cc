@@ -15,7 +15,8 @@
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}}
 // zoUpdate(seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n], counts: f64[n], ...tensors)
 //   every tensor j: fp32 w <- fma(-scale, z, w * (1 - decay * decayFlags[j])) (perturb kernels);
-//   quantized: quant_update(q, -scale, z) (SR onto its grid; decay is refused there).
+//   quantized: quant_update(q, -scale, z) (SR onto its grid); with decay, dequantize to an fp32
+//   copy, the fp32 update, then SR back onto the same grid (quantize, Keep scales).
 // cfg = [hidden, layers, heads, kvHeads, headDim, intermediate, vocab, maxPositions, eps,
 //        ropeTheta, llama3, factor, lowFreqFactor, highFreqFactor, originalMaxPositions].
 // ids: the stable tensor id of every weight argument, in argument order (a tied LM head repeats
@@ -29,6 +30,7 @@
 #include <string>
 
 #include "../cpu/llama.h"
+#include "../cpu/memory.h"
 #include "../cpu/perturb.h"
 #include "../cpu/quant.h"
 #include "bindings.h"
@@ -369,17 +371,34 @@ Job parse_update(Args& a) {
     }
     it.id = ids[j];
     it.keep = (float)(1.0 - (decays[j] ? decay : 0.0));
-    if (!it.w.g.f32 && it.keep != 1.0f)
-      bad(Code::Unsupported, "weight decay on quantized tensors is not supported (tensor id " + std::to_string(ids[j]) +
-                                 "): the QuZO update moves codes along z only");
     items->push_back(it);
   }
   return {[items, dir, scale] {
             for (const Item& it : *items) {
               Direction d = dir;
               d.stream = it.id;
-              if (it.w.g.f32) perturb_dense(it.w.f32, (size_t)it.w.g.k, d, 0, -scale, it.keep);
-              else quant_update(it.w.g.q, -scale, d);
+              if (it.w.g.f32) {
+                perturb_dense(it.w.f32, (size_t)it.w.g.k, d, 0, -scale, it.keep);
+              } else if (it.keep == 1.0f) {
+                quant_update(it.w.g.q, -scale, d);
+              } else {
+                // With decay the step is not along z alone: the tensor's values go through an fp32
+                // copy (one tensor at a time), take the fused fp32 update, and are stochastically
+                // rounded back onto the unchanged grid (SR words: seed, stream = tensor id,
+                // purpose srQuantize).
+                const QTensorView& q = it.w.g.q;
+                const size_t n = (size_t)(q.rows * q.cols);
+                float* tmp = static_cast<float*>(host_alloc(n * sizeof(float), MemCategory::Workspace));
+                try {
+                  dequantize(q, tmp);
+                  perturb_dense(tmp, n, d, 0, -scale, it.keep);
+                  quantize(q, tmp, qformat_has_scales(q.format) ? ScaleMode::Keep : ScaleMode::One, true, d.seed, it.id, nullptr);
+                } catch (...) {
+                  host_free(tmp, n * sizeof(float), MemCategory::Workspace);
+                  throw;
+                }
+                host_free(tmp, n * sizeof(float), MemCategory::Workspace);
+              }
             }
           },
           nullptr};
