@@ -15,6 +15,7 @@
 
 #include "../cpu/llama_grad.h"
 #include "bindings.h"
+#include "llama_args.h"
 #include "napi_util.h"
 
 namespace zt {
@@ -24,46 +25,7 @@ constexpr size_t kArgWeights = 7;
 
 [[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llamaGrad: " + msg); }
 
-size_t count_arg(double v, const char* what, double max) {
-  if (!(v >= 1 && v <= max && v == std::floor(v)))
-    bad(Code::InvalidArgument, std::string(what) + " must be an integer in [1, " + std::to_string((uint64_t)max) + "]");
-  return (size_t)v;
-}
-
-uint64_t mul(uint64_t a, uint64_t b) {
-  if (a != 0 && b > ((uint64_t)1 << 60) / a) bad(Code::OutOfRange, "tensor size overflows");
-  return a * b;
-}
-
-// The config vector of llamaForward (same layout and checks as bind_llama.cc's).
-LlamaConfig config_arg(Args& a) {
-  const double* f = a.elems<double>(0, "cfg", 0, 15);
-  LlamaConfig c{};
-  const double big = (double)(1u << 30);
-  c.hidden = count_arg(f[0], "hidden", big);
-  c.layers = count_arg(f[1], "layers", 4096);
-  c.heads = count_arg(f[2], "heads", 4096);
-  c.kv_heads = count_arg(f[3], "kvHeads", 4096);
-  c.head_dim = count_arg(f[4], "headDim", 512);
-  c.inter = count_arg(f[5], "intermediate", big);
-  c.vocab = count_arg(f[6], "vocab", 2147483647.0);
-  c.max_pos = count_arg(f[7], "maxPositions", 2147483647.0);
-  c.eps = f[8];
-  if (c.heads % c.kv_heads) bad(Code::ShapeMismatch, "heads must be a multiple of kvHeads");
-  if (c.head_dim % 2) bad(Code::ShapeMismatch, "headDim must be even");
-  if (!(c.eps >= 0 && std::isfinite(c.eps))) bad(Code::InvalidArgument, "eps must be a finite number >= 0");
-  c.rope.theta = f[9];
-  c.rope.llama3 = f[10] != 0;
-  c.rope.factor = f[11];
-  c.rope.low_freq_factor = f[12];
-  c.rope.high_freq_factor = f[13];
-  c.rope.original_max_positions = f[14];
-  if (!(c.rope.theta > 1 && std::isfinite(c.rope.theta))) bad(Code::InvalidArgument, "rope theta must be a finite number > 1");
-  if (c.rope.llama3 && !(c.rope.factor >= 1 && c.rope.low_freq_factor > 0 && c.rope.high_freq_factor > c.rope.low_freq_factor &&
-                         c.rope.original_max_positions > 0 && std::isfinite(c.rope.factor + c.rope.high_freq_factor + c.rope.original_max_positions)))
-    bad(Code::InvalidArgument, "invalid llama3 rope scaling");
-  return c;
-}
+uint64_t mul(uint64_t a, uint64_t b) { return llama_size_mul(a, b, "llamaGrad"); }
 
 // Reads the parameter list starting at argument `i` (nullable: gradient buffers).
 template <class P, class T>
@@ -95,23 +57,15 @@ LlamaParams<P> params_arg(Args& a, const LlamaConfig& c, size_t i, bool nullable
 
 template <class T>
 Job parse_grad(Args& a) {
-  LlamaConfig c = config_arg(a);
+  LlamaConfig c = llama_config_arg(a, "llamaGrad");
   const double* opt = a.elems<double>(1, "options", 0, 2);
   auto o = std::make_shared<GradOptions>();
   o->recompute = opt[0] != 0;
   o->scale = opt[1];
   if (!std::isfinite(o->scale)) bad(Code::InvalidArgument, "the loss scale must be finite");
 
-  LlamaBatch b{};
-  const uint64_t n_off = a.mem(3, "seqOffsets").bytes / 4;
-  if (n_off < 2) bad(Code::InvalidArgument, "the batch is empty");
-  b.B = n_off - 1;
-  b.seq_off = a.elems<int32_t>(3, "seqOffsets", 0, n_off);
-  if (b.seq_off[0] != 0 || b.seq_off[b.B] < 0) bad(Code::InvalidArgument, "sequence offsets must start at 0");
+  LlamaBatch b = llama_batch_arg(a, "llamaGrad");
   const uint64_t N = (uint64_t)b.seq_off[b.B];
-  b.tokens = a.elems<int32_t>(2, "tokens", 0, N);
-  b.positions = a.elems<int32_t>(4, "positions", 0, N);
-  b.key_mask = a.has(5) ? a.elems<uint8_t>(5, "keyMask", 0, N) : nullptr;
   o->targets = a.elems<int32_t>(6, "targets", 0, N);
   LlamaOutputs out;
   out.targets = o->targets;
