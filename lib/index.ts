@@ -30,3 +30,8 @@ export type {
   LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence, ZoDirection, ZoProbeOptions, ZoUpdateOptions,
   TrainableInfo, TensorPattern,
 } from './model/llama';
+export { lossAndGrad } from './model/grad';
+export type { GradOptions, LossAndGrad } from './model/grad';
+export * as fo from './fo';
+export { makeSchedule } from './schedule';
+export type { ScheduleOptions, ScheduleKind } from './schedule';

@@ -1,4 +1,4 @@
-/** Tasks and data: loaders, seeded splits, prompt tasks (loss + evaluation), LR schedules. */
+/** Tasks and data: loaders, seeded splits, prompt tasks (loss + evaluation). */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -7,7 +7,6 @@ import { LlamaTokenizer } from '../lib/model/tokenizer';
 import { kShot, parseCsv, parseJsonl, permutation, split, loadExamples } from '../lib/tasks/data';
 import { PromptTask, candidateCrossEntropy, normalizeAnswer, tokenF1 } from '../lib/tasks/task';
 import { loadTask, sentimentExamples, SENTIMENT_SPLIT } from '../lib/tasks/builtin';
-import { schedule } from '../lib/schedule';
 import { modelDir } from './helpers/models';
 
 const code = (c: string) => expect.objectContaining({ code: c });
@@ -70,24 +69,6 @@ describe('metrics', () => {
     expect(tokenF1('the cat sat', 'a cat sat down')).toBeCloseTo((2 * 1 * (2 / 3)) / (1 + 2 / 3), 12);
     expect(tokenF1('dog', 'cat')).toBe(0);
     expect(tokenF1('', '')).toBe(1);
-  });
-});
-
-describe('schedules', () => {
-  test('constant, linear and cosine with warmup', () => {
-    const c = schedule({ lr: 1, warmup: 3 });
-    expect([0, 1, 2, 3, 100].map(c)).toEqual([0.25, 0.5, 0.75, 1, 1]);
-    const l = schedule({ kind: 'linear', lr: 2, steps: 11 });
-    expect(l(0)).toBe(2);
-    expect(l(5)).toBeCloseTo(1, 12);
-    expect(l(10)).toBe(0);
-    const k = schedule({ kind: 'cosine', lr: 1, steps: 101, warmup: 0, minLr: 0.1 });
-    expect(k(0)).toBe(1);
-    expect(k(50)).toBeCloseTo(0.55, 12);
-    expect(k(100)).toBeCloseTo(0.1, 12);
-    expect(() => schedule({ kind: 'linear', lr: 1 })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
-    expect(() => schedule({ lr: -1 })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
-    expect(() => c(-1)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
   });
 });
 

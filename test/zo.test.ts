@@ -132,7 +132,7 @@ describe('trainer on the quadratic', () => {
     const opt = new ZoOptimizer({ method: 'mezo', eps: 1e-3, queries: 2, weightDecay: 0.01 });
     const log = ZoLog.create(path.join(dir, 'log'), { optimizer: optimizerHeader(opt) });
     const l0 = model.loss();
-    const events = await drain(fit(model, opt, quadData, { steps: 300, lr: { kind: 'cosine', lr: 2e-3, steps: 300, warmup: 10 }, seed: 5, log }));
+    const events = await drain(fit(model, opt, quadData, { steps: 300, lr: { kind: 'cosine', lr: 2e-3, totalSteps: 300, warmupSteps: 10 }, seed: 5, log }));
     expect(events.filter((e) => e.type === 'step')).toHaveLength(300);
     expect(model.loss()).toBeLessThan(0.6 * l0);
     log.close();

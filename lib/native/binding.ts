@@ -108,10 +108,27 @@ export interface NativeAddon {
   gemmS8S8S32(...args: GemmS8S8S32Args): void;
   gemmS8S8S32Async(...args: GemmS8S8S32Args): Promise<void>;
 
+  // First-order engine (native/addon/bind_llama_grad.cc documents the arguments): loss and
+  // gradients of one batch (fp32), the float64 reference, and the fused optimiser kernels.
+  llamaGrad(...args: LlamaGradArgs): { nllSum: number; count: number };
+  llamaGradAsync(...args: LlamaGradArgs): Promise<{ nllSum: number; count: number }>;
+  llamaGradF64(...args: LlamaGradArgs): { nllSum: number; count: number };
+  llamaGradF64Async(...args: LlamaGradArgs): Promise<{ nllSum: number; count: number }>;
+  adamwUpdate(w: Mem, g: Mem, m: Mem, v: Mem, count: number, hyper: Float64Array): void;
+  adamwUpdateAsync(w: Mem, g: Mem, m: Mem, v: Mem, count: number, hyper: Float64Array): Promise<void>;
+  sgdUpdate(w: Mem, g: Mem, buf: Mem | null, count: number, hyper: Float64Array): void;
+  sgdUpdateAsync(w: Mem, g: Mem, buf: Mem | null, count: number, hyper: Float64Array): Promise<void>;
+  sumSquares(g: Mem, count: number): number;
+  sumSquaresAsync(g: Mem, count: number): Promise<number>;
+  accumulateSquares(acc: Mem, g: Mem, count: number, scale: number): void;
+  accumulateSquaresAsync(acc: Mem, g: Mem, count: number, scale: number): Promise<void>;
+
   zoOptimStep(...args: ZoOptimStepArgs): void;
   zoOptimStepAsync(...args: ZoOptimStepArgs): Promise<void>;
 }
 
+/** cfg, [recompute, scale], tokens, offsets, positions, keyMask, targets, then 9·layers + 3 weights and as many gradient buffers (null = not wanted). */
+export type LlamaGradArgs = [cfg: Float64Array, options: Float64Array, tokens: Int32Array, offsets: Int32Array, positions: Int32Array, keyMask: Uint8Array | null, targets: Int32Array, ...buffers: (Mem | null)[]];
 /** kind, w, wOff, count, m, mOff, v, vOff, first, stream, dist, bits, seeds [lo, hi]*, coefs, lr, decay, beta1, beta2, adamEps, bias1, bias2 (native/addon/bind_zo_optim.cc) */
 export type ZoOptimStepArgs = [
   number, Mem, number, number, Mem, number, Mem | null, number, number | bigint, number, number, number, Uint32Array, Float32Array,

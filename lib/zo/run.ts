@@ -174,7 +174,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
         best = { after: r.after, accuracy: r.metrics.accuracy, loss: r.metrics.loss };
     const it = fit(zm, optimizer, data, {
       steps: c.steps,
-      lr: { kind: c.schedule, lr: c.lr, steps: c.steps, warmup: c.warmup },
+      lr: { kind: c.schedule, lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmup },
       seed: c.seed,
       microBatches: c.accumulate,
       log,

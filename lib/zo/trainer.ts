@@ -16,7 +16,9 @@ import { fail } from '../errors';
 import type { Example } from '../tasks/data';
 import { permutation } from '../tasks/data';
 import type { PromptTask } from '../tasks/task';
-import { schedule, type Schedule, type ScheduleOptions } from '../schedule';
+import { makeSchedule, type ScheduleOptions } from '../schedule';
+
+type Schedule = (step: number) => number;
 import type { ZoLog, ZoStepRecord } from './log';
 import { querySeed, type MicroBatch, type ZoModel, type ZoOptimizer } from './optimizer';
 
@@ -127,7 +129,7 @@ export async function* fit(model: ZoModel, optimizer: ZoOptimizer, data: TrainDa
   const evalEvery = options.evalEvery ?? 0;
   if (!Number.isSafeInteger(evalEvery) || evalEvery < 0) fail('ZOTUNE_INVALID_ARGUMENT', `evalEvery must be a non-negative integer, got ${evalEvery}`);
   if (evalEvery > 0 && !options.evaluate) fail('ZOTUNE_INVALID_ARGUMENT', 'evalEvery needs an evaluate function');
-  const lrOf: Schedule = typeof options.lr === 'function' ? options.lr : typeof options.lr === 'number' ? schedule({ lr: options.lr }) : schedule(options.lr);
+  const lrOf: Schedule = typeof options.lr === 'function' ? options.lr : typeof options.lr === 'number' ? makeSchedule({ lr: options.lr }) : makeSchedule(options.lr);
   const explode = options.explodeFactor ?? 5;
   if (!(explode > 1)) fail('ZOTUNE_INVALID_ARGUMENT', `explodeFactor must be > 1, got ${explode}`);
 

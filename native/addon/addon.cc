@@ -80,6 +80,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_gemm_int8(env, exports);
   register_nn(env, exports);
   register_llama(env, exports);
+  register_llama_grad(env, exports);
+  register_optim(env, exports);
   register_zo_optim(env, exports);
   return exports;
 }
