@@ -35,6 +35,8 @@ export type { GradOptions, LossAndGrad } from './model/grad';
 export * as fo from './fo';
 export { makeSchedule } from './schedule';
 export type { ScheduleOptions, ScheduleKind } from './schedule';
+export { perplexity, perplexityChunks } from './model/perplexity';
+export type { PerplexityOptions, PerplexityResult } from './model/perplexity';
 export { ZoLog } from './zo/log';
 export type { ZoQuery, ZoStepRecord, ZoLogHeader } from './zo/log';
 export { ZoOptimizer, ZO_METHODS, querySeed } from './zo/optimizer';

@@ -20,8 +20,11 @@ export interface ScheduleOptions {
   minLr?: number;
 }
 
+/** A learning rate per step: a pure function, so resumed and replayed runs see the same rates. */
+export type Schedule = (step: number) => number;
+
 /** Returns step -> learning rate, validating the options once. */
-export function makeSchedule(opts: ScheduleOptions): (step: number) => number {
+export function makeSchedule(opts: ScheduleOptions): Schedule {
   const kind = opts.kind ?? 'constant', lr = opts.lr, warm = opts.warmupSteps ?? 0, minLr = opts.minLr ?? 0;
   if (!(Number.isFinite(lr) && lr >= 0)) fail('ZOTUNE_INVALID_ARGUMENT', `lr must be a finite number >= 0, got ${lr}`);
   if (!Number.isSafeInteger(warm) || warm < 0) fail('ZOTUNE_INVALID_ARGUMENT', `warmupSteps must be a non-negative integer, got ${warm}`);

@@ -8,7 +8,7 @@ import { uniforms } from './helpers/random-llama';
 const code = (c: string) => expect.objectContaining({ code: c });
 const u2 = 2 ** -24;
 
-function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array {
+function rand(n: number, seed: number, scale = 1, offset = 0): Float32Array<ArrayBuffer> {
   const u = uniforms(seed);
   return Float32Array.from({ length: n }, () => offset + scale * u());
 }

@@ -1,4 +1,4 @@
-/** Tasks and data: loaders, seeded splits, prompt tasks (loss + evaluation). */
+/** Tasks and data: loaders, seeded splits, prompt tasks (loss + evaluation) */
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';

@@ -5,11 +5,15 @@ import path from 'node:path';
 import { packageRoot } from '../native/load';
 import { commandHelp, parseCommandArgs, UsageError, type Command } from './command';
 import { doctor } from './doctor';
+import { evalCommand } from './eval';
 import { finetuneCommand } from './finetune';
+import { generate } from './generate';
+import { inspectCommand } from './inspect';
+import { logits } from './logits';
 import { replayCommand } from './replay';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const COMMANDS: Command<any>[] = [doctor, finetuneCommand, replayCommand];
+const COMMANDS: Command<any>[] = [generate, evalCommand, logits, inspectCommand, finetuneCommand, replayCommand, doctor];
 
 function mainHelp(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;
@@ -76,18 +80,29 @@ async function main(argv: string[]): Promise<number> {
       return 2;
     }
     const e = err as { code?: string; message?: string };
+    if (debug()) console.error(err);
     if (values.json) console.log(JSON.stringify({ error: { code: e.code ?? 'ZOTUNE_INTERNAL', message: e.message ?? String(err) } }, null, 2));
-    else console.error(`zotune ${cmd.name}: ${e.code ? `${e.code}: ` : ''}${e.message ?? String(err)}`);
+    else console.error(`zotune ${cmd.name}: ${e.code ?? 'ZOTUNE_INTERNAL'}: ${e.message ?? String(err)}`);
     return 1;
   }
 }
+
+/** ZOTUNE_DEBUG=1: print the stack of every error (otherwise only `code: message`). */
+const debug = () => !!process.env.ZOTUNE_DEBUG && process.env.ZOTUNE_DEBUG !== '0';
+
+// A closed pipe (zotune generate ... | head) ends the command quietly, like other Unix tools.
+process.stdout.on('error', (err: NodeJS.ErrnoException) => {
+  if (err.code === 'EPIPE') process.exit(0);
+  throw err;
+});
 
 main(process.argv.slice(2)).then(
   (code) => {
     process.exitCode = code;
   },
   (err) => {
-    console.error(err);
+    const e = err as { code?: string; message?: string };
+    console.error(debug() ? err : `zotune: ${e.code ?? 'ZOTUNE_INTERNAL'}: ${e.message ?? String(err)}`);
     process.exitCode = 1;
   },
 );

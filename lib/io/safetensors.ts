@@ -62,7 +62,8 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
     }
     if (typeof entry !== 'object' || entry === null) bad(file, `entry '${name}' is not an object`);
     const { dtype, shape, data_offsets: offsets } = entry as Record<string, unknown>;
-    if (typeof dtype !== 'string' || !(dtype in DTYPE_BYTES)) bad(file, `tensor '${name}' has unknown dtype ${JSON.stringify(dtype)}`);
+    // own keys only: 'constructor' or 'toString' are not dtypes
+    if (typeof dtype !== 'string' || !Object.hasOwn(DTYPE_BYTES, dtype)) bad(file, `tensor '${name}' has unknown dtype ${JSON.stringify(dtype)}`);
     if (!Array.isArray(shape) || !shape.every((d) => Number.isSafeInteger(d) && d >= 0)) bad(file, `tensor '${name}' has an invalid shape`);
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1])
       bad(file, `tensor '${name}' has invalid data_offsets`);
@@ -81,6 +82,20 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
   }
   if (cursor !== fileSize) bad(file, `${fileSize - cursor} bytes after the last tensor`);
   return { tensors, metadata };
+}
+
+/** Reads dest.length bytes at `position`; I/O errors and early ends are coded errors. */
+function readFully(file: string, fd: number, dest: Uint8Array, position: number): void {
+  for (let done = 0; done < dest.length; ) {
+    let got: number;
+    try {
+      got = fs.readSync(fd, dest, done, dest.length - done, position + done);
+    } catch (err) {
+      throw ioError(file, err);
+    }
+    if (got === 0) bad(file, 'unexpected end of file (was it truncated while being read?)');
+    done += got;
+  }
 }
 
 export class SafetensorsFile {
@@ -104,14 +119,17 @@ export class SafetensorsFile {
       throw ioError(file, err);
     }
     try {
-      const size = fs.fstatSync(fd).size;
+      const stat = fs.fstatSync(fd);
+      // a folder opens for reading on Linux; reading it would fail with a raw EISDIR
+      if (!stat.isFile()) throw new ZotuneError('ZOTUNE_IO', `${file}: not a regular file`);
+      const size = stat.size;
       if (size < 8) bad(file, `${size} bytes is too short for a header`);
       const lenBuf = Buffer.alloc(8);
-      fs.readSync(fd, lenBuf, 0, 8, 0);
+      readFully(file, fd, lenBuf, 0);
       const n = lenBuf.readBigUInt64LE(0);
       if (n > BigInt(Math.min(MAX_HEADER_BYTES, size - 8))) bad(file, `header length ${n} exceeds the file or the ${MAX_HEADER_BYTES}-byte limit`);
       const header = Buffer.alloc(Number(n));
-      fs.readSync(fd, header, 0, header.length, 8);
+      readFully(file, fd, header, 8);
       const { tensors, metadata } = parseHeader(file, header, size);
       return new SafetensorsFile(file, fd, tensors, metadata);
     } catch (err) {
@@ -141,16 +159,7 @@ export class SafetensorsFile {
     if (dest.byteLength !== len) fail('ZOTUNE_SHAPE_MISMATCH', `tensor '${name}' has ${len} bytes, destination ${dest.byteLength}`);
     const bytes = new Uint8Array(dest.buffer, dest.byteOffset, dest.byteLength);
     const CHUNK = 1 << 26;
-    for (let done = 0; done < len; ) {
-      let got: number;
-      try {
-        got = fs.readSync(this.fd, bytes, done, Math.min(CHUNK, len - done), t.begin + done);
-      } catch (err) {
-        throw ioError(this.path, err);
-      }
-      if (got === 0) bad(this.path, `unexpected end of file reading '${name}'`);
-      done += got;
-    }
+    for (let at = 0; at < len; at += CHUNK) readFully(this.path, this.fd, bytes.subarray(at, Math.min(at + CHUNK, len)), t.begin + at);
   }
 
   /** A float32 native tensor from an F32, F16 or BF16 entry (converted in place of one buffer). */
@@ -304,7 +313,9 @@ export class ModelWeights {
       bad(index, (err as Error).message);
     }
     const shardNames = [...new Set(Object.values(map))];
-    for (const s of shardNames) if (typeof s !== 'string' || s.includes('/') || s.includes('\\')) bad(index, `invalid shard name ${JSON.stringify(s)}`);
+    for (const s of shardNames)
+      if (typeof s !== 'string' || s === '' || s === '.' || s === '..' || s.includes('/') || s.includes('\\') || s.includes('\0'))
+        bad(index, `invalid shard name ${JSON.stringify(s)} (a file name in the model folder)`);
     const files: SafetensorsFile[] = [];
     try {
       for (const s of shardNames) files.push(SafetensorsFile.open(path.join(dir, s)));

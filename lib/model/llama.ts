@@ -211,7 +211,8 @@ export function llamaTensorNames(c: LlamaConfig): string[] {
   return names;
 }
 
-function expectedShape(c: LlamaConfig, name: string): number[] {
+/** The shape config.json implies for a weight (HF name). */
+export function expectedShape(c: LlamaConfig, name: string): number[] {
   const D = c.hiddenSize, Q = c.numHeads * c.headDim, KV = c.numKvHeads * c.headDim, I = c.intermediateSize;
   if (name === 'model.embed_tokens.weight' || name === 'lm_head.weight') return [c.vocabSize, D];
   if (name.endsWith('layernorm.weight') || name === 'model.norm.weight') return [D];

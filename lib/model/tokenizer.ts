@@ -62,6 +62,7 @@ export class LlamaTokenizer {
 
   decode(ids: readonly number[], opts: DecodeOptions = {}): string {
     for (const id of ids) if (!Number.isSafeInteger(id) || id < 0) fail('ZOTUNE_INVALID_ARGUMENT', `decode: ${id} is not a token id`);
+    if (ids.length === 0) return ''; // the library refuses an empty list
     return this.tok.decode([...ids], { skip_special_tokens: opts.skipSpecialTokens ?? false });
   }
 

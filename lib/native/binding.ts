@@ -123,12 +123,14 @@ export interface NativeAddon {
   accumulateSquares(acc: Mem, g: Mem, count: number, scale: number): void;
   accumulateSquaresAsync(acc: Mem, g: Mem, count: number, scale: number): Promise<void>;
 
+  // ZO optimiser state kernels (native/addon/bind_zo_optim.cc): momentum / Adam over regenerated z.
   zoOptimStep(...args: ZoOptimStepArgs): void;
   zoOptimStepAsync(...args: ZoOptimStepArgs): Promise<void>;
 }
 
 /** cfg, [recompute, scale], tokens, offsets, positions, keyMask, targets, then 9·layers + 3 weights and as many gradient buffers (null = not wanted). */
 export type LlamaGradArgs = [cfg: Float64Array, options: Float64Array, tokens: Int32Array, offsets: Int32Array, positions: Int32Array, keyMask: Uint8Array | null, targets: Int32Array, ...buffers: (Mem | null)[]];
+
 /** kind, w, wOff, count, m, mOff, v, vOff, first, stream, dist, bits, seeds [lo, hi]*, coefs, lr, decay, beta1, beta2, adamEps, bias1, bias2 (native/addon/bind_zo_optim.cc) */
 export type ZoOptimStepArgs = [
   number, Mem, number, number, Mem, number, Mem | null, number, number | bigint, number, number, number, Uint32Array, Float32Array,

@@ -129,7 +129,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
   try {
     const zm = asZoModel(model);
     const tokenizer = LlamaTokenizer.load(c.model);
-    const { name, task, splits } = loadTask(c.task, tokenizer, c.seed);
+    const { name, task, splits } = loadTask(c.task, tokenizer); // fixed splits: the run seed orders the data, never re-splits it
     const start = log.nextStep;
     await replay(zm, optimizer, log, { signal: hooks.signal });
 

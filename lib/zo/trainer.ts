@@ -16,9 +16,7 @@ import { fail } from '../errors';
 import type { Example } from '../tasks/data';
 import { permutation } from '../tasks/data';
 import type { PromptTask } from '../tasks/task';
-import { makeSchedule, type ScheduleOptions } from '../schedule';
-
-type Schedule = (step: number) => number;
+import { makeSchedule, type Schedule, type ScheduleOptions } from '../schedule';
 import type { ZoLog, ZoStepRecord } from './log';
 import { querySeed, type MicroBatch, type ZoModel, type ZoOptimizer } from './optimizer';
 
