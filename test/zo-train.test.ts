@@ -149,6 +149,11 @@ d('zotune finetune / replay (run folder, kill -9 and resume)', () => {
     // a prefix is a different model; the exported folder loads back
     expect(run(process.execPath, [cli, 'replay', out, '--steps', '10', '--out', path.join(tmp, 'a-10')], { env: cleanEnv() }).status).toBe(0);
     expect(fs.readFileSync(path.join(tmp, 'a-10', 'model.safetensors')).equals(weightsOf(out))).toBe(false);
+    // zotune eval --task on the exported folder gives the run's test accuracy
+    const ev = run(process.execPath, [cli, 'eval', '--model', path.join(out, 'model'), '--task', taskFile, '--split', 'test', '--json'], { env: cleanEnv() });
+    expect(ev.status).toBe(0);
+    expect(JSON.parse(ev.stdout)).toMatchObject({ mode: 'task', split: 'test', n: 12, accuracy: s.test.accuracy });
+    expect(run(process.execPath, [cli, 'eval', '--model', path.join(out, 'model'), '--task', taskFile, '--split', 'nope'], { env: cleanEnv() }).status).toBe(2);
     // bad uses
     expect(run(process.execPath, [cli, ...args(out)], { env: cleanEnv() })).toMatchObject({ status: 1 });
     expect(run(process.execPath, [cli, 'finetune', '--model', micro!, '--task', taskFile, '--method', 'sgd', '--out', path.join(tmp, 'x')], { env: cleanEnv() })).toMatchObject({ status: 2 });

@@ -11,6 +11,7 @@ import type { LlamaTokenizer } from '../model/tokenizer';
 import { perplexity } from '../model/perplexity';
 import { UsageError, intOption, type Command, type OptionSpec, type OptionValues } from './command';
 import { MODEL_OPTION, WEIGHTS_OPTION, loadModel, loadTokenizer, secondsSince } from './model-options';
+import { taskEvalMode, type TaskEval } from './eval-task';
 
 interface EvalContext {
   model: LlamaModel;
@@ -98,15 +99,15 @@ const perplexityMode: EvalMode<PerplexityEval> = {
   ],
 };
 
-const EVAL_MODES: EvalMode<EvalModeResult>[] = [perplexityMode];
+const EVAL_MODES: EvalMode<EvalModeResult>[] = [perplexityMode, taskEvalMode];
 
 /** What a mode returns; a new mode adds its result type to this union. */
-export type EvalModeResult = PerplexityEval;
+export type EvalModeResult = PerplexityEval | TaskEval;
 export type EvalResult = { model: string; weights: string } & EvalModeResult;
 
 export const evalCommand: Command<EvalResult> = {
   name: 'eval',
-  summary: 'Evaluate a model: perplexity and mean loss over a text file (--text), cut into chunks of --window tokens.',
+  summary: 'Evaluate a model: perplexity and mean loss over a text file (--text, chunks of --window tokens), or accuracy on a task split (--task).',
   options: {
     ...MODEL_OPTION,
     ...Object.assign({}, ...EVAL_MODES.map((m) => m.options)),

@@ -79,6 +79,8 @@ export interface RunHooks {
   onStart?: (info: { start: number; steps: number }) => void;
   /** Export the final weights into dir/model (default true). */
   save?: boolean;
+  /** Evaluate on dev before the first step (default true; the zero-shot row of the summary). */
+  evalAtStart?: boolean;
 }
 
 const CONFIG = 'config.json', LOG = 'zo.log', METRICS = 'metrics.jsonl';
@@ -127,7 +129,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
   try {
     const zm = asZoModel(model);
     const tokenizer = LlamaTokenizer.load(c.model);
-    const { name, task, splits } = loadTask(c.task, tokenizer, c.seed);
+    const { name, task, splits } = loadTask(c.task, tokenizer); // fixed splits: the run seed orders the data, never re-splits it
     const start = log.nextStep;
     await replay(zm, optimizer, log, { signal: hooks.signal });
 
@@ -168,6 +170,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     const losses: number[] = [];
     let skipped = log.records().filter((r) => r.skipped).length;
     let zeroShot: EvalResult | undefined;
+    let lastEval: (TrainEvent & { type: 'eval' }) | undefined;
     let best: RunSummary['best'];
     for (const r of fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent))
       if (r.type === 'eval' && (!best || r.metrics.accuracy > best.accuracy || (r.metrics.accuracy === best.accuracy && r.metrics.loss < best.loss)))
@@ -180,7 +183,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       log,
       evalEvery: evaluate ? c.evalEvery : 0,
       evaluate,
-      evalAtStart: !!evaluate,
+      evalAtStart: !!evaluate && (hooks.evalAtStart ?? true),
       signal: hooks.signal,
     });
     for await (const e of it) {
@@ -189,6 +192,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
         if (e.skipped) skipped++;
         else losses.push(e.loss);
       } else {
+        lastEval = e;
         if (e.after === 0) zeroShot = { n: dev.length, ...e.metrics };
         if (!best || e.metrics.accuracy > best.accuracy || (e.metrics.accuracy === best.accuracy && e.metrics.loss < best.loss))
           best = { after: e.after, accuracy: e.metrics.accuracy, loss: e.metrics.loss };
@@ -208,7 +212,10 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       peakEngineBytes: memory().engine.totalPeak,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
-    if (dev.length) summary.final = await task.evaluate(model, c.evalExamples > 0 ? splits.dev : dev, { batchSize: c.evalBatch, signal: hooks.signal });
+    // the final weights on the whole dev split (the last periodic evaluation already is that when it ran on all of dev)
+    const last = lastEval?.after === c.steps && dev.length === splits.dev.length ? lastEval : undefined;
+    if (last) summary.final = { n: dev.length, accuracy: last.metrics.accuracy, loss: last.metrics.loss, ...(last.metrics.f1 !== undefined ? { f1: last.metrics.f1 } : {}) };
+    else if (splits.dev.length) summary.final = await task.evaluate(model, splits.dev, { batchSize: c.evalBatch, signal: hooks.signal });
     if (c.test && splits.test.length) summary.test = await task.evaluate(model, splits.test, { batchSize: c.evalBatch, signal: hooks.signal });
     const events = fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent & { loss?: number });
     fs.writeFileSync(

@@ -1,0 +1,232 @@
+'use strict';
+/**
+ * The ZO fine-tuning experiment: tiny-llama on the builtin sentiment task (UCI Sentiment Labelled
+ * Sentences, fixed 1000 train / 500 dev / 1000 test), zero-shot vs MeZO fp32 and QuZO int8 / int4 /
+ * w4a8 at one fixed forward-pass budget, mean ± std over 3 seeds; LR and ε chosen on dev only.
+ * Also: ZO step time ÷ one forward of the same batch, and peak engine memory of a ZO step ÷ that
+ * of an inference forward (both measured interleaved in the same run).
+ *
+ *   node bench/finetune-sentiment.js            (npm run build first)
+ * Environment: ZT_FT_STEPS (final runs, default 300), ZT_FT_GRID_STEPS (default 150), ZT_FT_LRS,
+ * ZT_FT_EPS (comma lists), ZT_FT_SEEDS (default 0,1,2), ZT_FT_ONLY (comma list of config names).
+ * Finished runs are kept in bench/results/finetune-sentiment.json and skipped when re-run with the
+ * same settings, so an interrupted experiment continues where it stopped. Run folders: $TMPDIR.
+ */
+const fs = require('node:fs');
+const os = require('node:os');
+const path = require('node:path');
+const h = require('./harness');
+
+const ROOT = path.resolve(__dirname, '..');
+const MODEL = path.join(process.env.ZOTUNE_MODELS || path.resolve(ROOT, '..', '..', 'shared', 'models'), 'tiny-llama');
+const STEPS = Number(process.env.ZT_FT_STEPS || 150);
+const GRID_STEPS = Number(process.env.ZT_FT_GRID_STEPS || 60);
+const LRS = (process.env.ZT_FT_LRS || '1.5e-4,3e-4').split(',').map(Number);
+const EPSS = (process.env.ZT_FT_EPS || '1e-3,1e-2').split(',').map(Number);
+const SEEDS = (process.env.ZT_FT_SEEDS || '0,1,2').split(',').map(Number);
+const GRID_SEED = 100;
+const BATCH = 16;
+const CONFIGS = [
+  { name: 'MeZO fp32', method: 'mezo', weights: 'fp32' },
+  { name: 'QuZO int8', method: 'quzo', weights: 'int8' },
+  { name: 'QuZO int4', method: 'quzo', weights: 'int4' },
+  { name: 'QuZO w4a8', method: 'quzo', weights: 'w4a8' },
+].filter((c) => !process.env.ZT_FT_ONLY || process.env.ZT_FT_ONLY.split(',').includes(c.name));
+const STATE = path.join(__dirname, 'results', 'finetune-sentiment.json');
+const RUNS = fs.mkdtempSync(path.join(os.tmpdir(), 'zotune-ft-bench-'));
+
+function load() {
+  try {
+    return JSON.parse(fs.readFileSync(STATE, 'utf8'));
+  } catch {
+    return { runs: {}, zeroShot: {} };
+  }
+}
+const state = load();
+const save = () => fs.writeFileSync(STATE, JSON.stringify(state, null, 1) + '\n');
+
+const mean = (xs) => xs.reduce((a, b) => a + b, 0) / xs.length;
+const std = (xs) => Math.sqrt(xs.reduce((a, b) => a + (b - mean(xs)) ** 2, 0) / Math.max(1, xs.length - 1));
+const pct = (x) => (100 * x).toFixed(1);
+
+async function runOnce(cfg, { lr, eps, seed, steps, test }) {
+  const key = JSON.stringify({ c: cfg.name, lr, eps, seed, steps, test });
+  if (state.runs[key]) return state.runs[key];
+  const { finetune } = require(path.join(ROOT, 'dist', 'zo', 'run'));
+  const dir = path.join(RUNS, `${cfg.method}-${cfg.weights}-${lr}-${eps}-${seed}-${steps}`);
+  const t0 = Date.now();
+  const s = await finetune(
+    {
+      model: MODEL, weights: cfg.weights, method: cfg.method, task: 'sentiment', steps, lr, schedule: 'constant', warmup: 0, eps, batch: BATCH,
+      accumulate: 1, seed, queries: 1, dist: 'gaussian', ...(cfg.method === 'quzo' ? { directionBits: 4 } : {}), weightDecay: 0,
+      evalEvery: steps, evalBatch: 64, evalExamples: 0, test,
+    },
+    dir,
+    false,
+    { save: false, evalAtStart: false },
+  );
+  const r = {
+    devFinal: s.final.accuracy, devLoss: s.final.loss, devZeroShot: s.zeroShot && s.zeroShot.accuracy, test: s.test && s.test.accuracy,
+    trainLoss: s.trainLoss, skipped: s.skipped, forwardPasses: s.forwardPasses, stepsPerSecond: s.stepsPerSecond, seconds: (Date.now() - t0) / 1000,
+  };
+  console.log(`${cfg.name} lr ${lr} eps ${eps} seed ${seed} steps ${steps}: dev ${pct(r.devFinal)}${r.test !== undefined ? ` test ${pct(r.test)}` : ''} (${r.seconds.toFixed(0)} s)`);
+  state.runs[key] = r;
+  save();
+  fs.rmSync(dir, { recursive: true, force: true });
+  return r;
+}
+
+async function zeroShot(weights) {
+  if (state.zeroShot[weights]) return state.zeroShot[weights];
+  const z = h.zotune();
+  const { loadTask } = require(path.join(ROOT, 'dist', 'tasks', 'builtin'));
+  const model = await z.LlamaModel.load(MODEL, { weights });
+  try {
+    const { task, splits } = loadTask('sentiment', z.LlamaTokenizer.load(MODEL));
+    const dev = await task.evaluate(model, splits.dev, { batchSize: 64 });
+    const test = await task.evaluate(model, splits.test, { batchSize: 64 });
+    state.zeroShot[weights] = { dev: dev.accuracy, test: test.accuracy, testLoss: test.loss };
+    save();
+    return state.zeroShot[weights];
+  } finally {
+    model.dispose();
+  }
+}
+
+/** ZO step (probe + update) vs one forward of the same batch, interleaved; peak engine memory of each. */
+async function cost(cfg) {
+  const z = h.zotune();
+  const { loadTask } = require(path.join(ROOT, 'dist', 'tasks', 'builtin'));
+  const { ZoOptimizer, querySeed } = require(path.join(ROOT, 'dist', 'zo', 'optimizer'));
+  const model = await z.LlamaModel.load(MODEL, { weights: cfg.weights });
+  try {
+    const { task, splits } = loadTask('sentiment', z.LlamaTokenizer.load(MODEL));
+    const lb = task.lossBatch(splits.train.slice(0, BATCH));
+    const opt = new ZoOptimizer({ method: cfg.method, eps: 1e-3 });
+    let step = 0;
+    const zoStep = async () => {
+      const est = await opt.estimate(model, [lb], [querySeed(1, step, 0)]);
+      await opt.apply(model, { lr: 1e-9, queries: est.queries });
+      step++;
+    };
+    const forward = () => model.forward(lb.sequences, lb.forward);
+    z.resetMemoryPeaks();
+    await forward();
+    const inferencePeak = z.memory().engine.totalPeak;
+    z.resetMemoryPeaks();
+    await zoStep();
+    const zoPeak = z.memory().engine.totalPeak;
+    const [f, s] = await h.measureInterleaved([
+      { name: 'forward', fn: forward, work: 1 },
+      { name: 'zo step', fn: zoStep, work: 1 },
+    ]);
+    return { tokens: lb.sequences.reduce((a, q) => a + q.length, 0), forward: f, step: s, ratio: { best: s.best / f.best, median: s.median / f.median }, inferencePeak, zoPeak };
+  } finally {
+    model.dispose();
+  }
+}
+
+async function main() {
+  const suite = { name: 'finetune-sentiment', busy: h.machineBusy(), start: null };
+  const t0 = Date.now();
+  const zs = {};
+  for (const w of ['fp32', ...CONFIGS.map((c) => c.weights).filter((w) => w !== 'fp32')]) zs[w] = await zeroShot(w);
+  console.log('zero-shot', JSON.stringify(zs));
+
+  const rows = [], gridRows = [], costRows = [];
+  const summary = {};
+  for (const cfg of CONFIGS) {
+    // LR and ε from the dev split only, one seed at GRID_STEPS, scored by final dev loss (less noisy
+    // than the accuracy of 500 examples at this budget): LR first at the first ε, then ε at that LR
+    let best;
+    const consider = async (lr, eps) => {
+      const r = await runOnce(cfg, { lr, eps, seed: GRID_SEED, steps: GRID_STEPS, test: false });
+      gridRows.push([cfg.name, lr, eps, pct(r.devFinal), r.devLoss.toFixed(4), r.skipped]);
+      if (!best || r.devLoss < best.r.devLoss) best = { lr, eps, r };
+    };
+    for (const lr of LRS) await consider(lr, EPSS[0]);
+    const bestLr = best.lr;
+    for (const eps of EPSS.slice(1)) await consider(bestLr, eps);
+    const finals = [];
+    for (const seed of SEEDS) finals.push(await runOnce(cfg, { lr: best.lr, eps: best.eps, seed, steps: STEPS, test: true }));
+    const tests = finals.map((r) => r.test), devs = finals.map((r) => r.devFinal);
+    summary[cfg.name] = { lr: best.lr, eps: best.eps, test: tests, mean: mean(tests), std: std(tests) };
+    const zsw = zs[cfg.weights].test;
+    rows.push([
+      cfg.name, best.lr, best.eps, `${STEPS} × 2 = ${STEPS * 2}`, pct(zsw), `${pct(mean(devs))} ± ${pct(std(devs))}`,
+      `**${pct(mean(tests))} ± ${pct(std(tests))}**`, tests.map(pct).join(' / '), `${(100 * (mean(tests) - zs.fp32.test)).toFixed(1)}`, mean(finals.map((r) => r.stepsPerSecond)).toFixed(2),
+    ]);
+  }
+  for (const cfg of CONFIGS) {
+    const c = await cost(cfg);
+    costRows.push([cfg.name, c.tokens, `${(c.forward.best * 1e3).toFixed(1)} / ${(c.forward.median * 1e3).toFixed(1)}`, `${(c.step.best * 1e3).toFixed(1)} / ${(c.step.median * 1e3).toFixed(1)}`,
+      `**${c.ratio.best.toFixed(2)}×** / ${c.ratio.median.toFixed(2)}×`, `${(c.inferencePeak / 2 ** 20).toFixed(2)}`, `${(c.zoPeak / 2 ** 20).toFixed(2)}`, `**${(c.zoPeak / c.inferencePeak).toFixed(3)}×**`]);
+  }
+  const int4 = summary['QuZO int4'], mezo = summary['MeZO fp32'];
+  const notes = [];
+  if (int4 && mezo) {
+    const gain = int4.mean - zs.fp32.test;
+    notes.push(
+      `Target QuZO int4 ≥ zero-shot + 5 points: ${(100 * gain).toFixed(1)} points over the fp32 zero-shot (${(100 * (int4.mean - zs.int4.test)).toFixed(1)} over the int4 zero-shot) → ${gain >= 0.05 ? 'met' : '**not met**'}.`,
+      `Target gain > 2 × seed spread (std ${pct(int4.std)}): ${gain > 2 * int4.std ? 'met' : '**not met**'}.`,
+      `Target QuZO int4 within 3 points of MeZO fp32: difference ${(100 * (int4.mean - mezo.mean)).toFixed(1)} points → ${Math.abs(int4.mean - mezo.mean) <= 0.03 || int4.mean > mezo.mean ? 'met' : '**not met**'}.`,
+    );
+  }
+  const md = [
+    '# ZO fine-tuning: tiny-llama on sentiment (MeZO fp32, QuZO int8 / int4 / w4a8)',
+    '',
+    `Machine: ${h.machine(h.zotune().cpuInfo().threads).cpu}, ${os.availableParallelism()} cores shared with other jobs (${h.pct(suite.busy)} busy before the run); Node ${process.version}; ${new Date().toISOString()}; total ${((Date.now() - t0) / 60000).toFixed(0)} min.`,
+    '',
+    '## Method',
+    '',
+    '- Model: `tiny-llama` (6.45 M parameters, LLaMA architecture, trained from scratch on public-domain English; `../shared/models/tiny-llama`). Weights quantized at load (`int4` = int4 with groups of 128; `w4a8` = int4 weights with int8 activations).',
+    '- Task: builtin `sentiment` — UCI Sentiment Labelled Sentences from the `sentiment@5.0.2` package, fixed splits 1000 train / 500 dev / 1000 test. Prompt `<sentence> It was {bad|great}` (label words one token each; loss = cross-entropy over the two label-word logits at the last position). The template was chosen before any training on dev only (lowest zero-shot dev cross-entropy of 11 candidates, table below).',
+    `- Every method trains all 6.45 M parameters (embeddings, norms, linears, lm_head) with one SPSA query per step, Gaussian directions, batch ${BATCH}, constant LR, no weight decay; QuZO uses 4-bit stochastically rounded directions (independent probe / update roundings) and stochastic rounding of every update onto each weight's grid; probes add εz inside the weight loads (weights never written by a probe).`,
+    `- Fixed budget: ${STEPS} steps = ${STEPS * 2} forward passes of ${BATCH} examples per run. Accuracy of the final weights on the 1000 test examples, mean ± std (sample) over seeds ${SEEDS.join(', ')} (seed = data order and directions).`,
+    `- Selection on dev only: LR ∈ {${LRS.join(', ')}} at ε = ${EPSS[0]}, then ε ∈ {${EPSS.slice(1).join(', ')}} at the chosen LR; one run each at ${GRID_STEPS} steps with seed ${GRID_SEED} (not one of the final seeds), scored by the final dev cross-entropy (500 examples; less noisy than dev accuracy at this budget). The test split is read only by the final runs and the zero-shot row. (The grid is this small because the 2-core machine was shared with other jobs at a load average of ~10 during the run.)`,
+    '- Cost rows: one forward of the batch (logits at the last position) and one ZO step (two-forward probe + update) of the same batch measured interleaved (bench/harness.js measureInterleaved), times best / median in ms; peak engine memory (weights + activations + optimizer state, all engine allocations) of a forward and of a ZO step after resetting the peaks.',
+    '',
+    '## Results',
+    '',
+    `Zero-shot test accuracy: fp32 ${pct(zs.fp32.test)} % (dev ${pct(zs.fp32.dev)} %)${Object.entries(zs).filter(([w]) => w !== 'fp32').map(([w, v]) => `; ${w} ${pct(v.test)} % (dev ${pct(v.dev)} %)`).join('')}.`,
+    '',
+    h.markdownTable(['method', 'LR', 'ε', 'forward passes', 'zero-shot test % (same weights)', 'dev % final', 'test % (mean ± std)', 'test % per seed', 'gain vs fp32 zero-shot (points)', 'steps/s'], rows),
+    '',
+    ...notes.map((n) => `- ${n}`),
+    '',
+    '### Cost of a ZO step',
+    '',
+    h.markdownTable(['method', 'tokens in batch', 'forward ms (best / median)', 'ZO step ms (best / median)', 'step ÷ forward', 'inference peak MiB', 'ZO step peak MiB', 'ZO ÷ inference memory'], costRows),
+    '',
+    'Targets: ZO step ≤ 2.3 × one forward; peak memory of fine-tuning ≤ 1.1 × inference.',
+    '',
+    '### Dev grid (selection)',
+    '',
+    h.markdownTable(['method', 'LR', 'ε', 'dev % after grid steps', 'dev loss', 'skipped steps'], gridRows),
+    '',
+    '### Prompt selection (zero-shot, dev split only, fp32)',
+    '',
+    h.markdownTable(['template', 'label words', 'dev accuracy %', 'dev cross-entropy'], [
+      ['`{text} It was`', '` bad` / ` good`', '48.2', '0.975'],
+      ['`{text} It was`', '` terrible` / ` great` (multi-token)', '51.8', '1.854'],
+      ['**`{text} It was`**', '**` bad` / ` great`**', '**54.2**', '**0.692**'],
+      ['`{text} This is`', '` bad` / ` good`', '48.2', '1.059'],
+      ['`Review: {text} Sentiment:`', '` bad` / ` good`', '47.8', '0.727'],
+      ['`{text} All in all, it was`', '` bad` / ` good`', '48.2', '0.923'],
+      ['`{text} It was`', '` bad` / ` nice` (multi-token)', '48.2', '1.009'],
+      ['`{text} It was`', '` no` / ` great`', '51.8', '1.353'],
+      ['`{text} It was so`', '` bad` / ` good`', '51.8', '0.766'],
+      ['`{text} I thought it was`', '` bad` / ` great`', '54.6', '0.723'],
+      ['`{text}\\nIt was`', '` bad` / ` great`', '50.0', '0.721'],
+    ]),
+    '',
+  ].join('\n');
+  fs.writeFileSync(path.join(__dirname, 'results', 'finetune-sentiment.md'), md);
+  console.log(md);
+  fs.rmSync(RUNS, { recursive: true, force: true });
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exitCode = 1;
+});
