@@ -34,7 +34,7 @@ test('--help lists the commands, --version prints the version', () => {
 test('usage mistakes: a clear message on stderr and exit status 2', () => {
   const cases: [string[], string][] = [
     [[], 'Usage: zotune <command>'],
-    [['frobnicate'], "zotune: unknown command 'frobnicate'. Commands: generate, eval, logits, inspect, doctor"],
+    [['frobnicate'], "zotune: unknown command 'frobnicate'. Commands: generate, eval, logits, inspect, finetune, replay, pretrain, doctor"],
     [['--frobnicate'], "zotune: unknown option '--frobnicate'"],
     [['doctor', '--frobnicate'], "zotune doctor: unknown option '--frobnicate'. Run 'zotune doctor --help' for usage."],
     [['doctor', '--backend'], 'zotune doctor: option --backend needs a value'],
