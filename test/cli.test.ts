@@ -6,14 +6,11 @@ import { cpuInfo, cudaStatus, selectBackend, LlamaModel, LlamaTokenizer, perplex
 import { nativeBinary } from '../lib/native/load';
 import type { DoctorReport } from '../lib/cli/doctor';
 import type { GenerateResult } from '../lib/cli/generate';
-import type { EvalResult as AnyEvalResult, PerplexityEval } from '../lib/cli/eval';
+import type { EvalResult } from '../lib/cli/eval';
 import type { LogitsResult } from '../lib/cli/logits';
 import type { InspectResult } from '../lib/cli/inspect';
 import { modelDir } from './helpers/models';
 import { root, run, cleanEnv } from './helpers/spawn';
-
-/** `zotune eval --text` results (the perplexity mode). */
-type EvalResult = AnyEvalResult & PerplexityEval;
 
 const cli = path.join(root, 'dist', 'cli', 'main.js');
 const zotune = (args: string[], env: Record<string, string> = {}) => run(process.execPath, [cli, ...args], { env: cleanEnv(env) });
@@ -37,7 +34,7 @@ test('--help lists the commands, --version prints the version', () => {
 test('usage mistakes: a clear message on stderr and exit status 2', () => {
   const cases: [string[], string][] = [
     [[], 'Usage: zotune <command>'],
-    [['frobnicate'], "zotune: unknown command 'frobnicate'. Commands: generate, eval, logits, inspect, finetune, replay, doctor"],
+    [['frobnicate'], "zotune: unknown command 'frobnicate'. Commands: generate, eval, logits, inspect, finetune, replay, pretrain, doctor"],
     [['--frobnicate'], "zotune: unknown option '--frobnicate'"],
     [['doctor', '--frobnicate'], "zotune doctor: unknown option '--frobnicate'. Run 'zotune doctor --help' for usage."],
     [['doctor', '--backend'], 'zotune doctor: option --backend needs a value'],

@@ -10,10 +10,11 @@ import { finetuneCommand } from './finetune';
 import { generate } from './generate';
 import { inspectCommand } from './inspect';
 import { logits } from './logits';
+import { pretrainCommand } from './pretrain';
 import { replayCommand } from './replay';
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
-const COMMANDS: Command<any>[] = [generate, evalCommand, logits, inspectCommand, finetuneCommand, replayCommand, doctor];
+const COMMANDS: Command<any>[] = [generate, evalCommand, logits, inspectCommand, finetuneCommand, replayCommand, pretrainCommand, doctor];
 
 function mainHelp(): string {
   const w = Math.max(...COMMANDS.map((c) => c.name.length)) + 2;

@@ -124,6 +124,17 @@ export class SGD extends Optimizer {
   }
 }
 
+/**
+ * One plain SGD update of one tensor with the fused kernel SGD uses (no momentum, no state):
+ * w -= lr * (gradScale * g + weightDecay * w). The low-precision trainer applies it to a
+ * dequantized copy before rounding back onto the weight grid.
+ */
+export async function sgdStepTensor(w: Tensor, g: Tensor, lr: number, opts: { weightDecay?: number; gradScale?: number } = {}): Promise<void> {
+  checkPair('sgdStepTensor', w, g);
+  const hyper = Float64Array.from([lrAt(lr, 0), 0, opts.weightDecay ?? 0, opts.gradScale ?? 1, 0, 1]);
+  await native().sgdUpdateAsync(w.mem, g.mem, null, w.size, hyper);
+}
+
 /** Global L2 norm of a set of gradients (sum of squares in double, fixed order). */
 export async function gradNorm(grads: Iterable<Tensor>, scale = 1): Promise<number> {
   let s = 0;

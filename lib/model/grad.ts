@@ -9,11 +9,11 @@
  */
 import { fail } from '../errors';
 import { Tensor } from '../tensor';
-import { fakeQuantize } from '../quant';
+import { dequantize, fakeQuantize } from '../quant';
 import type { Granularity, QFormat } from '../qtensor';
 import { native } from '../native/load';
 import type { Mem } from '../native/binding';
-import { LlamaModel, ForwardOptions, Sequence, llamaTensorNames } from './llama';
+import { LlamaModel, ForwardOptions, Sequence, expectedShape, llamaTensorNames } from './llama';
 import type { LlamaConfig } from './config';
 
 export interface GradOptions extends Pick<ForwardOptions, 'targets' | 'lossMask' | 'attentionMask'> {
@@ -93,20 +93,29 @@ export async function lossAndGrad(model: LlamaModel, batch: readonly Sequence[],
   const created: Tensor[] = [];
   for (const n of wanted)
     if (!grads.has(n)) {
-      const t = Tensor.zeros(model.tensor(n).shape, 'f32', 'gradients');
+      const t = Tensor.zeros(expectedShape(model.config, n), 'f32', 'gradients');
       created.push(t);
       grads.set(n, t);
     }
   const gradArgs: (Mem | null)[] = names.map((n) => (wanted.has(n) ? grads.get(n)!.mem : null));
-  const fake = new Map<string, Tensor>(); // QAT: fake-quantized copies, one per selected weight
+  const fake = new Map<string, Tensor>(); // dequantized views and QAT fake-quantized copies, one per weight
   try {
+    // Quantized weights (no fp32 master): the forward and backward read a dequantized f32 view.
+    for (const n of new Set(names)) {
+      const w = model.weight(n);
+      if (w instanceof Tensor) continue;
+      const view = Tensor.empty(expectedShape(model.config, n), 'f32', 'workspace');
+      fake.set(n, view);
+      await dequantize(w, view);
+    }
     if (opts.qat) {
       const include = opts.qat.include ?? isLinearWeight;
       for (const n of new Set(names))
         if (include(n)) {
-          const w = model.tensor(n), copy = Tensor.empty(w.shape, 'f32', 'workspace');
-          fake.set(n, copy);
+          const w = fake.get(n) ?? model.tensor(n), copy = Tensor.empty(w.shape, 'f32', 'workspace');
           await fakeQuantize(w, opts.qat.format, { granularity: opts.qat.granularity }, copy);
+          if (fake.has(n)) fake.get(n)!.dispose();
+          fake.set(n, copy);
         }
     }
     const weights: Mem[] = names.map((n) => (fake.get(n) ?? model.tensor(n)).mem);
