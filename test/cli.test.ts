@@ -6,11 +6,14 @@ import { cpuInfo, cudaStatus, selectBackend, LlamaModel, LlamaTokenizer, perplex
 import { nativeBinary } from '../lib/native/load';
 import type { DoctorReport } from '../lib/cli/doctor';
 import type { GenerateResult } from '../lib/cli/generate';
-import type { EvalResult } from '../lib/cli/eval';
+import type { EvalResult as AnyEvalResult, PerplexityEval } from '../lib/cli/eval';
 import type { LogitsResult } from '../lib/cli/logits';
 import type { InspectResult } from '../lib/cli/inspect';
 import { modelDir } from './helpers/models';
 import { root, run, cleanEnv } from './helpers/spawn';
+
+/** `zotune eval --text` results (the perplexity mode). */
+type EvalResult = AnyEvalResult & PerplexityEval;
 
 const cli = path.join(root, 'dist', 'cli', 'main.js');
 const zotune = (args: string[], env: Record<string, string> = {}) => run(process.execPath, [cli, ...args], { env: cleanEnv(env) });
