@@ -33,6 +33,8 @@ const CONFIGS = [
   { id: 'mezo', label: 'MeZO fp32', weights: 'fp32' },
   { id: 'quzo-int8', label: 'QuZO int8', weights: 'int8', bits: 8 },
   { id: 'quzo-int4', label: 'QuZO int4 (g128)', weights: 'int4', bits: 4 },
+  { id: 'lowprec-int8', label: 'low-precision FO int8 (SGD, SR onto the grid, no fp32 master)', weights: 'int8', lowprec: 'int8' },
+  { id: 'lowprec-int4', label: 'low-precision FO int4 (g128) (SGD, SR onto the grid, no fp32 master)', weights: 'int4', lowprec: 'int4' },
 ];
 
 function batch(vocab, step) {
@@ -43,12 +45,16 @@ function batch(vocab, step) {
 async function child(spec) {
   const z = require(path.join(ROOT, 'dist'));
   const cfg = CONFIGS.find((c) => c.id === spec.config);
+  const { expectedShape } = require(path.join(ROOT, 'dist', 'model', 'llama'));
   const model = await z.LlamaModel.load(spec.dir, { weights: cfg.weights });
   const V = model.config.vocabSize;
   let step;
   let trainer;
   if (cfg.id === 'forward') step = (s) => model.forward(batch(V, s), { logits: 'none' });
-  else if (cfg.id.startsWith('fo-') || cfg.qat) {
+  else if (cfg.lowprec) {
+    trainer = new z.fo.LowPrecisionTrainer(model, { lr: 1e-4, seed: 1, maxGradNorm: 1 });
+    step = (s) => trainer.step([{ batch: batch(V, s) }]);
+  } else if (cfg.id.startsWith('fo-') || cfg.qat) {
     const optimizer = cfg.id === 'fo-sgd' ? { kind: 'sgd', lr: 1e-4 } : { kind: 'adamw', lr: 1e-5 };
     trainer = new z.fo.FoTrainer(model, { optimizer, recompute: cfg.id.endsWith('recompute'), maxGradNorm: 1, qat: cfg.qat });
     step = (s) => trainer.step([{ batch: batch(V, s) }]);
@@ -75,6 +81,7 @@ async function child(spec) {
   for (const n of z.llamaTensorNames(model.config)) {
     const b = model.weight(n).byteLength;
     if (cfg.qat && z.isLinearWeight(n)) qatCopyBytes += b; // the fake-quantized fp32 copies (workspace)
+    if (cfg.lowprec && z.isLinearWeight(n)) qatCopyBytes += 4 * expectedShape(model.config, n).reduce((a, d) => a * d, 1); // the dequantized fp32 views lossAndGrad differentiates (workspace)
     if (n.startsWith('model.layers.')) layerBytes += b;
     else fixedBytes += b;
   }
@@ -230,7 +237,7 @@ async function parent() {
   for (const g of groups) {
     const by = Object.fromEntries(g.rows.map((r) => [r.id, r]));
     const pair = (a, b) => (by[a] && by[b] ? `${(by[a].hwm / by[b].hwm).toFixed(2)}×` : 'n/a');
-    md.push(`- ${g.model}: FO-AdamW fp32 ÷ MeZO fp32 = ${pair('fo-adamw', 'mezo')}; FO-AdamW fp32 ÷ QuZO int8 = ${pair('fo-adamw', 'quzo-int8')}; FO-AdamW fp32 ÷ QuZO int4 = ${pair('fo-adamw', 'quzo-int4')}; FO-SGD ÷ MeZO = ${pair('fo-sgd', 'mezo')}; QAT int8 ÷ QuZO int8 = ${pair('qat-int8', 'quzo-int8')}; QAT int4 ÷ QuZO int4 = ${pair('qat-int4', 'quzo-int4')} (peak resident set).`);
+    md.push(`- ${g.model}: FO-AdamW fp32 ÷ MeZO fp32 = ${pair('fo-adamw', 'mezo')}; FO-AdamW fp32 ÷ QuZO int8 = ${pair('fo-adamw', 'quzo-int8')}; FO-AdamW fp32 ÷ QuZO int4 = ${pair('fo-adamw', 'quzo-int4')}; FO-SGD ÷ MeZO = ${pair('fo-sgd', 'mezo')}; QAT int8 ÷ QuZO int8 = ${pair('qat-int8', 'quzo-int8')}; QAT int4 ÷ QuZO int4 = ${pair('qat-int4', 'quzo-int4')}; low-precision FO int8 ÷ QuZO int8 = ${pair('lowprec-int8', 'quzo-int8')}; low-precision FO int4 ÷ QuZO int4 = ${pair('lowprec-int4', 'quzo-int4')} (peak resident set).`);
   }
   md.push('');
 
@@ -241,7 +248,7 @@ async function parent() {
     const pMeas = layerParams(s) * L + fixedParams(s), p7 = layerParams(LLAMA7B) * LLAMA7B.layers + fixedParams(LLAMA7B);
     const a7 = actPerTokenLayer(LLAMA7B) * LLAMA7B.layers, aMeas = actPerTokenLayer(s) * L;
     md.push('## Extrapolation to LLaMA-7B (32 layers, hidden 4096, intermediate 11008, 32 KV heads, vocab 32000)', '');
-    md.push(`- Per category, from the ${L}-layer run: weights split into the layers' bytes (scaled by the layer parameter count, ${(layerParams(s) * L / 1e6).toFixed(0)} M → ${(layerParams(LLAMA7B) * LLAMA7B.layers / 1e9).toFixed(2)} B) and the embedding/LM head/final norm bytes (scaled by their parameter count, ${(fixedParams(s) / 1e6).toFixed(0)} M → ${(fixedParams(LLAMA7B) / 1e6).toFixed(0)} M), each keeping its measured bytes per parameter (fp32 / int8 / int4 storage); gradients and optimizer state (fp32, all parameters) scale with the total parameter count (${(pMeas / 1e6).toFixed(0)} M → ${(p7 / 1e9).toFixed(2)} B); activations scale with the floats kept per token and layer (${aMeas} → ${a7}, same token count); workspace (transposed GEMM blocks, LM-head chunks, per-layer temporaries) with the hidden size (×${(LLAMA7B.hidden / s.hidden).toFixed(0)}), except QAT's fake-quantized weight copies, which scale with the linear parameter count; the runtime rest (VmHWM − engine total peak) is kept as measured. Engine categories peak at different moments, so the sum over-estimates slightly.`);
+    md.push(`- Per category, from the ${L}-layer run: weights split into the layers' bytes (scaled by the layer parameter count, ${(layerParams(s) * L / 1e6).toFixed(0)} M → ${(layerParams(LLAMA7B) * LLAMA7B.layers / 1e9).toFixed(2)} B) and the embedding/LM head/final norm bytes (scaled by their parameter count, ${(fixedParams(s) / 1e6).toFixed(0)} M → ${(fixedParams(LLAMA7B) / 1e6).toFixed(0)} M), each keeping its measured bytes per parameter (fp32 / int8 / int4 storage); gradients and optimizer state (fp32, all parameters) scale with the total parameter count (${(pMeas / 1e6).toFixed(0)} M → ${(p7 / 1e9).toFixed(2)} B); activations scale with the floats kept per token and layer (${aMeas} → ${a7}, same token count); workspace (transposed GEMM blocks, LM-head chunks, per-layer temporaries) with the hidden size (×${(LLAMA7B.hidden / s.hidden).toFixed(0)}), except QAT's fake-quantized weight copies and low-precision FO's dequantized views, which scale with the linear parameter count; the runtime rest (VmHWM − engine total peak) is kept as measured. Engine categories peak at different moments, so the sum over-estimates slightly.`);
     md.push('');
     md.push('| configuration | weights GiB | activations GiB | gradients GiB | optimizer GiB | workspace GiB | other GiB | estimated peak GiB | × MeZO fp32 | × QuZO same bits |', '|---|---|---|---|---|---|---|---|---|---|');
     const est = {};
@@ -258,11 +265,12 @@ async function parent() {
       est[r.id] = parts.reduce((a, b) => a + b, 0) + Math.max(0, r.hwm - r.totalPeak);
       r.est7 = parts;
     }
+    const same = (r) => (r.qat ? `quzo-${r.qat.format}` : r.lowprec ? `quzo-${r.lowprec}` : undefined);
     for (const r of rg.rows)
-      md.push(`| ${r.label} | ${r.est7.map(gib).join(' | ')} | ${gib(est[r.id])} | ${est.mezo ? (est[r.id] / est.mezo).toFixed(2) : '-'} | ${r.qat && est[`quzo-${r.qat.format}`] ? (est[r.id] / est[`quzo-${r.qat.format}`]).toFixed(2) : '-'} |`);
+      md.push(`| ${r.label} | ${r.est7.map(gib).join(' | ')} | ${gib(est[r.id])} | ${est.mezo ? (est[r.id] / est.mezo).toFixed(2) : '-'} | ${same(r) && est[same(r)] ? (est[r.id] / est[same(r)]).toFixed(2) : '-'} |`);
     md.push('');
   }
-  md.push('Notes: QAT here fake-quantizes every selected weight into one fp32 copy for the whole step (workspace); quantizing each layer just before its use would bring QAT down to FO-AdamW\'s peak. Low-precision FO without fp32 masters is not measured (not implemented). Step times come from a shared 2-core machine (load average 6-9 during this run): use them only as ratios within the run.', '');
+  md.push('Notes: QAT here fake-quantizes every selected weight into one fp32 copy for the whole step (workspace); quantizing each layer just before its use would bring QAT down to FO-AdamW\'s peak. Low-precision FO keeps no fp32 master or optimizer state, but lossAndGrad differentiates a dequantized fp32 view of the weights and the gradients are fp32 (workspace and gradients columns). Step times come from a shared 2-core machine (load average 6-9 during this run): use them only as ratios within the run.', '');
   md.push('![peak memory by category](memory.svg)', '');
   md.push(`Run time: ${((Date.now() - t0) / 1e3).toFixed(0)} s.`, '');
   fs.mkdirSync(RESULTS, { recursive: true });
