@@ -3,9 +3,8 @@
  * (--text: perplexity over a text file); exactly one must be given. A new mode (e.g. --task,
  * accuracy on a classification task) is one more entry in EVAL_MODES with its options and renderer.
  */
-import fs from 'node:fs';
 import path from 'node:path';
-import { ZotuneError } from '../errors';
+import { readText } from '../io/files';
 import type { LlamaModel } from '../model/llama';
 import type { LlamaTokenizer } from '../model/tokenizer';
 import { perplexity } from '../model/perplexity';
@@ -63,13 +62,7 @@ const perplexityMode: EvalMode<PerplexityEval> = {
   },
   async run({ model, tokenizer, values, progress }) {
     const file = values.text as string;
-    let text: string;
-    try {
-      text = fs.readFileSync(file, 'utf8');
-    } catch (err) {
-      const e = err as NodeJS.ErrnoException;
-      throw new ZotuneError('ZOTUNE_IO', `${file}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`, { cause: err });
-    }
+    const text = readText(file);
     const ids = tokenizer.encode(text, { addSpecialTokens: false });
     const window = intOption('window', values.window, 2) ?? 256;
     const batch = intOption('batch', values.batch, 1, 4096) ?? 8;

@@ -9,6 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
+import { ioError } from './files';
 import { Tensor, MemoryCategory } from '../tensor';
 
 export type SafetensorsDType = 'F64' | 'F32' | 'F16' | 'BF16' | 'I64' | 'I32' | 'I16' | 'I8' | 'U64' | 'U32' | 'U16' | 'U8' | 'BOOL' | 'F8_E4M3' | 'F8_E5M2';
@@ -31,11 +32,6 @@ export interface TensorInfo {
 
 function bad(file: string, why: string): never {
   throw new ZotuneError('ZOTUNE_BAD_FILE', `${file}: not a valid safetensors file: ${why}`);
-}
-
-function ioError(file: string, err: unknown): ZotuneError {
-  const e = err as NodeJS.ErrnoException;
-  return new ZotuneError('ZOTUNE_IO', `${file}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`, { cause: err });
 }
 
 /** Parses and validates a header; `fileSize` bounds every offset. Exported for fuzz tests. */

@@ -6,6 +6,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError } from '../errors';
+import { readText } from '../io/files';
 
 /** Meta's LLaMA 3.1 frequency-dependent RoPE scaling (HF rope_type "llama3"). */
 export interface Llama3RopeScaling {
@@ -150,13 +151,7 @@ export function parseLlamaConfig(json: unknown, source = 'config.json'): LlamaCo
 }
 
 function readJson(file: string): unknown {
-  let text: string;
-  try {
-    text = fs.readFileSync(file, 'utf8');
-  } catch (err) {
-    const e = err as NodeJS.ErrnoException;
-    throw new ZotuneError('ZOTUNE_IO', `${file}: ${e.code === 'ENOENT' ? 'no such file' : e.message}`, { cause: err });
-  }
+  const text = readText(file);
   try {
     return JSON.parse(text);
   } catch (err) {

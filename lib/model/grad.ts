@@ -60,18 +60,9 @@ function nativeNames(c: LlamaConfig): string[] {
   return names;
 }
 
-interface Packed {
-  tokens: Int32Array;
-  offsets: Int32Array;
-  positions: Int32Array;
-  keyMask: Uint8Array | null;
-  targets: Int32Array | null;
-}
-
 function prepare(model: LlamaModel, batch: readonly Sequence[], opts: GradOptions) {
-  // LlamaModel's packing (private to the inference API): same targets/masks/positions as forward().
-  const p = (model as unknown as { pack(b: readonly Sequence[], o: ForwardOptions, forNext: boolean): Packed }).pack(
-    batch, { targets: opts.targets, lossMask: opts.lossMask, attentionMask: opts.attentionMask }, false);
+  // the same targets / masks / rotary positions as forward()
+  const p = model.pack(batch, { targets: opts.targets, lossMask: opts.lossMask, attentionMask: opts.attentionMask }, false);
   if (!p.targets) fail('ZOTUNE_INVALID_ARGUMENT', `targets 'none' selects nothing to differentiate`);
   let count = 0;
   for (const t of p.targets) if (t >= 0) count++;
@@ -81,7 +72,7 @@ function prepare(model: LlamaModel, batch: readonly Sequence[], opts: GradOption
   const all = llamaTensorNames(c);
   const wanted = new Set(opts.params ?? all);
   for (const n of wanted) if (!all.includes(n)) fail('ZOTUNE_INVALID_ARGUMENT', `no parameter named '${n}'${n === 'lm_head.weight' ? ' (the LM head is tied to model.embed_tokens.weight)' : ''}`);
-  const cfg = (model as unknown as { cfgArg: Float64Array }).cfgArg;
+  const cfg = model.cfgArg;
   const options = Float64Array.from([opts.recompute ? 1 : 0, scale]);
   return { p, count, cfg, options, wanted, names: nativeNames(c) };
 }

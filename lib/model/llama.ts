@@ -326,7 +326,8 @@ export class KVCache {
   }
 }
 
-interface Packed {
+/** A batch packed back to back for the native calls (forward, probe, gradients). */
+export interface Packed {
   tokens: Int32Array;
   offsets: Int32Array;
   positions: Int32Array;
@@ -354,7 +355,8 @@ export class LlamaModel {
   private readonly weights: Map<string, Weight>;
   private readonly schemes: Map<string, WeightScheme>;
   private readonly ids: Map<string, number>;
-  private readonly cfgArg: Float64Array;
+  /** @internal The native config vector (also read by lossAndGrad). */
+  readonly cfgArg: Float64Array;
   private readonly idArg: Uint32Array;
   private readonly weightArgs: WeightArg[];
   /** Per tensor id: 1 if trainable. */
@@ -651,7 +653,8 @@ export class LlamaModel {
     if (this.disposed) fail('ZOTUNE_DISPOSED', 'the model was disposed');
   }
 
-  private pack(seqs: readonly Sequence[], opts: ForwardOptions, forNext: boolean): Packed {
+  /** @internal Packs a batch (targets, masks, rotary positions) the way every native call takes it. */
+  pack(seqs: readonly Sequence[], opts: ForwardOptions, forNext: boolean): Packed {
     const c = this.config, B = seqs.length, cache = opts.cache;
     if (!Array.isArray(seqs) || B === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'the batch is empty: pass at least one sequence');
     if (cache && cache.batch !== B) fail('ZOTUNE_SHAPE_MISMATCH', `the cache holds ${cache.batch} sequences, the batch has ${B}`);
