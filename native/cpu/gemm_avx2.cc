@@ -32,6 +32,21 @@ static inline void transpose8(const float* const* rows, uint64_t off, __m256 o[8
   }
 }
 
+// Columns [k0, k1) of 8 rows, transposed: out[k·stride + i] = rows[i][k] (rows equal to `zero`,
+// an aligned block of 8 zeros, stand for missing rows and give 0). out + k0·stride is 32-byte aligned.
+static void transpose_rows8(const float* const rows[8], const float* zero, uint64_t k0, uint64_t k1, float* out, uint64_t stride) {
+  uint64_t k = k0;
+  for (; k + 8 <= k1; k += 8) {
+    const float* cur[8];
+    for (int i = 0; i < 8; ++i) cur[i] = rows[i] == zero ? zero : rows[i] + k;
+    __m256 o[8];
+    transpose8(cur, 0, o);
+    for (int j = 0; j < 8; ++j) _mm256_store_ps(out + (k + j) * stride, o[j]);
+  }
+  for (; k < k1; ++k)
+    for (uint64_t i = 0; i < 8; ++i) out[k * stride + i] = rows[i] == zero ? 0.0f : rows[i][k];
+}
+
 // 8 nibbles (4 bytes at p) in element order, as dwords.
 static inline __m256i nibbles8(const uint8_t* p) {
   int32_t v;
@@ -283,16 +298,7 @@ static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uin
       }
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
     }
-    uint64_t k = 0;
-    const float* cur[8];
-    for (; k + 8 <= kc; k += 8) {
-      for (int i = 0; i < 8; ++i) cur[i] = rows[i] == kZero ? kZero : rows[i] + k;
-      __m256 o[8];
-      transpose8(cur, 0, o);
-      for (int j = 0; j < 8; ++j) _mm256_store_ps(bp + (k + j) * kNR + 8 * h, o[j]);
-    }
-    for (; k < kc; ++k)
-      for (uint64_t i = 0; i < 8; ++i) bp[k * kNR + 8 * h + i] = rows[i] == kZero ? 0.0f : rows[i][k];
+    transpose_rows8(rows, kZero, 0, kc, bp + 8 * h, kNR);
   }
 }
 
@@ -428,16 +434,7 @@ void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at) {
   for (uint64_t h = 0; h < W / 8; ++h) {
     const float* rows[8];
     for (uint64_t i = 0; i < 8; ++i) rows[i] = 8 * h + i < g.m ? g.a + (8 * h + i) * K : kZero;
-    uint64_t k = k0;
-    for (; k + 8 <= k1; k += 8) {
-      const float* cur[8];
-      for (int i = 0; i < 8; ++i) cur[i] = rows[i] == kZero ? kZero : rows[i] + k;
-      __m256 o[8];
-      transpose8(cur, 0, o);
-      for (int j = 0; j < 8; ++j) _mm256_store_ps(at + (k + j) * W + 8 * h, o[j]);
-    }
-    for (; k < k1; ++k)
-      for (uint64_t i = 0; i < 8; ++i) at[k * W + 8 * h + i] = rows[i] == kZero ? 0.0f : rows[i][k];
+    transpose_rows8(rows, kZero, k0, k1, at + 8 * h, W);
   }
 }
 
