@@ -160,6 +160,31 @@ d('zotune finetune / replay (run folder, kill -9 and resume)', () => {
     expect(run(process.execPath, [cli, 'replay', path.join(tmp, 'nothing')], { env: cleanEnv() }).stderr).toContain('ZOTUNE_BAD_FILE');
   });
 
+  test('--keep-best ends on the best dev evaluation: the replayed prefix of the log, evaluated and exported', () => {
+    const out = path.join(tmp, 'best');
+    const r = run(process.execPath, [cli, ...args(out), '--eval-every', '10', '--lr', '3e-3', '--keep-best', '--json'], { env: cleanEnv() });
+    expect(r.status).toBe(0);
+    const s = JSON.parse(r.stdout);
+    const evals = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((m) => m.type === 'eval');
+    expect(evals.map((m) => m.after)).toEqual([0, 10, 20, 30, 40]);
+    // the best: highest dev accuracy, ties to the lower loss, earliest first
+    let best = evals[0];
+    for (const e of evals) if (e.metrics.accuracy > best.metrics.accuracy || (e.metrics.accuracy === best.metrics.accuracy && e.metrics.loss < best.metrics.loss)) best = e;
+    expect(s.best).toEqual({ after: best.after, accuracy: best.metrics.accuracy, loss: best.metrics.loss });
+    expect(s.finalAfter).toBe(best.after);
+    expect(s.final.accuracy).toBe(best.metrics.accuracy);
+    expect(s.final.loss).toBeCloseTo(best.metrics.loss, 12);
+    // the exported weights are base + the log's first best.after steps, byte for byte
+    const rp = run(process.execPath, [cli, 'replay', out, '--steps', String(best.after), '--out', path.join(tmp, 'best-replayed')], { env: cleanEnv() });
+    expect(rp.status).toBe(0);
+    expect(fs.readFileSync(path.join(tmp, 'best-replayed', 'model.safetensors')).equals(weightsOf(out))).toBe(true);
+    // and the test number is those weights' (zotune eval on the export)
+    const ev = run(process.execPath, [cli, 'eval', '--model', path.join(out, 'model'), '--task', taskFile, '--split', 'test', '--json'], { env: cleanEnv() });
+    expect(JSON.parse(ev.stdout).accuracy).toBe(s.test.accuracy);
+    // without --keep-best the final weights are the last step's
+    expect(JSON.parse(fs.readFileSync(path.join(tmp, 'a', 'summary.json'), 'utf8')).finalAfter).toBe(40);
+  });
+
   test.each(['mezo', 'zo-adam'])('%s: kill -9 mid-run, --resume: the same final weights as the uninterrupted run', async (method) => {
     const full = path.join(tmp, `full-${method}`), killed = path.join(tmp, `killed-${method}`);
     expect(run(process.execPath, [cli, ...args(full, method)], { env: cleanEnv() }).status).toBe(0);

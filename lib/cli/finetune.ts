@@ -89,6 +89,7 @@ export const finetuneCommand: Command<RunSummary> = {
     'eval-batch': { type: 'string', value: '<n>', description: 'Sequences per evaluation forward (default 32)' },
     'eval-examples': { type: 'string', value: '<n>', description: 'Dev examples per periodic evaluation (default all)' },
     'no-test': { type: 'boolean', description: 'Do not evaluate the final weights on the test split' },
+    'keep-best': { type: 'boolean', description: 'End on the weights of the best dev evaluation (replayed from the log), as MeZO reports' },
   },
   async run(values) {
     const out = values.out;
@@ -121,6 +122,7 @@ export const finetuneCommand: Command<RunSummary> = {
         evalExamples: int(values, 'eval-examples', 0, 0),
         ...(typeof values.trainable === 'string' ? { trainable: values.trainable.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
         test: !values['no-test'],
+        ...(values['keep-best'] ? { keepBest: true } : {}),
       };
       if (method !== 'quzo' && values['dir-bits'] !== undefined) throw new UsageError('--dir-bits is for --method quzo');
     } else {
@@ -154,7 +156,7 @@ export const finetuneCommand: Command<RunSummary> = {
       ['steps', `${r.steps}${r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ''}, ${r.skipped} skipped, ${r.forwardPasses} forward passes`],
       ['time', `${r.seconds.toFixed(1)} s, ${r.stepsPerSecond.toFixed(2)} steps/s`],
       ['train loss', Number.isFinite(r.trainLoss) ? r.trainLoss.toFixed(4) + ' (last 10 % of steps)' : '-'],
-      ['dev accuracy', `zero-shot ${pct(r.zeroShot?.accuracy)}, best ${pct(r.best?.accuracy)}${r.best ? ` (after ${r.best.after} steps)` : ''}, final ${pct(r.final?.accuracy)}`],
+      ['dev accuracy', `zero-shot ${pct(r.zeroShot?.accuracy)}, best ${pct(r.best?.accuracy)}${r.best ? ` (after ${r.best.after} steps)` : ''}, final ${pct(r.final?.accuracy)}${r.finalAfter !== r.steps ? ` (the weights after ${r.finalAfter} steps, --keep-best)` : ''}`],
       ['test accuracy', r.test ? `${pct(r.test.accuracy)} (final weights, ${r.test.n} examples)` : '-'],
       ['memory', `engine peak ${(r.peakEngineBytes / 2 ** 20).toFixed(1)} MiB, optimizer state ${(r.optimizerStateBytes / 2 ** 20).toFixed(1)} MiB, RSS peak ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB`],
       ['files', 'config.json zo.log metrics.jsonl curve.svg summary.json model/'],

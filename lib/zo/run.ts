@@ -50,6 +50,12 @@ export interface RunConfig {
   trainable?: string[];
   /** Evaluate the final weights on the test split. */
   test: boolean;
+  /**
+   * End on the weights of the best periodic dev evaluation (MeZO's protocol: keep the best dev
+   * checkpoint), rebuilt by replaying the log's first `best.after` steps onto the base weights;
+   * the final dev / test numbers and the exported model are then those weights'. Default false.
+   */
+  keepBest?: boolean;
 }
 
 export interface RunSummary {
@@ -65,6 +71,8 @@ export interface RunSummary {
   trainLoss: number;
   zeroShot?: EvalResult;
   best?: { after: number; accuracy: number; loss: number };
+  /** With keepBest: the step count whose weights `final`, `test` and the exported model are. */
+  finalAfter: number;
   final?: EvalResult;
   test?: EvalResult;
   optimizerStateBytes: number;
@@ -124,7 +132,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     fs.rmSync(path.join(dir, METRICS), { force: true });
     log = ZoLog.create(logFile, { optimizer: optimizerHeader(opt), seed: c.seed, model: c.model, weights: c.weights, task: c.task });
   }
-  const model = await loadRunModel(c);
+  let model = await loadRunModel(c);
   const optimizer = optimizerFromHeader(log.header);
   try {
     const zm = asZoModel(model);
@@ -202,8 +210,25 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     const seconds = (performance.now() - t0) / 1000;
     const ran = c.steps - start;
     const tail = losses.slice(Math.floor(losses.length * 0.9));
+    // keepBest: back to the best evaluated weights = base + the log's first best.after steps
+    let finalAfter = c.steps;
+    if (c.keepBest && best && best.after < c.steps) {
+      const restored = await loadRunModel(c);
+      const replayer = optimizerFromHeader(log.header);
+      try {
+        await replay(asZoModel(restored), replayer, log, { upTo: best.after, signal: hooks.signal });
+      } catch (err) {
+        restored.dispose();
+        throw err;
+      } finally {
+        replayer.dispose();
+      }
+      model.dispose();
+      model = restored;
+      finalAfter = best.after;
+    }
     const summary: RunSummary = {
-      dir, config: c, steps: c.steps, resumedFrom: start, skipped,
+      dir, config: c, steps: c.steps, resumedFrom: start, skipped, finalAfter,
       forwardPasses: c.steps * 2 * c.queries * c.accumulate,
       seconds, stepsPerSecond: ran > 0 ? ran / seconds : 0,
       trainLoss: tail.length ? tail.reduce((a, b) => a + b, 0) / tail.length : NaN,
@@ -213,7 +238,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
     };
     // the final weights on the whole dev split (the last periodic evaluation already is that when it ran on all of dev)
-    const last = lastEval?.after === c.steps && dev.length === splits.dev.length ? lastEval : undefined;
+    const last = lastEval?.after === finalAfter && dev.length === splits.dev.length ? lastEval : undefined;
     if (last) summary.final = { n: dev.length, accuracy: last.metrics.accuracy, loss: last.metrics.loss, ...(last.metrics.f1 !== undefined ? { f1: last.metrics.f1 } : {}) };
     else if (splits.dev.length) summary.final = await task.evaluate(model, splits.dev, { batchSize: c.evalBatch, signal: hooks.signal });
     if (c.test && splits.test.length) summary.test = await task.evaluate(model, splits.test, { batchSize: c.evalBatch, signal: hooks.signal });
