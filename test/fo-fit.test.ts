@@ -8,7 +8,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { LlamaModel, LlamaTokenizer, Tensor, perturbSync } from '../lib';
+import { LlamaModel, LlamaTokenizer, Tensor, memory, perturbSync } from '../lib';
 import { lossAndGrad, lossAndGradF64 } from '../lib/model/grad';
 import { llamaTensorNames } from '../lib/model/llama';
 import { FoOptimizer, FO_METHODS } from '../lib/fo/fit';
@@ -24,6 +24,12 @@ const code = (c: string) => expect.objectContaining({ code: c });
 const micro = modelDir('micro-llama');
 const d = micro ? describe : describe.skip;
 const cli = path.join(root, 'dist', 'cli', 'main.js');
+
+// every optimiser, gradient and model of these tests is freed (other suites share the process)
+afterAll(() => {
+  const live = memory().engine.live as Record<string, number | undefined>;
+  expect({ optimizer: live.optimizer ?? 0, gradients: live.gradients ?? 0, weights: live.weights ?? 0 }).toEqual({ optimizer: 0, gradients: 0, weights: 0 });
+});
 
 function normRel(a: ArrayLike<number>, b: ArrayLike<number>): number {
   let e = 0, n = 0;

@@ -143,10 +143,10 @@ export class FoOptimizer implements StepOptimizer {
    * the ZO estimate's weighting; the weights are not written.
    */
   async estimate(zm: ZoModel, batches: readonly MicroBatch[], _seeds: readonly bigint[], signal?: AbortSignal): Promise<StepEstimate> {
-    const model = this.bind(zm);
     if (batches.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'a step needs at least one micro-batch');
     for (const b of batches)
       if (!b.grad) fail('ZOTUNE_UNSUPPORTED', "this task's loss has no first-order form (multi-token candidates score by mean log-likelihood); use single-token label words or a ZO method");
+    const model = this.bind(zm);
     this.grads.forEach((g) => (g.data() as Float32Array).fill(0));
     const total = batches.reduce((s, b) => s + (b.weight ?? 1), 0);
     let loss = 0;
