@@ -126,7 +126,9 @@ d('first-order methods in fit() on micro-llama (sentiment-style task)', () => {
     const fo = new FoOptimizer({ method: 'fo-adam' });
     try {
       const est = await fo.estimate(model, [lb], []);
-      // ε → 0: the mean probe loss converges to the loss of the weights (O(ε²))
+      // ε → 0: the mean probe loss converges to the loss of the weights, O(ε²) down to the fp32
+      // floor (observed relative differences: 4e-6 at ε = 1e-4 here; 5e-5 / 5e-7 / 1.5e-7 at
+      // ε = 1e-3 / 1e-4 / 1e-6 on another batch)
       for (const eps of [1e-4, 1e-6]) {
         const { plus, minus } = await model.zoProbe(lb.sequences, { ...lb.forward, seed: 5n, eps });
         expect(Math.abs((lb.loss(plus) + lb.loss(minus)) / 2 - est.loss)).toBeLessThan(2e-5 * est.loss);
@@ -145,7 +147,7 @@ d('first-order methods in fit() on micro-llama (sentiment-style task)', () => {
       }
       r.grads.forEach((t) => t.dispose());
       const zo = await new ZoOptimizer({ method: 'mezo', eps: 1e-4 }).estimate(model, [lb], [seed]);
-      expect(Math.abs(zo.queries[0].g - dot)).toBeLessThan(5e-3 * Math.abs(dot));
+      expect(Math.abs(zo.queries[0].g - dot)).toBeLessThan(2e-3 * Math.abs(dot)); // observed 1.8e-4 (4.9e-3 at ε = 1e-3: O(ε²))
     } finally {
       fo.dispose();
     }
