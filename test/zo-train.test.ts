@@ -181,6 +181,11 @@ d('zotune finetune / replay (run folder, kill -9 and resume)', () => {
     // and the test number is those weights' (zotune eval on the export)
     const ev = run(process.execPath, [cli, 'eval', '--model', path.join(out, 'model'), '--task', taskFile, '--split', 'test', '--json'], { env: cleanEnv() });
     expect(JSON.parse(ev.stdout).accuracy).toBe(s.test.accuracy);
+    // first-order runs keep no step log to rebuild an evaluation from: refused before anything is written
+    const fo = run(process.execPath, [cli, ...args(path.join(tmp, 'best-fo'), 'fo-adam'), '--keep-best'], { env: cleanEnv() });
+    expect(fo.status).toBe(1);
+    expect(fo.stderr).toContain('ZOTUNE_UNSUPPORTED');
+    expect(fs.existsSync(path.join(tmp, 'best-fo', 'config.json'))).toBe(false);
     // without --keep-best the final weights are the last step's
     expect(JSON.parse(fs.readFileSync(path.join(tmp, 'a', 'summary.json'), 'utf8')).finalAfter).toBe(40);
   });
