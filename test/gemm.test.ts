@@ -196,7 +196,7 @@ function dirAt(d: Dir, i: number): number {
   if (d.dist === 'rademacher') return rademacherAt({ seed: d.seed, stream: d.stream, purpose: 1 }, i);
   const z = normalAt({ seed: d.seed, stream: d.stream, purpose: 0 }, i);
   if (!d.bits) return z;
-  const qmax = (1 << (d.bits - 1)) - 1, nmax = f(5.76866);
+  const qmax = (1 << (d.bits - 1)) - 1, nmax = f(4.85459);
   const step = f(nmax / qmax), inv = f(qmax / nmax);
   const v = f(z * inv), fl = Math.floor(v);
   const up = uniformSr(wordAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i)) < f(v - fl);
@@ -211,7 +211,7 @@ function zVector(d: Dir, first: number, n: number): F32 {
   if (d.dist === 'gaussian' && d.bits) {
     const words = Tensor.from(new Uint32Array(n));
     rng.wordsSync(words, { seed: d.seed, stream: d.stream, purpose: d.srPurpose }, first);
-    const wd = words.data(), qmax = (1 << (d.bits - 1)) - 1, nmax = f(5.76866);
+    const wd = words.data(), qmax = (1 << (d.bits - 1)) - 1, nmax = f(4.85459);
     const step = f(nmax / qmax), inv = f(qmax / nmax);
     for (let i = 0; i < n; i++) {
       const v = f(z[i] * inv), fl = Math.floor(v);

@@ -143,7 +143,7 @@ export function refIntGemm(x: Float32Array, M: number, w: IntWeights, e: Epi = {
 
 export interface Dir { seed: bigint; stream: number; dist: 'gaussian' | 'rademacher'; bits: number; srPurpose: number }
 
-const NORMAL_MAX = f(5.76866);
+const NORMAL_MAX = f(4.85459);
 /** z(i) = direction_at(d, i) of native/common/direction.h. */
 export function directionAt(d: Dir, i: number): number {
   if (d.dist === 'rademacher') return rademacherAt({ seed: d.seed, stream: d.stream, purpose: 1 }, i);
