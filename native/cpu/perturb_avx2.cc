@@ -13,8 +13,7 @@ static inline void fma_store(float* o, __m256 alpha, __m256 z, __m256 keep) {
 }
 
 // Gaussian (optionally QuZO-rounded), a 64-element normal-stream block at a time (normal64: one
-// Philox, four overlapped Box-Muller evaluations; QuZO adds the SR words of the two 32-element
-// word-stream blocks it covers). Partial blocks at the ends are generated whole and applied lane by
+// Philox, four overlapped Box-Muller evaluations; QuZO adds one Philox of the SR stream). Partial blocks at the ends are generated whole and applied lane by
 // lane: a scalar direction_at per element costs a Philox block and a Box-Muller pair each, which is
 // what rows starting off a block boundary (K = 688, 256-wide slices) used to pay.
 void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
@@ -26,12 +25,10 @@ void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, flo
     __m256 n[8];
     normal64(key, b, n);
     const uint64_t e0 = b << 6;
-    if (d.bits)
-      for (int h = 0; h < 2; ++h) {
-        if (e0 + 32 * h + 32 <= begin || e0 + 32 * h >= end) continue;
-        Words8 u = philox8(sr_key, (2 * b + h) << 3);
-        for (int k = 0; k < 4; ++k) n[4 * h + k] = quzo8(n[4 * h + k], u.w[k], inv, step);
-      }
+    if (d.bits) {  // the SR stream's words of the same 8 counters: low halves round n[0..3], high n[4..7]
+      Words8 u = philox8(sr_key, b << 3);
+      for (int q = 0; q < 8; ++q) n[q] = quzo8(n[q], u.w[q & 3], q >> 2, inv, step);
+    }
     for (int q = 0; q < 8; ++q) {  // elements e0 + 8q + l
       const uint64_t e = e0 + 8 * q;
       if (e + 8 <= begin || e >= end) continue;
@@ -135,15 +132,12 @@ void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d,
     const __m256i i = _mm256_loadu_si256((const __m256i*)(idx + j));
     const __m256i lo = _mm256_add_epi32(first_lo, i);
     const __m256i hi = _mm256_sub_epi32(first_hi, _mm256_cmpgt_epi32(_mm256_xor_si256(i, flip), _mm256_xor_si256(lo, flip)));
-    // counters (e the element): word stream ((e >> 5) << 3) | (e & 7) = ((e >> 2) & ~7) | (e & 7);
-    // normal stream with e >> 6 (>> 3), bit stream with e >> 10 (>> 7)
-    auto counters = [&](int sh, __m256i* c_lo, __m256i* c_hi) {
-      const __m256i shifted = _mm256_or_si256(_mm256_srl_epi32(lo, _mm_cvtsi32_si128(sh)), _mm256_sll_epi32(hi, _mm_cvtsi32_si128(32 - sh)));
-      *c_lo = _mm256_or_si256(_mm256_andnot_si256(seven, shifted), _mm256_and_si256(lo, seven));
-      *c_hi = _mm256_srl_epi32(hi, _mm_cvtsi32_si128(sh));
-    };
-    __m256i c_lo, c_hi;
-    counters(rad ? 7 : 3, &c_lo, &c_hi);
+    // counters (e the element): normal (and QuZO SR) stream ((e >> 6) << 3) | (e & 7) =
+    // ((e >> 3) & ~7) | (e & 7); bit stream with e >> 10 (>> 7)
+    const int sh = rad ? 7 : 3;
+    const __m256i shifted = _mm256_or_si256(_mm256_srl_epi32(lo, _mm_cvtsi32_si128(sh)), _mm256_sll_epi32(hi, _mm_cvtsi32_si128(32 - sh)));
+    const __m256i c_lo = _mm256_or_si256(_mm256_andnot_si256(seven, shifted), _mm256_and_si256(lo, seven));
+    const __m256i c_hi = _mm256_srl_epi32(hi, _mm_cvtsi32_si128(sh));
     Words8 r = philox8_at(key, c_lo, c_hi);
     const __m256i slot = _mm256_and_si256(_mm256_srli_epi32(lo, 3), three);  // word (e >> 3) & 3 of the word / normal streams
     __m256 zv;
@@ -157,9 +151,10 @@ void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d,
       box_muller8(select_word(r, slot), &n0, &n1);
       const __m256i one = _mm256_set1_epi32(1);
       zv = _mm256_blendv_ps(n0, n1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srli_epi32(lo, 5), one), one)));
-      if (quzo) {
-        counters(2, &c_lo, &c_hi);
-        zv = quzo8(zv, select_word(philox8_at(sr_key, c_lo, c_hi), slot), inv, step);
+      if (quzo) {  // SR half (e >> 5) & 1 of the same counter's word in the SR stream
+        const __m256i sr = select_word(philox8_at(sr_key, c_lo, c_hi), slot);
+        const __m256 z0 = quzo8(zv, sr, 0, inv, step), z1 = quzo8(zv, sr, 1, inv, step);
+        zv = _mm256_blendv_ps(z0, z1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srli_epi32(lo, 5), one), one)));
       }
     }
     _mm256_store_ps(z, zv);

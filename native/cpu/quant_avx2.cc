@@ -3,6 +3,7 @@
 // block has one scale; 4-bit blocks are 16 whole bytes); a row's tail (< 32 columns) goes to the
 // reference. Random words and directions of 32 consecutive elements come from small cursors that
 // keep the two Philox blocks around them, so unaligned rows (odd cols) cost one Philox per block.
+#include "direction_avx2.h"
 #include "philox_avx2.h"
 #include "quant.h"
 
@@ -95,8 +96,9 @@ struct RademacherFill {
 };
 
 // Gaussian z of 32-element block b from the 64-element normal-stream block b >> 1 (normal64: one
-// Philox, four overlapped Box-Muller evaluations); for even b the other half (block b + 1) is held
-// for the next call, which cursors always make for b + 1. QuZO: SR words of purpose sr_purpose.
+// Philox, four overlapped Box-Muller evaluations; QuZO: one Philox of the SR stream rounds all 64,
+// direction.h); for even b the other half (block b + 1) is held for the next call, which cursors
+// always make for b + 1.
 struct GaussFill {
   using V = __m256;
   RngKey key, srkey;
@@ -104,23 +106,20 @@ struct GaussFill {
   uint64_t held_block = ~(uint64_t)0;
   __m256 held[4];
   GaussFill(RngKey k, RngKey sk, int b) : key(k), srkey(sk), bits(b) {}
-  void round(uint64_t b, __m256 z[4]) const {
-    if (!bits) return;
-    Words8 w = philox8(srkey, b << 3);
-    const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
-    for (int k = 0; k < 4; ++k) z[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(z[k], inv), w.w[k]), step);
-  }
   __attribute__((noinline)) void operator()(uint64_t b, __m256 out[4]) {
     if (b == held_block) {
       for (int k = 0; k < 4; ++k) out[k] = held[k];
-      round(b, out);
       return;
     }
     __m256 z[8];
     normal64(key, b >> 1, z);
+    if (bits) {
+      Words8 u = philox8(srkey, (b >> 1) << 3);
+      const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
+      for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, inv, step);
+    }
     const int h = (int)(b & 1);
     for (int k = 0; k < 4; ++k) out[k] = z[4 * h + k];
-    round(b, out);
     if (h == 0) {
       for (int k = 0; k < 4; ++k) held[k] = z[4 + k];
       held_block = b + 1;

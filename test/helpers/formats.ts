@@ -5,7 +5,7 @@
  * and NF4 in float64 with explicit float32 rounding (Math.fround), scales from the data, packing,
  * and the quantized ZO update. Random words come from a fast Philox (checked against reference.ts).
  */
-import { bitsF32, boxMuller, Dir, f32bits, gridInvStep, gridStep, Key, uniformSr } from './reference';
+import { bitsF32, boxMuller, Dir, dirSrThreshold, f32bits, gridInvStep, gridStep, Key, srWordIndex, uniformSr } from './reference';
 
 // Module-level aliases: inside jest's vm context every global lookup (Math.x, Number.x) in a hot
 // loop costs microseconds.
@@ -394,8 +394,12 @@ export function directions(d: Dir, n: number): Float32Array {
   }
   if (d.bits === 0) return z;
   const step = gridStep(d.bits), invStep = gridInvStep(d.bits);
-  const sw = wordsFast({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, 0, n);
-  for (let i = 0; i < n; i++) z[i] = f(srRound(f(z[i] * invStep), sw[i]) * step);
+  // QuZO thresholds: 16-bit halves of the SR stream laid out like the normal stream (direction.h)
+  const sw = wordsFast({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, 0, ceil(n / 64) * 32);
+  for (let i = 0; i < n; i++) {
+    const v = f(z[i] * invStep), fl = floor(v);
+    z[i] = f((dirSrThreshold(sw[srWordIndex(i)], i) < f(v - fl) ? fl + 1 : fl) * step);
+  }
   return z;
 }
 

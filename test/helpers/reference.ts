@@ -146,6 +146,19 @@ export const NORMAL_MAX = f(4.85459);
 export function gridStep(bits: number): number { return f(NORMAL_MAX / (2 ** (bits - 1) - 1)); }
 export function gridInvStep(bits: number): number { return f((2 ** (bits - 1) - 1) / NORMAL_MAX); }
 
+/** QuZO rounding threshold of element i (direction.h): 16 bits of the SR stream laid out like the
+ * normal stream (the word of normal_counter(i), slot (i >> 3) & 3; low half when (i >> 5) & 1 is 0),
+ * t = (half + 1/2) 2^-16. srWordIndex(i) is the word-stream element (wordAt / rng.words) holding it. */
+export function srWordIndex(i: number): number { return Math.floor(i / 64) * 32 + (i % 32); }
+export function dirSrThreshold(word: number, i: number | bigint): number {
+  const half = (BigInt(i) >> 5n) & 1n ? word >>> 16 : word & 0xffff;
+  return f((half + 0.5) * 2 ** -16);
+}
+export function dirSrAt(key: Key, i: number | bigint): number {
+  const b = BigInt(i);
+  return dirSrThreshold(block(key, ((b >> 6n) << 3n) | (b & 7n))[Number((b >> 3n) & 3n)], i);
+}
+
 /** z(i): Gaussian, Rademacher, or Gaussian stochastically rounded onto the b-bit QuZO grid. */
 export function directionAt(d: Dir, i: number | bigint): number {
   if (d.dist === 'rademacher') return rademacherAt({ seed: d.seed, stream: d.stream, purpose: 1 }, i);
@@ -153,7 +166,7 @@ export function directionAt(d: Dir, i: number | bigint): number {
   if (!d.bits) return z;
   const v = f(z * gridInvStep(d.bits));
   const fl = floor(v);
-  const q = uniformSr(wordAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i)) < f(v - fl) ? fl + 1 : fl;
+  const q = dirSrAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i) < f(v - fl) ? fl + 1 : fl;
   return f(q * gridStep(d.bits));
 }
 
