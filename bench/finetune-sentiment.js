@@ -8,7 +8,9 @@
  *
  *   node bench/finetune-sentiment.js            (npm run build first)
  * Environment: ZT_FT_STEPS (final runs, default 300), ZT_FT_GRID_STEPS (default 150), ZT_FT_LRS,
- * ZT_FT_EPS (comma lists), ZT_FT_SEEDS (default 0,1,2), ZT_FT_ONLY (comma list of config names).
+ * ZT_FT_EPS (comma lists), ZT_FT_SEEDS (default 0,1,2), ZT_FT_ONLY (comma list of config names),
+ * ZT_FT_COST_ONLY=1 (measure the cost rows only and replace just that table in the results file;
+ * no training runs, the cached runs and the rest of the file untouched).
  * Finished runs are kept in bench/results/finetune-sentiment.json and skipped when re-run with the
  * same settings, so an interrupted experiment continues where it stopped. Run folders: $TMPDIR.
  */
@@ -126,6 +128,33 @@ async function cost(cfg) {
   }
 }
 
+const costRow = (cfg, c) => [cfg.name, c.tokens, `${(c.forward.best * 1e3).toFixed(1)} / ${(c.forward.median * 1e3).toFixed(1)}`, `${(c.step.best * 1e3).toFixed(1)} / ${(c.step.median * 1e3).toFixed(1)}`,
+  `**${c.ratio.best.toFixed(2)}×** / ${c.ratio.median.toFixed(2)}×`, `${(c.inferencePeak / 2 ** 20).toFixed(2)}`, `${(c.zoPeak / 2 ** 20).toFixed(2)}`, `**${(c.zoPeak / c.inferencePeak).toFixed(3)}×**`];
+const COST_COLUMNS = ['method', 'tokens in batch', 'forward ms (best / median)', 'ZO step ms (best / median)', 'step ÷ forward', 'inference peak MiB', 'ZO step peak MiB', 'ZO ÷ inference memory'];
+
+/** ZT_FT_COST_ONLY: the cost table of the results file re-measured, everything else kept. */
+async function costOnly() {
+  const busy = h.machineBusy();
+  const file = path.join(__dirname, 'results', 'finetune-sentiment.md');
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const head = lines.indexOf('### Cost of a ZO step');
+  const start = lines.findIndex((l, i) => i > head && l.startsWith('| method'));
+  let end = start;
+  while (end < lines.length && lines[end].startsWith('|')) end++;
+  if (head < 0 || start < 0) throw new Error(`${file} has no cost table`);
+  const rows = [];
+  for (const cfg of CONFIGS) rows.push(costRow(cfg, await cost(cfg)));
+  const note = `Cost rows re-measured alone (ZT_FT_COST_ONLY) on ${new Date().toISOString()}${busy != null ? `, other processes ${h.pct(busy)} busy before the run` : ''}; the accuracy rows are from the run dated above.`;
+  const table = h.markdownTable(COST_COLUMNS, rows).split('\n');
+  lines.splice(start, end - start, ...table);
+  const at = lines.findIndex((l) => l.startsWith('Cost rows re-measured alone'));
+  if (at >= 0) lines[at] = note;
+  else lines.splice(start + table.length, 0, '', note);
+  fs.writeFileSync(file, lines.join('\n'));
+  console.log(table.join('\n'));
+  fs.rmSync(RUNS, { recursive: true, force: true });
+}
+
 async function main() {
   const suite = { name: 'finetune-sentiment', busy: h.machineBusy(), start: null };
   const t0 = Date.now();
@@ -158,9 +187,7 @@ async function main() {
     ]);
   }
   for (const cfg of CONFIGS) {
-    const c = await cost(cfg);
-    costRows.push([cfg.name, c.tokens, `${(c.forward.best * 1e3).toFixed(1)} / ${(c.forward.median * 1e3).toFixed(1)}`, `${(c.step.best * 1e3).toFixed(1)} / ${(c.step.median * 1e3).toFixed(1)}`,
-      `**${c.ratio.best.toFixed(2)}×** / ${c.ratio.median.toFixed(2)}×`, `${(c.inferencePeak / 2 ** 20).toFixed(2)}`, `${(c.zoPeak / 2 ** 20).toFixed(2)}`, `**${(c.zoPeak / c.inferencePeak).toFixed(3)}×**`]);
+    costRows.push(costRow(cfg, await cost(cfg)));
   }
   const int4 = summary['QuZO int4'], mezo = summary['MeZO fp32'];
   const notes = [];
@@ -196,7 +223,7 @@ async function main() {
     '',
     '### Cost of a ZO step',
     '',
-    h.markdownTable(['method', 'tokens in batch', 'forward ms (best / median)', 'ZO step ms (best / median)', 'step ÷ forward', 'inference peak MiB', 'ZO step peak MiB', 'ZO ÷ inference memory'], costRows),
+    h.markdownTable(COST_COLUMNS, costRows),
     '',
     'Targets: ZO step ≤ 2.3 × one forward; peak memory of fine-tuning ≤ 1.1 × inference.',
     '',
@@ -226,7 +253,7 @@ async function main() {
   fs.rmSync(RUNS, { recursive: true, force: true });
 }
 
-main().catch((err) => {
+(process.env.ZT_FT_COST_ONLY ? costOnly() : main()).catch((err) => {
   console.error(err);
   process.exitCode = 1;
 });
