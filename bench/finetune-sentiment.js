@@ -16,6 +16,8 @@
  * Finished runs are kept in bench/results/finetune-sentiment.json (keyed by every setting) and
  * skipped when re-run, so an interrupted experiment continues where it stopped; several processes
  * (e.g. one per ZT_FT_ONLY config) may share the file (each save merges). Run folders: $TMPDIR.
+ * ZT_FT_COST_ONLY=1 (measure the ZO cost rows only and replace just that table in the results file;
+ * no training runs, the cached runs and the rest of the file untouched).
  * First-order reference rows (FO_CONFIGS, their own section of the results): ZT_FT_FO_STEPS
  * (default 100), ZT_FT_FO_GRID_STEPS (default 50); each FO config has its own LR grid. Running
  * only FO configs (ZT_FT_ONLY) rewrites only the FO section of an existing results file.
@@ -160,10 +162,50 @@ async function cost(cfg) {
       { name: 'forward', fn: forward, work: 1 },
       { name: 'zo step', fn: zoStep, work: 1 },
     ]);
-    return { tokens: lb.sequences.reduce((a, q) => a + q.length, 0), forward: f, step: s, ratio: { best: s.best / f.best, median: s.median / f.median }, inferencePeak, zoPeak };
+    // minimum CPU time (all threads) of 5 calls each, alternating: robust when other jobs load the machine
+    const cpu = { forward: Infinity, step: Infinity };
+    for (let i = 0; i < 5; i++)
+      for (const [k, fn] of [['forward', forward], ['step', zoStep]]) {
+        const a = process.cpuUsage();
+        await fn();
+        const u = process.cpuUsage(a);
+        cpu[k] = Math.min(cpu[k], (u.user + u.system) / 1e3);
+      }
+    return { tokens: lb.sequences.reduce((a, q) => a + q.length, 0), forward: f, step: s, ratio: { best: s.best / f.best, median: s.median / f.median }, cpuRatio: cpu.step / cpu.forward, inferencePeak, zoPeak };
   } finally {
     model.dispose();
   }
+}
+
+const costRow = (cfg, c) => [cfg.name, c.tokens, `${(c.forward.best * 1e3).toFixed(1)} / ${(c.forward.median * 1e3).toFixed(1)}`, `${(c.step.best * 1e3).toFixed(1)} / ${(c.step.median * 1e3).toFixed(1)}`,
+  `${c.ratio.best.toFixed(2)}× / ${c.ratio.median.toFixed(2)}×`, `**${c.cpuRatio.toFixed(2)}×**`, `${(c.inferencePeak / 2 ** 20).toFixed(2)}`, `${(c.zoPeak / 2 ** 20).toFixed(2)}`, `**${(c.zoPeak / c.inferencePeak).toFixed(3)}×**`];
+const COST_COLUMNS = ['method', 'tokens in batch', 'forward ms (best / median)', 'ZO step ms (best / median)', 'step ÷ forward (wall, best / median)', 'step ÷ forward (CPU time, min of 5)', 'inference peak MiB', 'ZO step peak MiB', 'ZO ÷ inference memory'];
+
+const COST_METHOD = '- Cost rows: one forward of the batch (logits at the last position) and one ZO step (two-forward probe + update) of the same batch measured interleaved (bench/harness.js measureInterleaved), times best / median in ms, and the minimum CPU time of 5 alternating calls each (robust when other jobs load the machine); peak engine memory (weights + activations + optimizer state, all engine allocations) of a forward and of a ZO step after resetting the peaks.';
+
+/** ZT_FT_COST_ONLY: the cost table of the results file re-measured, everything else kept. */
+async function costOnly() {
+  const busy = h.machineBusy();
+  const file = path.join(__dirname, 'results', 'finetune-sentiment.md');
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const head = lines.indexOf('### Cost of a ZO step');
+  const start = lines.findIndex((l, i) => i > head && l.startsWith('| method'));
+  let end = start;
+  while (end < lines.length && lines[end].startsWith('|')) end++;
+  if (head < 0 || start < 0) throw new Error(`${file} has no cost table`);
+  const rows = [];
+  for (const cfg of CONFIGS) rows.push(costRow(cfg, await cost(cfg)));
+  const note = `Cost rows re-measured alone (ZT_FT_COST_ONLY) on ${new Date().toISOString()}${busy != null ? `, other processes ${h.pct(busy)} busy before the run` : ''}; the accuracy rows are from the run dated above.`;
+  const table = h.markdownTable(COST_COLUMNS, rows).split('\n');
+  lines.splice(start, end - start, ...table);
+  const method = lines.findIndex((l) => l.startsWith('- Cost rows:'));
+  if (method >= 0) lines[method] = COST_METHOD;
+  const at = lines.findIndex((l) => l.startsWith('Cost rows re-measured alone'));
+  if (at >= 0) lines[at] = note;
+  else lines.splice(start + table.length, 0, '', note);
+  fs.writeFileSync(file, lines.join('\n'));
+  console.log(table.join('\n'));
+  fs.rmSync(RUNS, { recursive: true, force: true });
 }
 
 async function runFo(cfg, { lr, seed, steps, test }) {
@@ -337,9 +379,7 @@ async function main() {
     ]);
   }
   for (const cfg of CONFIGS) {
-    const c = await cost(cfg);
-    costRows.push([cfg.name, c.tokens, `${(c.forward.best * 1e3).toFixed(1)} / ${(c.forward.median * 1e3).toFixed(1)}`, `${(c.step.best * 1e3).toFixed(1)} / ${(c.step.median * 1e3).toFixed(1)}`,
-      `**${c.ratio.best.toFixed(2)}×** / ${c.ratio.median.toFixed(2)}×`, `${(c.inferencePeak / 2 ** 20).toFixed(2)}`, `${(c.zoPeak / 2 ** 20).toFixed(2)}`, `**${(c.zoPeak / c.inferencePeak).toFixed(3)}×**`]);
+    costRows.push(costRow(cfg, await cost(cfg)));
   }
   const int4 = summary['QuZO int4'], mezo = summary['MeZO fp32'];
   const notes = [];
@@ -356,7 +396,7 @@ async function main() {
     '',
     `Machine: ${h.machine(h.zotune().cpuInfo().threads).cpu}, ${os.availableParallelism()} cores shared with other jobs (${h.pct(suite.busy)} busy before the run); Node ${process.version}; ${new Date().toISOString()}; total ${((Date.now() - t0) / 60000).toFixed(0)} min.`,
     '',
-    `Runs are cached in \`finetune-sentiment.json\`; they were made by ${CONFIGS.length} concurrent processes (one per row, \`ZT_FT_ONLY\`) on the shared machine, so the steps/s column is lower than on an idle machine.`,
+    `Runs are cached in \`finetune-sentiment.json\`; they were made by ${CONFIGS.length} concurrent processes (one per row, \`ZT_FT_ONLY\`) on the shared machine, so the steps/s column is lower than on an idle machine. The ZO accuracy runs were made before main changed the normal stream (one Philox word per Gaussian pair, 16-bit QuZO rounding thresholds): a re-run with the current code draws other directions and gives other per-seed numbers (the cache is keyed by settings, not by code version; delete its ZO entries to re-run).`,
     '',
     '## Method',
     '',
@@ -366,7 +406,7 @@ async function main() {
     `- ${QUERIES} SPSA ${QUERIES === 1 ? 'query' : 'queries'} per step, ${DIST} directions, batch ${BATCH}, constant LR, no weight decay; QuZO probes with 4-bit stochastically rounded directions and updates with an independent rounding of the same direction (QuZO §2.2); its stochastic rounding of updates onto a weight grid does not arise here because the trainable tensors are fp32. Probes add εz inside the weight loads (weights never written by a probe).`,
     `- Fixed budget: ${STEPS} steps = ${STEPS * 2} forward passes of ${BATCH} examples per run (plus ${EVALS} dev evaluations). ${KEEP_BEST ? `MeZO's protocol: dev accuracy every ${Math.floor(STEPS / EVALS)} steps, and the run ends on the weights of its best dev evaluation (rebuilt by replaying that prefix of the step log; \`keepBest\`), so the dev column is the maximum over ${EVALS} evaluations (biased up) while the test number is not selected on.` : 'The final weights are the last step\'s.'} Test accuracy on the 1000 test examples, mean ± std (sample) over seeds ${SEEDS.join(', ')} (seed = data order and directions).`,
     `- Selection on dev only: LR ∈ {${LRS.join(', ')}} at ε = ${EPSS[0]}, then ε ∈ {${EPSS.slice(1).join(', ')}} at the chosen LR; one run each at ${GRID_STEPS} steps with seed ${GRID_SEED} (not one of the final seeds), scored by the dev cross-entropy (500 examples; less noisy than dev accuracy) of the weights the run ends on (same protocol as the final runs). The test split is read only by the final runs and the zero-shot row. (The grid is small because the 2-core machine was shared with other jobs at a load average of 10–15 during the run.)`,
-    '- Cost rows: one forward of the batch (logits at the last position) and one ZO step (two-forward probe + update) of the same batch measured interleaved (bench/harness.js measureInterleaved), times best / median in ms; peak engine memory (weights + activations + optimizer state, all engine allocations) of a forward and of a ZO step after resetting the peaks.',
+    COST_METHOD,
     '',
     '## Results',
     '',
@@ -386,7 +426,7 @@ async function main() {
     '',
     '### Cost of a ZO step',
     '',
-    h.markdownTable(['method', 'tokens in batch', 'forward ms (best / median)', 'ZO step ms (best / median)', 'step ÷ forward', 'inference peak MiB', 'ZO step peak MiB', 'ZO ÷ inference memory'], costRows),
+    h.markdownTable(COST_COLUMNS, costRows),
     '',
     'Targets: ZO step ≤ 2.3 × one forward; peak memory of fine-tuning ≤ 1.1 × inference.',
     '',
@@ -454,7 +494,7 @@ async function main() {
   fs.rmSync(RUNS, { recursive: true, force: true });
 }
 
-main().catch((err) => {
+(process.env.ZT_FT_COST_ONLY ? costOnly() : main()).catch((err) => {
   console.error(err);
   process.exitCode = 1;
 });

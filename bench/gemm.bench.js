@@ -165,7 +165,7 @@ const suite = {
       notes: [
         'Targets (issue, 2 threads): fp32 1024³ >= 80 % of the FMA ceiling and >= 1.0x onnxruntime; GEMV W8/W4 at 4096² >= 70 % of read bandwidth; perturb-on-load at M = 512 <= 15 % slower.',
         'Weight-only GEMV is decode-bound on this Zen 1 EPYC, not bus-bound: vcvtdq2ps, vcvtph2ps, vpmovsxbd and vpsrld on ymm each take 2 cycles (measured with standalone throughput probes during development, not kept in the repo), so an exact int/fp8/fp16 -> fp32 decode feeding fp32 FMAs tops out near 2.7 weights/cycle/core (~13 G weights/s on 2 cores): W8 (1 B/weight) lands at ~60-65 % of the bus, W4 (0.5 B/weight) at about half that fraction. Integer-activation kernels (W8A8/W4A8, lib/gemm-int8.ts) are the route past it.',
-        'Gaussian perturb-on-load costs one Philox + Box-Muller normal per weight per call (~9 cycles on Zen 1), amortised over M rows: 11-13 % at M = 512 in single-thread CPU-time measurements; Rademacher costs one bit per weight (~3 %). On this shared machine single rows can still catch a load spike (a Rademacher row slower than the Gaussian one is such a case); rerun before drawing conclusions.',
+        'Gaussian perturb-on-load costs one normal per weight per call (half a Philox word and half a Box-Muller pair since the one-word Box-Muller; it was ~9 cycles on Zen 1 with two words per pair), amortised over M rows: 11-13 % at M = 512 in single-thread CPU-time measurements before that change; Rademacher costs one bit per weight (~3 %). On this shared machine single rows can still catch a load spike (a Rademacher row slower than the Gaussian one is such a case); rerun before drawing conclusions.',
       ],
     });
   },
