@@ -163,6 +163,28 @@ describe('int4 GEMV activation prescale', () => {
     }
   });
 
+  test('the subnormal and the converting int4 decode give the same bits, on both paths (ZOTUNE_INT4_SUBNORMAL)', () => {
+    const saved = process.env.ZOTUNE_INT4_SUBNORMAL;
+    try {
+      for (const spec of [{ format: 'int4', granularity: 32 }, { format: 'int4', granularity: 64, asym: true }] as QSpec[]) {
+        const N = 13, K = 517, M = 3;
+        const { q } = quantize(randn(N * K, 41), N, K, spec);
+        const x = randn(M * K, 42), bias = randn(N, 43);
+        const res: F32[] = [];
+        for (const mode of ['1', '0'])
+          for (const p of paths) {
+            process.env.ZOTUNE_INT4_SUBNORMAL = mode;
+            setCpuPath(p);
+            res.push(run(x, M, K, q, N, { bias }));
+          }
+        for (const r of res.slice(1)) expect(bitsEqual(r, res[0])).toBe(true);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.ZOTUNE_INT4_SUBNORMAL;
+      else process.env.ZOTUNE_INT4_SUBNORMAL = saved;
+    }
+  });
+
   test.each(paths)('rows of very different magnitude and zero rows stay within the bound (%s)', (path) => {
     setCpuPath(path);
     const N = 7, K = 256, M = 4;

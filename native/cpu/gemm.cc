@@ -132,7 +132,7 @@ uint64_t gemv_prepared_floats(uint64_t m, uint64_t k) {
 // xs[m][e] for chunk elements in (vector j, lane l) order, int4 prescaled by 2^(149 − E − 4j'),
 // then xs[m][k64 + 8c + l] = the lane's sum of x over the chunk (int4 zero-point correction,
 // times 2^-E), then the rescale factor 2^E per row (1 for other formats); see gemm.h.
-void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs) {
+void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, bool int4_subnormal, float* xs) {
   const uint64_t K = w.k, k64 = K / 64 * 64;
   const Lanes s = lanes_of(w);
   const bool int4 = !w.f32 && w.q.format == QFormat::Int4;
@@ -155,7 +155,11 @@ void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs) {
       for (int j = 0; j < 8; ++j)
         for (int l = 0; l < 8; ++l) {
           float v = xr[c + lane_elem(s, j, l)];
-          o[c + 8 * j + l] = int4 ? zt_mul(v, pow2f(149 - E - gemv_int4_shift(j))) : v;
+          if (int4) {
+            v = zt_mul(v, pow2f(149 - E - gemv_int4_shift(j)));
+            if (!int4_subnormal) v = zt_mul(v, bits_to_f32(1));  // 2^-149: converted codes are 2^149 larger
+          }
+          o[c + 8 * j + l] = v;
         }
       for (int l = 0; l < 8; ++l) {
         float t = 0.0f;
@@ -168,12 +172,15 @@ void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs) {
 
 // Unscaled value of lane l, vector j of chunk c of row n (as the AVX2 decoders produce it); sets
 // *nan for an e4m3 NaN code (the AVX2 kernel flags those per row).
-static float gemv_code_value(const GemmWeights& w, uint64_t n, uint64_t c, int j, int l, bool* nan) {
+static float gemv_code_value(const GemmWeights& w, uint64_t n, uint64_t c, int j, int l, bool int4_subnormal, bool* nan) {
   if (w.f32) return w.w32[n * w.k + c + 8 * j + l];
   const QTensorView& q = w.q;
   const uint8_t* row = gemm_row(q, n);
   switch (q.format) {
-    case QFormat::Int4: return bits_to_f32(gemm_nibble(row, c + 8 * l + j) << gemv_int4_shift(j));
+    case QFormat::Int4: {
+      const uint32_t bits = gemm_nibble(row, c + 8 * l + j) << gemv_int4_shift(j);
+      return int4_subnormal ? bits_to_f32(bits) : (float)(int32_t)bits;
+    }
     case QFormat::Nf4: return nf4_value((int)gemm_nibble(row, c + 8 * l + j));
     case QFormat::Int8: return (float)(int8_t)row[c + 8 * j + l];
     case QFormat::Fp8E4M3: {
@@ -217,7 +224,7 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       for (uint64_t c = 0; c < g.k64; c += 64) {
         for (int j = 0; j < 8; ++j) {
           for (int l = 0; l < 8; ++l) {
-            float v = gemv_code_value(w, n, c, j, l, &nan);
+            float v = gemv_code_value(w, n, c, j, l, g.int4_subnormal, &nan);
             float* d = scaled ? &t[j & 3][l] : &acc[j & 3][l];
             *d = zt_fma(xs[c + 8 * j + l], v, *d);
           }
@@ -318,7 +325,7 @@ void gemm(const GemmArgs& g) {
   gemm_check_perturb(g.p, N, K);
   const bool avx = use_avx2();
   if (M <= kGemvMaxRows) {
-    GemvCtx ctx{&g.w, g.a, nullptr, M, K / 64 * 64, g.bias, g.c, N, g.accumulate};
+    GemvCtx ctx{&g.w, g.a, nullptr, M, K / 64 * 64, g.bias, g.c, N, g.accumulate, int4_subnormal_decode()};
     if (g.p.on) {
       // RNG-bound: one row at a time, materialised and perturbed, then the fp32 GEMV order.
       auto dec = avx ? avx2::gemm_decode : gemm_decode_ref;
@@ -335,7 +342,7 @@ void gemm(const GemmArgs& g) {
       return;
     }
     std::vector<float> xs(gemv_prepared_floats(M, K));
-    gemv_prepare(g.w, g.a, M, xs.data());
+    gemv_prepare(g.w, g.a, M, ctx.int4_subnormal, xs.data());
     ctx.xs = xs.data();
     auto rows = avx ? avx2::gemv_rows : gemv_rows_ref;
     parallel_chunks(N, 32, [&](size_t b, size_t e) {

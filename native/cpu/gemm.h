@@ -52,7 +52,10 @@
 //     is multiplied by 2^E before the tail is added. Powers of two commute with every rounding,
 //     so this is the plain x·u order exactly unless a product falls below 2^-126 (|x| below about
 //     max|x|·2^-103: it loses bits, both paths alike) or |x| >= 2^103 (overflow). Subnormal
-//     inputs cost nothing extra on Zen; DAZ/FTZ are cleared for the call (SubnormalScope).
+//     inputs cost nothing extra on Zen; DAZ/FTZ are cleared for the call (SubnormalScope). Other
+//     CPUs (int4_subnormal_decode(), cpu_features.h) convert instead, v = float(u << 4j'), with x
+//     prescaled by 2^(−E − 4j'): the same products, so the same bits wherever no product or
+//     prescaled x is subnormal; both paths of one machine always use the same form.
 //   GEMV with perturbation: w' of each row is materialised (decoded and perturbed) and dotted in
 //     the fp32 GEMV order (RNG-bound: one normal per weight per call).
 //
@@ -166,8 +169,9 @@ struct GemvCtx {
   float* c;
   uint64_t ldc;
   bool accumulate;
+  bool int4_subnormal;  // int4 codes read as subnormal floats, else converted (see above)
 };
-void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs);
+void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, bool int4_subnormal, float* xs);
 static inline const float* gemv_rescale(const GemvCtx& g) { return g.xs + g.m * (g.k64 + g.k64 / 8); }
 // E of the int4 prescale (see above) for a row whose largest finite |x| in the main part is
 // maxabs: the smallest power with |x|·2^(149 − E) < 2^126, kept in [22, 126] so that every

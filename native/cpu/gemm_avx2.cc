@@ -550,7 +550,8 @@ struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by
   }
 };
 // lane l = bytes 4l..4l+3; vector j = nibble j read in place as float bits (a subnormal u·2^(4j'−149),
-// gemm.h): one vpand per 8 weights, no conversion; x is prescaled to match.
+// gemm.h): one vpand per 8 weights, no conversion (kSubnormal; else converted); x is prescaled to match.
+template <bool kSubnormal>
 struct DecInt4 {
   static constexpr Kind kind = kNibble;
   static constexpr uint64_t kChunkBytes = 32;
@@ -563,7 +564,8 @@ struct DecInt4 {
     raw8 = _mm256_srli_epi32(raw, 8);
   }
   __m256 val(int j) const {
-    return _mm256_castsi256_ps(_mm256_and_si256(j <= 5 ? raw : raw8, _mm256_set1_epi32(15 << gemv_int4_shift(j))));
+    const __m256i bits = _mm256_and_si256(j <= 5 ? raw : raw8, _mm256_set1_epi32(15 << gemv_int4_shift(j)));
+    return kSubnormal ? _mm256_castsi256_ps(bits) : _mm256_cvtepi32_ps(bits);
   }
 };
 struct DecNf4 {
@@ -703,7 +705,7 @@ void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   if (w.f32) return gemv_m<DecF32>(g, n0, n1);
   switch (w.q.format) {
     case QFormat::Int8: return gemv_m<DecInt8>(g, n0, n1);
-    case QFormat::Int4: return gemv_m<DecInt4>(g, n0, n1);
+    case QFormat::Int4: return g.int4_subnormal ? gemv_m<DecInt4<true>>(g, n0, n1) : gemv_m<DecInt4<false>>(g, n0, n1);
     case QFormat::Nf4: return gemv_m<DecNf4>(g, n0, n1);
     case QFormat::Fp8E4M3: return gemv_m<DecFp8<true>>(g, n0, n1);
     case QFormat::Fp8E5M2: return gemv_m<DecFp8<false>>(g, n0, n1);
