@@ -42,7 +42,7 @@ export type { ZoQuery, ZoStepRecord, ZoLogHeader } from './zo/log';
 export { ZoOptimizer, ZO_METHODS, querySeed } from './zo/optimizer';
 export type { ZoMethod, ZoModel, ZoOptimizerOptions, MicroBatch, Estimate } from './zo/optimizer';
 export { fit, taskData } from './zo/trainer';
-export type { TrainData, TrainEvent, StepEvent, EvalEvent, FitOptions, BestEval } from './zo/trainer';
+export type { TrainData, TrainEvent, StepEvent, EvalEvent, FitOptions, BestEval, StepOptimizer, StepEstimate, AppliedStep } from './zo/trainer';
 export { replay, optimizerHeader, optimizerFromHeader } from './zo/replay';
 export { finetune, replayRun, readRunConfig } from './zo/run';
 export type { RunConfig, RunSummary, RunHooks } from './zo/run';

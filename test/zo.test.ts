@@ -334,9 +334,11 @@ describe('ZO momentum and Adam state kernels', () => {
     for (const [method, lr] of [['zo-sgd-momentum', 2e-4], ['zo-adam', 2e-2]] as const) {
       const model = new QuadraticModel();
       const l0 = model.loss();
-      await drain(fit(model, new ZoOptimizer({ method }), quadData, { steps: 200, lr, seed: 2 }));
+      const opt = new ZoOptimizer({ method });
+      await drain(fit(model, opt, quadData, { steps: 200, lr, seed: 2 }));
       expect(model.loss()).toBeLessThan(0.7 * l0);
       model.dispose();
+      opt.dispose(); // its state would otherwise stay live for later suites in this worker
     }
   });
 });

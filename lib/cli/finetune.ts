@@ -1,12 +1,15 @@
 /**
  * `zotune finetune`: zeroth-order fine-tuning of a (quantized) model on a prompt task, into a run
  * folder (lib/zo/run.ts) that can be resumed after any crash (--resume) and replayed
- * (`zotune replay`). Progress on stderr (loss, steps/s, ETA); the summary on stdout.
+ * (`zotune replay`); or, as the reference, first-order fine-tuning (fo-adam, fo-sgd, qat-*,
+ * lowprec-*: lib/fo/fit.ts) into the same kind of folder, resumable from its checkpoint.
+ * Progress on stderr (loss, steps/s, ETA); the summary on stdout.
  */
 import { fail } from '../errors';
 import type { WeightScheme } from '../model/llama';
 import { ZO_METHODS, type ZoMethod } from '../zo/optimizer';
-import { finetune, type RunConfig, type RunSummary } from '../zo/run';
+import { finetune, isFoMethod, type RunConfig, type RunSummary } from '../zo/run';
+import { FO_METHODS, foWeights, type FoMethod } from '../fo/fit';
 import { UsageError, choice, type Command, type OptionValues } from './command';
 
 function numberOption(values: OptionValues, name: string, dflt: number, check: (v: number) => boolean, what: string): number {
@@ -64,11 +67,11 @@ const pct = (x: number | undefined) => (x === undefined ? '-' : `${(x * 100).toF
 
 export const finetuneCommand: Command<RunSummary> = {
   name: 'finetune',
-  summary: 'Zeroth-order fine-tuning (MeZO, QuZO, ZO-SGD momentum, ZO-Adam) of a model on a task, into a resumable run folder.',
+  summary: 'Zeroth-order fine-tuning (MeZO, QuZO, ZO-SGD momentum, ZO-Adam), or the first-order reference (AdamW, SGD, QAT, low-precision), of a model on a task, into a resumable run folder.',
   options: {
     model: { type: 'string', value: '<dir>', description: 'Hugging Face LLaMA checkpoint folder (the base weights)' },
-    method: { type: 'string', value: `<${ZO_METHODS.join('|')}>`, description: 'Optimiser (default mezo)' },
-    weights: { type: 'string', value: '<scheme>', description: 'Weight scheme: fp32 (default), bf16, int8, int4, int4-g32/64/128, fp8-e4m3, fp8-e5m2, w8a8, w4a8' },
+    method: { type: 'string', value: `<${[...ZO_METHODS, ...FO_METHODS].join('|')}>`, description: 'Optimiser (default mezo); fo-* / qat-* / lowprec-* are first-order (backward passes)' },
+    weights: { type: 'string', value: '<scheme>', description: 'Weight scheme: fp32 (default; lowprec-int8/int4: int8/int4), bf16, int8, int4, int4-g32/64/128, fp8-e4m3, fp8-e5m2, w8a8, w4a8' },
     task: { type: 'string', value: '<file|sentiment>', description: 'Builtin task (sentiment) or a task file (.json spec, or .jsonl/.csv of {text, label})' },
     out: { type: 'string', value: '<dir>', description: 'Run folder (config, zo.log, metrics.jsonl, curve.svg, model/)' },
     resume: { type: 'boolean', description: 'Continue the run in --out from its log (other settings come from its config.json)' },
@@ -84,6 +87,7 @@ export const finetuneCommand: Command<RunSummary> = {
     dist: { type: 'string', value: '<gaussian|rademacher>', description: 'Direction distribution (default gaussian)' },
     'dir-bits': { type: 'string', value: '<2..8>', description: 'QuZO direction bits (default 4)' },
     'weight-decay': { type: 'string', value: '<x>', description: 'Weight decay λ, skipping norms (default 0)' },
+    'max-grad-norm': { type: 'string', value: '<x>', description: 'First-order: clip each gradient to this global L2 norm (default none)' },
     trainable: { type: 'string', value: '<globs>', description: "Comma-separated globs of trainable tensors (default all), e.g. 'model.layers.*.mlp.*'" },
     'eval-every': { type: 'string', value: '<n>', description: 'Evaluate on dev every n steps (default steps/5; 0 = only at the end)' },
     'eval-batch': { type: 'string', value: '<n>', description: 'Sequences per evaluation forward (default 32)' },
@@ -97,11 +101,16 @@ export const finetuneCommand: Command<RunSummary> = {
     if (!values.resume) {
       if (typeof values.model !== 'string') throw new UsageError('missing --model <dir>');
       if (typeof values.task !== 'string') throw new UsageError('missing --task <file|sentiment>');
-      const method = choice('method', values.method, ZO_METHODS) ?? ('mezo' as ZoMethod);
+      const method = choice('method', values.method, [...ZO_METHODS, ...FO_METHODS]) ?? ('mezo' as ZoMethod | FoMethod);
+      const fo = isFoMethod(method);
+      if (fo)
+        for (const k of ['eps', 'queries', 'dist', 'dir-bits'])
+          if (values[k] !== undefined) throw new UsageError(`--${k} is for the ZO methods, not ${method}`);
+      if (!fo && values['max-grad-norm'] !== undefined) throw new UsageError('--max-grad-norm is for the first-order methods');
       const steps = int(values, 'steps', 1000, 1);
       config = {
         model: values.model,
-        weights: (values.weights as WeightScheme | undefined) ?? 'fp32',
+        weights: (values.weights as WeightScheme | undefined) ?? (fo ? foWeights(method) : 'fp32'),
         method,
         task: values.task,
         steps,
@@ -116,6 +125,7 @@ export const finetuneCommand: Command<RunSummary> = {
         dist: choice('dist', values.dist, ['gaussian', 'rademacher'] as const) ?? 'gaussian',
         ...(method === 'quzo' ? { directionBits: int(values, 'dir-bits', 4, 2) } : {}),
         weightDecay: numberOption(values, 'weight-decay', 0, (n) => n >= 0, 'a number >= 0'),
+        ...(values['max-grad-norm'] !== undefined ? { maxGradNorm: pos(values, 'max-grad-norm', 1) } : {}),
         evalEvery: int(values, 'eval-every', Math.max(1, Math.floor(steps / 5)), 0),
         evalBatch: int(values, 'eval-batch', 32, 1),
         evalExamples: int(values, 'eval-examples', 0, 0),
@@ -149,15 +159,17 @@ export const finetuneCommand: Command<RunSummary> = {
     const rows: [string, string][] = [
       ['run', r.dir],
       ['model', `${c.model} (${c.weights})`],
-      ['method', `${c.method}${c.directionBits ? ` (${c.directionBits}-bit directions)` : ''}, lr ${c.lr} ${c.schedule}, ε ${c.eps}, ${c.queries} quer${c.queries === 1 ? 'y' : 'ies'}`],
+      ['method', isFoMethod(c.method)
+        ? `${c.method} (first-order), lr ${c.lr} ${c.schedule}${c.maxGradNorm ? `, gradient clipped to ${c.maxGradNorm}` : ''}`
+        : `${c.method}${c.directionBits ? ` (${c.directionBits}-bit directions)` : ''}, lr ${c.lr} ${c.schedule}, ε ${c.eps}, ${c.queries} quer${c.queries === 1 ? 'y' : 'ies'}`],
       ['task', `${c.task}, batch ${c.batch}${c.accumulate > 1 ? ` × ${c.accumulate}` : ''}, seed ${c.seed}`],
-      ['steps', `${r.steps}${r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ''}, ${r.skipped} skipped, ${r.forwardPasses} forward passes`],
+      ['steps', `${r.steps}${r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ''}, ${r.skipped} skipped, ${r.forwardPasses} forward passes${r.backwardPasses ? ` + ${r.backwardPasses} backward passes` : ''}`],
       ['time', `${r.seconds.toFixed(1)} s, ${r.stepsPerSecond.toFixed(2)} steps/s`],
       ['train loss', Number.isFinite(r.trainLoss) ? r.trainLoss.toFixed(4) + ' (last 10 % of steps)' : '-'],
       ['dev accuracy', `zero-shot ${pct(r.zeroShot?.accuracy)}, best ${pct(r.best?.accuracy)}${r.best ? ` (after ${r.best.after} steps)` : ''}, final ${pct(r.final?.accuracy)}`],
       ['test accuracy', r.test ? `${pct(r.test.accuracy)} (final weights, ${r.test.n} examples)` : '-'],
       ['memory', `engine peak ${(r.peakEngineBytes / 2 ** 20).toFixed(1)} MiB, optimizer state ${(r.optimizerStateBytes / 2 ** 20).toFixed(1)} MiB, RSS peak ${(r.peakRssBytes / 2 ** 20).toFixed(0)} MiB`],
-      ['files', 'config.json zo.log metrics.jsonl curve.svg summary.json model/'],
+      ['files', `config.json ${isFoMethod(c.method) ? 'checkpoint.safetensors' : 'zo.log'} metrics.jsonl curve.svg summary.json model/`],
     ];
     const w = Math.max(...rows.map((x) => x[0].length)) + 2;
     return rows.map(([k, v]) => k.padEnd(w) + v).join('\n');

@@ -8,3 +8,6 @@ export { pretrain, randomInit, streamLoss } from './pretrain';
 export type { PretrainOptions, PretrainResult, Checkpoint, RandomInitOptions } from './pretrain';
 export { LowPrecisionTrainer } from './lowprec';
 export type { LowPrecisionOptions } from './lowprec';
+export { FoOptimizer, FO_METHODS, foWeights } from './fit';
+export type { FoMethod, FoOptimizerOptions } from './fit';
+export { lowPrecisionUpdate } from './lowprec';

@@ -60,26 +60,40 @@ export class LowPrecisionTrainer {
     const clip = this.opts.maxGradNorm !== undefined ? clipScale(norm, this.opts.maxGradNorm) : 1;
     const lr = typeof this.opts.lr === 'function' ? this.opts.lr(this.steps) : this.opts.lr;
     const srSeed = BigInt(this.opts.seed) * 2n ** 32n + BigInt(this.steps);
-    for (const [name, g] of this.grads) {
-      const w = this.model.weight(name);
-      const hyper = { weightDecay: isNorm(name) ? 0 : (this.opts.weightDecay ?? 0), gradScale: avg * clip };
-      if (w instanceof Tensor) {
-        await sgdStepTensor(w, g, lr, hyper);
-        continue;
-      }
-      const copy = await dequantize(w); // one tensor's f32 copy at a time (workspace)
-      try {
-        await sgdStepTensor(copy, g, lr, hyper);
-        await quantizeInto(copy, w, { rounding: 'stochastic', seed: srSeed, stream: this.ids.get(name)! });
-      } finally {
-        copy.dispose();
-      }
-    }
+    await lowPrecisionUpdate(this.model, this.grads, { lr, gradScale: avg * clip, weightDecay: this.opts.weightDecay ?? 0, srSeed, ids: this.ids });
     this.steps++;
     return { loss: count ? nll / count : NaN, count, gradNorm: norm };
   }
 
   dispose(): void {
     this.grads.forEach((g) => g.dispose());
+  }
+}
+
+/**
+ * The low-precision SGD update of every tensor in `grads` (see the file comment): plain SGD on fp32
+ * tensors in place, on quantized ones via a dequantized copy rounded stochastically back onto the
+ * tensor's grid (SR words: seed `srSeed`, stream = tensor id). Shared by LowPrecisionTrainer and
+ * the fit() optimiser (fo.FoOptimizer).
+ */
+export async function lowPrecisionUpdate(
+  model: LlamaModel,
+  grads: Map<string, Tensor>,
+  o: { lr: number; gradScale: number; weightDecay: number; srSeed: bigint; ids: Map<string, number> },
+): Promise<void> {
+  for (const [name, g] of grads) {
+    const w = model.weight(name);
+    const hyper = { weightDecay: isNorm(name) ? 0 : o.weightDecay, gradScale: o.gradScale };
+    if (w instanceof Tensor) {
+      await sgdStepTensor(w, g, o.lr, hyper);
+      continue;
+    }
+    const copy = await dequantize(w); // one tensor's f32 copy at a time (workspace)
+    try {
+      await sgdStepTensor(copy, g, o.lr, hyper);
+      await quantizeInto(copy, w, { rounding: 'stochastic', seed: o.srSeed, stream: o.ids.get(name)! });
+    } finally {
+      copy.dispose();
+    }
   }
 }

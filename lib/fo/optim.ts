@@ -58,6 +58,18 @@ abstract class Optimizer {
     return s;
   }
 
+  /** The state buffers per parameter (checkpoints: written with the weights, for resume). */
+  stateTensors(): ReadonlyMap<string, readonly Tensor[]> {
+    return this.state;
+  }
+
+  /** The state buffers of parameter `name` (created zeroed if absent), to restore a checkpoint into. */
+  restoreState(name: string, count: number): Tensor[] {
+    const w = this.params.get(name);
+    if (!w) fail('ZOTUNE_INVALID_ARGUMENT', `no parameter named '${name}' in this optimiser`);
+    return this.stateOf(name, count, w.size);
+  }
+
   /** Applies one update from the gradients of every parameter (by name). */
   abstract step(grads: Map<string, Tensor>, opts?: StepOptions): Promise<void>;
 

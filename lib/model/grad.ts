@@ -3,7 +3,8 @@
  * backward of every layer (native/cpu/llama_grad.h) and adds dL/dθ into gradient tensors
  * (memory category "gradients").
  *
- * L = mean over the selected targets of -log p(target) (the loss forward() reports), or
+ * L = mean over the selected targets of -log p(target) (the loss forward() reports; with
+ * `candidates`, p is the softmax over the candidates' logits: label-word cross-entropy), or
  * `scale` × the sum when a scale is given (gradient accumulation over micro-batches: pass
  * scale = 1 / total target count and the same `into` map to each call).
  */
@@ -23,8 +24,16 @@ export interface GradOptions extends Pick<ForwardOptions, 'targets' | 'lossMask'
   recompute?: boolean;
   /** Accumulate into these gradient tensors (created, zeroed, for names they lack). */
   into?: Map<string, Tensor>;
-  /** Multiplier of the summed negative log-likelihood (default 1 / count: the mean). */
+  /** Multiplier of the summed negative log-likelihood (default weight / count: the weighted mean). */
   scale?: number;
+  /** Weight of this batch's mean loss when no scale is given (gradient accumulation; default 1). */
+  weight?: number;
+  /**
+   * Candidate-restricted cross-entropy (label-word classification): each selected target's
+   * probability is the softmax over these token ids' logits only, so the loss is
+   * logsumexp(logits[candidates]) − logits[target] (2 to 256 distinct ids; every target must be one).
+   */
+  candidates?: readonly number[];
   /**
    * Quantization-aware training: the forward uses fake-quantized copies (quantize, then dequantize,
    * round to nearest) of the selected weights; the straight-through estimator passes the gradient
@@ -33,6 +42,9 @@ export interface GradOptions extends Pick<ForwardOptions, 'targets' | 'lossMask'
    */
   qat?: QatOptions;
 }
+
+/** A task loss as lossAndGrad computes it (what LossBatch.grad gives the first-order trainers). */
+export type GradLoss = Pick<GradOptions, 'targets' | 'lossMask' | 'attentionMask' | 'candidates'>;
 
 export interface QatOptions {
   format: QFormat;
@@ -66,7 +78,7 @@ function prepare(model: LlamaModel, batch: readonly Sequence[], opts: GradOption
   if (!p.targets) fail('ZOTUNE_INVALID_ARGUMENT', `targets 'none' selects nothing to differentiate`);
   let count = 0;
   for (const t of p.targets) if (t >= 0) count++;
-  const scale = opts.scale ?? (count ? 1 / count : 0);
+  const scale = opts.scale ?? (count ? (opts.weight ?? 1) / count : 0);
   if (!Number.isFinite(scale)) fail('ZOTUNE_INVALID_ARGUMENT', `scale must be a finite number, got ${scale}`);
   const c = model.config;
   const all = llamaTensorNames(c);
@@ -74,12 +86,18 @@ function prepare(model: LlamaModel, batch: readonly Sequence[], opts: GradOption
   for (const n of wanted) if (!all.includes(n)) fail('ZOTUNE_INVALID_ARGUMENT', `no parameter named '${n}'${n === 'lm_head.weight' ? ' (the LM head is tied to model.embed_tokens.weight)' : ''}`);
   const cfg = model.cfgArg;
   const options = Float64Array.from([opts.recompute ? 1 : 0, scale]);
-  return { p, count, cfg, options, wanted, names: nativeNames(c) };
+  let candidates: Int32Array | null = null;
+  if (opts.candidates !== undefined) {
+    if (!Array.isArray(opts.candidates) || opts.candidates.some((t) => !Number.isSafeInteger(t)))
+      fail('ZOTUNE_INVALID_ARGUMENT', 'candidates must be a list of token ids');
+    candidates = Int32Array.from(opts.candidates);
+  }
+  return { p, count, cfg, options, wanted, names: nativeNames(c), candidates };
 }
 
 /** Loss and gradients of one batch (see GradOptions); off the event loop. */
 export async function lossAndGrad(model: LlamaModel, batch: readonly Sequence[], opts: GradOptions = {}): Promise<LossAndGrad> {
-  const { p, count, cfg, options, wanted, names } = prepare(model, batch, opts);
+  const { p, count, cfg, options, wanted, names, candidates } = prepare(model, batch, opts);
   const grads = opts.into ?? new Map<string, Tensor>();
   const created: Tensor[] = [];
   for (const n of wanted)
@@ -110,7 +128,7 @@ export async function lossAndGrad(model: LlamaModel, batch: readonly Sequence[],
         }
     }
     const weights: Mem[] = names.map((n) => (fake.get(n) ?? model.tensor(n)).mem);
-    const r = await native().llamaGradAsync(cfg, options, p.tokens, p.offsets, p.positions, p.keyMask, p.targets!, ...weights, ...gradArgs);
+    const r = await native().llamaGradAsync(cfg, options, p.tokens, p.offsets, p.positions, p.keyMask, p.targets!, ...weights, ...gradArgs, candidates);
     return { loss: r.count ? r.nllSum / r.count : NaN, count, grads };
   } catch (err) {
     for (const t of created) {
@@ -133,10 +151,10 @@ export function lossAndGradF64(
   batch: readonly Sequence[],
   opts: Omit<GradOptions, 'into'> & { lossOnly?: boolean } = {},
 ): { loss: number; count: number; grads: Map<string, Float64Array> } {
-  const { p, count, cfg, options, wanted, names } = prepare(model, batch, opts);
+  const { p, count, cfg, options, wanted, names, candidates } = prepare(model, batch, opts);
   const grads = new Map<string, Float64Array>();
   if (!opts.lossOnly) for (const n of wanted) grads.set(n, new Float64Array(weights.get(n)!.length));
   const r = native().llamaGradF64(cfg, options, p.tokens, p.offsets, p.positions, p.keyMask, p.targets!,
-    ...names.map((n) => weights.get(n)!), ...names.map((n) => grads.get(n) ?? null));
+    ...names.map((n) => weights.get(n)!), ...names.map((n) => grads.get(n) ?? null), candidates);
   return { loss: r.count ? r.nllSum / r.count : NaN, count, grads };
 }

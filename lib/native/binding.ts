@@ -129,7 +129,7 @@ export interface NativeAddon {
 }
 
 /** cfg, [recompute, scale], tokens, offsets, positions, keyMask, targets, then 9·layers + 3 weights and as many gradient buffers (null = not wanted). */
-export type LlamaGradArgs = [cfg: Float64Array, options: Float64Array, tokens: Int32Array, offsets: Int32Array, positions: Int32Array, keyMask: Uint8Array | null, targets: Int32Array, ...buffers: (Mem | null)[]];
+export type LlamaGradArgs = [cfg: Float64Array, options: Float64Array, tokens: Int32Array, offsets: Int32Array, positions: Int32Array, keyMask: Uint8Array | null, targets: Int32Array, ...buffersThenCandidates: (Mem | Int32Array | null)[]];
 
 /** kind, w, wOff, count, m, mOff, v, vOff, first, stream, dist, bits, seeds [lo, hi]*, coefs, lr, decay, beta1, beta2, adamEps, bias1, bias2 (native/addon/bind_zo_optim.cc) */
 export type ZoOptimStepArgs = [

@@ -14,6 +14,7 @@
  */
 import { fail } from '../errors';
 import type { ForwardOptions, ForwardResult, LlamaModel, Sequence } from '../model/llama';
+import type { GradLoss } from '../model/grad';
 import type { LlamaTokenizer } from '../model/tokenizer';
 import type { Example } from './data';
 
@@ -56,6 +57,13 @@ export interface LossBatch {
   forward: ForwardOptions;
   /** The batch's scalar training loss from the forward's result. */
   loss(r: ForwardResult): number;
+  /**
+   * The same loss for the first-order backward (lossAndGrad options over the same sequences):
+   * generation: token cross-entropy on the target span; classification with one-token label
+   * words: cross-entropy over the label-word logits at the last position (candidates). Absent
+   * where the backward has no such loss (scores averaged over multi-token candidates).
+   */
+  grad?: GradLoss;
 }
 
 export interface EvalResult {
@@ -267,12 +275,15 @@ export class PromptTask {
         sequences.push(seq);
         lossMask.push(seq.map((_, i) => (i >= p.length - 1 && i < seq.length - 1 ? 1 : 0)));
       }
-      return { sequences, forward: { targets: 'next', lossMask, logits: 'none' }, loss: (r) => r.loss };
+      return { sequences, forward: { targets: 'next', lossMask, logits: 'none' }, loss: (r) => r.loss, grad: { targets: 'next', lossMask } };
     }
     const s = this.scored(examples), gold = examples.map((ex) => this.gold(ex));
+    const labels = this.labelTokens;
     return {
       sequences: s.sequences,
       forward: s.forward,
+      // one-token label words: the gold word as the last position's target, softmax over the label words
+      ...(labels ? { grad: { targets: s.sequences.map((seq, i) => Int32Array.from({ length: seq.length }, (_, j) => (j === seq.length - 1 ? labels[gold[i]] : -1))), candidates: labels } } : {}),
       loss: (r) => {
         const scores = s.scores(r);
         let sum = 0;

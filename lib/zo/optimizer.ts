@@ -20,6 +20,7 @@ import { fail } from '../errors';
 import { Tensor } from '../tensor';
 import { native } from '../native/load';
 import type { ForwardOptions, ForwardResult, Sequence } from '../model/llama';
+import type { GradLoss } from '../model/grad';
 import type { ZoQuery, ZoStepRecord } from './log';
 
 export type ZoMethod = 'mezo' | 'quzo' | 'zo-sgd-momentum' | 'zo-adam';
@@ -57,6 +58,8 @@ export interface MicroBatch {
   loss(r: ForwardResult): number;
   /** Weight of this micro-batch in the step's mean (its example count). */
   weight?: number;
+  /** The same loss for the first-order backward, when it has one (lib/tasks/task.ts LossBatch.grad). */
+  grad?: GradLoss;
 }
 
 export interface ZoOptimizerOptions {
@@ -100,6 +103,7 @@ export function querySeed(runSeed: number | bigint, step: number, query: number)
 const DIST_CODE = { gaussian: 0, rademacher: 1 } as const;
 
 export class ZoOptimizer {
+  readonly order = 'zeroth' as const;
   readonly method: ZoMethod;
   readonly eps: number;
   readonly queries: number;

@@ -1,13 +1,18 @@
 /**
  * A fine-tuning run and its folder:
  *   config.json    the run's settings (a resumed run reads them back)
- *   zo.log         the step log (lib/zo/log.ts): base weights + this file = the fine-tuned weights
+ *   zo.log         ZO methods: the step log (lib/zo/log.ts): base weights + this file = the fine-tuned weights
+ *   checkpoint.safetensors  first-order methods (fo-adam, qat-int4, ...): the trained tensors and
+ *                  the optimiser state, written at every evaluation and at the end (a gradient
+ *                  step is not a function of a seed, so such a run cannot be replayed from a log)
  *   metrics.jsonl  one JSON line per step and per evaluation
  *   curve.svg      loss and accuracy curve
  *   summary.json   final numbers
  *   model/         the fine-tuned weights exported as a Hugging Face folder (model.save)
  * A run killed at any moment resumes with `resume: true`: the log's steps are replayed onto the
- * base weights and training continues at the next step, so no step is lost or done twice.
+ * base weights and training continues at the next step, so no step is lost or done twice. A
+ * first-order run resumes from its last checkpoint (the steps after it are run again, identically:
+ * data order and rounding seeds are functions of (seed, step)).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -22,12 +27,16 @@ import { curveSvg } from './curve';
 import { ZoLog } from './log';
 import { ZoOptimizer, type ZoMethod, type ZoModel } from './optimizer';
 import { optimizerFromHeader, optimizerHeader, replay } from './replay';
-import { fit, taskData, type TrainEvent } from './trainer';
+import { fit, taskData, type StepOptimizer, type TrainEvent } from './trainer';
+import { FO_METHODS, FoOptimizer, type FoMethod } from '../fo/fit';
+
+/** Whether a run method is first-order (lib/fo/fit.ts) rather than ZO. */
+export const isFoMethod = (m: string): m is FoMethod => (FO_METHODS as readonly string[]).includes(m);
 
 export interface RunConfig {
   model: string;
   weights: WeightScheme;
-  method: ZoMethod;
+  method: ZoMethod | FoMethod;
   task: string;
   steps: number;
   lr: number;
@@ -42,6 +51,8 @@ export interface RunConfig {
   /** QuZO direction bits. */
   directionBits?: number;
   weightDecay: number;
+  /** First-order: clip each step's gradient to this global L2 norm (absent = no clipping). */
+  maxGradNorm?: number;
   evalEvery: number;
   evalBatch: number;
   /** Dev examples used by the periodic evaluation (0 = all). */
@@ -58,7 +69,10 @@ export interface RunSummary {
   steps: number;
   resumedFrom: number;
   skipped: number;
+  /** Forward passes of training batches (ZO: 2 per query and micro-batch; first-order: 1 per micro-batch). */
   forwardPasses: number;
+  /** Backward passes (first-order: 1 per micro-batch, each costing about 2 forwards; ZO: 0). */
+  backwardPasses: number;
   seconds: number;
   stepsPerSecond: number;
   /** Mean training loss over the last 10 % of the steps run in this process. */
@@ -83,7 +97,11 @@ export interface RunHooks {
   evalAtStart?: boolean;
 }
 
-const CONFIG = 'config.json', LOG = 'zo.log', METRICS = 'metrics.jsonl';
+const CONFIG = 'config.json', LOG = 'zo.log', METRICS = 'metrics.jsonl', CHECKPOINT = 'checkpoint.safetensors';
+
+function foOptimizer(c: RunConfig): FoOptimizer {
+  return new FoOptimizer({ method: c.method as FoMethod, weightDecay: c.weightDecay, maxGradNorm: c.maxGradNorm, seed: c.seed });
+}
 
 /** LlamaModel implements the ZO contract the optimisers use (checked here by the compiler). */
 const asZoModel = (model: LlamaModel): ZoModel => model;
@@ -106,35 +124,54 @@ export function readRunConfig(dir: string): RunConfig {
 /** Runs (or resumes) a fine-tuning run in `dir`. */
 export async function finetune(config: RunConfig | undefined, dir: string, resume: boolean, hooks: RunHooks = {}): Promise<RunSummary> {
   dir = path.resolve(dir);
-  const logFile = path.join(dir, LOG);
+  const logFile = path.join(dir, LOG), configFile = path.join(dir, CONFIG), ckptFile = path.join(dir, CHECKPOINT);
   let c: RunConfig;
-  let log: ZoLog;
+  let log: ZoLog | undefined;
   if (resume) {
-    if (!fs.existsSync(logFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} holds no run to resume (no ${LOG})`);
+    if (!fs.existsSync(logFile) && !fs.existsSync(configFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} holds no run to resume (no ${LOG} or ${CONFIG})`);
     c = readRunConfig(dir);
-    log = ZoLog.open(logFile);
+    if (!isFoMethod(c.method)) {
+      if (!fs.existsSync(logFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} holds no run to resume (no ${LOG})`);
+      log = ZoLog.open(logFile);
+    }
   } else {
     if (!config) fail('ZOTUNE_INVALID_ARGUMENT', 'a new run needs its settings');
-    if (fs.existsSync(logFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} already holds a run: resume it or choose another folder`);
+    if (fs.existsSync(logFile) || fs.existsSync(configFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} already holds a run: resume it or choose another folder`);
     c = { ...config, model: path.resolve(config.model) };
     fs.mkdirSync(dir, { recursive: true });
     // the optimiser is validated before anything is written
-    const opt = new ZoOptimizer({ method: c.method, eps: c.eps, queries: c.queries, dist: c.dist, directionBits: c.directionBits, weightDecay: c.weightDecay });
-    fs.writeFileSync(path.join(dir, CONFIG), JSON.stringify(c, null, 2) + '\n');
-    fs.rmSync(path.join(dir, METRICS), { force: true });
-    log = ZoLog.create(logFile, { optimizer: optimizerHeader(opt), seed: c.seed, model: c.model, weights: c.weights, task: c.task });
+    if (isFoMethod(c.method)) {
+      foOptimizer(c).dispose();
+      fs.writeFileSync(configFile, JSON.stringify(c, null, 2) + '\n');
+      fs.rmSync(path.join(dir, METRICS), { force: true });
+    } else {
+      const opt = new ZoOptimizer({ method: c.method, eps: c.eps, queries: c.queries, dist: c.dist, directionBits: c.directionBits, weightDecay: c.weightDecay });
+      fs.writeFileSync(configFile, JSON.stringify(c, null, 2) + '\n');
+      fs.rmSync(path.join(dir, METRICS), { force: true });
+      log = ZoLog.create(logFile, { optimizer: optimizerHeader(opt), seed: c.seed, model: c.model, weights: c.weights, task: c.task });
+    }
   }
-  const model = await loadRunModel(c);
-  const optimizer = optimizerFromHeader(log.header);
+  let model: LlamaModel | undefined;
+  let optimizer: StepOptimizer | undefined;
   try {
+    model = await loadRunModel(c);
+    optimizer = log ? optimizerFromHeader(log.header) : foOptimizer(c);
+    const fo = optimizer instanceof FoOptimizer ? optimizer : undefined;
     const zm = asZoModel(model);
     const tokenizer = LlamaTokenizer.load(c.model);
     const { name, task, splits } = loadTask(c.task, tokenizer); // fixed splits: the run seed orders the data, never re-splits it
-    const start = log.nextStep;
-    await replay(zm, optimizer, log, { signal: hooks.signal });
+    // where training continues: after the log's steps (ZO) or the last checkpoint (first-order)
+    let resumeFrom: { step: number; lossSum: number; lossCount: number } | undefined;
+    if (log) await replay(zm, optimizer as ZoOptimizer, log, { signal: hooks.signal });
+    else if (fs.existsSync(ckptFile)) {
+      const meta = fo!.restore(zm, ckptFile);
+      resumeFrom = { step: Number(meta.step), lossSum: Number(meta.lossSum), lossCount: Number(meta.lossCount) };
+    }
+    const start = log ? log.nextStep : resumeFrom?.step ?? 0;
 
-    // metrics: keep what the log confirms (a kill may leave the file behind the log, never ahead
-    // of it), then add the steps it missed from the log records
+    // metrics: keep what the log / checkpoint confirms (a kill may leave the file behind the log,
+    // never ahead of it; a first-order run redoes the steps after its checkpoint), then add the
+    // steps it missed from the log records
     const metricsFile = path.join(dir, METRICS);
     const kept: string[] = [];
     const seenSteps = new Set<number>();
@@ -152,15 +189,19 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
           if (e.type === 'step') seenSteps.add(e.step);
         }
       }
-    for (const r of log.records())
+    for (const r of log?.records() ?? [])
       if (!seenSteps.has(r.step))
         kept.push(JSON.stringify({ type: 'step', step: r.step, loss: r.loss, g: r.queries.map((q) => q.g), lr: r.lr, fromLog: true, ...(r.skipped ? { skipped: r.skipped } : {}) }));
     fs.writeFileSync(metricsFile, kept.length ? kept.join('\n') + '\n' : '');
 
     const dev = c.evalExamples > 0 ? splits.dev.slice(0, c.evalExamples) : splits.dev;
+    // QAT is evaluated (and exported) with the weights it deploys: its fake-quantized linear layers
+    const deployed = <T>(fn: () => Promise<T>): Promise<T> => (fo ? fo.withDeployedWeights(zm, fn) : fn());
+    const m = model;
+    const evaluateOn = (examples: typeof dev) => deployed(() => task.evaluate(m, examples, { batchSize: c.evalBatch, signal: hooks.signal }));
     const evaluate = dev.length
       ? async () => {
-          const r = await task.evaluate(model, dev, { batchSize: c.evalBatch, signal: hooks.signal });
+          const r = await evaluateOn(dev);
           return { accuracy: r.accuracy, loss: r.loss, ...(r.f1 !== undefined ? { f1: r.f1 } : {}) };
         }
       : undefined;
@@ -168,7 +209,11 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     hooks.onStart?.({ start, steps: c.steps });
     const t0 = performance.now();
     const losses: number[] = [];
-    let skipped = log.records().filter((r) => r.skipped).length;
+    let skipped = log ? log.records().filter((r) => r.skipped).length : 0;
+    for (const l of kept) if (!log && JSON.parse(l).skipped) skipped++;
+    // the divergence guard's running loss, kept for first-order checkpoints
+    let lossSum = resumeFrom?.lossSum ?? 0, lossCount = resumeFrom?.lossCount ?? 0;
+    const writeCheckpoint = (step: number) => fo?.checkpoint(zm, ckptFile, { step, lossSum, lossCount, seed: c.seed });
     let zeroShot: EvalResult | undefined;
     let lastEval: (TrainEvent & { type: 'eval' }) | undefined;
     let best: RunSummary['best'];
@@ -180,7 +225,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       lr: { kind: c.schedule, lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmup },
       seed: c.seed,
       microBatches: c.accumulate,
-      log,
+      ...(log ? { log } : { resumeFrom }),
       evalEvery: evaluate ? c.evalEvery : 0,
       evaluate,
       evalAtStart: !!evaluate && (hooks.evalAtStart ?? true),
@@ -190,8 +235,13 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       fs.appendFileSync(metricsFile, JSON.stringify(e) + '\n');
       if (e.type === 'step') {
         if (e.skipped) skipped++;
-        else losses.push(e.loss);
+        else {
+          losses.push(e.loss);
+          lossSum += e.loss;
+          lossCount++;
+        }
       } else {
+        if (e.after > start) writeCheckpoint(e.after);
         lastEval = e;
         if (e.after === 0) zeroShot = { n: dev.length, ...e.metrics };
         if (!best || e.metrics.accuracy > best.accuracy || (e.metrics.accuracy === best.accuracy && e.metrics.loss < best.loss))
@@ -204,7 +254,8 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     const tail = losses.slice(Math.floor(losses.length * 0.9));
     const summary: RunSummary = {
       dir, config: c, steps: c.steps, resumedFrom: start, skipped,
-      forwardPasses: c.steps * 2 * c.queries * c.accumulate,
+      forwardPasses: fo ? c.steps * c.accumulate : c.steps * 2 * c.queries * c.accumulate,
+      backwardPasses: fo ? c.steps * c.accumulate : 0,
       seconds, stepsPerSecond: ran > 0 ? ran / seconds : 0,
       trainLoss: tail.length ? tail.reduce((a, b) => a + b, 0) / tail.length : NaN,
       zeroShot, best,
@@ -215,30 +266,33 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     // the final weights on the whole dev split (the last periodic evaluation already is that when it ran on all of dev)
     const last = lastEval?.after === c.steps && dev.length === splits.dev.length ? lastEval : undefined;
     if (last) summary.final = { n: dev.length, accuracy: last.metrics.accuracy, loss: last.metrics.loss, ...(last.metrics.f1 !== undefined ? { f1: last.metrics.f1 } : {}) };
-    else if (splits.dev.length) summary.final = await task.evaluate(model, splits.dev, { batchSize: c.evalBatch, signal: hooks.signal });
-    if (c.test && splits.test.length) summary.test = await task.evaluate(model, splits.test, { batchSize: c.evalBatch, signal: hooks.signal });
+    else if (splits.dev.length) summary.final = await evaluateOn(splits.dev);
+    if (c.test && splits.test.length) summary.test = await evaluateOn(splits.test);
+    if (fo && lastEval?.after !== c.steps) writeCheckpoint(c.steps);
     const events = fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent & { loss?: number });
     fs.writeFileSync(
       path.join(dir, 'curve.svg'),
       curveSvg({
-        title: `${c.method} · ${c.weights} · ${name} · lr ${c.lr} · ε ${c.eps} · batch ${c.batch}`,
+        title: `${c.method} · ${c.weights} · ${name} · lr ${c.lr}${fo ? '' : ` · ε ${c.eps}`} · batch ${c.batch}`,
         loss: events.filter((e): e is TrainEvent & { type: 'step' } => e.type === 'step' && !e.skipped && Number.isFinite(e.loss)).map((e) => [e.step, e.loss]),
         accuracy: events.filter((e): e is TrainEvent & { type: 'eval' } => e.type === 'eval').map((e) => [e.after, e.metrics.accuracy]),
       }),
     );
-    if (hooks.save ?? true) await model.save(path.join(dir, 'model'));
+    if (hooks.save ?? true) await deployed(() => m.save(path.join(dir, 'model')));
     fs.writeFileSync(path.join(dir, 'summary.json'), JSON.stringify(summary, null, 2) + '\n');
     return summary;
   } finally {
-    log.close();
-    optimizer.dispose();
-    model.dispose();
+    log?.close();
+    optimizer?.dispose();
+    model?.dispose();
   }
 }
 
 /** Rebuilds the weights of a run (optionally only its first `upTo` steps) and exports them. */
 export async function replayRun(dir: string, out: string, upTo?: number, onStep?: (step: number) => void): Promise<{ steps: number; out: string }> {
   const c = readRunConfig(dir);
+  if (isFoMethod(c.method))
+    fail('ZOTUNE_UNSUPPORTED', `${dir} is a first-order run (${c.method}): its steps are gradients, not seeds, so no log can replay them; its weights are in ${path.join(dir, 'model')} (and ${path.join(dir, CHECKPOINT)} for resuming)`);
   const log = ZoLog.open(path.join(dir, LOG));
   const model = await loadRunModel(c);
   const optimizer = optimizerFromHeader(log.header);

@@ -1,6 +1,7 @@
 /**
- * The ZO training loop: `fit(model, optimizer, data, options)` is an async iterator of step and
- * evaluation events (also delivered to callbacks).
+ * The training loop: `fit(model, optimizer, data, options)` is an async iterator of step and
+ * evaluation events (also delivered to callbacks), for ZO optimisers (ZoOptimizer) and first-order
+ * ones (fo.FoOptimizer) alike (StepOptimizer below).
  *
  * Each step: the micro-batches of the step (gradient accumulation: every micro-batch is probed
  * with the SAME directions), the projected gradients, a divergence check, the log append (fsync'd)
@@ -17,8 +18,43 @@ import type { Example } from '../tasks/data';
 import { permutation } from '../tasks/data';
 import type { PromptTask } from '../tasks/task';
 import { makeSchedule, type Schedule, type ScheduleOptions } from '../schedule';
-import type { ZoLog, ZoStepRecord } from './log';
-import { querySeed, type MicroBatch, type ZoModel, type ZoOptimizer } from './optimizer';
+import type { ZoLog, ZoQuery, ZoStepRecord } from './log';
+import { querySeed, type MicroBatch, type ZoModel } from './optimizer';
+
+/**
+ * What fit() needs from an optimiser, zeroth-order (ZoOptimizer: probes → projected gradients) or
+ * first-order (fo.FoOptimizer: backward → gradients): estimate a step from its micro-batches
+ * without writing the weights, then, once the divergence guard accepted it, apply it.
+ */
+export interface StepOptimizer {
+  readonly order: 'zeroth' | 'first';
+  /** SPSA queries per step: fit derives one direction seed per query (0 for first-order). */
+  readonly queries: number;
+  /** Bytes of optimiser state (category "optimizer"). */
+  readonly stateBytes: number;
+  estimate(model: ZoModel, batches: readonly MicroBatch[], seeds: readonly bigint[], signal?: AbortSignal): Promise<StepEstimate>;
+  apply(model: ZoModel, step: AppliedStep): Promise<void>;
+  dispose(): void;
+}
+
+/** One step's estimate: the loss (before the update) and what the update is made of. */
+export interface StepEstimate {
+  loss: number;
+  /** ZO: mean losses at θ + εz and θ − εz. */
+  lossPlus?: number;
+  lossMinus?: number;
+  /** ZO: the projected gradient of each query (what the log records). */
+  queries?: ZoQuery[];
+  /** First-order: global L2 norm of the step's gradient (before clipping). */
+  gradNorm?: number;
+}
+
+/** A step the guard accepted: its index, learning rate and (ZO) queries. */
+export interface AppliedStep {
+  step: number;
+  lr: number;
+  queries: ZoQuery[];
+}
 
 /** Training data: the micro-batches of a step (a pure function of step and index). */
 export interface TrainData {
@@ -57,14 +93,17 @@ export function taskData(task: PromptTask, examples: readonly Example[], opts: {
 export interface StepEvent {
   type: 'step';
   step: number;
-  /** Mean of the probe losses (L+ + L−)/2 over the queries. */
+  /** ZO: mean of the probe losses (L+ + L−)/2 over the queries; first-order: the loss before the update. */
   loss: number;
-  lossPlus: number;
-  lossMinus: number;
-  /** Projected gradient of each query. */
-  g: number[];
+  /** ZO only. */
+  lossPlus?: number;
+  lossMinus?: number;
+  /** ZO only: projected gradient of each query. */
+  g?: number[];
+  /** First-order only: global L2 norm of the gradient (before clipping). */
+  gradNorm?: number;
   lr: number;
-  /** Wall time of the step (probes + update), ms. */
+  /** Wall time of the step (probes or forward + backward, and the update), ms. */
   ms: number;
   /** Why the update was skipped (divergence guard), if it was. */
   skipped?: string;
@@ -90,8 +129,13 @@ export interface FitOptions {
   seed: number | bigint;
   /** Micro-batches per step (gradient accumulation with one direction). Default 1. */
   microBatches?: number;
-  /** Append every step here (fsync'd) and continue after its last step. */
+  /** Append every step here (fsync'd) and continue after its last step (zeroth-order only). */
   log?: ZoLog;
+  /**
+   * Continue a first-order run from a checkpoint (weights and optimiser state already restored):
+   * the next step and the divergence guard's running loss sum / count at that point.
+   */
+  resumeFrom?: { step: number; lossSum: number; lossCount: number };
   /** Evaluate every N steps (and after the last); 0 = never. */
   evalEvery?: number;
   /** Evaluation (higher accuracy = better; ties broken by lower loss). */
@@ -116,11 +160,14 @@ function better(a: EvalEvent['metrics'], b: EvalEvent['metrics'] | undefined): b
 }
 
 /**
- * Trains; the model and optimiser must already hold the state after `options.log`'s records
- * (replay them first: lib/zo/replay.ts).
+ * Trains with a zeroth- or first-order optimiser; the model and optimiser must already hold the
+ * state after `options.log`'s records (replay them first: lib/zo/replay.ts) or, first-order, the
+ * checkpoint `options.resumeFrom` continues from.
  */
-export async function* fit(model: ZoModel, optimizer: ZoOptimizer, data: TrainData, options: FitOptions): AsyncGenerator<TrainEvent, BestEval | undefined> {
+export async function* fit(model: ZoModel, optimizer: StepOptimizer, data: TrainData, options: FitOptions): AsyncGenerator<TrainEvent, BestEval | undefined> {
   const { steps, log, signal } = options;
+  if (log && optimizer.order === 'first') fail('ZOTUNE_INVALID_ARGUMENT', 'a first-order run has no seed log (its steps are not replayable): checkpoint its weights and resume with resumeFrom');
+  if (log && options.resumeFrom) fail('ZOTUNE_INVALID_ARGUMENT', 'give either a log or resumeFrom, not both');
   if (!Number.isSafeInteger(steps) || steps < 0) fail('ZOTUNE_INVALID_ARGUMENT', `steps must be a non-negative integer, got ${steps}`);
   const micro = options.microBatches ?? 1;
   if (!Number.isSafeInteger(micro) || micro < 1) fail('ZOTUNE_INVALID_ARGUMENT', `microBatches must be a positive integer, got ${options.microBatches}`);
@@ -133,13 +180,14 @@ export async function* fit(model: ZoModel, optimizer: ZoOptimizer, data: TrainDa
 
   let best: BestEval | undefined;
   // running mean of accepted losses (the divergence reference), rebuilt from a resumed log
-  let lossSum = 0, lossCount = 0;
+  let lossSum = options.resumeFrom?.lossSum ?? 0, lossCount = options.resumeFrom?.lossCount ?? 0;
   for (const r of log?.records() ?? [])
     if (!r.skipped && typeof r.loss === 'number') {
       lossSum += r.loss;
       lossCount++;
     }
-  const start = log?.nextStep ?? 0;
+  const start = log?.nextStep ?? options.resumeFrom?.step ?? 0;
+  if (!Number.isSafeInteger(start) || start < 0) fail('ZOTUNE_INVALID_ARGUMENT', `resumeFrom.step must be a non-negative integer, got ${start}`);
 
   const evaluate = async (after: number): Promise<EvalEvent> => {
     const metrics = await options.evaluate!();
@@ -159,21 +207,27 @@ export async function* fit(model: ZoModel, optimizer: ZoOptimizer, data: TrainDa
     const seeds = Array.from({ length: optimizer.queries }, (_, q) => querySeed(options.seed, step, q));
     const est = await optimizer.estimate(model, batches, seeds, signal);
     let skipped: string | undefined;
-    const g = est.queries.map((q) => q.g);
-    if (!Number.isFinite(est.loss) || !Number.isFinite(est.lossPlus) || !Number.isFinite(est.lossMinus)) skipped = 'non-finite loss';
+    const queries = est.queries ?? [];
+    const g = queries.map((q) => q.g);
+    if ([est.loss, est.lossPlus ?? 0, est.lossMinus ?? 0].some((x) => !Number.isFinite(x))) skipped = 'non-finite loss';
     else if (g.some((x) => !Number.isFinite(x))) skipped = 'non-finite projected gradient';
+    else if (est.gradNorm !== undefined && !Number.isFinite(est.gradNorm)) skipped = 'non-finite gradient';
     else if (lossCount >= 10 && est.loss > explode * (lossSum / lossCount)) skipped = `loss ${est.loss.toPrecision(4)} > ${explode} × running mean ${(lossSum / lossCount).toPrecision(4)}`;
     const record: ZoStepRecord = skipped
       ? { step, lr, queries: [], loss: Number.isFinite(est.loss) ? est.loss : null, skipped }
-      : { step, lr, queries: est.queries, loss: est.loss };
+      : { step, lr, queries, loss: est.loss };
     signal?.throwIfAborted();
     log?.append(record);
     if (!skipped) {
-      await optimizer.apply(model, record);
+      await optimizer.apply(model, { step, lr, queries });
       lossSum += est.loss;
       lossCount++;
     }
-    const e: StepEvent = { type: 'step', step, loss: est.loss, lossPlus: est.lossPlus, lossMinus: est.lossMinus, g, lr, ms: performance.now() - t0, ...(skipped ? { skipped } : {}) };
+    const e: StepEvent = {
+      type: 'step', step, loss: est.loss,
+      ...(optimizer.order === 'zeroth' ? { lossPlus: est.lossPlus, lossMinus: est.lossMinus, g } : { gradNorm: est.gradNorm }),
+      lr, ms: performance.now() - t0, ...(skipped ? { skipped } : {}),
+    };
     await options.onStep?.(e);
     yield e;
     if (options.evaluate && evalEvery > 0 && ((step + 1) % evalEvery === 0 || step + 1 === steps)) yield await evaluate(step + 1);

@@ -3,12 +3,13 @@
 //
 // llamaGrad(cfg: f64[15], options: f64[2] = [recompute (0/1), scale], tokens: i32[N],
 //           seqOffsets: i32[B+1], positions: i32[N], keyMask: u8[N] | null, targets: i32[N],
-//           weights..., grads...) -> {nllSum, count}
+//           weights..., grads..., candidates?: i32[K]) -> {nllSum, count}
 // cfg as llamaForward (bind_llama.cc). weights: embed, (attnNorm, q, k, v, o, mlpNorm, gate, up,
 // down) x layers, norm, lmHead (the embedding again when tied) — f32 for llamaGrad, f64 for
 // llamaGradF64; grads: the same list of buffers of the same sizes, null where not wanted. The
 // gradient of L = -scale * sum log p(target) is ADDED to each given buffer (lmHead's may be
-// embed's when tied).
+// embed's when tied). candidates (optional, 2..256 distinct token ids): p is the softmax over those
+// logits only (label-word cross-entropy); every selected target must be one of them.
 #include <cmath>
 #include <memory>
 #include <string>
@@ -71,9 +72,14 @@ Job parse_grad(Args& a) {
   out.targets = o->targets;
   llama_validate(c, b, nullptr, out);
 
-  const size_t n_params = 9 * c.layers + 3;
-  if (a.count() != kArgWeights + 2 * n_params)
-    bad(Code::InvalidArgument, "expected " + std::to_string(kArgWeights + 2 * n_params) + " arguments, got " + std::to_string(a.count()));
+  const size_t n_params = 9 * c.layers + 3, n_args = kArgWeights + 2 * n_params;
+  if (a.count() != n_args && a.count() != n_args + 1)
+    bad(Code::InvalidArgument, "expected " + std::to_string(n_args) + " arguments (+ optional candidates), got " + std::to_string(a.count()));
+  if (a.has(n_args)) {
+    const Span s = a.mem(n_args, "candidates");
+    o->n_candidates = s.bytes / sizeof(int32_t);
+    o->candidates = a.elems<int32_t>(n_args, "candidates", 0, o->n_candidates);
+  }
   auto w = std::make_shared<LlamaParams<const T*>>(params_arg<const T*, T>(a, c, kArgWeights, false));
   auto g = std::make_shared<LlamaParams<T*>>(params_arg<T*, T>(a, c, kArgWeights + n_params, true));
   auto r = std::make_shared<GradResult>();

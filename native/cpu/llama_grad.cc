@@ -20,6 +20,7 @@ constexpr size_t kRowChunk = 32;              // rows per task of the row-wise b
 constexpr size_t kTransposeFloats = 1 << 20;  // a transposed weight block is at most 4 MB
 constexpr size_t kTokenBlock = 256;           // tokens per dW GEMM (bounds the transposed activations)
 constexpr size_t kHeadChunkBytes = 32u << 20;  // logits (then their gradient) of at most this many bytes at a time
+constexpr size_t kMaxCandidates = 256;         // candidate-restricted cross-entropy: label words per task
 
 // Engine memory of one category, freed on scope exit.
 template <class T>
@@ -594,9 +595,13 @@ class Trainer {
       mm_nt(lg.p, hn.p, w_.lm_head, n, V, D, false);
       parallel_for(n, [&](size_t j) {
         T* x = lg.p + j * V;
+        const int32_t t = o_.targets[rows[c0 + j]];
+        if (o_.candidates) {
+          candidate_row(x, t, &nll[j]);
+          return;
+        }
         double m, s;
         row_stats(x, V, &m, &s);
-        const int32_t t = o_.targets[rows[c0 + j]];
         nll[j] = -((double)x[t] - m - log(s));
         if (!backward_) return;
         for (size_t v = 0; v < V; ++v) x[v] = (T)(o_.scale * exp((double)x[v] - m) / s);
@@ -615,6 +620,23 @@ class Trainer {
     return r;
   }
 
+  // Cross-entropy over the candidate logits of one row (in double, candidates in the given order);
+  // with the backward, the row becomes its gradient: scale (softmax_cands - onehot) on the
+  // candidates, 0 elsewhere.
+  void candidate_row(T* x, int32_t t, double* nll) const {
+    const size_t K = o_.n_candidates;
+    double m = -INFINITY, s = 0, xt = (double)x[t];
+    for (size_t k = 0; k < K; ++k) m = std::max(m, (double)x[o_.candidates[k]]);
+    for (size_t k = 0; k < K; ++k) s += exp((double)x[o_.candidates[k]] - m);
+    *nll = -(xt - m - log(s));
+    if (!backward_) return;
+    double p[kMaxCandidates];
+    for (size_t k = 0; k < K; ++k) p[k] = exp((double)x[o_.candidates[k]] - m) / s;
+    memset(x, 0, V * sizeof(T));
+    for (size_t k = 0; k < K; ++k) x[o_.candidates[k]] = (T)(o_.scale * p[k]);
+    x[t] = (T)((double)x[t] - o_.scale);
+  }
+
   const LlamaConfig& c_;
   const LlamaParams<const T*>& w_;
   const LlamaBatch& b_;
@@ -629,6 +651,23 @@ class Trainer {
 
 }  // namespace
 
+static void validate_candidates(const LlamaConfig& c, const LlamaBatch& b, const GradOptions& o) {
+  if (!o.candidates) return;
+  const size_t K = o.n_candidates;
+  if (K < 2 || K > kMaxCandidates)
+    fail(Code::InvalidArgument, "llama grad: give between 2 and " + std::to_string(kMaxCandidates) + " candidates, got " + std::to_string(K));
+  for (size_t k = 0; k < K; ++k) {
+    if (o.candidates[k] < 0 || (size_t)o.candidates[k] >= c.vocab)
+      fail(Code::OutOfRange, "llama grad: candidate " + std::to_string(o.candidates[k]) + " is outside the vocabulary");
+    for (size_t j = 0; j < k; ++j)
+      if (o.candidates[j] == o.candidates[k]) fail(Code::InvalidArgument, "llama grad: candidate " + std::to_string(o.candidates[k]) + " is given twice");
+  }
+  const size_t N = (size_t)b.seq_off[b.B];
+  for (size_t i = 0; i < N; ++i)
+    if (o.targets[i] >= 0 && std::find(o.candidates, o.candidates + K, o.targets[i]) == o.candidates + K)
+      fail(Code::InvalidArgument, "llama grad: target " + std::to_string(o.targets[i]) + " at row " + std::to_string(i) + " is not one of the candidates");
+}
+
 template <class T>
 GradResult llama_loss_grad(const LlamaConfig& c, const LlamaParams<const T*>& w, const LlamaBatch& b, const GradOptions& o,
                            const LlamaParams<T*>& g) {
@@ -637,6 +676,7 @@ GradResult llama_loss_grad(const LlamaConfig& c, const LlamaParams<const T*>& w,
   llama_validate(c, b, nullptr, out);
   if (w.layers.size() != c.layers || g.layers.size() != c.layers) fail(Code::Internal, "llama grad: layer count mismatch");
   if (!(std::isfinite(o.scale))) fail(Code::InvalidArgument, "llama grad: the loss scale must be finite");
+  validate_candidates(c, b, o);
   return Trainer<T>(c, w, b, o, g).run();
 }
 

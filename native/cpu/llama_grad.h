@@ -5,7 +5,8 @@
 // Same batch semantics as the inference forward (llama.h): sequences packed back to back, each
 // token with its rotary position and optional key mask (padding no query attends to), causal GQA
 // attention inside each sequence. The loss is  L = -scale * sum_{i: target_i >= 0} log p(target_i | x_<=i)
-// (scale = 1/count gives the mean); the gradients of L are ADDED to the gradient buffers, so
+// (scale = 1/count gives the mean; with `candidates`, p is the softmax over those logits only:
+// the cross-entropy over label words that the ZO classification loss uses); the gradients of L are ADDED to the gradient buffers, so
 // several calls accumulate (gradient accumulation) and a buffer may be shared (tied embeddings:
 // lm_head's gradient buffer equal to embed's).
 //
@@ -52,6 +53,11 @@ struct GradOptions {
   const int32_t* targets;  // [N], -1 = no target; validated (< vocab)
   double scale;            // dL/dlogprob multiplier: -scale per selected target
   bool recompute;          // keep layer inputs only, rerun each layer's forward in the backward
+  // Candidate-restricted cross-entropy (label-word classification): when given, each selected
+  // row's softmax runs over these token ids only, -log p(target) = logsumexp(logits[cands]) -
+  // logits[target], and every target must be one of them. Null = the full vocabulary.
+  const int32_t* candidates = nullptr;
+  size_t n_candidates = 0;
 };
 
 struct GradResult {
