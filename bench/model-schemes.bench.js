@@ -6,7 +6,8 @@
 //       decode ms per layer against weight bytes / streaming read bandwidth measured in the same run;
 //   (d) ZO probe time / one forward of the same batch (target <= 2.15x).
 // Needs the shared checkpoints ($ZOTUNE_MODELS, default ../shared/models). `--quick` skips (c),
-// `--layer` runs (c) only (its rows alone then go to the results file).
+// `--layer` runs (c) only (its rows alone then go to the results file), `--probe` runs (d) only and
+// replaces just the (d) rows of the existing results file.
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -19,6 +20,7 @@ const BATCH = 4, SEQ = 128, PROMPT = 16, DECODE = 32;
 const SCHEMES = ['fp32', 'bf16', 'int8', 'int4-g32', 'int4-g128', 'fp8-e4m3', 'fp8-e5m2', 'w8a8', 'w4a8'];
 const LAYER_SCHEMES = ['fp32', 'bf16', 'int8', 'int4', 'w8a8', 'w4a8'];
 const PROBE_SCHEMES = ['fp32', 'int8', 'int4-g128', 'w8a8'];
+const GAUSS_NOTE = 'The Gaussian probe regenerates one normal per weight in each of its two forwards (half a Philox word and half a Box-Muller pair each: one word gives two normals; amortised over the batch rows); Rademacher needs one bit per weight. In-place mode adds three passes over the trainable weights instead. w8a8 probes run the perturbed weights through the f32 micro-kernel (the perturbed weight is off the int8 grid; on Zen 1 its FMA rate equals the int8 maddubs rate).';
 
 /** zotune eval's protocol: chunks of WINDOW - 1 tokens, each scored as [bos] + chunk, every chunk token predicted. */
 async function perplexity(model, ids, bos) {
@@ -92,7 +94,7 @@ const suite = {
       console.log(`model-schemes: skipped, no checkpoint at ${dir} (set ZOTUNE_MODELS)`);
       return;
     }
-    const quick = process.argv.includes('--quick'), layerOnly = process.argv.includes('--layer');
+    const quick = process.argv.includes('--quick'), layerOnly = process.argv.includes('--layer'), probeOnly = process.argv.includes('--probe');
     const threads = z.cpuInfo().threads;
     const tok = z.LlamaTokenizer.load(dir);
     const ids = tok.encode(fs.readFileSync(TEXT, 'utf8'), { addSpecialTokens: false });
@@ -101,7 +103,7 @@ const suite = {
 
     // (a) + (b): every scheme of tiny-llama loaded once
     const models = {};
-    for (const s of layerOnly ? [] : SCHEMES) models[s] = await z.LlamaModel.load(dir, { weights: s });
+    for (const s of layerOnly ? [] : probeOnly ? PROBE_SCHEMES : SCHEMES) models[s] = await z.LlamaModel.load(dir, { weights: s });
     let sr = 7;
     const rnd = () => ((sr = (Math.imul(sr, 1103515245) + 12345) >>> 0) / 2 ** 32);
     const V = 4096;
@@ -109,6 +111,8 @@ const suite = {
     const prompt = batch[0].slice(0, PROMPT);
     try {
       if (layerOnly) throw 'skip';
+      if (!probeOnly) await schemeRows();
+      async function schemeRows() {
       const ppl = {};
       for (const s of SCHEMES) ppl[s] = await perplexity(models[s], ids, tok.bosTokenId);
       const decode = (m) => async () => {
@@ -137,6 +141,7 @@ const suite = {
       }
       const int8 = ppl.int8.ppl / ppl.fp32.ppl - 1;
       notes.push(`int8 perplexity is ${(100 * int8).toFixed(2)} % ${int8 >= 0 ? 'above' : 'below'} fp32 (target: within 1 %): ${Math.abs(int8) <= 0.01 ? 'met' : 'NOT met'}.`);
+      }
 
       // (d) probe / forward of the same batch (loss forward: log-probs of every next token)
       for (const s of PROBE_SCHEMES) {
@@ -165,6 +170,8 @@ const suite = {
     } finally {
       Object.values(models).forEach((m) => m.dispose());
     }
+
+    if (probeOnly) return spliceProbeRows(rows, threads);
 
     // (c) a 7B-shaped layer
     if (!quick) {
@@ -220,13 +227,33 @@ const suite = {
       notes: [
         ...notes,
         'tiny-llama (26 MB in fp32) fits in the caches of this CPU, so its decode rows are bounded by per-op synchronisation and GEMV compute rather than DRAM; the 7B-shaped layer is the bandwidth test.',
-        'The Gaussian probe regenerates one Philox normal per weight in each of its two forwards (~9 cycles on Zen 1, amortised over the batch rows); Rademacher needs one bit per weight. In-place mode adds three passes over the trainable weights instead.',
+        GAUSS_NOTE,
         '7B-shaped layer, weight-only int8 / int4 rows: their GEMVs (native/cpu/gemm.h, fp32 activations) are decode-bound on Zen 1, not bus-bound: the loop sustains about one 256-bit vector op per cycle and needs one fp32 FMA plus the decode per 8 weights, so int8 (two decode ops) runs ~3 weights/cycle/core, at 1 B/weight about 60 % of the bus at best, and int4 (one vpand: nibbles read in place as subnormal floats) ~3.5-4, at 0.5 B/weight under half of it. The M = 4 prompt pass costs about two weight passes of compute per 16 tokens on top. W8A8 / W4A8 (integer dot products) do better.',
         'The machine is shared with other builds and tests: absolute rates move with their load; the ratios (measured interleaved) are the figures to read.',
       ],
     });
   },
 };
+
+/** --probe: the (d) rows of bench/results/model-schemes.md replaced by this run's, with a note saying when. */
+function spliceProbeRows(rows, threads) {
+  const file = path.join(__dirname, 'results', 'model-schemes.md');
+  const lines = fs.readFileSync(file, 'utf8').split('\n');
+  const first = lines.findIndex((l) => l.startsWith('| (d)'));
+  if (first < 0) throw new Error(`${file} has no (d) rows to replace`);
+  const kept = lines.filter((l) => !l.startsWith('| (d)'));
+  const table = harness.markdownTable(rows[0].map(() => ''), rows).split('\n').slice(2); // body rows only
+  kept.splice(first, 0, ...table);
+  const m = harness.machine(threads), busy = harness.machineBusy();
+  const note = `- (d) rows re-measured alone (\`--probe\`) on ${m.date}, ${m.path} path, ${m.threads} threads${busy != null ? `, other processes ${harness.pct(busy)} busy right after it` : ''}; the other rows are from the run dated above.`;
+  const at = kept.findIndex((l) => l.startsWith('- (d) rows re-measured alone'));
+  const g = kept.findIndex((l) => l.startsWith('- The Gaussian probe regenerates'));
+  if (g >= 0) kept[g] = `- ${GAUSS_NOTE}`;
+  if (at >= 0) kept[at] = note;
+  else kept.splice(kept.indexOf('## Notes') + 2, 0, note);
+  fs.writeFileSync(file, kept.join('\n'));
+  console.log(`\n${table.join('\n')}\n\nupdated the (d) rows of ${path.relative(path.resolve(__dirname, '..'), file)}`);
+}
 
 suite.writeLayerModel = writeLayerModel;
 module.exports = suite;

@@ -37,7 +37,7 @@ const suite = {
         rows.push(
           ['rngFill normal (RNG-bound limit: Philox + Box-Muller, stored)', t, G(rngNormal), '-', '100 %', '-'],
           ['perturb Gaussian', t, G(gauss), GB(gauss), ofRng(gauss), ofMem(gauss)],
-          ['perturb Gaussian, QuZO 4-bit (2nd Philox word per element)', t, G(quzo), GB(quzo), ofRng(quzo), ofMem(quzo)],
+          ['perturb Gaussian, QuZO 4-bit (16-bit rounding thresholds: half a Philox word per element)', t, G(quzo), GB(quzo), ofRng(quzo), ofMem(quzo)],
           ['perturb Rademacher', t, G(rad), GB(rad), '-', ofMem(rad)],
           ['perturbIndices Gaussian, 1 % sorted indices (per listed element)', t, G(sparse), '-', ofRng(sparse), '-'],
           ['ceiling: in-place read-modify-write', t, '-', h.pair(c.update, (x) => h.giga(x, 1)), '-', '100 %'],

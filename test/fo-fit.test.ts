@@ -175,7 +175,7 @@ d('first-order methods in fit() on micro-llama (sentiment-style task)', () => {
       const fo = new FoOptimizer({ method, maxGradNorm: 1 });
       const events: TrainEvent[] = [];
       const it = fit(m, fo, taskData(task, train, { batchSize: 8, seed: 1 }), {
-        steps: 12, lr: method === 'fo-sgd' ? 0.05 : 1e-3, seed: 1, evalEvery: 6, evaluate: async () => task.evaluate(m, train.slice(0, 12)),
+        steps: 12, lr: method === 'fo-sgd' ? 0.05 : 1e-3, seed: 1, evalEvery: 6, evaluate: async () => ({ ...(await task.evaluate(m, train.slice(0, 12))) }),
       });
       for await (const e of it) events.push(e);
       fo.dispose();

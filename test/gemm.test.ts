@@ -1,6 +1,6 @@
 import { cpuInfo, matmul, matmulSync, QTensor, rng, setCpuPath, setThreads, Tensor } from '../lib';
 import type { MatmulPerturb } from '../lib';
-import { CPU_PATHS, fmaf, normalAt, prng, rademacherAt, uniformSr, wordAt } from './helpers/reference';
+import { CPU_PATHS, dirSrAt, dirSrThreshold, fmaf, normalAt, prng, rademacherAt, srWordIndex } from './helpers/reference';
 import { decodeE4M3, decodeE5M2, decodeQ, quantize, QSpec } from './helpers/qref';
 
 const f = Math.fround;
@@ -251,10 +251,10 @@ function dirAt(d: Dir, i: number): number {
   if (d.dist === 'rademacher') return rademacherAt({ seed: d.seed, stream: d.stream, purpose: 1 }, i);
   const z = normalAt({ seed: d.seed, stream: d.stream, purpose: 0 }, i);
   if (!d.bits) return z;
-  const qmax = (1 << (d.bits - 1)) - 1, nmax = f(5.76866);
+  const qmax = (1 << (d.bits - 1)) - 1, nmax = f(4.85459);
   const step = f(nmax / qmax), inv = f(qmax / nmax);
   const v = f(z * inv), fl = Math.floor(v);
-  const up = uniformSr(wordAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i)) < f(v - fl);
+  const up = dirSrAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i) < f(v - fl);
   return f((up ? fl + 1 : fl) * step);
 }
 
@@ -264,13 +264,14 @@ function zVector(d: Dir, first: number, n: number): F32 {
   rng.fillSync(t, d.dist === 'gaussian' ? 'normal' : 'rademacher', { seed: d.seed, stream: d.stream }, { first });
   const z = t.data() as F32;
   if (d.dist === 'gaussian' && d.bits) {
-    const words = Tensor.from(new Uint32Array(n));
-    rng.wordsSync(words, { seed: d.seed, stream: d.stream, purpose: d.srPurpose }, first);
-    const wd = words.data(), qmax = (1 << (d.bits - 1)) - 1, nmax = f(5.76866);
+    // the SR halves of elements first .. first + n - 1 live in word-stream elements srWordIndex(e)
+    const w0 = srWordIndex(first - (first % 64)), words = Tensor.from(new Uint32Array((Math.floor((first + n - 1) / 64) + 1) * 32 - w0));
+    rng.wordsSync(words, { seed: d.seed, stream: d.stream, purpose: d.srPurpose }, w0);
+    const wd = words.data(), qmax = (1 << (d.bits - 1)) - 1, nmax = f(4.85459);
     const step = f(nmax / qmax), inv = f(qmax / nmax);
     for (let i = 0; i < n; i++) {
       const v = f(z[i] * inv), fl = Math.floor(v);
-      z[i] = f((uniformSr(wd[i]) < f(v - fl) ? fl + 1 : fl) * step);
+      z[i] = f((dirSrThreshold(wd[srWordIndex(first + i) - w0], first + i) < f(v - fl) ? fl + 1 : fl) * step);
     }
   }
   return z;

@@ -84,6 +84,32 @@ describe.each(CPU_PATHS)('dense perturbation on the %s path', (path) => {
     }
   });
 
+  run('QuZO rounding (16-bit thresholds) is unbiased: mean of Q(z) - z over 2^20 elements, per fraction bin', () => {
+    const n = 1 << 20, b = 4;
+    const g = Tensor.zeros([n]), q = Tensor.zeros([n]);
+    perturbSync(g, 1, { seed: 31, stream: 4, dist: 'gaussian' });
+    perturbSync(q, 1, { seed: 31, stream: 4, dist: 'gaussian', bits: b, srPurpose: 'update' });
+    const [gd, qd] = [g.data(), q.data()], step = gridStep(b);
+    // E[Q(z) - z | z] = 0: per decile of the fraction frac(z / step), and overall
+    const sum = new Float64Array(10), sq = new Float64Array(10), cnt = new Float64Array(10);
+    for (let j = 0; j < n; j++) {
+      const v = gd[j] / step, bin = Math.min(9, floor((v - floor(v)) * 10)), d = (qd[j] - gd[j]) / step;
+      sum[bin] += d;
+      sq[bin] += d * d;
+      cnt[bin]++;
+    }
+    let all = 0, allSq = 0;
+    for (let k = 0; k < 10; k++) {
+      const mean = sum[k] / cnt[k], sd = Math.sqrt(sq[k] / cnt[k] - mean * mean);
+      expect(Math.abs(mean)).toBeLessThan(5 * sd / Math.sqrt(cnt[k]) + 2 ** -17);
+      all += sum[k];
+      allSq += sq[k];
+    }
+    expect(Math.abs(all / n)).toBeLessThan(5 * Math.sqrt(allSq / n) / Math.sqrt(n));
+    g.dispose();
+    q.dispose();
+  });
+
   run('probe and update rounding streams are different roundings of the same z', () => {
     const n = 4096, a = Tensor.zeros([n]), b = Tensor.zeros([n]);
     perturbSync(a, 1, { seed: 8, stream: 2, dist: 'gaussian', bits: 3, srPurpose: 'probe' });

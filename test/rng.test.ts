@@ -1,5 +1,12 @@
 import { rng, setCpuPath, setThreads, Tensor, cpuInfo } from '../lib';
-import { CPU_PATHS, Key, normalAt, normalAt64, philox4x32, prng, rademacherAt, uniformOpen, wordAt } from './helpers/reference';
+import { boxMuller, CPU_PATHS, Key, NORMAL_MAX, normalAt, normalAt64, philox4x32, prng, rademacherAt, uniformOpen, wordAt } from './helpers/reference';
+
+// Standard normal CDF via erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7: far below the KS bound).
+function normalCdf(x: number): number {
+  const z = Math.abs(x) / Math.SQRT2, t = 1 / (1 + 0.3275911 * z);
+  const erf = 1 - t * (0.254829592 + t * (-0.284496736 + t * (1.421413741 + t * (-1.453152027 + t * 1.061405429)))) * Math.exp(-z * z);
+  return x >= 0 ? 0.5 * (1 + erf) : 0.5 * (1 - erf);
+}
 
 const hex = (a: ArrayLike<number>) => Array.from(a, (x) => (x >>> 0).toString(16).padStart(8, '0'));
 
@@ -108,6 +115,44 @@ describe.each(CPU_PATHS)('random streams on the %s path', (path) => {
     for (let j = 0; j < n; j++) ones += d[j];
     expect(Math.abs(ones / n - 0.1)).toBeLessThan(5 * Math.sqrt((0.1 * 0.9) / n));
     t.dispose();
+  });
+});
+
+describe('the one-word Box-Muller normal (16-bit radius, 16-bit angle)', () => {
+  test('Kolmogorov-Smirnov against N(0, 1) on 2^20 samples, and a two-sided 4-sigma tail rate', () => {
+    const n = 1 << 20;
+    const t = Tensor.zeros([n]);
+    rng.fillSync(t, 'normal', { seed: 77, stream: 3 });
+    const x = Float64Array.from(t.data() as Float32Array).sort();
+    t.dispose();
+    let d = 0;
+    for (let j = 0; j < n; j++) {
+      const c = normalCdf(x[j]);
+      d = Math.max(d, Math.abs(c - j / n), Math.abs((j + 1) / n - c));
+    }
+    expect(d).toBeLessThan(1.63 / Math.sqrt(n)); // KS critical value at the 1 % level
+    const tail = x.filter((v) => Math.abs(v) > 3).length / n; // P(|z| > 3) = 2.6998e-3
+    expect(Math.abs(tail - 2.6998e-3)).toBeLessThan(5 * Math.sqrt(2.6998e-3 / n));
+  });
+
+  test('|z| never exceeds NORMAL_MAX (direction.h kNormalMax, the QuZO grid span) and reaches it', () => {
+    let max = 0;
+    for (let q = 0; q < 4; q++)
+      for (let j = 0; j < 0x4000; j++) {
+        const [a, b] = boxMuller(((q << 30) | (j << 16)) >>> 0); // radius word 0: the largest radius
+        max = Math.max(max, Math.abs(a), Math.abs(b));
+      }
+    expect(max).toBeLessThanOrEqual(NORMAL_MAX);
+    expect(max).toBeGreaterThan(NORMAL_MAX * (1 - 1e-5));
+  });
+
+  test('a Philox word gives both outputs of one pair: elements 64b + 8w + l and 64b + 32 + 8w + l', () => {
+    const key: Key = { seed: 5n, stream: 1, purpose: 0 };
+    for (const i of [0, 7, 8, 31, 64 * 1000 + 13]) {
+      const base = i - (i % 64) + (i % 32);
+      const [n0, n1] = boxMuller(wordAt(key, (i >> 6) * 32 + (i % 32)));
+      expect([normalAt(key, base), normalAt(key, base + 32)]).toEqual([n0, n1]);
+    }
   });
 });
 

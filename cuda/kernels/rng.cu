@@ -11,16 +11,13 @@ namespace {
 constexpr int kThreads = 256;
 
 // Word streams: counter c holds the 4 words of the elements 32 (c >> 3) + 8 w + (c & 7), w = 0..3
-// (the lane-major map). Normals pair words (0,1) and (2,3).
+// (the lane-major map).
 ZT_HD void fill_words_counter(float* out, uint64_t first, uint64_t n, uint64_t c, RngKey key, Dist dist,
                               uint64_t threshold) {
   uint32_t w[4];
   philox_block(key, c, w);
   float v[4];
-  if (dist == Dist::Normal) {
-    box_muller(w[0], w[1], &v[0], &v[1]);
-    box_muller(w[2], w[3], &v[2], &v[3]);
-  } else if (dist == Dist::Uniform) {
+  if (dist == Dist::Uniform) {
     for (int k = 0; k < 4; ++k) v[k] = uniform_open(w[k]);
   } else {
     for (int k = 0; k < 4; ++k) v[k] = (uint64_t)w[k] < threshold ? 1.0f : 0.0f;
@@ -28,6 +25,22 @@ ZT_HD void fill_words_counter(float* out, uint64_t first, uint64_t n, uint64_t c
   uint64_t e = ((c >> 3) << 5) | (c & 7);
   for (int k = 0; k < 4; ++k, e += 8)
     if (e - first < n) out[e - first] = v[k];  // unsigned: e < first wraps past n
+}
+
+// Normal stream: counter c holds the 4 words of the elements 64 (c >> 3) + 8 w + 32 h + (c & 7),
+// word w's Box-Muller pair giving output h (philox.h normal_at).
+ZT_HD void fill_normals_counter(float* out, uint64_t first, uint64_t n, uint64_t c, RngKey key) {
+  uint32_t w[4];
+  philox_block(key, c, w);
+  const uint64_t base = ((c >> 3) << 6) | (c & 7);
+  for (int k = 0; k < 4; ++k) {
+    float v[2];
+    box_muller(w[k], &v[0], &v[1]);
+    for (int h = 0; h < 2; ++h) {
+      const uint64_t e = base + 8 * k + 32 * h;
+      if (e - first < n) out[e - first] = v[h];  // unsigned: e < first wraps past n
+    }
+  }
 }
 
 // Bit stream (Rademacher): counter c holds the 128 bits of the elements
@@ -43,12 +56,13 @@ ZT_HD void fill_bits_counter(float* out, uint64_t first, uint64_t n, uint64_t c,
     }
 }
 
-// The counters covering elements [first, first + n): 8 per block of 32 (words) or 1024 (bits).
+// The counters covering elements [first, first + n): 8 per block of 32 (words), 64 (normals) or
+// 1024 (bits).
 struct Counters {
   uint64_t c0, count;
 };
 Counters counters_for(uint64_t first, uint64_t n, Dist dist) {
-  const int shift = dist == Dist::Rademacher ? 10 : 5;
+  const int shift = dist == Dist::Rademacher ? 10 : dist == Dist::Normal ? 6 : 5;
   const uint64_t last = first + n - 1;
   return {(first >> shift) << 3, ((last >> shift) - (first >> shift) + 1) * 8};
 }
@@ -60,6 +74,8 @@ __global__ void fill_kernel(float* out, uint64_t first, uint64_t n, Counters cs,
   if (t >= cs.count) return;
   if (dist == Dist::Rademacher)
     fill_bits_counter(out, first, n, cs.c0 + t, key);
+  else if (dist == Dist::Normal)
+    fill_normals_counter(out, first, n, cs.c0 + t, key);
   else
     fill_words_counter(out, first, n, cs.c0 + t, key, dist, threshold);
 }
@@ -112,6 +128,8 @@ void rng_fill_emulated(float* out, uint64_t n, RngKey key, uint64_t first, Dist 
   for (uint64_t t = 0; t < cs.count; ++t) {
     if (dist == Dist::Rademacher)
       fill_bits_counter(out, first, n, cs.c0 + t, key);
+    else if (dist == Dist::Normal)
+      fill_normals_counter(out, first, n, cs.c0 + t, key);
     else
       fill_words_counter(out, first, n, cs.c0 + t, key, dist, threshold);
   }

@@ -8,8 +8,9 @@ namespace zt {
 
 enum DirDist : int { kDirGauss = 0, kDirRademacher = 1 };
 
-// Largest |N(0,1)| the generator can produce: sqrt(-2 ln 2^-24) = 5.7686 (uniform_open >= 2^-24).
-static constexpr float kNormalMax = 5.76866f;
+// Largest |N(0,1)| the generator can produce: sqrt(-2 ln 2^-17) = 4.854586 (box_muller's u1 >=
+// 2^-17; the float it returns there is 4.85458565, test/rng.test.ts checks the bound).
+static constexpr float kNormalMax = 4.85459f;
 
 struct Direction {
   uint64_t seed;
@@ -30,12 +31,27 @@ ZT_HD RngKey dir_key(const Direction& d) {
   return RngKey{d.seed, d.stream, d.dist == kDirGauss ? (uint32_t)kPurposeGauss : (uint32_t)kPurposeRademacher};
 }
 
+// QuZO rounding thresholds: 16 bits per element from the (seed, stream, sr_purpose) stream, laid
+// out like the normal stream (philox.h normal_at: counter normal_counter(i), word (i >> 3) & 3, its
+// low half for (i >> 5) & 1 == 0, else its high half), t = (h + 1/2) 2^-16: one Philox word per two
+// elements instead of one per element. Round up iff t < frac(v): P(up) is frac(v) to within 2^-17,
+// symmetric about it (no systematic bias), and a v already on the grid never moves. (Weight updates
+// keep the 24-bit sr_round: their fractions can be far below 2^-16.)
+ZT_HD uint32_t dir_sr_half(uint32_t word, uint64_t i) { return ((i >> 5) & 1) ? word >> 16 : word & 0xffffu; }
+ZT_HD float dir_sr_threshold(uint32_t half) { return zt_mul((float)half + 0.5f, 0x1p-16f); }
+ZT_HD float dir_sr_round(float v, float t) {
+  float fl = floorf(v);
+  return t < zt_add(v, -fl) ? zt_add(fl, 1.0f) : fl;
+}
+
 ZT_HD float direction_at(const Direction& d, uint64_t i) {
   RngKey k = dir_key(d);
   if (d.dist == kDirRademacher) return rademacher_at(k, i);  // +-1 needs no rounding
   float z = normal_at(k, i);
   if (d.bits == 0) return z;
-  float q = sr_round(zt_mul(z, dir_grid_inv_step(d.bits)), random_word(RngKey{d.seed, d.stream, d.sr_purpose}, i));
+  uint32_t w[4];
+  philox_block(RngKey{d.seed, d.stream, d.sr_purpose}, normal_counter(i), w);
+  float q = dir_sr_round(zt_mul(z, dir_grid_inv_step(d.bits)), dir_sr_threshold(dir_sr_half(w[(i >> 3) & 3], i)));
   return zt_mul(q, dir_grid_step(d.bits));
 }
 

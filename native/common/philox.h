@@ -2,13 +2,15 @@
 // every backend (scalar C++, AVX2, CUDA). A random value is a pure function of
 // (seed, stream, purpose, element index): no state, no dependence on threads, chunking or tiling.
 //
-// The map (fixed forever: checkpoints replay through it):
+// The map (fixed: checkpoints replay through it; the normal stream changed once, before the first
+// release, from two words per pair to one: logs written before that replay to other weights):
 //   key     = (lo32(seed), hi32(seed))
 //   counter = (lo32(c), hi32(c), stream, purpose) with c a 64-bit counter index.
-//   Word streams (one 32-bit word per element; uniform, Gaussian, stochastic rounding, Bernoulli):
+//   Word streams (one 32-bit word per element; uniform, stochastic rounding, Bernoulli):
 //     element i -> c = (i >> 5) << 3 | (i & 7), word w = (i >> 3) & 3.
 //     32 consecutive elements use 8 counters x 4 words, lane-major: an 8-lane SIMD Philox holds
 //     elements [32b + 8w, 32b + 8w + 8) in output register w, no transpose needed.
+//   Normal stream (one word per two standard normals): see normal_at below.
 //   Bit stream (Rademacher, one bit per element):
 //     element i -> c = (i >> 10) << 3 | (i & 7), word w = (i >> 8) & 3, bit k = (i >> 3) & 31.
 //
@@ -180,16 +182,20 @@ ZT_HD void sincos_quarter(float a, float* s, float* c) {
   *c = cc;
 }
 
-// Box-Muller on two words: u1 = uniform_open(wr) sets the radius sqrt(-2 ln u1); the angle is
-// q*pi/2 + a, with the quadrant q the top 2 bits of wa and a = (f - 1/2)*pi/2 from the next 23
-// bits (f = uniform_open of those bits), uniform on the circle. |n| <= 5.77 (u1 >= 2^-24).
-ZT_HD void box_muller(uint32_t wr, uint32_t wa, float* n0, float* n1) {
-  float r = zt_sqrt(zt_mul(-2.0f, log_unit(uniform_open(wr))));
-  float f = zt_mul((float)((wa >> 7) & 0x7fffffu) + 0.5f, 0x1p-23f);
+// Box-Muller on one word: its low 16 bits set the radius sqrt(-2 ln u1), u1 = (lo + 1/2) 2^-16;
+// the angle is q*pi/2 + a, with the quadrant q the top 2 bits and a = (f - 1/2)*pi/2 from the
+// 14 bits below them (f = (j + 1/2) 2^-14), uniform on a 2^16-point circle. One Philox word per
+// pair (two normals) instead of two: Philox is two thirds of the cost of a normal on AVX2, so this
+// halves it; the 2^32-point lattice is far finer than anything a ZO direction or a moment/KS test
+// resolves. |n| <= sqrt(-2 ln 2^-17) = 4.8546 (u1 >= 2^-17).
+ZT_HD void box_muller(uint32_t w, float* n0, float* n1) {
+  float u1 = zt_mul((float)(w & 0xffffu) + 0.5f, 0x1p-16f);
+  float r = zt_sqrt(zt_mul(-2.0f, log_unit(u1)));
+  float f = zt_mul((float)((w >> 16) & 0x3fffu) + 0.5f, 0x1p-14f);
   float a = zt_mul(zt_add(f, -0.5f), 1.57079632679489662f);
   float s, c;
   sincos_quarter(a, &s, &c);
-  unsigned q = wa >> 30;
+  unsigned q = w >> 30;
   float x = (q & 1) ? s : c;
   float y = (q & 1) ? c : s;
   // quadrant 0: (c, s); 1: (-s, c); 2: (-c, -s); 3: (s, -c)
@@ -199,15 +205,20 @@ ZT_HD void box_muller(uint32_t wr, uint32_t wa, float* n0, float* n1) {
   *n1 = zt_mul(r, y);
 }
 
-// Standard normal of element i: words 2p and 2p+1 of the element's counter form a Box-Muller
-// pair; the even word slot takes the first output, the odd slot the second.
+// Normal stream (one word per two elements): element i -> counter c = (i >> 6) << 3 | (i & 7),
+// word w = (i >> 3) & 3, output h = (i >> 5) & 1 of that word's Box-Muller pair. 64 consecutive
+// elements use 8 counters x 4 words x 2 outputs, lane-major: an 8-lane SIMD Philox of counters
+// 8b..8b+7 gives elements [64b + 8w, +8) as output 0 of word register w and [64b + 32 + 8w, +8) as
+// output 1.
+ZT_HD uint64_t normal_counter(uint64_t i) { return ((i >> 6) << 3) | (i & 7); }
+
+// Standard normal of element i.
 ZT_HD float normal_at(RngKey key, uint64_t i) {
   uint32_t w[4];
-  philox_block(key, word_counter(i), w);
-  unsigned slot = word_slot(i), p = slot & 2u;
+  philox_block(key, normal_counter(i), w);
   float n0, n1;
-  box_muller(w[p], w[p + 1], &n0, &n1);
-  return (slot & 1u) ? n1 : n0;
+  box_muller(w[(i >> 3) & 3], &n0, &n1);
+  return ((i >> 5) & 1) ? n1 : n0;
 }
 
 // Rademacher +-1 of element i: bit set -> -1.

@@ -157,22 +157,15 @@ static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o, con
     }
     return;
   }
-  const uint64_t b1 = (i1 - 1) >> 5;
-  for (uint64_t b = i0 >> 5; b <= b1; b += 2) {
-    // two word blocks a step (normal64 overlaps four Box-Muller evaluations)
-    const int nq = b < b1 ? 8 : 4;
+  for (uint64_t b = i0 >> 6; b <= (i1 - 1) >> 6; ++b) {  // 64-element normal-stream blocks
     __m256 z[8];
-    if (nq == 8)
-      normal64(p.key, b, z);
-    else
-      normal32(p.key, b, z);
-    if (p.d->bits)
-      for (int h = 0; h < nq / 4; ++h) {
-        Words8 u = philox8(p.sr_key, (b + h) << 3);
-        for (int q = 0; q < 4; ++q) z[4 * h + q] = quzo8(z[4 * h + q], u.w[q], p.inv, p.step);
-      }
-    for (int q = 0; q < nq; ++q) {  // elements 32b + 8q + l
-      uint64_t e = 32 * b + 8 * q;
+    normal64(p.key, b, z);
+    if (p.d->bits) {  // the SR stream's words of the same 8 counters: low halves round z[0..3], high z[4..7]
+      Words8 u = philox8(p.sr_key, b << 3);
+      for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, p.inv, p.step);
+    }
+    for (int q = 0; q < 8; ++q) {  // elements 64b + 8q + l
+      uint64_t e = 64 * b + 8 * q;
       if (e + 8 <= i0 || e >= i1) continue;
       int64_t at = (int64_t)e - (int64_t)i0;
       int lo = at < 0 ? (int)-at : 0, hi = e + 8 > i1 ? (int)(i1 - e) : 8;

@@ -320,12 +320,11 @@ void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
                         k1 - k0, c + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
     }
     for (uint64_t m = 0; m < a.M; ++m)
-      for (uint64_t i = 0; i < np; ++i)
-        for (uint64_t j = 0; j < kPanelCols && n0 + i * kPanelCols + j < p.N; ++j) {
-          uint64_t n = n0 + i * kPanelCols + j;
-          float acc = c[((m / kTileRowsF32 * kPanels + i) * kTileRowsF32 + m % kTileRowsF32) * kPanelCols + j];
-          p.out[m * p.ldo + n] = epilogue(p.ep, acc, m, n);
-        }
+      for (uint64_t i = 0; i < np; ++i) {
+        const uint64_t n = n0 + i * kPanelCols;
+        epilogue_run(p.ep, c + ((m / kTileRowsF32 * kPanels + i) * kTileRowsF32 + m % kTileRowsF32) * kPanelCols, m, n,
+                     std::min(kPanelCols, p.N - n), p.out + m * p.ldo + n);
+      }
     t_arena.done();
   });
 }

@@ -92,6 +92,22 @@ ZT_HD float epilogue(const Epilogue& e, float acc, uint64_t m, uint64_t n) {
   if (e.residual) y = zt_add(y, e.residual[m * e.ldr + n]);
   return y;
 }
+// epilogue over out[0 .. cnt) = columns n0 .. n0 + cnt of row m (cnt <= 16), the flags tested once per
+// run rather than per element (the f32 path's write-back); same operations, same bits.
+ZT_HD void epilogue_run(const Epilogue& e, const float* acc, uint64_t m, uint64_t n0, uint64_t cnt, float* out) {
+  float y[16];
+  if (e.raw) {
+    for (uint64_t j = 0; j < cnt; ++j) y[j] = acc[j];
+  } else {
+    const float s = e.sx[m];
+    for (uint64_t j = 0; j < cnt; ++j) y[j] = zt_mul(acc[j], s);
+    if (e.bias)
+      for (uint64_t j = 0; j < cnt; ++j) y[j] = zt_add(y[j], e.bias[n0 + j]);
+    if (e.residual)  // may alias out: read before the store below
+      for (uint64_t j = 0; j < cnt; ++j) y[j] = zt_add(y[j], e.residual[m * e.ldr + n0 + j]);
+  }
+  for (uint64_t j = 0; j < cnt; ++j) out[j] = y[j];
+}
 
 // Activations after the pre-pass.
 struct ActQ {

@@ -12,50 +12,37 @@ static inline void fma_store(float* o, __m256 alpha, __m256 z, __m256 keep) {
   _mm256_storeu_ps(o, _mm256_fmadd_ps(alpha, z, _mm256_mul_ps(_mm256_loadu_ps(o), keep)));
 }
 
-// Gaussian (optionally QuZO-rounded) on whole 32-element word-stream blocks, 64 at a time so four
-// Box-Muller evaluations overlap (normal64).
+// Gaussian (optionally QuZO-rounded), a 64-element normal-stream block at a time (normal64: one
+// Philox, four overlapped Box-Muller evaluations; QuZO adds one Philox of the SR stream). Partial blocks at the ends are generated whole and applied lane by
+// lane: a scalar direction_at per element costs a Philox block and a Box-Muller pair each, which is
+// what rows starting off a block boundary (K = 688, 256-wide slices) used to pay.
 void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
-  const uint64_t a = (begin + 31) / 32 * 32, z = end / 32 * 32;
-  if (a >= z) return perturb_range_ref(w, begin, end, d, alpha, keep);
-  perturb_range_ref(w, begin, a, d, alpha, keep);
-  const __m256 vk = _mm256_set1_ps(keep);
-  float* o = w + (a - begin);
+  if (begin >= end) return;
+  const __m256 vk = _mm256_set1_ps(keep), va = _mm256_set1_ps(alpha);
   const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
-  const __m256 va = _mm256_set1_ps(alpha);
-  uint64_t b = a / 32;
-  const uint64_t bz = z / 32;
-  if (d.bits == 0) {
-    for (; b + 2 <= bz; b += 2, o += 64) {
-      __m256 n[8];
-      normal64(key, b, n);
-      for (int k = 0; k < 8; ++k) fma_store(o + 8 * k, va, n[k], vk);
-    }
-    if (b < bz) {
-      __m256 n[4];
-      normal32(key, b, n);
-      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, n[k], vk);
-      o += 32;
-    }
-  } else {
-    const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(d.bits)), step = _mm256_set1_ps(dir_grid_step(d.bits));
-    for (; b + 2 <= bz; b += 2, o += 64) {
-      __m256 n[8];
-      normal64(key, b, n);
-      Words8 u0 = philox8(sr_key, b << 3), u1 = philox8(sr_key, (b + 1) << 3);
-      for (int k = 0; k < 4; ++k) {
-        fma_store(o + 8 * k, va, quzo8(n[k], u0.w[k], inv, step), vk);
-        fma_store(o + 32 + 8 * k, va, quzo8(n[4 + k], u1.w[k], inv, step), vk);
-      }
-    }
-    if (b < bz) {
-      __m256 n[4];
-      normal32(key, b, n);
+  const __m256 inv = _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), step = _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f);
+  for (uint64_t b = begin >> 6; b <= (end - 1) >> 6; ++b) {
+    __m256 n[8];
+    normal64(key, b, n);
+    const uint64_t e0 = b << 6;
+    if (d.bits) {  // the SR stream's words of the same 8 counters: low halves round n[0..3], high n[4..7]
       Words8 u = philox8(sr_key, b << 3);
-      for (int k = 0; k < 4; ++k) fma_store(o + 8 * k, va, quzo8(n[k], u.w[k], inv, step), vk);
-      o += 32;
+      for (int q = 0; q < 8; ++q) n[q] = quzo8(n[q], u.w[q & 3], q >> 2, inv, step);
+    }
+    for (int q = 0; q < 8; ++q) {  // elements e0 + 8q + l
+      const uint64_t e = e0 + 8 * q;
+      if (e + 8 <= begin || e >= end) continue;
+      float* o = w + (int64_t)(e - begin);
+      if (e >= begin && e + 8 <= end) {
+        fma_store(o, va, n[q], vk);
+        continue;
+      }
+      alignas(32) float zz[8];
+      _mm256_store_ps(zz, n[q]);
+      for (int l = 0; l < 8; ++l)
+        if (e + l >= begin && e + l < end) o[l] = perturbed_decayed(o[l], keep, alpha, zz[l]);
     }
   }
-  perturb_range_ref(o, z, end, d, alpha, keep);
 }
 
 // Elements [lo, hi) of one bit-stream block (the partial blocks at a call's ends): the block's
@@ -145,27 +132,30 @@ void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d,
     const __m256i i = _mm256_loadu_si256((const __m256i*)(idx + j));
     const __m256i lo = _mm256_add_epi32(first_lo, i);
     const __m256i hi = _mm256_sub_epi32(first_hi, _mm256_cmpgt_epi32(_mm256_xor_si256(i, flip), _mm256_xor_si256(lo, flip)));
-    // counters: word stream ((e >> 5) << 3) | (e & 7) = ((e >> 2) & ~7) | (e & 7); bit stream with >> 7
-    const int sh = rad ? 7 : 2;
+    // counters (e the element): normal (and QuZO SR) stream ((e >> 6) << 3) | (e & 7) =
+    // ((e >> 3) & ~7) | (e & 7); bit stream with e >> 10 (>> 7)
+    const int sh = rad ? 7 : 3;
     const __m256i shifted = _mm256_or_si256(_mm256_srl_epi32(lo, _mm_cvtsi32_si128(sh)), _mm256_sll_epi32(hi, _mm_cvtsi32_si128(32 - sh)));
     const __m256i c_lo = _mm256_or_si256(_mm256_andnot_si256(seven, shifted), _mm256_and_si256(lo, seven));
     const __m256i c_hi = _mm256_srl_epi32(hi, _mm_cvtsi32_si128(sh));
     Words8 r = philox8_at(key, c_lo, c_hi);
+    const __m256i slot = _mm256_and_si256(_mm256_srli_epi32(lo, 3), three);  // word (e >> 3) & 3 of the word / normal streams
     __m256 zv;
     if (rad) {  // word (e >> 8) & 3, bit (e >> 3) & 31
       __m256i wd = select_word(r, _mm256_and_si256(_mm256_srli_epi32(lo, 8), three));
       __m256i sign = _mm256_slli_epi32(_mm256_srlv_epi32(wd, _mm256_and_si256(_mm256_srli_epi32(lo, 3), _mm256_set1_epi32(31))), 31);
       zv = _mm256_xor_ps(_mm256_set1_ps(1.0f), _mm256_castsi256_ps(sign));
     } else {
-      // slot (e >> 3) & 3: words 2p, 2p+1 (p = slot >> 1) are the Box-Muller pair, slot & 1 its output
-      const __m256i slot = _mm256_and_si256(_mm256_srli_epi32(lo, 3), three);
-      const __m256i one = _mm256_set1_epi32(1), two = _mm256_set1_epi32(2);
-      __m256i hi_pair = _mm256_cmpeq_epi32(_mm256_and_si256(slot, two), two);
-      __m256i wr = _mm256_blendv_epi8(r.w[0], r.w[2], hi_pair), wa = _mm256_blendv_epi8(r.w[1], r.w[3], hi_pair);
+      // word (e >> 3) & 3 is the Box-Muller pair, output (e >> 5) & 1
       __m256 n0, n1;
-      box_muller8(wr, wa, &n0, &n1);
-      zv = _mm256_blendv_ps(n0, n1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(slot, one), one)));
-      if (quzo) zv = quzo8(zv, select_word(philox8_at(sr_key, c_lo, c_hi), slot), inv, step);
+      box_muller8(select_word(r, slot), &n0, &n1);
+      const __m256i one = _mm256_set1_epi32(1);
+      zv = _mm256_blendv_ps(n0, n1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srli_epi32(lo, 5), one), one)));
+      if (quzo) {  // SR half (e >> 5) & 1 of the same counter's word in the SR stream
+        const __m256i sr = select_word(philox8_at(sr_key, c_lo, c_hi), slot);
+        const __m256 z0 = quzo8(zv, sr, 0, inv, step), z1 = quzo8(zv, sr, 1, inv, step);
+        zv = _mm256_blendv_ps(z0, z1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srli_epi32(lo, 5), one), one)));
+      }
     }
     _mm256_store_ps(z, zv);
     for (int l = 0; l < 8; ++l) {

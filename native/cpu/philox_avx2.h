@@ -5,8 +5,8 @@
 // - Philox keeps even and odd lanes in separate registers (the low half of each 64-bit lane), so
 //   a round needs no blends: 4 vpmuludq, 4 vpshufd, 8 vpxor per 8 counters (+6 % over blending).
 //   Two interleaved 8-lane sets (16 lanes) spill registers and run 30 % slower there.
-// - Box-Muller is bound by its serial latency (9-step Horner log, sqrt), so normal32/normal64
-//   interleave 2/4 independent Box-Muller evaluations statement by statement (+40 %).
+// - Box-Muller is bound by its serial latency (9-step Horner log, sqrt), so normal64 interleaves 4
+//   independent Box-Muller evaluations statement by statement (+40 %).
 // - The uniforms and the angle are built with exact integer steps instead of float scalings that
 //   round nowhere (see box_muller_n): fewer operations, the same bits.
 #pragma once
@@ -66,32 +66,34 @@ static inline __m256 uniform_sr8(__m256i w) {
   return _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_srli_epi32(w, 8)), _mm256_set1_ps(0x1p-24f));
 }
 
-// N independent 8-lane Box-Muller evaluations, statement by statement (the loops unroll), so the
-// long dependency chains of one overlap the others'. Exact rewrites of philox.h's box_muller:
-// - u1 = ((wr >> 9) + 1/2) 2^-23 = k 2^-24 with k = (wr >> 8) | 1 odd: float(k) is exact and has
-//   u1's mantissa, its exponent 24 higher, so log_unit's exponent e and mantissa m come from
-//   float(k)'s bits. log_unit's branch m < sqrt(1/2) -> (e - 1, 2m - 1) is an integer compare on
-//   the bits, an integer add of the mask to e, and 2m built by raising m's exponent.
-// - a = (f - 1/2) pi/2 with f = (j + 1/2) 2^-23: f - 1/2 = t 2^-24, t = 2j + 1 - 2^23 exact, so
-//   a = float(t) * (pi/2 2^-24), a single rounding as before (scaling by 2^-24 is exact).
-// - quadrant q = wa >> 30: swap sin/cos when q is odd (bit 30), negate x when q is 1 or 2
+// N independent 8-lane Box-Muller evaluations (one word each, philox.h's box_muller), statement by
+// statement (the loops unroll), so the long dependency chains of one overlap the others'. Exact
+// rewrites of the scalar steps:
+// - u1 = (lo + 1/2) 2^-16 = k 2^-17 with k = 2 lo + 1 odd: float(k) is exact and has u1's
+//   mantissa, its exponent 17 higher, so log_unit's exponent e and mantissa m come from float(k)'s
+//   bits. log_unit's branch m < sqrt(1/2) -> (e - 1, 2m - 1) is an integer compare on the bits, an
+//   integer add of the mask to e, and 2m built by raising m's exponent.
+// - a = (f - 1/2) pi/2 with f = (j + 1/2) 2^-14: f - 1/2 = t 2^-15, t = 2j + 1 - 2^14 exact, so
+//   a = float(t) * (pi/2 2^-15), a single rounding as before (scaling by 2^-15 is exact).
+// - quadrant q = w >> 30: swap sin/cos when q is odd (bit 30), negate x when q is 1 or 2
 //   (bit 31 ^ bit 30), y when q >= 2 (bit 31).
 template <int N>
-static inline void box_muller_n(const __m256i* wr, const __m256i* wa, __m256* n0, __m256* n1) {
+static inline void box_muller_n(const __m256i* wd, __m256* n0, __m256* n1) {
   const __m256i sign = _mm256_set1_epi32((int)0x80000000u);
   __m256 e[N], m[N], z[N], p[N], r[N], a[N], a2[N], s[N], c[N];
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) {
-    __m256i bk = _mm256_castps_si256(_mm256_cvtepi32_ps(_mm256_or_si256(_mm256_srli_epi32(wr[v], 8), _mm256_set1_epi32(1))));
+    __m256i k = _mm256_or_si256(_mm256_slli_epi32(_mm256_and_si256(wd[v], _mm256_set1_epi32(0xffff)), 1), _mm256_set1_epi32(1));
+    __m256i bk = _mm256_castps_si256(_mm256_cvtepi32_ps(k));
     __m256i mant = _mm256_or_si256(_mm256_and_si256(bk, _mm256_set1_epi32(0x007fffff)), _mm256_set1_epi32(0x3f000000));
     __m256i small = _mm256_cmpgt_epi32(_mm256_set1_epi32(0x3f3504f3), mant);  // m < 0.70710678f
-    e[v] = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_sub_epi32(_mm256_srli_epi32(bk, 23), _mm256_set1_epi32(150)), small));
+    e[v] = _mm256_cvtepi32_ps(_mm256_add_epi32(_mm256_sub_epi32(_mm256_srli_epi32(bk, 23), _mm256_set1_epi32(143)), small));
     m[v] = _mm256_sub_ps(_mm256_castsi256_ps(_mm256_add_epi32(mant, _mm256_and_si256(small, _mm256_set1_epi32(0x00800000)))),
                          _mm256_set1_ps(1.0f));
     z[v] = _mm256_mul_ps(m[v], m[v]);
   }
   const float kLog[9] = {7.0376836292e-2f,  -1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
-                                -1.6668057665e-1f, 2.0000714765e-1f,  -2.4999993993e-1f, 3.3333331174e-1f};
+                         -1.6668057665e-1f, 2.0000714765e-1f,  -2.4999993993e-1f, 3.3333331174e-1f};
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) p[v] = _mm256_set1_ps(kLog[0]);
 #pragma GCC unroll 8
@@ -108,9 +110,9 @@ static inline void box_muller_n(const __m256i* wr, const __m256i* wa, __m256* n0
   }
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) {
-    __m256i t = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(wa[v], 6), _mm256_set1_epi32(0xfffffe)),
-                                 _mm256_set1_epi32(1 - (1 << 23)));
-    a[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(1.57079632679489662f * 0x1p-24f));
+    __m256i t = _mm256_add_epi32(_mm256_and_si256(_mm256_srli_epi32(wd[v], 15), _mm256_set1_epi32(0x7ffe)),
+                                 _mm256_set1_epi32(1 - (1 << 14)));
+    a[v] = _mm256_mul_ps(_mm256_cvtepi32_ps(t), _mm256_set1_ps(1.57079632679489662f * 0x1p-15f));
     a2[v] = _mm256_mul_ps(a[v], a[v]);
   }
 #pragma GCC unroll 8
@@ -124,37 +126,25 @@ static inline void box_muller_n(const __m256i* wr, const __m256i* wa, __m256* n0
   }
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) {
-    __m256 swap = _mm256_castsi256_ps(_mm256_slli_epi32(wa[v], 1));  // blendv reads the sign bit: bit 30
+    __m256 swap = _mm256_castsi256_ps(_mm256_slli_epi32(wd[v], 1));  // blendv reads the sign bit: bit 30
     __m256 x = _mm256_blendv_ps(c[v], s[v], swap), y = _mm256_blendv_ps(s[v], c[v], swap);
-    x = _mm256_xor_ps(x, _mm256_castsi256_ps(_mm256_and_si256(_mm256_xor_si256(wa[v], _mm256_castps_si256(swap)), sign)));
-    y = _mm256_xor_ps(y, _mm256_castsi256_ps(_mm256_and_si256(wa[v], sign)));
+    x = _mm256_xor_ps(x, _mm256_castsi256_ps(_mm256_and_si256(_mm256_xor_si256(wd[v], _mm256_castps_si256(swap)), sign)));
+    y = _mm256_xor_ps(y, _mm256_castsi256_ps(_mm256_and_si256(wd[v], sign)));
     n0[v] = _mm256_mul_ps(r[v], x);
     n1[v] = _mm256_mul_ps(r[v], y);
   }
 }
 
-static inline void box_muller8(__m256i wr, __m256i wa, __m256* n0, __m256* n1) { box_muller_n<1>(&wr, &wa, n0, n1); }
+// Lanes of a word register as the 8 Box-Muller pairs of those words (perturb_gather's per-lane
+// counters).
+static inline void box_muller8(__m256i w, __m256* n0, __m256* n1) { box_muller_n<1>(&w, n0, n1); }
 
-// The 32 standard normals of word-stream block b (elements 32b .. 32b+31), in element order:
-// out[0..3] each hold 8 consecutive elements.
-static inline void normal32(RngKey key, uint64_t b, __m256 out[4]) {
-  Words8 w = philox8(key, b << 3);
-  const __m256i wr[2] = {w.w[0], w.w[2]}, wa[2] = {w.w[1], w.w[3]};
-  __m256 n0[2], n1[2];
-  box_muller_n<2>(wr, wa, n0, n1);
-  out[0] = n0[0]; out[1] = n1[0]; out[2] = n0[1]; out[3] = n1[1];
-}
-
-// The 64 standard normals of blocks b and b + 1: out[0..7].
+// The 64 standard normals of normal-stream block b (elements 64b .. 64b+63, philox.h normal_at),
+// in element order: out[q] holds elements 64b + 8q .. 64b + 8q + 7. One Philox of 8 counters and
+// four overlapped Box-Muller evaluations.
 static inline void normal64(RngKey key, uint64_t b, __m256 out[8]) {
-  Words8 x = philox8(key, b << 3), y = philox8(key, (b + 1) << 3);
-  const __m256i wr[4] = {x.w[0], x.w[2], y.w[0], y.w[2]}, wa[4] = {x.w[1], x.w[3], y.w[1], y.w[3]};
-  __m256 n0[4], n1[4];
-  box_muller_n<4>(wr, wa, n0, n1);
-  for (int k = 0; k < 4; ++k) {
-    out[2 * k] = n0[k];
-    out[2 * k + 1] = n1[k];
-  }
+  Words8 x = philox8(key, b << 3);
+  box_muller_n<4>(x.w, out, out + 4);
 }
 
 }  // namespace avx2

@@ -94,19 +94,32 @@ void dequantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1)
   });
 }
 
-void update_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+void update_elems_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, const float* z, const uint32_t* words) {
   const QTensorView& q = j.q;
-  const uint64_t base = r * q.cols;
   uint8_t* row = row_ptr(q, r);
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     QGroup g = qt_group(q, gi);
     float factor = q_update_factor(q.format, j.alpha, g);
     for (uint64_t c = ca; c < cb; ++c) {
-      uint64_t i = base + c;
-      float d = zt_mul(direction_at(j.dir, i), factor);
-      store_code(q.format, row, c, q_update(q.format, load_code(q.format, row, c), g, d, random_word(j.sr_key, i)));
+      float d = zt_mul(z[c - c0], factor);
+      store_code(q.format, row, c, q_update(q.format, load_code(q.format, row, c), g, d, words[c - c0]));
     }
   });
+}
+
+void update_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+  const uint64_t base = r * j.q.cols;
+  for (uint64_t c = c0; c < c1;) {  // z and SR words in pieces of 256 (a stack buffer)
+    const uint64_t e = c1 - c < 256 ? c1 : c + 256;
+    float z[256];
+    uint32_t w[256];
+    for (uint64_t k = c; k < e; ++k) {
+      z[k - c] = direction_at(j.dir, base + k);
+      w[k - c] = random_word(j.sr_key, base + k);
+    }
+    update_elems_ref(j, r, c, e, z, w);
+    c = e;
+  }
 }
 
 // --- drivers -------------------------------------------------------------------------------------

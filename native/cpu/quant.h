@@ -55,6 +55,9 @@ QStats qstats_range_ref(const float* x, size_t n);
 bool quantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1);
 void dequantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1);
 void update_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1);
+// update_seg_ref with z(base + c) and the SR words given (z[c - c0], words[c - c0]): the AVX2
+// kernel's ragged ends, whose z it already has from its vector fills.
+void update_elems_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, const float* z, const uint32_t* words);
 
 namespace avx2 {
 QStats qstats_range(const float* x, size_t n);

@@ -3,6 +3,7 @@
 // block has one scale; 4-bit blocks are 16 whole bytes); a row's tail (< 32 columns) goes to the
 // reference. Random words and directions of 32 consecutive elements come from small cursors that
 // keep the two Philox blocks around them, so unaligned rows (odd cols) cost one Philox per block.
+#include "direction_avx2.h"
 #include "philox_avx2.h"
 #include "quant.h"
 
@@ -94,8 +95,10 @@ struct RademacherFill {
   }
 };
 
-// Gaussian z two blocks at a time (normal64 overlaps four Box-Muller evaluations); the second block
-// is handed out by the next call, which cursors always make for b + 1.
+// Gaussian z of 32-element block b from the 64-element normal-stream block b >> 1 (normal64: one
+// Philox, four overlapped Box-Muller evaluations; QuZO: one Philox of the SR stream rounds all 64,
+// direction.h); for even b the other half (block b + 1) is held for the next call, which cursors
+// always make for b + 1.
 struct GaussFill {
   using V = __m256;
   RngKey key, srkey;
@@ -109,17 +112,18 @@ struct GaussFill {
       return;
     }
     __m256 z[8];
-    normal64(key, b, z);
-    if (bits) {  // QuZO grid: SR words of purpose sr_purpose for both blocks
-      Words8 w0 = philox8(srkey, b << 3), w1 = philox8(srkey, (b + 1) << 3);
+    normal64(key, b >> 1, z);
+    if (bits) {
+      Words8 u = philox8(srkey, (b >> 1) << 3);
       const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
-      for (int k = 0; k < 8; ++k) z[k] = _mm256_mul_ps(sr_round8(_mm256_mul_ps(z[k], inv), k < 4 ? w0.w[k] : w1.w[k - 4]), step);
+      for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, inv, step);
     }
-    for (int k = 0; k < 4; ++k) {
-      out[k] = z[k];
-      held[k] = z[4 + k];
+    const int h = (int)(b & 1);
+    for (int k = 0; k < 4; ++k) out[k] = z[4 * h + k];
+    if (h == 0) {
+      for (int k = 0; k < 4; ++k) held[k] = z[4 + k];
+      held_block = b + 1;
     }
-    held_block = b + 1;
   }
 };
 
@@ -640,7 +644,19 @@ void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, Fill 
       }
       store32<F>(row, c, codes, g.qmin8);
     }
-    if (c < cb) update_seg_ref(j, r, c, cb);
+    if (c < cb) {  // ragged end (< 32 elements): z and words from the same fills, scalar update
+      __m256i w[4];
+      __m256 z[4];
+      wc.get(base + c, w);
+      dc.get(base + c, z);
+      alignas(32) float zs[32];
+      alignas(32) uint32_t ws[32];
+      for (int v = 0; v < 4; ++v) {
+        _mm256_store_ps(zs + 8 * v, z[v]);
+        _mm256_store_si256((__m256i*)(ws + 8 * v), w[v]);
+      }
+      update_elems_ref(j, r, c, cb, zs, ws);
+    }
   });
 }
 

@@ -5,8 +5,9 @@ namespace zt {
 namespace avx2 {
 
 void rng_fill_range(float* out, uint64_t begin, uint64_t end, RngKey key, Dist dist, uint64_t threshold) {
-  // Bit streams use 1024-element blocks, word streams 32-element blocks; unaligned edges go scalar.
-  const uint64_t block = dist == Dist::Rademacher ? 1024 : 32;
+  // Bit streams use 1024-element blocks, the normal stream 64, word streams 32; unaligned edges go
+  // scalar.
+  const uint64_t block = dist == Dist::Rademacher ? 1024 : dist == Dist::Normal ? 64 : 32;
   uint64_t a = (begin + block - 1) / block * block, z = end / block * block;
   if (a >= z) {
     rng_fill_range_ref(out, begin, end, key, dist, threshold);
@@ -28,36 +29,28 @@ void rng_fill_range(float* out, uint64_t begin, uint64_t end, RngKey key, Dist d
       }
       o += 1024;
     }
+  } else if (dist == Dist::Normal) {
+    for (uint64_t b = a / 64; b < z / 64; ++b, o += 64) {
+      __m256 n[8];
+      normal64(key, b, n);
+      for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + 8 * k, n[k]);
+    }
   } else {
     const __m256i flip = _mm256_set1_epi32((int)0x80000000u);
     const bool always = threshold >= ((uint64_t)1 << 32);
     const __m256i thr = _mm256_set1_epi32((int)((uint32_t)threshold ^ 0x80000000u));
-    uint64_t b = a / 32;
-    if (dist == Dist::Normal)  // 64 at a time: four Box-Muller evaluations overlap
-      for (; b + 2 <= z / 32; b += 2, o += 64) {
-        __m256 n[8];
-        normal64(key, b, n);
-        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + 8 * k, n[k]);
-      }
-    for (; b < z / 32; ++b) {
-      if (dist == Dist::Normal) {
-        __m256 n[4];
-        normal32(key, b, n);
-        for (int k = 0; k < 4; ++k) _mm256_storeu_ps(o + 8 * k, n[k]);
-      } else {
-        Words8 w = philox8(key, b << 3);
-        for (int k = 0; k < 4; ++k) {
-          __m256 v;
-          if (dist == Dist::Uniform) {
-            v = uniform_open8(w.w[k]);
-          } else {  // unsigned word < threshold, via the sign-flip trick
-            __m256i lt = _mm256_cmpgt_epi32(thr, _mm256_xor_si256(w.w[k], flip));
-            v = always ? _mm256_set1_ps(1.0f) : _mm256_and_ps(_mm256_castsi256_ps(lt), _mm256_set1_ps(1.0f));
-          }
-          _mm256_storeu_ps(o + 8 * k, v);
+    for (uint64_t b = a / 32; b < z / 32; ++b, o += 32) {
+      Words8 w = philox8(key, b << 3);
+      for (int k = 0; k < 4; ++k) {
+        __m256 v;
+        if (dist == Dist::Uniform) {
+          v = uniform_open8(w.w[k]);
+        } else {  // unsigned word < threshold, via the sign-flip trick
+          __m256i lt = _mm256_cmpgt_epi32(thr, _mm256_xor_si256(w.w[k], flip));
+          v = always ? _mm256_set1_ps(1.0f) : _mm256_and_ps(_mm256_castsi256_ps(lt), _mm256_set1_ps(1.0f));
         }
+        _mm256_storeu_ps(o + 8 * k, v);
       }
-      o += 32;
     }
   }
   rng_fill_range_ref(o, z, end, key, dist, threshold);

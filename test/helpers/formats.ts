@@ -5,7 +5,7 @@
  * and NF4 in float64 with explicit float32 rounding (Math.fround), scales from the data, packing,
  * and the quantized ZO update. Random words come from a fast Philox (checked against reference.ts).
  */
-import { bitsF32, boxMuller, Dir, f32bits, gridInvStep, gridStep, Key, uniformSr } from './reference';
+import { bitsF32, boxMuller, Dir, dirSrThreshold, f32bits, gridInvStep, gridStep, Key, srWordIndex, uniformSr } from './reference';
 
 // Module-level aliases: inside jest's vm context every global lookup (Math.x, Number.x) in a hot
 // loop costs microseconds.
@@ -382,19 +382,24 @@ export function directions(d: Dir, n: number): Float32Array {
     }
     return z;
   }
-  const w = wordsFast({ seed: d.seed, stream: d.stream, purpose: Purpose.gauss }, 0, ceil(n / 32) * 32);
-  for (let b = 0; b * 32 < n; b++) {
-    for (let e = 0; e < 32 && b * 32 + e < n; e++) {
-      // element e uses word slot s = e >> 3 of counter lane e & 7; slots (0,1) and (2,3) pair up
-      const slot = e >> 3, p = slot & 2, lane = e & 7;
-      const [n0, n1] = boxMuller(w[b * 32 + p * 8 + lane], w[b * 32 + (p + 1) * 8 + lane]);
-      z[b * 32 + e] = slot & 1 ? n1 : n0;
+  // normal stream: 64-element block b uses the 32 words of word-stream block b; element
+  // 64b + 32h + 8s + l takes output h of word s of counter lane l (word-stream element 32b + 8s + l)
+  const w = wordsFast({ seed: d.seed, stream: d.stream, purpose: Purpose.gauss }, 0, ceil(n / 64) * 32);
+  for (let b = 0; b * 64 < n; b++) {
+    for (let e = 0; e < 32; e++) {
+      const [n0, n1] = boxMuller(w[b * 32 + e]);
+      if (b * 64 + e < n) z[b * 64 + e] = n0;
+      if (b * 64 + 32 + e < n) z[b * 64 + 32 + e] = n1;
     }
   }
   if (d.bits === 0) return z;
   const step = gridStep(d.bits), invStep = gridInvStep(d.bits);
-  const sw = wordsFast({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, 0, n);
-  for (let i = 0; i < n; i++) z[i] = f(srRound(f(z[i] * invStep), sw[i]) * step);
+  // QuZO thresholds: 16-bit halves of the SR stream laid out like the normal stream (direction.h)
+  const sw = wordsFast({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, 0, ceil(n / 64) * 32);
+  for (let i = 0; i < n; i++) {
+    const v = f(z[i] * invStep), fl = floor(v);
+    z[i] = f((dirSrThreshold(sw[srWordIndex(i)], i) < f(v - fl) ? fl + 1 : fl) * step);
+  }
   return z;
 }
 

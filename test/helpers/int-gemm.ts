@@ -5,7 +5,7 @@
  */
 import { QTensor, Tensor } from '../../lib';
 import type { Granularity } from '../../lib/qtensor';
-import { fmaf, Key, normalAt, rademacherAt, uniformSr, wordAt } from './reference';
+import { dirSrAt, fmaf, Key, normalAt, rademacherAt } from './reference';
 
 const f = Math.fround;
 
@@ -143,7 +143,7 @@ export function refIntGemm(x: Float32Array, M: number, w: IntWeights, e: Epi = {
 
 export interface Dir { seed: bigint; stream: number; dist: 'gaussian' | 'rademacher'; bits: number; srPurpose: number }
 
-const NORMAL_MAX = f(5.76866);
+const NORMAL_MAX = f(4.85459);
 /** z(i) = direction_at(d, i) of native/common/direction.h. */
 export function directionAt(d: Dir, i: number): number {
   if (d.dist === 'rademacher') return rademacherAt({ seed: d.seed, stream: d.stream, purpose: 1 }, i);
@@ -152,7 +152,7 @@ export function directionAt(d: Dir, i: number): number {
   const levels = f((1 << (d.bits - 1)) - 1);
   const inv = f(levels / NORMAL_MAX), step = f(NORMAL_MAX / levels);
   const v = f(z * inv), fl = Math.floor(v);
-  const r = uniformSr(wordAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i)) < f(v - fl) ? f(fl + 1) : fl;
+  const r = dirSrAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose } as Key, i) < f(v - fl) ? f(fl + 1) : fl;
   return f(r * step);
 }
 

@@ -84,9 +84,10 @@ export function logUnit(x: number): number {
   return fmaf(e, f(0.693359375), r);
 }
 
-export function boxMuller(wr: number, wa: number): [number, number] {
-  const r = f(sqrt(f(-2 * logUnit(uniformOpen(wr)))));
-  const fr = f(f(((wa >>> 7) & 0x7fffff) + 0.5) * 2 ** -23);
+/** philox.h box_muller: one word -> a pair (16-bit radius, 2-bit quadrant + 14-bit angle). */
+export function boxMuller(w: number): [number, number] {
+  const r = f(sqrt(f(-2 * logUnit(f(f((w & 0xffff) + 0.5) * 2 ** -16)))));
+  const fr = f(f(((w >>> 16) & 0x3fff) + 0.5) * 2 ** -14);
   const a = f(f(fr - 0.5) * f(1.57079632679489662));
   const a2 = f(a * a);
   let ps = f(-1.9515295891e-4);
@@ -97,32 +98,30 @@ export function boxMuller(wr: number, wa: number): [number, number] {
   pc = fmaf(pc, a2, f(-1.388731625493765e-3));
   pc = fmaf(pc, a2, f(4.166664568298827e-2));
   const c = fmaf(f(pc * a2), a2, fmaf(-0.5, a2, 1));
-  const q = wa >>> 30;
+  const q = w >>> 30;
   let x = q & 1 ? s : c, y = q & 1 ? c : s;
   if (q === 1 || q === 2) x = -x;
   if (q >= 2) y = -y;
   return [f(r * x), f(r * y)];
 }
 
+/** The normal stream (philox.h normal_at): counter ((i >> 6) << 3) | (i & 7), word (i >> 3) & 3, output (i >> 5) & 1. */
 export function normalAt(key: Key, i: number | bigint): number {
   const b = BigInt(i);
-  const w = block(key, ((b >> 5n) << 3n) | (b & 7n));
-  const slot = Number((b >> 3n) & 3n), p = slot & 2;
-  const [n0, n1] = boxMuller(w[p], w[p + 1]);
-  return slot & 1 ? n1 : n0;
+  const w = block(key, ((b >> 6n) << 3n) | (b & 7n));
+  const [n0, n1] = boxMuller(w[Number((b >> 3n) & 3n)]);
+  return (b >> 5n) & 1n ? n1 : n0;
 }
 
 /** The same normal in float64 with libm: accuracy reference for the float32 construction. */
 export function normalAt64(key: Key, i: number | bigint): number {
   const b = BigInt(i);
-  const w = block(key, ((b >> 5n) << 3n) | (b & 7n));
-  const slot = Number((b >> 3n) & 3n), p = slot & 2;
-  const wr = w[p], wa = w[p + 1];
-  const u1 = ((wr >>> 9) + 0.5) * 2 ** -23;
-  const q = wa >>> 30;
-  const ang = q * (Math.PI / 2) + ((((wa >>> 7) & 0x7fffff) + 0.5) * 2 ** -23 - 0.5) * (Math.PI / 2);
+  const w = block(key, ((b >> 6n) << 3n) | (b & 7n))[Number((b >> 3n) & 3n)];
+  const u1 = ((w & 0xffff) + 0.5) * 2 ** -16;
+  const q = w >>> 30;
+  const ang = q * (Math.PI / 2) + ((((w >>> 16) & 0x3fff) + 0.5) * 2 ** -14 - 0.5) * (Math.PI / 2);
   const r = Math.sqrt(-2 * Math.log(u1));
-  return slot & 1 ? r * Math.sin(ang) : r * Math.cos(ang);
+  return (b >> 5n) & 1n ? r * Math.sin(ang) : r * Math.cos(ang);
 }
 
 /** Deterministic test data (mulberry32). */
@@ -143,9 +142,22 @@ export const CPU_PATHS = ['scalar', 'avx2'] as const;
 export interface Dir { seed: bigint; stream: number; dist: 'gaussian' | 'rademacher'; bits: number; srPurpose: number }
 
 /** Largest |N(0,1)| of the generator (direction.h kNormalMax), the span of the QuZO grid. */
-export const NORMAL_MAX = f(5.76866);
+export const NORMAL_MAX = f(4.85459);
 export function gridStep(bits: number): number { return f(NORMAL_MAX / (2 ** (bits - 1) - 1)); }
 export function gridInvStep(bits: number): number { return f((2 ** (bits - 1) - 1) / NORMAL_MAX); }
+
+/** QuZO rounding threshold of element i (direction.h): 16 bits of the SR stream laid out like the
+ * normal stream (the word of normal_counter(i), slot (i >> 3) & 3; low half when (i >> 5) & 1 is 0),
+ * t = (half + 1/2) 2^-16. srWordIndex(i) is the word-stream element (wordAt / rng.words) holding it. */
+export function srWordIndex(i: number): number { return Math.floor(i / 64) * 32 + (i % 32); }
+export function dirSrThreshold(word: number, i: number | bigint): number {
+  const half = (BigInt(i) >> 5n) & 1n ? word >>> 16 : word & 0xffff;
+  return f((half + 0.5) * 2 ** -16);
+}
+export function dirSrAt(key: Key, i: number | bigint): number {
+  const b = BigInt(i);
+  return dirSrThreshold(block(key, ((b >> 6n) << 3n) | (b & 7n))[Number((b >> 3n) & 3n)], i);
+}
 
 /** z(i): Gaussian, Rademacher, or Gaussian stochastically rounded onto the b-bit QuZO grid. */
 export function directionAt(d: Dir, i: number | bigint): number {
@@ -154,7 +166,7 @@ export function directionAt(d: Dir, i: number | bigint): number {
   if (!d.bits) return z;
   const v = f(z * gridInvStep(d.bits));
   const fl = floor(v);
-  const q = uniformSr(wordAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i)) < f(v - fl) ? fl + 1 : fl;
+  const q = dirSrAt({ seed: d.seed, stream: d.stream, purpose: d.srPurpose }, i) < f(v - fl) ? fl + 1 : fl;
   return f(q * gridStep(d.bits));
 }
 
