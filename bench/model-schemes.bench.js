@@ -228,7 +228,7 @@ const suite = {
         ...notes,
         'tiny-llama (26 MB in fp32) fits in the caches of this CPU, so its decode rows are bounded by per-op synchronisation and GEMV compute rather than DRAM; the 7B-shaped layer is the bandwidth test.',
         GAUSS_NOTE,
-        '7B-shaped layer below target: the weight-only int4 GEMV (gemm.h, fp32 activations) is compute-bound on Zen 1 (nibble decode + one fp32 FMA per weight: about the same ms as int8 for half the bytes; a side run at 2 threads measured 4096x4096 int8 2.76 ms = 6.1 GB/s, int4 2.92 ms = 3.1 GB/s against an 7.9 GB/s read ceiling), and int4 decode also pays the 4-token prompt pass at 4x the compute. W4A8 (integer dot products) does better. In the model, decode per token was 1.14x (int8) and 1.34x (int4) the time of its seven GEMVs alone measured in the same process, so the gap is the GEMV kernels, not the forward around them.',
+        '7B-shaped layer, weight-only int8 / int4 rows: their GEMVs (native/cpu/gemm.h, fp32 activations) are decode-bound on Zen 1, not bus-bound: the loop sustains about one 256-bit vector op per cycle and needs one fp32 FMA plus the decode per 8 weights, so int8 (two decode ops) runs ~3 weights/cycle/core, at 1 B/weight about 60 % of the bus at best, and int4 (one vpand: nibbles read in place as subnormal floats) ~3.5-4, at 0.5 B/weight under half of it. The M = 4 prompt pass costs about two weight passes of compute per 16 tokens on top. W8A8 / W4A8 (integer dot products) do better.',
         'The machine is shared with other builds and tests: absolute rates move with their load; the ratios (measured interleaved) are the figures to read.',
       ],
     });

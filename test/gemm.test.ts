@@ -142,6 +142,61 @@ describe.each(paths)('quantized weights on the %s path', (path) => {
   });
 });
 
+// The int4 GEMV reads nibbles as subnormal floats against activations prescaled by 2^(149 − E − 4j')
+// with E from the row's largest |x| (native/cpu/gemm.h): scaling x by a power of two must scale the
+// result by exactly that power (no bits lost to the prescale), on both paths, for tiny and huge rows.
+describe('int4 GEMV activation prescale', () => {
+  test.each(paths)('x·2^k gives exactly 2^k times the result, |k| <= 90, M = 1..4 (%s)', (path) => {
+    setCpuPath(path);
+    for (const spec of [{ format: 'int4', granularity: 32 }, { format: 'int4', granularity: 128, asym: true }] as QSpec[]) {
+      const N = 11, K = 389;
+      const { q, w } = quantize(randn(N * K, 21), N, K, spec);
+      for (const M of [1, 4]) {
+        const x = randn(M * K, 22 + M);
+        const base = run(x, M, K, q, N);
+        expectClose(base, refGemm(x, w, M, N, K), K, 24);
+        for (const k of [-90, -40, -7, 13, 60, 90]) {
+          const got = run(x.map((v) => v * 2 ** k) as F32, M, K, q, N);
+          expect(bitsEqual(got, base.map((v) => v * 2 ** k) as F32)).toBe(true);
+        }
+      }
+    }
+  });
+
+  test('the subnormal and the converting int4 decode give the same bits, on both paths (ZOTUNE_INT4_SUBNORMAL)', () => {
+    const saved = process.env.ZOTUNE_INT4_SUBNORMAL;
+    try {
+      for (const spec of [{ format: 'int4', granularity: 32 }, { format: 'int4', granularity: 64, asym: true }] as QSpec[]) {
+        const N = 13, K = 517, M = 3;
+        const { q } = quantize(randn(N * K, 41), N, K, spec);
+        const x = randn(M * K, 42), bias = randn(N, 43);
+        const res: F32[] = [];
+        for (const mode of ['1', '0'])
+          for (const p of paths) {
+            process.env.ZOTUNE_INT4_SUBNORMAL = mode;
+            setCpuPath(p);
+            res.push(run(x, M, K, q, N, { bias }));
+          }
+        for (const r of res.slice(1)) expect(bitsEqual(r, res[0])).toBe(true);
+      }
+    } finally {
+      if (saved === undefined) delete process.env.ZOTUNE_INT4_SUBNORMAL;
+      else process.env.ZOTUNE_INT4_SUBNORMAL = saved;
+    }
+  });
+
+  test.each(paths)('rows of very different magnitude and zero rows stay within the bound (%s)', (path) => {
+    setCpuPath(path);
+    const N = 7, K = 256, M = 4;
+    const { q, w } = quantize(randn(N * K, 31), N, K, { format: 'int4', granularity: 64 });
+    const x = randn(M * K, 32);
+    for (let k = 0; k < K; k++) { x[k] *= 1e-30; x[2 * K + k] = 0; x[3 * K + k] *= 1e25; }
+    const got = run(x, M, K, q, N);
+    expectClose(got, refGemm(x, w, M, N, K), K, 24);
+    for (let n = 0; n < N; n++) expect(got[2 * N + n]).toBe(0);
+  });
+});
+
 describe('special weight codes', () => {
   test.each(paths)('fp8 e4m3 NaN codes make their output rows NaN; e5m2 Inf propagates (%s)', (path) => {
     setCpuPath(path);

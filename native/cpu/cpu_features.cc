@@ -1,6 +1,9 @@
 #include "cpu_features.h"
 
 #include <atomic>
+#if defined(__x86_64__) || defined(__i386__)
+#include <cpuid.h>
+#endif
 #include <cstdlib>
 #include <cstring>
 
@@ -52,5 +55,25 @@ void set_cpu_path(const char* path) {
 }
 
 const char* cpu_path_name() { return use_avx2() ? "avx2" : "scalar"; }
+
+bool int4_subnormal_decode() {
+  const char* s = std::getenv("ZOTUNE_INT4_SUBNORMAL");
+  if (s && *s) return std::strcmp(s, "0") != 0;
+  static const bool zen = [] {
+#if defined(__x86_64__) || defined(__i386__)
+    unsigned a = 0, b = 0, c = 0, d = 0;
+    if (!__get_cpuid(0, &a, &b, &c, &d)) return false;
+    char vendor[13];
+    std::memcpy(vendor, &b, 4);
+    std::memcpy(vendor + 4, &d, 4);
+    std::memcpy(vendor + 8, &c, 4);
+    vendor[12] = 0;
+    return std::strcmp(vendor, "AuthenticAMD") == 0 || std::strcmp(vendor, "HygonGenuine") == 0;
+#else
+    return false;
+#endif
+  }();
+  return zen;
+}
 
 }  // namespace zt

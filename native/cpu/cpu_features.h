@@ -15,4 +15,10 @@ bool use_avx2();             // the current choice
 void set_cpu_path(const char* path);
 const char* cpu_path_name();
 
+// Whether the int4 GEMV reads codes as subnormal floats (native/cpu/gemm.h): Zen (AuthenticAMD,
+// HygonGenuine) multiplies subnormal inputs at full speed (measured on Zen 1); other CPUs may
+// take microcode assists on them, so they convert the codes instead (same products). The
+// environment variable ZOTUNE_INT4_SUBNORMAL=0/1 overrides; it is read at every call (tests).
+bool int4_subnormal_decode();
+
 }  // namespace zt

@@ -3,6 +3,9 @@
 
 #include <algorithm>
 #include <string>
+#if defined(__x86_64__) || defined(__i386__)
+#include <xmmintrin.h>
+#endif
 #include <vector>
 
 #include "../common/status.h"
@@ -40,6 +43,20 @@ struct Scratch {
     }
     return p;
   }
+};
+
+// Clears DAZ/FTZ (MXCSR bits 6 and 15) for its lifetime on this thread: the int4 GEMV reads codes
+// as subnormal floats, which DAZ would turn into zeros. Default MXCSR has both off (a no-op then).
+struct SubnormalScope {
+#if defined(__x86_64__) || defined(__i386__)
+  unsigned saved = _mm_getcsr();
+  SubnormalScope() {
+    if (saved & 0x8040u) _mm_setcsr(saved & ~0x8040u);
+  }
+  ~SubnormalScope() {
+    if (saved & 0x8040u) _mm_setcsr(saved);
+  }
+#endif
 };
 
 thread_local Scratch t_scratch;  // per-task blocks (every pool thread)
@@ -109,29 +126,45 @@ void gemm_perturb_ref(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1
 
 uint64_t gemv_prepared_floats(uint64_t m, uint64_t k) {
   uint64_t k64 = k / 64 * 64;
-  return m * (k64 + k64 / 8);
+  return m * (k64 + k64 / 8 + 1);
 }
 
-// xs[m][e] for chunk elements in (vector j, lane l) order, int4 prescaled by 2^-4j (j < 7), then
-// xs[m][k64 + 8c + l] = the lane's sum of x over the chunk (int4 zero-point correction).
-void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs) {
+// xs[m][e] for chunk elements in (vector j, lane l) order, int4 prescaled by 2^(149 − E − 4j'),
+// then xs[m][k64 + 8c + l] = the lane's sum of x over the chunk (int4 zero-point correction,
+// times 2^-E), then the rescale factor 2^E per row (1 for other formats); see gemm.h.
+void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, bool int4_subnormal, float* xs) {
   const uint64_t K = w.k, k64 = K / 64 * 64;
   const Lanes s = lanes_of(w);
   const bool int4 = !w.f32 && w.q.format == QFormat::Int4;
+  float* rescale = xs + m * (k64 + k64 / 8);
   for (uint64_t r = 0; r < m; ++r) {
     const float* xr = x + r * K;
     float* o = xs + r * k64;
     float* sums = xs + m * k64 + r * (k64 / 8);
+    int E = 0;
+    if (int4) {
+      uint32_t maxbits = 0;  // largest finite |x| of the main part (Inf and NaN stay as they are)
+      for (uint64_t k = 0; k < k64; ++k) {
+        const uint32_t b = f32_to_bits(xr[k]) & 0x7fffffffu;
+        if (b < 0x7f800000u && b > maxbits) maxbits = b;
+      }
+      E = gemv_int4_exponent(bits_to_f32(maxbits));
+    }
+    rescale[r] = int4 ? pow2f(E) : 1.0f;
     for (uint64_t c = 0; c < k64; c += 64) {
       for (int j = 0; j < 8; ++j)
         for (int l = 0; l < 8; ++l) {
           float v = xr[c + lane_elem(s, j, l)];
-          o[c + 8 * j + l] = (int4 && j < 7) ? zt_mul(v, pow2f(-4 * j)) : v;
+          if (int4) {
+            v = zt_mul(v, pow2f(149 - E - gemv_int4_shift(j)));
+            if (!int4_subnormal) v = zt_mul(v, bits_to_f32(1));  // 2^-149: converted codes are 2^149 larger
+          }
+          o[c + 8 * j + l] = v;
         }
       for (int l = 0; l < 8; ++l) {
         float t = 0.0f;
         for (int j = 0; j < 8; ++j) t = zt_add(t, xr[c + lane_elem(s, j, l)]);
-        sums[c / 8 + l] = t;
+        sums[c / 8 + l] = int4 ? zt_mul(t, pow2f(-E)) : t;
       }
     }
   }
@@ -139,14 +172,14 @@ void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs) {
 
 // Unscaled value of lane l, vector j of chunk c of row n (as the AVX2 decoders produce it); sets
 // *nan for an e4m3 NaN code (the AVX2 kernel flags those per row).
-static float gemv_code_value(const GemmWeights& w, uint64_t n, uint64_t c, int j, int l, bool* nan) {
+static float gemv_code_value(const GemmWeights& w, uint64_t n, uint64_t c, int j, int l, bool int4_subnormal, bool* nan) {
   if (w.f32) return w.w32[n * w.k + c + 8 * j + l];
   const QTensorView& q = w.q;
   const uint8_t* row = gemm_row(q, n);
   switch (q.format) {
     case QFormat::Int4: {
-      uint32_t u = gemm_nibble(row, c + 8 * l + j);
-      return j < 7 ? (float)(int32_t)(u << (4 * j)) : (float)u;
+      const uint32_t bits = gemm_nibble(row, c + 8 * l + j) << gemv_int4_shift(j);
+      return int4_subnormal ? bits_to_f32(bits) : (float)(int32_t)bits;
     }
     case QFormat::Nf4: return nf4_value((int)gemm_nibble(row, c + 8 * l + j));
     case QFormat::Int8: return (float)(int8_t)row[c + 8 * j + l];
@@ -191,7 +224,7 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       for (uint64_t c = 0; c < g.k64; c += 64) {
         for (int j = 0; j < 8; ++j) {
           for (int l = 0; l < 8; ++l) {
-            float v = gemv_code_value(w, n, c, j, l, &nan);
+            float v = gemv_code_value(w, n, c, j, l, g.int4_subnormal, &nan);
             float* d = scaled ? &t[j & 3][l] : &acc[j & 3][l];
             *d = zt_fma(xs[c + 8 * j + l], v, *d);
           }
@@ -207,7 +240,7 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       float lanes[8];
       for (int l = 0; l < 8; ++l)
         lanes[l] = scaled ? acc[0][l] : zt_add(zt_add(acc[0][l], acc[1][l]), zt_add(acc[2][l], acc[3][l]));
-      float r = zt_add(hsum8(lanes), gemv_tail(g, m, n));
+      float r = zt_add(int4 ? zt_mul(hsum8(lanes), gemv_rescale(g)[m]) : hsum8(lanes), gemv_tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
       out_store(g, m, n, r);
     }
@@ -292,7 +325,7 @@ void gemm(const GemmArgs& g) {
   gemm_check_perturb(g.p, N, K);
   const bool avx = use_avx2();
   if (M <= kGemvMaxRows) {
-    GemvCtx ctx{&g.w, g.a, nullptr, M, K / 64 * 64, g.bias, g.c, N, g.accumulate};
+    GemvCtx ctx{&g.w, g.a, nullptr, M, K / 64 * 64, g.bias, g.c, N, g.accumulate, int4_subnormal_decode()};
     if (g.p.on) {
       // RNG-bound: one row at a time, materialised and perturbed, then the fp32 GEMV order.
       auto dec = avx ? avx2::gemm_decode : gemm_decode_ref;
@@ -309,10 +342,13 @@ void gemm(const GemmArgs& g) {
       return;
     }
     std::vector<float> xs(gemv_prepared_floats(M, K));
-    gemv_prepare(g.w, g.a, M, xs.data());
+    gemv_prepare(g.w, g.a, M, ctx.int4_subnormal, xs.data());
     ctx.xs = xs.data();
     auto rows = avx ? avx2::gemv_rows : gemv_rows_ref;
-    parallel_chunks(N, 32, [&](size_t b, size_t e) { rows(ctx, b, e); });
+    parallel_chunks(N, 32, [&](size_t b, size_t e) {
+      SubnormalScope keep_subnormals;  // the int4 decode reads nibbles as subnormal floats
+      rows(ctx, b, e);
+    });
     return;
   }
   if (!avx) {

@@ -43,8 +43,19 @@
 //       acc[j & 3] directly, summed the same way;
 //     - lanes reduce as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), the tail adds one fma chain over
 //       w(n,k) in k order, then C (when accumulating) and bias are added.
-//     int4 prescales x by 2^-4j so that (code & 0xF << 4j) needs no shift: exact unless |x| <
-//     2^-100 (subnormal products; both paths still agree).
+//     int4 reads each nibble straight as float bits, no shift and no int->float conversion:
+//     v = bits_to_f32(u << 4j') = u·2^(4j'−149), a subnormal (or first-binade) float that is
+//     exactly u times a power of two, with j' = j for j <= 5 and j − 2 for j = 6, 7 (taken from
+//     the lane shifted right by 8 bits, so that every nibble sits below bit 24). Activations are
+//     prescaled to x·2^(149 − E − 4j') and the lane sums X to X·2^-E, E = gemv_int4_exponent(max
+//     |x| of the row's main part) in [22, 126], so every product is x·u·2^-E; the main part's sum
+//     is multiplied by 2^E before the tail is added. Powers of two commute with every rounding,
+//     so this is the plain x·u order exactly unless a product falls below 2^-126 (|x| below about
+//     max|x|·2^-103: it loses bits, both paths alike) or |x| >= 2^103 (overflow). Subnormal
+//     inputs cost nothing extra on Zen; DAZ/FTZ are cleared for the call (SubnormalScope). Other
+//     CPUs (int4_subnormal_decode(), cpu_features.h) convert instead, v = float(u << 4j'), with x
+//     prescaled by 2^(−E − 4j'): the same products, so the same bits wherever no product or
+//     prescaled x is subnormal; both paths of one machine always use the same form.
 //   GEMV with perturbation: w' of each row is materialised (decoded and perturbed) and dotted in
 //     the fp32 GEMV order (RNG-bound: one normal per weight per call).
 //
@@ -151,14 +162,27 @@ void gemm_perturb_ref(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1
 struct GemvCtx {
   const GemmWeights* w;
   const float* x;    // [m, k] original activations (tails)
-  const float* xs;   // prepared activations: [m][k64] permuted/prescaled, then [m][k64 / 8] lane sums
+  const float* xs;   // prepared activations: [m][k64] permuted/prescaled, [m][k64 / 8] lane sums,
+                     // then [m] main-part rescale factors 2^E (int4; 1 otherwise)
   uint64_t m, k64;
   const float* bias;
   float* c;
   uint64_t ldc;
   bool accumulate;
+  bool int4_subnormal;  // int4 codes read as subnormal floats, else converted (see above)
 };
-void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, float* xs);
+void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, bool int4_subnormal, float* xs);
+static inline const float* gemv_rescale(const GemvCtx& g) { return g.xs + g.m * (g.k64 + g.k64 / 8); }
+// E of the int4 prescale (see above) for a row whose largest finite |x| in the main part is
+// maxabs: the smallest power with |x|·2^(149 − E) < 2^126, kept in [22, 126] so that every
+// factor 2^(149 − E − 4j'), 2^-E and 2^E is a normal float.
+static inline int gemv_int4_exponent(float maxabs) {
+  const int e = (int)((f32_to_bits(maxabs) >> 23) & 0xff) - 126;  // maxabs < 2^e (normal maxabs)
+  const int E = e + 23;
+  return E < 22 ? 22 : (E > 126 ? 126 : E);
+}
+// j' of int4 vector j: the shift of its nibble in the lane as read (j = 6, 7 from the lane >> 8).
+static inline int gemv_int4_shift(int j) { return j <= 5 ? 4 * j : 4 * (j - 2); }
 uint64_t gemv_prepared_floats(uint64_t m, uint64_t k);
 void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1);
 // The fp32 GEMV order over one materialised weight row (perturbed GEMV).

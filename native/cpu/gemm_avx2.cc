@@ -542,17 +542,23 @@ struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by
     return _mm256_cvtph_ps(fp8_to_half_bits(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(p + 8 * j)), E4M3));
   }
 };
-struct DecInt4 {  // lane l = bytes 4l..4l+3; vector j = nibble j: (raw & 0xF << 4j), x prescaled
+// lane l = bytes 4l..4l+3; vector j = nibble j read in place as float bits (a subnormal u·2^(4j'−149),
+// gemm.h): one vpand per 8 weights, no conversion (kSubnormal; else converted); x is prescaled to match.
+template <bool kSubnormal>
+struct DecInt4 {
   static constexpr Kind kind = kNibble;
   static constexpr uint64_t kChunkBytes = 32;
   static constexpr bool kInt4 = true, kE4M3 = false;
   const uint8_t* base;
-  __m256i raw;
+  __m256i raw, raw8;  // the lanes, and shifted right by 8 (nibbles 6 and 7 below bit 24)
   void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
-  void load(uint64_t c) { raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)); }
+  void load(uint64_t c) {
+    raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2));
+    raw8 = _mm256_srli_epi32(raw, 8);
+  }
   __m256 val(int j) const {
-    if (j == 7) return _mm256_cvtepi32_ps(_mm256_srli_epi32(raw, 28));
-    return _mm256_cvtepi32_ps(_mm256_and_si256(raw, _mm256_set1_epi32(15 << (4 * j))));
+    const __m256i bits = _mm256_and_si256(j <= 5 ? raw : raw8, _mm256_set1_epi32(15 << gemv_int4_shift(j)));
+    return kSubnormal ? _mm256_castsi256_ps(bits) : _mm256_cvtepi32_ps(bits);
   }
 };
 struct DecNf4 {
@@ -661,7 +667,8 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     for (int m = 0; m < M; ++m) {
       __m256 lanes = kScaled ? acc[m][0]
                              : _mm256_add_ps(_mm256_add_ps(acc[m][0], acc[m][1]), _mm256_add_ps(acc[m][2], acc[m][3]));
-      float r = zt_add(hsum8(lanes), tail(g, m, n));
+      const float main = D::kInt4 ? zt_mul(hsum8(lanes), gemv_rescale(g)[m]) : hsum8(lanes);
+      float r = zt_add(main, tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
       out_store(g, m, n, r);
     }
@@ -691,7 +698,7 @@ void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   if (w.f32) return gemv_m<DecF32>(g, n0, n1);
   switch (w.q.format) {
     case QFormat::Int8: return gemv_m<DecInt8>(g, n0, n1);
-    case QFormat::Int4: return gemv_m<DecInt4>(g, n0, n1);
+    case QFormat::Int4: return g.int4_subnormal ? gemv_m<DecInt4<true>>(g, n0, n1) : gemv_m<DecInt4<false>>(g, n0, n1);
     case QFormat::Nf4: return gemv_m<DecNf4>(g, n0, n1);
     case QFormat::Fp8E4M3: return gemv_m<DecFp8<true>>(g, n0, n1);
     case QFormat::Fp8E5M2: return gemv_m<DecFp8<false>>(g, n0, n1);

@@ -74,14 +74,29 @@ struct RowSet {
   const uint8_t* z[R];  // int4 zero-points of group 0, or null
   bool grouped;         // one scale per accumulation group (else one per row or tensor)
   int nr;
+  // The next pass's rows (contiguous after these, within the task) are prefetched as one linear
+  // stream while this pass reads its R interleaved ones: R streams alone leave DRAM idle gaps.
+  const uint8_t* next;  // null at the task's last pass
+  uint64_t next_bytes;
   alignas(32) uint8_t tail[R][32];  // the last partial 32-byte step of each row, zero padded
 };
+
+// Prefetches the slice of the next pass's rows that matches step `st` of `steps` of this pass.
+template <int R>
+inline void prefetch_next(const RowSet<R>& r, uint64_t st, uint64_t steps) {
+  if (!r.next) return;
+  const uint64_t per = (r.next_bytes + steps - 1) / steps;  // bytes per step, rounded up
+  for (uint64_t b = st * per / 64 * 64; b < (st + 1) * per && b < r.next_bytes; b += 64)
+    _mm_prefetch((const char*)(r.next + b), _MM_HINT_T0);
+}
 using Rows4 = RowSet<4>;
 using Rows8 = RowSet<8>;
 
 template <int R>
-void rows_init(const IntPlan& p, uint64_t n, uint64_t row_bytes, RowSet<R>& r) {
+void rows_init(const IntPlan& p, uint64_t n, uint64_t n1, uint64_t row_bytes, RowSet<R>& r) {
   r.nr = (int)(p.N - n < (uint64_t)R ? p.N - n : R);
+  r.next = n + R < n1 ? p.w.data + (n + R) * row_bytes : nullptr;
+  r.next_bytes = n + R < n1 ? ((n1 - n - R < (uint64_t)R ? n1 - n - R : R) * row_bytes) : 0;
   r.grouped = p.w.group != 0 && p.w.group != p.w.cols;
   const uint64_t full = row_bytes / 32 * 32;
   for (int i = 0; i < R; ++i) {
@@ -157,6 +172,7 @@ void gemv8_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m0) {
       for (int i = 0; i < 4; ++i)
         for (int m = 0; m < MT; ++m) acc[i][m] = _mm256_setzero_si256();
       for (uint64_t k = kb; k < ke; k += 32) {
+        prefetch_next(rw, k / 32, (p.K + 31) / 32);
         __m256i av[MT];
         for (int m = 0; m < MT; ++m) av[m] = _mm256_load_si256((const __m256i*)(q[m] + k));
         for (int i = 0; i < 4; ++i) {
@@ -183,7 +199,7 @@ void gemv8_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m0) {
 void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
   Rows4 rw;
   for (uint64_t n = n0; n < n1; n += 4) {
-    rows_init(p, n, p.K, rw);
+    rows_init(p, n, n1, p.K, rw);
     uint64_t m = 0;
     for (; m + 2 <= p.a->M; m += 2) gemv8_pass<2>(p, rw, n, m);
     if (m < p.a->M) gemv8_pass<1>(p, rw, n, m);
@@ -237,6 +253,7 @@ inline void gemv4_step(const Rows8& rw, uint64_t st, uint64_t full, const int8_t
   const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
   const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
   const bool body = st * 32 < full;
+  prefetch_next(rw, st, (full + 31) / 32 + 1);
   for (int i = 0; i < 8; ++i) {
     __m256i b = _mm256_loadu_si256((const __m256i*)(body ? rw.p[i] + st * 32 : rw.tail[i]));
     __m256i lo = _mm256_and_si256(b, low4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
@@ -304,7 +321,7 @@ void gemv4_pass(const IntPlan& p, const Rows8& rw, uint64_t n, uint64_t m) {
 void gemv4(const IntPlan& p, uint64_t n0, uint64_t n1) {
   Rows8 rw;
   for (uint64_t n = n0; n < n1; n += 8) {
-    rows_init(p, n, (p.K + 1) / 2, rw);
+    rows_init(p, n, n1, (p.K + 1) / 2, rw);
     for (uint64_t m = 0; m < p.a->M; ++m) gemv4_pass(p, rw, n, m);
   }
 }
