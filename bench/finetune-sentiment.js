@@ -28,7 +28,7 @@ const path = require('node:path');
 const h = require('./harness');
 
 const ROOT = path.resolve(__dirname, '..');
-const MODEL = path.join(process.env.ZOTUNE_MODELS || path.resolve(ROOT, '..', '..', 'shared', 'models'), 'tiny-llama');
+const MODEL = path.join(process.env.ZOTUNE_MODELS || path.resolve(ROOT, '..', 'shared', 'models'), 'tiny-llama');
 const STEPS = Number(process.env.ZT_FT_STEPS || 300);
 const GRID_STEPS = Number(process.env.ZT_FT_GRID_STEPS || 300);
 const LRS = (process.env.ZT_FT_LRS || '0.25,0.5').split(',').map(Number);

@@ -16,7 +16,7 @@ const { execFileSync } = require('node:child_process');
 
 const ROOT = path.resolve(__dirname, '..');
 const RESULTS = path.join(__dirname, 'results');
-const MODELS = process.env.ZOTUNE_MODELS || path.resolve(ROOT, '..', '..', 'shared', 'models');
+const MODELS = process.env.ZOTUNE_MODELS || path.resolve(ROOT, '..', 'shared', 'models');
 const CATS = ['weights', 'activations', 'gradients', 'optimizer', 'workspace', 'other'];
 const STEPS = 2; // per configuration; the first is a warm-up, the step time is the second
 const TOKENS = 128; // 2 sequences x 64 tokens per step
