@@ -10,14 +10,14 @@ import os from 'node:os';
 import path from 'node:path';
 import { LlamaModel, LlamaTokenizer, Tensor, memory, perturbSync } from '../lib';
 import { lossAndGrad, lossAndGradF64 } from '../lib/model/grad';
-import { llamaTensorNames } from '../lib/model/llama';
 import { FoOptimizer, FO_METHODS } from '../lib/fo/fit';
 import { ZoOptimizer, querySeed } from '../lib/zo/optimizer';
 import { fit, taskData, type TrainEvent } from '../lib/zo/trainer';
 import { finetune, replayRun, type RunConfig } from '../lib/zo/run';
 import { PromptTask, candidateCrossEntropy } from '../lib/tasks/task';
 import { modelDir } from './helpers/models';
-import { uniforms, writeRandomLlama } from './helpers/random-llama';
+import { writeRandomLlama } from './helpers/random-llama';
+import { checkFiniteDifferences, f64Weights, normRel } from './helpers/grad-check';
 import { root, run, cleanEnv } from './helpers/spawn';
 
 const code = (c: string) => expect.objectContaining({ code: c });
@@ -30,15 +30,6 @@ afterAll(() => {
   const live = memory().engine.live as Record<string, number | undefined>;
   expect({ optimizer: live.optimizer ?? 0, gradients: live.gradients ?? 0, weights: live.weights ?? 0 }).toEqual({ optimizer: 0, gradients: 0, weights: 0 });
 });
-
-function normRel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let e = 0, n = 0;
-  for (let i = 0; i < a.length; i++) {
-    e += (a[i] - b[i]) ** 2;
-    n += b[i] ** 2;
-  }
-  return Math.sqrt(e / n);
-}
 
 describe('candidate-restricted cross-entropy in the backward (tiny random model)', () => {
   let model: LlamaModel, w32: Map<string, Float32Array>, dir: string;
@@ -56,28 +47,7 @@ describe('candidate-restricted cross-entropy in the backward (tiny random model)
   });
 
   test('float64 gradients match central finite differences (rel err <= 1e-6, every parameter kind)', () => {
-    const w = new Map([...w32].map(([k, v]) => [k, Float64Array.from(v)]));
-    const opts = { targets, candidates: cands };
-    const { grads } = lossAndGradF64(model, w, batch, opts);
-    const h = 1e-5, u = uniforms(5);
-    for (const name of llamaTensorNames(model.config)) {
-      const p = w.get(name)!, g = grads.get(name)!;
-      const order = Array.from(g.keys()).sort((a, b) => Math.abs(g[b]) - Math.abs(g[a]));
-      const idx = [...order.slice(0, 3), ...[0, 1, 2].map(() => Math.floor(((u() + 1) / 2) * g.length))];
-      const fd: number[] = [], an: number[] = [];
-      for (const i of idx) {
-        const w0 = p[i];
-        p[i] = w0 + h;
-        const lp = lossAndGradF64(model, w, batch, { ...opts, lossOnly: true }).loss;
-        p[i] = w0 - h;
-        const lm = lossAndGradF64(model, w, batch, { ...opts, lossOnly: true }).loss;
-        p[i] = w0;
-        fd.push((lp - lm) / (2 * h));
-        an.push(g[i]);
-      }
-      const rel = normRel(an, fd);
-      if (!(rel <= 1e-6)) throw new Error(`${name}: relative error ${rel} (analytic ${an}, fd ${fd})`);
-    }
+    const grads = checkFiniteDifferences(model, f64Weights(w32), batch, { targets, candidates: cands }, 5);
     // only the candidates' rows of the LM head get a gradient
     const head = grads.get('lm_head.weight')!, D = model.config.hiddenSize;
     for (let v = 0; v < model.config.vocabSize; v++) {
@@ -92,7 +62,7 @@ describe('candidate-restricted cross-entropy in the backward (tiny random model)
     const r = await lossAndGrad(model, batch, { targets, candidates: cands });
     expect(r.count).toBe(2);
     expect(Math.abs(r.loss - want)).toBeLessThan(1e-6 * want);
-    const ref = lossAndGradF64(model, new Map([...w32].map(([k, v]) => [k, Float64Array.from(v)])), batch, { targets, candidates: cands });
+    const ref = lossAndGradF64(model, f64Weights(w32), batch, { targets, candidates: cands });
     for (const [name, g] of r.grads) {
       const e = normRel(g.data() as Float32Array, ref.grads.get(name)!);
       if (!(e <= 2e-5)) throw new Error(`${name}: fp32 vs float64 relative error ${e}`);

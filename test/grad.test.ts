@@ -4,26 +4,14 @@ import { lossAndGrad, lossAndGradF64 } from '../lib/model/grad';
 import { llamaTensorNames } from '../lib/model/llama';
 import { native } from '../lib/native/load';
 import { modelDir } from './helpers/models';
-import { uniforms, writeRandomLlama } from './helpers/random-llama';
+import { writeRandomLlama } from './helpers/random-llama';
+import { checkFiniteDifferences, f64Weights, normRel } from './helpers/grad-check';
 
 const code = (c: string) => expect.objectContaining({ code: c });
 
 // Two sequences, one with a left-padding token (attentionMask 0) and a loss mask.
 const batch = [[3, 7, 1, 12, 5, 9], [4, 4, 11, 2]];
 const opts = { attentionMask: [[1, 1, 1, 1, 1, 1], [0, 1, 1, 1]], lossMask: [[1, 1, 0, 1, 1, 1], [1, 1, 1, 1]] };
-
-function f64Weights(w: Map<string, Float32Array>): Map<string, Float64Array> {
-  return new Map([...w].map(([k, v]) => [k, Float64Array.from(v)]));
-}
-
-function normRel(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i] - b[i]) ** 2;
-    n += b[i] ** 2;
-  }
-  return Math.sqrt(d / n);
-}
 
 describe.each([
   ['untied, GQA 4/2', { hidden: 16, layers: 2, heads: 4, kvHeads: 2, inter: 24, vocab: 19 }],
@@ -40,28 +28,7 @@ describe.each([
   });
 
   test('float64 gradients match central finite differences (rel err <= 1e-6, every parameter kind)', () => {
-    const w = f64Weights(w32);
-    const { grads } = lossAndGradF64(model, w, batch, opts);
-    const h = 1e-5, u = uniforms(3);
-    for (const name of llamaTensorNames(model.config)) {
-      const p = w.get(name)!, g = grads.get(name)!;
-      // the 3 largest-gradient elements plus 3 random ones
-      const order = Array.from(g.keys()).sort((a, b) => Math.abs(g[b]) - Math.abs(g[a]));
-      const idx = [...order.slice(0, 3), ...[0, 1, 2].map(() => Math.floor(((u() + 1) / 2) * g.length))];
-      const fd: number[] = [], an: number[] = [];
-      for (const i of idx) {
-        const w0 = p[i];
-        p[i] = w0 + h;
-        const lp = lossAndGradF64(model, w, batch, { ...opts, lossOnly: true }).loss;
-        p[i] = w0 - h;
-        const lm = lossAndGradF64(model, w, batch, { ...opts, lossOnly: true }).loss;
-        p[i] = w0;
-        fd.push((lp - lm) / (2 * h));
-        an.push(g[i]);
-      }
-      const rel = normRel(an, fd);
-      if (!(rel <= 1e-6)) throw new Error(`${name}: relative error ${rel} (analytic ${an}, fd ${fd})`);
-    }
+    checkFiniteDifferences(model, f64Weights(w32), batch, opts, 3);
   });
 
   test('fp32 fast path: loss equals forward(), gradients within the fp32 bound of float64', async () => {
