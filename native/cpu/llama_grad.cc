@@ -100,16 +100,7 @@ void mm_tn(float* C, const float* A, const float* X, size_t M, size_t N, size_t 
     const size_t n = std::min(mb, M - m0);
     transpose(at.p, n, A + m0 * N, N, n, N);
     transpose(xt.p, n, X + m0 * K, K, n, K);
-    GemmArgs g{};
-    g.a = at.p;
-    g.m = N;
-    g.w.f32 = true;
-    g.w.w32 = xt.p;
-    g.w.n = K;
-    g.w.k = n;
-    g.c = C;
-    g.accumulate = true;
-    gemm(g);
+    mm_nt(C, at.p, xt.p, N, K, n, true);
   }
 }
 
