@@ -25,10 +25,21 @@ const micro = modelDir('micro-llama');
 const d = micro ? describe : describe.skip;
 const cli = path.join(root, 'dist', 'cli', 'main.js');
 
-// every optimiser, gradient and model of these tests is freed (other suites share the process)
-afterAll(() => {
+// every optimiser, gradient and model of these tests is freed; compared with the counts at the
+// start because other suites share the process and may leave tensors awaiting garbage collection
+const held = () => {
   const live = memory().engine.live as Record<string, number | undefined>;
-  expect({ optimizer: live.optimizer ?? 0, gradients: live.gradients ?? 0, weights: live.weights ?? 0 }).toEqual({ optimizer: 0, gradients: 0, weights: 0 });
+  return { optimizer: live.optimizer ?? 0, gradients: live.gradients ?? 0, weights: live.weights ?? 0 };
+};
+let heldBefore: ReturnType<typeof held>;
+beforeAll(() => {
+  heldBefore = held();
+});
+afterAll(() => {
+  const now = held();
+  // garbage of earlier suites may be collected meanwhile, so nothing may have grown
+  expect({ optimizer: now.optimizer > heldBefore.optimizer, gradients: now.gradients > heldBefore.gradients, weights: now.weights > heldBefore.weights })
+    .toEqual({ optimizer: false, gradients: false, weights: false });
 });
 
 describe('candidate-restricted cross-entropy in the backward (tiny random model)', () => {

@@ -42,6 +42,9 @@ maybe('gradients of a quantized model are those of its dequantized weights', asy
 
 maybe.each(['int8', 'int4'] as const)('%s weights: SGD with stochastic rounding onto the grid lowers the loss, keeps the scales, is reproducible, holds no fp32 master', async (scheme) => {
   const run = async (steps: number) => {
+    // Counted as deltas: engine counters are per process, and earlier test files in this jest
+    // worker may still hold tensors that await garbage collection.
+    const base = memory().engine.live;
     const m = await LlamaModel.load(micro!, { weights: scheme });
     const scales = Array.from((m.weight(Q) as QTensor).scales!.data() as Float32Array);
     const before = codes(m, Q);
@@ -49,7 +52,8 @@ maybe.each(['int8', 'int4'] as const)('%s weights: SGD with stochastic rounding 
     const losses: number[] = [];
     for (let s = 0; s < steps; s++) losses.push((await t.step([{ batch: rows }])).loss);
     const live = memory().engine.live;
-    const optimizerBytes = (live.optimizer ?? 0) + Math.max(0, (live.weights ?? 0) - m.weightBytes); // no state, no fp32 weight copy
+    const grown = (k: string) => (live[k] ?? 0) - (base[k] ?? 0);
+    const optimizerBytes = grown('optimizer') + Math.max(0, grown('weights') - m.weightBytes); // no state, no fp32 weight copy
     t.dispose();
     const after = { codes: codes(m, Q), scales: Array.from((m.weight(Q) as QTensor).scales!.data() as Float32Array), loss: (await m.forward(rows, { logits: 'none' })).loss };
     m.dispose();
