@@ -206,6 +206,21 @@ void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
   }
 }
 
+// Scales of groups j .. j + 3 of the 8 rows, one vector per group with lanes = rows: each row pair
+// (i, i + 4) loaded into one vector's two 128-bit halves, then 4x4 transposes inside the halves
+// (transpose8's vperm2f128 is microcoded on Zen 1).
+inline void scales8x4(const Rows8& rw, uint64_t j, __m256* out) {
+  __m256 r[4];
+  for (int i = 0; i < 4; ++i)
+    r[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_loadu_ps(rw.s[i] + j)), _mm_loadu_ps(rw.s[i + 4] + j), 1);
+  const __m256 t0 = _mm256_unpacklo_ps(r[0], r[1]), t1 = _mm256_unpacklo_ps(r[2], r[3]);
+  const __m256 t2 = _mm256_unpackhi_ps(r[0], r[1]), t3 = _mm256_unpackhi_ps(r[2], r[3]);
+  out[0] = _mm256_shuffle_ps(t0, t1, 0x44);
+  out[1] = _mm256_shuffle_ps(t0, t1, 0xee);
+  out[2] = _mm256_shuffle_ps(t2, t3, 0x44);
+  out[3] = _mm256_shuffle_ps(t2, t3, 0xee);
+}
+
 // Groups [j0, j0 + n) of one activation row, 8 weight rows (int4): as flush_block, 8 rows per
 // vector; the 8 rows' scales (and zero-points) are transposed 8 groups at a time.
 inline __m256 flush_block8(const Rows8& rw, uint64_t j0, int n, const __m256i* S, const int32_t* gsum, __m256 acc) {
@@ -213,8 +228,8 @@ inline __m256 flush_block8(const Rows8& rw, uint64_t j0, int n, const __m256i* S
   if (rw.grouped)  // grouped scales: groups of 32, 64 or 128 (the int16 zp * gsum below)
     for (; t + 8 <= n; t += 8) {
       __m256 sc[8];
-      for (int i = 0; i < 8; ++i) sc[i] = _mm256_loadu_ps(rw.s[i] + j0 + t);
-      transpose8(sc);
+      scales8x4(rw, j0 + t, sc);
+      scales8x4(rw, j0 + t + 4, sc + 4);
       __m256i zp[8];
       if (rw.z[0]) {  // 8 rows x 8 zero-point bytes -> per group 8 rows (bytes transposed via floats' bits)
         __m256 zf[8];
@@ -246,53 +261,78 @@ inline __m256 flush_block8(const Rows8& rw, uint64_t j0, int n, const __m256i* S
   return acc;
 }
 
-// One 64-element step of 8 int4 rows: raw nibbles times activations (even / odd layout), int16.
-template <bool kFresh>
-inline void gemv4_step(const Rows8& rw, uint64_t st, uint64_t full, const int8_t* q, __m256i acc16[8]) {
+// Compiler barrier between row pairs: without it GCC hoists all 8 rows' loads and unpacks to the
+// top of the step and spills them to the stack (each 256-bit spill costs two cycles of Zen 1's
+// single store port); with it the step stays in registers (+28 % in cache).
+#define ZT_ORDER() __asm__ volatile("" ::: "memory")
+// Products of one step for a row pair, first int16 reduction level folded in (fewer live vectors:
+// GCC spills the 8 product vectors otherwise): 32-bit word j = (row a, row b) sums of lanes j, j + 4.
+inline __m256i gemv4_pair(const uint8_t* sa, const uint8_t* sb, __m256i ae, __m256i ao) {
   const __m256i low4 = _mm256_set1_epi8(0x0f);
-  const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
-  const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
-  const bool body = st * 32 < full;
-  prefetch_next(rw, st, (full + 31) / 32 + 1);
-  for (int i = 0; i < 8; ++i) {
-    __m256i b = _mm256_loadu_si256((const __m256i*)(body ? rw.p[i] + st * 32 : rw.tail[i]));
-    __m256i lo = _mm256_and_si256(b, low4), hi = _mm256_and_si256(_mm256_srli_epi16(b, 4), low4);
-    __m256i d = _mm256_add_epi16(_mm256_maddubs_epi16(lo, ae), _mm256_maddubs_epi16(hi, ao));
-    acc16[i] = kFresh ? d : _mm256_add_epi16(acc16[i], d);
-  }
+  const __m256i ba = _mm256_loadu_si256((const __m256i*)sa), bb = _mm256_loadu_si256((const __m256i*)sb);
+  const __m256i da = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(ba, low4), ae),
+                                      _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(ba, 4), low4), ao));
+  const __m256i db = _mm256_add_epi16(_mm256_maddubs_epi16(_mm256_and_si256(bb, low4), ae),
+                                      _mm256_maddubs_epi16(_mm256_and_si256(_mm256_srli_epi16(bb, 4), low4), ao));
+  return _mm256_add_epi16(_mm256_unpacklo_epi16(da, db), _mm256_unpackhi_epi16(da, db));
 }
 
-// 8 vectors of int16 lane sums -> lanes 0-7 = rows 0-7 summed over the low 128-bit halves (lo)
-// and over the high halves (hi).
-inline void reduce8(const __m256i acc16[8], __m256i* lo, __m256i* hi) {
+// One step of 8 rows -> lo = [S(row 0..7) over the low 128-bit halves of the step], hi = [over the
+// high halves], int32. The int16 products (lanes <= 4 * 15 * 127 = 7620) go through two int16 add
+// levels (sums of 2, then 4 lanes: <= 30480, no overflow), then one widening vpmaddwd level: 2
+// vpmaddwd per step instead of 8 (the vector multiplier, which also runs every vpmaddubsw, is the
+// busiest port on Zen 1).
+inline void gemv4_step_sums(const Rows8& rw, uint64_t st, uint64_t body_steps, const int8_t* q, __m256i* lo, __m256i* hi) {
+  const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
+  const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
+  if (rw.next && st * 256 < rw.next_bytes)
+    for (int l = 0; l < 4; ++l) _mm_prefetch((const char*)(rw.next + st * 256 + 64 * l), _MM_HINT_T0);
+  __m256i t0, t1, t2, t3;
+  if (st < body_steps) {
+    const uint64_t o = st * 32;
+    t0 = gemv4_pair(rw.p[0] + o, rw.p[1] + o, ae, ao);
+    ZT_ORDER();
+    t1 = gemv4_pair(rw.p[2] + o, rw.p[3] + o, ae, ao);
+    ZT_ORDER();
+    t2 = gemv4_pair(rw.p[4] + o, rw.p[5] + o, ae, ao);
+    ZT_ORDER();
+    t3 = gemv4_pair(rw.p[6] + o, rw.p[7] + o, ae, ao);
+  } else {
+    t0 = gemv4_pair(rw.tail[0], rw.tail[1], ae, ao);
+    t1 = gemv4_pair(rw.tail[2], rw.tail[3], ae, ao);
+    t2 = gemv4_pair(rw.tail[4], rw.tail[5], ae, ao);
+    t3 = gemv4_pair(rw.tail[6], rw.tail[7], ae, ao);
+  }
+  // u: int16 lanes [r0a r1a r2a r3a r0b r1b r2b r3b] per 128-bit half (a, b: two partial sums per row)
+  const __m256i u0 = _mm256_add_epi16(_mm256_unpacklo_epi32(t0, t1), _mm256_unpackhi_epi32(t0, t1));
+  const __m256i u1 = _mm256_add_epi16(_mm256_unpacklo_epi32(t2, t3), _mm256_unpackhi_epi32(t2, t3));
+  const __m256i pair = _mm256_setr_epi8(0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15,
+                                        0, 1, 8, 9, 2, 3, 10, 11, 4, 5, 12, 13, 6, 7, 14, 15);
   const __m256i ones = _mm256_set1_epi16(1);
-  __m256i a = hadd4(_mm256_madd_epi16(acc16[0], ones), _mm256_madd_epi16(acc16[1], ones), _mm256_madd_epi16(acc16[2], ones),
-                    _mm256_madd_epi16(acc16[3], ones));
-  __m256i b = hadd4(_mm256_madd_epi16(acc16[4], ones), _mm256_madd_epi16(acc16[5], ones), _mm256_madd_epi16(acc16[6], ones),
-                    _mm256_madd_epi16(acc16[7], ones));
+  const __m256i v0 = _mm256_madd_epi16(_mm256_shuffle_epi8(u0, pair), ones);  // [r0..r3 | r0..r3]
+  const __m256i v1 = _mm256_madd_epi16(_mm256_shuffle_epi8(u1, pair), ones);  // [r4..r7 | r4..r7]
   // vperm2i128 is microcoded on Zen 1 (8 uops): lane moves with vinserti128 / vextracti128
-  *lo = _mm256_inserti128_si256(a, _mm256_castsi256_si128(b), 1);
-  *hi = _mm256_inserti128_si256(b, _mm256_extracti128_si256(a, 1), 0);
+  *lo = _mm256_inserti128_si256(v0, _mm256_castsi256_si128(v1), 1);
+  *hi = _mm256_inserti128_si256(v1, _mm256_extracti128_si256(v0, 1), 0);
 }
 
 // int4: nibbles u are the unsigned operand (no sign trick); the zero-point is folded in per group
-// (S -= zp * gsum). A step holds 64 elements: groups of 32 are its two 128-bit halves. 8 weight
-// rows per pass halve the per-row cost of activation loads, reductions and flushes.
+// (S -= zp * gsum). A step holds 64 elements: groups of 32 are its two 128-bit halves, a group of
+// 64 is one step (one int16 reduction each); larger groups add up to 4 steps in int16 first. 8
+// weight rows per pass halve the per-row cost of activation loads, reductions and flushes.
 void gemv4_pass(const IntPlan& p, const Rows8& rw, uint64_t n, uint64_t m) {
   const ActQ& a = *p.a;
   const int8_t* q = a.qeo + m * a.Kp;
   const int32_t* gsum = a.gsum + m * p.G;
-  const uint64_t full = (p.K + 1) / 2 / 32 * 32, steps = (p.K + 63) / 64;
+  const uint64_t body_steps = (p.K + 1) / 2 / 32, steps = (p.K + 63) / 64;
   __m256 accf = _mm256_setzero_ps();
   alignas(32) __m256i S[kFlushBlock];
   for (uint64_t j0 = 0; j0 < p.G; j0 += kFlushBlock) {
     const int nb = (int)(p.G - j0 < (uint64_t)kFlushBlock ? p.G - j0 : kFlushBlock);
     if (p.ga == 32) {
       for (uint64_t st = j0 / 2; st < (j0 + nb + 1) / 2; ++st) {
-        __m256i acc16[8];
-        gemv4_step<true>(rw, st, full, q, acc16);
         __m256i lo, hi;
-        reduce8(acc16, &lo, &hi);
+        gemv4_step_sums(rw, st, body_steps, q, &lo, &hi);
         S[2 * st - j0] = lo;
         if (2 * st + 1 - j0 < (uint64_t)nb) S[2 * st + 1 - j0] = hi;
       }
@@ -301,11 +341,9 @@ void gemv4_pass(const IntPlan& p, const Rows8& rw, uint64_t n, uint64_t m) {
       for (int t = 0; t < nb; ++t) {
         const uint64_t st0 = (j0 + t) * per, st1 = steps < st0 + per ? steps : st0 + per;
         __m256i sum = _mm256_setzero_si256();
-        for (uint64_t c = st0; c < st1; c += 4) {  // int16 over at most 4 steps: 4 * 2 * 2 * 15 * 127 < 32767
-          __m256i acc16[8] = {};
-          for (uint64_t st = c; st < (st1 < c + 4 ? st1 : c + 4); ++st) gemv4_step<false>(rw, st, full, q, acc16);
+        for (uint64_t st = st0; st < st1; ++st) {
           __m256i lo, hi;
-          reduce8(acc16, &lo, &hi);
+          gemv4_step_sums(rw, st, body_steps, q, &lo, &hi);
           sum = _mm256_add_epi32(sum, _mm256_add_epi32(lo, hi));
         }
         S[t] = sum;
