@@ -185,6 +185,17 @@ void check_scales(const QTensorView& q) {
   const uint64_t n = qt_scale_count(q);
   std::atomic<uint64_t> bad{~(uint64_t)0};
   parallel_chunks(n, kSeg, [&](size_t b, size_t e) {
+    // Branch-free pass first (it vectorizes): every forward checks all of its weights' scales, and
+    // a per-element branch here cost 16 % of a 7B-shaped W4A8 layer's decode time. Only a chunk
+    // with a bad entry is scanned again for its first one.
+    unsigned all_ok = 1;
+    for (size_t k = b; k < e; ++k) {
+      const float s = q.scales[k];
+      all_ok &= (unsigned)(s == 0.0f) | ((unsigned)(s >= kMinScale) & (unsigned)(s <= 3.4028234663852886e38f));
+    }
+    if (q.zeros)
+      for (size_t k = b; k < e; ++k) all_ok &= (unsigned)(q.zeros[k] <= 15);
+    if (all_ok) return;
     for (size_t k = b; k < e; ++k) {
       float s = q.scales[k];
       bool ok = s == 0.0f || (s >= kMinScale && s <= 3.4028234663852886e38f);
