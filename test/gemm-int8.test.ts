@@ -99,6 +99,41 @@ describe.each(paths)('int8 matmul on the %s path equals the canonical reference 
     });
   });
 
+  // The streaming GEMV (M <= 4) works in 64-element steps, 8 (int4) or 4 (int8) weight rows per pass,
+  // scales flushed in blocks of 64 groups (4 or 8 at a time) and the next pass's rows prefetched:
+  // K past several flush blocks with a partial last step, N leaving a partial row set.
+  test.each([[32, false], [32, true], [64, false], [64, true], [128, false], [128, true], ['channel', false]] as [Granularity, boolean][])(
+    'W4A8 GEMV, long rows: group %s, asymmetric=%s', (gran, asym) => {
+      const shapes: [number, number, number][] = [[1, 21, 4096 + 32 * 5 + 17], [2, 13, 2048 + 64 * 3 + 5], [4, 9, 4096 + 63]];
+      shapes.forEach(([M, N, K], i) => {
+        const w = randomWeights(prng(100 + i), 'int4', N, K, gran, { asym });
+        run(w, M, 300 + i, i === 1);
+      });
+    });
+
+  test('W4A8 GEMV: extreme codes and activations stay exact (int16 sums of the reduction tree)', () => {
+    // nibbles 15 (a few 0) against activations all +127 (row 0) or all -127 (row 1): the int16 lanes
+    // of the reduction tree reach their largest sums (4 lanes of 7620); unit scales and absmax 127
+    // make the result the integer itself
+    for (const gran of [32, 64, 128, 'channel'] as Granularity[]) {
+      const M = 2, N = 11, K = 1024 + 64, rand = prng(9);
+      const w = randomWeights(rand, 'int4', N, K, gran, { unitScales: true });
+      for (let i = 0; i < N * K; i++) {
+        w.raw[i] = i % 7 === 3 ? 0 : 15;
+        w.codes[i] = w.raw[i] - 8;
+      }
+      const x = new Float32Array(M * K).map((_, i) => (i < K ? 127 : -127));
+      const y = matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w)).data();
+      for (let m = 0; m < M; m++)
+        for (let n = 0; n < N; n++) {
+          let s = 0;
+          for (let k = 0; k < K; k++) s += x[m * K + k] * w.codes[n * K + k];
+          expect(y[m * N + n]).toBe(s);
+        }
+      expectSameBits(copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w))), refIntGemm(x, M, w), `extreme ${gran}`);
+    }
+  });
+
   test('per-row scales with K beyond one accumulation chunk (65536): chunks are scaled in order', () => {
     for (const [fmt, M] of [['int8', 1], ['int4', 5]] as const) {
       const K = 65536 + 77, N = 2, rand = prng(M);
