@@ -76,12 +76,18 @@ struct RowSet {
   int nr;
   // The next pass's rows (contiguous after these, within the task) are prefetched as one linear
   // stream while this pass reads its R interleaved ones: R streams alone leave DRAM idle gaps.
+  // Grouped scales too (the next R rows' scales are contiguous): they are read only by the flushes,
+  // in bursts of up to 64 groups x R rows (4 KB per int4 pass at group 32) that would otherwise
+  // miss to DRAM.
   const uint8_t* next;  // null at the task's last pass
   uint64_t next_bytes;
+  const uint8_t* next_s;    // the next pass's grouped scales, or null
+  uint64_t next_s_bytes, per_s;  // per_s: bytes per step of this pass (rounded up)
   alignas(32) uint8_t tail[R][32];  // the last partial 32-byte step of each row, zero padded
 };
 
-// Prefetches the slice of the next pass's rows that matches step `st` of `steps` of this pass.
+// Prefetches the slice of the next pass's rows that matches step `st` of `steps` of this pass (int8;
+// a form with the per-step bytes precomputed measured slower from DRAM).
 template <int R>
 inline void prefetch_next(const RowSet<R>& r, uint64_t st, uint64_t steps) {
   if (!r.next) return;
@@ -92,12 +98,18 @@ inline void prefetch_next(const RowSet<R>& r, uint64_t st, uint64_t steps) {
 using Rows4 = RowSet<4>;
 using Rows8 = RowSet<8>;
 
+// Rows [n, n + R) of a task ending at n1, streamed in `steps` steps per pass.
 template <int R>
-void rows_init(const IntPlan& p, uint64_t n, uint64_t n1, uint64_t row_bytes, RowSet<R>& r) {
+void rows_init(const IntPlan& p, uint64_t n, uint64_t n1, uint64_t row_bytes, uint64_t steps, RowSet<R>& r) {
   r.nr = (int)(p.N - n < (uint64_t)R ? p.N - n : R);
-  r.next = n + R < n1 ? p.w.data + (n + R) * row_bytes : nullptr;
-  r.next_bytes = n + R < n1 ? ((n1 - n - R < (uint64_t)R ? n1 - n - R : R) * row_bytes) : 0;
+  const uint64_t next_rows = n + R < n1 ? (n1 - n - R < (uint64_t)R ? n1 - n - R : R) : 0;
+  r.next = next_rows ? p.w.data + (n + R) * row_bytes : nullptr;
+  r.next_bytes = next_rows * row_bytes;
   r.grouped = p.w.group != 0 && p.w.group != p.w.cols;
+  const bool pf_scales = next_rows && r.grouped && !p.raw32;
+  r.next_s = pf_scales ? (const uint8_t*)(p.w.scales + w_scale_index(p.w, n + R, 0)) : nullptr;
+  r.next_s_bytes = pf_scales ? next_rows * qt_groups_per_row(p.w) * 4 : 0;
+  r.per_s = steps ? (r.next_s_bytes + steps - 1) / steps : 0;
   const uint64_t full = row_bytes / 32 * 32;
   for (int i = 0; i < R; ++i) {
     uint64_t row = n + (i < r.nr ? i : 0);
@@ -199,7 +211,7 @@ void gemv8_pass(const IntPlan& p, const Rows4& rw, uint64_t n, uint64_t m0) {
 void gemv8(const IntPlan& p, uint64_t n0, uint64_t n1) {
   Rows4 rw;
   for (uint64_t n = n0; n < n1; n += 4) {
-    rows_init(p, n, n1, p.K, rw);
+    rows_init(p, n, n1, p.K, (p.K + 31) / 32, rw);
     uint64_t m = 0;
     for (; m + 2 <= p.a->M; m += 2) gemv8_pass<2>(p, rw, n, m);
     if (m < p.a->M) gemv8_pass<1>(p, rw, n, m);
@@ -285,8 +297,12 @@ inline __m256i gemv4_pair(const uint8_t* sa, const uint8_t* sb, __m256i ae, __m2
 inline void gemv4_step_sums(const Rows8& rw, uint64_t st, uint64_t body_steps, const int8_t* q, __m256i* lo, __m256i* hi) {
   const __m256i ae = _mm256_load_si256((const __m256i*)(q + st * 64));
   const __m256i ao = _mm256_load_si256((const __m256i*)(q + st * 64 + 32));
-  if (rw.next && st * 256 < rw.next_bytes)
+  // the next pass: 8 rows x 32 bytes per step (a constant: a looped form measured slower), and its
+  // scales (at most one line per step)
+  if (rw.next && st * 256 < rw.next_bytes) {
     for (int l = 0; l < 4; ++l) _mm_prefetch((const char*)(rw.next + st * 256 + 64 * l), _MM_HINT_T0);
+    if (rw.next_s && st * rw.per_s < rw.next_s_bytes) _mm_prefetch((const char*)(rw.next_s + st * rw.per_s), _MM_HINT_T0);
+  }
   __m256i t0, t1, t2, t3;
   if (st < body_steps) {
     const uint64_t o = st * 32;
@@ -359,7 +375,7 @@ void gemv4_pass(const IntPlan& p, const Rows8& rw, uint64_t n, uint64_t m) {
 void gemv4(const IntPlan& p, uint64_t n0, uint64_t n1) {
   Rows8 rw;
   for (uint64_t n = n0; n < n1; n += 8) {
-    rows_init(p, n, n1, (p.K + 1) / 2, rw);
+    rows_init(p, n, n1, (p.K + 1) / 2, (p.K + 63) / 64, rw);
     for (uint64_t m = 0; m < p.a->M; ++m) gemv4_pass(p, rw, n, m);
   }
 }
