@@ -275,3 +275,40 @@ describe('save', () => {
     }
   });
 });
+
+describe('logitTokens (a vocabulary subset of the logits)', () => {
+  const cands = [4011, 17, 2500];
+  const pick = (full: Float32Array) => Float32Array.from(cands, (t) => full[t]);
+  const many = Array.from({ length: 6 }, (_, b) => Array.from({ length: 5 + 3 * b }, (_, i) => (i * 97 + 31 * b + 5) % 4000)); // 6 last rows: the skinny GEMM
+
+  maybe.each(['fp32', 'int8', 'int4-g32', 'w4a8'] as const)('%s: forward and probe give the same bits as those columns of the full logits', async (weights) => {
+    const m = await LlamaModel.load(micro!, { weights });
+    try {
+      for (const b of [batch, short, many]) {
+        const full = await m.forward(b, { targets: 'none' });
+        const sub = await m.forward(b, { targets: 'none', logitTokens: cands });
+        sub.logits.forEach((row, i) => expect(sameBits(row, pick(full.logits[i]))).toBe(true));
+        const dir: ZoDirection = weights === 'fp32' ? {} : { bits: 4 };
+        const pf = await m.zoProbe(b, { targets: 'none', seed: 9n, eps: 1e-2, direction: dir });
+        const ps = await m.zoProbe(b, { targets: 'none', seed: 9n, eps: 1e-2, direction: dir, logitTokens: Int32Array.from(cands) });
+        for (const k of ['plus', 'minus'] as const) ps[k].logits.forEach((row, i) => expect(sameBits(row, pick(pf[k].logits[i]))).toBe(true));
+        expect(sameBits(ps.plus.logits[0], sub.logits[0])).toBe(false); // the subset rows are perturbed
+      }
+    } finally {
+      m.dispose();
+    }
+  });
+
+  maybe('bad subsets are refused with coded errors', async () => {
+    const m = await LlamaModel.load(micro!);
+    try {
+      await expect(m.forward(batch, { targets: 'none', logitTokens: [] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+      await expect(m.forward(batch, { targets: 'none', logitTokens: [4096] })).rejects.toMatchObject({ code: 'ZOTUNE_OUT_OF_RANGE' });
+      await expect(m.forward(batch, { logitTokens: [1] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' }); // targets 'next'
+      await expect(m.forward(batch, { targets: 'none', logits: 'none', logitTokens: [1] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+      await expect(m.zoProbe(batch, { seed: 1, eps: 1e-3, logitTokens: [1] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    } finally {
+      m.dispose();
+    }
+  });
+});

@@ -258,13 +258,13 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     // the native entry validates on its own (JS checks bypassed)
     const a = (model as unknown as { cfgArg: Float64Array; idArg: Uint32Array; weightArgs: unknown[] });
     const call = (tokens: number[], offsets: number[], positions: number[]) =>
-      native().llamaForward(a.cfgArg, a.idArg, Int32Array.from(tokens), Int32Array.from(offsets), Int32Array.from(positions), null, null, null, null, null, null, null, null, null, 0, null, null, 0, ...(a.weightArgs as never[]));
+      native().llamaForward(a.cfgArg, a.idArg, Int32Array.from(tokens), Int32Array.from(offsets), Int32Array.from(positions), null, null, null, null, null, null, null, null, null, null, 0, null, null, 0, ...(a.weightArgs as never[]));
     expect(() => call([1, 99999], [0, 2], [0, 1])).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
     expect(() => call([1, 2], [0, 2], [0, 512])).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
     expect(() => call([1, 2], [0, 3], [0, 1])).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
     expect(() => call([], [0], [])).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
     expect(() => call([1, 2], [0, 2], [0, 1].slice(0, 1))).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
-    expect(() => native().llamaForward(a.cfgArg, a.idArg, Int32Array.from([1]), Int32Array.from([0, 1]), Int32Array.from([0]), null, null, null, null, null, null, null, null, null, 0, null, null, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => native().llamaForward(a.cfgArg, a.idArg, Int32Array.from([1]), Int32Array.from([0, 1]), Int32Array.from([0]), null, null, null, null, null, null, null, null, null, null, 0, null, null, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
     // still fine afterwards
     expect((await model.forward([prompts[0]])).count).toBe(prompts[0].length - 1);
   });
