@@ -9,6 +9,7 @@ import path from 'node:path';
 import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync, setCpuPath, setThreads, cpuInfo } from '../lib';
 import type { ForwardResult, ZoDirection } from '../lib';
 import { modelDir } from './helpers/models';
+import { settledLive } from './helpers/memory';
 
 const micro = modelDir('micro-llama');
 const maybe = micro ? test : test.skip;
@@ -149,12 +150,14 @@ describe('zoProbe', () => {
   maybe('a probe allocates one forward’s activations (plus the perturbed norm vectors) and no weights', async () => {
     model.setTrainable();
     const big = [0, 1, 2].map((s) => Array.from({ length: 120 }, (_, i) => (i * 37 + s * 11) % 4000));
+    await settledLive();
     const before = memory().engine;
     resetMemoryPeaks();
     await model.forward(big, { logits: 'none' });
     const fwd = memory().engine.peak.activations - before.live.activations;
     resetMemoryPeaks();
     await model.zoProbe(big, { seed: 5, eps: 1e-3, logits: 'none' });
+    await settledLive();
     const after = memory().engine;
     const probe = after.peak.activations - before.live.activations;
     const c = model.config;
