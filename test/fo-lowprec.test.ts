@@ -6,6 +6,7 @@ import { LlamaModel, LlamaTokenizer, QTensor, lossAndGrad, memory } from '../lib
 import { LowPrecisionTrainer } from '../lib/fo/lowprec';
 import { builtinText } from '../lib/cli/pretrain';
 import { modelDir } from './helpers/models';
+import { settledLive } from './helpers/memory';
 
 const micro = modelDir('micro-llama');
 const maybe = micro ? test : test.skip;
@@ -44,14 +45,14 @@ maybe.each(['int8', 'int4'] as const)('%s weights: SGD with stochastic rounding 
   const run = async (steps: number) => {
     // Counted as deltas: engine counters are per process, and earlier test files in this jest
     // worker may still hold tensors that await garbage collection.
-    const base = memory().engine.live;
+    const base = await settledLive();
     const m = await LlamaModel.load(micro!, { weights: scheme });
     const scales = Array.from((m.weight(Q) as QTensor).scales!.data() as Float32Array);
     const before = codes(m, Q);
     const t = new LowPrecisionTrainer(m, { lr: 0.05, seed: 11, maxGradNorm: 1 });
     const losses: number[] = [];
     for (let s = 0; s < steps; s++) losses.push((await t.step([{ batch: rows }])).loss);
-    const live = memory().engine.live;
+    const live = await settledLive();
     const grown = (k: string) => (live[k] ?? 0) - (base[k] ?? 0);
     const optimizerBytes = grown('optimizer') + Math.max(0, grown('weights') - m.weightBytes); // no state, no fp32 weight copy
     t.dispose();

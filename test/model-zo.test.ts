@@ -9,6 +9,7 @@ import path from 'node:path';
 import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync, setCpuPath, setThreads, cpuInfo } from '../lib';
 import type { ForwardResult, ZoDirection } from '../lib';
 import { modelDir } from './helpers/models';
+import { settledLive } from './helpers/memory';
 
 const micro = modelDir('micro-llama');
 const maybe = micro ? test : test.skip;
@@ -149,12 +150,14 @@ describe('zoProbe', () => {
   maybe('a probe allocates one forward’s activations (plus the perturbed norm vectors) and no weights', async () => {
     model.setTrainable();
     const big = [0, 1, 2].map((s) => Array.from({ length: 120 }, (_, i) => (i * 37 + s * 11) % 4000));
+    await settledLive();
     const before = memory().engine;
     resetMemoryPeaks();
     await model.forward(big, { logits: 'none' });
     const fwd = memory().engine.peak.activations - before.live.activations;
     resetMemoryPeaks();
     await model.zoProbe(big, { seed: 5, eps: 1e-3, logits: 'none' });
+    await settledLive();
     const after = memory().engine;
     const probe = after.peak.activations - before.live.activations;
     const c = model.config;
@@ -272,6 +275,43 @@ describe('save', () => {
     } finally {
       m.dispose();
       fs.rmSync(tmp, { recursive: true, force: true });
+    }
+  });
+});
+
+describe('logitTokens (a vocabulary subset of the logits)', () => {
+  const cands = [4011, 17, 2500];
+  const pick = (full: Float32Array) => Float32Array.from(cands, (t) => full[t]);
+  const many = Array.from({ length: 6 }, (_, b) => Array.from({ length: 5 + 3 * b }, (_, i) => (i * 97 + 31 * b + 5) % 4000)); // 6 last rows: the skinny GEMM
+
+  maybe.each(['fp32', 'int8', 'int4-g32', 'w4a8'] as const)('%s: forward and probe give the same bits as those columns of the full logits', async (weights) => {
+    const m = await LlamaModel.load(micro!, { weights });
+    try {
+      for (const b of [batch, short, many]) {
+        const full = await m.forward(b, { targets: 'none' });
+        const sub = await m.forward(b, { targets: 'none', logitTokens: cands });
+        sub.logits.forEach((row, i) => expect(sameBits(row, pick(full.logits[i]))).toBe(true));
+        const dir: ZoDirection = weights === 'fp32' ? {} : { bits: 4 };
+        const pf = await m.zoProbe(b, { targets: 'none', seed: 9n, eps: 1e-2, direction: dir });
+        const ps = await m.zoProbe(b, { targets: 'none', seed: 9n, eps: 1e-2, direction: dir, logitTokens: Int32Array.from(cands) });
+        for (const k of ['plus', 'minus'] as const) ps[k].logits.forEach((row, i) => expect(sameBits(row, pick(pf[k].logits[i]))).toBe(true));
+        expect(sameBits(ps.plus.logits[0], sub.logits[0])).toBe(false); // the subset rows are perturbed
+      }
+    } finally {
+      m.dispose();
+    }
+  });
+
+  maybe('bad subsets are refused with coded errors', async () => {
+    const m = await LlamaModel.load(micro!);
+    try {
+      await expect(m.forward(batch, { targets: 'none', logitTokens: [] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+      await expect(m.forward(batch, { targets: 'none', logitTokens: [4096] })).rejects.toMatchObject({ code: 'ZOTUNE_OUT_OF_RANGE' });
+      await expect(m.forward(batch, { logitTokens: [1] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' }); // targets 'next'
+      await expect(m.forward(batch, { targets: 'none', logits: 'none', logitTokens: [1] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+      await expect(m.zoProbe(batch, { seed: 1, eps: 1e-3, logitTokens: [1] })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    } finally {
+      m.dispose();
     }
   });
 });

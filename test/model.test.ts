@@ -4,6 +4,7 @@ import path from 'node:path';
 import { LlamaModel, KVCache, memory, nn, setCpuPath, setThreads, cpuInfo, Tensor, writeSafetensors, resetMemoryPeaks } from '../lib';
 import { native } from '../lib/native/load';
 import { modelDir } from './helpers/models';
+import { settledLive } from './helpers/memory';
 
 const code = (c: string) => expect.objectContaining({ code: c });
 const V = 4096;
@@ -218,7 +219,7 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
 
   maybe('a forward allocates its activations once (category "activations") and frees them; the event loop stays free', async () => {
     const batch = [0, 1, 2, 3].map((s) => Array.from({ length: 200 }, (_, i) => (i * 37 + s * 11) % 4000));
-    const before = memory().engine.live.activations;
+    const before = (await settledLive()).activations;
     resetMemoryPeaks();
     let ticks = 0;
     const timer = setInterval(() => ticks++, 1);
@@ -226,15 +227,15 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     clearInterval(timer);
     expect(r.count).toBe(4 * 199);
     const m = memory().engine;
-    expect(m.live.activations).toBe(before);
+    expect((await settledLive()).activations).toBe(before);
     const c = model.config, N = 800;
     const atLeast = 4 * N * (2 * c.hiddenSize + c.numHeads * c.headDim + 2 * c.numKvHeads * c.headDim + 2 * c.intermediateSize);
     expect(m.peak.activations - before).toBeGreaterThanOrEqual(atLeast);
     expect(ticks).toBeGreaterThan(0);
     const cache = model.createCache(2, 64);
-    expect(memory().engine.live.activations - before).toBe(2 * 4 * c.numLayers * 2 * c.numKvHeads * 64 * c.headDim);
+    expect((await settledLive()).activations - before).toBe(2 * 4 * c.numLayers * 2 * c.numKvHeads * 64 * c.headDim);
     cache.dispose();
-    expect(memory().engine.live.activations).toBe(before);
+    expect((await settledLive()).activations).toBe(before);
   });
 
   maybe('bad inputs give coded errors and leave the model usable', async () => {
@@ -258,13 +259,13 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     // the native entry validates on its own (JS checks bypassed)
     const a = (model as unknown as { cfgArg: Float64Array; idArg: Uint32Array; weightArgs: unknown[] });
     const call = (tokens: number[], offsets: number[], positions: number[]) =>
-      native().llamaForward(a.cfgArg, a.idArg, Int32Array.from(tokens), Int32Array.from(offsets), Int32Array.from(positions), null, null, null, null, null, null, null, null, null, 0, null, null, 0, ...(a.weightArgs as never[]));
+      native().llamaForward(a.cfgArg, a.idArg, Int32Array.from(tokens), Int32Array.from(offsets), Int32Array.from(positions), null, null, null, null, null, null, null, null, null, null, 0, null, null, 0, ...(a.weightArgs as never[]));
     expect(() => call([1, 99999], [0, 2], [0, 1])).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
     expect(() => call([1, 2], [0, 2], [0, 512])).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
     expect(() => call([1, 2], [0, 3], [0, 1])).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
     expect(() => call([], [0], [])).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
     expect(() => call([1, 2], [0, 2], [0, 1].slice(0, 1))).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
-    expect(() => native().llamaForward(a.cfgArg, a.idArg, Int32Array.from([1]), Int32Array.from([0, 1]), Int32Array.from([0]), null, null, null, null, null, null, null, null, null, 0, null, null, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => native().llamaForward(a.cfgArg, a.idArg, Int32Array.from([1]), Int32Array.from([0, 1]), Int32Array.from([0]), null, null, null, null, null, null, null, null, null, null, 0, null, null, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
     // still fine afterwards
     expect((await model.forward([prompts[0]])).count).toBe(prompts[0].length - 1);
   });
@@ -281,7 +282,7 @@ describe('loading', () => {
   const copy = (files: string[]) => files.forEach((f) => fs.copyFileSync(path.join(micro!, f), path.join(tmp, f)));
 
   maybe('unsupported architectures, missing and misshapen weights are refused with codes', async () => {
-    const weightsBefore = memory().engine.live.weights;
+    const weightsBefore = (await settledLive()).weights;
     copy(['model.safetensors', 'generation_config.json']);
     const cfg = JSON.parse(fs.readFileSync(path.join(micro!, 'config.json'), 'utf8'));
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify({ ...cfg, model_type: 'mixtral', architectures: ['MixtralForCausalLM'] }));
@@ -291,7 +292,7 @@ describe('loading', () => {
     fs.writeFileSync(path.join(tmp, 'config.json'), JSON.stringify({ ...cfg, num_hidden_layers: 3 }));
     await expect(LlamaModel.load(tmp)).rejects.toMatchObject({ code: 'ZOTUNE_BAD_FILE' });
     await expect(LlamaModel.load(micro!, { weights: 'int3' as never })).rejects.toMatchObject({ code: 'ZOTUNE_UNSUPPORTED' });
-    expect(memory().engine.live.weights).toBe(weightsBefore); // nothing leaked by the failed loads
+    expect((await settledLive()).weights).toBe(weightsBefore); // nothing leaked by the failed loads
   });
 
   maybe('tied embeddings use the embedding matrix as LM head; BF16 checkpoints load widened to fp32', async () => {

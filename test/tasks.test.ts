@@ -91,9 +91,11 @@ const micro = modelDir('micro-llama');
     expect(single.labelTokens).toHaveLength(2);
     const lb = single.lossBatch(examples);
     expect(lb.sequences).toHaveLength(3);
+    expect(Array.from(lb.forward.logitTokens!)).toEqual(single.labelTokens); // only the label words' LM-head rows
     const r = await model.forward(lb.sequences, lb.forward);
+    const full = await model.forward(lb.sequences, { ...lb.forward, logitTokens: undefined });
     const expected = examples.map((ex, i) => {
-      const row = r.logits[i], lt = single.labelTokens!;
+      const row = full.logits[i], lt = single.labelTokens!;
       // CE over the two label logits == CE over the two label log-probs (softmax normaliser cancels)
       return candidateCrossEntropy([row[lt[0]], row[lt[1]]], ex.label);
     });

@@ -1,4 +1,5 @@
 import { Tensor, memory, resetMemoryPeaks, setThreads, cpuInfo, setCpuPath, rng } from '../lib';
+import { settledLive } from './helpers/memory';
 
 describe('Tensor over native memory', () => {
   test('zeros, views and TypedArray round trip', () => {
@@ -23,8 +24,8 @@ describe('Tensor over native memory', () => {
     expect(a.every((x) => x > 0 && x < 1)).toBe(true);
   });
 
-  test('dispose frees memory now and detaches every view; Symbol.dispose works with `using`', () => {
-    const before = memory().engine.live.activations;
+  test('dispose frees memory now and detaches every view; Symbol.dispose works with `using`', async () => {
+    const before = (await settledLive()).activations;
     const t = Tensor.zeros([1024, 256], 'f32', 'activations');
     expect(memory().engine.live.activations - before).toBe(1024 * 256 * 4);
     const view = t.data();

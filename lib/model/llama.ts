@@ -240,6 +240,13 @@ export interface ForwardOptions {
   attentionMask?: Sequence[];
   /** Logits to return: 'last' (default: each sequence's last real token), 'all' or 'none'. */
   logits?: 'last' | 'all' | 'none';
+  /**
+   * Only these vocabulary entries' logits (LM-head rows), in this order: each logits row then has
+   * logitTokens.length entries, bit-identical to those columns of the full logits, and a ZO probe
+   * perturbs only these rows of the LM head (no other row can change them). For classifiers over a
+   * few label words; needs targets 'none' (a loss over the whole vocabulary needs every row).
+   */
+  logitTokens?: readonly number[] | Int32Array;
   /** Continue the sequences held in a KV cache (batch sizes must match). */
   cache?: KVCache;
 }
@@ -251,7 +258,7 @@ export interface ForwardResult {
   count: number;
   /** Per sequence, per token: log p(target | prefix) in float64, NaN where no target is selected. */
   logprobs: Float64Array[];
-  /** Per sequence: [vocab] ('last') or [tokens * vocab] ('all'); empty arrays for 'none'. */
+  /** Per sequence: [vocab] ('last') or [tokens * vocab] ('all') (vocab = logitTokens.length with a subset); empty arrays for 'none'. */
   logits: Float32Array[];
 }
 
@@ -544,7 +551,8 @@ export class LlamaModel {
     if ((opts as ForwardOptions).cache) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO probe takes no KV cache');
     const p = this.pack(batch, opts, false);
     const rows = this.logitRows(p, opts.logits);
-    const N = p.tokens.length, V = this.config.vocabSize;
+    const subset = this.vocabSubset(p, opts);
+    const N = p.tokens.length, V = subset ? subset.length : this.config.vocabSize;
     const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
     const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
     const flags = this.trainableFlags.slice();
@@ -554,13 +562,13 @@ export class LlamaModel {
           fail('ZOTUNE_UNSUPPORTED', `in-place probes take fp32 weights only ('${t.name}' is ${t.scheme}): a perturbed quantized weight is off its grid and could not be restored exactly; use mode 'on-load'`);
     const call = () =>
       native().llamaZoProbeAsync(
-        this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus,
+        this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset,
         opts.seed, dist, bits, eps, mode === 'on-load' ? 0 : 1, flags, ...this.weightArgs,
       );
     const r = await (mode === 'in-place' ? this.lock.write(call) : this.lock.read(call));
     return {
-      plus: this.result(p, batch.length, opts.logits ?? 'last', r.plus, lpPlus, lgPlus),
-      minus: this.result(p, batch.length, opts.logits ?? 'last', r.minus, lpMinus, lgMinus),
+      plus: this.result(p, batch.length, opts.logits ?? 'last', r.plus, lpPlus, lgPlus, V),
+      minus: this.result(p, batch.length, opts.logits ?? 'last', r.minus, lpMinus, lgMinus, V),
     };
   }
 
@@ -716,10 +724,10 @@ export class LlamaModel {
     return { tokens, offsets, positions, keyMask, targets, lastRow };
   }
 
-  private async run(p: Packed, cache: KVCache | undefined, logitRows: Int32Array | null, next: Int32Array | null, sample: Float64Array | null, seed: number | bigint) {
+  private async run(p: Packed, cache: KVCache | undefined, logitRows: Int32Array | null, next: Int32Array | null, sample: Float64Array | null, seed: number | bigint, subset: Int32Array | null = null) {
     const c = this.config;
     const logprobs = p.targets ? new Float64Array(p.tokens.length) : null;
-    const logits = logitRows ? new Float32Array(logitRows.length * c.vocabSize) : null;
+    const logits = logitRows ? new Float32Array(logitRows.length * (subset ? subset.length : c.vocabSize)) : null;
     if (cache) {
       if (cache.busy) fail('ZOTUNE_INVALID_ARGUMENT', 'the KV cache is in use by another call');
       cache.busy = true;
@@ -728,7 +736,7 @@ export class LlamaModel {
     try {
       r = await this.lock.read(() =>
         native().llamaForwardAsync(
-          this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, logitRows, logits,
+          this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, logitRows, logits, subset,
           cache ? cache.k.mem : null, cache ? cache.v.mem : null, cache ? cache.mask : null, cache ? cache.length : null, cache ? cache.capacity : 0,
           next, sample, seed, ...(this.weightArgs as Mem[]),
         ),
@@ -753,17 +761,28 @@ export class LlamaModel {
     return rows && rows.length ? rows : null;
   }
 
+  /** ForwardOptions.logitTokens checked, as the native vocabulary subset (null: every token). */
+  private vocabSubset(p: Packed, opts: ForwardOptions): Int32Array | null {
+    const t = opts.logitTokens;
+    if (t === undefined) return null;
+    if (!(Array.isArray(t) || t instanceof Int32Array) || t.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'logitTokens must be a non-empty array of token ids');
+    if ((opts.logits ?? 'last') === 'none') fail('ZOTUNE_INVALID_ARGUMENT', "logitTokens chooses logits columns: it needs logits 'last' or 'all'");
+    if (p.targets) fail('ZOTUNE_INVALID_ARGUMENT', "logitTokens needs targets 'none': a log-probability over the vocabulary needs every LM-head row");
+    checkIds(t as readonly number[], this.config.vocabSize, 'logitTokens');
+    return Int32Array.from(t);
+  }
+
   /** One forward pass over a batch of token-id sequences (see ForwardOptions). */
   async forward(batch: readonly Sequence[], opts: ForwardOptions = {}): Promise<ForwardResult> {
     this.check();
     const p = this.pack(batch, opts, false);
     const rows = this.logitRows(p, opts.logits);
-    const { r, logprobs, logits } = await this.run(p, opts.cache, rows, null, null, 0);
-    return this.result(p, batch.length, opts.logits ?? 'last', r, logprobs, logits);
+    const subset = this.vocabSubset(p, opts);
+    const { r, logprobs, logits } = await this.run(p, opts.cache, rows, null, null, 0, subset);
+    return this.result(p, batch.length, opts.logits ?? 'last', r, logprobs, logits, subset ? subset.length : this.config.vocabSize);
   }
 
-  private result(p: Packed, B: number, mode: 'last' | 'all' | 'none', r: { logprobSum: number; count: number }, logprobs: Float64Array | null, logits: Float32Array | null): ForwardResult {
-    const V = this.config.vocabSize;
+  private result(p: Packed, B: number, mode: 'last' | 'all' | 'none', r: { logprobSum: number; count: number }, logprobs: Float64Array | null, logits: Float32Array | null, V: number): ForwardResult {
     const out: ForwardResult = { loss: r.count ? -r.logprobSum / r.count : NaN, count: r.count, logprobs: [], logits: [] };
     let li = 0;
     for (let b = 0; b < B; b++) {

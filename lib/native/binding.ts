@@ -199,19 +199,19 @@ export type GemmInt8Args = [
 
 export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset: number, c: Mem, cByteOffset: number, M: number, N: number, K: number];
 
-/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
+/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, vocabSubset, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
 export type LlamaForwardArgs = [
   Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null,
-  Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...LlamaWeightArg[],
+  Int32Array | null, Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...LlamaWeightArg[],
 ];
 
 /** Weight arguments of the LLaMA ops: f32 memory or a quantized tensor descriptor (intAct: W8A8 / W4A8). */
 export type LlamaWeightArg = Mem | (QTensorDesc & { intAct?: boolean });
 
-/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, seed, dist, bits, eps, mode, trainable, ...weights */
+/** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, mode, trainable, ...weights */
 export type LlamaZoProbeArgs = [
   Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Float64Array | null,
-  Int32Array | null, Float32Array | null, Float32Array | null, Seed, number, number, number, number, Uint8Array, ...LlamaWeightArg[],
+  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed, number, number, number, number, Uint8Array, ...LlamaWeightArg[],
 ];
 
 /** seed, dist, bits, scale, decay, ids, decayFlags, counts, ...tensors */

@@ -231,8 +231,9 @@ export class PromptTask {
       const tokens = this.labelTokens;
       return {
         sequences: examples.map((ex) => this.prompt(ex)),
-        forward: { targets: 'none', logits: 'last' },
-        scores: (r) => r.logits.map((row) => tokens.map((t) => row[t])),
+        // only the label words' LM-head rows: the same logits, and a probe perturbs only those rows
+        forward: { targets: 'none', logits: 'last', logitTokens: tokens },
+        scores: (r) => r.logits.map((row) => Array.from(row)),
       };
     }
     const sequences: number[][] = [], lossMask: number[][] = [], spans: { example: number; start: number; len: number }[] = [];

@@ -4,14 +4,14 @@
 // llamaForward(cfg: f64[15], ids: u32[layers*9 + 3], tokens: i32[N], seqOffsets: i32[B+1],
 //              positions: i32[N], keyMask: u8[N] | null, targets: i32[N] | null,
 //              logprobs: f64[N] | null, logitRows: i32[R] | null, logits: f32 mem [R*vocab] | null,
-//              cacheK: f32 mem | null, cacheV: f32 mem | null, cacheMask: u8[B*cap] | null,
+//              vocabSubset: i32[S] | null (logits then [R*S], llama.h LlamaOutputs), cacheK: f32 mem | null, cacheV: f32 mem | null, cacheMask: u8[B*cap] | null,
 //              cachePast: i32[B] | null, cacheCap, next: i32[B] | null,
 //              sample: f64[3] (temperature, topK, topP) | null, seed,
 //              embed, (attnNorm, q, k, v, o, mlpNorm, gate, up, down) x layers, norm, lmHead)
 //   -> {logprobSum, count}
 // llamaZoProbe(cfg, ids, tokens, seqOffsets, positions, keyMask, targets,
 //              logprobsPlus: f64[N] | null, logprobsMinus: f64[N] | null, logitRows, logitsPlus, logitsMinus,
-//              seed, dist, bits, eps, mode (0 on-load, 1 in-place), trainable: u8[n_ids], ...weights)
+//              vocabSubset, seed, dist, bits, eps, mode (0 on-load, 1 in-place), trainable: u8[n_ids], ...weights)
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}}
 // zoUpdate(seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n], counts: f64[n], ...tensors)
 //   every tensor j: fp32 w <- fma(-scale, z, w * (1 - decay * decayFlags[j])) (perturb kernels);
@@ -40,7 +40,7 @@
 namespace zt {
 namespace {
 
-constexpr size_t kArgWeights = 18;
+constexpr size_t kArgWeights = 19;
 
 [[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llamaForward: " + msg); }
 
@@ -169,25 +169,27 @@ Job parse_forward(Args& a) {
     Span rows = a.mem(8, "logitRows");
     o->n_logit_rows = rows.bytes / 4;
     o->logit_rows = a.elems<int32_t>(8, "logitRows", 0, o->n_logit_rows);
-    o->logits = a.elems<float>(9, "logits", 0, mul(o->n_logit_rows, c.vocab));
+    o->n_vocab_subset = a.has(10) ? a.mem(10, "vocabSubset").bytes / 4 : 0;
+    if (o->n_vocab_subset) o->vocab_subset = a.elems<int32_t>(10, "vocabSubset", 0, o->n_vocab_subset);
+    o->logits = a.elems<float>(9, "logits", 0, mul(o->n_logit_rows, o->vocab_subset ? o->n_vocab_subset : c.vocab));
   }
 
   std::shared_ptr<KvCache> cache;
-  if (a.has(10)) {
+  if (a.has(11)) {
     cache = std::make_shared<KvCache>();
-    cache->cap = (size_t)a.index(14, "cacheCap");
+    cache->cap = (size_t)a.index(15, "cacheCap");
     if (cache->cap == 0 || cache->cap > c.max_pos) bad(Code::OutOfRange, "cacheCap must be in [1, maxPositions]");
     const uint64_t per = mul(mul(L, b.B), mul(c.kv_heads, mul(cache->cap, c.head_dim)));
-    cache->k = a.elems<float>(10, "cacheK", 0, per);
-    cache->v = a.elems<float>(11, "cacheV", 0, per);
-    cache->mask = a.elems<uint8_t>(12, "cacheMask", 0, mul(b.B, cache->cap));
-    cache->past = a.elems<int32_t>(13, "cachePast", 0, b.B);
+    cache->k = a.elems<float>(11, "cacheK", 0, per);
+    cache->v = a.elems<float>(12, "cacheV", 0, per);
+    cache->mask = a.elems<uint8_t>(13, "cacheMask", 0, mul(b.B, cache->cap));
+    cache->past = a.elems<int32_t>(14, "cachePast", 0, b.B);
     if (cache->k == cache->v) bad(Code::InvalidArgument, "cacheK and cacheV must be different buffers");
   }
-  if (a.has(15)) {
-    o->next = a.elems<int32_t>(15, "next", 0, b.B);
-    if (a.has(16)) {
-      const double* s = a.elems<double>(16, "sample", 0, 3);
+  if (a.has(16)) {
+    o->next = a.elems<int32_t>(16, "next", 0, b.B);
+    if (a.has(17)) {
+      const double* s = a.elems<double>(17, "sample", 0, 3);
       if (!(s[0] >= 0 && std::isfinite(s[0]))) bad(Code::InvalidArgument, "temperature must be a finite number >= 0");
       if (!(s[1] >= 0 && s[1] <= 2147483647.0 && s[1] == std::floor(s[1]))) bad(Code::InvalidArgument, "topK must be a non-negative integer");
       if (!(s[2] > 0 && s[2] <= 1)) bad(Code::InvalidArgument, "topP must be in (0, 1]");
@@ -195,7 +197,7 @@ Job parse_forward(Args& a) {
       o->sample.top_k = (uint32_t)s[1];
       o->sample.top_p = (float)s[2];
     }
-    o->seed = a.u64(17, "seed");
+    o->seed = a.u64(18, "seed");
   }
   llama_validate(c, b, cache.get(), *o);
 
@@ -221,19 +223,22 @@ Job parse_probe(Args& a) {
     const size_t R = a.mem(9, "logitRows").bytes / 4;
     plus->n_logit_rows = minus->n_logit_rows = R;
     plus->logit_rows = minus->logit_rows = a.elems<int32_t>(9, "logitRows", 0, R);
-    plus->logits = a.elems<float>(10, "logitsPlus", 0, mul(R, c.vocab));
-    minus->logits = a.elems<float>(11, "logitsMinus", 0, mul(R, c.vocab));
+    const size_t S = a.has(12) ? a.mem(12, "vocabSubset").bytes / 4 : 0;
+    if (S) plus->vocab_subset = minus->vocab_subset = a.elems<int32_t>(12, "vocabSubset", 0, S);
+    plus->n_vocab_subset = minus->n_vocab_subset = S;
+    plus->logits = a.elems<float>(10, "logitsPlus", 0, mul(R, S ? S : c.vocab));
+    minus->logits = a.elems<float>(11, "logitsMinus", 0, mul(R, S ? S : c.vocab));
     if (R && plus->logits == minus->logits) bad(Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
   }
-  const Direction dir = direction_arg(a, 12, kPurposeSrProbe);
-  const float eps = finite_f32(a, 15, "eps");
-  const int32_t mode = a.i32(16, "mode");
+  const Direction dir = direction_arg(a, 13, kPurposeSrProbe);
+  const float eps = finite_f32(a, 16, "eps");
+  const int32_t mode = a.i32(17, "mode");
   if (mode != 0 && mode != 1) bad(Code::InvalidArgument, "mode must be 0 (on-load) or 1 (in-place)");
-  Span tr = a.mem(17, "trainable");
-  const uint8_t* trainable = a.elems<uint8_t>(17, "trainable", 0, tr.bytes);
+  Span tr = a.mem(18, "trainable");
+  const uint8_t* trainable = a.elems<uint8_t>(18, "trainable", 0, tr.bytes);
   llama_validate(c, b, nullptr, *plus);
   auto all = std::make_shared<std::vector<WeightArg>>();
-  auto w = parse_weights(a, c, ids, 18, all.get());
+  auto w = parse_weights(a, c, ids, 19, all.get());
   for (size_t j = 0; j < nw; ++j)
     if (ids[j] >= tr.bytes) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " has no trainable flag");
 

@@ -37,6 +37,39 @@ void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate
   gemm(g);
 }
 
+// y[M] = x[M, in] . W[r]: one output row r of a linear layer (a view of that row, perturbed with the
+// direction indices r*in + k of the whole tensor), the same bits as column r of linear(): every
+// GEMM path's order per output is independent of N (gemm.h, gemm_int8.h).
+void linear_row(const Linear& L, uint64_t r, const float* x, size_t M, float* y, const LlamaPerturb* zo) {
+  const bool perturb = zo && zo->on(L.id);
+  const Direction dir = perturb ? zo->of(L.id) : Direction{};
+  const uint64_t K = L.w.k;
+  GemmWeights row = L.w;
+  row.n = 1;
+  if (L.w.f32) {
+    row.w32 = L.w.w32 + r * K;
+  } else {
+    QTensorView& q = row.q;
+    const uint64_t groups = qt_groups_per_row(q), scale0 = q.group == 0 ? 0 : r * groups;
+    q.data += r * qformat_row_bytes(q.format, q.cols);
+    if (q.scales) q.scales += scale0;
+    if (q.zeros) q.zeros += scale0;
+    q.rows = 1;
+  }
+  if (L.int_act) {
+    IntGemm g{x, M, K, row.q, y, 1, nullptr, nullptr, 1, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, r * K, nullptr, 0};
+    gemm_int(g);
+    return;
+  }
+  GemmArgs g{};
+  g.a = x;
+  g.m = M;
+  g.w = row;
+  g.c = y;
+  if (perturb) g.p = GemmPerturb{true, dir, zo->alpha, r * K, false, nullptr, 0};
+  gemm(g);
+}
+
 // x[i] = row tokens[i] of the embedding table (decoded if quantized), then + alpha * z over the
 // row's element indices when the table is perturbed: exactly the row of the perturbed table.
 void embed_rows(float* x, const Linear& E, const int32_t* tokens, size_t N, const LlamaPerturb* zo) {
@@ -64,10 +97,10 @@ size_t align_up(size_t n) { return (n + kAlignFloats - 1) / kAlignFloats * kAlig
 
 // Where each activation lives inside the one arena of a forward (offsets in floats).
 struct Plan {
-  size_t N = 0, T = 0, R = 0, C = 0;
+  size_t N = 0, T = 0, R = 0, C = 0, cols = 0;  // cols: logits per head row (vocab or subset)
   int32_t pos0 = 0;  // rotary tables cover positions [pos0, pos0 + P)
   size_t P = 0;
-  size_t x, xn, q, k, v, g, u, kv_k, kv_v, kv_mask, rel_pos, cos_t, sin_t, hrows, hlogits, norms, total;
+  size_t x, xn, q, k, v, g, u, kv_k, kv_v, kv_mask, rel_pos, cos_t, sin_t, hrows, hlogits, hcol, norms, total;
   std::vector<int32_t> head_rows;  // sorted distinct token rows that need the LM head
 };
 
@@ -89,7 +122,8 @@ Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, 
   for (size_t i = 0; i < p.N; ++i)
     if (need[i]) p.head_rows.push_back((int32_t)i);
   p.R = p.head_rows.size();
-  p.C = std::max<size_t>(1, std::min(p.R, kHeadChunkBytes / (4 * c.vocab)));
+  p.cols = o.vocab_subset ? o.n_vocab_subset : c.vocab;
+  p.C = std::max<size_t>(1, std::min(p.R, kHeadChunkBytes / (4 * p.cols)));
 
   const size_t D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
   size_t at = 0;
@@ -113,7 +147,8 @@ Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, 
   p.cos_t = take(p.P * c.head_dim / 2);
   p.sin_t = take(p.P * c.head_dim / 2);
   p.hrows = take(p.C * D);
-  p.hlogits = take(p.R ? p.C * c.vocab : 0);
+  p.hlogits = take(p.R ? p.C * p.cols : 0);
+  p.hcol = take(o.vocab_subset ? p.C : 0);
   p.norms = take(zo ? (2 * c.layers + 1) * align_up(D) : 0);  // perturbed norm vectors of a probe
   p.total = at;
   return p;
@@ -196,6 +231,13 @@ void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* ca
   for (size_t j = 0; j < o.n_logit_rows; ++j)
     if (o.logit_rows[j] < 0 || (size_t)o.logit_rows[j] >= N)
       bad(Code::OutOfRange, "logit row " + std::to_string(o.logit_rows[j]) + " is outside the batch's " + std::to_string(N) + " tokens");
+  if (o.vocab_subset) {
+    if (o.targets || o.next) bad(Code::InvalidArgument, "a vocabulary subset of the logits excludes targets and next-token sampling (both need the whole softmax)");
+    if (o.n_vocab_subset == 0) bad(Code::InvalidArgument, "the vocabulary subset is empty");
+    for (size_t j = 0; j < o.n_vocab_subset; ++j)
+      if (o.vocab_subset[j] < 0 || (size_t)o.vocab_subset[j] >= c.vocab)
+        bad(Code::OutOfRange, "vocabulary subset id " + std::to_string(o.vocab_subset[j]) + " is outside [0, " + std::to_string(c.vocab) + ")");
+  }
 }
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
@@ -282,7 +324,15 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
     const size_t n = std::min(p.C, p.R - c0);
     for (size_t j = 0; j < n; ++j) memcpy(hrows + j * D, x + (size_t)p.head_rows[c0 + j] * D, D * sizeof(float));
     rmsnorm(hrows, hrows, norm_of[2 * c.layers], n, D, c.eps);
-    linear(w.lm_head, hrows, n, hl, false, zo);
+    if (o.vocab_subset) {
+      float* col = A + p.hcol;
+      for (size_t s = 0; s < o.n_vocab_subset; ++s) {
+        linear_row(w.lm_head, (uint64_t)o.vocab_subset[s], hrows, n, col, zo);
+        for (size_t j = 0; j < n; ++j) hl[j * p.cols + s] = col[j];
+      }
+    } else {
+      linear(w.lm_head, hrows, n, hl, false, zo);
+    }
     if (o.targets) {
       for (size_t j = 0; j < n; ++j) tg[j] = o.targets[p.head_rows[c0 + j]];
       log_probs(hl, n, V, V, tg.data(), lp.data());
@@ -295,7 +345,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
     }
     for (size_t j = 0; j < n; ++j) {
       const int32_t row = p.head_rows[c0 + j];
-      while (wi < want.size() && want[wi].first == row) memcpy(o.logits + want[wi++].second * V, hl + j * V, V * sizeof(float));
+      while (wi < want.size() && want[wi].first == row) memcpy(o.logits + want[wi++].second * p.cols, hl + j * p.cols, p.cols * sizeof(float));
     }
     if (o.next)
       for (size_t s = 0; s < b.B; ++s) {

@@ -94,10 +94,16 @@ struct LlamaOutputs {
   // Per-token log-probabilities of targets (target < 0: not selected); both null if not wanted.
   const int32_t* targets = nullptr;
   double* logprobs = nullptr;
-  // Full logits of the listed token rows, [n_logit_rows][vocab].
+  // Logits of the listed token rows, [n_logit_rows][vocab], or [n_logit_rows][n_vocab_subset]
+  // with a vocabulary subset: then only those LM-head rows are computed (and perturbed), in the
+  // listed order, with the same bits as the same columns of the full logits (a classifier over a
+  // few label words reads 2 of the vocab's rows; a probe need not perturb the other rows, which
+  // cannot change these logits). A subset excludes targets and next (they need the full softmax).
   const int32_t* logit_rows = nullptr;
   size_t n_logit_rows = 0;
   float* logits = nullptr;
+  const int32_t* vocab_subset = nullptr;
+  size_t n_vocab_subset = 0;
   // Next token after the last row of every non-empty sequence (greedy or sampled), or null.
   // Sequence b draws u from Philox (seed, stream b, purpose uniform) at element = the KV slot of
   // the token being generated (its index in the sequence without a cache).
