@@ -32,11 +32,14 @@
 //   - 8 * sum q_x). Both paths are within the float32 bound of the float64 product
 //   x_q · (W + alpha·Z)ᵀ (test/gemm-int8.test.ts); which one a call takes is grid_probe_on_int.
 // Which path: the integer one makes a second integer pass over the weights (the codes) and skips
-// the f32 decode of perturbed weights; the f32 one makes one f32 pass. On Zen 1 (vpmaddubsw and
-// FMA both one 128-bit op per cycle) the second pass costs more than the f32 pass saves once M
-// grows: single-thread, 688 x 256, 4-bit directions, integer ÷ f32 path = 0.81 (int4) / 0.95 (int8)
-// at M = 16, 1.00 / 1.16 at M = 64, 1.31 / 1.57 at M = 342. So small M only, and 2..4-bit
-// directions (codes within a nibble); the choice depends on the shape alone (same bits anywhere).
+// the f32 decode of perturbed weights; the f32 one makes one f32 pass. Both generate the same
+// Gaussian + rounding per weight (most of the cost at small M). On Zen 1, whose measured f32 FMA
+// peak equals its int8 vpmaddubsw peak, the second pass costs more than the decode saves once M
+// grows: single-thread CPU time, 688 x 256, 4-bit directions, integer ÷ f32 path (best of
+// several runs) int4 0.68 / 0.80 / 0.81 / 0.96 / 0.99 at M = 8 / 16 / 32 / 48 / 64, int8
+// 0.78 / 0.82 / 0.86 / 0.93 / 1.01 at M = 1 / 4 / 8 / 16 / 24, and 1.31 (int4) / 1.57 (int8) at
+// M = 342. So small M only, and 2..4-bit directions (codes within a nibble); the choice depends on
+// the shape alone (the same call gives the same bits on any machine).
 // With an index subset (sparse ZO; strictly increasing flat indices i = n*K + k), Z is zero
 // outside the subset. Sparse enough subsets (sparse_correction_pays) keep the integer path and add
 //   acc = fma(alpha * z_i, float(q_x[m, k_i]), acc) for the row's indices in order, after step 2;
