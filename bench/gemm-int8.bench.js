@@ -43,7 +43,9 @@ function cases() {
     for (const M of [1, 16, 512])
       for (const fmt of ['int8', 'int4']) {
         add(N, K, M, fmt);
-        if (M === 512) for (const dist of ['gaussian', 'rademacher']) add(N, K, M, fmt, dist);
+        // quzo4: QuZO 4-bit Gaussian probe directions (integer path at M = 16, f32 path at M = 512)
+        if (M === 512) for (const dist of ['gaussian', 'rademacher', 'quzo4']) add(N, K, M, fmt, dist);
+        if (M === 16) for (const dist of ['gaussian', 'quzo4']) add(N, K, M, fmt, dist);
       }
   return out;
 }
@@ -88,7 +90,9 @@ const suite = {
       const r = rand(5);
       const x = z.Tensor.fromArray(Float32Array.from({ length: M * K }, () => r() * 2 - 1), [M, K], 'f32', 'activations');
       const out = z.Tensor.empty([M, N], 'f32', 'activations');
-      const p = perturb ? { alpha: 1e-3, seed: 1, stream: 0, dist: perturb } : undefined;
+      const p = !perturb ? undefined : perturb === 'quzo4'
+        ? { alpha: 1e-3, seed: 1, stream: 0, dist: 'gaussian', bits: 4, srPurpose: 'probe' }
+        : { alpha: 1e-3, seed: 1, stream: 0, dist: perturb };
       const ops = 2 * M * N * K;
       let i = 0, j = 0;
       try {
@@ -151,7 +155,7 @@ const suite = {
         `GEMM rows: GOPS = 2·M·N·K / time, against the int8 peak (vpmaddubsw + vpmaddwd + vpaddd on ${THREADS} threads) measured in this run: at its start (${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS best / median) and again right before each case; each row uses the larger (highest seen: ${h.pair(seen.int8, (v) => h.giga(v, 1))}).`,
         `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${L3_BYTES >> 20} MiB L3 4x.`,
         'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
-        'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load, f32 micro-kernel), slowdown against the unperturbed row above.',
+        'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load), slowdown against the unperturbed row of the same shape. gaussian / rademacher: exact directions, f32 micro-kernel on decoded + perturbed tiles. quzo4: QuZO 4-bit Gaussian directions (probe rounding): the integer path (gemm_int8.h step 2\', codes through the nibble micro-kernel) at M <= 16 (W8A8) / 48 (W4A8), the f32 micro-kernel above.',
       ],
       columns: ['case', 'ms best / median', 'GOPS best / median', 'GB/s of weights', 'vs ceiling (best / median)', 'vs onnxruntime', 'vs unperturbed'],
       rows,

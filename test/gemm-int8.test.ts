@@ -3,7 +3,7 @@ import type { Granularity } from '../lib/qtensor';
 import { native } from '../lib/native/load';
 import { CPU_PATHS, prng } from './helpers/reference';
 import {
-  Dir, IntWeights, dequantActs, directionTable, nmse, quantizeActs, randn, randomWeights, ref64, refIntGemm, refPerturbedGemm,
+  Dir, IntWeights, dequantActs, directionTable, gridProbeOnInt, nmse, quantizeActs, randn, randomWeights, ref64, refGridProbeGemm, refIntGemm, refPerturbedGemm,
   refSparseGemm, toQTensor,
 } from './helpers/int-gemm';
 
@@ -199,12 +199,15 @@ describe('invariance', () => {
       [randomWeights(rand, 'int4', N, K, 64, { asym: true }), undefined],
       [randomWeights(rand, 'int8', N, K, 32), { seed: 3n, stream: 4, dist: 'gaussian', bits: 0, srPurpose: 4 }],
       [randomWeights(rand, 'int4', N, K, 128), { seed: 5n, stream: 1, dist: 'rademacher', bits: 0, srPurpose: 4 }],
+      [randomWeights(rand, 'int4', N, K, 32, { asym: true }), { seed: 6n, stream: 2, dist: 'gaussian', bits: 4, srPurpose: 4 }],
+      [randomWeights(rand, 'int8', N, K, 'channel'), { seed: 8n, stream: 3, dist: 'gaussian', bits: 8, srPurpose: 5 }],
+      [randomWeights(rand, 'int8', N, K, 32), { seed: 9n, stream: 5, dist: 'gaussian', bits: 4, srPurpose: 4 }],
     ];
     for (const [w, d] of cases) {
       const qw = toQTensor(w);
       const outs = paths.map((p) => {
         setCpuPath(p);
-        const perturb = d && { alpha: 1e-3, seed: d.seed, stream: d.stream, dist: d.dist };
+        const perturb = d && { alpha: 1e-3, seed: d.seed, stream: d.stream, dist: d.dist, bits: d.bits, srPurpose: d.srPurpose === 4 ? ('probe' as const) : ('update' as const) };
         return copy(matmulInt8Sync(x, qw, { perturb }));
       });
       expectSameBits(outs[1], outs[0], 'avx2 vs scalar');
@@ -212,14 +215,14 @@ describe('invariance', () => {
     setCpuPath('auto');
   });
 
-  test('results do not depend on the thread count (GEMV, GEMM, perturbed, sparse)', async () => {
+  test('results do not depend on the thread count (GEMV, GEMM, perturbed, sparse, QuZO integer probe)', async () => {
     const rand = prng(99);
     const w = randomWeights(rand, 'int8', 100, 200, 64);
     const qw = toQTensor(w);
     const idx = Tensor.fromArray(Uint32Array.from({ length: 300 }, (_, i) => i * 61 + (i % 7)), [300], 'u32');
     for (const M of [1, 3, 70]) {
       const x = Tensor.from(randn(rand, M * 200), [M, 200]);
-      const variants = [{}, { perturb: { alpha: 0.01, seed: 1 } }, { perturb: { alpha: 0.01, seed: 1, indices: idx } }];
+      const variants = [{}, { perturb: { alpha: 0.01, seed: 1 } }, { perturb: { alpha: 0.01, seed: 1, indices: idx } }, { perturb: { alpha: 0.01, seed: 1, bits: 4 } }];
       for (const opts of variants) {
         const runs: Float32Array[] = [];
         for (const t of [1, 2, 3]) {
@@ -255,11 +258,45 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
       const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
       const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, bias: Tensor.from(bias), perturb: perturbOf(d, alpha) }));
       const z = directionTable(d, N * K);
-      expectSameBits(y, refPerturbedGemm(x, M, w, z, alpha, { bias }), `perturbed ${fmt} M=${M}`);
+      // small-M QuZO (grid) probes take the integer path (step 2'), the others the f32 path
+      const onInt = gridProbeOnInt(d, fmt, M);
+      const canonical = onInt ? refGridProbeGemm(x, M, w, z, alpha, d.bits, { bias }) : refPerturbedGemm(x, M, w, z, alpha, { bias });
+      expectSameBits(y, canonical, `perturbed ${fmt} M=${M}`);
       // and within the documented bound of the float64 explicit perturb-then-GEMM (same activations)
       const xq = dequantActs(quantizeActs(x, M, K), M, K);
       const y64 = ref64(xq, M, w, (i) => z[i], alpha).map((v, i) => v + bias[i % N]);
       expect(nmse(y, y64)).toBeLessThan(1e-11);
+      if (onInt) expect(nmse(y, refPerturbedGemm(x, M, w, z, alpha, { bias }))).toBeLessThan(1e-11); // the f32 path's result
+    }
+  });
+
+  test('QuZO grid probes: the integer path at small M (GEMV sizes too, K over one chunk), the f32 path beyond', () => {
+    const cases = [
+      [1, 5, 33, 'int8', 'channel', 4], [3, 16, 64, 'int4', 32, 4], [4, 33, 100, 'int4', 64, 2], [16, 17, 257, 'int8', 32, 3],
+      [29, 18, 130, 'int4', 128, 3], [48, 7, 64, 'int4', 'channel', 4], [2, 1, 65600, 'int8', 'channel', 4],
+      // f32 path: M beyond the thresholds, or more than 4 bits
+      [17, 9, 64, 'int8', 'channel', 4], [49, 6, 96, 'int4', 32, 4], [6, 10, 70, 'int8', 32, 8],
+    ] as const;
+    for (const [M, N, K, fmt, gran, b] of cases) {
+      const rand = prng(M * 1000 + N + K);
+      const w = randomWeights(rand, fmt, N, K, gran, { asym: fmt === 'int4' && M % 2 === 1 });
+      const x = randn(rand, M * K), residual = randn(rand, M * N);
+      const d: Dir = { seed: BigInt(M + 7), stream: N, dist: 'gaussian', bits: b, srPurpose: 4 };
+      const alpha = 3e-3;
+      const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
+      const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, residual: Tensor.from(residual, [M, N]), perturb: perturbOf(d, alpha) }));
+      const z = directionTable(d, N * K);
+      const onInt = gridProbeOnInt(d, fmt, M);
+      expect(onInt).toBe(M <= (fmt === 'int4' ? 48 : 16) && b <= 4);
+      const want = onInt ? refGridProbeGemm(x, M, w, z, alpha, b, { residual }) : refPerturbedGemm(x, M, w, z, alpha, { residual });
+      expectSameBits(y, want, `${fmt} M=${M} K=${K} bits=${b}`);
+      // documented bounds: float64 x_q·(W + alpha·Z)ᵀ (NMSE 1e-11, float32 rounding only); float64
+      // with the unquantized activations (1e-3: the int8 activation rounding, ~s_x^2 / (12 E[x^2])
+      // per element, for few short rows); the f32 path (1e-11)
+      const xq = dequantActs(quantizeActs(x, M, K), M, K);
+      expect(nmse(y, ref64(xq, M, w, (i) => z[i], alpha).map((v, i) => v + residual[i]))).toBeLessThan(1e-11);
+      expect(nmse(y, ref64(x, M, w, (i) => z[i], alpha).map((v, i) => v + residual[i]))).toBeLessThan(1e-3);
+      if (onInt && K < 1000) expect(nmse(y, refPerturbedGemm(x, M, w, z, alpha, { residual }))).toBeLessThan(1e-11);
     }
   });
 
@@ -295,7 +332,7 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     const d = dirs[2], alpha = 0.02, first = 1000;
     const z = directionTable(d, first + N * K).slice(first);
     const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), srPurpose: 5, first } }));
-    expectSameBits(y, refPerturbedGemm(x, M, w, z, alpha), 'first offset');
+    expectSameBits(y, refGridProbeGemm(x, M, w, z, alpha, d.bits), 'first offset (integer path, M = 7)');
     const subset = [3, 77, 200, 359];
     const ys = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), first, indices: Uint32Array.from(subset) } }));
     expectSameBits(ys, refSparseGemm(x, M, w, z, alpha, subset), 'first offset, Uint32Array subset');

@@ -436,8 +436,7 @@ describe.each(PATHS)('on the %s path', (path) => {
     }
   });
 
-  test('values do not depend on the thread count (long rows split into several tasks)', async () => {
-    const rows = 3, cols = 70001;
+  test.each([[3, 70001], [300, 257]])('values do not depend on the thread count (%i x %i: long rows split into tasks, short rows batched)', async (rows, cols) => {
     const x = bigData(rows * cols, 3);
     const runs: Uint8Array[][] = [];
     for (const threads of [1, 2, 3]) {

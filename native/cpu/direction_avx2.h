@@ -11,13 +11,17 @@ namespace avx2 {
 // QuZO: z onto the b-bit grid by stochastic rounding (direction.h dir_sr_round), 8 lanes; word: the
 // SR stream's word of these lanes, h: which half (direction.h dir_sr_half). The threshold
 // (half + 1/2) 2^-16 is built as float(2 half + 1) 2^-17, exact either way.
-static inline __m256 quzo8(__m256 z, __m256i word, int h, __m256 inv_step, __m256 step) {
+// quzo_code8: the grid code q (direction.h dir_grid_code) as an exact float; quzo8: q * step.
+static inline __m256 quzo_code8(__m256 z, __m256i word, int h, __m256 inv_step) {
   __m256i odd = h ? _mm256_srli_epi32(word, 15) : _mm256_and_si256(_mm256_slli_epi32(word, 1), _mm256_set1_epi32(0x1ffff));
   __m256 t = _mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_or_si256(odd, _mm256_set1_epi32(1))), _mm256_set1_ps(0x1p-17f));
   __m256 v = _mm256_mul_ps(z, inv_step);
   __m256 fl = _mm256_floor_ps(v);
   __m256 up = _mm256_cmp_ps(t, _mm256_sub_ps(v, fl), _CMP_LT_OQ);
-  return _mm256_mul_ps(_mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up), step);
+  return _mm256_blendv_ps(fl, _mm256_add_ps(fl, _mm256_set1_ps(1.0f)), up);
+}
+static inline __m256 quzo8(__m256 z, __m256i word, int h, __m256 inv_step, __m256 step) {
+  return _mm256_mul_ps(quzo_code8(z, word, h, inv_step), step);
 }
 
 }  // namespace avx2

@@ -103,6 +103,17 @@ void tile_int_ref(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uin
         }
         acc = zt_fma(panel.scales[j * kPanelCols + c], (float)s, acc);
       }
+      if (panel.dir) {  // step 2': the direction codes' chunk sums
+        const Panel& dz = *panel.dir;
+        const uint64_t gz4 = kAccChunk / 4;
+        for (uint64_t j = 0; j < dir_chunks(p.K); ++j) {
+          int32_t s = 0;
+          for (uint64_t k4 = j * gz4; k4 < std::min(p.K4, (j + 1) * gz4); ++k4)
+            for (uint64_t t = 0; t < 4; ++t) s += dz.codes[(k4 * kPanelCols + c) * 4 + t] * q[k4 * 4 + t];
+          s -= kInt4SymZero * a.csum[(m0 + r) * dir_chunks(p.K) + j];  // the codes are q_z + 8
+          acc = zt_fma(dz.scales[j * kPanelCols + c], (float)s, acc);
+        }
+      }
       if (!p.raw32) p.out[(m0 + r) * p.ldo + n0 + c] = epilogue(p.ep, acc, m0 + r, n0 + c);
     }
 }
@@ -174,12 +185,13 @@ struct Kernels {
   void (*tile_f32)(const float*, const float*, uint64_t, float*);
   void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
   void (*sparse_row)(float*, const int8_t*, const float*, const uint32_t*, const uint32_t*, uint64_t);
+  void (*direction_codes)(int8_t*, uint64_t, uint64_t, const Direction&);
 };
 
 const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_int_ref, pack_act_f32_ref,
-                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref};
+                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref, direction_codes_ref};
 const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, avx2::tile_int, avx2::pack_act_f32,
-                       avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row};
+                       avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row, avx2::direction_codes};
 
 const Kernels& kernels() { return use_avx2() ? kAvx2 : kRef; }
 
@@ -254,29 +266,51 @@ void quantize_acts(const Kernels& kn, const float* x, uint64_t ldx, ActQ& a) {
   if (bad.load()) fail(Code::NonFinite, "int8 GEMM: the activations contain NaN or Inf (they cannot be quantized)");
 }
 
-// Integer paths: GEMV for small M, packed GEMM otherwise.
+// The QuZO direction panel of weight rows [n0, n0 + 16): codes of the rows (one contiguous run of
+// the direction) into `rows`, packed like an int8 weight with one scale a_z (pack_panel's layout).
+void pack_dir_panel(const Kernels& kn, const IntPlan& p, uint64_t n0, int8_t* rows, Panel dz) {
+  const uint64_t nr = std::min(kPanelCols, p.N - n0), n = nr * p.K;
+  kn.direction_codes(rows, p.first + n0 * p.K, p.first + (n0 + nr) * p.K, *p.dir);
+  for (uint64_t i = 0; i < n; ++i) rows[i] = (int8_t)(rows[i] + kInt4SymZero);  // |q_z| <= 7: nibble range
+  float scale = p.dir_scale;
+  IntPlan dp{p.a, QTensorView{QFormat::Int8, nr, p.K, (uint8_t*)rows, &scale, nullptr, 0}, p.K, nr, p.K4, kAccChunk, dir_chunks(p.K),
+             nullptr, 0, p.ep, nullptr};
+  kn.pack_panel(dp, 0, dz);
+}
+
+// Integer paths: GEMV for small M, packed GEMM otherwise (always for QuZO probes).
 void run_int(const Kernels& kn, const IntPlan& p) {
   const uint64_t M = p.a->M;
-  if (M <= kGemvMaxM) {
+  if (M <= kGemvMaxM && !p.dir) {
     parallel_chunks(p.N, kGemvRowsPerTask, [&](size_t b, size_t e) { kn.gemv_rows(p, b, e); });
     return;
   }
   const uint64_t nb = (p.N + kGemmColsPerTask - 1) / kGemmColsPerTask;
-  const uint64_t mb = (M + kGemmRowsPerTask - 1) / kGemmRowsPerTask;
+  // QuZO probes: a task takes every activation row, so each direction code is generated once
+  const uint64_t rows_per_task = p.dir ? M : kGemmRowsPerTask;
+  const uint64_t mb = (M + rows_per_task - 1) / rows_per_task;
   const uint64_t codes = p.K4 * kPanelCols * 4, scales = p.raw32 ? 0 : p.G * kPanelCols;
   const uint64_t zeros = p.w.format == QFormat::Int4 ? p.G * kPanelCols : 0;
+  const uint64_t dscales = p.dir ? dir_chunks(p.K) * kPanelCols : 0;
   constexpr uint64_t kPanels = kGemmColsPerTask / kPanelCols;
   parallel_for(nb * mb, [&](size_t t) {
-    const uint64_t n0 = (t / mb) * kGemmColsPerTask, m0 = (t % mb) * kGemmRowsPerTask;
-    const uint64_t m1 = std::min(M, m0 + kGemmRowsPerTask);
+    const uint64_t n0 = (t / mb) * kGemmColsPerTask, m0 = (t % mb) * rows_per_task;
+    const uint64_t m1 = std::min(M, m0 + rows_per_task);
     const bool int8 = p.w.format == QFormat::Int8;
-    t_arena.reset(kPanels * pieces({codes, int8 ? codes : 0, scales * 4, zeros * 4}));
-    Panel panel[kPanels];
+    t_arena.reset(kPanels * pieces({codes, int8 ? codes : 0, scales * 4, zeros * 4}) +
+                  (p.dir ? kPanels * pieces({codes, dscales * 4}) + pieces({kPanelCols * p.K}) : 0));
+    Panel panel[kPanels], dpanel[kPanels];
+    int8_t* dir_rows = p.dir ? t_arena.take<int8_t>(kPanelCols * p.K) : nullptr;
     uint64_t np = 0;
     for (; np < kPanels && n0 + np * kPanelCols < p.N; ++np) {
       panel[np] = Panel{t_arena.take<int8_t>(codes), int8 ? t_arena.take<uint8_t>(codes) : nullptr, t_arena.take<float>(scales),
                         zeros ? t_arena.take<int32_t>(zeros) : nullptr};
       kn.pack_panel(p, n0 + np * kPanelCols, panel[np]);
+      if (p.dir) {
+        dpanel[np] = Panel{t_arena.take<int8_t>(codes), nullptr, t_arena.take<float>(dscales), nullptr};
+        pack_dir_panel(kn, p, n0 + np * kPanelCols, dir_rows, dpanel[np]);
+        panel[np].dir = &dpanel[np];
+      }
     }
     for (uint64_t m = m0; m < m1; m += kTileRowsInt) {
       int mr = (int)std::min<uint64_t>(kTileRowsInt, m1 - m);
@@ -378,7 +412,9 @@ void gemm_int(const IntGemm& g) {
   Scratch<float> sx(M);
   ActQ a{M, K, Kp, q.p, sx.p, nullptr, nullptr};
   quantize_acts(kn, g.x, g.ldx, a);
-  const bool int4 = g.w.format == QFormat::Int4, int4_gemv = int4 && M <= kGemvMaxM;
+  // Dense QuZO probes at small M take the integer path (gemm_int8.h step 2', grid_probe_on_int)
+  const bool grid_probe = g.dir && !g.idx && grid_probe_on_int(*g.dir, g.w.format, M);
+  const bool int4 = g.w.format == QFormat::Int4, int4_gemv = int4 && M <= kGemvMaxM && !grid_probe;
   const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
   Scratch<int32_t> gsum(int4 ? M * G : 0);
   Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);
@@ -391,15 +427,28 @@ void gemm_int(const IntGemm& g) {
     });
   }
   const Epilogue ep{sx.p, g.bias, g.residual, g.ldr, false};
+  // Integer-path QuZO probes: the activation rows' sums per step-2' chunk (the -8 * sum q_x term)
+  Scratch<int32_t> csum(grid_probe ? M * dir_chunks(K) : 0);
+  if (csum.n) {
+    a.csum = csum.p;
+    parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
+      for (size_t m = b; m < e; ++m) kn.act_int4_extras(q.p + m * Kp, K, Kp, kAccChunk, dir_chunks(K), csum.p + m * dir_chunks(K), nullptr);
+    });
+  }
 
   const bool subset = g.dir && g.idx;
   const bool masked = subset && !sparse_correction_pays(M, N, K, g.nidx);
-  if (g.dir && (!subset || masked)) {
+  if (g.dir && !grid_probe && (!subset || masked)) {
     F32Plan p{&a, g.w, K, N, Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, ep};
     run_f32(kn, p, a);
     return;
   }
   IntPlan p{&a, g.w, K, N, (K + 3) / 4, ga, G, g.y, g.ldy, ep, nullptr};
+  if (grid_probe) {
+    p.dir = g.dir;
+    p.first = g.first;
+    p.dir_scale = zt_mul(g.alpha, dir_grid_step(g.dir->bits));
+  }
   if (subset)
     run_sparse(kn, p, g, a, g.y, g.ldy);
   else

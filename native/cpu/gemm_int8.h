@@ -20,6 +20,26 @@
 //   w' = fma(alpha, z, s_w * float(q_w - zp)),  acc = fma(float(q_x), w', acc) over k = 0..K-1,
 //   then step 3. Z is generated once per weight per call and reused by all M rows.
 // The fma is perturb.h's `perturbed` (w' is what perturb_range would make of the dequantized W).
+// QuZO probes on the integer path: a direction on the b-bit grid (direction.h dir_on_grid:
+// Gaussian, bits > 0) is z = q_z * step_b with integer codes |q_z| <= 2^(b-1) - 1
+// (direction_code_at), so x · (W + alpha·Z)ᵀ needs one more exact integer sum per output and no
+// f32 micro-kernel:
+//   2'. after step 2, with a_z = alpha * step_b (one f32 rounding) and K cut into chunks of
+//       kAccChunk: per chunk c, T_c = sum_k q_z(n, k) * q_x(m, k) exact in integers, then
+//       acc = fma(a_z, float(T_c), acc) in chunk order;
+//   then step 3. It takes the packed GEMM for every M: the codes are generated once per weight per
+//   call as u_z = q_z + 8 into panels that int4's nibble micro-kernel reads (T_c = sum u_z * q_x
+//   - 8 * sum q_x). Both paths are within the float32 bound of the float64 product
+//   x_q · (W + alpha·Z)ᵀ (test/gemm-int8.test.ts); which one a call takes is grid_probe_on_int.
+// Which path: the integer one makes a second integer pass over the weights (the codes) and skips
+// the f32 decode of perturbed weights; the f32 one makes one f32 pass. Both generate the same
+// Gaussian + rounding per weight (most of the cost at small M). On Zen 1, whose measured f32 FMA
+// peak equals its int8 vpmaddubsw peak, the second pass costs more than the decode saves once M
+// grows: single-thread CPU time, 688 x 256, 4-bit directions, integer ÷ f32 path (best of
+// several runs) int4 0.68 / 0.80 / 0.81 / 0.96 / 0.99 at M = 8 / 16 / 32 / 48 / 64, int8
+// 0.78 / 0.82 / 0.86 / 0.93 / 1.01 at M = 1 / 4 / 8 / 16 / 24, and 1.31 (int4) / 1.57 (int8) at
+// M = 342. So small M only, and 2..4-bit directions (codes within a nibble); the choice depends on
+// the shape alone (the same call gives the same bits on any machine).
 // With an index subset (sparse ZO; strictly increasing flat indices i = n*K + k), Z is zero
 // outside the subset. Sparse enough subsets (sparse_correction_pays) keep the integer path and add
 //   acc = fma(alpha * z_i, float(q_x[m, k_i]), acc) for the row's indices in order, after step 2;
@@ -120,6 +140,9 @@ struct ActQ {
   // low / high nibbles (GEMV only).
   int32_t* gsum;      // [M, G]
   int8_t* qeo;        // [M, Kp]
+  // QuZO probes on the integer path: sums of q per step-2' chunk [M, dir_chunks(K)] (the
+  // direction panel holds q_z + 8, nibble-range codes like symmetric int4's).
+  int32_t* csum = nullptr;
 };
 
 // One call of the integer GEMM (validated by the addon before it gets here).
@@ -163,7 +186,18 @@ struct IntPlan {
   uint64_t ldo;
   Epilogue ep;
   int32_t* raw32;     // gemm_s8s8s32: int32 output [M, N] (no scales, no epilogue), else null
+  // QuZO probe on the integer path (step 2'): direction, its index of element (0, 0), a_z.
+  const Direction* dir = nullptr;
+  uint64_t first = 0;
+  float dir_scale = 0.0f;
 };
+// Chunks of step 2' (the direction panel's accumulation groups).
+ZT_HD uint64_t dir_chunks(uint64_t K) { return (K + kAccChunk - 1) / kAccChunk; }
+// Largest M whose dense grid-direction probes take step 2' (see above), per weight format.
+static constexpr uint64_t kGridProbeMaxMInt4 = 48, kGridProbeMaxMInt8 = 16;
+ZT_HD bool grid_probe_on_int(const Direction& d, QFormat f, uint64_t M) {
+  return dir_on_grid(d) && d.bits <= 4 && M <= (f == QFormat::Int4 ? kGridProbeMaxMInt4 : kGridProbeMaxMInt8);
+}
 
 // Packed panel of 16 weight rows: codes at [k / 4][col][k % 4] for k < 4*K4 (zero beyond K and for
 // columns beyond the matrix): int8 q, or for int4 the raw nibble u with the zero-points in `zeros`
@@ -175,6 +209,10 @@ struct Panel {
   uint8_t* abs;    // int8: |codes| (K4 * 64 bytes; -128 -> 128); null for int4
   float* scales;   // G * 16 floats
   int32_t* zeros;  // int4: G * 16 zero-points (0 for missing columns); null for int8
+  // QuZO probe (step 2'): the same 16 columns' direction codes q_z as an int8 panel with
+  // per-kAccChunk scales a_z; null otherwise. The codes are u_z = q_z + 8 in [1, 15] and the
+  // kernels take T_c = sum u_z * q_x - 8 * csum_c (ActQ::csum; int4's nibble micro-kernel).
+  const Panel* dir = nullptr;
 };
 
 // Quantizes one activation row of K values into q[0, Kp) (zero padded). False if x is not finite.

@@ -486,6 +486,25 @@ void tile_int_t(const IntPlan& p, uint64_t m0, const Panel& panel, uint64_t n0, 
     }
   }
   if (p.raw32) return;  // K == 0
+  if (panel.dir) {  // step 2': codes u_z = q_z + 8 through the nibble steps, S -= 8 * sum(q_x over the chunk)
+    const Panel& dz = *panel.dir;
+    const uint64_t gz4 = kAccChunk / 4;
+    for (uint64_t j = 0; j < dir_chunks(p.K); ++j) {
+      const uint64_t s0 = j * gz4, s1 = p.K4 < s0 + gz4 ? p.K4 : s0 + gz4;
+      __m256i acc[MR][2] = {};
+      int_steps<MR, true>(q, dz.codes, nullptr, s0, s1, &acc[0][0]);
+      for (int r = 0; r < MR; ++r) {
+        const __m256i zs = _mm256_set1_epi32(kInt4SymZero * a.csum[(m0 + r) * dir_chunks(p.K) + j]);
+        acc[r][0] = _mm256_sub_epi32(acc[r][0], zs);
+        acc[r][1] = _mm256_sub_epi32(acc[r][1], zs);
+      }
+      const __m256 sc0 = _mm256_load_ps(dz.scales + j * 16), sc1 = _mm256_load_ps(dz.scales + j * 16 + 8);
+      for (int r = 0; r < MR; ++r) {
+        _mm256_store_ps(accf[r], _mm256_fmadd_ps(sc0, _mm256_cvtepi32_ps(acc[r][0]), _mm256_load_ps(accf[r])));
+        _mm256_store_ps(accf[r] + 8, _mm256_fmadd_ps(sc1, _mm256_cvtepi32_ps(acc[r][1]), _mm256_load_ps(accf[r] + 8)));
+      }
+    }
+  }
   for (int r = 0; r < MR; ++r) {
     const uint64_t m = m0 + r;
     if (nc == 16 && !p.ep.raw) {

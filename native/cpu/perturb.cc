@@ -18,6 +18,10 @@ void perturb_gather_ref(float* w, const uint32_t* idx, size_t m, const Direction
   for (size_t j = 0; j < m; ++j) w[idx[j]] = perturbed(w[idx[j]], alpha, direction_at(d, first + idx[j]));
 }
 
+void direction_codes_ref(int8_t* out, uint64_t begin, uint64_t end, const Direction& d) {
+  for (uint64_t i = begin; i < end; ++i) out[i - begin] = (int8_t)direction_code_at(d, i);
+}
+
 void check_direction(const Direction& d) {
   check(d.dist == kDirGauss || d.dist == kDirRademacher, Code::InvalidArgument, "perturb: dist must be gaussian (0) or rademacher (1)");
   check(d.bits == 0 || (d.bits >= 2 && d.bits <= 8), Code::InvalidArgument,
@@ -32,7 +36,8 @@ void check_direction(const Direction& d) {
 void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha, float keep) {
   check_direction(d);
   if (n == 0) return;
-  constexpr uint64_t chunk = 1 << 16;
+  // 16384 elements (~30 us of Gaussian work) per task: a 256 x 256 projection is 4 tasks, not one
+  constexpr uint64_t chunk = 1 << 14;
   const uint64_t lo = first, hi = first + n, t0 = lo / chunk, t1 = (hi + chunk - 1) / chunk;
   auto kernel = use_avx2() ? avx2::perturb_range : perturb_range_ref;
   parallel_for(t1 - t0, [&](size_t t) {

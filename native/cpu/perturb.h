@@ -37,7 +37,11 @@ void perturb_indices(float* w, size_t n, const uint32_t* idx, size_t m, const Di
 void perturb_range_ref(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep = 1.0f);
 // Sparse: m indices, each < the tensor size (checked by the caller), distinct.
 void perturb_gather_ref(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
+// QuZO grid codes of direction elements [begin, end) (direction.h direction_code_at; d must be
+// dir_on_grid) into out[0 .. end - begin): the integer GEMM's perturbation operand.
+void direction_codes_ref(int8_t* out, uint64_t begin, uint64_t end, const Direction& d);
 namespace avx2 {
+void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d);
 void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep = 1.0f);
 void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
 }  // namespace avx2

@@ -3,6 +3,8 @@
 #include "direction_avx2.h"
 #include "perturb.h"
 
+#include <string.h>
+
 namespace zt {
 namespace avx2 {
 namespace {
@@ -108,6 +110,35 @@ static inline __m256i select_word(const Words8& w, __m256i sel) {
 }
 
 }  // namespace
+
+// Codes of whole 64-element normal-stream blocks (normal64 and one SR Philox, as gauss_range),
+// converted (exact small integers) and packed to bytes in element order; the partial blocks at
+// the ends are generated whole and copied in part.
+void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d) {
+  if (begin >= end) return;
+  const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
+  const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(d.bits));
+  const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+  for (uint64_t b = begin >> 6; b <= (end - 1) >> 6; ++b) {
+    __m256 n[8];
+    normal64(key, b, n);
+    const Words8 u = philox8(sr_key, b << 3);
+    __m256i c[8];
+    for (int q = 0; q < 8; ++q) c[q] = _mm256_cvttps_epi32(quzo_code8(n[q], u.w[q & 3], q >> 2, inv));
+    alignas(32) int8_t bytes[64];
+    for (int h = 0; h < 2; ++h) {  // elements 32h .. 32h + 31 from c[4h .. 4h + 3]
+      __m256i p = _mm256_packs_epi16(_mm256_packs_epi32(c[4 * h], c[4 * h + 1]), _mm256_packs_epi32(c[4 * h + 2], c[4 * h + 3]));
+      _mm256_store_si256((__m256i*)(bytes + 32 * h), _mm256_permutevar8x32_epi32(p, order));
+    }
+    const uint64_t e0 = b << 6, lo = e0 > begin ? e0 : begin, hi = e0 + 64 < end ? e0 + 64 : end;
+    if (lo == e0 && hi == e0 + 64) {
+      _mm256_storeu_si256((__m256i*)(out + (e0 - begin)), _mm256_load_si256((const __m256i*)bytes));
+      _mm256_storeu_si256((__m256i*)(out + (e0 - begin) + 32), _mm256_load_si256((const __m256i*)(bytes + 32)));
+    } else {
+      memcpy(out + (lo - begin), bytes + (lo - e0), hi - lo);
+    }
+  }
+}
 
 void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
   if (d.dist == kDirRademacher) rademacher_range(w, begin, end, d, alpha, keep);

@@ -127,24 +127,27 @@ void update_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
 namespace {
 
 constexpr uint64_t kSeg = 1 << 16;  // elements per task (a multiple of 256)
+constexpr uint64_t kUpdateSeg = 1 << 13;  // the quantized update's (see quant_update)
 constexpr uint64_t kStreamBytes = 32ull << 20;  // outputs from this size on bypass the caches
 
 // Tasks over [rows, cols]: long rows are cut into column blocks of kSeg, short rows batched.
 struct SegPlan {
-  uint64_t rows = 0, cols = 0, blocks = 1, rows_per_task = 1;
+  uint64_t rows = 0, cols = 0, blocks = 1, rows_per_task = 1, seg = kSeg;
   size_t tasks = 0;
 };
 
-SegPlan seg_plan(uint64_t rows, uint64_t cols) {
+// seg: elements per task (a multiple of 256). The split depends on the shape only.
+SegPlan seg_plan(uint64_t rows, uint64_t cols, uint64_t seg = kSeg) {
   SegPlan p;
   p.rows = rows;
   p.cols = cols;
+  p.seg = seg;
   if (rows == 0 || cols == 0) return p;
-  if (cols > kSeg) {
-    p.blocks = (cols + kSeg - 1) / kSeg;
+  if (cols > seg) {
+    p.blocks = (cols + seg - 1) / seg;
     p.tasks = rows * p.blocks;
   } else {
-    p.rows_per_task = kSeg / cols;
+    p.rows_per_task = seg / cols;
     p.tasks = (rows + p.rows_per_task - 1) / p.rows_per_task;
   }
   return p;
@@ -156,7 +159,7 @@ void run_segments(const SegPlan& p, F&& f) {
   parallel_for(p.tasks, [&](size_t t) {
     if (p.blocks > 1) {
       uint64_t r = t / p.blocks, b = t % p.blocks;
-      f(r, b * kSeg, std::min((b + 1) * kSeg, p.cols), t);
+      f(r, b * p.seg, std::min((b + 1) * p.seg, p.cols), t);
     } else {
       uint64_t r0 = t * p.rows_per_task, r1 = std::min(r0 + p.rows_per_task, p.rows);
       for (uint64_t r = r0; r < r1; ++r) f(r, (uint64_t)0, p.cols, (size_t)r);
@@ -308,7 +311,9 @@ void quant_update(const QTensorView& q, float alpha, const Direction& d) {
   check_update(q, alpha);
   QuantJob j = update_job(q, alpha, d);
   auto kernel = use_avx2() ? avx2::update_seg : update_seg_ref;
-  run_segments(seg_plan(q.rows, q.cols), [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) { kernel(j, r, c0, c1); });
+  // Update segments are 8192 elements (~30 us of work): a 256 x 256 projection is 8 tasks rather
+  // than the one 65536-element task that left the second core idle during every small tensor.
+  run_segments(seg_plan(q.rows, q.cols, kUpdateSeg), [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) { kernel(j, r, c0, c1); });
 }
 
 void quant_update_indices(const QTensorView& q, const uint32_t* idx, size_t n, float alpha, const Direction& d) {

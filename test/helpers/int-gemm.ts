@@ -193,6 +193,35 @@ export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: F
   return y;
 }
 
+/** Whether a dense probe takes the integer path (gemm_int8.h grid_probe_on_int). */
+export function gridProbeOnInt(d: Dir, format: 'int8' | 'int4', M: number): boolean {
+  return d.dist === 'gaussian' && d.bits > 0 && d.bits <= 4 && M <= (format === 'int4' ? 48 : 16);
+}
+
+/**
+ * The canonical QuZO probe on the integer path (gemm_int8.h step 2'): z[i] = q_z * step_b with
+ * integer codes (recovered exactly as round(z / step)); per output the integer result, then per
+ * 65536-element chunk of K acc = fma(alpha * step, float(sum q_z * q_x), acc), then the epilogue.
+ */
+export function refGridProbeGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, bits: number, e: Epi = {}): Float32Array<ArrayBuffer> {
+  const { N, K } = w;
+  const step = f(NORMAL_MAX / f((1 << (bits - 1)) - 1)), az = f(f(alpha) * step);
+  const a = quantizeActs(x, M, K), y = new Float32Array(M * N);
+  const codes = new Int32Array(N * K);
+  for (let i = 0; i < N * K; i++) codes[i] = Math.round(z[i] / step);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let acc = intAcc(w, a, m, n);
+      for (let c = 0; c < K; c += 65536) {
+        let T = 0;
+        for (let k = c; k < Math.min(K, c + 65536); k++) T += codes[n * K + k] * a.q[m * K + k];
+        acc = fmaf(az, f(T), acc);
+      }
+      y[m * N + n] = epilogue(acc, a, m, n, N, e);
+    }
+  return y;
+}
+
 /** The canonical small-subset path: integer result plus alpha·z_i·q_x per subset index. */
 export function refSparseGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, idx: number[], e: Epi = {}): Float32Array<ArrayBuffer> {
   const { N, K } = w;
