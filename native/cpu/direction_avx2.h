@@ -24,5 +24,15 @@ static inline __m256 quzo8(__m256 z, __m256i word, int h, __m256 inv_step, __m25
   return _mm256_mul_ps(quzo_code8(z, word, h, inv_step), step);
 }
 
+// The 64 Gaussian directions of normal-stream block b (elements 64b + 8q + l in z[q], direction.h
+// direction_at): normal64, and with QuZO bits the SR stream's words of the same 8 counters rounding
+// them (low halves z[0..3], high halves z[4..7]). inv / step: dir_grid_inv_step / dir_grid_step.
+static inline void gauss_direction64(RngKey key, RngKey sr_key, int bits, __m256 inv, __m256 step, uint64_t b, __m256 z[8]) {
+  normal64(key, b, z);
+  if (!bits) return;
+  const Words8 u = philox8(sr_key, b << 3);
+  for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, inv, step);
+}
+
 }  // namespace avx2
 }  // namespace zt

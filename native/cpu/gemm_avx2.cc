@@ -159,11 +159,7 @@ static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o, con
   }
   for (uint64_t b = i0 >> 6; b <= (i1 - 1) >> 6; ++b) {  // 64-element normal-stream blocks
     __m256 z[8];
-    normal64(p.key, b, z);
-    if (p.d->bits) {  // the SR stream's words of the same 8 counters: low halves round z[0..3], high z[4..7]
-      Words8 u = philox8(p.sr_key, b << 3);
-      for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, p.inv, p.step);
-    }
+    gauss_direction64(p.key, p.sr_key, p.d->bits, p.inv, p.step, b, z);
     for (int q = 0; q < 8; ++q) {  // elements 64b + 8q + l
       uint64_t e = 64 * b + 8 * q;
       if (e + 8 <= i0 || e >= i1) continue;

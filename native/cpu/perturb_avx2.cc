@@ -25,12 +25,8 @@ void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, flo
   const __m256 inv = _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), step = _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f);
   for (uint64_t b = begin >> 6; b <= (end - 1) >> 6; ++b) {
     __m256 n[8];
-    normal64(key, b, n);
+    gauss_direction64(key, sr_key, d.bits, inv, step, b, n);
     const uint64_t e0 = b << 6;
-    if (d.bits) {  // the SR stream's words of the same 8 counters: low halves round n[0..3], high n[4..7]
-      Words8 u = philox8(sr_key, b << 3);
-      for (int q = 0; q < 8; ++q) n[q] = quzo8(n[q], u.w[q & 3], q >> 2, inv, step);
-    }
     for (int q = 0; q < 8; ++q) {  // elements e0 + 8q + l
       const uint64_t e = e0 + 8 * q;
       if (e + 8 <= begin || e >= end) continue;

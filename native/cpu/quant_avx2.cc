@@ -112,12 +112,8 @@ struct GaussFill {
       return;
     }
     __m256 z[8];
-    normal64(key, b >> 1, z);
-    if (bits) {
-      Words8 u = philox8(srkey, (b >> 1) << 3);
-      const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(bits)), step = _mm256_set1_ps(dir_grid_step(bits));
-      for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, inv, step);
-    }
+    gauss_direction64(key, srkey, bits, _mm256_set1_ps(bits ? dir_grid_inv_step(bits) : 0.0f), _mm256_set1_ps(bits ? dir_grid_step(bits) : 0.0f),
+                      b >> 1, z);
     const int h = (int)(b & 1);
     for (int k = 0; k < 4; ++k) out[k] = z[4 * h + k];
     if (h == 0) {
