@@ -201,6 +201,21 @@ export class FoOptimizer implements StepOptimizer {
     }
   }
 
+  /** The checkpoint entries of the trained weights: an fp32 tensor, or a quantized one's codes, scales and zero-points. */
+  private weightTensors(model: LlamaModel): [string, Tensor][] {
+    const out: [string, Tensor][] = [];
+    for (const n of this.grads.keys()) {
+      const w = model.weight(n);
+      if (w instanceof Tensor) out.push([`weight/${n}`, w]);
+      else {
+        out.push([`weight/${n}/data`, w.data]);
+        if (w.scales) out.push([`weight/${n}/scales`, w.scales]);
+        if (w.zeros) out.push([`weight/${n}/zeros`, w.zeros]);
+      }
+    }
+    return out;
+  }
+
   /**
    * Writes a checkpoint (atomically): the raw bytes of every trained tensor (fp32 masters, or the
    * codes + scales of low-precision weights), the optimiser state, and `meta`.
@@ -212,15 +227,7 @@ export class FoOptimizer implements StepOptimizer {
       const d = t.data();
       entries.push({ name, dtype: 'U8', shape: [t.byteLength], data: new Uint8Array(d.buffer, d.byteOffset, t.byteLength) });
     };
-    for (const n of this.grads.keys()) {
-      const w = model.weight(n);
-      if (w instanceof Tensor) raw(`weight/${n}`, w);
-      else {
-        raw(`weight/${n}/data`, w.data);
-        if (w.scales) raw(`weight/${n}/scales`, w.scales);
-        if (w.zeros) raw(`weight/${n}/zeros`, w.zeros);
-      }
-    }
+    for (const [name, t] of this.weightTensors(model)) raw(name, t);
     this.optimizer?.stateTensors().forEach((ts, n) => ts.forEach((t, k) => raw(`state/${n}/${k}`, t)));
     writeSafetensors(file, entries, { zotune: JSON.stringify({ method: this.method, optimizerSteps: this.optimizer?.steps ?? 0, ...meta }) });
   }
@@ -241,15 +248,7 @@ export class FoOptimizer implements StepOptimizer {
         const d = t.data();
         f.readInto(name, new Uint8Array(d.buffer, d.byteOffset, t.byteLength));
       };
-      for (const n of this.grads.keys()) {
-        const w = model.weight(n);
-        if (w instanceof Tensor) into(`weight/${n}`, w);
-        else {
-          into(`weight/${n}/data`, w.data);
-          if (w.scales) into(`weight/${n}/scales`, w.scales);
-          if (w.zeros) into(`weight/${n}/zeros`, w.zeros);
-        }
-      }
+      for (const [name, t] of this.weightTensors(model)) into(name, t);
       if (this.optimizer) {
         const per = this.method === 'fo-sgd' ? (this.opts.momentum > 0 ? 1 : 0) : 2;
         for (const n of this.grads.keys())
