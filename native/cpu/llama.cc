@@ -17,32 +17,36 @@
 namespace zt {
 namespace {
 
-// The one entry for every matrix product of the model (perturbed on load when zo says so).
-void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate, const LlamaPerturb* zo) {
+// y[M, w.n] (+)= x . w^T for w = L's weights or a view of its rows starting at direction index
+// `first` (perturbed on load when zo says so): the one place every matrix product of the model runs.
+void linear_view(const Linear& L, const GemmWeights& w, uint64_t first, const float* x, size_t M, float* y, bool accumulate,
+                 const LlamaPerturb* zo) {
   const bool perturb = zo && zo->on(L.id);
   const Direction dir = perturb ? zo->of(L.id) : Direction{};
   if (L.int_act) {
-    IntGemm g{x, M, L.w.k, L.w.q, y, L.w.n, nullptr, accumulate ? y : nullptr, L.w.n,
-              perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, 0, nullptr, 0};
+    IntGemm g{x, M, w.k, w.q, y, w.n, nullptr, accumulate ? y : nullptr, w.n,
+              perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, first, nullptr, 0};
     gemm_int(g);
     return;
   }
   GemmArgs g{};
   g.a = x;
   g.m = M;
-  g.w = L.w;
+  g.w = w;
   g.c = y;
   g.accumulate = accumulate;
-  if (perturb) g.p = GemmPerturb{true, dir, zo->alpha, 0, false, nullptr, 0};
+  if (perturb) g.p = GemmPerturb{true, dir, zo->alpha, first, false, nullptr, 0};
   gemm(g);
+}
+
+void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate, const LlamaPerturb* zo) {
+  linear_view(L, L.w, 0, x, M, y, accumulate, zo);
 }
 
 // y[M] = x[M, in] . W[r]: one output row r of a linear layer (a view of that row, perturbed with the
 // direction indices r*in + k of the whole tensor), the same bits as column r of linear(): every
 // GEMM path's order per output is independent of N (gemm.h, gemm_int8.h).
 void linear_row(const Linear& L, uint64_t r, const float* x, size_t M, float* y, const LlamaPerturb* zo) {
-  const bool perturb = zo && zo->on(L.id);
-  const Direction dir = perturb ? zo->of(L.id) : Direction{};
   const uint64_t K = L.w.k;
   GemmWeights row = L.w;
   row.n = 1;
@@ -50,24 +54,13 @@ void linear_row(const Linear& L, uint64_t r, const float* x, size_t M, float* y,
     row.w32 = L.w.w32 + r * K;
   } else {
     QTensorView& q = row.q;
-    const uint64_t groups = qt_groups_per_row(q), scale0 = q.group == 0 ? 0 : r * groups;
+    const uint64_t scale0 = q.group == 0 ? 0 : r * qt_groups_per_row(q);
     q.data += r * qformat_row_bytes(q.format, q.cols);
     if (q.scales) q.scales += scale0;
     if (q.zeros) q.zeros += scale0;
     q.rows = 1;
   }
-  if (L.int_act) {
-    IntGemm g{x, M, K, row.q, y, 1, nullptr, nullptr, 1, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, r * K, nullptr, 0};
-    gemm_int(g);
-    return;
-  }
-  GemmArgs g{};
-  g.a = x;
-  g.m = M;
-  g.w = row;
-  g.c = y;
-  if (perturb) g.p = GemmPerturb{true, dir, zo->alpha, r * K, false, nullptr, 0};
-  gemm(g);
+  linear_view(L, row, r * K, x, M, y, false, zo);
 }
 
 // x[i] = row tokens[i] of the embedding table (decoded if quantized), then + alpha * z over the
