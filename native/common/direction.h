@@ -47,10 +47,16 @@ ZT_HD float dir_sr_round(float v, float t) {
 // The grid code q of a QuZO direction (Gaussian, bits > 0): z(i) = q * dir_grid_step(bits), q an
 // integer with |q| <= 2^(bits-1) - 1 (returned as the exact float). The integer GEMM's QuZO probe
 // multiplies these codes with the int8 activations directly (gemm_int8.h).
+// sr_word: word (i >> 3) & 3 of counter normal_counter(i) of the (seed, stream, sr_purpose) stream
+// (block kernels pass it from a Philox block they already hold).
+ZT_HD float dir_round_code(const Direction& d, uint64_t i, float z, uint32_t sr_word) {
+  return dir_sr_round(zt_mul(z, dir_grid_inv_step(d.bits)), dir_sr_threshold(dir_sr_half(sr_word, i)));
+}
+ZT_HD RngKey dir_sr_key(const Direction& d) { return RngKey{d.seed, d.stream, d.sr_purpose}; }
 ZT_HD float dir_grid_code(const Direction& d, uint64_t i, float z) {
   uint32_t w[4];
-  philox_block(RngKey{d.seed, d.stream, d.sr_purpose}, normal_counter(i), w);
-  return dir_sr_round(zt_mul(z, dir_grid_inv_step(d.bits)), dir_sr_threshold(dir_sr_half(w[(i >> 3) & 3], i)));
+  philox_block(dir_sr_key(d), normal_counter(i), w);
+  return dir_round_code(d, i, z, w[(i >> 3) & 3]);
 }
 ZT_HD int direction_code_at(const Direction& d, uint64_t i) { return (int)dir_grid_code(d, i, normal_at(dir_key(d), i)); }
 // Directions whose every value is an integer code times one step (the integer GEMM's QuZO probe).
