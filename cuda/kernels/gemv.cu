@@ -593,14 +593,15 @@ float gemv_host(const GemmArgs& g, GemvKernel kind) {
   if (g.m == 0 || g.w.n == 0) return 0.0f;
   require_device();
   const Plan pl = plan_for(g, kind);
-  Scope s;
-  s.open();
   const uint64_t M = g.m, N = g.w.n, K = g.w.k;
   const uint64_t nidx = g.p.on && g.p.sparse ? g.p.nidx : 0;
+  // Buffers before the Scope: an error path drains the stream before they return to the pool.
   DeviceBuffer<uint8_t> w(pl.wbytes), zeros(g.w.f32 || !g.w.q.zeros ? 0 : pl.nscales);
   DeviceBuffer<float> scales(pl.nscales), a((uint64_t)pl.mt * K), c(M * N), bias(g.bias ? N : 0),
       partial(pl.splits > 1 ? pl.splits * M * N : 0);
   DeviceBuffer<uint32_t> idx(nidx);
+  Scope s;
+  s.open();
   const std::vector<float> ha = padded_a(g, pl);
   to_device(w, g.w.f32 ? reinterpret_cast<const uint8_t*>(g.w.w32) : g.w.q.data, pl.wbytes, s.stream);
   if (scales.count) to_device(scales, g.w.q.scales, pl.nscales, s.stream);
@@ -684,19 +685,21 @@ GemvTiming gemv_bench(bool f32, QFormat format, uint64_t m, uint64_t n, uint64_t
   const Plan pl = plan_for(g, GemvKernel::Fast);
   const uint64_t copy_bytes = pl.wbytes + pl.nscales * 4;
   const int copies = (int)std::min<uint64_t>(64, std::max<uint64_t>(1, ((uint64_t)256 << 20) / copy_bytes + 1));
-  Scope s;
-  s.open();
-  std::vector<DeviceBuffer<uint8_t>> ws;
+  std::vector<DeviceBuffer<uint8_t>> ws;  // buffers before the Scope (drained before they are freed)
   std::vector<DeviceBuffer<float>> ss;
-  uint32_t and_mask, or_mask;
-  format_masks(f32, format, &and_mask, &or_mask);
   for (int i = 0; i < copies; ++i) {
     ws.emplace_back((pl.wbytes + 3) / 4 * 4, MemCategory::Weights);
     ss.emplace_back(pl.nscales, MemCategory::Weights);
-    fill_words(ws.back().ptr, ws.back().bytes(), i, and_mask, or_mask, s.stream);
-    fill_words(ss.back().ptr, ss.back().bytes(), 0, 0, 0x3c800000u, s.stream);  // scales 2^-6
   }
   DeviceBuffer<float> a((uint64_t)pl.mt * k), c(m * n), partial(pl.splits > 1 ? pl.splits * m * n : 0);
+  Scope s;
+  s.open();
+  uint32_t and_mask, or_mask;
+  format_masks(f32, format, &and_mask, &or_mask);
+  for (int i = 0; i < copies; ++i) {
+    fill_words(ws[i].ptr, ws[i].bytes(), i, and_mask, or_mask, s.stream);
+    fill_words(ss[i].ptr, ss[i].bytes(), 0, 0, 0x3c800000u, s.stream);  // scales 2^-6
+  }
   fill_words(a.ptr, a.bytes(), 99, 0x807fffffu, 0x3f000000u, s.stream);  // |x| in [0.5, 1)
   std::vector<Params> ps;
   for (int i = 0; i < copies; ++i)
@@ -728,10 +731,10 @@ GemvTiming gemv_bench(bool f32, QFormat format, uint64_t m, uint64_t n, uint64_t
 ReadTiming hbm_read_bench(uint64_t bytes, int iters) {
   require_device();
   bytes = bytes / 32 * 32;
+  DeviceBuffer<uint8_t> buf(bytes, MemCategory::Workspace);  // before the Scope: freed after the drain
+  DeviceBuffer<uint32_t> sink(1);
   Scope s;
   s.open();
-  DeviceBuffer<uint8_t> buf(bytes, MemCategory::Workspace);
-  DeviceBuffer<uint32_t> sink(1);
   check(cudaMemsetAsync(buf.ptr, 1, bytes, s.stream), "cudaMemsetAsync");
   int sms = 0, dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
