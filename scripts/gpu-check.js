@@ -2,6 +2,7 @@
 // GPU conformance check for a GPU host, in plain Node (no node_modules, no build tools): loads the
 // CPU and CUDA addons by path, probes the GPU, and checks that the CUDA random fills equal the
 // CPU's bit for bit on every distribution, unaligned starts and 64-bit element indices included.
+// Section pool: the device memory pool (lines "pool <case>: ok | FAIL <why>").
 //
 //   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate]
 //
