@@ -194,7 +194,7 @@ Napi::Value PoolSelfTest(const Napi::CallbackInfo& info) {
     auto int_field = [&](const char* k, double max) {
       Napi::Value v = s.Get(k);
       const double d = v.IsNumber() ? v.As<Napi::Number>().DoubleValue() : -1;
-      if (!(d >= 0 && d <= max) || d != (double)(uint64_t)d) throw bad(std::string(k) + " must be an integer in [0, " + std::to_string(max) + "]");
+      if (!(d >= 0 && d <= max) || d != (double)(uint64_t)d) throw bad(std::string(k) + " must be an integer in [0, " + std::to_string((uint64_t)max) + "]");
       return (uint64_t)d;
     };
     const std::string op = s.Get("op").IsString() ? s.Get("op").As<Napi::String>().Utf8Value() : "";
