@@ -11,9 +11,9 @@
 //     returns per step { stats, address?, block?, freed?, error? }.
 #include <cstdlib>
 #include <cstring>
-#include <exception>
+#include <pthread.h>
+
 #include <mutex>
-#include <thread>
 
 #include "../../native/addon/napi_util.h"
 #include "../kernels/block_cache.h"
@@ -150,31 +150,50 @@ struct HostSource : BlockSource {
 };
 
 // Threads allocating and freeing blocks of mixed classes and categories concurrently; all freed at
-// the end. Rethrows the first thread's error (OOM when the capacity is too small).
-void hammer(BlockCache& cache, int threads, int iterations) {
+// the end. Throws the first thread's error (OOM when the capacity is too small). pthreads, not
+// std::thread: the CUDA addon declares an older libstdc++ than std::thread's symbols need.
+struct Hammer {
+  BlockCache* cache;
+  int thread, iterations;
+  std::mutex* mu;
+  Code* code;  // of the first error, with its message
+  std::string* error;
+};
+
+void* hammer_thread(void* arg) {
+  const Hammer& h = *(Hammer*)arg;
   static const size_t sizes[] = {1, 500, 513, 4096, 100000, (size_t)1 << 20, ((size_t)1 << 20) + 1};
+  void* held[4] = {};
+  try {
+    for (int i = 0; i < h.iterations; ++i) {
+      const int slot = i & 3;
+      h.cache->free(held[slot]);  // nullptr (first round) is not ours: ignored
+      held[slot] = nullptr;
+      held[slot] = h.cache->alloc(sizes[(i + h.thread) % 7], (MemCategory)((5 * i + h.thread) % (int)MemCategory::Count));
+      std::memset(held[slot], h.thread, 1);
+    }
+  } catch (const Error& e) {
+    std::lock_guard<std::mutex> lock(*h.mu);
+    if (h.error->empty()) *h.code = e.code, *h.error = e.what();
+  }
+  for (void* p : held) h.cache->free(p);
+  return nullptr;
+}
+
+void hammer(BlockCache& cache, int threads, int iterations) {
   std::mutex mu;
-  std::exception_ptr first_error;
-  std::vector<std::thread> pool;
-  for (int t = 0; t < threads; ++t)
-    pool.emplace_back([&, t] {
-      void* held[4] = {};
-      try {
-        for (int i = 0; i < iterations; ++i) {
-          const int slot = i & 3;
-          cache.free(held[slot]);  // nullptr (first round) is not ours: ignored
-          held[slot] = nullptr;
-          held[slot] = cache.alloc(sizes[(i + t) % 7], (MemCategory)((5 * i + t) % (int)MemCategory::Count));
-          std::memset(held[slot], t, 1);
-        }
-      } catch (...) {
-        std::lock_guard<std::mutex> lock(mu);
-        if (!first_error) first_error = std::current_exception();
-      }
-      for (void* p : held) cache.free(p);
-    });
-  for (auto& th : pool) th.join();
-  if (first_error) std::rethrow_exception(first_error);
+  Code code = Code::Internal;
+  std::string error;
+  std::vector<Hammer> args(threads);
+  std::vector<pthread_t> ids(threads);
+  int started = 0;
+  for (; started < threads; ++started) {
+    args[started] = {&cache, started, iterations, &mu, &code, &error};
+    if (pthread_create(&ids[started], nullptr, hammer_thread, &args[started]) != 0) break;
+  }
+  for (int t = 0; t < started; ++t) pthread_join(ids[t], nullptr);
+  if (started < threads) fail(Code::Internal, "poolSelfTest: could not start a thread");
+  if (!error.empty()) fail(code, error);
 }
 
 Napi::Value PoolSelfTest(const Napi::CallbackInfo& info) {

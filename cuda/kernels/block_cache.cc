@@ -64,8 +64,8 @@ void* BlockCache::acquire(size_t block, size_t bytes, MemCategory cat) {
     p = src_.acquire(block);
   }
   if (!p)
-    fail(Code::OOM, "device out of memory allocating " + std::to_string(bytes) + " bytes (" + mib((int64_t)block) +
-                        " block) for " + mem_category_name(cat) + ": engine device memory live " + mib(stats_.total_live) +
+    fail(Code::OOM, "device out of memory allocating " + std::to_string(bytes) + " bytes (" + std::to_string(block) +
+                        "-byte block) for " + mem_category_name(cat) + ": engine device memory live " + mib(stats_.total_live) +
                         ", peak " + mib(stats_.total_peak) + ", " + (cached ? mib(cached) + " of cached blocks released first; " : "nothing cached; ") + src_.describe());
   stats_.reserved += (int64_t)block;
   stats_.driver_allocs++;

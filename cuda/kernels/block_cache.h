@@ -9,7 +9,6 @@
 #include <map>
 #include <mutex>
 #include <string>
-#include <unordered_map>
 #include <vector>
 
 #include "pool.h"
@@ -66,7 +65,7 @@ class BlockCache {
 
   BlockSource& src_;
   std::mutex mu_;
-  std::unordered_map<void*, Live> live_;
+  std::map<void*, Live> live_;  // not unordered_map: its rehash needs a newer libstdc++ than the CUDA addon declares
   std::map<size_t, std::vector<void*>> free_;  // block size -> cached blocks
   DevStats stats_{};
 };

@@ -3,7 +3,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdio>
-#include <exception>
 
 #include "block_cache.h"
 #include "device.h"
@@ -55,14 +54,7 @@ void* dev_alloc(size_t bytes, MemCategory cat) {
 
 // A pointer the pool never handed out is left alone: putting it in a free list would corrupt the cache.
 void dev_free(void* p, size_t, MemCategory) {
-  if (!p) return;
-  // Freed while an error unwinds an op: its queued work may still use the block, and the block is
-  // reused at once, so wait for the device first (error paths only).
-  if (std::uncaught_exceptions() > 0) {
-    cudaDeviceSynchronize();
-    cudaGetLastError();
-  }
-  pool().free(p);
+  if (p) pool().free(p);
 }
 
 void dev_upload(void* dst, const void* src, size_t bytes) {

@@ -18,7 +18,8 @@ namespace cuda {
 void* dev_alloc(size_t bytes, MemCategory cat);
 // Returns a block from dev_alloc (same bytes and category) to the pool. nullptr is ignored. The
 // block is reused by the next dev_alloc of its size class at once, from any thread: synchronize the
-// stream that last used it first (during exception unwinding dev_free synchronizes the device itself).
+// stream that last used it first. Declare DeviceBuffers before
+// the Scope that owns the stream, so that on error paths they are freed after it is drained.
 void dev_free(void* p, size_t bytes, MemCategory cat);
 
 struct DevStats {
