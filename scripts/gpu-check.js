@@ -254,7 +254,7 @@ function nnCases() {
 const NN_REFERENCE = new Set(['rmsNorm', 'attention', 'logProbs']);
 
 function checkNn(cpu, gpu, report, say, emulate) {
-  const nn = { cases: 0, mismatches: [], timings: [] };
+  const nn = { cases: 0, runs: {}, mismatches: [], timings: [] };
   report.nn = nn;
   for (const c of nnCases()) {
     const want = c.run((...a) => cpu[c.op](...a));
@@ -266,6 +266,7 @@ function checkNn(cpu, gpu, report, say, emulate) {
       const rel = c.op === 'logProbs' && variant !== 'Emulated' ? 1e-14 : 0;
       const at = nnFirstDiff(want, got, rel);
       nn.cases++;
+      nn.runs[name] = (nn.runs[name] || 0) + 1;
       if (at < 0) {
         status.push(`${variant || 'fast'} ok`);
         continue;

@@ -123,30 +123,9 @@ __global__ void rmsnorm_ref(float* out, const float* x, const float* w, size_t r
 
 // --- log-probabilities: one warp per row ------------------------------------------------------
 
-// The CPU's max keeps, among equal values (+0 and -0 included), the first of its 8-lane chain, and
-// on ties between chains prefers chain 0, 4, 2, 6, 1, 5, 3, 7 (the bit-reversed index: the order
-// of its fold); a tail element wins only when strictly larger. rank() orders the elements that
-// way, so "larger value, then lower rank" picks the CPU's element in any reduction order (NaN never
-// wins).
-__host__ __device__ __forceinline__ uint64_t max_rank(size_t i, size_t n8) {
-  if (i >= n8) return n8 + i;
-  const uint32_t k = (uint32_t)i & 7, rev = ((k & 1) << 2) | (k & 2) | (k >> 2);
-  return (uint64_t)rev * (n8 / 8) + i / 8;
-}
-
-struct MaxCand {
-  float v;
-  uint64_t rank;
-};
-
-__host__ __device__ __forceinline__ void keep_better(MaxCand& best, float v, uint64_t rank) {
-  if (v > best.v || (v == best.v && rank < best.rank)) best = {v, rank};
-}
-
 struct LogProbShared {
   Chains c;
-  float cand_v[kWarp];
-  uint64_t cand_rank[kWarp];
+  float lane_max[kWarp];
   float m;
 };
 
@@ -162,17 +141,18 @@ template <class W>
 __host__ __device__ __forceinline__ void log_prob_warp(W& w, LogProbShared& sh, const float* x, size_t n, int32_t target,
                                                        double* out) {
   const size_t n8 = n & ~(size_t)7;
-  w.run([&](int lane, NoState&) {  // lane: the best of elements lane, lane + 32, ...
-    MaxCand best{neg_inf_f32(), ~(uint64_t)0};
-    for (size_t i = lane; i < n; i += kWarp) keep_better(best, x[i], max_rank(i, n8));
-    sh.cand_v[lane] = best.v;
-    sh.cand_rank[lane] = best.rank;
+  // The row max in any order: it is the CPU's value up to the sign of a zero, which no output shows
+  // (a tie of +0 and -0 makes the sum >= 2, and exp_f32(+-0) = 1). NaN never wins.
+  w.run([&](int lane, NoState&) {
+    float m = neg_inf_f32();
+    for (size_t i = lane; i < n; i += kWarp) m = max_keep(x[i], m);
+    sh.lane_max[lane] = m;
   });
   w.run([&](int lane, NoState&) {
     if (lane != 0) return;
-    MaxCand best{neg_inf_f32(), ~(uint64_t)0};
-    for (int l = 0; l < kWarp; ++l) keep_better(best, sh.cand_v[l], sh.cand_rank[l]);
-    sh.m = best.v;
+    float m = neg_inf_f32();
+    for (int l = 0; l < kWarp; ++l) m = max_keep(sh.lane_max[l], m);
+    sh.m = m;
   });
   chains_sum(w, sh.c, n8, [&](size_t i) { return (double)exp_f32(zt_add(x[i], -sh.m)); });
   w.run([&](int lane, NoState&) {
