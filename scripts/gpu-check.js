@@ -7,6 +7,8 @@
 //
 // --emulate runs the same cases against the kernels' per-thread code executed on the host: no GPU
 // needed; it checks the thread -> element map and this script.
+// Section checkNn: the transformer ops (cuda/kernels/nn.cu), fast and reference kernels, one line
+// per case.
 //
 // Defaults: build/Release/zotune.node or prebuilds/<platform>-<arch>/*.node; ZOTUNE_CUDA_BINARY,
 // build-cuda/Release/cuda/zotune_cuda.node or prebuilds/<platform>-<arch>/cuda/zotune_cuda.node.

@@ -194,6 +194,9 @@ __global__ void log_probs_ref(const float* x, size_t rows, size_t n, const int32
 // rescales its own accumulators; lane j computes p_j; every lane adds the block's sum of p in the
 // 8-lane order and, for its head dims lane + 32 c, the block's value sum in slot order. These are
 // attention_row's operations in attention_row's order, so the bits are the CPU's.
+// A warp walks its keys in sequence, so decoding a long context keeps few warps busy. A split over
+// key blocks could keep the bits: block scores, maxima, p and value sums are independent given the
+// running max (a prefix max); only the rescale-and-add over blocks is a serial chain.
 
 struct AttnState {
   float o[kLaneDims];  // head dims lane + 32 c
