@@ -137,7 +137,7 @@ function main(argv) {
 
 // --- transformer ops (cuda/kernels/nn.cu) -------------------------------------------------------
 // Every case runs the CPU op and, on the same inputs, the GPU fast kernel and (rmsNorm, attention,
-// logProbs) the one-thread-per-row reference kernel, or with --emulate the fast kernels' per-lane
+// logProbs, argmax) the one-thread-per-row reference kernel, or with --emulate the fast kernels' per-lane
 // code on the host. All must equal the CPU bit for bit (any NaN equals any NaN: x86 and CUDA make
 // different NaN payloads), except the GPU log-probs: their last step is CUDA's double log, so they
 // may differ from glibc's by an ulp (tolerance 1e-14 relative). On a mismatch the host emulation
@@ -250,10 +250,23 @@ function nnCases() {
       return out;
     } });
   }
+  for (const [rows, n] of [[1, 1], [3, 7], [33, 1000], [4, 4099], [2, 32003]]) {
+    const x = nnValues(rows * n, rows * 29 + n, 4);
+    if (rows >= 3) {
+      x[n - 1] = x[0] = 50; // row 0: a tie, the first wins
+      for (let i = n; i < 2 * n; i++) x[i] = i % 5 ? -Infinity : NaN; // row 1: -inf and NaN only
+      for (let i = 2 * n; i < 3 * n; i++) x[i] = i % 2 ? 0 : -0; // row 2: zeros of both signs
+    }
+    cases.push({ op: 'argmax', what: `rows ${rows} n ${n}`, run: (f) => {
+      const out = new Int32Array(rows);
+      f(x, 0, rows, n, out);
+      return out;
+    } });
+  }
   return cases;
 }
 
-const NN_REFERENCE = new Set(['rmsNorm', 'attention', 'logProbs']);
+const NN_REFERENCE = new Set(['rmsNorm', 'attention', 'logProbs', 'argmax']);
 
 function checkNn(cpu, gpu, report, say, emulate) {
   const nn = { cases: 0, runs: {}, mismatches: [], timings: [] };

@@ -127,7 +127,7 @@ describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
   // The cases live once, in scripts/gpu-check.js (checkNn): rows 1..33, dims that are not multiples
   // of 8, head dims 2..128, GQA ratios 1/2/4, padding masks, KV offsets, a query that sees no key,
   // llama3 rope scaling, positions up to 100k, exp range ends and NaN/inf in SwiGLU and log-probs.
-  const perOp = { rmsNorm: 8, rope: 7, attention: 7, swiglu: 4, embedding: 4, logProbs: 6 };
+  const perOp = { rmsNorm: 8, rope: 7, attention: 7, swiglu: 4, embedding: 4, logProbs: 6, argmax: 5 };
   const why = usable ? '' : ` (skipped: ${status.reason})`;
   type NnReport = { cases: number; runs: Record<string, number>; mismatches: unknown[]; timings: { fastMs: number; referenceMs: number }[] };
   const nnOf = (r: { report: unknown }) => (r.report as { nn: NnReport }).nn;
@@ -175,9 +175,17 @@ describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
         ['embedding', [f, 0, f, 0, 4, 4, Int32Array.of(4), 1], 'ZOTUNE_OUT_OF_RANGE'],
         ['logProbs', [f, 0, 4, 8, Int32Array.of(0, 1, 8, 2), f64], 'ZOTUNE_OUT_OF_RANGE'],
         ['logProbs', [f, 0, 4, 8, i32.subarray(0, 3), f64], 'ZOTUNE_OUT_OF_RANGE'],
+        ['argmax', [f, 0, 4, 0, i32], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['argmax', [f, 0, 5, 16, i32], 'ZOTUNE_OUT_OF_RANGE'],
       ];
       for (const [op, args, code] of bad) expect(() => g[op + v](...args)).toThrow(expect.objectContaining({ code }));
     }
+  });
+
+  builtTest(`argmax of a row without a non-NaN value is ZOTUNE_NONFINITE, as on the CPU${gpu ? '' : notBuilt}`, () => {
+    const x = Float32Array.of(1, NaN, 3, NaN, NaN, NaN), out = new Int32Array(2);
+    expect(() => native().argmax(x, 0, 2, 3, out)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE', message: expect.stringContaining('row 1') }));
+    expect(() => gpu!.argmaxEmulated(x, 0, 2, 3, out)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE', message: expect.stringContaining('row 1') }));
   });
 
   (gpu && !usable ? test : test.skip)('without a usable GPU, the ops throw ZOTUNE_CUDA_UNAVAILABLE (sync and async)', async () => {
@@ -191,7 +199,7 @@ describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
     const r = gpuCheck();
     const nn = nnOf(r);
     expect(nn.mismatches).toEqual([]);
-    expect(nn.runs).toEqual({ ...perOp, rmsNormReference: perOp.rmsNorm, attentionReference: perOp.attention, logProbsReference: perOp.logProbs });
+    expect(nn.runs).toEqual({ ...perOp, rmsNormReference: perOp.rmsNorm, attentionReference: perOp.attention, logProbsReference: perOp.logProbs, argmaxReference: perOp.argmax });
     expect(nn.timings.every((t) => t.fastMs > 0 && t.referenceMs > 0)).toBe(true);
   });
 });

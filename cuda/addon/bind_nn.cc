@@ -1,11 +1,12 @@
 // Transformer ops on the GPU (cuda/kernels/nn.h) with the CPU addon's arguments (validated by the
 // same code, native/addon/nn_args.cc; lists in native/addon/bind_nn.cc):
-//   rmsNorm, rope, attention, swiglu, embedding -> { kernelMs }
+//   rmsNorm, rope, attention, swiglu, embedding, argmax -> { kernelMs }
 //   logProbs -> { sum, count, kernelMs }
 // Each also as `<op>Emulated` (the fast kernel's per-lane code on the host, no GPU; returns
-// nothing, logProbs { sum, count }), and rmsNorm, attention and logProbs as `<op>Reference` (the
-// plain one-thread-per-row kernel on the GPU).
+// nothing, logProbs { sum, count }), and rmsNorm, attention, logProbs and argmax as `<op>Reference`
+// (the plain one-thread-per-row kernel on the GPU).
 #include <memory>
+#include <vector>
 
 #include "../../native/addon/napi_util.h"
 #include "../../native/addon/nn_args.h"
@@ -84,6 +85,17 @@ Job parse_logprobs(Args& a) {
           }};
 }
 
+template <Impl I>
+Job parse_argmax(Args& a) {
+  ArgmaxCall c = argmax_call(a);
+  return timed<I>([=] {
+    std::vector<int64_t> first(c.rows);
+    const float ms = argmax_host(I, c.x, c.rows, c.n, first.data());
+    for (uint64_t r = 0; r < c.rows; ++r) c.out[r] = argmax_result(r, first[r]);
+    return ms;
+  });
+}
+
 }  // namespace
 
 void register_nn(Napi::Env env, Napi::Object exports) {
@@ -102,6 +114,9 @@ void register_nn(Napi::Env env, Napi::Object exports) {
   export_op(env, exports, "logProbs", parse_logprobs<Impl::Fast>);
   export_op(env, exports, "logProbsReference", parse_logprobs<Impl::Reference>);
   export_op(env, exports, "logProbsEmulated", parse_logprobs<Impl::Emulated>);
+  export_op(env, exports, "argmax", parse_argmax<Impl::Fast>);
+  export_op(env, exports, "argmaxReference", parse_argmax<Impl::Reference>);
+  export_op(env, exports, "argmaxEmulated", parse_argmax<Impl::Emulated>);
 }
 
 }  // namespace cuda

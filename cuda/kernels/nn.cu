@@ -123,10 +123,32 @@ __global__ void rmsnorm_ref(float* out, const float* x, const float* w, size_t r
 
 // --- log-probabilities: one warp per row ------------------------------------------------------
 
-struct LogProbShared {
-  Chains c;
+// The row max in any order: it is the CPU's value up to the sign of a zero, which no output shows
+// (argmax compares with ==; in log-probs a tie of +0 and -0 makes the sum >= 2, and
+// exp_f32(+-0) = 1). NaN never wins.
+struct RowMax {
   float lane_max[kWarp];
   float m;
+};
+
+template <class W>
+__host__ __device__ __forceinline__ void row_max(W& w, RowMax& sh, const float* x, size_t n) {
+  w.run([&](int lane, auto&) {
+    float m = neg_inf_f32();
+    for (size_t i = lane; i < n; i += kWarp) m = max_keep(x[i], m);
+    sh.lane_max[lane] = m;
+  });
+  w.run([&](int lane, auto&) {
+    if (lane != 0) return;
+    float m = neg_inf_f32();
+    for (int l = 0; l < kWarp; ++l) m = max_keep(sh.lane_max[l], m);
+    sh.m = m;
+  });
+}
+
+struct LogProbShared {
+  RowMax max;
+  Chains c;
 };
 
 __host__ __device__ __forceinline__ double quiet_nan_f64() {
@@ -141,25 +163,14 @@ template <class W>
 __host__ __device__ __forceinline__ void log_prob_warp(W& w, LogProbShared& sh, const float* x, size_t n, int32_t target,
                                                        double* out) {
   const size_t n8 = n & ~(size_t)7;
-  // The row max in any order: it is the CPU's value up to the sign of a zero, which no output shows
-  // (a tie of +0 and -0 makes the sum >= 2, and exp_f32(+-0) = 1). NaN never wins.
-  w.run([&](int lane, NoState&) {
-    float m = neg_inf_f32();
-    for (size_t i = lane; i < n; i += kWarp) m = max_keep(x[i], m);
-    sh.lane_max[lane] = m;
-  });
-  w.run([&](int lane, NoState&) {
-    if (lane != 0) return;
-    float m = neg_inf_f32();
-    for (int l = 0; l < kWarp; ++l) m = max_keep(sh.lane_max[l], m);
-    sh.m = m;
-  });
-  chains_sum(w, sh.c, n8, [&](size_t i) { return (double)exp_f32(zt_add(x[i], -sh.m)); });
+  row_max(w, sh.max, x, n);
+  const float& m = sh.max.m;
+  chains_sum(w, sh.c, n8, [&](size_t i) { return (double)exp_f32(zt_add(x[i], -m)); });
   w.run([&](int lane, NoState&) {
     if (lane != 0) return;
     double s = reduce8d(sh.c.acc);
-    for (size_t i = n8; i < n; ++i) s += (double)exp_f32(zt_add(x[i], -sh.m));
-    *out = log_prob(x[target], sh.m, s);
+    for (size_t i = n8; i < n; ++i) s += (double)exp_f32(zt_add(x[i], -m));
+    *out = log_prob(x[target], m, s);
   });
 }
 
@@ -187,6 +198,48 @@ __global__ void log_probs_ref(const float* x, size_t rows, size_t n, const int32
   double s;
   softmax_stats_row(x + r * n, n, &m, &s);
   out[r] = log_prob(x[r * n + (size_t)targets[r]], m, s);
+}
+
+// --- argmax: one warp per row -----------------------------------------------------------------
+
+struct ArgmaxShared {
+  RowMax max;
+  int64_t lane_first[kWarp];
+};
+
+template <class W>
+__host__ __device__ __forceinline__ void argmax_warp(W& w, ArgmaxShared& sh, const float* x, size_t n, int64_t* out) {
+  row_max(w, sh.max, x, n);
+  w.run([&](int lane, NoState&) {  // lane: its first element equal to the max
+    int64_t first = -1;
+    for (size_t i = lane; i < n; i += kWarp)
+      if (x[i] == sh.max.m) {
+        first = (int64_t)i;
+        break;
+      }
+    sh.lane_first[lane] = first;
+  });
+  w.run([&](int lane, NoState&) {
+    if (lane != 0) return;
+    int64_t best = -1;
+    for (int l = 0; l < kWarp; ++l)
+      if (sh.lane_first[l] >= 0 && (best < 0 || sh.lane_first[l] < best)) best = sh.lane_first[l];
+    *out = best;
+  });
+}
+
+__global__ void argmax_fast(const float* x, size_t rows, size_t n, int64_t* out) {
+  __shared__ ArgmaxShared sh[kRowWarps];
+  const int wi = threadIdx.x / kWarp;
+  const size_t r = (size_t)blockIdx.x * kRowWarps + wi;
+  if (r >= rows) return;
+  DeviceWarp<NoState> warp{(int)(threadIdx.x % kWarp)};
+  argmax_warp(warp, sh[wi], x + r * n, n, out + r);
+}
+
+__global__ void argmax_ref(const float* x, size_t rows, size_t n, int64_t* out) {
+  const size_t r = (size_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (r < rows) out[r] = argmax_row(x + r * n, n);
 }
 
 // --- attention: one warp per (query row, head) -------------------------------------------------
@@ -556,6 +609,30 @@ float log_probs_host(Impl impl, const float* x, size_t rows, size_t n, const int
   run.end("logProbs kernel");
   run.download(out, dout, rows);
   return run.finish("logProbs");
+}
+
+float argmax_host(Impl impl, const float* x, size_t rows, size_t n, int64_t* out) {
+  if (rows == 0) return 0;
+  if (impl == Impl::Emulated) {
+    ArgmaxShared sh;
+    for (size_t r = 0; r < rows; ++r) {
+      HostWarp<NoState> warp;
+      argmax_warp(warp, sh, x + r * n, n, out + r);
+    }
+    return 0;
+  }
+  Run run;
+  run.open();
+  const float* dx = run.upload(x, rows * n);
+  int64_t* dout = run.alloc<int64_t>(rows);
+  run.begin();
+  if (impl == Impl::Fast)
+    argmax_fast<<<blocks_for(rows, kRowWarps, "argmax"), kRowWarps * kWarp, 0, run.stream>>>(dx, rows, n, dout);
+  else
+    argmax_ref<<<blocks_for(rows, kRefThreads, "argmax"), kRefThreads, 0, run.stream>>>(dx, rows, n, dout);
+  run.end("argmax kernel");
+  run.download(out, dout, rows);
+  return run.finish("argmax");
 }
 
 }  // namespace cuda

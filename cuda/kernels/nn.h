@@ -1,5 +1,5 @@
 // The transformer ops of the LLaMA forward on the GPU: embedding, RMSNorm, RoPE, attention,
-// SwiGLU and log-probabilities, bit-identical to the CPU ops (native/cpu/nn.h).
+// SwiGLU, log-probabilities and argmax, bit-identical to the CPU ops (native/cpu/nn.h).
 //
 // Every op takes host arrays: it copies them to the device, runs, copies the result back and
 // returns the kernel time in milliseconds (CUDA events around the kernels only). Three ways to run
@@ -7,7 +7,7 @@
 //   Fast       the GPU kernel: one warp per row (per row and head for attention), lanes exchanging
 //              values through shared memory in the order the CPU defines.
 //   Reference  one GPU thread per row running the CPU's own row function (native/common/nn_rows.h):
-//              plain and obviously the CPU's maths; for RMSNorm, attention and log-probs.
+//              plain and obviously the CPU's maths; for RMSNorm, attention, log-probs and argmax.
 //   Emulated   the fast kernel's per-lane code run on the host, lane by lane and phase by phase
 //              (no GPU needed; returns 0 ms): checks the lane -> element map and the exchange order.
 // RoPE, SwiGLU and embedding are one plain thread per element (no separate reference kernel).
@@ -45,6 +45,9 @@ float embedding_host(Impl impl, float* out, const float* table, size_t vocab, si
 
 // out[r] = log softmax(x[r])[targets[r]] for targets[r] >= 0 (validated < n), NaN for the others.
 float log_probs_host(Impl impl, const float* x, size_t rows, size_t n, const int32_t* targets, double* out);
+
+// out[r] = index of the first maximum of row r, NaN ignored; -1 when the row has no other value.
+float argmax_host(Impl impl, const float* x, size_t rows, size_t n, int64_t* out);
 
 }  // namespace cuda
 }  // namespace zt

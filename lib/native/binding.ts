@@ -185,7 +185,7 @@ export interface CudaAddon {
  * fast kernel, `opReference` the one-thread-per-row kernel, `opEmulated` the fast kernel's
  * per-lane code on the host (no GPU).
  */
-type NnOp<K extends 'rmsNorm' | 'rope' | 'attention' | 'swiglu' | 'embedding' | 'logProbs', R> = (...a: Parameters<NativeAddon[K]>) => R;
+type NnOp<K extends 'rmsNorm' | 'rope' | 'attention' | 'swiglu' | 'embedding' | 'logProbs' | 'argmax', R> = (...a: Parameters<NativeAddon[K]>) => R;
 type NnTimed = { kernelMs: number };
 type NnLoss = { sum: number; count: number };
 export interface CudaNnOps {
@@ -210,6 +210,10 @@ export interface CudaNnOps {
   logProbsAsync: NnOp<'logProbs', Promise<NnLoss & NnTimed>>;
   logProbsReference: NnOp<'logProbs', NnLoss & NnTimed>;
   logProbsEmulated: NnOp<'logProbs', NnLoss>;
+  argmax: NnOp<'argmax', NnTimed>;
+  argmaxAsync: NnOp<'argmax', Promise<NnTimed>>;
+  argmaxReference: NnOp<'argmax', NnTimed>;
+  argmaxEmulated: NnOp<'argmax', void>;
 }
 // Declaration merging: CudaAddon (above) gains the transformer ops.
 export interface CudaAddon extends CudaNnOps {}

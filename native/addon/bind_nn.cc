@@ -82,18 +82,9 @@ Job parse_logprobs(Args& a) {
 }
 
 Job parse_argmax(Args& a) {
-  const char* fn = "argmax";
-  uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
-  const float* x = a.elems<float>(0, "x", a.index(1, "offset"), mul_checked(fn, rows, n));
-  int32_t* out = a.elems<int32_t>(4, "out", 0, rows);
-  if (n == 0) bad(fn, Code::ShapeMismatch, "n must be positive");
-  if (n > 0x7fffffff) bad(fn, Code::OutOfRange, "rows longer than 2^31 - 1");
+  ArgmaxCall c = argmax_call(a);
   return {[=] {
-            for (uint64_t r = 0; r < rows; ++r) {
-              int64_t i = argmax(x + r * n, n);
-              if (i < 0) fail(Code::NonFinite, "argmax: row " + std::to_string(r) + " has no non-NaN value");
-              out[r] = (int32_t)i;
-            }
+            for (uint64_t r = 0; r < c.rows; ++r) c.out[r] = argmax_result(r, argmax(c.x + r * c.n, c.n));
           },
           nullptr};
 }

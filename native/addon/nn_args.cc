@@ -132,4 +132,19 @@ LogProbsCall log_probs_call(Args& a) {
   return {x, rows, n, t, out};
 }
 
+ArgmaxCall argmax_call(Args& a) {
+  const char* fn = "argmax";
+  uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
+  const float* x = a.elems<float>(0, "x", a.index(1, "offset"), mul_checked(fn, rows, n));
+  int32_t* out = a.elems<int32_t>(4, "out", 0, rows);
+  if (n == 0) bad(fn, Code::ShapeMismatch, "n must be positive");
+  if (n > 0x7fffffff) bad(fn, Code::OutOfRange, "rows longer than 2^31 - 1");
+  return {x, rows, n, out};
+}
+
+int32_t argmax_result(uint64_t r, int64_t i) {
+  if (i < 0) fail(Code::NonFinite, "argmax: row " + std::to_string(r) + " has no non-NaN value");
+  return (int32_t)i;
+}
+
 }  // namespace zt

@@ -1,4 +1,4 @@
-// Arguments of the transformer ops (rmsNorm, rope, attention, swiglu, embedding, logProbs) as both
+// Arguments of the transformer ops (rmsNorm, rope, attention, swiglu, embedding, logProbs, argmax) as both
 // addons take them: every size, offset and index the kernels follow (token ids, positions, sequence
 // offsets, targets) is validated here, with coded errors, before anything runs. The argument
 // lists are documented in native/addon/bind_nn.cc.
@@ -54,5 +54,14 @@ struct LogProbsCall {
   double* out;
 };
 LogProbsCall log_probs_call(Args& a);
+
+struct ArgmaxCall {
+  const float* x;
+  uint64_t rows, n;
+  int32_t* out;
+};
+ArgmaxCall argmax_call(Args& a);
+// Row r's argmax i as the op returns it; i < 0 (no non-NaN value) throws ZOTUNE_NONFINITE.
+int32_t argmax_result(uint64_t r, int64_t i);
 
 }  // namespace zt
