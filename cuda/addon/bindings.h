@@ -6,6 +6,7 @@ namespace zt {
 namespace cuda {
 
 void register_rng(Napi::Env env, Napi::Object exports);
+void register_nn(Napi::Env env, Napi::Object exports);
 void register_pool(Napi::Env env, Napi::Object exports);
 
 }  // namespace cuda
