@@ -8,6 +8,8 @@
 //
 // --emulate runs the same cases against the kernels' per-thread code executed on the host: no GPU
 // needed; it checks the thread -> element map and this script.
+// Section checkNn: the transformer ops (cuda/kernels/nn.cu), fast and reference kernels, one line
+// per case.
 //
 // Defaults: build/Release/zotune.node or prebuilds/<platform>-<arch>/*.node; ZOTUNE_CUDA_BINARY,
 // build-cuda/Release/cuda/zotune_cuda.node or prebuilds/<platform>-<arch>/cuda/zotune_cuda.node.
@@ -419,6 +421,7 @@ function main(argv) {
       }
   say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
   checkGemv(cpu, gpu, report, say, emulate);
+  checkNn(cpu, gpu, report, say, emulate);
   checkPool(cpu, gpu, report, say, emulate);
   const failed = report.mismatches.length || report.pool.failures.length;
   if (emulate) {
@@ -438,6 +441,186 @@ function main(argv) {
   }
   if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
   return failed ? 1 : 0;
+}
+
+// --- transformer ops (cuda/kernels/nn.cu) -------------------------------------------------------
+// Every case runs the CPU op and, on the same inputs, the GPU fast kernel and (rmsNorm, attention,
+// logProbs, argmax) the one-thread-per-row reference kernel, or with --emulate the fast kernels' per-lane
+// code on the host. All must equal the CPU bit for bit (any NaN equals any NaN: x86 and CUDA make
+// different NaN payloads), except the GPU log-probs: their last step is CUDA's double log, so they
+// may differ from glibc's by an ulp (tolerance 1e-14 relative). On a mismatch the host emulation
+// tells a lane-map bug (it differs too) from device arithmetic (it matches the CPU).
+
+function nnRandom(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function nnValues(n, seed, scale = 1) {
+  const r = nnRandom(seed), a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() + r() + r() - 1.5) * 2 * scale;
+  return a;
+}
+
+// Index of the first difference (-1: none); exact bits, or within rel (doubles) when rel > 0.
+function nnFirstDiff(a, b, rel) {
+  const Bits = a instanceof Float64Array ? BigUint64Array : Uint32Array;
+  const ua = new Bits(a.buffer, a.byteOffset, a.length), ub = new Bits(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) {
+    if (ua[i] === ub[i] || (Number.isNaN(a[i]) && Number.isNaN(b[i]))) continue;
+    if (rel > 0 && Math.abs(a[i] - b[i]) <= rel * Math.max(1, Math.abs(a[i]))) continue;
+    return i;
+  }
+  return -1;
+}
+
+const NN_ROPE_PLAIN = [10000, 0, 1, 1, 4, 8192];
+const NN_ROPE_LLAMA3 = [500000, 1, 8, 1, 4, 8192];
+
+// Each case: op, a description, and run(f) calling one implementation of the op (the CPU addon's or
+// a CUDA variant, same arguments) on fresh copies of the inputs and returning its output.
+function nnCases() {
+  const cases = [];
+  for (const [rows, dim, eps] of [[1, 1, 1e-6], [1, 7, 1e-5], [3, 8, 1e-6], [5, 13, 0], [33, 100, 1e-6], [17, 257, 1e-5], [2, 4099, 1e-6], [8, 2053, 1e-6]]) {
+    const x = nnValues(rows * dim, rows * 7919 + dim), w = nnValues(dim, dim + 1);
+    if (rows > 2 && eps > 0) x.fill(0, 0, dim); // a zero row: its scale is 1/sqrt(eps)
+    cases.push({ op: 'rmsNorm', what: `rows ${rows} dim ${dim} eps ${eps}`, run: (f) => {
+      const out = new Float32Array(rows * dim);
+      f(out, 0, x, 0, w, 0, rows, dim, eps);
+      return out;
+    } });
+  }
+  for (const [rows, heads, hd, first, step, rope] of [[1, 1, 2, 0, 1, NN_ROPE_PLAIN], [7, 3, 32, 5, 1, NN_ROPE_LLAMA3], [33, 4, 64, 1000, 3, NN_ROPE_PLAIN], [16, 2, 128, 8180, 1, NN_ROPE_LLAMA3], [5, 3, 6, 0, 7, NN_ROPE_PLAIN], [9, 8, 128, 100000, 13, NN_ROPE_LLAMA3], [12, 2, 34, 0, 1, NN_ROPE_PLAIN]]) {
+    const x = nnValues(rows * heads * hd, rows + heads * 31 + hd);
+    const pos = Int32Array.from({ length: rows }, (_, r) => first + ((r * 7) % rows) * step); // out of order
+    cases.push({ op: 'rope', what: `rows ${rows} heads ${heads} headDim ${hd} positions ${first}+${step}k ${rope[1] ? 'llama3' : `theta ${rope[0]}`}`, run: (f) => {
+      const y = x.slice();
+      f(y, 0, rows, heads, hd, pos, 0, Float64Array.from(rope));
+      return y;
+    } });
+  }
+  // lens: query rows per sequence; starts: KV slot of each first query; hide(b, j): masked slot
+  const ATTN = [
+    { lens: [1], starts: [0], cap: 1, Hq: 1, Hkv: 1, hd: 32 },
+    { lens: [5, 0, 33], starts: [0, 3, 2], cap: 40, Hq: 4, Hkv: 2, hd: 64, hide: (b, j) => (b * 13 + j * 7) % 5 === 0 },
+    { lens: [17, 4], starts: [70, 100], cap: 110, Hq: 8, Hkv: 2, hd: 128, hide: (b, j) => j < 3 || (j * 11) % 9 === 4 },
+    { lens: [33], starts: [0], cap: 33, Hq: 2, Hkv: 2, hd: 20 },
+    { lens: [3, 9], starts: [1, 31], cap: 64, Hq: 6, Hkv: 3, hd: 7, hide: (b, j) => (j + b) % 3 === 1 },
+    { lens: [2], starts: [40], cap: 42, Hq: 4, Hkv: 1, hd: 128, hide: (b, j) => j <= 40 }, // row 0 sees no key: zeros
+    { lens: [24, 1], starts: [0, 300], cap: 301, Hq: 8, Hkv: 8, hd: 100, hide: (b, j) => b === 1 && j % 64 < 32 },
+  ];
+  for (const c of ATTN) {
+    const B = c.lens.length, off = new Int32Array(B + 1);
+    c.lens.forEach((n, b) => (off[b + 1] = off[b] + n));
+    const nq = off[B], seed = c.cap * 131 + c.hd;
+    const q = nnValues(nq * c.Hq * c.hd, seed), k = nnValues(B * c.Hkv * c.hd * c.cap, seed + 1), v = nnValues(B * c.Hkv * c.cap * c.hd, seed + 2);
+    const mask = c.hide ? Uint8Array.from({ length: B * c.cap }, (_, i) => (c.hide(Math.floor(i / c.cap), i % c.cap) ? 0 : 1)) : null;
+    cases.push({ op: 'attention', what: `seqs [${c.lens}] from [${c.starts}] cap ${c.cap} heads ${c.Hq}/${c.Hkv} headDim ${c.hd}${mask ? ' masked' : ''}`, run: (f) => {
+      const out = new Float32Array(nq * c.Hq * c.hd);
+      f(out, 0, q, 0, k, 0, v, 0, off, Int32Array.from(c.starts), mask, B, c.Hq, c.Hkv, c.hd, c.cap, 1 / Math.sqrt(c.hd));
+      return out;
+    } });
+  }
+  const SPECIAL = [-200, 200, 90, -90, NaN, Infinity, -Infinity, 0, -0, 1e-40, -88.5, 88.7];
+  for (const n of [1, 7, 1000, 4099]) {
+    const g = nnValues(n, n, 8), u = nnValues(n, n + 1);
+    g.set(SPECIAL.slice(0, n));
+    cases.push({ op: 'swiglu', what: `n ${n}`, run: (f) => {
+      const out = new Float32Array(n);
+      f(out, 0, g, 0, u, 0, n);
+      return out;
+    } });
+  }
+  for (const [vocab, dim, n] of [[1, 1, 1], [50, 13, 33], [300, 64, 7], [17, 100, 20]]) {
+    const table = nnValues(vocab * dim, vocab + dim), ids = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 3) % vocab);
+    cases.push({ op: 'embedding', what: `vocab ${vocab} dim ${dim} ids ${n}`, run: (f) => {
+      const out = new Float32Array(n * dim);
+      f(out, 0, table, 0, vocab, dim, ids, n);
+      return out;
+    } });
+  }
+  for (const [rows, n, scale] of [[1, 1, 1], [3, 7, 1], [33, 1000, 4], [5, 4096, 30], [2, 32003, 8], [9, 129, 1]]) {
+    const x = nnValues(rows * n, rows * 17 + n, scale);
+    if (rows >= 3) {
+      for (let i = 0; i < n; i++) x[i] = i % 3 ? 0 : -0; // row 0: ties of +0 and -0
+      x[n + 1] = NaN; // row 1: NaN and -inf are never the max
+      x[n + 2] = -Infinity;
+    }
+    const targets = Int32Array.from({ length: rows }, (_, r) => (r % 4 === 3 ? -1 : (r * 7919) % n));
+    cases.push({ op: 'logProbs', what: `rows ${rows} n ${n} scale ${scale}`, run: (f) => {
+      const out = new Float64Array(rows);
+      f(x, 0, rows, n, targets, out);
+      return out;
+    } });
+  }
+  for (const [rows, n] of [[1, 1], [3, 7], [33, 1000], [4, 4099], [2, 32003]]) {
+    const x = nnValues(rows * n, rows * 29 + n, 4);
+    if (rows >= 3) {
+      x[n - 1] = x[0] = 50; // row 0: a tie, the first wins
+      for (let i = n; i < 2 * n; i++) x[i] = i % 5 ? -Infinity : NaN; // row 1: -inf and NaN only
+      for (let i = 2 * n; i < 3 * n; i++) x[i] = i % 2 ? 0 : -0; // row 2: zeros of both signs
+    }
+    cases.push({ op: 'argmax', what: `rows ${rows} n ${n}`, run: (f) => {
+      const out = new Int32Array(rows);
+      f(x, 0, rows, n, out);
+      return out;
+    } });
+  }
+  return cases;
+}
+
+const NN_REFERENCE = new Set(['rmsNorm', 'attention', 'logProbs', 'argmax']);
+
+function checkNn(cpu, gpu, report, say, emulate) {
+  const nn = { cases: 0, runs: {}, mismatches: [], timings: [] };
+  report.nn = nn;
+  for (const c of nnCases()) {
+    const want = c.run((...a) => cpu[c.op](...a));
+    const variants = emulate ? ['Emulated'] : NN_REFERENCE.has(c.op) ? ['', 'Reference'] : [''];
+    const status = [];
+    for (const variant of variants) {
+      const name = c.op + variant;
+      const got = c.run((...a) => gpu[name](...a));
+      const rel = c.op === 'logProbs' && variant !== 'Emulated' ? 1e-14 : 0;
+      const at = nnFirstDiff(want, got, rel);
+      nn.cases++;
+      nn.runs[name] = (nn.runs[name] || 0) + 1;
+      if (at < 0) {
+        status.push(`${variant || 'fast'} ok`);
+        continue;
+      }
+      const emu = variant === 'Emulated' ? got : c.run((...a) => gpu[c.op + 'Emulated'](...a));
+      const m = { op: name, case: c.what, firstAt: at, cpu: want[at], gpu: got[at], emulationMatchesCpu: nnFirstDiff(want, emu, 0) < 0 };
+      nn.mismatches.push(m);
+      report.mismatches.push(m);
+      status.push(`${variant || 'fast'} MISMATCH at ${at} (cpu ${want[at]}, gpu ${got[at]}; host emulation ${m.emulationMatchesCpu ? 'matches the CPU: device arithmetic differs' : 'differs too: lane map bug'})`);
+    }
+    say(`nn ${c.op} ${c.what}: ${status.join(', ')}`);
+  }
+  say(`nn conformance${emulate ? ' (host emulation)' : ''}: ${nn.cases - nn.mismatches.length}/${nn.cases} runs equal the CPU`);
+  if (emulate) return;
+
+  // Kernel times (CUDA events) at LLaMA-7B-like shapes: a sanity check of scale, not a benchmark.
+  const T = 512, D = 4096, H = 32, KVH = 8, HD = 128, V = 32000;
+  const x = nnValues(T * D, 1), w = nnValues(D, 2), y = new Float32Array(T * D);
+  const q = nnValues(T * H * HD, 3), kv = nnValues(KVH * HD * T, 4), att = new Float32Array(T * H * HD);
+  const logits = nnValues(16 * V, 5, 4), lp = new Float64Array(16), tg = Int32Array.from({ length: 16 }, (_, i) => i * 1000);
+  const timed = [
+    [`rmsNorm ${T}x${D}`, (v) => gpu['rmsNorm' + v](y, 0, x, 0, w, 0, T, D, 1e-5)],
+    [`attention prefill ${T} tokens ${H}/${KVH} heads x ${HD}`, (v) => gpu['attention' + v](att, 0, q, 0, kv, 0, kv, 0, Int32Array.of(0, T), Int32Array.of(0), null, 1, H, KVH, HD, T, 1 / Math.sqrt(HD))],
+    [`logProbs 16x${V}`, (v) => gpu['logProbs' + v](logits, 0, 16, V, tg, lp)],
+  ];
+  for (const [what, f] of timed) {
+    const best = (v) => Math.min(...[0, 1, 2].map(() => f(v).kernelMs));
+    const t = { what, fastMs: best(''), referenceMs: best('Reference') };
+    nn.timings.push(t);
+    say(`nn ${what}: fast ${t.fastMs.toFixed(3)} ms, reference ${t.referenceMs.toFixed(3)} ms`);
+  }
 }
 
 process.exitCode = main(process.argv.slice(2));

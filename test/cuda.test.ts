@@ -173,6 +173,87 @@ describe('GPU conformance', () => {
   });
 });
 
+describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
+  // The cases live once, in scripts/gpu-check.js (checkNn): rows 1..33, dims that are not multiples
+  // of 8, head dims 2..128, GQA ratios 1/2/4, padding masks, KV offsets, a query that sees no key,
+  // llama3 rope scaling, positions up to 100k, exp range ends and NaN/inf in SwiGLU and log-probs.
+  const perOp = { rmsNorm: 8, rope: 7, attention: 7, swiglu: 4, embedding: 4, logProbs: 6, argmax: 5 };
+  const why = usable ? '' : ` (skipped: ${status.reason})`;
+  type NnReport = { cases: number; runs: Record<string, number>; mismatches: unknown[]; timings: { fastMs: number; referenceMs: number }[] };
+  const nnOf = (r: { report: unknown }) => (r.report as { nn: NnReport }).nn;
+
+  builtTest(`the fast kernels' per-lane code, run on the host, equals the CPU bit for bit${gpu ? '' : notBuilt}`, () => {
+    const r = gpuCheck('--emulate');
+    const nn = nnOf(r);
+    expect(nn.mismatches).toEqual([]);
+    expect(nn.runs).toEqual(Object.fromEntries(Object.entries(perOp).map(([op, n]) => [`${op}Emulated`, n])));
+    expect(r.status).toBe(0);
+  });
+
+  builtTest(`emulated RMSNorm and attention work in place (out = x, out = q)${gpu ? '' : notBuilt}`, () => {
+    const cpu = native();
+    const x = Float32Array.from({ length: 3 * 37 }, (_, i) => Math.sin(i) * 3), w = Float32Array.from({ length: 37 }, (_, i) => 1 + i / 37);
+    const want = new Float32Array(x.length);
+    cpu.rmsNorm(want, 0, x, 0, w, 0, 3, 37, 1e-6);
+    const y = x.slice();
+    gpu!.rmsNormEmulated(y, 0, y, 0, w, 0, 3, 37, 1e-6);
+    expect(Buffer.from(y.buffer).equals(Buffer.from(want.buffer))).toBe(true);
+    const [Hq, Hkv, hd, cap] = [4, 2, 40, 9];
+    const q = Float32Array.from({ length: 9 * Hq * hd }, (_, i) => Math.cos(i * 0.37));
+    const kv = Float32Array.from({ length: Hkv * hd * cap }, (_, i) => Math.sin(i * 0.11));
+    const args = (out: Float32Array, qq: Float32Array) => [out, 0, qq, 0, kv, 0, kv, 0, Int32Array.of(0, 9), Int32Array.of(0), null, 1, Hq, Hkv, hd, cap, 0.2] as const;
+    const ref = new Float32Array(q.length);
+    cpu.attention(...args(ref, q));
+    const qq = q.slice();
+    gpu!.attentionEmulated(...args(qq, qq));
+    expect(Buffer.from(qq.buffer).equals(Buffer.from(ref.buffer))).toBe(true);
+    expect(ref.some((v, i) => v !== q[i])).toBe(true); // the op did something
+  });
+
+  builtTest(`bad arguments get the CPU op's coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const f = new Float32Array(64), i32 = new Int32Array(4), f64 = new Float64Array(4), rope = Float64Array.of(10000, 0, 1, 1, 4, 8192);
+    for (const v of ['', 'Emulated']) {
+      const g = gpu as unknown as Record<string, (...a: unknown[]) => unknown>;
+      const bad: [string, unknown[], string][] = [
+        ['rmsNorm', [f, 0, f, 0, f, 0, 2, 0, 1e-6], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['rmsNorm', [f, 0, f, 0, f, 0, 2, 40, 1e-6], 'ZOTUNE_OUT_OF_RANGE'],
+        ['rope', [f, 0, 1, 1, 7, Int32Array.of(0), 0, rope], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['rope', [f, 0, 1, 1, 8, Int32Array.of(-1), 0, rope], 'ZOTUNE_OUT_OF_RANGE'],
+        ['attention', [f, 0, f, 0, f, 0, f, 0, Int32Array.of(0, 1), Int32Array.of(0), null, 1, 3, 2, 4, 2, 0.5], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['attention', [f, 0, f, 0, f, 0, f, 0, Int32Array.of(0, 2), Int32Array.of(1), null, 1, 2, 1, 4, 2, 0.5], 'ZOTUNE_OUT_OF_RANGE'],
+        ['swiglu', [f, 0, f, 0, f, 0, 65], 'ZOTUNE_OUT_OF_RANGE'],
+        ['embedding', [f, 0, f, 0, 4, 4, Int32Array.of(4), 1], 'ZOTUNE_OUT_OF_RANGE'],
+        ['logProbs', [f, 0, 4, 8, Int32Array.of(0, 1, 8, 2), f64], 'ZOTUNE_OUT_OF_RANGE'],
+        ['logProbs', [f, 0, 4, 8, i32.subarray(0, 3), f64], 'ZOTUNE_OUT_OF_RANGE'],
+        ['argmax', [f, 0, 4, 0, i32], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['argmax', [f, 0, 5, 16, i32], 'ZOTUNE_OUT_OF_RANGE'],
+      ];
+      for (const [op, args, code] of bad) expect(() => g[op + v](...args)).toThrow(expect.objectContaining({ code }));
+    }
+  });
+
+  builtTest(`argmax of a row without a non-NaN value is ZOTUNE_NONFINITE, as on the CPU${gpu ? '' : notBuilt}`, () => {
+    const x = Float32Array.of(1, NaN, 3, NaN, NaN, NaN), out = new Int32Array(2);
+    expect(() => native().argmax(x, 0, 2, 3, out)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE', message: expect.stringContaining('row 1') }));
+    expect(() => gpu!.argmaxEmulated(x, 0, 2, 3, out)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE', message: expect.stringContaining('row 1') }));
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, the ops throw ZOTUNE_CUDA_UNAVAILABLE (sync and async)', async () => {
+    const f = new Float32Array(64);
+    expect(() => gpu!.rmsNorm(f, 0, f, 0, f, 0, 2, 8, 1e-6)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => gpu!.attentionReference(f, 0, f, 0, f, 0, f, 0, Int32Array.of(0, 1), Int32Array.of(0), null, 1, 1, 1, 8, 1, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    await expect(gpu!.logProbsAsync(f, 0, 2, 8, Int32Array.of(0, 1), new Float64Array(2))).rejects.toMatchObject({ code: 'ZOTUNE_CUDA_UNAVAILABLE' });
+  });
+
+  (usable ? test : test.skip)(`fast and reference kernels equal the CPU (log-probs within 1e-14: CUDA's double log)${why}`, () => {
+    const r = gpuCheck();
+    const nn = nnOf(r);
+    expect(nn.mismatches).toEqual([]);
+    expect(nn.runs).toEqual({ ...perOp, rmsNormReference: perOp.rmsNorm, attentionReference: perOp.attention, logProbsReference: perOp.logProbs, argmaxReference: perOp.argmax });
+    expect(nn.timings.every((t) => t.fastMs > 0 && t.referenceMs > 0)).toBe(true);
+  });
+});
+
 /**
  * The device memory pool. Its cache logic runs over host memory here (poolSelfTest); the device
  * cases (round trips, statistics, ZOTUNE_OOM, use after free) are the checkPool section of

@@ -243,6 +243,44 @@ export interface PoolStepResult {
   error?: { code: string; message: string };
 }
 
+/**
+ * Transformer ops of the CUDA addon (cuda/kernels/nn.h): the CPU addon's arguments; `op` runs the
+ * fast kernel, `opReference` the one-thread-per-row kernel, `opEmulated` the fast kernel's
+ * per-lane code on the host (no GPU).
+ */
+type NnOp<K extends 'rmsNorm' | 'rope' | 'attention' | 'swiglu' | 'embedding' | 'logProbs' | 'argmax', R> = (...a: Parameters<NativeAddon[K]>) => R;
+type NnTimed = { kernelMs: number };
+type NnLoss = { sum: number; count: number };
+export interface CudaNnOps {
+  rmsNorm: NnOp<'rmsNorm', NnTimed>;
+  rmsNormAsync: NnOp<'rmsNorm', Promise<NnTimed>>;
+  rmsNormReference: NnOp<'rmsNorm', NnTimed>;
+  rmsNormEmulated: NnOp<'rmsNorm', void>;
+  rope: NnOp<'rope', NnTimed>;
+  ropeAsync: NnOp<'rope', Promise<NnTimed>>;
+  ropeEmulated: NnOp<'rope', void>;
+  attention: NnOp<'attention', NnTimed>;
+  attentionAsync: NnOp<'attention', Promise<NnTimed>>;
+  attentionReference: NnOp<'attention', NnTimed>;
+  attentionEmulated: NnOp<'attention', void>;
+  swiglu: NnOp<'swiglu', NnTimed>;
+  swigluAsync: NnOp<'swiglu', Promise<NnTimed>>;
+  swigluEmulated: NnOp<'swiglu', void>;
+  embedding: NnOp<'embedding', NnTimed>;
+  embeddingAsync: NnOp<'embedding', Promise<NnTimed>>;
+  embeddingEmulated: NnOp<'embedding', void>;
+  logProbs: NnOp<'logProbs', NnLoss & NnTimed>;
+  logProbsAsync: NnOp<'logProbs', Promise<NnLoss & NnTimed>>;
+  logProbsReference: NnOp<'logProbs', NnLoss & NnTimed>;
+  logProbsEmulated: NnOp<'logProbs', NnLoss>;
+  argmax: NnOp<'argmax', NnTimed>;
+  argmaxAsync: NnOp<'argmax', Promise<NnTimed>>;
+  argmaxReference: NnOp<'argmax', NnTimed>;
+  argmaxEmulated: NnOp<'argmax', void>;
+}
+// Declaration merging: CudaAddon (above) gains the transformer ops.
+export interface CudaAddon extends CudaNnOps {}
+
 /** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */
 export interface NativePerturb {
   alpha: number;
