@@ -178,6 +178,27 @@ export interface CudaAddon {
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;
   /** The kernel's per-thread code run on the host: checks the thread -> element map without a GPU. */
   rngFillEmulated(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
+
+  // Perturbation, quantization and quantized ZO updates (cuda/addon/bind_perturb.cc, bind_quant.cc):
+  // the CPU addon's arguments, bit-identical results; ...Reference runs the plain one-thread-per-element
+  // kernel, ...Emulated the fast kernel's per-thread code on the host (no GPU needed).
+  perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<{ kernelMs: number }>;
+  perturbReference(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbEmulated(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbIndicesEmulated(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  /** Device-resident benchmark: kind 0 f32 perturbation, 1 bf16 / 2 int8 / 3 int4 (group 128) quantized updates. */
+  perturbDeviceBench(n: number, kind: number, dist: number, bits: number, iters: number): { n: number; bytes: number; copyBytes: number; bestMs: number; meanMs: number; copyMs: number };
+  quantize(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): { kernelMs: number };
+  quantizeEmulated(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): void;
+  dequantize(q: QTensorDesc, out: Mem, outOffset: number): { kernelMs: number };
+  dequantizeEmulated(q: QTensorDesc, out: Mem, outOffset: number): void;
+  quantUpdate(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateReference(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateEmulated(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateIndices(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateIndicesEmulated(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
 }
 
 /** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */

@@ -77,9 +77,16 @@ struct MiniFloat {
   uint32_t nan_code;
 };
 
-static constexpr MiniFloat kFp16 = {10, 5, 15, 65504.0f, true, 0x7e00u};
-static constexpr MiniFloat kE4M3 = {3, 4, 7, 448.0f, false, 0x7fu};
-static constexpr MiniFloat kE5M2 = {2, 5, 15, 57344.0f, true, 0x7eu};
+// Struct constants: device code may read only __device__ ones (scalars excepted), host code only
+// host ones, so the device compilation pass declares them __device__.
+#if defined(__CUDA_ARCH__)
+#define ZT_CONSTANT static constexpr __device__
+#else
+#define ZT_CONSTANT static constexpr
+#endif
+ZT_CONSTANT MiniFloat kFp16 = {10, 5, 15, 65504.0f, true, 0x7e00u};
+ZT_CONSTANT MiniFloat kE4M3 = {3, 4, 7, 448.0f, false, 0x7fu};
+ZT_CONSTANT MiniFloat kE5M2 = {2, 5, 15, 57344.0f, true, 0x7eu};
 
 ZT_HD int minifloat_emin(MiniFloat f) { return 1 - f.bias; }
 
