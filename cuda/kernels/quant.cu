@@ -1,3 +1,5 @@
+#include <string.h>
+
 #include <cmath>
 #include <string>
 
@@ -131,13 +133,49 @@ ZT_HD void update_elem(const QTensorView& q, uint64_t i, float alpha, const Dire
 
 ZT_HD uint64_t group_end(const QTensorView& q, uint64_t c) { return q.group == 0 ? q.cols : (c / q.group + 1) * q.group; }
 
+// The 4 codes of a run as one access (2 bytes of nibbles, 4 of bytes, 8 of 16-bit codes), in
+// q_load_code's little-endian layout; p must be aligned to its size on the GPU.
+ZT_HD unsigned code_bits(QFormat f) { return qformat_is_4bit(f) ? 4 : (f == QFormat::Bf16 || f == QFormat::Fp16) ? 16 : 8; }
+ZT_HD uint64_t load_run(const uint8_t* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__)
+  return bytes == 2 ? *(const uint16_t*)p : bytes == 4 ? *(const uint32_t*)p : *(const uint64_t*)p;
+#else
+  uint64_t v = 0;
+  memcpy(&v, p, bytes);  // little-endian hosts only, like the GPU
+  return v;
+#endif
+}
+ZT_HD void store_run(uint8_t* p, unsigned bytes, uint64_t v) {
+#if defined(__CUDA_ARCH__)
+  if (bytes == 2) *(uint16_t*)p = (uint16_t)v;
+  else if (bytes == 4) *(uint32_t*)p = (uint32_t)v;
+  else *(uint64_t*)p = v;
+#else
+  memcpy(p, &v, bytes);
+#endif
+}
+
 // Elements e0 .. e0 + 3 (logical index r * cols + c, those < total) with their directions z and SR
-// words w. One division per run; the group (and its factor) is reloaded only when it changes.
+// words w. One division per run; a run inside one row and group whose codes are aligned (the usual
+// case: cols a multiple of 4) is one load and one store, else the group (and its factor) is
+// reloaded only when it changes along the run.
 ZT_HD void update_run(const QTensorView& q, uint64_t total, uint64_t e0, const float z[4], const uint32_t w[4], float alpha) {
   if (e0 >= total) return;
   uint64_t r = e0 / q.cols, c = e0 - r * q.cols, gi = qt_scale_index(q, r, c), gend = group_end(q, c);
   QGroup g = qt_group(q, gi);
   float factor = q_update_factor(q.format, alpha, g);
+  const unsigned bits = code_bits(q.format), bytes = bits / 2;  // 4 codes
+  uint8_t* p = qt_row(q, r) + c * bits / 8;
+  if (e0 + 4 <= total && c + 4 <= (gend < q.cols ? gend : q.cols) && (c * bits) % 8 == 0 && (uintptr_t)p % bytes == 0) {
+    const uint64_t v = load_run(p, bytes), mask = ((uint64_t)1 << bits) - 1;
+    uint64_t out = 0;
+    for (int l = 0; l < 4; ++l) {
+      const uint32_t old = (uint32_t)((v >> (bits * l)) & mask);
+      out |= (uint64_t)(q_update(q.format, old, g, zt_mul(z[l], factor), w[l]) & mask) << (bits * l);
+    }
+    store_run(p, bytes, out);
+    return;
+  }
   for (int l = 0; l < 4 && e0 + l < total; ++l) {
     if (l > 0) {
       const uint64_t prev = gi;
