@@ -55,6 +55,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_rng(env, exports);
   register_perturb(env, exports);
   register_quant(env, exports);
+  register_pool(env, exports);
   return exports;
 }
 

@@ -105,8 +105,8 @@ void perturb_launch(float* w, uint64_t n, const Direction& d, uint64_t first, fl
 float perturb_host(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, bool reference) {
   check_direction(d);
   if (n == 0) return 0.0f;
+  DeviceBuffer<float> dw(n, MemCategory::Weights);  // buffers before the call: freed after its stream drains
   TimedCall call;
-  DeviceBuffer<float> dw(n, MemCategory::Weights);
   call.to_device(dw.ptr, w, dw.bytes());
   call.begin();
   perturb_launch(dw.ptr, n, d, first, alpha, reference, call.stream);
@@ -127,9 +127,9 @@ float perturb_indices_host(float* w, uint64_t n, const uint32_t* idx, uint64_t m
   check_direction(d);
   check_indices(idx, m, n, "perturbIndices");
   if (m == 0) return 0.0f;
-  TimedCall call;
   DeviceBuffer<float> dw(n, MemCategory::Weights);
   DeviceBuffer<uint32_t> di(m);
+  TimedCall call;
   call.to_device(dw.ptr, w, dw.bytes());
   call.to_device(di.ptr, idx, di.bytes());
   call.begin();
@@ -180,15 +180,15 @@ DeviceBench perturb_device_bench(uint64_t n, int kind, const Direction& d, int i
   r.bytes = 2 * weight_bytes + 4 * scale_count;
   const float alpha = 1e-3f;
 
-  TimedCall call;
   DeviceBuffer<uint8_t> w((weight_bytes + 3) & ~(uint64_t)3, MemCategory::Weights);
   DeviceBuffer<float> scales(scale_count, MemCategory::Weights);
+  std::unique_ptr<DeviceBuffer<uint8_t>> dst;  // the copy's destination
+  TimedCall call;
   check(cudaMemsetAsync(w.ptr, 0, w.bytes(), call.stream), "cudaMemsetAsync");
   // 0x3c3c3c3c is the float 0.0115: a valid scale for every group.
   check(cudaMemsetAsync(scales.ptr, 0x3c, scales.bytes(), call.stream), "cudaMemsetAsync");
   {
     r.copy_bytes = weight_bytes;
-    std::unique_ptr<DeviceBuffer<uint8_t>> dst;
     try {
       dst.reset(new DeviceBuffer<uint8_t>(r.copy_bytes, MemCategory::Workspace));
     } catch (const Error& e) {
@@ -199,6 +199,7 @@ DeviceBench perturb_device_bench(uint64_t n, int kind, const Direction& d, int i
     float mean = 0;
     time_best(call, iters, [&] { check(cudaMemcpyAsync(dst->ptr, w.ptr, r.copy_bytes, cudaMemcpyDeviceToDevice, call.stream), "cudaMemcpyAsync D2D"); },
               &r.copy_ms, &mean);
+    dst.reset();  // drained by time_best: room for the perturbation's own working set
   }
   QTensorView q{fmt, rows, cols, w.ptr, kind >= 2 ? scales.ptr : nullptr, nullptr, kind >= 2 ? group : 0};
   time_best(call, iters, [&] {

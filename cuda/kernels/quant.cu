@@ -304,16 +304,18 @@ struct DeviceQTensor {
   QTensorView host, dev;
   DeviceBuffer<uint8_t> data, zeros;
   DeviceBuffer<float> scales;
-  DeviceQTensor(TimedCall& call, const QTensorView& q)
+  explicit DeviceQTensor(const QTensorView& q)
       : host(q),
         dev(q),
         data((q.rows * qformat_row_bytes(q.format, q.cols) + 3) & ~(uint64_t)3, MemCategory::Weights),
         zeros(q.zeros ? qt_scale_count(q) : 0, MemCategory::Weights),
         scales(q.scales ? qt_scale_count(q) : 0, MemCategory::Weights) {
     dev.data = data.ptr, dev.scales = q.scales ? scales.ptr : nullptr, dev.zeros = q.zeros ? zeros.ptr : nullptr;
-    call.to_device(data.ptr, q.data, q.rows * qformat_row_bytes(q.format, q.cols));
-    call.to_device(scales.ptr, q.scales, scales.bytes());
-    call.to_device(zeros.ptr, q.zeros, zeros.bytes());
+  }
+  void to_device(TimedCall& call) {
+    call.to_device(data.ptr, host.data, host.rows * qformat_row_bytes(host.format, host.cols));
+    call.to_device(scales.ptr, host.scales, scales.bytes());
+    call.to_device(zeros.ptr, host.zeros, zeros.bytes());
   }
   void to_host(TimedCall& call, bool params) {
     call.to_host(host.data, data.ptr, host.rows * qformat_row_bytes(host.format, host.cols));
@@ -331,10 +333,12 @@ float quantize_host(const QTensorView& q, const float* x, ScaleMode mode, bool s
   const uint64_t n = q.rows * q.cols;
   if (mode == ScaleMode::One && q.scales) q.scales[0] = 1.0f;
   if (n == 0) return 0.0f;
-  TimedCall call;
-  DeviceQTensor dq(call, q);
+  DeviceQTensor dq(q);  // buffers before the call: freed after its stream drains
   DeviceBuffer<float> dx(n, MemCategory::Activations);
   DeviceBuffer<int> flag(1);
+  DeviceBuffer<QStats> part;
+  TimedCall call;
+  dq.to_device(call);
   call.to_device(dx.ptr, x, dx.bytes());
   check(cudaMemsetAsync(flag.ptr, 0, sizeof(int), call.stream), "cudaMemsetAsync");
   call.begin();
@@ -342,10 +346,9 @@ float quantize_host(const QTensorView& q, const float* x, ScaleMode mode, bool s
     if (q.group == 0) {
       const uint64_t parts = (n + kStatsChunk - 1) / kStatsChunk;
       if (parts > 0x7fffffffu) fail(Code::OutOfRange, "quantize: tensor too large for one launch");
-      DeviceBuffer<QStats> part(parts);
+      part = DeviceBuffer<QStats>(parts);
       chunk_stats_kernel<<<(unsigned)parts, kThreads, 0, call.stream>>>(dx.ptr, n, part.ptr);
       merge_stats_kernel<<<1, kThreads, 0, call.stream>>>(dq.dev, part.ptr, parts, flag.ptr);
-      check(cudaStreamSynchronize(call.stream), "quantize statistics");  // before `part` is freed
     } else {
       group_stats_kernel<<<grid_for(qt_scale_count(q) * kThreads, kThreads), kThreads, 0, call.stream>>>(dq.dev, dx.ptr, flag.ptr);
     }
@@ -366,9 +369,10 @@ float quantize_host(const QTensorView& q, const float* x, ScaleMode mode, bool s
 float dequantize_host(const QTensorView& q, float* y) {
   check_scales_host(q);
   if (q.rows * q.cols == 0) return 0.0f;
-  TimedCall call;
-  DeviceQTensor dq(call, q);
+  DeviceQTensor dq(q);
   DeviceBuffer<float> dy(q.rows * q.cols, MemCategory::Activations);
+  TimedCall call;
+  dq.to_device(call);
   call.begin();
   dequantize_kernel<<<grid_for(chunk_items(q), kThreads), kThreads, 0, call.stream>>>(dq.dev, dy.ptr, chunk_items(q));
   call.end("dequantize kernel");
@@ -392,8 +396,9 @@ float quant_update_host(const QTensorView& q, float alpha, const Direction& d, b
   check_direction(d);
   check_update(q, alpha);
   if (q.rows * q.cols == 0) return 0.0f;
+  DeviceQTensor dq(q);
   TimedCall call;
-  DeviceQTensor dq(call, q);
+  dq.to_device(call);
   call.begin();
   quant_update_launch(dq.dev, alpha, d, reference, call.stream);
   call.end("quantUpdate kernel");
@@ -406,9 +411,10 @@ float quant_update_indices_host(const QTensorView& q, const uint32_t* idx, uint6
   check_indices(idx, m, q.rows * q.cols, "quantUpdateIndices");
   check_update(q, alpha);
   if (m == 0) return 0.0f;
-  TimedCall call;
-  DeviceQTensor dq(call, q);
+  DeviceQTensor dq(q);
   DeviceBuffer<uint32_t> di(m);
+  TimedCall call;
+  dq.to_device(call);
   call.to_device(di.ptr, idx, di.bytes());
   call.begin();
   update_indices_kernel<<<grid_for(m, kThreads), kThreads, 0, call.stream>>>(dq.dev, di.ptr, m, alpha, d);
