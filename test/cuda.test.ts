@@ -173,6 +173,9 @@ describe('CUDA perturbation, quantization and quantized ZO updates', () => {
     const r = report as typeof report & { perturbCases: number };
     expect(r.mismatches).toEqual([]);
     expect([status, r.perturbCases]).toEqual([0, PERTURB_CASES]);
+  });
+});
+
 /**
  * The device memory pool. Its cache logic runs over host memory here (poolSelfTest); the device
  * cases (round trips, statistics, ZOTUNE_OOM, use after free) are the checkPool section of
