@@ -6,6 +6,7 @@ namespace zt {
 namespace cuda {
 
 void register_rng(Napi::Env env, Napi::Object exports);
+void register_gemm_tc(Napi::Env env, Napi::Object exports);
 
 }  // namespace cuda
 }  // namespace zt
