@@ -44,6 +44,11 @@ export function cudaStatus(): CudaStatus {
   return (status = { available: true, reason: `device ${d.index}: ${d.name} (compute capability ${d.computeCapability})`, binary, probe });
 }
 
+/** What cudaStatus() found, if it ran; never loads the addon or probes. */
+export function knownCudaStatus(): CudaStatus | undefined {
+  return status;
+}
+
 export interface BackendChoice {
   backend: Backend;
   /** Why this backend was chosen. */

@@ -9,6 +9,8 @@ export type { DirectionOptions } from './perturb';
 export * as ceilings from './ceilings';
 export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './runtime';
 export type { CpuPath, MemoryUsage } from './runtime';
+export { DeviceTensor, deviceMemory, resetDeviceMemoryPeaks, releaseDeviceCache } from './device-memory';
+export type { DeviceMemoryReport } from './device-memory';
 export { QTensor, QFORMAT_CODE } from './qtensor';
 export type { QFormat, Granularity } from './qtensor';
 export { SafetensorsFile, ModelWeights, writeSafetensors } from './io/safetensors';

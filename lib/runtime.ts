@@ -1,6 +1,7 @@
 /** Engine-wide settings and introspection: CPU path, threads, memory. */
 import { native } from './native/load';
-import type { CpuInfo } from './native/binding';
+import type { CpuInfo, DeviceMemoryReport } from './native/binding';
+import { deviceMemory, resetDeviceMemoryPeaks } from './device-memory';
 
 export type CpuPath = 'auto' | 'scalar' | 'avx2';
 
@@ -21,15 +22,20 @@ export function setThreads(n: number): number {
 export interface MemoryUsage {
   /** Engine-owned host bytes by category, live and peak since start or the last resetPeaks(). */
   engine: { live: Record<string, number>; peak: Record<string, number>; totalLive: number; totalPeak: number };
+  /** The CUDA pool's device bytes by category, and what it caches; only when the CUDA backend is already in use. */
+  device?: DeviceMemoryReport;
   /** Process view: resident set, V8 heap, external (engine memory reported to V8 included). */
   process: { rss: number; heapUsed: number; external: number; arrayBuffers: number };
 }
 
 export function memory(): MemoryUsage {
   const m = process.memoryUsage();
-  return { engine: native().memory(), process: { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers } };
+  const device = deviceMemory();
+  return { engine: native().memory(), ...(device && { device }), process: { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers } };
 }
 
+/** Peaks := live now, for host memory and (when in use) the device pool. */
 export function resetMemoryPeaks(): void {
   native().resetMemoryPeaks();
+  resetDeviceMemoryPeaks();
 }

@@ -2,6 +2,7 @@
 // GPU conformance check for a GPU host, in plain Node (no node_modules, no build tools): loads the
 // CPU and CUDA addons by path, probes the GPU, and checks that the CUDA random fills equal the
 // CPU's bit for bit on every distribution, unaligned starts and 64-bit element indices included.
+// Section pool: the device memory pool (lines "pool <case>: ok | FAIL <why>").
 //
 //   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate]
 //
@@ -267,6 +268,122 @@ function checkGemmTc(cpu, gpu, report, say, emulate) {
   say(`gemmTc${emulate ? ' (host emulation of the kernels)' : ''}: ${r.cases - r.failures}/${r.cases} cases pass`);
 }
 
+// --- device memory pool ------------------------------------------------------------------------
+// --emulate: the pool's cache logic over host memory (poolSelfTest): size classes, reuse, release,
+// the OOM path and concurrent use. On a GPU, also device buffers: round trips, statistics, reuse
+// by rngFill, ZOTUNE_OOM, use after free. One line per case; failures go to report.pool.failures.
+function checkPool(cpu, gpu, report, say, emulate) {
+  const pool = (report.pool = { cases: 0, failures: [] });
+  const check = (name, fn) => {
+    pool.cases++;
+    let why;
+    try {
+      why = fn();
+    } catch (err) {
+      why = `threw ${err.code || ''} ${err.message}`;
+    }
+    if (why) pool.failures.push({ name, why });
+    say(`pool ${name}: ${why ? 'FAIL ' + why : 'ok'}`);
+  };
+  const MiB = 1 << 20;
+  const expectCode = (fn, code) => {
+    try {
+      fn();
+    } catch (err) {
+      return err.code === code ? '' : `expected ${code}, got ${err.code}: ${err.message}`;
+    }
+    return `expected ${code}, nothing thrown`;
+  };
+
+  check('host: size classes, reuse of a freed block, release and retry, OOM', () => {
+    const r = gpu.poolSelfTest([
+      { op: 'alloc', bytes: 1000 }, { op: 'free', step: 0 }, { op: 'alloc', bytes: 513 },
+      { op: 'alloc', bytes: MiB + 1 }, { op: 'free', step: 3 }, { op: 'alloc', bytes: 3 * MiB }, { op: 'alloc', bytes: 2 * MiB },
+    ], 5 * MiB);
+    if (r[0].block !== 1024 || r[3].block !== 2 * MiB || r[5].block !== 4 * MiB) return `size classes ${r[0].block}, ${r[3].block}, ${r[5].block}`;
+    if (r[2].address !== r[0].address || r[2].stats.driverAllocs !== 1) return 'a freed block of the same class was not reused';
+    if (r[5].error || r[5].stats.cached !== 0 || r[5].stats.reserved !== 1024 + 4 * MiB) return `release and retry: ${JSON.stringify(r[5])}`;
+    if (r[6].error?.code !== 'ZOTUNE_OOM') return `expected ZOTUNE_OOM when full, got ${JSON.stringify(r[6])}`;
+    return '';
+  });
+  check('host: 8 threads x 20000 allocations, every block returned', () => {
+    const [r] = gpu.poolSelfTest([{ op: 'hammer', threads: 8, iterations: 20000 }], 256 * MiB);
+    const s = r.stats;
+    if (r.error || s.totalLive !== 0 || s.cached !== s.reserved || Object.values(s.live).some((v) => v !== 0)) return JSON.stringify(r);
+    return '';
+  });
+  if (emulate) return;
+
+  const probe = gpu.probe();
+  const total = probe.devices.find((d) => d.usable).totalMemory;
+  check('round trips of 1 B, 1000 B and 5 MiB + 3 B, and an offset region', () => {
+    for (const bytes of [1, 1000, 5 * MiB + 3]) {
+      const src = new Uint8Array(bytes);
+      cpu.rngWords(src.buffer, 0, bytes >> 2, 7, bytes, 0, 0);
+      src[bytes - 1] = 0xa5;
+      const h = gpu.deviceAlloc(bytes, 'activations');
+      gpu.deviceUpload(h, src, 0);
+      const back = new Uint8Array(bytes);
+      gpu.deviceDownload(h, back, 0);
+      const part = new Uint8Array(Math.min(bytes, 100));
+      gpu.deviceDownload(h, part, bytes - part.length);
+      gpu.deviceFree(h);
+      if (!Buffer.from(back).equals(Buffer.from(src))) return `${bytes} B came back different`;
+      if (!Buffer.from(part).equals(Buffer.from(src.subarray(bytes - part.length)))) return `${bytes} B: offset download differs`;
+    }
+    return '';
+  });
+  check('statistics: live and peak by category, cached after free, reuse without cudaMalloc', () => {
+    gpu.deviceReleaseCache();
+    gpu.deviceResetPeaks();
+    const s0 = gpu.deviceMemory();
+    const h = gpu.deviceAlloc(3 * MiB + 5, 'optimizer');
+    const s1 = gpu.deviceMemory();
+    gpu.deviceFree(h);
+    gpu.deviceFree(h); // idempotent
+    const s2 = gpu.deviceMemory();
+    const h2 = gpu.deviceAlloc(3 * MiB, 'weights');
+    const s3 = gpu.deviceMemory();
+    gpu.deviceFree(h2);
+    if (s1.live.optimizer - s0.live.optimizer !== 3 * MiB + 5 || s1.peak.optimizer < s1.live.optimizer) return `after alloc: ${JSON.stringify(s1)}`;
+    if (s1.reserved - s0.reserved !== 4 * MiB || s1.driverAllocs !== s0.driverAllocs + 1) return `reserved/driverAllocs after alloc: ${JSON.stringify(s1)}`;
+    if (s2.live.optimizer !== s0.live.optimizer || s2.peak.optimizer !== s1.peak.optimizer || s2.cached - s0.cached !== 4 * MiB) return `after free: ${JSON.stringify(s2)}`;
+    if (s3.driverAllocs !== s1.driverAllocs || s3.cached !== s0.cached || s3.live.weights - s0.live.weights !== 3 * MiB) return `not reused: ${JSON.stringify(s3)}`;
+    return '';
+  });
+  check('rngFill takes its buffer from the pool and gives it back', () => {
+    const out = new Float32Array(MiB);
+    gpu.rngFill(out, 0, MiB, 1, 1, 0, 0, 0);
+    const s0 = gpu.deviceMemory();
+    gpu.rngFill(out, 0, MiB, 1, 2, 0, 0, 0);
+    const s1 = gpu.deviceMemory();
+    if (s1.driverAllocs !== s0.driverAllocs || s1.live.workspace !== s0.live.workspace || s0.cached < 4 * MiB) return `${JSON.stringify(s0)} -> ${JSON.stringify(s1)}`;
+    return '';
+  });
+  check('twice the device memory -> ZOTUNE_OOM naming the size, live and free memory; nothing leaks', () => {
+    const s0 = gpu.deviceMemory();
+    const bytes = 2 * total;
+    try {
+      gpu.deviceAlloc(bytes, 'weights');
+      return 'no error';
+    } catch (err) {
+      if (err.code !== 'ZOTUNE_OOM' || !err.message.includes(String(bytes)) || !/live .* free/.test(err.message)) return `${err.code}: ${err.message}`;
+    }
+    const s1 = gpu.deviceMemory();
+    if (s1.totalLive !== s0.totalLive || s1.cached !== 0) return `after OOM: ${JSON.stringify(s1)}`;
+    return expectCode(() => gpu.deviceAlloc(2 ** 52), 'ZOTUNE_OOM');
+  });
+  check('use after free, bad handles and out-of-range regions -> coded errors', () => {
+    const h = gpu.deviceAlloc(64);
+    const why =
+      expectCode(() => gpu.deviceUpload(h, new Uint8Array(65), 0), 'ZOTUNE_OUT_OF_RANGE') ||
+      expectCode(() => gpu.deviceDownload(h, new Uint8Array(8), 57), 'ZOTUNE_OUT_OF_RANGE') ||
+      expectCode(() => gpu.deviceUpload({}, new Uint8Array(1), 0), 'ZOTUNE_INVALID_ARGUMENT');
+    gpu.deviceFree(h);
+    return why || expectCode(() => gpu.deviceDownload(h, new Uint8Array(8), 0), 'ZOTUNE_DISPOSED');
+  });
+}
+
 function main(argv) {
   let cpuPath, cudaPath, json = false, emulate = false;
   for (let i = 0; i < argv.length; i++) {
@@ -331,9 +448,11 @@ function main(argv) {
       }
   say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
   checkGemmTc(cpu, gpu, report, say, emulate);
+  checkPool(cpu, gpu, report, say, emulate);
+  const failed = report.mismatches.length || report.pool.failures.length;
   if (emulate) {
     if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
-    return report.mismatches.length ? 1 : 0;
+    return failed ? 1 : 0;
   }
 
   // Kernel times (CUDA events) for a 256 MiB fill: not a benchmark, a sanity check of the scale.
@@ -347,7 +466,7 @@ function main(argv) {
     say(`${dist.padEnd(10)} ${n} floats: ${best.toFixed(3)} ms, ${t.gbPerS.toFixed(0)} GB/s written`);
   }
   if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
-  return report.mismatches.length ? 1 : 0;
+  return failed ? 1 : 0;
 }
 
 process.exitCode = main(process.argv.slice(2));

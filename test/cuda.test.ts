@@ -5,7 +5,8 @@
  */
 import { execFileSync } from 'node:child_process';
 import path from 'node:path';
-import { cudaStatus, selectBackend } from '../lib';
+import { DeviceTensor, Tensor, cudaStatus, memory, selectBackend } from '../lib';
+import type { DeviceHandle, PoolStep } from '../lib/native/binding';
 import { loadCuda, native, nativeBinary } from '../lib/native/load';
 import { root, run, runNode } from './helpers/spawn';
 
@@ -163,5 +164,200 @@ describe('tensor-core GEMMs (cuda/kernels/gemm_tc)', () => {
     const { status: code, report } = gpuCheck();
     expect(report.mismatches).toEqual([]);
     expect(code).toBe(0);
+  });
+});
+
+/**
+ * The device memory pool. Its cache logic runs over host memory here (poolSelfTest); the device
+ * cases (round trips, statistics, ZOTUNE_OOM, use after free) are the checkPool section of
+ * scripts/gpu-check.js, run on a GPU.
+ */
+describe('device memory pool', () => {
+  const MiB = 1 << 20;
+  const selfTest = (steps: PoolStep[], capacity: number) => gpu!.poolSelfTest(steps, capacity);
+
+  builtTest(`size classes: 512 B steps up to 1 MiB, then 2 MiB steps${gpu ? '' : notBuilt}`, () => {
+    const sizes = [1, 511, 512, 513, 1000, MiB - 1, MiB, MiB + 1, 2 * MiB, 2 * MiB + 1, 5 * MiB];
+    const r = selfTest(sizes.map((bytes) => ({ op: 'alloc', bytes })), 64 * MiB);
+    expect(r.map((x) => x.block)).toEqual([512, 512, 512, 1024, 1024, MiB, MiB, 2 * MiB, 2 * MiB, 4 * MiB, 6 * MiB]);
+    const last = r[r.length - 1].stats;
+    expect(last.live.other).toBe(sizes.reduce((a, b) => a + b));
+    expect(last.reserved).toBe(r.reduce((a, x) => a + x.block!, 0));
+    expect(last.driverAllocs).toBe(sizes.length);
+    expect(new Set(r.map((x) => x.address)).size).toBe(sizes.length);
+    expect(r.every((x) => x.address! % 256 === 0)).toBe(true);
+  });
+
+  builtTest(`a freed block is reused by the next request of its class; live, peak and cached follow${gpu ? '' : notBuilt}`, () => {
+    const r = selfTest([
+      { op: 'alloc', bytes: 1000, category: 'weights' }, // 0
+      { op: 'alloc', bytes: 1, category: 'activations' }, // 1
+      { op: 'free', step: 0 }, // 2
+      { op: 'free', step: 0 }, // 3: already freed: ignored
+      { op: 'alloc', bytes: 600, category: 'gradients' }, // 4: the 1024 B block of step 0
+      { op: 'alloc', bytes: 1200, category: 'weights' }, // 5: another class: a new block
+      { op: 'free', step: 1 }, // 6
+      { op: 'resetPeaks' }, // 7
+      { op: 'free', step: 7 }, // 8: not an alloc step
+      { op: 'alloc', bytes: 0 }, // 9
+    ], MiB);
+    expect(r[0].stats).toMatchObject({ totalLive: 1000, totalPeak: 1000, cached: 0, reserved: 1024, driverAllocs: 1 });
+    expect(r[0].stats.live).toEqual({ weights: 1000, activations: 0, gradients: 0, optimizer: 0, workspace: 0, other: 0 });
+    expect(r[2].freed).toBe(true);
+    expect(r[2].stats).toMatchObject({ totalLive: 1, totalPeak: 1001, cached: 1024, reserved: 1536, driverAllocs: 2 });
+    expect(r[2].stats.peak.weights).toBe(1000);
+    expect(r[3].freed).toBe(false);
+    expect(r[3].stats).toEqual(r[2].stats);
+    expect(r[4].address).toBe(r[0].address);
+    expect(r[4].stats).toMatchObject({ totalLive: 601, totalPeak: 1001, cached: 0, reserved: 1536, driverAllocs: 2 });
+    expect(r[4].stats.live.gradients).toBe(600);
+    expect(r[5].address).not.toBe(r[0].address);
+    expect(r[5].stats).toMatchObject({ totalLive: 1801, totalPeak: 1801, reserved: 3072, driverAllocs: 3 });
+    expect(r[5].stats.peak.weights).toBe(1200); // per category: its own high-water mark
+    expect(r[6].stats).toMatchObject({ totalLive: 1800, totalPeak: 1801, cached: 512 });
+    expect(r[7].stats.peak).toEqual(r[7].stats.live);
+    expect(r[7].stats.totalPeak).toBe(1800);
+    expect(r[8].freed).toBe(false);
+    expect(r[9]).toMatchObject({ address: 0, stats: r[8].stats });
+    expect(r[9].block).toBeUndefined();
+  });
+
+  builtTest(`when the source is full the cache is released and the request retried once, then ZOTUNE_OOM${gpu ? '' : notBuilt}`, () => {
+    const r = selfTest([
+      { op: 'alloc', bytes: 1000 }, // 0: 1 KiB
+      { op: 'alloc', bytes: 3 * MiB }, // 1: 4 MiB
+      { op: 'alloc', bytes: MiB + 1 }, // 2: 2 MiB
+      { op: 'free', step: 1 }, // 3
+      { op: 'free', step: 2 }, // 4: 6 MiB cached, 1 KiB live, capacity 7 MiB
+      { op: 'alloc', bytes: 5 * MiB, category: 'weights' }, // 5: 6 MiB fits only once the cache is released
+      { op: 'alloc', bytes: MiB, category: 'optimizer' }, // 6: 1 MiB: 1 MiB - 1 KiB left, nothing cached
+      { op: 'release' }, // 7: nothing cached: no change
+      { op: 'alloc', bytes: 2 ** 49 }, // 8: beyond any device
+      { op: 'alloc', bytes: 1000 }, // 9
+    ], 7 * MiB);
+    expect(r[4].stats).toMatchObject({ cached: 6 * MiB, reserved: 6 * MiB + 1024, driverAllocs: 3 });
+    expect(r[5].error).toBeUndefined();
+    expect(r[5].block).toBe(6 * MiB);
+    expect(r[5].stats).toMatchObject({ cached: 0, reserved: 6 * MiB + 1024, driverAllocs: 4, totalLive: 5 * MiB + 1000 });
+    expect(r[6].error!.code).toBe('ZOTUNE_OOM');
+    expect(r[6].error!.message).toContain(`allocating ${MiB} bytes (${MiB}-byte block) for optimizer`);
+    expect(r[6].error!.message).toMatch(/live 5\.0 MiB, peak 5\.0 MiB, nothing cached; .* 1047552 of 7340032 bytes free$/);
+    expect(r[6].stats).toEqual(r[5].stats); // a failed request changes nothing
+    expect(r[7].stats).toEqual(r[5].stats);
+    expect(r[8].error!.code).toBe('ZOTUNE_OOM');
+    expect(r[8].error!.message).toContain('beyond any device');
+    expect(r[9].error).toBeUndefined();
+    expect(r[9].stats).toMatchObject({ reserved: 6 * MiB + 2048, driverAllocs: 5 });
+  });
+
+  builtTest(`release gives every cached block back; live blocks stay${gpu ? '' : notBuilt}`, () => {
+    const r = selfTest([
+      { op: 'alloc', bytes: 100 }, { op: 'alloc', bytes: 3 * MiB }, { op: 'alloc', bytes: 700 },
+      { op: 'free', step: 1 }, { op: 'free', step: 2 }, { op: 'release' }, { op: 'alloc', bytes: 3 * MiB },
+    ], 16 * MiB);
+    expect(r[4].stats).toMatchObject({ cached: 4 * MiB + 1024, reserved: 4 * MiB + 1536, totalLive: 100 });
+    expect(r[5].stats).toMatchObject({ cached: 0, reserved: 512, totalLive: 100, driverAllocs: 3 });
+    expect(r[6].stats.driverAllocs).toBe(4); // the released block is gone: a new one
+  });
+
+  builtTest(`8 threads allocating and freeing concurrently leave nothing live and every block accounted${gpu ? '' : notBuilt}`, () => {
+    const [r] = selfTest([{ op: 'hammer', threads: 8, iterations: 50_000 }], 256 * MiB);
+    expect(r.error).toBeUndefined();
+    expect(Object.values(r.stats.live)).toEqual([0, 0, 0, 0, 0, 0]);
+    expect(r.stats.totalLive).toBe(0);
+    expect(r.stats.cached).toBe(r.stats.reserved);
+    expect(r.stats.totalPeak).toBeGreaterThan(2 * MiB);
+    // Each thread holds at most 4 blocks, so the cache never needs more than 4 per thread per class.
+    expect(r.stats.driverAllocs).toBeLessThanOrEqual(8 * 4 * 7);
+    const [oom] = selfTest([{ op: 'hammer', threads: 4, iterations: 1000 }], 3 * MiB);
+    expect(oom.error!.code).toBe('ZOTUNE_OOM');
+    expect(oom.stats.totalLive).toBe(0); // the threads freed what they held
+  });
+
+  builtTest(`bad self-test scripts and device-buffer arguments get coded errors, without a GPU${gpu ? '' : notBuilt}`, () => {
+    const invalid = expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    expect(() => selfTest([{ op: 'grow' } as never], MiB)).toThrow(invalid);
+    expect(() => selfTest([{ op: 'alloc', bytes: -1 }], MiB)).toThrow(invalid);
+    expect(() => selfTest([{ op: 'free', step: 3 }], MiB)).toThrow(invalid);
+    expect(() => selfTest([{ op: 'alloc', bytes: 1, category: 'vram' }], MiB)).toThrow(invalid);
+    expect(() => gpu!.deviceAlloc(1, 'vram')).toThrow(invalid);
+    expect(() => gpu!.deviceAlloc(-1)).toThrow(invalid);
+    // A 0-byte buffer needs no device memory, so the handle checks run here.
+    const h = gpu!.deviceAlloc(0, 'weights');
+    gpu!.deviceUpload(h, new Uint8Array(0), 0);
+    expect(() => gpu!.deviceUpload(h, new Uint8Array(1), 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => gpu!.deviceDownload(h, new Uint8Array(0), 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => gpu!.deviceUpload({} as DeviceHandle, new Uint8Array(0), 0)).toThrow(invalid);
+    expect(() => gpu!.deviceFree(null as never)).toThrow(invalid);
+    gpu!.deviceFree(h);
+    gpu!.deviceFree(h); // idempotent
+    expect(() => gpu!.deviceDownload(h, new Uint8Array(0), 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DISPOSED' }));
+    const m = gpu!.deviceMemory();
+    expect(Object.keys(m.live)).toEqual(['weights', 'activations', 'gradients', 'optimizer', 'workspace', 'other']);
+    expect(m).toMatchObject({ totalLive: expect.any(Number), cached: expect.any(Number), reserved: expect.any(Number), driverAllocs: expect.any(Number) });
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, device allocations throw ZOTUNE_CUDA_UNAVAILABLE and nothing is counted', () => {
+    const before = gpu!.deviceMemory();
+    expect(() => gpu!.deviceAlloc(1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => DeviceTensor.empty([4])).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(gpu!.deviceMemory()).toEqual(before);
+  });
+
+  builtTest(`the host cache checks of scripts/gpu-check.js pass (--emulate)${gpu ? '' : notBuilt}`, () => {
+    const { report } = gpuCheck('--emulate');
+    const pool = (report as unknown as { pool: { cases: number; failures: unknown[] } }).pool;
+    expect(pool).toEqual({ cases: 2, failures: [] });
+  });
+
+  test('memory() reports the device only when the CUDA backend is already loaded and usable; it never loads it', () => {
+    const r = runNode(
+      `const z = require('./dist');
+       const loaded = () => Object.keys(require.cache).some((k) => k.endsWith('zotune_cuda.node'));
+       const before = { device: 'device' in z.memory(), loaded: loaded() };
+       const available = z.cudaStatus().available;
+       const m = z.memory();
+       console.log(JSON.stringify({ before, available, device: m.device ?? null, direct: z.deviceMemory() ?? null }));`,
+    );
+    expect(r.stderr).toBe('');
+    const out = JSON.parse(r.stdout);
+    expect(out.before).toEqual({ device: false, loaded: false });
+    if (out.available) {
+      expect(Object.keys(out.device.live)).toEqual(['weights', 'activations', 'gradients', 'optimizer', 'workspace', 'other']);
+      expect(out.device).toMatchObject({ totalLive: expect.any(Number), totalPeak: expect.any(Number), cached: expect.any(Number) });
+    } else {
+      expect([out.device, out.direct]).toEqual([null, null]);
+    }
+  });
+});
+
+describe('device memory pool on a GPU', () => {
+  const gpuTest = usable ? test : test.skip;
+  const why = usable ? '' : ` (skipped: ${status.reason})`;
+
+  gpuTest(`round trips, statistics, reuse by rngFill, ZOTUNE_OOM and use after free (gpu-check checkPool)${why}`, () => {
+    const { report } = gpuCheck();
+    const pool = (report as unknown as { pool: { cases: number; failures: unknown[] } }).pool;
+    expect(pool).toEqual({ cases: 7, failures: [] });
+  });
+
+  gpuTest(`DeviceTensor: upload, download, async copies, dispose; memory() shows the device bytes${why}`, async () => {
+    const host = new Float32Array(1000).map((_, i) => i * 0.5 - 7);
+    const before = memory().device!.live.activations;
+    const d = DeviceTensor.from(Tensor.from(host), 'activations');
+    expect(memory().device!.live.activations - before).toBe(4000);
+    expect(Array.from(d.download())).toEqual(Array.from(host));
+    await d.uploadAsync(new Float32Array([1, 2, 3]), 10);
+    const part = (await d.downloadAsync(new Float32Array(4), 9)) as Float32Array;
+    expect(Array.from(part)).toEqual([host[9], 1, 2, 3]);
+    expect(() => d.upload(new Int32Array(4))).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => d.upload(new Float32Array(4), 997)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    // Freed while a copy is in flight: the copy completes, then the memory returns to the pool.
+    const pending = d.downloadAsync();
+    d.dispose();
+    expect(d.disposed).toBe(true);
+    expect(Array.from((await pending).subarray(0, 3))).toEqual([host[0], host[1], host[2]]);
+    expect(memory().device!.live.activations).toBe(before);
+    expect(() => d.download()).toThrow(expect.objectContaining({ code: 'ZOTUNE_DISPOSED' }));
   });
 });

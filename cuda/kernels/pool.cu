@@ -1,24 +1,47 @@
+// The process-wide device pool: a BlockCache over cudaMalloc/cudaFree on the current device (the
+// engine never switches devices after probe(), so cached blocks always belong to it).
 #include <cuda_runtime.h>
 
-#include <mutex>
+#include <cstdio>
 
-#include "../../native/common/status.h"
+#include "block_cache.h"
 #include "device.h"
-#include "pool.h"
 
 namespace zt {
 namespace cuda {
 namespace {
 
-std::mutex mu;
-DevStats stats{};
+struct DeviceSource : BlockSource {
+  void* acquire(size_t bytes) override {
+    void* p = nullptr;
+    const cudaError_t e = cudaMalloc(&p, bytes);
+    if (e == cudaErrorMemoryAllocation) {
+      cudaGetLastError();
+      return nullptr;
+    }
+    check(e, "cudaMalloc");
+    return p;
+  }
+  void release(void* p, size_t) override {
+    cudaFree(p);
+    cudaGetLastError();
+  }
+  std::string describe() override {
+    size_t free = 0, total = 0;
+    if (cudaMemGetInfo(&free, &total) != cudaSuccess) {
+      cudaGetLastError();
+      return "free device memory unknown";
+    }
+    char s[96];
+    std::snprintf(s, sizeof s, "the GPU has %.1f of %.1f MiB free", (double)free / (1 << 20), (double)total / (1 << 20));
+    return s;
+  }
+};
 
-void count(int64_t delta, MemCategory cat) {
-  int64_t& live = stats.live[(int)cat];
-  live += delta;
-  if (live > stats.peak[(int)cat]) stats.peak[(int)cat] = live;
-  stats.total_live += delta;
-  if (stats.total_live > stats.total_peak) stats.total_peak = stats.total_live;
+// Never destroyed: freeing device memory while the process exits races the CUDA runtime's own teardown.
+BlockCache& pool() {
+  static BlockCache* cache = new BlockCache(*new DeviceSource);
+  return *cache;
 }
 
 }  // namespace
@@ -26,33 +49,25 @@ void count(int64_t delta, MemCategory cat) {
 void* dev_alloc(size_t bytes, MemCategory cat) {
   if (bytes == 0) return nullptr;
   require_device();
-  void* p = nullptr;
-  check(cudaMalloc(&p, bytes), "cudaMalloc");
-  std::lock_guard<std::mutex> lock(mu);
-  count((int64_t)bytes, cat);
-  return p;
+  return pool().alloc(bytes, cat);
 }
 
-void dev_free(void* p, size_t bytes, MemCategory cat) {
-  if (!p) return;
-  cudaFree(p);
-  cudaGetLastError();
-  std::lock_guard<std::mutex> lock(mu);
-  count(-(int64_t)bytes, cat);
+// A pointer the pool never handed out is left alone: putting it in a free list would corrupt the cache.
+void dev_free(void* p, size_t, MemCategory) {
+  if (p) pool().free(p);
 }
 
-DevStats dev_stats() {
-  std::lock_guard<std::mutex> lock(mu);
-  return stats;
+void dev_upload(void* dst, const void* src, size_t bytes) {
+  if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "deviceUpload");
 }
 
-void dev_reset_peaks() {
-  std::lock_guard<std::mutex> lock(mu);
-  for (int c = 0; c < (int)MemCategory::Count; ++c) stats.peak[c] = stats.live[c];
-  stats.total_peak = stats.total_live;
+void dev_download(void* dst, const void* src, size_t bytes) {
+  if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToHost), "deviceDownload");
 }
 
-void dev_release_cache() {}
+DevStats dev_stats() { return pool().stats(); }
+void dev_reset_peaks() { pool().reset_peaks(); }
+void dev_release_cache() { pool().release_cached(); }
 
 }  // namespace cuda
 }  // namespace zt

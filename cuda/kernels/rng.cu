@@ -2,6 +2,7 @@
 
 #include "../../native/common/status.h"
 #include "device.h"
+#include "pool.h"
 #include "rng.h"
 
 namespace zt {
@@ -84,9 +85,8 @@ __global__ void fill_kernel(float* out, uint64_t first, uint64_t n, Counters cs,
 struct Scope {
   cudaStream_t stream = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
-  float* dev = nullptr;
+  DeviceBuffer<float> dev;  // back to the pool after the body below drained the stream
   ~Scope() {
-    if (dev) cudaFreeAsync(dev, stream);
     if (stream) {
       cudaStreamSynchronize(stream);
       cudaStreamDestroy(stream);
@@ -110,12 +110,12 @@ float rng_fill_host(float* out, uint64_t n, RngKey key, uint64_t first, Dist dis
   check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "cudaStreamCreate");
   check(cudaEventCreate(&s.start), "cudaEventCreate");
   check(cudaEventCreate(&s.stop), "cudaEventCreate");
-  check(cudaMallocAsync((void**)&s.dev, n * sizeof(float), s.stream), "cudaMallocAsync");
+  s.dev = DeviceBuffer<float>(n);
   check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-  fill_kernel<<<(unsigned)blocks, kThreads, 0, s.stream>>>(s.dev, first, n, cs, key, dist, threshold);
+  fill_kernel<<<(unsigned)blocks, kThreads, 0, s.stream>>>(s.dev.ptr, first, n, cs, key, dist, threshold);
   check(cudaGetLastError(), "rngFill kernel launch");
   check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
-  check(cudaMemcpyAsync(out, s.dev, n * sizeof(float), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
+  check(cudaMemcpyAsync(out, s.dev.ptr, n * sizeof(float), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
   check(cudaStreamSynchronize(s.stream), "rngFill");
   float ms = 0;
   check(cudaEventElapsedTime(&ms, s.start, s.stop), "cudaEventElapsedTime");

@@ -194,6 +194,54 @@ export interface CudaAddon {
   gemmF32Emulated(...args: GemmF32Args): void;
   /** The fast kernel on device-resident random operands: best / median of `iters` launches. */
   gemmTcBench(kind: 'w8a8' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M: number, N: number, K: number, iters: number): { bestMs: number; medianMs: number };
+
+  // Device memory (cuda/addon/bind_pool.cc). The statistics need no GPU; deviceAlloc of 0 bytes neither.
+  deviceMemory(): DeviceMemoryReport;
+  deviceResetPeaks(): void;
+  deviceReleaseCache(): void;
+  deviceAlloc(bytes: number, category?: string): DeviceHandle;
+  /** Idempotent; later use of the handle throws ZOTUNE_DISPOSED. */
+  deviceFree(handle: DeviceHandle): void;
+  /** Copies all of `src` to the device buffer at `byteOffset`. */
+  deviceUpload(handle: DeviceHandle, src: Mem, byteOffset: number): void;
+  deviceUploadAsync(handle: DeviceHandle, src: Mem, byteOffset: number): Promise<void>;
+  /** Fills all of `dst` from the device buffer at `byteOffset`. */
+  deviceDownload(handle: DeviceHandle, dst: Mem, byteOffset: number): void;
+  deviceDownloadAsync(handle: DeviceHandle, dst: Mem, byteOffset: number): Promise<void>;
+  /** The pool's cache logic over malloc with `capacity` bytes: one result per step (no GPU). */
+  poolSelfTest(steps: PoolStep[], capacity: number): PoolStepResult[];
+}
+
+/** The device pool's statistics: bytes by category (live, and peak since start or the last reset). */
+export interface DeviceMemoryReport extends MemoryReport {
+  /** Freed blocks kept for reuse. */
+  cached: number;
+  /** Held from the driver: live blocks rounded up to their size class, plus cached. */
+  reserved: number;
+  /** cudaMalloc calls that succeeded (a reuse from the cache adds none). */
+  driverAllocs: number;
+}
+
+/** A device buffer from deviceAlloc (an opaque external). */
+export interface DeviceHandle {
+  readonly __brand: 'DeviceHandle';
+}
+
+export type PoolStep =
+  | { op: 'alloc'; bytes: number; category?: string }
+  | { op: 'free'; step: number }
+  | { op: 'release' }
+  | { op: 'resetPeaks' }
+  | { op: 'hammer'; threads: number; iterations: number };
+
+export interface PoolStepResult {
+  stats: DeviceMemoryReport;
+  /** alloc: the block's address (equal addresses = a reused block) and size class. */
+  address?: number;
+  block?: number;
+  /** free: false when the step's block was not live (already freed, or not an alloc). */
+  freed?: boolean;
+  error?: { code: string; message: string };
 }
 
 /** x f32 [M, K], w a QTensor descriptor (int8 / fp8 / bf16 by op), y f32 [M, N], bias f32 [N] or null. */
