@@ -205,6 +205,49 @@ describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
   });
 });
 
+describe('tensor-core GEMMs (cuda/kernels/gemm_tc)', () => {
+  const w8 = (rows: number, cols: number, group = cols) => ({ format: 0, rows, cols, group, data: new Uint8Array(rows * cols), scales: new Float32Array(group ? rows * Math.ceil(cols / group) : 1) });
+
+  builtTest(`the fast kernels' per-thread code, run on the host: W8A8 and f32 bit-identical to the CPU, fp8 / bf16 within their NMSE bounds${gpu ? '' : notBuilt}`, () => {
+    const { status, report } = gpuCheck('--emulate');
+    const r = (report as unknown as { gemmTc: { cases: number; failures: number; emulated: boolean } }).gemmTc;
+    expect(report.mismatches).toEqual([]);
+    expect(status).toBe(0);
+    expect(r).toEqual({ cases: 67, failures: 0, emulated: true });
+  });
+
+  builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const x = new Float32Array(6), y = new Float32Array(6);
+    const fp8 = { format: 3, rows: 2, cols: 64, group: 32, data: new Uint8Array(128), scales: new Float32Array(4) };
+    expect(() => gpu!.gemmW8A8(x, 0, 2, { ...w8(3, 3), format: 3 }, y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmFp8(new Float32Array(128), 0, 2, fp8, new Float32Array(4), 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
+    expect(() => gpu!.gemmBf16Emulated(x, 0, 2, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmW8A8Emulated(x, 0, 3, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // x holds 2 rows
+    expect(() => gpu!.gemmW8A8Emulated(x, 0, 2, w8(3, 3), y, 0, new Float32Array(2), 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    const sq = new Float32Array(9);
+    expect(() => gpu!.gemmF32Emulated(sq, 0, 3, new Float32Array(9), 0, 3, 3, sq, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // y overlaps x
+    expect(() => gpu!.gemmTcBench('int4' as never, 16, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.gemmTcBench('w8a8', 0, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, the GEMMs throw ZOTUNE_CUDA_UNAVAILABLE; the emulated ones still run', () => {
+    const x = new Float32Array(2 * 3).fill(1), y = new Float32Array(2 * 3);
+    const w = w8(3, 3);
+    w.data.fill(2), w.scales.fill(0.5);
+    expect(() => gpu!.gemmW8A8(x, 0, 2, w, y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => gpu!.gemmTcBench('bf16', 16, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    gpu!.gemmW8A8Emulated(x, 0, 2, w, y, 0, null, 0);
+    // x = 1 quantizes to 127 with s_x = 1/127; y = (0.5 * (3 * 127 * 2)) * (1/127) = 3 up to one rounding.
+    for (const v of y) expect(v).toBeCloseTo(3, 5);
+  });
+
+  (usable ? test : test.skip)(`on the GPU: every gemmTc case of scripts/gpu-check.js passes${usable ? '' : ` (skipped: ${status.reason})`}`, () => {
+    const { status: code, report } = gpuCheck();
+    expect(report.mismatches).toEqual([]);
+    expect(code).toBe(0);
+  });
+});
+
 /**
  * The device memory pool. Its cache logic runs over host memory here (poolSelfTest); the device
  * cases (round trips, statistics, ZOTUNE_OOM, use after free) are the checkPool section of

@@ -7,6 +7,7 @@ namespace cuda {
 
 void register_rng(Napi::Env env, Napi::Object exports);
 void register_nn(Napi::Env env, Napi::Object exports);
+void register_gemm_tc(Napi::Env env, Napi::Object exports);
 void register_pool(Napi::Env env, Napi::Object exports);
 
 }  // namespace cuda

@@ -77,9 +77,9 @@ struct MiniFloat {
   uint32_t nan_code;
 };
 
-static constexpr MiniFloat kFp16 = {10, 5, 15, 65504.0f, true, 0x7e00u};
-static constexpr MiniFloat kE4M3 = {3, 4, 7, 448.0f, false, 0x7fu};
-static constexpr MiniFloat kE5M2 = {2, 5, 15, 57344.0f, true, 0x7eu};
+ZT_HD_CONST MiniFloat kFp16 = {10, 5, 15, 65504.0f, true, 0x7e00u};
+ZT_HD_CONST MiniFloat kE4M3 = {3, 4, 7, 448.0f, false, 0x7fu};
+ZT_HD_CONST MiniFloat kE5M2 = {2, 5, 15, 57344.0f, true, 0x7eu};
 
 ZT_HD int minifloat_emin(MiniFloat f) { return 1 - f.bias; }
 
