@@ -8,6 +8,8 @@
 //
 // --emulate runs the same cases against the kernels' per-thread code executed on the host: no GPU
 // needed; it checks the thread -> element map and this script.
+// Section checkNn: the transformer ops (cuda/kernels/nn.cu), fast and reference kernels, one line
+// per case.
 //
 // Defaults: build/Release/zotune.node or prebuilds/<platform>-<arch>/*.node; ZOTUNE_CUDA_BINARY,
 // build-cuda/Release/cuda/zotune_cuda.node or prebuilds/<platform>-<arch>/cuda/zotune_cuda.node.
@@ -50,6 +52,223 @@ const KEYS = [
   { seed: 0x123456789abcdefn, stream: 7 },
   { seed: 0xffffffffffffffffn, stream: 0xffffffff },
 ];
+
+// ---- tensor-core GEMMs (cuda/kernels/gemm_tc.h) ------------------------------------------------
+// W8A8 must equal the CPU's gemmInt8 bit for bit; f32 must equal the CPU gemm bit for bit where
+// the CPU uses one fma chain per output (M > 4); fp8 / bf16 are held to the NMSE bounds of
+// gemm_tc.h against float64 over the same quantized operands (made by the CPU quantizer), and the
+// fast kernel to the reference kernel. One line per case; failures also go to report.mismatches.
+const FMT = { int8: 0, e4m3: 3, e5m2: 4, bf16: 5 };
+const NMSE_BOUND = { fp8: 1e-5, bf16: 1e-8, bf16VsCpu: 1e-5, f32VsCpu: 1e-10 };
+
+function gemmTcRandom(n, seed) {  // roughly N(0, 1), from a fixed xorshift stream
+  const v = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const u = () => ((s ^= s << 13), (s ^= s >>> 17), (s ^= s << 5), (s >>> 0) / 4294967296);
+  for (let i = 0; i < n; i++) v[i] = (u() + u() + u() + u() - 2) * 1.7;
+  return v;
+}
+
+// A QTensor descriptor of `format` filled by the CPU quantizer from f32 [rows, cols].
+function gemmTcQuantize(cpu, x, rows, cols, format, group) {
+  const bytes = format === FMT.bf16 ? 2 * rows * cols : rows * cols;
+  const d = { format, rows, cols, group, data: new Uint8Array(bytes) };
+  if (format !== FMT.bf16) d.scales = new Float32Array(group === 0 ? 1 : rows * Math.ceil(cols / group));
+  cpu.quantize(x, 0, d, format === FMT.bf16 ? 0 : 1, false, 0, 0);
+  return d;
+}
+
+function gemmTcDequantize(cpu, d) {
+  const out = new Float32Array(d.rows * d.cols);
+  cpu.dequantize(d, out, 0);
+  return out;
+}
+
+// float64 x̂ · ŵᵀ + bias.
+function gemmTcF64(x, w, bias, M, N, K) {
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x[m * K + k] * w[n * K + k];
+      y[m * N + n] = s + (bias ? bias[n] : 0);
+    }
+  return y;
+}
+
+function nmse(got, want) {
+  let e = 0, r = 0;
+  for (let i = 0; i < want.length; i++) (e += (got[i] - want[i]) ** 2), (r += want[i] ** 2);
+  return r > 0 ? e / r : e;
+}
+
+function firstDiff(a, b) {
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  let bad = 0, at = -1;
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) (bad++, at < 0 && (at = i));
+  return { bad, at };
+}
+
+function checkGemmTc(cpu, gpu, report, say, emulate) {
+  const r = (report.gemmTc = { cases: 0, failures: 0, emulated: emulate });
+  const impl = emulate ? 'Emulated' : '';
+  const ms = (res) => (res && res.kernelMs !== undefined ? `, ${res.kernelMs.toFixed(3)} ms` : '');
+  const fail = (line, extra) => {
+    r.failures++;
+    report.mismatches.push({ op: 'gemmTc', line, ...extra });
+    say(`MISMATCH ${line}`);
+  };
+  const ok = (line) => say(`ok       ${line}`);
+  // Localises a W8A8 / f32 mismatch of the fast kernel: host emulation right -> device-only bug.
+  const where = (op, args, want) => {
+    if (emulate) return 'host emulation';
+    const e = new Float32Array(want.length);
+    gpu[`${op}Emulated`](...args(e));
+    const ref = new Float32Array(want.length);
+    gpu[`${op}Reference`](...args(ref));
+    const eOk = firstDiff(e, want).bad === 0, rOk = firstDiff(ref, want).bad === 0;
+    return `host emulation ${eOk ? 'matches the CPU: device-side bug (pipeline, cp.async, intrinsics)' : 'differs too: tile / fragment map bug'}; reference kernel ${rOk ? 'matches' : 'differs'}`;
+  };
+
+  const Ms = [1, 3, 16, 17, 128, 257];
+  const NKs = emulate ? [[40, 70], [136, 200]] : [[40, 70], [136, 200], [300, 1000], [520, 4100]];
+  let seed = 1;
+  for (const [N, K] of NKs)
+    for (const M of Ms) {
+      const x = gemmTcRandom(M * K, seed++), w32 = gemmTcRandom(N * K, seed++), bias = gemmTcRandom(N, seed++);
+      const shape = `M ${M} N ${N} K ${K}`;
+
+      // W8A8, int8 weights per row (and per tensor / groups of 64 on some shapes): bit for bit.
+      for (const group of M === 17 ? [K, 0, 64] : [K]) {
+        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int8, group);
+        const want = new Float32Array(M * N), got = new Float32Array(M * N);
+        cpu.gemmInt8(x, 0, M, wq, want, 0, bias, 0, null, 0, null, null, 0, 0);
+        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
+        const res = gpu[`gemmW8A8${impl}`](...args(got));
+        const d = firstDiff(got, want);
+        const line = `w8a8 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group} ${shape}`;
+        r.cases++;
+        if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU, first (m ${Math.floor(d.at / N)}, n ${d.at % N}) cpu ${want[d.at]} gpu ${got[d.at]}; ${where('gemmW8A8', args, want)}`, { kind: 'w8a8', M, N, K, group, bad: d.bad });
+        else ok(`${line}: bit-identical to the CPU${ms(res)}`);
+        if (!emulate && group === K) {
+          const ref = new Float32Array(M * N);
+          gpu.gemmW8A8Reference(...args(ref));
+          const dr = firstDiff(ref, want);
+          r.cases++;
+          if (dr.bad) fail(`${line} reference kernel: ${dr.bad} outputs differ from the CPU`, { kind: 'w8a8-ref', M, N, K });
+          else ok(`${line} reference kernel: bit-identical to the CPU`);
+        }
+      }
+
+      // FP8: activations per row (the CPU quantizer's codes), weights per row (e4m3) / per tensor (e5m2).
+      for (const [fname, group] of [['e4m3', K], ['e5m2', 0]]) {
+        const wq = gemmTcQuantize(cpu, w32, N, K, FMT[fname], group);
+        const xq = gemmTcQuantize(cpu, x, M, K, FMT[fname], K);
+        const want = gemmTcF64(gemmTcDequantize(cpu, xq), gemmTcDequantize(cpu, wq), bias, M, N, K);
+        const got = new Float32Array(M * N);
+        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
+        const line = `fp8 ${fname} ${group ? 'per-row' : 'per-tensor'} ${shape}`;
+        let res;
+        try {
+          res = gpu[`gemmFp8${impl}`](...args(got));
+        } catch (e) {
+          r.cases++;
+          if (e.code === 'ZOTUNE_UNSUPPORTED') say(`skipped  ${line}: ${e.message}`);
+          else fail(`${line}: threw ${e.code}: ${e.message}`, { kind: fname });
+          continue;
+        }
+        const err = nmse(got, want);
+        r.cases++;
+        if (!(err <= NMSE_BOUND.fp8)) fail(`${line}: NMSE ${err.toExponential(2)} vs float64 > ${NMSE_BOUND.fp8}`, { kind: fname, M, N, K, nmse: err });
+        else ok(`${line}: NMSE ${err.toExponential(2)} vs float64 (bound ${NMSE_BOUND.fp8})${ms(res)}`);
+        if (!emulate) {
+          const ref = new Float32Array(M * N);
+          gpu.gemmFp8Reference(...args(ref));
+          const e2 = nmse(got, ref);
+          r.cases++;
+          if (!(e2 <= NMSE_BOUND.fp8)) fail(`${line}: fast vs reference kernel NMSE ${e2.toExponential(2)} > ${NMSE_BOUND.fp8}`, { kind: fname + '-ref' });
+          else ok(`${line}: fast vs reference kernel NMSE ${e2.toExponential(2)}`);
+        }
+      }
+
+      // BF16: vs float64 over the bf16-rounded operands, and vs the CPU gemm (f32 activations).
+      {
+        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.bf16, 0);
+        const xq = gemmTcQuantize(cpu, x, M, K, FMT.bf16, 0);
+        const want = gemmTcF64(gemmTcDequantize(cpu, xq), gemmTcDequantize(cpu, wq), bias, M, N, K);
+        const got = new Float32Array(M * N), cpuY = new Float32Array(M * N);
+        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
+        const res = gpu[`gemmBf16${impl}`](...args(got));
+        cpu.gemm(x, 0, M, K, wq, 0, N, cpuY, 0, bias, 0, false, false);
+        const e1 = nmse(got, want), e2 = nmse(got, cpuY);
+        const line = `bf16 ${shape}`;
+        r.cases++;
+        if (!(e1 <= NMSE_BOUND.bf16) || !(e2 <= NMSE_BOUND.bf16VsCpu))
+          fail(`${line}: NMSE ${e1.toExponential(2)} vs float64 (bound ${NMSE_BOUND.bf16}), ${e2.toExponential(2)} vs the CPU gemm (bound ${NMSE_BOUND.bf16VsCpu})`, { kind: 'bf16', M, N, K });
+        else ok(`${line}: NMSE ${e1.toExponential(2)} vs float64, ${e2.toExponential(2)} vs the CPU gemm (f32 activations)${ms(res)}`);
+        if (!emulate) {
+          const ref = new Float32Array(M * N);
+          gpu.gemmBf16Reference(...args(ref));
+          const e3 = nmse(got, ref);
+          r.cases++;
+          if (!(e3 <= NMSE_BOUND.bf16)) fail(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)} > ${NMSE_BOUND.bf16}`, { kind: 'bf16-ref' });
+          else ok(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)}`);
+        }
+      }
+
+      // F32 SIMT fallback: the CPU gemm's fma chain for M > 4 (bit for bit), NMSE for its GEMV (M <= 4).
+      {
+        const want = new Float32Array(M * N), got = new Float32Array(M * N);
+        cpu.gemm(x, 0, M, K, w32, 0, N, want, 0, bias, 0, false, false);
+        const args = (y) => [x, 0, M, w32, 0, N, K, y, 0, bias, 0];
+        const res = gpu[`gemmF32${impl}`](...args(got));
+        const line = `f32 ${shape}`;
+        r.cases++;
+        if (M > 4) {
+          const d = firstDiff(got, want);
+          if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU gemm, first (m ${Math.floor(d.at / N)}, n ${d.at % N}) cpu ${want[d.at]} gpu ${got[d.at]}; ${where('gemmF32', args, want)}`, { kind: 'f32', M, N, K, bad: d.bad });
+          else ok(`${line}: bit-identical to the CPU gemm${ms(res)}`);
+        } else {
+          const e = nmse(got, want);
+          if (!(e <= NMSE_BOUND.f32VsCpu)) fail(`${line}: NMSE ${e.toExponential(2)} vs the CPU gemm (GEMV order) > ${NMSE_BOUND.f32VsCpu}`, { kind: 'f32', M, N, K });
+          else ok(`${line}: NMSE ${e.toExponential(2)} vs the CPU gemm (its GEMV sums in another order)${ms(res)}`);
+        }
+      }
+    }
+
+  // W8A8 accumulation groups: int8 scales per 32 / 128 elements, and K past one 65536-element chunk.
+  const groupCases = emulate ? [[17, 40, 300, 32], [5, 24, 130, 128]] : [[17, 40, 300, 32], [5, 24, 130, 128], [3, 9, 70000, 70000], [130, 70, 66000, 0]];
+  for (const [M, N, K, group] of groupCases) {
+    const x = gemmTcRandom(M * K, seed++), w32 = gemmTcRandom(N * K, seed++);
+    const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int8, group);
+    const want = new Float32Array(M * N), got = new Float32Array(M * N);
+    cpu.gemmInt8(x, 0, M, wq, want, 0, null, 0, null, 0, null, null, 0, 0);
+    const args = (y) => [x, 0, M, wq, y, 0, null, 0];
+    gpu[`gemmW8A8${impl}`](...args(got));
+    const d = firstDiff(got, want);
+    const line = `w8a8 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group} M ${M} N ${N} K ${K} (accumulation groups)`;
+    r.cases++;
+    if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU; ${where('gemmW8A8', args, want)}`, { kind: 'w8a8-groups', M, N, K, group });
+    else ok(`${line}: bit-identical to the CPU`);
+  }
+
+  // A non-finite activation is refused like the CPU does.
+  {
+    const x = gemmTcRandom(3 * 8, 99);
+    x[13] = NaN;
+    const wq = gemmTcQuantize(cpu, gemmTcRandom(4 * 8, 98), 4, 8, FMT.int8, 8);
+    let code = 'no error';
+    try {
+      gpu[`gemmW8A8${impl}`](x, 0, 3, wq, new Float32Array(12), 0, null, 0);
+    } catch (e) {
+      code = e.code;
+    }
+    r.cases++;
+    if (code !== 'ZOTUNE_NONFINITE') fail(`w8a8 NaN activation: expected ZOTUNE_NONFINITE, got ${code}`, { kind: 'w8a8-nonfinite' });
+    else ok('w8a8 NaN activation: ZOTUNE_NONFINITE');
+  }
+  say(`gemmTc${emulate ? ' (host emulation of the kernels)' : ''}: ${r.cases - r.failures}/${r.cases} cases pass`);
+}
 
 // --- device memory pool ------------------------------------------------------------------------
 // --emulate: the pool's cache logic over host memory (poolSelfTest): size classes, reuse, release,
@@ -231,6 +450,8 @@ function main(argv) {
       }
   say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
   checkPerturb(cpu, gpu, report, say, emulate);
+  checkNn(cpu, gpu, report, say, emulate);
+  checkGemmTc(cpu, gpu, report, say, emulate);
   checkPool(cpu, gpu, report, say, emulate);
   const failed = report.mismatches.length || report.pool.failures.length;
   if (emulate) {
@@ -418,6 +639,186 @@ function checkPerturb(cpu, gpu, report, say, emulate) {
     }
   const bad = report.mismatches.filter((m) => m.section === 'perturb').length;
   say(`perturbation / quantization${emulate ? ' (host emulation of the kernels)' : ''}: ${report.perturbCases - bad}/${report.perturbCases} cases bit-identical to the CPU addon`);
+}
+
+// --- transformer ops (cuda/kernels/nn.cu) -------------------------------------------------------
+// Every case runs the CPU op and, on the same inputs, the GPU fast kernel and (rmsNorm, attention,
+// logProbs, argmax) the one-thread-per-row reference kernel, or with --emulate the fast kernels' per-lane
+// code on the host. All must equal the CPU bit for bit (any NaN equals any NaN: x86 and CUDA make
+// different NaN payloads), except the GPU log-probs: their last step is CUDA's double log, so they
+// may differ from glibc's by an ulp (tolerance 1e-14 relative). On a mismatch the host emulation
+// tells a lane-map bug (it differs too) from device arithmetic (it matches the CPU).
+
+function nnRandom(seed) {
+  let s = seed >>> 0;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = Math.imul(s ^ (s >>> 15), s | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+function nnValues(n, seed, scale = 1) {
+  const r = nnRandom(seed), a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = (r() + r() + r() - 1.5) * 2 * scale;
+  return a;
+}
+
+// Index of the first difference (-1: none); exact bits, or within rel (doubles) when rel > 0.
+function nnFirstDiff(a, b, rel) {
+  const Bits = a instanceof Float64Array ? BigUint64Array : Uint32Array;
+  const ua = new Bits(a.buffer, a.byteOffset, a.length), ub = new Bits(b.buffer, b.byteOffset, b.length);
+  for (let i = 0; i < a.length; i++) {
+    if (ua[i] === ub[i] || (Number.isNaN(a[i]) && Number.isNaN(b[i]))) continue;
+    if (rel > 0 && Math.abs(a[i] - b[i]) <= rel * Math.max(1, Math.abs(a[i]))) continue;
+    return i;
+  }
+  return -1;
+}
+
+const NN_ROPE_PLAIN = [10000, 0, 1, 1, 4, 8192];
+const NN_ROPE_LLAMA3 = [500000, 1, 8, 1, 4, 8192];
+
+// Each case: op, a description, and run(f) calling one implementation of the op (the CPU addon's or
+// a CUDA variant, same arguments) on fresh copies of the inputs and returning its output.
+function nnCases() {
+  const cases = [];
+  for (const [rows, dim, eps] of [[1, 1, 1e-6], [1, 7, 1e-5], [3, 8, 1e-6], [5, 13, 0], [33, 100, 1e-6], [17, 257, 1e-5], [2, 4099, 1e-6], [8, 2053, 1e-6]]) {
+    const x = nnValues(rows * dim, rows * 7919 + dim), w = nnValues(dim, dim + 1);
+    if (rows > 2 && eps > 0) x.fill(0, 0, dim); // a zero row: its scale is 1/sqrt(eps)
+    cases.push({ op: 'rmsNorm', what: `rows ${rows} dim ${dim} eps ${eps}`, run: (f) => {
+      const out = new Float32Array(rows * dim);
+      f(out, 0, x, 0, w, 0, rows, dim, eps);
+      return out;
+    } });
+  }
+  for (const [rows, heads, hd, first, step, rope] of [[1, 1, 2, 0, 1, NN_ROPE_PLAIN], [7, 3, 32, 5, 1, NN_ROPE_LLAMA3], [33, 4, 64, 1000, 3, NN_ROPE_PLAIN], [16, 2, 128, 8180, 1, NN_ROPE_LLAMA3], [5, 3, 6, 0, 7, NN_ROPE_PLAIN], [9, 8, 128, 100000, 13, NN_ROPE_LLAMA3], [12, 2, 34, 0, 1, NN_ROPE_PLAIN]]) {
+    const x = nnValues(rows * heads * hd, rows + heads * 31 + hd);
+    const pos = Int32Array.from({ length: rows }, (_, r) => first + ((r * 7) % rows) * step); // out of order
+    cases.push({ op: 'rope', what: `rows ${rows} heads ${heads} headDim ${hd} positions ${first}+${step}k ${rope[1] ? 'llama3' : `theta ${rope[0]}`}`, run: (f) => {
+      const y = x.slice();
+      f(y, 0, rows, heads, hd, pos, 0, Float64Array.from(rope));
+      return y;
+    } });
+  }
+  // lens: query rows per sequence; starts: KV slot of each first query; hide(b, j): masked slot
+  const ATTN = [
+    { lens: [1], starts: [0], cap: 1, Hq: 1, Hkv: 1, hd: 32 },
+    { lens: [5, 0, 33], starts: [0, 3, 2], cap: 40, Hq: 4, Hkv: 2, hd: 64, hide: (b, j) => (b * 13 + j * 7) % 5 === 0 },
+    { lens: [17, 4], starts: [70, 100], cap: 110, Hq: 8, Hkv: 2, hd: 128, hide: (b, j) => j < 3 || (j * 11) % 9 === 4 },
+    { lens: [33], starts: [0], cap: 33, Hq: 2, Hkv: 2, hd: 20 },
+    { lens: [3, 9], starts: [1, 31], cap: 64, Hq: 6, Hkv: 3, hd: 7, hide: (b, j) => (j + b) % 3 === 1 },
+    { lens: [2], starts: [40], cap: 42, Hq: 4, Hkv: 1, hd: 128, hide: (b, j) => j <= 40 }, // row 0 sees no key: zeros
+    { lens: [24, 1], starts: [0, 300], cap: 301, Hq: 8, Hkv: 8, hd: 100, hide: (b, j) => b === 1 && j % 64 < 32 },
+  ];
+  for (const c of ATTN) {
+    const B = c.lens.length, off = new Int32Array(B + 1);
+    c.lens.forEach((n, b) => (off[b + 1] = off[b] + n));
+    const nq = off[B], seed = c.cap * 131 + c.hd;
+    const q = nnValues(nq * c.Hq * c.hd, seed), k = nnValues(B * c.Hkv * c.hd * c.cap, seed + 1), v = nnValues(B * c.Hkv * c.cap * c.hd, seed + 2);
+    const mask = c.hide ? Uint8Array.from({ length: B * c.cap }, (_, i) => (c.hide(Math.floor(i / c.cap), i % c.cap) ? 0 : 1)) : null;
+    cases.push({ op: 'attention', what: `seqs [${c.lens}] from [${c.starts}] cap ${c.cap} heads ${c.Hq}/${c.Hkv} headDim ${c.hd}${mask ? ' masked' : ''}`, run: (f) => {
+      const out = new Float32Array(nq * c.Hq * c.hd);
+      f(out, 0, q, 0, k, 0, v, 0, off, Int32Array.from(c.starts), mask, B, c.Hq, c.Hkv, c.hd, c.cap, 1 / Math.sqrt(c.hd));
+      return out;
+    } });
+  }
+  const SPECIAL = [-200, 200, 90, -90, NaN, Infinity, -Infinity, 0, -0, 1e-40, -88.5, 88.7];
+  for (const n of [1, 7, 1000, 4099]) {
+    const g = nnValues(n, n, 8), u = nnValues(n, n + 1);
+    g.set(SPECIAL.slice(0, n));
+    cases.push({ op: 'swiglu', what: `n ${n}`, run: (f) => {
+      const out = new Float32Array(n);
+      f(out, 0, g, 0, u, 0, n);
+      return out;
+    } });
+  }
+  for (const [vocab, dim, n] of [[1, 1, 1], [50, 13, 33], [300, 64, 7], [17, 100, 20]]) {
+    const table = nnValues(vocab * dim, vocab + dim), ids = Int32Array.from({ length: n }, (_, i) => (i * 7919 + 3) % vocab);
+    cases.push({ op: 'embedding', what: `vocab ${vocab} dim ${dim} ids ${n}`, run: (f) => {
+      const out = new Float32Array(n * dim);
+      f(out, 0, table, 0, vocab, dim, ids, n);
+      return out;
+    } });
+  }
+  for (const [rows, n, scale] of [[1, 1, 1], [3, 7, 1], [33, 1000, 4], [5, 4096, 30], [2, 32003, 8], [9, 129, 1]]) {
+    const x = nnValues(rows * n, rows * 17 + n, scale);
+    if (rows >= 3) {
+      for (let i = 0; i < n; i++) x[i] = i % 3 ? 0 : -0; // row 0: ties of +0 and -0
+      x[n + 1] = NaN; // row 1: NaN and -inf are never the max
+      x[n + 2] = -Infinity;
+    }
+    const targets = Int32Array.from({ length: rows }, (_, r) => (r % 4 === 3 ? -1 : (r * 7919) % n));
+    cases.push({ op: 'logProbs', what: `rows ${rows} n ${n} scale ${scale}`, run: (f) => {
+      const out = new Float64Array(rows);
+      f(x, 0, rows, n, targets, out);
+      return out;
+    } });
+  }
+  for (const [rows, n] of [[1, 1], [3, 7], [33, 1000], [4, 4099], [2, 32003]]) {
+    const x = nnValues(rows * n, rows * 29 + n, 4);
+    if (rows >= 3) {
+      x[n - 1] = x[0] = 50; // row 0: a tie, the first wins
+      for (let i = n; i < 2 * n; i++) x[i] = i % 5 ? -Infinity : NaN; // row 1: -inf and NaN only
+      for (let i = 2 * n; i < 3 * n; i++) x[i] = i % 2 ? 0 : -0; // row 2: zeros of both signs
+    }
+    cases.push({ op: 'argmax', what: `rows ${rows} n ${n}`, run: (f) => {
+      const out = new Int32Array(rows);
+      f(x, 0, rows, n, out);
+      return out;
+    } });
+  }
+  return cases;
+}
+
+const NN_REFERENCE = new Set(['rmsNorm', 'attention', 'logProbs', 'argmax']);
+
+function checkNn(cpu, gpu, report, say, emulate) {
+  const nn = { cases: 0, runs: {}, mismatches: [], timings: [] };
+  report.nn = nn;
+  for (const c of nnCases()) {
+    const want = c.run((...a) => cpu[c.op](...a));
+    const variants = emulate ? ['Emulated'] : NN_REFERENCE.has(c.op) ? ['', 'Reference'] : [''];
+    const status = [];
+    for (const variant of variants) {
+      const name = c.op + variant;
+      const got = c.run((...a) => gpu[name](...a));
+      const rel = c.op === 'logProbs' && variant !== 'Emulated' ? 1e-14 : 0;
+      const at = nnFirstDiff(want, got, rel);
+      nn.cases++;
+      nn.runs[name] = (nn.runs[name] || 0) + 1;
+      if (at < 0) {
+        status.push(`${variant || 'fast'} ok`);
+        continue;
+      }
+      const emu = variant === 'Emulated' ? got : c.run((...a) => gpu[c.op + 'Emulated'](...a));
+      const m = { op: name, case: c.what, firstAt: at, cpu: want[at], gpu: got[at], emulationMatchesCpu: nnFirstDiff(want, emu, 0) < 0 };
+      nn.mismatches.push(m);
+      report.mismatches.push(m);
+      status.push(`${variant || 'fast'} MISMATCH at ${at} (cpu ${want[at]}, gpu ${got[at]}; host emulation ${m.emulationMatchesCpu ? 'matches the CPU: device arithmetic differs' : 'differs too: lane map bug'})`);
+    }
+    say(`nn ${c.op} ${c.what}: ${status.join(', ')}`);
+  }
+  say(`nn conformance${emulate ? ' (host emulation)' : ''}: ${nn.cases - nn.mismatches.length}/${nn.cases} runs equal the CPU`);
+  if (emulate) return;
+
+  // Kernel times (CUDA events) at LLaMA-7B-like shapes: a sanity check of scale, not a benchmark.
+  const T = 512, D = 4096, H = 32, KVH = 8, HD = 128, V = 32000;
+  const x = nnValues(T * D, 1), w = nnValues(D, 2), y = new Float32Array(T * D);
+  const q = nnValues(T * H * HD, 3), kv = nnValues(KVH * HD * T, 4), att = new Float32Array(T * H * HD);
+  const logits = nnValues(16 * V, 5, 4), lp = new Float64Array(16), tg = Int32Array.from({ length: 16 }, (_, i) => i * 1000);
+  const timed = [
+    [`rmsNorm ${T}x${D}`, (v) => gpu['rmsNorm' + v](y, 0, x, 0, w, 0, T, D, 1e-5)],
+    [`attention prefill ${T} tokens ${H}/${KVH} heads x ${HD}`, (v) => gpu['attention' + v](att, 0, q, 0, kv, 0, kv, 0, Int32Array.of(0, T), Int32Array.of(0), null, 1, H, KVH, HD, T, 1 / Math.sqrt(HD))],
+    [`logProbs 16x${V}`, (v) => gpu['logProbs' + v](logits, 0, 16, V, tg, lp)],
+  ];
+  for (const [what, f] of timed) {
+    const best = (v) => Math.min(...[0, 1, 2].map(() => f(v).kernelMs));
+    const t = { what, fastMs: best(''), referenceMs: best('Reference') };
+    nn.timings.push(t);
+    say(`nn ${what}: fast ${t.fastMs.toFixed(3)} ms, reference ${t.referenceMs.toFixed(3)} ms`);
+  }
 }
 
 process.exitCode = main(process.argv.slice(2));

@@ -176,6 +176,130 @@ describe('CUDA perturbation, quantization and quantized ZO updates', () => {
   });
 });
 
+describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
+  // The cases live once, in scripts/gpu-check.js (checkNn): rows 1..33, dims that are not multiples
+  // of 8, head dims 2..128, GQA ratios 1/2/4, padding masks, KV offsets, a query that sees no key,
+  // llama3 rope scaling, positions up to 100k, exp range ends and NaN/inf in SwiGLU and log-probs.
+  const perOp = { rmsNorm: 8, rope: 7, attention: 7, swiglu: 4, embedding: 4, logProbs: 6, argmax: 5 };
+  const why = usable ? '' : ` (skipped: ${status.reason})`;
+  type NnReport = { cases: number; runs: Record<string, number>; mismatches: unknown[]; timings: { fastMs: number; referenceMs: number }[] };
+  const nnOf = (r: { report: unknown }) => (r.report as { nn: NnReport }).nn;
+
+  builtTest(`the fast kernels' per-lane code, run on the host, equals the CPU bit for bit${gpu ? '' : notBuilt}`, () => {
+    const r = gpuCheck('--emulate');
+    const nn = nnOf(r);
+    expect(nn.mismatches).toEqual([]);
+    expect(nn.runs).toEqual(Object.fromEntries(Object.entries(perOp).map(([op, n]) => [`${op}Emulated`, n])));
+    expect(r.status).toBe(0);
+  });
+
+  builtTest(`emulated RMSNorm and attention work in place (out = x, out = q)${gpu ? '' : notBuilt}`, () => {
+    const cpu = native();
+    const x = Float32Array.from({ length: 3 * 37 }, (_, i) => Math.sin(i) * 3), w = Float32Array.from({ length: 37 }, (_, i) => 1 + i / 37);
+    const want = new Float32Array(x.length);
+    cpu.rmsNorm(want, 0, x, 0, w, 0, 3, 37, 1e-6);
+    const y = x.slice();
+    gpu!.rmsNormEmulated(y, 0, y, 0, w, 0, 3, 37, 1e-6);
+    expect(Buffer.from(y.buffer).equals(Buffer.from(want.buffer))).toBe(true);
+    const [Hq, Hkv, hd, cap] = [4, 2, 40, 9];
+    const q = Float32Array.from({ length: 9 * Hq * hd }, (_, i) => Math.cos(i * 0.37));
+    const kv = Float32Array.from({ length: Hkv * hd * cap }, (_, i) => Math.sin(i * 0.11));
+    const args = (out: Float32Array, qq: Float32Array) => [out, 0, qq, 0, kv, 0, kv, 0, Int32Array.of(0, 9), Int32Array.of(0), null, 1, Hq, Hkv, hd, cap, 0.2] as const;
+    const ref = new Float32Array(q.length);
+    cpu.attention(...args(ref, q));
+    const qq = q.slice();
+    gpu!.attentionEmulated(...args(qq, qq));
+    expect(Buffer.from(qq.buffer).equals(Buffer.from(ref.buffer))).toBe(true);
+    expect(ref.some((v, i) => v !== q[i])).toBe(true); // the op did something
+  });
+
+  builtTest(`bad arguments get the CPU op's coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const f = new Float32Array(64), i32 = new Int32Array(4), f64 = new Float64Array(4), rope = Float64Array.of(10000, 0, 1, 1, 4, 8192);
+    for (const v of ['', 'Emulated']) {
+      const g = gpu as unknown as Record<string, (...a: unknown[]) => unknown>;
+      const bad: [string, unknown[], string][] = [
+        ['rmsNorm', [f, 0, f, 0, f, 0, 2, 0, 1e-6], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['rmsNorm', [f, 0, f, 0, f, 0, 2, 40, 1e-6], 'ZOTUNE_OUT_OF_RANGE'],
+        ['rope', [f, 0, 1, 1, 7, Int32Array.of(0), 0, rope], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['rope', [f, 0, 1, 1, 8, Int32Array.of(-1), 0, rope], 'ZOTUNE_OUT_OF_RANGE'],
+        ['attention', [f, 0, f, 0, f, 0, f, 0, Int32Array.of(0, 1), Int32Array.of(0), null, 1, 3, 2, 4, 2, 0.5], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['attention', [f, 0, f, 0, f, 0, f, 0, Int32Array.of(0, 2), Int32Array.of(1), null, 1, 2, 1, 4, 2, 0.5], 'ZOTUNE_OUT_OF_RANGE'],
+        ['swiglu', [f, 0, f, 0, f, 0, 65], 'ZOTUNE_OUT_OF_RANGE'],
+        ['embedding', [f, 0, f, 0, 4, 4, Int32Array.of(4), 1], 'ZOTUNE_OUT_OF_RANGE'],
+        ['logProbs', [f, 0, 4, 8, Int32Array.of(0, 1, 8, 2), f64], 'ZOTUNE_OUT_OF_RANGE'],
+        ['logProbs', [f, 0, 4, 8, i32.subarray(0, 3), f64], 'ZOTUNE_OUT_OF_RANGE'],
+        ['argmax', [f, 0, 4, 0, i32], 'ZOTUNE_SHAPE_MISMATCH'],
+        ['argmax', [f, 0, 5, 16, i32], 'ZOTUNE_OUT_OF_RANGE'],
+      ];
+      for (const [op, args, code] of bad) expect(() => g[op + v](...args)).toThrow(expect.objectContaining({ code }));
+    }
+  });
+
+  builtTest(`argmax of a row without a non-NaN value is ZOTUNE_NONFINITE, as on the CPU${gpu ? '' : notBuilt}`, () => {
+    const x = Float32Array.of(1, NaN, 3, NaN, NaN, NaN), out = new Int32Array(2);
+    expect(() => native().argmax(x, 0, 2, 3, out)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE', message: expect.stringContaining('row 1') }));
+    expect(() => gpu!.argmaxEmulated(x, 0, 2, 3, out)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE', message: expect.stringContaining('row 1') }));
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, the ops throw ZOTUNE_CUDA_UNAVAILABLE (sync and async)', async () => {
+    const f = new Float32Array(64);
+    expect(() => gpu!.rmsNorm(f, 0, f, 0, f, 0, 2, 8, 1e-6)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => gpu!.attentionReference(f, 0, f, 0, f, 0, f, 0, Int32Array.of(0, 1), Int32Array.of(0), null, 1, 1, 1, 8, 1, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    await expect(gpu!.logProbsAsync(f, 0, 2, 8, Int32Array.of(0, 1), new Float64Array(2))).rejects.toMatchObject({ code: 'ZOTUNE_CUDA_UNAVAILABLE' });
+  });
+
+  (usable ? test : test.skip)(`fast and reference kernels equal the CPU (log-probs within 1e-14: CUDA's double log)${why}`, () => {
+    const r = gpuCheck();
+    const nn = nnOf(r);
+    expect(nn.mismatches).toEqual([]);
+    expect(nn.runs).toEqual({ ...perOp, rmsNormReference: perOp.rmsNorm, attentionReference: perOp.attention, logProbsReference: perOp.logProbs, argmaxReference: perOp.argmax });
+    expect(nn.timings.every((t) => t.fastMs > 0 && t.referenceMs > 0)).toBe(true);
+  });
+});
+
+describe('tensor-core GEMMs (cuda/kernels/gemm_tc)', () => {
+  const w8 = (rows: number, cols: number, group = cols) => ({ format: 0, rows, cols, group, data: new Uint8Array(rows * cols), scales: new Float32Array(group ? rows * Math.ceil(cols / group) : 1) });
+
+  builtTest(`the fast kernels' per-thread code, run on the host: W8A8 and f32 bit-identical to the CPU, fp8 / bf16 within their NMSE bounds${gpu ? '' : notBuilt}`, () => {
+    const { status, report } = gpuCheck('--emulate');
+    const r = (report as unknown as { gemmTc: { cases: number; failures: number; emulated: boolean } }).gemmTc;
+    expect(report.mismatches).toEqual([]);
+    expect(status).toBe(0);
+    expect(r).toEqual({ cases: 67, failures: 0, emulated: true });
+  });
+
+  builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const x = new Float32Array(6), y = new Float32Array(6);
+    const fp8 = { format: 3, rows: 2, cols: 64, group: 32, data: new Uint8Array(128), scales: new Float32Array(4) };
+    expect(() => gpu!.gemmW8A8(x, 0, 2, { ...w8(3, 3), format: 3 }, y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmFp8(new Float32Array(128), 0, 2, fp8, new Float32Array(4), 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
+    expect(() => gpu!.gemmBf16Emulated(x, 0, 2, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmW8A8Emulated(x, 0, 3, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // x holds 2 rows
+    expect(() => gpu!.gemmW8A8Emulated(x, 0, 2, w8(3, 3), y, 0, new Float32Array(2), 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    const sq = new Float32Array(9);
+    expect(() => gpu!.gemmF32Emulated(sq, 0, 3, new Float32Array(9), 0, 3, 3, sq, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // y overlaps x
+    expect(() => gpu!.gemmTcBench('int4' as never, 16, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.gemmTcBench('w8a8', 0, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, the GEMMs throw ZOTUNE_CUDA_UNAVAILABLE; the emulated ones still run', () => {
+    const x = new Float32Array(2 * 3).fill(1), y = new Float32Array(2 * 3);
+    const w = w8(3, 3);
+    w.data.fill(2), w.scales.fill(0.5);
+    expect(() => gpu!.gemmW8A8(x, 0, 2, w, y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => gpu!.gemmTcBench('bf16', 16, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    gpu!.gemmW8A8Emulated(x, 0, 2, w, y, 0, null, 0);
+    // x = 1 quantizes to 127 with s_x = 1/127; y = (0.5 * (3 * 127 * 2)) * (1/127) = 3 up to one rounding.
+    for (const v of y) expect(v).toBeCloseTo(3, 5);
+  });
+
+  (usable ? test : test.skip)(`on the GPU: every gemmTc case of scripts/gpu-check.js passes${usable ? '' : ` (skipped: ${status.reason})`}`, () => {
+    const { status: code, report } = gpuCheck();
+    expect(report.mismatches).toEqual([]);
+    expect(code).toBe(0);
+  });
+});
+
 /**
  * The device memory pool. Its cache logic runs over host memory here (poolSelfTest); the device
  * cases (round trips, statistics, ZOTUNE_OOM, use after free) are the checkPool section of

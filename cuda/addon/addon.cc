@@ -55,6 +55,8 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_rng(env, exports);
   register_perturb(env, exports);
   register_quant(env, exports);
+  register_nn(env, exports);
+  register_gemm_tc(env, exports);
   register_pool(env, exports);
   return exports;
 }

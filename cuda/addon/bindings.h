@@ -20,6 +20,8 @@ Direction direction_arg(Args& a, size_t i);
 float alpha_arg(Args& a, size_t i, const char* fn);
 // An op returning { kernelMs } from run()'s CUDA-event time.
 Job timed_job(std::function<float()> run);
+void register_nn(Napi::Env env, Napi::Object exports);
+void register_gemm_tc(Napi::Env env, Napi::Object exports);
 void register_pool(Napi::Env env, Napi::Object exports);
 
 }  // namespace cuda

@@ -178,6 +178,22 @@ export interface CudaAddon {
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;
   /** The kernel's per-thread code run on the host: checks the thread -> element map without a GPU. */
   rngFillEmulated(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;
+  // Tensor-core GEMMs (cuda/kernels/gemm_tc.h): y[M, N] = x[M, K] · Wᵀ (+ bias). `...Reference`: the
+  // plain one-thread-per-output GPU kernel; `...Emulated`: the fast kernel's per-thread code on the host.
+  gemmW8A8(...args: GemmTcArgs): { kernelMs: number };
+  gemmW8A8Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmW8A8Emulated(...args: GemmTcArgs): void;
+  gemmFp8(...args: GemmTcArgs): { kernelMs: number };
+  gemmFp8Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmFp8Emulated(...args: GemmTcArgs): void;
+  gemmBf16(...args: GemmTcArgs): { kernelMs: number };
+  gemmBf16Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmBf16Emulated(...args: GemmTcArgs): void;
+  gemmF32(...args: GemmF32Args): { kernelMs: number };
+  gemmF32Reference(...args: GemmF32Args): { kernelMs: number };
+  gemmF32Emulated(...args: GemmF32Args): void;
+  /** The fast kernel on device-resident random operands: best / median of `iters` launches. */
+  gemmTcBench(kind: 'w8a8' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M: number, N: number, K: number, iters: number): { bestMs: number; medianMs: number };
 
   // Perturbation, quantization and quantized ZO updates (cuda/addon/bind_perturb.cc, bind_quant.cc):
   // the CPU addon's arguments, bit-identical results; ...Reference runs the plain one-thread-per-element
@@ -247,6 +263,48 @@ export interface PoolStepResult {
   freed?: boolean;
   error?: { code: string; message: string };
 }
+
+/**
+ * Transformer ops of the CUDA addon (cuda/kernels/nn.h): the CPU addon's arguments; `op` runs the
+ * fast kernel, `opReference` the one-thread-per-row kernel, `opEmulated` the fast kernel's
+ * per-lane code on the host (no GPU).
+ */
+type NnOp<K extends 'rmsNorm' | 'rope' | 'attention' | 'swiglu' | 'embedding' | 'logProbs' | 'argmax', R> = (...a: Parameters<NativeAddon[K]>) => R;
+type NnTimed = { kernelMs: number };
+type NnLoss = { sum: number; count: number };
+export interface CudaNnOps {
+  rmsNorm: NnOp<'rmsNorm', NnTimed>;
+  rmsNormAsync: NnOp<'rmsNorm', Promise<NnTimed>>;
+  rmsNormReference: NnOp<'rmsNorm', NnTimed>;
+  rmsNormEmulated: NnOp<'rmsNorm', void>;
+  rope: NnOp<'rope', NnTimed>;
+  ropeAsync: NnOp<'rope', Promise<NnTimed>>;
+  ropeEmulated: NnOp<'rope', void>;
+  attention: NnOp<'attention', NnTimed>;
+  attentionAsync: NnOp<'attention', Promise<NnTimed>>;
+  attentionReference: NnOp<'attention', NnTimed>;
+  attentionEmulated: NnOp<'attention', void>;
+  swiglu: NnOp<'swiglu', NnTimed>;
+  swigluAsync: NnOp<'swiglu', Promise<NnTimed>>;
+  swigluEmulated: NnOp<'swiglu', void>;
+  embedding: NnOp<'embedding', NnTimed>;
+  embeddingAsync: NnOp<'embedding', Promise<NnTimed>>;
+  embeddingEmulated: NnOp<'embedding', void>;
+  logProbs: NnOp<'logProbs', NnLoss & NnTimed>;
+  logProbsAsync: NnOp<'logProbs', Promise<NnLoss & NnTimed>>;
+  logProbsReference: NnOp<'logProbs', NnLoss & NnTimed>;
+  logProbsEmulated: NnOp<'logProbs', NnLoss>;
+  argmax: NnOp<'argmax', NnTimed>;
+  argmaxAsync: NnOp<'argmax', Promise<NnTimed>>;
+  argmaxReference: NnOp<'argmax', NnTimed>;
+  argmaxEmulated: NnOp<'argmax', void>;
+}
+// Declaration merging: CudaAddon (above) gains the transformer ops.
+export interface CudaAddon extends CudaNnOps {}
+
+/** x f32 [M, K], w a QTensor descriptor (int8 / fp8 / bf16 by op), y f32 [M, N], bias f32 [N] or null. */
+export type GemmTcArgs = [x: Mem, xByteOffset: number, M: number, w: QTensorDesc, y: Mem, yByteOffset: number, bias: Mem | null, biasByteOffset: number];
+export type GemmF32Args = [x: Mem, xByteOffset: number, M: number, w: Mem, wByteOffset: number, N: number, K: number, y: Mem, yByteOffset: number, bias: Mem | null, biasByteOffset: number];
 
 /** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */
 export interface NativePerturb {

@@ -1,6 +1,6 @@
 // Transformer ops (native/cpu/nn.h). Every tensor argument is a pair (mem, byteOffset); every
-// index that the kernels follow (token ids, positions, offsets, targets) is validated here,
-// before anything runs.
+// index that the kernels follow (token ids, positions, offsets, targets) is validated before
+// anything runs (nn_args.cc, shared with the CUDA addon).
 //
 // rmsNorm(out, outOff, x, xOff, w, wOff, rows, dim, eps)
 // rope(x, xOff, rows, heads, headDim, positions, posOff, rope: Float64Array[6])
@@ -22,11 +22,10 @@
 #include "../cpu/nn.h"
 #include "bindings.h"
 #include "napi_util.h"
+#include "nn_args.h"
 
 namespace zt {
 namespace {
-
-constexpr size_t kMaxHeadDim = 512;
 
 [[noreturn]] void bad(const char* fn, Code c, const std::string& msg) { fail(c, std::string(fn) + ": " + msg); }
 
@@ -35,130 +34,44 @@ uint64_t mul_checked(const char* fn, uint64_t a, uint64_t b) {
   return a * b;
 }
 
-RopeParams rope_arg(Args& a, size_t i, const char* fn) {
-  const double* r = a.elems<double>(i, "rope", 0, 6);
-  RopeParams p;
-  p.theta = r[0];
-  p.llama3 = r[1] != 0;
-  p.factor = r[2];
-  p.low_freq_factor = r[3];
-  p.high_freq_factor = r[4];
-  p.original_max_positions = r[5];
-  if (!(p.theta > 1 && std::isfinite(p.theta))) bad(fn, Code::InvalidArgument, "rope theta must be a finite number > 1");
-  if (p.llama3 && !(p.factor >= 1 && p.low_freq_factor > 0 && p.high_freq_factor > p.low_freq_factor &&
-                    p.original_max_positions > 0 && std::isfinite(p.factor) && std::isfinite(p.high_freq_factor) &&
-                    std::isfinite(p.original_max_positions)))
-    bad(fn, Code::InvalidArgument,
-        "llama3 rope scaling needs factor >= 1, 0 < low_freq_factor < high_freq_factor and original_max_position_embeddings > 0");
-  return p;
-}
-
 Job parse_rmsnorm(Args& a) {
-  const char* fn = "rmsNorm";
-  uint64_t rows = a.index(6, "rows"), dim = a.index(7, "dim");
-  double eps = a.num(8, "eps");
-  if (dim == 0) bad(fn, Code::ShapeMismatch, "dim must be positive");
-  if (!(eps >= 0 && std::isfinite(eps))) bad(fn, Code::InvalidArgument, "eps must be a finite number >= 0");
-  uint64_t n = mul_checked(fn, rows, dim);
-  float* out = a.elems<float>(0, "out", a.index(1, "outOffset"), n);
-  const float* x = a.elems<float>(2, "x", a.index(3, "xOffset"), n);
-  const float* w = a.elems<float>(4, "w", a.index(5, "wOffset"), dim);
-  return {[=] { rmsnorm(out, x, w, rows, dim, eps); }, nullptr};
+  RmsNormCall c = rmsnorm_call(a);
+  return {[=] { rmsnorm(c.out, c.x, c.w, c.rows, c.dim, c.eps); }, nullptr};
 }
 
 Job parse_rope(Args& a) {
-  const char* fn = "rope";
-  uint64_t rows = a.index(2, "rows"), heads = a.index(3, "heads"), hd = a.index(4, "headDim");
-  if (hd == 0 || hd % 2 || hd > kMaxHeadDim) bad(fn, Code::ShapeMismatch, "headDim must be even and in [2, 512]");
-  float* x = a.elems<float>(0, "x", a.index(1, "xOffset"), mul_checked(fn, rows, mul_checked(fn, heads, hd)));
-  const int32_t* pos = a.elems<int32_t>(5, "positions", a.index(6, "positionsOffset"), rows);
-  RopeParams p = rope_arg(a, 7, fn);
-  int32_t maxp = -1;
-  for (uint64_t r = 0; r < rows; ++r) {
-    if (pos[r] < 0) bad(fn, Code::OutOfRange, "position " + std::to_string(pos[r]) + " is negative");
-    maxp = pos[r] > maxp ? pos[r] : maxp;
-  }
+  RopeCall c = rope_call(a);
   return {[=] {
-            size_t count = (size_t)maxp + 1, half = hd / 2;
-            std::vector<float> c(count * half), s(count * half);
-            rope_tables(c.data(), s.data(), 0, count, hd, p);
-            zt::rope(x, rows, heads * hd, heads, hd, pos, c.data(), s.data());
+            size_t count = (size_t)c.max_pos + 1, half = c.hd / 2;
+            std::vector<float> cs(count * half), sn(count * half);
+            rope_tables(cs.data(), sn.data(), 0, count, c.hd, c.p);
+            zt::rope(c.x, c.rows, c.heads * c.hd, c.heads, c.hd, c.pos, cs.data(), sn.data());
           },
           nullptr};
 }
 
 Job parse_attention(Args& a) {
-  const char* fn = "attention";
-  uint64_t B = a.index(11, "batch"), Hq = a.index(12, "heads"), Hkv = a.index(13, "kvHeads");
-  uint64_t hd = a.index(14, "headDim"), cap = a.index(15, "cap");
-  double scale = a.num(16, "scale");
-  if (Hkv == 0 || Hq == 0 || Hq % Hkv) bad(fn, Code::ShapeMismatch, "heads must be a positive multiple of kvHeads");
-  if (hd == 0 || hd > kMaxHeadDim) bad(fn, Code::ShapeMismatch, "headDim must be in [1, 512]");
-  if (!std::isfinite(scale)) bad(fn, Code::NonFinite, "scale must be finite");
-  if (cap > ((uint64_t)1 << 31)) bad(fn, Code::OutOfRange, "cap is too large");
-  const int32_t* off = a.elems<int32_t>(8, "seqOffsets", 0, B + 1);
-  const int32_t* start = a.elems<int32_t>(9, "seqStart", 0, B);
-  if (off[0] != 0) bad(fn, Code::InvalidArgument, "seqOffsets[0] must be 0");
-  for (uint64_t b = 0; b < B; ++b) {
-    if (off[b + 1] < off[b]) bad(fn, Code::InvalidArgument, "seqOffsets must be non-decreasing");
-    if (start[b] < 0 || (uint64_t)start[b] + (uint64_t)(off[b + 1] - off[b]) > cap)
-      bad(fn, Code::OutOfRange, "sequence " + std::to_string(b) + " needs KV slots beyond cap " + std::to_string(cap));
-  }
-  uint64_t nq = (uint64_t)off[B];
-  uint64_t qsize = mul_checked(fn, nq, mul_checked(fn, Hq, hd));
-  uint64_t kvsize = mul_checked(fn, mul_checked(fn, B, Hkv), mul_checked(fn, cap, hd));
-  AttnArgs at{};
-  at.out = a.elems<float>(0, "out", a.index(1, "outOffset"), qsize);
-  at.q = a.elems<float>(2, "q", a.index(3, "qOffset"), qsize);
-  at.k = a.elems<float>(4, "k", a.index(5, "kOffset"), kvsize);
-  at.v = a.elems<float>(6, "v", a.index(7, "vOffset"), kvsize);
-  at.q_off = off;
-  at.q_start = start;
-  at.kmask = a.has(10) ? a.elems<uint8_t>(10, "keyMask", 0, mul_checked(fn, B, cap)) : nullptr;
-  at.B = B;
-  at.Hq = Hq;
-  at.Hkv = Hkv;
-  at.hd = hd;
-  at.cap = cap;
-  at.ld_q = at.ld_out = Hq * hd;
-  at.scale = (float)scale;
+  AttnArgs at = attention_call(a);
   return {[at] { attention(at); }, nullptr};
 }
 
 Job parse_swiglu(Args& a) {
-  uint64_t n = a.index(6, "n");
-  float* out = a.elems<float>(0, "out", a.index(1, "outOffset"), n);
-  const float* g = a.elems<float>(2, "gate", a.index(3, "gateOffset"), n);
-  const float* u = a.elems<float>(4, "up", a.index(5, "upOffset"), n);
-  return {[=] { swiglu(out, g, u, n); }, nullptr};
+  SwigluCall c = swiglu_call(a);
+  return {[=] { swiglu(c.out, c.gate, c.up, c.n); }, nullptr};
 }
 
 Job parse_embedding(Args& a) {
-  const char* fn = "embedding";
-  uint64_t vocab = a.index(4, "vocab"), dim = a.index(5, "dim"), n = a.index(7, "n");
-  float* out = a.elems<float>(0, "out", a.index(1, "outOffset"), mul_checked(fn, n, dim));
-  const float* table = a.elems<float>(2, "table", a.index(3, "tableOffset"), mul_checked(fn, vocab, dim));
-  const int32_t* ids = a.elems<int32_t>(6, "ids", 0, n);
-  for (uint64_t i = 0; i < n; ++i)
-    if (ids[i] < 0 || (uint64_t)ids[i] >= vocab)
-      bad(fn, Code::OutOfRange, "token id " + std::to_string(ids[i]) + " at " + std::to_string(i) + " is outside [0, " + std::to_string(vocab) + ")");
-  return {[=] { embed(out, table, dim, ids, n); }, nullptr};
+  EmbeddingCall c = embedding_call(a);
+  return {[=] { embed(c.out, c.table, c.dim, c.ids, c.n); }, nullptr};
 }
 
 Job parse_logprobs(Args& a) {
-  const char* fn = "logProbs";
-  uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
-  if (n == 0) bad(fn, Code::ShapeMismatch, "n must be positive");
-  const float* x = a.elems<float>(0, "logits", a.index(1, "offset"), mul_checked(fn, rows, n));
-  const int32_t* t = a.elems<int32_t>(4, "targets", 0, rows);
-  double* out = a.elems<double>(5, "out", 0, rows);
-  for (uint64_t r = 0; r < rows; ++r)
-    if (t[r] >= 0 && (uint64_t)t[r] >= n) bad(fn, Code::OutOfRange, "target " + std::to_string(t[r]) + " is outside [0, " + std::to_string(n) + ")");
+  LogProbsCall c = log_probs_call(a);
   auto res = std::make_shared<std::pair<double, uint64_t>>(0.0, 0);
   return {[=] {
-            log_probs(x, rows, n, n, t, out);
-            for (uint64_t r = 0; r < rows; ++r)
-              if (t[r] >= 0) res->first += out[r], res->second++;
+            log_probs(c.x, c.rows, c.n, c.n, c.targets, c.out);
+            for (uint64_t r = 0; r < c.rows; ++r)
+              if (c.targets[r] >= 0) res->first += c.out[r], res->second++;
           },
           [res](Napi::Env env) -> Napi::Value {
             Napi::Object o = Napi::Object::New(env);
@@ -169,18 +82,9 @@ Job parse_logprobs(Args& a) {
 }
 
 Job parse_argmax(Args& a) {
-  const char* fn = "argmax";
-  uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
-  const float* x = a.elems<float>(0, "x", a.index(1, "offset"), mul_checked(fn, rows, n));
-  int32_t* out = a.elems<int32_t>(4, "out", 0, rows);
-  if (n == 0) bad(fn, Code::ShapeMismatch, "n must be positive");
-  if (n > 0x7fffffff) bad(fn, Code::OutOfRange, "rows longer than 2^31 - 1");
+  ArgmaxCall c = argmax_call(a);
   return {[=] {
-            for (uint64_t r = 0; r < rows; ++r) {
-              int64_t i = argmax(x + r * n, n);
-              if (i < 0) fail(Code::NonFinite, "argmax: row " + std::to_string(r) + " has no non-NaN value");
-              out[r] = (int32_t)i;
-            }
+            for (uint64_t r = 0; r < c.rows; ++r) c.out[r] = argmax_result(r, argmax(c.x + r * c.n, c.n));
           },
           nullptr};
 }

@@ -13,64 +13,24 @@
 namespace zt {
 
 static constexpr float kNegInf = -__builtin_inff();
-static constexpr size_t kMaxHeadDim = 512;  // attention keeps one head's accumulators on the stack
-static constexpr size_t kKeyBlock = 32;      // keys per online-softmax block
 static constexpr size_t kQueryBlock = 16;    // query rows per attention task
 static constexpr double kInlineWork = 1 << 16;  // multiply-adds below which attention runs inline
 
 // --- rotary tables ------------------------------------------------------------------------
-
-void rope_inv_freq(double* out, size_t hd, const RopeParams& p) {
-  const double two_pi = 6.283185307179586476925;
-  for (size_t i = 0; i < hd / 2; ++i) {
-    double f = 1.0 / pow(p.theta, (double)(2 * i) / (double)hd);
-    if (p.llama3) {
-      double low_wl = p.original_max_positions / p.low_freq_factor;
-      double high_wl = p.original_max_positions / p.high_freq_factor;
-      double wl = two_pi / f;
-      if (wl > low_wl) {
-        f /= p.factor;  // long wavelengths: interpolate positions
-      } else if (wl >= high_wl) {  // medium: blend between scaled and unscaled
-        double smooth = (p.original_max_positions / wl - p.low_freq_factor) / (p.high_freq_factor - p.low_freq_factor);
-        f = (1 - smooth) * f / p.factor + smooth * f;
-      }
-    }
-    out[i] = f;
-  }
-}
 
 void rope_tables(float* cos_t, float* sin_t, int64_t first, size_t count, size_t hd, const RopeParams& p) {
   const size_t half = hd / 2;
   std::vector<double> inv(half);
   rope_inv_freq(inv.data(), hd, p);
   parallel_chunks(count, 256, [&](size_t b, size_t e) {
-    for (size_t r = b; r < e; ++r)
-      for (size_t i = 0; i < half; ++i) {
-        double a = (double)(first + (int64_t)r) * inv[i];
-        cos_t[r * half + i] = (float)cos(a);
-        sin_t[r * half + i] = (float)sin(a);
-      }
+    for (size_t r = b; r < e; ++r) rope_table_row(cos_t + r * half, sin_t + r * half, first + (int64_t)r, inv.data(), half);
   });
 }
 
 // --- scalar reference kernels -------------------------------------------------------------
 
 void rmsnorm_rows_ref(float* out, const float* x, const float* w, size_t rows, size_t dim, double eps) {
-  const size_t n8 = dim & ~(size_t)7;
-  for (size_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * dim;
-    float* o = out + r * dim;
-    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < n8; i += 8)
-      for (int j = 0; j < 8; ++j) {
-        double v = xr[i + j];
-        l[j] += v * v;
-      }
-    double ss = reduce8d(l);
-    for (size_t i = n8; i < dim; ++i) ss += (double)xr[i] * (double)xr[i];
-    float s = rms_inv(ss, dim, eps);
-    for (size_t i = 0; i < dim; ++i) o[i] = zt_mul(zt_mul(xr[i], s), w[i]);
-  }
+  for (size_t r = 0; r < rows; ++r) rmsnorm_row(out + r * dim, x + r * dim, w, dim, eps);
 }
 
 void rope_rows_ref(float* x, size_t rows, size_t ld, size_t heads, size_t hd, const int32_t* pos, const float* cos_t,
@@ -82,102 +42,25 @@ void rope_rows_ref(float* x, size_t rows, size_t ld, size_t heads, size_t hd, co
     for (size_t h = 0; h < heads; ++h) {
       float* x1 = x + r * ld + h * hd;
       float* x2 = x1 + half;
-      for (size_t i = 0; i < half; ++i) {
-        float a = x1[i], b = x2[i];
-        x1[i] = zt_add(zt_mul(a, c[i]), -zt_mul(b, s[i]));
-        x2[i] = zt_add(zt_mul(b, c[i]), zt_mul(a, s[i]));
-      }
+      for (size_t i = 0; i < half; ++i) rope_rotate(x1 + i, x2 + i, c[i], s[i]);
     }
   }
 }
 
 void swiglu_ref(float* out, const float* gate, const float* up, size_t n) {
-  for (size_t i = 0; i < n; ++i) out[i] = zt_mul(silu_f32(gate[i]), up[i]);
+  for (size_t i = 0; i < n; ++i) out[i] = swiglu_f32(gate[i], up[i]);
 }
 
 void softmax_stats_ref(const float* x, size_t rows, size_t n, size_t ld, float* row_max, double* row_sum) {
-  const size_t n8 = n & ~(size_t)7;
-  for (size_t r = 0; r < rows; ++r) {
-    const float* xr = x + r * ld;
-    float m8[8];
-    for (int j = 0; j < 8; ++j) m8[j] = kNegInf;
-    for (size_t i = 0; i < n8; i += 8)
-      for (int j = 0; j < 8; ++j) m8[j] = xr[i + j] > m8[j] ? xr[i + j] : m8[j];
-    // lanes combined in the 8-lane order; a NaN never wins a comparison
-    float a0 = m8[4] > m8[0] ? m8[4] : m8[0], a1 = m8[5] > m8[1] ? m8[5] : m8[1];
-    float a2 = m8[6] > m8[2] ? m8[6] : m8[2], a3 = m8[7] > m8[3] ? m8[7] : m8[3];
-    float b0 = a2 > a0 ? a2 : a0, b1 = a3 > a1 ? a3 : a1;
-    float m = b1 > b0 ? b1 : b0;
-    for (size_t i = n8; i < n; ++i) m = xr[i] > m ? xr[i] : m;
-    double l[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    for (size_t i = 0; i < n8; i += 8)
-      for (int j = 0; j < 8; ++j) l[j] += (double)exp_f32(zt_add(xr[i + j], -m));
-    double s = reduce8d(l);
-    for (size_t i = n8; i < n; ++i) s += (double)exp_f32(zt_add(xr[i], -m));
-    row_max[r] = m;
-    row_sum[r] = s;
-  }
+  for (size_t r = 0; r < rows; ++r) softmax_stats_row(x + r * ld, n, row_max + r, row_sum + r);
 }
 
-int64_t argmax_ref(const float* x, size_t n) {
-  float m = kNegInf;
-  for (size_t i = 0; i < n; ++i) m = x[i] > m ? x[i] : m;
-  for (size_t i = 0; i < n; ++i)
-    if (x[i] == m) return (int64_t)i;
-  return -1;
-}
+int64_t argmax_ref(const float* x, size_t n) { return argmax_row(x, n); }
 
 void attention_block_ref(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) {
-  const size_t hd = a.hd, group = a.Hq / a.Hkv, cap = a.cap;
-  const float* kt = a.k + (b * a.Hkv + kvh) * hd * cap;  // [hd][cap]
-  const float* vb = a.v + (b * a.Hkv + kvh) * cap * hd;  // [cap][hd]
-  const uint8_t* mb = a.kmask ? a.kmask + b * a.cap : nullptr;
-  float o[kMaxHeadDim], ob[kMaxHeadDim], s[kKeyBlock];
-  for (size_t i = r0; i < r1; ++i) {
-    const size_t row = (size_t)a.q_off[b] + i, last = (size_t)a.q_start[b] + i;
-    for (size_t g = 0; g < group; ++g) {
-      const size_t h = kvh * group + g;
-      const float* qh = a.q + row * a.ld_q + h * hd;
-      float* oh = a.out + row * a.ld_out + h * hd;
-      float m = kNegInf;
-      double l = 0;
-      for (size_t d = 0; d < hd; ++d) o[d] = 0;
-      for (size_t j0 = 0; j0 <= last; j0 += kKeyBlock) {
-        const size_t j1 = std::min(last + 1, j0 + kKeyBlock);
-        float bm = kNegInf;
-        for (size_t j = j0; j < j1; ++j) {
-          float acc = 0;
-          for (size_t d = 0; d < hd; ++d) acc = zt_add(acc, zt_mul(qh[d], kt[d * cap + j]));
-          float sj = (mb && !mb[j]) ? kNegInf : zt_mul(acc, a.scale);
-          s[j - j0] = sj;
-          bm = sj > bm ? sj : bm;
-        }
-        if (bm == kNegInf) continue;  // every key of the block masked
-        if (bm > m) {
-          float corr = exp_f32(zt_add(m, -bm));
-          l *= (double)corr;
-          for (size_t d = 0; d < hd; ++d) o[d] = zt_mul(o[d], corr);
-          m = bm;
-        }
-        for (size_t d = 0; d < hd; ++d) ob[d] = 0;
-        double l8[8] = {0, 0, 0, 0, 0, 0, 0, 0};  // the block's sum of p in the 8-lane order
-        for (size_t j = j0; j < j1; ++j) {
-          if (mb && !mb[j]) continue;
-          float p = exp_f32(zt_add(s[j - j0], -m));
-          l8[(j - j0) & 7] += (double)p;
-          const float* vj = vb + j * hd;
-          for (size_t d = 0; d < hd; ++d) ob[d] = zt_add(ob[d], zt_mul(p, vj[d]));
-        }
-        l += reduce8d(l8);
-        for (size_t d = 0; d < hd; ++d) o[d] = zt_add(o[d], ob[d]);
-      }
-      if (l > 0) {
-        for (size_t d = 0; d < hd; ++d) oh[d] = (float)((double)o[d] / l);
-      } else {
-        for (size_t d = 0; d < hd; ++d) oh[d] = 0;
-      }
-    }
-  }
+  const size_t group = a.Hq / a.Hkv;
+  for (size_t i = r0; i < r1; ++i)
+    for (size_t g = 0; g < group; ++g) attention_row(a, b, i, kvh * group + g);
 }
 
 // --- drivers ------------------------------------------------------------------------------
@@ -243,7 +126,7 @@ void log_probs(const float* x, size_t rows, size_t n, size_t ld, const int32_t* 
     float m;
     double s;
     k(x + r * ld, 1, n, ld, &m, &s);
-    out[r] = (double)x[r * ld + (size_t)target[r]] - (double)m - log(s);
+    out[r] = log_prob(x[r * ld + (size_t)target[r]], m, s);
   });
 }
 

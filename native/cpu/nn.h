@@ -22,19 +22,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/nn_rows.h"
+#include "../common/rope.h"
+
 namespace zt {
 
-// --- rotary embeddings --------------------------------------------------------------------
+// --- rotary embeddings (RopeParams, rope_inv_freq: native/common/rope.h) -----------------
 
-// rope_scaling: none, or Meta's "llama3" frequency-dependent scaling (HF _compute_llama3_parameters).
-struct RopeParams {
-  double theta = 10000.0;
-  int llama3 = 0;
-  double factor = 1, low_freq_factor = 1, high_freq_factor = 4, original_max_positions = 8192;
-};
-
-// inv_freq[i], i < hd/2, in double: theta^(-2i/hd), then the llama3 rescaling.
-void rope_inv_freq(double* out, size_t hd, const RopeParams& p);
 // cos/sin tables for positions [first, first + count): row r holds hd/2 values.
 void rope_tables(float* cos_t, float* sin_t, int64_t first, size_t count, size_t hd, const RopeParams& p);
 
@@ -52,24 +46,7 @@ void softmax_stats_ref(const float* x, size_t rows, size_t n, size_t ld, float* 
 // Index of the first maximum, ignoring NaN; -1 if every value is NaN (or n == 0).
 int64_t argmax_ref(const float* x, size_t n);
 
-// Causal grouped-query attention over a KV layout: keys transposed, k [B][Hkv][hd][cap] (so the
-// scores of 8 consecutive slots are one vector per d), values v [B][Hkv][cap][hd]. Sequence b has
-// queries q rows [q_off[b], q_off[b+1]) (row stride ld, heads of hd values, Hq = Hkv * group);
-// query i of sequence b sits at KV slot q_start[b] + i and sees the slots [0, q_start[b] + i]
-// whose kmask byte is nonzero (kmask null: all). A query that sees no slot outputs zeros. scale
-// multiplies q.k (1/sqrt(hd) for LLaMA). out may equal q (each row and head is read, then written,
-// by one task).
-struct AttnArgs {
-  float* out;  // [Nq][ld_out]
-  const float* q;
-  const float* k;
-  const float* v;
-  const int32_t* q_off;    // [B + 1]
-  const int32_t* q_start;  // [B]
-  const uint8_t* kmask;    // [B][cap] or null
-  size_t B, Hq, Hkv, hd, cap, ld_q, ld_out;
-  float scale;
-};
+// Attention over the KV layout of AttnArgs (native/common/nn_rows.h).
 // Queries [r0, r1) (relative to q_off[b]) of sequence b, every query head of KV head kvh.
 void attention_block_ref(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1);
 

@@ -9,8 +9,6 @@ namespace zt {
 namespace avx2 {
 namespace {
 
-constexpr size_t kMaxHeadDim = 512;
-constexpr size_t kKeyBlock = 32;
 constexpr size_t kQueryBlock = 16;
 
 inline __m256 exp8(__m256 x) {
