@@ -449,6 +449,7 @@ function main(argv) {
         }
       }
   say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
+  checkPerturb(cpu, gpu, report, say, emulate);
   checkNn(cpu, gpu, report, say, emulate);
   checkGemmTc(cpu, gpu, report, say, emulate);
   checkPool(cpu, gpu, report, say, emulate);
@@ -470,6 +471,174 @@ function main(argv) {
   }
   if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
   return failed ? 1 : 0;
+}
+
+// --- perturbation, quantization and quantized ZO updates (cuda/kernels/perturb.cu, quant.cu) ---------
+// Every case runs the CPU addon op and the CUDA op on copies of the same inputs and compares all
+// output bytes; on the GPU the reference kernel (one thread per element) runs too, and on a
+// mismatch the host emulation tells a wrong thread map (emulation differs) from device arithmetic.
+// Cases are counted in report.perturbCases; mismatches go to report.mismatches (section 'perturb').
+
+// Deterministic test data in [-scale, scale) with exact zeros and ties sprinkled in.
+function testData(n, seed, scale = 1) {
+  const x = new Float32Array(n);
+  let s = (seed * 2654435761 + 12345) >>> 0;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13, s >>>= 0, s ^= s >>> 17, s ^= s << 5, s >>>= 0;
+    x[i] = i % 97 === 5 ? 0 : i % 89 === 7 ? 0.5 * scale : ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return x;
+}
+
+const QFMT = { int8: 0, int4: 1, nf4: 2, e4m3: 3, e5m2: 4, bf16: 5, fp16: 6 };
+function qdesc(format, rows, cols, group, zeros) {
+  const rowBytes = format === 1 || format === 2 ? Math.ceil(cols / 2) : format >= 5 ? 2 * cols : cols;
+  const scaled = format < 5, nScales = group === 0 ? 1 : rows * Math.ceil(cols / group);
+  return {
+    format, rows, cols, group,
+    data: new Uint8Array(rows * rowBytes),
+    scales: scaled ? new Float32Array(nScales) : undefined,
+    zeros: zeros ? new Uint8Array(nScales) : undefined,
+  };
+}
+function qclone(q) {
+  return { ...q, data: q.data.slice(), scales: q.scales && q.scales.slice(), zeros: q.zeros && q.zeros.slice() };
+}
+const bytesOf = (a) => (a ? Buffer.from(a.buffer, a.byteOffset, a.byteLength) : Buffer.alloc(0));
+function firstDiff(a, b) {
+  const x = bytesOf(a), y = bytesOf(b);
+  if (x.length !== y.length) return 0;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
+  return -1;
+}
+// The outputs of an op as named byte arrays, or the error code it threw.
+function outcome(f) {
+  try {
+    return { out: f() };
+  } catch (e) {
+    return { error: e.code || String(e.message) };
+  }
+}
+function sameOutcome(a, b) {
+  if (a.error || b.error) return a.error === b.error ? null : `error ${a.error || 'none'} vs ${b.error || 'none'}`;
+  for (const k of Object.keys(a.out)) {
+    const at = firstDiff(a.out[k], b.out[k]);
+    if (at >= 0) return `${k} differs from byte ${at}`;
+  }
+  return null;
+}
+
+function checkPerturb(cpu, gpu, report, say, emulate) {
+  report.perturbCases = 0;
+  // run(impl) -> outputs; impls: 'cpu', 'gpu' (fast), 'ref' (reference kernel), 'emu' (host emulation).
+  const check = (name, run, hasRef) => {
+    report.perturbCases++;
+    const want = outcome(() => run('cpu'));
+    const got = outcome(() => run(emulate ? 'emu' : 'gpu'));
+    let bad = sameOutcome(want, got);
+    let refBad = null;
+    if (!emulate && hasRef) refBad = sameOutcome(want, outcome(() => run('ref')));
+    if (bad || refBad) {
+      const emu = emulate ? null : sameOutcome(want, outcome(() => run('emu')));
+      const m = { section: 'perturb', case: name, fast: bad, reference: refBad, emulationMatchesCpu: emulate ? false : !emu };
+      report.mismatches.push(m);
+      say(`MISMATCH ${name}: ${emulate ? 'emulation' : 'fast kernel'} ${bad || 'ok'}${hasRef && !emulate ? `, reference kernel ${refBad || 'ok'}` : ''}` +
+        (emulate ? '' : `; host emulation ${emu ? 'differs too: thread map bug' : 'matches the CPU: device arithmetic differs'}`));
+    } else {
+      say(`ok ${name}${want.error ? ` (both throw ${want.error})` : ''}`);
+    }
+  };
+
+  // Dense perturbation: [n, first] with unaligned starts, block edges and 2^32 / 2^40 offsets.
+  const shapes = [[0, 0], [1, 0], [3, 5], [7, 3], [33, 31], [64, 0], [1000, 12345], [4097, 1023], [65539, 1e9 + 7],
+    [100003, 2 ** 32 - 50], [30001, 2 ** 40 + 5], [(1 << 20) + 17, 123457]];
+  const dirs = [[0, 0, 4], [1, 0, 4], [1, 3, 5]];
+  for (let b = 2; b <= 8; b++) dirs.push([0, b, b % 2 ? 5 : 4]);
+  const keys = [[0n, 0], [0xfedcba9876543210n, 0xffffffff]];
+  for (const [dist, bits, srp] of dirs)
+    for (const [seed, stream] of keys)
+      for (const [n, first] of shapes) {
+        if (n > 1e5 && (bits % 3 !== 0 || seed)) continue;  // the largest shapes for a few directions
+        const w0 = testData(n, n + bits);
+        const alpha = bits === 5 ? -3e-3 : 1e-3;
+        const args = [0, n, alpha, seed, stream, dist, bits, srp, first];
+        check(`perturb dist ${dist} bits ${bits} seed ${seed} n ${n} first ${first}`, (impl) => {
+          const w = w0.slice();
+          ({ cpu: () => cpu.perturb(w, ...args), gpu: () => gpu.perturb(w, ...args), ref: () => gpu.perturbReference(w, ...args), emu: () => gpu.perturbEmulated(w, ...args) })[impl]();
+          return { w };
+        }, true);
+      }
+
+  // Sparse perturbation: empty, one, sorted, shuffled, every element, and the errors.
+  const N = 5003;
+  const sorted = [], all = [];
+  for (let i = 0; i < N; i++) (all.push(i), i % 7 === 3 && sorted.push(i));
+  const shuffled = sorted.slice().reverse();
+  const lists = { empty: [], one: [N - 1], sorted, shuffled, all, outOfRange: [1, N], repeated: [4, 9, 4] };
+  for (const [dist, bits, srp] of [[0, 0, 4], [0, 3, 5], [1, 0, 4]])
+    for (const first of [0, 77, 2 ** 40 + 3])
+      for (const [lname, list] of Object.entries(lists)) {
+        const idx = Uint32Array.from(list), w0 = testData(N, 3);
+        const args = [0, N, idx, 0, idx.length, 2e-3, 99n, 5, dist, bits, srp, first];
+        check(`perturbIndices dist ${dist} bits ${bits} first ${first} ${lname} (${idx.length})`, (impl) => {
+          const w = w0.slice();
+          ({ cpu: () => cpu.perturbIndices(w, ...args), gpu: () => gpu.perturbIndices(w, ...args), emu: () => gpu.perturbIndicesEmulated(w, ...args) })[impl]();
+          return { w };
+        }, false);
+      }
+
+  // Quantize (every format and group, RTNE and SR, scales from data / kept / one), dequantize and the
+  // quantized ZO update (dense and index lists) on the same tensors.
+  const qshapes = [[1, 1], [3, 7], [5, 33], [4, 64], [7, 129], [2, 300], [64, 256], [17, 1001]];
+  const qop = (impl, name) => (impl === 'cpu' ? cpu[name] : impl === 'emu' ? gpu[name + 'Emulated'] : impl === 'ref' ? gpu[name + 'Reference'] : gpu[name]);
+  for (const [fname, format] of Object.entries(QFMT))
+    for (const [rows, cols] of qshapes) {
+      const groups = format >= 5 ? [0] : [0, cols, 32, 64, 128];
+      for (const group of groups)
+        for (const zeros of format === 1 ? [false, true] : [false]) {
+          const tag = `${fname} ${rows}x${cols} group ${group}${zeros ? ' asym' : ''}`;
+          const x = testData(rows * cols, rows * 31 + cols, format === 4 ? 3000 : 2);
+          const modes = [[1, false], [1, true], [0, true]];
+          if (!zeros && group === 0 && format >= 3) modes.push([2, false], [2, true]);
+          // A tensor quantized from x (scales from data) by the CPU: the input of Keep, dequantize and updates.
+          const base = qdesc(format, rows, cols, group, zeros);
+          cpu.quantize(x, 0, base, 1, false, 0n, 0);
+          for (const [mode, sr] of modes) {
+            check(`quantize ${tag} mode ${mode} ${sr ? 'SR' : 'RTNE'}`, (impl) => {
+              const q = mode === 0 ? qclone(base) : qdesc(format, rows, cols, group, zeros);
+              const fake = new Float32Array(rows * cols);
+              qop(impl, 'quantize')(x, 0, q, mode, sr, 0x1234n, 3, fake, 0);
+              return { data: q.data, scales: q.scales, zeros: q.zeros, fake };
+            }, false);
+          }
+          check(`dequantize ${tag}`, (impl) => {
+            const y = new Float32Array(rows * cols);
+            qop(impl, 'dequantize')(qclone(base), y, 0);
+            return { y };
+          }, false);
+          for (const [dist, bits, srp] of [[0, 0, 5], [1, 0, 5], [0, 4, 4]]) {
+            const alpha = format >= 5 ? 0.03 : 0.05;
+            check(`quantUpdate ${tag} dist ${dist} bits ${bits}`, (impl) => {
+              const q = qclone(base);
+              qop(impl, 'quantUpdate')(q, alpha, 0xabcdefn, 11, dist, bits, srp);
+              return { data: q.data };
+            }, true);
+          }
+          const n = rows * cols, odd = [], rev = [];
+          for (let i = 0; i < n; i++) if (i % 3 !== 1) odd.push(i);  // neighbours sharing 4-bit bytes
+          for (let i = n - 1; i >= 0; i -= 2) rev.push(i);
+          for (const [lname, list] of Object.entries({ empty: [], mixed: odd, reversed: rev })) {
+            const idx = Uint32Array.from(list);
+            check(`quantUpdateIndices ${tag} ${lname} (${idx.length})`, (impl) => {
+              const q = qclone(base);
+              qop(impl, 'quantUpdateIndices')(q, idx, 0, idx.length, -0.04, 7n, 2, 0, 0, 5);
+              return { data: q.data };
+            }, false);
+          }
+        }
+    }
+  const bad = report.mismatches.filter((m) => m.section === 'perturb').length;
+  say(`perturbation / quantization${emulate ? ' (host emulation of the kernels)' : ''}: ${report.perturbCases - bad}/${report.perturbCases} cases bit-identical to the CPU addon`);
 }
 
 // --- transformer ops (cuda/kernels/nn.cu) -------------------------------------------------------

@@ -195,6 +195,26 @@ export interface CudaAddon {
   /** The fast kernel on device-resident random operands: best / median of `iters` launches. */
   gemmTcBench(kind: 'w8a8' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M: number, N: number, K: number, iters: number): { bestMs: number; medianMs: number };
 
+  // Perturbation, quantization and quantized ZO updates (cuda/addon/bind_perturb.cc, bind_quant.cc):
+  // the CPU addon's arguments, bit-identical results; ...Reference runs the plain one-thread-per-element
+  // kernel, ...Emulated the fast kernel's per-thread code on the host (no GPU needed).
+  perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<{ kernelMs: number }>;
+  perturbReference(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbEmulated(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbIndicesEmulated(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  /** Device-resident benchmark: kind 0 f32 perturbation, 1 bf16 / 2 int8 / 3 int4 (group 128) quantized updates. */
+  perturbDeviceBench(n: number, kind: number, dist: number, bits: number, iters: number): { n: number; bytes: number; copyBytes: number; bestMs: number; meanMs: number; copyMs: number };
+  quantize(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): { kernelMs: number };
+  quantizeEmulated(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): void;
+  dequantize(q: QTensorDesc, out: Mem, outOffset: number): { kernelMs: number };
+  dequantizeEmulated(q: QTensorDesc, out: Mem, outOffset: number): void;
+  quantUpdate(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateReference(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateEmulated(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateIndices(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateIndicesEmulated(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
   // Device memory (cuda/addon/bind_pool.cc). The statistics need no GPU; deviceAlloc of 0 bytes neither.
   deviceMemory(): DeviceMemoryReport;
   deviceResetPeaks(): void;

@@ -160,6 +160,8 @@ ZT_HD float scale_for(float absmax, float qmax) {
   return (s > 0.0f && s < kMinScale) ? kMinScale : s;
 }
 ZT_HD float inv_scale_for(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
+// A stored scale every kernel accepts: 0, or finite and at least kMinScale (1 / scale finite).
+ZT_HD bool scale_valid(float s) { return s == 0.0f || (s >= kMinScale && s <= 3.4028234663852886e38f); }
 
 // --- NF4 (QLoRA NormalFloat, bitsandbytes dDequantizeNF4 table) -------------------------------
 
