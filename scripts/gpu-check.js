@@ -241,6 +241,223 @@ function checkGemv(cpu, gpu, report, say, emulate) {
   say(`gemv${emulate ? ' (host emulation of the kernels)' : ''}: ${g.cases - g.failures}/${g.cases} cases pass`);
 }
 
+// ---- tensor-core GEMMs (cuda/kernels/gemm_tc.h) ------------------------------------------------
+// W8A8 must equal the CPU's gemmInt8 bit for bit; f32 must equal the CPU gemm bit for bit where
+// the CPU uses one fma chain per output (M > 4); fp8 / bf16 are held to the NMSE bounds of
+// gemm_tc.h against float64 over the same quantized operands (made by the CPU quantizer), and the
+// fast kernel to the reference kernel. One line per case; failures also go to report.mismatches.
+const FMT = { int8: 0, e4m3: 3, e5m2: 4, bf16: 5 };
+const NMSE_BOUND = { fp8: 1e-5, bf16: 1e-8, bf16VsCpu: 1e-5, f32VsCpu: 1e-10 };
+
+function gemmTcRandom(n, seed) {  // roughly N(0, 1), from a fixed xorshift stream
+  const v = new Float32Array(n);
+  let s = (seed * 2654435761) >>> 0 || 1;
+  const u = () => ((s ^= s << 13), (s ^= s >>> 17), (s ^= s << 5), (s >>> 0) / 4294967296);
+  for (let i = 0; i < n; i++) v[i] = (u() + u() + u() + u() - 2) * 1.7;
+  return v;
+}
+
+// A QTensor descriptor of `format` filled by the CPU quantizer from f32 [rows, cols].
+function gemmTcQuantize(cpu, x, rows, cols, format, group) {
+  const bytes = format === FMT.bf16 ? 2 * rows * cols : rows * cols;
+  const d = { format, rows, cols, group, data: new Uint8Array(bytes) };
+  if (format !== FMT.bf16) d.scales = new Float32Array(group === 0 ? 1 : rows * Math.ceil(cols / group));
+  cpu.quantize(x, 0, d, format === FMT.bf16 ? 0 : 1, false, 0, 0);
+  return d;
+}
+
+function gemmTcDequantize(cpu, d) {
+  const out = new Float32Array(d.rows * d.cols);
+  cpu.dequantize(d, out, 0);
+  return out;
+}
+
+// float64 x̂ · ŵᵀ + bias.
+function gemmTcF64(x, w, bias, M, N, K) {
+  const y = new Float64Array(M * N);
+  for (let m = 0; m < M; m++)
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x[m * K + k] * w[n * K + k];
+      y[m * N + n] = s + (bias ? bias[n] : 0);
+    }
+  return y;
+}
+
+function nmse(got, want) {
+  let e = 0, r = 0;
+  for (let i = 0; i < want.length; i++) (e += (got[i] - want[i]) ** 2), (r += want[i] ** 2);
+  return r > 0 ? e / r : e;
+}
+
+function firstDiff(a, b) {
+  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  let bad = 0, at = -1;
+  for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) (bad++, at < 0 && (at = i));
+  return { bad, at };
+}
+
+function checkGemmTc(cpu, gpu, report, say, emulate) {
+  const r = (report.gemmTc = { cases: 0, failures: 0, emulated: emulate });
+  const impl = emulate ? 'Emulated' : '';
+  const ms = (res) => (res && res.kernelMs !== undefined ? `, ${res.kernelMs.toFixed(3)} ms` : '');
+  const fail = (line, extra) => {
+    r.failures++;
+    report.mismatches.push({ op: 'gemmTc', line, ...extra });
+    say(`MISMATCH ${line}`);
+  };
+  const ok = (line) => say(`ok       ${line}`);
+  // Localises a W8A8 / f32 mismatch of the fast kernel: host emulation right -> device-only bug.
+  const where = (op, args, want) => {
+    if (emulate) return 'host emulation';
+    const e = new Float32Array(want.length);
+    gpu[`${op}Emulated`](...args(e));
+    const ref = new Float32Array(want.length);
+    gpu[`${op}Reference`](...args(ref));
+    const eOk = firstDiff(e, want).bad === 0, rOk = firstDiff(ref, want).bad === 0;
+    return `host emulation ${eOk ? 'matches the CPU: device-side bug (pipeline, cp.async, intrinsics)' : 'differs too: tile / fragment map bug'}; reference kernel ${rOk ? 'matches' : 'differs'}`;
+  };
+
+  const Ms = [1, 3, 16, 17, 128, 257];
+  const NKs = emulate ? [[40, 70], [136, 200]] : [[40, 70], [136, 200], [300, 1000], [520, 4100]];
+  let seed = 1;
+  for (const [N, K] of NKs)
+    for (const M of Ms) {
+      const x = gemmTcRandom(M * K, seed++), w32 = gemmTcRandom(N * K, seed++), bias = gemmTcRandom(N, seed++);
+      const shape = `M ${M} N ${N} K ${K}`;
+
+      // W8A8, int8 weights per row (and per tensor / groups of 64 on some shapes): bit for bit.
+      for (const group of M === 17 ? [K, 0, 64] : [K]) {
+        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int8, group);
+        const want = new Float32Array(M * N), got = new Float32Array(M * N);
+        cpu.gemmInt8(x, 0, M, wq, want, 0, bias, 0, null, 0, null, null, 0, 0);
+        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
+        const res = gpu[`gemmW8A8${impl}`](...args(got));
+        const d = firstDiff(got, want);
+        const line = `w8a8 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group} ${shape}`;
+        r.cases++;
+        if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU, first (m ${Math.floor(d.at / N)}, n ${d.at % N}) cpu ${want[d.at]} gpu ${got[d.at]}; ${where('gemmW8A8', args, want)}`, { kind: 'w8a8', M, N, K, group, bad: d.bad });
+        else ok(`${line}: bit-identical to the CPU${ms(res)}`);
+        if (!emulate && group === K) {
+          const ref = new Float32Array(M * N);
+          gpu.gemmW8A8Reference(...args(ref));
+          const dr = firstDiff(ref, want);
+          r.cases++;
+          if (dr.bad) fail(`${line} reference kernel: ${dr.bad} outputs differ from the CPU`, { kind: 'w8a8-ref', M, N, K });
+          else ok(`${line} reference kernel: bit-identical to the CPU`);
+        }
+      }
+
+      // FP8: activations per row (the CPU quantizer's codes), weights per row (e4m3) / per tensor (e5m2).
+      for (const [fname, group] of [['e4m3', K], ['e5m2', 0]]) {
+        const wq = gemmTcQuantize(cpu, w32, N, K, FMT[fname], group);
+        const xq = gemmTcQuantize(cpu, x, M, K, FMT[fname], K);
+        const want = gemmTcF64(gemmTcDequantize(cpu, xq), gemmTcDequantize(cpu, wq), bias, M, N, K);
+        const got = new Float32Array(M * N);
+        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
+        const line = `fp8 ${fname} ${group ? 'per-row' : 'per-tensor'} ${shape}`;
+        let res;
+        try {
+          res = gpu[`gemmFp8${impl}`](...args(got));
+        } catch (e) {
+          r.cases++;
+          if (e.code === 'ZOTUNE_UNSUPPORTED') say(`skipped  ${line}: ${e.message}`);
+          else fail(`${line}: threw ${e.code}: ${e.message}`, { kind: fname });
+          continue;
+        }
+        const err = nmse(got, want);
+        r.cases++;
+        if (!(err <= NMSE_BOUND.fp8)) fail(`${line}: NMSE ${err.toExponential(2)} vs float64 > ${NMSE_BOUND.fp8}`, { kind: fname, M, N, K, nmse: err });
+        else ok(`${line}: NMSE ${err.toExponential(2)} vs float64 (bound ${NMSE_BOUND.fp8})${ms(res)}`);
+        if (!emulate) {
+          const ref = new Float32Array(M * N);
+          gpu.gemmFp8Reference(...args(ref));
+          const e2 = nmse(got, ref);
+          r.cases++;
+          if (!(e2 <= NMSE_BOUND.fp8)) fail(`${line}: fast vs reference kernel NMSE ${e2.toExponential(2)} > ${NMSE_BOUND.fp8}`, { kind: fname + '-ref' });
+          else ok(`${line}: fast vs reference kernel NMSE ${e2.toExponential(2)}`);
+        }
+      }
+
+      // BF16: vs float64 over the bf16-rounded operands, and vs the CPU gemm (f32 activations).
+      {
+        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.bf16, 0);
+        const xq = gemmTcQuantize(cpu, x, M, K, FMT.bf16, 0);
+        const want = gemmTcF64(gemmTcDequantize(cpu, xq), gemmTcDequantize(cpu, wq), bias, M, N, K);
+        const got = new Float32Array(M * N), cpuY = new Float32Array(M * N);
+        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
+        const res = gpu[`gemmBf16${impl}`](...args(got));
+        cpu.gemm(x, 0, M, K, wq, 0, N, cpuY, 0, bias, 0, false, false);
+        const e1 = nmse(got, want), e2 = nmse(got, cpuY);
+        const line = `bf16 ${shape}`;
+        r.cases++;
+        if (!(e1 <= NMSE_BOUND.bf16) || !(e2 <= NMSE_BOUND.bf16VsCpu))
+          fail(`${line}: NMSE ${e1.toExponential(2)} vs float64 (bound ${NMSE_BOUND.bf16}), ${e2.toExponential(2)} vs the CPU gemm (bound ${NMSE_BOUND.bf16VsCpu})`, { kind: 'bf16', M, N, K });
+        else ok(`${line}: NMSE ${e1.toExponential(2)} vs float64, ${e2.toExponential(2)} vs the CPU gemm (f32 activations)${ms(res)}`);
+        if (!emulate) {
+          const ref = new Float32Array(M * N);
+          gpu.gemmBf16Reference(...args(ref));
+          const e3 = nmse(got, ref);
+          r.cases++;
+          if (!(e3 <= NMSE_BOUND.bf16)) fail(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)} > ${NMSE_BOUND.bf16}`, { kind: 'bf16-ref' });
+          else ok(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)}`);
+        }
+      }
+
+      // F32 SIMT fallback: the CPU gemm's fma chain for M > 4 (bit for bit), NMSE for its GEMV (M <= 4).
+      {
+        const want = new Float32Array(M * N), got = new Float32Array(M * N);
+        cpu.gemm(x, 0, M, K, w32, 0, N, want, 0, bias, 0, false, false);
+        const args = (y) => [x, 0, M, w32, 0, N, K, y, 0, bias, 0];
+        const res = gpu[`gemmF32${impl}`](...args(got));
+        const line = `f32 ${shape}`;
+        r.cases++;
+        if (M > 4) {
+          const d = firstDiff(got, want);
+          if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU gemm, first (m ${Math.floor(d.at / N)}, n ${d.at % N}) cpu ${want[d.at]} gpu ${got[d.at]}; ${where('gemmF32', args, want)}`, { kind: 'f32', M, N, K, bad: d.bad });
+          else ok(`${line}: bit-identical to the CPU gemm${ms(res)}`);
+        } else {
+          const e = nmse(got, want);
+          if (!(e <= NMSE_BOUND.f32VsCpu)) fail(`${line}: NMSE ${e.toExponential(2)} vs the CPU gemm (GEMV order) > ${NMSE_BOUND.f32VsCpu}`, { kind: 'f32', M, N, K });
+          else ok(`${line}: NMSE ${e.toExponential(2)} vs the CPU gemm (its GEMV sums in another order)${ms(res)}`);
+        }
+      }
+    }
+
+  // W8A8 accumulation groups: int8 scales per 32 / 128 elements, and K past one 65536-element chunk.
+  const groupCases = emulate ? [[17, 40, 300, 32], [5, 24, 130, 128]] : [[17, 40, 300, 32], [5, 24, 130, 128], [3, 9, 70000, 70000], [130, 70, 66000, 0]];
+  for (const [M, N, K, group] of groupCases) {
+    const x = gemmTcRandom(M * K, seed++), w32 = gemmTcRandom(N * K, seed++);
+    const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int8, group);
+    const want = new Float32Array(M * N), got = new Float32Array(M * N);
+    cpu.gemmInt8(x, 0, M, wq, want, 0, null, 0, null, 0, null, null, 0, 0);
+    const args = (y) => [x, 0, M, wq, y, 0, null, 0];
+    gpu[`gemmW8A8${impl}`](...args(got));
+    const d = firstDiff(got, want);
+    const line = `w8a8 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group} M ${M} N ${N} K ${K} (accumulation groups)`;
+    r.cases++;
+    if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU; ${where('gemmW8A8', args, want)}`, { kind: 'w8a8-groups', M, N, K, group });
+    else ok(`${line}: bit-identical to the CPU`);
+  }
+
+  // A non-finite activation is refused like the CPU does.
+  {
+    const x = gemmTcRandom(3 * 8, 99);
+    x[13] = NaN;
+    const wq = gemmTcQuantize(cpu, gemmTcRandom(4 * 8, 98), 4, 8, FMT.int8, 8);
+    let code = 'no error';
+    try {
+      gpu[`gemmW8A8${impl}`](x, 0, 3, wq, new Float32Array(12), 0, null, 0);
+    } catch (e) {
+      code = e.code;
+    }
+    r.cases++;
+    if (code !== 'ZOTUNE_NONFINITE') fail(`w8a8 NaN activation: expected ZOTUNE_NONFINITE, got ${code}`, { kind: 'w8a8-nonfinite' });
+    else ok('w8a8 NaN activation: ZOTUNE_NONFINITE');
+  }
+  say(`gemmTc${emulate ? ' (host emulation of the kernels)' : ''}: ${r.cases - r.failures}/${r.cases} cases pass`);
+}
+
 // --- device memory pool ------------------------------------------------------------------------
 // --emulate: the pool's cache logic over host memory (poolSelfTest): size classes, reuse, release,
 // the OOM path and concurrent use. On a GPU, also device buffers: round trips, statistics, reuse
@@ -421,7 +638,9 @@ function main(argv) {
       }
   say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
   checkGemv(cpu, gpu, report, say, emulate);
+  checkPerturb(cpu, gpu, report, say, emulate);
   checkNn(cpu, gpu, report, say, emulate);
+  checkGemmTc(cpu, gpu, report, say, emulate);
   checkPool(cpu, gpu, report, say, emulate);
   const failed = report.mismatches.length || report.pool.failures.length;
   if (emulate) {
@@ -441,6 +660,174 @@ function main(argv) {
   }
   if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
   return failed ? 1 : 0;
+}
+
+// --- perturbation, quantization and quantized ZO updates (cuda/kernels/perturb.cu, quant.cu) ---------
+// Every case runs the CPU addon op and the CUDA op on copies of the same inputs and compares all
+// output bytes; on the GPU the reference kernel (one thread per element) runs too, and on a
+// mismatch the host emulation tells a wrong thread map (emulation differs) from device arithmetic.
+// Cases are counted in report.perturbCases; mismatches go to report.mismatches (section 'perturb').
+
+// Deterministic test data in [-scale, scale) with exact zeros and ties sprinkled in.
+function testData(n, seed, scale = 1) {
+  const x = new Float32Array(n);
+  let s = (seed * 2654435761 + 12345) >>> 0;
+  for (let i = 0; i < n; i++) {
+    s ^= s << 13, s >>>= 0, s ^= s >>> 17, s ^= s << 5, s >>>= 0;
+    x[i] = i % 97 === 5 ? 0 : i % 89 === 7 ? 0.5 * scale : ((s / 2 ** 32) * 2 - 1) * scale;
+  }
+  return x;
+}
+
+const QFMT = { int8: 0, int4: 1, nf4: 2, e4m3: 3, e5m2: 4, bf16: 5, fp16: 6 };
+function qdesc(format, rows, cols, group, zeros) {
+  const rowBytes = format === 1 || format === 2 ? Math.ceil(cols / 2) : format >= 5 ? 2 * cols : cols;
+  const scaled = format < 5, nScales = group === 0 ? 1 : rows * Math.ceil(cols / group);
+  return {
+    format, rows, cols, group,
+    data: new Uint8Array(rows * rowBytes),
+    scales: scaled ? new Float32Array(nScales) : undefined,
+    zeros: zeros ? new Uint8Array(nScales) : undefined,
+  };
+}
+function qclone(q) {
+  return { ...q, data: q.data.slice(), scales: q.scales && q.scales.slice(), zeros: q.zeros && q.zeros.slice() };
+}
+const bytesOf = (a) => (a ? Buffer.from(a.buffer, a.byteOffset, a.byteLength) : Buffer.alloc(0));
+function firstDiff(a, b) {
+  const x = bytesOf(a), y = bytesOf(b);
+  if (x.length !== y.length) return 0;
+  for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
+  return -1;
+}
+// The outputs of an op as named byte arrays, or the error code it threw.
+function outcome(f) {
+  try {
+    return { out: f() };
+  } catch (e) {
+    return { error: e.code || String(e.message) };
+  }
+}
+function sameOutcome(a, b) {
+  if (a.error || b.error) return a.error === b.error ? null : `error ${a.error || 'none'} vs ${b.error || 'none'}`;
+  for (const k of Object.keys(a.out)) {
+    const at = firstDiff(a.out[k], b.out[k]);
+    if (at >= 0) return `${k} differs from byte ${at}`;
+  }
+  return null;
+}
+
+function checkPerturb(cpu, gpu, report, say, emulate) {
+  report.perturbCases = 0;
+  // run(impl) -> outputs; impls: 'cpu', 'gpu' (fast), 'ref' (reference kernel), 'emu' (host emulation).
+  const check = (name, run, hasRef) => {
+    report.perturbCases++;
+    const want = outcome(() => run('cpu'));
+    const got = outcome(() => run(emulate ? 'emu' : 'gpu'));
+    let bad = sameOutcome(want, got);
+    let refBad = null;
+    if (!emulate && hasRef) refBad = sameOutcome(want, outcome(() => run('ref')));
+    if (bad || refBad) {
+      const emu = emulate ? null : sameOutcome(want, outcome(() => run('emu')));
+      const m = { section: 'perturb', case: name, fast: bad, reference: refBad, emulationMatchesCpu: emulate ? false : !emu };
+      report.mismatches.push(m);
+      say(`MISMATCH ${name}: ${emulate ? 'emulation' : 'fast kernel'} ${bad || 'ok'}${hasRef && !emulate ? `, reference kernel ${refBad || 'ok'}` : ''}` +
+        (emulate ? '' : `; host emulation ${emu ? 'differs too: thread map bug' : 'matches the CPU: device arithmetic differs'}`));
+    } else {
+      say(`ok ${name}${want.error ? ` (both throw ${want.error})` : ''}`);
+    }
+  };
+
+  // Dense perturbation: [n, first] with unaligned starts, block edges and 2^32 / 2^40 offsets.
+  const shapes = [[0, 0], [1, 0], [3, 5], [7, 3], [33, 31], [64, 0], [1000, 12345], [4097, 1023], [65539, 1e9 + 7],
+    [100003, 2 ** 32 - 50], [30001, 2 ** 40 + 5], [(1 << 20) + 17, 123457]];
+  const dirs = [[0, 0, 4], [1, 0, 4], [1, 3, 5]];
+  for (let b = 2; b <= 8; b++) dirs.push([0, b, b % 2 ? 5 : 4]);
+  const keys = [[0n, 0], [0xfedcba9876543210n, 0xffffffff]];
+  for (const [dist, bits, srp] of dirs)
+    for (const [seed, stream] of keys)
+      for (const [n, first] of shapes) {
+        if (n > 1e5 && (bits % 3 !== 0 || seed)) continue;  // the largest shapes for a few directions
+        const w0 = testData(n, n + bits);
+        const alpha = bits === 5 ? -3e-3 : 1e-3;
+        const args = [0, n, alpha, seed, stream, dist, bits, srp, first];
+        check(`perturb dist ${dist} bits ${bits} seed ${seed} n ${n} first ${first}`, (impl) => {
+          const w = w0.slice();
+          ({ cpu: () => cpu.perturb(w, ...args), gpu: () => gpu.perturb(w, ...args), ref: () => gpu.perturbReference(w, ...args), emu: () => gpu.perturbEmulated(w, ...args) })[impl]();
+          return { w };
+        }, true);
+      }
+
+  // Sparse perturbation: empty, one, sorted, shuffled, every element, and the errors.
+  const N = 5003;
+  const sorted = [], all = [];
+  for (let i = 0; i < N; i++) (all.push(i), i % 7 === 3 && sorted.push(i));
+  const shuffled = sorted.slice().reverse();
+  const lists = { empty: [], one: [N - 1], sorted, shuffled, all, outOfRange: [1, N], repeated: [4, 9, 4] };
+  for (const [dist, bits, srp] of [[0, 0, 4], [0, 3, 5], [1, 0, 4]])
+    for (const first of [0, 77, 2 ** 40 + 3])
+      for (const [lname, list] of Object.entries(lists)) {
+        const idx = Uint32Array.from(list), w0 = testData(N, 3);
+        const args = [0, N, idx, 0, idx.length, 2e-3, 99n, 5, dist, bits, srp, first];
+        check(`perturbIndices dist ${dist} bits ${bits} first ${first} ${lname} (${idx.length})`, (impl) => {
+          const w = w0.slice();
+          ({ cpu: () => cpu.perturbIndices(w, ...args), gpu: () => gpu.perturbIndices(w, ...args), emu: () => gpu.perturbIndicesEmulated(w, ...args) })[impl]();
+          return { w };
+        }, false);
+      }
+
+  // Quantize (every format and group, RTNE and SR, scales from data / kept / one), dequantize and the
+  // quantized ZO update (dense and index lists) on the same tensors.
+  const qshapes = [[1, 1], [3, 7], [5, 33], [4, 64], [7, 129], [2, 300], [64, 256], [17, 1001]];
+  const qop = (impl, name) => (impl === 'cpu' ? cpu[name] : impl === 'emu' ? gpu[name + 'Emulated'] : impl === 'ref' ? gpu[name + 'Reference'] : gpu[name]);
+  for (const [fname, format] of Object.entries(QFMT))
+    for (const [rows, cols] of qshapes) {
+      const groups = format >= 5 ? [0] : [0, cols, 32, 64, 128];
+      for (const group of groups)
+        for (const zeros of format === 1 ? [false, true] : [false]) {
+          const tag = `${fname} ${rows}x${cols} group ${group}${zeros ? ' asym' : ''}`;
+          const x = testData(rows * cols, rows * 31 + cols, format === 4 ? 3000 : 2);
+          const modes = [[1, false], [1, true], [0, true]];
+          if (!zeros && group === 0 && format >= 3) modes.push([2, false], [2, true]);
+          // A tensor quantized from x (scales from data) by the CPU: the input of Keep, dequantize and updates.
+          const base = qdesc(format, rows, cols, group, zeros);
+          cpu.quantize(x, 0, base, 1, false, 0n, 0);
+          for (const [mode, sr] of modes) {
+            check(`quantize ${tag} mode ${mode} ${sr ? 'SR' : 'RTNE'}`, (impl) => {
+              const q = mode === 0 ? qclone(base) : qdesc(format, rows, cols, group, zeros);
+              const fake = new Float32Array(rows * cols);
+              qop(impl, 'quantize')(x, 0, q, mode, sr, 0x1234n, 3, fake, 0);
+              return { data: q.data, scales: q.scales, zeros: q.zeros, fake };
+            }, false);
+          }
+          check(`dequantize ${tag}`, (impl) => {
+            const y = new Float32Array(rows * cols);
+            qop(impl, 'dequantize')(qclone(base), y, 0);
+            return { y };
+          }, false);
+          for (const [dist, bits, srp] of [[0, 0, 5], [1, 0, 5], [0, 4, 4]]) {
+            const alpha = format >= 5 ? 0.03 : 0.05;
+            check(`quantUpdate ${tag} dist ${dist} bits ${bits}`, (impl) => {
+              const q = qclone(base);
+              qop(impl, 'quantUpdate')(q, alpha, 0xabcdefn, 11, dist, bits, srp);
+              return { data: q.data };
+            }, true);
+          }
+          const n = rows * cols, odd = [], rev = [];
+          for (let i = 0; i < n; i++) if (i % 3 !== 1) odd.push(i);  // neighbours sharing 4-bit bytes
+          for (let i = n - 1; i >= 0; i -= 2) rev.push(i);
+          for (const [lname, list] of Object.entries({ empty: [], mixed: odd, reversed: rev })) {
+            const idx = Uint32Array.from(list);
+            check(`quantUpdateIndices ${tag} ${lname} (${idx.length})`, (impl) => {
+              const q = qclone(base);
+              qop(impl, 'quantUpdateIndices')(q, idx, 0, idx.length, -0.04, 7n, 2, 0, 0, 5);
+              return { data: q.data };
+            }, false);
+          }
+        }
+    }
+  const bad = report.mismatches.filter((m) => m.section === 'perturb').length;
+  say(`perturbation / quantization${emulate ? ' (host emulation of the kernels)' : ''}: ${report.perturbCases - bad}/${report.perturbCases} cases bit-identical to the CPU addon`);
 }
 
 // --- transformer ops (cuda/kernels/nn.cu) -------------------------------------------------------

@@ -173,6 +173,58 @@ describe('GPU conformance', () => {
   });
 });
 
+describe('CUDA perturbation, quantization and quantized ZO updates', () => {
+  // scripts/gpu-check.js checkPerturb: dense perturbation (both distributions, QuZO bits 2..8,
+  // unaligned and 2^32 / 2^40 starts), index lists (empty, shuffled, errors), every format x group x
+  // rounding x scale mode for quantize, dequantize and the dense / index-list updates.
+  const PERTURB_CASES = 2897;
+
+  builtTest(`the kernels' per-thread code, run on the host, equals the CPU addon bit for bit${gpu ? '' : notBuilt}`, () => {
+    const { status, report } = gpuCheck('--emulate');
+    const r = report as typeof report & { perturbCases: number };
+    expect(r.mismatches).toEqual([]);
+    expect([status, r.perturbCases]).toEqual([0, PERTURB_CASES]);
+  });
+
+  builtTest(`bad arguments get the CPU addon's coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const w = new Float32Array(16);
+    const code = (c: string) => expect.objectContaining({ code: c });
+    expect(() => gpu!.perturb(w, 0, 16, 1e-3, 1, 0, 0, 9, 4, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => gpu!.perturb(w, 0, 16, 1e-3, 1, 0, 0, 4, 2, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => gpu!.perturb(w, 0, 16, NaN, 1, 0, 0, 0, 4, 0)).toThrow(code('ZOTUNE_NONFINITE'));
+    expect(() => gpu!.perturb(w, 8, 16, 1e-3, 1, 0, 0, 0, 4, 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    const idx = Uint32Array.from([3, 5, 3]);
+    expect(() => gpu!.perturbIndicesEmulated(w, 0, 16, idx, 0, 3, 1e-3, 1, 0, 0, 0, 4, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => gpu!.perturbIndicesEmulated(w, 0, 16, Uint32Array.from([16]), 0, 1, 1e-3, 1, 0, 0, 0, 4, 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    expect(() => gpu!.perturbIndices(w, 0, 16, new Int32Array(2), 0, 2, 1e-3, 1, 0, 0, 0, 4, 0)).toThrow(code('ZOTUNE_DTYPE'));
+    const q = { format: 0, rows: 2, cols: 8, group: 0, data: new Uint8Array(16), scales: Float32Array.from([0.1]) };
+    expect(() => gpu!.quantUpdate(q, Infinity, 1, 0, 0, 0, 4)).toThrow(code('ZOTUNE_NONFINITE'));
+    expect(() => gpu!.quantUpdateEmulated({ ...q, scales: Float32Array.from([-1]) }, 0.1, 1, 0, 0, 0, 4)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => gpu!.quantize(new Float32Array(16), 0, q, 3, false, 0, 0)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(() => gpu!.quantizeEmulated(Float32Array.from({ length: 16 }, (_, i) => (i === 5 ? NaN : i)), 0, q, 1, false, 0, 0)).toThrow(code('ZOTUNE_NONFINITE'));
+    expect(() => gpu!.dequantize({ ...q, data: new Uint8Array(4) }, new Float32Array(16), 0)).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+    expect(() => gpu!.perturbDeviceBench(1 << 20, 7, 0, 0, 1)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, the GPU ops throw ZOTUNE_CUDA_UNAVAILABLE', async () => {
+    const w = new Float32Array(64);
+    expect(() => gpu!.perturb(w, 0, 64, 1e-3, 1, 0, 0, 0, 4, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    await expect(gpu!.perturbAsync(w, 0, 64, 1e-3, 1, 0, 0, 0, 4, 0)).rejects.toMatchObject({ code: 'ZOTUNE_CUDA_UNAVAILABLE' });
+    const q = { format: 1, rows: 1, cols: 64, group: 32, data: new Uint8Array(32).fill(0x88), scales: Float32Array.from([0.1, 0.1]) };
+    expect(() => gpu!.quantUpdate(q, 0.1, 1, 0, 0, 0, 4)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => gpu!.perturbDeviceBench(1 << 20, 0, 0, 0, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+  });
+
+  const gpuTest = usable ? test : test.skip;
+  const why = usable ? '' : ` (skipped: ${status.reason})`;
+  gpuTest(`fast and reference kernels on the GPU are bit-identical to the CPU addon${why}`, () => {
+    const { status, report } = gpuCheck();
+    const r = report as typeof report & { perturbCases: number };
+    expect(r.mismatches).toEqual([]);
+    expect([status, r.perturbCases]).toEqual([0, PERTURB_CASES]);
+  });
+});
+
 describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
   // The cases live once, in scripts/gpu-check.js (checkNn): rows 1..33, dims that are not multiples
   // of 8, head dims 2..128, GQA ratios 1/2/4, padding masks, KV offsets, a query that sees no key,
@@ -251,6 +303,49 @@ describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
     expect(nn.mismatches).toEqual([]);
     expect(nn.runs).toEqual({ ...perOp, rmsNormReference: perOp.rmsNorm, attentionReference: perOp.attention, logProbsReference: perOp.logProbs, argmaxReference: perOp.argmax });
     expect(nn.timings.every((t) => t.fastMs > 0 && t.referenceMs > 0)).toBe(true);
+  });
+});
+
+describe('tensor-core GEMMs (cuda/kernels/gemm_tc)', () => {
+  const w8 = (rows: number, cols: number, group = cols) => ({ format: 0, rows, cols, group, data: new Uint8Array(rows * cols), scales: new Float32Array(group ? rows * Math.ceil(cols / group) : 1) });
+
+  builtTest(`the fast kernels' per-thread code, run on the host: W8A8 and f32 bit-identical to the CPU, fp8 / bf16 within their NMSE bounds${gpu ? '' : notBuilt}`, () => {
+    const { status, report } = gpuCheck('--emulate');
+    const r = (report as unknown as { gemmTc: { cases: number; failures: number; emulated: boolean } }).gemmTc;
+    expect(report.mismatches).toEqual([]);
+    expect(status).toBe(0);
+    expect(r).toEqual({ cases: 67, failures: 0, emulated: true });
+  });
+
+  builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const x = new Float32Array(6), y = new Float32Array(6);
+    const fp8 = { format: 3, rows: 2, cols: 64, group: 32, data: new Uint8Array(128), scales: new Float32Array(4) };
+    expect(() => gpu!.gemmW8A8(x, 0, 2, { ...w8(3, 3), format: 3 }, y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmFp8(new Float32Array(128), 0, 2, fp8, new Float32Array(4), 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
+    expect(() => gpu!.gemmBf16Emulated(x, 0, 2, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmW8A8Emulated(x, 0, 3, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // x holds 2 rows
+    expect(() => gpu!.gemmW8A8Emulated(x, 0, 2, w8(3, 3), y, 0, new Float32Array(2), 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    const sq = new Float32Array(9);
+    expect(() => gpu!.gemmF32Emulated(sq, 0, 3, new Float32Array(9), 0, 3, 3, sq, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // y overlaps x
+    expect(() => gpu!.gemmTcBench('int4' as never, 16, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.gemmTcBench('w8a8', 0, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, the GEMMs throw ZOTUNE_CUDA_UNAVAILABLE; the emulated ones still run', () => {
+    const x = new Float32Array(2 * 3).fill(1), y = new Float32Array(2 * 3);
+    const w = w8(3, 3);
+    w.data.fill(2), w.scales.fill(0.5);
+    expect(() => gpu!.gemmW8A8(x, 0, 2, w, y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => gpu!.gemmTcBench('bf16', 16, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    gpu!.gemmW8A8Emulated(x, 0, 2, w, y, 0, null, 0);
+    // x = 1 quantizes to 127 with s_x = 1/127; y = (0.5 * (3 * 127 * 2)) * (1/127) = 3 up to one rounding.
+    for (const v of y) expect(v).toBeCloseTo(3, 5);
+  });
+
+  (usable ? test : test.skip)(`on the GPU: every gemmTc case of scripts/gpu-check.js passes${usable ? '' : ` (skipped: ${status.reason})`}`, () => {
+    const { status: code, report } = gpuCheck();
+    expect(report.mismatches).toEqual([]);
+    expect(code).toBe(0);
   });
 });
 

@@ -54,7 +54,10 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("probe", Napi::Function::New(env, Probe, "probe"));
   register_rng(env, exports);
   register_gemv(env, exports);
+  register_perturb(env, exports);
+  register_quant(env, exports);
   register_nn(env, exports);
+  register_gemm_tc(env, exports);
   register_pool(env, exports);
   return exports;
 }

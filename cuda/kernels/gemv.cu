@@ -137,7 +137,7 @@ ZT_HD uint64_t lower_bound_u32(const uint32_t* idx, uint64_t n, uint64_t v) {
 
 // z(e0 + j) for j < 64, e0 a multiple of 64: the 8 counters each stream uses for these elements are
 // generated once (a normal block holds 8 of them, 4 words x 2 outputs) instead of once per element.
-// Same values as direction_at (philox.h normal_at / rademacher_at, direction.h dir_round_code).
+// Same values as direction_at (philox.h normal_at / rademacher_at, direction.h dir_grid_code_word).
 ZT_HD void dir_block64(const Direction& d, uint64_t e0, float z[kChunk]) {
   const RngKey key = dir_key(d);
   for (int c8 = 0; c8 < 8; ++c8) {
@@ -158,7 +158,7 @@ ZT_HD void dir_block64(const Direction& d, uint64_t e0, float z[kChunk]) {
       box_muller(w[q], &v[0], &v[1]);
       for (int h = 0; h < 2; ++h) {
         const int j = c8 + 8 * q + 32 * h;  // word q holds elements 8q + c8 (output 0) and 32 + 8q + c8
-        z[j] = d.bits ? zt_mul(dir_round_code(d, e0 + j, v[h], sr[q]), dir_grid_step(d.bits)) : v[h];
+        z[j] = d.bits ? zt_mul(dir_grid_code_word(d, e0 + j, v[h], sr[q]), dir_grid_step(d.bits)) : v[h];
       }
     }
   }

@@ -193,7 +193,43 @@ export interface CudaAddon {
   gemvBench(format: string, m: number, n: number, k: number, group: number, perturbed: boolean, iters: number): { bestMs: number; medianMs: number; weightBytes: number; splits: number };
   /** Device read ceiling: a 16-byte-load read kernel and cudaMemcpy device to device over `bytes`. */
   hbmReadBench(bytes: number, iters: number): { readBestMs: number; readMedianMs: number; copyBestMs: number; copyMedianMs: number; bytes: number };
+  // Tensor-core GEMMs (cuda/kernels/gemm_tc.h): y[M, N] = x[M, K] · Wᵀ (+ bias). `...Reference`: the
+  // plain one-thread-per-output GPU kernel; `...Emulated`: the fast kernel's per-thread code on the host.
+  gemmW8A8(...args: GemmTcArgs): { kernelMs: number };
+  gemmW8A8Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmW8A8Emulated(...args: GemmTcArgs): void;
+  gemmFp8(...args: GemmTcArgs): { kernelMs: number };
+  gemmFp8Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmFp8Emulated(...args: GemmTcArgs): void;
+  gemmBf16(...args: GemmTcArgs): { kernelMs: number };
+  gemmBf16Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmBf16Emulated(...args: GemmTcArgs): void;
+  gemmF32(...args: GemmF32Args): { kernelMs: number };
+  gemmF32Reference(...args: GemmF32Args): { kernelMs: number };
+  gemmF32Emulated(...args: GemmF32Args): void;
+  /** The fast kernel on device-resident random operands: best / median of `iters` launches. */
+  gemmTcBench(kind: 'w8a8' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M: number, N: number, K: number, iters: number): { bestMs: number; medianMs: number };
 
+  // Perturbation, quantization and quantized ZO updates (cuda/addon/bind_perturb.cc, bind_quant.cc):
+  // the CPU addon's arguments, bit-identical results; ...Reference runs the plain one-thread-per-element
+  // kernel, ...Emulated the fast kernel's per-thread code on the host (no GPU needed).
+  perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbAsync(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): Promise<{ kernelMs: number }>;
+  perturbReference(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbEmulated(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  perturbIndices(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): { kernelMs: number };
+  perturbIndicesEmulated(w: Mem, byteOffset: number, count: number, indices: Mem, indicesByteOffset: number, indicesCount: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
+  /** Device-resident benchmark: kind 0 f32 perturbation, 1 bf16 / 2 int8 / 3 int4 (group 128) quantized updates. */
+  perturbDeviceBench(n: number, kind: number, dist: number, bits: number, iters: number): { n: number; bytes: number; copyBytes: number; bestMs: number; meanMs: number; copyMs: number };
+  quantize(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): { kernelMs: number };
+  quantizeEmulated(x: Mem, xOffset: number, q: QTensorDesc, scaleMode: number, stochastic: boolean, seed: Seed, stream: number, fakeOut?: Mem, fakeOffset?: number): void;
+  dequantize(q: QTensorDesc, out: Mem, outOffset: number): { kernelMs: number };
+  dequantizeEmulated(q: QTensorDesc, out: Mem, outOffset: number): void;
+  quantUpdate(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateReference(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateEmulated(q: QTensorDesc, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
+  quantUpdateIndices(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  quantUpdateIndicesEmulated(q: QTensorDesc, indices: Mem, indicesOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number): void;
   // Device memory (cuda/addon/bind_pool.cc). The statistics need no GPU; deviceAlloc of 0 bytes neither.
   deviceMemory(): DeviceMemoryReport;
   deviceResetPeaks(): void;
@@ -280,6 +316,10 @@ export interface CudaNnOps {
 }
 // Declaration merging: CudaAddon (above) gains the transformer ops.
 export interface CudaAddon extends CudaNnOps {}
+
+/** x f32 [M, K], w a QTensor descriptor (int8 / fp8 / bf16 by op), y f32 [M, N], bias f32 [N] or null. */
+export type GemmTcArgs = [x: Mem, xByteOffset: number, M: number, w: QTensorDesc, y: Mem, yByteOffset: number, bias: Mem | null, biasByteOffset: number];
+export type GemmF32Args = [x: Mem, xByteOffset: number, M: number, w: Mem, wByteOffset: number, N: number, K: number, y: Mem, yByteOffset: number, bias: Mem | null, biasByteOffset: number];
 
 /** Perturb-on-load as the native op reads it (dist 0 Gaussian, 1 Rademacher; srPurpose a Purpose code). */
 export interface NativePerturb {

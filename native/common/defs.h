@@ -11,3 +11,10 @@
 #else
 #define ZT_HD static inline
 #endif
+// Namespace-scope constants of class type read by shared numerics: in the device pass of nvcc they
+// are `__device__` (a plain constexpr struct is host-only there); the host pass sees plain constexpr.
+#if defined(__CUDA_ARCH__)
+#define ZT_HD_CONST static constexpr __device__
+#else
+#define ZT_HD_CONST static constexpr
+#endif

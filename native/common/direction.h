@@ -47,27 +47,34 @@ ZT_HD float dir_sr_round(float v, float t) {
 // The grid code q of a QuZO direction (Gaussian, bits > 0): z(i) = q * dir_grid_step(bits), q an
 // integer with |q| <= 2^(bits-1) - 1 (returned as the exact float). The integer GEMM's QuZO probe
 // multiplies these codes with the int8 activations directly (gemm_int8.h).
-// sr_word: word (i >> 3) & 3 of counter normal_counter(i) of the (seed, stream, sr_purpose) stream
-// (block kernels pass it from a Philox block they already hold).
-ZT_HD float dir_round_code(const Direction& d, uint64_t i, float z, uint32_t sr_word) {
+ZT_HD RngKey dir_sr_key(const Direction& d) { return RngKey{d.seed, d.stream, d.sr_purpose}; }
+// The same from the rounding word of element i already in hand (word (i >> 3) & 3 of counter
+// normal_counter(i) under dir_sr_key): kernels that generate whole Philox blocks pass it in.
+ZT_HD float dir_grid_code_word(const Direction& d, uint64_t i, float z, uint32_t sr_word) {
   return dir_sr_round(zt_mul(z, dir_grid_inv_step(d.bits)), dir_sr_threshold(dir_sr_half(sr_word, i)));
 }
-ZT_HD RngKey dir_sr_key(const Direction& d) { return RngKey{d.seed, d.stream, d.sr_purpose}; }
 ZT_HD float dir_grid_code(const Direction& d, uint64_t i, float z) {
   uint32_t w[4];
   philox_block(dir_sr_key(d), normal_counter(i), w);
-  return dir_round_code(d, i, z, w[(i >> 3) & 3]);
+  return dir_grid_code_word(d, i, z, w[(i >> 3) & 3]);
 }
 ZT_HD int direction_code_at(const Direction& d, uint64_t i) { return (int)dir_grid_code(d, i, normal_at(dir_key(d), i)); }
 // Directions whose every value is an integer code times one step (the integer GEMM's QuZO probe).
 ZT_HD bool dir_on_grid(const Direction& d) { return d.dist == kDirGauss && d.bits > 0; }
+
+// A Gaussian direction value from its normal z and rounding word (exact z when bits == 0).
+ZT_HD float gauss_direction_word(const Direction& d, uint64_t i, float z, uint32_t sr_word) {
+  return d.bits == 0 ? z : zt_mul(dir_grid_code_word(d, i, z, sr_word), dir_grid_step(d.bits));
+}
 
 ZT_HD float direction_at(const Direction& d, uint64_t i) {
   RngKey k = dir_key(d);
   if (d.dist == kDirRademacher) return rademacher_at(k, i);  // +-1 needs no rounding
   float z = normal_at(k, i);
   if (d.bits == 0) return z;
-  return zt_mul(dir_grid_code(d, i, z), dir_grid_step(d.bits));
+  uint32_t w[4];
+  philox_block(dir_sr_key(d), normal_counter(i), w);
+  return gauss_direction_word(d, i, z, w[(i >> 3) & 3]);
 }
 
 }  // namespace zt

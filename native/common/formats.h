@@ -81,9 +81,9 @@ struct MiniFloat {
   uint32_t nan_code;
 };
 
-static constexpr MiniFloat kFp16 = {10, 5, 15, 65504.0f, true, 0x7e00u};
-static constexpr MiniFloat kE4M3 = {3, 4, 7, 448.0f, false, 0x7fu};
-static constexpr MiniFloat kE5M2 = {2, 5, 15, 57344.0f, true, 0x7eu};
+ZT_HD_CONST MiniFloat kFp16 = {10, 5, 15, 65504.0f, true, 0x7e00u};
+ZT_HD_CONST MiniFloat kE4M3 = {3, 4, 7, 448.0f, false, 0x7fu};
+ZT_HD_CONST MiniFloat kE5M2 = {2, 5, 15, 57344.0f, true, 0x7eu};
 
 ZT_HD int minifloat_emin(MiniFloat f) { return 1 - f.bias; }
 
@@ -164,6 +164,8 @@ ZT_HD float scale_for(float absmax, float qmax) {
   return (s > 0.0f && s < kMinScale) ? kMinScale : s;
 }
 ZT_HD float inv_scale_for(float scale) { return scale > 0.0f ? 1.0f / scale : 0.0f; }
+// A stored scale every kernel accepts: 0, or finite and at least kMinScale (1 / scale finite).
+ZT_HD bool scale_valid(float s) { return s == 0.0f || (s >= kMinScale && s <= 3.4028234663852886e38f); }
 
 // --- NF4 (QLoRA NormalFloat, bitsandbytes dDequantizeNF4 table) -------------------------------
 

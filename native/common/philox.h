@@ -221,11 +221,12 @@ ZT_HD float normal_at(RngKey key, uint64_t i) {
   return ((i >> 5) & 1) ? n1 : n0;
 }
 
-// Rademacher +-1 of element i: bit set -> -1.
+// Rademacher +-1 of bit k of a bit-stream word: set -> -1.
+ZT_HD float rademacher_bit(uint32_t word, unsigned k) { return ((word >> k) & 1u) ? -1.0f : 1.0f; }
 ZT_HD float rademacher_at(RngKey key, uint64_t i) {
   uint32_t w[4];
   philox_block(key, bit_counter(i), w);
-  return ((w[bit_slot_word(i)] >> bit_slot_bit(i)) & 1u) ? -1.0f : 1.0f;
+  return rademacher_bit(w[bit_slot_word(i)], bit_slot_bit(i));
 }
 
 // Bernoulli threshold: P(word < t) = t / 2^32; t = 2^32 means always.

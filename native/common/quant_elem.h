@@ -27,6 +27,29 @@
 
 namespace zt {
 
+// --- code storage (formats.h layouts) --------------------------------------------------------------
+
+ZT_HD uint8_t* qt_row(const QTensorView& q, uint64_t r) { return q.data + r * qformat_row_bytes(q.format, q.cols); }
+
+ZT_HD uint32_t q_load_code(QFormat f, const uint8_t* row, uint64_t c) {
+  if (qformat_is_4bit(f)) return (row[c >> 1] >> ((c & 1) * 4)) & 15u;
+  if (f == QFormat::Bf16 || f == QFormat::Fp16) return (uint32_t)row[2 * c] | ((uint32_t)row[2 * c + 1] << 8);
+  return row[c];
+}
+
+// 4-bit formats read-modify-write the byte shared with column c ^ 1: callers give each byte one writer.
+ZT_HD void q_store_code(QFormat f, uint8_t* row, uint64_t c, uint32_t code) {
+  if (qformat_is_4bit(f)) {
+    unsigned sh = (unsigned)(c & 1) * 4;
+    row[c >> 1] = (uint8_t)((row[c >> 1] & ~(15u << sh)) | ((code & 15u) << sh));
+  } else if (f == QFormat::Bf16 || f == QFormat::Fp16) {
+    row[2 * c] = (uint8_t)code;
+    row[2 * c + 1] = (uint8_t)(code >> 8);
+  } else {
+    row[c] = (uint8_t)code;
+  }
+}
+
 // Parameters of one scale group.
 struct QGroup {
   float scale;  // x = scale * grid value (1 for bf16/fp16)

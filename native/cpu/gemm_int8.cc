@@ -26,9 +26,8 @@ bool act_quantize_row_ref(const float* x, uint64_t K, uint64_t Kp, int8_t* q, fl
     if (!(a <= FLT_MAX)) return false;
     amax = a > amax ? a : amax;
   }
-  float s = scale_for(amax, (float)kInt8Max), inv = inv_scale_for(s);
-  if (!(inv <= FLT_MAX)) s = inv = 0.0f;  // 1 / s overflows: the row quantizes to zero
-  for (uint64_t k = 0; k < K; ++k) q[k] = (int8_t)int_quantize(x[k], inv, 0, -kInt8Max, kInt8Max, false, 0);
+  float inv, s = act_int8_scale(amax, &inv);
+  for (uint64_t k = 0; k < K; ++k) q[k] = act_int8_code(x[k], inv);
   for (uint64_t k = K; k < Kp; ++k) q[k] = 0;
   *scale = s;
   return true;

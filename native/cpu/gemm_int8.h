@@ -3,7 +3,7 @@
 //
 // The canonical result (every path, scalar or AVX2, GEMV or GEMM, gives these exact bits):
 //   1. Each activation row is quantized on its own (dynamic symmetric int8, formats.h):
-//      s_x = absmax / 127, q_x = clamp(rtne(x * (1 / s_x)), -127, 127). Non-finite x is refused;
+//      s_x = absmax / 127, q_x = clamp(rtne(x * (1 / s_x)), -127, 127) (native/common/act_quant.h). Non-finite x is refused;
 //      a row whose 1 / s_x overflows (absmax < 3.7e-37) or is all zero gets q_x = 0.
 //   2. K is cut into accumulation groups: the weights' scale groups (32/64/128), or, for per-row
 //      and per-tensor scales, chunks of kAccChunk (int32 partial sums can then never overflow).
@@ -48,6 +48,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/act_quant.h"
 #include "../common/direction.h"
 #include "../common/formats.h"
 #include "perturb.h"

@@ -591,8 +591,7 @@ bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float*
     mb = b > mb ? b : mb;
   }
   if (mb >= 0x7f800000u) return false;  // Inf or NaN (magnitude bits at or above Inf's)
-  float s = scale_for(bits_to_f32(mb), (float)kInt8Max), inv = inv_scale_for(s);
-  if (!(inv <= FLT_MAX)) s = inv = 0.0f;
+  float inv, s = act_int8_scale(bits_to_f32(mb), &inv);
   const __m256 vinv = _mm256_set1_ps(inv), hi = _mm256_set1_ps((float)kInt8Max), lo = _mm256_set1_ps((float)-kInt8Max);
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
   for (k = 0; k + 32 <= K; k += 32) {
@@ -604,7 +603,7 @@ bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float*
     __m256i b = _mm256_packs_epi16(_mm256_packs_epi32(v[0], v[1]), _mm256_packs_epi32(v[2], v[3]));
     _mm256_storeu_si256((__m256i*)(q + k), _mm256_permutevar8x32_epi32(b, order));
   }
-  for (; k < K; ++k) q[k] = (int8_t)int_quantize(x[k], inv, 0, -kInt8Max, kInt8Max, false, 0);
+  for (; k < K; ++k) q[k] = act_int8_code(x[k], inv);
   memset(q + K, 0, Kp - K);
   *scale = s;
   return true;

@@ -22,14 +22,6 @@ void direction_codes_ref(int8_t* out, uint64_t begin, uint64_t end, const Direct
   for (uint64_t i = begin; i < end; ++i) out[i - begin] = (int8_t)direction_code_at(d, i);
 }
 
-void check_direction(const Direction& d) {
-  check(d.dist == kDirGauss || d.dist == kDirRademacher, Code::InvalidArgument, "perturb: dist must be gaussian (0) or rademacher (1)");
-  check(d.bits == 0 || (d.bits >= 2 && d.bits <= 8), Code::InvalidArgument,
-        "perturb: bits must be 0 (exact direction) or 2..8 (QuZO grid), got " + std::to_string(d.bits));
-  check(d.bits == 0 || d.sr_purpose == kPurposeSrProbe || d.sr_purpose == kPurposeSrUpdate, Code::InvalidArgument,
-        "perturb: srPurpose must be the probe (4) or update (5) rounding stream");
-}
-
 // Tasks own element windows [k * chunk, (k + 1) * chunk) of the direction, aligned to the RNG blocks
 // (1024 elements holds whole word- and bit-stream blocks), so only the two ends of a call are partial
 // blocks however `first` is aligned.

@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "../common/check_direction.h"  // check_direction
 #include "../common/direction.h"
 
 namespace zt {
@@ -17,10 +18,6 @@ namespace zt {
 ZT_HD float perturbed(float w, float alpha, float z) { return zt_fma(alpha, z, w); }
 // With weight decay: the kept fraction of w, then the same fma.
 ZT_HD float perturbed_decayed(float w, float keep, float alpha, float z) { return zt_fma(alpha, z, zt_mul(w, keep)); }
-
-// Throws ZOTUNE_INVALID_ARGUMENT unless dist is Gaussian/Rademacher, bits is 0 or 2..8 and, with
-// bits > 0, sr_purpose is kPurposeSrProbe or kPurposeSrUpdate (never a stream shared with z).
-void check_direction(const Direction& d);
 
 // Dense: w[j] for j in [0, n), direction elements first .. first + n - 1.
 void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha, float keep = 1.0f);

@@ -13,29 +13,7 @@
 
 namespace zt {
 
-// --- code access ---------------------------------------------------------------------------------
-
 namespace {
-
-uint8_t* row_ptr(const QTensorView& q, uint64_t r) { return q.data + r * qformat_row_bytes(q.format, q.cols); }
-
-uint32_t load_code(QFormat f, const uint8_t* row, uint64_t c) {
-  if (qformat_is_4bit(f)) return (row[c >> 1] >> ((c & 1) * 4)) & 15u;
-  if (f == QFormat::Bf16 || f == QFormat::Fp16) return (uint32_t)row[2 * c] | ((uint32_t)row[2 * c + 1] << 8);
-  return row[c];
-}
-
-void store_code(QFormat f, uint8_t* row, uint64_t c, uint32_t code) {
-  if (qformat_is_4bit(f)) {
-    unsigned sh = (unsigned)(c & 1) * 4;
-    row[c >> 1] = (uint8_t)((row[c >> 1] & ~(15u << sh)) | ((code & 15u) << sh));
-  } else if (f == QFormat::Bf16 || f == QFormat::Fp16) {
-    row[2 * c] = (uint8_t)code;
-    row[2 * c + 1] = (uint8_t)(code >> 8);
-  } else {
-    row[c] = (uint8_t)code;
-  }
-}
 
 // f(group index, ca, cb) for the runs of columns [c0, c1) of row r that share one scale.
 template <class F>
@@ -65,7 +43,7 @@ bool quantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
   const float* x = j.x + base;
-  uint8_t* row = row_ptr(q, r);
+  uint8_t* row = qt_row(q, r);
   bool finite = true;
   QGroup g{};
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
@@ -77,32 +55,32 @@ bool quantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
     g = qt_group(q, gi);
     for (uint64_t c = ca; c < cb; ++c) {
       uint32_t w = j.stochastic ? random_word(j.sr_key, base + c) : 0;
-      store_code(q.format, row, c, q_encode(q.format, x[c], g, j.stochastic, w));
+      q_store_code(q.format, row, c, q_encode(q.format, x[c], g, j.stochastic, w));
     }
   });
-  if (qformat_is_4bit(q.format) && (q.cols & 1) && c1 == q.cols && c1 > c0) store_code(q.format, row, q.cols, q_zero_code(q.format, g));
+  if (qformat_is_4bit(q.format) && (q.cols & 1) && c1 == q.cols && c1 > c0) q_store_code(q.format, row, q.cols, q_zero_code(q.format, g));
   return finite;
 }
 
 void dequantize_seg_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const QTensorView& q = j.q;
-  const uint8_t* row = row_ptr(q, r);
+  const uint8_t* row = qt_row(q, r);
   float* y = j.y + r * q.cols;
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     QGroup g = qt_group(q, gi);
-    for (uint64_t c = ca; c < cb; ++c) y[c] = q_decode(q.format, load_code(q.format, row, c), g);
+    for (uint64_t c = ca; c < cb; ++c) y[c] = q_decode(q.format, q_load_code(q.format, row, c), g);
   });
 }
 
 void update_elems_ref(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, const float* z, const uint32_t* words) {
   const QTensorView& q = j.q;
-  uint8_t* row = row_ptr(q, r);
+  uint8_t* row = qt_row(q, r);
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     QGroup g = qt_group(q, gi);
     float factor = q_update_factor(q.format, j.alpha, g);
     for (uint64_t c = ca; c < cb; ++c) {
       float d = zt_mul(z[c - c0], factor);
-      store_code(q.format, row, c, q_update(q.format, load_code(q.format, row, c), g, d, words[c - c0]));
+      q_store_code(q.format, row, c, q_update(q.format, q_load_code(q.format, row, c), g, d, words[c - c0]));
     }
   });
 }
@@ -201,7 +179,7 @@ void check_scales(const QTensorView& q) {
     if (all_ok) return;
     for (size_t k = b; k < e; ++k) {
       float s = q.scales[k];
-      bool ok = s == 0.0f || (s >= kMinScale && s <= 3.4028234663852886e38f);
+      bool ok = scale_valid(s);
       if (q.zeros && q.zeros[k] > 15) ok = false;
       if (!ok) {
         uint64_t cur = bad.load();

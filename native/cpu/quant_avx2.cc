@@ -388,7 +388,6 @@ static inline __m256i update8(__m256i code, __m256 d, const Group8& g, const Nf4
 
 // --- row kernels -------------------------------------------------------------------------------
 
-static inline uint8_t* row_of(const QTensorView& q, uint64_t r) { return q.data + r * qformat_row_bytes(q.format, q.cols); }
 
 // f(group index, ca, cb) for the runs of columns [c0, c1) of row r that share one scale (no
 // division per block: group boundaries are multiples of 32, so 32-column blocks never straddle).
@@ -539,7 +538,7 @@ static inline void quantize_run(const QuantJob& j, uint64_t r, const Group8& g, 
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
   const float* x = j.x + base;
-  uint8_t* row = row_of(q, r);
+  uint8_t* row = qt_row(q, r);
   uint64_t c = ca;
   for (; c + 32 <= cb; c += 32) {
     if (ahead) {
@@ -589,7 +588,7 @@ bool quantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
 template <int F>
 void dequantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const QTensorView& q = j.q;
-  const uint8_t* row = row_of(q, r);
+  const uint8_t* row = qt_row(q, r);
   float* y = j.y + r * q.cols;
   const Nf4Lut t = nf4_lut();
   // Outputs larger than the caches: non-temporal stores skip the read-for-ownership of each line
@@ -615,7 +614,7 @@ template <int F, class Fill>
 void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, Fill fill) {
   const QTensorView& q = j.q;
   const uint64_t base = r * q.cols;
-  uint8_t* row = row_of(q, r);
+  uint8_t* row = qt_row(q, r);
   const Nf4Lut t = nf4_lut();
   WordCursor wc(WordFill{j.sr_key});
   Cursor<Fill> dc(fill);

@@ -1,0 +1,136 @@
+// Tensor-core GEMMs (cuda/kernels/gemm_tc.h), host memory in and out:
+//   gemmW8A8(x, xByteOffset, M, w: int8 QTensorDesc, y, yByteOffset, bias | null, biasByteOffset) -> { kernelMs }
+//   gemmFp8(same, w: fp8 e4m3 / e5m2 QTensorDesc with one scale per tensor or per row)
+//   gemmBf16(same, w: bf16 QTensorDesc)
+//   gemmF32(x, xByteOffset, M, w: f32 [N, K], wByteOffset, N, K, y, yByteOffset, bias | null, biasByteOffset)
+//   y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias); x, y, bias f32. Each op also as ...Reference (the plain
+//   one-thread-per-output GPU kernel) and ...Emulated (the fast kernel's per-thread code on the
+//   host, no GPU needed; returns undefined).
+//   gemmTcBench(kind: 'w8a8' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M, N, K, iters) -> { bestMs, medianMs }:
+//   the fast GEMM kernel on device-resident random operands (activations already quantized).
+#include <string>
+
+#include "../../native/addon/napi_util.h"
+#include "../kernels/gemm_tc.h"
+#include "bindings.h"
+
+namespace zt {
+namespace cuda {
+namespace {
+
+uint64_t mul_checked(Args& a, uint64_t x, uint64_t y, const char* what) {
+  if (x != 0 && y > UINT64_MAX / x) throw coded_error(a.env(), Code::OutOfRange, std::string("gemmTc: ") + what + " is too large");
+  return x * y;
+}
+
+bool overlaps(const void* p, uint64_t pb, const void* q, uint64_t qb) {
+  if (!p || !q || !pb || !qb) return false;
+  const auto x = (uintptr_t)p, y = (uintptr_t)q;
+  return x < y + qb && y < x + pb;
+}
+
+const char* op_name(TcKind k) {
+  switch (k) {
+    case TcKind::W8A8: return "gemmW8A8";
+    case TcKind::Fp8: return "gemmFp8";
+    case TcKind::Bf16: return "gemmBf16";
+    default: return "gemmF32";
+  }
+}
+
+TcGemm gemm_args(Args& a, TcKind kind) {
+  const std::string name = op_name(kind);
+  TcGemm g{};
+  g.kind = kind;
+  const uint64_t xoff = a.index(1, "xByteOffset");
+  g.M = a.index(2, "M");
+  size_t i;
+  if (kind == TcKind::F32) {
+    const uint64_t woff = a.index(4, "wByteOffset");
+    g.N = a.index(5, "N"), g.K = a.index(6, "K");
+    g.w32 = a.elems<float>(3, "w", woff, mul_checked(a, g.N, g.K, "N * K"));
+    i = 7;
+  } else {
+    g.w = a.qtensor(3, "w");
+    const QFormat f = g.w.format;
+    if (kind == TcKind::W8A8 && f != QFormat::Int8)
+      throw coded_error(a.env(), Code::DType, name + ": w must be an int8 quantized tensor");
+    if (kind == TcKind::Fp8 && f != QFormat::Fp8E4M3 && f != QFormat::Fp8E5M2)
+      throw coded_error(a.env(), Code::DType, name + ": w must be an fp8 e4m3 or e5m2 quantized tensor");
+    if (kind == TcKind::Fp8 && g.w.group != 0 && g.w.group != g.w.cols)
+      throw coded_error(a.env(), Code::Unsupported, name + ": fp8 weights need one scale per tensor or per row (group 0 or cols)");
+    if (kind == TcKind::Bf16 && f != QFormat::Bf16)
+      throw coded_error(a.env(), Code::DType, name + ": w must be a bf16 quantized tensor");
+    g.N = g.w.rows, g.K = g.w.cols;
+    i = 4;
+  }
+  g.x = a.elems<float>(0, "x", xoff, mul_checked(a, g.M, g.K, "M * K"));
+  const uint64_t MN = mul_checked(a, g.M, g.N, "M * N");
+  g.y = a.elems<float>(i, "y", a.index(i + 1, "yByteOffset"), MN);
+  g.bias = a.has(i + 2) ? a.elems<float>(i + 2, "bias", a.index(i + 3, "biasByteOffset"), g.N) : nullptr;
+  const uint64_t wbytes = kind == TcKind::F32 ? g.N * g.K * 4 : g.w.rows * qformat_row_bytes(g.w.format, g.w.cols);
+  const void* wdata = kind == TcKind::F32 ? (const void*)g.w32 : (const void*)g.w.data;
+  const uint64_t sbytes = kind == TcKind::F32 || !g.w.scales ? 0 : qt_scale_count(g.w) * 4;
+  if (overlaps(g.y, MN * 4, g.x, g.M * g.K * 4) || overlaps(g.y, MN * 4, wdata, wbytes) ||
+      overlaps(g.y, MN * 4, g.w.scales, sbytes) || overlaps(g.y, MN * 4, g.bias, g.bias ? g.N * 4 : 0))
+    throw coded_error(a.env(), Code::InvalidArgument, name + ": y overlaps an input");
+  return g;
+}
+
+template <TcKind kKind, TcImpl kImpl>
+Job parse_gemm(Args& a) {
+  const TcGemm g = gemm_args(a, kKind);
+  if (kImpl == TcImpl::Emulated) return {[=] { gemm_tc(g, kImpl); }, nullptr};
+  auto ms = std::make_shared<float>(0.0f);
+  return {[=] { *ms = gemm_tc(g, kImpl); },
+          [ms](Napi::Env env) {
+            Napi::Object r = Napi::Object::New(env);
+            r.Set("kernelMs", *ms);
+            return r;
+          }};
+}
+
+Job parse_bench(Args& a) {
+  const std::string kind = a.str(0, "kind");
+  TcKind k;
+  QFormat f = QFormat::Fp8E4M3;
+  if (kind == "w8a8") k = TcKind::W8A8;
+  else if (kind == "e4m3") k = TcKind::Fp8;
+  else if (kind == "e5m2") k = TcKind::Fp8, f = QFormat::Fp8E5M2;
+  else if (kind == "bf16") k = TcKind::Bf16;
+  else if (kind == "f32") k = TcKind::F32;
+  else throw coded_error(a.env(), Code::InvalidArgument, "gemmTcBench: kind must be 'w8a8', 'e4m3', 'e5m2', 'bf16' or 'f32'");
+  const uint64_t M = a.index(1, "M"), N = a.index(2, "N"), K = a.index(3, "K"), iters = a.index(4, "iters");
+  if (!M || !N || !K || M > (1u << 20) || N > (1u << 20) || K > (1u << 20))
+    throw coded_error(a.env(), Code::OutOfRange, "gemmTcBench: M, N and K must be in [1, 2^20]");
+  if (!iters || iters > 100000) throw coded_error(a.env(), Code::OutOfRange, "gemmTcBench: iters must be in [1, 100000]");
+  auto r = std::make_shared<TcBench>();
+  return {[=] { *r = gemm_tc_bench(k, f, M, N, K, (int)iters); },
+          [r](Napi::Env env) {
+            Napi::Object o = Napi::Object::New(env);
+            o.Set("bestMs", r->best_ms);
+            o.Set("medianMs", r->median_ms);
+            return o;
+          }};
+}
+
+template <TcKind kKind>
+void export_kind(Napi::Env env, Napi::Object exports) {
+  const std::string name = op_name(kKind);
+  export_op(env, exports, name.c_str(), parse_gemm<kKind, TcImpl::Fast>);
+  export_op(env, exports, (name + "Reference").c_str(), parse_gemm<kKind, TcImpl::Reference>);
+  export_op(env, exports, (name + "Emulated").c_str(), parse_gemm<kKind, TcImpl::Emulated>);
+}
+
+}  // namespace
+
+void register_gemm_tc(Napi::Env env, Napi::Object exports) {
+  export_kind<TcKind::W8A8>(env, exports);
+  export_kind<TcKind::Fp8>(env, exports);
+  export_kind<TcKind::Bf16>(env, exports);
+  export_kind<TcKind::F32>(env, exports);
+  export_op(env, exports, "gemmTcBench", parse_bench);
+}
+
+}  // namespace cuda
+}  // namespace zt

@@ -1,0 +1,752 @@
+// Tensor-core GEMMs (gemm_tc.h). Compiled for sm_80..90 with nvcc 13; written without a GPU at
+// hand: the Emulated paths below run here, the device paths need scripts/gpu-check.js on a GPU.
+#include <cuda_runtime.h>
+#include <string.h>
+
+#include <algorithm>
+#include <string>
+#include <type_traits>
+#include <vector>
+
+#include "../../native/common/act_quant.h"
+#include "../../native/common/quant_elem.h"
+#include "../../native/common/status.h"
+#include "../../native/cpu/gemm_int8.h"  // acc_group, w_scale, Epilogue, epilogue: the CPU's W8A8 numerics
+#include "device.h"
+#include "gemm_tc.h"
+#include "pool.h"
+
+namespace zt {
+namespace cuda {
+namespace {
+
+#define HD __host__ __device__ __forceinline__  // static member functions (ZT_HD carries `static`)
+
+// ---- tile geometry of the tensor-core kernel --------------------------------------------------
+// Operands are byte matrices A [M, lda] (activation codes) and B [N, lda] (weight codes): K runs
+// along the row, 1 byte per int8 / fp8 element and 2 per bf16, zero padded to lda = round_up(K
+// bytes, 16). A block computes a 128 x 128 tile of y; its 8 warps form a 2 x 4 grid of 64 x 32
+// warp tiles, each 4 x 4 mma tiles of 16 x 8. K advances kBK = 64 bytes per pipeline stage
+// (kStages deep, cp.async), 32 bytes per mma: m16n8k32 for 8-bit types, m16n8k16 for bf16, whose
+// register fragments have the same byte layout.
+constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 4, kThreads = 256;
+constexpr int kWarpsN = 4, kMT = 4, kNT = 4;
+constexpr int kStageBytes = (kBM + kBN) * kBK;
+constexpr int kSmemBytes = kStages * kStageBytes;  // 64 KiB: above the 48 KiB default, opted in
+
+// Byte offset of 16-byte chunk c (0..3) of row r in a stage tile. The chunk is XOR-swizzled with
+// (r >> 1) & 3, so the 8 rows one ldmatrix phase reads (and the chunks 8 threads of a cp.async
+// phase write) sit in 8 different 16-byte bank groups.
+ZT_HD int smem_offset(int r, int c) { return r * kBK + ((c ^ ((r >> 1) & 3)) << 4); }
+
+// Copy j (0..3) of thread t for k-tile kt: j < 2 copies A chunk t + 256 j of the 128 x 4 chunk
+// tile, j >= 2 the same chunk of B. Returns the source (null: outside the matrix, zero filled) and
+// the destination offset in the stage.
+ZT_HD const uint8_t* stage_copy(const uint8_t* a, const uint8_t* b, uint64_t M, uint64_t N, uint64_t lda, uint64_t m0,
+                                uint64_t n0, int kt, int t, int j, int* dst) {
+  const int idx = t + (j & 1) * kThreads, r = idx >> 2, c = idx & 3;
+  const bool is_b = j >= 2;
+  const uint64_t row = (is_b ? n0 : m0) + r, rows = is_b ? N : M, kb = (uint64_t)kt * kBK + c * 16;
+  *dst = (is_b ? kBM * kBK : 0) + smem_offset(r, c);
+  if (row >= rows || kb >= lda) return nullptr;
+  return (is_b ? b : a) + row * lda + kb;
+}
+
+// ldmatrix.x4 row addresses (lane l addresses row l % 8 of matrix l / 8).
+// A, m16 tile mt of warp row wm, k-step s: matrices (rows 0-7, bytes 0-15), (rows 8-15, bytes
+// 0-15), (rows 0-7, bytes 16-31), (rows 8-15, bytes 16-31) = registers a0..a3 of the mma.
+ZT_HD int ldsm_a_offset(int lane, int wm, int mt, int s) { return smem_offset(wm * 64 + mt * 16 + (lane & 15), s * 2 + (lane >> 4)); }
+// B, n8 tiles 2p and 2p + 1 of warp column wn: matrices (n 0-7, bytes 0-15), (n 0-7, bytes 16-31),
+// (n 8-15, bytes 0-15), (n 8-15, bytes 16-31) = b0, b1 of tile 2p, then b0, b1 of tile 2p + 1.
+ZT_HD int ldsm_b_offset(int lane, int wn, int p, int s) {
+  const int j = lane >> 3;
+  return kBM * kBK + smem_offset(wn * 32 + p * 16 + ((j >> 1) << 3) + (lane & 7), s * 2 + (j & 1));
+}
+// Accumulator register r of lane l in an m16n8 tile: row l / 4 (+ 8 for r >= 2), column 2 (l % 4) + r % 2.
+ZT_HD int acc_row(int lane, int r) { return (lane >> 2) + ((r >> 1) << 3); }
+ZT_HD int acc_col(int lane, int r) { return ((lane & 3) << 1) + (r & 1); }
+
+struct TcParams {
+  const uint8_t* a;  // [M, lda] activation codes
+  const uint8_t* b;  // [N, lda] weight codes
+  uint64_t M, N, lda;
+  uint64_t kbytes;   // K * element bytes; lda - kbytes bytes of zeros follow
+  float* y;          // [M, N]
+  const float* bias;
+  // W8A8: the weights' scales as the CPU reads them (w.scales, group layout), the CPU epilogue
+  // (ep.sx = activation scales) and the accumulation group in elements.
+  QTensorView w;
+  Epilogue ep;
+  uint64_t ga;
+  // FP8: one weight scale per row (sw_per_row) or one for the tensor; activation scales in ep.sx.
+  const float* sw;
+  bool sw_per_row;
+};
+
+// ---- per-kind operations ------------------------------------------------------------------------
+
+struct OpS8 {
+  using Acc = int32_t;
+  static constexpr int kElem = 1;
+  static constexpr bool kGroups = true;  // int32 partial sums per accumulation group
+  static __device__ __forceinline__ void mma(int32_t* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static HD int value(const uint8_t* row, uint64_t k) { return (int8_t)row[k]; }
+  static HD float out(const TcParams& p, float facc, uint64_t m, uint64_t n) { return epilogue(p.ep, facc, m, n); }
+};
+
+template <bool kIsE5M2>
+struct OpFp8 {
+  using Acc = float;
+  static constexpr int kElem = 1;
+  static constexpr bool kGroups = false;
+  static __device__ __forceinline__ void mma(float* c, const uint32_t* a, const uint32_t* b) {
+#if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+    if (kIsE5M2)
+      asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e5m2.e5m2.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                   : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+    else
+      asm volatile("mma.sync.aligned.m16n8k32.row.col.f32.e4m3.e4m3.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                   : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                   : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+#else
+    __trap();  // no fp8 MMA before sm_89: gemm_tc refuses the launch on such GPUs
+#endif
+  }
+  static HD float value(const uint8_t* row, uint64_t k) { return minifloat_decode(row[k], kIsE5M2 ? kE5M2 : kE4M3); }
+  static HD float out(const TcParams& p, float acc, uint64_t m, uint64_t n) {
+    float y = zt_mul(zt_mul(acc, p.ep.sx[m]), p.sw[p.sw_per_row ? n : 0]);
+    return p.bias ? zt_add(y, p.bias[n]) : y;
+  }
+};
+
+struct OpBf16 {
+  using Acc = float;
+  static constexpr int kElem = 2;
+  static constexpr bool kGroups = false;
+  static __device__ __forceinline__ void mma(float* c, const uint32_t* a, const uint32_t* b) {
+    asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
+                 : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+                 : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
+  }
+  static HD float value(const uint8_t* row, uint64_t k) { return bf16_to_f32((uint16_t)(row[2 * k] | (row[2 * k + 1] << 8))); }
+  static HD float out(const TcParams& p, float acc, uint64_t, uint64_t n) { return p.bias ? zt_add(acc, p.bias[n]) : acc; }
+};
+
+// Plain f32 operands (the SIMT fallback's reference): A [M, K], B [N, K] floats, lda = K * 4.
+struct OpF32 {
+  static constexpr int kElem = 4;
+  static HD float value(const uint8_t* row, uint64_t k) { return reinterpret_cast<const float*>(row)[k]; }
+  static HD float out(const TcParams& p, float acc, uint64_t, uint64_t n) { return p.bias ? zt_add(acc, p.bias[n]) : acc; }
+};
+
+// ---- per-thread code shared by the kernels and their host emulation -----------------------------
+
+// W8A8 end of accumulation group `group`: facc = fma(s_w(n, group), float(S), facc), S = 0
+// (native/cpu/gemm_int8.h step 2) for the lane's outputs of a warp tile starting at column n0w.
+ZT_HD void flush_group(const TcParams& p, int lane, uint64_t n0w, uint64_t group, int32_t (*acc)[kNT][4], float (*facc)[kNT][4]) {
+#pragma unroll
+  for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+    for (int r = 0; r < 4; ++r) {
+      const uint64_t n = n0w + nt * 8 + acc_col(lane, r);
+      const float s = n < p.N ? w_scale(p.w, n, group) : 0.0f;
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) {
+        facc[mt][nt][r] = zt_fma(s, (float)acc[mt][nt][r], facc[mt][nt][r]);
+        acc[mt][nt][r] = 0;
+      }
+    }
+}
+
+// The lane's outputs of a warp tile at (m0w, n0w) through the kind's epilogue.
+template <class Op>
+ZT_HD void store_warp_tile(const TcParams& p, int lane, uint64_t m0w, uint64_t n0w, const typename Op::Acc (*acc)[kNT][4],
+                           const float (*facc)[kNT][4]) {
+#pragma unroll
+  for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+    for (int nt = 0; nt < kNT; ++nt)
+#pragma unroll
+      for (int r = 0; r < 4; ++r) {
+        const uint64_t m = m0w + mt * 16 + acc_row(lane, r), n = n0w + nt * 8 + acc_col(lane, r);
+        if (m >= p.M || n >= p.N) continue;
+        if constexpr (Op::kGroups)
+          p.y[m * p.N + n] = Op::out(p, facc[mt][nt][r], m, n);
+        else
+          p.y[m * p.N + n] = Op::out(p, (float)acc[mt][nt][r], m, n);
+      }
+}
+
+// Accumulation-group bookkeeping of W8A8 (uniform over the block): the group ends at byte
+// `flush_at`; K-steps never straddle a group since groups are multiples of 32.
+struct GroupCursor {
+  uint64_t flush_at, group;
+};
+ZT_HD GroupCursor group_start(const TcParams& p) { return {p.ga < p.kbytes ? p.ga : p.kbytes, 0}; }
+ZT_HD bool group_ends(const GroupCursor& g, uint64_t kb) { return kb + 32 >= g.flush_at; }
+ZT_HD void group_next(const TcParams& p, GroupCursor* g) {
+  g->group += 1;
+  g->flush_at = g->flush_at + p.ga < p.kbytes ? g->flush_at + p.ga : p.kbytes;
+}
+
+// Reference: one output, plain loops over the same operands. W8A8 in the CPU's exact order.
+template <class Op>
+ZT_HD float reference_output(const TcParams& p, uint64_t m, uint64_t n) {
+  const uint8_t *ra = p.a + m * p.lda, *rb = p.b + n * p.lda;
+  const uint64_t K = p.kbytes / Op::kElem;
+  if constexpr (std::is_same<Op, OpS8>::value) {
+    float facc = 0.0f;
+    for (uint64_t j = 0, k0 = 0; k0 < K; ++j, k0 += p.ga) {
+      int32_t s = 0;
+      for (uint64_t k = k0; k < K && k < k0 + p.ga; ++k) s += Op::value(ra, k) * Op::value(rb, k);
+      facc = zt_fma(w_scale(p.w, n, j), (float)s, facc);
+    }
+    return Op::out(p, facc, m, n);
+  } else {
+    float acc = 0.0f;
+    for (uint64_t k = 0; k < K; ++k) acc = zt_fma(Op::value(ra, k), Op::value(rb, k), acc);
+    return Op::out(p, acc, m, n);
+  }
+}
+
+// Activation rows: one block of kThreads per row, thread t taking elements t, t + kThreads, ...
+// W8A8 and FP8 first need the row's absmax, reduced as a bit pattern (an integer max: exact in any
+// order, and >= 0x7f800000 flags Inf / NaN).
+ZT_HD uint32_t amax_bits_part(const float* x, uint64_t K, int t) {
+  uint32_t m = 0;
+  for (uint64_t k = t; k < K; k += kThreads) {
+    const uint32_t b = f32_to_bits(x[k]) & 0x7fffffffu;
+    m = b > m ? b : m;
+  }
+  return m;
+}
+// Scale of a row (W8A8: act_quant.h; FP8: the CPU quantizer's per-row fp8 group) and its QGroup.
+ZT_HD QGroup row_group(TcKind kind, QFormat f, uint32_t amax_bits) {
+  QGroup g{1.0f, 1.0f, 0, 0};
+  if (kind == TcKind::W8A8) {
+    g.scale = act_int8_scale(bits_to_f32(amax_bits), &g.inv);
+  } else if (kind == TcKind::Fp8) {
+    q_group_from_stats(f, QStats{amax_bits, 0.0f, 0.0f}, false, false, &g.scale, nullptr);
+    g.inv = inv_scale_for(g.scale);
+  }
+  return g;
+}
+// Thread t's codes of one row (and its share of the zero padding up to lda bytes).
+ZT_HD void quantize_row_part(TcKind kind, QFormat f, const float* x, uint64_t K, uint64_t lda, QGroup g, int t, uint8_t* out) {
+  for (uint64_t k = t; k < K; k += kThreads) {
+    if (kind == TcKind::W8A8) {
+      out[k] = (uint8_t)act_int8_code(x[k], g.inv);
+    } else if (kind == TcKind::Fp8) {
+      out[k] = (uint8_t)q_encode(f, x[k], g, false, 0);
+    } else {
+      const uint16_t h = bf16_rtne(x[k]);
+      out[2 * k] = (uint8_t)h, out[2 * k + 1] = (uint8_t)(h >> 8);
+    }
+  }
+  const uint64_t kbytes = kind == TcKind::Bf16 ? 2 * K : K;
+  for (uint64_t i = kbytes + t; i < lda; i += kThreads) out[i] = 0;
+}
+ZT_HD bool kind_has_act_scale(TcKind kind) { return kind == TcKind::W8A8 || kind == TcKind::Fp8; }
+
+// F32 SIMT fallback: 64 x 64 output tiles, 256 threads of 4 x 4 outputs (rows ty + 16 i, columns
+// tx + 16 j), K in slices of 16 staged transposed in shared memory.
+constexpr int kFT = 64, kFK = 16;
+ZT_HD void f32_load(const TcParams& p, uint64_t m0, uint64_t n0, uint64_t k0, int t, float* As, float* Bs) {
+  const uint64_t K = p.kbytes / 4;
+  const float *a = reinterpret_cast<const float*>(p.a), *b = reinterpret_cast<const float*>(p.b);
+  for (int i = 0; i < 4; ++i) {
+    const int e = t * 4 + i, r = e / kFK, c = e % kFK;
+    const uint64_t m = m0 + r, n = n0 + r, k = k0 + c;
+    As[c * kFT + r] = m < p.M && k < K ? a[m * K + k] : 0.0f;
+    Bs[c * kFT + r] = n < p.N && k < K ? b[n * K + k] : 0.0f;
+  }
+}
+// kc = the slice's valid k (no fma with padding: fma(0, 0, -0) would turn -0 into +0).
+ZT_HD void f32_compute(const float* As, const float* Bs, int t, int kc, float (*acc)[4]) {
+  const int tx = t % 16, ty = t / 16;
+  for (int k = 0; k < kc; ++k)
+    for (int i = 0; i < 4; ++i)
+      for (int j = 0; j < 4; ++j) acc[i][j] = zt_fma(As[k * kFT + ty + 16 * i], Bs[k * kFT + tx + 16 * j], acc[i][j]);
+}
+ZT_HD void f32_store(const TcParams& p, uint64_t m0, uint64_t n0, int t, const float (*acc)[4]) {
+  const int tx = t % 16, ty = t / 16;
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const uint64_t m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+      if (m < p.M && n < p.N) p.y[m * p.N + n] = OpF32::out(p, acc[i][j], m, n);
+    }
+}
+
+// ---- device kernels -------------------------------------------------------------------------------
+
+__device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
+
+__device__ __forceinline__ void ldsm_x4(uint32_t* r, uint32_t addr) {
+  asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0,%1,%2,%3}, [%4];\n"
+               : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+               : "r"(addr));
+}
+
+// 16 bytes global -> shared, asynchronous; src null: zero fill (src-size 0, the base stays a valid address).
+__device__ __forceinline__ void cp_async16(uint32_t dst, const uint8_t* src, const uint8_t* base) {
+  asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src ? src : base), "r"(src ? 16 : 0));
+}
+__device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+template <int n>
+__device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(n)); }
+
+__device__ __forceinline__ void load_stage(const TcParams& p, uint8_t* st, uint64_t m0, uint64_t n0, int kt) {
+  const uint32_t base = smem_u32(st);
+  for (int j = 0; j < 4; ++j) {
+    int dst;
+    const uint8_t* src = stage_copy(p.a, p.b, p.M, p.N, p.lda, m0, n0, kt, threadIdx.x, j, &dst);
+    cp_async16(base + dst, src, p.b);
+  }
+}
+
+template <class Op>
+__global__ void __launch_bounds__(kThreads) tc_gemm_kernel(TcParams p) {
+  extern __shared__ __align__(128) uint8_t smem[];
+  using Acc = typename Op::Acc;
+  const int t = threadIdx.x, lane = t & 31, warp = t >> 5, wm = warp / kWarpsN, wn = warp % kWarpsN;
+  const uint64_t m0 = (uint64_t)blockIdx.y * kBM, n0 = (uint64_t)blockIdx.x * kBN;
+  const uint64_t m0w = m0 + wm * 64, n0w = n0 + wn * 32;
+  const int KT = (int)((p.kbytes + kBK - 1) / kBK);
+  Acc acc[kMT][kNT][4] = {};
+  float facc[kMT][kNT][4] = {};
+  GroupCursor gc = group_start(p);
+
+  for (int s = 0; s < kStages - 1; ++s) {
+    if (s < KT) load_stage(p, smem + s * kStageBytes, m0, n0, s);
+    cp_async_commit();
+  }
+  for (int kt = 0; kt < KT; ++kt) {
+    cp_async_wait<kStages - 2>();  // tile kt has landed (for this thread) ...
+    __syncthreads();               // ... for every thread, and tile kt - 1's slot is free to refill
+    const int nk = kt + kStages - 1;
+    if (nk < KT) load_stage(p, smem + (nk % kStages) * kStageBytes, m0, n0, nk);
+    cp_async_commit();
+    const uint32_t st = smem_u32(smem + (kt % kStages) * kStageBytes);
+#pragma unroll
+    for (int s = 0; s < kBK / 32; ++s) {
+      const uint64_t kb = (uint64_t)kt * kBK + s * 32;
+      if (kb >= p.kbytes) break;
+      uint32_t a[kMT][4], b[kNT][2];
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt) ldsm_x4(a[mt], st + ldsm_a_offset(lane, wm, mt, s));
+#pragma unroll
+      for (int q = 0; q < kNT / 2; ++q) {
+        uint32_t r[4];
+        ldsm_x4(r, st + ldsm_b_offset(lane, wn, q, s));
+        b[2 * q][0] = r[0], b[2 * q][1] = r[1], b[2 * q + 1][0] = r[2], b[2 * q + 1][1] = r[3];
+      }
+#pragma unroll
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int nt = 0; nt < kNT; ++nt) Op::mma(acc[mt][nt], a[mt], b[nt]);
+      if constexpr (Op::kGroups) {
+        if (group_ends(gc, kb)) {
+          flush_group(p, lane, n0w, gc.group, acc, facc);
+          group_next(p, &gc);
+        }
+      }
+    }
+  }
+  store_warp_tile<Op>(p, lane, m0w, n0w, acc, facc);
+}
+
+template <class Op>
+__global__ void reference_kernel(TcParams p) {
+  const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= p.M * p.N) return;
+  p.y[i] = reference_output<Op>(p, i / p.N, i % p.N);
+}
+
+__global__ void __launch_bounds__(kThreads) f32_gemm_kernel(TcParams p) {
+  __shared__ float As[kFK * kFT], Bs[kFK * kFT];
+  const uint64_t m0 = (uint64_t)blockIdx.y * kFT, n0 = (uint64_t)blockIdx.x * kFT, K = p.kbytes / 4;
+  float acc[4][4] = {};
+  for (uint64_t k0 = 0; k0 < K; k0 += kFK) {
+    f32_load(p, m0, n0, k0, threadIdx.x, As, Bs);
+    __syncthreads();
+    f32_compute(As, Bs, threadIdx.x, (int)(K - k0 < kFK ? K - k0 : kFK), acc);
+    __syncthreads();
+  }
+  f32_store(p, m0, n0, threadIdx.x, acc);
+}
+
+__global__ void __launch_bounds__(kThreads) quantize_kernel(TcKind kind, QFormat f, const float* x, uint64_t K, uint64_t lda,
+                                                            uint8_t* a, float* sx, int* nonfinite) {
+  __shared__ uint32_t part[kThreads / 32];
+  const uint64_t m = blockIdx.x;
+  const float* row = x + m * K;
+  uint32_t amax = 0;
+  if (kind_has_act_scale(kind)) {
+    amax = amax_bits_part(row, K, threadIdx.x);
+    for (int o = 16; o > 0; o >>= 1) amax = max(amax, __shfl_xor_sync(0xffffffffu, amax, o));
+    if ((threadIdx.x & 31) == 0) part[threadIdx.x >> 5] = amax;
+    __syncthreads();
+    for (int w = 0; w < kThreads / 32; ++w) amax = max(amax, part[w]);
+    if (amax >= 0x7f800000u) {
+      if (threadIdx.x == 0) atomicExch(nonfinite, 1);
+      return;
+    }
+  }
+  const QGroup g = row_group(kind, f, amax);
+  if (threadIdx.x == 0 && sx) sx[m] = g.scale;
+  quantize_row_part(kind, f, row, K, lda, g, threadIdx.x, a + m * lda);
+}
+
+// Random operands for the benchmark: finite codes of each kind from a hash of the index.
+__global__ void bench_fill_kernel(TcKind kind, QFormat f, uint8_t* p, uint64_t rows, uint64_t lda, uint64_t kbytes, uint32_t salt) {
+  const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (i >= rows * lda) return;
+  uint32_t h = (uint32_t)i * 0x9E3779B1u ^ salt;
+  h ^= h >> 15, h *= 0x2C1B3C6Du, h ^= h >> 12, h *= 0x297A2D39u, h ^= h >> 15;
+  uint8_t v = (uint8_t)h;
+  if (kind == TcKind::W8A8 && v == 0x80) v = 0x81;                               // int8 in [-127, 127]
+  if (kind == TcKind::Fp8) v &= f == QFormat::Fp8E4M3 ? 0xb7 : 0xbb;            // |value| well inside the range
+  if (kind == TcKind::Bf16 && (i & 1)) v = (uint8_t)(0x3c | (v & 0x81));        // high byte: sign, exponent near 1
+  if (kind == TcKind::F32) v = (i & 3) == 3 ? (uint8_t)(0x3e | (v & 0x81)) : v;  // sign, exponent near 1
+  p[i] = i % lda < kbytes ? v : 0;
+}
+
+// ---- host emulation of the tensor-core kernel (ldmatrix / mma.sync written from the PTX ISA) -----
+
+// ldmatrix.x4: register i of lane t holds bytes 4 (t % 4) .. +3 of the row lane 8 i + t / 4 addressed.
+void ldsm_x4_emulated(const uint8_t* st, const int* addr, uint32_t (*out)[4]) {
+  for (int t = 0; t < 32; ++t)
+    for (int i = 0; i < 4; ++i) memcpy(&out[t][i], st + addr[8 * i + t / 4] + 4 * (t % 4), 4);
+}
+
+// One m16n8 MMA over 32 bytes of K (m16n8k32 8-bit, m16n8k16 bf16). Fragments (PTX ISA, "Matrix
+// fragments for mma.m16n8k32" / ".m16n8k16"): lane t, group g = t / 4, thread-in-group q = t % 4:
+// a_r holds A row g + 8 (r % 2), bytes 16 (r / 2) + 4 q .. +3; b_r holds B column g, K bytes
+// 16 r + 4 q .. +3; c_r is D row g + 8 (r / 2), column 2 q + r % 2.
+template <class Op>
+void mma_emulated(typename Op::Acc (*c)[4], const uint32_t (*a)[4], const uint32_t (*b)[2]) {
+  uint8_t A[16][32], B[8][32];
+  for (int t = 0; t < 32; ++t) {
+    for (int r = 0; r < 4; ++r) memcpy(&A[t / 4 + 8 * (r % 2)][16 * (r / 2) + 4 * (t % 4)], &a[t][r], 4);
+    for (int r = 0; r < 2; ++r) memcpy(&B[t / 4][16 * r + 4 * (t % 4)], &b[t][r], 4);
+  }
+  for (int t = 0; t < 32; ++t)
+    for (int r = 0; r < 4; ++r) {
+      const uint8_t *ra = A[t / 4 + 8 * (r / 2)], *rb = B[2 * (t % 4) + r % 2];
+      typename Op::Acc s = c[t][r];
+      for (int k = 0; k < 32 / Op::kElem; ++k) {
+        if constexpr (std::is_same<Op, OpS8>::value)
+          s += Op::value(ra, k) * Op::value(rb, k);
+        else
+          s = zt_fma(Op::value(ra, k), Op::value(rb, k), s);
+      }
+      c[t][r] = s;
+    }
+}
+
+// The whole grid, block by block: each k-tile's cp.async copies land in one stage buffer (the
+// pipeline only changes when they land), then each warp's k-steps and group flushes, then the store.
+template <class Op>
+void tc_gemm_emulated(const TcParams& p) {
+  using Acc = typename Op::Acc;
+  std::vector<uint8_t> st(kStageBytes);
+  const int KT = (int)((p.kbytes + kBK - 1) / kBK), warps = kThreads / 32;
+  std::vector<Acc> acc_v((size_t)kThreads * kMT * kNT * 4);
+  std::vector<float> facc_v(acc_v.size());
+  auto acc = [&](int w, int l) { return reinterpret_cast<Acc(*)[kNT][4]>(&acc_v[((size_t)w * 32 + l) * kMT * kNT * 4]); };
+  auto facc = [&](int w, int l) { return reinterpret_cast<float(*)[kNT][4]>(&facc_v[((size_t)w * 32 + l) * kMT * kNT * 4]); };
+  for (uint64_t m0 = 0; m0 < p.M; m0 += kBM)
+    for (uint64_t n0 = 0; n0 < p.N; n0 += kBN) {
+      std::fill(acc_v.begin(), acc_v.end(), Acc(0));
+      std::fill(facc_v.begin(), facc_v.end(), 0.0f);
+      GroupCursor gc = group_start(p);
+      for (int kt = 0; kt < KT; ++kt) {
+        for (int t = 0; t < kThreads; ++t)
+          for (int j = 0; j < 4; ++j) {
+            int dst;
+            const uint8_t* src = stage_copy(p.a, p.b, p.M, p.N, p.lda, m0, n0, kt, t, j, &dst);
+            if (src)
+              memcpy(&st[dst], src, 16);
+            else
+              memset(&st[dst], 0, 16);
+          }
+        for (int s = 0; s < kBK / 32; ++s) {
+          const uint64_t kb = (uint64_t)kt * kBK + s * 32;
+          if (kb >= p.kbytes) break;
+          for (int w = 0; w < warps; ++w) {
+            const int wm = w / kWarpsN, wn = w % kWarpsN;
+            uint32_t a[kMT][32][4], b[kNT][32][2], r[32][4];
+            int addr[32];
+            for (int mt = 0; mt < kMT; ++mt) {
+              for (int l = 0; l < 32; ++l) addr[l] = ldsm_a_offset(l, wm, mt, s);
+              ldsm_x4_emulated(st.data(), addr, a[mt]);
+            }
+            for (int q = 0; q < kNT / 2; ++q) {
+              for (int l = 0; l < 32; ++l) addr[l] = ldsm_b_offset(l, wn, q, s);
+              ldsm_x4_emulated(st.data(), addr, r);
+              for (int l = 0; l < 32; ++l)
+                b[2 * q][l][0] = r[l][0], b[2 * q][l][1] = r[l][1], b[2 * q + 1][l][0] = r[l][2], b[2 * q + 1][l][1] = r[l][3];
+            }
+            for (int mt = 0; mt < kMT; ++mt)
+              for (int nt = 0; nt < kNT; ++nt) {
+                Acc c[32][4];
+                for (int l = 0; l < 32; ++l) memcpy(c[l], acc(w, l)[mt][nt], sizeof c[l]);
+                mma_emulated<Op>(c, a[mt], b[nt]);
+                for (int l = 0; l < 32; ++l) memcpy(acc(w, l)[mt][nt], c[l], sizeof c[l]);
+              }
+          }
+          if constexpr (Op::kGroups) {
+            if (group_ends(gc, kb)) {
+              for (int w = 0; w < warps; ++w)
+                for (int l = 0; l < 32; ++l) flush_group(p, l, n0 + (w % kWarpsN) * 32, gc.group, acc(w, l), facc(w, l));
+              group_next(p, &gc);
+            }
+          }
+        }
+      }
+      for (int w = 0; w < warps; ++w)
+        for (int l = 0; l < 32; ++l)
+          store_warp_tile<Op>(p, l, m0 + (w / kWarpsN) * 64, n0 + (w % kWarpsN) * 32, acc(w, l), facc(w, l));
+    }
+}
+
+void f32_gemm_emulated(const TcParams& p) {
+  std::vector<float> As(kFK * kFT), Bs(kFK * kFT), acc((size_t)kThreads * 16);
+  const uint64_t K = p.kbytes / 4;
+  for (uint64_t m0 = 0; m0 < p.M; m0 += kFT)
+    for (uint64_t n0 = 0; n0 < p.N; n0 += kFT) {
+      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (uint64_t k0 = 0; k0 < K; k0 += kFK) {
+        for (int t = 0; t < kThreads; ++t) f32_load(p, m0, n0, k0, t, As.data(), Bs.data());
+        for (int t = 0; t < kThreads; ++t)
+          f32_compute(As.data(), Bs.data(), t, (int)(K - k0 < kFK ? K - k0 : kFK), reinterpret_cast<float(*)[4]>(&acc[t * 16]));
+      }
+      for (int t = 0; t < kThreads; ++t) f32_store(p, m0, n0, t, reinterpret_cast<const float(*)[4]>(&acc[t * 16]));
+    }
+}
+
+// ---- host side ------------------------------------------------------------------------------------
+
+uint64_t elem_bytes(TcKind kind) { return kind == TcKind::Bf16 ? 2 : kind == TcKind::F32 ? 4 : 1; }
+
+// Operand layout of one call.
+struct Layout {
+  uint64_t kbytes, lda;
+};
+Layout layout(TcKind kind, uint64_t K) {
+  const uint64_t kb = K * elem_bytes(kind);
+  return {kb, kind == TcKind::F32 ? kb : round_up(kb, 16)};
+}
+
+TcParams params(const TcGemm& g, Layout L, const uint8_t* a, const uint8_t* b, const float* sx, const float* scales, const float* bias, float* y) {
+  TcParams p{};
+  p.a = a, p.b = b, p.M = g.M, p.N = g.N, p.lda = L.lda, p.kbytes = L.kbytes, p.y = y, p.bias = bias;
+  p.w = g.w;
+  p.w.data = nullptr;  // the codes are read from b (padded rows), only scales go through w
+  p.w.scales = const_cast<float*>(scales);
+  p.ep = Epilogue{sx, bias, nullptr, 0, false};
+  p.ga = g.kind == TcKind::W8A8 ? acc_group(g.w) : 0;
+  p.sw = scales;
+  p.sw_per_row = g.w.group != 0;
+  return p;
+}
+
+void run_emulated(const TcGemm& g) {
+  const Layout L = layout(g.kind, g.K);
+  std::vector<uint8_t> a, b;
+  std::vector<float> sx(g.M);
+  if (g.kind == TcKind::F32) {
+    a.assign((const uint8_t*)g.x, (const uint8_t*)(g.x + g.M * g.K));
+    b.assign((const uint8_t*)g.w32, (const uint8_t*)(g.w32 + g.N * g.K));
+  } else {
+    a.resize(g.M * L.lda), b.assign(g.N * L.lda, 0);
+    for (uint64_t m = 0; m < g.M; ++m) {  // quantize_kernel: thread parts, then the max over them
+      const float* row = g.x + m * g.K;
+      uint32_t amax = 0;
+      if (kind_has_act_scale(g.kind))
+        for (int t = 0; t < kThreads; ++t) amax = std::max(amax, amax_bits_part(row, g.K, t));
+      if (amax >= 0x7f800000u) fail(Code::NonFinite, "gemmTc: the activations hold a non-finite value");
+      const QGroup grp = row_group(g.kind, g.w.format, amax);
+      sx[m] = grp.scale;
+      for (int t = 0; t < kThreads; ++t) quantize_row_part(g.kind, g.w.format, row, g.K, L.lda, grp, t, &a[m * L.lda]);
+    }
+    for (uint64_t n = 0; n < g.N; ++n) memcpy(&b[n * L.lda], g.w.data + n * L.kbytes, L.kbytes);
+  }
+  const TcParams p = params(g, L, a.data(), b.data(), sx.data(), g.w.scales, g.bias, g.y);
+  switch (g.kind) {
+    case TcKind::W8A8: tc_gemm_emulated<OpS8>(p); break;
+    case TcKind::Fp8:
+      if (g.w.format == QFormat::Fp8E5M2)
+        tc_gemm_emulated<OpFp8<true>>(p);
+      else
+        tc_gemm_emulated<OpFp8<false>>(p);
+      break;
+    case TcKind::Bf16: tc_gemm_emulated<OpBf16>(p); break;
+    case TcKind::F32: f32_gemm_emulated(p); break;
+  }
+}
+
+// Everything one call holds besides its device buffers, released on every path (errors included).
+struct Scope {
+  cudaStream_t stream = nullptr;
+  cudaEvent_t start = nullptr, stop = nullptr;
+  Scope() {
+    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+    check(cudaEventCreate(&start), "cudaEventCreate");
+    check(cudaEventCreate(&stop), "cudaEventCreate");
+  }
+  ~Scope() {
+    if (stream) {
+      cudaStreamSynchronize(stream);
+      cudaStreamDestroy(stream);
+    }
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    cudaGetLastError();
+  }
+};
+
+void require_fp8_mma() {
+  int dev = 0, major = 0, minor = 0;
+  check(cudaGetDevice(&dev), "cudaGetDevice");
+  check(cudaDeviceGetAttribute(&major, cudaDevAttrComputeCapabilityMajor, dev), "cudaDeviceGetAttribute");
+  check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute");
+  if (major * 10 + minor < 89)
+    fail(Code::Unsupported, "gemmTc: fp8 tensor cores need sm_89 or newer (this GPU is sm_" + std::to_string(major * 10 + minor) + ")");
+}
+
+template <class Op>
+void launch_tc(const TcParams& p, cudaStream_t s) {
+  check(cudaFuncSetAttribute(tc_gemm_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes), "cudaFuncSetAttribute");
+  const dim3 grid((unsigned)((p.N + kBN - 1) / kBN), (unsigned)((p.M + kBM - 1) / kBM));
+  tc_gemm_kernel<Op><<<grid, kThreads, kSmemBytes, s>>>(p);
+}
+
+template <class Op>
+void launch_reference(const TcParams& p, cudaStream_t s) {
+  reference_kernel<Op><<<(unsigned)((p.M * p.N + 255) / 256), 256, 0, s>>>(p);
+}
+
+void launch_gemm(TcKind kind, QFormat f, TcImpl impl, const TcParams& p, cudaStream_t s) {
+  const bool ref = impl == TcImpl::Reference;
+  switch (kind) {
+    case TcKind::W8A8: ref ? launch_reference<OpS8>(p, s) : launch_tc<OpS8>(p, s); break;
+    case TcKind::Fp8:
+      if (f == QFormat::Fp8E5M2)
+        ref ? launch_reference<OpFp8<true>>(p, s) : launch_tc<OpFp8<true>>(p, s);
+      else
+        ref ? launch_reference<OpFp8<false>>(p, s) : launch_tc<OpFp8<false>>(p, s);
+      break;
+    case TcKind::Bf16: ref ? launch_reference<OpBf16>(p, s) : launch_tc<OpBf16>(p, s); break;
+    case TcKind::F32:
+      if (ref) {
+        launch_reference<OpF32>(p, s);
+      } else {
+        const dim3 grid((unsigned)((p.N + kFT - 1) / kFT), (unsigned)((p.M + kFT - 1) / kFT));
+        f32_gemm_kernel<<<grid, kThreads, 0, s>>>(p);
+      }
+      break;
+  }
+}
+
+void check_grid(const TcGemm& g, TcImpl impl) {
+  const uint64_t rows = impl == TcImpl::Reference ? (g.M * g.N + 255) / 256 : 0;
+  if (g.M > (uint64_t)65535 * kFT || g.N > (uint64_t)0x7fffffff || rows > 0x7fffffffu)
+    fail(Code::OutOfRange, "gemmTc: the output is too large for one launch");
+}
+
+}  // namespace
+
+float gemm_tc(const TcGemm& g, TcImpl impl) {
+  if (g.M == 0 || g.N == 0) return 0.0f;
+  if (impl == TcImpl::Emulated) {
+    run_emulated(g);
+    return 0.0f;
+  }
+  require_device();
+  check_grid(g, impl);
+  if (g.kind == TcKind::Fp8 && impl == TcImpl::Fast) require_fp8_mma();
+  const Layout L = layout(g.kind, g.K);
+  const bool f32 = g.kind == TcKind::F32, scaled = kind_has_act_scale(g.kind);
+  const uint64_t nscales = g.kind == TcKind::Bf16 || f32 ? 0 : qt_scale_count(g.w);
+  DeviceBuffer<float> x(f32 ? 0 : g.M * g.K), y(g.M * g.N), sx(scaled ? g.M : 0), scales(nscales), bias(g.bias ? g.N : 0);
+  DeviceBuffer<uint8_t> a(g.M * L.lda), b(g.N * L.lda);
+  DeviceBuffer<int> nonfinite(1);
+  Scope s;
+  const cudaMemcpyKind h2d = cudaMemcpyHostToDevice;
+  if (f32) {
+    check(cudaMemcpyAsync(a.ptr, g.x, g.M * L.kbytes, h2d, s.stream), "cudaMemcpyAsync");
+    check(cudaMemcpyAsync(b.ptr, g.w32, g.N * L.kbytes, h2d, s.stream), "cudaMemcpyAsync");
+  } else {
+    check(cudaMemcpyAsync(x.ptr, g.x, x.bytes(), h2d, s.stream), "cudaMemcpyAsync");
+    check(cudaMemsetAsync(b.ptr, 0, b.bytes(), s.stream), "cudaMemsetAsync");
+    if (L.kbytes)
+      check(cudaMemcpy2DAsync(b.ptr, L.lda, g.w.data, L.kbytes, L.kbytes, g.N, h2d, s.stream), "cudaMemcpy2DAsync");
+    if (nscales) check(cudaMemcpyAsync(scales.ptr, g.w.scales, scales.bytes(), h2d, s.stream), "cudaMemcpyAsync");
+  }
+  if (g.bias) check(cudaMemcpyAsync(bias.ptr, g.bias, bias.bytes(), h2d, s.stream), "cudaMemcpyAsync");
+  check(cudaMemsetAsync(nonfinite.ptr, 0, sizeof(int), s.stream), "cudaMemsetAsync");
+  const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, bias.ptr, y.ptr);
+
+  check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
+  if (!f32) quantize_kernel<<<(unsigned)g.M, kThreads, 0, s.stream>>>(g.kind, g.w.format, x.ptr, g.K, L.lda, a.ptr, sx.ptr, nonfinite.ptr);
+  launch_gemm(g.kind, g.w.format, impl, p, s.stream);
+  check(cudaGetLastError(), "gemmTc kernel launch");
+  check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
+  int bad = 0;
+  check(cudaMemcpyAsync(&bad, nonfinite.ptr, sizeof(int), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
+  check(cudaMemcpyAsync(g.y, y.ptr, y.bytes(), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
+  check(cudaStreamSynchronize(s.stream), "gemmTc");
+  if (bad) fail(Code::NonFinite, "gemmTc: the activations hold a non-finite value");
+  float ms = 0;
+  check(cudaEventElapsedTime(&ms, s.start, s.stop), "cudaEventElapsedTime");
+  return ms;
+}
+
+TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t K, int iters) {
+  require_device();
+  if (kind == TcKind::Fp8) require_fp8_mma();
+  TcGemm g{kind, nullptr, M, N, K, QTensorView{}, nullptr, nullptr, nullptr};
+  g.w.format = kind == TcKind::Fp8 ? fp8 : kind == TcKind::Bf16 ? QFormat::Bf16 : QFormat::Int8;
+  g.w.rows = N, g.w.cols = K, g.w.group = K;  // per-row weight scales
+  check_grid(g, TcImpl::Fast);
+  const Layout L = layout(kind, K);
+  const bool scaled = kind_has_act_scale(kind);
+  DeviceBuffer<uint8_t> a(M * L.lda), b(N * L.lda);
+  DeviceBuffer<float> y(M * N), sx(scaled ? M : 0), scales(scaled ? N : 0);
+  Scope s;
+  auto fill = [&](uint8_t* p, uint64_t rows, uint32_t salt) {
+    if (rows * L.lda) bench_fill_kernel<<<(unsigned)((rows * L.lda + 255) / 256), 256, 0, s.stream>>>(kind, fp8, p, rows, L.lda, L.kbytes, salt);
+  };
+  fill(a.ptr, M, 1), fill(b.ptr, N, 2);
+  if (scaled) {  // scales as dynamic quantization makes them: about 1 / 127 of unit-sized values
+    std::vector<float> ones(std::max(M, N), 1.0f / 127);
+    check(cudaMemcpyAsync(sx.ptr, ones.data(), sx.bytes(), cudaMemcpyHostToDevice, s.stream), "cudaMemcpyAsync");
+    check(cudaMemcpyAsync(scales.ptr, ones.data(), scales.bytes(), cudaMemcpyHostToDevice, s.stream), "cudaMemcpyAsync");
+    check(cudaStreamSynchronize(s.stream), "gemmTcBench");  // `ones` leaves scope after the copies only
+  }
+  const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, nullptr, y.ptr);
+  launch_gemm(kind, fp8, TcImpl::Fast, p, s.stream);  // warm-up
+  check(cudaGetLastError(), "gemmTcBench kernel launch");
+  std::vector<double> ms;
+  for (int i = 0; i < iters; ++i) {
+    check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
+    launch_gemm(kind, fp8, TcImpl::Fast, p, s.stream);
+    check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
+    check(cudaEventSynchronize(s.stop), "gemmTcBench");
+    float t = 0;
+    check(cudaEventElapsedTime(&t, s.start, s.stop), "cudaEventElapsedTime");
+    ms.push_back(t);
+  }
+  check(cudaGetLastError(), "gemmTcBench kernel launch");
+  std::sort(ms.begin(), ms.end());
+  return {ms[0], ms[ms.size() / 2]};
+}
+
+}  // namespace cuda
+}  // namespace zt

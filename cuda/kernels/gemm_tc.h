@@ -1,0 +1,63 @@
+// Tensor-core GEMMs on the GPU: y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias), x f32 in host memory, W a
+// QTensor [out = N, in = K] like nn.Linear. Plain C++ header (no CUDA types) for the N-API glue.
+//
+//   W8A8  int8 weights (any scale layout). Activations quantized per row exactly as the CPU's
+//         matmulInt8 (native/common/act_quant.h), int32 accumulation per accumulation group
+//         (native/cpu/gemm_int8.h acc_group), acc = fma(s_w, float(S_j), acc), then the CPU's
+//         epilogue: the output equals the CPU addon's gemmInt8 bit for bit.
+//         mma.sync m16n8k32 s8.s8.s32.
+//   FP8   fp8 e4m3 / e5m2 weights with one scale per tensor or per row. Activations quantized per
+//         row to the same format with the CPU quantizer (quant_elem.h: s_x = absmax / max finite,
+//         code = encode(x / s_x)); fp32 accumulation, y = (acc · s_x[m]) · s_w[n] + bias.
+//         mma.sync m16n8k32 e4m3/e5m2 -> f32, sm_89 and newer (older GPUs: ZOTUNE_UNSUPPORTED).
+//         Bound (gpu-check): NMSE <= 1e-5 against float64 over the same quantized operands
+//         (Hopper's fp8 MMA keeps ~14 bits in its internal accumulation: kernels.md §3).
+//   BF16  bf16 weights; activations rounded to bf16 (RTNE, formats.h bf16_rtne); fp32
+//         accumulation, y = acc + bias. mma.sync m16n8k16 bf16 -> f32. Bound: NMSE <= 1e-8
+//         against float64 over the bf16-rounded operands.
+//   F32   f32 weights [N, K], SIMT tiles (the fallback): one fma chain per output in k order from
+//         +0, then + bias, the CPU gemm's order for M > 4, so it equals the CPU bit for bit there.
+//
+// Every kind has three implementations with the same arguments: Fast (tensor-core / tiled kernel),
+// Reference (one GPU thread per output, plain loops: W8A8 in the CPU's exact order, the float kinds
+// one fma chain in k order) and Emulated (no GPU: the fast kernel's per-thread code run on the host,
+// with ldmatrix / mma.sync / cp.async replaced by host code written from the PTX ISA; it checks
+// the thread -> tile -> fragment -> output maps, the shared-memory swizzle and the epilogue, not
+// the pipelining, which only a GPU exercises).
+#pragma once
+#include <stdint.h>
+
+#include "../../native/common/formats.h"
+
+namespace zt {
+namespace cuda {
+
+enum class TcKind : int { W8A8 = 0, Fp8 = 1, Bf16 = 2, F32 = 3 };
+enum class TcImpl : int { Fast = 0, Reference = 1, Emulated = 2 };
+
+// Host memory, validated by the addon (sizes, formats, scale layouts).
+struct TcGemm {
+  TcKind kind;
+  const float* x;     // [M, K]
+  uint64_t M, N, K;
+  QTensorView w;      // W8A8: Int8; Fp8: Fp8E4M3 / Fp8E5M2 (group 0 or K); Bf16: Bf16. Unused for F32.
+  const float* w32;   // F32 only: [N, K]
+  const float* bias;  // [N] or null
+  float* y;           // [M, N]
+};
+
+// Runs one GEMM; returns the time of its kernels (activation quantization included) in ms from
+// CUDA events, 0 for Emulated. Throws ZOTUNE_NONFINITE for a non-finite activation (W8A8, FP8),
+// ZOTUNE_UNSUPPORTED for FP8 on a GPU older than sm_89, CUDA errors as engine errors.
+float gemm_tc(const TcGemm& g, TcImpl impl);
+
+// Device-resident benchmark of the Fast kernel: random operands of the kind (fp8: `fp8` picks
+// e4m3 or e5m2) allocated through the pool, `iters` timed launches of the GEMM kernel alone
+// (activations already quantized), each between its own CUDA events.
+struct TcBench {
+  double best_ms, median_ms;
+};
+TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t K, int iters);
+
+}  // namespace cuda
+}  // namespace zt

@@ -1,0 +1,36 @@
+// Quantization, dequantization and the quantized ZO update on the GPU, bit-identical to the CPU's
+// quantize / dequantize / quantUpdate / quantUpdateIndices (native/cpu/quant.h): every element goes
+// through native/common/quant_elem.h, and scale statistics are reduced with max/min (exact, so any
+// reduction order gives the CPU's scales). Plain C++ header: the N-API glue includes it.
+//
+// Views passed to the *_host and *_emulated functions hold host arrays (copied to the device and
+// back); quant_update_launch takes one whose data/scales/zeros are device memory.
+#pragma once
+#include <stdint.h>
+
+#include "../../native/cpu/quant.h"  // ScaleMode, QTensorView
+
+namespace zt {
+namespace cuda {
+
+// Returns the kernel time in milliseconds (CUDA events around the kernels).
+float quantize_host(const QTensorView& q, const float* x, ScaleMode mode, bool stochastic, uint64_t seed, uint32_t stream,
+                    float* fake_out);
+float dequantize_host(const QTensorView& q, float* y);
+// reference: one thread per element instead of quads of whole Philox blocks.
+float quant_update_host(const QTensorView& q, float alpha, const Direction& d, bool reference);
+float quant_update_indices_host(const QTensorView& q, const uint32_t* idx, uint64_t m, float alpha, const Direction& d);
+
+// The same with each kernel's per-thread code run on the host, one loop iteration per GPU thread.
+void quantize_emulated(const QTensorView& q, const float* x, ScaleMode mode, bool stochastic, uint64_t seed, uint32_t stream,
+                       float* fake_out);
+void dequantize_emulated(const QTensorView& q, float* y);
+void quant_update_emulated(const QTensorView& q, float alpha, const Direction& d);
+void quant_update_indices_emulated(const QTensorView& q, const uint32_t* idx, uint64_t m, float alpha, const Direction& d);
+
+// The update on device memory (data allocated to a multiple of 4 bytes: 4-bit stores shared with
+// another thread are 32-bit atomics) on `stream` (a cudaStream_t). No validation.
+void quant_update_launch(const QTensorView& dev_q, float alpha, const Direction& d, bool reference, void* stream);
+
+}  // namespace cuda
+}  // namespace zt
