@@ -53,6 +53,194 @@ const KEYS = [
   { seed: 0xffffffffffffffffn, stream: 0xffffffff },
 ];
 
+// --- gemv: weight-streaming GEMV (cuda/kernels/gemv.h) --------------------------------------------
+// The CUDA gemv takes the CPU gemm's argument list unchanged. Per case: the GPU fast and reference
+// kernels equal their host emulations bit for bit (a difference is device arithmetic or a race,
+// not the algorithm); every result is within the documented bound of the CPU's (gemm.h: per
+// element (K + 64)·2^-23·Σ|a·w'| for each side, so twice that apart); the reference kernel (the
+// CPU's GEMM order) equals the CPU bit for bit where the CPU runs its GEMM paths (M > 4). The fast
+// kernel's blocked directions equal the CPU perturbation's z bit for bit.
+
+const GEMV_FORMATS = { int8: 0, int4: 1, nf4: 2, 'fp8-e4m3': 3, 'fp8-e5m2': 4, bf16: 5, fp16: 6 };
+const ZMAX = { 0: 4.8546, 1: 1 }; // largest |z|: Gaussian (philox.h box_muller), Rademacher
+
+// Seeded xorshift: the same cases on every host.
+function gemvRng(seed) {
+  let x = seed >>> 0 || 1;
+  const next = () => ((x ^= x << 13), (x ^= x >>> 17), (x ^= x << 5), (x >>> 0) / 4294967296);
+  return { next, normal: () => Math.sqrt(-2 * Math.log(next() + 1e-12)) * Math.cos(2 * Math.PI * next()) };
+}
+
+// A weight [n, k] of `fmt` ('f32' or a QFormat name) with random codes that decode to finite values.
+function gemvWeight(fmt, n, k, group, asym, rng) {
+  if (fmt === 'f32') return Float32Array.from({ length: n * k }, () => rng.normal() * 0.05);
+  const code = GEMV_FORMATS[fmt];
+  const four = fmt === 'int4' || fmt === 'nf4', two = fmt === 'bf16' || fmt === 'fp16';
+  const rowBytes = four ? Math.ceil(k / 2) : two ? 2 * k : k;
+  const data = new Uint8Array(n * rowBytes);
+  if (two) {
+    const h = new Uint16Array(data.buffer), f = new Float32Array(1), u = new Uint32Array(f.buffer);
+    for (let i = 0; i < n * k; i++) {
+      if (fmt === 'bf16') (f[0] = rng.normal() * 0.05), (h[i] = u[0] >>> 16);
+      else h[i] = (rng.next() < 0.5 ? 0x8000 : 0) | ((8 + Math.floor(rng.next() * 9)) << 10) | Math.floor(rng.next() * 1024);
+    }
+  } else {
+    for (let i = 0; i < data.length; i++) {
+      let b = Math.floor(rng.next() * 256);
+      if (fmt === 'int8' && b === 128) b = 129; // -128 is not on the int8 grid
+      if (fmt === 'fp8-e4m3' && (b & 0x7f) === 0x7f) b ^= 1; // NaN
+      if (fmt === 'fp8-e5m2' && ((b >> 2) & 31) === 31) b ^= 4; // Inf / NaN
+      data[i] = b;
+    }
+    if (four && k % 2) for (let r = 0; r < n; r++) data[r * rowBytes + rowBytes - 1] &= 0x0f; // pad nibble
+  }
+  const desc = { format: code, rows: n, cols: k, group, data };
+  if (!two) {
+    const count = group === 0 ? 1 : n * Math.ceil(k / group);
+    desc.scales = Float32Array.from({ length: count }, () => 0.005 + 0.02 * rng.next());
+    if (asym) desc.zeros = Uint8Array.from({ length: count }, () => Math.floor(rng.next() * 16));
+  }
+  return desc;
+}
+
+// Per-element magnitude for the bound: |w|, or for int4 s·(u + zp) (the CPU GEMV sums x·u − zp·Σx).
+function gemvMagnitudes(cpu, w, n, k) {
+  if (w instanceof Float32Array) return w.map(Math.abs);
+  const out = new Float32Array(n * k);
+  cpu.dequantize(w, out, 0);
+  if (w.format !== GEMV_FORMATS.int4) return out.map(Math.abs);
+  const gpr = w.group === 0 ? 1 : Math.ceil(k / w.group), rowBytes = Math.ceil(k / 2);
+  for (let r = 0; r < n; r++)
+    for (let c = 0; c < k; c++) {
+      const gi = w.group === 0 ? 0 : r * gpr + Math.floor(c / w.group);
+      const u = (w.data[r * rowBytes + (c >> 1)] >> ((c & 1) * 4)) & 15, zp = w.zeros ? w.zeros[gi] : 8;
+      out[r * k + c] = w.scales[gi] * (u + zp);
+    }
+  return out;
+}
+
+// [fmt, group, asym, M, N, K, perturb, bias/accumulate]: odd K (generic path), N = 1, 3, 4097, K
+// splits (small N, long K), M = 1..17 (17: reference fallback), M > 4 (reference = CPU bits).
+const GEMV_CASES = [
+  ['f32', 0, false, 1, 4097, 256, null, false],
+  ['f32', 0, false, 3, 5, 1001, { dist: 0, bits: 0, first: 7 }, true],
+  ['int8', 'row', false, 1, 3, 8192, null, false],
+  ['int8', 'row', false, 2, 64, 512, { dist: 0, bits: 0, first: 0 }, true],
+  ['int4', 128, false, 1, 4097, 256, null, true],
+  ['int4', 128, false, 4, 33, 4096, { dist: 0, bits: 0, first: 0 }, false],
+  ['int4', 32, true, 1, 1, 4096, null, false],
+  ['int4', 32, true, 16, 40, 320, { dist: 0, bits: 4, srPurpose: 4, first: 64 }, true],
+  ['int4', 64, false, 5, 9, 130, null, false],
+  ['int4', 'row', true, 3, 3, 127, { dist: 1, bits: 0, first: 5 }, false],
+  ['int4', 64, true, 8, 6, 65536, null, false],
+  ['nf4', 64, false, 2, 17, 200, { dist: 1, bits: 0, first: 1024 }, false],
+  ['bf16', 0, false, 1, 3, 4096, null, true],
+  ['bf16', 0, false, 6, 31, 264, { dist: 0, bits: 3, srPurpose: 5, first: 128 }, false],
+  ['fp16', 0, false, 4, 7, 100, null, false],
+  ['fp8-e4m3', 0, false, 1, 50, 448, { dist: 0, bits: 0, first: 3 }, false],
+  ['fp8-e5m2', 'row', false, 9, 11, 96, null, true],
+  ['int8', 'row', false, 17, 5, 70, { dist: 0, bits: 0, first: 0 }, true],
+  ['int4', 128, false, 1, 64, 1024, { dist: 0, bits: 0, first: 0, sparse: 0.05 }, false],
+  ['int8', 'row', false, 12, 20, 192, { dist: 1, bits: 0, first: 64, sparse: 0.3 }, true],
+  ['f32', 0, false, 1, 4, 0, null, true],
+];
+
+function checkGemv(cpu, gpu, report, say, emulate) {
+  const g = (report.gemv = { cases: 0, failures: 0 });
+  const fail = (what) => {
+    g.failures++;
+    report.mismatches.push({ op: 'gemv', ...what });
+  };
+  // Directions: the fast kernel's 64-blocks vs the CPU perturbation of zeros (w' = z exactly).
+  for (const [dist, bits, srPurpose] of [[0, 0, 4], [1, 0, 4], [0, 2, 4], [0, 8, 5]])
+    for (const [n, first] of [[64, 0], [1000, 0], [700, 37], [256, 2 ** 32 + 64]]) {
+      const want = new Float32Array(n), got = new Float32Array(n);
+      cpu.perturb(want, 0, n, 1, 77n, 3, dist, bits, srPurpose, first);
+      gpu.gemvDirectionsEmulated(got, 0, n, 77n, 3, dist, bits, srPurpose, first);
+      g.cases++;
+      const bad = got.findIndex((v, i) => !Object.is(v, want[i]));
+      if (bad >= 0) {
+        fail({ kind: 'directions', dist, bits, n, first, at: bad, cpu: want[bad], gpu: got[bad] });
+        say(`gemv directions dist ${dist} bits ${bits} n ${n} first ${first}: FAIL at ${bad} (cpu ${want[bad]}, fast kernel ${got[bad]})`);
+      }
+    }
+  say(`gemv directions: ${g.cases - g.failures}/${g.cases} blocked direction streams bit-identical to the CPU's`);
+
+  const rng = gemvRng(12345);
+  for (const [fmt, grp, asym, M, N, K, pert, extras] of GEMV_CASES) {
+    const group = grp === 'row' ? K : grp;
+    const w = gemvWeight(fmt, N, K, group, asym, rng);
+    const a = Float32Array.from({ length: M * K }, () => rng.normal());
+    const bias = extras ? Float32Array.from({ length: N }, () => rng.normal()) : null;
+    const c0 = Float32Array.from({ length: M * N }, () => (extras ? rng.normal() : 0));
+    let tail = [false];
+    if (pert) {
+      let idx = null;
+      if (pert.sparse) {
+        const list = [];
+        for (let i = 0; i < N * K; i++) if (rng.next() < pert.sparse) list.push(i);
+        idx = Uint32Array.from(list);
+      }
+      tail = [true, 99n, 7, 0.75, pert.dist, pert.bits, pert.srPurpose ?? 4, pert.first, idx, 0, idx ? idx.length : 0];
+    }
+    const run = (fn) => {
+      const c = c0.slice();
+      const r = fn(a, 0, M, K, w, 0, N, c, 0, bias, 0, extras, ...tail);
+      return { c, ms: r && r.kernelMs };
+    };
+    const cpuOut = run(cpu.gemm).c;
+    const emu = run(gpu.gemvEmulated).c, remu = run(gpu.gemvReferenceEmulated).c;
+    const fast = emulate ? null : run(gpu.gemv), ref = emulate ? null : run(gpu.gemvReference);
+
+    // Bound per output: twice (K + 66)·2^-23·(Σ|a|·(|w| + |alpha|·zmax) + |C0| + |bias|).
+    const mag = gemvMagnitudes(cpu, w, N, K), zterm = pert ? 0.75 * ZMAX[pert.dist] : 0;
+    const tol = new Float64Array(M * N);
+    for (let m = 0; m < M; m++)
+      for (let n = 0; n < N; n++) {
+        let s = Math.abs(c0[m * N + n]) + (bias ? Math.abs(bias[n]) : 0);
+        for (let k = 0; k < K; k++) s += Math.abs(a[m * K + k]) * (mag[n * K + k] + zterm);
+        tol[m * N + n] = 2 * (K + 66) * 2 ** -23 * s;
+      }
+    const within = (x) => {
+      let worst = 0, at = -1;
+      for (let i = 0; i < x.length; i++) {
+        const r = Math.abs(x[i] - cpuOut[i]) / tol[i];
+        if (!(r <= worst)) (worst = r), (at = i);
+      }
+      return { ok: !(worst > 1), worst, at };
+    };
+    const same = (x, y) => x.findIndex((v, i) => !Object.is(v, y[i]));
+    const name = `gemv ${fmt}${fmt === 'f32' || fmt === 'bf16' || fmt === 'fp16' ? '' : `/${grp}${asym ? '/zp' : ''}`} M=${M} N=${N} K=${K}` +
+      `${pert ? ` ${pert.sparse ? 'sparse' : 'dense'}-${pert.dist ? 'rademacher' : 'gauss'}${pert.bits ? pert.bits : ''}` : ''}${extras ? ' +bias+acc' : ''}`;
+    const problems = [], notes = [];
+    const bound = (label, x) => {
+      const r = within(x);
+      if (!r.ok) problems.push(`${label} vs cpu ${r.worst.toFixed(2)}x the bound at ${r.at} (${x[r.at]} vs ${cpuOut[r.at]})`);
+      else notes.push(`${label} ${r.worst.toExponential(1)} of bound`);
+    };
+    const exact = (label, x, y, why) => {
+      const i = same(x, y);
+      if (i >= 0) problems.push(`${label} differ at ${i} (${x[i]} vs ${y[i]}): ${why}`);
+      else notes.push(`${label} bit-identical`);
+    };
+    bound(emulate ? 'fast(emulated)' : 'fast', emulate ? emu : fast.c);
+    bound(emulate ? 'reference(emulated)' : 'reference', emulate ? remu : ref.c);
+    if (M > 4) exact('reference=cpu', emulate ? remu : ref.c, cpuOut, 'the reference kernel is the CPU GEMM order');
+    if (!emulate) {
+      exact('fast=emulation', fast.c, emu, 'device arithmetic or a race differs from the per-thread code');
+      exact('reference=emulation', ref.c, remu, 'device arithmetic differs from the per-thread code');
+    }
+    g.cases++;
+    if (problems.length) {
+      fail({ kind: 'gemv', case: name, problems });
+      say(`${name}: FAIL ${problems.join('; ')}`);
+    } else {
+      say(`${name}: ok (${notes.join(', ')}${emulate ? '' : `; fast ${fast.ms.toFixed(3)} ms, reference ${ref.ms.toFixed(3)} ms`})`);
+    }
+  }
+  say(`gemv${emulate ? ' (host emulation of the kernels)' : ''}: ${g.cases - g.failures}/${g.cases} cases pass`);
+}
+
 // ---- tensor-core GEMMs (cuda/kernels/gemm_tc.h) ------------------------------------------------
 // W8A8 must equal the CPU's gemmInt8 bit for bit; f32 must equal the CPU gemm bit for bit where
 // the CPU uses one fma chain per output (M > 4); fp8 / bf16 are held to the NMSE bounds of
@@ -449,6 +637,7 @@ function main(argv) {
         }
       }
   say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
+  checkGemv(cpu, gpu, report, say, emulate);
   checkPerturb(cpu, gpu, report, say, emulate);
   checkNn(cpu, gpu, report, say, emulate);
   checkGemmTc(cpu, gpu, report, say, emulate);

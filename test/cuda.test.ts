@@ -26,8 +26,11 @@ if (!usable) console.log(`cuda.test.ts: GPU conformance skipped: ${status.reason
 function gpuCheck(...flags: string[]) {
   const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--cpu', nativeBinary().path, '--cuda', load.binary!.path, ...flags], { timeout: 300_000 });
   expect(r.stderr).toBe('');
-  return { status: r.status, report: JSON.parse(r.stdout) as { cases: number; mismatches: unknown[]; throughput: { dist: string; kernelMs: number }[] } };
+  return { status: r.status, report: JSON.parse(r.stdout) as { cases: number; mismatches: unknown[]; throughput: { dist: string; kernelMs: number }[]; gemv: { cases: number; failures: number } } };
 }
+// One run of each mode, shared by the tests that read it.
+const checks: Record<string, ReturnType<typeof gpuCheck>> = {};
+const gpuCheckOnce = (...flags: string[]) => (checks[flags.join(' ')] ??= gpuCheck(...flags));
 
 describe('CUDA addon on any machine', () => {
   builtTest(`loads and probe() reports versions, devices or the reason there are none${gpu ? '' : notBuilt}`, () => {
@@ -55,9 +58,42 @@ describe('CUDA addon on any machine', () => {
   });
 
   builtTest(`the kernels' per-thread code, run on the host, equals the CPU bit for bit${gpu ? '' : notBuilt}`, () => {
-    const { status, report } = gpuCheck('--emulate');
+    const { status, report } = gpuCheckOnce('--emulate');
     expect(report.mismatches).toEqual([]);
     expect([status, report.cases]).toEqual([0, 132]);
+  });
+
+  /**
+   * GEMV (cuda/kernels/gemv.h), host emulation: 16 blocked direction streams bit-identical to the CPU
+   * perturbation, and 21 GEMV cases (every format, odd K, N = 1/3/4097, K splits, M = 1..17, dense and
+   * sparse perturb-on-load, bias + accumulate, K = 0) within the documented bound of the CPU gemm, the
+   * reference kernel equal to the CPU's bits for M > 4.
+   */
+  builtTest(`the GEMV kernels' per-thread code, run on the host, matches the CPU gemm${gpu ? '' : notBuilt}`, () => {
+    const { status, report } = gpuCheckOnce('--emulate');
+    expect(report.mismatches).toEqual([]);
+    expect([status, report.gemv]).toEqual([0, { cases: 37, failures: 0 }]);
+  });
+
+  builtTest(`GEMV arguments are validated with coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
+    const a = new Float32Array(8), w = new Float32Array(8), c = new Float32Array(4);
+    for (const op of [gpu!.gemvEmulated, gpu!.gemvReferenceEmulated]) {
+      expect(() => op(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false)).not.toThrow();
+      expect(() => op(a, 0, 2, 4, w, 0, 3, c, 0, null, 0, false)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+      expect(() => op(a, 0, 2, 4, new Float64Array(8), 0, 2, c, 0, null, 0, false)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+      expect(() => op(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false, true, 1, 0, 0.1, 7, 0, 4, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+      expect(() => op(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false, true, 1, 0, NaN, 0, 0, 4, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE' }));
+      const unsorted = Uint32Array.from([3, 1]);
+      expect(() => op(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false, true, 1, 0, 0.1, 0, 0, 4, 0, unsorted, 0, 2)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+      const q = { format: 0, rows: 3, cols: 4, group: 4, data: new Uint8Array(12), scales: new Float32Array(3) };
+      expect(() => op(a, 0, 2, 4, q, 0, 2, c, 0, null, 0, false)).toThrow(expect.objectContaining({ code: 'ZOTUNE_SHAPE_MISMATCH' }));
+      expect(() => op(a, 0, 2, 4, w, 0, 2, w, 0, null, 0, false)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    }
+    expect(() => gpu!.gemvDirectionsEmulated(new Float32Array(4), 0, 4, 1, 0, 2, 0, 4, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.gemvBench('int3', 1, 8, 8, 0, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.gemvBench('int4', 1, 8, 64, 16, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => gpu!.gemvBench('int4', 17, 8, 64, 32, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => gpu!.hbmReadBench(100, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
   });
 
   builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
@@ -72,6 +108,13 @@ describe('CUDA addon on any machine', () => {
     const out = new Float32Array(64);
     expect(() => gpu!.rngFill(out, 0, 64, 1, 1, 0, 0, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
     await expect(gpu!.rngFillAsync(out, 0, 64, 1, 1, 0, 0, 0)).rejects.toMatchObject({ code: 'ZOTUNE_CUDA_UNAVAILABLE' });
+  });
+
+  (gpu && !usable ? test : test.skip)('without a usable GPU, gemv and gemvBench throw ZOTUNE_CUDA_UNAVAILABLE', async () => {
+    const a = new Float32Array(8), w = new Float32Array(8), c = new Float32Array(4);
+    expect(() => gpu!.gemv(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    await expect(gpu!.gemvReferenceAsync(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false)).rejects.toMatchObject({ code: 'ZOTUNE_CUDA_UNAVAILABLE' });
+    expect(() => gpu!.gemvBench('int4', 1, 64, 128, 128, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
   });
 
   test('backend selection follows the probe: auto falls back to the CPU, cuda throws with the reason', () => {
@@ -108,10 +151,16 @@ describe('GPU conformance', () => {
   const why = usable ? '' : ` (skipped: ${status.reason})`;
 
   gpuTest(`CUDA rngFill is bit-identical to the CPU for the same seed, stream, purpose and elements${why}`, () => {
-    const { status, report } = gpuCheck();
+    const { status, report } = gpuCheckOnce();
     expect(report.mismatches).toEqual([]);
     expect([status, report.cases]).toEqual([0, 132]);
     expect(report.throughput.every((t) => t.kernelMs > 0)).toBe(true);
+  });
+
+  gpuTest(`CUDA gemv (fast and reference) equals its host emulation bit for bit and the CPU gemm within the bound${why}`, () => {
+    const { status, report } = gpuCheckOnce();
+    expect(report.mismatches).toEqual([]);
+    expect([status, report.gemv]).toEqual([0, { cases: 37, failures: 0 }]);
   });
 
   gpuTest(`rngFillAsync fills on a worker thread and reports the kernel time${why}`, async () => {
@@ -438,7 +487,7 @@ describe('device memory pool', () => {
   });
 
   builtTest(`the host cache checks of scripts/gpu-check.js pass (--emulate)${gpu ? '' : notBuilt}`, () => {
-    const { report } = gpuCheck('--emulate');
+    const { report } = gpuCheckOnce('--emulate');
     const pool = (report as unknown as { pool: { cases: number; failures: unknown[] } }).pool;
     expect(pool).toEqual({ cases: 2, failures: [] });
   });
@@ -469,7 +518,7 @@ describe('device memory pool on a GPU', () => {
   const why = usable ? '' : ` (skipped: ${status.reason})`;
 
   gpuTest(`round trips, statistics, reuse by rngFill, ZOTUNE_OOM and use after free (gpu-check checkPool)${why}`, () => {
-    const { report } = gpuCheck();
+    const { report } = gpuCheckOnce();
     const pool = (report as unknown as { pool: { cases: number; failures: unknown[] } }).pool;
     expect(pool).toEqual({ cases: 7, failures: [] });
   });

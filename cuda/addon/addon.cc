@@ -53,6 +53,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", Napi::String::New(env, "cuda"));
   exports.Set("probe", Napi::Function::New(env, Probe, "probe"));
   register_rng(env, exports);
+  register_gemv(env, exports);
   register_perturb(env, exports);
   register_quant(env, exports);
   register_nn(env, exports);

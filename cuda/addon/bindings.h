@@ -11,6 +11,7 @@ struct Direction;
 namespace cuda {
 
 void register_rng(Napi::Env env, Napi::Object exports);
+void register_gemv(Napi::Env env, Napi::Object exports);
 void register_perturb(Napi::Env env, Napi::Object exports);
 void register_quant(Napi::Env env, Napi::Object exports);
 

@@ -40,6 +40,10 @@ ZT_HD float rtne(float v) { return rintf(v); }  // default FP environment: ties 
 
 ZT_HD float pow2f(int e) { return bits_to_f32((uint32_t)(127 + e) << 23); }  // e in [-126, 127]
 
+// (float)v for |v| < 2^22, exactly, without an int->float conversion (a quarter-rate instruction
+// on GPUs): 1.5·2^23 + v holds v in its mantissa with ulp 1, and subtracting 1.5·2^23 is exact.
+ZT_HD float small_int_f32(int v) { return zt_add(bits_to_f32(0x4b400000u + (uint32_t)v), -12582912.0f); }
+
 ZT_HD bool is_nan_f32(float x) { return (f32_to_bits(x) & 0x7fffffffu) > 0x7f800000u; }
 
 // --- bf16 -------------------------------------------------------------------------------------
@@ -229,6 +233,13 @@ ZT_HD uint64_t qt_groups_per_row(const QTensorView& q) { return q.group == 0 ? 1
 ZT_HD uint64_t qt_scale_count(const QTensorView& q) { return q.group == 0 ? 1 : q.rows * qt_groups_per_row(q); }
 ZT_HD uint64_t qt_scale_index(const QTensorView& q, uint64_t r, uint64_t c) {
   return q.group == 0 ? 0 : r * qt_groups_per_row(q) + c / q.group;
+}
+// The stored code of element (r, c) (see the code conventions of quant_elem.h).
+ZT_HD uint32_t qt_code_at(const QTensorView& q, uint64_t r, uint64_t c) {
+  const uint8_t* row = q.data + r * qformat_row_bytes(q.format, q.cols);
+  if (qformat_is_4bit(q.format)) return (row[c >> 1] >> ((c & 1) * 4)) & 15u;
+  if (q.format == QFormat::Bf16 || q.format == QFormat::Fp16) return reinterpret_cast<const uint16_t*>(row)[c];
+  return row[c];
 }
 
 }  // namespace zt

@@ -58,8 +58,12 @@ struct QGroup {
   int qmin;     // smallest code: int8 -127; int4 1 (symmetric) or 0 (asymmetric)
 };
 
+// Returns copies, never a reference to a constant (a conditional of lvalues would odr-use the
+// host-side constants, which CUDA device code cannot).
 ZT_HD MiniFloat qformat_minifloat(QFormat f) {
-  return f == QFormat::Fp8E4M3 ? kE4M3 : (f == QFormat::Fp8E5M2 ? kE5M2 : kFp16);
+  if (f == QFormat::Fp8E4M3) return kE4M3;
+  if (f == QFormat::Fp8E5M2) return kE5M2;
+  return kFp16;
 }
 ZT_HD bool qformat_is_minifloat(QFormat f) {
   return f == QFormat::Fp8E4M3 || f == QFormat::Fp8E5M2 || f == QFormat::Fp16;
@@ -92,15 +96,21 @@ ZT_HD uint32_t q_encode(QFormat f, float x, QGroup g, bool sr, uint32_t word) {
   }
 }
 
-ZT_HD float q_decode(QFormat f, uint32_t code, QGroup g) {
+// The code's value in grid units, before the scale: q, u - zp, nf4[u], decode(c); bf16/fp16 exact.
+ZT_HD float q_value(QFormat f, uint32_t code, int zp) {
   switch (f) {
-    case QFormat::Int8: return zt_mul(g.scale, (float)(int8_t)(uint8_t)code);
-    case QFormat::Int4: return zt_mul(g.scale, (float)((int)code - g.zp));
-    case QFormat::Nf4: return zt_mul(g.scale, nf4_value((int)code));
+    case QFormat::Int8: return small_int_f32((int)(int8_t)(uint8_t)code);
+    case QFormat::Int4: return small_int_f32((int)code - zp);
+    case QFormat::Nf4: return nf4_value((int)code);
     case QFormat::Bf16: return bf16_to_f32((uint16_t)code);
     case QFormat::Fp16: return minifloat_decode(code, kFp16);
-    default: return zt_mul(g.scale, minifloat_decode(code, qformat_minifloat(f)));
+    default: return minifloat_decode(code, qformat_minifloat(f));
   }
+}
+
+ZT_HD float q_decode(QFormat f, uint32_t code, QGroup g) {
+  const float v = q_value(f, code, g.zp);
+  return qformat_has_scales(f) ? zt_mul(g.scale, v) : v;
 }
 
 // Per-group step factor of the update: alpha in the grid's units.

@@ -263,30 +263,6 @@ void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n) {
 
 // --- driver ------------------------------------------------------------------------------------
 
-void gemm_check_perturb(const GemmPerturb& p, uint64_t n, uint64_t k) {
-  if (!p.on) return;
-  const Direction& d = p.dir;
-  check(d.dist == kDirGauss || d.dist == kDirRademacher, Code::InvalidArgument, "perturb: dist must be gaussian or rademacher");
-  check(d.bits == 0 || (d.bits >= 2 && d.bits <= 8), Code::InvalidArgument, "perturb: bits must be 0 or 2..8");
-  if (d.bits && d.dist == kDirGauss)
-    check(d.sr_purpose == kPurposeSrProbe || d.sr_purpose == kPurposeSrUpdate, Code::InvalidArgument,
-          "perturb: srPurpose must be srProbe (4) or srUpdate (5)");
-  check(p.alpha == p.alpha && p.alpha - p.alpha == 0.0f, Code::NonFinite, "perturb: alpha must be finite");
-  check(p.first <= ~(uint64_t)0 - n * k, Code::OutOfRange, "perturb: first + N·K overflows 64 bits");
-  if (!p.sparse) return;
-  check(n * k <= ((uint64_t)1 << 32), Code::OutOfRange,
-        "perturb: indices are u32, so a sparse weight can hold at most 2^32 elements");
-  for (uint64_t i = 0; i < p.nidx; ++i) {
-    if (p.idx[i] >= n * k)
-      fail(Code::OutOfRange, "perturb: indices[" + std::to_string(i) + "] = " + std::to_string(p.idx[i]) +
-                                 " is beyond the weight's " + std::to_string(n * k) + " elements");
-    if (i && p.idx[i] <= p.idx[i - 1])
-      fail(Code::InvalidArgument, "perturb: indices must be strictly increasing (sorted, no duplicates); indices[" +
-                                      std::to_string(i) + "] = " + std::to_string(p.idx[i]) + " follows " +
-                                      std::to_string(p.idx[i - 1]));
-  }
-}
-
 namespace {
 
 // Output for K = 0: the empty chain.

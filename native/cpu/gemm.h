@@ -70,8 +70,11 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <string>
+
 #include "../common/direction.h"
 #include "../common/quant_elem.h"
+#include "../common/status.h"
 
 namespace zt {
 
@@ -129,11 +132,7 @@ struct GemmPerturb {
 static inline float gemm_weight_at(const GemmWeights& w, uint64_t n, uint64_t k) {
   if (w.f32) return w.w32[n * w.k + k];
   const QTensorView& q = w.q;
-  const uint8_t* row = gemm_row(q, n);
-  uint32_t code = qformat_is_4bit(q.format) ? gemm_nibble(row, k)
-                  : (q.format == QFormat::Bf16 || q.format == QFormat::Fp16) ? reinterpret_cast<const uint16_t*>(row)[k]
-                                                                             : row[k];
-  return q_decode(q.format, code, qt_group(q, qt_scale_index(q, n, k)));
+  return q_decode(q.format, qt_code_at(q, n, k), qt_group(q, qt_scale_index(q, n, k)));
 }
 
 struct GemmArgs {
@@ -146,8 +145,31 @@ struct GemmArgs {
   GemmPerturb p;
 };
 
-// Throws ZOTUNE_INVALID_ARGUMENT / ZOTUNE_OUT_OF_RANGE for a bad direction or index list.
-void gemm_check_perturb(const GemmPerturb& p, uint64_t n, uint64_t k);
+// Throws ZOTUNE_INVALID_ARGUMENT / ZOTUNE_OUT_OF_RANGE for a bad direction or index list (here, with
+// internal linkage like every header function (defs.h): the CUDA GEMV validates with it too).
+static inline void gemm_check_perturb(const GemmPerturb& p, uint64_t n, uint64_t k) {
+  if (!p.on) return;
+  const Direction& d = p.dir;
+  check(d.dist == kDirGauss || d.dist == kDirRademacher, Code::InvalidArgument, "perturb: dist must be gaussian or rademacher");
+  check(d.bits == 0 || (d.bits >= 2 && d.bits <= 8), Code::InvalidArgument, "perturb: bits must be 0 or 2..8");
+  if (d.bits && d.dist == kDirGauss)
+    check(d.sr_purpose == kPurposeSrProbe || d.sr_purpose == kPurposeSrUpdate, Code::InvalidArgument,
+          "perturb: srPurpose must be srProbe (4) or srUpdate (5)");
+  check(p.alpha == p.alpha && p.alpha - p.alpha == 0.0f, Code::NonFinite, "perturb: alpha must be finite");
+  check(p.first <= ~(uint64_t)0 - n * k, Code::OutOfRange, "perturb: first + N·K overflows 64 bits");
+  if (!p.sparse) return;
+  check(n * k <= ((uint64_t)1 << 32), Code::OutOfRange,
+        "perturb: indices are u32, so a sparse weight can hold at most 2^32 elements");
+  for (uint64_t i = 0; i < p.nidx; ++i) {
+    if (p.idx[i] >= n * k)
+      fail(Code::OutOfRange, "perturb: indices[" + std::to_string(i) + "] = " + std::to_string(p.idx[i]) +
+                                 " is beyond the weight's " + std::to_string(n * k) + " elements");
+    if (i && p.idx[i] <= p.idx[i - 1])
+      fail(Code::InvalidArgument, "perturb: indices must be strictly increasing (sorted, no duplicates); indices[" +
+                                      std::to_string(i) + "] = " + std::to_string(p.idx[i]) + " follows " +
+                                      std::to_string(p.idx[i - 1]));
+  }
+}
 void gemm(const GemmArgs& g);
 
 // --- range kernels (scalar reference beside the AVX2 kernel) ---------------------------------
