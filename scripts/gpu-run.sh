@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs on the GPU host (after scripts/gpu-pack.sh here, with .gpu/ carried): the GPU conformance
+# checks, the same under compute-sanitizer, and every bench/gpu/*.js benchmark (each runs its
+# PyTorch peers in the same process tree). Everything lands in $OUT/gpu-results.tgz plus the two
+# logs read first (at most 8 files come back from $OUT). One device command may run 10 minutes:
+#   bash scripts/gpu-run.sh check   # conformance + compute-sanitizer
+#   bash scripts/gpu-run.sh bench   # benchmarks
+#   bash scripts/gpu-run.sh         # both
+set -uo pipefail
+cd "$(dirname "$0")/.."
+what="${1:-all}"
+OUT="${OUT:-/tmp/gpu-out}"
+res="$OUT/results"
+mkdir -p "$res"
+node=/tmp/zotune-node/node
+mkdir -p "$(dirname "$node")" && gunzip -c .gpu/node.gz >"$node" && chmod +x "$node"
+cpu=.gpu/zotune.node
+cuda=.gpu/zotune_cuda.node
+export ZOTUNE_CUDA_BINARY="$PWD/$cuda" ZOTUNE_MODELS="$PWD/.gpu/models"
+{ nvidia-smi; nvcc --version; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } >"$res/env.txt" 2>&1
+
+if [[ "$what" != bench ]]; then
+  "$node" scripts/gpu-check.js --cpu "$cpu" --cuda "$cuda" >"$OUT/gpu-check.log" 2>&1
+  echo "gpu-check exit $?" >>"$OUT/gpu-check.log"
+  if command -v compute-sanitizer >/dev/null; then
+    timeout 200 compute-sanitizer --tool memcheck --leak-check full "$node" scripts/gpu-check.js --cpu "$cpu" --cuda "$cuda" \
+      >"$res/sanitizer.log" 2>&1
+    echo "compute-sanitizer exit $?" >>"$res/sanitizer.log"
+    tail -n 5 "$res/sanitizer.log" >>"$OUT/gpu-check.log"
+  fi
+fi
+if [[ "$what" != check ]]; then
+  for b in bench/gpu/*.js; do
+    [[ -e "$b" ]] || continue
+    echo "== $b" >>"$OUT/bench.log"
+    timeout 150 "$node" "$b" --cuda "$cuda" --out "$res" >>"$OUT/bench.log" 2>&1
+    echo "exit $?" >>"$OUT/bench.log"
+  done
+fi
+tar -czf "$OUT/gpu-results.tgz" -C "$OUT" results
