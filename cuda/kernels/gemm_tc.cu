@@ -15,6 +15,7 @@
 #include "device.h"
 #include "gemm_tc.h"
 #include "pool.h"
+#include "timed_call.h"
 
 namespace zt {
 namespace cuda {
@@ -591,26 +592,6 @@ void run_emulated(const TcGemm& g) {
   }
 }
 
-// Everything one call holds besides its device buffers, released on every path (errors included).
-struct Scope {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  Scope() {
-    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cudaEventCreate(&start), "cudaEventCreate");
-    check(cudaEventCreate(&stop), "cudaEventCreate");
-  }
-  ~Scope() {
-    if (stream) {
-      cudaStreamSynchronize(stream);
-      cudaStreamDestroy(stream);
-    }
-    if (start) cudaEventDestroy(start);
-    if (stop) cudaEventDestroy(stop);
-    cudaGetLastError();
-  }
-};
-
 void require_fp8_mma() {
   int dev = 0, major = 0, minor = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
@@ -677,34 +658,31 @@ float gemm_tc(const TcGemm& g, TcImpl impl) {
   DeviceBuffer<float> x(f32 ? 0 : g.M * g.K), y(g.M * g.N), sx(scaled ? g.M : 0), scales(nscales), bias(g.bias ? g.N : 0);
   DeviceBuffer<uint8_t> a(g.M * L.lda), b(g.N * L.lda);
   DeviceBuffer<int> nonfinite(1);
-  Scope s;
-  const cudaMemcpyKind h2d = cudaMemcpyHostToDevice;
+  TimedCall call;
   if (f32) {
-    check(cudaMemcpyAsync(a.ptr, g.x, g.M * L.kbytes, h2d, s.stream), "cudaMemcpyAsync");
-    check(cudaMemcpyAsync(b.ptr, g.w32, g.N * L.kbytes, h2d, s.stream), "cudaMemcpyAsync");
+    call.to_device(a.ptr, g.x, g.M * L.kbytes);
+    call.to_device(b.ptr, g.w32, g.N * L.kbytes);
   } else {
-    check(cudaMemcpyAsync(x.ptr, g.x, x.bytes(), h2d, s.stream), "cudaMemcpyAsync");
-    check(cudaMemsetAsync(b.ptr, 0, b.bytes(), s.stream), "cudaMemsetAsync");
+    call.to_device(x.ptr, g.x, x.bytes());
+    check(cudaMemsetAsync(b.ptr, 0, b.bytes(), call.stream), "cudaMemsetAsync");
     if (L.kbytes)
-      check(cudaMemcpy2DAsync(b.ptr, L.lda, g.w.data, L.kbytes, L.kbytes, g.N, h2d, s.stream), "cudaMemcpy2DAsync");
-    if (nscales) check(cudaMemcpyAsync(scales.ptr, g.w.scales, scales.bytes(), h2d, s.stream), "cudaMemcpyAsync");
+      check(cudaMemcpy2DAsync(b.ptr, L.lda, g.w.data, L.kbytes, L.kbytes, g.N, cudaMemcpyHostToDevice, call.stream),
+            "cudaMemcpy2DAsync");
+    if (nscales) call.to_device(scales.ptr, g.w.scales, scales.bytes());
   }
-  if (g.bias) check(cudaMemcpyAsync(bias.ptr, g.bias, bias.bytes(), h2d, s.stream), "cudaMemcpyAsync");
-  check(cudaMemsetAsync(nonfinite.ptr, 0, sizeof(int), s.stream), "cudaMemsetAsync");
+  if (g.bias) call.to_device(bias.ptr, g.bias, bias.bytes());
+  check(cudaMemsetAsync(nonfinite.ptr, 0, sizeof(int), call.stream), "cudaMemsetAsync");
   const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, bias.ptr, y.ptr);
 
-  check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-  if (!f32) quantize_kernel<<<(unsigned)g.M, kThreads, 0, s.stream>>>(g.kind, g.w.format, x.ptr, g.K, L.lda, a.ptr, sx.ptr, nonfinite.ptr);
-  launch_gemm(g.kind, g.w.format, impl, p, s.stream);
-  check(cudaGetLastError(), "gemmTc kernel launch");
-  check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
+  call.begin();
+  if (!f32) quantize_kernel<<<(unsigned)g.M, kThreads, 0, call.stream>>>(g.kind, g.w.format, x.ptr, g.K, L.lda, a.ptr, sx.ptr, nonfinite.ptr);
+  launch_gemm(g.kind, g.w.format, impl, p, call.stream);
+  call.end("gemmTc kernel launch");
   int bad = 0;
-  check(cudaMemcpyAsync(&bad, nonfinite.ptr, sizeof(int), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
-  check(cudaMemcpyAsync(g.y, y.ptr, y.bytes(), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(s.stream), "gemmTc");
+  call.to_host(&bad, nonfinite.ptr, sizeof(int));
+  call.to_host(g.y, y.ptr, y.bytes());
+  const float ms = call.finish("gemmTc");
   if (bad) fail(Code::NonFinite, "gemmTc: the activations hold a non-finite value");
-  float ms = 0;
-  check(cudaEventElapsedTime(&ms, s.start, s.stop), "cudaEventElapsedTime");
   return ms;
 }
 
@@ -719,31 +697,27 @@ TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t
   const bool scaled = kind_has_act_scale(kind);
   DeviceBuffer<uint8_t> a(M * L.lda), b(N * L.lda);
   DeviceBuffer<float> y(M * N), sx(scaled ? M : 0), scales(scaled ? N : 0);
-  Scope s;
+  TimedCall call;
   auto fill = [&](uint8_t* p, uint64_t rows, uint32_t salt) {
-    if (rows * L.lda) bench_fill_kernel<<<(unsigned)((rows * L.lda + 255) / 256), 256, 0, s.stream>>>(kind, fp8, p, rows, L.lda, L.kbytes, salt);
+    if (rows * L.lda) bench_fill_kernel<<<(unsigned)((rows * L.lda + 255) / 256), 256, 0, call.stream>>>(kind, fp8, p, rows, L.lda, L.kbytes, salt);
   };
   fill(a.ptr, M, 1), fill(b.ptr, N, 2);
   if (scaled) {  // scales as dynamic quantization makes them: about 1 / 127 of unit-sized values
     std::vector<float> ones(std::max(M, N), 1.0f / 127);
-    check(cudaMemcpyAsync(sx.ptr, ones.data(), sx.bytes(), cudaMemcpyHostToDevice, s.stream), "cudaMemcpyAsync");
-    check(cudaMemcpyAsync(scales.ptr, ones.data(), scales.bytes(), cudaMemcpyHostToDevice, s.stream), "cudaMemcpyAsync");
-    check(cudaStreamSynchronize(s.stream), "gemmTcBench");  // `ones` leaves scope after the copies only
+    call.to_device(sx.ptr, ones.data(), sx.bytes());
+    call.to_device(scales.ptr, ones.data(), scales.bytes());
+    check(cudaStreamSynchronize(call.stream), "gemmTcBench");  // `ones` leaves scope after the copies only
   }
   const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, nullptr, y.ptr);
-  launch_gemm(kind, fp8, TcImpl::Fast, p, s.stream);  // warm-up
+  launch_gemm(kind, fp8, TcImpl::Fast, p, call.stream);  // warm-up
   check(cudaGetLastError(), "gemmTcBench kernel launch");
   std::vector<double> ms;
   for (int i = 0; i < iters; ++i) {
-    check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-    launch_gemm(kind, fp8, TcImpl::Fast, p, s.stream);
-    check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
-    check(cudaEventSynchronize(s.stop), "gemmTcBench");
-    float t = 0;
-    check(cudaEventElapsedTime(&t, s.start, s.stop), "cudaEventElapsedTime");
-    ms.push_back(t);
+    call.begin();
+    launch_gemm(kind, fp8, TcImpl::Fast, p, call.stream);
+    call.end("gemmTcBench kernel launch");
+    ms.push_back(call.finish("gemmTcBench"));
   }
-  check(cudaGetLastError(), "gemmTcBench kernel launch");
   std::sort(ms.begin(), ms.end());
   return {ms[0], ms[ms.size() / 2]};
 }

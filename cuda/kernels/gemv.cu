@@ -12,6 +12,7 @@
 #include "device.h"
 #include "gemv.h"
 #include "pool.h"
+#include "timed_call.h"
 
 namespace zt {
 namespace cuda {
@@ -503,33 +504,6 @@ void launch(const Params& p, const Plan& pl, cudaStream_t stream) {
   }
 }
 
-// Stream and events of one call, released on every path (device buffers release themselves).
-struct Scope {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  cudaGraph_t graph = nullptr;
-  cudaGraphExec_t exec = nullptr;
-  ~Scope() {
-    if (stream) cudaStreamSynchronize(stream);
-    if (exec) cudaGraphExecDestroy(exec);
-    if (graph) cudaGraphDestroy(graph);
-    if (stream) cudaStreamDestroy(stream);
-    if (start) cudaEventDestroy(start);
-    if (stop) cudaEventDestroy(stop);
-    cudaGetLastError();
-  }
-  void open() {
-    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cudaEventCreate(&start), "cudaEventCreate");
-    check(cudaEventCreate(&stop), "cudaEventCreate");
-  }
-  float elapsed() {
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    return ms;
-  }
-};
-
 template <class T>
 void to_device(DeviceBuffer<T>& d, const T* h, uint64_t count, cudaStream_t s) {
   if (count) check(cudaMemcpyAsync(d.ptr, h, count * sizeof(T), cudaMemcpyHostToDevice, s), "cudaMemcpyAsync");
@@ -595,29 +569,26 @@ float gemv_host(const GemmArgs& g, GemvKernel kind) {
   const Plan pl = plan_for(g, kind);
   const uint64_t M = g.m, N = g.w.n, K = g.w.k;
   const uint64_t nidx = g.p.on && g.p.sparse ? g.p.nidx : 0;
-  // Buffers before the Scope: an error path drains the stream before they return to the pool.
+  // Buffers before the TimedCall: an error path drains the stream before they return to the pool.
   DeviceBuffer<uint8_t> w(pl.wbytes), zeros(g.w.f32 || !g.w.q.zeros ? 0 : pl.nscales);
   DeviceBuffer<float> scales(pl.nscales), a((uint64_t)pl.mt * K), c(M * N), bias(g.bias ? N : 0),
       partial(pl.splits > 1 ? pl.splits * M * N : 0);
   DeviceBuffer<uint32_t> idx(nidx);
-  Scope s;
-  s.open();
+  TimedCall call;
   const std::vector<float> ha = padded_a(g, pl);
-  to_device(w, g.w.f32 ? reinterpret_cast<const uint8_t*>(g.w.w32) : g.w.q.data, pl.wbytes, s.stream);
-  if (scales.count) to_device(scales, g.w.q.scales, pl.nscales, s.stream);
-  if (zeros.count) to_device(zeros, g.w.q.zeros, pl.nscales, s.stream);
-  to_device(a, ha.data(), ha.size(), s.stream);
-  if (g.accumulate) to_device(c, g.c, M * N, s.stream);
-  if (g.bias) to_device(bias, g.bias, N, s.stream);
-  to_device(idx, g.p.idx, nidx, s.stream);
+  to_device(w, g.w.f32 ? reinterpret_cast<const uint8_t*>(g.w.w32) : g.w.q.data, pl.wbytes, call.stream);
+  if (scales.count) to_device(scales, g.w.q.scales, pl.nscales, call.stream);
+  if (zeros.count) to_device(zeros, g.w.q.zeros, pl.nscales, call.stream);
+  to_device(a, ha.data(), ha.size(), call.stream);
+  if (g.accumulate) to_device(c, g.c, M * N, call.stream);
+  if (g.bias) to_device(bias, g.bias, N, call.stream);
+  to_device(idx, g.p.idx, nidx, call.stream);
   const Params p = params_for(g, pl, w.ptr, scales.ptr, zeros.ptr, a.ptr, bias.ptr, c.ptr, partial.ptr, idx.ptr);
-  check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-  launch(p, pl, s.stream);
-  check(cudaGetLastError(), "gemv kernel launch");
-  check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
-  check(cudaMemcpyAsync(g.c, c.ptr, M * N * sizeof(float), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(s.stream), "gemv");
-  return s.elapsed();
+  call.begin();
+  launch(p, pl, call.stream);
+  call.end("gemv kernel launch");
+  call.to_host(g.c, c.ptr, M * N * sizeof(float));
+  return call.finish("gemv");
 }
 
 void gemv_emulated(const GemmArgs& g, GemvKernel kind) {
@@ -685,41 +656,39 @@ GemvTiming gemv_bench(bool f32, QFormat format, uint64_t m, uint64_t n, uint64_t
   const Plan pl = plan_for(g, GemvKernel::Fast);
   const uint64_t copy_bytes = pl.wbytes + pl.nscales * 4;
   const int copies = (int)std::min<uint64_t>(64, std::max<uint64_t>(1, ((uint64_t)256 << 20) / copy_bytes + 1));
-  std::vector<DeviceBuffer<uint8_t>> ws;  // buffers before the Scope (drained before they are freed)
+  std::vector<DeviceBuffer<uint8_t>> ws;  // buffers before the TimedCall (drained before they are freed)
   std::vector<DeviceBuffer<float>> ss;
   for (int i = 0; i < copies; ++i) {
     ws.emplace_back((pl.wbytes + 3) / 4 * 4, MemCategory::Weights);
     ss.emplace_back(pl.nscales, MemCategory::Weights);
   }
   DeviceBuffer<float> a((uint64_t)pl.mt * k), c(m * n), partial(pl.splits > 1 ? pl.splits * m * n : 0);
-  Scope s;
-  s.open();
+  TimedCall call;
   uint32_t and_mask, or_mask;
   format_masks(f32, format, &and_mask, &or_mask);
   for (int i = 0; i < copies; ++i) {
-    fill_words(ws[i].ptr, ws[i].bytes(), i, and_mask, or_mask, s.stream);
-    fill_words(ss[i].ptr, ss[i].bytes(), 0, 0, 0x3c800000u, s.stream);  // scales 2^-6
+    fill_words(ws[i].ptr, ws[i].bytes(), i, and_mask, or_mask, call.stream);
+    fill_words(ss[i].ptr, ss[i].bytes(), 0, 0, 0x3c800000u, call.stream);  // scales 2^-6
   }
-  fill_words(a.ptr, a.bytes(), 99, 0x807fffffu, 0x3f000000u, s.stream);  // |x| in [0.5, 1)
+  fill_words(a.ptr, a.bytes(), 99, 0x807fffffu, 0x3f000000u, call.stream);  // |x| in [0.5, 1)
   std::vector<Params> ps;
   for (int i = 0; i < copies; ++i)
     ps.push_back(params_for(g, pl, ws[i].ptr, ss[i].ptr, nullptr, a.ptr, nullptr, c.ptr, partial.ptr, nullptr));
-  for (const Params& p : ps) launch(p, pl, s.stream);  // warm-up (and module load)
+  for (const Params& p : ps) launch(p, pl, call.stream);  // warm-up (and module load)
   check(cudaGetLastError(), "gemvBench launch");
-  check(cudaStreamSynchronize(s.stream), "gemvBench warm-up");
+  check(cudaStreamSynchronize(call.stream), "gemvBench warm-up");
   // One graph of `launches` calls rotating over the copies: no host launch gaps between kernels.
   const int launches = std::max(copies, 20);
-  check(cudaStreamBeginCapture(s.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
-  for (int i = 0; i < launches; ++i) launch(ps[i % copies], pl, s.stream);
-  check(cudaStreamEndCapture(s.stream, &s.graph), "cudaStreamEndCapture");
-  check(cudaGraphInstantiate(&s.exec, s.graph, 0), "cudaGraphInstantiate");
+  check(cudaStreamBeginCapture(call.stream, cudaStreamCaptureModeThreadLocal), "cudaStreamBeginCapture");
+  for (int i = 0; i < launches; ++i) launch(ps[i % copies], pl, call.stream);
+  check(cudaStreamEndCapture(call.stream, &call.graph), "cudaStreamEndCapture");
+  check(cudaGraphInstantiate(&call.exec, call.graph, 0), "cudaGraphInstantiate");
   std::vector<float> t;
   for (int it = 0; it < std::max(iters, 1); ++it) {
-    check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-    check(cudaGraphLaunch(s.exec, s.stream), "cudaGraphLaunch");
-    check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
-    check(cudaStreamSynchronize(s.stream), "gemvBench");
-    t.push_back(s.elapsed() / launches);
+    call.begin();
+    check(cudaGraphLaunch(call.exec, call.stream), "cudaGraphLaunch");
+    call.end("gemvBench graph launch");
+    t.push_back(call.finish("gemvBench") / launches);
   }
   GemvTiming r{};
   best_median(t, &r.best_ms, &r.median_ms);
@@ -731,27 +700,25 @@ GemvTiming gemv_bench(bool f32, QFormat format, uint64_t m, uint64_t n, uint64_t
 ReadTiming hbm_read_bench(uint64_t bytes, int iters) {
   require_device();
   bytes = bytes / 32 * 32;
-  DeviceBuffer<uint8_t> buf(bytes, MemCategory::Workspace);  // before the Scope: freed after the drain
+  DeviceBuffer<uint8_t> buf(bytes, MemCategory::Workspace);  // before the TimedCall: freed after the drain
   DeviceBuffer<uint32_t> sink(1);
-  Scope s;
-  s.open();
-  check(cudaMemsetAsync(buf.ptr, 1, bytes, s.stream), "cudaMemsetAsync");
+  TimedCall call;
+  check(cudaMemsetAsync(buf.ptr, 1, bytes, call.stream), "cudaMemsetAsync");
   int sms = 0, dev = 0;
   check(cudaGetDevice(&dev), "cudaGetDevice");
   check(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, dev), "cudaDeviceGetAttribute");
   std::vector<float> rt, ct;
   for (int it = 0; it < std::max(iters, 1) + 1; ++it) {  // the first of each is a warm-up
-    check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-    read_kernel<<<sms * 8, 256, 0, s.stream>>>(buf.ptr, bytes / 16, sink.ptr);
-    check(cudaGetLastError(), "read kernel launch");
-    check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
-    check(cudaStreamSynchronize(s.stream), "hbmReadBench");
-    if (it) rt.push_back(s.elapsed());
-    check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-    check(cudaMemcpyAsync(buf.ptr + bytes / 2, buf.ptr, bytes / 2, cudaMemcpyDeviceToDevice, s.stream), "cudaMemcpyAsync");
-    check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
-    check(cudaStreamSynchronize(s.stream), "hbmReadBench");
-    if (it) ct.push_back(s.elapsed());
+    call.begin();
+    read_kernel<<<sms * 8, 256, 0, call.stream>>>(buf.ptr, bytes / 16, sink.ptr);
+    call.end("read kernel launch");
+    const float read_ms = call.finish("hbmReadBench");
+    if (it) rt.push_back(read_ms);
+    call.begin();
+    check(cudaMemcpyAsync(buf.ptr + bytes / 2, buf.ptr, bytes / 2, cudaMemcpyDeviceToDevice, call.stream), "cudaMemcpyAsync");
+    call.end("hbmReadBench copy");
+    const float copy_ms = call.finish("hbmReadBench");
+    if (it) ct.push_back(copy_ms);
   }
   ReadTiming r{};
   best_median(rt, &r.read_best_ms, &r.read_median_ms);

@@ -14,6 +14,7 @@
 #include "device.h"
 #include "nn.h"
 #include "pool.h"
+#include "timed_call.h"
 
 namespace zt {
 namespace cuda {
@@ -410,52 +411,21 @@ unsigned blocks_for(size_t items, size_t per_block, const char* op) {
 // Grid-stride kernels: enough blocks to fill the GPU, no more.
 unsigned stride_blocks(size_t n) { return (unsigned)std::min<size_t>((n + kThreads - 1) / kThreads, 1 << 16); }
 
-// One op's stream, events and device buffers, released on every path (errors included): the
-// stream is synchronized before its buffers go back to the pool.
-struct Run {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
+// One op's device buffers. Declared before the op's TimedCall, so an error path drains the
+// stream (~TimedCall) before they go back to the pool.
+struct Buffers {
   std::vector<DeviceBuffer<uint8_t>> bufs;
 
-  void open() {
-    require_device();
-    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cudaEventCreate(&start), "cudaEventCreate");
-    check(cudaEventCreate(&stop), "cudaEventCreate");
-  }
-  ~Run() {
-    if (stream) cudaStreamSynchronize(stream);
-    bufs.clear();
-    if (stream) cudaStreamDestroy(stream);
-    if (start) cudaEventDestroy(start);
-    if (stop) cudaEventDestroy(stop);
-    cudaGetLastError();
-  }
   template <class T>
   T* alloc(size_t n) {
     bufs.emplace_back(n * sizeof(T), MemCategory::Activations);
     return (T*)bufs.back().ptr;
   }
   template <class T>
-  T* upload(const T* host, size_t n) {
+  T* upload(TimedCall& call, const T* host, size_t n) {
     T* d = alloc<T>(n);
-    if (n) check(cudaMemcpyAsync(d, host, n * sizeof(T), cudaMemcpyHostToDevice, stream), "cudaMemcpyAsync");
+    call.to_device(d, host, n * sizeof(T));
     return d;
-  }
-  template <class T>
-  void download(T* host, const T* dev, size_t n) {
-    if (n) check(cudaMemcpyAsync(host, dev, n * sizeof(T), cudaMemcpyDeviceToHost, stream), "cudaMemcpyAsync");
-  }
-  void begin() { check(cudaEventRecord(start, stream), "cudaEventRecord"); }
-  void end(const char* op) {
-    check(cudaGetLastError(), op);
-    check(cudaEventRecord(stop, stream), "cudaEventRecord");
-  }
-  float finish(const char* op) {
-    check(cudaStreamSynchronize(stream), op);
-    float ms = 0;
-    check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
-    return ms;
   }
 };
 
@@ -471,19 +441,19 @@ float rmsnorm_host(Impl impl, float* out, const float* x, const float* w, size_t
     }
     return 0;
   }
-  Run run;
-  run.open();
-  const float* dx = run.upload(x, rows * dim);
-  const float* dw = run.upload(w, dim);
-  float* dout = run.alloc<float>(rows * dim);
-  run.begin();
+  Buffers bufs;
+  TimedCall call;
+  const float* dx = bufs.upload(call, x, rows * dim);
+  const float* dw = bufs.upload(call, w, dim);
+  float* dout = bufs.alloc<float>(rows * dim);
+  call.begin();
   if (impl == Impl::Fast)
-    rmsnorm_fast<<<blocks_for(rows, kRowWarps, "rmsNorm"), kRowWarps * kWarp, 0, run.stream>>>(dout, dx, dw, rows, dim, eps);
+    rmsnorm_fast<<<blocks_for(rows, kRowWarps, "rmsNorm"), kRowWarps * kWarp, 0, call.stream>>>(dout, dx, dw, rows, dim, eps);
   else
-    rmsnorm_ref<<<blocks_for(rows, kRefThreads, "rmsNorm"), kRefThreads, 0, run.stream>>>(dout, dx, dw, rows, dim, eps);
-  run.end("rmsNorm kernel");
-  run.download(out, dout, rows * dim);
-  return run.finish("rmsNorm");
+    rmsnorm_ref<<<blocks_for(rows, kRefThreads, "rmsNorm"), kRefThreads, 0, call.stream>>>(dout, dx, dw, rows, dim, eps);
+  call.end("rmsNorm kernel");
+  call.to_host(out, dout, rows * dim * sizeof(*dout));
+  return call.finish("rmsNorm");
 }
 
 float rope_host(Impl impl, float* x, size_t rows, size_t heads, size_t hd, const int32_t* pos, int32_t min_pos,
@@ -499,17 +469,17 @@ float rope_host(Impl impl, float* x, size_t rows, size_t heads, size_t hd, const
     for (size_t t = 0; t < pairs; ++t) rope_pair(t, x, heads, hd, pos, min_pos, c.data(), s.data());
     return 0;
   }
-  Run run;
-  run.open();
-  float* dx = run.upload(x, rows * heads * hd);
-  const int32_t* dpos = run.upload(pos, rows);
-  const float* dc = run.upload(c.data(), c.size());
-  const float* ds = run.upload(s.data(), s.size());
-  run.begin();
-  rope_kernel<<<stride_blocks(pairs), kThreads, 0, run.stream>>>(pairs, dx, heads, hd, dpos, min_pos, dc, ds);
-  run.end("rope kernel");
-  run.download(x, dx, rows * heads * hd);
-  return run.finish("rope");
+  Buffers bufs;
+  TimedCall call;
+  float* dx = bufs.upload(call, x, rows * heads * hd);
+  const int32_t* dpos = bufs.upload(call, pos, rows);
+  const float* dc = bufs.upload(call, c.data(), c.size());
+  const float* ds = bufs.upload(call, s.data(), s.size());
+  call.begin();
+  rope_kernel<<<stride_blocks(pairs), kThreads, 0, call.stream>>>(pairs, dx, heads, hd, dpos, min_pos, dc, ds);
+  call.end("rope kernel");
+  call.to_host(x, dx, rows * heads * hd * sizeof(*dx));
+  return call.finish("rope");
 }
 
 float attention_host(Impl impl, const AttnArgs& a) {
@@ -525,24 +495,24 @@ float attention_host(Impl impl, const AttnArgs& a) {
     return 0;
   }
   const size_t qsize = nq * a.ld_q, kvsize = a.B * a.Hkv * a.cap * a.hd;
-  Run run;
-  run.open();
+  Buffers bufs;
+  TimedCall call;
   AttnArgs d = a;
-  d.q = run.upload(a.q, qsize);
-  d.k = run.upload(a.k, kvsize);
-  d.v = run.upload(a.v, kvsize);
-  d.q_off = run.upload(a.q_off, a.B + 1);
-  d.q_start = run.upload(a.q_start, a.B);
-  d.kmask = a.kmask ? run.upload(a.kmask, a.B * a.cap) : nullptr;
-  d.out = run.alloc<float>(nq * a.ld_out);
-  run.begin();
+  d.q = bufs.upload(call, a.q, qsize);
+  d.k = bufs.upload(call, a.k, kvsize);
+  d.v = bufs.upload(call, a.v, kvsize);
+  d.q_off = bufs.upload(call, a.q_off, a.B + 1);
+  d.q_start = bufs.upload(call, a.q_start, a.B);
+  d.kmask = a.kmask ? bufs.upload(call, a.kmask, a.B * a.cap) : nullptr;
+  d.out = bufs.alloc<float>(nq * a.ld_out);
+  call.begin();
   if (impl == Impl::Fast)
-    attention_fast<<<blocks_for(pairs, kAttnWarps, "attention"), kAttnWarps * kWarp, 0, run.stream>>>(d, pairs);
+    attention_fast<<<blocks_for(pairs, kAttnWarps, "attention"), kAttnWarps * kWarp, 0, call.stream>>>(d, pairs);
   else
-    attention_ref<<<blocks_for(pairs, kRefThreads, "attention"), kRefThreads, 0, run.stream>>>(d, pairs);
-  run.end("attention kernel");
-  run.download(a.out, d.out, nq * a.ld_out);
-  return run.finish("attention");
+    attention_ref<<<blocks_for(pairs, kRefThreads, "attention"), kRefThreads, 0, call.stream>>>(d, pairs);
+  call.end("attention kernel");
+  call.to_host(a.out, d.out, nq * a.ld_out * sizeof(*d.out));
+  return call.finish("attention");
 }
 
 float swiglu_host(Impl impl, float* out, const float* gate, const float* up, size_t n) {
@@ -551,16 +521,16 @@ float swiglu_host(Impl impl, float* out, const float* gate, const float* up, siz
     for (size_t t = 0; t < n; ++t) out[t] = swiglu_f32(gate[t], up[t]);
     return 0;
   }
-  Run run;
-  run.open();
-  const float* dg = run.upload(gate, n);
-  const float* du = run.upload(up, n);
-  float* dout = run.alloc<float>(n);
-  run.begin();
-  swiglu_kernel<<<stride_blocks(n), kThreads, 0, run.stream>>>(dout, dg, du, n);
-  run.end("swiglu kernel");
-  run.download(out, dout, n);
-  return run.finish("swiglu");
+  Buffers bufs;
+  TimedCall call;
+  const float* dg = bufs.upload(call, gate, n);
+  const float* du = bufs.upload(call, up, n);
+  float* dout = bufs.alloc<float>(n);
+  call.begin();
+  swiglu_kernel<<<stride_blocks(n), kThreads, 0, call.stream>>>(dout, dg, du, n);
+  call.end("swiglu kernel");
+  call.to_host(out, dout, n * sizeof(*dout));
+  return call.finish("swiglu");
 }
 
 float embedding_host(Impl impl, float* out, const float* table, size_t vocab, size_t dim, const int32_t* ids, size_t n) {
@@ -570,16 +540,16 @@ float embedding_host(Impl impl, float* out, const float* table, size_t vocab, si
     for (size_t t = 0; t < count; ++t) embed_elem(t, out, table, dim, ids);
     return 0;
   }
-  Run run;
-  run.open();
-  const float* dt = run.upload(table, vocab * dim);
-  const int32_t* di = run.upload(ids, n);
-  float* dout = run.alloc<float>(count);
-  run.begin();
-  embed_kernel<<<stride_blocks(count), kThreads, 0, run.stream>>>(dout, dt, dim, di, count);
-  run.end("embedding kernel");
-  run.download(out, dout, count);
-  return run.finish("embedding");
+  Buffers bufs;
+  TimedCall call;
+  const float* dt = bufs.upload(call, table, vocab * dim);
+  const int32_t* di = bufs.upload(call, ids, n);
+  float* dout = bufs.alloc<float>(count);
+  call.begin();
+  embed_kernel<<<stride_blocks(count), kThreads, 0, call.stream>>>(dout, dt, dim, di, count);
+  call.end("embedding kernel");
+  call.to_host(out, dout, count * sizeof(*dout));
+  return call.finish("embedding");
 }
 
 float log_probs_host(Impl impl, const float* x, size_t rows, size_t n, const int32_t* targets, double* out) {
@@ -596,19 +566,19 @@ float log_probs_host(Impl impl, const float* x, size_t rows, size_t n, const int
     }
     return 0;
   }
-  Run run;
-  run.open();
-  const float* dx = run.upload(x, rows * n);
-  const int32_t* dt = run.upload(targets, rows);
-  double* dout = run.alloc<double>(rows);
-  run.begin();
+  Buffers bufs;
+  TimedCall call;
+  const float* dx = bufs.upload(call, x, rows * n);
+  const int32_t* dt = bufs.upload(call, targets, rows);
+  double* dout = bufs.alloc<double>(rows);
+  call.begin();
   if (impl == Impl::Fast)
-    log_probs_fast<<<blocks_for(rows, kRowWarps, "logProbs"), kRowWarps * kWarp, 0, run.stream>>>(dx, rows, n, dt, dout);
+    log_probs_fast<<<blocks_for(rows, kRowWarps, "logProbs"), kRowWarps * kWarp, 0, call.stream>>>(dx, rows, n, dt, dout);
   else
-    log_probs_ref<<<blocks_for(rows, kRefThreads, "logProbs"), kRefThreads, 0, run.stream>>>(dx, rows, n, dt, dout);
-  run.end("logProbs kernel");
-  run.download(out, dout, rows);
-  return run.finish("logProbs");
+    log_probs_ref<<<blocks_for(rows, kRefThreads, "logProbs"), kRefThreads, 0, call.stream>>>(dx, rows, n, dt, dout);
+  call.end("logProbs kernel");
+  call.to_host(out, dout, rows * sizeof(*dout));
+  return call.finish("logProbs");
 }
 
 float argmax_host(Impl impl, const float* x, size_t rows, size_t n, int64_t* out) {
@@ -621,18 +591,18 @@ float argmax_host(Impl impl, const float* x, size_t rows, size_t n, int64_t* out
     }
     return 0;
   }
-  Run run;
-  run.open();
-  const float* dx = run.upload(x, rows * n);
-  int64_t* dout = run.alloc<int64_t>(rows);
-  run.begin();
+  Buffers bufs;
+  TimedCall call;
+  const float* dx = bufs.upload(call, x, rows * n);
+  int64_t* dout = bufs.alloc<int64_t>(rows);
+  call.begin();
   if (impl == Impl::Fast)
-    argmax_fast<<<blocks_for(rows, kRowWarps, "argmax"), kRowWarps * kWarp, 0, run.stream>>>(dx, rows, n, dout);
+    argmax_fast<<<blocks_for(rows, kRowWarps, "argmax"), kRowWarps * kWarp, 0, call.stream>>>(dx, rows, n, dout);
   else
-    argmax_ref<<<blocks_for(rows, kRefThreads, "argmax"), kRefThreads, 0, run.stream>>>(dx, rows, n, dout);
-  run.end("argmax kernel");
-  run.download(out, dout, rows);
-  return run.finish("argmax");
+    argmax_ref<<<blocks_for(rows, kRefThreads, "argmax"), kRefThreads, 0, call.stream>>>(dx, rows, n, dout);
+  call.end("argmax kernel");
+  call.to_host(out, dout, rows * sizeof(*dout));
+  return call.finish("argmax");
 }
 
 }  // namespace cuda

@@ -19,7 +19,7 @@ void* dev_alloc(size_t bytes, MemCategory cat);
 // Returns a block from dev_alloc (same bytes and category) to the pool. nullptr is ignored. The
 // block is reused by the next dev_alloc of its size class at once, from any thread: synchronize the
 // stream that last used it first. Declare DeviceBuffers before
-// the Scope that owns the stream (or as its members), so error paths free them after the drain.
+// the TimedCall that owns the stream (timed_call.h), so error paths free them after the drain.
 void dev_free(void* p, size_t bytes, MemCategory cat);
 
 struct DevStats {

@@ -4,6 +4,7 @@
 #include "device.h"
 #include "pool.h"
 #include "rng.h"
+#include "timed_call.h"
 
 namespace zt {
 namespace cuda {
@@ -81,22 +82,6 @@ __global__ void fill_kernel(float* out, uint64_t first, uint64_t n, Counters cs,
     fill_words_counter(out, first, n, cs.c0 + t, key, dist, threshold);
 }
 
-// Everything one call allocates, released on every path (errors included).
-struct Scope {
-  cudaStream_t stream = nullptr;
-  cudaEvent_t start = nullptr, stop = nullptr;
-  DeviceBuffer<float> dev;  // back to the pool after the body below drained the stream
-  ~Scope() {
-    if (stream) {
-      cudaStreamSynchronize(stream);
-      cudaStreamDestroy(stream);
-    }
-    if (start) cudaEventDestroy(start);
-    if (stop) cudaEventDestroy(stop);
-    cudaGetLastError();
-  }
-};
-
 }  // namespace
 
 float rng_fill_host(float* out, uint64_t n, RngKey key, uint64_t first, Dist dist, uint64_t threshold) {
@@ -106,20 +91,13 @@ float rng_fill_host(float* out, uint64_t n, RngKey key, uint64_t first, Dist dis
   const uint64_t blocks = (cs.count + kThreads - 1) / kThreads;
   if (blocks > 0x7fffffffu) fail(Code::OutOfRange, "rngFill: too many elements for one launch");
 
-  Scope s;
-  check(cudaStreamCreateWithFlags(&s.stream, cudaStreamNonBlocking), "cudaStreamCreate");
-  check(cudaEventCreate(&s.start), "cudaEventCreate");
-  check(cudaEventCreate(&s.stop), "cudaEventCreate");
-  s.dev = DeviceBuffer<float>(n);
-  check(cudaEventRecord(s.start, s.stream), "cudaEventRecord");
-  fill_kernel<<<(unsigned)blocks, kThreads, 0, s.stream>>>(s.dev.ptr, first, n, cs, key, dist, threshold);
-  check(cudaGetLastError(), "rngFill kernel launch");
-  check(cudaEventRecord(s.stop, s.stream), "cudaEventRecord");
-  check(cudaMemcpyAsync(out, s.dev.ptr, n * sizeof(float), cudaMemcpyDeviceToHost, s.stream), "cudaMemcpyAsync");
-  check(cudaStreamSynchronize(s.stream), "rngFill");
-  float ms = 0;
-  check(cudaEventElapsedTime(&ms, s.start, s.stop), "cudaEventElapsedTime");
-  return ms;
+  DeviceBuffer<float> dev(n);  // before the call: freed after its stream drains
+  TimedCall call;
+  call.begin();
+  fill_kernel<<<(unsigned)blocks, kThreads, 0, call.stream>>>(dev.ptr, first, n, cs, key, dist, threshold);
+  call.end("rngFill kernel launch");
+  call.to_host(out, dev.ptr, dev.bytes());
+  return call.finish("rngFill");
 }
 
 void rng_fill_emulated(float* out, uint64_t n, RngKey key, uint64_t first, Dist dist, uint64_t threshold) {

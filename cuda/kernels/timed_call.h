@@ -1,5 +1,7 @@
 // One GPU op called with host arrays: a private stream, the CUDA events timing its kernels, and
-// release of both on every path (errors included). Device memory comes from pool.h DeviceBuffer.
+// release of both on every path (errors included). Device memory comes from pool.h DeviceBuffer:
+// declare the buffers before the TimedCall, so an error path drains the stream before they go back
+// to the pool (destructors run in reverse order).
 #pragma once
 #include <cuda_runtime.h>
 
@@ -11,21 +13,20 @@ namespace cuda {
 struct TimedCall {
   cudaStream_t stream = nullptr;
   cudaEvent_t start = nullptr, stop = nullptr;
+  cudaGraph_t graph = nullptr;  // a graph captured on the stream, if the op makes one
+  cudaGraphExec_t exec = nullptr;
   TimedCall() {
     require_device();
-    check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
-    check(cudaEventCreate(&start), "cudaEventCreate");
-    check(cudaEventCreate(&stop), "cudaEventCreate");
-  }
-  ~TimedCall() {
-    if (stream) {
-      cudaStreamSynchronize(stream);
-      cudaStreamDestroy(stream);
+    try {
+      check(cudaStreamCreateWithFlags(&stream, cudaStreamNonBlocking), "cudaStreamCreate");
+      check(cudaEventCreate(&start), "cudaEventCreate");
+      check(cudaEventCreate(&stop), "cudaEventCreate");
+    } catch (...) {  // no destructor runs for a constructor that throws
+      release();
+      throw;
     }
-    if (start) cudaEventDestroy(start);
-    if (stop) cudaEventDestroy(stop);
-    cudaGetLastError();
   }
+  ~TimedCall() { release(); }
   TimedCall(const TimedCall&) = delete;
   TimedCall& operator=(const TimedCall&) = delete;
 
@@ -46,6 +47,17 @@ struct TimedCall {
     float ms = 0;
     check(cudaEventElapsedTime(&ms, start, stop), "cudaEventElapsedTime");
     return ms;
+  }
+
+ private:
+  void release() {
+    if (stream) cudaStreamSynchronize(stream);
+    if (exec) cudaGraphExecDestroy(exec);
+    if (graph) cudaGraphDestroy(graph);
+    if (stream) cudaStreamDestroy(stream);
+    if (start) cudaEventDestroy(start);
+    if (stop) cudaEventDestroy(stop);
+    cudaGetLastError();
   }
 };
 
