@@ -104,6 +104,17 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     expectSameBits(want.minus.logits, got.minus.logits);
   });
 
+  test('a batch of 6 tokens (perturb-on-load inside the GEMM, below the materialized-W\' threshold of 8 rows) equals the CPU probe', async () => {
+    const short = [batch[0].slice(0, 4), batch[1].slice(0, 2)];
+    for (const s of ['fp32', 'int4-g32']) {
+      const opts = { seed: 31n, eps: 1e-2, logits: 'all' as const };
+      const want = await cpu[s].zoProbe(short, opts), got = await dev[s].zoProbe(short, opts);
+      expect(Object.is(got.plus.loss, want.plus.loss) && Object.is(got.minus.loss, want.minus.loss)).toBe(true);
+      expectSameBits(want.plus.logits, got.plus.logits);
+      expectSameBits(want.minus.logits, got.minus.logits);
+    }
+  });
+
   test('a probe of some tensors (setTrainable on the host model) equals the CPU probe', async () => {
     cpu.fp32.setTrainable(['model.embed_tokens', 'model.layers.1.**', 'model.norm']);
     try {

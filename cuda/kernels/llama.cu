@@ -225,12 +225,24 @@ struct Layout {
 
 // The call's buffers (pointers into the call's Block) and where each forward's outputs go.
 struct Bufs {
-  float *x, *xn, *q, *k, *v, *g, *u, *kl, *vl, *cos_t, *sin_t, *hrows, *hl, *norms;
-  int32_t *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
+  float *x, *xn, *q, *k, *v, *g, *u, *kl, *vl, *cos_t, *sin_t, *hrows, *hl, *norms, *wprime;
+  int32_t *iota, *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
   uint8_t* kmask;
   double* lp[2];
   float* logits[2];
 };
+
+// The perturbed-weight workspace: the largest linear weight, and the row indices 0 .. rows - 1.
+size_t max_weight_rows(const DeviceLlama& m) {
+  size_t r = 0;
+  for (const StoredTensor* t : m.args) r = std::max<size_t>(r, t->w.n);
+  return r;
+}
+size_t max_weight_elems(const DeviceLlama& m) {
+  size_t e = 0;
+  for (const StoredTensor* t : m.args) e = std::max<size_t>(e, t->w.n * t->w.k);
+  return e;
+}
 
 struct Activations {
   Block block;
@@ -251,7 +263,8 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                onorm = l.take(perturb ? (2 * c.layers + 1) * align_floats(D) * F : 0), otok = l.take(N * W),
                ooff = l.take((p.B + 1) * W), orel = l.take(N * W), ozs = l.take(p.B * W), ohrows = l.take(p.R * W),
                otg = l.take(p.tg.size() * W), owd = l.take(p.want_dst.size() * W), ows = l.take(p.want_src.size() * W),
-               omask = l.take(p.kmask.size());
+               omask = l.take(p.kmask.size()), owp = l.take(perturb ? max_weight_elems(m) * F : 0),
+               oiota = l.take(perturb ? max_weight_rows(m) * W : 0);
   size_t olp[2] = {0, 0}, olg[2] = {0, 0};
   for (int f = 0; f < forwards; ++f) {
     olp[f] = l.take(p.tg.empty() ? 0 : p.R * sizeof(double));
@@ -267,10 +280,12 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   d.tokens = in(otok), d.seq_off = in(ooff), d.rel_pos = in(orel), d.zero_start = in(ozs), d.head_rows = in(ohrows);
   d.tg = in(otg), d.want_dst = in(owd), d.want_src = in(ows);
   d.kmask = base + omask;
+  d.wprime = fl(owp), d.iota = in(oiota);
   for (int f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
 }
 
-void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch& b) {
+void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch& b, const std::vector<int32_t>& iota) {
+  ops.put(d.iota, iota.data(), iota.size() * 4);
   ops.put(d.tokens, b.tokens, p.N * 4);
   ops.put(d.seq_off, b.seq_off, (p.B + 1) * 4);
   ops.put(d.rel_pos, p.rel_pos.data(), p.N * 4);
@@ -284,20 +299,35 @@ void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch
   ops.put(d.sin_t, p.sin_t.data(), p.sin_t.size() * 4);
 }
 
-// y[M, w.n] (+)= x . w^T for w = L's weights or the view of its rows from direction index `first`.
-void linear_view(const Ops& ops, const Linear& L, const GemmWeights& w, uint64_t first, const float* x, size_t M, float* y,
-                 bool accumulate, const LlamaPerturb* zo) {
+// Perturbed linears of at least this many rows first write W' = W + alpha z (decoded, perturbed, fp32)
+// into a workspace with the embedding kernel (the same perturbed(decode, alpha, z) per element as
+// perturb-on-load) and run the GEMM on it unperturbed: one Philox draw per weight instead of one per
+// weight and row. Same bits either way (tested in emulation on both sides of the threshold).
+constexpr size_t kMaterializeRows = 8;
+
+// y[M, rows] (+)= x . W[r0 : r0 + rows]^T, the rows perturbed with their direction indices of the
+// whole tensor when zo says so: the one place every matrix product of the model runs.
+void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, uint64_t rows, const float* x, size_t M,
+                 float* y, bool accumulate, const LlamaPerturb* zo) {
+  const bool perturb = zo && zo->on(L.id);
   GemmArgs g{};
   g.a = x;
   g.m = M;
-  g.w = w;
+  g.w = gemm_rows_view(L.w, r0, rows);
   g.c = y;
   g.accumulate = accumulate;
-  if (zo && zo->on(L.id)) g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, first, false, nullptr, 0};
+  if (perturb && M >= kMaterializeRows) {
+    const Direction dir = zo->of(L.id);
+    embed_launch(ops.impl, d.wprime, L.w, d.iota + r0, rows, &dir, zo->alpha, ops.stream);
+    g.w = GemmWeights{true, d.wprime, {}, rows, L.w.k};
+  } else if (perturb) {
+    g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, r0 * L.w.k, false, nullptr, 0};
+  }
   ops.gemm(g);
 }
-void linear(const Ops& ops, const Linear& L, const float* x, size_t M, float* y, bool accumulate, const LlamaPerturb* zo) {
-  linear_view(ops, L, L.w, 0, x, M, y, accumulate, zo);
+void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size_t M, float* y, bool accumulate,
+            const LlamaPerturb* zo) {
+  linear_rows(ops, d, L, 0, L.w.n, x, M, y, accumulate, zo);
 }
 
 // The forward of llama.cc's llama_forward (no cache, no sampling), op for op, queued on ops.
@@ -345,19 +375,19 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
   for (size_t l = 0; l < c.layers; ++l) {
     const LlamaLayer& L = w.layers[l];
     rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l], N, D, c.eps, s);
-    linear(ops, L.q, d.xn, N, d.q, false, zo);
-    linear(ops, L.k, d.xn, N, d.k, false, zo);
-    linear(ops, L.v, d.xn, N, d.v, false, zo);
+    linear(ops, d, L.q, d.xn, N, d.q, false, zo);
+    linear(ops, d, L.k, d.xn, N, d.k, false, zo);
+    linear(ops, d, L.v, d.xn, N, d.v, false, zo);
     rope_launch(im, d.q, N, Hq, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
     rope_launch(im, d.k, N, Hkv, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
     kv_store_launch(im, d.kl, d.vl, d.k, d.v, d.seq_off, p.B, N, Hkv, hd, p.T, s);
     attention_launch(im, at, N, s);
-    linear(ops, L.o, d.q, N, d.x, true, zo);  // residual
+    linear(ops, d, L.o, d.q, N, d.x, true, zo);  // residual
     rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l + 1], N, D, c.eps, s);
-    linear(ops, L.gate, d.xn, N, d.g, false, zo);
-    linear(ops, L.up, d.xn, N, d.u, false, zo);
+    linear(ops, d, L.gate, d.xn, N, d.g, false, zo);
+    linear(ops, d, L.up, d.xn, N, d.u, false, zo);
     swiglu_launch(im, d.g, d.g, d.u, N * I, s);
-    linear(ops, L.down, d.g, N, d.x, true, zo);  // residual
+    linear(ops, d, L.down, d.g, N, d.x, true, zo);  // residual
   }
 
   // LM head on the rows that need it, a chunk at a time (subset logits transposed: [S][C]).
@@ -368,10 +398,10 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
     if (o.vocab_subset) {
       for (size_t j = 0; j < o.n_vocab_subset; ++j) {
         const uint64_t r = (uint64_t)o.vocab_subset[j];
-        linear_view(ops, w.lm_head, gemm_rows_view(w.lm_head.w, r, 1), r * D, d.hrows, n, d.hl + j * p.C, false, zo);
+        linear_rows(ops, d, w.lm_head, r, 1, d.hrows, n, d.hl + j * p.C, false, zo);
       }
     } else {
-      linear(ops, w.lm_head, d.hrows, n, d.hl, false, zo);
+      linear(ops, d, w.lm_head, d.hrows, n, d.hl, false, zo);
     }
     if (!p.tg.empty()) log_probs_launch(im, d.hl, n, V, d.tg + c0, lp + c0, s);
     const size_t wb = p.want_begin[ci], we = p.want_begin[ci + 1];
@@ -400,9 +430,11 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
   Activations act;
   alloc_activations(act, m, p, b, perturb, forwards);
   std::vector<std::vector<double>> lp(forwards, std::vector<double>(p.tg.empty() ? 0 : p.R));
+  std::vector<int32_t> iota(perturb ? max_weight_rows(m) : 0);
+  for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)i;
   Call call(m.emulated);  // after the memory: its destructor drains the stream first
   const Bufs& d = act.d;
-  upload_batch(call.ops, d, p, b);
+  upload_batch(call.ops, d, p, b, iota);
   call.begin();
   for (int f = 0; f < forwards; ++f) forward(call.ops, m, p, d, *outs[f], zos[f], d.lp[f], d.logits[f]);
   call.end("llama forward");

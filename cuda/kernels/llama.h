@@ -19,6 +19,8 @@
 // gemv.h. Log-probs: CUDA's log() on the GPU (<= 1 ulp of the double, nn.h); the emulation uses
 // the host's, so emulated log-probs are the CPU's bits. The fast gemv kernel is not used: its
 // order (lane chunks, warp butterfly) differs from every CPU order.
+// Perturbed linears of >= 8 rows run on W' = W + alpha z written once per call into a workspace
+// (the largest weight in fp32, category activations) instead of regenerating z per row: same bits.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
