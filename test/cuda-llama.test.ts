@@ -12,7 +12,12 @@ import type { DeviceLlamaModel } from '../lib';
 import { loadCuda } from '../lib/native/load';
 import { cudaStatus } from '../lib/backend';
 import { ZoOptimizer } from '../lib/zo/optimizer';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { nativeBinary } from '../lib/native/load';
 import { modelDir } from './helpers/models';
+import { cleanEnv, root, run } from './helpers/spawn';
 
 const micro = modelDir('micro-llama');
 const addon = loadCuda().addon;
@@ -186,6 +191,33 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
       w8a8.dispose();
     }
     if (!gpu) expect(await codeOf(cpu.fp32.toDevice('cuda'))).toBe('ZOTUNE_CUDA_UNAVAILABLE');
+  });
+});
+
+d('GPU host scripts, emulated', () => {
+  test('gpu-check.js --emulate: the llama section (forward, golden logits, probe, update) passes on micro-llama', () => {
+    const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--emulate', '--cpu', nativeBinary().path, '--cuda', loadCuda().binary!.path], {
+      env: cleanEnv({ ZOTUNE_MODELS: path.dirname(micro!) }),
+      timeout: 300_000,
+    });
+    const report = JSON.parse(r.stdout) as { llama: { cases: number; failures: number }; mismatches: unknown[] };
+    expect(report.mismatches).toEqual([]);
+    expect([r.status, report.llama]).toEqual([0, { cases: 7, failures: 0, emulated: true }]);
+  });
+
+  test('bench/gpu/zo-step.js --emulate runs a step per scheme and writes its table', () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'zo-step-'));
+    try {
+      const r = run(process.execPath, [path.join(root, 'bench', 'gpu', 'zo-step.js'), '--emulate', '--cuda', loadCuda().binary!.path, '--out', out]);
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      const md = fs.readFileSync(path.join(out, 'zo-step.md'), 'utf8');
+      expect(md).toMatch(/\| int8 \| 0 \|/);
+      expect(md).toMatch(/\| int4-g128 \| 0 \|/);
+      const json = JSON.parse(fs.readFileSync(path.join(out, 'zo-step.json'), 'utf8')) as { rows: { lastG: number }[] };
+      for (const row of json.rows) expect(Number.isFinite(row.lastG) && row.lastG !== 0).toBe(true);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
   });
 });
 
