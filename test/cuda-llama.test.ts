@@ -3,9 +3,10 @@
  * runs emulated: the same orchestration, with every kernel's per-thread code on the host; the GPU
  * cases run only where a GPU is usable (scripts/gpu-check.js --llama repeats them on a GPU host).
  *
- * Bits: every GEMM of these batches has M > 4 rows, where the gemv reference kernel follows the CPU
- * GEMM's order, so logits, log-probs, probe losses and updates equal the CPU's bit for bit. Logits of
- * <= 4 rows (logits 'last' without targets) take the CPU's GEMV order: compared within 1e-5.
+ * Bits: every GEMM of these batches has M > 4 rows, where both device GEMMs (the F32 tiles from 8
+ * rows, the gemv reference kernel below) follow the CPU GEMM's order, so logits, log-probs, probe
+ * losses and updates equal the CPU's bit for bit. Logits of <= 4 rows (logits 'last' without
+ * targets) take the CPU's GEMV order: compared within 1e-5.
  */
 import { LlamaModel, QTensor, Tensor, llamaTensorNames } from '../lib';
 import type { DeviceLlamaModel } from '../lib';
@@ -109,9 +110,11 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     expectSameBits(want.minus.logits, got.minus.logits);
   });
 
-  test('a batch of 6 tokens (perturb-on-load inside the GEMM, below the materialized-W\' threshold of 8 rows) equals the CPU probe', async () => {
+  test('a batch of 6 tokens (below the tiled GEMM\'s 8 rows: the gemv reference kernel, decode and perturb on load) equals the CPU', async () => {
     const short = [batch[0].slice(0, 4), batch[1].slice(0, 2)];
     for (const s of ['fp32', 'int4-g32']) {
+      const fw = await cpu[s].forward(short, { logits: 'all' }), fg = await dev[s].forward(short, { logits: 'all' });
+      expectSameBits(fw.logits, fg.logits);
       const opts = { seed: 31n, eps: 1e-2, logits: 'all' as const };
       const want = await cpu[s].zoProbe(short, opts), got = await dev[s].zoProbe(short, opts);
       expect(Object.is(got.plus.loss, want.plus.loss) && Object.is(got.minus.loss, want.minus.loss)).toBe(true);

@@ -12,10 +12,10 @@
 // PyTorch peer (zo_step_torch.py: bf16 MeZO step with in-place perturbation, and a first-order
 // AdamW bf16 step's peak memory) at the same shapes. Writes DIR/zo-step.md and DIR/zo-step.json.
 //
-// The device linears run the gemv reference kernel (one thread per output, the CPU's order, see
-// llama.h): correct, not fast; expect this to be far slower than torch's tensor-core GEMMs. The
-// default batch (1 x 256 tokens) keeps a probe within the session's time limits; torch runs the
-// same shapes.
+// The device linears keep the CPU's order (llama.h): fp32 SIMT tiles on W' written once per call
+// (decoded, perturbed), one fma chain per output; correct, not fast: expect it to be far slower than
+// torch's bf16 tensor-core GEMMs. The default batch (1 x 256 tokens) keeps a probe within the
+// session's time limits; torch runs the same shapes.
 //
 // --emulate: a tiny shape (hidden 128, 2 layers, vocab 256, 2 x 8 tokens) on the host through the
 // kernels' per-thread code, no GPU and no torch: checks this script's plumbing.
@@ -183,7 +183,7 @@ function main() {
     '',
     `Model: LLaMA-shaped, hidden ${s.hidden}, intermediate ${s.inter}, ${s.heads} heads, ${s.layers} layers, vocab ${s.vocab}, random weights; ` +
       `batch ${o.batch} x ${o.seq} tokens, loss on next tokens. Step = one probe (+eps and -eps forwards, every tensor perturbed on load) + one update ` +
-      `(every tensor). Times: CUDA events, best of ${o.iters}. Our linears run the gemv reference kernel (the CPU's order, one thread per output): a ` +
+      `(every tensor). Times: CUDA events, best of ${o.iters}. Our linears keep the CPU's order (fp32 SIMT tiles on W' = decode(W) + eps z written once per call): a ` +
       'correctness-first path, not a tuned GEMM. "x torch" = our step time / torch bf16 MeZO step time (> 1: slower).',
     '',
     '| weights | weight MiB | probe ms | update ms | step ms | x torch step | device peak MiB | activations peak MiB |',

@@ -13,6 +13,7 @@
 
 #include "../../native/common/status.h"
 #include "device.h"
+#include "gemm_tc.h"
 #include "gemv.h"
 #include "llama.h"
 #include "nn.h"
@@ -84,6 +85,7 @@ struct DeviceLlama {
   std::vector<std::unique_ptr<StoredTensor>> tensors;  // one per distinct id
   std::vector<StoredTensor*> args;                     // weight argument -> its tensor
   LlamaWeights w;                                      // views over the stored tensors
+  bool quantized = false;                              // some weight is not fp32 (the tiled GEMMs decode it first)
 };
 
 namespace {
@@ -255,6 +257,7 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   const LlamaConfig& c = m.c;
   const size_t N = p.N, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
   const size_t kv = p.B * c.kv_heads * p.T * c.head_dim, F = sizeof(float), W = sizeof(int32_t);
+  const bool ws = perturb || m.quantized;  // the W' workspace of the tiled GEMMs
   Layout l;
   const size_t ox = l.take(N * D * F), oxn = l.take(N * D * F), oq = l.take(N * Q * F), ok = l.take(N * KV * F),
                ov = l.take(N * KV * F), og = l.take(N * I * F), ou = l.take(N * I * F), okl = l.take(kv * F),
@@ -263,8 +266,8 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                onorm = l.take(perturb ? (2 * c.layers + 1) * align_floats(D) * F : 0), otok = l.take(N * W),
                ooff = l.take((p.B + 1) * W), orel = l.take(N * W), ozs = l.take(p.B * W), ohrows = l.take(p.R * W),
                otg = l.take(p.tg.size() * W), owd = l.take(p.want_dst.size() * W), ows = l.take(p.want_src.size() * W),
-               omask = l.take(p.kmask.size()), owp = l.take(perturb ? max_weight_elems(m) * F : 0),
-               oiota = l.take(perturb ? max_weight_rows(m) * W : 0);
+               omask = l.take(p.kmask.size()), owp = l.take(ws ? max_weight_elems(m) * F : 0),
+               oiota = l.take(ws ? max_weight_rows(m) * W : 0);
   size_t olp[2] = {0, 0}, olg[2] = {0, 0};
   for (int f = 0; f < forwards; ++f) {
     olp[f] = l.take(p.tg.empty() ? 0 : p.R * sizeof(double));
@@ -299,30 +302,37 @@ void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch
   ops.put(d.sin_t, p.sin_t.data(), p.sin_t.size() * 4);
 }
 
-// Perturbed linears of at least this many rows first write W' = W + alpha z (decoded, perturbed, fp32)
-// into a workspace with the embedding kernel (the same perturbed(decode, alpha, z) per element as
-// perturb-on-load) and run the GEMM on it unperturbed: one Philox draw per weight instead of one per
-// weight and row. Same bits either way (tested in emulation on both sides of the threshold).
-constexpr size_t kMaterializeRows = 8;
+// GEMMs of at least this many rows run the F32 SIMT tiles (gemm_tc.h gemm_f32_launch) on fp32
+// weights: quantized or perturbed weights are first written once per call as W' = decode(W) (+ alpha
+// z) into an fp32 workspace by the embedding kernel (the same perturbed(decode, alpha, z) per element
+// as perturb-on-load), one Philox draw per weight instead of one per weight and row. Fewer rows run
+// the gemv reference kernel, decoding and perturbing on load. Both are one fma chain per output in
+// k order (the CPU's GEMM order): the same bits (tested in emulation on both sides of the threshold).
+constexpr size_t kTiledRows = 8;
 
 // y[M, rows] (+)= x . W[r0 : r0 + rows]^T, the rows perturbed with their direction indices of the
 // whole tensor when zo says so: the one place every matrix product of the model runs.
 void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, uint64_t rows, const float* x, size_t M,
                  float* y, bool accumulate, const LlamaPerturb* zo) {
   const bool perturb = zo && zo->on(L.id);
+  const uint64_t K = L.w.k;
+  if (M >= kTiledRows) {
+    const float* w = L.w.w32 + r0 * K;
+    if (perturb || !L.w.f32) {
+      const Direction dir = perturb ? zo->of(L.id) : Direction{};
+      embed_launch(ops.impl, d.wprime, L.w, d.iota + r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, ops.stream);
+      w = d.wprime;
+    }
+    gemm_f32_launch(ops.host() ? TcImpl::Emulated : TcImpl::Fast, x, w, y, M, rows, K, accumulate, ops.stream);
+    return;
+  }
   GemmArgs g{};
   g.a = x;
   g.m = M;
   g.w = gemm_rows_view(L.w, r0, rows);
   g.c = y;
   g.accumulate = accumulate;
-  if (perturb && M >= kMaterializeRows) {
-    const Direction dir = zo->of(L.id);
-    embed_launch(ops.impl, d.wprime, L.w, d.iota + r0, rows, &dir, zo->alpha, ops.stream);
-    g.w = GemmWeights{true, d.wprime, {}, rows, L.w.k};
-  } else if (perturb) {
-    g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, r0 * L.w.k, false, nullptr, 0};
-  }
+  if (perturb) g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, r0 * K, false, nullptr, 0};
   ops.gemm(g);
 }
 void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size_t M, float* y, bool accumulate,
@@ -430,7 +440,7 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
   Activations act;
   alloc_activations(act, m, p, b, perturb, forwards);
   std::vector<std::vector<double>> lp(forwards, std::vector<double>(p.tg.empty() ? 0 : p.R));
-  std::vector<int32_t> iota(perturb ? max_weight_rows(m) : 0);
+  std::vector<int32_t> iota(perturb || m.quantized ? max_weight_rows(m) : 0);
   for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)i;
   Call call(m.emulated);  // after the memory: its destructor drains the stream first
   const Bufs& d = act.d;
@@ -476,6 +486,7 @@ std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeigh
         return t.get();
       }
     auto t = std::make_unique<StoredTensor>();
+    m->quantized = m->quantized || !L.w.f32;
     t->id = L.id;
     t->w = L.w;
     const uint64_t nb = data_bytes(L.w), ns = scale_count(L.w);

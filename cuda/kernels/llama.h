@@ -12,15 +12,16 @@
 // per-thread code on host buffers, no GPU), so the whole model runs, and is tested, without a GPU.
 //
 // Bits against the CPU forward (compiled with -fmad=false): every op equals the CPU's bit for bit
-// (nn.h, perturb.h, quant.h) and every linear runs the gemv reference kernel, the CPU GEMM's order
-// for M > 4 (gemv.h), so the logits equal the CPU's whenever every GEMM of the forward has M > 4
-// rows: the batch has > 4 tokens and the LM head runs on > 4 rows (a head chunk, or with a vocab
-// subset its rows). With <= 4 rows the CPU takes its GEMV order: both within the error bound of
-// gemv.h. Log-probs: CUDA's log() on the GPU (<= 1 ulp of the double, nn.h); the emulation uses
-// the host's, so emulated log-probs are the CPU's bits. The fast gemv kernel is not used: its
-// order (lane chunks, warp butterfly) differs from every CPU order.
-// Perturbed linears of >= 8 rows run on W' = W + alpha z written once per call into a workspace
-// (the largest weight in fp32, category activations) instead of regenerating z per row: same bits.
+// (nn.h, perturb.h, quant.h) and every linear is one fma chain per output in k order, the CPU
+// GEMM's order for M > 4: GEMMs of >= 8 rows run the F32 SIMT tiles of gemm_tc.h on fp32 weights
+// (quantized or perturbed weights first written once per call as W' = decode(W) + alpha z into a
+// workspace the size of the largest weight, fp32, category activations), fewer rows run the gemv
+// reference kernel (gemv.h), decoding and perturbing on load. So the logits equal the CPU's
+// whenever every GEMM of the forward has M > 4 rows: the batch has > 4 tokens and the LM head runs
+// on > 4 rows (a head chunk, or with a vocab subset its rows). With <= 4 rows the CPU takes its
+// GEMV order: both within the error bound of gemv.h. Log-probs: CUDA's log() on the GPU (<= 1 ulp
+// of the double, nn.h); the emulation uses the host's, so emulated log-probs are the CPU's bits.
+// The fast gemv kernel and the tensor-core GEMMs are not used: their orders differ from the CPU's.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
