@@ -4,7 +4,9 @@
 // CPU's bit for bit on every distribution, unaligned starts and 64-bit element indices included.
 // Section pool: the device memory pool (lines "pool <case>: ok | FAIL <why>").
 //
-//   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate]
+//   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate] [--only SECTION]
+//
+// --only runs one section: rng, gemv, perturb, nn, gemmTc, pool or llama (a quick rerun after a fix).
 //
 // --emulate runs the same cases against the kernels' per-thread code executed on the host: no GPU
 // needed; it checks the thread -> element map and this script.
@@ -576,12 +578,13 @@ function checkPool(cpu, gpu, report, say, emulate) {
 }
 
 function main(argv) {
-  let cpuPath, cudaPath, json = false, emulate = false;
+  let cpuPath, cudaPath, json = false, emulate = false, only = null;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--cpu') cpuPath = path.resolve(argv[++i]);
     else if (argv[i] === '--cuda') cudaPath = path.resolve(argv[++i]);
     else if (argv[i] === '--json') json = true;
     else if (argv[i] === '--emulate') emulate = true;
+    else if (argv[i] === '--only') only = argv[++i];
     else {
       console.error(`gpu-check: unknown argument '${argv[i]}'`);
       return 2;
@@ -615,7 +618,12 @@ function main(argv) {
     return 3;
   }
 
-  for (const dist of DISTS)
+  const SECTIONS = { gemv: checkGemv, perturb: checkPerturb, nn: checkNn, gemmTc: checkGemmTc, pool: checkPool, llama: checkLlama };
+  if (only && only !== 'rng' && !SECTIONS[only]) {
+    console.error(`gpu-check: --only takes rng, ${Object.keys(SECTIONS).join(', ')}; got '${only}'`);
+    return 2;
+  }
+  for (const dist of only && only !== 'rng' ? [] : DISTS)
     for (const key of KEYS)
       for (const [n, first] of SHAPES) {
         const a = new Float32Array(n), b = new Float32Array(n);
@@ -637,15 +645,10 @@ function main(argv) {
           say(`MISMATCH ${dist} seed ${m.seed} stream ${key.stream} n ${n} first ${first}: ${bad} values differ, first at ${at} (cpu ${a[at]}, gpu ${b[at]}); host emulation ${mapOk ? 'matches the CPU: device arithmetic differs' : 'differs too: thread map bug'}`);
         }
       }
-  say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
-  checkGemv(cpu, gpu, report, say, emulate);
-  checkPerturb(cpu, gpu, report, say, emulate);
-  checkNn(cpu, gpu, report, say, emulate);
-  checkGemmTc(cpu, gpu, report, say, emulate);
-  checkPool(cpu, gpu, report, say, emulate);
-  checkLlama(cpu, gpu, report, say, emulate);
-  const failed = report.mismatches.length || report.pool.failures.length;
-  if (emulate) {
+  if (!only || only === 'rng') say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
+  for (const [name, check] of Object.entries(SECTIONS)) if (!only || only === name) check(cpu, gpu, report, say, emulate);
+  const failed = report.mismatches.length || (report.pool ? report.pool.failures.length : 0);
+  if (emulate || only) {
     if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
     return failed ? 1 : 0;
   }

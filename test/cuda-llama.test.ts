@@ -199,7 +199,7 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
 
 d('GPU host scripts, emulated', () => {
   test('gpu-check.js --emulate: the llama section (forward, golden logits, probe, update) passes on micro-llama', () => {
-    const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--emulate', '--cpu', nativeBinary().path, '--cuda', loadCuda().binary!.path], {
+    const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--emulate', '--only', 'llama', '--cpu', nativeBinary().path, '--cuda', loadCuda().binary!.path], {
       env: cleanEnv({ ZOTUNE_MODELS: path.dirname(micro!) }),
       timeout: 300_000,
     });

@@ -111,11 +111,15 @@ struct Ops {
     if (host()) memcpy(dst, src, bytes);
     else check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream), "llama: copy");
   }
-  // The one GEMM of the model: the gemv reference kernel (the CPU GEMM's order for M > 4).
-  void gemm(const GemmArgs& g) const {
+  // The two GEMMs of the model, both one fma chain per output in k order (the CPU's for M > 4):
+  // the gemv reference kernel (any weights, perturb-on-load) and the F32 SIMT tiles (fp32 weights).
+  void gemv(const GemmArgs& g) const {
     gemm_check_perturb(g.p, g.w.n, g.w.k);
     if (host()) gemv_emulated(g, GemvKernel::Reference);
     else gemv_reference_launch(g, stream);
+  }
+  void gemm_f32(const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate) const {
+    gemm_f32_launch(host() ? TcImpl::Emulated : TcImpl::Fast, x, w, y, M, N, K, accumulate, stream);
   }
   void perturb(float* w, uint64_t n, const Direction& d, float alpha) const {
     if (host()) perturb_emulated(w, n, d, 0, alpha);
@@ -317,13 +321,12 @@ void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, ui
   const bool perturb = zo && zo->on(L.id);
   const uint64_t K = L.w.k;
   if (M >= kTiledRows) {
-    const float* w = L.w.w32 + r0 * K;
-    if (perturb || !L.w.f32) {
+    const bool direct = L.w.f32 && !perturb;
+    if (!direct) {
       const Direction dir = perturb ? zo->of(L.id) : Direction{};
       embed_launch(ops.impl, d.wprime, L.w, d.iota + r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, ops.stream);
-      w = d.wprime;
     }
-    gemm_f32_launch(ops.host() ? TcImpl::Emulated : TcImpl::Fast, x, w, y, M, rows, K, accumulate, ops.stream);
+    ops.gemm_f32(x, direct ? L.w.w32 + r0 * K : d.wprime, y, M, rows, K, accumulate);
     return;
   }
   GemmArgs g{};
@@ -333,7 +336,7 @@ void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, ui
   g.c = y;
   g.accumulate = accumulate;
   if (perturb) g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, r0 * K, false, nullptr, 0};
-  ops.gemm(g);
+  ops.gemv(g);
 }
 void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size_t M, float* y, bool accumulate,
             const LlamaPerturb* zo) {
