@@ -4,12 +4,15 @@
 // CPU's bit for bit on every distribution, unaligned starts and 64-bit element indices included.
 // Section pool: the device memory pool (lines "pool <case>: ok | FAIL <why>").
 //
-//   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate]
+//   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate] [--only SECTION]
+//
+// --only runs one section: rng, gemv, perturb, nn, gemmTc, pool or llama (a quick rerun after a fix).
 //
 // --emulate runs the same cases against the kernels' per-thread code executed on the host: no GPU
 // needed; it checks the thread -> element map and this script.
 // Section checkNn: the transformer ops (cuda/kernels/nn.cu), fast and reference kernels, one line
-// per case.
+// per case. Section checkLlama: the device-resident LLaMA vs the CPU model (forward, golden logits,
+// ZO probe, ZO update, memory peak), one line per case.
 //
 // Defaults: build/Release/zotune.node or prebuilds/<platform>-<arch>/*.node; ZOTUNE_CUDA_BINARY,
 // build-cuda/Release/cuda/zotune_cuda.node or prebuilds/<platform>-<arch>/cuda/zotune_cuda.node.
@@ -575,12 +578,13 @@ function checkPool(cpu, gpu, report, say, emulate) {
 }
 
 function main(argv) {
-  let cpuPath, cudaPath, json = false, emulate = false;
+  let cpuPath, cudaPath, json = false, emulate = false, only = null;
   for (let i = 0; i < argv.length; i++) {
     if (argv[i] === '--cpu') cpuPath = path.resolve(argv[++i]);
     else if (argv[i] === '--cuda') cudaPath = path.resolve(argv[++i]);
     else if (argv[i] === '--json') json = true;
     else if (argv[i] === '--emulate') emulate = true;
+    else if (argv[i] === '--only') only = argv[++i];
     else {
       console.error(`gpu-check: unknown argument '${argv[i]}'`);
       return 2;
@@ -614,7 +618,12 @@ function main(argv) {
     return 3;
   }
 
-  for (const dist of DISTS)
+  const SECTIONS = { gemv: checkGemv, perturb: checkPerturb, nn: checkNn, gemmTc: checkGemmTc, pool: checkPool, llama: checkLlama };
+  if (only && only !== 'rng' && !SECTIONS[only]) {
+    console.error(`gpu-check: --only takes rng, ${Object.keys(SECTIONS).join(', ')}; got '${only}'`);
+    return 2;
+  }
+  for (const dist of only && only !== 'rng' ? [] : DISTS)
     for (const key of KEYS)
       for (const [n, first] of SHAPES) {
         const a = new Float32Array(n), b = new Float32Array(n);
@@ -636,14 +645,10 @@ function main(argv) {
           say(`MISMATCH ${dist} seed ${m.seed} stream ${key.stream} n ${n} first ${first}: ${bad} values differ, first at ${at} (cpu ${a[at]}, gpu ${b[at]}); host emulation ${mapOk ? 'matches the CPU: device arithmetic differs' : 'differs too: thread map bug'}`);
         }
       }
-  say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
-  checkGemv(cpu, gpu, report, say, emulate);
-  checkPerturb(cpu, gpu, report, say, emulate);
-  checkNn(cpu, gpu, report, say, emulate);
-  checkGemmTc(cpu, gpu, report, say, emulate);
-  checkPool(cpu, gpu, report, say, emulate);
-  const failed = report.mismatches.length || report.pool.failures.length;
-  if (emulate) {
+  if (!only || only === 'rng') say(`conformance${emulate ? ' (host emulation of the kernels)' : ''}: ${report.cases - report.mismatches.length}/${report.cases} cases bit-identical`);
+  for (const [name, check] of Object.entries(SECTIONS)) if (!only || only === name) check(cpu, gpu, report, say, emulate);
+  const failed = report.mismatches.length || (report.pool ? report.pool.failures.length : 0);
+  if (emulate || only) {
     if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
     return failed ? 1 : 0;
   }
@@ -1008,6 +1013,187 @@ function checkNn(cpu, gpu, report, say, emulate) {
     nn.timings.push(t);
     say(`nn ${what}: fast ${t.fastMs.toFixed(3)} ms, reference ${t.referenceMs.toFixed(3)} ms`);
   }
+}
+
+// --- the device-resident LLaMA (cuda/kernels/llama.h) ---------------------------------------------
+// micro-llama and tiny-llama (ZOTUNE_MODELS, .gpu/models or ../shared/models), fp32 and int8
+// weights: the device forward vs the CPU addon's llamaForward (logits bit for bit: every GEMM here
+// has M > 4 rows; log-prob sum within 1e-12 relative: CUDA's log), tiny-llama's fp32 logits vs
+// golden.json (float64 reference) within 1e-4 of the largest |logit|; the ZO probe's two losses and
+// projected gradient vs the CPU probe (same sign, relative difference printed); the ZO update
+// bit for bit; the device memory peak. --emulate runs the same on the host (micro-llama only).
+// One line per case: "llama <model> <scheme> <what>: ok | FAIL ...".
+
+function llamaModelsDir() {
+  return firstExisting([process.env.ZOTUNE_MODELS, path.join(root, '.gpu', 'models'), path.join(root, '..', 'shared', 'models')]);
+}
+
+// fp32 tensors of a safetensors file (F32 only: the shared models are fp32).
+function readSafetensors(file) {
+  const buf = fs.readFileSync(file);
+  const n = Number(buf.readBigUInt64LE(0));
+  const header = JSON.parse(buf.subarray(8, 8 + n).toString('utf8'));
+  const out = new Map();
+  for (const [name, t] of Object.entries(header)) {
+    if (name === '__metadata__') continue;
+    if (t.dtype !== 'F32') throw new Error(`${file}: ${name} is ${t.dtype}, expected F32`);
+    const [b, e] = t.data_offsets;
+    const bytes = buf.subarray(8 + n + b, 8 + n + e);
+    out.set(name, new Float32Array(bytes.buffer.slice(bytes.byteOffset, bytes.byteOffset + bytes.byteLength)));
+  }
+  return out;
+}
+
+// cfg vector, tensor ids and weight arguments in the native argument order (lib/model/llama.ts).
+function llamaLoad(cpu, dir, scheme) {
+  const c = JSON.parse(fs.readFileSync(path.join(dir, 'config.json'), 'utf8'));
+  const t = readSafetensors(path.join(dir, 'model.safetensors'));
+  const hd = c.head_dim || c.hidden_size / c.num_attention_heads;
+  const cfg = Float64Array.from([c.hidden_size, c.num_hidden_layers, c.num_attention_heads, c.num_key_value_heads, hd, c.intermediate_size,
+    c.vocab_size, c.max_position_embeddings, c.rms_norm_eps, c.rope_theta, 0, 1, 1, 4, 8192]);
+  if (c.rope_scaling) throw new Error(`${dir}: rope_scaling is not handled by gpu-check`);
+  const names = ['model.embed_tokens.weight'];
+  for (let l = 0; l < c.num_hidden_layers; l++)
+    for (const n of ['input_layernorm', 'self_attn.q_proj', 'self_attn.k_proj', 'self_attn.v_proj', 'self_attn.o_proj', 'post_attention_layernorm', 'mlp.gate_proj', 'mlp.up_proj', 'mlp.down_proj'])
+      names.push(`model.layers.${l}.${n}.weight`);
+  names.push('model.norm.weight', c.tie_word_embeddings ? 'model.embed_tokens.weight' : 'lm_head.weight');
+  const ids = Uint32Array.from(names, (n, i) => (n === names[0] ? 0 : i));
+  const quantized = (n) => scheme === 'int8' && n !== names[0] && !n.endsWith('norm.weight');
+  const rowsOf = (n) => t.get(n).length / (n.includes('down_proj') ? c.intermediate_size : n.includes('o_proj') ? c.num_attention_heads * hd : c.hidden_size);
+  const weights = names.map((n) => {
+    const x = t.get(n);
+    if (!quantized(n)) return x;
+    const rows = rowsOf(n), cols = x.length / rows;
+    const q = { format: 0, rows, cols, group: cols, data: new Int8Array(rows * cols), scales: new Float32Array(rows) };
+    cpu.quantize(x, 0, q, 1, false, 0, 0);
+    return q;
+  });
+  return { c, cfg, ids, names, weights, golden: fs.existsSync(path.join(dir, 'golden.json')) ? JSON.parse(fs.readFileSync(path.join(dir, 'golden.json'), 'utf8')) : null };
+}
+
+function llamaBatch(m) {
+  const prompts = m.golden ? m.golden.prompts.map((p) => p.input_ids) : [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13]];
+  const N = prompts.reduce((s, p) => s + p.length, 0);
+  const tokens = new Int32Array(N), offsets = new Int32Array(prompts.length + 1), positions = new Int32Array(N), targets = new Int32Array(N).fill(-1);
+  let at = 0;
+  prompts.forEach((p, b) => {
+    offsets[b] = at;
+    p.forEach((id, i) => {
+      tokens[at] = id;
+      positions[at] = i;
+      if (i + 1 < p.length) targets[at] = p[i + 1];
+      at++;
+    });
+  });
+  offsets[prompts.length] = N;
+  return { prompts, N, tokens, offsets, positions, targets, rows: Int32Array.from({ length: N }, (_, i) => i) };
+}
+
+const f32bits = (a) => new Uint32Array(a.buffer, a.byteOffset, a.length);
+function llamaCompare(want, got) {  // {same, differ, maxRel}
+  const a = f32bits(want), b = f32bits(got);
+  let differ = 0, maxRel = 0, scale = 0;
+  for (let i = 0; i < want.length; i++) scale = Math.max(scale, Math.abs(want[i]));
+  for (let i = 0; i < want.length; i++)
+    if (a[i] !== b[i]) (differ++, (maxRel = Math.max(maxRel, Math.abs(got[i] - want[i]) / (scale || 1))));
+  return { same: differ === 0, differ, maxRel };
+}
+
+function checkLlama(cpu, gpu, report, say, emulate) {
+  const r = (report.llama = { cases: 0, failures: 0, emulated: emulate });
+  const dir = llamaModelsDir();
+  const line = (ok, s, extra) => {
+    r.cases++;
+    if (!ok) (r.failures++, report.mismatches.push({ section: 'llama', line: s, ...extra }));
+    say(`llama ${s}: ${ok ? 'ok' : 'FAIL'}`);
+  };
+  if (!dir || !gpu.llamaDeviceCreate) {
+    say(`llama: skipped (${!dir ? 'no models folder: set ZOTUNE_MODELS' : 'the CUDA addon has no device LLaMA'})`);
+    return;
+  }
+  for (const name of emulate ? ['micro-llama'] : ['micro-llama', 'tiny-llama'])
+    for (const scheme of ['fp32', 'int8']) {
+      if (!fs.existsSync(path.join(dir, name))) {
+        say(`llama ${name}: skipped (not in ${dir})`);
+        continue;
+      }
+      const m = llamaLoad(cpu, path.join(dir, name), scheme), b = llamaBatch(m), V = m.c.vocab_size, tag = `${name} ${scheme}`;
+      if (!emulate) gpu.deviceResetPeaks();
+      const live0 = emulate ? 0 : gpu.deviceMemory().totalLive;
+      let h;
+      try {
+        h = gpu.llamaDeviceCreate(m.cfg, m.ids, emulate, ...m.weights);
+      } catch (err) {
+        line(false, `${tag} upload (${err.code}: ${err.message})`);
+        continue;
+      }
+      try {
+        // forward: logits of every row, log-probs of next tokens
+        const lw = new Float32Array(b.N * V), lg = new Float32Array(b.N * V), pw = new Float64Array(b.N), pg = new Float64Array(b.N);
+        const fw = cpu.llamaForward(m.cfg, m.ids, b.tokens, b.offsets, b.positions, null, b.targets, pw, b.rows, lw, null, null, null, null, null, 0, null, null, 0, ...m.weights);
+        const fg = gpu.llamaDeviceForward(h, b.tokens, b.offsets, b.positions, null, b.targets, pg, b.rows, lg, null);
+        const cmp = llamaCompare(lw, lg), dl = Math.abs(fg.logprobSum - fw.logprobSum) / Math.abs(fw.logprobSum);
+        line(cmp.same && fg.count === fw.count && dl <= 1e-12,
+          `${tag} forward vs CPU (${b.N} tokens, ${fg.kernelMs.toFixed(2)} ms): logits ${cmp.same ? 'bit-identical' : `${cmp.differ} differ, max rel ${cmp.maxRel.toExponential(2)}`}, log-prob sum rel diff ${dl.toExponential(2)}`);
+        if (!emulate && name === 'micro-llama') {
+          // The host emulation of the same kernels: device = emulation but != CPU is an orchestration or
+          // numerics bug (reproducible here); device != emulation is device arithmetic, a race or a launch bug.
+          const he = gpu.llamaDeviceCreate(m.cfg, m.ids, true, ...m.weights), le = new Float32Array(b.N * V);
+          try {
+            gpu.llamaDeviceForward(he, b.tokens, b.offsets, b.positions, null, b.targets, new Float64Array(b.N), b.rows, le, null);
+          } finally {
+            gpu.llamaDeviceFree(he);
+          }
+          const ce = llamaCompare(le, lg);
+          line(ce.same, `${tag} forward vs its host emulation: logits ${ce.same ? 'bit-identical' : `${ce.differ} differ, max rel ${ce.maxRel.toExponential(2)}`}`);
+        }
+        if (m.golden && scheme === 'fp32') {
+          let worst = 0, scale = 0;
+          m.golden.prompts.forEach((p, s) =>
+            p.logits.positions.forEach((pos, i) => {
+              const ref = p.logits.values[i], row = (b.offsets[s] + pos) * V;
+              for (let v = 0; v < V; v++) (scale = Math.max(scale, Math.abs(ref[v]))), (worst = Math.max(worst, Math.abs(lg[row + v] - ref[v])));
+            }),
+          );
+          line(worst / scale <= 1e-4, `${tag} logits vs golden.json (float64): max |diff| / max |logit| = ${(worst / scale).toExponential(2)} (limit 1e-4)`);
+        }
+        // probe: both losses and the projected gradient
+        const eps = 1e-3, seed = 0x5eedn, trainable = new Uint8Array(m.ids.length).fill(1);
+        const pp = [new Float64Array(b.N), new Float64Array(b.N), new Float64Array(b.N), new Float64Array(b.N)];
+        const cw = cpu.llamaZoProbe(m.cfg, m.ids, b.tokens, b.offsets, b.positions, null, b.targets, pp[0], pp[1], null, null, null, null, seed, 0, 0, eps, 0, trainable, ...m.weights);
+        const cg = gpu.llamaDeviceZoProbe(h, b.tokens, b.offsets, b.positions, null, b.targets, pp[2], pp[3], null, null, null, null, seed, 0, 0, eps, trainable);
+        const loss = (x) => -x.logprobSum / x.count, grad = (x) => (loss(x.plus) - loss(x.minus)) / (2 * eps);
+        const gw = grad(cw), gg = grad(cg), rel = Math.abs(gg - gw) / Math.abs(gw);
+        const exact = loss(cw.plus) === loss(cg.plus) && loss(cw.minus) === loss(cg.minus);
+        line(Math.sign(gw) === Math.sign(gg) && rel <= 1e-6,
+          `${tag} probe vs CPU (${cg.kernelMs.toFixed(2)} ms): losses ${exact ? 'bit-identical' : 'differ'}, projected gradient ${gg.toPrecision(8)} vs CPU ${gw.toPrecision(8)} (rel diff ${rel.toExponential(2)})`);
+        // update: the CPU's zoUpdate on its arrays, the device's on its copy, then compared byte for byte
+        const upd = [...new Set(m.ids)].map((id) => m.ids.indexOf(id));
+        const tensors = upd.map((i) => m.weights[i]);
+        const counts = Float64Array.from(tensors, (w) => (w.format === undefined ? w.length : w.rows * w.cols));
+        const uids = Uint32Array.from(upd, (i) => m.ids[i]);
+        cpu.zoUpdate(0x77n, 0, 4, 1e-3, 0, uids, new Uint8Array(uids.length), counts, ...tensors);
+        const ug = gpu.llamaDeviceZoUpdate(h, 0x77n, 0, 4, 1e-3, 0, uids);
+        let bad = 0;
+        upd.forEach((i) => {
+          const w = m.weights[i];
+          const dst = w.format === undefined ? new Float32Array(w.length) : { ...w, data: new Int8Array(w.data.length), scales: new Float32Array(w.scales.length) };
+          gpu.llamaDeviceRead(h, i, dst);
+          const same = w.format === undefined ? bytesOf(dst).equals(bytesOf(w)) : bytesOf(dst.data).equals(bytesOf(w.data)) && bytesOf(dst.scales).equals(bytesOf(w.scales));
+          if (!same) bad++;
+        });
+        line(bad === 0, `${tag} update vs CPU (QuZO 4-bit z, ${ug.kernelMs.toFixed(2)} ms): ${bad ? `${bad}/${upd.length} tensors differ` : `${upd.length} tensors bit-identical`}`);
+        if (!emulate) {
+          const mem = gpu.deviceMemory(), wb = m.weights.reduce((s, w, i) => s + (upd.includes(i) ? (w.format === undefined ? w.byteLength : w.data.byteLength + w.scales.byteLength) : 0), 0);
+          say(`llama ${tag} device memory: weights ${(mem.live.weights / 2 ** 20).toFixed(2)} MiB live (${(wb / 2 ** 20).toFixed(2)} MiB of tensors), peak activations ${(mem.peak.activations / 2 ** 20).toFixed(2)} MiB, total peak ${((mem.totalPeak - live0) / 2 ** 20).toFixed(2)} MiB`);
+        }
+      } catch (err) {
+        line(false, `${tag} threw ${err.code}: ${err.message}`);
+      } finally {
+        gpu.llamaDeviceFree(h);
+      }
+    }
+  say(`llama: ${r.cases - r.failures}/${r.cases} cases ok${emulate ? ' (host emulation of the kernels)' : ''}`);
 }
 
 process.exitCode = main(process.argv.slice(2));

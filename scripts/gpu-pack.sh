@@ -16,5 +16,5 @@ rm -rf .gpu && mkdir -p .gpu/models
 gzip -1 -c "$(command -v node)" >.gpu/node.gz
 cp build/Release/zotune.node .gpu/
 cp build-cuda/Release/cuda/zotune_cuda.node .gpu/
-cp -r "$models/micro-llama" .gpu/models/
+cp -r "$models/micro-llama" .gpu/models/  # tiny-llama (28 MiB) does not fit the 64 MiB carry beside node
 du -sh .gpu

@@ -59,6 +59,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   register_nn(env, exports);
   register_gemm_tc(env, exports);
   register_pool(env, exports);
+  register_llama(env, exports);
   return exports;
 }
 

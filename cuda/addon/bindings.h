@@ -19,6 +19,7 @@ Job timed_job(std::function<float()> run);
 void register_nn(Napi::Env env, Napi::Object exports);
 void register_gemm_tc(Napi::Env env, Napi::Object exports);
 void register_pool(Napi::Env env, Napi::Object exports);
+void register_llama(Napi::Env env, Napi::Object exports);
 
 }  // namespace cuda
 }  // namespace zt

@@ -82,6 +82,7 @@ struct TcParams {
   // FP8: one weight scale per row (sw_per_row) or one for the tensor; activation scales in ep.sx.
   const float* sw;
   bool sw_per_row;
+  bool accumulate;  // F32: every output's chain starts from y (y += x . w^T), else from +0
 };
 
 // ---- per-kind operations ------------------------------------------------------------------------
@@ -274,6 +275,15 @@ ZT_HD void f32_compute(const float* As, const float* Bs, int t, int kc, float (*
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) acc[i][j] = zt_fma(As[k * kFT + ty + 16 * i], Bs[k * kFT + tx + 16 * j], acc[i][j]);
 }
+// The chains' start: +0, or y when accumulating (the CPU's c0 = C).
+ZT_HD void f32_init(const TcParams& p, uint64_t m0, uint64_t n0, int t, float (*acc)[4]) {
+  const int tx = t % 16, ty = t / 16;
+  for (int i = 0; i < 4; ++i)
+    for (int j = 0; j < 4; ++j) {
+      const uint64_t m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
+      acc[i][j] = p.accumulate && m < p.M && n < p.N ? p.y[m * p.N + n] : 0.0f;
+    }
+}
 ZT_HD void f32_store(const TcParams& p, uint64_t m0, uint64_t n0, int t, const float (*acc)[4]) {
   const int tx = t % 16, ty = t / 16;
   for (int i = 0; i < 4; ++i)
@@ -371,7 +381,8 @@ __global__ void reference_kernel(TcParams p) {
 __global__ void __launch_bounds__(kThreads) f32_gemm_kernel(TcParams p) {
   __shared__ float As[kFK * kFT], Bs[kFK * kFT];
   const uint64_t m0 = (uint64_t)blockIdx.y * kFT, n0 = (uint64_t)blockIdx.x * kFT, K = p.kbytes / 4;
-  float acc[4][4] = {};
+  float acc[4][4];
+  f32_init(p, m0, n0, threadIdx.x, acc);
   for (uint64_t k0 = 0; k0 < K; k0 += kFK) {
     f32_load(p, m0, n0, k0, threadIdx.x, As, Bs);
     __syncthreads();
@@ -521,7 +532,7 @@ void f32_gemm_emulated(const TcParams& p) {
   const uint64_t K = p.kbytes / 4;
   for (uint64_t m0 = 0; m0 < p.M; m0 += kFT)
     for (uint64_t n0 = 0; n0 < p.N; n0 += kFT) {
-      std::fill(acc.begin(), acc.end(), 0.0f);
+      for (int t = 0; t < kThreads; ++t) f32_init(p, m0, n0, t, reinterpret_cast<float(*)[4]>(&acc[t * 16]));
       for (uint64_t k0 = 0; k0 < K; k0 += kFK) {
         for (int t = 0; t < kThreads; ++t) f32_load(p, m0, n0, k0, t, As.data(), Bs.data());
         for (int t = 0; t < kThreads; ++t)
@@ -684,6 +695,18 @@ float gemm_tc(const TcGemm& g, TcImpl impl) {
   const float ms = call.finish("gemmTc");
   if (bad) fail(Code::NonFinite, "gemmTc: the activations hold a non-finite value");
   return ms;
+}
+
+void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K,
+                     bool accumulate, void* stream) {
+  if (M == 0 || N == 0) return;
+  if (M > (uint64_t)65535 * kFT || N > (uint64_t)0x7fffffff) fail(Code::OutOfRange, "gemmF32: the output is too large for one launch");
+  TcParams p{};
+  p.a = reinterpret_cast<const uint8_t*>(x), p.b = reinterpret_cast<const uint8_t*>(w);
+  p.M = M, p.N = N, p.lda = p.kbytes = K * 4, p.y = y, p.accumulate = accumulate;
+  if (impl == TcImpl::Emulated) return f32_gemm_emulated(p);
+  const dim3 grid((unsigned)((N + kFT - 1) / kFT), (unsigned)((M + kFT - 1) / kFT));
+  f32_gemm_kernel<<<grid, kThreads, 0, (cudaStream_t)stream>>>(p);
 }
 
 TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t K, int iters) {

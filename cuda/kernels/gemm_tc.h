@@ -51,6 +51,13 @@ struct TcGemm {
 // ZOTUNE_UNSUPPORTED for FP8 on a GPU older than sm_89, CUDA errors as engine errors.
 float gemm_tc(const TcGemm& g, TcImpl impl);
 
+// The F32 SIMT tiles on caller memory: y[M, N] (+)= x[M, K] . w[N, K]^T, device pointers on
+// `stream` (a cudaStream_t), or host pointers run at once for Emulated; one fma chain per output in
+// k order from y (accumulate) or +0, the CPU GEMM's order for M > 4. Fast or Emulated only (the
+// device model's GEMM of >= 8 rows, cuda/kernels/llama.cu); no validation beyond the grid size.
+void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K,
+                     bool accumulate, void* stream);
+
 // Device-resident benchmark of the Fast kernel: random operands of the kind (fp8: `fp8` picks
 // e4m3 or e5m2) allocated through the pool, `iters` timed launches of the GEMM kernel alone
 // (activations already quantized), each between its own CUDA events.

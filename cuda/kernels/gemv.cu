@@ -591,6 +591,15 @@ float gemv_host(const GemmArgs& g, GemvKernel kind) {
   return call.finish("gemv");
 }
 
+void gemv_reference_launch(const GemmArgs& g, void* stream) {
+  if (g.m == 0 || g.w.n == 0) return;
+  const Plan pl = plan_for(g, GemvKernel::Reference);
+  const Params p = params_for(g, pl, g.w.f32 ? reinterpret_cast<const uint8_t*>(g.w.w32) : g.w.q.data,
+                              g.w.f32 ? nullptr : g.w.q.scales, g.w.f32 ? nullptr : g.w.q.zeros, g.a, g.bias, g.c, nullptr,
+                              g.p.on && g.p.sparse ? g.p.idx : nullptr);
+  launch(p, pl, (cudaStream_t)stream);
+}
+
 void gemv_emulated(const GemmArgs& g, GemvKernel kind) {
   gemm_check_perturb(g.p, g.w.n, g.w.k);
   if (g.m == 0 || g.w.n == 0) return;

@@ -37,6 +37,9 @@ enum class GemvKernel { Fast, Reference };
 float gemv_host(const GemmArgs& g, GemvKernel kind);
 // The same computation with each GPU thread's code run on the host, one thread after another.
 void gemv_emulated(const GemmArgs& g, GemvKernel kind);
+// The reference kernel on device memory (every pointer of g, index list included) on `stream` (a
+// cudaStream_t); the caller validates g (gemm_check_perturb). The device model's one GEMM.
+void gemv_reference_launch(const GemmArgs& g, void* stream);
 // out[j] = z(first + j) as the fast kernel generates it (64-element blocks where aligned).
 void gemv_directions_emulated(float* out, uint64_t n, const Direction& d, uint64_t first);
 

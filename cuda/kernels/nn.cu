@@ -11,6 +11,7 @@
 #include <vector>
 
 #include "../../native/common/status.h"
+#include "../../native/cpu/perturb.h"  // perturbed(): the one perturbation rounding
 #include "device.h"
 #include "nn.h"
 #include "pool.h"
@@ -378,9 +379,45 @@ __host__ __device__ __forceinline__ void rope_pair(size_t t, float* x, size_t he
   rope_rotate(x1, x1 + half, cos_t[e], sin_t[e]);
 }
 
-__host__ __device__ __forceinline__ void embed_elem(size_t t, float* out, const float* table, size_t dim,
-                                                    const int32_t* ids) {
-  out[t] = table[(size_t)ids[t / dim] * dim + t % dim];
+// Element t of the gathered rows: the table's value (decoded as the GEMMs decode it), perturbed
+// with the direction index of that table element when the table is perturbed.
+struct EmbedArgs {
+  GemmWeights w;  // [vocab = n, dim = k]
+  const int32_t* ids;
+  float* out;
+  bool perturb;
+  Direction dir;
+  float alpha;
+};
+
+__host__ __device__ __forceinline__ void embed_elem(size_t t, const EmbedArgs& e) {
+  const uint64_t dim = e.w.k, row = (uint64_t)e.ids[t / dim], k = t % dim;
+  const QTensorView& q = e.w.q;
+  float v = e.w.f32 ? e.w.w32[row * dim + k] : q_decode(q.format, qt_code_at(q, row, k), qt_group(q, qt_scale_index(q, row, k)));
+  if (e.perturb) v = perturbed(v, e.alpha, direction_at(e.dir, row * dim + k));
+  e.out[t] = v;
+}
+
+// Thread t stores element t of the packed k and v rows [N][H][hd] into the KV layout.
+__host__ __device__ __forceinline__ void kv_store_elem(size_t t, float* kl, float* vl, const float* k, const float* v,
+                                                       const int32_t* seq_off, size_t B, size_t H, size_t hd, size_t cap) {
+  const size_t d = t % hd, h = (t / hd) % H, row = t / (hd * H);
+  size_t lo = 0, hi = B;  // the sequence s with seq_off[s] <= row < seq_off[s + 1]
+  while (hi - lo > 1) {
+    const size_t mid = (lo + hi) / 2;
+    if ((size_t)seq_off[mid] <= row) lo = mid;
+    else hi = mid;
+  }
+  const size_t slot = row - (size_t)seq_off[lo], sh = lo * H + h;
+  kl[(sh * hd + d) * cap + slot] = k[t];
+  vl[(sh * cap + slot) * hd + d] = v[t];
+}
+
+__host__ __device__ __forceinline__ void gather_elem(size_t t, float* dst, const int32_t* dst_rows, const float* src,
+                                                     const int32_t* src_rows, size_t row_stride, size_t col_stride,
+                                                     size_t cols) {
+  const size_t i = t / cols, c = t % cols;
+  dst[(dst_rows ? (size_t)dst_rows[i] : i) * cols + c] = src[(size_t)src_rows[i] * row_stride + c * col_stride];
 }
 
 __device__ __forceinline__ size_t thread_index() { return (size_t)blockIdx.x * blockDim.x + threadIdx.x; }
@@ -395,8 +432,19 @@ __global__ void swiglu_kernel(float* out, const float* gate, const float* up, si
   for (size_t t = thread_index(); t < n; t += grid_threads()) out[t] = swiglu_f32(gate[t], up[t]);
 }
 
-__global__ void embed_kernel(float* out, const float* table, size_t dim, const int32_t* ids, size_t n) {
-  for (size_t t = thread_index(); t < n; t += grid_threads()) embed_elem(t, out, table, dim, ids);
+__global__ void embed_kernel(EmbedArgs e, size_t n) {
+  for (size_t t = thread_index(); t < n; t += grid_threads()) embed_elem(t, e);
+}
+
+__global__ void kv_store_kernel(float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off, size_t B,
+                                size_t H, size_t hd, size_t cap, size_t n) {
+  for (size_t t = thread_index(); t < n; t += grid_threads()) kv_store_elem(t, kl, vl, k, v, seq_off, B, H, hd, cap);
+}
+
+__global__ void gather_kernel(float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows,
+                              size_t row_stride, size_t col_stride, size_t cols, size_t n) {
+  for (size_t t = thread_index(); t < n; t += grid_threads())
+    gather_elem(t, dst, dst_rows, src, src_rows, row_stride, col_stride, cols);
 }
 
 // --- host side ------------------------------------------------------------------------------
@@ -431,26 +479,132 @@ struct Buffers {
 
 }  // namespace
 
-float rmsnorm_host(Impl impl, float* out, const float* x, const float* w, size_t rows, size_t dim, double eps) {
-  if (rows == 0) return 0;
+// --- launches on caller memory -------------------------------------------------------------------
+
+void rmsnorm_launch(Impl impl, float* out, const float* x, const float* w, size_t rows, size_t dim, double eps, void* stream) {
+  if (rows == 0) return;
   if (impl == Impl::Emulated) {
     Chains c;
     for (size_t r = 0; r < rows; ++r) {
       HostWarp<RmsState> warp;
       rmsnorm_warp(warp, c, out + r * dim, x + r * dim, w, dim, eps);
     }
-    return 0;
+    return;
   }
+  cudaStream_t s = (cudaStream_t)stream;
+  if (impl == Impl::Fast)
+    rmsnorm_fast<<<blocks_for(rows, kRowWarps, "rmsNorm"), kRowWarps * kWarp, 0, s>>>(out, x, w, rows, dim, eps);
+  else
+    rmsnorm_ref<<<blocks_for(rows, kRefThreads, "rmsNorm"), kRefThreads, 0, s>>>(out, x, w, rows, dim, eps);
+}
+
+void rope_launch(Impl impl, float* x, size_t rows, size_t heads, size_t hd, const int32_t* pos, int32_t first,
+                 const float* cos_t, const float* sin_t, void* stream) {
+  const size_t pairs = rows * heads * (hd / 2);
+  if (pairs == 0) return;
+  if (impl == Impl::Emulated) {
+    for (size_t t = 0; t < pairs; ++t) rope_pair(t, x, heads, hd, pos, first, cos_t, sin_t);
+    return;
+  }
+  rope_kernel<<<stride_blocks(pairs), kThreads, 0, (cudaStream_t)stream>>>(pairs, x, heads, hd, pos, first, cos_t, sin_t);
+}
+
+void attention_launch(Impl impl, const AttnArgs& a, size_t rows, void* stream) {
+  const size_t pairs = rows * a.Hq;
+  if (pairs == 0) return;
+  if (impl == Impl::Emulated) {
+    AttnShared sh;  // a.out may be a.q: each (row, head) reads its q before writing its output
+    for (size_t t = 0; t < pairs; ++t) {
+      const size_t row = t / a.Hq, h = t % a.Hq, b = seq_of_row(a.q_off, a.B, row);
+      HostWarp<AttnState> warp;
+      attention_warp(warp, sh, a, b, row - (size_t)a.q_off[b], h);
+    }
+    return;
+  }
+  cudaStream_t s = (cudaStream_t)stream;
+  if (impl == Impl::Fast)
+    attention_fast<<<blocks_for(pairs, kAttnWarps, "attention"), kAttnWarps * kWarp, 0, s>>>(a, pairs);
+  else
+    attention_ref<<<blocks_for(pairs, kRefThreads, "attention"), kRefThreads, 0, s>>>(a, pairs);
+}
+
+void swiglu_launch(Impl impl, float* out, const float* gate, const float* up, size_t n, void* stream) {
+  if (n == 0) return;
+  if (impl == Impl::Emulated) {
+    for (size_t t = 0; t < n; ++t) out[t] = swiglu_f32(gate[t], up[t]);
+    return;
+  }
+  swiglu_kernel<<<stride_blocks(n), kThreads, 0, (cudaStream_t)stream>>>(out, gate, up, n);
+}
+
+void embed_launch(Impl impl, float* out, const GemmWeights& table, const int32_t* ids, size_t n, const Direction* dir,
+                  float alpha, void* stream) {
+  const size_t count = n * table.k;
+  if (count == 0) return;
+  const EmbedArgs e{table, ids, out, dir != nullptr, dir ? *dir : Direction{}, alpha};
+  if (impl == Impl::Emulated) {
+    for (size_t t = 0; t < count; ++t) embed_elem(t, e);
+    return;
+  }
+  embed_kernel<<<stride_blocks(count), kThreads, 0, (cudaStream_t)stream>>>(e, count);
+}
+
+void log_probs_launch(Impl impl, const float* x, size_t rows, size_t n, const int32_t* targets, double* out, void* stream) {
+  if (rows == 0) return;
+  if (impl == Impl::Emulated) {
+    LogProbShared sh;
+    for (size_t r = 0; r < rows; ++r) {
+      if (targets[r] < 0) {
+        out[r] = quiet_nan_f64();
+        continue;
+      }
+      HostWarp<NoState> warp;
+      log_prob_warp(warp, sh, x + r * n, n, targets[r], out + r);
+    }
+    return;
+  }
+  cudaStream_t s = (cudaStream_t)stream;
+  if (impl == Impl::Fast)
+    log_probs_fast<<<blocks_for(rows, kRowWarps, "logProbs"), kRowWarps * kWarp, 0, s>>>(x, rows, n, targets, out);
+  else
+    log_probs_ref<<<blocks_for(rows, kRefThreads, "logProbs"), kRefThreads, 0, s>>>(x, rows, n, targets, out);
+}
+
+void kv_store_launch(Impl impl, float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off, size_t B,
+                     size_t N, size_t H, size_t hd, size_t cap, void* stream) {
+  const size_t n = N * H * hd;
+  if (n == 0) return;
+  if (impl == Impl::Emulated) {
+    for (size_t t = 0; t < n; ++t) kv_store_elem(t, kl, vl, k, v, seq_off, B, H, hd, cap);
+    return;
+  }
+  kv_store_kernel<<<stride_blocks(n), kThreads, 0, (cudaStream_t)stream>>>(kl, vl, k, v, seq_off, B, H, hd, cap, n);
+}
+
+void gather_launch(Impl impl, float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows,
+                   size_t row_stride, size_t col_stride, size_t n, size_t cols, void* stream) {
+  const size_t count = n * cols;
+  if (count == 0) return;
+  if (impl == Impl::Emulated) {
+    for (size_t t = 0; t < count; ++t) gather_elem(t, dst, dst_rows, src, src_rows, row_stride, col_stride, cols);
+    return;
+  }
+  gather_kernel<<<stride_blocks(count), kThreads, 0, (cudaStream_t)stream>>>(dst, dst_rows, src, src_rows, row_stride,
+                                                                             col_stride, cols, count);
+}
+
+// --- host-array ops: copy in, launch, copy out ----------------------------------------------------
+
+float rmsnorm_host(Impl impl, float* out, const float* x, const float* w, size_t rows, size_t dim, double eps) {
+  if (rows == 0) return 0;
+  if (impl == Impl::Emulated) return rmsnorm_launch(impl, out, x, w, rows, dim, eps, nullptr), 0;
   Buffers bufs;
   TimedCall call;
   const float* dx = bufs.upload(call, x, rows * dim);
   const float* dw = bufs.upload(call, w, dim);
   float* dout = bufs.alloc<float>(rows * dim);
   call.begin();
-  if (impl == Impl::Fast)
-    rmsnorm_fast<<<blocks_for(rows, kRowWarps, "rmsNorm"), kRowWarps * kWarp, 0, call.stream>>>(dout, dx, dw, rows, dim, eps);
-  else
-    rmsnorm_ref<<<blocks_for(rows, kRefThreads, "rmsNorm"), kRefThreads, 0, call.stream>>>(dout, dx, dw, rows, dim, eps);
+  rmsnorm_launch(impl, dout, dx, dw, rows, dim, eps, call.stream);
   call.end("rmsNorm kernel");
   call.to_host(out, dout, rows * dim * sizeof(*dout));
   return call.finish("rmsNorm");
@@ -465,10 +619,7 @@ float rope_host(Impl impl, float* x, size_t rows, size_t heads, size_t hd, const
   rope_inv_freq(inv.data(), hd, p);
   std::vector<float> c(count * half), s(count * half);
   for (size_t r = 0; r < count; ++r) rope_table_row(&c[r * half], &s[r * half], min_pos + (int64_t)r, inv.data(), half);
-  if (impl == Impl::Emulated) {
-    for (size_t t = 0; t < pairs; ++t) rope_pair(t, x, heads, hd, pos, min_pos, c.data(), s.data());
-    return 0;
-  }
+  if (impl == Impl::Emulated) return rope_launch(impl, x, rows, heads, hd, pos, min_pos, c.data(), s.data(), nullptr), 0;
   Buffers bufs;
   TimedCall call;
   float* dx = bufs.upload(call, x, rows * heads * hd);
@@ -476,7 +627,7 @@ float rope_host(Impl impl, float* x, size_t rows, size_t heads, size_t hd, const
   const float* dc = bufs.upload(call, c.data(), c.size());
   const float* ds = bufs.upload(call, s.data(), s.size());
   call.begin();
-  rope_kernel<<<stride_blocks(pairs), kThreads, 0, call.stream>>>(pairs, dx, heads, hd, dpos, min_pos, dc, ds);
+  rope_launch(impl, dx, rows, heads, hd, dpos, min_pos, dc, ds, call.stream);
   call.end("rope kernel");
   call.to_host(x, dx, rows * heads * hd * sizeof(*dx));
   return call.finish("rope");
@@ -485,15 +636,7 @@ float rope_host(Impl impl, float* x, size_t rows, size_t heads, size_t hd, const
 float attention_host(Impl impl, const AttnArgs& a) {
   const size_t nq = (size_t)a.q_off[a.B], pairs = nq * a.Hq;
   if (pairs == 0) return 0;
-  if (impl == Impl::Emulated) {
-    AttnShared sh;  // a.out may be a.q: each (row, head) reads its q before writing its output
-    for (size_t t = 0; t < pairs; ++t) {
-      const size_t row = t / a.Hq, h = t % a.Hq, b = seq_of_row(a.q_off, a.B, row);
-      HostWarp<AttnState> warp;
-      attention_warp(warp, sh, a, b, row - (size_t)a.q_off[b], h);
-    }
-    return 0;
-  }
+  if (impl == Impl::Emulated) return attention_launch(impl, a, nq, nullptr), 0;
   const size_t qsize = nq * a.ld_q, kvsize = a.B * a.Hkv * a.cap * a.hd;
   Buffers bufs;
   TimedCall call;
@@ -506,10 +649,7 @@ float attention_host(Impl impl, const AttnArgs& a) {
   d.kmask = a.kmask ? bufs.upload(call, a.kmask, a.B * a.cap) : nullptr;
   d.out = bufs.alloc<float>(nq * a.ld_out);
   call.begin();
-  if (impl == Impl::Fast)
-    attention_fast<<<blocks_for(pairs, kAttnWarps, "attention"), kAttnWarps * kWarp, 0, call.stream>>>(d, pairs);
-  else
-    attention_ref<<<blocks_for(pairs, kRefThreads, "attention"), kRefThreads, 0, call.stream>>>(d, pairs);
+  attention_launch(impl, d, nq, call.stream);
   call.end("attention kernel");
   call.to_host(a.out, d.out, nq * a.ld_out * sizeof(*d.out));
   return call.finish("attention");
@@ -517,17 +657,14 @@ float attention_host(Impl impl, const AttnArgs& a) {
 
 float swiglu_host(Impl impl, float* out, const float* gate, const float* up, size_t n) {
   if (n == 0) return 0;
-  if (impl == Impl::Emulated) {
-    for (size_t t = 0; t < n; ++t) out[t] = swiglu_f32(gate[t], up[t]);
-    return 0;
-  }
+  if (impl == Impl::Emulated) return swiglu_launch(impl, out, gate, up, n, nullptr), 0;
   Buffers bufs;
   TimedCall call;
   const float* dg = bufs.upload(call, gate, n);
   const float* du = bufs.upload(call, up, n);
   float* dout = bufs.alloc<float>(n);
   call.begin();
-  swiglu_kernel<<<stride_blocks(n), kThreads, 0, call.stream>>>(dout, dg, du, n);
+  swiglu_launch(impl, dout, dg, du, n, call.stream);
   call.end("swiglu kernel");
   call.to_host(out, dout, n * sizeof(*dout));
   return call.finish("swiglu");
@@ -536,17 +673,19 @@ float swiglu_host(Impl impl, float* out, const float* gate, const float* up, siz
 float embedding_host(Impl impl, float* out, const float* table, size_t vocab, size_t dim, const int32_t* ids, size_t n) {
   const size_t count = n * dim;
   if (count == 0) return 0;
-  if (impl == Impl::Emulated) {
-    for (size_t t = 0; t < count; ++t) embed_elem(t, out, table, dim, ids);
-    return 0;
-  }
+  GemmWeights w{};
+  w.f32 = true;
+  w.w32 = table;
+  w.n = vocab;
+  w.k = dim;
+  if (impl == Impl::Emulated) return embed_launch(impl, out, w, ids, n, nullptr, 0.0f, nullptr), 0;
   Buffers bufs;
   TimedCall call;
-  const float* dt = bufs.upload(call, table, vocab * dim);
+  w.w32 = bufs.upload(call, table, vocab * dim);
   const int32_t* di = bufs.upload(call, ids, n);
   float* dout = bufs.alloc<float>(count);
   call.begin();
-  embed_kernel<<<stride_blocks(count), kThreads, 0, call.stream>>>(dout, dt, dim, di, count);
+  embed_launch(impl, dout, w, di, n, nullptr, 0.0f, call.stream);
   call.end("embedding kernel");
   call.to_host(out, dout, count * sizeof(*dout));
   return call.finish("embedding");
@@ -554,28 +693,14 @@ float embedding_host(Impl impl, float* out, const float* table, size_t vocab, si
 
 float log_probs_host(Impl impl, const float* x, size_t rows, size_t n, const int32_t* targets, double* out) {
   if (rows == 0) return 0;
-  if (impl == Impl::Emulated) {
-    LogProbShared sh;
-    for (size_t r = 0; r < rows; ++r) {
-      if (targets[r] < 0) {
-        out[r] = quiet_nan_f64();
-        continue;
-      }
-      HostWarp<NoState> warp;
-      log_prob_warp(warp, sh, x + r * n, n, targets[r], out + r);
-    }
-    return 0;
-  }
+  if (impl == Impl::Emulated) return log_probs_launch(impl, x, rows, n, targets, out, nullptr), 0;
   Buffers bufs;
   TimedCall call;
   const float* dx = bufs.upload(call, x, rows * n);
   const int32_t* dt = bufs.upload(call, targets, rows);
   double* dout = bufs.alloc<double>(rows);
   call.begin();
-  if (impl == Impl::Fast)
-    log_probs_fast<<<blocks_for(rows, kRowWarps, "logProbs"), kRowWarps * kWarp, 0, call.stream>>>(dx, rows, n, dt, dout);
-  else
-    log_probs_ref<<<blocks_for(rows, kRefThreads, "logProbs"), kRefThreads, 0, call.stream>>>(dx, rows, n, dt, dout);
+  log_probs_launch(impl, dx, rows, n, dt, dout, call.stream);
   call.end("logProbs kernel");
   call.to_host(out, dout, rows * sizeof(*dout));
   return call.finish("logProbs");

@@ -325,6 +325,9 @@ struct DeviceQTensor {
 
 }  // namespace
 
+void quant_update_check(const QTensorView& q, float alpha) { check_update(q, alpha); }
+void quant_check_scales(const QTensorView& q) { check_scales_host(q); }
+
 // --- GPU ops -------------------------------------------------------------------------------------
 
 float quantize_host(const QTensorView& q, const float* x, ScaleMode mode, bool sr, uint64_t seed, uint32_t stream,

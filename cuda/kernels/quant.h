@@ -28,6 +28,12 @@ void dequantize_emulated(const QTensorView& q, float* y);
 void quant_update_emulated(const QTensorView& q, float alpha, const Direction& d);
 void quant_update_indices_emulated(const QTensorView& q, const uint32_t* idx, uint64_t m, float alpha, const Direction& d);
 
+// The host-side checks of the quantized update (scales valid, alpha / scale finite: the CPU's
+// errors), for callers of quant_update_launch; q's scales and zeros must be host memory.
+void quant_update_check(const QTensorView& q, float alpha);
+// The scale checks alone (ZOTUNE_NON_FINITE / ZOTUNE_INVALID_ARGUMENT as the CPU's check_scales).
+void quant_check_scales(const QTensorView& q);
+
 // The update on device memory (data allocated to a multiple of 4 bytes: 4-bit stores shared with
 // another thread are 32-bit atomics) on `stream` (a cudaStream_t). No validation.
 void quant_update_launch(const QTensorView& dev_q, float alpha, const Direction& d, bool reference, void* stream);

@@ -26,6 +26,7 @@ import { ModelWeights, writeSafetensors } from '../io/safetensors';
 import { Granularity, QFormat, QTensor, QTensorDesc } from '../qtensor';
 import { dequantizeSync, quantizeSync, toFormatSync } from '../quant';
 import { GenerationConfig, LlamaConfig, loadGenerationConfig, loadLlamaConfig } from './config';
+import { DeviceLlamaModel } from './device-llama';
 
 /** Storage of a weight tensor; 'int4' = 'int4-g128'; w8a8 / w4a8 also quantize activations to int8. */
 export type WeightScheme =
@@ -137,7 +138,8 @@ export interface TrainableInfo {
   decay: boolean;
 }
 
-function directionArgs(d: ZoDirection | undefined): [number, number] {
+/** @internal */
+export function directionArgs(d: ZoDirection | undefined): [number, number] {
   const dist = d?.dist ?? 'gaussian';
   if (dist !== 'gaussian' && dist !== 'rademacher') fail('ZOTUNE_INVALID_ARGUMENT', `direction.dist must be 'gaussian' or 'rademacher', got ${String(dist)}`);
   const bits = d?.bits ?? 0;
@@ -145,19 +147,21 @@ function directionArgs(d: ZoDirection | undefined): [number, number] {
   return [dist === 'gaussian' ? 0 : 1, bits];
 }
 
-function checkSeed(seed: unknown): void {
+/** @internal */
+export function checkSeed(seed: unknown): void {
   if (typeof seed === 'bigint' ? seed < 0n || seed >= 1n << 64n : !(Number.isSafeInteger(seed) && (seed as number) >= 0))
     fail('ZOTUNE_INVALID_ARGUMENT', `seed must be a non-negative integer below 2^64 (number or bigint), got ${String(seed)}`);
 }
 
-function checkFinite(v: unknown, what: string): number {
+/** @internal */
+export function checkFinite(v: unknown, what: string): number {
   if (typeof v !== 'number') fail('ZOTUNE_INVALID_ARGUMENT', `${what} must be a number`);
   if (!Number.isFinite(v)) fail('ZOTUNE_NONFINITE', `${what} must be finite, got ${v}`);
   return v;
 }
 
-/** Readers (forwards, on-load probes) run together; writers (in-place probes, updates) alone. */
-class WeightLock {
+/** @internal Readers (forwards, on-load probes) run together; writers (in-place probes, updates) alone. */
+export class WeightLock {
   private writer: Promise<void> = Promise.resolve();
   private readers = new Set<Promise<unknown>>();
 
@@ -366,6 +370,7 @@ export class LlamaModel {
   readonly cfgArg: Float64Array;
   private readonly idArg: Uint32Array;
   private readonly weightArgs: WeightArg[];
+  private readonly argNames: string[];
   /** Per tensor id: 1 if trainable. */
   private trainableFlags: Uint8Array;
   private readonly lock = new WeightLock();
@@ -392,6 +397,7 @@ export class LlamaModel {
         argNames.push(`${p}${n}.weight`);
     }
     argNames.push('model.norm.weight', head);
+    this.argNames = argNames;
     this.idArg = Uint32Array.from(argNames, (n) => this.ids.get(n)!);
     this.weightArgs = argNames.map((n) => this.weightArg(n));
     this.trainableFlags = new Uint8Array(this.ids.size).fill(1);
@@ -514,6 +520,34 @@ export class LlamaModel {
     for (const [name, id] of this.ids) flags[id] = !list || list.some((p) => matchesTensor(p, name)) ? 1 : 0;
     if (list && list.length && !flags.some((f) => f)) fail('ZOTUNE_INVALID_ARGUMENT', `no weight tensor matches ${list.map(String).join(', ')}`);
     this.trainableFlags = flags;
+  }
+
+  /**
+   * @internal The native weight arguments (config vector, tensor ids, weights in argument order).
+   * views: the weights as TypedArray views (another addon, such as the CUDA one, cannot read this
+   * addon's NativeBuffers).
+   */
+  nativeArgs(views = false): { cfg: Float64Array; ids: Uint32Array; weights: readonly WeightArg[]; flags: Uint8Array } {
+    this.check();
+    const weights = !views
+      ? this.weightArgs
+      : this.argNames.map((n, i) => {
+          const w = this.weights.get(n)!, a = this.weightArgs[i];
+          if (w instanceof Tensor) return w.data();
+          return { ...(a as QTensorDesc), data: w.data.data(), scales: w.scales?.data(), zeros: w.zeros?.data() };
+        });
+    return { cfg: this.cfgArg, ids: this.idArg, weights, flags: this.trainableFlags };
+  }
+
+  /**
+   * A copy of this model resident on the GPU ('cuda', through lib/backend.ts: ZOTUNE_CUDA_UNAVAILABLE
+   * with the reason when no GPU runs the CUDA addon) or on the host through the CUDA kernels'
+   * per-thread code ('emulated': tests and scripts/gpu-check.js, no GPU needed). It runs forward,
+   * zoProbe and zoUpdate like this model (ZoOptimizer takes it); its updates change only the copy
+   * until toHost(). dispose() frees it.
+   */
+  async toDevice(kind: 'cuda' | 'emulated' = 'cuda'): Promise<DeviceLlamaModel> {
+    return DeviceLlamaModel.create(this, kind);
   }
 
   /** The trainable tensors in id order. */
@@ -753,7 +787,8 @@ export class LlamaModel {
     return { r, logprobs, logits };
   }
 
-  private logitRows(p: Packed, mode: ForwardOptions['logits'] = 'last'): Int32Array | null {
+  /** @internal */
+  logitRows(p: Packed, mode: ForwardOptions['logits'] = 'last'): Int32Array | null {
     if (mode !== 'last' && mode !== 'all' && mode !== 'none') fail('ZOTUNE_INVALID_ARGUMENT', `logits must be 'last', 'all' or 'none'`);
     let rows: Int32Array | null = null;
     if (mode === 'all') rows = Int32Array.from({ length: p.tokens.length }, (_, i) => i);
@@ -762,7 +797,8 @@ export class LlamaModel {
   }
 
   /** ForwardOptions.logitTokens checked, as the native vocabulary subset (null: every token). */
-  private vocabSubset(p: Packed, opts: ForwardOptions): Int32Array | null {
+  /** @internal */
+  vocabSubset(p: Packed, opts: ForwardOptions): Int32Array | null {
     const t = opts.logitTokens;
     if (t === undefined) return null;
     if (!(Array.isArray(t) || t instanceof Int32Array) || t.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'logitTokens must be a non-empty array of token ids');
@@ -782,7 +818,8 @@ export class LlamaModel {
     return this.result(p, batch.length, opts.logits ?? 'last', r, logprobs, logits, subset ? subset.length : this.config.vocabSize);
   }
 
-  private result(p: Packed, B: number, mode: 'last' | 'all' | 'none', r: { logprobSum: number; count: number }, logprobs: Float64Array | null, logits: Float32Array | null, V: number): ForwardResult {
+  /** @internal */
+  result(p: Packed, B: number, mode: 'last' | 'all' | 'none', r: { logprobSum: number; count: number }, logprobs: Float64Array | null, logits: Float32Array | null, V: number): ForwardResult {
     const out: ForwardResult = { loss: r.count ? -r.logprobSum / r.count : NaN, count: r.count, logprobs: [], logits: [] };
     let li = 0;
     for (let b = 0; b < B; b++) {

@@ -317,6 +317,37 @@ export interface CudaNnOps {
 // Declaration merging: CudaAddon (above) gains the transformer ops.
 export interface CudaAddon extends CudaNnOps {}
 
+/** A LLaMA resident on the GPU (or emulated in host memory) from llamaDeviceCreate. */
+export type LlamaDeviceHandle = { readonly __llamaDevice: unique symbol };
+/** handle, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, vocabSubset */
+export type LlamaDeviceForwardArgs = [
+  LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null, Int32Array | null,
+];
+/** handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable */
+export type LlamaDeviceProbeArgs = [
+  LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Float64Array | null,
+  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed, number, number, number, Uint8Array,
+];
+type LlamaSums = { logprobSum: number; count: number };
+/** The device-resident LLaMA forward, ZO probe and update (cuda/addon/bind_llama.cc); kernelMs 0 when emulated. */
+export interface CudaLlamaOps {
+  llamaDeviceCreate(cfg: Float64Array, ids: Uint32Array, emulated: boolean, ...weights: LlamaWeightArg[]): LlamaDeviceHandle;
+  llamaDeviceCreateAsync(cfg: Float64Array, ids: Uint32Array, emulated: boolean, ...weights: LlamaWeightArg[]): Promise<LlamaDeviceHandle>;
+  llamaDeviceForward(...args: LlamaDeviceForwardArgs): LlamaSums & { kernelMs: number };
+  llamaDeviceForwardAsync(...args: LlamaDeviceForwardArgs): Promise<LlamaSums & { kernelMs: number }>;
+  llamaDeviceZoProbe(...args: LlamaDeviceProbeArgs): { plus: LlamaSums; minus: LlamaSums; kernelMs: number };
+  llamaDeviceZoProbeAsync(...args: LlamaDeviceProbeArgs): Promise<{ plus: LlamaSums; minus: LlamaSums; kernelMs: number }>;
+  /** seed, dist, bits, scale, decay (0 only), ids */
+  llamaDeviceZoUpdate(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array): { kernelMs: number };
+  llamaDeviceZoUpdateAsync(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array): Promise<{ kernelMs: number }>;
+  /** Weight argument `arg` (embed, 9 per layer, norm, lmHead) copied into dst (same shape and format). */
+  llamaDeviceRead(h: LlamaDeviceHandle, arg: number, dst: LlamaWeightArg): void;
+  llamaDeviceReadAsync(h: LlamaDeviceHandle, arg: number, dst: LlamaWeightArg): Promise<void>;
+  /** Idempotent; later calls with the handle throw ZOTUNE_DISPOSED. */
+  llamaDeviceFree(h: LlamaDeviceHandle): void;
+}
+export interface CudaAddon extends CudaLlamaOps {}
+
 /** x f32 [M, K], w a QTensor descriptor (int8 / fp8 / bf16 by op), y f32 [M, N], bias f32 [N] or null. */
 export type GemmTcArgs = [x: Mem, xByteOffset: number, M: number, w: QTensorDesc, y: Mem, yByteOffset: number, bias: Mem | null, biasByteOffset: number];
 export type GemmF32Args = [x: Mem, xByteOffset: number, M: number, w: Mem, wByteOffset: number, N: number, K: number, y: Mem, yByteOffset: number, bias: Mem | null, biasByteOffset: number];

@@ -47,103 +47,18 @@ constexpr size_t kArgWeights = 19;
 uint64_t mul(uint64_t a, uint64_t b) { return llama_size_mul(a, b, "llamaForward"); }
 LlamaConfig config_arg(Args& a) { return llama_config_arg(a, "llamaForward"); }
 
-// One weight argument: f32 memory, or a quantized tensor descriptor (optionally intAct).
-struct WeightArg {
-  GemmWeights g{};
-  bool int_act = false;
-  float* f32 = nullptr;  // writable fp32 data (in-place probes, updates)
-};
+using WeightArg = LlamaWeightArg;
 
 WeightArg weight_arg(Args& a, size_t i, const char* name, uint64_t out, uint64_t in) {
-  WeightArg r;
-  r.g.n = out;
-  r.g.k = in;
-  Napi::Value v = a.value(i);
-  if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("format")) {
-    r.g.f32 = false;
-    r.g.q = a.qtensor(i, name);
-    if (r.g.q.rows != out || r.g.q.cols != in)
-      bad(Code::ShapeMismatch, std::string(name) + " is [" + std::to_string(r.g.q.rows) + ", " + std::to_string(r.g.q.cols) +
-                                   "], the config implies [" + std::to_string(out) + ", " + std::to_string(in) + "]");
-    try {
-      check_scales(r.g.q);
-    } catch (const Error& e) {
-      bad(e.code, std::string(name) + ": " + e.what());
-    }
-    Napi::Value ia = v.As<Napi::Object>().Get("intAct");
-    r.int_act = ia.IsBoolean() && ia.As<Napi::Boolean>().Value();
-    if (r.int_act && r.g.q.format != QFormat::Int8 && r.g.q.format != QFormat::Int4)
-      bad(Code::InvalidArgument, std::string(name) + ": int8 activations need int8 or int4 weights");
-    if (r.int_act && r.g.q.format == QFormat::Int4 && r.g.q.zeros)
-      bad(Code::InvalidArgument, std::string(name) + ": W4A8 takes symmetric int4 weights");
-  } else {
-    r.g.f32 = true;
-    r.f32 = a.elems<float>(i, name, 0, mul(out, in));
-    r.g.w32 = r.f32;
-  }
-  return r;
+  return llama_weight_arg(a, i, name, out, in, "llamaForward", check_scales);
 }
-
-// The weights of a forward from argument `first` on (embed, 9 per layer, norm, lmHead); `ids`
-// gives each argument's tensor id. `all` (if given) receives every argument in order.
 std::shared_ptr<LlamaWeights> parse_weights(Args& a, const LlamaConfig& c, const uint32_t* ids, size_t first,
                                             std::vector<WeightArg>* all = nullptr) {
-  const size_t L = c.layers, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim;
-  auto w = std::make_shared<LlamaWeights>();
-  size_t i = first;
-  auto take = [&](const char* name, uint64_t out, uint64_t in) {
-    WeightArg r = weight_arg(a, i, name, out, in);
-    if (all) all->push_back(r);
-    Linear l{};
-    l.id = ids[i - first];
-    l.w = r.g;
-    l.int_act = r.int_act;
-    ++i;
-    return l;
-  };
-  auto vec = [&](const char* name) {
-    Linear l = take(name, 1, D);
-    if (!l.w.f32) bad(Code::Unsupported, std::string(name) + ": norm weights are fp32 only");
-    return NormVec{l.id, l.w.w32};
-  };
-  w->embed = take("embed", c.vocab, D);
-  if (w->embed.int_act) bad(Code::InvalidArgument, "embed: an embedding is gathered, it takes no int8 activations");
-  w->layers.resize(L);
-  for (size_t l = 0; l < L; ++l) {
-    LlamaLayer& y = w->layers[l];
-    y.attn_norm = vec("attnNorm");
-    y.q = take("q", Q, D);
-    y.k = take("k", KV, D);
-    y.v = take("v", KV, D);
-    y.o = take("o", D, Q);
-    y.mlp_norm = vec("mlpNorm");
-    y.gate = take("gate", c.inter, D);
-    y.up = take("up", c.inter, D);
-    y.down = take("down", D, c.inter);
-  }
-  w->norm = vec("norm");
-  w->lm_head = take("lmHead", c.vocab, D);
-  if (a.count() != i) bad(Code::InvalidArgument, "expected " + std::to_string(i) + " arguments, got " + std::to_string(a.count()));
-  return w;
+  return llama_weights_arg(a, c, ids, first, "llamaForward", check_scales, all);
 }
-
 LlamaBatch batch_arg(Args& a) { return llama_batch_arg(a, "llamaForward"); }
-
-Direction direction_arg(Args& a, size_t i, uint32_t purpose) {
-  Direction d{a.u64(i, "seed"), 0, a.i32(i + 1, "dist"), a.i32(i + 2, "bits"), purpose};
-  try {
-    check_direction(d);
-  } catch (const Error& e) {
-    bad(e.code, e.what());
-  }
-  return d;
-}
-
-float finite_f32(Args& a, size_t i, const char* name) {
-  double v = a.num(i, name);
-  if (!std::isfinite(v) || !std::isfinite((float)v)) bad(Code::NonFinite, std::string(name) + " must be a finite fp32 value");
-  return (float)v;
-}
+Direction direction_arg(Args& a, size_t i, uint32_t purpose) { return llama_direction_arg(a, i, purpose, "llamaForward"); }
+float finite_f32(Args& a, size_t i, const char* name) { return llama_finite_f32(a, i, name, "llamaForward"); }
 
 Napi::Value sum_result(Napi::Env env, const LlamaOutputs& o) {
   Napi::Object r = Napi::Object::New(env);

@@ -3,6 +3,8 @@
 #include <cmath>
 #include <string>
 
+#include "../common/check_direction.h"
+
 namespace zt {
 namespace {
 
@@ -49,18 +51,109 @@ LlamaConfig llama_config_arg(Args& a, const char* op) {
   return c;
 }
 
-LlamaBatch llama_batch_arg(Args& a, const char* op) {
+LlamaBatch llama_batch_arg(Args& a, const char* op, size_t first) {
   LlamaBatch b{};
-  const uint64_t n_off = a.mem(3, "seqOffsets").bytes / 4;
+  const size_t tokens = first, offsets = first + 1, positions = first + 2, key_mask = first + 3;
+  const uint64_t n_off = a.mem(offsets, "seqOffsets").bytes / 4;
   if (n_off < 2) bad(op, Code::InvalidArgument, "the batch is empty");
   b.B = n_off - 1;
-  b.seq_off = a.elems<int32_t>(3, "seqOffsets", 0, n_off);
+  b.seq_off = a.elems<int32_t>(offsets, "seqOffsets", 0, n_off);
   if (b.seq_off[0] != 0 || b.seq_off[b.B] < 0) bad(op, Code::InvalidArgument, "sequence offsets must start at 0");
   const uint64_t N = (uint64_t)b.seq_off[b.B];
-  b.tokens = a.elems<int32_t>(2, "tokens", 0, N);
-  b.positions = a.elems<int32_t>(4, "positions", 0, N);
-  b.key_mask = a.has(5) ? a.elems<uint8_t>(5, "keyMask", 0, N) : nullptr;
+  b.tokens = a.elems<int32_t>(tokens, "tokens", 0, N);
+  b.positions = a.elems<int32_t>(positions, "positions", 0, N);
+  b.key_mask = a.has(key_mask) ? a.elems<uint8_t>(key_mask, "keyMask", 0, N) : nullptr;
   return b;
+}
+
+LlamaWeightArg llama_weight_arg(Args& a, size_t i, const char* name, uint64_t out, uint64_t in, const char* op,
+                                ScaleCheck check_scales) {
+  LlamaWeightArg r;
+  r.g.n = out;
+  r.g.k = in;
+  Napi::Value v = a.value(i);
+  if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("format")) {
+    r.g.f32 = false;
+    r.g.q = a.qtensor(i, name);
+    if (r.g.q.rows != out || r.g.q.cols != in)
+      bad(op, Code::ShapeMismatch, std::string(name) + " is [" + std::to_string(r.g.q.rows) + ", " + std::to_string(r.g.q.cols) +
+                                   "], the config implies [" + std::to_string(out) + ", " + std::to_string(in) + "]");
+    try {
+      check_scales(r.g.q);
+    } catch (const Error& e) {
+      bad(op, e.code, std::string(name) + ": " + e.what());
+    }
+    Napi::Value ia = v.As<Napi::Object>().Get("intAct");
+    r.int_act = ia.IsBoolean() && ia.As<Napi::Boolean>().Value();
+    if (r.int_act && r.g.q.format != QFormat::Int8 && r.g.q.format != QFormat::Int4)
+      bad(op, Code::InvalidArgument, std::string(name) + ": int8 activations need int8 or int4 weights");
+    if (r.int_act && r.g.q.format == QFormat::Int4 && r.g.q.zeros)
+      bad(op, Code::InvalidArgument, std::string(name) + ": W4A8 takes symmetric int4 weights");
+  } else {
+    r.g.f32 = true;
+    r.f32 = a.elems<float>(i, name, 0, llama_size_mul(out, in, op));
+    r.g.w32 = r.f32;
+  }
+  return r;
+}
+
+// The weights of a forward from argument `first` on (embed, 9 per layer, norm, lmHead); `ids`
+// gives each argument's tensor id. `all` (if given) receives every argument in order.
+std::shared_ptr<LlamaWeights> llama_weights_arg(Args& a, const LlamaConfig& c, const uint32_t* ids, size_t first,
+                                                const char* op, ScaleCheck check_scales, std::vector<LlamaWeightArg>* all) {
+  const size_t L = c.layers, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim;
+  auto w = std::make_shared<LlamaWeights>();
+  size_t i = first;
+  auto take = [&](const char* name, uint64_t out, uint64_t in) {
+    LlamaWeightArg r = llama_weight_arg(a, i, name, out, in, op, check_scales);
+    if (all) all->push_back(r);
+    Linear l{};
+    l.id = ids[i - first];
+    l.w = r.g;
+    l.int_act = r.int_act;
+    ++i;
+    return l;
+  };
+  auto vec = [&](const char* name) {
+    Linear l = take(name, 1, D);
+    if (!l.w.f32) bad(op, Code::Unsupported, std::string(name) + ": norm weights are fp32 only");
+    return NormVec{l.id, l.w.w32};
+  };
+  w->embed = take("embed", c.vocab, D);
+  if (w->embed.int_act) bad(op, Code::InvalidArgument, "embed: an embedding is gathered, it takes no int8 activations");
+  w->layers.resize(L);
+  for (size_t l = 0; l < L; ++l) {
+    LlamaLayer& y = w->layers[l];
+    y.attn_norm = vec("attnNorm");
+    y.q = take("q", Q, D);
+    y.k = take("k", KV, D);
+    y.v = take("v", KV, D);
+    y.o = take("o", D, Q);
+    y.mlp_norm = vec("mlpNorm");
+    y.gate = take("gate", c.inter, D);
+    y.up = take("up", c.inter, D);
+    y.down = take("down", D, c.inter);
+  }
+  w->norm = vec("norm");
+  w->lm_head = take("lmHead", c.vocab, D);
+  if (a.count() != i) bad(op, Code::InvalidArgument, "expected " + std::to_string(i) + " arguments, got " + std::to_string(a.count()));
+  return w;
+}
+
+Direction llama_direction_arg(Args& a, size_t i, uint32_t purpose, const char* op) {
+  Direction d{a.u64(i, "seed"), 0, a.i32(i + 1, "dist"), a.i32(i + 2, "bits"), purpose};
+  try {
+    check_direction(d);
+  } catch (const Error& e) {
+    bad(op, e.code, e.what());
+  }
+  return d;
+}
+
+float llama_finite_f32(Args& a, size_t i, const char* name, const char* op) {
+  double v = a.num(i, name);
+  if (!std::isfinite(v) || !std::isfinite((float)v)) bad(op, Code::NonFinite, std::string(name) + " must be a finite fp32 value");
+  return (float)v;
 }
 
 }  // namespace zt

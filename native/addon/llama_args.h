@@ -1,11 +1,18 @@
-// Arguments shared by the LLaMA bindings (bind_llama.cc, bind_llama_grad.cc): the config vector
-// and the packed batch, parsed and checked in one place. `op` prefixes every error message.
+// Arguments shared by the LLaMA bindings (bind_llama.cc, bind_llama_grad.cc, and the CUDA addon's
+// cuda/addon/bind_llama.cc): the config vector, the packed batch, the weight list and the ZO
+// direction, parsed and checked in one place. `op` prefixes every error message.
 //
 // cfg (argument 0) = [hidden, layers, heads, kvHeads, headDim, intermediate, vocab, maxPositions,
 //   eps, ropeTheta, llama3, factor, lowFreqFactor, highFreqFactor, originalMaxPositions].
-// Batch (arguments 2..5) = tokens: i32[N], seqOffsets: i32[B+1], positions: i32[N], keyMask: u8[N] | null.
+// Batch (arguments first..first+3, first = 2 by default) = tokens: i32[N], seqOffsets: i32[B+1],
+// positions: i32[N], keyMask: u8[N] | null.
+// Weights (bind_llama.cc's header): embed, (attnNorm, q, k, v, o, mlpNorm, gate, up, down) x
+// layers, norm, lmHead; each f32 memory or a quantized tensor descriptor with optional intAct.
 #pragma once
 #include <stdint.h>
+
+#include <memory>
+#include <vector>
 
 #include "../cpu/llama.h"
 #include "napi_util.h"
@@ -15,6 +22,26 @@ namespace zt {
 // a * b for tensor sizes; ZOTUNE_OUT_OF_RANGE past 2^60.
 uint64_t llama_size_mul(uint64_t a, uint64_t b, const char* op);
 LlamaConfig llama_config_arg(Args& a, const char* op);
-LlamaBatch llama_batch_arg(Args& a, const char* op);
+LlamaBatch llama_batch_arg(Args& a, const char* op, size_t first = 2);
+
+// One weight argument: f32 memory, or a quantized tensor descriptor (optionally intAct).
+struct LlamaWeightArg {
+  GemmWeights g{};
+  bool int_act = false;
+  float* f32 = nullptr;  // writable fp32 data (in-place probes, updates)
+};
+// The scale checks of the engine that runs the weights (the CPU's check_scales, or the CUDA
+// addon's host copy of it, which needs no CPU thread pool).
+using ScaleCheck = void (*)(const QTensorView&);
+LlamaWeightArg llama_weight_arg(Args& a, size_t i, const char* name, uint64_t out, uint64_t in, const char* op,
+                                ScaleCheck check_scales);
+// The weights from argument `first` on; `ids` gives each argument's tensor id; `all` (if given)
+// receives every argument in order. Exactly the weights must follow (argument count checked).
+std::shared_ptr<LlamaWeights> llama_weights_arg(Args& a, const LlamaConfig& c, const uint32_t* ids, size_t first,
+                                                const char* op, ScaleCheck check_scales,
+                                                std::vector<LlamaWeightArg>* all = nullptr);
+// Direction from (seed, dist, bits) at i .. i + 2, stream 0 (each tensor sets its own).
+Direction llama_direction_arg(Args& a, size_t i, uint32_t purpose, const char* op);
+float llama_finite_f32(Args& a, size_t i, const char* name, const char* op);
 
 }  // namespace zt

@@ -118,6 +118,24 @@ struct GemmWeights {
   uint64_t n, k;
 };
 
+// Rows [r, r + rows) of w as weights of their own (codes, scales and zero-points offset; scales of
+// one per tensor stay shared). Its element (i, k) is element (r + i, k) of w.
+static inline GemmWeights gemm_rows_view(const GemmWeights& w, uint64_t r, uint64_t rows) {
+  GemmWeights v = w;
+  v.n = rows;
+  if (w.f32) {
+    v.w32 = w.w32 + r * w.k;
+    return v;
+  }
+  QTensorView& q = v.q;
+  const uint64_t scale0 = q.group == 0 ? 0 : r * qt_groups_per_row(q);
+  q.data += r * qformat_row_bytes(q.format, q.cols);
+  if (q.scales) q.scales += scale0;
+  if (q.zeros) q.zeros += scale0;
+  q.rows = rows;
+  return v;
+}
+
 struct GemmPerturb {
   bool on;
   Direction dir;

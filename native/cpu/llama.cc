@@ -47,20 +47,7 @@ void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate
 // direction indices r*in + k of the whole tensor), the same bits as column r of linear(): every
 // GEMM path's order per output is independent of N (gemm.h, gemm_int8.h).
 void linear_row(const Linear& L, uint64_t r, const float* x, size_t M, float* y, const LlamaPerturb* zo) {
-  const uint64_t K = L.w.k;
-  GemmWeights row = L.w;
-  row.n = 1;
-  if (L.w.f32) {
-    row.w32 = L.w.w32 + r * K;
-  } else {
-    QTensorView& q = row.q;
-    const uint64_t scale0 = q.group == 0 ? 0 : r * qt_groups_per_row(q);
-    q.data += r * qformat_row_bytes(q.format, q.cols);
-    if (q.scales) q.scales += scale0;
-    if (q.zeros) q.zeros += scale0;
-    q.rows = 1;
-  }
-  linear_view(L, row, r * K, x, M, y, false, zo);
+  linear_view(L, gemm_rows_view(L.w, r, 1), r * L.w.k, x, M, y, false, zo);
 }
 
 // x[i] = row tokens[i] of the embedding table (decoded if quantized), then + alpha * z over the
@@ -188,50 +175,7 @@ void rope_and_store(const KvStore& a, const LlamaBatch& b) {
   });
 }
 
-[[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llama forward: " + msg); }
-
 }  // namespace
-
-void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o) {
-  if (b.B == 0) bad(Code::InvalidArgument, "the batch is empty");
-  if (b.seq_off[0] != 0) bad(Code::InvalidArgument, "sequence offsets must start at 0");
-  for (size_t s = 0; s < b.B; ++s) {
-    if (b.seq_off[s + 1] < b.seq_off[s]) bad(Code::InvalidArgument, "sequence offsets must be non-decreasing");
-    size_t n = (size_t)(b.seq_off[s + 1] - b.seq_off[s]);
-    if (cache) {
-      if (cache->past[s] < 0 || (size_t)cache->past[s] + n > cache->cap)
-        bad(Code::OutOfRange, "sequence " + std::to_string(s) + " needs KV slots up to " +
-                                  std::to_string((size_t)std::max(cache->past[s], 0) + n) + " but the cache holds " +
-                                  std::to_string(cache->cap));
-    } else if (n > c.max_pos) {
-      bad(Code::OutOfRange, "sequence " + std::to_string(s) + " has " + std::to_string(n) +
-                                " tokens, more than max_position_embeddings " + std::to_string(c.max_pos));
-    }
-  }
-  const size_t N = (size_t)b.seq_off[b.B];
-  if (N == 0) bad(Code::InvalidArgument, "the batch has no tokens");
-  for (size_t i = 0; i < N; ++i) {
-    if (b.tokens[i] < 0 || (size_t)b.tokens[i] >= c.vocab)
-      bad(Code::OutOfRange, "token id " + std::to_string(b.tokens[i]) + " at " + std::to_string(i) + " is outside [0, " +
-                                std::to_string(c.vocab) + ")");
-    if (b.positions[i] < 0 || (size_t)b.positions[i] >= c.max_pos)
-      bad(Code::OutOfRange, "position " + std::to_string(b.positions[i]) + " at token " + std::to_string(i) +
-                                " is outside [0, max_position_embeddings " + std::to_string(c.max_pos) + ")");
-    if (o.targets && o.targets[i] >= 0 && (size_t)o.targets[i] >= c.vocab)
-      bad(Code::OutOfRange, "target id " + std::to_string(o.targets[i]) + " at " + std::to_string(i) + " is outside [0, " +
-                                std::to_string(c.vocab) + ")");
-  }
-  for (size_t j = 0; j < o.n_logit_rows; ++j)
-    if (o.logit_rows[j] < 0 || (size_t)o.logit_rows[j] >= N)
-      bad(Code::OutOfRange, "logit row " + std::to_string(o.logit_rows[j]) + " is outside the batch's " + std::to_string(N) + " tokens");
-  if (o.vocab_subset) {
-    if (o.targets || o.next) bad(Code::InvalidArgument, "a vocabulary subset of the logits excludes targets and next-token sampling (both need the whole softmax)");
-    if (o.n_vocab_subset == 0) bad(Code::InvalidArgument, "the vocabulary subset is empty");
-    for (size_t j = 0; j < o.n_vocab_subset; ++j)
-      if (o.vocab_subset[j] < 0 || (size_t)o.vocab_subset[j] >= c.vocab)
-        bad(Code::OutOfRange, "vocabulary subset id " + std::to_string(o.vocab_subset[j]) + " is outside [0, " + std::to_string(c.vocab) + ")");
-  }
-}
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
                    const LlamaPerturb* zo) {

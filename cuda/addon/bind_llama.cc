@@ -1,0 +1,200 @@
+// The device-resident LLaMA (cuda/kernels/llama.h) from JS. Arguments are the CPU addon's
+// (native/addon/bind_llama.cc), parsed by the same code (native/addon/llama_args.h):
+//
+// llamaDeviceCreate(cfg, ids, emulated: bool, embed, (attnNorm, q, k, v, o, mlpNorm, gate, up, down) x layers,
+//                   norm, lmHead) -> handle   (weights copied once: to the GPU, or emulated to host memory)
+// llamaDeviceForward(handle, tokens, seqOffsets, positions, keyMask | null, targets | null, logprobs | null,
+//                    logitRows | null, logits | null, vocabSubset | null) -> {logprobSum, count, kernelMs}
+// llamaDeviceZoProbe(handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus,
+//                    logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable: u8[n_ids])
+//   -> {plus: {logprobSum, count}, minus: {logprobSum, count}, kernelMs}   (perturb-on-load only)
+// llamaDeviceZoUpdate(handle, seed, dist, bits, scale, decay, ids: u32[n]) -> {kernelMs}
+//   theta <- theta - scale z_srUpdate(seed, id); decay must be 0 (ZOTUNE_UNSUPPORTED otherwise).
+// llamaDeviceRead(handle, arg, dst): weight argument `arg` copied into dst (f32 memory or a quantized
+//   tensor descriptor of the same shape and format).
+// llamaDeviceFree(handle): frees the copies (idempotent; a call in flight keeps them until it ends).
+// kernelMs: CUDA events around the kernels (0 when emulated). A freed handle: ZOTUNE_DISPOSED.
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../../native/addon/llama_args.h"
+#include "../../native/addon/napi_util.h"
+#include "../kernels/llama.h"
+#include "../kernels/quant.h"
+#include "bindings.h"
+
+namespace zt {
+namespace cuda {
+namespace {
+
+struct ModelBox {
+  std::shared_ptr<DeviceLlama> m;  // null once freed
+  std::vector<uint32_t> ids;       // tensor id of every weight argument
+};
+constexpr napi_type_tag kModelTag = {0x7a6f74756e65ull, 0x11a3a0de71ceull};
+
+[[noreturn]] void bad(const char* op, Code c, const std::string& msg) { fail(c, std::string(op) + ": " + msg); }
+
+ModelBox* box_arg(Args& a, const char* op) {
+  bool ours = false;
+  if (a.has(0) && a.value(0).IsExternal()) napi_check_object_type_tag(a.env(), a.value(0), &kModelTag, &ours);
+  if (!ours) throw coded_error(a.env(), Code::InvalidArgument, std::string(op) + ": handle must be a model from llamaDeviceCreate");
+  ModelBox* b = a.value(0).As<Napi::External<ModelBox>>().Data();
+  if (!b->m) throw coded_error(a.env(), Code::Disposed, std::string(op) + ": the device model was freed");
+  return b;
+}
+
+Job parse_create(Args& a) {
+  const char* op = "llamaDeviceCreate";
+  const LlamaConfig c = llama_config_arg(a, op);
+  const size_t nw = c.layers * 9 + 3;
+  const uint32_t* ids = a.elems<uint32_t>(1, "ids", 0, nw);
+  const bool emulated = a.boolean(2, "emulated");
+  auto w = llama_weights_arg(a, c, ids, 3, op, quant_check_scales);
+  auto box = std::make_shared<ModelBox>();
+  box->ids.assign(ids, ids + nw);
+  return {[c, w, emulated, box] { box->m = llama_upload(c, *w, emulated); },
+          [box](Napi::Env env) -> Napi::Value {
+            auto* held = new ModelBox(*box);
+            auto ext = Napi::External<ModelBox>::New(env, held, [](Napi::Env, ModelBox* b) { delete b; });
+            napi_type_tag_object(env, ext, &kModelTag);
+            return ext;
+          }};
+}
+
+Napi::Value sums(Napi::Env env, const LlamaOutputs& o) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("logprobSum", o.logprob_sum);
+  r.Set("count", (double)o.count);
+  return r;
+}
+
+// Outputs from argument `i` on: targets, then `sets` log-prob arrays, logitRows, `sets` logits
+// arrays, vocabSubset (the CPU's checks: llama_validate, distinct buffers).
+void outputs_arg(Args& a, const char* op, const LlamaConfig& c, const LlamaBatch& b, size_t i, LlamaOutputs* outs, int sets) {
+  const uint64_t N = (uint64_t)b.seq_off[b.B];
+  if (a.has(i)) {
+    const int32_t* t = a.elems<int32_t>(i, "targets", 0, N);
+    for (int s = 0; s < sets; ++s) {
+      outs[s].targets = t;
+      outs[s].logprobs = a.elems<double>(i + 1 + s, "logprobs", 0, N);
+    }
+    if (sets == 2 && outs[0].logprobs == outs[1].logprobs) bad(op, Code::InvalidArgument, "logprobsPlus and logprobsMinus must be different buffers");
+  }
+  const size_t rows = i + 1 + sets, logits = rows + 1, subset = logits + sets;
+  if (a.has(rows)) {
+    const size_t R = a.mem(rows, "logitRows").bytes / 4, S = a.has(subset) ? a.mem(subset, "vocabSubset").bytes / 4 : 0;
+    for (int s = 0; s < sets; ++s) {
+      outs[s].n_logit_rows = R;
+      outs[s].logit_rows = a.elems<int32_t>(rows, "logitRows", 0, R);
+      outs[s].n_vocab_subset = S;
+      if (S) outs[s].vocab_subset = a.elems<int32_t>(subset, "vocabSubset", 0, S);
+      outs[s].logits = a.elems<float>(logits + s, "logits", 0, llama_size_mul(R, S ? S : c.vocab, op));
+    }
+    if (sets == 2 && R && outs[0].logits == outs[1].logits) bad(op, Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
+  }
+  llama_validate(c, b, nullptr, outs[0]);
+}
+
+Job parse_forward(Args& a) {
+  const char* op = "llamaDeviceForward";
+  std::shared_ptr<DeviceLlama> m = box_arg(a, op)->m;
+  const LlamaConfig& c = llama_config(*m);
+  const LlamaBatch b = llama_batch_arg(a, op, 1);
+  auto o = std::make_shared<LlamaOutputs>();
+  outputs_arg(a, op, c, b, 5, o.get(), 1);
+  if (a.count() > 10) bad(op, Code::InvalidArgument, "expected at most 10 arguments");
+  auto ms = std::make_shared<float>(0.0f);
+  return {[m, b, o, ms] { *ms = llama_device_forward(*m, b, *o); },
+          [o, ms](Napi::Env env) -> Napi::Value {
+            Napi::Object r = sums(env, *o).As<Napi::Object>();
+            r.Set("kernelMs", *ms);
+            return r;
+          }};
+}
+
+Job parse_probe(Args& a) {
+  const char* op = "llamaDeviceZoProbe";
+  ModelBox* box = box_arg(a, op);
+  std::shared_ptr<DeviceLlama> m = box->m;
+  const LlamaConfig& c = llama_config(*m);
+  const LlamaBatch b = llama_batch_arg(a, op, 1);
+  auto outs = std::make_shared<std::vector<LlamaOutputs>>(2);
+  outputs_arg(a, op, c, b, 5, outs->data(), 2);
+  const Direction dir = llama_direction_arg(a, 12, kPurposeSrProbe, op);
+  const float eps = llama_finite_f32(a, 15, "eps", op);
+  Span tr = a.mem(16, "trainable");
+  const uint8_t* flags = a.elems<uint8_t>(16, "trainable", 0, tr.bytes);
+  for (uint32_t id : box->ids)
+    if (id >= tr.bytes) bad(op, Code::OutOfRange, "tensor id " + std::to_string(id) + " has no trainable flag");
+  if (a.count() != 17) bad(op, Code::InvalidArgument, "expected 17 arguments, got " + std::to_string(a.count()));
+  auto keep = std::make_shared<std::vector<uint8_t>>(flags, flags + tr.bytes);  // JS may write the array meanwhile
+  auto ms = std::make_shared<float>(0.0f);
+  return {[m, b, outs, dir, eps, keep, ms] {
+            const LlamaPerturb zo{dir, eps, keep->data(), keep->size()};
+            *ms = llama_device_probe(*m, b, (*outs)[0], (*outs)[1], zo);
+          },
+          [outs, ms](Napi::Env env) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(env);
+            r.Set("plus", sums(env, (*outs)[0]));
+            r.Set("minus", sums(env, (*outs)[1]));
+            r.Set("kernelMs", *ms);
+            return r;
+          }};
+}
+
+Job parse_update(Args& a) {
+  const char* op = "llamaDeviceZoUpdate";
+  std::shared_ptr<DeviceLlama> m = box_arg(a, op)->m;
+  const Direction dir = llama_direction_arg(a, 1, kPurposeSrUpdate, op);
+  const float scale = llama_finite_f32(a, 4, "scale", op);
+  const double decay = a.num(5, "decay");
+  if (!(decay >= 0 && decay <= 1)) bad(op, Code::InvalidArgument, "decay must be in [0, 1]");
+  if (decay != 0) bad(op, Code::Unsupported, "weight decay is not applied by the device update yet (use weightDecay 0, or the CPU model)");
+  const size_t n = a.mem(6, "ids").bytes / 4;
+  const uint32_t* ids = a.elems<uint32_t>(6, "ids", 0, n);
+  if (a.count() != 7) bad(op, Code::InvalidArgument, "expected 7 arguments, got " + std::to_string(a.count()));
+  auto list = std::make_shared<std::vector<uint32_t>>(ids, ids + n);
+  auto ms = std::make_shared<float>(0.0f);
+  return {[m, dir, scale, list, ms] { *ms = llama_device_update(*m, dir, scale, list->data(), list->size()); },
+          [ms](Napi::Env env) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(env);
+            r.Set("kernelMs", *ms);
+            return r;
+          }};
+}
+
+Job parse_read(Args& a) {
+  const char* op = "llamaDeviceRead";
+  std::shared_ptr<DeviceLlama> m = box_arg(a, op)->m;
+  const uint64_t arg = a.index(1, "arg");
+  if (arg >= llama_weight_count(*m)) bad(op, Code::OutOfRange, "arg " + std::to_string(arg) + " is not a weight argument");
+  const GemmWeights& w = llama_weight(*m, (size_t)arg);
+  const LlamaWeightArg dst = llama_weight_arg(a, 2, "dst", w.n, w.k, op, quant_check_scales);
+  if (a.count() != 3) bad(op, Code::InvalidArgument, "expected 3 arguments, got " + std::to_string(a.count()));
+  return {[m, arg, dst] { llama_device_read(*m, (size_t)arg, dst.g); }, nullptr};
+}
+
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  bool ours = false;
+  if (info.Length() > 0 && info[0].IsExternal()) napi_check_object_type_tag(env, info[0], &kModelTag, &ours);
+  if (!ours) throw coded_error(env, Code::InvalidArgument, "llamaDeviceFree: handle must be a model from llamaDeviceCreate");
+  info[0].As<Napi::External<ModelBox>>().Data()->m.reset();
+  return env.Undefined();
+}
+
+}  // namespace
+
+void register_llama(Napi::Env env, Napi::Object exports) {
+  export_op(env, exports, "llamaDeviceCreate", parse_create);
+  export_op(env, exports, "llamaDeviceForward", parse_forward);
+  export_op(env, exports, "llamaDeviceZoProbe", parse_probe);
+  export_op(env, exports, "llamaDeviceZoUpdate", parse_update);
+  export_op(env, exports, "llamaDeviceRead", parse_read);
+  exports.Set("llamaDeviceFree", Napi::Function::New(env, Free, "llamaDeviceFree"));
+}
+
+}  // namespace cuda
+}  // namespace zt

@@ -1,0 +1,607 @@
+// The device-resident LLaMA (llama.h). One orchestration for both executions: Ops holds the Impl
+// (Fast on the GPU, Emulated on the host) and the stream; every op it calls is a *_launch function
+// that runs the kernel or its per-thread code. Status: compiled for sm_80..90, run here only
+// emulated; the GPU runs are scripts/gpu-check.js (checkLlama) on a GPU host.
+#include <cuda_runtime.h>
+#include <math.h>
+#include <string.h>
+
+#include <algorithm>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "../../native/common/status.h"
+#include "device.h"
+#include "gemm_tc.h"
+#include "gemv.h"
+#include "llama.h"
+#include "nn.h"
+#include "perturb.h"
+#include "pool.h"
+#include "quant.h"
+#include "timed_call.h"
+
+namespace zt {
+namespace cuda {
+
+// --- memory of either execution ------------------------------------------------------------------
+
+namespace {
+
+// An owned block of device memory (pool) or, emulated, host memory (same categories).
+struct Block {
+  void* p = nullptr;
+  size_t bytes = 0;
+  MemCategory cat = MemCategory::Other;
+  bool host = false;
+  Block() = default;
+  Block(size_t n, MemCategory c, bool on_host) : bytes(n), cat(c), host(on_host) {
+    if (n) p = host ? host_alloc(n, c) : dev_alloc(n, c);
+  }
+  ~Block() {
+    if (!p) return;
+    if (host) host_free(p, bytes, cat);
+    else dev_free(p, bytes, cat);
+  }
+  Block(const Block&) = delete;
+  Block& operator=(const Block&) = delete;
+  Block(Block&& o) noexcept : p(o.p), bytes(o.bytes), cat(o.cat), host(o.host) { o.p = nullptr; }
+  Block& operator=(Block&& o) noexcept {
+    std::swap(p, o.p), std::swap(bytes, o.bytes), std::swap(cat, o.cat), std::swap(host, o.host);
+    return *this;  // o frees what this held
+  }
+};
+
+void put(bool host, void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  if (host) memcpy(dst, src, bytes);
+  else dev_upload(dst, src, bytes);
+}
+void get(bool host, void* dst, const void* src, size_t bytes) {
+  if (!bytes) return;
+  if (host) memcpy(dst, src, bytes);
+  else dev_download(dst, src, bytes);
+}
+
+uint64_t data_bytes(const GemmWeights& w) {
+  return w.f32 ? w.n * w.k * sizeof(float) : w.n * qformat_row_bytes(w.q.format, w.k);
+}
+uint64_t scale_count(const GemmWeights& w) { return !w.f32 && w.q.scales ? qt_scale_count(w.q) : 0; }
+
+}  // namespace
+
+// One stored tensor: data (rounded up to 4 bytes: 4-bit updates store 32-bit words), scales, zeros.
+struct StoredTensor {
+  uint32_t id;
+  GemmWeights w;                   // over the blocks below
+  std::vector<float> host_scales;  // scales never change: the update's checks read them here
+  Block data, scales, zeros;
+};
+
+struct DeviceLlama {
+  LlamaConfig c;
+  bool emulated;
+  std::vector<std::unique_ptr<StoredTensor>> tensors;  // one per distinct id
+  std::vector<StoredTensor*> args;                     // weight argument -> its tensor
+  LlamaWeights w;                                      // views over the stored tensors
+  bool quantized = false;                              // some weight is not fp32 (the tiled GEMMs decode it first)
+};
+
+namespace {
+
+// --- the ops of a call ---------------------------------------------------------------------------
+
+struct Ops {
+  Impl impl;  // Fast (GPU) or Emulated (host)
+  cudaStream_t stream;
+  bool host() const { return impl == Impl::Emulated; }
+
+  void put(void* dst, const void* src, size_t bytes) const {
+    if (!bytes) return;
+    if (host()) memcpy(dst, src, bytes);
+    else check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream), "llama: upload");
+  }
+  void get(void* dst, const void* src, size_t bytes) const {
+    if (!bytes) return;
+    if (host()) memcpy(dst, src, bytes);
+    else check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream), "llama: download");
+  }
+  void copy(void* dst, const void* src, size_t bytes) const {
+    if (host()) memcpy(dst, src, bytes);
+    else check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToDevice, stream), "llama: copy");
+  }
+  // The two GEMMs of the model, both one fma chain per output in k order (the CPU's for M > 4):
+  // the gemv reference kernel (any weights, perturb-on-load) and the F32 SIMT tiles (fp32 weights).
+  void gemv(const GemmArgs& g) const {
+    gemm_check_perturb(g.p, g.w.n, g.w.k);
+    if (host()) gemv_emulated(g, GemvKernel::Reference);
+    else gemv_reference_launch(g, stream);
+  }
+  void gemm_f32(const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate) const {
+    gemm_f32_launch(host() ? TcImpl::Emulated : TcImpl::Fast, x, w, y, M, N, K, accumulate, stream);
+  }
+  void perturb(float* w, uint64_t n, const Direction& d, float alpha) const {
+    if (host()) perturb_emulated(w, n, d, 0, alpha);
+    else perturb_launch(w, n, d, 0, alpha, false, stream);
+  }
+  void quant_update(const QTensorView& q, float alpha, const Direction& d) const {
+    if (host()) quant_update_emulated(q, alpha, d);
+    else quant_update_launch(q, alpha, d, false, stream);
+  }
+};
+
+// A call's stream and CUDA events (none when emulated). Declare it after every Block the call's
+// kernels use: its destructor drains the stream before they are freed.
+struct Call {
+  std::unique_ptr<TimedCall> t;
+  Ops ops;
+  explicit Call(bool emulated) : t(emulated ? nullptr : new TimedCall()) {
+    ops = Ops{emulated ? Impl::Emulated : Impl::Fast, t ? t->stream : nullptr};
+  }
+  void begin() {
+    if (t) t->begin();
+  }
+  void end(const char* what) {
+    if (t) t->end(what);
+  }
+  float finish(const char* what) { return t ? t->finish(what) : 0.0f; }
+};
+
+// --- one batch: the host-side plan and the call's memory -----------------------------------------
+
+constexpr size_t kHeadChunkBytes = 8u << 20;  // logits computed at most this many bytes at a time (the CPU's)
+
+size_t align_floats(size_t n) { return (n + 15) / 16 * 16; }  // 64-byte aligned norm copies
+
+// Everything the kernels of a batch read that the host computes: rotary tables of the positions
+// present, the key mask, the LM-head rows and where their logits go (the CPU forward's plan).
+struct Prep {
+  size_t N = 0, B = 0, T = 0, P = 0, R = 0, C = 0, cols = 0, n_logits = 0;
+  int32_t pos0 = 0;
+  std::vector<int32_t> rel_pos, zero_start, head_rows, tg;  // tg: target of each head row (or empty)
+  std::vector<uint8_t> kmask;                              // [B][T]
+  std::vector<float> cos_t, sin_t;
+  std::vector<int32_t> want_dst, want_src;  // logits rows copied out, chunk by chunk
+  std::vector<size_t> want_begin;           // [chunks + 1] into want_*
+};
+
+Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o) {
+  Prep p;
+  p.B = b.B;
+  p.N = (size_t)b.seq_off[b.B];
+  for (size_t s = 0; s < b.B; ++s) p.T = std::max(p.T, (size_t)(b.seq_off[s + 1] - b.seq_off[s]));
+  int32_t lo = b.positions[0], hi = b.positions[0];
+  for (size_t i = 0; i < p.N; ++i) lo = std::min(lo, b.positions[i]), hi = std::max(hi, b.positions[i]);
+  p.pos0 = lo;
+  p.P = (size_t)(hi - lo) + 1;
+  p.rel_pos.resize(p.N);
+  for (size_t i = 0; i < p.N; ++i) p.rel_pos[i] = b.positions[i] - lo;
+  const size_t half = c.head_dim / 2;
+  std::vector<double> inv(half);
+  rope_inv_freq(inv.data(), c.head_dim, c.rope);
+  p.cos_t.resize(p.P * half);
+  p.sin_t.resize(p.P * half);
+  for (size_t r = 0; r < p.P; ++r) rope_table_row(&p.cos_t[r * half], &p.sin_t[r * half], lo + (int64_t)r, inv.data(), half);
+  p.zero_start.assign(b.B, 0);
+  p.kmask.assign(std::max<size_t>(1, b.B * p.T), 0);
+  for (size_t s = 0; s < b.B; ++s)
+    for (int32_t i = b.seq_off[s]; i < b.seq_off[s + 1]; ++i)
+      p.kmask[s * p.T + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
+
+  std::vector<uint8_t> need(p.N, 0);
+  if (o.targets)
+    for (size_t i = 0; i < p.N; ++i) need[i] |= o.targets[i] >= 0;
+  for (size_t j = 0; j < o.n_logit_rows; ++j) need[(size_t)o.logit_rows[j]] = 1;
+  for (size_t i = 0; i < p.N; ++i)
+    if (need[i]) p.head_rows.push_back((int32_t)i);
+  p.R = p.head_rows.size();
+  p.cols = o.vocab_subset ? o.n_vocab_subset : c.vocab;
+  p.C = std::max<size_t>(1, std::min(p.R, kHeadChunkBytes / (4 * p.cols)));
+  p.n_logits = o.n_logit_rows;
+  if (o.targets)
+    for (int32_t r : p.head_rows) p.tg.push_back(o.targets[r]);
+  // logits rows in head-row order: (output index, row within its chunk)
+  std::vector<std::pair<int32_t, int32_t>> want;
+  for (size_t j = 0; j < o.n_logit_rows; ++j) want.push_back({o.logit_rows[j], (int32_t)j});
+  std::sort(want.begin(), want.end());
+  size_t wi = 0;
+  p.want_begin.push_back(0);
+  for (size_t c0 = 0; c0 < p.R; c0 += p.C) {
+    const size_t n = std::min(p.C, p.R - c0);
+    for (size_t j = 0; j < n; ++j)
+      while (wi < want.size() && want[wi].first == p.head_rows[c0 + j]) {
+        p.want_dst.push_back(want[wi++].second);
+        p.want_src.push_back((int32_t)j);
+      }
+    p.want_begin.push_back(p.want_dst.size());
+  }
+  return p;
+}
+
+// Offsets of one call's buffers inside its single allocation (256-byte aligned).
+struct Layout {
+  size_t at = 0;
+  size_t take(size_t bytes) {
+    const size_t o = at;
+    at += (bytes + 255) / 256 * 256;
+    return o;
+  }
+};
+
+// The call's buffers (pointers into the call's Block) and where each forward's outputs go.
+struct Bufs {
+  float *x, *xn, *q, *k, *v, *g, *u, *kl, *vl, *cos_t, *sin_t, *hrows, *hl, *norms, *wprime;
+  int32_t *iota, *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
+  uint8_t* kmask;
+  double* lp[2];
+  float* logits[2];
+};
+
+// The perturbed-weight workspace: the largest linear weight, and the row indices 0 .. rows - 1.
+size_t max_weight_rows(const DeviceLlama& m) {
+  size_t r = 0;
+  for (const StoredTensor* t : m.args) r = std::max<size_t>(r, t->w.n);
+  return r;
+}
+size_t max_weight_elems(const DeviceLlama& m) {
+  size_t e = 0;
+  for (const StoredTensor* t : m.args) e = std::max<size_t>(e, t->w.n * t->w.k);
+  return e;
+}
+
+struct Activations {
+  Block block;
+  Bufs d{};
+};
+
+// One allocation for the call (category activations), the batch uploaded into it.
+void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, const LlamaBatch& b, bool perturb,
+                       int forwards) {
+  const LlamaConfig& c = m.c;
+  const size_t N = p.N, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
+  const size_t kv = p.B * c.kv_heads * p.T * c.head_dim, F = sizeof(float), W = sizeof(int32_t);
+  const bool ws = perturb || m.quantized;  // the W' workspace of the tiled GEMMs
+  Layout l;
+  const size_t ox = l.take(N * D * F), oxn = l.take(N * D * F), oq = l.take(N * Q * F), ok = l.take(N * KV * F),
+               ov = l.take(N * KV * F), og = l.take(N * I * F), ou = l.take(N * I * F), okl = l.take(kv * F),
+               ovl = l.take(kv * F), ocos = l.take(p.cos_t.size() * F), osin = l.take(p.sin_t.size() * F),
+               ohr = l.take(p.C * D * F), ohl = l.take(p.R ? p.C * p.cols * F : 0),
+               onorm = l.take(perturb ? (2 * c.layers + 1) * align_floats(D) * F : 0), otok = l.take(N * W),
+               ooff = l.take((p.B + 1) * W), orel = l.take(N * W), ozs = l.take(p.B * W), ohrows = l.take(p.R * W),
+               otg = l.take(p.tg.size() * W), owd = l.take(p.want_dst.size() * W), ows = l.take(p.want_src.size() * W),
+               omask = l.take(p.kmask.size()), owp = l.take(ws ? max_weight_elems(m) * F : 0),
+               oiota = l.take(ws ? max_weight_rows(m) * W : 0);
+  size_t olp[2] = {0, 0}, olg[2] = {0, 0};
+  for (int f = 0; f < forwards; ++f) {
+    olp[f] = l.take(p.tg.empty() ? 0 : p.R * sizeof(double));
+    olg[f] = l.take(p.n_logits * p.cols * F);
+  }
+  act.block = Block(l.at, MemCategory::Activations, m.emulated);
+  uint8_t* base = (uint8_t*)act.block.p;
+  Bufs& d = act.d;
+  auto fl = [&](size_t o) { return (float*)(base + o); };
+  auto in = [&](size_t o) { return (int32_t*)(base + o); };
+  d.x = fl(ox), d.xn = fl(oxn), d.q = fl(oq), d.k = fl(ok), d.v = fl(ov), d.g = fl(og), d.u = fl(ou);
+  d.kl = fl(okl), d.vl = fl(ovl), d.cos_t = fl(ocos), d.sin_t = fl(osin), d.hrows = fl(ohr), d.hl = fl(ohl), d.norms = fl(onorm);
+  d.tokens = in(otok), d.seq_off = in(ooff), d.rel_pos = in(orel), d.zero_start = in(ozs), d.head_rows = in(ohrows);
+  d.tg = in(otg), d.want_dst = in(owd), d.want_src = in(ows);
+  d.kmask = base + omask;
+  d.wprime = fl(owp), d.iota = in(oiota);
+  for (int f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
+}
+
+void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch& b, const std::vector<int32_t>& iota) {
+  ops.put(d.iota, iota.data(), iota.size() * 4);
+  ops.put(d.tokens, b.tokens, p.N * 4);
+  ops.put(d.seq_off, b.seq_off, (p.B + 1) * 4);
+  ops.put(d.rel_pos, p.rel_pos.data(), p.N * 4);
+  ops.put(d.zero_start, p.zero_start.data(), p.B * 4);
+  ops.put(d.head_rows, p.head_rows.data(), p.R * 4);
+  ops.put(d.tg, p.tg.data(), p.tg.size() * 4);
+  ops.put(d.want_dst, p.want_dst.data(), p.want_dst.size() * 4);
+  ops.put(d.want_src, p.want_src.data(), p.want_src.size() * 4);
+  ops.put(d.kmask, p.kmask.data(), p.kmask.size());
+  ops.put(d.cos_t, p.cos_t.data(), p.cos_t.size() * 4);
+  ops.put(d.sin_t, p.sin_t.data(), p.sin_t.size() * 4);
+}
+
+// GEMMs of at least this many rows run the F32 SIMT tiles (gemm_tc.h gemm_f32_launch) on fp32
+// weights: quantized or perturbed weights are first written once per call as W' = decode(W) (+ alpha
+// z) into an fp32 workspace by the embedding kernel (the same perturbed(decode, alpha, z) per element
+// as perturb-on-load), one Philox draw per weight instead of one per weight and row. Fewer rows run
+// the gemv reference kernel, decoding and perturbing on load. Both are one fma chain per output in
+// k order (the CPU's GEMM order): the same bits (tested in emulation on both sides of the threshold).
+constexpr size_t kTiledRows = 8;
+
+// y[M, rows] (+)= x . W[r0 : r0 + rows]^T, the rows perturbed with their direction indices of the
+// whole tensor when zo says so: the one place every matrix product of the model runs.
+void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, uint64_t rows, const float* x, size_t M,
+                 float* y, bool accumulate, const LlamaPerturb* zo) {
+  const bool perturb = zo && zo->on(L.id);
+  const uint64_t K = L.w.k;
+  if (M >= kTiledRows) {
+    const bool direct = L.w.f32 && !perturb;
+    if (!direct) {
+      const Direction dir = perturb ? zo->of(L.id) : Direction{};
+      embed_launch(ops.impl, d.wprime, L.w, d.iota + r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, ops.stream);
+    }
+    ops.gemm_f32(x, direct ? L.w.w32 + r0 * K : d.wprime, y, M, rows, K, accumulate);
+    return;
+  }
+  GemmArgs g{};
+  g.a = x;
+  g.m = M;
+  g.w = gemm_rows_view(L.w, r0, rows);
+  g.c = y;
+  g.accumulate = accumulate;
+  if (perturb) g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, r0 * K, false, nullptr, 0};
+  ops.gemv(g);
+}
+void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size_t M, float* y, bool accumulate,
+            const LlamaPerturb* zo) {
+  linear_rows(ops, d, L, 0, L.w.n, x, M, y, accumulate, zo);
+}
+
+// The forward of llama.cc's llama_forward (no cache, no sampling), op for op, queued on ops.
+// Outputs stay in the call's memory: lp (log-prob per head row) and logits (requested rows).
+void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, const LlamaOutputs& o,
+             const LlamaPerturb* zo, double* lp, float* logits) {
+  const LlamaConfig& c = m.c;
+  const LlamaWeights& w = m.w;
+  const Impl im = ops.impl;
+  void* s = ops.stream;
+  const size_t N = p.N, D = c.hidden, hd = c.head_dim, Hq = c.heads, Hkv = c.kv_heads, I = c.inter, V = c.vocab;
+
+  // Norm vectors as this forward reads them: the weights, or perturbed copies.
+  std::vector<const float*> norm_of(2 * c.layers + 1);
+  for (size_t j = 0; j < norm_of.size(); ++j) {
+    const NormVec& nv = j == 2 * c.layers ? w.norm : (j % 2 ? w.layers[j / 2].mlp_norm : w.layers[j / 2].attn_norm);
+    norm_of[j] = nv.w;
+    if (!zo || !zo->on(nv.id)) continue;
+    float* copy = d.norms + j * align_floats(D);
+    ops.copy(copy, nv.w, D * sizeof(float));
+    ops.perturb(copy, D, zo->of(nv.id), zo->alpha);
+    norm_of[j] = copy;
+  }
+
+  const bool pe = zo && zo->on(w.embed.id);
+  const Direction de = pe ? zo->of(w.embed.id) : Direction{};
+  embed_launch(im, d.x, w.embed.w, d.tokens, N, pe ? &de : nullptr, pe ? zo->alpha : 0.0f, s);
+
+  AttnArgs at{};
+  at.out = d.q;  // in place, as on the CPU
+  at.q = d.q;
+  at.k = d.kl;
+  at.v = d.vl;
+  at.q_off = d.seq_off;
+  at.q_start = d.zero_start;
+  at.kmask = d.kmask;
+  at.B = p.B;
+  at.Hq = Hq;
+  at.Hkv = Hkv;
+  at.hd = hd;
+  at.cap = p.T;
+  at.ld_q = at.ld_out = Hq * hd;
+  at.scale = (float)(1.0 / sqrt((double)hd));
+
+  for (size_t l = 0; l < c.layers; ++l) {
+    const LlamaLayer& L = w.layers[l];
+    rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l], N, D, c.eps, s);
+    linear(ops, d, L.q, d.xn, N, d.q, false, zo);
+    linear(ops, d, L.k, d.xn, N, d.k, false, zo);
+    linear(ops, d, L.v, d.xn, N, d.v, false, zo);
+    rope_launch(im, d.q, N, Hq, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
+    rope_launch(im, d.k, N, Hkv, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
+    kv_store_launch(im, d.kl, d.vl, d.k, d.v, d.seq_off, p.B, N, Hkv, hd, p.T, s);
+    attention_launch(im, at, N, s);
+    linear(ops, d, L.o, d.q, N, d.x, true, zo);  // residual
+    rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l + 1], N, D, c.eps, s);
+    linear(ops, d, L.gate, d.xn, N, d.g, false, zo);
+    linear(ops, d, L.up, d.xn, N, d.u, false, zo);
+    swiglu_launch(im, d.g, d.g, d.u, N * I, s);
+    linear(ops, d, L.down, d.g, N, d.x, true, zo);  // residual
+  }
+
+  // LM head on the rows that need it, a chunk at a time (subset logits transposed: [S][C]).
+  for (size_t c0 = 0, ci = 0; c0 < p.R; c0 += p.C, ++ci) {
+    const size_t n = std::min(p.C, p.R - c0);
+    gather_launch(im, d.hrows, nullptr, d.x, d.head_rows + c0, D, 1, n, D, s);
+    rmsnorm_launch(im, d.hrows, d.hrows, norm_of[2 * c.layers], n, D, c.eps, s);
+    if (o.vocab_subset) {
+      for (size_t j = 0; j < o.n_vocab_subset; ++j) {
+        const uint64_t r = (uint64_t)o.vocab_subset[j];
+        linear_rows(ops, d, w.lm_head, r, 1, d.hrows, n, d.hl + j * p.C, false, zo);
+      }
+    } else {
+      linear(ops, d, w.lm_head, d.hrows, n, d.hl, false, zo);
+    }
+    if (!p.tg.empty()) log_probs_launch(im, d.hl, n, V, d.tg + c0, lp + c0, s);
+    const size_t wb = p.want_begin[ci], we = p.want_begin[ci + 1];
+    gather_launch(im, logits, d.want_dst + wb, d.hl, d.want_src + wb, o.vocab_subset ? 1 : p.cols, o.vocab_subset ? p.C : 1,
+                  we - wb, p.cols, s);
+  }
+}
+
+// The call's results back into o, summed in head-row order as the CPU sums them.
+void finish_outputs(const Prep& p, const std::vector<double>& lp, LlamaOutputs& o) {
+  if (o.logprobs)
+    for (size_t i = 0; i < p.N; ++i) o.logprobs[i] = __builtin_nan("");
+  for (size_t j = 0; j < p.tg.size(); ++j)
+    if (p.tg[j] >= 0) {
+      o.logprobs[p.head_rows[j]] = lp[j];
+      o.logprob_sum += lp[j];
+      o.count++;
+    }
+}
+
+// Forwards of one batch (1: forward, 2: probe) in one call; outs[f] receives forward f.
+float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* outs, const LlamaPerturb* const* zos,
+                   int forwards) {
+  const Prep p = prep_batch(m.c, b, *outs[0]);
+  const bool perturb = zos[0] != nullptr;
+  Activations act;
+  alloc_activations(act, m, p, b, perturb, forwards);
+  std::vector<std::vector<double>> lp(forwards, std::vector<double>(p.tg.empty() ? 0 : p.R));
+  std::vector<int32_t> iota(perturb || m.quantized ? max_weight_rows(m) : 0);
+  for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)i;
+  Call call(m.emulated);  // after the memory: its destructor drains the stream first
+  const Bufs& d = act.d;
+  upload_batch(call.ops, d, p, b, iota);
+  call.begin();
+  for (int f = 0; f < forwards; ++f) forward(call.ops, m, p, d, *outs[f], zos[f], d.lp[f], d.logits[f]);
+  call.end("llama forward");
+  for (int f = 0; f < forwards; ++f) {
+    call.ops.get(lp[f].data(), d.lp[f], lp[f].size() * sizeof(double));
+    if (outs[f]->logits) call.ops.get(outs[f]->logits, d.logits[f], p.n_logits * p.cols * sizeof(float));
+  }
+  const float ms = call.finish("llama forward");
+  for (int f = 0; f < forwards; ++f) finish_outputs(p, lp[f], *outs[f]);
+  return ms;
+}
+
+[[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llama (device): " + msg); }
+
+bool same_layout(const GemmWeights& a, const GemmWeights& b) {
+  if (a.f32 != b.f32 || a.n != b.n || a.k != b.k) return false;
+  if (a.f32) return true;
+  return a.q.format == b.q.format && a.q.group == b.q.group && (a.q.scales != nullptr) == (b.q.scales != nullptr) &&
+         (a.q.zeros != nullptr) == (b.q.zeros != nullptr);
+}
+
+}  // namespace
+
+// --- public entry points -------------------------------------------------------------------------
+
+std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& hw, bool emulated) {
+  if (!emulated) require_device();
+  auto m = std::make_shared<DeviceLlama>();
+  m->c = c;
+  m->emulated = emulated;
+  const bool host = emulated;
+  auto store = [&](const Linear& L, const char* what) -> StoredTensor* {
+    if (L.int_act)
+      bad(Code::Unsupported, std::string(what) + ": int8-activation linears (w8a8, w4a8) do not run on the GPU yet; the "
+                                                 "weight-only schemes do (fp32, bf16, int8, int4, int4-g32/g64/g128, fp8-e4m3, fp8-e5m2)");
+    for (auto& t : m->tensors)
+      if (t->id == L.id) {
+        if (!same_layout(t->w, L.w)) bad(Code::InvalidArgument, std::string(what) + ": tensor id " + std::to_string(L.id) + " is repeated with another shape or format");
+        return t.get();
+      }
+    auto t = std::make_unique<StoredTensor>();
+    m->quantized = m->quantized || !L.w.f32;
+    t->id = L.id;
+    t->w = L.w;
+    const uint64_t nb = data_bytes(L.w), ns = scale_count(L.w);
+    t->data = Block((nb + 3) / 4 * 4, MemCategory::Weights, host);
+    put(host, t->data.p, L.w.f32 ? (const void*)L.w.w32 : (const void*)L.w.q.data, nb);
+    if (L.w.f32) {
+      t->w.w32 = (const float*)t->data.p;
+    } else {
+      t->w.q.data = (uint8_t*)t->data.p;
+      if (ns) {
+        t->host_scales.assign(L.w.q.scales, L.w.q.scales + ns);
+        t->scales = Block(ns * sizeof(float), MemCategory::Weights, host);
+        put(host, t->scales.p, L.w.q.scales, ns * sizeof(float));
+        t->w.q.scales = (float*)t->scales.p;
+      }
+      if (L.w.q.zeros) {
+        t->zeros = Block(ns, MemCategory::Weights, host);
+        put(host, t->zeros.p, L.w.q.zeros, ns);
+        t->w.q.zeros = (uint8_t*)t->zeros.p;
+      }
+    }
+    m->tensors.push_back(std::move(t));
+    return m->tensors.back().get();
+  };
+  auto lin = [&](const Linear& L, const char* what) {
+    StoredTensor* t = store(L, what);
+    m->args.push_back(t);
+    return Linear{L.id, t->w, false};
+  };
+  auto norm = [&](const NormVec& v, const char* what) {
+    GemmWeights g{};
+    g.f32 = true;
+    g.w32 = v.w;
+    g.n = 1;
+    g.k = c.hidden;
+    const Linear l = lin(Linear{v.id, g, false}, what);
+    return NormVec{v.id, l.w.w32};
+  };
+  m->w.embed = lin(hw.embed, "embed");
+  m->w.layers.resize(c.layers);
+  for (size_t l = 0; l < c.layers; ++l) {
+    const LlamaLayer& h = hw.layers[l];
+    LlamaLayer& y = m->w.layers[l];
+    y.attn_norm = norm(h.attn_norm, "attnNorm");
+    y.q = lin(h.q, "q");
+    y.k = lin(h.k, "k");
+    y.v = lin(h.v, "v");
+    y.o = lin(h.o, "o");
+    y.mlp_norm = norm(h.mlp_norm, "mlpNorm");
+    y.gate = lin(h.gate, "gate");
+    y.up = lin(h.up, "up");
+    y.down = lin(h.down, "down");
+  }
+  m->w.norm = norm(hw.norm, "norm");
+  m->w.lm_head = lin(hw.lm_head, "lmHead");
+  return m;
+}
+
+const LlamaConfig& llama_config(const DeviceLlama& m) { return m.c; }
+
+float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o) {
+  if (o.next) bad(Code::Unsupported, "next-token sampling runs on the CPU (no KV cache on the GPU)");
+  LlamaOutputs* outs[1] = {&o};
+  const LlamaPerturb* zos[1] = {nullptr};
+  return run_forwards(m, b, outs, zos, 1);
+}
+
+float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus, const LlamaPerturb& zo) {
+  LlamaPerturb neg = zo;
+  neg.alpha = -zo.alpha;
+  LlamaOutputs* outs[2] = {&plus, &minus};
+  const LlamaPerturb* zos[2] = {&zo, &neg};
+  return run_forwards(m, b, outs, zos, 2);
+}
+
+float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n) {
+  std::vector<StoredTensor*> list;
+  for (size_t j = 0; j < n; ++j) {
+    StoredTensor* t = nullptr;
+    for (auto& s : m.tensors)
+      if (s->id == ids[j]) t = s.get();
+    if (!t) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " is not a weight of this model");
+    if (!t->w.f32) {
+      QTensorView hq = t->w.q;  // the update's checks on the host copy of the scales
+      hq.scales = t->host_scales.empty() ? nullptr : t->host_scales.data();
+      hq.zeros = nullptr;  // checked at upload, never written
+      quant_update_check(hq, -scale);
+    }
+    list.push_back(t);
+  }
+  Call call(m.emulated);
+  call.begin();
+  for (StoredTensor* t : list) {
+    Direction d = dir;
+    d.stream = t->id;
+    if (t->w.f32) call.ops.perturb(const_cast<float*>(t->w.w32), t->w.n * t->w.k, d, -scale);
+    else call.ops.quant_update(t->w.q, -scale, d);
+  }
+  call.end("llama update");
+  return call.finish("llama update");
+}
+
+size_t llama_weight_count(const DeviceLlama& m) { return m.args.size(); }
+const GemmWeights& llama_weight(const DeviceLlama& m, size_t arg) { return m.args[arg]->w; }
+
+void llama_device_read(const DeviceLlama& m, size_t arg, const GemmWeights& host) {
+  const GemmWeights& w = m.args[arg]->w;
+  if (!same_layout(w, host)) bad(Code::ShapeMismatch, "weight " + std::to_string(arg) + ": the destination has another shape or format");
+  get(m.emulated, host.f32 ? (void*)host.w32 : (void*)host.q.data, w.f32 ? (const void*)w.w32 : (const void*)w.q.data, data_bytes(w));
+  if (!w.f32 && w.q.scales) get(m.emulated, host.q.scales, w.q.scales, scale_count(w) * sizeof(float));
+  if (!w.f32 && w.q.zeros) get(m.emulated, host.q.zeros, w.q.zeros, scale_count(w));
+}
+
+}  // namespace cuda
+}  // namespace zt

@@ -1,0 +1,63 @@
+// The LLaMA forward, ZO probe and ZO update resident on the GPU: weights uploaded once, every op of
+// a call queued on one stream, only the final scalars and the requested logits copied back.
+//
+// The model is the CPU's (native/cpu/llama.h): the same LlamaConfig / LlamaWeights description, the
+// same packed batches, LlamaOutputs (log-probs of targets, logits of rows, vocabulary subsets) and
+// LlamaPerturb (perturb-on-load: linears inside the GEMM, embedding rows after the gather, norm
+// vectors as perturbed copies). Not here: the KV cache and next-token sampling (generation stays on
+// the CPU), and int8-activation linears (w8a8 / w4a8: ZOTUNE_UNSUPPORTED at upload).
+//
+// The orchestration (llama.cu) is written once against the ops of nn.h / gemv.h / perturb.h /
+// quant.h with an Impl: on the GPU (Fast kernels, the gemv reference kernel) or Emulated (the same
+// per-thread code on host buffers, no GPU), so the whole model runs, and is tested, without a GPU.
+//
+// Bits against the CPU forward (compiled with -fmad=false): every op equals the CPU's bit for bit
+// (nn.h, perturb.h, quant.h) and every linear is one fma chain per output in k order, the CPU
+// GEMM's order for M > 4: GEMMs of >= 8 rows run the F32 SIMT tiles of gemm_tc.h on fp32 weights
+// (quantized or perturbed weights first written once per call as W' = decode(W) + alpha z into a
+// workspace the size of the largest weight, fp32, category activations), fewer rows run the gemv
+// reference kernel (gemv.h), decoding and perturbing on load. So the logits equal the CPU's
+// whenever every GEMM of the forward has M > 4 rows: the batch has > 4 tokens and the LM head runs
+// on > 4 rows (a head chunk, or with a vocab subset its rows). With <= 4 rows the CPU takes its
+// GEMV order: both within the error bound of gemv.h. Log-probs: CUDA's log() on the GPU (<= 1 ulp
+// of the double, nn.h); the emulation uses the host's, so emulated log-probs are the CPU's bits.
+// The fast gemv kernel and the tensor-core GEMMs are not used: their orders differ from the CPU's.
+#pragma once
+#include <stddef.h>
+#include <stdint.h>
+
+#include <memory>
+
+#include "../../native/cpu/llama.h"
+
+namespace zt {
+namespace cuda {
+
+struct DeviceLlama;
+
+// Copies the weights once: to the GPU (pool category weights) or, emulated, to host memory of the
+// model's own (so its updates never touch the caller's arrays). A weight whose id repeats (a tied
+// LM head) is stored once. ZOTUNE_UNSUPPORTED for int8-activation linears.
+std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& w, bool emulated);
+const LlamaConfig& llama_config(const DeviceLlama& m);
+
+// One forward (o.next and KV caches are not supported; the caller validated the batch with
+// llama_validate). Activations: one allocation (category activations) for the call. Returns the
+// kernel milliseconds (CUDA events; 0 when emulated).
+float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o);
+// plus at theta + eps z, minus at theta - eps z (zo.alpha = eps), one call, no weight written.
+float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus,
+                         const LlamaPerturb& zo);
+// theta <- theta - scale z(dir with stream = id) for each listed tensor id: fp32 through the perturb
+// kernel (alpha = -scale), quantized through the quantized update (SR onto the tensor's grid). dir's
+// purpose is srUpdate. Every id and every grid is checked before anything is written.
+float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n);
+
+// Weight argument `arg` (the upload order: embed, 9 per layer, norm, lmHead) copied into host
+// arrays of the same shape and format (codes, scales and zero-points).
+size_t llama_weight_count(const DeviceLlama& m);
+const GemmWeights& llama_weight(const DeviceLlama& m, size_t arg);  // the stored tensor (device or emulated memory)
+void llama_device_read(const DeviceLlama& m, size_t arg, const GemmWeights& host);
+
+}  // namespace cuda
+}  // namespace zt

@@ -1,0 +1,142 @@
+/**
+ * A LlamaModel resident on the GPU (cuda/kernels/llama.h): weights uploaded once, a forward, a ZO
+ * probe (+eps and -eps, perturb-on-load) or a ZO update is one native call whose ops all run on
+ * one stream, only the scalars and the requested logits coming back. 'emulated' runs the same
+ * orchestration and the kernels' per-thread code on the host (no GPU): tests and gpu-check.
+ *
+ * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable), with these limits:
+ * no KV cache and no generation (they stay on the CPU model), probes 'on-load' only, updates
+ * without weight decay, no int8-activation schemes (w8a8 / w4a8), and the optimiser-state methods
+ * (zo-sgd-momentum, zo-adam) keep host state: use mezo or quzo. Each is a coded error.
+ */
+import { fail } from '../errors';
+import { cudaAddon } from '../backend';
+import { loadCuda } from '../native/load';
+import type { CudaAddon, LlamaDeviceHandle } from '../native/binding';
+import { WeightLock, checkFinite, checkSeed, directionArgs } from './llama';
+import type { ForwardOptions, ForwardResult, LlamaModel, Sequence, TrainableInfo, ZoProbeOptions, ZoUpdateOptions } from './llama';
+
+export type DeviceKind = 'cuda' | 'emulated';
+
+export class DeviceLlamaModel {
+  readonly kind: DeviceKind;
+  /** The host model this copy was made from (config, tokenizer-independent metadata, trainable set). */
+  readonly host: LlamaModel;
+  /** Kernel milliseconds of the last call (CUDA events; 0 when emulated). */
+  lastKernelMs = 0;
+  private readonly addon: CudaAddon;
+  private handle: LlamaDeviceHandle | null;
+  private readonly lock = new WeightLock();
+
+  private constructor(host: LlamaModel, kind: DeviceKind, addon: CudaAddon, handle: LlamaDeviceHandle) {
+    this.host = host;
+    this.kind = kind;
+    this.addon = addon;
+    this.handle = handle;
+  }
+
+  /** Use LlamaModel.toDevice(). */
+  static async create(host: LlamaModel, kind: DeviceKind): Promise<DeviceLlamaModel> {
+    if (kind !== 'cuda' && kind !== 'emulated') fail('ZOTUNE_INVALID_ARGUMENT', `device must be 'cuda' or 'emulated', got ${String(kind)}`);
+    let addon: CudaAddon;
+    if (kind === 'cuda') addon = cudaAddon();
+    else {
+      const load = loadCuda();
+      if (!load.addon) fail('ZOTUNE_CUDA_UNAVAILABLE', `the emulated device model needs the CUDA addon: ${load.error ?? 'not built'} (npm run build:cuda)`);
+      addon = load.addon;
+    }
+    const a = host.nativeArgs(true);
+    const handle = await addon.llamaDeviceCreateAsync(a.cfg, a.ids, kind === 'emulated', ...a.weights);
+    return new DeviceLlamaModel(host, kind, addon, handle);
+  }
+
+  private live(): LlamaDeviceHandle {
+    if (!this.handle) fail('ZOTUNE_DISPOSED', 'the device model was disposed');
+    return this.handle;
+  }
+
+  /** One forward pass (LlamaModel.forward without a cache). */
+  async forward(batch: readonly Sequence[], opts: ForwardOptions = {}): Promise<ForwardResult> {
+    const h = this.live();
+    if (opts.cache) fail('ZOTUNE_UNSUPPORTED', 'the device model has no KV cache: generate with the host model');
+    const m = this.host, p = m.pack(batch, opts, false);
+    const rows = m.logitRows(p, opts.logits);
+    const subset = m.vocabSubset(p, opts);
+    const V = subset ? subset.length : m.config.vocabSize;
+    const logprobs = p.targets ? new Float64Array(p.tokens.length) : null;
+    const logits = rows ? new Float32Array(rows.length * V) : null;
+    const r = await this.lock.read(() => this.addon.llamaDeviceForwardAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, rows, logits, subset));
+    this.lastKernelMs = r.kernelMs;
+    return m.result(p, batch.length, opts.logits ?? 'last', r, logprobs, logits, V);
+  }
+
+  /** LlamaModel.zoProbe ('on-load' only): both forwards in one call, no weight written. */
+  async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
+    const h = this.live();
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
+    checkSeed(opts.seed);
+    const eps = checkFinite(opts.eps, 'eps');
+    const [dist, bits] = directionArgs(opts.direction);
+    if ((opts.mode ?? 'on-load') !== 'on-load') fail('ZOTUNE_UNSUPPORTED', `the device model probes 'on-load' only, got mode '${String(opts.mode)}'`);
+    if ((opts as ForwardOptions).cache) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO probe takes no KV cache');
+    const m = this.host, p = m.pack(batch, opts, false);
+    const rows = m.logitRows(p, opts.logits);
+    const subset = m.vocabSubset(p, opts);
+    const N = p.tokens.length, V = subset ? subset.length : m.config.vocabSize;
+    const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
+    const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
+    const flags = m.nativeArgs().flags.slice();
+    const r = await this.lock.read(() =>
+      this.addon.llamaDeviceZoProbeAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset, opts.seed, dist, bits, eps, flags),
+    );
+    this.lastKernelMs = r.kernelMs;
+    const mode = opts.logits ?? 'last';
+    return { plus: m.result(p, batch.length, mode, r.plus, lpPlus, lgPlus, V), minus: m.result(p, batch.length, mode, r.minus, lpMinus, lgMinus, V) };
+  }
+
+  /** LlamaModel.zoUpdate on the device copy (decay 0 only). */
+  async zoUpdate(opts: ZoUpdateOptions): Promise<void> {
+    const h = this.live();
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoUpdate needs options {seed, scale}');
+    checkSeed(opts.seed);
+    const scale = checkFinite(opts.scale, 'scale');
+    const decay = checkFinite(opts.decay ?? 0, 'decay');
+    const [dist, bits] = directionArgs(opts.direction);
+    const ids = Uint32Array.from(this.host.trainable(), (t) => t.id);
+    const r = await this.lock.write(() => this.addon.llamaDeviceZoUpdateAsync(h, opts.seed, dist, bits, scale, decay, ids));
+    this.lastKernelMs = r.kernelMs;
+  }
+
+  /** The host model's trainable tensors (setTrainable on the host model chooses them). */
+  trainable(): TrainableInfo[] {
+    return this.host.trainable();
+  }
+
+  trainableTensors(): never {
+    fail('ZOTUNE_UNSUPPORTED', 'the device model keeps no host tensors for optimiser state: use mezo or quzo, or the host model');
+  }
+
+  /** Copies the device weights back into the host model's tensors (no host call may run meanwhile). */
+  async toHost(): Promise<void> {
+    const h = this.live();
+    const a = this.host.nativeArgs(true), seen = new Set<number>();
+    await this.lock.read(async () => {
+      for (let i = 0; i < a.weights.length; i++) {
+        if (seen.has(a.ids[i])) continue; // a tied LM head is the embedding
+        seen.add(a.ids[i]);
+        await this.addon.llamaDeviceReadAsync(h, i, a.weights[i]);
+      }
+    });
+  }
+
+  /** Frees the device copy (after calls in flight). */
+  dispose(): void {
+    if (!this.handle) return;
+    this.addon.llamaDeviceFree(this.handle);
+    this.handle = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}

@@ -1,0 +1,248 @@
+/**
+ * The device-resident LLaMA (cuda/kernels/llama.h) against the CPU model on micro-llama. Here it
+ * runs emulated: the same orchestration, with every kernel's per-thread code on the host; the GPU
+ * cases run only where a GPU is usable (scripts/gpu-check.js --llama repeats them on a GPU host).
+ *
+ * Bits: every GEMM of these batches has M > 4 rows, where both device GEMMs (the F32 tiles from 8
+ * rows, the gemv reference kernel below) follow the CPU GEMM's order, so logits, log-probs, probe
+ * losses and updates equal the CPU's bit for bit. Logits of <= 4 rows (logits 'last' without
+ * targets) take the CPU's GEMV order: compared within 1e-5.
+ */
+import { LlamaModel, QTensor, Tensor, llamaTensorNames } from '../lib';
+import type { DeviceLlamaModel } from '../lib';
+import { loadCuda } from '../lib/native/load';
+import { cudaStatus } from '../lib/backend';
+import { ZoOptimizer } from '../lib/zo/optimizer';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { nativeBinary } from '../lib/native/load';
+import { modelDir } from './helpers/models';
+import { cleanEnv, root, run } from './helpers/spawn';
+
+const micro = modelDir('micro-llama');
+const addon = loadCuda().addon;
+const d = micro && addon ? describe : describe.skip;
+if (!addon) console.log('cuda-llama.test.ts: skipped: the CUDA addon is not built (npm run build:cuda)');
+const gpu = cudaStatus().available;
+if (!gpu) console.log(`cuda-llama.test.ts: GPU cases skipped: ${cudaStatus().reason}`);
+
+// 15 tokens in two sequences (every GEMM has M > 4), ids spread over the vocabulary.
+const batch = [Array.from({ length: 9 }, (_, i) => (i * 131 + 7) % 4096), Array.from({ length: 6 }, (_, i) => (i * 977 + 300) % 4096)];
+const padded = { attentionMask: [[1, 1, 1, 1, 1, 1, 1, 1, 1], [0, 0, 1, 1, 1, 1]] };
+
+function bytes(a: ArrayBufferView): Buffer {
+  return Buffer.from(new Uint8Array(a.buffer, a.byteOffset, a.byteLength)); // a copy: tensor views are live
+}
+function weightBytes(m: LlamaModel, name: string): Buffer {
+  const w = m.weight(name);
+  if (w instanceof Tensor) return bytes(w.data());
+  const q = w as QTensor;
+  return Buffer.concat([q.data, q.scales, q.zeros].filter((t): t is Tensor => !!t).map((t) => bytes(t.data())));
+}
+function expectSameBits(a: ArrayBufferView[], b: ArrayBufferView[]) {
+  expect(b.length).toBe(a.length);
+  a.forEach((x, i) => expect(bytes(b[i]).equals(bytes(x))).toBe(true));
+}
+async function codeOf(p: Promise<unknown>): Promise<string> {
+  try {
+    await p;
+  } catch (e) {
+    return (e as { code?: string }).code ?? String(e);
+  }
+  return 'no error';
+}
+
+d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
+  const schemes = ['fp32', 'int8', 'int4-g32'] as const;
+  const cpu: Record<string, LlamaModel> = {};
+  const dev: Record<string, DeviceLlamaModel> = {};
+  beforeAll(async () => {
+    for (const s of schemes) {
+      cpu[s] = await LlamaModel.load(micro!, { weights: s });
+      dev[s] = await cpu[s].toDevice('emulated');
+    }
+  });
+  afterAll(() => {
+    for (const s of schemes) {
+      dev[s]?.dispose();
+      cpu[s]?.dispose();
+    }
+  });
+
+  test.each(schemes)('%s: forward logits and log-probs equal the CPU bit for bit (all rows, padding, vocab subset)', async (s) => {
+    for (const opts of [{ logits: 'all' as const }, { logits: 'all' as const, ...padded }, { logits: 'all' as const, targets: 'none' as const, logitTokens: [5, 4095, 17, 5] }]) {
+      const want = await cpu[s].forward(batch, opts), got = await dev[s].forward(batch, opts);
+      expect(got.count).toBe(want.count);
+      expect(Object.is(got.loss, want.loss)).toBe(true);
+      expectSameBits(want.logits, got.logits);
+      expectSameBits(want.logprobs, got.logprobs);
+      expect(want.logits[0].length).toBeGreaterThan(0);
+    }
+  });
+
+  test('logits of <= 4 rows (the CPU takes its GEMV order) agree within 1e-5 of the largest |logit|', async () => {
+    const opts = { logits: 'last' as const, targets: 'none' as const };
+    const want = await cpu.fp32.forward(batch, opts), got = await dev.fp32.forward(batch, opts);
+    let worst = 0, scale = 0, differ = 0;
+    want.logits.forEach((w, b) =>
+      w.forEach((v, i) => {
+        scale = Math.max(scale, Math.abs(v));
+        worst = Math.max(worst, Math.abs(got.logits[b][i] - v));
+        differ += got.logits[b][i] === v ? 0 : 1;
+      }),
+    );
+    expect(worst / scale).toBeLessThan(1e-5);
+    expect(differ).toBeGreaterThan(0); // the orders do differ here: this case is a tolerance, not bits
+  });
+
+  test.each([
+    ['fp32', { dist: 'gaussian' as const, bits: 0 }],
+    ['fp32', { dist: 'rademacher' as const, bits: 0 }],
+    ['int8', { dist: 'gaussian' as const, bits: 4 }],
+    ['int4-g32', { dist: 'gaussian' as const, bits: 0 }],
+  ])('%s probe %o: +eps and -eps losses and logits equal the CPU probe bit for bit', async (s, direction) => {
+    const opts = { seed: 1234567n, eps: 1e-2, direction, logits: 'all' as const };
+    const want = await cpu[s].zoProbe(batch, opts), got = await dev[s].zoProbe(batch, opts);
+    expect(Object.is(got.plus.loss, want.plus.loss) && Object.is(got.minus.loss, want.minus.loss)).toBe(true);
+    expect(got.plus.loss).not.toBe(got.minus.loss); // the perturbation moved the loss
+    expectSameBits(want.plus.logits, got.plus.logits);
+    expectSameBits(want.minus.logits, got.minus.logits);
+  });
+
+  test('a batch of 6 tokens (below the tiled GEMM\'s 8 rows: the gemv reference kernel, decode and perturb on load) equals the CPU', async () => {
+    const short = [batch[0].slice(0, 4), batch[1].slice(0, 2)];
+    for (const s of ['fp32', 'int4-g32']) {
+      const fw = await cpu[s].forward(short, { logits: 'all' }), fg = await dev[s].forward(short, { logits: 'all' });
+      expectSameBits(fw.logits, fg.logits);
+      const opts = { seed: 31n, eps: 1e-2, logits: 'all' as const };
+      const want = await cpu[s].zoProbe(short, opts), got = await dev[s].zoProbe(short, opts);
+      expect(Object.is(got.plus.loss, want.plus.loss) && Object.is(got.minus.loss, want.minus.loss)).toBe(true);
+      expectSameBits(want.plus.logits, got.plus.logits);
+      expectSameBits(want.minus.logits, got.minus.logits);
+    }
+  });
+
+  test('a probe of some tensors (setTrainable on the host model) equals the CPU probe', async () => {
+    cpu.fp32.setTrainable(['model.embed_tokens', 'model.layers.1.**', 'model.norm']);
+    try {
+      const opts = { seed: 99, eps: 1e-2, logits: 'all' as const, targets: 'none' as const, logitTokens: [1, 2, 3] };
+      const want = await cpu.fp32.zoProbe(batch, opts), got = await dev.fp32.zoProbe(batch, opts);
+      expectSameBits(want.plus.logits, got.plus.logits);
+      expectSameBits(want.minus.logits, got.minus.logits);
+    } finally {
+      cpu.fp32.setTrainable();
+    }
+  });
+
+  test.each([
+    ['fp32', { dist: 'gaussian' as const, bits: 0 }],
+    ['int8', { dist: 'gaussian' as const, bits: 4 }],
+    ['int4-g32', { dist: 'rademacher' as const, bits: 0 }],
+  ])('%s ZoOptimizer step %o: same projected gradient, and the update equals the CPU update bit for bit', async (s, direction) => {
+    const host = await LlamaModel.load(micro!, { weights: s as 'fp32' });
+    const copy = await LlamaModel.load(micro!, { weights: s as 'fp32' });
+    const device = await copy.toDevice('emulated');
+    try {
+      const method = direction.bits ? 'quzo' : 'mezo';
+      const opt = new ZoOptimizer({ method, eps: 1e-2, dist: direction.dist, directionBits: direction.bits || undefined });
+      const mb = [{ sequences: batch, forward: { targets: 'next' as const, logits: 'none' as const }, loss: (r: { loss: number }) => r.loss }];
+      const want = await opt.estimate(host, mb, [777n]), got = await opt.estimate(device, mb, [777n]);
+      expect(got.queries).toEqual(want.queries);
+      expect(Math.abs(want.queries[0].g)).toBeGreaterThan(0);
+      await opt.apply(host, { lr: 1e-2, queries: want.queries });
+      await opt.apply(device, { lr: 1e-2, queries: got.queries });
+      const before = weightBytes(copy, 'model.layers.0.self_attn.q_proj.weight');
+      await device.toHost();
+      expect(weightBytes(copy, 'model.layers.0.self_attn.q_proj.weight').equals(before)).toBe(false); // the step moved it
+      for (const name of llamaTensorNames(host.config)) expect([name, weightBytes(copy, name).equals(weightBytes(host, name))]).toEqual([name, true]);
+    } finally {
+      device.dispose();
+      copy.dispose();
+      host.dispose();
+    }
+  });
+
+  test('bad arguments give coded errors', async () => {
+    const m = dev.fp32;
+    expect(await codeOf(m.forward([[4096]]))).toBe('ZOTUNE_OUT_OF_RANGE');
+    expect(await codeOf(m.zoProbe(batch, { seed: 1, eps: 1e-3, mode: 'in-place' }))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(await codeOf(m.zoProbe(batch, { seed: 1, eps: Infinity }))).toBe('ZOTUNE_NONFINITE');
+    expect(await codeOf(m.zoUpdate({ seed: 1, scale: 1e-3, decay: 0.1 }))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(await codeOf(m.forward(batch, { cache: cpu.fp32.createCache(2, 16) }))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(() => m.trainableTensors()).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
+    const a = cpu.fp32.nativeArgs(true);
+    const h = addon!.llamaDeviceCreate(a.cfg, a.ids, true, ...a.weights);
+    const t = Int32Array.of(1, 2, 3, 4, 5), off = Int32Array.of(0, 5), pos = Int32Array.of(0, 1, 2, 3, 4);
+    expect(() => addon!.llamaDeviceForward(h, t, off, Int32Array.of(0, 1, 2, 3, 9999), null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceForward(h, t, Int32Array.of(0, 6), pos, null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceForward(h, t, Int32Array.of(0, 3, 2, 5), pos, null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => addon!.llamaDeviceForward(h, t, off, pos, null, Int32Array.of(1, 2, 3, 4, 5), new Float64Array(4), null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceForward({} as never, t, off, pos, null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => addon!.llamaDeviceZoUpdate(h, 1, 0, 0, 1e-3, 0, Uint32Array.of(999))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceRead(h, 0, new Float32Array(3))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceCreate(a.cfg, a.ids, true, ...a.weights.slice(1))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceZoProbe(h, t, off, pos, null, null, null, null, null, null, null, null, 1, 0, 0, 1e-3, new Uint8Array(2))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceZoProbe(h, t, off, pos, null, null, null, null, null, null, null, null, 1, 7, 0, 1e-3, a.flags)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    addon!.llamaDeviceFree(h);
+    addon!.llamaDeviceFree(h); // idempotent
+    expect(() => addon!.llamaDeviceForward(h, t, off, pos, null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DISPOSED' }));
+    const w8a8 = await LlamaModel.load(micro!, { weights: 'w8a8' });
+    try {
+      expect(await codeOf(w8a8.toDevice('emulated'))).toBe('ZOTUNE_UNSUPPORTED');
+    } finally {
+      w8a8.dispose();
+    }
+    if (!gpu) expect(await codeOf(cpu.fp32.toDevice('cuda'))).toBe('ZOTUNE_CUDA_UNAVAILABLE');
+  });
+});
+
+d('GPU host scripts, emulated', () => {
+  test('gpu-check.js --emulate: the llama section (forward, golden logits, probe, update) passes on micro-llama', () => {
+    const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--emulate', '--only', 'llama', '--cpu', nativeBinary().path, '--cuda', loadCuda().binary!.path], {
+      env: cleanEnv({ ZOTUNE_MODELS: path.dirname(micro!) }),
+      timeout: 300_000,
+    });
+    const report = JSON.parse(r.stdout) as { llama: { cases: number; failures: number }; mismatches: unknown[] };
+    expect(report.mismatches).toEqual([]);
+    expect([r.status, report.llama]).toEqual([0, { cases: 7, failures: 0, emulated: true }]);
+  });
+
+  test('bench/gpu/zo-step.js --emulate runs a step per scheme and writes its table', () => {
+    const out = fs.mkdtempSync(path.join(os.tmpdir(), 'zo-step-'));
+    try {
+      const r = run(process.execPath, [path.join(root, 'bench', 'gpu', 'zo-step.js'), '--emulate', '--cuda', loadCuda().binary!.path, '--out', out]);
+      expect([r.status, r.stderr]).toEqual([0, '']);
+      const md = fs.readFileSync(path.join(out, 'zo-step.md'), 'utf8');
+      expect(md).toMatch(/\| int8 \| 0 \|/);
+      expect(md).toMatch(/\| int4-g128 \| 0 \|/);
+      const json = JSON.parse(fs.readFileSync(path.join(out, 'zo-step.json'), 'utf8')) as { rows: { lastG: number }[] };
+      for (const row of json.rows) expect(Number.isFinite(row.lastG) && row.lastG !== 0).toBe(true);
+    } finally {
+      fs.rmSync(out, { recursive: true, force: true });
+    }
+  });
+});
+
+(micro && addon && gpu ? describe : describe.skip)('device LLaMA on the GPU (micro-llama)', () => {
+  test('forward and probe equal the CPU (log-probs within 1 ulp of log), the update bit for bit', async () => {
+    const host = await LlamaModel.load(micro!), copy = await LlamaModel.load(micro!);
+    const device = await copy.toDevice('cuda');
+    try {
+      const want = await host.forward(batch, { logits: 'all' }), got = await device.forward(batch, { logits: 'all' });
+      expectSameBits(want.logits, got.logits);
+      expect(Math.abs(got.loss - want.loss)).toBeLessThanOrEqual(1e-12 * Math.abs(want.loss));
+      const p = { seed: 5n, eps: 1e-2, logits: 'all' as const };
+      const pw = await host.zoProbe(batch, p), pg = await device.zoProbe(batch, p);
+      expectSameBits(pw.plus.logits, pg.plus.logits);
+      await host.zoUpdate({ seed: 6n, scale: 1e-3 });
+      await device.zoUpdate({ seed: 6n, scale: 1e-3 });
+      await device.toHost();
+      for (const name of llamaTensorNames(host.config)) expect(weightBytes(copy, name).equals(weightBytes(host, name))).toBe(true);
+    } finally {
+      device.dispose();
+      copy.dispose();
+      host.dispose();
+    }
+  });
+});
