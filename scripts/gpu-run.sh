@@ -13,11 +13,21 @@ what="${1:-all}"
 OUT="${OUT:-/tmp/gpu-out}"
 res="$OUT/results"
 mkdir -p "$res"
-node=/tmp/zotune-node/node
-mkdir -p "$(dirname "$node")" && gunzip -c .gpu/node.gz >"$node" && chmod +x "$node"
-cpu=.gpu/zotune.node
-cuda=.gpu/zotune_cuda.node
-export ZOTUNE_CUDA_BINARY="$PWD/$cuda" ZOTUNE_MODELS="$PWD/.gpu/models"
+# gpu-pack.sh xz-compressed the large files: unpack a copy of .gpu/ outside the checkout
+gpu=/tmp/zotune-gpu
+rm -rf "$gpu" && cp -r .gpu "$gpu"
+python3 - "$gpu" <<'PY'
+import lzma, pathlib, shutil, sys
+for f in pathlib.Path(sys.argv[1]).rglob('*.xz'):
+    with lzma.open(f) as src, open(f.with_suffix(''), 'wb') as dst:
+        shutil.copyfileobj(src, dst)
+    f.unlink()
+PY
+node="$gpu/node"
+chmod +x "$node"
+cpu="$gpu/zotune.node"
+cuda="$gpu/zotune_cuda.node"
+export ZOTUNE_CUDA_BINARY="$cuda" ZOTUNE_MODELS="$gpu/models"
 { nvidia-smi; nvcc --version; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } >"$res/env.txt" 2>&1
 
 if [[ "$what" != bench && "$what" != zo ]]; then
