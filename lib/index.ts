@@ -29,7 +29,7 @@ export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/c
 export { LlamaTokenizer } from './model/tokenizer';
 export { LlamaModel, KVCache, llamaTensorNames, matchesTensor, schemeStorage, WEIGHT_SCHEMES } from './model/llama';
 export { DeviceLlamaModel } from './model/device-llama';
-export type { DeviceKind } from './model/device-llama';
+export type { DeviceKind, ToDeviceOptions } from './model/device-llama';
 export type {
   LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence, ZoDirection, ZoProbeOptions, ZoUpdateOptions,
   TrainableInfo, TensorPattern,

@@ -1024,8 +1024,11 @@ function checkNn(cpu, gpu, report, say, emulate) {
 // bit for bit; the device memory peak. --emulate runs the same on the host (micro-llama only).
 // One line per case: "llama <model> <scheme> <what>: ok | FAIL ...".
 
+// The models folder; .gpu/models only once unpacked (scripts/gpu-pack.sh leaves model.safetensors.xz
+// there, scripts/gpu-run.sh unpacks a copy on the GPU host).
 function llamaModelsDir() {
-  return firstExisting([process.env.ZOTUNE_MODELS, path.join(root, '.gpu', 'models'), path.join(root, '..', 'shared', 'models')]);
+  const packed = path.join(root, '.gpu', 'models', 'micro-llama', 'model.safetensors.xz');
+  return firstExisting([process.env.ZOTUNE_MODELS, fs.existsSync(packed) ? null : path.join(root, '.gpu', 'models'), path.join(root, '..', 'shared', 'models')]);
 }
 
 // fp32 tensors of a safetensors file (F32 only: the shared models are fp32).
@@ -1071,8 +1074,8 @@ function llamaLoad(cpu, dir, scheme) {
   return { c, cfg, ids, names, weights, golden: fs.existsSync(path.join(dir, 'golden.json')) ? JSON.parse(fs.readFileSync(path.join(dir, 'golden.json'), 'utf8')) : null };
 }
 
-function llamaBatch(m) {
-  const prompts = m.golden ? m.golden.prompts.map((p) => p.input_ids) : [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13]];
+function llamaBatch(m, take = Infinity) {  // take: the first tokens of each prompt only
+  const prompts = (m.golden ? m.golden.prompts.map((p) => p.input_ids) : [[1, 2, 3, 4, 5, 6, 7, 8], [9, 10, 11, 12, 13]]).map((p) => p.slice(0, take));
   const N = prompts.reduce((s, p) => s + p.length, 0);
   const tokens = new Int32Array(N), offsets = new Int32Array(prompts.length + 1), positions = new Int32Array(N), targets = new Int32Array(N).fill(-1);
   let at = 0;
@@ -1099,6 +1102,34 @@ function llamaCompare(want, got) {  // {same, differ, maxRel}
   return { same: differ === 0, differ, maxRel };
 }
 
+// kernels 'fast' (llama.h LlamaKernels::Fast) against the CPU within test/cuda-llama.test.ts's
+// bounds: the fast gemv (a batch of <= 16 tokens) within 1e-5 of the largest |logit|, the bf16 tiles
+// (the golden prompts) within 2e-2, and the projected gradient at eps 0.05 within 0.1 + 3 %. Not
+// compared bit for bit with the emulation: the order of the MMA's internal sums is the hardware's.
+// m's weights must be the CPU's unchanged ones (call before any update of the CPU arrays).
+function checkLlamaFast(cpu, gpu, m, tag, emulate, line) {
+  const V = m.c.vocab_size, wide = llamaBatch(m), short = llamaBatch(m, 5);
+  const h = gpu.llamaDeviceCreate(m.cfg, m.ids, emulate, 'fast', ...m.weights);
+  try {
+    for (const [b, limit, what] of [[short, 1e-5, 'fast gemv'], [wide, 2e-2, 'bf16 tiles']]) {
+      const lw = new Float32Array(b.N * V), lf = new Float32Array(b.N * V);
+      cpu.llamaForward(m.cfg, m.ids, b.tokens, b.offsets, b.positions, null, b.targets, new Float64Array(b.N), b.rows, lw, null, null, null, null, null, 0, null, null, 0, ...m.weights);
+      const f = gpu.llamaDeviceForward(h, b.tokens, b.offsets, b.positions, null, b.targets, new Float64Array(b.N), b.rows, lf, null);
+      let worst = 0, scale = 0;
+      for (let i = 0; i < lw.length; i++) (scale = Math.max(scale, Math.abs(lw[i]))), (worst = Math.max(worst, Math.abs(lf[i] - lw[i])));
+      line(worst / scale <= limit, `${tag} fast kernels, ${what} (${b.N} tokens, ${f.kernelMs.toFixed(2)} ms): logits max |diff| / max |logit| = ${(worst / scale).toExponential(2)} (limit ${limit})`);
+    }
+    const eps = 0.05, trainable = new Uint8Array(m.ids.length).fill(1), lp = () => new Float64Array(wide.N);
+    const loss = (x) => -x.logprobSum / x.count, grad = (x) => (loss(x.plus) - loss(x.minus)) / (2 * eps);
+    const cw = cpu.llamaZoProbe(m.cfg, m.ids, wide.tokens, wide.offsets, wide.positions, null, wide.targets, lp(), lp(), null, null, null, null, 2n, 0, 0, eps, 0, trainable, ...m.weights);
+    const cf = gpu.llamaDeviceZoProbe(h, wide.tokens, wide.offsets, wide.positions, null, wide.targets, lp(), lp(), null, null, null, null, 2n, 0, 0, eps, trainable);
+    const gw = grad(cw), gf = grad(cf);
+    line(Math.abs(gf - gw) <= 0.1 + 0.03 * Math.abs(gw), `${tag} fast kernels, probe (eps ${eps}, ${cf.kernelMs.toFixed(2)} ms): projected gradient ${gf.toPrecision(6)} vs CPU ${gw.toPrecision(6)} (limit 0.1 + 3 %)`);
+  } finally {
+    gpu.llamaDeviceFree(h);
+  }
+}
+
 function checkLlama(cpu, gpu, report, say, emulate) {
   const r = (report.llama = { cases: 0, failures: 0, emulated: emulate });
   const dir = llamaModelsDir();
@@ -1122,7 +1153,7 @@ function checkLlama(cpu, gpu, report, say, emulate) {
       const live0 = emulate ? 0 : gpu.deviceMemory().totalLive;
       let h;
       try {
-        h = gpu.llamaDeviceCreate(m.cfg, m.ids, emulate, ...m.weights);
+        h = gpu.llamaDeviceCreate(m.cfg, m.ids, emulate, 'exact', ...m.weights);
       } catch (err) {
         line(false, `${tag} upload (${err.code}: ${err.message})`);
         continue;
@@ -1138,7 +1169,7 @@ function checkLlama(cpu, gpu, report, say, emulate) {
         if (!emulate && name === 'micro-llama') {
           // The host emulation of the same kernels: device = emulation but != CPU is an orchestration or
           // numerics bug (reproducible here); device != emulation is device arithmetic, a race or a launch bug.
-          const he = gpu.llamaDeviceCreate(m.cfg, m.ids, true, ...m.weights), le = new Float32Array(b.N * V);
+          const he = gpu.llamaDeviceCreate(m.cfg, m.ids, true, 'exact', ...m.weights), le = new Float32Array(b.N * V);
           try {
             gpu.llamaDeviceForward(he, b.tokens, b.offsets, b.positions, null, b.targets, new Float64Array(b.N), b.rows, le, null);
           } finally {
@@ -1167,6 +1198,7 @@ function checkLlama(cpu, gpu, report, say, emulate) {
         const exact = loss(cw.plus) === loss(cg.plus) && loss(cw.minus) === loss(cg.minus);
         line(Math.sign(gw) === Math.sign(gg) && rel <= 1e-6,
           `${tag} probe vs CPU (${cg.kernelMs.toFixed(2)} ms): losses ${exact ? 'bit-identical' : 'differ'}, projected gradient ${gg.toPrecision(8)} vs CPU ${gw.toPrecision(8)} (rel diff ${rel.toExponential(2)})`);
+        checkLlamaFast(cpu, gpu, m, tag, emulate, line);
         // update: the CPU's zoUpdate on its arrays, the device's on its copy, then compared byte for byte
         const upd = [...new Set(m.ids)].map((id) => m.ids.indexOf(id));
         const tensors = upd.map((i) => m.weights[i]);

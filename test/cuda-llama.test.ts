@@ -7,6 +7,12 @@
  * rows, the gemv reference kernel below) follow the CPU GEMM's order, so logits, log-probs, probe
  * losses and updates equal the CPU's bit for bit. Logits of <= 4 rows (logits 'last' without
  * targets) take the CPU's GEMV order: compared within 1e-5.
+ *
+ * kernels 'fast' (llama.h LlamaKernels::Fast) is compared within tolerances: the fast gemv kernel
+ * (<= 16 rows, fp32, another summation order) within 1e-5; the bf16 tensor-core tiles (> 16 rows,
+ * both operands rounded to bf16) within 2e-2 of the largest |logit| (measured <= 6.3e-3 on
+ * micro-llama), and the projected gradient of a probe at eps 0.05 (where the perturbation outweighs
+ * the bf16 rounding of W' = W + eps z) within 0.1 + 3 % of the CPU's (measured <= 0.11 absolute).
  */
 import { LlamaModel, QTensor, Tensor, llamaTensorNames } from '../lib';
 import type { DeviceLlamaModel } from '../lib';
@@ -172,7 +178,7 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     expect(await codeOf(m.forward(batch, { cache: cpu.fp32.createCache(2, 16) }))).toBe('ZOTUNE_UNSUPPORTED');
     expect(() => m.trainableTensors()).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
     const a = cpu.fp32.nativeArgs(true);
-    const h = addon!.llamaDeviceCreate(a.cfg, a.ids, true, ...a.weights);
+    const h = addon!.llamaDeviceCreate(a.cfg, a.ids, true, 'exact', ...a.weights);
     const t = Int32Array.of(1, 2, 3, 4, 5), off = Int32Array.of(0, 5), pos = Int32Array.of(0, 1, 2, 3, 4);
     expect(() => addon!.llamaDeviceForward(h, t, off, Int32Array.of(0, 1, 2, 3, 9999), null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
     expect(() => addon!.llamaDeviceForward(h, t, Int32Array.of(0, 6), pos, null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
@@ -181,7 +187,7 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     expect(() => addon!.llamaDeviceForward({} as never, t, off, pos, null, null, null, null, null, null)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
     expect(() => addon!.llamaDeviceZoUpdate(h, 1, 0, 0, 1e-3, 0, Uint32Array.of(999))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
     expect(() => addon!.llamaDeviceRead(h, 0, new Float32Array(3))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
-    expect(() => addon!.llamaDeviceCreate(a.cfg, a.ids, true, ...a.weights.slice(1))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceCreate(a.cfg, a.ids, true, 'exact', ...a.weights.slice(1))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
     expect(() => addon!.llamaDeviceZoProbe(h, t, off, pos, null, null, null, null, null, null, null, null, 1, 0, 0, 1e-3, new Uint8Array(2))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
     expect(() => addon!.llamaDeviceZoProbe(h, t, off, pos, null, null, null, null, null, null, null, null, 1, 7, 0, 1e-3, a.flags)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
     addon!.llamaDeviceFree(h);
@@ -197,6 +203,85 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
   });
 });
 
+// Largest |got - want| over the largest |want| of two logit sets, and whether any bits differ.
+function logitError(want: Float32Array[], got: Float32Array[]): { rel: number; differ: boolean } {
+  let worst = 0, scale = 0, differ = false;
+  want.forEach((w, b) =>
+    w.forEach((v, i) => {
+      scale = Math.max(scale, Math.abs(v));
+      worst = Math.max(worst, Math.abs(got[b][i] - v));
+      differ ||= got[b][i] !== v;
+    }),
+  );
+  return { rel: worst / scale, differ };
+}
+
+d("device LLaMA, emulated, kernels 'fast' (fast gemv, bf16 tensor cores) against the CPU model (micro-llama)", () => {
+  const schemes = ['fp32', 'int8', 'int4-g32'] as const;
+  const cpu: Record<string, LlamaModel> = {};
+  const dev: Record<string, DeviceLlamaModel> = {};
+  // 30 tokens (every linear > 16 rows: the bf16 tiles) and the 15-token batch (<= 16: the fast gemv)
+  const wide = [0, 1, 2].map((s) => Array.from({ length: 9 + s }, (_, i) => (i * 131 + 7 + s * 1000) % 4096));
+  const wideMask = { attentionMask: [Array(9).fill(1), [0, 0, ...Array(8).fill(1)], Array(11).fill(1)] };
+  beforeAll(async () => {
+    for (const s of schemes) {
+      cpu[s] = await LlamaModel.load(micro!, { weights: s });
+      dev[s] = await cpu[s].toDevice('emulated', { kernels: 'fast' });
+    }
+  });
+  afterAll(() => {
+    for (const s of schemes) {
+      dev[s]?.dispose();
+      cpu[s]?.dispose();
+    }
+  });
+
+  test.each(schemes)('%s: <= 16 rows (fast gemv, decode and perturb on load): logits within 1e-5, projected gradient within 1e-3', async (s) => {
+    expect(dev[s].kernels).toBe('fast');
+    const want = await cpu[s].forward(batch, { logits: 'all' }), got = await dev[s].forward(batch, { logits: 'all' });
+    const e = logitError(want.logits, got.logits);
+    expect(e.rel).toBeLessThan(1e-5);
+    expect(e.differ).toBe(true); // another order than the CPU's: this is the fast kernel
+    const eps = 1e-2, opts = { seed: 1234567n, eps, logits: 'none' as const, direction: { dist: 'gaussian' as const, bits: s === 'int8' ? 4 : 0 } };
+    const pw = await cpu[s].zoProbe(batch, opts), pg = await dev[s].zoProbe(batch, opts);
+    const gw = (pw.plus.loss - pw.minus.loss) / (2 * eps), gg = (pg.plus.loss - pg.minus.loss) / (2 * eps);
+    expect(Math.abs(gg - gw)).toBeLessThan(1e-3 * Math.abs(gw));
+  });
+
+  test.each(schemes)('%s: > 16 rows (bf16 tiles): logits within 2e-2, losses within 1e-3 (all rows, padding, vocab subset)', async (s) => {
+    for (const opts of [{ logits: 'all' as const }, { logits: 'all' as const, ...wideMask }, { logits: 'all' as const, targets: 'none' as const, logitTokens: [5, 4095, 17, 5] }]) {
+      const want = await cpu[s].forward(wide, opts), got = await dev[s].forward(wide, opts);
+      const e = logitError(want.logits, got.logits);
+      expect(e.rel).toBeLessThan(2e-2);
+      expect(e.differ).toBe(true);
+      expect(got.count).toBe(want.count);
+      if (want.count) expect(Math.abs(got.loss - want.loss)).toBeLessThan(1e-3 * Math.abs(want.loss));
+    }
+  });
+
+  test.each([
+    ['fp32', 'gaussian'],
+    ['fp32', 'rademacher'],
+    ['int8', 'gaussian'],
+    ['int4-g32', 'rademacher'],
+    ['int4-g32', 'gaussian'],
+  ] as const)('%s probe (%s, > 16 rows, eps 0.05): the projected gradient within 0.1 + 3 %% of the CPU probe', async (s, dist) => {
+    for (const seed of [2n, 4n]) {
+      const eps = 0.05, opts = { seed, eps, logits: 'none' as const, direction: { dist, bits: s === 'int8' ? 4 : 0 } };
+      const pw = await cpu[s].zoProbe(wide, opts), pg = await dev[s].zoProbe(wide, opts);
+      const gw = (pw.plus.loss - pw.minus.loss) / (2 * eps), gg = (pg.plus.loss - pg.minus.loss) / (2 * eps);
+      expect(Math.abs(gw)).toBeGreaterThan(1);
+      expect([seed, Math.abs(gg - gw) <= 0.1 + 0.03 * Math.abs(gw)]).toEqual([seed, true]);
+    }
+  });
+
+  test('an unknown kernel set is a coded error', async () => {
+    expect(await codeOf(cpu.fp32.toDevice('emulated', { kernels: 'fastest' as never }))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    const a = cpu.fp32.nativeArgs(true);
+    expect(() => addon!.llamaDeviceCreate(a.cfg, a.ids, true, 'tf32' as never, ...a.weights)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+  });
+});
+
 d('GPU host scripts, emulated', () => {
   test('gpu-check.js --emulate: the llama section (forward, golden logits, probe, update) passes on micro-llama', () => {
     const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--emulate', '--only', 'llama', '--cpu', nativeBinary().path, '--cuda', loadCuda().binary!.path], {
@@ -205,7 +290,7 @@ d('GPU host scripts, emulated', () => {
     });
     const report = JSON.parse(r.stdout) as { llama: { cases: number; failures: number }; mismatches: unknown[] };
     expect(report.mismatches).toEqual([]);
-    expect([r.status, report.llama]).toEqual([0, { cases: 7, failures: 0, emulated: true }]);
+    expect([r.status, report.llama]).toEqual([0, { cases: 13, failures: 0, emulated: true }]);
   });
 
   test('bench/gpu/zo-step.js --emulate runs a step per scheme and writes its table', () => {
@@ -214,9 +299,9 @@ d('GPU host scripts, emulated', () => {
       const r = run(process.execPath, [path.join(root, 'bench', 'gpu', 'zo-step.js'), '--emulate', '--cuda', loadCuda().binary!.path, '--out', out]);
       expect([r.status, r.stderr]).toEqual([0, '']);
       const md = fs.readFileSync(path.join(out, 'zo-step.md'), 'utf8');
-      expect(md).toMatch(/\| int8 \| 0 \|/);
-      expect(md).toMatch(/\| int4-g128 \| 0 \|/);
+      for (const row of ['int8 | fast', 'int8 | exact', 'int4-g128 | fast', 'int4-g128 | exact']) expect(md).toContain(`| ${row} | 0 |`);
       const json = JSON.parse(fs.readFileSync(path.join(out, 'zo-step.json'), 'utf8')) as { rows: { lastG: number }[] };
+      expect(json.rows).toHaveLength(4);
       for (const row of json.rows) expect(Number.isFinite(row.lastG) && row.lastG !== 0).toBe(true);
     } finally {
       fs.rmSync(out, { recursive: true, force: true });
@@ -242,6 +327,25 @@ d('GPU host scripts, emulated', () => {
     } finally {
       device.dispose();
       copy.dispose();
+      host.dispose();
+    }
+  });
+
+  test("kernels 'fast' (fast gemv and bf16 tensor cores on the GPU) stay within the emulated bounds of the CPU", async () => {
+    const host = await LlamaModel.load(micro!, { weights: 'int4-g32' });
+    const device = await host.toDevice('cuda', { kernels: 'fast' });
+    const wide = [0, 1, 2].map((s) => Array.from({ length: 9 + s }, (_, i) => (i * 131 + 7 + s * 1000) % 4096));
+    try {
+      for (const b of [batch, wide]) {
+        const want = await host.forward(b, { logits: 'all' }), got = await device.forward(b, { logits: 'all' });
+        expect(logitError(want.logits, got.logits).rel).toBeLessThan(b === batch ? 1e-5 : 2e-2);
+      }
+      const eps = 0.05, opts = { seed: 2n, eps, logits: 'none' as const };
+      const pw = await host.zoProbe(wide, opts), pg = await device.zoProbe(wide, opts);
+      const gw = (pw.plus.loss - pw.minus.loss) / (2 * eps), gg = (pg.plus.loss - pg.minus.loss) / (2 * eps);
+      expect(Math.abs(gg - gw)).toBeLessThanOrEqual(0.1 + 0.03 * Math.abs(gw));
+    } finally {
+      device.dispose();
       host.dispose();
     }
   });

@@ -2,7 +2,7 @@
 // Device ZO step benchmark (cuda/kernels/llama.h), plain Node for a GPU host:
 //
 //   node bench/gpu/zo-step.js --cuda zotune_cuda.node --out DIR [--python python3] [--layers 32]
-//        [--batch 1] [--seq 256] [--iters 3] [--schemes int8,int4-g128] [--emulate]
+//        [--batch 1] [--seq 256] [--iters 3] [--schemes int8,int4-g128] [--kernels fast,exact] [--emulate]
 //
 // A LLaMA-7B-shaped model (hidden 4096, intermediate 11008, 32 heads, vocab 32000, --layers
 // layers) with random weights generated here (int8 per-row or int4 group-128 codes, fp32
@@ -12,9 +12,10 @@
 // PyTorch peer (zo_step_torch.py: bf16 MeZO step with in-place perturbation, and a first-order
 // AdamW bf16 step's peak memory) at the same shapes. Writes DIR/zo-step.md and DIR/zo-step.json.
 //
-// The device linears keep the CPU's order (llama.h): fp32 SIMT tiles on W' written once per call
-// (decoded, perturbed), one fma chain per output; correct, not fast: expect it to be far slower than
-// torch's bf16 tensor-core GEMMs. The default batch (1 x 256 tokens) keeps a probe within the
+// Each scheme runs with both kernel sets of the device model (llama.h LlamaKernels): 'fast' (fast
+// gemv for <= 16 rows, bf16 tensor-core tiles on W' = decode(W) + eps z rounded to bf16 once per
+// call: the path to compare with torch's bf16 step) and 'exact' (the CPU's order: fp32 SIMT tiles
+// on W' in fp32; correct, not fast). The default batch (1 x 256 tokens) keeps a probe within the
 // session's time limits; torch runs the same shapes.
 //
 // --emulate: a tiny shape (hidden 128, 2 layers, vocab 256, 2 x 8 tokens) on the host through the
@@ -25,7 +26,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 function parseArgs(argv) {
-  const o = { python: 'python3', layers: 32, batch: 1, seq: 256, iters: 3, schemes: ['int8', 'int4-g128'], emulate: false };
+  const o = { python: 'python3', layers: 32, batch: 1, seq: 256, iters: 3, schemes: ['int8', 'int4-g128'], kernels: ['fast', 'exact'], emulate: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--cuda') o.cuda = path.resolve(argv[++i]);
@@ -36,12 +37,14 @@ function parseArgs(argv) {
     else if (a === '--seq') o.seq = Number(argv[++i]);
     else if (a === '--iters') o.iters = Number(argv[++i]);
     else if (a === '--schemes') o.schemes = argv[++i].split(',');
+    else if (a === '--kernels') o.kernels = argv[++i].split(',');
     else if (a === '--emulate') o.emulate = true;
     else throw new Error(`unknown argument '${a}'`);
   }
   if (!o.cuda || !o.out) throw new Error('usage: zo-step.js --cuda zotune_cuda.node --out DIR [--layers 32] [--batch 1] [--seq 256] [--iters 3] [--emulate]');
   for (const s of o.schemes) if (s !== 'int8' && s !== 'int4-g128') throw new Error(`scheme '${s}': int8 or int4-g128`);
-  if (o.emulate) Object.assign(o, { layers: 2, batch: 2, seq: 8, iters: 1 });
+  for (const k of o.kernels) if (k !== 'fast' && k !== 'exact') throw new Error(`kernels '${k}': fast or exact`);
+  if (o.emulate) Object.assign(o, { layers: 2, batch: 2, seq: 12, iters: 1 }); // 24 tokens: the fast set's bf16 tiles too
   return o;
 }
 
@@ -123,49 +126,51 @@ function main() {
   for (const scheme of o.schemes) {
     const next = rng(7);
     const m = buildModel(s, scheme, next), b = batchOf(s, o, next);
-    gpu.deviceResetPeaks();
-    let h;
-    try {
-      h = gpu.llamaDeviceCreate(m.cfg, m.ids, o.emulate, ...m.weights);
-    } catch (err) {
-      rows.push({ scheme, error: `${err.code}: ${err.message}` });
-      console.log(`${scheme}: upload failed: ${err.code}: ${err.message}`);
-      continue;
-    }
-    try {
-      const weightsLive = gpu.deviceMemory().live.weights;
-      const flags = new Uint8Array(m.ids.length).fill(1), upd = m.ids;
-      const lpP = new Float64Array(b.N), lpM = new Float64Array(b.N);
-      const probeOnce = (seed) => {
-        const t0 = process.hrtime.bigint();
-        const r = gpu.llamaDeviceZoProbe(h, b.tokens, b.offsets, b.positions, null, b.targets, lpP, lpM, null, null, null, null, seed, 0, 0, 1e-3, flags);
-        return { ms: r.kernelMs, wall: Number(process.hrtime.bigint() - t0) / 1e6, g: (r.minus.logprobSum / r.minus.count - r.plus.logprobSum / r.plus.count) / 2e-3 };
-      };
-      const updateOnce = (seed) => {
-        const t0 = process.hrtime.bigint();
-        const r = gpu.llamaDeviceZoUpdate(h, seed, 0, 0, 1e-6, 0, upd);
-        return { ms: r.kernelMs, wall: Number(process.hrtime.bigint() - t0) / 1e6 };
-      };
-      probeOnce(1); // warm-up (module load, pool)
-      const probes = [], updates = [];
-      let g = NaN;
-      for (let i = 0; i < o.iters; i++) {
-        const p = probeOnce(100 + i);
-        probes.push(p);
-        g = p.g;
-        updates.push(updateOnce(100 + i));
+    for (const kernels of o.kernels) {
+      gpu.deviceResetPeaks();
+      let h;
+      try {
+        h = gpu.llamaDeviceCreate(m.cfg, m.ids, o.emulate, kernels, ...m.weights);
+      } catch (err) {
+        rows.push({ scheme, kernels, error: `${err.code}: ${err.message}` });
+        console.log(`${scheme} ${kernels}: upload failed: ${err.code}: ${err.message}`);
+        continue;
       }
-      const mem = gpu.deviceMemory();
-      const row = {
-        scheme, weightBytes: m.bytes, weightsLive, peak: mem.totalPeak, activationsPeak: mem.peak.activations,
-        probeMs: best(probes.map((p) => p.ms)), probeWallMs: best(probes.map((p) => p.wall)),
-        updateMs: best(updates.map((u) => u.ms)), updateWallMs: best(updates.map((u) => u.wall)), lastG: g,
-      };
-      row.stepMs = row.probeMs + row.updateMs;
-      rows.push(row);
-      console.log(`${scheme}: probe ${row.probeMs.toFixed(1)} ms (wall ${row.probeWallMs.toFixed(1)}), update ${row.updateMs.toFixed(2)} ms, weights ${mib(weightsLive)} MiB, peak ${mib(row.peak)} MiB, g ${g.toPrecision(4)}`);
-    } finally {
-      gpu.llamaDeviceFree(h);
+      try {
+        const weightsLive = gpu.deviceMemory().live.weights;
+        const flags = new Uint8Array(m.ids.length).fill(1), upd = m.ids;
+        const lpP = new Float64Array(b.N), lpM = new Float64Array(b.N);
+        const probeOnce = (seed) => {
+          const t0 = process.hrtime.bigint();
+          const r = gpu.llamaDeviceZoProbe(h, b.tokens, b.offsets, b.positions, null, b.targets, lpP, lpM, null, null, null, null, seed, 0, 0, 1e-3, flags);
+          return { ms: r.kernelMs, wall: Number(process.hrtime.bigint() - t0) / 1e6, g: (r.minus.logprobSum / r.minus.count - r.plus.logprobSum / r.plus.count) / 2e-3 };
+        };
+        const updateOnce = (seed) => {
+          const t0 = process.hrtime.bigint();
+          const r = gpu.llamaDeviceZoUpdate(h, seed, 0, 0, 1e-6, 0, upd);
+          return { ms: r.kernelMs, wall: Number(process.hrtime.bigint() - t0) / 1e6 };
+        };
+        probeOnce(1); // warm-up (module load, pool)
+        const probes = [], updates = [];
+        let g = NaN;
+        for (let i = 0; i < o.iters; i++) {
+          const p = probeOnce(100 + i);
+          probes.push(p);
+          g = p.g;
+          updates.push(updateOnce(100 + i));
+        }
+        const mem = gpu.deviceMemory();
+        const row = {
+          scheme, kernels, weightBytes: m.bytes, weightsLive, peak: mem.totalPeak, activationsPeak: mem.peak.activations,
+          probeMs: best(probes.map((p) => p.ms)), probeWallMs: best(probes.map((p) => p.wall)),
+          updateMs: best(updates.map((u) => u.ms)), updateWallMs: best(updates.map((u) => u.wall)), lastG: g,
+        };
+        row.stepMs = row.probeMs + row.updateMs;
+        rows.push(row);
+        console.log(`${scheme} ${kernels}: probe ${row.probeMs.toFixed(1)} ms (wall ${row.probeWallMs.toFixed(1)}), update ${row.updateMs.toFixed(2)} ms, weights ${mib(weightsLive)} MiB, peak ${mib(row.peak)} MiB, g ${g.toPrecision(4)}`);
+      } finally {
+        gpu.llamaDeviceFree(h);
+      }
     }
   }
   const torch = o.emulate ? { error: 'not run with --emulate' } : torchPeer(o, s);
@@ -183,13 +188,13 @@ function main() {
     '',
     `Model: LLaMA-shaped, hidden ${s.hidden}, intermediate ${s.inter}, ${s.heads} heads, ${s.layers} layers, vocab ${s.vocab}, random weights; ` +
       `batch ${o.batch} x ${o.seq} tokens, loss on next tokens. Step = one probe (+eps and -eps forwards, every tensor perturbed on load) + one update ` +
-      `(every tensor). Times: CUDA events, best of ${o.iters}. Our linears keep the CPU's order (fp32 SIMT tiles on W' = decode(W) + eps z written once per call): a ` +
-      'correctness-first path, not a tuned GEMM. "x torch" = our step time / torch bf16 MeZO step time (> 1: slower).',
+      `(every tensor). Times: CUDA events, best of ${o.iters}. Kernels "fast": linears of <= 16 rows on the fast gemv kernel, larger ones on bf16 tensor-core tiles over W' = decode(W) + eps z ` +
+      'rounded to bf16 once per call (torch\'s precision); "exact": the CPU\'s order (fp32 SIMT tiles on W\' in fp32), a correctness-first path. "x torch" = our step time / torch bf16 MeZO step time (> 1: slower).',
     '',
-    '| weights | weight MiB | probe ms | update ms | step ms | x torch step | device peak MiB | activations peak MiB |',
-    '|---|---|---|---|---|---|---|---|',
-    ...rows.map((r) => (r.error ? `| ${r.scheme} | failed: ${r.error} |||||||` :
-      `| ${r.scheme} | ${mib(r.weightsLive)} | ${r.probeMs.toFixed(1)} | ${r.updateMs.toFixed(2)} | ${r.stepMs.toFixed(1)} | ${ratio(r.stepMs)} | ${mib(r.peak)} | ${mib(r.activationsPeak)} |`)),
+    '| weights | kernels | weight MiB | probe ms | update ms | step ms | x torch step | device peak MiB | activations peak MiB |',
+    '|---|---|---|---|---|---|---|---|---|',
+    ...rows.map((r) => (r.error ? `| ${r.scheme} | ${r.kernels} | failed: ${r.error} |||||||` :
+      `| ${r.scheme} | ${r.kernels} | ${mib(r.weightsLive)} | ${r.probeMs.toFixed(1)} | ${r.updateMs.toFixed(2)} | ${r.stepMs.toFixed(1)} | ${ratio(r.stepMs)} | ${mib(r.peak)} | ${mib(r.activationsPeak)} |`)),
     '',
     t
       ? [

@@ -1,8 +1,9 @@
 // The device-resident LLaMA (cuda/kernels/llama.h) from JS. Arguments are the CPU addon's
 // (native/addon/bind_llama.cc), parsed by the same code (native/addon/llama_args.h):
 //
-// llamaDeviceCreate(cfg, ids, emulated: bool, embed, (attnNorm, q, k, v, o, mlpNorm, gate, up, down) x layers,
-//                   norm, lmHead) -> handle   (weights copied once: to the GPU, or emulated to host memory)
+// llamaDeviceCreate(cfg, ids, emulated: bool, kernels: 'exact' | 'fast', embed,
+//                   (attnNorm, q, k, v, o, mlpNorm, gate, up, down) x layers, norm, lmHead) -> handle
+//   (weights copied once: to the GPU, or emulated to host memory; kernels: llama.h LlamaKernels)
 // llamaDeviceForward(handle, tokens, seqOffsets, positions, keyMask | null, targets | null, logprobs | null,
 //                    logitRows | null, logits | null, vocabSubset | null) -> {logprobSum, count, kernelMs}
 // llamaDeviceZoProbe(handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus,
@@ -51,10 +52,14 @@ Job parse_create(Args& a) {
   const size_t nw = c.layers * 9 + 3;
   const uint32_t* ids = a.elems<uint32_t>(1, "ids", 0, nw);
   const bool emulated = a.boolean(2, "emulated");
-  auto w = llama_weights_arg(a, c, ids, 3, op, quant_check_scales);
+  const std::string k = a.str(3, "kernels");
+  if (k != "exact" && k != "fast")
+    throw coded_error(a.env(), Code::InvalidArgument, std::string(op) + ": kernels must be 'exact' or 'fast', got '" + k + "'");
+  const LlamaKernels kernels = k == "fast" ? LlamaKernels::Fast : LlamaKernels::Exact;
+  auto w = llama_weights_arg(a, c, ids, 4, op, quant_check_scales);
   auto box = std::make_shared<ModelBox>();
   box->ids.assign(ids, ids + nw);
-  return {[c, w, emulated, box] { box->m = llama_upload(c, *w, emulated); },
+  return {[c, w, emulated, kernels, box] { box->m = llama_upload(c, *w, emulated, kernels); },
           [box](Napi::Env env) -> Napi::Value {
             auto* held = new ModelBox(*box);
             auto ext = Napi::External<ModelBox>::New(env, held, [](Napi::Env, ModelBox* b) { delete b; });

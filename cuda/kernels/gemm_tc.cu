@@ -12,9 +12,11 @@
 #include "../../native/common/quant_elem.h"
 #include "../../native/common/status.h"
 #include "../../native/cpu/gemm_int8.h"  // acc_group, w_scale, Epilogue, epilogue: the CPU's W8A8 numerics
+#include "../../native/cpu/perturb.h"     // perturbed(): the one perturbation rounding
 #include "device.h"
 #include "gemm_tc.h"
 #include "pool.h"
+#include "rng_blocks.h"
 #include "timed_call.h"
 
 namespace zt {
@@ -82,7 +84,7 @@ struct TcParams {
   // FP8: one weight scale per row (sw_per_row) or one for the tensor; activation scales in ep.sx.
   const float* sw;
   bool sw_per_row;
-  bool accumulate;  // F32: every output's chain starts from y (y += x . w^T), else from +0
+  bool accumulate;  // F32: every output's chain starts from y (y += x . w^T), else from +0; BF16: y + the sum
 };
 
 // ---- per-kind operations ------------------------------------------------------------------------
@@ -136,7 +138,10 @@ struct OpBf16 {
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
   static HD float value(const uint8_t* row, uint64_t k) { return bf16_to_f32((uint16_t)(row[2 * k] | (row[2 * k + 1] << 8))); }
-  static HD float out(const TcParams& p, float acc, uint64_t, uint64_t n) { return p.bias ? zt_add(acc, p.bias[n]) : acc; }
+  static HD float out(const TcParams& p, float acc, uint64_t m, uint64_t n) {
+    if (p.accumulate) acc = zt_add(p.y[m * p.N + n], acc);
+    return p.bias ? zt_add(acc, p.bias[n]) : acc;
+  }
 };
 
 // Plain f32 operands (the SIMT fallback's reference): A [M, K], B [N, K] floats, lda = K * 4.
@@ -293,6 +298,54 @@ ZT_HD void f32_store(const TcParams& p, uint64_t m0, uint64_t n0, int t, const f
     }
 }
 
+// BF16 weight rows (bf16_weights_launch): rows r0 .. r0 + rows - 1 of w, elements E0 = r0 K ..
+// E1 = E0 + rows K, decoded, perturbed, rounded; rows of ldh bf16 codes.
+struct Bf16Weights {
+  GemmWeights w;
+  uint64_t r0, rows, ldh;
+  bool perturb;
+  Direction dir;
+  float alpha;
+  uint64_t b0;  // first normal-stream block of the quads
+  uint16_t* out;
+};
+ZT_HD void bf16_weight_store(const Bf16Weights& a, uint64_t e, float z) {
+  const uint64_t row = e / a.w.k, k = e % a.w.k;
+  const QTensorView& q = a.w.q;
+  float v = a.w.f32 ? a.w.w32[e] : q_decode(q.format, qt_code_at(q, row, k), qt_group(q, qt_scale_index(q, row, k)));
+  if (a.perturb) v = perturbed(v, a.alpha, z);
+  a.out[(row - a.r0) * a.ldh + k] = bf16_rtne(v);
+}
+// Gaussian item t: the 32 elements of quad (b0 + t / 2, t % 2) that fall in the rows.
+ZT_HD void bf16_weights_quad(const Bf16Weights& a, uint64_t t) {
+  const uint64_t E0 = a.r0 * a.w.k, E1 = E0 + a.rows * a.w.k, B = a.b0 + (t >> 1);
+  const unsigned u = (unsigned)(t & 1);
+  float z[2][4][4];
+  gauss_quad(a.dir, B, u, z);
+  for (int h = 0; h < 2; ++h)
+    for (int k = 0; k < 4; ++k)
+      for (int l = 0; l < 4; ++l) {
+        const uint64_t e = (B << kNormalShift) + 32 * h + 8 * k + 4 * u + l;
+        if (e >= E0 && e < E1) bf16_weight_store(a, e, z[h][k][l]);
+      }
+}
+// Item t of the per-element form (unperturbed, or Rademacher): element E0 + t.
+ZT_HD void bf16_weights_elem(const Bf16Weights& a, uint64_t t) {
+  const uint64_t e = a.r0 * a.w.k + t;
+  bf16_weight_store(a, e, a.perturb ? direction_at(a.dir, e) : 0.0f);
+}
+// Item t of the padding: code t % (ldh - K) past the end of row t / (ldh - K) is +0.
+ZT_HD void bf16_weights_pad(const Bf16Weights& a, uint64_t t) {
+  const uint64_t pad = a.ldh - a.w.k;
+  a.out[(t / pad) * a.ldh + a.w.k + t % pad] = 0;
+}
+enum class Bf16Item { Quad, Elem, Pad };
+ZT_HD void bf16_weights_item(Bf16Item kind, const Bf16Weights& a, uint64_t t) {
+  if (kind == Bf16Item::Quad) bf16_weights_quad(a, t);
+  else if (kind == Bf16Item::Elem) bf16_weights_elem(a, t);
+  else bf16_weights_pad(a, t);
+}
+
 // ---- device kernels -------------------------------------------------------------------------------
 
 __device__ __forceinline__ uint32_t smem_u32(const void* p) { return (uint32_t)__cvta_generic_to_shared(p); }
@@ -412,6 +465,11 @@ __global__ void __launch_bounds__(kThreads) quantize_kernel(TcKind kind, QFormat
   const QGroup g = row_group(kind, f, amax);
   if (threadIdx.x == 0 && sx) sx[m] = g.scale;
   quantize_row_part(kind, f, row, K, lda, g, threadIdx.x, a + m * lda);
+}
+
+__global__ void bf16_weights_kernel(Bf16Item kind, Bf16Weights a, uint64_t items) {
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < items; t += stride) bf16_weights_item(kind, a, t);
 }
 
 // Random operands for the benchmark: finite codes of each kind from a hash of the index.
@@ -707,6 +765,52 @@ void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint
   if (impl == TcImpl::Emulated) return f32_gemm_emulated(p);
   const dim3 grid((unsigned)((N + kFT - 1) / kFT), (unsigned)((M + kFT - 1) / kFT));
   f32_gemm_kernel<<<grid, kThreads, 0, (cudaStream_t)stream>>>(p);
+}
+
+uint64_t bf16_row_bytes(uint64_t K) { return layout(TcKind::Bf16, K).lda; }
+
+void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8_t* a, void* stream) {
+  if (M == 0) return;
+  const uint64_t lda = bf16_row_bytes(K);
+  if (impl == TcImpl::Emulated) {
+    for (uint64_t m = 0; m < M; ++m)
+      for (int t = 0; t < kThreads; ++t) quantize_row_part(TcKind::Bf16, QFormat::Bf16, x + m * K, K, lda, QGroup{1.0f, 1.0f, 0, 0}, t, a + m * lda);
+    return;
+  }
+  if (M > 0x7fffffffu) fail(Code::OutOfRange, "bf16Rows: too many rows for one launch");
+  quantize_kernel<<<(unsigned)M, kThreads, 0, (cudaStream_t)stream>>>(TcKind::Bf16, QFormat::Bf16, x, K, lda, a, nullptr, nullptr);
+}
+
+void bf16_weights_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
+                         uint8_t* b, void* stream) {
+  if (rows == 0 || w.k == 0) return;
+  Bf16Weights a{w, r0, rows, bf16_row_bytes(w.k) / 2, dir != nullptr, dir ? *dir : Direction{}, alpha, 0, reinterpret_cast<uint16_t*>(b)};
+  const bool quads = a.perturb && a.dir.dist == kDirGauss;
+  uint64_t items = rows * w.k;
+  if (quads) {
+    const Quads q = quads_for(r0 * w.k, items, kNormalShift);
+    a.b0 = q.b0, items = q.items;
+  }
+  const Bf16Item kind = quads ? Bf16Item::Quad : Bf16Item::Elem;
+  const uint64_t pads = rows * (a.ldh - w.k);
+  if (impl == TcImpl::Emulated) {
+    for (uint64_t t = 0; t < items; ++t) bf16_weights_item(kind, a, t);
+    for (uint64_t t = 0; t < pads; ++t) bf16_weights_item(Bf16Item::Pad, a, t);
+    return;
+  }
+  auto blocks = [](uint64_t n) { return (unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16); };
+  bf16_weights_kernel<<<blocks(items), kThreads, 0, (cudaStream_t)stream>>>(kind, a, items);
+  if (pads) bf16_weights_kernel<<<blocks(pads), kThreads, 0, (cudaStream_t)stream>>>(Bf16Item::Pad, a, pads);
+}
+
+void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
+                      bool accumulate, void* stream) {
+  if (M == 0 || N == 0) return;
+  if (M > (uint64_t)65535 * kBM || N > (uint64_t)0x7fffffff) fail(Code::OutOfRange, "gemmBf16: the output is too large for one launch");
+  TcParams p{};
+  p.a = a, p.b = b, p.M = M, p.N = N, p.lda = bf16_row_bytes(K), p.kbytes = 2 * K, p.y = y, p.accumulate = accumulate;
+  if (impl == TcImpl::Emulated) return tc_gemm_emulated<OpBf16>(p);
+  launch_tc<OpBf16>(p, (cudaStream_t)stream);
 }
 
 TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t K, int iters) {

@@ -27,7 +27,8 @@
 #pragma once
 #include <stdint.h>
 
-#include "../../native/common/formats.h"
+#include "../../native/common/direction.h"
+#include "../../native/cpu/gemm.h"  // GemmWeights
 
 namespace zt {
 namespace cuda {
@@ -57,6 +58,22 @@ float gemm_tc(const TcGemm& g, TcImpl impl);
 // device model's GEMM of >= 8 rows, cuda/kernels/llama.cu); no validation beyond the grid size.
 void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K,
                      bool accumulate, void* stream);
+
+// The BF16 tiles on caller memory (the device model's fast linears, cuda/kernels/llama.h): operands
+// are bf16 codes in rows of bf16_row_bytes(K) bytes, zero padded: a [M] rows (bf16_rows_launch),
+// b [N] rows (bf16_weights_launch); y[M, N] = a . b^T, or y + a . b^T when accumulating (the sum
+// first, then one add: not the CPU's chain). Device pointers on `stream`, or host pointers run at
+// once for Emulated; Fast or Emulated only, no validation beyond the grid size.
+uint64_t bf16_row_bytes(uint64_t K);
+void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8_t* a, void* stream);
+// Rows r0 .. r0 + rows - 1 of w decoded (fp32 or any QTensor format), with dir + alpha * z(dir,
+// element index row * K + k) added when dir is set (perturbed(), the CPU's perturb-on-load value),
+// then rounded to bf16 (RTNE) into b. Gaussian directions come four Philox counters per work item
+// (rng_blocks.h quads), Rademacher ones per element.
+void bf16_weights_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
+                         uint8_t* b, void* stream);
+void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
+                      bool accumulate, void* stream);
 
 // Device-resident benchmark of the Fast kernel: random operands of the kind (fp8: `fp8` picks
 // e4m3 or e5m2) allocated through the pool, `iters` timed launches of the GEMM kernel alone

@@ -600,6 +600,29 @@ void gemv_reference_launch(const GemmArgs& g, void* stream) {
   launch(p, pl, (cudaStream_t)stream);
 }
 
+uint64_t gemv_fast_workspace(uint64_t m, const GemmWeights& w) {
+  GemmArgs g{};
+  g.m = m;
+  g.w = w;
+  const Plan pl = plan_for(g, GemvKernel::Fast);
+  return (uint64_t)pl.mt * w.k + (pl.splits > 1 ? pl.splits * m * w.n : 0);
+}
+
+void gemv_fast_launch(const GemmArgs& g, float* workspace, void* stream) {
+  if (g.m == 0 || g.w.n == 0) return;
+  if (g.m > kGemvMaxM) fail(Code::InvalidArgument, "gemv: the fast kernel takes at most 16 rows");
+  const Plan pl = plan_for(g, GemvKernel::Fast);
+  cudaStream_t s = (cudaStream_t)stream;
+  float* a = workspace;
+  const uint64_t K = g.w.k, pad = ((uint64_t)pl.mt - g.m) * K;
+  if (g.m * K) check(cudaMemcpyAsync(a, g.a, g.m * K * sizeof(float), cudaMemcpyDeviceToDevice, s), "gemv: activations");
+  if (pad) check(cudaMemsetAsync(a + g.m * K, 0, pad * sizeof(float), s), "gemv: padding");
+  const Params p = params_for(g, pl, g.w.f32 ? reinterpret_cast<const uint8_t*>(g.w.w32) : g.w.q.data,
+                              g.w.f32 ? nullptr : g.w.q.scales, g.w.f32 ? nullptr : g.w.q.zeros, a, g.bias, g.c,
+                              workspace + (uint64_t)pl.mt * K, g.p.on && g.p.sparse ? g.p.idx : nullptr);
+  launch(p, pl, s);
+}
+
 void gemv_emulated(const GemmArgs& g, GemvKernel kind) {
   gemm_check_perturb(g.p, g.w.n, g.w.k);
   if (g.m == 0 || g.w.n == 0) return;

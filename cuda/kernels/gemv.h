@@ -35,6 +35,12 @@ enum class GemvKernel { Fast, Reference };
 // Copies the host arrays of g to the device, runs the kernel(s), copies C back. Validates the
 // perturbation (index list included) first. Returns the kernel time in ms (CUDA events).
 float gemv_host(const GemmArgs& g, GemvKernel kind);
+// The fast kernel on device memory (the device model's linears of <= kGemvMaxM rows in its fast
+// mode), on `stream`; g.m <= kGemvMaxM, the caller validates g. workspace: device memory of
+// gemv_fast_workspace(g.m, g.w) floats (the activations padded to the kernel's rows, the split
+// partial sums).
+uint64_t gemv_fast_workspace(uint64_t m, const GemmWeights& w);
+void gemv_fast_launch(const GemmArgs& g, float* workspace, void* stream);
 // The same computation with each GPU thread's code run on the host, one thread after another.
 void gemv_emulated(const GemmArgs& g, GemvKernel kind);
 // The reference kernel on device memory (every pointer of g, index list included) on `stream` (a

@@ -86,6 +86,7 @@ struct DeviceLlama {
   std::vector<StoredTensor*> args;                     // weight argument -> its tensor
   LlamaWeights w;                                      // views over the stored tensors
   bool quantized = false;                              // some weight is not fp32 (the tiled GEMMs decode it first)
+  LlamaKernels kernels = LlamaKernels::Exact;
 };
 
 namespace {
@@ -119,8 +120,22 @@ struct Ops {
     else gemv_reference_launch(g, stream);
   }
   void gemm_f32(const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate) const {
-    gemm_f32_launch(host() ? TcImpl::Emulated : TcImpl::Fast, x, w, y, M, N, K, accumulate, stream);
+    gemm_f32_launch(tc(), x, w, y, M, N, K, accumulate, stream);
   }
+  // LlamaKernels::Fast: the fast gemv kernel (<= kGemvMaxM rows) and the bf16 tensor-core tiles.
+  void gemv_fast(const GemmArgs& g, float* workspace) const {
+    gemm_check_perturb(g.p, g.w.n, g.w.k);
+    if (host()) gemv_emulated(g, GemvKernel::Fast);
+    else gemv_fast_launch(g, workspace, stream);
+  }
+  void bf16_rows(const float* x, uint64_t M, uint64_t K, uint8_t* a) const { bf16_rows_launch(tc(), x, M, K, a, stream); }
+  void bf16_weights(const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha, uint8_t* b) const {
+    bf16_weights_launch(tc(), w, r0, rows, dir, alpha, b, stream);
+  }
+  void gemm_bf16(const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate) const {
+    gemm_bf16_launch(tc(), a, b, y, M, N, K, accumulate, stream);
+  }
+  TcImpl tc() const { return host() ? TcImpl::Emulated : TcImpl::Fast; }
   void perturb(float* w, uint64_t n, const Direction& d, float alpha) const {
     if (host()) perturb_emulated(w, n, d, 0, alpha);
     else perturb_launch(w, n, d, 0, alpha, false, stream);
@@ -232,6 +247,8 @@ struct Layout {
 // The call's buffers (pointers into the call's Block) and where each forward's outputs go.
 struct Bufs {
   float *x, *xn, *q, *k, *v, *g, *u, *kl, *vl, *cos_t, *sin_t, *hrows, *hl, *norms, *wprime;
+  uint8_t *wbf16, *xbf16;  // LlamaKernels::Fast: bf16 operands of the tensor-core tiles
+  float* gemv_ws;          // LlamaKernels::Fast: the fast gemv's workspace
   int32_t *iota, *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
   uint8_t* kmask;
   double* lp[2];
@@ -250,6 +267,31 @@ size_t max_weight_elems(const DeviceLlama& m) {
   return e;
 }
 
+// LlamaKernels::Fast workspaces: bf16 rows of the largest weight, of the widest activations
+// (rows: the most rows any linear gets), and the fast gemv's floats.
+size_t max_weight_bf16_bytes(const DeviceLlama& m) {
+  size_t b = 0;
+  for (const StoredTensor* t : m.args) b = std::max<size_t>(b, t->w.n * bf16_row_bytes(t->w.k));
+  return b;
+}
+size_t max_act_bf16_bytes(const DeviceLlama& m, size_t rows) {
+  size_t k = 0;
+  for (const StoredTensor* t : m.args) k = std::max<size_t>(k, t->w.k);
+  return rows * bf16_row_bytes(k);
+}
+size_t max_gemv_floats(const DeviceLlama& m, size_t rows) {
+  size_t f = 0;
+  for (const StoredTensor* t : m.args) {
+    GemmWeights one = t->w;  // a vocabulary-subset row of the LM head runs as a one-row view
+    one.n = 1;
+    f = std::max<size_t>(f, std::max(gemv_fast_workspace(rows, t->w), gemv_fast_workspace(rows, one)));
+  }
+  return f;
+}
+
+// The exact kernels' W' workspace (and its row indices): quantized or perturbed weights.
+bool needs_wprime(const DeviceLlama& m, bool perturb) { return m.kernels == LlamaKernels::Exact && (perturb || m.quantized); }
+
 struct Activations {
   Block block;
   Bufs d{};
@@ -261,7 +303,8 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   const LlamaConfig& c = m.c;
   const size_t N = p.N, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
   const size_t kv = p.B * c.kv_heads * p.T * c.head_dim, F = sizeof(float), W = sizeof(int32_t);
-  const bool ws = perturb || m.quantized;  // the W' workspace of the tiled GEMMs
+  const bool fast = m.kernels == LlamaKernels::Fast, ws = needs_wprime(m, perturb);
+  const size_t gemm_rows = std::max(N, p.C), gemv_rows = std::min<size_t>(gemm_rows, kGemvMaxM);
   Layout l;
   const size_t ox = l.take(N * D * F), oxn = l.take(N * D * F), oq = l.take(N * Q * F), ok = l.take(N * KV * F),
                ov = l.take(N * KV * F), og = l.take(N * I * F), ou = l.take(N * I * F), okl = l.take(kv * F),
@@ -271,7 +314,10 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                ooff = l.take((p.B + 1) * W), orel = l.take(N * W), ozs = l.take(p.B * W), ohrows = l.take(p.R * W),
                otg = l.take(p.tg.size() * W), owd = l.take(p.want_dst.size() * W), ows = l.take(p.want_src.size() * W),
                omask = l.take(p.kmask.size()), owp = l.take(ws ? max_weight_elems(m) * F : 0),
-               oiota = l.take(ws ? max_weight_rows(m) * W : 0);
+               oiota = l.take(ws ? max_weight_rows(m) * W : 0),
+               owbf = l.take(fast && gemm_rows > kGemvMaxM ? max_weight_bf16_bytes(m) : 0),
+               oxbf = l.take(fast && gemm_rows > kGemvMaxM ? max_act_bf16_bytes(m, gemm_rows) : 0),
+               ogws = l.take(fast ? max_gemv_floats(m, gemv_rows) * F : 0);
   size_t olp[2] = {0, 0}, olg[2] = {0, 0};
   for (int f = 0; f < forwards; ++f) {
     olp[f] = l.take(p.tg.empty() ? 0 : p.R * sizeof(double));
@@ -288,6 +334,7 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   d.tg = in(otg), d.want_dst = in(owd), d.want_src = in(ows);
   d.kmask = base + omask;
   d.wprime = fl(owp), d.iota = in(oiota);
+  d.wbf16 = base + owbf, d.xbf16 = base + oxbf, d.gemv_ws = fl(ogws);
   for (int f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
 }
 
@@ -317,10 +364,17 @@ constexpr size_t kTiledRows = 8;
 // y[M, rows] (+)= x . W[r0 : r0 + rows]^T, the rows perturbed with their direction indices of the
 // whole tensor when zo says so: the one place every matrix product of the model runs.
 void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, uint64_t rows, const float* x, size_t M,
-                 float* y, bool accumulate, const LlamaPerturb* zo) {
+                 float* y, bool accumulate, const LlamaPerturb* zo, LlamaKernels kernels) {
   const bool perturb = zo && zo->on(L.id);
   const uint64_t K = L.w.k;
-  if (M >= kTiledRows) {
+  if (kernels == LlamaKernels::Fast && M > kGemvMaxM) {
+    const Direction dir = perturb ? zo->of(L.id) : Direction{};
+    ops.bf16_weights(L.w, r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, d.wbf16);
+    ops.bf16_rows(x, M, K, d.xbf16);
+    ops.gemm_bf16(d.xbf16, d.wbf16, y, M, rows, K, accumulate);
+    return;
+  }
+  if (kernels == LlamaKernels::Exact && M >= kTiledRows) {
     const bool direct = L.w.f32 && !perturb;
     if (!direct) {
       const Direction dir = perturb ? zo->of(L.id) : Direction{};
@@ -336,11 +390,12 @@ void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, ui
   g.c = y;
   g.accumulate = accumulate;
   if (perturb) g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, r0 * K, false, nullptr, 0};
-  ops.gemv(g);
+  if (kernels == LlamaKernels::Fast) ops.gemv_fast(g, d.gemv_ws);
+  else ops.gemv(g);
 }
 void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size_t M, float* y, bool accumulate,
-            const LlamaPerturb* zo) {
-  linear_rows(ops, d, L, 0, L.w.n, x, M, y, accumulate, zo);
+            const LlamaPerturb* zo, LlamaKernels kernels) {
+  linear_rows(ops, d, L, 0, L.w.n, x, M, y, accumulate, zo, kernels);
 }
 
 // The forward of llama.cc's llama_forward (no cache, no sampling), op for op, queued on ops.
@@ -388,19 +443,19 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
   for (size_t l = 0; l < c.layers; ++l) {
     const LlamaLayer& L = w.layers[l];
     rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l], N, D, c.eps, s);
-    linear(ops, d, L.q, d.xn, N, d.q, false, zo);
-    linear(ops, d, L.k, d.xn, N, d.k, false, zo);
-    linear(ops, d, L.v, d.xn, N, d.v, false, zo);
+    linear(ops, d, L.q, d.xn, N, d.q, false, zo, m.kernels);
+    linear(ops, d, L.k, d.xn, N, d.k, false, zo, m.kernels);
+    linear(ops, d, L.v, d.xn, N, d.v, false, zo, m.kernels);
     rope_launch(im, d.q, N, Hq, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
     rope_launch(im, d.k, N, Hkv, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
     kv_store_launch(im, d.kl, d.vl, d.k, d.v, d.seq_off, p.B, N, Hkv, hd, p.T, s);
     attention_launch(im, at, N, s);
-    linear(ops, d, L.o, d.q, N, d.x, true, zo);  // residual
+    linear(ops, d, L.o, d.q, N, d.x, true, zo, m.kernels);  // residual
     rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l + 1], N, D, c.eps, s);
-    linear(ops, d, L.gate, d.xn, N, d.g, false, zo);
-    linear(ops, d, L.up, d.xn, N, d.u, false, zo);
+    linear(ops, d, L.gate, d.xn, N, d.g, false, zo, m.kernels);
+    linear(ops, d, L.up, d.xn, N, d.u, false, zo, m.kernels);
     swiglu_launch(im, d.g, d.g, d.u, N * I, s);
-    linear(ops, d, L.down, d.g, N, d.x, true, zo);  // residual
+    linear(ops, d, L.down, d.g, N, d.x, true, zo, m.kernels);  // residual
   }
 
   // LM head on the rows that need it, a chunk at a time (subset logits transposed: [S][C]).
@@ -411,10 +466,10 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
     if (o.vocab_subset) {
       for (size_t j = 0; j < o.n_vocab_subset; ++j) {
         const uint64_t r = (uint64_t)o.vocab_subset[j];
-        linear_rows(ops, d, w.lm_head, r, 1, d.hrows, n, d.hl + j * p.C, false, zo);
+        linear_rows(ops, d, w.lm_head, r, 1, d.hrows, n, d.hl + j * p.C, false, zo, m.kernels);
       }
     } else {
-      linear(ops, d, w.lm_head, d.hrows, n, d.hl, false, zo);
+      linear(ops, d, w.lm_head, d.hrows, n, d.hl, false, zo, m.kernels);
     }
     if (!p.tg.empty()) log_probs_launch(im, d.hl, n, V, d.tg + c0, lp + c0, s);
     const size_t wb = p.want_begin[ci], we = p.want_begin[ci + 1];
@@ -443,7 +498,7 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
   Activations act;
   alloc_activations(act, m, p, b, perturb, forwards);
   std::vector<std::vector<double>> lp(forwards, std::vector<double>(p.tg.empty() ? 0 : p.R));
-  std::vector<int32_t> iota(perturb || m.quantized ? max_weight_rows(m) : 0);
+  std::vector<int32_t> iota(needs_wprime(m, perturb) ? max_weight_rows(m) : 0);
   for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)i;
   Call call(m.emulated);  // after the memory: its destructor drains the stream first
   const Bufs& d = act.d;
@@ -473,11 +528,12 @@ bool same_layout(const GemmWeights& a, const GemmWeights& b) {
 
 // --- public entry points -------------------------------------------------------------------------
 
-std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& hw, bool emulated) {
+std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& hw, bool emulated, LlamaKernels kernels) {
   if (!emulated) require_device();
   auto m = std::make_shared<DeviceLlama>();
   m->c = c;
   m->emulated = emulated;
+  m->kernels = kernels;
   const bool host = emulated;
   auto store = [&](const Linear& L, const char* what) -> StoredTensor* {
     if (L.int_act)

@@ -21,7 +21,13 @@
 // on > 4 rows (a head chunk, or with a vocab subset its rows). With <= 4 rows the CPU takes its
 // GEMV order: both within the error bound of gemv.h. Log-probs: CUDA's log() on the GPU (<= 1 ulp
 // of the double, nn.h); the emulation uses the host's, so emulated log-probs are the CPU's bits.
-// The fast gemv kernel and the tensor-core GEMMs are not used: their orders differ from the CPU's.
+//
+// LlamaKernels::Fast trades those bits for speed, like a bf16 PyTorch model: linears of <= 16 rows
+// run the fast gemv kernel (gemv.h: fp32 activations and accumulation, weights decoded and
+// perturbed on load, a split-K warp order), larger ones the bf16 tensor-core tiles (gemm_tc.h:
+// W' = decode(W) + alpha z rounded to bf16 once per call, activations rounded to bf16, fp32
+// accumulation). Its error against the CPU is the bf16 rounding of both operands (relative
+// ~2^-9 per product) and is checked against the CPU within tolerance, not bit for bit.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -35,10 +41,12 @@ namespace cuda {
 
 struct DeviceLlama;
 
+enum class LlamaKernels { Exact, Fast };
+
 // Copies the weights once: to the GPU (pool category weights) or, emulated, to host memory of the
 // model's own (so its updates never touch the caller's arrays). A weight whose id repeats (a tied
 // LM head) is stored once. ZOTUNE_UNSUPPORTED for int8-activation linears.
-std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& w, bool emulated);
+std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& w, bool emulated, LlamaKernels kernels);
 const LlamaConfig& llama_config(const DeviceLlama& m);
 
 // One forward (o.next and KV caches are not supported; the caller validated the batch with

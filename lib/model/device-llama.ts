@@ -8,18 +8,29 @@
  * no KV cache and no generation (they stay on the CPU model), probes 'on-load' only, updates
  * without weight decay, no int8-activation schemes (w8a8 / w4a8), and the optimiser-state methods
  * (zo-sgd-momentum, zo-adam) keep host state: use mezo or quzo. Each is a coded error.
+ *
+ * Kernels: 'exact' (default) keeps the CPU's order in every linear, so logits equal the CPU model's
+ * bit for bit (when every GEMM has more than 4 rows); 'fast' runs linears of <= 16 rows on the fast
+ * gemv kernel and larger ones on bf16 tensor cores (weights decoded and perturbed into bf16 once per
+ * call, activations rounded to bf16, fp32 accumulation), like a bf16 PyTorch model: close to the
+ * CPU's logits (bf16 rounding), not equal to them.
  */
 import { fail } from '../errors';
 import { cudaAddon } from '../backend';
 import { loadCuda } from '../native/load';
-import type { CudaAddon, LlamaDeviceHandle } from '../native/binding';
+import type { CudaAddon, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
 import { WeightLock, checkFinite, checkSeed, directionArgs } from './llama';
 import type { ForwardOptions, ForwardResult, LlamaModel, Sequence, TrainableInfo, ZoProbeOptions, ZoUpdateOptions } from './llama';
 
 export type DeviceKind = 'cuda' | 'emulated';
+export interface ToDeviceOptions {
+  /** 'exact' (default): the CPU's GEMM order; 'fast': fast gemv + bf16 tensor cores. */
+  kernels?: LlamaDeviceKernels;
+}
 
 export class DeviceLlamaModel {
   readonly kind: DeviceKind;
+  readonly kernels: LlamaDeviceKernels;
   /** The host model this copy was made from (config, tokenizer-independent metadata, trainable set). */
   readonly host: LlamaModel;
   /** Kernel milliseconds of the last call (CUDA events; 0 when emulated). */
@@ -28,16 +39,19 @@ export class DeviceLlamaModel {
   private handle: LlamaDeviceHandle | null;
   private readonly lock = new WeightLock();
 
-  private constructor(host: LlamaModel, kind: DeviceKind, addon: CudaAddon, handle: LlamaDeviceHandle) {
+  private constructor(host: LlamaModel, kind: DeviceKind, kernels: LlamaDeviceKernels, addon: CudaAddon, handle: LlamaDeviceHandle) {
     this.host = host;
     this.kind = kind;
+    this.kernels = kernels;
     this.addon = addon;
     this.handle = handle;
   }
 
   /** Use LlamaModel.toDevice(). */
-  static async create(host: LlamaModel, kind: DeviceKind): Promise<DeviceLlamaModel> {
+  static async create(host: LlamaModel, kind: DeviceKind, opts: ToDeviceOptions = {}): Promise<DeviceLlamaModel> {
     if (kind !== 'cuda' && kind !== 'emulated') fail('ZOTUNE_INVALID_ARGUMENT', `device must be 'cuda' or 'emulated', got ${String(kind)}`);
+    const kernels = opts.kernels ?? 'exact';
+    if (kernels !== 'exact' && kernels !== 'fast') fail('ZOTUNE_INVALID_ARGUMENT', `kernels must be 'exact' or 'fast', got ${String(kernels)}`);
     let addon: CudaAddon;
     if (kind === 'cuda') addon = cudaAddon();
     else {
@@ -46,8 +60,8 @@ export class DeviceLlamaModel {
       addon = load.addon;
     }
     const a = host.nativeArgs(true);
-    const handle = await addon.llamaDeviceCreateAsync(a.cfg, a.ids, kind === 'emulated', ...a.weights);
-    return new DeviceLlamaModel(host, kind, addon, handle);
+    const handle = await addon.llamaDeviceCreateAsync(a.cfg, a.ids, kind === 'emulated', kernels, ...a.weights);
+    return new DeviceLlamaModel(host, kind, kernels, addon, handle);
   }
 
   private live(): LlamaDeviceHandle {

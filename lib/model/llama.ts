@@ -27,6 +27,7 @@ import { Granularity, QFormat, QTensor, QTensorDesc } from '../qtensor';
 import { dequantizeSync, quantizeSync, toFormatSync } from '../quant';
 import { GenerationConfig, LlamaConfig, loadGenerationConfig, loadLlamaConfig } from './config';
 import { DeviceLlamaModel } from './device-llama';
+import type { ToDeviceOptions } from './device-llama';
 
 /** Storage of a weight tensor; 'int4' = 'int4-g128'; w8a8 / w4a8 also quantize activations to int8. */
 export type WeightScheme =
@@ -544,10 +545,11 @@ export class LlamaModel {
    * with the reason when no GPU runs the CUDA addon) or on the host through the CUDA kernels'
    * per-thread code ('emulated': tests and scripts/gpu-check.js, no GPU needed). It runs forward,
    * zoProbe and zoUpdate like this model (ZoOptimizer takes it); its updates change only the copy
-   * until toHost(). dispose() frees it.
+   * until toHost(). dispose() frees it. opts.kernels: 'exact' (the CPU's bits) or 'fast' (gemv and
+   * bf16 tensor cores; see DeviceLlamaModel).
    */
-  async toDevice(kind: 'cuda' | 'emulated' = 'cuda'): Promise<DeviceLlamaModel> {
-    return DeviceLlamaModel.create(this, kind);
+  async toDevice(kind: 'cuda' | 'emulated' = 'cuda', opts: ToDeviceOptions = {}): Promise<DeviceLlamaModel> {
+    return DeviceLlamaModel.create(this, kind, opts);
   }
 
   /** The trainable tensors in id order. */

@@ -317,6 +317,8 @@ export interface CudaNnOps {
 // Declaration merging: CudaAddon (above) gains the transformer ops.
 export interface CudaAddon extends CudaNnOps {}
 
+/** The device model's linears (cuda/kernels/llama.h LlamaKernels): the CPU's order, or gemv + bf16 tensor cores. */
+export type LlamaDeviceKernels = 'exact' | 'fast';
 /** A LLaMA resident on the GPU (or emulated in host memory) from llamaDeviceCreate. */
 export type LlamaDeviceHandle = { readonly __llamaDevice: unique symbol };
 /** handle, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, vocabSubset */
@@ -331,8 +333,8 @@ export type LlamaDeviceProbeArgs = [
 type LlamaSums = { logprobSum: number; count: number };
 /** The device-resident LLaMA forward, ZO probe and update (cuda/addon/bind_llama.cc); kernelMs 0 when emulated. */
 export interface CudaLlamaOps {
-  llamaDeviceCreate(cfg: Float64Array, ids: Uint32Array, emulated: boolean, ...weights: LlamaWeightArg[]): LlamaDeviceHandle;
-  llamaDeviceCreateAsync(cfg: Float64Array, ids: Uint32Array, emulated: boolean, ...weights: LlamaWeightArg[]): Promise<LlamaDeviceHandle>;
+  llamaDeviceCreate(cfg: Float64Array, ids: Uint32Array, emulated: boolean, kernels: LlamaDeviceKernels, ...weights: LlamaWeightArg[]): LlamaDeviceHandle;
+  llamaDeviceCreateAsync(cfg: Float64Array, ids: Uint32Array, emulated: boolean, kernels: LlamaDeviceKernels, ...weights: LlamaWeightArg[]): Promise<LlamaDeviceHandle>;
   llamaDeviceForward(...args: LlamaDeviceForwardArgs): LlamaSums & { kernelMs: number };
   llamaDeviceForwardAsync(...args: LlamaDeviceForwardArgs): Promise<LlamaSums & { kernelMs: number }>;
   llamaDeviceZoProbe(...args: LlamaDeviceProbeArgs): { plus: LlamaSums; minus: LlamaSums; kernelMs: number };
