@@ -298,52 +298,63 @@ ZT_HD void f32_store(const TcParams& p, uint64_t m0, uint64_t n0, int t, const f
     }
 }
 
-// BF16 weight rows (bf16_weights_launch): rows r0 .. r0 + rows - 1 of w, elements E0 = r0 K ..
-// E1 = E0 + rows K, decoded, perturbed, rounded; rows of ldh bf16 codes.
-struct Bf16Weights {
+// W' rows (weight_rows_launch): rows r0 .. r0 + rows - 1 of w, elements E0 = r0 K .. E1 = E0 +
+// rows K, decoded, perturbed; rows of ld fp32 values or bf16 codes.
+struct WeightRows {
   GemmWeights w;
-  uint64_t r0, rows, ldh;
-  bool perturb;
+  uint64_t r0, rows, ld;
+  bool perturb, bf16;
   Direction dir;
   float alpha;
   uint64_t b0;  // first normal-stream block of the quads
-  uint16_t* out;
+  void* out;
 };
-ZT_HD void bf16_weight_store(const Bf16Weights& a, uint64_t e, float z) {
-  const uint64_t row = e / a.w.k, k = e % a.w.k;
+// Elements e .. e + n - 1 (one run of consecutive indices, n <= 4) with their directions z: one
+// division per run (32-bit when it can: tensors of a 7B model hold < 2^32 elements).
+ZT_HD void weight_row_run(const WeightRows& a, uint64_t e, int n, const float* z) {
+  const uint64_t K = a.w.k;
+  uint64_t row = (e >> 32) == 0 && (K >> 32) == 0 ? (uint64_t)((uint32_t)e / (uint32_t)K) : e / K, k = e - row * K;
   const QTensorView& q = a.w.q;
-  float v = a.w.f32 ? a.w.w32[e] : q_decode(q.format, qt_code_at(q, row, k), qt_group(q, qt_scale_index(q, row, k)));
-  if (a.perturb) v = perturbed(v, a.alpha, z);
-  a.out[(row - a.r0) * a.ldh + k] = bf16_rtne(v);
+  for (int l = 0; l < n; ++l) {
+    float v = a.w.f32 ? a.w.w32[e + l] : q_decode(q.format, qt_code_at(q, row, k), qt_group(q, qt_scale_index(q, row, k)));
+    if (a.perturb) v = perturbed(v, a.alpha, z[l]);
+    const uint64_t o = (row - a.r0) * a.ld + k;
+    if (a.bf16) static_cast<uint16_t*>(a.out)[o] = bf16_rtne(v);
+    else static_cast<float*>(a.out)[o] = v;
+    if (++k == K) k = 0, ++row;
+  }
 }
-// Gaussian item t: the 32 elements of quad (b0 + t / 2, t % 2) that fall in the rows.
-ZT_HD void bf16_weights_quad(const Bf16Weights& a, uint64_t t) {
+// Gaussian item t: the 32 elements of quad (b0 + t / 2, t % 2) that fall in the rows (8 runs of 4).
+ZT_HD void weight_rows_quad(const WeightRows& a, uint64_t t) {
   const uint64_t E0 = a.r0 * a.w.k, E1 = E0 + a.rows * a.w.k, B = a.b0 + (t >> 1);
   const unsigned u = (unsigned)(t & 1);
   float z[2][4][4];
   gauss_quad(a.dir, B, u, z);
   for (int h = 0; h < 2; ++h)
-    for (int k = 0; k < 4; ++k)
-      for (int l = 0; l < 4; ++l) {
-        const uint64_t e = (B << kNormalShift) + 32 * h + 8 * k + 4 * u + l;
-        if (e >= E0 && e < E1) bf16_weight_store(a, e, z[h][k][l]);
-      }
+    for (int k = 0; k < 4; ++k) {
+      const uint64_t e = (B << kNormalShift) + 32 * h + 8 * k + 4 * u, lo = e > E0 ? e : E0, hi = e + 4 < E1 ? e + 4 : E1;
+      if (lo < hi) weight_row_run(a, lo, (int)(hi - lo), &z[h][k][lo - e]);
+    }
 }
-// Item t of the per-element form (unperturbed, or Rademacher): element E0 + t.
-ZT_HD void bf16_weights_elem(const Bf16Weights& a, uint64_t t) {
-  const uint64_t e = a.r0 * a.w.k + t;
-  bf16_weight_store(a, e, a.perturb ? direction_at(a.dir, e) : 0.0f);
+// Item t of the per-element form (unperturbed, or Rademacher z): elements E0 + 4t .. E0 + 4t + 3.
+ZT_HD void weight_rows_elem(const WeightRows& a, uint64_t t) {
+  const uint64_t e = a.r0 * a.w.k + 4 * t, end = (a.r0 + a.rows) * a.w.k;
+  const int n = end - e < 4 ? (int)(end - e) : 4;
+  float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (a.perturb)
+    for (int l = 0; l < n; ++l) z[l] = direction_at(a.dir, e + l);
+  weight_row_run(a, e, n, z);
 }
-// Item t of the padding: code t % (ldh - K) past the end of row t / (ldh - K) is +0.
-ZT_HD void bf16_weights_pad(const Bf16Weights& a, uint64_t t) {
-  const uint64_t pad = a.ldh - a.w.k;
-  a.out[(t / pad) * a.ldh + a.w.k + t % pad] = 0;
+// Item t of the bf16 rows' padding: code t % (ld - K) past the end of row t / (ld - K) is +0.
+ZT_HD void weight_rows_pad(const WeightRows& a, uint64_t t) {
+  const uint64_t pad = a.ld - a.w.k;
+  static_cast<uint16_t*>(a.out)[(t / pad) * a.ld + a.w.k + t % pad] = 0;
 }
-enum class Bf16Item { Quad, Elem, Pad };
-ZT_HD void bf16_weights_item(Bf16Item kind, const Bf16Weights& a, uint64_t t) {
-  if (kind == Bf16Item::Quad) bf16_weights_quad(a, t);
-  else if (kind == Bf16Item::Elem) bf16_weights_elem(a, t);
-  else bf16_weights_pad(a, t);
+enum class RowsItem { Quad, Elem, Pad };
+ZT_HD void weight_rows_item(RowsItem kind, const WeightRows& a, uint64_t t) {
+  if (kind == RowsItem::Quad) weight_rows_quad(a, t);
+  else if (kind == RowsItem::Elem) weight_rows_elem(a, t);
+  else weight_rows_pad(a, t);
 }
 
 // ---- device kernels -------------------------------------------------------------------------------
@@ -467,9 +478,9 @@ __global__ void __launch_bounds__(kThreads) quantize_kernel(TcKind kind, QFormat
   quantize_row_part(kind, f, row, K, lda, g, threadIdx.x, a + m * lda);
 }
 
-__global__ void bf16_weights_kernel(Bf16Item kind, Bf16Weights a, uint64_t items) {
+__global__ void weight_rows_kernel(RowsItem kind, WeightRows a, uint64_t items) {
   const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
-  for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < items; t += stride) bf16_weights_item(kind, a, t);
+  for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < items; t += stride) weight_rows_item(kind, a, t);
 }
 
 // Random operands for the benchmark: finite codes of each kind from a hash of the index.
@@ -781,26 +792,26 @@ void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8
   quantize_kernel<<<(unsigned)M, kThreads, 0, (cudaStream_t)stream>>>(TcKind::Bf16, QFormat::Bf16, x, K, lda, a, nullptr, nullptr);
 }
 
-void bf16_weights_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
-                         uint8_t* b, void* stream) {
+void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
+                        bool bf16, void* out, void* stream) {
   if (rows == 0 || w.k == 0) return;
-  Bf16Weights a{w, r0, rows, bf16_row_bytes(w.k) / 2, dir != nullptr, dir ? *dir : Direction{}, alpha, 0, reinterpret_cast<uint16_t*>(b)};
+  WeightRows a{w, r0, rows, bf16 ? bf16_row_bytes(w.k) / 2 : w.k, dir != nullptr, bf16, dir ? *dir : Direction{}, alpha, 0, out};
   const bool quads = a.perturb && a.dir.dist == kDirGauss;
-  uint64_t items = rows * w.k;
+  uint64_t items = (rows * w.k + 3) / 4;  // runs of 4 elements
   if (quads) {
-    const Quads q = quads_for(r0 * w.k, items, kNormalShift);
+    const Quads q = quads_for(r0 * w.k, rows * w.k, kNormalShift);
     a.b0 = q.b0, items = q.items;
   }
-  const Bf16Item kind = quads ? Bf16Item::Quad : Bf16Item::Elem;
-  const uint64_t pads = rows * (a.ldh - w.k);
+  const RowsItem kind = quads ? RowsItem::Quad : RowsItem::Elem;
+  const uint64_t pads = rows * (a.ld - w.k);
   if (impl == TcImpl::Emulated) {
-    for (uint64_t t = 0; t < items; ++t) bf16_weights_item(kind, a, t);
-    for (uint64_t t = 0; t < pads; ++t) bf16_weights_item(Bf16Item::Pad, a, t);
+    for (uint64_t t = 0; t < items; ++t) weight_rows_item(kind, a, t);
+    for (uint64_t t = 0; t < pads; ++t) weight_rows_item(RowsItem::Pad, a, t);
     return;
   }
   auto blocks = [](uint64_t n) { return (unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16); };
-  bf16_weights_kernel<<<blocks(items), kThreads, 0, (cudaStream_t)stream>>>(kind, a, items);
-  if (pads) bf16_weights_kernel<<<blocks(pads), kThreads, 0, (cudaStream_t)stream>>>(Bf16Item::Pad, a, pads);
+  weight_rows_kernel<<<blocks(items), kThreads, 0, (cudaStream_t)stream>>>(kind, a, items);
+  if (pads) weight_rows_kernel<<<blocks(pads), kThreads, 0, (cudaStream_t)stream>>>(RowsItem::Pad, a, pads);
 }
 
 void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,

@@ -61,17 +61,18 @@ void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint
 
 // The BF16 tiles on caller memory (the device model's fast linears, cuda/kernels/llama.h): operands
 // are bf16 codes in rows of bf16_row_bytes(K) bytes, zero padded: a [M] rows (bf16_rows_launch),
-// b [N] rows (bf16_weights_launch); y[M, N] = a . b^T, or y + a . b^T when accumulating (the sum
-// first, then one add: not the CPU's chain). Device pointers on `stream`, or host pointers run at
-// once for Emulated; Fast or Emulated only, no validation beyond the grid size.
+// b [N] rows (weight_rows_launch, bf16); y[M, N] = a . b^T, or y + a . b^T when accumulating (the
+// sum first, then one add: not the CPU's chain). Device pointers on `stream`, or host pointers run
+// at once for Emulated; Fast or Emulated only, no validation beyond the grid size.
 uint64_t bf16_row_bytes(uint64_t K);
 void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8_t* a, void* stream);
-// Rows r0 .. r0 + rows - 1 of w decoded (fp32 or any QTensor format), with dir + alpha * z(dir,
-// element index row * K + k) added when dir is set (perturbed(), the CPU's perturb-on-load value),
-// then rounded to bf16 (RTNE) into b. Gaussian directions come four Philox counters per work item
-// (rng_blocks.h quads), Rademacher ones per element.
-void bf16_weights_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
-                         uint8_t* b, void* stream);
+// W' for the tiles: rows r0 .. r0 + rows - 1 of w decoded (fp32 or any QTensor format), with
+// alpha * z(dir, element index row * K + k) added when dir is set (perturbed(): the CPU's
+// perturb-on-load value), into out as fp32 rows [rows, K] (gemm_f32_launch) or, bf16, rounded
+// (RTNE) into rows of bf16_row_bytes(K) (gemm_bf16_launch). Gaussian directions come four Philox
+// counters per work item (rng_blocks.h quads), Rademacher ones per element.
+void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
+                        bool bf16, void* out, void* stream);
 void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
                       bool accumulate, void* stream);
 

@@ -129,8 +129,8 @@ struct Ops {
     else gemv_fast_launch(g, workspace, stream);
   }
   void bf16_rows(const float* x, uint64_t M, uint64_t K, uint8_t* a) const { bf16_rows_launch(tc(), x, M, K, a, stream); }
-  void bf16_weights(const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha, uint8_t* b) const {
-    bf16_weights_launch(tc(), w, r0, rows, dir, alpha, b, stream);
+  void weight_rows(const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha, bool bf16, void* out) const {
+    weight_rows_launch(tc(), w, r0, rows, dir, alpha, bf16, out, stream);
   }
   void gemm_bf16(const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate) const {
     gemm_bf16_launch(tc(), a, b, y, M, N, K, accumulate, stream);
@@ -249,18 +249,13 @@ struct Bufs {
   float *x, *xn, *q, *k, *v, *g, *u, *kl, *vl, *cos_t, *sin_t, *hrows, *hl, *norms, *wprime;
   uint8_t *wbf16, *xbf16;  // LlamaKernels::Fast: bf16 operands of the tensor-core tiles
   float* gemv_ws;          // LlamaKernels::Fast: the fast gemv's workspace
-  int32_t *iota, *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
+  int32_t *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
   uint8_t* kmask;
   double* lp[2];
   float* logits[2];
 };
 
-// The perturbed-weight workspace: the largest linear weight, and the row indices 0 .. rows - 1.
-size_t max_weight_rows(const DeviceLlama& m) {
-  size_t r = 0;
-  for (const StoredTensor* t : m.args) r = std::max<size_t>(r, t->w.n);
-  return r;
-}
+// The perturbed-weight workspace: the largest linear weight.
 size_t max_weight_elems(const DeviceLlama& m) {
   size_t e = 0;
   for (const StoredTensor* t : m.args) e = std::max<size_t>(e, t->w.n * t->w.k);
@@ -289,7 +284,7 @@ size_t max_gemv_floats(const DeviceLlama& m, size_t rows) {
   return f;
 }
 
-// The exact kernels' W' workspace (and its row indices): quantized or perturbed weights.
+// The exact kernels' W' workspace: quantized or perturbed weights.
 bool needs_wprime(const DeviceLlama& m, bool perturb) { return m.kernels == LlamaKernels::Exact && (perturb || m.quantized); }
 
 struct Activations {
@@ -314,7 +309,6 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                ooff = l.take((p.B + 1) * W), orel = l.take(N * W), ozs = l.take(p.B * W), ohrows = l.take(p.R * W),
                otg = l.take(p.tg.size() * W), owd = l.take(p.want_dst.size() * W), ows = l.take(p.want_src.size() * W),
                omask = l.take(p.kmask.size()), owp = l.take(ws ? max_weight_elems(m) * F : 0),
-               oiota = l.take(ws ? max_weight_rows(m) * W : 0),
                owbf = l.take(fast && gemm_rows > kGemvMaxM ? max_weight_bf16_bytes(m) : 0),
                oxbf = l.take(fast && gemm_rows > kGemvMaxM ? max_act_bf16_bytes(m, gemm_rows) : 0),
                ogws = l.take(fast ? max_gemv_floats(m, gemv_rows) * F : 0);
@@ -333,13 +327,12 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   d.tokens = in(otok), d.seq_off = in(ooff), d.rel_pos = in(orel), d.zero_start = in(ozs), d.head_rows = in(ohrows);
   d.tg = in(otg), d.want_dst = in(owd), d.want_src = in(ows);
   d.kmask = base + omask;
-  d.wprime = fl(owp), d.iota = in(oiota);
+  d.wprime = fl(owp);
   d.wbf16 = base + owbf, d.xbf16 = base + oxbf, d.gemv_ws = fl(ogws);
   for (int f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
 }
 
-void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch& b, const std::vector<int32_t>& iota) {
-  ops.put(d.iota, iota.data(), iota.size() * 4);
+void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch& b) {
   ops.put(d.tokens, b.tokens, p.N * 4);
   ops.put(d.seq_off, b.seq_off, (p.B + 1) * 4);
   ops.put(d.rel_pos, p.rel_pos.data(), p.N * 4);
@@ -355,8 +348,8 @@ void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch
 
 // GEMMs of at least this many rows run the F32 SIMT tiles (gemm_tc.h gemm_f32_launch) on fp32
 // weights: quantized or perturbed weights are first written once per call as W' = decode(W) (+ alpha
-// z) into an fp32 workspace by the embedding kernel (the same perturbed(decode, alpha, z) per element
-// as perturb-on-load), one Philox draw per weight instead of one per weight and row. Fewer rows run
+// z) into an fp32 workspace by weight_rows_launch (the same perturbed(decode, alpha, z) per element
+// as perturb-on-load), Philox draws once per weight instead of once per weight and row. Fewer rows run
 // the gemv reference kernel, decoding and perturbing on load. Both are one fma chain per output in
 // k order (the CPU's GEMM order): the same bits (tested in emulation on both sides of the threshold).
 constexpr size_t kTiledRows = 8;
@@ -369,7 +362,7 @@ void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, ui
   const uint64_t K = L.w.k;
   if (kernels == LlamaKernels::Fast && M > kGemvMaxM) {
     const Direction dir = perturb ? zo->of(L.id) : Direction{};
-    ops.bf16_weights(L.w, r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, d.wbf16);
+    ops.weight_rows(L.w, r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, true, d.wbf16);
     ops.bf16_rows(x, M, K, d.xbf16);
     ops.gemm_bf16(d.xbf16, d.wbf16, y, M, rows, K, accumulate);
     return;
@@ -378,7 +371,7 @@ void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, ui
     const bool direct = L.w.f32 && !perturb;
     if (!direct) {
       const Direction dir = perturb ? zo->of(L.id) : Direction{};
-      embed_launch(ops.impl, d.wprime, L.w, d.iota + r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, ops.stream);
+      ops.weight_rows(L.w, r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, false, d.wprime);
     }
     ops.gemm_f32(x, direct ? L.w.w32 + r0 * K : d.wprime, y, M, rows, K, accumulate);
     return;
@@ -498,11 +491,9 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
   Activations act;
   alloc_activations(act, m, p, b, perturb, forwards);
   std::vector<std::vector<double>> lp(forwards, std::vector<double>(p.tg.empty() ? 0 : p.R));
-  std::vector<int32_t> iota(needs_wprime(m, perturb) ? max_weight_rows(m) : 0);
-  for (size_t i = 0; i < iota.size(); ++i) iota[i] = (int32_t)i;
   Call call(m.emulated);  // after the memory: its destructor drains the stream first
   const Bufs& d = act.d;
-  upload_batch(call.ops, d, p, b, iota);
+  upload_batch(call.ops, d, p, b);
   call.begin();
   for (int f = 0; f < forwards; ++f) forward(call.ops, m, p, d, *outs[f], zos[f], d.lp[f], d.logits[f]);
   call.end("llama forward");
