@@ -165,7 +165,10 @@ struct Call {
 
 // --- one batch: the host-side plan and the call's memory -----------------------------------------
 
-constexpr size_t kHeadChunkBytes = 8u << 20;  // logits computed at most this many bytes at a time (the CPU's)
+// Logits computed at most this many bytes at a time: the CPU's chunks for the exact kernels (a
+// chunk's row count picks the CPU's GEMM or GEMV order), larger ones for the fast kernels, whose
+// every chunk writes the whole LM head's W' again.
+constexpr size_t kHeadChunkBytes = 8u << 20, kFastHeadChunkBytes = 64u << 20;
 
 size_t align_floats(size_t n) { return (n + 15) / 16 * 16; }  // 64-byte aligned norm copies
 
@@ -181,7 +184,7 @@ struct Prep {
   std::vector<size_t> want_begin;           // [chunks + 1] into want_*
 };
 
-Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o) {
+Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o, size_t head_chunk_bytes) {
   Prep p;
   p.B = b.B;
   p.N = (size_t)b.seq_off[b.B];
@@ -212,7 +215,7 @@ Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o
     if (need[i]) p.head_rows.push_back((int32_t)i);
   p.R = p.head_rows.size();
   p.cols = o.vocab_subset ? o.n_vocab_subset : c.vocab;
-  p.C = std::max<size_t>(1, std::min(p.R, kHeadChunkBytes / (4 * p.cols)));
+  p.C = std::max<size_t>(1, std::min(p.R, head_chunk_bytes / (4 * p.cols)));
   p.n_logits = o.n_logit_rows;
   if (o.targets)
     for (int32_t r : p.head_rows) p.tg.push_back(o.targets[r]);
@@ -486,7 +489,7 @@ void finish_outputs(const Prep& p, const std::vector<double>& lp, LlamaOutputs& 
 // Forwards of one batch (1: forward, 2: probe) in one call; outs[f] receives forward f.
 float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* outs, const LlamaPerturb* const* zos,
                    int forwards) {
-  const Prep p = prep_batch(m.c, b, *outs[0]);
+  const Prep p = prep_batch(m.c, b, *outs[0], m.kernels == LlamaKernels::Fast ? kFastHeadChunkBytes : kHeadChunkBytes);
   const bool perturb = zos[0] != nullptr;
   Activations act;
   alloc_activations(act, m, p, b, perturb, forwards);
