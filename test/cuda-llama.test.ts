@@ -19,6 +19,7 @@ import type { DeviceLlamaModel } from '../lib';
 import { loadCuda } from '../lib/native/load';
 import { cudaStatus } from '../lib/backend';
 import { ZoOptimizer } from '../lib/zo/optimizer';
+import { finetune, replayRun, type RunConfig } from '../lib/zo/run';
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -279,6 +280,48 @@ d("device LLaMA, emulated, kernels 'fast' (fast gemv, bf16 tensor cores) against
     expect(await codeOf(cpu.fp32.toDevice('emulated', { kernels: 'fastest' as never }))).toBe('ZOTUNE_INVALID_ARGUMENT');
     const a = cpu.fp32.nativeArgs(true);
     expect(() => addon!.llamaDeviceCreate(a.cfg, a.ids, true, 'tf32' as never, ...a.weights)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+  });
+});
+
+d('finetune with the ZO steps on the device model (emulated)', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zotune-ft-dev-'));
+  const taskFile = path.join(tmp, 'toy.jsonl');
+  beforeAll(() => {
+    const rows = Array.from({ length: 40 }, (_, i) => JSON.stringify({ text: `${['nice', 'bad', 'great', 'awful'][i % 4]} thing number ${i}`, label: i % 4 === 0 || i % 4 === 2 ? 1 : 0 }));
+    fs.writeFileSync(taskFile, rows.join('\n') + '\n');
+  });
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  const config = (over: Partial<RunConfig>): RunConfig => ({
+    model: micro!, weights: 'int4-g32', method: 'quzo', directionBits: 4, task: taskFile, steps: 8, lr: 1e-3, schedule: 'constant', warmup: 0, eps: 1e-2,
+    batch: 4, accumulate: 1, seed: 7, queries: 1, dist: 'gaussian', weightDecay: 0, evalEvery: 4, evalBatch: 32, evalExamples: 0, test: true, ...over,
+  });
+  const weightsOf = (file: string) => fs.readFileSync(file);
+
+  test.each(['exact', 'fast'] as const)('kernels %s: the run replays on the CPU to the exported weights, byte for byte', async (kernels) => {
+    const out = path.join(tmp, kernels);
+    const s = await finetune(config({ device: 'emulated', kernels }), out, false);
+    expect(s.device).toEqual({ ran: 'emulated', kernels, reason: 'device emulated requested' });
+    expect(s.steps).toBe(8);
+    const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'step');
+    expect(steps.filter((e) => e.g[0] !== 0 && !e.skipped)).toHaveLength(8);
+    await replayRun(out, path.join(tmp, `${kernels}-replayed`));
+    const exported = weightsOf(path.join(out, 'model', 'model.safetensors'));
+    expect(weightsOf(path.join(tmp, `${kernels}-replayed`, 'model.safetensors')).equals(exported)).toBe(true);
+    await replayRun(out, path.join(tmp, `${kernels}-0`), 0);
+    expect(weightsOf(path.join(tmp, `${kernels}-0`, 'model.safetensors')).equals(exported)).toBe(false); // the steps moved the weights
+  });
+
+  test("'auto' falls back to the CPU with its reason; 'cuda' without a GPU and unsupported methods are coded errors", async () => {
+    const s = await finetune(config({ device: 'auto', steps: 2, evalEvery: 0, test: false }), path.join(tmp, 'auto'), false);
+    expect(s.device.ran).toBe(gpu ? 'cuda' : 'cpu');
+    if (!gpu) expect(s.device.reason).toMatch(/CUDA unavailable/);
+    const adam = await finetune(config({ device: 'auto', method: 'zo-adam', weights: 'fp32', directionBits: undefined, steps: 1, evalEvery: 0, test: false }), path.join(tmp, 'auto-adam'), false);
+    expect(adam.device).toEqual({ ran: 'cpu', reason: 'auto: zo-adam keeps its optimizer state on the host (mezo and quzo run on the device)' });
+    expect(await codeOf(finetune(config({ device: 'emulated', method: 'zo-adam', weights: 'fp32', directionBits: undefined }), path.join(tmp, 'adam'), false))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(await codeOf(finetune(config({ device: 'emulated', weightDecay: 0.1 }), path.join(tmp, 'decay'), false))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(fs.existsSync(path.join(tmp, 'decay'))).toBe(false); // refused before the run folder is written
+    expect(await codeOf(finetune(config({ device: 'tpu' as never }), path.join(tmp, 'tpu'), false))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    if (!gpu) expect(await codeOf(finetune(config({ device: 'cuda' }), path.join(tmp, 'cuda'), false))).toBe('ZOTUNE_CUDA_UNAVAILABLE');
   });
 });
 

@@ -94,6 +94,8 @@ export const finetuneCommand: Command<RunSummary> = {
     'eval-examples': { type: 'string', value: '<n>', description: 'Dev examples per periodic evaluation (default all)' },
     'no-test': { type: 'boolean', description: 'Do not evaluate the final weights on the test split' },
     'keep-best': { type: 'boolean', description: 'End on the weights of the best dev evaluation (replayed from the log), as MeZO reports' },
+    device: { type: 'string', value: '<cpu|auto|cuda|emulated>', description: "Where the ZO steps run (default cpu): the GPU copy of the model for mezo / quzo; auto falls back to the CPU; emulated runs the CUDA kernels' host emulation (checks)" },
+    kernels: { type: 'string', value: '<exact|fast>', description: "The device model's linears (default exact: the CPU's bits; fast: gemv and bf16 tensor cores)" },
   },
   async run(values) {
     const out = values.out;
@@ -133,10 +135,13 @@ export const finetuneCommand: Command<RunSummary> = {
         ...(typeof values.trainable === 'string' ? { trainable: values.trainable.split(',').map((s) => s.trim()).filter(Boolean) } : {}),
         test: !values['no-test'],
         ...(values['keep-best'] ? { keepBest: true } : {}),
+        ...(values.device !== undefined ? { device: choice('device', values.device, ['cpu', 'auto', 'cuda', 'emulated'] as const) } : {}),
+        ...(values.kernels !== undefined ? { kernels: choice('kernels', values.kernels, ['exact', 'fast'] as const) } : {}),
       };
+      if (config.kernels && (config.device ?? 'cpu') === 'cpu') throw new UsageError('--kernels is for --device auto|cuda|emulated');
       if (method !== 'quzo' && values['dir-bits'] !== undefined) throw new UsageError('--dir-bits is for --method quzo');
     } else {
-      for (const k of ['model', 'task', 'method', 'weights', 'steps', 'lr'])
+      for (const k of ['model', 'task', 'method', 'weights', 'steps', 'lr', 'device', 'kernels'])
         if (values[k] !== undefined) throw new UsageError(`--resume takes its settings from the run folder; drop --${k}`);
     }
     const p = progress();
@@ -167,6 +172,7 @@ export const finetuneCommand: Command<RunSummary> = {
       ['task', `${c.task}, batch ${c.batch}${c.accumulate > 1 ? ` × ${c.accumulate}` : ''}, seed ${c.seed}`],
       ['steps', `${r.steps}${r.resumedFrom ? ` (resumed at ${r.resumedFrom})` : ''}, ${r.skipped} skipped, ${r.forwardPasses} forward passes${r.backwardPasses ? ` + ${r.backwardPasses} backward passes` : ''}`],
       ['time', `${r.seconds.toFixed(1)} s, ${r.stepsPerSecond.toFixed(2)} steps/s`],
+      ['device', `${r.device.ran}${r.device.kernels ? ` (${r.device.kernels} kernels)` : ''}: ${r.device.reason}`],
       ['train loss', Number.isFinite(r.trainLoss) ? r.trainLoss.toFixed(4) + ' (last 10 % of steps)' : '-'],
       ['dev accuracy', `zero-shot ${pct(r.zeroShot?.accuracy)}, best ${pct(r.best?.accuracy)}${r.best ? ` (after ${r.best.after} steps)` : ''}, final ${pct(r.final?.accuracy)}${r.finalAfter !== r.steps ? ` (the weights after ${r.finalAfter} steps, --keep-best)` : ''}`],
       ['test accuracy', r.test ? `${pct(r.test.accuracy)} (final weights, ${r.test.n} examples)` : '-'],

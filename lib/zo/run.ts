@@ -13,11 +13,19 @@
  * base weights and training continues at the next step, so no step is lost or done twice. A
  * first-order run resumes from its last checkpoint (the steps after it are run again, identically:
  * data order and rounding seeds are functions of (seed, step)).
+ *
+ * `device` places the ZO steps (mezo, quzo) on a device copy of the model (LlamaModel.toDevice):
+ * evaluations, the export and replays read the host model, which the device copy is copied back
+ * into first. The log is the same either way (seeds, projected gradients), and its updates are the
+ * CPU's bit for bit, so a run made on the GPU replays on the CPU to the same weights.
  */
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
+import { selectBackend } from '../backend';
 import { LlamaModel, type WeightScheme } from '../model/llama';
+import type { DeviceLlamaModel } from '../model/device-llama';
+import type { LlamaDeviceKernels } from '../native/binding';
 import { LlamaTokenizer } from '../model/tokenizer';
 import { memory } from '../runtime';
 import { loadTask } from '../tasks/builtin';
@@ -32,6 +40,11 @@ import { FO_METHODS, FoOptimizer, type FoMethod } from '../fo/fit';
 
 /** Whether a run method is first-order (lib/fo/fit.ts) rather than ZO. */
 export const isFoMethod = (m: string): m is FoMethod => (FO_METHODS as readonly string[]).includes(m);
+
+/** Where the ZO steps run: 'cpu' (default), 'cuda', 'auto' (cuda when usable and supported, else the
+ * CPU, with the reason in the summary) or 'emulated' (the CUDA kernels' host emulation: checks). */
+export type RunDevice = 'cpu' | 'auto' | 'cuda' | 'emulated';
+const RUN_DEVICES: readonly RunDevice[] = ['cpu', 'auto', 'cuda', 'emulated'];
 
 export interface RunConfig {
   model: string;
@@ -68,6 +81,10 @@ export interface RunConfig {
    * (first-order runs keep no per-evaluation weights). Default false.
    */
   keepBest?: boolean;
+  /** Where the ZO steps run (default 'cpu'). */
+  device?: RunDevice;
+  /** The device model's kernels (default 'exact': the CPU's bits; 'fast': gemv + bf16 tensor cores). */
+  kernels?: LlamaDeviceKernels;
 }
 
 export interface RunSummary {
@@ -93,6 +110,8 @@ export interface RunSummary {
   optimizerStateBytes: number;
   peakEngineBytes: number;
   peakRssBytes: number;
+  /** Where the steps ran, and why there. */
+  device: { ran: 'cpu' | 'cuda' | 'emulated'; kernels?: LlamaDeviceKernels; reason: string };
 }
 
 export interface RunHooks {
@@ -121,6 +140,47 @@ async function loadRunModel(c: RunConfig): Promise<LlamaModel> {
   return model;
 }
 
+/** Why the steps of run c cannot run on the device model, if they cannot. */
+function deviceLimit(c: RunConfig): string | undefined {
+  if (isFoMethod(c.method)) return `${c.method} is first-order (the device model runs ZO steps)`;
+  if (c.method !== 'mezo' && c.method !== 'quzo') return `${c.method} keeps its optimizer state on the host (mezo and quzo run on the device)`;
+  if (c.weightDecay > 0) return 'weight decay is not applied by the device model yet';
+  return undefined;
+}
+
+/** A run that asks for the device ('cuda' or 'emulated') must be able to use it. */
+function checkDevice(c: RunConfig): void {
+  const limit = c.device === 'cuda' || c.device === 'emulated' ? deviceLimit(c) : undefined;
+  if (limit) fail('ZOTUNE_UNSUPPORTED', `device '${c.device}': ${limit}; use device 'cpu' (or 'auto', which falls back to it)`);
+}
+
+interface Placement {
+  device?: DeviceLlamaModel;
+  info: RunSummary['device'];
+}
+
+/** The device copy the ZO steps of run c take, if any (c.device; 'auto' falls back to the CPU). */
+async function placeSteps(model: LlamaModel, c: RunConfig): Promise<Placement> {
+  const want = c.device ?? 'cpu';
+  if (want === 'cpu') return { info: { ran: 'cpu', reason: 'device cpu (the default)' } };
+  const limit = deviceLimit(c);
+  if (want === 'auto') {
+    if (limit) return { info: { ran: 'cpu', reason: `auto: ${limit}` } };
+    const b = selectBackend('auto');
+    if (b.backend === 'cpu') return { info: { ran: 'cpu', reason: b.reason } };
+    try {
+      const device = await model.toDevice('cuda', { kernels: c.kernels });
+      return { device, info: { ran: 'cuda', kernels: device.kernels, reason: b.reason } };
+    } catch (err) {
+      if (err instanceof ZotuneError && err.code === 'ZOTUNE_UNSUPPORTED') return { info: { ran: 'cpu', reason: `auto: ${err.message}` } };
+      throw err;
+    }
+  }
+  checkDevice(c);
+  const device = await model.toDevice(want, { kernels: c.kernels }); // 'cuda' without a usable GPU: ZOTUNE_CUDA_UNAVAILABLE, with the reason
+  return { device, info: { ran: want, kernels: device.kernels, reason: `device ${want} requested` } };
+}
+
 export function readRunConfig(dir: string): RunConfig {
   const file = path.join(dir, CONFIG);
   try {
@@ -147,6 +207,9 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     if (!config) fail('ZOTUNE_INVALID_ARGUMENT', 'a new run needs its settings');
     if (fs.existsSync(logFile) || fs.existsSync(configFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} already holds a run: resume it or choose another folder`);
     c = { ...config, model: path.resolve(config.model) };
+    if (c.device !== undefined && !RUN_DEVICES.includes(c.device)) fail('ZOTUNE_INVALID_ARGUMENT', `device must be one of ${RUN_DEVICES.join(', ')}, got ${String(c.device)}`);
+    if (c.kernels !== undefined && c.kernels !== 'exact' && c.kernels !== 'fast') fail('ZOTUNE_INVALID_ARGUMENT', `kernels must be 'exact' or 'fast', got ${String(c.kernels)}`);
+    checkDevice(c); // before the folder is written
     if (c.keepBest && isFoMethod(c.method)) fail('ZOTUNE_UNSUPPORTED', `keepBest rebuilds the best evaluation from the ZO step log; ${c.method} keeps no log`);
     fs.mkdirSync(dir, { recursive: true });
     // the optimiser is validated before anything is written
@@ -163,6 +226,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
   }
   let model: LlamaModel | undefined;
   let optimizer: StepOptimizer | undefined;
+  let placement: Placement | undefined;
   try {
     model = await loadRunModel(c);
     optimizer = log ? optimizerFromHeader(log.header) : foOptimizer(c);
@@ -178,6 +242,10 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       resumeFrom = { step: Number(meta.step), lossSum: Number(meta.lossSum), lossCount: Number(meta.lossCount) };
     }
     const start = log ? log.nextStep : resumeFrom?.step ?? 0;
+    placement = await placeSteps(model, c);
+    const stepModel: ZoModel = placement.device ?? zm;
+    // the host model reads the device copy's weights before anything else reads them
+    const toHost = async () => placement?.device?.toHost();
 
     // metrics: keep what the log / checkpoint confirms (a kill may leave the file behind the log,
     // never ahead of it; a first-order run redoes the steps after its checkpoint), then add the
@@ -207,7 +275,10 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     const dev = c.evalExamples > 0 ? splits.dev.slice(0, c.evalExamples) : splits.dev;
     // QAT is evaluated (and exported) with the weights it deploys: its fake-quantized linear layers
     const deployed = <T>(fn: () => Promise<T>): Promise<T> => (fo ? fo.withDeployedWeights(zm, fn) : fn());
-    const evaluateOn = (examples: typeof dev) => deployed(() => task.evaluate(model!, examples, { batchSize: c.evalBatch, signal: hooks.signal }));
+    const evaluateOn = async (examples: typeof dev) => {
+      await toHost();
+      return deployed(() => task.evaluate(model!, examples, { batchSize: c.evalBatch, signal: hooks.signal }));
+    };
     const evaluate = dev.length
       ? async () => {
           const r = await evaluateOn(dev);
@@ -229,7 +300,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     for (const r of fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent))
       if (r.type === 'eval' && (!best || r.metrics.accuracy > best.accuracy || (r.metrics.accuracy === best.accuracy && r.metrics.loss < best.loss)))
         best = { after: r.after, accuracy: r.metrics.accuracy, loss: r.metrics.loss };
-    const it = fit(zm, optimizer, data, {
+    const it = fit(stepModel, optimizer, data, {
       steps: c.steps,
       lr: { kind: c.schedule, lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmup },
       seed: c.seed,
@@ -263,6 +334,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     const tail = losses.slice(Math.floor(losses.length * 0.9));
     // keepBest: back to the best evaluated weights = base + the log's first best.after steps
     let finalAfter = c.steps;
+    await toHost();
     if (c.keepBest && log && best && best.after < c.steps) {
       const restored = await loadRunModel(c);
       const replayer = optimizerFromHeader(log.header);
@@ -274,6 +346,8 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       } finally {
         replayer.dispose();
       }
+      placement.device?.dispose();
+      placement.device = undefined;
       model.dispose();
       model = restored;
       finalAfter = best.after;
@@ -288,6 +362,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
       optimizerStateBytes: optimizer.stateBytes,
       peakEngineBytes: memory().engine.totalPeak,
       peakRssBytes: process.resourceUsage().maxRSS * 1024,
+      device: placement.info,
     };
     // the final weights on the whole dev split (the last periodic evaluation already is that when it ran on all of dev)
     const last = lastEval?.after === finalAfter && dev.length === splits.dev.length ? lastEval : undefined;
@@ -310,6 +385,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
   } finally {
     log?.close();
     optimizer?.dispose();
+    placement?.device?.dispose();
     model?.dispose();
   }
 }
