@@ -186,13 +186,10 @@ struct Prep {
 
 Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o, size_t head_chunk_bytes) {
   Prep p;
-  p.B = b.B;
-  p.N = (size_t)b.seq_off[b.B];
-  for (size_t s = 0; s < b.B; ++s) p.T = std::max(p.T, (size_t)(b.seq_off[s + 1] - b.seq_off[s]));
-  int32_t lo = b.positions[0], hi = b.positions[0];
-  for (size_t i = 0; i < p.N; ++i) lo = std::min(lo, b.positions[i]), hi = std::max(hi, b.positions[i]);
-  p.pos0 = lo;
-  p.P = (size_t)(hi - lo) + 1;
+  LlamaBatchShape shape = llama_batch_shape(b, o);  // the CPU plan's extent and LM-head rows
+  const int32_t lo = shape.pos0;
+  p.B = b.B, p.N = shape.N, p.T = shape.T, p.P = shape.P, p.pos0 = lo;
+  p.head_rows = std::move(shape.head_rows);
   p.rel_pos.resize(p.N);
   for (size_t i = 0; i < p.N; ++i) p.rel_pos[i] = b.positions[i] - lo;
   const size_t half = c.head_dim / 2;
@@ -207,12 +204,6 @@ Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o
     for (int32_t i = b.seq_off[s]; i < b.seq_off[s + 1]; ++i)
       p.kmask[s * p.T + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
 
-  std::vector<uint8_t> need(p.N, 0);
-  if (o.targets)
-    for (size_t i = 0; i < p.N; ++i) need[i] |= o.targets[i] >= 0;
-  for (size_t j = 0; j < o.n_logit_rows; ++j) need[(size_t)o.logit_rows[j]] = 1;
-  for (size_t i = 0; i < p.N; ++i)
-    if (need[i]) p.head_rows.push_back((int32_t)i);
   p.R = p.head_rows.size();
   p.cols = o.vocab_subset ? o.n_vocab_subset : c.vocab;
   p.C = std::max<size_t>(1, std::min(p.R, head_chunk_bytes / (4 * p.cols)));

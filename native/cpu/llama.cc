@@ -86,21 +86,9 @@ struct Plan {
 
 Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o, bool zo) {
   Plan p;
-  p.N = (size_t)b.seq_off[b.B];
-  for (size_t s = 0; s < b.B; ++s) p.T = std::max(p.T, (size_t)(b.seq_off[s + 1] - b.seq_off[s]));
-  int32_t lo = b.positions[0], hi = b.positions[0];
-  for (size_t i = 0; i < p.N; ++i) lo = std::min(lo, b.positions[i]), hi = std::max(hi, b.positions[i]);
-  p.pos0 = lo;
-  p.P = (size_t)(hi - lo) + 1;
-  std::vector<uint8_t> need(p.N, 0);
-  if (o.targets)
-    for (size_t i = 0; i < p.N; ++i) need[i] |= o.targets[i] >= 0;
-  for (size_t j = 0; j < o.n_logit_rows; ++j) need[(size_t)o.logit_rows[j]] = 1;
-  if (o.next)
-    for (size_t s = 0; s < b.B; ++s)
-      if (b.seq_off[s + 1] > b.seq_off[s]) need[(size_t)b.seq_off[s + 1] - 1] = 1;
-  for (size_t i = 0; i < p.N; ++i)
-    if (need[i]) p.head_rows.push_back((int32_t)i);
+  LlamaBatchShape shape = llama_batch_shape(b, o);
+  p.N = shape.N, p.T = shape.T, p.P = shape.P, p.pos0 = shape.pos0;
+  p.head_rows = std::move(shape.head_rows);
   p.R = p.head_rows.size();
   p.cols = o.vocab_subset ? o.n_vocab_subset : c.vocab;
   p.C = std::max<size_t>(1, std::min(p.R, kHeadChunkBytes / (4 * p.cols)));

@@ -115,6 +115,15 @@ struct LlamaOutputs {
   size_t count = 0;
 };
 
+// A validated batch's extent: N tokens, the longest sequence T, positions [pos0, pos0 + P), and
+// the sorted distinct token rows that need the LM head (targets, logit rows, next-token rows).
+struct LlamaBatchShape {
+  size_t N = 0, T = 0, P = 0;
+  int32_t pos0 = 0;
+  std::vector<int32_t> head_rows;
+};
+LlamaBatchShape llama_batch_shape(const LlamaBatch& b, const LlamaOutputs& o);
+
 // Validates every index the forward follows (token ids, positions, offsets, cache slots,
 // targets, rows); throws zt::Error with a coded message. Cheap: O(tokens).
 void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o);
