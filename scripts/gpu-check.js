@@ -245,11 +245,11 @@ function checkGemv(cpu, gpu, report, say, emulate) {
 }
 
 // ---- tensor-core GEMMs (cuda/kernels/gemm_tc.h) ------------------------------------------------
-// W8A8 must equal the CPU's gemmInt8 bit for bit; f32 must equal the CPU gemm bit for bit where
+// W8A8 and W4A8 must equal the CPU's gemmInt8 bit for bit; W4A16 is held to the bf16 bound; f32 must equal the CPU gemm bit for bit where
 // the CPU uses one fma chain per output (M > 4); fp8 / bf16 are held to the NMSE bounds of
 // gemm_tc.h against float64 over the same quantized operands (made by the CPU quantizer), and the
 // fast kernel to the reference kernel. One line per case; failures also go to report.mismatches.
-const FMT = { int8: 0, e4m3: 3, e5m2: 4, bf16: 5 };
+const FMT = { int8: 0, int4: 1, e4m3: 3, e5m2: 4, bf16: 5 };
 const NMSE_BOUND = { fp8: 1e-5, bf16: 1e-8, bf16VsCpu: 1e-5, f32VsCpu: 1e-10 };
 
 function gemmTcRandom(n, seed) {  // roughly N(0, 1), from a fixed xorshift stream
@@ -260,11 +260,13 @@ function gemmTcRandom(n, seed) {  // roughly N(0, 1), from a fixed xorshift stre
   return v;
 }
 
-// A QTensor descriptor of `format` filled by the CPU quantizer from f32 [rows, cols].
-function gemmTcQuantize(cpu, x, rows, cols, format, group) {
-  const bytes = format === FMT.bf16 ? 2 * rows * cols : rows * cols;
+// A QTensor descriptor of `format` filled by the CPU quantizer from f32 [rows, cols] (int4 with
+// zero-points when `asym`).
+function gemmTcQuantize(cpu, x, rows, cols, format, group, asym = false) {
+  const bytes = format === FMT.bf16 ? 2 * rows * cols : format === FMT.int4 ? rows * Math.ceil(cols / 2) : rows * cols;
   const d = { format, rows, cols, group, data: new Uint8Array(bytes) };
   if (format !== FMT.bf16) d.scales = new Float32Array(group === 0 ? 1 : rows * Math.ceil(cols / group));
+  if (asym) d.zeros = new Uint8Array(d.scales.length);
   cpu.quantize(x, 0, d, format === FMT.bf16 ? 0 : 1, false, 0, 0);
   return d;
 }
@@ -329,25 +331,56 @@ function checkGemmTc(cpu, gpu, report, say, emulate) {
       const x = gemmTcRandom(M * K, seed++), w32 = gemmTcRandom(N * K, seed++), bias = gemmTcRandom(N, seed++);
       const shape = `M ${M} N ${N} K ${K}`;
 
-      // W8A8, int8 weights per row (and per tensor / groups of 64 on some shapes): bit for bit.
-      for (const group of M === 17 ? [K, 0, 64] : [K]) {
-        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int8, group);
+      // W8A8, int8 weights per row (and per tensor / groups of 64 on some shapes), and W4A8, int4
+      // weights in groups of 32 (other groups, zero-points on some shapes): bit for bit.
+      const intCases = [
+        ...(M === 17 ? [[K, false], [0, false], [64, false]] : [[K, false]]).map(([g, z]) => ['W8A8', FMT.int8, g, z, g === K]),
+        ...(M === 17 ? [[32, false], [64, true], [128, false], [K, true], [0, false]] : [[32, false]]).map(([g, z]) => ['W4A8', FMT.int4, g, z, g === 32]),
+      ];
+      for (const [op, format, group, asym, withReference] of intCases) {
+        const wq = gemmTcQuantize(cpu, w32, N, K, format, group, asym);
         const want = new Float32Array(M * N), got = new Float32Array(M * N);
         cpu.gemmInt8(x, 0, M, wq, want, 0, bias, 0, null, 0, null, null, 0, 0);
         const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
-        const res = gpu[`gemmW8A8${impl}`](...args(got));
+        const res = gpu[`gemm${op}${impl}`](...args(got));
         const d = firstDiff(got, want);
-        const line = `w8a8 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group} ${shape}`;
+        const line = `${op.toLowerCase()} ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group}${asym ? ' zero-points' : ''} ${shape}`;
         r.cases++;
-        if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU, first (m ${Math.floor(d.at / N)}, n ${d.at % N}) cpu ${want[d.at]} gpu ${got[d.at]}; ${where('gemmW8A8', args, want)}`, { kind: 'w8a8', M, N, K, group, bad: d.bad });
+        if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU, first (m ${Math.floor(d.at / N)}, n ${d.at % N}) cpu ${want[d.at]} gpu ${got[d.at]}; ${where(`gemm${op}`, args, want)}`, { kind: op.toLowerCase(), M, N, K, group, bad: d.bad });
         else ok(`${line}: bit-identical to the CPU${ms(res)}`);
-        if (!emulate && group === K) {
+        if (!emulate && withReference) {
           const ref = new Float32Array(M * N);
-          gpu.gemmW8A8Reference(...args(ref));
+          gpu[`gemm${op}Reference`](...args(ref));
           const dr = firstDiff(ref, want);
           r.cases++;
-          if (dr.bad) fail(`${line} reference kernel: ${dr.bad} outputs differ from the CPU`, { kind: 'w8a8-ref', M, N, K });
+          if (dr.bad) fail(`${line} reference kernel: ${dr.bad} outputs differ from the CPU`, { kind: `${op.toLowerCase()}-ref`, M, N, K });
           else ok(`${line} reference kernel: bit-identical to the CPU`);
+        }
+      }
+
+      // W4A16: the same int4 weights, bf16 activations; vs float64 over the bf16-rounded activations
+      // and the dequantised weights, and vs the CPU gemm on the int4 weights (f32 activations).
+      for (const [group, asym] of M === 17 ? [[32, false], [64, true], [K, true], [0, false]] : [[128, false]]) {
+        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int4, group, asym);
+        const xq = gemmTcQuantize(cpu, x, M, K, FMT.bf16, 0);
+        const want = gemmTcF64(gemmTcDequantize(cpu, xq), gemmTcDequantize(cpu, wq), bias, M, N, K);
+        const got = new Float32Array(M * N), cpuY = new Float32Array(M * N);
+        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
+        const res = gpu[`gemmW4A16${impl}`](...args(got));
+        cpu.gemm(x, 0, M, K, wq, 0, N, cpuY, 0, bias, 0, false, false);
+        const e1 = nmse(got, want), e2 = nmse(got, cpuY);
+        const line = `w4a16 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group}${asym ? ' zero-points' : ''} ${shape}`;
+        r.cases++;
+        if (!(e1 <= NMSE_BOUND.bf16) || !(e2 <= NMSE_BOUND.bf16VsCpu))
+          fail(`${line}: NMSE ${e1.toExponential(2)} vs float64 (bound ${NMSE_BOUND.bf16}), ${e2.toExponential(2)} vs the CPU gemm (bound ${NMSE_BOUND.bf16VsCpu})`, { kind: 'w4a16', M, N, K, group });
+        else ok(`${line}: NMSE ${e1.toExponential(2)} vs float64, ${e2.toExponential(2)} vs the CPU gemm (f32 activations)${ms(res)}`);
+        if (!emulate && group === 128) {
+          const ref = new Float32Array(M * N);
+          gpu.gemmW4A16Reference(...args(ref));
+          const e3 = nmse(got, ref);
+          r.cases++;
+          if (!(e3 <= NMSE_BOUND.bf16)) fail(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)} > ${NMSE_BOUND.bf16}`, { kind: 'w4a16-ref' });
+          else ok(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)}`);
         }
       }
 
@@ -441,6 +474,27 @@ function checkGemmTc(cpu, gpu, report, say, emulate) {
     r.cases++;
     if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU; ${where('gemmW8A8', args, want)}`, { kind: 'w8a8-groups', M, N, K, group });
     else ok(`${line}: bit-identical to the CPU`);
+  }
+  // W4A8 / W4A16 with an odd K (the last byte's high nibble unused) and K past one 65536-element chunk.
+  const int4Cases = emulate ? [[9, 40, 131, 32, true], [130, 24, 77, 77, false]] : [[9, 40, 131, 32, true], [130, 24, 77, 77, false], [3, 9, 70001, 0, false], [33, 70, 66000, 66000, true]];
+  for (const [M, N, K, group, asym] of int4Cases) {
+    const x = gemmTcRandom(M * K, seed++), w32 = gemmTcRandom(N * K, seed++);
+    const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int4, group, asym);
+    const want = new Float32Array(M * N), got = new Float32Array(M * N);
+    cpu.gemmInt8(x, 0, M, wq, want, 0, null, 0, null, 0, null, null, 0, 0);
+    const args = (y) => [x, 0, M, wq, y, 0, null, 0];
+    gpu[`gemmW4A8${impl}`](...args(got));
+    const d = firstDiff(got, want);
+    const line = `w4a8 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group}${asym ? ' zero-points' : ''} M ${M} N ${N} K ${K}`;
+    r.cases++;
+    if (d.bad) fail(`${line}: ${d.bad}/${M * N} outputs differ from the CPU; ${where('gemmW4A8', args, want)}`, { kind: 'w4a8-k', M, N, K, group });
+    else ok(`${line}: bit-identical to the CPU`);
+    const want16 = gemmTcF64(gemmTcDequantize(cpu, gemmTcQuantize(cpu, x, M, K, FMT.bf16, 0)), gemmTcDequantize(cpu, wq), null, M, N, K);
+    gpu[`gemmW4A16${impl}`](...args(got));
+    const e = nmse(got, want16);
+    r.cases++;
+    if (!(e <= NMSE_BOUND.bf16)) fail(`w4a16${line.slice(4)}: NMSE ${e.toExponential(2)} vs float64 > ${NMSE_BOUND.bf16}`, { kind: 'w4a16-k', M, N, K, group });
+    else ok(`w4a16${line.slice(4)}: NMSE ${e.toExponential(2)} vs float64`);
   }
 
   // A non-finite activation is refused like the CPU does.

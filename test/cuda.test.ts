@@ -309,18 +309,20 @@ describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
 describe('tensor-core GEMMs (cuda/kernels/gemm_tc)', () => {
   const w8 = (rows: number, cols: number, group = cols) => ({ format: 0, rows, cols, group, data: new Uint8Array(rows * cols), scales: new Float32Array(group ? rows * Math.ceil(cols / group) : 1) });
 
-  builtTest(`the fast kernels' per-thread code, run on the host: W8A8 and f32 bit-identical to the CPU, fp8 / bf16 within their NMSE bounds${gpu ? '' : notBuilt}`, () => {
+  builtTest(`the fast kernels' per-thread code, run on the host: W8A8, W4A8 and f32 bit-identical to the CPU, fp8 / bf16 / W4A16 within their NMSE bounds${gpu ? '' : notBuilt}`, () => {
     const { status, report } = gpuCheck('--emulate');
     const r = (report as unknown as { gemmTc: { cases: number; failures: number; emulated: boolean } }).gemmTc;
     expect(report.mismatches).toEqual([]);
     expect(status).toBe(0);
-    expect(r).toEqual({ cases: 67, failures: 0, emulated: true });
+    expect(r).toEqual({ cases: 109, failures: 0, emulated: true });
   });
 
   builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
     const x = new Float32Array(6), y = new Float32Array(6);
     const fp8 = { format: 3, rows: 2, cols: 64, group: 32, data: new Uint8Array(128), scales: new Float32Array(4) };
     expect(() => gpu!.gemmW8A8(x, 0, 2, { ...w8(3, 3), format: 3 }, y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmW4A8Emulated(x, 0, 2, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => gpu!.gemmW4A16Emulated(x, 0, 2, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
     expect(() => gpu!.gemmFp8(new Float32Array(128), 0, 2, fp8, new Float32Array(4), 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
     expect(() => gpu!.gemmBf16Emulated(x, 0, 2, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
     expect(() => gpu!.gemmW8A8Emulated(x, 0, 3, w8(3, 3), y, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // x holds 2 rows

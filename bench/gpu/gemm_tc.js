@@ -7,7 +7,10 @@
 //
 // Writes DIR/gemm_tc.md (and DIR/gemm_tc.json). Shapes: 4096 x 4096 x 4096 and the LLaMA-7B
 // linear layers (N x K = 4096 x 4096, 11008 x 4096, 4096 x 11008) at M = 1, 16, 128, 2048; kinds
-// W8A8 int8 (vs torch._int_mm), FP8 e4m3 (vs torch._scaled_mm), bf16 (vs torch.matmul). Ours
+// W8A8 int8 (vs torch._int_mm), W4A8 (int4 weights in groups of 128, dequantised in the tile; PyTorch
+// has no W4A8 GEMM, so its peer is torch._int_mm on int8 weights of the same shape, which moves
+// twice the weight bytes), W4A16 (the same int4 weights, bf16 activations; peer torch.matmul on
+// bf16 weights), FP8 e4m3 (vs torch._scaled_mm), bf16 (vs torch.matmul). Ours
 // times the GEMM kernel alone with f32 output and scales applied; the activation quantization
 // (a separate kernel) is not included, nor is it in torch's rows.
 'use strict';
@@ -16,8 +19,9 @@ const path = require('node:path');
 const { execFileSync } = require('node:child_process');
 
 // H100 SXM dense datasheet peaks (kernels.md §3), in T(FL)OP/s.
-const PEAK = { w8a8: 1979, e4m3: 1979, bf16: 989 };
-const TORCH_OP = { w8a8: 'torch._int_mm', e4m3: 'torch._scaled_mm', bf16: 'torch.matmul' };
+const PEAK = { w8a8: 1979, w4a8: 1979, e4m3: 1979, bf16: 989, w4a16: 989 };
+const TORCH_OP = { w8a8: 'torch._int_mm', w4a8: 'torch._int_mm (int8 weights)', w4a16: 'torch.matmul (bf16 weights)', e4m3: 'torch._scaled_mm', bf16: 'torch.matmul' };
+const TORCH_KIND = { w4a8: 'w8a8', w4a16: 'bf16' };  // the torch row a kind is compared with
 const GOAL = 0.9;
 
 function args(argv) {
@@ -36,7 +40,7 @@ function args(argv) {
 
 function shapes() {
   const list = [];
-  for (const kind of ['w8a8', 'e4m3', 'bf16']) {
+  for (const kind of ['w8a8', 'w4a8', 'e4m3', 'bf16', 'w4a16']) {
     list.push([kind, 4096, 4096, 4096]);
     for (const [N, K] of [[4096, 4096], [11008, 4096], [4096, 11008]])
       for (const M of [1, 16, 128, 2048]) list.push([kind, M, N, K]);
@@ -47,7 +51,7 @@ function shapes() {
 // Compute-bound when the arithmetic intensity exceeds the machine balance (~266 FLOP/B bf16 and
 // ~530 OP/B int8 at 3 TB/s): the goal applies there; below it both sides stream the weights.
 function computeBound(kind, M, N, K) {
-  const bytes = (kind === 'bf16' ? 2 : 1) * (M * K + N * K) + 4 * M * N;
+  const bytes = (kind === 'bf16' || kind === 'w4a16' ? 2 : 1) * M * K + (kind === 'bf16' ? 2 : kind.startsWith('w4') ? 0.5 : 1) * N * K + 4 * M * N;
   const balance = (PEAK[kind] * 1e12) / 3.0e12;
   return (2 * M * N * K) / bytes > balance;
 }
@@ -74,7 +78,7 @@ function main() {
 
   let torch;
   try {
-    const out = execFileSync(a.python, [path.join(__dirname, 'gemm_tc_torch.py'), '--shapes', JSON.stringify(list), '--iters', String(a.iters)], {
+    const out = execFileSync(a.python, [path.join(__dirname, 'gemm_tc_torch.py'), '--shapes', JSON.stringify(list.filter(([kind]) => !TORCH_KIND[kind])), '--iters', String(a.iters)], {
       encoding: 'utf8', maxBuffer: 1 << 24, stdio: ['ignore', 'pipe', 'inherit'],
     });
     torch = JSON.parse(out.trim().split('\n').pop());
@@ -85,7 +89,7 @@ function main() {
 
   const rows = [];
   for (const o of ours) {
-    const t = (torch.results || []).find((x) => x.kind === o.kind && x.M === o.M && x.N === o.N && x.K === o.K) || {};
+    const t = (torch.results || []).find((x) => x.kind === (TORCH_KIND[o.kind] || o.kind) && x.M === o.M && x.N === o.N && x.K === o.K) || {};
     const ops = 2 * o.M * o.N * o.K;
     const rate = o.bestMs ? ops / (o.bestMs * 1e-3) / 1e12 : NaN;
     const ratio = o.bestMs && t.best_ms ? t.best_ms / o.bestMs : NaN;  // > 1: ours faster

@@ -1,12 +1,14 @@
 // Tensor-core GEMMs (cuda/kernels/gemm_tc.h), host memory in and out:
 //   gemmW8A8(x, xByteOffset, M, w: int8 QTensorDesc, y, yByteOffset, bias | null, biasByteOffset) -> { kernelMs }
+//   gemmW4A8(same, w: int4 QTensorDesc, symmetric or with zero-points)
+//   gemmW4A16(same, w: int4 QTensorDesc; bf16 activations)
 //   gemmFp8(same, w: fp8 e4m3 / e5m2 QTensorDesc with one scale per tensor or per row)
 //   gemmBf16(same, w: bf16 QTensorDesc)
 //   gemmF32(x, xByteOffset, M, w: f32 [N, K], wByteOffset, N, K, y, yByteOffset, bias | null, biasByteOffset)
 //   y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias); x, y, bias f32. Each op also as ...Reference (the plain
 //   one-thread-per-output GPU kernel) and ...Emulated (the fast kernel's per-thread code on the
 //   host, no GPU needed; returns undefined).
-//   gemmTcBench(kind: 'w8a8' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M, N, K, iters) -> { bestMs, medianMs }:
+//   gemmTcBench(kind: 'w8a8' | 'w4a8' | 'w4a16' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M, N, K, iters) -> { bestMs, medianMs }:
 //   the fast GEMM kernel on device-resident random operands (activations already quantized).
 #include <string>
 
@@ -32,6 +34,8 @@ bool overlaps(const void* p, uint64_t pb, const void* q, uint64_t qb) {
 const char* op_name(TcKind k) {
   switch (k) {
     case TcKind::W8A8: return "gemmW8A8";
+    case TcKind::W4A8: return "gemmW4A8";
+    case TcKind::W4A16: return "gemmW4A16";
     case TcKind::Fp8: return "gemmFp8";
     case TcKind::Bf16: return "gemmBf16";
     default: return "gemmF32";
@@ -55,6 +59,8 @@ TcGemm gemm_args(Args& a, TcKind kind) {
     const QFormat f = g.w.format;
     if (kind == TcKind::W8A8 && f != QFormat::Int8)
       throw coded_error(a.env(), Code::DType, name + ": w must be an int8 quantized tensor");
+    if ((kind == TcKind::W4A8 || kind == TcKind::W4A16) && f != QFormat::Int4)
+      throw coded_error(a.env(), Code::DType, name + ": w must be an int4 quantized tensor");
     if (kind == TcKind::Fp8 && f != QFormat::Fp8E4M3 && f != QFormat::Fp8E5M2)
       throw coded_error(a.env(), Code::DType, name + ": w must be an fp8 e4m3 or e5m2 quantized tensor");
     if (kind == TcKind::Fp8 && g.w.group != 0 && g.w.group != g.w.cols)
@@ -95,11 +101,13 @@ Job parse_bench(Args& a) {
   TcKind k;
   QFormat f = QFormat::Fp8E4M3;
   if (kind == "w8a8") k = TcKind::W8A8;
+  else if (kind == "w4a8") k = TcKind::W4A8;
+  else if (kind == "w4a16") k = TcKind::W4A16;
   else if (kind == "e4m3") k = TcKind::Fp8;
   else if (kind == "e5m2") k = TcKind::Fp8, f = QFormat::Fp8E5M2;
   else if (kind == "bf16") k = TcKind::Bf16;
   else if (kind == "f32") k = TcKind::F32;
-  else throw coded_error(a.env(), Code::InvalidArgument, "gemmTcBench: kind must be 'w8a8', 'e4m3', 'e5m2', 'bf16' or 'f32'");
+  else throw coded_error(a.env(), Code::InvalidArgument, "gemmTcBench: kind must be 'w8a8', 'w4a8', 'w4a16', 'e4m3', 'e5m2', 'bf16' or 'f32'");
   const uint64_t M = a.index(1, "M"), N = a.index(2, "N"), K = a.index(3, "K"), iters = a.index(4, "iters");
   if (!M || !N || !K || M > (1u << 20) || N > (1u << 20) || K > (1u << 20))
     throw coded_error(a.env(), Code::OutOfRange, "gemmTcBench: M, N and K must be in [1, 2^20]");
@@ -126,6 +134,8 @@ void export_kind(Napi::Env env, Napi::Object exports) {
 
 void register_gemm_tc(Napi::Env env, Napi::Object exports) {
   export_kind<TcKind::W8A8>(env, exports);
+  export_kind<TcKind::W4A8>(env, exports);
+  export_kind<TcKind::W4A16>(env, exports);
   export_kind<TcKind::Fp8>(env, exports);
   export_kind<TcKind::Bf16>(env, exports);
   export_kind<TcKind::F32>(env, exports);

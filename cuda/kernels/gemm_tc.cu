@@ -36,24 +36,18 @@ constexpr int kBM = 128, kBN = 128, kBK = 64, kStages = 4, kThreads = 256;
 constexpr int kWarpsN = 4, kMT = 4, kNT = 4;
 constexpr int kStageBytes = (kBM + kBN) * kBK;
 constexpr int kSmemBytes = kStages * kStageBytes;  // 64 KiB: above the 48 KiB default, opted in
+// Packed int4 weights (W4A8, W4A16) stage the A tile, then the weight tile packed: the nibbles of
+// a k-tile's kBK / elem codes, two copies per row (16 bytes for W4A8, 8 for W4A16's bf16 k-tile of
+// 32), not swizzled, each dequantised by the thread that copied it. After the stages, one weight
+// tile in the operand type (int8 or bf16), swizzled like a stage's, holds the current k-tile's
+// dequantised values for ldmatrix.
+constexpr int kStageBytesPacked = kBM * kBK + kBN * kBK / 2;               // room for W4A8's (larger) copies
+constexpr int kSmemBytesPacked = kStages * kStageBytesPacked + kBN * kBK;  // 56 KiB
 
 // Byte offset of 16-byte chunk c (0..3) of row r in a stage tile. The chunk is XOR-swizzled with
 // (r >> 1) & 3, so the 8 rows one ldmatrix phase reads (and the chunks 8 threads of a cp.async
 // phase write) sit in 8 different 16-byte bank groups.
 ZT_HD int smem_offset(int r, int c) { return r * kBK + ((c ^ ((r >> 1) & 3)) << 4); }
-
-// Copy j (0..3) of thread t for k-tile kt: j < 2 copies A chunk t + 256 j of the 128 x 4 chunk
-// tile, j >= 2 the same chunk of B. Returns the source (null: outside the matrix, zero filled) and
-// the destination offset in the stage.
-ZT_HD const uint8_t* stage_copy(const uint8_t* a, const uint8_t* b, uint64_t M, uint64_t N, uint64_t lda, uint64_t m0,
-                                uint64_t n0, int kt, int t, int j, int* dst) {
-  const int idx = t + (j & 1) * kThreads, r = idx >> 2, c = idx & 3;
-  const bool is_b = j >= 2;
-  const uint64_t row = (is_b ? n0 : m0) + r, rows = is_b ? N : M, kb = (uint64_t)kt * kBK + c * 16;
-  *dst = (is_b ? kBM * kBK : 0) + smem_offset(r, c);
-  if (row >= rows || kb >= lda) return nullptr;
-  return (is_b ? b : a) + row * lda + kb;
-}
 
 // ldmatrix.x4 row addresses (lane l addresses row l % 8 of matrix l / 8).
 // A, m16 tile mt of warp row wm, k-step s: matrices (rows 0-7, bytes 0-15), (rows 8-15, bytes
@@ -61,9 +55,10 @@ ZT_HD const uint8_t* stage_copy(const uint8_t* a, const uint8_t* b, uint64_t M, 
 ZT_HD int ldsm_a_offset(int lane, int wm, int mt, int s) { return smem_offset(wm * 64 + mt * 16 + (lane & 15), s * 2 + (lane >> 4)); }
 // B, n8 tiles 2p and 2p + 1 of warp column wn: matrices (n 0-7, bytes 0-15), (n 0-7, bytes 16-31),
 // (n 8-15, bytes 0-15), (n 8-15, bytes 16-31) = b0, b1 of tile 2p, then b0, b1 of tile 2p + 1.
+// Offset in the B tile (a stage's at kBM * kBK, or W4A8's dequantised tile).
 ZT_HD int ldsm_b_offset(int lane, int wn, int p, int s) {
   const int j = lane >> 3;
-  return kBM * kBK + smem_offset(wn * 32 + p * 16 + ((j >> 1) << 3) + (lane & 7), s * 2 + (j & 1));
+  return smem_offset(wn * 32 + p * 16 + ((j >> 1) << 3) + (lane & 7), s * 2 + (j & 1));
 }
 // Accumulator register r of lane l in an m16n8 tile: row l / 4 (+ 8 for r >= 2), column 2 (l % 4) + r % 2.
 ZT_HD int acc_row(int lane, int r) { return (lane >> 2) + ((r >> 1) << 3); }
@@ -71,13 +66,14 @@ ZT_HD int acc_col(int lane, int r) { return ((lane & 3) << 1) + (r & 1); }
 
 struct TcParams {
   const uint8_t* a;  // [M, lda] activation codes
-  const uint8_t* b;  // [N, lda] weight codes
-  uint64_t M, N, lda;
+  const uint8_t* b;  // [N, ldb] weight codes (W4A8 / W4A16: packed nibbles, ldb >= ceil(K / 2))
+  uint64_t M, N, lda, ldb;
   uint64_t kbytes;   // K * element bytes; lda - kbytes bytes of zeros follow
   float* y;          // [M, N]
   const float* bias;
-  // W8A8: the weights' scales as the CPU reads them (w.scales, group layout), the CPU epilogue
-  // (ep.sx = activation scales) and the accumulation group in elements.
+  // W8A8 / W4A8 / W4A16: the weights' scales (and int4 zero-points) as the CPU reads them
+  // (w.scales, w.zeros, group layout), the CPU epilogue (ep.sx = activation scales; not W4A16) and
+  // the accumulation group in bytes of an activation row (elements for the int8 kinds).
   QTensorView w;
   Epilogue ep;
   uint64_t ga;
@@ -87,19 +83,111 @@ struct TcParams {
   bool accumulate;  // F32: every output's chain starts from y (y += x . w^T), else from +0; BF16: y + the sum
 };
 
+// Bytes of one packed copy: half a row's nibbles for a k-tile of kBK / elem codes (elem: bytes of
+// an activation code, 1 for W4A8, 2 for W4A16).
+ZT_HD int packed_copy_bytes(int elem) { return kBK / (4 * elem); }
+// Copy j of thread t for k-tile kt: j < 2 copies A chunk t + 256 j of the 128 x 4 chunk tile,
+// j >= 2 the same chunk of B (unpacked kinds: j = 2, 3; packed int4, `packed` = the activation
+// code bytes: j = 2 copies half c = t % 2 of row t / 2's packed k-tile). Returns the source (null:
+// outside the matrix, zero filled) and the destination offset in the stage.
+ZT_HD const uint8_t* stage_copy(const TcParams& p, int packed, uint64_t m0, uint64_t n0, int kt, int t, int j, int* dst) {
+  if (j >= 2 && packed) {
+    const int r = t >> 1, c = t & 1, cs = packed_copy_bytes(packed);
+    const uint64_t row = n0 + r, kb = (uint64_t)kt * (2 * cs) + c * cs;
+    *dst = kBM * kBK + r * (2 * cs) + c * cs;
+    return row < p.N && kb < p.ldb ? p.b + row * p.ldb + kb : nullptr;
+  }
+  const int idx = t + (j & 1) * kThreads, r = idx >> 2, c = idx & 3;
+  const bool is_b = j >= 2;
+  const uint64_t row = (is_b ? n0 : m0) + r, rows = is_b ? p.N : p.M, kb = (uint64_t)kt * kBK + c * 16;
+  *dst = (is_b ? kBM * kBK : 0) + smem_offset(r, c);
+  if (row >= rows || kb >= (is_b ? p.ldb : p.lda)) return nullptr;
+  return (is_b ? p.b + row * p.ldb : p.a + row * p.lda) + kb;
+}
+ZT_HD int stage_copies(int packed) { return packed ? 3 : 4; }
+
+ZT_HD void copy16(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint4*>(dst) = *reinterpret_cast<const uint4*>(src);
+#else
+  memcpy(dst, src, 16);
+#endif
+}
+
+ZT_HD void copy8(void* dst, const void* src) {
+#if defined(__CUDA_ARCH__)
+  *reinterpret_cast<uint2*>(dst) = *reinterpret_cast<const uint2*>(src);
+#else
+  memcpy(dst, src, 8);
+#endif
+}
+
+// 16 packed int4 bytes (32 codes, element 2i in the low nibble of byte i) -> 32 int8 codes u - zp,
+// in registers: spread each 16-bit half's nibbles to bytes, add 0x80 - zp per byte (no carry:
+// u + 0x80 - zp is in [0x71, 0x8f]) and flip bit 7, which is u - zp in two's complement.
+ZT_HD void dequant_int4_chunk(const uint32_t in[4], int zp, uint32_t out[8]) {
+  const uint32_t bias = (uint32_t)(0x80 - zp) * 0x01010101u;
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t v = (in[i >> 1] >> (16 * (i & 1))) & 0xffffu;
+    const uint32_t y = (v & 0xffu) | ((v & 0xff00u) << 8);
+    out[i] = (((y | (y << 4)) & 0x0f0f0f0fu) + bias) ^ 0x80808080u;
+  }
+}
+
+// 8 packed int4 bytes (16 codes) -> 16 bf16 values u - zp (exact: small integers), two per word.
+ZT_HD void dequant_int4_bf16(const uint32_t in[2], int zp, uint32_t out[8]) {
+  for (int i = 0; i < 8; ++i) {
+    const uint32_t b = (in[i >> 2] >> (8 * (i & 3))) & 0xffu;
+    const uint32_t lo = f32_to_bits((float)((int)(b & 15u) - zp)), hi = f32_to_bits((float)((int)(b >> 4) - zp));
+    out[i] = (lo >> 16) | (hi & 0xffff0000u);
+  }
+}
+
+// Packed int4: thread t dequantises the half k-tile it copied (stage_copy j = 2) into the weight
+// tile `dq` (its chunks 2c and 2c + 1 of row r): one zero-point per copy, since accumulation groups
+// are multiples of 32 elements. Past K the codes meet zero activations; their zero-point is 0 there.
+template <int kElem>
+ZT_HD void dequant_stage(const TcParams& p, const uint8_t* stage, uint8_t* dq, uint64_t n0, int kt, int t) {
+  const int r = t >> 1, c = t & 1, cs = packed_copy_bytes(kElem);
+  const uint64_t n = n0 + r, kb = (uint64_t)kt * kBK + c * (kBK / 2);  // activation bytes
+  const int zp = n < p.N && kb < p.kbytes ? w_zero(p.w, n, kb / p.ga) : 0;
+  const uint8_t* src = stage + kBM * kBK + r * (2 * cs) + c * cs;
+  uint32_t in[4], out[8];
+  if constexpr (kElem == 1) {
+    copy16(in, src);
+    dequant_int4_chunk(in, zp, out);
+  } else {
+    copy8(in, src);
+    dequant_int4_bf16(in, zp, out);
+  }
+  copy16(dq + smem_offset(r, 2 * c), out);
+  copy16(dq + smem_offset(r, 2 * c + 1), out + 4);
+}
+
 // ---- per-kind operations ------------------------------------------------------------------------
 
 struct OpS8 {
   using Acc = int32_t;
   static constexpr int kElem = 1;
   static constexpr bool kGroups = true;  // int32 partial sums per accumulation group
+  static constexpr bool kPackedB = false;
   static __device__ __forceinline__ void mma(int32_t* c, const uint32_t* a, const uint32_t* b) {
     asm volatile("mma.sync.aligned.m16n8k32.row.col.s32.s8.s8.s32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+r"(c[0]), "+r"(c[1]), "+r"(c[2]), "+r"(c[3])
                  : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b[0]), "r"(b[1]));
   }
   static HD int value(const uint8_t* row, uint64_t k) { return (int8_t)row[k]; }
+  // Element k of weight row n as the reference kernel reads it from p.b.
+  static HD int b_value(const TcParams&, const uint8_t* row, uint64_t, uint64_t k) { return value(row, k); }
   static HD float out(const TcParams& p, float facc, uint64_t m, uint64_t n) { return epilogue(p.ep, facc, m, n); }
+};
+
+// W4A8: the S8 kernel on int8 codes q - zp dequantised from packed int4 weights (dequant_stage).
+struct OpS4 : OpS8 {
+  static constexpr bool kPackedB = true;
+  static HD int b_value(const TcParams& p, const uint8_t* row, uint64_t n, uint64_t k) {  // ga: elements = bytes
+    return ((row[k >> 1] >> (4 * (k & 1))) & 15) - w_zero(p.w, n, k / p.ga);
+  }
 };
 
 template <bool kIsE5M2>
@@ -107,6 +195,7 @@ struct OpFp8 {
   using Acc = float;
   static constexpr int kElem = 1;
   static constexpr bool kGroups = false;
+  static constexpr bool kPackedB = false;
   static __device__ __forceinline__ void mma(float* c, const uint32_t* a, const uint32_t* b) {
 #if defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
     if (kIsE5M2)
@@ -132,6 +221,7 @@ struct OpBf16 {
   using Acc = float;
   static constexpr int kElem = 2;
   static constexpr bool kGroups = false;
+  static constexpr bool kPackedB = false;
   static __device__ __forceinline__ void mma(float* c, const uint32_t* a, const uint32_t* b) {
     asm volatile("mma.sync.aligned.m16n8k16.row.col.f32.bf16.bf16.f32 {%0,%1,%2,%3}, {%4,%5,%6,%7}, {%8,%9}, {%0,%1,%2,%3};\n"
                  : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
@@ -144,18 +234,31 @@ struct OpBf16 {
   }
 };
 
+// W4A16: the BF16 kernel on u - zp dequantised from packed int4 weights into bf16 (exact), fp32
+// partial sums per accumulation group scaled like W8A8's: facc = fma(s_w, partial, facc).
+struct OpW4Bf16 : OpBf16 {
+  static constexpr bool kGroups = true;
+  static constexpr bool kPackedB = true;
+  static HD float b_value(const TcParams& p, const uint8_t* row, uint64_t n, uint64_t k) {
+    return (float)(((row[k >> 1] >> (4 * (k & 1))) & 15) - w_zero(p.w, n, 2 * k / p.ga));
+  }
+  static HD float out(const TcParams& p, float facc, uint64_t, uint64_t n) { return p.bias ? zt_add(facc, p.bias[n]) : facc; }
+};
+
 // Plain f32 operands (the SIMT fallback's reference): A [M, K], B [N, K] floats, lda = K * 4.
 struct OpF32 {
   static constexpr int kElem = 4;
+  static constexpr bool kGroups = false;
   static HD float value(const uint8_t* row, uint64_t k) { return reinterpret_cast<const float*>(row)[k]; }
   static HD float out(const TcParams& p, float acc, uint64_t, uint64_t n) { return p.bias ? zt_add(acc, p.bias[n]) : acc; }
 };
 
 // ---- per-thread code shared by the kernels and their host emulation -----------------------------
 
-// W8A8 end of accumulation group `group`: facc = fma(s_w(n, group), float(S), facc), S = 0
+// End of accumulation group `group` (W8A8, W4A8, W4A16): facc = fma(s_w(n, group), float(S), facc), S = 0
 // (native/cpu/gemm_int8.h step 2) for the lane's outputs of a warp tile starting at column n0w.
-ZT_HD void flush_group(const TcParams& p, int lane, uint64_t n0w, uint64_t group, int32_t (*acc)[kNT][4], float (*facc)[kNT][4]) {
+template <class Acc>
+ZT_HD void flush_group(const TcParams& p, int lane, uint64_t n0w, uint64_t group, Acc (*acc)[kNT][4], float (*facc)[kNT][4]) {
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
@@ -204,13 +307,19 @@ ZT_HD void group_next(const TcParams& p, GroupCursor* g) {
 // Reference: one output, plain loops over the same operands. W8A8 in the CPU's exact order.
 template <class Op>
 ZT_HD float reference_output(const TcParams& p, uint64_t m, uint64_t n) {
-  const uint8_t *ra = p.a + m * p.lda, *rb = p.b + n * p.lda;
+  const uint8_t *ra = p.a + m * p.lda, *rb = p.b + n * p.ldb;
   const uint64_t K = p.kbytes / Op::kElem;
-  if constexpr (std::is_same<Op, OpS8>::value) {
+  if constexpr (Op::kGroups) {
     float facc = 0.0f;
-    for (uint64_t j = 0, k0 = 0; k0 < K; ++j, k0 += p.ga) {
-      int32_t s = 0;
-      for (uint64_t k = k0; k < K && k < k0 + p.ga; ++k) s += Op::value(ra, k) * Op::value(rb, k);
+    const uint64_t ge = p.ga / Op::kElem;  // group in elements
+    for (uint64_t j = 0, k0 = 0; k0 < K; ++j, k0 += ge) {
+      typename Op::Acc s = 0;
+      for (uint64_t k = k0; k < K && k < k0 + ge; ++k) {
+        if constexpr (std::is_same<typename Op::Acc, int32_t>::value)
+          s += Op::value(ra, k) * Op::b_value(p, rb, n, k);
+        else
+          s = zt_fma(Op::value(ra, k), Op::b_value(p, rb, n, k), s);
+      }
       facc = zt_fma(w_scale(p.w, n, j), (float)s, facc);
     }
     return Op::out(p, facc, m, n);
@@ -233,9 +342,10 @@ ZT_HD uint32_t amax_bits_part(const float* x, uint64_t K, int t) {
   return m;
 }
 // Scale of a row (W8A8: act_quant.h; FP8: the CPU quantizer's per-row fp8 group) and its QGroup.
+ZT_HD bool int_kind(TcKind kind) { return kind == TcKind::W8A8 || kind == TcKind::W4A8; }
 ZT_HD QGroup row_group(TcKind kind, QFormat f, uint32_t amax_bits) {
   QGroup g{1.0f, 1.0f, 0, 0};
-  if (kind == TcKind::W8A8) {
+  if (int_kind(kind)) {
     g.scale = act_int8_scale(bits_to_f32(amax_bits), &g.inv);
   } else if (kind == TcKind::Fp8) {
     q_group_from_stats(f, QStats{amax_bits, 0.0f, 0.0f}, false, false, &g.scale, nullptr);
@@ -246,7 +356,7 @@ ZT_HD QGroup row_group(TcKind kind, QFormat f, uint32_t amax_bits) {
 // Thread t's codes of one row (and its share of the zero padding up to lda bytes).
 ZT_HD void quantize_row_part(TcKind kind, QFormat f, const float* x, uint64_t K, uint64_t lda, QGroup g, int t, uint8_t* out) {
   for (uint64_t k = t; k < K; k += kThreads) {
-    if (kind == TcKind::W8A8) {
+    if (int_kind(kind)) {
       out[k] = (uint8_t)act_int8_code(x[k], g.inv);
     } else if (kind == TcKind::Fp8) {
       out[k] = (uint8_t)q_encode(f, x[k], g, false, 0);
@@ -255,10 +365,10 @@ ZT_HD void quantize_row_part(TcKind kind, QFormat f, const float* x, uint64_t K,
       out[2 * k] = (uint8_t)h, out[2 * k + 1] = (uint8_t)(h >> 8);
     }
   }
-  const uint64_t kbytes = kind == TcKind::Bf16 ? 2 * K : K;
+  const uint64_t kbytes = kind == TcKind::Bf16 || kind == TcKind::W4A16 ? 2 * K : K;
   for (uint64_t i = kbytes + t; i < lda; i += kThreads) out[i] = 0;
 }
-ZT_HD bool kind_has_act_scale(TcKind kind) { return kind == TcKind::W8A8 || kind == TcKind::Fp8; }
+ZT_HD bool kind_has_act_scale(TcKind kind) { return int_kind(kind) || kind == TcKind::Fp8; }
 
 // F32 SIMT fallback: 64 x 64 output tiles, 256 threads of 4 x 4 outputs (rows ty + 16 i, columns
 // tx + 16 j), K in slices of 16 staged transposed in shared memory.
@@ -371,16 +481,24 @@ __device__ __forceinline__ void ldsm_x4(uint32_t* r, uint32_t addr) {
 __device__ __forceinline__ void cp_async16(uint32_t dst, const uint8_t* src, const uint8_t* base) {
   asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(dst), "l"(src ? src : base), "r"(src ? 16 : 0));
 }
+__device__ __forceinline__ void cp_async8(uint32_t dst, const uint8_t* src, const uint8_t* base) {
+  asm volatile("cp.async.ca.shared.global [%0], [%1], 8, %2;\n" ::"r"(dst), "l"(src ? src : base), "r"(src ? 8 : 0));
+}
 __device__ __forceinline__ void cp_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
 template <int n>
 __device__ __forceinline__ void cp_async_wait() { asm volatile("cp.async.wait_group %0;\n" ::"n"(n)); }
 
+// kPacked: 0, or the activation code bytes of a packed int4 kind (stage_copy).
+template <int kPacked>
 __device__ __forceinline__ void load_stage(const TcParams& p, uint8_t* st, uint64_t m0, uint64_t n0, int kt) {
   const uint32_t base = smem_u32(st);
-  for (int j = 0; j < 4; ++j) {
+  for (int j = 0; j < stage_copies(kPacked); ++j) {
     int dst;
-    const uint8_t* src = stage_copy(p.a, p.b, p.M, p.N, p.lda, m0, n0, kt, threadIdx.x, j, &dst);
-    cp_async16(base + dst, src, p.b);
+    const uint8_t* src = stage_copy(p, kPacked, m0, n0, kt, threadIdx.x, j, &dst);
+    if (j == 2 && kPacked == 2)
+      cp_async8(base + dst, src, p.b);
+    else
+      cp_async16(base + dst, src, p.b);
   }
 }
 
@@ -392,21 +510,31 @@ __global__ void __launch_bounds__(kThreads) tc_gemm_kernel(TcParams p) {
   const uint64_t m0 = (uint64_t)blockIdx.y * kBM, n0 = (uint64_t)blockIdx.x * kBN;
   const uint64_t m0w = m0 + wm * 64, n0w = n0 + wn * 32;
   const int KT = (int)((p.kbytes + kBK - 1) / kBK);
+  constexpr int kPacked = Op::kPackedB ? Op::kElem : 0;
+  constexpr int kStage = Op::kPackedB ? kStageBytesPacked : kStageBytes;
+  uint8_t* const dq = smem + kStages * kStageBytesPacked;  // packed int4's dequantised weight tile
   Acc acc[kMT][kNT][4] = {};
   float facc[kMT][kNT][4] = {};
   GroupCursor gc = group_start(p);
 
   for (int s = 0; s < kStages - 1; ++s) {
-    if (s < KT) load_stage(p, smem + s * kStageBytes, m0, n0, s);
+    if (s < KT) load_stage<kPacked>(p, smem + s * kStage, m0, n0, s);
     cp_async_commit();
   }
   for (int kt = 0; kt < KT; ++kt) {
     cp_async_wait<kStages - 2>();  // tile kt has landed (for this thread) ...
     __syncthreads();               // ... for every thread, and tile kt - 1's slot is free to refill
     const int nk = kt + kStages - 1;
-    if (nk < KT) load_stage(p, smem + (nk % kStages) * kStageBytes, m0, n0, nk);
+    if (nk < KT) load_stage<kPacked>(p, smem + (nk % kStages) * kStage, m0, n0, nk);
     cp_async_commit();
-    const uint32_t st = smem_u32(smem + (kt % kStages) * kStageBytes);
+    uint8_t* const stage = smem + (kt % kStages) * kStage;
+    const uint32_t st = smem_u32(stage);
+    uint32_t bt = st + kBM * kBK;
+    if constexpr (Op::kPackedB) {
+      dequant_stage<Op::kElem>(p, stage, dq, n0, kt, t);  // this thread's own copy: landed, no barrier needed
+      __syncthreads();                         // every thread's chunks of dq
+      bt = smem_u32(dq);
+    }
 #pragma unroll
     for (int s = 0; s < kBK / 32; ++s) {
       const uint64_t kb = (uint64_t)kt * kBK + s * 32;
@@ -417,7 +545,7 @@ __global__ void __launch_bounds__(kThreads) tc_gemm_kernel(TcParams p) {
 #pragma unroll
       for (int q = 0; q < kNT / 2; ++q) {
         uint32_t r[4];
-        ldsm_x4(r, st + ldsm_b_offset(lane, wn, q, s));
+        ldsm_x4(r, bt + ldsm_b_offset(lane, wn, q, s));
         b[2 * q][0] = r[0], b[2 * q][1] = r[1], b[2 * q + 1][0] = r[2], b[2 * q + 1][1] = r[3];
       }
 #pragma unroll
@@ -521,7 +649,7 @@ void mma_emulated(typename Op::Acc (*c)[4], const uint32_t (*a)[4], const uint32
       const uint8_t *ra = A[t / 4 + 8 * (r / 2)], *rb = B[2 * (t % 4) + r % 2];
       typename Op::Acc s = c[t][r];
       for (int k = 0; k < 32 / Op::kElem; ++k) {
-        if constexpr (std::is_same<Op, OpS8>::value)
+        if constexpr (std::is_same<typename Op::Acc, int32_t>::value)
           s += Op::value(ra, k) * Op::value(rb, k);
         else
           s = zt_fma(Op::value(ra, k), Op::value(rb, k), s);
@@ -535,7 +663,9 @@ void mma_emulated(typename Op::Acc (*c)[4], const uint32_t (*a)[4], const uint32
 template <class Op>
 void tc_gemm_emulated(const TcParams& p) {
   using Acc = typename Op::Acc;
-  std::vector<uint8_t> st(kStageBytes);
+  constexpr int kPacked = Op::kPackedB ? Op::kElem : 0;
+  std::vector<uint8_t> st(kStageBytes), dq(kBN * kBK);
+  const uint8_t* const btile = Op::kPackedB ? dq.data() : st.data() + kBM * kBK;
   const int KT = (int)((p.kbytes + kBK - 1) / kBK), warps = kThreads / 32;
   std::vector<Acc> acc_v((size_t)kThreads * kMT * kNT * 4);
   std::vector<float> facc_v(acc_v.size());
@@ -548,14 +678,17 @@ void tc_gemm_emulated(const TcParams& p) {
       GroupCursor gc = group_start(p);
       for (int kt = 0; kt < KT; ++kt) {
         for (int t = 0; t < kThreads; ++t)
-          for (int j = 0; j < 4; ++j) {
+          for (int j = 0; j < stage_copies(kPacked); ++j) {
             int dst;
-            const uint8_t* src = stage_copy(p.a, p.b, p.M, p.N, p.lda, m0, n0, kt, t, j, &dst);
+            const uint8_t* src = stage_copy(p, kPacked, m0, n0, kt, t, j, &dst);
+            const int bytes = j == 2 && kPacked ? packed_copy_bytes(kPacked) : 16;
             if (src)
-              memcpy(&st[dst], src, 16);
+              memcpy(&st[dst], src, bytes);
             else
-              memset(&st[dst], 0, 16);
+              memset(&st[dst], 0, bytes);
           }
+        if constexpr (Op::kPackedB)
+          for (int t = 0; t < kThreads; ++t) dequant_stage<Op::kElem>(p, st.data(), dq.data(), n0, kt, t);
         for (int s = 0; s < kBK / 32; ++s) {
           const uint64_t kb = (uint64_t)kt * kBK + s * 32;
           if (kb >= p.kbytes) break;
@@ -569,7 +702,7 @@ void tc_gemm_emulated(const TcParams& p) {
             }
             for (int q = 0; q < kNT / 2; ++q) {
               for (int l = 0; l < 32; ++l) addr[l] = ldsm_b_offset(l, wn, q, s);
-              ldsm_x4_emulated(st.data(), addr, r);
+              ldsm_x4_emulated(btile, addr, r);
               for (int l = 0; l < 32; ++l)
                 b[2 * q][l][0] = r[l][0], b[2 * q][l][1] = r[l][1], b[2 * q + 1][l][0] = r[l][2], b[2 * q + 1][l][1] = r[l][3];
             }
@@ -613,25 +746,30 @@ void f32_gemm_emulated(const TcParams& p) {
 
 // ---- host side ------------------------------------------------------------------------------------
 
-uint64_t elem_bytes(TcKind kind) { return kind == TcKind::Bf16 ? 2 : kind == TcKind::F32 ? 4 : 1; }
+uint64_t elem_bytes(TcKind kind) { return kind == TcKind::Bf16 || kind == TcKind::W4A16 ? 2 : kind == TcKind::F32 ? 4 : 1; }
 
-// Operand layout of one call.
+// Operand layout of one call: K bytes of an activation row, its padded stride, the weights' stored
+// row bytes and their padded stride (W4A8: packed, half of K).
 struct Layout {
-  uint64_t kbytes, lda;
+  uint64_t kbytes, lda, wbytes, ldb;
 };
 Layout layout(TcKind kind, uint64_t K) {
   const uint64_t kb = K * elem_bytes(kind);
-  return {kb, kind == TcKind::F32 ? kb : round_up(kb, 16)};
+  if (kind == TcKind::F32) return {kb, kb, kb, kb};
+  const uint64_t wb = kind == TcKind::W4A8 || kind == TcKind::W4A16 ? (K + 1) / 2 : kb;
+  return {kb, round_up(kb, 16), wb, round_up(wb, 16)};
 }
 
-TcParams params(const TcGemm& g, Layout L, const uint8_t* a, const uint8_t* b, const float* sx, const float* scales, const float* bias, float* y) {
+TcParams params(const TcGemm& g, Layout L, const uint8_t* a, const uint8_t* b, const float* sx, const float* scales,
+                const uint8_t* zeros, const float* bias, float* y) {
   TcParams p{};
-  p.a = a, p.b = b, p.M = g.M, p.N = g.N, p.lda = L.lda, p.kbytes = L.kbytes, p.y = y, p.bias = bias;
+  p.a = a, p.b = b, p.M = g.M, p.N = g.N, p.lda = L.lda, p.ldb = L.ldb, p.kbytes = L.kbytes, p.y = y, p.bias = bias;
   p.w = g.w;
-  p.w.data = nullptr;  // the codes are read from b (padded rows), only scales go through w
+  p.w.data = nullptr;  // the codes are read from b (padded rows), only scales and zero-points go through w
   p.w.scales = const_cast<float*>(scales);
+  p.w.zeros = const_cast<uint8_t*>(zeros);
   p.ep = Epilogue{sx, bias, nullptr, 0, false};
-  p.ga = g.kind == TcKind::W8A8 ? acc_group(g.w) : 0;
+  p.ga = int_kind(g.kind) ? acc_group(g.w) : g.kind == TcKind::W4A16 ? 2 * acc_group(g.w) : 0;
   p.sw = scales;
   p.sw_per_row = g.w.group != 0;
   return p;
@@ -645,7 +783,7 @@ void run_emulated(const TcGemm& g) {
     a.assign((const uint8_t*)g.x, (const uint8_t*)(g.x + g.M * g.K));
     b.assign((const uint8_t*)g.w32, (const uint8_t*)(g.w32 + g.N * g.K));
   } else {
-    a.resize(g.M * L.lda), b.assign(g.N * L.lda, 0);
+    a.resize(g.M * L.lda), b.assign(g.N * L.ldb, 0);
     for (uint64_t m = 0; m < g.M; ++m) {  // quantize_kernel: thread parts, then the max over them
       const float* row = g.x + m * g.K;
       uint32_t amax = 0;
@@ -656,11 +794,13 @@ void run_emulated(const TcGemm& g) {
       sx[m] = grp.scale;
       for (int t = 0; t < kThreads; ++t) quantize_row_part(g.kind, g.w.format, row, g.K, L.lda, grp, t, &a[m * L.lda]);
     }
-    for (uint64_t n = 0; n < g.N; ++n) memcpy(&b[n * L.lda], g.w.data + n * L.kbytes, L.kbytes);
+    for (uint64_t n = 0; n < g.N; ++n) memcpy(&b[n * L.ldb], g.w.data + n * L.wbytes, L.wbytes);
   }
-  const TcParams p = params(g, L, a.data(), b.data(), sx.data(), g.w.scales, g.bias, g.y);
+  const TcParams p = params(g, L, a.data(), b.data(), sx.data(), g.w.scales, g.w.zeros, g.bias, g.y);
   switch (g.kind) {
     case TcKind::W8A8: tc_gemm_emulated<OpS8>(p); break;
+    case TcKind::W4A8: tc_gemm_emulated<OpS4>(p); break;
+    case TcKind::W4A16: tc_gemm_emulated<OpW4Bf16>(p); break;
     case TcKind::Fp8:
       if (g.w.format == QFormat::Fp8E5M2)
         tc_gemm_emulated<OpFp8<true>>(p);
@@ -683,9 +823,10 @@ void require_fp8_mma() {
 
 template <class Op>
 void launch_tc(const TcParams& p, cudaStream_t s) {
-  check(cudaFuncSetAttribute(tc_gemm_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, kSmemBytes), "cudaFuncSetAttribute");
+  constexpr int bytes = Op::kPackedB ? kSmemBytesPacked : kSmemBytes;
+  check(cudaFuncSetAttribute(tc_gemm_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
   const dim3 grid((unsigned)((p.N + kBN - 1) / kBN), (unsigned)((p.M + kBM - 1) / kBM));
-  tc_gemm_kernel<Op><<<grid, kThreads, kSmemBytes, s>>>(p);
+  tc_gemm_kernel<Op><<<grid, kThreads, bytes, s>>>(p);
 }
 
 template <class Op>
@@ -697,6 +838,8 @@ void launch_gemm(TcKind kind, QFormat f, TcImpl impl, const TcParams& p, cudaStr
   const bool ref = impl == TcImpl::Reference;
   switch (kind) {
     case TcKind::W8A8: ref ? launch_reference<OpS8>(p, s) : launch_tc<OpS8>(p, s); break;
+    case TcKind::W4A8: ref ? launch_reference<OpS4>(p, s) : launch_tc<OpS4>(p, s); break;
+    case TcKind::W4A16: ref ? launch_reference<OpW4Bf16>(p, s) : launch_tc<OpW4Bf16>(p, s); break;
     case TcKind::Fp8:
       if (f == QFormat::Fp8E5M2)
         ref ? launch_reference<OpFp8<true>>(p, s) : launch_tc<OpFp8<true>>(p, s);
@@ -736,7 +879,7 @@ float gemm_tc(const TcGemm& g, TcImpl impl) {
   const bool f32 = g.kind == TcKind::F32, scaled = kind_has_act_scale(g.kind);
   const uint64_t nscales = g.kind == TcKind::Bf16 || f32 ? 0 : qt_scale_count(g.w);
   DeviceBuffer<float> x(f32 ? 0 : g.M * g.K), y(g.M * g.N), sx(scaled ? g.M : 0), scales(nscales), bias(g.bias ? g.N : 0);
-  DeviceBuffer<uint8_t> a(g.M * L.lda), b(g.N * L.lda);
+  DeviceBuffer<uint8_t> a(g.M * L.lda), b(g.N * L.ldb), zeros(g.w.zeros ? nscales : 0);
   DeviceBuffer<int> nonfinite(1);
   TimedCall call;
   if (f32) {
@@ -745,14 +888,15 @@ float gemm_tc(const TcGemm& g, TcImpl impl) {
   } else {
     call.to_device(x.ptr, g.x, x.bytes());
     check(cudaMemsetAsync(b.ptr, 0, b.bytes(), call.stream), "cudaMemsetAsync");
-    if (L.kbytes)
-      check(cudaMemcpy2DAsync(b.ptr, L.lda, g.w.data, L.kbytes, L.kbytes, g.N, cudaMemcpyHostToDevice, call.stream),
+    if (L.wbytes)
+      check(cudaMemcpy2DAsync(b.ptr, L.ldb, g.w.data, L.wbytes, L.wbytes, g.N, cudaMemcpyHostToDevice, call.stream),
             "cudaMemcpy2DAsync");
     if (nscales) call.to_device(scales.ptr, g.w.scales, scales.bytes());
+    if (g.w.zeros) call.to_device(zeros.ptr, g.w.zeros, zeros.bytes());
   }
   if (g.bias) call.to_device(bias.ptr, g.bias, bias.bytes());
   check(cudaMemsetAsync(nonfinite.ptr, 0, sizeof(int), call.stream), "cudaMemsetAsync");
-  const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, bias.ptr, y.ptr);
+  const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, zeros.ptr, bias.ptr, y.ptr);
 
   call.begin();
   if (!f32) quantize_kernel<<<(unsigned)g.M, kThreads, 0, call.stream>>>(g.kind, g.w.format, x.ptr, g.K, L.lda, a.ptr, sx.ptr, nonfinite.ptr);
@@ -772,7 +916,7 @@ void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint
   if (M > (uint64_t)65535 * kFT || N > (uint64_t)0x7fffffff) fail(Code::OutOfRange, "gemmF32: the output is too large for one launch");
   TcParams p{};
   p.a = reinterpret_cast<const uint8_t*>(x), p.b = reinterpret_cast<const uint8_t*>(w);
-  p.M = M, p.N = N, p.lda = p.kbytes = K * 4, p.y = y, p.accumulate = accumulate;
+  p.M = M, p.N = N, p.lda = p.ldb = p.kbytes = K * 4, p.y = y, p.accumulate = accumulate;
   if (impl == TcImpl::Emulated) return f32_gemm_emulated(p);
   const dim3 grid((unsigned)((N + kFT - 1) / kFT), (unsigned)((M + kFT - 1) / kFT));
   f32_gemm_kernel<<<grid, kThreads, 0, (cudaStream_t)stream>>>(p);
@@ -819,7 +963,7 @@ void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y,
   if (M == 0 || N == 0) return;
   if (M > (uint64_t)65535 * kBM || N > (uint64_t)0x7fffffff) fail(Code::OutOfRange, "gemmBf16: the output is too large for one launch");
   TcParams p{};
-  p.a = a, p.b = b, p.M = M, p.N = N, p.lda = bf16_row_bytes(K), p.kbytes = 2 * K, p.y = y, p.accumulate = accumulate;
+  p.a = a, p.b = b, p.M = M, p.N = N, p.lda = p.ldb = bf16_row_bytes(K), p.kbytes = 2 * K, p.y = y, p.accumulate = accumulate;
   if (impl == TcImpl::Emulated) return tc_gemm_emulated<OpBf16>(p);
   launch_tc<OpBf16>(p, (cudaStream_t)stream);
 }
@@ -828,25 +972,28 @@ TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t
   require_device();
   if (kind == TcKind::Fp8) require_fp8_mma();
   TcGemm g{kind, nullptr, M, N, K, QTensorView{}, nullptr, nullptr, nullptr};
-  g.w.format = kind == TcKind::Fp8 ? fp8 : kind == TcKind::Bf16 ? QFormat::Bf16 : QFormat::Int8;
-  g.w.rows = N, g.w.cols = K, g.w.group = K;  // per-row weight scales
+  const bool int4 = kind == TcKind::W4A8 || kind == TcKind::W4A16;
+  g.w.format = kind == TcKind::Fp8 ? fp8 : kind == TcKind::Bf16 ? QFormat::Bf16 : int4 ? QFormat::Int4 : QFormat::Int8;
+  g.w.rows = N, g.w.cols = K, g.w.group = int4 ? 128 : K;  // int4 groups of 128, else per-row scales
   check_grid(g, TcImpl::Fast);
   const Layout L = layout(kind, K);
   const bool scaled = kind_has_act_scale(kind);
-  DeviceBuffer<uint8_t> a(M * L.lda), b(N * L.lda);
-  DeviceBuffer<float> y(M * N), sx(scaled ? M : 0), scales(scaled ? N : 0);
+  const uint64_t nscales = scaled || int4 ? qt_scale_count(g.w) : 0;
+  DeviceBuffer<uint8_t> a(M * L.lda), b(N * L.ldb);
+  DeviceBuffer<float> y(M * N), sx(scaled ? M : 0), scales(nscales);
   TimedCall call;
-  auto fill = [&](uint8_t* p, uint64_t rows, uint32_t salt) {
-    if (rows * L.lda) bench_fill_kernel<<<(unsigned)((rows * L.lda + 255) / 256), 256, 0, call.stream>>>(kind, fp8, p, rows, L.lda, L.kbytes, salt);
+  auto fill = [&](TcKind k, uint8_t* p, uint64_t rows, uint64_t ld, uint64_t bytes, uint32_t salt) {
+    if (rows * ld) bench_fill_kernel<<<(unsigned)((rows * ld + 255) / 256), 256, 0, call.stream>>>(k, fp8, p, rows, ld, bytes, salt);
   };
-  fill(a.ptr, M, 1), fill(b.ptr, N, 2);
-  if (scaled) {  // scales as dynamic quantization makes them: about 1 / 127 of unit-sized values
-    std::vector<float> ones(std::max(M, N), 1.0f / 127);
-    call.to_device(sx.ptr, ones.data(), sx.bytes());
+  fill(kind == TcKind::W4A8 ? TcKind::W8A8 : kind == TcKind::W4A16 ? TcKind::Bf16 : kind, a.ptr, M, L.lda, L.kbytes, 1);
+  fill(kind, b.ptr, N, L.ldb, L.wbytes, 2);
+  if (nscales) {  // scales as dynamic quantization makes them: about 1 / 127 of unit-sized values
+    std::vector<float> ones(std::max(M, nscales), scaled ? 1.0f / 127 : 1.0f / 8);
+    if (scaled) call.to_device(sx.ptr, ones.data(), sx.bytes());
     call.to_device(scales.ptr, ones.data(), scales.bytes());
     check(cudaStreamSynchronize(call.stream), "gemmTcBench");  // `ones` leaves scope after the copies only
   }
-  const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, nullptr, y.ptr);
+  const TcParams p = params(g, L, a.ptr, b.ptr, sx.ptr, scales.ptr, nullptr, nullptr, y.ptr);
   launch_gemm(kind, fp8, TcImpl::Fast, p, call.stream);  // warm-up
   check(cudaGetLastError(), "gemmTcBench kernel launch");
   std::vector<double> ms;

@@ -6,6 +6,15 @@
 //         (native/cpu/gemm_int8.h acc_group), acc = fma(s_w, float(S_j), acc), then the CPU's
 //         epilogue: the output equals the CPU addon's gemmInt8 bit for bit.
 //         mma.sync m16n8k32 s8.s8.s32.
+//   W4A8  int4 weights (groups of 32 / 64 / 128 or per row, symmetric or with zero-points) and the
+//         same int8 activations: the W8A8 kernel with its weight tile staged packed (half the
+//         bytes through cp.async) and dequantised in registers to the int8 codes q - zp (exact,
+//         in [-15, 15]) before ldmatrix; S_j = sum (q - zp) q_x is the CPU's step 2 for int4, so
+//         the output equals the CPU addon's gemmInt8 on int4 weights bit for bit.
+//   W4A16 int4 weights as W4A8, bf16 activations (RTNE): the BF16 kernel with the weight tile staged
+//         packed and dequantised in registers to bf16 u - zp (exact); fp32 partial sums per
+//         accumulation group, facc = fma(s_w, partial, facc), y = facc + bias. Bound: NMSE <= 1e-8
+//         against float64 over the bf16-rounded activations and the dequantised weights.
 //   FP8   fp8 e4m3 / e5m2 weights with one scale per tensor or per row. Activations quantized per
 //         row to the same format with the CPU quantizer (quant_elem.h: s_x = absmax / max finite,
 //         code = encode(x / s_x)); fp32 accumulation, y = (acc · s_x[m]) · s_w[n] + bias.
@@ -33,7 +42,7 @@
 namespace zt {
 namespace cuda {
 
-enum class TcKind : int { W8A8 = 0, Fp8 = 1, Bf16 = 2, F32 = 3 };
+enum class TcKind : int { W8A8 = 0, Fp8 = 1, Bf16 = 2, F32 = 3, W4A8 = 4, W4A16 = 5 };
 enum class TcImpl : int { Fast = 0, Reference = 1, Emulated = 2 };
 
 // Host memory, validated by the addon (sizes, formats, scale layouts).
@@ -41,7 +50,7 @@ struct TcGemm {
   TcKind kind;
   const float* x;     // [M, K]
   uint64_t M, N, K;
-  QTensorView w;      // W8A8: Int8; Fp8: Fp8E4M3 / Fp8E5M2 (group 0 or K); Bf16: Bf16. Unused for F32.
+  QTensorView w;      // W8A8: Int8; W4A8, W4A16: Int4; Fp8: Fp8E4M3 / Fp8E5M2 (group 0 or K); Bf16: Bf16. Unused for F32.
   const float* w32;   // F32 only: [N, K]
   const float* bias;  // [N] or null
   float* y;           // [M, N]
@@ -77,8 +86,9 @@ void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y,
                       bool accumulate, void* stream);
 
 // Device-resident benchmark of the Fast kernel: random operands of the kind (fp8: `fp8` picks
-// e4m3 or e5m2) allocated through the pool, `iters` timed launches of the GEMM kernel alone
-// (activations already quantized), each between its own CUDA events.
+// e4m3 or e5m2; W4A8 / W4A16: symmetric int4 in groups of 128) allocated through the pool, `iters`
+// timed launches of the GEMM kernel alone (activations already quantized), each between its own
+// CUDA events.
 struct TcBench {
   double best_ms, median_ms;
 };

@@ -198,6 +198,12 @@ export interface CudaAddon {
   gemmW8A8(...args: GemmTcArgs): { kernelMs: number };
   gemmW8A8Reference(...args: GemmTcArgs): { kernelMs: number };
   gemmW8A8Emulated(...args: GemmTcArgs): void;
+  gemmW4A8(...args: GemmTcArgs): { kernelMs: number };
+  gemmW4A8Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmW4A8Emulated(...args: GemmTcArgs): void;
+  gemmW4A16(...args: GemmTcArgs): { kernelMs: number };
+  gemmW4A16Reference(...args: GemmTcArgs): { kernelMs: number };
+  gemmW4A16Emulated(...args: GemmTcArgs): void;
   gemmFp8(...args: GemmTcArgs): { kernelMs: number };
   gemmFp8Reference(...args: GemmTcArgs): { kernelMs: number };
   gemmFp8Emulated(...args: GemmTcArgs): void;
@@ -208,7 +214,7 @@ export interface CudaAddon {
   gemmF32Reference(...args: GemmF32Args): { kernelMs: number };
   gemmF32Emulated(...args: GemmF32Args): void;
   /** The fast kernel on device-resident random operands: best / median of `iters` launches. */
-  gemmTcBench(kind: 'w8a8' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M: number, N: number, K: number, iters: number): { bestMs: number; medianMs: number };
+  gemmTcBench(kind: 'w8a8' | 'w4a8' | 'w4a16' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M: number, N: number, K: number, iters: number): { bestMs: number; medianMs: number };
 
   // Perturbation, quantization and quantized ZO updates (cuda/addon/bind_perturb.cc, bind_quant.cc):
   // the CPU addon's arguments, bit-identical results; ...Reference runs the plain one-thread-per-element
