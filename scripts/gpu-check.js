@@ -358,32 +358,6 @@ function checkGemmTc(cpu, gpu, report, say, emulate) {
         }
       }
 
-      // W4A16: the same int4 weights, bf16 activations; vs float64 over the bf16-rounded activations
-      // and the dequantised weights, and vs the CPU gemm on the int4 weights (f32 activations).
-      for (const [group, asym] of M === 17 ? [[32, false], [64, true], [K, true], [0, false]] : [[128, false]]) {
-        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.int4, group, asym);
-        const xq = gemmTcQuantize(cpu, x, M, K, FMT.bf16, 0);
-        const want = gemmTcF64(gemmTcDequantize(cpu, xq), gemmTcDequantize(cpu, wq), bias, M, N, K);
-        const got = new Float32Array(M * N), cpuY = new Float32Array(M * N);
-        const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
-        const res = gpu[`gemmW4A16${impl}`](...args(got));
-        cpu.gemm(x, 0, M, K, wq, 0, N, cpuY, 0, bias, 0, false, false);
-        const e1 = nmse(got, want), e2 = nmse(got, cpuY);
-        const line = `w4a16 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group}${asym ? ' zero-points' : ''} ${shape}`;
-        r.cases++;
-        if (!(e1 <= NMSE_BOUND.bf16) || !(e2 <= NMSE_BOUND.bf16VsCpu))
-          fail(`${line}: NMSE ${e1.toExponential(2)} vs float64 (bound ${NMSE_BOUND.bf16}), ${e2.toExponential(2)} vs the CPU gemm (bound ${NMSE_BOUND.bf16VsCpu})`, { kind: 'w4a16', M, N, K, group });
-        else ok(`${line}: NMSE ${e1.toExponential(2)} vs float64, ${e2.toExponential(2)} vs the CPU gemm (f32 activations)${ms(res)}`);
-        if (!emulate && group === 128) {
-          const ref = new Float32Array(M * N);
-          gpu.gemmW4A16Reference(...args(ref));
-          const e3 = nmse(got, ref);
-          r.cases++;
-          if (!(e3 <= NMSE_BOUND.bf16)) fail(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)} > ${NMSE_BOUND.bf16}`, { kind: 'w4a16-ref' });
-          else ok(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)}`);
-        }
-      }
-
       // FP8: activations per row (the CPU quantizer's codes), weights per row (e4m3) / per tensor (e5m2).
       for (const [fname, group] of [['e4m3', K], ['e5m2', 0]]) {
         const wq = gemmTcQuantize(cpu, w32, N, K, FMT[fname], group);
@@ -415,27 +389,33 @@ function checkGemmTc(cpu, gpu, report, say, emulate) {
         }
       }
 
-      // BF16: vs float64 over the bf16-rounded operands, and vs the CPU gemm (f32 activations).
-      {
-        const wq = gemmTcQuantize(cpu, w32, N, K, FMT.bf16, 0);
+      // BF16 weights, and W4A16 (int4 weights dequantised in the tile, groups of 128; other groups
+      // and zero-points on some shapes), bf16 activations: vs float64 over the bf16-rounded
+      // activations and the (dequantised) weights, and vs the CPU gemm (f32 activations).
+      const bf16Cases = [
+        ['Bf16', FMT.bf16, 0, false, true],
+        ...(M === 17 ? [[32, false], [64, true], [K, true], [0, false]] : [[128, false]]).map(([g, z]) => ['W4A16', FMT.int4, g, z, g === 128]),
+      ];
+      for (const [op, format, group, asym, withReference] of bf16Cases) {
+        const wq = gemmTcQuantize(cpu, w32, N, K, format, group, asym);
         const xq = gemmTcQuantize(cpu, x, M, K, FMT.bf16, 0);
         const want = gemmTcF64(gemmTcDequantize(cpu, xq), gemmTcDequantize(cpu, wq), bias, M, N, K);
         const got = new Float32Array(M * N), cpuY = new Float32Array(M * N);
         const args = (y) => [x, 0, M, wq, y, 0, bias, 0];
-        const res = gpu[`gemmBf16${impl}`](...args(got));
+        const res = gpu[`gemm${op}${impl}`](...args(got));
         cpu.gemm(x, 0, M, K, wq, 0, N, cpuY, 0, bias, 0, false, false);
         const e1 = nmse(got, want), e2 = nmse(got, cpuY);
-        const line = `bf16 ${shape}`;
+        const line = op === 'Bf16' ? `bf16 ${shape}` : `w4a16 ${group === K ? 'per-row' : group === 0 ? 'per-tensor' : 'group ' + group}${asym ? ' zero-points' : ''} ${shape}`;
         r.cases++;
         if (!(e1 <= NMSE_BOUND.bf16) || !(e2 <= NMSE_BOUND.bf16VsCpu))
-          fail(`${line}: NMSE ${e1.toExponential(2)} vs float64 (bound ${NMSE_BOUND.bf16}), ${e2.toExponential(2)} vs the CPU gemm (bound ${NMSE_BOUND.bf16VsCpu})`, { kind: 'bf16', M, N, K });
+          fail(`${line}: NMSE ${e1.toExponential(2)} vs float64 (bound ${NMSE_BOUND.bf16}), ${e2.toExponential(2)} vs the CPU gemm (bound ${NMSE_BOUND.bf16VsCpu})`, { kind: op.toLowerCase(), M, N, K, group });
         else ok(`${line}: NMSE ${e1.toExponential(2)} vs float64, ${e2.toExponential(2)} vs the CPU gemm (f32 activations)${ms(res)}`);
-        if (!emulate) {
+        if (!emulate && withReference) {
           const ref = new Float32Array(M * N);
-          gpu.gemmBf16Reference(...args(ref));
+          gpu[`gemm${op}Reference`](...args(ref));
           const e3 = nmse(got, ref);
           r.cases++;
-          if (!(e3 <= NMSE_BOUND.bf16)) fail(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)} > ${NMSE_BOUND.bf16}`, { kind: 'bf16-ref' });
+          if (!(e3 <= NMSE_BOUND.bf16)) fail(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)} > ${NMSE_BOUND.bf16}`, { kind: `${op.toLowerCase()}-ref` });
           else ok(`${line}: fast vs reference kernel NMSE ${e3.toExponential(2)}`);
         }
       }
