@@ -18,6 +18,8 @@ import argparse
 import json
 import sys
 
+from torch_peer import cuda_torch
+
 
 def bench(fn, iters, torch):
     fn()  # warm-up (and cuBLASLt heuristics)
@@ -84,13 +86,8 @@ def main():
     ap.add_argument("--shapes", required=True)
     ap.add_argument("--iters", type=int, default=50)
     args = ap.parse_args()
-    try:
-        import torch
-    except Exception as e:
-        print(json.dumps({"error": f"torch is not importable: {e}"}))
-        return 0
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": f"torch {torch.__version__} sees no CUDA device"}))
+    torch = cuda_torch()
+    if torch is None:
         return 0
     out = {"torch": torch.__version__, "device": torch.cuda.get_device_name(0), "results": []}
     for kind, M, N, K in json.loads(args.shapes):

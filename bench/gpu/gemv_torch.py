@@ -12,6 +12,8 @@ import argparse
 import json
 import statistics
 
+from torch_peer import cuda_torch
+
 DEFAULT_SHAPES = [(m, n, k) for (n, k) in [(4096, 4096), (11008, 4096), (4096, 11008)] for m in (1, 16)]
 
 
@@ -21,13 +23,8 @@ def main():
     ap.add_argument("--shapes", nargs="*", default=None, help="M,N,K triples")
     args = ap.parse_args()
     shapes = [tuple(int(v) for v in s.split(",")) for s in args.shapes] if args.shapes else DEFAULT_SHAPES
-    try:
-        import torch
-    except Exception as e:  # noqa: BLE001 - any import failure means "no peer"
-        print(json.dumps({"error": f"torch unavailable: {e}"}))
-        return
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": f"torch {torch.__version__} sees no CUDA device"}))
+    torch = cuda_torch()
+    if torch is None:
         return
     dev = torch.device("cuda")
     cases = []

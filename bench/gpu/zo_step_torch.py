@@ -17,6 +17,8 @@ Prints one JSON object: {"torch", "device", "params", "mezo": {...}, "adamw": {.
 import argparse
 import json
 
+from torch_peer import cuda_torch
+
 
 def build(torch, layers, hidden=4096, inter=11008, heads=32, vocab=32000):
     nn, F = torch.nn, torch.nn.functional
@@ -83,13 +85,8 @@ def main():
     ap.add_argument("--seq", type=int, default=256)
     ap.add_argument("--iters", type=int, default=3)
     args = ap.parse_args()
-    try:
-        import torch
-    except Exception as e:  # noqa: BLE001 - any import failure means "no peer"
-        print(json.dumps({"error": f"torch unavailable: {e}"}))
-        return
-    if not torch.cuda.is_available():
-        print(json.dumps({"error": f"torch {torch.__version__} sees no CUDA device"}))
+    torch = cuda_torch()
+    if torch is None:
         return
     dev = torch.device("cuda")
     torch.manual_seed(0)
