@@ -2,11 +2,11 @@
 // Device ZO step benchmark (cuda/kernels/llama.h), plain Node for a GPU host:
 //
 //   node bench/gpu/zo-step.js --cuda zotune_cuda.node --out DIR [--python python3] [--layers 32]
-//        [--batch 1] [--seq 256] [--iters 3] [--schemes int8,int4-g128] [--kernels fast,exact] [--emulate]
+//        [--batch 1] [--seq 256] [--iters 3] [--schemes int8,int4-g128[,w8a8,w4a8]] [--kernels fast,exact] [--emulate]
 //
 // A LLaMA-7B-shaped model (hidden 4096, intermediate 11008, 32 heads, vocab 32000, --layers
 // layers) with random weights generated here (int8 per-row or int4 group-128 codes, fp32
-// embedding and norms), uploaded once; then per iteration one ZO probe (two forwards, +eps and
+// embedding and norms; w8a8 / w4a8: the same codes with int8 activations), uploaded once; then per iteration one ZO probe (two forwards, +eps and
 // -eps, perturb-on-load, every tensor trainable) and one ZO update, each one native call timed by
 // CUDA events (kernelMs) and by the wall clock; the device pool's peak memory. In the same run the
 // PyTorch peer (zo_step_torch.py: bf16 MeZO step with in-place perturbation, and a first-order
@@ -42,7 +42,7 @@ function parseArgs(argv) {
     else throw new Error(`unknown argument '${a}'`);
   }
   if (!o.cuda || !o.out) throw new Error('usage: zo-step.js --cuda zotune_cuda.node --out DIR [--layers 32] [--batch 1] [--seq 256] [--iters 3] [--emulate]');
-  for (const s of o.schemes) if (s !== 'int8' && s !== 'int4-g128') throw new Error(`scheme '${s}': int8 or int4-g128`);
+  for (const s of o.schemes) if (!['int8', 'int4-g128', 'w8a8', 'w4a8'].includes(s)) throw new Error(`scheme '${s}': int8, int4-g128, w8a8 or w4a8`);
   for (const k of o.kernels) if (k !== 'fast' && k !== 'exact') throw new Error(`kernels '${k}': fast or exact`);
   if (o.emulate) Object.assign(o, { layers: 2, batch: 2, seq: 12, iters: 1 }); // 24 tokens: the fast set's bf16 tiles too
   return o;
@@ -70,9 +70,10 @@ function randomBytes(n, next) {
 // Codes uniform, scales chosen for a weight std of about 0.02 (int8 codes: std 74; int4: 4.6).
 function buildModel(s, scheme, next) {
   const D = s.hidden, hd = D / s.heads;
+  const intAct = scheme === 'w8a8' || scheme === 'w4a8';
   const linear = (rows, cols) => {
-    if (scheme === 'int8') return { format: 0, rows, cols, group: cols, data: randomBytes(rows * cols, next), scales: new Float32Array(rows).fill(0.02 / 74) };
-    return { format: 1, rows, cols, group: 128, data: randomBytes((rows * cols) / 2, next), scales: new Float32Array((rows * cols) / 128).fill(0.02 / 4.6) };
+    if (scheme === 'int8' || scheme === 'w8a8') return { format: 0, rows, cols, group: cols, data: randomBytes(rows * cols, next), scales: new Float32Array(rows).fill(0.02 / 74), intAct };
+    return { format: 1, rows, cols, group: 128, data: randomBytes((rows * cols) / 2, next), scales: new Float32Array((rows * cols) / 128).fill(0.02 / 4.6), intAct };
   };
   const embed = new Float32Array(s.vocab * D);
   for (let i = 0; i < embed.length; i++) embed[i] = (next() / 4294967296 - 0.5) * 0.07;

@@ -81,6 +81,12 @@ struct TcParams {
   const float* sw;
   bool sw_per_row;
   bool accumulate;  // F32: every output's chain starts from y (y += x . w^T), else from +0; BF16: y + the sum
+  // W8A8 / W4A8 reference kernel: a QuZO probe on the integer path (gemm_int8.h step 2'), its
+  // direction, a_z = alpha * step and the direction index of element (0, 0).
+  bool grid;
+  Direction dir;
+  float az;
+  uint64_t first;
 };
 
 // Bytes of one packed copy: half a row's nibbles for a k-tile of kBK / elem codes (elem: bytes of
@@ -229,6 +235,7 @@ struct OpBf16 {
   }
   static HD float value(const uint8_t* row, uint64_t k) { return bf16_to_f32((uint16_t)(row[2 * k] | (row[2 * k + 1] << 8))); }
   static HD float out(const TcParams& p, float acc, uint64_t m, uint64_t n) {
+    if (p.ep.sx) acc = zt_mul(acc, p.ep.sx[m]);  // float(q_x) operands (gemm_bf16_launch act_scale)
     if (p.accumulate) acc = zt_add(p.y[m * p.N + n], acc);
     return p.bias ? zt_add(acc, p.bias[n]) : acc;
   }
@@ -304,6 +311,17 @@ ZT_HD void group_next(const TcParams& p, GroupCursor* g) {
   g->flush_at = g->flush_at + p.ga < p.kbytes ? g->flush_at + p.ga : p.kbytes;
 }
 
+// Step 2' of a QuZO probe on the integer path (gemm_int8.h): per kAccChunk chunk, T_c = sum q_z q_x
+// (exact), acc = fma(a_z, float(T_c), acc).
+ZT_HD float grid_probe_terms(const TcParams& p, const uint8_t* ra, uint64_t K, uint64_t n, float acc) {
+  for (uint64_t c0 = 0; c0 < K; c0 += kAccChunk) {
+    int32_t t = 0;
+    for (uint64_t k = c0; k < K && k < c0 + kAccChunk; ++k) t += direction_code_at(p.dir, p.first + n * K + k) * (int8_t)ra[k];
+    acc = zt_fma(p.az, (float)t, acc);
+  }
+  return acc;
+}
+
 // Reference: one output, plain loops over the same operands. W8A8 in the CPU's exact order.
 template <class Op>
 ZT_HD float reference_output(const TcParams& p, uint64_t m, uint64_t n) {
@@ -322,6 +340,8 @@ ZT_HD float reference_output(const TcParams& p, uint64_t m, uint64_t n) {
       }
       facc = zt_fma(w_scale(p.w, n, j), (float)s, facc);
     }
+    if constexpr (std::is_same<typename Op::Acc, int32_t>::value)
+      if (p.grid) facc = grid_probe_terms(p, ra, K, n, facc);
     return Op::out(p, facc, m, n);
   } else {
     float acc = 0.0f;
@@ -369,6 +389,11 @@ ZT_HD void quantize_row_part(TcKind kind, QFormat f, const float* x, uint64_t K,
   for (uint64_t i = kbytes + t; i < lda; i += kThreads) out[i] = 0;
 }
 ZT_HD bool kind_has_act_scale(TcKind kind) { return int_kind(kind) || kind == TcKind::Fp8; }
+// Element i of float(codes) [M, K] read from code rows of lda bytes (act_codes_f32_launch).
+ZT_HD float code_as_f32(const uint8_t* codes, uint64_t K, uint64_t lda, uint64_t i) {
+  const uint64_t m = i / K;
+  return (float)(int8_t)codes[m * lda + (i - m * K)];
+}
 
 // F32 SIMT fallback: 64 x 64 output tiles, 256 threads of 4 x 4 outputs (rows ty + 16 i, columns
 // tx + 16 j), K in slices of 16 staged transposed in shared memory.
@@ -390,13 +415,13 @@ ZT_HD void f32_compute(const float* As, const float* Bs, int t, int kc, float (*
     for (int i = 0; i < 4; ++i)
       for (int j = 0; j < 4; ++j) acc[i][j] = zt_fma(As[k * kFT + ty + 16 * i], Bs[k * kFT + tx + 16 * j], acc[i][j]);
 }
-// The chains' start: +0, or y when accumulating (the CPU's c0 = C).
+// The chains' start: +0, or y when accumulating (the CPU's c0 = C) without an activation scale.
 ZT_HD void f32_init(const TcParams& p, uint64_t m0, uint64_t n0, int t, float (*acc)[4]) {
   const int tx = t % 16, ty = t / 16;
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) {
       const uint64_t m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-      acc[i][j] = p.accumulate && m < p.M && n < p.N ? p.y[m * p.N + n] : 0.0f;
+      acc[i][j] = p.accumulate && !p.ep.sx && m < p.M && n < p.N ? p.y[m * p.N + n] : 0.0f;
     }
 }
 ZT_HD void f32_store(const TcParams& p, uint64_t m0, uint64_t n0, int t, const float (*acc)[4]) {
@@ -404,7 +429,7 @@ ZT_HD void f32_store(const TcParams& p, uint64_t m0, uint64_t n0, int t, const f
   for (int i = 0; i < 4; ++i)
     for (int j = 0; j < 4; ++j) {
       const uint64_t m = m0 + ty + 16 * i, n = n0 + tx + 16 * j;
-      if (m < p.M && n < p.N) p.y[m * p.N + n] = OpF32::out(p, acc[i][j], m, n);
+      if (m < p.M && n < p.N) p.y[m * p.N + n] = p.ep.sx ? epilogue(p.ep, acc[i][j], m, n) : OpF32::out(p, acc[i][j], m, n);
     }
 }
 
@@ -606,6 +631,11 @@ __global__ void __launch_bounds__(kThreads) quantize_kernel(TcKind kind, QFormat
   quantize_row_part(kind, f, row, K, lda, g, threadIdx.x, a + m * lda);
 }
 
+__global__ void codes_f32_kernel(const uint8_t* codes, uint64_t K, uint64_t lda, float* out, uint64_t n) {
+  const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
+  for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = code_as_f32(codes, K, lda, i);
+}
+
 __global__ void weight_rows_kernel(RowsItem kind, WeightRows a, uint64_t items) {
   const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
   for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < items; t += stride) weight_rows_item(kind, a, t);
@@ -768,11 +798,30 @@ TcParams params(const TcGemm& g, Layout L, const uint8_t* a, const uint8_t* b, c
   p.w.data = nullptr;  // the codes are read from b (padded rows), only scales and zero-points go through w
   p.w.scales = const_cast<float*>(scales);
   p.w.zeros = const_cast<uint8_t*>(zeros);
-  p.ep = Epilogue{sx, bias, nullptr, 0, false};
+  p.ep = Epilogue{kind_has_act_scale(g.kind) ? sx : nullptr, bias, nullptr, 0, false};
   p.ga = int_kind(g.kind) ? acc_group(g.w) : g.kind == TcKind::W4A16 ? 2 * acc_group(g.w) : 0;
   p.sw = scales;
   p.sw_per_row = g.w.group != 0;
   return p;
+}
+
+// quantize_kernel on the host: each row's thread parts, then the max over them. A non-finite row
+// sets *nonfinite and is left unwritten.
+void quantize_rows_emulated(TcKind kind, QFormat f, const float* x, uint64_t M, uint64_t K, uint64_t lda, uint8_t* a, float* sx,
+                            int* nonfinite) {
+  for (uint64_t m = 0; m < M; ++m) {
+    const float* row = x + m * K;
+    uint32_t amax = 0;
+    if (kind_has_act_scale(kind))
+      for (int t = 0; t < kThreads; ++t) amax = std::max(amax, amax_bits_part(row, K, t));
+    if (amax >= 0x7f800000u) {
+      *nonfinite = 1;
+      continue;
+    }
+    const QGroup grp = row_group(kind, f, amax);
+    if (sx) sx[m] = grp.scale;
+    for (int t = 0; t < kThreads; ++t) quantize_row_part(kind, f, row, K, lda, grp, t, a + m * lda);
+  }
 }
 
 void run_emulated(const TcGemm& g) {
@@ -784,16 +833,9 @@ void run_emulated(const TcGemm& g) {
     b.assign((const uint8_t*)g.w32, (const uint8_t*)(g.w32 + g.N * g.K));
   } else {
     a.resize(g.M * L.lda), b.assign(g.N * L.ldb, 0);
-    for (uint64_t m = 0; m < g.M; ++m) {  // quantize_kernel: thread parts, then the max over them
-      const float* row = g.x + m * g.K;
-      uint32_t amax = 0;
-      if (kind_has_act_scale(g.kind))
-        for (int t = 0; t < kThreads; ++t) amax = std::max(amax, amax_bits_part(row, g.K, t));
-      if (amax >= 0x7f800000u) fail(Code::NonFinite, "gemmTc: the activations hold a non-finite value");
-      const QGroup grp = row_group(g.kind, g.w.format, amax);
-      sx[m] = grp.scale;
-      for (int t = 0; t < kThreads; ++t) quantize_row_part(g.kind, g.w.format, row, g.K, L.lda, grp, t, &a[m * L.lda]);
-    }
+    int bad = 0;
+    quantize_rows_emulated(g.kind, g.w.format, g.x, g.M, g.K, L.lda, a.data(), sx.data(), &bad);
+    if (bad) fail(Code::NonFinite, "gemmTc: the activations hold a non-finite value");
     for (uint64_t n = 0; n < g.N; ++n) memcpy(&b[n * L.ldb], g.w.data + n * L.wbytes, L.wbytes);
   }
   const TcParams p = params(g, L, a.data(), b.data(), sx.data(), g.w.scales, g.w.zeros, g.bias, g.y);
@@ -911,12 +953,13 @@ float gemm_tc(const TcGemm& g, TcImpl impl) {
 }
 
 void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K,
-                     bool accumulate, void* stream) {
+                     bool accumulate, void* stream, const float* act_scale) {
   if (M == 0 || N == 0) return;
   if (M > (uint64_t)65535 * kFT || N > (uint64_t)0x7fffffff) fail(Code::OutOfRange, "gemmF32: the output is too large for one launch");
   TcParams p{};
   p.a = reinterpret_cast<const uint8_t*>(x), p.b = reinterpret_cast<const uint8_t*>(w);
   p.M = M, p.N = N, p.lda = p.ldb = p.kbytes = K * 4, p.y = y, p.accumulate = accumulate;
+  p.ep = Epilogue{act_scale, nullptr, accumulate ? y : nullptr, N, false};
   if (impl == TcImpl::Emulated) return f32_gemm_emulated(p);
   const dim3 grid((unsigned)((N + kFT - 1) / kFT), (unsigned)((M + kFT - 1) / kFT));
   f32_gemm_kernel<<<grid, kThreads, 0, (cudaStream_t)stream>>>(p);
@@ -927,11 +970,7 @@ uint64_t bf16_row_bytes(uint64_t K) { return layout(TcKind::Bf16, K).lda; }
 void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8_t* a, void* stream) {
   if (M == 0) return;
   const uint64_t lda = bf16_row_bytes(K);
-  if (impl == TcImpl::Emulated) {
-    for (uint64_t m = 0; m < M; ++m)
-      for (int t = 0; t < kThreads; ++t) quantize_row_part(TcKind::Bf16, QFormat::Bf16, x + m * K, K, lda, QGroup{1.0f, 1.0f, 0, 0}, t, a + m * lda);
-    return;
-  }
+  if (impl == TcImpl::Emulated) return quantize_rows_emulated(TcKind::Bf16, QFormat::Bf16, x, M, K, lda, a, nullptr, nullptr);
   if (M > 0x7fffffffu) fail(Code::OutOfRange, "bf16Rows: too many rows for one launch");
   quantize_kernel<<<(unsigned)M, kThreads, 0, (cudaStream_t)stream>>>(TcKind::Bf16, QFormat::Bf16, x, K, lda, a, nullptr, nullptr);
 }
@@ -959,13 +998,61 @@ void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t
 }
 
 void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
-                      bool accumulate, void* stream) {
+                      bool accumulate, void* stream, const float* act_scale) {
   if (M == 0 || N == 0) return;
   if (M > (uint64_t)65535 * kBM || N > (uint64_t)0x7fffffff) fail(Code::OutOfRange, "gemmBf16: the output is too large for one launch");
   TcParams p{};
   p.a = a, p.b = b, p.M = M, p.N = N, p.lda = p.ldb = bf16_row_bytes(K), p.kbytes = 2 * K, p.y = y, p.accumulate = accumulate;
+  p.ep.sx = act_scale;
   if (impl == TcImpl::Emulated) return tc_gemm_emulated<OpBf16>(p);
   launch_tc<OpBf16>(p, (cudaStream_t)stream);
+}
+
+uint64_t act_int8_row_bytes(uint64_t K) { return layout(TcKind::W8A8, K).lda; }
+
+void act_int8_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8_t* codes, float* sx, int* nonfinite,
+                          void* stream) {
+  if (M == 0) return;
+  const uint64_t lda = act_int8_row_bytes(K);
+  if (impl == TcImpl::Emulated) return quantize_rows_emulated(TcKind::W8A8, QFormat::Int8, x, M, K, lda, codes, sx, nonfinite);
+  if (M > 0x7fffffffu) fail(Code::OutOfRange, "actInt8Rows: too many rows for one launch");
+  quantize_kernel<<<(unsigned)M, kThreads, 0, (cudaStream_t)stream>>>(TcKind::W8A8, QFormat::Int8, x, K, lda, codes, sx, nonfinite);
+}
+
+void act_codes_f32_launch(TcImpl impl, const uint8_t* codes, uint64_t M, uint64_t K, float* out, void* stream) {
+  const uint64_t n = M * K, lda = act_int8_row_bytes(K);
+  if (n == 0) return;
+  if (impl == TcImpl::Emulated) {
+    for (uint64_t i = 0; i < n; ++i) out[i] = code_as_f32(codes, K, lda, i);
+    return;
+  }
+  codes_f32_kernel<<<(unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16), kThreads, 0, (cudaStream_t)stream>>>(codes, K, lda, out, n);
+}
+
+void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
+  const uint64_t M = g.M, N = g.w.rows, K = g.w.cols;
+  if (M == 0 || N == 0) return;
+  const bool int4 = g.w.format == QFormat::Int4;
+  const Layout L = layout(int4 ? TcKind::W4A8 : TcKind::W8A8, K);
+  TcParams p{};
+  p.a = g.codes, p.b = g.w.data, p.M = M, p.N = N, p.lda = L.lda, p.ldb = L.wbytes, p.kbytes = L.kbytes, p.y = g.y;
+  p.w = g.w;
+  p.ep = Epilogue{g.sx, nullptr, g.accumulate ? g.y : nullptr, N, false};
+  p.ga = acc_group(g.w);
+  if (g.grid) p.grid = true, p.dir = *g.grid, p.az = zt_mul(g.alpha, dir_grid_step(g.grid->bits)), p.first = g.first;
+  // The tiles copy weight rows in 16-byte chunks (cp.async): rows of a multiple of 16 bytes, aligned.
+  const bool tiles = !g.grid && L.wbytes % 16 == 0 && (uintptr_t)g.w.data % 16 == 0;
+  if (impl == TcImpl::Emulated) {
+    if (tiles) return int4 ? tc_gemm_emulated<OpS4>(p) : tc_gemm_emulated<OpS8>(p);
+    for (uint64_t m = 0; m < M; ++m)
+      for (uint64_t n = 0; n < N; ++n) g.y[m * N + n] = int4 ? reference_output<OpS4>(p, m, n) : reference_output<OpS8>(p, m, n);
+    return;
+  }
+  if (M > (uint64_t)65535 * kBM || N > (uint64_t)0x7fffffff || (M * N + 255) / 256 > 0x7fffffffu)
+    fail(Code::OutOfRange, "gemmIntAct: the output is too large for one launch");
+  const cudaStream_t s = (cudaStream_t)stream;
+  if (tiles) int4 ? launch_tc<OpS4>(p, s) : launch_tc<OpS8>(p, s);
+  else int4 ? launch_reference<OpS4>(p, s) : launch_reference<OpS8>(p, s);
 }
 
 TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t K, int iters) {

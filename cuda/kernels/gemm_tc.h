@@ -65,8 +65,10 @@ float gemm_tc(const TcGemm& g, TcImpl impl);
 // `stream` (a cudaStream_t), or host pointers run at once for Emulated; one fma chain per output in
 // k order from y (accumulate) or +0, the CPU GEMM's order for M > 4. Fast or Emulated only (the
 // device model's GEMM of >= 8 rows, cuda/kernels/llama.cu); no validation beyond the grid size.
+// act_scale (the perturbed integer-activation linears: x = float(q_x)): each chain starts from +0
+// and y = chain * act_scale[m] (+ y when accumulating), gemm_int8.h's f32 path and step 3.
 void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K,
-                     bool accumulate, void* stream);
+                     bool accumulate, void* stream, const float* act_scale = nullptr);
 
 // The BF16 tiles on caller memory (the device model's fast linears, cuda/kernels/llama.h): operands
 // are bf16 codes in rows of bf16_row_bytes(K) bytes, zero padded: a [M] rows (bf16_rows_launch),
@@ -83,7 +85,35 @@ void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8
 void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
                         bool bf16, void* out, void* stream);
 void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
-                      bool accumulate, void* stream);
+                      bool accumulate, void* stream, const float* act_scale = nullptr);
+
+// Integer-activation linears on caller memory (the device model's w8a8 / w4a8 linears), the CPU's
+// gemm_int (native/cpu/gemm_int8.h) bit for bit. Device pointers on `stream`, or host pointers run
+// at once for Emulated; Fast or Emulated only, no validation beyond the grid size.
+// act_int8_rows_launch: x[M, K] -> codes [M, act_int8_row_bytes(K)] (zero padded) and scales sx[M]
+// (act_quant.h); a row holding Inf or NaN sets *nonfinite (an int in the same memory) instead.
+uint64_t act_int8_row_bytes(uint64_t K);
+void act_int8_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8_t* codes, float* sx, int* nonfinite,
+                          void* stream);
+// out[M, K] = float(codes): the perturbed linears' operand (gemm_int8.h's f32 path).
+void act_codes_f32_launch(TcImpl impl, const uint8_t* codes, uint64_t M, uint64_t K, float* out, void* stream);
+struct IntActGemm {
+  const uint8_t* codes;  // [M, act_int8_row_bytes(K)]
+  const float* sx;       // [M]
+  uint64_t M;
+  QTensorView w;         // Int8 / Int4 [N, K]
+  float* y;              // [M, N]: step 3, then + y when accumulating (the CPU's residual)
+  bool accumulate;
+  // A QuZO probe on the integer path (gemm_int8.h grid_probe_on_int, step 2'): its direction (on
+  // the grid), alpha and the direction index of element (0, 0); grid null: no perturbation.
+  const Direction* grid;
+  float alpha;
+  uint64_t first;
+};
+// Unperturbed: the W8A8 / W4A8 tensor-core tiles (weight rows of a multiple of 16 bytes) or the
+// reference kernel; grid probes: the reference kernel (one thread per output, the codes q_z
+// regenerated per output row).
+void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream);
 
 // Device-resident benchmark of the Fast kernel: random operands of the kind (fp8: `fp8` picks
 // e4m3 or e5m2; W4A8 / W4A16: symmetric int4 in groups of 128) allocated through the pool, `iters`

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "../../native/common/status.h"
+#include "../../native/cpu/gemm_int8.h"  // grid_probe_on_int: which path the CPU takes for a QuZO probe
 #include "device.h"
 #include "gemm_tc.h"
 #include "gemv.h"
@@ -86,6 +87,7 @@ struct DeviceLlama {
   std::vector<StoredTensor*> args;                     // weight argument -> its tensor
   LlamaWeights w;                                      // views over the stored tensors
   bool quantized = false;                              // some weight is not fp32 (the tiled GEMMs decode it first)
+  bool int_act = false;                                // some linear quantizes its activations (w8a8, w4a8)
   LlamaKernels kernels = LlamaKernels::Exact;
 };
 
@@ -119,8 +121,9 @@ struct Ops {
     if (host()) gemv_emulated(g, GemvKernel::Reference);
     else gemv_reference_launch(g, stream);
   }
-  void gemm_f32(const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate) const {
-    gemm_f32_launch(tc(), x, w, y, M, N, K, accumulate, stream);
+  void gemm_f32(const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate,
+                const float* act_scale = nullptr) const {
+    gemm_f32_launch(tc(), x, w, y, M, N, K, accumulate, stream, act_scale);
   }
   // LlamaKernels::Fast: the fast gemv kernel (<= kGemvMaxM rows) and the bf16 tensor-core tiles.
   void gemv_fast(const GemmArgs& g, float* workspace) const {
@@ -132,9 +135,16 @@ struct Ops {
   void weight_rows(const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha, bool bf16, void* out) const {
     weight_rows_launch(tc(), w, r0, rows, dir, alpha, bf16, out, stream);
   }
-  void gemm_bf16(const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate) const {
-    gemm_bf16_launch(tc(), a, b, y, M, N, K, accumulate, stream);
+  void gemm_bf16(const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K, bool accumulate,
+                 const float* act_scale = nullptr) const {
+    gemm_bf16_launch(tc(), a, b, y, M, N, K, accumulate, stream, act_scale);
   }
+  // Integer-activation linears (gemm_tc.h): the activation codes, their floats, the integer GEMM.
+  void act_int8(const float* x, uint64_t M, uint64_t K, uint8_t* codes, float* sx, int* nonfinite) const {
+    act_int8_rows_launch(tc(), x, M, K, codes, sx, nonfinite, stream);
+  }
+  void act_codes_f32(const uint8_t* codes, uint64_t M, uint64_t K, float* out) const { act_codes_f32_launch(tc(), codes, M, K, out, stream); }
+  void gemm_int_act(const IntActGemm& g) const { gemm_int_act_launch(tc(), g, stream); }
   TcImpl tc() const { return host() ? TcImpl::Emulated : TcImpl::Fast; }
   void perturb(float* w, uint64_t n, const Direction& d, float alpha) const {
     if (host()) perturb_emulated(w, n, d, 0, alpha);
@@ -243,6 +253,9 @@ struct Bufs {
   float *x, *xn, *q, *k, *v, *g, *u, *kl, *vl, *cos_t, *sin_t, *hrows, *hl, *norms, *wprime;
   uint8_t *wbf16, *xbf16;  // LlamaKernels::Fast: bf16 operands of the tensor-core tiles
   float* gemv_ws;          // LlamaKernels::Fast: the fast gemv's workspace
+  uint8_t* xq;             // integer-activation linears: activation codes, their scales, their floats
+  float *xsc, *xqf;        // (perturbed linears), the flag of a non-finite activation row
+  int* nonfinite;
   int32_t *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
   uint8_t* kmask;
   double* lp[2];
@@ -263,11 +276,12 @@ size_t max_weight_bf16_bytes(const DeviceLlama& m) {
   for (const StoredTensor* t : m.args) b = std::max<size_t>(b, t->w.n * bf16_row_bytes(t->w.k));
   return b;
 }
-size_t max_act_bf16_bytes(const DeviceLlama& m, size_t rows) {
+size_t max_in_features(const DeviceLlama& m) {
   size_t k = 0;
   for (const StoredTensor* t : m.args) k = std::max<size_t>(k, t->w.k);
-  return rows * bf16_row_bytes(k);
+  return k;
 }
+size_t max_act_bf16_bytes(const DeviceLlama& m, size_t rows) { return rows * bf16_row_bytes(max_in_features(m)); }
 size_t max_gemv_floats(const DeviceLlama& m, size_t rows) {
   size_t f = 0;
   for (const StoredTensor* t : m.args) {
@@ -292,8 +306,9 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   const LlamaConfig& c = m.c;
   const size_t N = p.N, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
   const size_t kv = p.B * c.kv_heads * p.T * c.head_dim, F = sizeof(float), W = sizeof(int32_t);
-  const bool fast = m.kernels == LlamaKernels::Fast, ws = needs_wprime(m, perturb);
-  const size_t gemm_rows = std::max(N, p.C), gemv_rows = std::min<size_t>(gemm_rows, kGemvMaxM);
+  const bool fast = m.kernels == LlamaKernels::Fast, ws = needs_wprime(m, perturb), ia = m.int_act;
+  const size_t gemm_rows = std::max(N, p.C), gemv_rows = std::min<size_t>(gemm_rows, kGemvMaxM), K = max_in_features(m);
+  const bool tiles = fast && (gemm_rows > kGemvMaxM || (ia && perturb));  // perturbed int-act linears: bf16 tiles at any M
   Layout l;
   const size_t ox = l.take(N * D * F), oxn = l.take(N * D * F), oq = l.take(N * Q * F), ok = l.take(N * KV * F),
                ov = l.take(N * KV * F), og = l.take(N * I * F), ou = l.take(N * I * F), okl = l.take(kv * F),
@@ -303,9 +318,10 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                ooff = l.take((p.B + 1) * W), orel = l.take(N * W), ozs = l.take(p.B * W), ohrows = l.take(p.R * W),
                otg = l.take(p.tg.size() * W), owd = l.take(p.want_dst.size() * W), ows = l.take(p.want_src.size() * W),
                omask = l.take(p.kmask.size()), owp = l.take(ws ? max_weight_elems(m) * F : 0),
-               owbf = l.take(fast && gemm_rows > kGemvMaxM ? max_weight_bf16_bytes(m) : 0),
-               oxbf = l.take(fast && gemm_rows > kGemvMaxM ? max_act_bf16_bytes(m, gemm_rows) : 0),
-               ogws = l.take(fast ? max_gemv_floats(m, gemv_rows) * F : 0);
+               owbf = l.take(tiles ? max_weight_bf16_bytes(m) : 0), oxbf = l.take(tiles ? max_act_bf16_bytes(m, gemm_rows) : 0),
+               ogws = l.take(fast ? max_gemv_floats(m, gemv_rows) * F : 0),
+               oxq = l.take(ia ? gemm_rows * act_int8_row_bytes(K) : 0), oxsc = l.take(ia ? gemm_rows * F : 0),
+               oxqf = l.take(ia && perturb ? gemm_rows * K * F : 0), onf = l.take(ia ? W : 0);
   size_t olp[2] = {0, 0}, olg[2] = {0, 0};
   for (int f = 0; f < forwards; ++f) {
     olp[f] = l.take(p.tg.empty() ? 0 : p.R * sizeof(double));
@@ -323,6 +339,7 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   d.kmask = base + omask;
   d.wprime = fl(owp);
   d.wbf16 = base + owbf, d.xbf16 = base + oxbf, d.gemv_ws = fl(ogws);
+  d.xq = base + oxq, d.xsc = fl(oxsc), d.xqf = fl(oxqf), d.nonfinite = in(onf);
   for (int f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
 }
 
@@ -348,10 +365,39 @@ void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch
 // k order (the CPU's GEMM order): the same bits (tested in emulation on both sides of the threshold).
 constexpr size_t kTiledRows = 8;
 
+// Integer-activation linears (w8a8 / w4a8): the CPU's gemm_int result (gemm_int8.h) for every M.
+// Unperturbed: the integer GEMM (gemm_tc.h, bit for bit with the CPU). Perturbed: QuZO probes the CPU
+// runs on its integer path (grid_probe_on_int) through the same step 2' (exact kernels), all others
+// as x_q . W'^T with W' = decode(W) + alpha z (weight_rows) on the F32 tiles with the CPU's epilogue
+// (exact: the CPU's f32 path, bit for bit) or on the bf16 tiles (fast: W' rounded to bf16; the
+// codes float(q_x) are exact in bf16).
+void int_act_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, uint64_t rows, const float* x, size_t M,
+                  float* y, bool accumulate, const LlamaPerturb* zo, LlamaKernels kernels) {
+  const uint64_t K = L.w.k;
+  ops.act_int8(x, M, K, d.xq, d.xsc, d.nonfinite);
+  IntActGemm g{d.xq, d.xsc, M, gemm_rows_view(L.w, r0, rows).q, y, accumulate, nullptr, 0.0f, r0 * K};
+  if (!zo || !zo->on(L.id)) return ops.gemm_int_act(g);
+  const Direction dir = zo->of(L.id);
+  gemm_check_perturb(GemmPerturb{true, dir, zo->alpha, r0 * K, false, nullptr, 0}, rows, K);
+  if (kernels == LlamaKernels::Exact && grid_probe_on_int(dir, L.w.q.format, M)) {
+    g.grid = &dir, g.alpha = zo->alpha;
+    return ops.gemm_int_act(g);
+  }
+  ops.act_codes_f32(d.xq, M, K, d.xqf);
+  if (kernels == LlamaKernels::Fast) {
+    ops.weight_rows(L.w, r0, rows, &dir, zo->alpha, true, d.wbf16);
+    ops.bf16_rows(d.xqf, M, K, d.xbf16);
+    return ops.gemm_bf16(d.xbf16, d.wbf16, y, M, rows, K, accumulate, d.xsc);
+  }
+  ops.weight_rows(L.w, r0, rows, &dir, zo->alpha, false, d.wprime);
+  ops.gemm_f32(d.xqf, d.wprime, y, M, rows, K, accumulate, d.xsc);
+}
+
 // y[M, rows] (+)= x . W[r0 : r0 + rows]^T, the rows perturbed with their direction indices of the
 // whole tensor when zo says so: the one place every matrix product of the model runs.
 void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, uint64_t rows, const float* x, size_t M,
                  float* y, bool accumulate, const LlamaPerturb* zo, LlamaKernels kernels) {
+  if (L.int_act) return int_act_rows(ops, d, L, r0, rows, x, M, y, accumulate, zo, kernels);
   const bool perturb = zo && zo->on(L.id);
   const uint64_t K = L.w.k;
   if (kernels == LlamaKernels::Fast && M > kGemvMaxM) {
@@ -488,6 +534,9 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
   Call call(m.emulated);  // after the memory: its destructor drains the stream first
   const Bufs& d = act.d;
   upload_batch(call.ops, d, p, b);
+  static const int kClear = 0;
+  int nonfinite = 0;
+  if (m.int_act) call.ops.put(d.nonfinite, &kClear, sizeof(int));
   call.begin();
   for (int f = 0; f < forwards; ++f) forward(call.ops, m, p, d, *outs[f], zos[f], d.lp[f], d.logits[f]);
   call.end("llama forward");
@@ -495,7 +544,9 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
     call.ops.get(lp[f].data(), d.lp[f], lp[f].size() * sizeof(double));
     if (outs[f]->logits) call.ops.get(outs[f]->logits, d.logits[f], p.n_logits * p.cols * sizeof(float));
   }
+  if (m.int_act) call.ops.get(&nonfinite, d.nonfinite, sizeof(int));
   const float ms = call.finish("llama forward");
+  if (nonfinite) fail(Code::NonFinite, "llama (device): int8 GEMM: the activations contain NaN or Inf (they cannot be quantized)");
   for (int f = 0; f < forwards; ++f) finish_outputs(p, lp[f], *outs[f]);
   return ms;
 }
@@ -521,9 +572,8 @@ std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeigh
   m->kernels = kernels;
   const bool host = emulated;
   auto store = [&](const Linear& L, const char* what) -> StoredTensor* {
-    if (L.int_act)
-      bad(Code::Unsupported, std::string(what) + ": int8-activation linears (w8a8, w4a8) do not run on the GPU yet; the "
-                                                 "weight-only schemes do (fp32, bf16, int8, int4, int4-g32/g64/g128, fp8-e4m3, fp8-e5m2)");
+    if (L.int_act && (L.w.f32 || (L.w.q.format != QFormat::Int8 && L.w.q.format != QFormat::Int4)))
+      bad(Code::Unsupported, std::string(what) + ": int8 activations need int8 or int4 weights");
     for (auto& t : m->tensors)
       if (t->id == L.id) {
         if (!same_layout(t->w, L.w)) bad(Code::InvalidArgument, std::string(what) + ": tensor id " + std::to_string(L.id) + " is repeated with another shape or format");
@@ -558,7 +608,8 @@ std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeigh
   auto lin = [&](const Linear& L, const char* what) {
     StoredTensor* t = store(L, what);
     m->args.push_back(t);
-    return Linear{L.id, t->w, false};
+    m->int_act = m->int_act || L.int_act;
+    return Linear{L.id, t->w, L.int_act};
   };
   auto norm = [&](const NormVec& v, const char* what) {
     GemmWeights g{};

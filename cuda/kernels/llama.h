@@ -5,7 +5,7 @@
 // same packed batches, LlamaOutputs (log-probs of targets, logits of rows, vocabulary subsets) and
 // LlamaPerturb (perturb-on-load: linears inside the GEMM, embedding rows after the gather, norm
 // vectors as perturbed copies). Not here: the KV cache and next-token sampling (generation stays on
-// the CPU), and int8-activation linears (w8a8 / w4a8: ZOTUNE_UNSUPPORTED at upload).
+// the CPU).
 //
 // The orchestration (llama.cu) is written once against the ops of nn.h / gemv.h / perturb.h /
 // quant.h with an Impl: on the GPU (Fast kernels, the gemv reference kernel) or Emulated (the same
@@ -28,6 +28,15 @@
 // W' = decode(W) + alpha z rounded to bf16 once per call, activations rounded to bf16, fp32
 // accumulation). Its error against the CPU is the bf16 rounding of both operands (relative
 // ~2^-9 per product) and is checked against the CPU within tolerance, not bit for bit.
+//
+// Integer-activation linears (w8a8 / w4a8, Linear::int_act) give the CPU's gemm_int result
+// (native/cpu/gemm_int8.h: one result per call, whatever the M) with both kernel sets: activations
+// quantized per row by the CPU's rule, then unperturbed the W8A8 / W4A8 integer tiles (weight rows
+// of a multiple of 16 bytes) or the reference kernel (gemm_tc.h gemm_int_act_launch); perturbed,
+// QuZO probes the CPU runs on its integer path (step 2') through the reference kernel and all
+// others as float(q_x) . W'^T on the F32 tiles with the CPU's epilogue. Fast perturbed linears
+// take the bf16 tiles instead (W' rounded to bf16). A row of activations holding Inf or NaN fails
+// the call with ZOTUNE_NONFINITE, as on the CPU.
 #pragma once
 #include <stddef.h>
 #include <stdint.h>
@@ -45,7 +54,7 @@ enum class LlamaKernels { Exact, Fast };
 
 // Copies the weights once: to the GPU (pool category weights) or, emulated, to host memory of the
 // model's own (so its updates never touch the caller's arrays). A weight whose id repeats (a tied
-// LM head) is stored once. ZOTUNE_UNSUPPORTED for int8-activation linears.
+// LM head) is stored once.
 std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& w, bool emulated, LlamaKernels kernels);
 const LlamaConfig& llama_config(const DeviceLlama& m);
 

@@ -6,14 +6,15 @@
  *
  * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable), with these limits:
  * no KV cache and no generation (they stay on the CPU model), probes 'on-load' only, updates
- * without weight decay, no int8-activation schemes (w8a8 / w4a8), and the optimiser-state methods
- * (zo-sgd-momentum, zo-adam) keep host state: use mezo or quzo. Each is a coded error.
+ * without weight decay, and the optimiser-state methods (zo-sgd-momentum, zo-adam) keep host
+ * state: use mezo or quzo. Each is a coded error. Every weight scheme runs, w8a8 / w4a8 included.
  *
  * Kernels: 'exact' (default) keeps the CPU's order in every linear, so logits equal the CPU model's
  * bit for bit (when every GEMM has more than 4 rows); 'fast' runs linears of <= 16 rows on the fast
  * gemv kernel and larger ones on bf16 tensor cores (weights decoded and perturbed into bf16 once per
  * call, activations rounded to bf16, fp32 accumulation), like a bf16 PyTorch model: close to the
- * CPU's logits (bf16 rounding), not equal to them.
+ * CPU's logits (bf16 rounding), not equal to them. w8a8 / w4a8 forwards equal the CPU's with both
+ * sets (the integer GEMM is exact); their fast probes round W' to bf16.
  */
 import { fail } from '../errors';
 import { cudaAddon } from '../backend';
