@@ -249,7 +249,10 @@ struct OpW4Bf16 : OpBf16 {
   static HD float b_value(const TcParams& p, const uint8_t* row, uint64_t n, uint64_t k) {
     return (float)(((row[k >> 1] >> (4 * (k & 1))) & 15) - w_zero(p.w, n, 2 * k / p.ga));
   }
-  static HD float out(const TcParams& p, float facc, uint64_t, uint64_t n) { return p.bias ? zt_add(facc, p.bias[n]) : facc; }
+  static HD float out(const TcParams& p, float facc, uint64_t m, uint64_t n) {
+    if (p.accumulate) facc = zt_add(p.y[m * p.N + n], facc);
+    return p.bias ? zt_add(facc, p.bias[n]) : facc;
+  }
 };
 
 // Plain f32 operands (the SIMT fallback's reference): A [M, K], B [N, K] floats, lda = K * 4.
@@ -1008,6 +1011,27 @@ void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y,
   launch_tc<OpBf16>(p, (cudaStream_t)stream);
 }
 
+// The packed-weight tiles copy weight rows in 16-byte chunks (cp.async): rows of a multiple of 16
+// bytes at a 16-byte aligned address.
+bool packed_rows_fit(const QTensorView& w, TcKind kind) {
+  return layout(kind, w.cols).wbytes % 16 == 0 && (uintptr_t)w.data % 16 == 0;
+}
+
+bool w4a16_fits(const GemmWeights& w) { return !w.f32 && w.q.format == QFormat::Int4 && packed_rows_fit(w.q, TcKind::W4A16); }
+
+void gemm_w4a16_launch(TcImpl impl, const uint8_t* a, const QTensorView& w, float* y, uint64_t M, bool accumulate, void* stream) {
+  const uint64_t N = w.rows, K = w.cols;
+  if (M == 0 || N == 0) return;
+  if (M > (uint64_t)65535 * kBM || N > (uint64_t)0x7fffffff) fail(Code::OutOfRange, "gemmW4A16: the output is too large for one launch");
+  const Layout L = layout(TcKind::W4A16, K);
+  TcParams p{};
+  p.a = a, p.b = w.data, p.M = M, p.N = N, p.lda = L.lda, p.ldb = L.wbytes, p.kbytes = L.kbytes, p.y = y, p.accumulate = accumulate;
+  p.w = w;
+  p.ga = 2 * acc_group(w);
+  if (impl == TcImpl::Emulated) return tc_gemm_emulated<OpW4Bf16>(p);
+  launch_tc<OpW4Bf16>(p, (cudaStream_t)stream);
+}
+
 uint64_t act_int8_row_bytes(uint64_t K) { return layout(TcKind::W8A8, K).lda; }
 
 void act_int8_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8_t* codes, float* sx, int* nonfinite,
@@ -1040,8 +1064,7 @@ void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
   p.ep = Epilogue{g.sx, nullptr, g.accumulate ? g.y : nullptr, N, false};
   p.ga = acc_group(g.w);
   if (g.grid) p.grid = true, p.dir = *g.grid, p.az = zt_mul(g.alpha, dir_grid_step(g.grid->bits)), p.first = g.first;
-  // The tiles copy weight rows in 16-byte chunks (cp.async): rows of a multiple of 16 bytes, aligned.
-  const bool tiles = !g.grid && L.wbytes % 16 == 0 && (uintptr_t)g.w.data % 16 == 0;
+  const bool tiles = !g.grid && packed_rows_fit(g.w, int4 ? TcKind::W4A8 : TcKind::W8A8);
   if (impl == TcImpl::Emulated) {
     if (tiles) return int4 ? tc_gemm_emulated<OpS4>(p) : tc_gemm_emulated<OpS8>(p);
     for (uint64_t m = 0; m < M; ++m)

@@ -86,6 +86,11 @@ void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t
                         bool bf16, void* out, void* stream);
 void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
                       bool accumulate, void* stream, const float* act_scale = nullptr);
+// The W4A16 tiles on caller memory: y[M, N] (+)= a . dequant(w)^T, a as for gemm_bf16_launch, w int4
+// [N, K] read packed (no W'); y + the sum when accumulating. Only for w4a16_fits(w): rows of a
+// multiple of 16 bytes at a 16-byte aligned address (the tiles' cp.async chunks).
+bool w4a16_fits(const GemmWeights& w);
+void gemm_w4a16_launch(TcImpl impl, const uint8_t* a, const QTensorView& w, float* y, uint64_t M, bool accumulate, void* stream);
 
 // Integer-activation linears on caller memory (the device model's w8a8 / w4a8 linears), the CPU's
 // gemm_int (native/cpu/gemm_int8.h) bit for bit. Device pointers on `stream`, or host pointers run

@@ -139,6 +139,9 @@ struct Ops {
                  const float* act_scale = nullptr) const {
     gemm_bf16_launch(tc(), a, b, y, M, N, K, accumulate, stream, act_scale);
   }
+  void gemm_w4a16(const uint8_t* a, const QTensorView& w, float* y, uint64_t M, bool accumulate) const {
+    gemm_w4a16_launch(tc(), a, w, y, M, accumulate, stream);
+  }
   // Integer-activation linears (gemm_tc.h): the activation codes, their floats, the integer GEMM.
   void act_int8(const float* x, uint64_t M, uint64_t K, uint8_t* codes, float* sx, int* nonfinite) const {
     act_int8_rows_launch(tc(), x, M, K, codes, sx, nonfinite, stream);
@@ -401,9 +404,11 @@ void linear_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, ui
   const bool perturb = zo && zo->on(L.id);
   const uint64_t K = L.w.k;
   if (kernels == LlamaKernels::Fast && M > kGemvMaxM) {
+    ops.bf16_rows(x, M, K, d.xbf16);
+    const GemmWeights v = gemm_rows_view(L.w, r0, rows);
+    if (!perturb && w4a16_fits(v)) return ops.gemm_w4a16(d.xbf16, v.q, y, M, accumulate);  // int4 read packed: no W'
     const Direction dir = perturb ? zo->of(L.id) : Direction{};
     ops.weight_rows(L.w, r0, rows, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, true, d.wbf16);
-    ops.bf16_rows(x, M, K, d.xbf16);
     ops.gemm_bf16(d.xbf16, d.wbf16, y, M, rows, K, accumulate);
     return;
   }

@@ -26,8 +26,9 @@
 // run the fast gemv kernel (gemv.h: fp32 activations and accumulation, weights decoded and
 // perturbed on load, a split-K warp order), larger ones the bf16 tensor-core tiles (gemm_tc.h:
 // W' = decode(W) + alpha z rounded to bf16 once per call, activations rounded to bf16, fp32
-// accumulation). Its error against the CPU is the bf16 rounding of both operands (relative
-// ~2^-9 per product) and is checked against the CPU within tolerance, not bit for bit.
+// accumulation; unperturbed int4 weights go through the W4A16 tiles instead, read packed with no
+// W'). Its error against the CPU is the bf16 rounding of both operands (relative ~2^-9 per
+// product) and is checked against the CPU within tolerance, not bit for bit.
 //
 // Integer-activation linears (w8a8 / w4a8, Linear::int_act) give the CPU's gemm_int result
 // (native/cpu/gemm_int8.h: one result per call, whatever the M) with both kernel sets: activations
