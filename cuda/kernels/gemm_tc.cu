@@ -314,43 +314,70 @@ ZT_HD void group_next(const TcParams& p, GroupCursor* g) {
   g->flush_at = g->flush_at + p.ga < p.kbytes ? g->flush_at + p.ga : p.kbytes;
 }
 
-// Step 2' of a QuZO probe on the integer path (gemm_int8.h): per kAccChunk chunk, T_c = sum q_z q_x
-// (exact), acc = fma(a_z, float(T_c), acc).
-ZT_HD float grid_probe_terms(const TcParams& p, const uint8_t* ra, uint64_t K, uint64_t n, float acc) {
-  for (uint64_t c0 = 0; c0 < K; c0 += kAccChunk) {
-    int32_t t = 0;
-    for (uint64_t k = c0; k < K && k < c0 + kAccChunk; ++k) t += direction_code_at(p.dir, p.first + n * K + k) * (int8_t)ra[k];
-    acc = zt_fma(p.az, (float)t, acc);
+// Steps 2 (and 2' for a grid probe: gemm_int8.h) of the grouped kinds for rows m0 .. m0 + mc - 1
+// of output column n (mc <= kColumnRows), each row in the CPU's order: per accumulation group j,
+// S_j = sum over its k of a(m, k) b(n, k) (integers: exact; W4A16: an fma chain), facc = fma(s_w(n,
+// j), float(S_j), facc); then per kAccChunk chunk T_c = sum q_z(n, k) q_x(m, k), facc = fma(a_z,
+// float(T_c), facc). Each weight code and direction code is read or generated once for the mc rows.
+constexpr int kColumnRows = 48;
+static_assert(kGridProbeMaxMInt4 <= kColumnRows && kGridProbeMaxMInt8 <= kColumnRows, "a grid probe's rows fit one column");
+template <class Op>
+ZT_HD void group_column(const TcParams& p, uint64_t n, uint64_t m0, int mc, float* facc) {
+  using Acc = typename Op::Acc;
+  constexpr bool kInt = std::is_same<Acc, int32_t>::value;
+  const uint8_t* rb = p.b + n * p.ldb;
+  const uint64_t K = p.kbytes / Op::kElem, ge = p.ga / Op::kElem;  // group in elements
+  Acc s[kColumnRows];
+  for (int i = 0; i < mc; ++i) facc[i] = 0.0f;
+  for (uint64_t j = 0, k0 = 0; k0 < K; ++j, k0 += ge) {
+    for (int i = 0; i < mc; ++i) s[i] = 0;
+    for (uint64_t k = k0; k < K && k < k0 + ge; ++k) {
+      const auto w = Op::b_value(p, rb, n, k);
+      for (int i = 0; i < mc; ++i) {
+        const auto x = Op::value(p.a + (m0 + i) * p.lda, k);
+        if constexpr (kInt) s[i] += x * w;
+        else s[i] = zt_fma(x, w, s[i]);
+      }
+    }
+    const float sw = w_scale(p.w, n, j);
+    for (int i = 0; i < mc; ++i) facc[i] = zt_fma(sw, (float)s[i], facc[i]);
   }
-  return acc;
+  if constexpr (kInt) {
+    if (!p.grid) return;
+    for (uint64_t c0 = 0; c0 < K; c0 += kAccChunk) {
+      for (int i = 0; i < mc; ++i) s[i] = 0;
+      for (uint64_t k = c0; k < K && k < c0 + kAccChunk; ++k) {
+        const int qz = direction_code_at(p.dir, p.first + n * K + k);
+        for (int i = 0; i < mc; ++i) s[i] += Op::value(p.a + (m0 + i) * p.lda, k) * qz;
+      }
+      for (int i = 0; i < mc; ++i) facc[i] = zt_fma(p.az, (float)s[i], facc[i]);
+    }
+  }
 }
 
 // Reference: one output, plain loops over the same operands. W8A8 in the CPU's exact order.
 template <class Op>
 ZT_HD float reference_output(const TcParams& p, uint64_t m, uint64_t n) {
-  const uint8_t *ra = p.a + m * p.lda, *rb = p.b + n * p.ldb;
-  const uint64_t K = p.kbytes / Op::kElem;
   if constexpr (Op::kGroups) {
-    float facc = 0.0f;
-    const uint64_t ge = p.ga / Op::kElem;  // group in elements
-    for (uint64_t j = 0, k0 = 0; k0 < K; ++j, k0 += ge) {
-      typename Op::Acc s = 0;
-      for (uint64_t k = k0; k < K && k < k0 + ge; ++k) {
-        if constexpr (std::is_same<typename Op::Acc, int32_t>::value)
-          s += Op::value(ra, k) * Op::b_value(p, rb, n, k);
-        else
-          s = zt_fma(Op::value(ra, k), Op::b_value(p, rb, n, k), s);
-      }
-      facc = zt_fma(w_scale(p.w, n, j), (float)s, facc);
-    }
-    if constexpr (std::is_same<typename Op::Acc, int32_t>::value)
-      if (p.grid) facc = grid_probe_terms(p, ra, K, n, facc);
+    float facc;
+    group_column<Op>(p, n, m, 1, &facc);
     return Op::out(p, facc, m, n);
   } else {
+    const uint8_t *ra = p.a + m * p.lda, *rb = p.b + n * p.ldb;
+    const uint64_t K = p.kbytes / Op::kElem;
     float acc = 0.0f;
     for (uint64_t k = 0; k < K; ++k) acc = zt_fma(Op::value(ra, k), Op::value(rb, k), acc);
     return Op::out(p, acc, m, n);
   }
+}
+
+// A QuZO probe on the integer path (gemm_int_act_launch): every row of output column n (p.M <=
+// kColumnRows), the direction codes generated once per weight.
+template <class Op>
+ZT_HD void grid_probe_column(const TcParams& p, uint64_t n) {
+  float facc[kColumnRows];
+  group_column<Op>(p, n, 0, (int)p.M, facc);
+  for (uint64_t m = 0; m < p.M; ++m) p.y[m * p.N + n] = Op::out(p, facc[m], m, n);
 }
 
 // Activation rows: one block of kThreads per row, thread t taking elements t, t + kThreads, ...
@@ -596,6 +623,12 @@ __global__ void reference_kernel(TcParams p) {
   const uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
   if (i >= p.M * p.N) return;
   p.y[i] = reference_output<Op>(p, i / p.N, i % p.N);
+}
+
+template <class Op>
+__global__ void grid_probe_kernel(TcParams p) {
+  const uint64_t n = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
+  if (n < p.N) grid_probe_column<Op>(p, n);
 }
 
 __global__ void __launch_bounds__(kThreads) f32_gemm_kernel(TcParams p) {
@@ -1064,18 +1097,28 @@ void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
   p.ep = Epilogue{g.sx, nullptr, g.accumulate ? g.y : nullptr, N, false};
   p.ga = acc_group(g.w);
   if (g.grid) p.grid = true, p.dir = *g.grid, p.az = zt_mul(g.alpha, dir_grid_step(g.grid->bits)), p.first = g.first;
+  if (g.grid && M > (uint64_t)kColumnRows) fail(Code::InvalidArgument, "gemmIntAct: a grid probe takes at most 48 rows");
   const bool tiles = !g.grid && packed_rows_fit(g.w, int4 ? TcKind::W4A8 : TcKind::W8A8);
   if (impl == TcImpl::Emulated) {
     if (tiles) return int4 ? tc_gemm_emulated<OpS4>(p) : tc_gemm_emulated<OpS8>(p);
-    for (uint64_t m = 0; m < M; ++m)
-      for (uint64_t n = 0; n < N; ++n) g.y[m * N + n] = int4 ? reference_output<OpS4>(p, m, n) : reference_output<OpS8>(p, m, n);
+    for (uint64_t n = 0; n < N; ++n)
+      if (g.grid) int4 ? grid_probe_column<OpS4>(p, n) : grid_probe_column<OpS8>(p, n);
+      else
+        for (uint64_t m = 0; m < M; ++m) g.y[m * N + n] = int4 ? reference_output<OpS4>(p, m, n) : reference_output<OpS8>(p, m, n);
     return;
   }
   if (M > (uint64_t)65535 * kBM || N > (uint64_t)0x7fffffff || (M * N + 255) / 256 > 0x7fffffffu)
     fail(Code::OutOfRange, "gemmIntAct: the output is too large for one launch");
   const cudaStream_t s = (cudaStream_t)stream;
-  if (tiles) int4 ? launch_tc<OpS4>(p, s) : launch_tc<OpS8>(p, s);
-  else int4 ? launch_reference<OpS4>(p, s) : launch_reference<OpS8>(p, s);
+  if (g.grid) {
+    const unsigned blocks = (unsigned)((N + 127) / 128);
+    if (int4) grid_probe_kernel<OpS4><<<blocks, 128, 0, s>>>(p);
+    else grid_probe_kernel<OpS8><<<blocks, 128, 0, s>>>(p);
+  } else if (tiles) {
+    int4 ? launch_tc<OpS4>(p, s) : launch_tc<OpS8>(p, s);
+  } else {
+    int4 ? launch_reference<OpS4>(p, s) : launch_reference<OpS8>(p, s);
+  }
 }
 
 TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t K, int iters) {

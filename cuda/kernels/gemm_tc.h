@@ -116,8 +116,8 @@ struct IntActGemm {
   uint64_t first;
 };
 // Unperturbed: the W8A8 / W4A8 tensor-core tiles (weight rows of a multiple of 16 bytes) or the
-// reference kernel; grid probes: the reference kernel (one thread per output, the codes q_z
-// regenerated per output row).
+// reference kernel; grid probes (M <= 48): one thread per output column, each direction code
+// generated once for all M rows.
 void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream);
 
 // Device-resident benchmark of the Fast kernel: random operands of the kind (fp8: `fp8` picks
