@@ -1167,6 +1167,23 @@ function checkLlamaFast(cpu, gpu, m, tag, emulate, line) {
   }
 }
 
+// Greedy continuation of one prompt through a device KV cache: the prompt, then one token per call.
+function llamaGreedy(gpu, h, prompt, n) {
+  const cache = gpu.llamaDeviceCacheCreate(h, 1, prompt.length + n);
+  const past = new Int32Array(1), next = new Int32Array(1), out = [];
+  try {
+    for (let feed = prompt; out.length < n; feed = [next[0]]) {
+      const positions = Int32Array.from(feed, (_, j) => past[0] + j);
+      gpu.llamaDeviceForward(h, Int32Array.from(feed), Int32Array.of(0, feed.length), positions, null, null, null, null, null, null, cache, past, next, null, 0);
+      past[0] += feed.length;
+      out.push(next[0]);
+    }
+  } finally {
+    gpu.llamaDeviceCacheFree(cache);
+  }
+  return out;
+}
+
 function checkLlama(cpu, gpu, report, say, emulate) {
   const r = (report.llama = { cases: 0, failures: 0, emulated: emulate });
   const dir = llamaModelsDir();
@@ -1224,6 +1241,9 @@ function checkLlama(cpu, gpu, report, say, emulate) {
             }),
           );
           line(worst / scale <= 1e-4, `${tag} logits vs golden.json (float64): max |diff| / max |logit| = ${(worst / scale).toExponential(2)} (limit 1e-4)`);
+          const g = m.golden.prompts[0], want = g.greedy.new_ids, got = llamaGreedy(gpu, h, g.input_ids, want.length);
+          const same = got.every((t, i) => t === want[i]);
+          line(same, `${tag} greedy generation with the device KV cache vs golden.json: ${same ? `${want.length} tokens equal` : `differs at token ${got.findIndex((t, i) => t !== want[i])}`}`);
         }
         // probe: both losses and the projected gradient
         const eps = 1e-3, seed = 0x5eedn, trainable = new Uint8Array(m.ids.length).fill(1);

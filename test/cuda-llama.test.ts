@@ -200,13 +200,65 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     }
   });
 
+  test.each(['fp32', 'int8', 'w8a8'] as const)('%s: generation with a device KV cache draws the CPU\'s tokens (greedy and sampled)', async (s) => {
+    const prompts = [batch[0], batch[1].slice(0, 4)];
+    const runs: (number | undefined)[][][] = [];
+    for (const opts of [{ maxNewTokens: 12, stopTokens: [] }, { maxNewTokens: 12, stopTokens: [], sample: true, temperature: 0.9, topK: 40, topP: 0.95, seed: 11 }]) {
+      const want: (number | undefined)[][] = [], got: (number | undefined)[][] = [];
+      for await (const step of cpu[s].generateBatch(prompts, opts)) want.push(step);
+      for await (const step of dev[s].generateBatch(prompts, opts)) got.push(step);
+      expect(got).toEqual(want);
+      expect(want).toHaveLength(12);
+      runs.push(want);
+    }
+    expect(runs[1]).not.toEqual(runs[0]); // sampling drew other tokens than greedy
+  });
+
+  test('forward with a device cache: the prefill equals the CPU bit for bit, decode steps (2 rows) within 1e-5', async () => {
+    const hc = cpu.fp32.createCache(2, 24), dc = dev.fp32.createCache(2, 24);
+    try {
+      const opts = { logits: 'all' as const, ...padded };
+      const pw = await cpu.fp32.forward(batch, { ...opts, cache: hc }), pg = await dev.fp32.forward(batch, { ...opts, cache: dc });
+      expectSameBits(pw.logits, pg.logits);
+      expect(Array.from(dc.length)).toEqual(Array.from(hc.length));
+      expect(Array.from(dc.nextPosition)).toEqual(Array.from(hc.nextPosition));
+      for (const step of [[[17], [4000]], [[5], []], [[9, 10], [11]]]) {
+        const w = await cpu.fp32.forward(step, { logits: 'all', cache: hc }), g = await dev.fp32.forward(step, { logits: 'all', cache: dc });
+        expect(logitError(w.logits.filter((x) => x.length), g.logits.filter((x) => x.length)).rel).toBeLessThan(1e-5);
+      }
+      dc.reset();
+      expect(Array.from(dc.length)).toEqual([0, 0]);
+      const again = await dev.fp32.forward(batch, { ...opts, cache: dc });
+      expectSameBits(pw.logits, again.logits); // reset forgets the cached tokens
+    } finally {
+      hc.dispose();
+      dc.dispose();
+    }
+  });
+
   test('bad arguments give coded errors', async () => {
     const m = dev.fp32;
     expect(await codeOf(m.forward([[4096]]))).toBe('ZOTUNE_OUT_OF_RANGE');
     expect(await codeOf(m.zoProbe(batch, { seed: 1, eps: 1e-3, mode: 'in-place' }))).toBe('ZOTUNE_UNSUPPORTED');
     expect(await codeOf(m.zoProbe(batch, { seed: 1, eps: Infinity }))).toBe('ZOTUNE_NONFINITE');
     expect(await codeOf(m.zoUpdate({ seed: 1, scale: 1e-3, decay: 0.1 }))).toBe('ZOTUNE_UNSUPPORTED');
-    expect(await codeOf(m.forward(batch, { cache: cpu.fp32.createCache(2, 16) }))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(await codeOf(m.forward(batch, { cache: cpu.fp32.createCache(2, 16) as never }))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    const dc = m.createCache(2, 16);
+    expect(await codeOf(cpu.fp32.forward(batch, { cache: dc as never }))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    expect(await codeOf(m.forward([batch[0]], { cache: dc }))).toBe('ZOTUNE_SHAPE_MISMATCH');
+    const small = m.createCache(2, 8);
+    expect(await codeOf(m.forward(batch, { cache: small }))).toBe('ZOTUNE_OUT_OF_RANGE'); // 9 tokens in 8 slots
+    small.dispose();
+    const ch = addon!.llamaDeviceCacheCreate((m as unknown as { handle: never }).handle, 3, 16); // the native checks behind the TS ones
+    const raw = [Int32Array.of(1, 2), Int32Array.of(0, 1, 2), Int32Array.of(0, 0)] as const;
+    expect(() => addon!.llamaDeviceForward((m as unknown as { handle: never }).handle, raw[0], raw[1], raw[2], null, null, null, null, null, null, ch, Int32Array.of(0, 0)))
+      .toThrow(expect.objectContaining({ code: 'ZOTUNE_SHAPE_MISMATCH' })); // 3-sequence cache, 2-sequence batch
+    addon!.llamaDeviceCacheFree(ch);
+    addon!.llamaDeviceCacheFree(ch); // idempotent
+    dc.dispose();
+    expect(await codeOf(m.forward(batch, { cache: dc }))).toBe('ZOTUNE_DISPOSED');
+    expect(() => m.createCache(0, 4)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => m.createCache(1, 100000)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
     expect(() => m.trainableTensors()).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
     const a = cpu.fp32.nativeArgs(true);
     const h = addon!.llamaDeviceCreate(a.cfg, a.ids, true, 'exact', ...a.weights);
@@ -388,7 +440,7 @@ d('GPU host scripts, emulated', () => {
     });
     const report = JSON.parse(r.stdout) as { llama: { cases: number; failures: number }; mismatches: unknown[] };
     expect(report.mismatches).toEqual([]);
-    expect([r.status, report.llama]).toEqual([0, { cases: 20, failures: 0, emulated: true }]);
+    expect([r.status, report.llama]).toEqual([0, { cases: 21, failures: 0, emulated: true }]);
   });
 
   test('bench/gpu/zo-step.js --emulate runs a step per scheme and writes its table', () => {

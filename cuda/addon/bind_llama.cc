@@ -5,7 +5,11 @@
 //                   (attnNorm, q, k, v, o, mlpNorm, gate, up, down) x layers, norm, lmHead) -> handle
 //   (weights copied once: to the GPU, or emulated to host memory; kernels: llama.h LlamaKernels)
 // llamaDeviceForward(handle, tokens, seqOffsets, positions, keyMask | null, targets | null, logprobs | null,
-//                    logitRows | null, logits | null, vocabSubset | null) -> {logprobSum, count, kernelMs}
+//                    logitRows | null, logits | null, vocabSubset | null, cache | null, cachePast: i32[B] | null,
+//                    next: i32[B] | null, sample: f64[3] | null, seed) -> {logprobSum, count, kernelMs}
+//   (cache, past, next, sample, seed: the CPU llamaForward's, with a cache from llamaDeviceCacheCreate)
+// llamaDeviceCacheCreate(handle, batch, capacity) -> cache (device memory, or host when emulated)
+// llamaDeviceCacheReset(cache): every slot masked off; llamaDeviceCacheFree(cache) (idempotent).
 // llamaDeviceZoProbe(handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus,
 //                    logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable: u8[n_ids])
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}, kernelMs}   (perturb-on-load only)
@@ -30,10 +34,17 @@ namespace cuda {
 namespace {
 
 struct ModelBox {
+  using Held = DeviceLlama;
   std::shared_ptr<DeviceLlama> m;  // null once freed
   std::vector<uint32_t> ids;       // tensor id of every weight argument
 };
 constexpr napi_type_tag kModelTag = {0x7a6f74756e65ull, 0x11a3a0de71ceull};
+
+struct CacheBox {
+  using Held = DeviceKvCache;
+  std::shared_ptr<DeviceKvCache> kv;  // null once freed
+};
+constexpr napi_type_tag kCacheTag = {0x7a6f74756e65ull, 0x11a3a0decac4ull};
 
 [[noreturn]] void bad(const char* op, Code c, const std::string& msg) { fail(c, std::string(op) + ": " + msg); }
 
@@ -43,6 +54,15 @@ ModelBox* box_arg(Args& a, const char* op) {
   if (!ours) throw coded_error(a.env(), Code::InvalidArgument, std::string(op) + ": handle must be a model from llamaDeviceCreate");
   ModelBox* b = a.value(0).As<Napi::External<ModelBox>>().Data();
   if (!b->m) throw coded_error(a.env(), Code::Disposed, std::string(op) + ": the device model was freed");
+  return b;
+}
+
+CacheBox* cache_box(Args& a, size_t i, const char* op) {
+  bool ours = false;
+  if (a.has(i) && a.value(i).IsExternal()) napi_check_object_type_tag(a.env(), a.value(i), &kCacheTag, &ours);
+  if (!ours) throw coded_error(a.env(), Code::InvalidArgument, std::string(op) + ": cache must be a cache from llamaDeviceCacheCreate");
+  CacheBox* b = a.value(i).As<Napi::External<CacheBox>>().Data();
+  if (!b->kv) throw coded_error(a.env(), Code::Disposed, std::string(op) + ": the cache was freed");
   return b;
 }
 
@@ -109,9 +129,23 @@ Job parse_forward(Args& a) {
   const LlamaBatch b = llama_batch_arg(a, op, 1);
   auto o = std::make_shared<LlamaOutputs>();
   outputs_arg(a, op, c, b, 5, o.get(), 1);
-  if (a.count() > 10) bad(op, Code::InvalidArgument, "expected at most 10 arguments");
+  if (a.count() > 15) bad(op, Code::InvalidArgument, "expected at most 15 arguments");
+  llama_next_arg(a, 12, b, *o, op);
+  std::shared_ptr<DeviceKvCache> kv;
+  auto past = std::make_shared<std::vector<int32_t>>();
+  if (!a.has(10) && o->next) llama_validate(c, b, nullptr, *o);  // the next rows
+  if (a.has(10)) {
+    kv = cache_box(a, 10, op)->kv;
+    if (!llama_cache_fits(*m, *kv)) bad(op, Code::ShapeMismatch, "the cache was made for another model (layers, kv heads, head dim)");
+    if (llama_cache_batch(*kv) != b.B)
+      bad(op, Code::ShapeMismatch, "the cache holds " + std::to_string(llama_cache_batch(*kv)) + " sequences, the batch has " + std::to_string(b.B));
+    const int32_t* p = a.elems<int32_t>(11, "cachePast", 0, b.B);
+    past->assign(p, p + b.B);
+    const KvCache view{nullptr, nullptr, llama_cache_mask(*kv), past->data(), llama_cache_capacity(*kv)};
+    llama_validate(c, b, &view, *o);
+  }
   auto ms = std::make_shared<float>(0.0f);
-  return {[m, b, o, ms] { *ms = llama_device_forward(*m, b, *o); },
+  return {[m, b, o, kv, past, ms] { *ms = llama_device_forward(*m, b, *o, kv.get(), kv ? past->data() : nullptr); },
           [o, ms](Napi::Env env) -> Napi::Value {
             Napi::Object r = sums(env, *o).As<Napi::Object>();
             r.Set("kernelMs", *ms);
@@ -181,13 +215,42 @@ Job parse_read(Args& a) {
   return {[m, arg, dst] { llama_device_read(*m, (size_t)arg, dst.g); }, nullptr};
 }
 
-Napi::Value Free(const Napi::CallbackInfo& info) {
+Job parse_cache_create(Args& a) {
+  const char* op = "llamaDeviceCacheCreate";
+  std::shared_ptr<DeviceLlama> m = box_arg(a, op)->m;
+  const uint64_t B = a.index(1, "batch"), cap = a.index(2, "capacity");
+  if (a.count() != 3) bad(op, Code::InvalidArgument, "expected 3 arguments, got " + std::to_string(a.count()));
+  auto box = std::make_shared<CacheBox>();
+  return {[m, B, cap, box] { box->kv = llama_cache_create(*m, (size_t)B, (size_t)cap); },
+          [box](Napi::Env env) -> Napi::Value {
+            auto* held = new CacheBox(*box);
+            auto ext = Napi::External<CacheBox>::New(env, held, [](Napi::Env, CacheBox* b) { delete b; });
+            napi_type_tag_object(env, ext, &kCacheTag);
+            return ext;
+          }};
+}
+
+Job parse_cache_reset(Args& a) {
+  std::shared_ptr<DeviceKvCache> kv = cache_box(a, 0, "llamaDeviceCacheReset")->kv;
+  return {[kv] { llama_cache_reset(*kv); }, nullptr};
+}
+
+// llamaDeviceFree / llamaDeviceCacheFree: the box lets go of its object (idempotent; a call in
+// flight holds its own reference until it ends).
+template <class Box, std::shared_ptr<typename Box::Held> Box::*held>
+Napi::Value free_box(const Napi::CallbackInfo& info, const napi_type_tag* tag, const char* usage) {
   Napi::Env env = info.Env();
   bool ours = false;
-  if (info.Length() > 0 && info[0].IsExternal()) napi_check_object_type_tag(env, info[0], &kModelTag, &ours);
-  if (!ours) throw coded_error(env, Code::InvalidArgument, "llamaDeviceFree: handle must be a model from llamaDeviceCreate");
-  info[0].As<Napi::External<ModelBox>>().Data()->m.reset();
+  if (info.Length() > 0 && info[0].IsExternal()) napi_check_object_type_tag(env, info[0], tag, &ours);
+  if (!ours) throw coded_error(env, Code::InvalidArgument, usage);
+  (info[0].As<Napi::External<Box>>().Data()->*held).reset();
   return env.Undefined();
+}
+Napi::Value Free(const Napi::CallbackInfo& info) {
+  return free_box<ModelBox, &ModelBox::m>(info, &kModelTag, "llamaDeviceFree: handle must be a model from llamaDeviceCreate");
+}
+Napi::Value FreeCache(const Napi::CallbackInfo& info) {
+  return free_box<CacheBox, &CacheBox::kv>(info, &kCacheTag, "llamaDeviceCacheFree: cache must be a cache from llamaDeviceCacheCreate");
 }
 
 }  // namespace
@@ -199,6 +262,9 @@ void register_llama(Napi::Env env, Napi::Object exports) {
   export_op(env, exports, "llamaDeviceZoUpdate", parse_update);
   export_op(env, exports, "llamaDeviceRead", parse_read);
   exports.Set("llamaDeviceFree", Napi::Function::New(env, Free, "llamaDeviceFree"));
+  export_op(env, exports, "llamaDeviceCacheCreate", parse_cache_create);
+  export_op(env, exports, "llamaDeviceCacheReset", parse_cache_reset);
+  exports.Set("llamaDeviceCacheFree", Napi::Function::New(env, FreeCache, "llamaDeviceCacheFree"));
 }
 
 }  // namespace cuda

@@ -12,7 +12,9 @@
 #include <vector>
 
 #include "../../native/common/status.h"
+#include "../../native/common/philox.h"
 #include "../../native/cpu/gemm_int8.h"  // grid_probe_on_int: which path the CPU takes for a QuZO probe
+#include "../../native/cpu/sample.h"
 #include "device.h"
 #include "gemm_tc.h"
 #include "gemv.h"
@@ -89,6 +91,15 @@ struct DeviceLlama {
   bool quantized = false;                              // some weight is not fp32 (the tiled GEMMs decode it first)
   bool int_act = false;                                // some linear quantizes its activations (w8a8, w4a8)
   LlamaKernels kernels = LlamaKernels::Exact;
+};
+
+// Keys [layers][B][kvHeads][headDim][cap] and values [layers][B][kvHeads][cap][headDim] (the CPU
+// KvCache's layout) in memory of the model's kind, and the slot mask: kept on the host (each call
+// writes its new tokens' slots, as the CPU forward does) and uploaded for the call's attention.
+struct DeviceKvCache {
+  size_t layers, B, kv_heads, head_dim, cap;
+  Block k, v, mask;
+  std::vector<uint8_t> host_mask;  // [B][cap]
 };
 
 namespace {
@@ -190,14 +201,16 @@ size_t align_floats(size_t n) { return (n + 15) / 16 * 16; }  // 64-byte aligned
 struct Prep {
   size_t N = 0, B = 0, T = 0, P = 0, R = 0, C = 0, cols = 0, n_logits = 0;
   int32_t pos0 = 0;
-  std::vector<int32_t> rel_pos, zero_start, head_rows, tg;  // tg: target of each head row (or empty)
-  std::vector<uint8_t> kmask;                              // [B][T]
+  size_t cap = 0;                                     // KV slots per sequence: T, or the cache's
+  std::vector<int32_t> rel_pos, start, head_rows, tg;  // start: first KV slot per sequence; tg: target of each head row
+  std::vector<uint8_t> kmask;                          // [B][T] (none with a cache: its mask)
   std::vector<float> cos_t, sin_t;
   std::vector<int32_t> want_dst, want_src;  // logits rows copied out, chunk by chunk
   std::vector<size_t> want_begin;           // [chunks + 1] into want_*
 };
 
-Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o, size_t head_chunk_bytes) {
+Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o, size_t head_chunk_bytes, DeviceKvCache* cache,
+                const int32_t* past) {
   Prep p;
   LlamaBatchShape shape = llama_batch_shape(b, o);  // the CPU plan's extent and LM-head rows
   const int32_t lo = shape.pos0;
@@ -211,11 +224,14 @@ Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o
   p.cos_t.resize(p.P * half);
   p.sin_t.resize(p.P * half);
   for (size_t r = 0; r < p.P; ++r) rope_table_row(&p.cos_t[r * half], &p.sin_t[r * half], lo + (int64_t)r, inv.data(), half);
-  p.zero_start.assign(b.B, 0);
-  p.kmask.assign(std::max<size_t>(1, b.B * p.T), 0);
+  p.start.assign(b.B, 0);
+  if (cache) p.start.assign(past, past + b.B);
+  p.cap = cache ? cache->cap : p.T;
+  if (!cache) p.kmask.assign(std::max<size_t>(1, b.B * p.T), 0);
+  uint8_t* km = cache ? cache->host_mask.data() : p.kmask.data();
   for (size_t s = 0; s < b.B; ++s)
     for (int32_t i = b.seq_off[s]; i < b.seq_off[s + 1]; ++i)
-      p.kmask[s * p.T + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
+      km[s * p.cap + (size_t)p.start[s] + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
 
   p.R = p.head_rows.size();
   p.cols = o.vocab_subset ? o.n_vocab_subset : c.vocab;
@@ -259,7 +275,7 @@ struct Bufs {
   uint8_t* xq;             // integer-activation linears: activation codes, their scales, their floats
   float *xsc, *xqf;        // (perturbed linears), the flag of a non-finite activation row
   int* nonfinite;
-  int32_t *tokens, *seq_off, *rel_pos, *zero_start, *head_rows, *tg, *want_dst, *want_src;
+  int32_t *tokens, *seq_off, *rel_pos, *start, *head_rows, *tg, *want_dst, *want_src;
   uint8_t* kmask;
   double* lp[2];
   float* logits[2];
@@ -308,7 +324,7 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                        int forwards) {
   const LlamaConfig& c = m.c;
   const size_t N = p.N, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
-  const size_t kv = p.B * c.kv_heads * p.T * c.head_dim, F = sizeof(float), W = sizeof(int32_t);
+  const size_t kv = p.kmask.empty() ? 0 : p.B * c.kv_heads * p.T * c.head_dim, F = sizeof(float), W = sizeof(int32_t);  // none with a cache
   const bool fast = m.kernels == LlamaKernels::Fast, ws = needs_wprime(m, perturb), ia = m.int_act;
   const size_t gemm_rows = std::max(N, p.C), gemv_rows = std::min<size_t>(gemm_rows, kGemvMaxM), K = max_in_features(m);
   const bool tiles = fast && (gemm_rows > kGemvMaxM || (ia && perturb));  // perturbed int-act linears: bf16 tiles at any M
@@ -337,7 +353,7 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   auto in = [&](size_t o) { return (int32_t*)(base + o); };
   d.x = fl(ox), d.xn = fl(oxn), d.q = fl(oq), d.k = fl(ok), d.v = fl(ov), d.g = fl(og), d.u = fl(ou);
   d.kl = fl(okl), d.vl = fl(ovl), d.cos_t = fl(ocos), d.sin_t = fl(osin), d.hrows = fl(ohr), d.hl = fl(ohl), d.norms = fl(onorm);
-  d.tokens = in(otok), d.seq_off = in(ooff), d.rel_pos = in(orel), d.zero_start = in(ozs), d.head_rows = in(ohrows);
+  d.tokens = in(otok), d.seq_off = in(ooff), d.rel_pos = in(orel), d.start = in(ozs), d.head_rows = in(ohrows);
   d.tg = in(otg), d.want_dst = in(owd), d.want_src = in(ows);
   d.kmask = base + omask;
   d.wprime = fl(owp);
@@ -350,7 +366,7 @@ void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch
   ops.put(d.tokens, b.tokens, p.N * 4);
   ops.put(d.seq_off, b.seq_off, (p.B + 1) * 4);
   ops.put(d.rel_pos, p.rel_pos.data(), p.N * 4);
-  ops.put(d.zero_start, p.zero_start.data(), p.B * 4);
+  ops.put(d.start, p.start.data(), p.B * 4);
   ops.put(d.head_rows, p.head_rows.data(), p.R * 4);
   ops.put(d.tg, p.tg.data(), p.tg.size() * 4);
   ops.put(d.want_dst, p.want_dst.data(), p.want_dst.size() * 4);
@@ -439,7 +455,7 @@ void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size
 // The forward of llama.cc's llama_forward (no cache, no sampling), op for op, queued on ops.
 // Outputs stay in the call's memory: lp (log-prob per head row) and logits (requested rows).
 void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, const LlamaOutputs& o,
-             const LlamaPerturb* zo, double* lp, float* logits) {
+             const LlamaPerturb* zo, double* lp, float* logits, const DeviceKvCache* cache) {
   const LlamaConfig& c = m.c;
   const LlamaWeights& w = m.w;
   const Impl im = ops.impl;
@@ -465,16 +481,14 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
   AttnArgs at{};
   at.out = d.q;  // in place, as on the CPU
   at.q = d.q;
-  at.k = d.kl;
-  at.v = d.vl;
   at.q_off = d.seq_off;
-  at.q_start = d.zero_start;
-  at.kmask = d.kmask;
+  at.q_start = d.start;
+  at.kmask = cache ? (const uint8_t*)cache->mask.p : d.kmask;
   at.B = p.B;
   at.Hq = Hq;
   at.Hkv = Hkv;
   at.hd = hd;
-  at.cap = p.T;
+  at.cap = p.cap;
   at.ld_q = at.ld_out = Hq * hd;
   at.scale = (float)(1.0 / sqrt((double)hd));
 
@@ -486,7 +500,11 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
     linear(ops, d, L.v, d.xn, N, d.v, false, zo, m.kernels);
     rope_launch(im, d.q, N, Hq, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
     rope_launch(im, d.k, N, Hkv, hd, d.rel_pos, 0, d.cos_t, d.sin_t, s);
-    kv_store_launch(im, d.kl, d.vl, d.k, d.v, d.seq_off, p.B, N, Hkv, hd, p.T, s);
+    const size_t layer_kv = p.B * Hkv * p.cap * hd;  // the cache's layer l, or this forward's own layout
+    float *kl = cache ? (float*)cache->k.p + l * layer_kv : d.kl, *vl = cache ? (float*)cache->v.p + l * layer_kv : d.vl;
+    kv_store_launch(im, kl, vl, d.k, d.v, d.seq_off, d.start, p.B, N, Hkv, hd, p.cap, s);
+    at.k = kl;
+    at.v = vl;
     attention_launch(im, at, N, s);
     linear(ops, d, L.o, d.q, N, d.x, true, zo, m.kernels);  // residual
     rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l + 1], N, D, c.eps, s);
@@ -530,8 +548,8 @@ void finish_outputs(const Prep& p, const std::vector<double>& lp, LlamaOutputs& 
 
 // Forwards of one batch (1: forward, 2: probe) in one call; outs[f] receives forward f.
 float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* outs, const LlamaPerturb* const* zos,
-                   int forwards) {
-  const Prep p = prep_batch(m.c, b, *outs[0], m.kernels == LlamaKernels::Fast ? kFastHeadChunkBytes : kHeadChunkBytes);
+                   int forwards, DeviceKvCache* cache = nullptr, const int32_t* past = nullptr) {
+  const Prep p = prep_batch(m.c, b, *outs[0], m.kernels == LlamaKernels::Fast ? kFastHeadChunkBytes : kHeadChunkBytes, cache, past);
   const bool perturb = zos[0] != nullptr;
   Activations act;
   alloc_activations(act, m, p, b, perturb, forwards);
@@ -542,8 +560,9 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
   static const int kClear = 0;
   int nonfinite = 0;
   if (m.int_act) call.ops.put(d.nonfinite, &kClear, sizeof(int));
+  if (cache) call.ops.put(cache->mask.p, cache->host_mask.data(), cache->host_mask.size());
   call.begin();
-  for (int f = 0; f < forwards; ++f) forward(call.ops, m, p, d, *outs[f], zos[f], d.lp[f], d.logits[f]);
+  for (int f = 0; f < forwards; ++f) forward(call.ops, m, p, d, *outs[f], zos[f], d.lp[f], d.logits[f], cache);
   call.end("llama forward");
   for (int f = 0; f < forwards; ++f) {
     call.ops.get(lp[f].data(), d.lp[f], lp[f].size() * sizeof(double));
@@ -647,11 +666,61 @@ std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeigh
 
 const LlamaConfig& llama_config(const DeviceLlama& m) { return m.c; }
 
-float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o) {
-  if (o.next) bad(Code::Unsupported, "next-token sampling runs on the CPU (no KV cache on the GPU)");
+std::shared_ptr<DeviceKvCache> llama_cache_create(const DeviceLlama& m, size_t B, size_t cap) {
+  const LlamaConfig& c = m.c;
+  if (B == 0 || cap == 0 || cap > c.max_pos) bad(Code::OutOfRange, "a cache needs B >= 1 sequences of 1 .. max_position_embeddings slots");
+  auto kv = std::make_shared<DeviceKvCache>();
+  kv->layers = c.layers, kv->B = B, kv->kv_heads = c.kv_heads, kv->head_dim = c.head_dim, kv->cap = cap;
+  size_t floats = 0;
+  if (__builtin_mul_overflow(c.layers * B * c.kv_heads * c.head_dim, cap, &floats) || floats > ((size_t)1 << 40))
+    bad(Code::OutOfRange, "the cache is too large");
+  kv->k = Block(floats * sizeof(float), MemCategory::Activations, m.emulated);
+  kv->v = Block(floats * sizeof(float), MemCategory::Activations, m.emulated);
+  kv->mask = Block(B * cap, MemCategory::Activations, m.emulated);
+  kv->host_mask.assign(B * cap, 0);
+  return kv;
+}
+
+void llama_cache_reset(DeviceKvCache& kv) { std::fill(kv.host_mask.begin(), kv.host_mask.end(), 0); }
+
+size_t llama_cache_batch(const DeviceKvCache& kv) { return kv.B; }
+size_t llama_cache_capacity(const DeviceKvCache& kv) { return kv.cap; }
+uint8_t* llama_cache_mask(DeviceKvCache& kv) { return kv.host_mask.data(); }
+
+bool llama_cache_fits(const DeviceLlama& m, const DeviceKvCache& kv) {
+  return kv.layers == m.c.layers && kv.kv_heads == m.c.kv_heads && kv.head_dim == m.c.head_dim;
+}
+
+float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o, DeviceKvCache* cache, const int32_t* past) {
   LlamaOutputs* outs[1] = {&o};
   const LlamaPerturb* zos[1] = {nullptr};
-  return run_forwards(m, b, outs, zos, 1);
+  if (!o.next) return run_forwards(m, b, outs, zos, 1, cache, past);
+  // Next tokens: the last row of each sequence joins the logits rows (one call), its logits come
+  // back and are sampled here exactly as the CPU forward samples them (sample.h, same u).
+  std::vector<int32_t> rows(o.logit_rows, o.logit_rows + o.n_logit_rows), seqs;
+  for (size_t s = 0; s < b.B; ++s)
+    if (b.seq_off[s + 1] > b.seq_off[s]) rows.push_back(b.seq_off[s + 1] - 1), seqs.push_back((int32_t)s);
+  const size_t V = m.c.vocab, R = o.n_logit_rows;
+  std::vector<float> logits(rows.size() * V);
+  LlamaOutputs with = o;
+  with.next = nullptr;
+  with.logit_rows = rows.data();
+  with.n_logit_rows = rows.size();
+  with.logits = logits.data();
+  outs[0] = &with;
+  const float ms = run_forwards(m, b, outs, zos, 1, cache, past);
+  o.logprob_sum = with.logprob_sum, o.count = with.count;
+  if (R) memcpy(o.logits, logits.data(), R * V * sizeof(float));
+  for (size_t j = 0; j < seqs.size(); ++j) {
+    const size_t s = (size_t)seqs[j];
+    const float* row = &logits[(R + j) * V];
+    const uint64_t slot = (uint64_t)(past ? past[s] : 0) + (uint64_t)(b.seq_off[s + 1] - b.seq_off[s]);
+    const float u = uniform_open(random_word(RngKey{o.seed, (uint32_t)s, kPurposeUniform}, slot));
+    const int64_t id = sample_ranked(row, V, o.sample, u, argmax_row(row, V));
+    if (id < 0) fail(Code::NonFinite, "llama (device): the logits of sequence " + std::to_string(s) + " are all NaN");
+    o.next[s] = (int32_t)id;
+  }
+  return ms;
 }
 
 float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus, const LlamaPerturb& zo) {

@@ -4,8 +4,9 @@
 // The model is the CPU's (native/cpu/llama.h): the same LlamaConfig / LlamaWeights description, the
 // same packed batches, LlamaOutputs (log-probs of targets, logits of rows, vocabulary subsets) and
 // LlamaPerturb (perturb-on-load: linears inside the GEMM, embedding rows after the gather, norm
-// vectors as perturbed copies). Not here: the KV cache and next-token sampling (generation stays on
-// the CPU).
+// vectors as perturbed copies), KV caches (DeviceKvCache: the CPU KvCache's layout in device
+// memory) and next tokens (the last rows' logits copied back and sampled on the host with the
+// CPU's sample_ranked and u, so generation draws what the CPU draws from the same logits).
 //
 // The orchestration (llama.cu) is written once against the ops of nn.h / gemv.h / perturb.h /
 // quant.h with an Impl: on the GPU (Fast kernels, the gemv reference kernel) or Emulated (the same
@@ -50,6 +51,7 @@ namespace zt {
 namespace cuda {
 
 struct DeviceLlama;
+struct DeviceKvCache;
 
 enum class LlamaKernels { Exact, Fast };
 
@@ -59,10 +61,23 @@ enum class LlamaKernels { Exact, Fast };
 std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeights& w, bool emulated, LlamaKernels kernels);
 const LlamaConfig& llama_config(const DeviceLlama& m);
 
-// One forward (o.next and KV caches are not supported; the caller validated the batch with
-// llama_validate). Activations: one allocation (category activations) for the call. Returns the
-// kernel milliseconds (CUDA events; 0 when emulated).
-float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o);
+// A KV cache for B sequences of cap slots (pool category activations, or emulated host memory),
+// every slot masked off. The fill levels stay with the caller (`past` of each forward), as for the
+// CPU's KvCache; the mask is kept here, written by each forward for its new tokens.
+std::shared_ptr<DeviceKvCache> llama_cache_create(const DeviceLlama& m, size_t B, size_t cap);
+void llama_cache_reset(DeviceKvCache& kv);  // every slot masked off (the memory is kept)
+size_t llama_cache_batch(const DeviceKvCache& kv);
+size_t llama_cache_capacity(const DeviceKvCache& kv);
+uint8_t* llama_cache_mask(DeviceKvCache& kv);  // [B][cap] host copy: llama_validate's KvCache view
+bool llama_cache_fits(const DeviceLlama& m, const DeviceKvCache& kv);  // same layers, kv heads, head dim
+
+// One forward (the caller validated the batch with llama_validate), with a cache: sequence s's new
+// tokens fill slots past[s] .. and attend to everything cached before them. o.next: the sampled
+// next token of every non-empty sequence (the CPU forward's rule and Philox draw). Activations: one
+// allocation (category activations) for the call. Returns the kernel milliseconds (CUDA events; 0
+// when emulated).
+float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o, DeviceKvCache* cache = nullptr,
+                           const int32_t* past = nullptr);
 // plus at theta + eps z, minus at theta - eps z (zo.alpha = eps), one call, no weight written.
 float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus,
                          const LlamaPerturb& zo);

@@ -400,7 +400,8 @@ __host__ __device__ __forceinline__ void embed_elem(size_t t, const EmbedArgs& e
 
 // Thread t stores element t of the packed k and v rows [N][H][hd] into the KV layout.
 __host__ __device__ __forceinline__ void kv_store_elem(size_t t, float* kl, float* vl, const float* k, const float* v,
-                                                       const int32_t* seq_off, size_t B, size_t H, size_t hd, size_t cap) {
+                                                       const int32_t* seq_off, const int32_t* start, size_t B, size_t H,
+                                                       size_t hd, size_t cap) {
   const size_t d = t % hd, h = (t / hd) % H, row = t / (hd * H);
   size_t lo = 0, hi = B;  // the sequence s with seq_off[s] <= row < seq_off[s + 1]
   while (hi - lo > 1) {
@@ -408,7 +409,7 @@ __host__ __device__ __forceinline__ void kv_store_elem(size_t t, float* kl, floa
     if ((size_t)seq_off[mid] <= row) lo = mid;
     else hi = mid;
   }
-  const size_t slot = row - (size_t)seq_off[lo], sh = lo * H + h;
+  const size_t slot = (size_t)start[lo] + row - (size_t)seq_off[lo], sh = lo * H + h;
   kl[(sh * hd + d) * cap + slot] = k[t];
   vl[(sh * cap + slot) * hd + d] = v[t];
 }
@@ -436,9 +437,9 @@ __global__ void embed_kernel(EmbedArgs e, size_t n) {
   for (size_t t = thread_index(); t < n; t += grid_threads()) embed_elem(t, e);
 }
 
-__global__ void kv_store_kernel(float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off, size_t B,
-                                size_t H, size_t hd, size_t cap, size_t n) {
-  for (size_t t = thread_index(); t < n; t += grid_threads()) kv_store_elem(t, kl, vl, k, v, seq_off, B, H, hd, cap);
+__global__ void kv_store_kernel(float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off,
+                                const int32_t* start, size_t B, size_t H, size_t hd, size_t cap, size_t n) {
+  for (size_t t = thread_index(); t < n; t += grid_threads()) kv_store_elem(t, kl, vl, k, v, seq_off, start, B, H, hd, cap);
 }
 
 __global__ void gather_kernel(float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows,
@@ -570,15 +571,15 @@ void log_probs_launch(Impl impl, const float* x, size_t rows, size_t n, const in
     log_probs_ref<<<blocks_for(rows, kRefThreads, "logProbs"), kRefThreads, 0, s>>>(x, rows, n, targets, out);
 }
 
-void kv_store_launch(Impl impl, float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off, size_t B,
-                     size_t N, size_t H, size_t hd, size_t cap, void* stream) {
+void kv_store_launch(Impl impl, float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off,
+                     const int32_t* start, size_t B, size_t N, size_t H, size_t hd, size_t cap, void* stream) {
   const size_t n = N * H * hd;
   if (n == 0) return;
   if (impl == Impl::Emulated) {
-    for (size_t t = 0; t < n; ++t) kv_store_elem(t, kl, vl, k, v, seq_off, B, H, hd, cap);
+    for (size_t t = 0; t < n; ++t) kv_store_elem(t, kl, vl, k, v, seq_off, start, B, H, hd, cap);
     return;
   }
-  kv_store_kernel<<<stride_blocks(n), kThreads, 0, (cudaStream_t)stream>>>(kl, vl, k, v, seq_off, B, H, hd, cap, n);
+  kv_store_kernel<<<stride_blocks(n), kThreads, 0, (cudaStream_t)stream>>>(kl, vl, k, v, seq_off, start, B, H, hd, cap, n);
 }
 
 void gather_launch(Impl impl, float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows,

@@ -67,10 +67,11 @@ void swiglu_launch(Impl impl, float* out, const float* gate, const float* up, si
 void embed_launch(Impl impl, float* out, const GemmWeights& table, const int32_t* ids, size_t n, const Direction* dir,
                   float alpha, void* stream);
 void log_probs_launch(Impl impl, const float* x, size_t rows, size_t n, const int32_t* targets, double* out, void* stream);
-// Keys and values of N packed rows [N][H][hd] into the attention layout of a forward without a KV
-// cache: token t of sequence s at slot t - seq_off[s]; keys [B][H][hd][cap], values [B][H][cap][hd].
-void kv_store_launch(Impl impl, float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off, size_t B,
-                     size_t N, size_t H, size_t hd, size_t cap, void* stream);
+// Keys and values of N packed rows [N][H][hd] into the attention layout (a forward's own, or a KV
+// cache's layer): token t of sequence s at slot start[s] + t - seq_off[s]; keys [B][H][hd][cap],
+// values [B][H][cap][hd].
+void kv_store_launch(Impl impl, float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off,
+                     const int32_t* start, size_t B, size_t N, size_t H, size_t hd, size_t cap, void* stream);
 // dst[dst_rows[i] * cols + c] = src[src_rows[i] * row_stride + c * col_stride] for i < n, c < cols
 // (dst_rows null: i): the LM head's row gather and the logits copied out (subset columns transposed).
 void gather_launch(Impl impl, float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows,

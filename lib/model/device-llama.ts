@@ -4,10 +4,12 @@
  * one stream, only the scalars and the requested logits coming back. 'emulated' runs the same
  * orchestration and the kernels' per-thread code on the host (no GPU): tests and gpu-check.
  *
- * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable), with these limits:
- * no KV cache and no generation (they stay on the CPU model), probes 'on-load' only, updates
- * without weight decay, and the optimiser-state methods (zo-sgd-momentum, zo-adam) keep host
- * state: use mezo or quzo. Each is a coded error. Every weight scheme runs, w8a8 / w4a8 included.
+ * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable) and for generation
+ * (createCache, forward with a cache, generate / generateBatch: the cache in device memory, each
+ * step's next tokens sampled on the host from the copied-back logits with the CPU's rule), with
+ * these limits: probes 'on-load' only, updates without weight decay, and the optimiser-state
+ * methods (zo-sgd-momentum, zo-adam) keep host state: use mezo or quzo. Each is a coded error.
+ * Every weight scheme runs, w8a8 / w4a8 included.
  *
  * Kernels: 'exact' (default) keeps the CPU's order in every linear, so logits equal the CPU model's
  * bit for bit (when every GEMM has more than 4 rows); 'fast' runs linears of <= 16 rows on the fast
@@ -19,11 +21,66 @@
 import { fail } from '../errors';
 import { cudaAddon } from '../backend';
 import { loadCuda } from '../native/load';
-import type { CudaAddon, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
-import { WeightLock, checkFinite, checkSeed, directionArgs } from './llama';
-import type { ForwardOptions, ForwardResult, LlamaModel, Sequence, TrainableInfo, ZoProbeOptions, ZoUpdateOptions } from './llama';
+import type { CudaAddon, LlamaDeviceCacheHandle, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
+import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, generateSteps, withCache } from './llama';
+import type { CacheSlots, ForwardOptions, ForwardResult, GenerateOptions, LlamaModel, Packed, Sequence, TrainableInfo, ZoProbeOptions, ZoUpdateOptions } from './llama';
 
 export type DeviceKind = 'cuda' | 'emulated';
+
+/**
+ * A KV cache of a DeviceLlamaModel: keys and values of every layer in the device model's memory
+ * (the GPU's pool, category activations), the fill levels here. One call at a time may use it.
+ */
+export class DeviceKVCache implements CacheSlots {
+  readonly batch: number;
+  readonly capacity: number;
+  readonly layout: string;
+  /** Slots filled per sequence. */
+  readonly length: Int32Array;
+  /** Next rotary position per sequence (real tokens seen). */
+  readonly nextPosition: Int32Array;
+  /** @internal */ busy = false;
+  private handle: LlamaDeviceCacheHandle | null;
+  private readonly addon: CudaAddon;
+
+  /** Use DeviceLlamaModel.createCache(). */
+  constructor(addon: CudaAddon, handle: LlamaDeviceCacheHandle, layout: string, batch: number, capacity: number) {
+    this.addon = addon;
+    this.handle = handle;
+    this.layout = layout;
+    this.batch = batch;
+    this.capacity = capacity;
+    this.length = new Int32Array(batch);
+    this.nextPosition = new Int32Array(batch);
+  }
+
+  /** @internal */
+  live(): LlamaDeviceCacheHandle {
+    if (!this.handle) fail('ZOTUNE_DISPOSED', 'the KV cache was disposed');
+    return this.handle;
+  }
+
+  /** Forgets every cached token (the memory is kept). */
+  reset(): void {
+    if (this.busy) fail('ZOTUNE_INVALID_ARGUMENT', 'the KV cache is in use by another call');
+    this.addon.llamaDeviceCacheReset(this.live());
+    this.length.fill(0);
+    this.nextPosition.fill(0);
+  }
+
+  dispose(): void {
+    if (!this.handle) return;
+    this.addon.llamaDeviceCacheFree(this.handle);
+    this.handle = null;
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
+}
+
+/** LlamaModel's ForwardOptions with a device cache. */
+export type DeviceForwardOptions = Omit<ForwardOptions, 'cache'> & { cache?: DeviceKVCache };
 export interface ToDeviceOptions {
   /** 'exact' (default): the CPU's GEMM order; 'fast': fast gemv + bf16 tensor cores. */
   kernels?: LlamaDeviceKernels;
@@ -70,19 +127,67 @@ export class DeviceLlamaModel {
     return this.handle;
   }
 
-  /** One forward pass (LlamaModel.forward without a cache). */
-  async forward(batch: readonly Sequence[], opts: ForwardOptions = {}): Promise<ForwardResult> {
-    const h = this.live();
-    if (opts.cache) fail('ZOTUNE_UNSUPPORTED', 'the device model has no KV cache: generate with the host model');
+  /** A KV cache on the device for `batch` sequences of up to `capacity` tokens (default: max_position_embeddings). */
+  createCache(batch = 1, capacity = this.host.config.maxPositionEmbeddings): DeviceKVCache {
+    const h = this.live(), c = this.host.config;
+    if (!Number.isSafeInteger(batch) || batch < 1) fail('ZOTUNE_INVALID_ARGUMENT', `cache batch must be a positive integer, got ${batch}`);
+    if (!Number.isSafeInteger(capacity) || capacity < 1 || capacity > c.maxPositionEmbeddings)
+      fail('ZOTUNE_OUT_OF_RANGE', `cache capacity must be in [1, max_position_embeddings ${c.maxPositionEmbeddings}], got ${capacity}`);
+    const handle = this.addon.llamaDeviceCacheCreate(h, batch, capacity);
+    return new DeviceKVCache(this.addon, handle, [c.numLayers, c.numKvHeads, c.headDim].join(), batch, capacity);
+  }
+
+  /** One forward pass (LlamaModel.forward), continuing a device cache when given. */
+  async forward(batch: readonly Sequence[], opts: DeviceForwardOptions = {}): Promise<ForwardResult> {
+    const cache = this.deviceCache(opts.cache);
     const m = this.host, p = m.pack(batch, opts, false);
     const rows = m.logitRows(p, opts.logits);
     const subset = m.vocabSubset(p, opts);
     const V = subset ? subset.length : m.config.vocabSize;
     const logprobs = p.targets ? new Float64Array(p.tokens.length) : null;
     const logits = rows ? new Float32Array(rows.length * V) : null;
-    const r = await this.lock.read(() => this.addon.llamaDeviceForwardAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, rows, logits, subset));
-    this.lastKernelMs = r.kernelMs;
+    const r = await this.call(p, cache, logprobs, rows, logits, subset, null, null, 0);
     return m.result(p, batch.length, opts.logits ?? 'last', r, logprobs, logits, V);
+  }
+
+  /**
+   * Generates continuations of several prompts at once with one device KV cache (LlamaModel.generateBatch:
+   * the same options, stops and sampling streams).
+   */
+  async *generateBatch(prompts: readonly Sequence[], opts: GenerateOptions = {}): AsyncGenerator<(number | undefined)[]> {
+    this.live();
+    yield* generateSteps(this.host, prompts, opts, (B, cap) => this.createCache(B, cap), async (p, cache, next, sample, seed) => {
+      await this.call(p, cache, null, null, null, null, next, sample, seed);
+    });
+  }
+
+  /** Streams the continuation of one prompt, token by token (the stop token included). */
+  async *generate(prompt: Sequence, opts: GenerateOptions = {}): AsyncGenerator<number> {
+    for await (const step of this.generateBatch([prompt], opts)) {
+      if (step[0] === undefined) return;
+      yield step[0];
+    }
+  }
+
+  private deviceCache(cache: unknown): DeviceKVCache | undefined {
+    if (cache === undefined) return undefined;
+    if (!(cache instanceof DeviceKVCache)) fail('ZOTUNE_INVALID_ARGUMENT', "the device model continues a cache from its own createCache() (a host model's KVCache lives in host memory)");
+    return cache;
+  }
+
+  // One llamaDeviceForward: the cache marked busy for the call and advanced after it.
+  private async call(p: Packed, cache: DeviceKVCache | undefined, logprobs: Float64Array | null, rows: Int32Array | null, logits: Float32Array | null,
+    subset: Int32Array | null, next: Int32Array | null, sample: Float64Array | null, seed: number | bigint) {
+    const h = this.live();
+    const r = await withCache(cache, () =>
+      this.lock.read(() =>
+        this.addon.llamaDeviceForwardAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, rows, logits, subset,
+          cache ? cache.live() : null, cache ? cache.length : null, next, sample, seed),
+      ),
+    );
+    if (cache) advanceCache(cache, p);
+    this.lastKernelMs = r.kernelMs;
+    return r;
   }
 
   /** LlamaModel.zoProbe ('on-load' only): both forwards in one call, no weight written. */

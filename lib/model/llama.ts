@@ -282,11 +282,42 @@ export interface GenerateOptions {
   signal?: AbortSignal;
 }
 
+/** @internal What packing a batch reads of a KV cache (KVCache, DeviceKVCache) and advances. */
+export interface CacheSlots {
+  readonly batch: number;
+  readonly capacity: number;
+  /** [layers, kvHeads, headDim]: the models this cache fits. */
+  readonly layout: string;
+  readonly length: Int32Array;
+  readonly nextPosition: Int32Array;
+  busy: boolean;
+}
+
+/** @internal Marks the cache in use for one call (one call at a time). */
+export async function withCache<T>(cache: CacheSlots | undefined, call: () => Promise<T>): Promise<T> {
+  if (!cache) return call();
+  if (cache.busy) fail('ZOTUNE_INVALID_ARGUMENT', 'the KV cache is in use by another call');
+  cache.busy = true;
+  try {
+    return await call();
+  } finally {
+    cache.busy = false;
+  }
+}
+
+/** @internal After a call with a cache: its new tokens fill slots, its real tokens advance the positions. */
+export function advanceCache(cache: CacheSlots, p: Packed): void {
+  for (let b = 0; b < cache.batch; b++) {
+    cache.length[b] += p.offsets[b + 1] - p.offsets[b];
+    for (let i = p.offsets[b]; i < p.offsets[b + 1]; i++) if (!p.keyMask || p.keyMask[i]) cache.nextPosition[b]++;
+  }
+}
+
 /**
  * Keys and values of every layer for `batch` sequences of up to `capacity` tokens, in engine
  * memory (category "activations"). One call at a time may use it.
  */
-export class KVCache {
+export class KVCache implements CacheSlots {
   readonly batch: number;
   readonly capacity: number;
   readonly k: Tensor;
@@ -347,6 +378,63 @@ export interface Packed {
   targets: Int32Array | null;
   /** Row of each sequence's last real token, -1 if none. */
   lastRow: Int32Array;
+}
+
+function decodeParams(g: GenerationConfig, opts: GenerateOptions): Float64Array {
+  const doSample = opts.sample ?? g.doSample;
+  const t = doSample ? opts.temperature ?? g.temperature : 0;
+  const topK = opts.topK ?? (doSample ? g.topK : 0), topP = opts.topP ?? (doSample ? g.topP : 1);
+  if (!(Number.isFinite(t) && t >= 0)) fail('ZOTUNE_INVALID_ARGUMENT', `temperature must be a finite number >= 0, got ${t}`);
+  if (!Number.isSafeInteger(topK) || topK < 0) fail('ZOTUNE_INVALID_ARGUMENT', `topK must be a non-negative integer, got ${topK}`);
+  if (!(topP > 0 && topP <= 1)) fail('ZOTUNE_INVALID_ARGUMENT', `topP must be in (0, 1], got ${topP}`);
+  return Float64Array.from([t, topK, topP]);
+}
+
+/**
+ * @internal The generation loop of LlamaModel and DeviceLlamaModel: one cache for the prompts, then
+ * per step one call (`step`: the packed feed, which sets next[b] to sequence b's next token) and one
+ * yielded token per sequence (undefined once it stopped), until every sequence stopped or maxNew.
+ */
+export async function* generateSteps<C extends CacheSlots & { dispose(): void }>(
+  m: LlamaModel, prompts: readonly Sequence[], opts: GenerateOptions, newCache: (batch: number, capacity: number) => C,
+  step: (p: Packed, cache: C, next: Int32Array, sample: Float64Array, seed: number | bigint) => Promise<void>,
+): AsyncGenerator<(number | undefined)[]> {
+  const c = m.config, g = m.generationConfig, B = prompts.length;
+  if (!Array.isArray(prompts) || B === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'generate needs at least one prompt');
+  prompts.forEach((p, b) => {
+    if (p.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', `prompt ${b} is empty`);
+    checkIds(p, c.vocabSize, `prompt ${b}`);
+  });
+  const longest = Math.max(...prompts.map((p) => p.length));
+  if (longest >= c.maxPositionEmbeddings) fail('ZOTUNE_OUT_OF_RANGE', `a prompt of ${longest} tokens leaves no room below max_position_embeddings ${c.maxPositionEmbeddings}`);
+  const room = c.maxPositionEmbeddings - longest;
+  const dflt = g.maxNewTokens ?? (g.maxLength !== undefined ? Math.max(g.maxLength - longest, 0) : room);
+  const maxNew = Math.min(opts.maxNewTokens ?? dflt, room);
+  if (!Number.isSafeInteger(maxNew) || maxNew < 0) fail('ZOTUNE_INVALID_ARGUMENT', `maxNewTokens must be a non-negative integer, got ${opts.maxNewTokens}`);
+  if (maxNew === 0) return;
+  const sample = decodeParams(g, opts);
+  const seed = opts.seed ?? 0;
+  const stop = new Set(opts.stopTokens ?? g.eosTokenIds);
+  const cache = newCache(B, longest + maxNew);
+  try {
+    const next = new Int32Array(B);
+    const done = new Array<boolean>(B).fill(false);
+    let feed: Sequence[] = prompts.map((p) => p);
+    for (let s = 0; s < maxNew; s++) {
+      opts.signal?.throwIfAborted();
+      next.fill(-1);
+      await step(m.pack(feed, { cache, targets: 'none' }, true), cache, next, sample, seed);
+      const out = Array.from(next, (id, b) => (done[b] ? undefined : id));
+      out.forEach((id, b) => {
+        if (id !== undefined && stop.has(id)) done[b] = true;
+      });
+      yield out;
+      if (done.every((d) => d)) return;
+      feed = out.map((id, b) => (done[b] || id === undefined ? [] : [id]));
+    }
+  } finally {
+    cache.dispose();
+  }
 }
 
 function checkIds(seq: Sequence, vocab: number, what: string): void {
@@ -698,7 +786,7 @@ export class LlamaModel {
   }
 
   /** @internal Packs a batch (targets, masks, rotary positions) the way every native call takes it. */
-  pack(seqs: readonly Sequence[], opts: ForwardOptions, forNext: boolean): Packed {
+  pack(seqs: readonly Sequence[], opts: Omit<ForwardOptions, 'cache'> & { cache?: CacheSlots }, forNext: boolean): Packed {
     const c = this.config, B = seqs.length, cache = opts.cache;
     if (!Array.isArray(seqs) || B === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'the batch is empty: pass at least one sequence');
     if (cache && cache.batch !== B) fail('ZOTUNE_SHAPE_MISMATCH', `the cache holds ${cache.batch} sequences, the batch has ${B}`);
@@ -762,30 +850,19 @@ export class LlamaModel {
 
   private async run(p: Packed, cache: KVCache | undefined, logitRows: Int32Array | null, next: Int32Array | null, sample: Float64Array | null, seed: number | bigint, subset: Int32Array | null = null) {
     const c = this.config;
+    if (cache && !(cache instanceof KVCache)) fail('ZOTUNE_INVALID_ARGUMENT', 'this cache belongs to a device model: pass a cache from this model\'s createCache()');
     const logprobs = p.targets ? new Float64Array(p.tokens.length) : null;
     const logits = logitRows ? new Float32Array(logitRows.length * (subset ? subset.length : c.vocabSize)) : null;
-    if (cache) {
-      if (cache.busy) fail('ZOTUNE_INVALID_ARGUMENT', 'the KV cache is in use by another call');
-      cache.busy = true;
-    }
-    let r: { logprobSum: number; count: number };
-    try {
-      r = await this.lock.read(() =>
+    const r = await withCache(cache, () =>
+      this.lock.read(() =>
         native().llamaForwardAsync(
           this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, logprobs, logitRows, logits, subset,
           cache ? cache.k.mem : null, cache ? cache.v.mem : null, cache ? cache.mask : null, cache ? cache.length : null, cache ? cache.capacity : 0,
           next, sample, seed, ...(this.weightArgs as Mem[]),
         ),
-      );
-    } finally {
-      if (cache) cache.busy = false;
-    }
-    if (cache)
-      for (let b = 0; b < cache.batch; b++) {
-        const n = p.offsets[b + 1] - p.offsets[b];
-        cache.length[b] += n;
-        for (let i = p.offsets[b]; i < p.offsets[b + 1]; i++) if (!p.keyMask || p.keyMask[i]) cache.nextPosition[b]++;
-      }
+      ),
+    );
+    if (cache) advanceCache(cache, p);
     return { r, logprobs, logits };
   }
 
@@ -800,7 +877,7 @@ export class LlamaModel {
 
   /** ForwardOptions.logitTokens checked, as the native vocabulary subset (null: every token). */
   /** @internal */
-  vocabSubset(p: Packed, opts: ForwardOptions): Int32Array | null {
+  vocabSubset(p: Packed, opts: Pick<ForwardOptions, 'logitTokens' | 'logits'>): Int32Array | null {
     const t = opts.logitTokens;
     if (t === undefined) return null;
     if (!(Array.isArray(t) || t instanceof Int32Array) || t.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'logitTokens must be a non-empty array of token ids');
@@ -834,59 +911,15 @@ export class LlamaModel {
     return out;
   }
 
-  private decodeParams(opts: GenerateOptions) {
-    const g = this.generationConfig;
-    const doSample = opts.sample ?? g.doSample;
-    const t = doSample ? opts.temperature ?? g.temperature : 0;
-    const topK = opts.topK ?? (doSample ? g.topK : 0), topP = opts.topP ?? (doSample ? g.topP : 1);
-    if (!(Number.isFinite(t) && t >= 0)) fail('ZOTUNE_INVALID_ARGUMENT', `temperature must be a finite number >= 0, got ${t}`);
-    if (!Number.isSafeInteger(topK) || topK < 0) fail('ZOTUNE_INVALID_ARGUMENT', `topK must be a non-negative integer, got ${topK}`);
-    if (!(topP > 0 && topP <= 1)) fail('ZOTUNE_INVALID_ARGUMENT', `topP must be in (0, 1], got ${topP}`);
-    return Float64Array.from([t, topK, topP]);
-  }
-
   /**
    * Generates continuations of several prompts at once with one KV cache; each step yields one
    * token per sequence (undefined for sequences that already stopped).
    */
   async *generateBatch(prompts: readonly Sequence[], opts: GenerateOptions = {}): AsyncGenerator<(number | undefined)[]> {
     this.check();
-    const c = this.config, g = this.generationConfig, B = prompts.length;
-    if (!Array.isArray(prompts) || B === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'generate needs at least one prompt');
-    prompts.forEach((p, b) => {
-      if (p.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', `prompt ${b} is empty`);
-      checkIds(p, c.vocabSize, `prompt ${b}`);
+    yield* generateSteps(this, prompts, opts, (B, cap) => this.createCache(B, cap), async (p, cache, next, sample, seed) => {
+      await this.run(p, cache, null, next, sample, seed);
     });
-    const longest = Math.max(...prompts.map((p) => p.length));
-    if (longest >= c.maxPositionEmbeddings) fail('ZOTUNE_OUT_OF_RANGE', `a prompt of ${longest} tokens leaves no room below max_position_embeddings ${c.maxPositionEmbeddings}`);
-    const room = c.maxPositionEmbeddings - longest;
-    const dflt = g.maxNewTokens ?? (g.maxLength !== undefined ? Math.max(g.maxLength - longest, 0) : room);
-    const maxNew = Math.min(opts.maxNewTokens ?? dflt, room);
-    if (!Number.isSafeInteger(maxNew) || maxNew < 0) fail('ZOTUNE_INVALID_ARGUMENT', `maxNewTokens must be a non-negative integer, got ${opts.maxNewTokens}`);
-    if (maxNew === 0) return;
-    const sample = this.decodeParams(opts);
-    const seed = opts.seed ?? 0;
-    const stop = new Set(opts.stopTokens ?? g.eosTokenIds);
-    const cache = this.createCache(B, longest + maxNew);
-    try {
-      const next = new Int32Array(B);
-      const done = new Array<boolean>(B).fill(false);
-      let feed: Sequence[] = prompts.map((p) => p);
-      for (let step = 0; step < maxNew; step++) {
-        opts.signal?.throwIfAborted();
-        next.fill(-1);
-        await this.run(this.pack(feed, { cache, targets: 'none' }, true), cache, null, next, sample, seed);
-        const out = Array.from(next, (id, b) => (done[b] ? undefined : id));
-        out.forEach((id, b) => {
-          if (id !== undefined && stop.has(id)) done[b] = true;
-        });
-        yield out;
-        if (done.every((d) => d)) return;
-        feed = out.map((id, b) => (done[b] || id === undefined ? [] : [id]));
-      }
-    } finally {
-      cache.dispose();
-    }
   }
 
   /** Streams the continuation of one prompt, token by token (the stop token included). */

@@ -327,9 +327,15 @@ export interface CudaAddon extends CudaNnOps {}
 export type LlamaDeviceKernels = 'exact' | 'fast';
 /** A LLaMA resident on the GPU (or emulated in host memory) from llamaDeviceCreate. */
 export type LlamaDeviceHandle = { readonly __llamaDevice: unique symbol };
-/** handle, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, vocabSubset */
+/** A KV cache of a device model from llamaDeviceCacheCreate. */
+export type LlamaDeviceCacheHandle = { readonly __llamaDeviceCache: unique symbol };
+/**
+ * handle, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, vocabSubset,
+ * then optionally cache, cachePast, next, sample (temperature, topK, topP), seed
+ */
 export type LlamaDeviceForwardArgs = [
   LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null, Int32Array | null,
+  cache?: LlamaDeviceCacheHandle | null, cachePast?: Int32Array | null, next?: Int32Array | null, sample?: Float64Array | null, seed?: Seed,
 ];
 /** handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable */
 export type LlamaDeviceProbeArgs = [
@@ -353,6 +359,14 @@ export interface CudaLlamaOps {
   llamaDeviceReadAsync(h: LlamaDeviceHandle, arg: number, dst: LlamaWeightArg): Promise<void>;
   /** Idempotent; later calls with the handle throw ZOTUNE_DISPOSED. */
   llamaDeviceFree(h: LlamaDeviceHandle): void;
+  /** Keys, values and slot mask for `batch` sequences of `capacity` slots, in the model's memory kind. */
+  llamaDeviceCacheCreate(h: LlamaDeviceHandle, batch: number, capacity: number): LlamaDeviceCacheHandle;
+  llamaDeviceCacheCreateAsync(h: LlamaDeviceHandle, batch: number, capacity: number): Promise<LlamaDeviceCacheHandle>;
+  /** Every slot masked off (the memory is kept). */
+  llamaDeviceCacheReset(c: LlamaDeviceCacheHandle): void;
+  llamaDeviceCacheResetAsync(c: LlamaDeviceCacheHandle): Promise<void>;
+  /** Idempotent; later calls with the cache throw ZOTUNE_DISPOSED. */
+  llamaDeviceCacheFree(c: LlamaDeviceCacheHandle): void;
 }
 export interface CudaAddon extends CudaLlamaOps {}
 

@@ -101,19 +101,7 @@ Job parse_forward(Args& a) {
     cache->past = a.elems<int32_t>(14, "cachePast", 0, b.B);
     if (cache->k == cache->v) bad(Code::InvalidArgument, "cacheK and cacheV must be different buffers");
   }
-  if (a.has(16)) {
-    o->next = a.elems<int32_t>(16, "next", 0, b.B);
-    if (a.has(17)) {
-      const double* s = a.elems<double>(17, "sample", 0, 3);
-      if (!(s[0] >= 0 && std::isfinite(s[0]))) bad(Code::InvalidArgument, "temperature must be a finite number >= 0");
-      if (!(s[1] >= 0 && s[1] <= 2147483647.0 && s[1] == std::floor(s[1]))) bad(Code::InvalidArgument, "topK must be a non-negative integer");
-      if (!(s[2] > 0 && s[2] <= 1)) bad(Code::InvalidArgument, "topP must be in (0, 1]");
-      o->sample.temperature = (float)s[0];
-      o->sample.top_k = (uint32_t)s[1];
-      o->sample.top_p = (float)s[2];
-    }
-    o->seed = a.u64(18, "seed");
-  }
+  llama_next_arg(a, 16, b, *o, "llamaForward");
   llama_validate(c, b, cache.get(), *o);
 
   auto w = parse_weights(a, c, ids, kArgWeights);

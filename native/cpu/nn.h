@@ -24,6 +24,7 @@
 
 #include "../common/nn_rows.h"
 #include "../common/rope.h"
+#include "sample.h"
 
 namespace zt {
 
@@ -74,16 +75,7 @@ void embed(float* out, const float* table, size_t dim, const int32_t* ids, size_
 void log_probs(const float* x, size_t rows, size_t n, size_t ld, const int32_t* target, double* out);
 int64_t argmax(const float* x, size_t n);
 
-// Sampling from one row of logits. temperature <= 0 means greedy (argmax). Otherwise the
-// distribution softmax(logits / temperature) is restricted to the top_k most likely ids
-// (0 = all; ties broken by lower id), then to the smallest most-likely-first prefix whose mass
-// reaches top_p (1 = all; the first id always stays), renormalised, and sampled by inverse CDF
-// with u in (0, 1) (in most-likely-first order, or id order when neither filter applies).
-struct SampleParams {
-  float temperature = 0;
-  uint32_t top_k = 0;
-  float top_p = 1;
-};
+// Sampling from one row of logits (sample.h), the argmax on the fastest path.
 int64_t sample_row(const float* logits, size_t n, const SampleParams& p, float u);
 
 }  // namespace zt
