@@ -432,6 +432,31 @@ d('finetune with the ZO steps on the device model (emulated)', () => {
   });
 });
 
+d('zotune generate --device (emulated)', () => {
+  const cli = path.join(root, 'dist', 'cli', 'main.js');
+  const zotune = (args: string[]) => run(process.execPath, [cli, ...args], { env: cleanEnv({ ZOTUNE_CUDA_BINARY: loadCuda().binary!.path }) });
+  const base = ['generate', '--model', micro!, '--prompt', 'Call me Ishmael.', '--max-tokens', '10', '--ignore-eos', '--json'];
+
+  test('the device decoder generates the CPU\'s tokens (greedy, sampled) and says where it ran', () => {
+    for (const extra of [[], ['--seed', '5', '--temperature', '0.8']]) {
+      const want = JSON.parse(zotune([...base, ...extra]).stdout), got = JSON.parse(zotune([...base, ...extra, '--device', 'emulated', '--kernels', 'exact']).stdout);
+      expect(got.ids).toEqual(want.ids);
+      expect(want.ids).toHaveLength(10);
+      expect(want.device).toEqual({ ran: 'cpu', reason: 'device cpu (the default)' });
+      expect(got.device).toEqual({ ran: 'emulated', kernels: 'exact', reason: 'device emulated requested' });
+    }
+    const auto = JSON.parse(zotune([...base, '--device', 'auto']).stdout);
+    expect(auto.device.ran).toBe(gpu ? 'cuda' : 'cpu');
+  });
+
+  test('bad --device / --kernels are usage errors', () => {
+    const r = zotune([...base, '--kernels', 'fast']);
+    expect([r.status, r.stderr]).toEqual([2, expect.stringContaining('--kernels is for --device auto|cuda|emulated')]);
+    const d = zotune([...base, '--device', 'tpu']);
+    expect([d.status, d.stderr]).toEqual([2, expect.stringContaining("--device must be one of cpu, auto, cuda, emulated (got 'tpu')")]);
+  });
+});
+
 d('GPU host scripts, emulated', () => {
   test('gpu-check.js --emulate: the llama section (forward, golden logits, probe, update) passes on micro-llama', () => {
     const r = run(process.execPath, [path.join(root, 'scripts', 'gpu-check.js'), '--json', '--emulate', '--only', 'llama', '--cpu', nativeBinary().path, '--cuda', loadCuda().binary!.path], {

@@ -11,6 +11,7 @@ import { ZO_METHODS, type ZoMethod } from '../zo/optimizer';
 import { finetune, isFoMethod, type RunConfig, type RunSummary } from '../zo/run';
 import { FO_METHODS, foWeights, type FoMethod } from '../fo/fit';
 import { UsageError, choice, type Command, type OptionValues } from './command';
+import { DEVICE_OPTIONS } from './model-options';
 
 function numberOption(values: OptionValues, name: string, dflt: number, check: (v: number) => boolean, what: string): number {
   const v = values[name];
@@ -94,8 +95,8 @@ export const finetuneCommand: Command<RunSummary> = {
     'eval-examples': { type: 'string', value: '<n>', description: 'Dev examples per periodic evaluation (default all)' },
     'no-test': { type: 'boolean', description: 'Do not evaluate the final weights on the test split' },
     'keep-best': { type: 'boolean', description: 'End on the weights of the best dev evaluation (replayed from the log), as MeZO reports' },
-    device: { type: 'string', value: '<cpu|auto|cuda|emulated>', description: "Where the ZO steps run (default cpu): the GPU copy of the model for mezo / quzo; auto falls back to the CPU; emulated runs the CUDA kernels' host emulation (checks)" },
-    kernels: { type: 'string', value: '<exact|fast>', description: "The device model's linears (default exact: the CPU's bits; fast: gemv and bf16 tensor cores)" },
+    device: { ...DEVICE_OPTIONS.device, description: "Where the ZO steps run (default cpu): the GPU copy of the model for mezo / quzo; auto falls back to the CPU; emulated runs the CUDA kernels' host emulation (checks)" },
+    kernels: DEVICE_OPTIONS.kernels,
   },
   async run(values) {
     const out = values.out;

@@ -1,6 +1,7 @@
 /** `zotune generate`: continue a prompt with the KV-cache decoder, streaming text as tokens arrive. */
 import { UsageError, intOption, numberOption, type Command, type OptionValues } from './command';
-import { MODEL_OPTION, WEIGHTS_OPTION, loadModel, loadTokenizer, secondsSince } from './model-options';
+import { DEVICE_OPTIONS, MODEL_OPTION, WEIGHTS_OPTION, loadModel, loadTokenizer, placeFromOptions, secondsSince } from './model-options';
+import type { Placement } from '../model/device-llama';
 import type { GenerationConfig } from '../model/config';
 import type { GenerateOptions } from '../model/llama';
 
@@ -24,6 +25,8 @@ export interface GenerateResult {
   /** Generated tokens per second over the whole generation (prefill included). */
   tokensPerSecond: number;
   stopReason: StopReason;
+  /** Where the decoder ran and why (--device). */
+  device: Placement['info'];
 }
 
 function samplingOptions(values: OptionValues): GenerateOptions {
@@ -59,13 +62,17 @@ export const generate: Command<GenerateResult> = {
     'top-p': { type: 'string', value: '<p>', description: 'Nucleus sampling mass in (0, 1] (implies --sample)' },
     seed: { type: 'string', value: '<s>', description: 'Sampling seed (implies --sample; default 0)' },
     'ignore-eos': { type: 'boolean', description: 'Keep generating after an end-of-sequence token (up to --max-tokens)' },
+    ...DEVICE_OPTIONS,
   },
   async run(values) {
     const maxTokens = intOption('max-tokens', values['max-tokens'], 0);
     const opts = samplingOptions(values);
     const tok = loadTokenizer(values);
     const model = await loadModel(values);
+    let placement: Placement | undefined;
     try {
+      placement = await placeFromOptions(model, values);
+      const decoder = placement.device ?? model;
       const prompt = values.prompt as string;
       const promptIds = tok.encode(prompt);
       const c = model.config, g = model.generationConfig;
@@ -77,7 +84,7 @@ export const generate: Command<GenerateResult> = {
       const ids: number[] = [];
       const t0 = performance.now();
       let firstAt: number | null = null;
-      for await (const id of model.generate(promptIds, { ...opts, maxNewTokens: wanted, stopTokens: [...stops] })) {
+      for await (const id of decoder.generate(promptIds, { ...opts, maxNewTokens: wanted, stopTokens: [...stops] })) {
         if (firstAt === null) firstAt = secondsSince(t0);
         ids.push(id);
         if (stream) process.stdout.write(stream.push(id));
@@ -98,8 +105,10 @@ export const generate: Command<GenerateResult> = {
         seconds,
         tokensPerSecond: seconds > 0 ? ids.length / seconds : 0,
         stopReason,
+        device: placement.info,
       };
     } finally {
+      placement?.device?.dispose();
       model.dispose();
     }
   },

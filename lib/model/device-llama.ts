@@ -18,14 +18,50 @@
  * CPU's logits (bf16 rounding), not equal to them. w8a8 / w4a8 forwards equal the CPU's with both
  * sets (the integer GEMM is exact); their fast probes round W' to bf16.
  */
-import { fail } from '../errors';
-import { cudaAddon } from '../backend';
+import { ZotuneError, fail } from '../errors';
+import { cudaAddon, selectBackend } from '../backend';
 import { loadCuda } from '../native/load';
 import type { CudaAddon, LlamaDeviceCacheHandle, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
 import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, generateSteps, withCache } from './llama';
 import type { CacheSlots, ForwardOptions, ForwardResult, GenerateOptions, LlamaModel, Packed, Sequence, TrainableInfo, ZoProbeOptions, ZoUpdateOptions } from './llama';
 
 export type DeviceKind = 'cuda' | 'emulated';
+/** Where work runs: the host model, the GPU copy ('auto': the GPU when one works, else the CPU), or the emulated copy. */
+export type DeviceChoice = 'cpu' | 'auto' | 'cuda' | 'emulated';
+export const DEVICE_CHOICES: readonly DeviceChoice[] = ['cpu', 'auto', 'cuda', 'emulated'];
+
+/** Where placeModel put the work and why. */
+export interface Placement {
+  /** The device copy (undefined: the work runs on the host model). */
+  device?: DeviceLlamaModel;
+  info: { ran: 'cpu' | 'cuda' | 'emulated'; kernels?: LlamaDeviceKernels; reason: string };
+}
+
+/**
+ * The device copy of `model` for `want`. 'auto' takes the GPU when one works and falls back to the
+ * CPU with its reason (also when `limit` says why the work cannot use the device, or the device model
+ * refuses the weights with ZOTUNE_UNSUPPORTED); 'cuda' / 'emulated' with a limit are
+ * ZOTUNE_UNSUPPORTED, 'cuda' without a usable GPU ZOTUNE_CUDA_UNAVAILABLE with the reason.
+ */
+export async function placeModel(model: LlamaModel, want: DeviceChoice, kernels?: LlamaDeviceKernels, limit?: string): Promise<Placement> {
+  if (!DEVICE_CHOICES.includes(want)) fail('ZOTUNE_INVALID_ARGUMENT', `device must be one of ${DEVICE_CHOICES.join(', ')}, got ${String(want)}`);
+  if (want === 'cpu') return { info: { ran: 'cpu', reason: 'device cpu (the default)' } };
+  if (want === 'auto') {
+    if (limit) return { info: { ran: 'cpu', reason: `auto: ${limit}` } };
+    const b = selectBackend('auto');
+    if (b.backend === 'cpu') return { info: { ran: 'cpu', reason: b.reason } };
+    try {
+      const device = await model.toDevice('cuda', { kernels });
+      return { device, info: { ran: 'cuda', kernels: device.kernels, reason: b.reason } };
+    } catch (err) {
+      if (err instanceof ZotuneError && err.code === 'ZOTUNE_UNSUPPORTED') return { info: { ran: 'cpu', reason: `auto: ${err.message}` } };
+      throw err;
+    }
+  }
+  if (limit) fail('ZOTUNE_UNSUPPORTED', `device '${want}': ${limit}; use device 'cpu' (or 'auto', which falls back to it)`);
+  const device = await model.toDevice(want, { kernels });
+  return { device, info: { ran: want, kernels: device.kernels, reason: `device ${want} requested` } };
+}
 
 /**
  * A KV cache of a DeviceLlamaModel: keys and values of every layer in the device model's memory

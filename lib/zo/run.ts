@@ -22,9 +22,8 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
-import { selectBackend } from '../backend';
 import { LlamaModel, type WeightScheme } from '../model/llama';
-import type { DeviceLlamaModel } from '../model/device-llama';
+import { DEVICE_CHOICES, placeModel, type DeviceChoice, type Placement } from '../model/device-llama';
 import type { LlamaDeviceKernels } from '../native/binding';
 import { LlamaTokenizer } from '../model/tokenizer';
 import { memory } from '../runtime';
@@ -43,8 +42,7 @@ export const isFoMethod = (m: string): m is FoMethod => (FO_METHODS as readonly 
 
 /** Where the ZO steps run: 'cpu' (default), 'cuda', 'auto' (cuda when usable and supported, else the
  * CPU, with the reason in the summary) or 'emulated' (the CUDA kernels' host emulation: checks). */
-export type RunDevice = 'cpu' | 'auto' | 'cuda' | 'emulated';
-const RUN_DEVICES: readonly RunDevice[] = ['cpu', 'auto', 'cuda', 'emulated'];
+export type RunDevice = DeviceChoice;
 
 export interface RunConfig {
   model: string;
@@ -111,7 +109,7 @@ export interface RunSummary {
   peakEngineBytes: number;
   peakRssBytes: number;
   /** Where the steps ran, and why there. */
-  device: { ran: 'cpu' | 'cuda' | 'emulated'; kernels?: LlamaDeviceKernels; reason: string };
+  device: Placement['info'];
 }
 
 export interface RunHooks {
@@ -154,31 +152,9 @@ function checkDevice(c: RunConfig): void {
   if (limit) fail('ZOTUNE_UNSUPPORTED', `device '${c.device}': ${limit}; use device 'cpu' (or 'auto', which falls back to it)`);
 }
 
-interface Placement {
-  device?: DeviceLlamaModel;
-  info: RunSummary['device'];
-}
-
 /** The device copy the ZO steps of run c take, if any (c.device; 'auto' falls back to the CPU). */
-async function placeSteps(model: LlamaModel, c: RunConfig): Promise<Placement> {
-  const want = c.device ?? 'cpu';
-  if (want === 'cpu') return { info: { ran: 'cpu', reason: 'device cpu (the default)' } };
-  const limit = deviceLimit(c);
-  if (want === 'auto') {
-    if (limit) return { info: { ran: 'cpu', reason: `auto: ${limit}` } };
-    const b = selectBackend('auto');
-    if (b.backend === 'cpu') return { info: { ran: 'cpu', reason: b.reason } };
-    try {
-      const device = await model.toDevice('cuda', { kernels: c.kernels });
-      return { device, info: { ran: 'cuda', kernels: device.kernels, reason: b.reason } };
-    } catch (err) {
-      if (err instanceof ZotuneError && err.code === 'ZOTUNE_UNSUPPORTED') return { info: { ran: 'cpu', reason: `auto: ${err.message}` } };
-      throw err;
-    }
-  }
-  checkDevice(c);
-  const device = await model.toDevice(want, { kernels: c.kernels }); // 'cuda' without a usable GPU: ZOTUNE_CUDA_UNAVAILABLE, with the reason
-  return { device, info: { ran: want, kernels: device.kernels, reason: `device ${want} requested` } };
+function placeSteps(model: LlamaModel, c: RunConfig): Promise<Placement> {
+  return placeModel(model, c.device ?? 'cpu', c.kernels, deviceLimit(c));
 }
 
 export function readRunConfig(dir: string): RunConfig {
@@ -207,7 +183,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     if (!config) fail('ZOTUNE_INVALID_ARGUMENT', 'a new run needs its settings');
     if (fs.existsSync(logFile) || fs.existsSync(configFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} already holds a run: resume it or choose another folder`);
     c = { ...config, model: path.resolve(config.model) };
-    if (c.device !== undefined && !RUN_DEVICES.includes(c.device)) fail('ZOTUNE_INVALID_ARGUMENT', `device must be one of ${RUN_DEVICES.join(', ')}, got ${String(c.device)}`);
+    if (c.device !== undefined && !DEVICE_CHOICES.includes(c.device)) fail('ZOTUNE_INVALID_ARGUMENT', `device must be one of ${DEVICE_CHOICES.join(', ')}, got ${String(c.device)}`);
     if (c.kernels !== undefined && c.kernels !== 'exact' && c.kernels !== 'fast') fail('ZOTUNE_INVALID_ARGUMENT', `kernels must be 'exact' or 'fast', got ${String(c.kernels)}`);
     checkDevice(c); // before the folder is written
     if (c.keepBest && isFoMethod(c.method)) fail('ZOTUNE_UNSUPPORTED', `keepBest rebuilds the best evaluation from the ZO step log; ${c.method} keeps no log`);
