@@ -1269,8 +1269,9 @@ function checkLlama(cpu, gpu, report, say, emulate) {
         const tensors = upd.map((i) => m.weights[i]);
         const counts = Float64Array.from(tensors, (w) => (w.format === undefined ? w.length : w.rows * w.cols));
         const uids = Uint32Array.from(upd, (i) => m.ids[i]);
-        cpu.zoUpdate(0x77n, 0, 4, 1e-3, 0, uids, new Uint8Array(uids.length), counts, ...tensors);
-        const ug = gpu.llamaDeviceZoUpdate(h, 0x77n, 0, 4, 1e-3, 0, uids);
+        const decays = Uint8Array.from(upd, (i) => (m.names[i].endsWith('norm.weight') ? 0 : 1));  // weight decay 0.05, norms not decayed
+        cpu.zoUpdate(0x77n, 0, 4, 1e-3, 0.05, uids, decays, counts, ...tensors);
+        const ug = gpu.llamaDeviceZoUpdate(h, 0x77n, 0, 4, 1e-3, 0.05, uids, decays);
         let bad = 0;
         upd.forEach((i) => {
           const w = m.weights[i];
@@ -1279,7 +1280,7 @@ function checkLlama(cpu, gpu, report, say, emulate) {
           const same = w.format === undefined ? bytesOf(dst).equals(bytesOf(w)) : bytesOf(dst.data).equals(bytesOf(w.data)) && bytesOf(dst.scales).equals(bytesOf(w.scales));
           if (!same) bad++;
         });
-        line(bad === 0, `${tag} update vs CPU (QuZO 4-bit z, ${ug.kernelMs.toFixed(2)} ms): ${bad ? `${bad}/${upd.length} tensors differ` : `${upd.length} tensors bit-identical`}`);
+        line(bad === 0, `${tag} update vs CPU (QuZO 4-bit z, weight decay 0.05, ${ug.kernelMs.toFixed(2)} ms): ${bad ? `${bad}/${upd.length} tensors differ` : `${upd.length} tensors bit-identical`}`);
         if (!emulate) {
           const mem = gpu.deviceMemory(), wb = m.weights.reduce((s, w, i) => s + (upd.includes(i) ? (w.format === undefined ? w.byteLength : w.data.byteLength + w.scales.byteLength) : 0), 0);
           say(`llama ${tag} device memory: weights ${(mem.live.weights / 2 ** 20).toFixed(2)} MiB live (${(wb / 2 ** 20).toFixed(2)} MiB of tensors), peak activations ${(mem.peak.activations / 2 ** 20).toFixed(2)} MiB, total peak ${((mem.totalPeak - live0) / 2 ** 20).toFixed(2)} MiB`);

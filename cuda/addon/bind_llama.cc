@@ -13,8 +13,8 @@
 // llamaDeviceZoProbe(handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus,
 //                    logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable: u8[n_ids])
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}, kernelMs}   (perturb-on-load only)
-// llamaDeviceZoUpdate(handle, seed, dist, bits, scale, decay, ids: u32[n]) -> {kernelMs}
-//   theta <- theta - scale z_srUpdate(seed, id); decay must be 0 (ZOTUNE_UNSUPPORTED otherwise).
+// llamaDeviceZoUpdate(handle, seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n] | null) -> {kernelMs}
+//   theta <- theta (1 - decay decayFlags[j]) - scale z_srUpdate(seed, id): the CPU zoUpdate's bits.
 // llamaDeviceRead(handle, arg, dst): weight argument `arg` copied into dst (f32 memory or a quantized
 //   tensor descriptor of the same shape and format).
 // llamaDeviceFree(handle): frees the copies (idempotent; a call in flight keeps them until it ends).
@@ -190,13 +190,17 @@ Job parse_update(Args& a) {
   const float scale = llama_finite_f32(a, 4, "scale", op);
   const double decay = a.num(5, "decay");
   if (!(decay >= 0 && decay <= 1)) bad(op, Code::InvalidArgument, "decay must be in [0, 1]");
-  if (decay != 0) bad(op, Code::Unsupported, "weight decay is not applied by the device update yet (use weightDecay 0, or the CPU model)");
   const size_t n = a.mem(6, "ids").bytes / 4;
   const uint32_t* ids = a.elems<uint32_t>(6, "ids", 0, n);
-  if (a.count() != 7) bad(op, Code::InvalidArgument, "expected 7 arguments, got " + std::to_string(a.count()));
+  if (a.count() > 8) bad(op, Code::InvalidArgument, "expected at most 8 arguments, got " + std::to_string(a.count()));
+  if (decay != 0 && !a.has(7)) bad(op, Code::InvalidArgument, "a decay needs decayFlags (one per id)");
+  const uint8_t* flags = a.has(7) ? a.elems<uint8_t>(7, "decayFlags", 0, n) : nullptr;
   auto list = std::make_shared<std::vector<uint32_t>>(ids, ids + n);
+  auto keep = std::make_shared<std::vector<float>>(n, 1.0f);  // the CPU's float(1 - decay) for flagged tensors
+  for (size_t j = 0; j < n; ++j)
+    if (flags && flags[j]) (*keep)[j] = (float)(1.0 - decay);
   auto ms = std::make_shared<float>(0.0f);
-  return {[m, dir, scale, list, ms] { *ms = llama_device_update(*m, dir, scale, list->data(), list->size()); },
+  return {[m, dir, scale, list, keep, ms] { *ms = llama_device_update(*m, dir, scale, list->data(), list->size(), keep->data()); },
           [ms](Napi::Env env) -> Napi::Value {
             Napi::Object r = Napi::Object::New(env);
             r.Set("kernelMs", *ms);

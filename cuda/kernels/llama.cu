@@ -160,9 +160,18 @@ struct Ops {
   void act_codes_f32(const uint8_t* codes, uint64_t M, uint64_t K, float* out) const { act_codes_f32_launch(tc(), codes, M, K, out, stream); }
   void gemm_int_act(const IntActGemm& g) const { gemm_int_act_launch(tc(), g, stream); }
   TcImpl tc() const { return host() ? TcImpl::Emulated : TcImpl::Fast; }
-  void perturb(float* w, uint64_t n, const Direction& d, float alpha) const {
-    if (host()) perturb_emulated(w, n, d, 0, alpha);
-    else perturb_launch(w, n, d, 0, alpha, false, stream);
+  void perturb(float* w, uint64_t n, const Direction& d, float alpha, float keep = 1.0f) const {
+    if (host()) perturb_emulated(w, n, d, 0, alpha, keep);
+    else perturb_launch(w, n, d, 0, alpha, false, stream, keep);
+  }
+  // A quantized tensor through fp32 and back onto its grid (updates with weight decay).
+  void dequantize(const QTensorView& q, float* y) const {
+    if (host()) dequantize_emulated(q, y);
+    else dequantize_launch(q, y, stream);
+  }
+  void requantize(const QTensorView& q, const float* x, uint64_t seed, uint32_t id) const {
+    if (host()) quantize_emulated(q, x, qformat_has_scales(q.format) ? ScaleMode::Keep : ScaleMode::One, true, seed, id, nullptr);
+    else requantize_launch(q, x, true, seed, id, stream);
   }
   void quant_update(const QTensorView& q, float alpha, const Direction& d) const {
     if (host()) quant_update_emulated(q, alpha, d);
@@ -731,28 +740,42 @@ float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus
   return run_forwards(m, b, outs, zos, 2);
 }
 
-float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n) {
+float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n, const float* keep) {
   std::vector<StoredTensor*> list;
+  size_t workspace = 0;  // floats: the largest quantized tensor updated with decay
   for (size_t j = 0; j < n; ++j) {
     StoredTensor* t = nullptr;
     for (auto& s : m.tensors)
       if (s->id == ids[j]) t = s.get();
     if (!t) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " is not a weight of this model");
-    if (!t->w.f32) {
+    const bool decayed = keep && keep[j] != 1.0f;
+    if (!t->w.f32 && !decayed) {
       QTensorView hq = t->w.q;  // the update's checks on the host copy of the scales
       hq.scales = t->host_scales.empty() ? nullptr : t->host_scales.data();
       hq.zeros = nullptr;  // checked at upload, never written
       quant_update_check(hq, -scale);
     }
+    if (!t->w.f32 && decayed) workspace = std::max<size_t>(workspace, t->w.n * t->w.k);
     list.push_back(t);
   }
-  Call call(m.emulated);
+  Block tmp(workspace * sizeof(float), MemCategory::Workspace, m.emulated);
+  Call call(m.emulated);  // after the workspace: its destructor drains the stream first
   call.begin();
-  for (StoredTensor* t : list) {
+  for (size_t j = 0; j < list.size(); ++j) {
+    StoredTensor* t = list[j];
+    const float kj = keep ? keep[j] : 1.0f;
     Direction d = dir;
     d.stream = t->id;
-    if (t->w.f32) call.ops.perturb(const_cast<float*>(t->w.w32), t->w.n * t->w.k, d, -scale);
-    else call.ops.quant_update(t->w.q, -scale, d);
+    const uint64_t count = t->w.n * t->w.k;
+    if (t->w.f32) {
+      call.ops.perturb(const_cast<float*>(t->w.w32), count, d, -scale, kj);
+    } else if (kj == 1.0f) {
+      call.ops.quant_update(t->w.q, -scale, d);
+    } else {  // the CPU's zoUpdate with decay: through fp32, then stochastically rounded onto the same grid
+      call.ops.dequantize(t->w.q, (float*)tmp.p);
+      call.ops.perturb((float*)tmp.p, count, d, -scale, kj);
+      call.ops.requantize(t->w.q, (const float*)tmp.p, d.seed, t->id);
+    }
   }
   call.end("llama update");
   return call.finish("llama update");

@@ -81,10 +81,13 @@ float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o,
 // plus at theta + eps z, minus at theta - eps z (zo.alpha = eps), one call, no weight written.
 float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus,
                          const LlamaPerturb& zo);
-// theta <- theta - scale z(dir with stream = id) for each listed tensor id: fp32 through the perturb
-// kernel (alpha = -scale), quantized through the quantized update (SR onto the tensor's grid). dir's
-// purpose is srUpdate. Every id and every grid is checked before anything is written.
-float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n);
+// theta <- theta * keep - scale z(dir with stream = id) for each listed tensor id (keep[j]: 1 - weight
+// decay, or null: 1): fp32 through the perturb kernel (alpha = -scale), quantized through the quantized
+// update (SR onto the tensor's grid) or, with decay, dequantized to fp32, updated and stochastically
+// rounded back onto the same grid (Philox seed, stream = id, srQuantize): the CPU zoUpdate's bits.
+// dir's purpose is srUpdate. Every id and every grid is checked before anything is written.
+float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n,
+                          const float* keep = nullptr);
 
 // Weight argument `arg` (the upload order: embed, 9 per layer, norm, lmHead) copied into host
 // arrays of the same shape and format (codes, scales and zero-points).

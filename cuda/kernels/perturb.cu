@@ -17,21 +17,22 @@ namespace {
 constexpr int kThreads = 256;
 
 // Elements e0 .. e0 + 3 of w (which holds elements [first, first + n)), with their directions z.
-// vec: first % 4 == 0, so a run wholly inside the range is one aligned float4.
-ZT_HD void perturb_run(float* w, uint64_t first, uint64_t n, uint64_t e0, const float z[4], float alpha, bool vec) {
+// vec: first % 4 == 0, so a run wholly inside the range is one aligned float4. keep: the weight
+// decay's retention (1: exactly the plain perturbation, perturb.h).
+ZT_HD void perturb_run(float* w, uint64_t first, uint64_t n, uint64_t e0, const float z[4], float alpha, float keep, bool vec) {
   const uint64_t j = e0 - first;  // unsigned: e0 < first wraps past n
   if (vec && j < n && n - j >= 4) {
     F4 v = load4(w + j);
-    for (int l = 0; l < 4; ++l) v.v[l] = perturbed(v.v[l], alpha, z[l]);
+    for (int l = 0; l < 4; ++l) v.v[l] = perturbed_decayed(v.v[l], keep, alpha, z[l]);
     store4(w + j, v);
     return;
   }
   for (int l = 0; l < 4; ++l)
-    if (e0 + l - first < n) w[e0 + l - first] = perturbed(w[e0 + l - first], alpha, z[l]);
+    if (e0 + l - first < n) w[e0 + l - first] = perturbed_decayed(w[e0 + l - first], keep, alpha, z[l]);
 }
 
 // One work item (rng_blocks.h quads): block b0 + (t >> 1), lanes 4u .. 4u + 3.
-ZT_HD void perturb_item(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, uint64_t b0, uint64_t t) {
+ZT_HD void perturb_item(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, float keep, uint64_t b0, uint64_t t) {
   const uint64_t B = b0 + (t >> 1);
   const unsigned u = (unsigned)(t & 1);
   const bool vec = (first & 3) == 0;
@@ -42,13 +43,13 @@ ZT_HD void perturb_item(float* w, uint64_t n, const Direction& d, uint64_t first
       for (unsigned b = 0; b < 32; ++b) {
         float z[4];
         for (int l = 0; l < 4; ++l) z[l] = rademacher_bit(bits[l][k], b);
-        perturb_run(w, first, n, (B << kBitShift) + 256 * k + 8 * b + 4 * u, z, alpha, vec);
+        perturb_run(w, first, n, (B << kBitShift) + 256 * k + 8 * b + 4 * u, z, alpha, keep, vec);
       }
   } else {
     float z[2][4][4];
     gauss_quad(d, B, u, z);
     for (int h = 0; h < 2; ++h)
-      for (int k = 0; k < 4; ++k) perturb_run(w, first, n, (B << kNormalShift) + 32 * h + 8 * k + 4 * u, z[h][k], alpha, vec);
+      for (int k = 0; k < 4; ++k) perturb_run(w, first, n, (B << kNormalShift) + 32 * h + 8 * k + 4 * u, z[h][k], alpha, keep, vec);
   }
 }
 
@@ -57,15 +58,15 @@ ZT_HD void perturb_index(float* w, const uint32_t* idx, uint64_t j, const Direct
   w[i] = perturbed(w[i], alpha, direction_at(d, first + i));
 }
 
-__global__ void perturb_kernel(float* w, uint64_t n, Direction d, uint64_t first, float alpha, Quads qs) {
+__global__ void perturb_kernel(float* w, uint64_t n, Direction d, uint64_t first, float alpha, float keep, Quads qs) {
   for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < qs.items; t += (uint64_t)gridDim.x * blockDim.x)
-    perturb_item(w, n, d, first, alpha, qs.b0, t);
+    perturb_item(w, n, d, first, alpha, keep, qs.b0, t);
 }
 
 // The reference: one element per thread, the CPU's scalar expression.
-__global__ void perturb_ref_kernel(float* w, uint64_t n, Direction d, uint64_t first, float alpha) {
+__global__ void perturb_ref_kernel(float* w, uint64_t n, Direction d, uint64_t first, float alpha, float keep) {
   for (uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; j < n; j += (uint64_t)gridDim.x * blockDim.x)
-    w[j] = perturbed(w[j], alpha, direction_at(d, first + j));
+    w[j] = perturbed_decayed(w[j], keep, alpha, direction_at(d, first + j));
 }
 
 __global__ void perturb_indices_kernel(float* w, const uint32_t* idx, uint64_t m, Direction d, uint64_t first, float alpha) {
@@ -91,14 +92,15 @@ void check_indices(const uint32_t* idx, uint64_t m, uint64_t n, const char* fn) 
     fail(Code::InvalidArgument, std::string(fn) + ": index " + std::to_string(*dup) + " is listed twice (each element may be listed once)");
 }
 
-void perturb_launch(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, bool reference, void* stream) {
+void perturb_launch(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, bool reference, void* stream,
+                    float keep) {
   if (n == 0) return;
   cudaStream_t s = (cudaStream_t)stream;
   if (reference) {
-    perturb_ref_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha);
+    perturb_ref_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha, keep);
   } else {
     const Quads qs = perturb_quads(first, n, d);
-    perturb_kernel<<<grid_for(qs.items, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha, qs);
+    perturb_kernel<<<grid_for(qs.items, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha, keep, qs);
   }
 }
 
@@ -115,11 +117,11 @@ float perturb_host(float* w, uint64_t n, const Direction& d, uint64_t first, flo
   return call.finish("perturb");
 }
 
-void perturb_emulated(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha) {
+void perturb_emulated(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, float keep) {
   check_direction(d);
   if (n == 0) return;
   const Quads qs = perturb_quads(first, n, d);
-  for (uint64_t t = 0; t < qs.items; ++t) perturb_item(w, n, d, first, alpha, qs.b0, t);
+  for (uint64_t t = 0; t < qs.items; ++t) perturb_item(w, n, d, first, alpha, keep, qs.b0, t);
 }
 
 float perturb_indices_host(float* w, uint64_t n, const uint32_t* idx, uint64_t m, const Direction& d, uint64_t first,

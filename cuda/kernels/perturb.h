@@ -13,8 +13,10 @@ namespace cuda {
 // (one thread per element, direction_at) instead of the fast one (quads of whole Philox blocks,
 // 16-byte loads and stores). Returns the kernel time in milliseconds (CUDA events).
 float perturb_host(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, bool reference);
-// The fast kernel's per-thread code run on the host, one loop iteration per GPU thread.
-void perturb_emulated(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha);
+// The fast kernel's per-thread code run on the host, one loop iteration per GPU thread. keep (the
+// device model's updates with weight decay): w[j] = fma(alpha, z, w[j] * keep), perturb.h's
+// perturbed_decayed (keep 1: the plain perturbation, bit for bit).
+void perturb_emulated(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, float keep = 1.0f);
 
 // Index subset: w[idx[j]] = fma(alpha, z(first + idx[j]), w[idx[j]]), one thread per index.
 float perturb_indices_host(float* w, uint64_t n, const uint32_t* idx, uint64_t m, const Direction& d, uint64_t first,
@@ -27,7 +29,8 @@ void perturb_indices_emulated(float* w, uint64_t n, const uint32_t* idx, uint64_
 void check_indices(const uint32_t* idx, uint64_t m, uint64_t n, const char* fn);
 
 // The perturbation launched on device memory (w 16-byte aligned) on `stream` (a cudaStream_t).
-void perturb_launch(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, bool reference, void* stream);
+void perturb_launch(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, bool reference, void* stream,
+                    float keep = 1.0f);
 
 // Benchmark of the in-place perturbation of n parameters held in device memory (allocated through
 // the pool, never copied to or from the host), for the GPU host (bench/gpu/perturb.js):

@@ -395,6 +395,17 @@ void quant_update_launch(const QTensorView& dq, float alpha, const Direction& d,
   }
 }
 
+void dequantize_launch(const QTensorView& dq, float* y, void* stream) {
+  if (dq.rows * dq.cols == 0) return;
+  dequantize_kernel<<<grid_for(chunk_items(dq), kThreads), kThreads, 0, (cudaStream_t)stream>>>(dq, y, chunk_items(dq));
+}
+
+void requantize_launch(const QTensorView& dq, const float* x, bool sr, uint64_t seed, uint32_t id, void* stream) {
+  if (dq.rows * dq.cols == 0) return;
+  const RngKey key{seed, id, kPurposeSrQuantize};
+  quantize_kernel<<<grid_for(chunk_items(dq), kThreads), kThreads, 0, (cudaStream_t)stream>>>(dq, x, sr, key, chunk_items(dq));
+}
+
 float quant_update_host(const QTensorView& q, float alpha, const Direction& d, bool reference) {
   check_direction(d);
   check_update(q, alpha);

@@ -37,6 +37,11 @@ void quant_check_scales(const QTensorView& q);
 // The update on device memory (data allocated to a multiple of 4 bytes: 4-bit stores shared with
 // another thread are 32-bit atomics) on `stream` (a cudaStream_t). No validation.
 void quant_update_launch(const QTensorView& dev_q, float alpha, const Direction& d, bool reference, void* stream);
+// The quantized update with weight decay on device memory (the CPU's zoUpdate path): y = dequantize(q),
+// then (after the caller's fp32 update of y) q = quantize(x) onto its unchanged grid (ScaleMode Keep;
+// One for formats without scales), stochastically rounded with Philox (seed, id, srQuantize) when sr.
+void dequantize_launch(const QTensorView& dev_q, float* y, void* stream);
+void requantize_launch(const QTensorView& dev_q, const float* x, bool sr, uint64_t seed, uint32_t id, void* stream);
 
 }  // namespace cuda
 }  // namespace zt

@@ -7,8 +7,8 @@
  * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable) and for generation
  * (createCache, forward with a cache, generate / generateBatch: the cache in device memory, each
  * step's next tokens sampled on the host from the copied-back logits with the CPU's rule), with
- * these limits: probes 'on-load' only, updates without weight decay, and the optimiser-state
- * methods (zo-sgd-momentum, zo-adam) keep host state: use mezo or quzo. Each is a coded error.
+ * these limits: probes 'on-load' only, and the optimiser-state methods (zo-sgd-momentum, zo-adam)
+ * keep host state: use mezo or quzo. Each is a coded error.
  * Every weight scheme runs, w8a8 / w4a8 included.
  *
  * Kernels: 'exact' (default) keeps the CPU's order in every linear, so logits equal the CPU model's
@@ -250,16 +250,18 @@ export class DeviceLlamaModel {
     return { plus: m.result(p, batch.length, mode, r.plus, lpPlus, lgPlus, V), minus: m.result(p, batch.length, mode, r.minus, lpMinus, lgMinus, V) };
   }
 
-  /** LlamaModel.zoUpdate on the device copy (decay 0 only). */
+  /** LlamaModel.zoUpdate on the device copy (weight decay on the tensors the host model decays). */
   async zoUpdate(opts: ZoUpdateOptions): Promise<void> {
     const h = this.live();
     if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoUpdate needs options {seed, scale}');
     checkSeed(opts.seed);
     const scale = checkFinite(opts.scale, 'scale');
     const decay = checkFinite(opts.decay ?? 0, 'decay');
+    if (decay < 0 || decay > 1) fail('ZOTUNE_INVALID_ARGUMENT', `decay must be in [0, 1], got ${decay}`);
     const [dist, bits] = directionArgs(opts.direction);
-    const ids = Uint32Array.from(this.host.trainable(), (t) => t.id);
-    const r = await this.lock.write(() => this.addon.llamaDeviceZoUpdateAsync(h, opts.seed, dist, bits, scale, decay, ids));
+    const list = this.host.trainable();
+    const ids = Uint32Array.from(list, (t) => t.id), decays = Uint8Array.from(list, (t) => (t.decay ? 1 : 0));
+    const r = await this.lock.write(() => this.addon.llamaDeviceZoUpdateAsync(h, opts.seed, dist, bits, scale, decay, ids, decays));
     this.lastKernelMs = r.kernelMs;
   }
 

@@ -351,9 +351,9 @@ export interface CudaLlamaOps {
   llamaDeviceForwardAsync(...args: LlamaDeviceForwardArgs): Promise<LlamaSums & { kernelMs: number }>;
   llamaDeviceZoProbe(...args: LlamaDeviceProbeArgs): { plus: LlamaSums; minus: LlamaSums; kernelMs: number };
   llamaDeviceZoProbeAsync(...args: LlamaDeviceProbeArgs): Promise<{ plus: LlamaSums; minus: LlamaSums; kernelMs: number }>;
-  /** seed, dist, bits, scale, decay (0 only), ids */
-  llamaDeviceZoUpdate(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array): { kernelMs: number };
-  llamaDeviceZoUpdateAsync(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array): Promise<{ kernelMs: number }>;
+  /** seed, dist, bits, scale, decay, ids, decayFlags (one per id; needed when decay > 0) */
+  llamaDeviceZoUpdate(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array, decayFlags?: Uint8Array | null): { kernelMs: number };
+  llamaDeviceZoUpdateAsync(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array, decayFlags?: Uint8Array | null): Promise<{ kernelMs: number }>;
   /** Weight argument `arg` (embed, 9 per layer, norm, lmHead) copied into dst (same shape and format). */
   llamaDeviceRead(h: LlamaDeviceHandle, arg: number, dst: LlamaWeightArg): void;
   llamaDeviceReadAsync(h: LlamaDeviceHandle, arg: number, dst: LlamaWeightArg): Promise<void>;

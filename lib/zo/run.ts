@@ -142,7 +142,6 @@ async function loadRunModel(c: RunConfig): Promise<LlamaModel> {
 function deviceLimit(c: RunConfig): string | undefined {
   if (isFoMethod(c.method)) return `${c.method} is first-order (the device model runs ZO steps)`;
   if (c.method !== 'mezo' && c.method !== 'quzo') return `${c.method} keeps its optimizer state on the host (mezo and quzo run on the device)`;
-  if (c.weightDecay > 0) return 'weight decay is not applied by the device model yet';
   return undefined;
 }
 
