@@ -236,6 +236,28 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     }
   });
 
+  test('in-place probes (MeZO\'s exact mode) equal the CPU\'s in-place probe and restore the weights as the CPU does', async () => {
+    const host = await LlamaModel.load(micro!), copy = await LlamaModel.load(micro!);
+    const device = await copy.toDevice('emulated');
+    try {
+      for (const direction of [{ dist: 'gaussian' as const, bits: 0 }, { dist: 'rademacher' as const, bits: 0 }]) {
+        const opts = { seed: 404n, eps: 1e-2, mode: 'in-place' as const, direction, logits: 'all' as const };
+        const want = await host.zoProbe(batch, opts), got = await device.zoProbe(batch, opts);
+        expect(Object.is(got.plus.loss, want.plus.loss) && Object.is(got.minus.loss, want.minus.loss)).toBe(true);
+        expectSameBits(want.plus.logits, got.plus.logits);
+        expectSameBits(want.minus.logits, got.minus.logits);
+        const onLoad = await device.zoProbe(batch, { ...opts, mode: 'on-load' }); // the same perturbation read on load: within rounding
+        expect(Math.abs(onLoad.plus.loss - got.plus.loss)).toBeLessThan(1e-5 * Math.abs(got.plus.loss));
+      }
+      await device.toHost();
+      for (const name of llamaTensorNames(host.config)) expect([name, weightBytes(copy, name).equals(weightBytes(host, name))]).toEqual([name, true]);
+    } finally {
+      device.dispose();
+      copy.dispose();
+      host.dispose();
+    }
+  });
+
   test.each(['fp32', 'int4-g32', 'w8a8'] as const)('%s: zoUpdate with weight decay equals the CPU update bit for bit (norms not decayed)', async (s) => {
     const host = await LlamaModel.load(micro!, { weights: s }), copy = await LlamaModel.load(micro!, { weights: s });
     const device = await copy.toDevice('emulated');
@@ -263,7 +285,8 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
   test('bad arguments give coded errors', async () => {
     const m = dev.fp32;
     expect(await codeOf(m.forward([[4096]]))).toBe('ZOTUNE_OUT_OF_RANGE');
-    expect(await codeOf(m.zoProbe(batch, { seed: 1, eps: 1e-3, mode: 'in-place' }))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(await codeOf(dev.int8.zoProbe(batch, { seed: 1, eps: 1e-3, mode: 'in-place' }))).toBe('ZOTUNE_UNSUPPORTED'); // quantized trainable tensors
+    expect(await codeOf(m.zoProbe(batch, { seed: 1, eps: 1e-3, mode: 'sideways' as never }))).toBe('ZOTUNE_INVALID_ARGUMENT');
     expect(await codeOf(m.zoProbe(batch, { seed: 1, eps: Infinity }))).toBe('ZOTUNE_NONFINITE');
     expect(await codeOf(m.zoUpdate({ seed: 1, scale: 1e-3, decay: 1.5 }))).toBe('ZOTUNE_INVALID_ARGUMENT');
     expect(await codeOf(m.forward(batch, { cache: cpu.fp32.createCache(2, 16) as never }))).toBe('ZOTUNE_INVALID_ARGUMENT');

@@ -11,8 +11,9 @@
 // llamaDeviceCacheCreate(handle, batch, capacity) -> cache (device memory, or host when emulated)
 // llamaDeviceCacheReset(cache): every slot masked off; llamaDeviceCacheFree(cache) (idempotent).
 // llamaDeviceZoProbe(handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus,
-//                    logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable: u8[n_ids])
-//   -> {plus: {logprobSum, count}, minus: {logprobSum, count}, kernelMs}   (perturb-on-load only)
+//                    logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable: u8[n_ids],
+//                    mode (0 on-load, the default; 1 in-place: fp32 trainable tensors only))
+//   -> {plus: {logprobSum, count}, minus: {logprobSum, count}, kernelMs}
 // llamaDeviceZoUpdate(handle, seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n] | null) -> {kernelMs}
 //   theta <- theta (1 - decay decayFlags[j]) - scale z_srUpdate(seed, id): the CPU zoUpdate's bits.
 // llamaDeviceRead(handle, arg, dst): weight argument `arg` copied into dst (f32 memory or a quantized
@@ -167,12 +168,14 @@ Job parse_probe(Args& a) {
   const uint8_t* flags = a.elems<uint8_t>(16, "trainable", 0, tr.bytes);
   for (uint32_t id : box->ids)
     if (id >= tr.bytes) bad(op, Code::OutOfRange, "tensor id " + std::to_string(id) + " has no trainable flag");
-  if (a.count() != 17) bad(op, Code::InvalidArgument, "expected 17 arguments, got " + std::to_string(a.count()));
+  if (a.count() > 18) bad(op, Code::InvalidArgument, "expected at most 18 arguments, got " + std::to_string(a.count()));
+  const int32_t mode = a.has(17) ? a.i32(17, "mode") : 0;
+  if (mode != 0 && mode != 1) bad(op, Code::InvalidArgument, "mode must be 0 (on-load) or 1 (in-place)");
   auto keep = std::make_shared<std::vector<uint8_t>>(flags, flags + tr.bytes);  // JS may write the array meanwhile
   auto ms = std::make_shared<float>(0.0f);
-  return {[m, b, outs, dir, eps, keep, ms] {
+  return {[m, b, outs, dir, eps, keep, mode, ms] {
             const LlamaPerturb zo{dir, eps, keep->data(), keep->size()};
-            *ms = llama_device_probe(*m, b, (*outs)[0], (*outs)[1], zo);
+            *ms = llama_device_probe(*m, b, (*outs)[0], (*outs)[1], zo, mode == 1);
           },
           [outs, ms](Napi::Env env) -> Napi::Value {
             Napi::Object r = Napi::Object::New(env);

@@ -586,6 +586,41 @@ float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* out
 
 [[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llama (device): " + msg); }
 
+// MeZO's exact probe, the CPU's sequence: the trainable tensors (fp32 only) written theta + eps z,
+// forward, theta - eps z, forward, theta again; a failure undoes the offset the weights hold.
+float probe_in_place(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus, const LlamaPerturb& zo) {
+  std::vector<StoredTensor*> targets;
+  for (auto& t : m.tensors) {
+    if (!zo.on(t->id)) continue;
+    if (!t->w.f32)
+      bad(Code::Unsupported, "in-place probes take fp32 weights only: a perturbed quantized weight is off its grid, so "
+                             "writing it would round and could not be undone exactly; use mode 'on-load'");
+    targets.push_back(t.get());
+  }
+  auto step = [&](float alpha) {
+    Call call(m.emulated);
+    call.begin();
+    for (StoredTensor* t : targets) call.ops.perturb(const_cast<float*>(t->w.w32), t->w.n * t->w.k, zo.of(t->id), alpha);
+    call.end("llama in-place perturbation");
+    return call.finish("llama in-place perturbation");
+  };
+  const LlamaPerturb* none[1] = {nullptr};
+  LlamaOutputs* p[1] = {&plus};
+  LlamaOutputs* q[1] = {&minus};
+  float ms = 0.0f, at = 0.0f;
+  try {
+    ms += step(zo.alpha), at = zo.alpha;
+    ms += run_forwards(m, b, p, none, 1);
+    ms += step(-2 * zo.alpha), at = -zo.alpha;
+    ms += run_forwards(m, b, q, none, 1);
+    ms += step(zo.alpha), at = 0.0f;
+  } catch (...) {
+    if (at != 0.0f) step(-at);
+    throw;
+  }
+  return ms;
+}
+
 bool same_layout(const GemmWeights& a, const GemmWeights& b) {
   if (a.f32 != b.f32 || a.n != b.n || a.k != b.k) return false;
   if (a.f32) return true;
@@ -732,7 +767,9 @@ float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o,
   return ms;
 }
 
-float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus, const LlamaPerturb& zo) {
+float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus, const LlamaPerturb& zo,
+                         bool in_place) {
+  if (in_place) return probe_in_place(m, b, plus, minus, zo);
   LlamaPerturb neg = zo;
   neg.alpha = -zo.alpha;
   LlamaOutputs* outs[2] = {&plus, &minus};

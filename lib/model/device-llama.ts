@@ -7,8 +7,8 @@
  * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable) and for generation
  * (createCache, forward with a cache, generate / generateBatch: the cache in device memory, each
  * step's next tokens sampled on the host from the copied-back logits with the CPU's rule), with
- * these limits: probes 'on-load' only, and the optimiser-state methods (zo-sgd-momentum, zo-adam)
- * keep host state: use mezo or quzo. Each is a coded error.
+ * one limit: the optimiser-state methods (zo-sgd-momentum, zo-adam) keep host state: use mezo or
+ * quzo (a coded error).
  * Every weight scheme runs, w8a8 / w4a8 included.
  *
  * Kernels: 'exact' (default) keeps the CPU's order in every linear, so logits equal the CPU model's
@@ -226,14 +226,15 @@ export class DeviceLlamaModel {
     return r;
   }
 
-  /** LlamaModel.zoProbe ('on-load' only): both forwards in one call, no weight written. */
+  /** LlamaModel.zoProbe: both forwards in one call, perturbed on load (no weight written) or in place (fp32 trainable tensors). */
   async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
     const h = this.live();
     if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
     checkSeed(opts.seed);
     const eps = checkFinite(opts.eps, 'eps');
     const [dist, bits] = directionArgs(opts.direction);
-    if ((opts.mode ?? 'on-load') !== 'on-load') fail('ZOTUNE_UNSUPPORTED', `the device model probes 'on-load' only, got mode '${String(opts.mode)}'`);
+    const probeMode = opts.mode ?? 'on-load';
+    if (probeMode !== 'on-load' && probeMode !== 'in-place') fail('ZOTUNE_INVALID_ARGUMENT', `mode must be 'on-load' or 'in-place', got ${String(probeMode)}`);
     if ((opts as ForwardOptions).cache) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO probe takes no KV cache');
     const m = this.host, p = m.pack(batch, opts, false);
     const rows = m.logitRows(p, opts.logits);
@@ -242,9 +243,10 @@ export class DeviceLlamaModel {
     const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
     const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
     const flags = m.nativeArgs().flags.slice();
-    const r = await this.lock.read(() =>
-      this.addon.llamaDeviceZoProbeAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset, opts.seed, dist, bits, eps, flags),
-    );
+    const call = () =>
+      this.addon.llamaDeviceZoProbeAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset,
+        opts.seed, dist, bits, eps, flags, probeMode === 'in-place' ? 1 : 0);
+    const r = await (probeMode === 'in-place' ? this.lock.write(call) : this.lock.read(call));  // in place writes the weights
     this.lastKernelMs = r.kernelMs;
     const mode = opts.logits ?? 'last';
     return { plus: m.result(p, batch.length, mode, r.plus, lpPlus, lgPlus, V), minus: m.result(p, batch.length, mode, r.minus, lpMinus, lgMinus, V) };

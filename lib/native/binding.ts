@@ -337,10 +337,10 @@ export type LlamaDeviceForwardArgs = [
   LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null, Int32Array | null,
   cache?: LlamaDeviceCacheHandle | null, cachePast?: Int32Array | null, next?: Int32Array | null, sample?: Float64Array | null, seed?: Seed,
 ];
-/** handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable */
+/** handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable, mode (0 on-load, 1 in-place) */
 export type LlamaDeviceProbeArgs = [
   LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Float64Array | null,
-  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed, number, number, number, Uint8Array,
+  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed, number, number, number, Uint8Array, mode?: number,
 ];
 type LlamaSums = { logprobSum: number; count: number };
 /** The device-resident LLaMA forward, ZO probe and update (cuda/addon/bind_llama.cc); kernelMs 0 when emulated. */

@@ -182,15 +182,15 @@ Job parse_probe(Args& a) {
                 perturb_dense(t.w, t.n, d, 0, alpha);
               }
             };
-            step(eps);
+            float at = 0.0f;  // the offset the weights hold: a failure (OOM: validation ran before) undoes it
             try {
+              step(eps), at = eps;
               llama_forward(c, *w, b, nullptr, *plus);
-              step(-2 * eps);
+              step(-2 * eps), at = -eps;
               llama_forward(c, *w, b, nullptr, *minus);
-              step(eps);
+              step(eps), at = 0.0f;
             } catch (...) {
-              // restore whatever state the failure left (validation ran before, so this is OOM)
-              step(-eps);
+              if (at != 0.0f) step(-at);
               throw;
             }
           },
