@@ -282,6 +282,39 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     }
   });
 
+  test.each(['zo-adam', 'zo-sgd-momentum'] as const)('%s steps with the state in device memory equal the CPU optimiser bit for bit', async (method) => {
+    const host = await LlamaModel.load(micro!), copy = await LlamaModel.load(micro!);
+    const device = await copy.toDevice('emulated');
+    const a = new ZoOptimizer({ method, eps: 1e-2, weightDecay: 0.1, queries: 2 }), b = new ZoOptimizer({ method, eps: 1e-2, weightDecay: 0.1, queries: 2 });
+    try {
+      const mb = [{ sequences: batch, forward: { targets: 'next' as const, logits: 'none' as const }, loss: (r: { loss: number }) => r.loss }];
+      for (let step = 0; step < 3; step++) {
+        const seeds = [BigInt(100 + 2 * step), BigInt(101 + 2 * step)];
+        const want = await a.estimate(host, mb, seeds), got = await b.estimate(device, mb, seeds);
+        expect(got.queries).toEqual(want.queries);
+        await a.apply(host, { lr: 1e-3, queries: want.queries });
+        await b.apply(device, { lr: 1e-3, queries: got.queries });
+      }
+      expect(b.stateBytes).toBe(a.stateBytes); // the same state, in device memory
+      expect(a.stateBytes).toBeGreaterThan(0);
+      await device.toHost();
+      for (const name of llamaTensorNames(host.config)) expect([name, weightBytes(copy, name).equals(weightBytes(host, name))]).toEqual([name, true]);
+      const q = await LlamaModel.load(micro!, { weights: 'int8' }), dq = await q.toDevice('emulated');
+      try {
+        expect(await codeOf(b.apply(dq, { lr: 1e-3, queries: [{ seed: '1', g: 1 }] }))).toBe('ZOTUNE_UNSUPPORTED'); // fp32 state, fp32 weights only
+      } finally {
+        dq.dispose();
+        q.dispose();
+      }
+    } finally {
+      a.dispose();
+      b.dispose();
+      device.dispose();
+      copy.dispose();
+      host.dispose();
+    }
+  });
+
   test('bad arguments give coded errors', async () => {
     const m = dev.fp32;
     expect(await codeOf(m.forward([[4096]]))).toBe('ZOTUNE_OUT_OF_RANGE');
@@ -447,14 +480,17 @@ d('finetune with the ZO steps on the device model (emulated)', () => {
   });
   const weightsOf = (file: string) => fs.readFileSync(file);
 
-  test.each([
-    ['exact', 'int4-g32', 0],
-    ['fast', 'int4-g32', 0],
-    ['exact', 'w4a8', 0],
-    ['exact', 'int4-g32', 0.1],
-  ] as const)('kernels %s, %s, weight decay %d: the run replays on the CPU to the exported weights, byte for byte', async (kernels, weights, weightDecay) => {
-    const out = path.join(tmp, `${kernels}-${weights}-${weightDecay}`);
-    const s = await finetune(config({ device: 'emulated', kernels, weights, weightDecay }), out, false);
+  test.each<['exact' | 'fast', 'int4-g32' | 'w4a8' | 'fp32', number, 'quzo' | 'zo-adam' | 'zo-sgd-momentum']>([
+    ['exact', 'int4-g32', 0, 'quzo'],
+    ['fast', 'int4-g32', 0, 'quzo'],
+    ['exact', 'w4a8', 0, 'quzo'],
+    ['exact', 'int4-g32', 0.1, 'quzo'],
+    ['exact', 'fp32', 0.1, 'zo-adam'],
+    ['exact', 'fp32', 0, 'zo-sgd-momentum'],
+  ])('kernels %s, %s, weight decay %d, %s: the run replays on the CPU to the exported weights, byte for byte', async (kernels, weights, weightDecay, method) => {
+    const out = path.join(tmp, `${kernels}-${weights}-${weightDecay}-${method}`);
+    const zo = method === 'quzo' ? {} : { method, directionBits: undefined };
+    const s = await finetune(config({ device: 'emulated', kernels, weights, weightDecay, ...zo }), out, false);
     expect(s.device).toEqual({ ran: 'emulated', kernels, reason: 'device emulated requested' });
     expect(s.steps).toBe(8);
     const steps = fs.readFileSync(path.join(out, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'step');
@@ -470,10 +506,10 @@ d('finetune with the ZO steps on the device model (emulated)', () => {
     const s = await finetune(config({ device: 'auto', steps: 2, evalEvery: 0, test: false }), path.join(tmp, 'auto'), false);
     expect(s.device.ran).toBe(gpu ? 'cuda' : 'cpu');
     if (!gpu) expect(s.device.reason).toMatch(/CUDA unavailable/);
-    const adam = await finetune(config({ device: 'auto', method: 'zo-adam', weights: 'fp32', directionBits: undefined, steps: 1, evalEvery: 0, test: false }), path.join(tmp, 'auto-adam'), false);
-    expect(adam.device).toEqual({ ran: 'cpu', reason: 'auto: zo-adam keeps its optimizer state on the host (mezo and quzo run on the device)' });
-    expect(await codeOf(finetune(config({ device: 'emulated', method: 'zo-adam', weights: 'fp32', directionBits: undefined }), path.join(tmp, 'adam'), false))).toBe('ZOTUNE_UNSUPPORTED');
-    expect(fs.existsSync(path.join(tmp, 'adam'))).toBe(false); // refused before the run folder is written
+    const fo = await finetune(config({ device: 'auto', method: 'fo-sgd', weights: 'fp32', directionBits: undefined, steps: 1, evalEvery: 0, test: false }), path.join(tmp, 'auto-fo'), false);
+    expect(fo.device).toEqual({ ran: 'cpu', reason: 'auto: fo-sgd is first-order (the device model runs ZO steps)' });
+    expect(await codeOf(finetune(config({ device: 'emulated', method: 'fo-sgd', weights: 'fp32', directionBits: undefined }), path.join(tmp, 'fo'), false))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(fs.existsSync(path.join(tmp, 'fo'))).toBe(false); // refused before the run folder is written
     expect(await codeOf(finetune(config({ device: 'tpu' as never }), path.join(tmp, 'tpu'), false))).toBe('ZOTUNE_INVALID_ARGUMENT');
     if (!gpu) expect(await codeOf(finetune(config({ device: 'cuda' }), path.join(tmp, 'cuda'), false))).toBe('ZOTUNE_CUDA_UNAVAILABLE');
   });

@@ -16,6 +16,11 @@
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}, kernelMs}
 // llamaDeviceZoUpdate(handle, seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n] | null) -> {kernelMs}
 //   theta <- theta (1 - decay decayFlags[j]) - scale z_srUpdate(seed, id): the CPU zoUpdate's bits.
+// llamaDeviceZoOptimStep(handle, slot, kind (0 momentum, 1 adam), seeds: u32[2q] ([lo, hi] per query),
+//                        dist, bits, coefs: f32[q], lr, beta1, beta2, adamEps, bias1, bias2, ids: u32[n],
+//                        decays: f32[n]) -> {kernelMs}: the CPU zoOptimStep on each listed fp32 tensor
+//   (directions: stream = tensor id, srUpdate), the state kept on the device under `slot`.
+// llamaDeviceZoOptimFree(handle, slot): frees that state.
 // llamaDeviceRead(handle, arg, dst): weight argument `arg` copied into dst (f32 memory or a quantized
 //   tensor descriptor of the same shape and format).
 // llamaDeviceFree(handle): frees the copies (idempotent; a call in flight keeps them until it ends).
@@ -211,6 +216,47 @@ Job parse_update(Args& a) {
           }};
 }
 
+Job parse_optim_step(Args& a) {
+  const char* op = "llamaDeviceZoOptimStep";
+  std::shared_ptr<DeviceLlama> m = box_arg(a, op)->m;
+  const uint32_t slot = a.u32(1, "slot");
+  const int kind = a.i32(2, "kind");
+  const size_t q = a.mem(6, "coefs").bytes / 4;
+  const uint32_t* seeds = a.elems<uint32_t>(3, "seeds", 0, 2 * q);
+  if (a.mem(3, "seeds").bytes != 8 * q) bad(op, Code::ShapeMismatch, "seeds needs two words per coefficient");
+  const int dist = a.i32(4, "dist"), bits = a.i32(5, "bits");
+  auto coefs = std::make_shared<std::vector<float>>(q);
+  const float* c = a.elems<float>(6, "coefs", 0, q);
+  coefs->assign(c, c + q);
+  auto dirs = std::make_shared<std::vector<Direction>>(q);
+  for (size_t k = 0; k < q; ++k)
+    (*dirs)[k] = Direction{(uint64_t)seeds[2 * k] | ((uint64_t)seeds[2 * k + 1] << 32), 0, dist, bits, (uint32_t)kPurposeSrUpdate};
+  ZoOptimStep s{kind, nullptr, nullptr, (int)q, llama_finite_f32(a, 7, "lr", op), 0.0f, llama_finite_f32(a, 8, "beta1", op),
+                llama_finite_f32(a, 9, "beta2", op), llama_finite_f32(a, 10, "adamEps", op), llama_finite_f32(a, 11, "bias1", op),
+                llama_finite_f32(a, 12, "bias2", op)};
+  const size_t n = a.mem(13, "ids").bytes / 4;
+  const uint32_t* ids = a.elems<uint32_t>(13, "ids", 0, n);
+  const float* decays = a.elems<float>(14, "decays", 0, n);
+  if (a.count() != 15) bad(op, Code::InvalidArgument, "expected 15 arguments, got " + std::to_string(a.count()));
+  auto list = std::make_shared<std::vector<uint32_t>>(ids, ids + n);
+  auto dec = std::make_shared<std::vector<float>>(decays, decays + n);
+  s.dirs = dirs->data(), s.coefs = coefs->data();
+  check_zo_optim(s);  // before the job: a coded error here, not in the worker
+  auto ms = std::make_shared<float>(0.0f);
+  return {[m, slot, s, dirs, coefs, list, dec, ms] { *ms = llama_device_optim_step(*m, slot, s, list->data(), dec->data(), list->size()); },
+          [ms](Napi::Env env) -> Napi::Value {
+            Napi::Object r = Napi::Object::New(env);
+            r.Set("kernelMs", *ms);
+            return r;
+          }};
+}
+
+Job parse_optim_free(Args& a) {
+  std::shared_ptr<DeviceLlama> m = box_arg(a, "llamaDeviceZoOptimFree")->m;
+  const uint32_t slot = a.u32(1, "slot");
+  return {[m, slot] { llama_device_optim_free(*m, slot); }, nullptr};
+}
+
 Job parse_read(Args& a) {
   const char* op = "llamaDeviceRead";
   std::shared_ptr<DeviceLlama> m = box_arg(a, op)->m;
@@ -268,6 +314,8 @@ void register_llama(Napi::Env env, Napi::Object exports) {
   export_op(env, exports, "llamaDeviceZoProbe", parse_probe);
   export_op(env, exports, "llamaDeviceZoUpdate", parse_update);
   export_op(env, exports, "llamaDeviceRead", parse_read);
+  export_op(env, exports, "llamaDeviceZoOptimStep", parse_optim_step);
+  export_op(env, exports, "llamaDeviceZoOptimFree", parse_optim_free);
   exports.Set("llamaDeviceFree", Napi::Function::New(env, Free, "llamaDeviceFree"));
   export_op(env, exports, "llamaDeviceCacheCreate", parse_cache_create);
   export_op(env, exports, "llamaDeviceCacheReset", parse_cache_reset);

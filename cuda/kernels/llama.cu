@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <map>
 #include <memory>
 #include <string>
 #include <vector>
@@ -24,6 +25,7 @@
 #include "pool.h"
 #include "quant.h"
 #include "timed_call.h"
+#include "zo_optim.h"
 
 namespace zt {
 namespace cuda {
@@ -82,6 +84,11 @@ struct StoredTensor {
   Block data, scales, zeros;
 };
 
+// ZO-SGD-MMT / ZO-Adam state of one fp32 tensor (pool category optimizer).
+struct OptimState {
+  Block m, v;
+};
+
 struct DeviceLlama {
   LlamaConfig c;
   bool emulated;
@@ -91,6 +98,7 @@ struct DeviceLlama {
   bool quantized = false;                              // some weight is not fp32 (the tiled GEMMs decode it first)
   bool int_act = false;                                // some linear quantizes its activations (w8a8, w4a8)
   LlamaKernels kernels = LlamaKernels::Exact;
+  std::map<uint32_t, std::map<uint32_t, OptimState>> optim;  // optimiser slot -> tensor id -> state
 };
 
 // Keys [layers][B][kvHeads][headDim][cap] and values [layers][B][kvHeads][cap][headDim] (the CPU
@@ -172,6 +180,10 @@ struct Ops {
   void requantize(const QTensorView& q, const float* x, uint64_t seed, uint32_t id) const {
     if (host()) quantize_emulated(q, x, qformat_has_scales(q.format) ? ScaleMode::Keep : ScaleMode::One, true, seed, id, nullptr);
     else requantize_launch(q, x, true, seed, id, stream);
+  }
+  void zero(void* p, size_t bytes) const {
+    if (host()) memset(p, 0, bytes);
+    else check(cudaMemsetAsync(p, 0, bytes, stream), "llama: zero");
   }
   void quant_update(const QTensorView& q, float alpha, const Direction& d) const {
     if (host()) quant_update_emulated(q, alpha, d);
@@ -817,6 +829,60 @@ float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, con
   call.end("llama update");
   return call.finish("llama update");
 }
+
+float llama_device_optim_step(DeviceLlama& m, uint32_t slot, const ZoOptimStep& s, const uint32_t* ids, const float* decays,
+                              size_t n) {
+  check_zo_optim(s);
+  for (size_t j = 0; j < n; ++j) {
+    ZoOptimStep sj = s;
+    sj.decay = decays[j];
+    check_zo_optim(sj);
+  }
+  std::vector<StoredTensor*> list;
+  for (size_t j = 0; j < n; ++j) {
+    StoredTensor* t = nullptr;
+    for (auto& x : m.tensors)
+      if (x->id == ids[j]) t = x.get();
+    if (!t) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " is not a weight of this model");
+    if (!t->w.f32) bad(Code::Unsupported, "zo-sgd-momentum / zo-adam keep fp32 state and update fp32 weights; tensor id " + std::to_string(ids[j]) + " is quantized (use mezo or quzo for quantized weights)");
+    list.push_back(t);
+  }
+  const size_t q = (size_t)s.queries;
+  // Each tensor's directions (stream = its id) and the coefficients, uploaded once for the call.
+  std::vector<Direction> dirs(n * q);
+  for (size_t j = 0; j < n; ++j)
+    for (size_t k = 0; k < q; ++k) dirs[j * q + k] = s.dirs[k], dirs[j * q + k].stream = list[j]->id;
+  Block args(dirs.size() * sizeof(Direction) + q * sizeof(float), MemCategory::Workspace, m.emulated);
+  auto& state = m.optim[slot];
+  Call call(m.emulated);  // after the blocks: its destructor drains the stream first
+  call.ops.put(args.p, dirs.data(), dirs.size() * sizeof(Direction));
+  float* coefs = (float*)((uint8_t*)args.p + dirs.size() * sizeof(Direction));
+  call.ops.put(coefs, s.coefs, q * sizeof(float));
+  call.begin();
+  for (size_t j = 0; j < n; ++j) {
+    StoredTensor* t = list[j];
+    const uint64_t count = t->w.n * t->w.k;
+    OptimState& st = state[t->id];
+    if (!st.m.p && count) {  // zero state at the tensor's first step
+      st.m = Block(count * sizeof(float), MemCategory::OptimizerState, m.emulated);
+      call.ops.zero(st.m.p, st.m.bytes);
+    }
+    if (s.kind == kZoAdam && !st.v.p && count) {
+      st.v = Block(count * sizeof(float), MemCategory::OptimizerState, m.emulated);
+      call.ops.zero(st.v.p, st.v.bytes);
+    }
+    ZoOptimStep sj = s;
+    sj.decay = decays[j];
+    sj.dirs = (const Direction*)args.p + j * q;
+    sj.coefs = coefs;
+    zo_optim_launch(m.emulated, const_cast<float*>(t->w.w32), (float*)st.m.p, s.kind == kZoAdam ? (float*)st.v.p : nullptr, count, 0, sj,
+                    call.ops.stream);
+  }
+  call.end("llama optimiser step");
+  return call.finish("llama optimiser step");
+}
+
+void llama_device_optim_free(DeviceLlama& m, uint32_t slot) { m.optim.erase(slot); }
 
 size_t llama_weight_count(const DeviceLlama& m) { return m.args.size(); }
 const GemmWeights& llama_weight(const DeviceLlama& m, size_t arg) { return m.args[arg]->w; }

@@ -46,6 +46,7 @@
 #include <memory>
 
 #include "../../native/cpu/llama.h"
+#include "../../native/cpu/zo_optim.h"
 
 namespace zt {
 namespace cuda {
@@ -90,6 +91,15 @@ float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus
 // dir's purpose is srUpdate. Every id and every grid is checked before anything is written.
 float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n,
                           const float* keep = nullptr);
+
+// ZO-SGD-MMT / ZO-Adam steps (native/cpu/zo_optim.h, the CPU's bits) over the listed fp32 tensors
+// (decays[j]: tensor j's multiplicative decay lr * lambda, or 0); s.dirs' streams are replaced by
+// each tensor's id. The state (m, and v for Adam) lives with the model in device memory (pool
+// category optimizer) under `slot` (one per optimiser), zero at a tensor's first step, until
+// llama_device_optim_free. Quantized tensors: ZOTUNE_UNSUPPORTED, before anything is written.
+float llama_device_optim_step(DeviceLlama& m, uint32_t slot, const ZoOptimStep& s, const uint32_t* ids, const float* decays,
+                              size_t n);
+void llama_device_optim_free(DeviceLlama& m, uint32_t slot);
 
 // Weight argument `arg` (the upload order: embed, 9 per layer, norm, lmHead) copied into host
 // arrays of the same shape and format (codes, scales and zero-points).

@@ -95,7 +95,7 @@ export const finetuneCommand: Command<RunSummary> = {
     'eval-examples': { type: 'string', value: '<n>', description: 'Dev examples per periodic evaluation (default all)' },
     'no-test': { type: 'boolean', description: 'Do not evaluate the final weights on the test split' },
     'keep-best': { type: 'boolean', description: 'End on the weights of the best dev evaluation (replayed from the log), as MeZO reports' },
-    device: { ...DEVICE_OPTIONS.device, description: "Where the ZO steps run (default cpu): the GPU copy of the model for mezo / quzo; auto falls back to the CPU; emulated runs the CUDA kernels' host emulation (checks)" },
+    device: { ...DEVICE_OPTIONS.device, description: "Where the ZO steps run (default cpu): the GPU copy of the model for the ZO methods; auto falls back to the CPU; emulated runs the CUDA kernels' host emulation (checks)" },
     kernels: DEVICE_OPTIONS.kernels,
   },
   async run(values) {

@@ -7,8 +7,7 @@
  * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable) and for generation
  * (createCache, forward with a cache, generate / generateBatch: the cache in device memory, each
  * step's next tokens sampled on the host from the copied-back logits with the CPU's rule), with
- * one limit: the optimiser-state methods (zo-sgd-momentum, zo-adam) keep host state: use mezo or
- * quzo (a coded error).
+ * zo-sgd-momentum / zo-adam (zoOptimStep: their state in device memory beside the weights).
  * Every weight scheme runs, w8a8 / w4a8 included.
  *
  * Kernels: 'exact' (default) keeps the CPU's order in every linear, so logits equal the CPU model's
@@ -23,6 +22,7 @@ import { cudaAddon, selectBackend } from '../backend';
 import { loadCuda } from '../native/load';
 import type { CudaAddon, LlamaDeviceCacheHandle, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
 import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, generateSteps, withCache } from './llama';
+import type { ZoStateStep } from '../zo/optimizer';
 import type { CacheSlots, ForwardOptions, ForwardResult, GenerateOptions, LlamaModel, Packed, Sequence, TrainableInfo, ZoProbeOptions, ZoUpdateOptions } from './llama';
 
 export type DeviceKind = 'cuda' | 'emulated';
@@ -267,13 +267,37 @@ export class DeviceLlamaModel {
     this.lastKernelMs = r.kernelMs;
   }
 
+  /**
+   * One zo-sgd-momentum / zo-adam step (ZoOptimizer.apply) on the device copy: the CPU zoOptimStep's
+   * bits on every trainable tensor (fp32 only), the state kept in device memory under `slot`.
+   */
+  async zoOptimStep(slot: number, step: ZoStateStep): Promise<void> {
+    const h = this.live();
+    const list = this.host.trainable();
+    for (const t of list)
+      if (t.scheme !== 'fp32') fail('ZOTUNE_UNSUPPORTED', `zo-sgd-momentum / zo-adam keep fp32 state and update fp32 weights; '${t.name}' is ${t.scheme} (use mezo or quzo for quantized weights)`);
+    const ids = Uint32Array.from(list, (t) => t.id), decays = Float32Array.from(list, (t) => (t.decay ? step.decay : 0));
+    const r = await this.lock.write(() =>
+      this.addon.llamaDeviceZoOptimStepAsync(h, slot, step.kind, step.seeds, step.dist, step.bits, step.coefs, step.lr, step.beta1, step.beta2,
+        step.adamEps, step.bias1, step.bias2, ids, decays),
+    );
+    this.lastKernelMs = r.kernelMs;
+  }
+
+  /** Frees the optimiser state kept under `slot` (ZoOptimizer.dispose), after the calls in flight. */
+  zoOptimFree(slot: number): void {
+    const h = this.handle;
+    if (!h) return; // the model's memory went with it
+    void this.lock.write(() => this.addon.llamaDeviceZoOptimFreeAsync(h, slot)).catch(() => undefined); // a freed model holds nothing
+  }
+
   /** The host model's trainable tensors (setTrainable on the host model chooses them). */
   trainable(): TrainableInfo[] {
     return this.host.trainable();
   }
 
   trainableTensors(): never {
-    fail('ZOTUNE_UNSUPPORTED', 'the device model keeps no host tensors for optimiser state: use mezo or quzo, or the host model');
+    fail('ZOTUNE_UNSUPPORTED', 'the device model keeps its weights in device memory (zo-sgd-momentum / zo-adam run through zoOptimStep)');
   }
 
   /** Copies the device weights back into the host model's tensors (no host call may run meanwhile). */

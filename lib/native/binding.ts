@@ -359,6 +359,13 @@ export interface CudaLlamaOps {
   llamaDeviceReadAsync(h: LlamaDeviceHandle, arg: number, dst: LlamaWeightArg): Promise<void>;
   /** Idempotent; later calls with the handle throw ZOTUNE_DISPOSED. */
   llamaDeviceFree(h: LlamaDeviceHandle): void;
+  /** kind, seeds, dist, bits, coefs, lr, beta1, beta2, adamEps, bias1, bias2, ids, decays: zoOptimStep on the device copy, state under slot. */
+  llamaDeviceZoOptimStep(h: LlamaDeviceHandle, slot: number, kind: number, seeds: Uint32Array, dist: number, bits: number, coefs: Float32Array, lr: number,
+    beta1: number, beta2: number, adamEps: number, bias1: number, bias2: number, ids: Uint32Array, decays: Float32Array): { kernelMs: number };
+  llamaDeviceZoOptimStepAsync(h: LlamaDeviceHandle, slot: number, kind: number, seeds: Uint32Array, dist: number, bits: number, coefs: Float32Array, lr: number,
+    beta1: number, beta2: number, adamEps: number, bias1: number, bias2: number, ids: Uint32Array, decays: Float32Array): Promise<{ kernelMs: number }>;
+  llamaDeviceZoOptimFree(h: LlamaDeviceHandle, slot: number): void;
+  llamaDeviceZoOptimFreeAsync(h: LlamaDeviceHandle, slot: number): Promise<void>;
   /** Keys, values and slot mask for `batch` sequences of `capacity` slots, in the model's memory kind. */
   llamaDeviceCacheCreate(h: LlamaDeviceHandle, batch: number, capacity: number): LlamaDeviceCacheHandle;
   llamaDeviceCacheCreateAsync(h: LlamaDeviceHandle, batch: number, capacity: number): Promise<LlamaDeviceCacheHandle>;

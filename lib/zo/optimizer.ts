@@ -49,7 +49,34 @@ export interface ZoModel {
   zoUpdate(opts: { seed: number | bigint; scale: number; direction?: ZoDirection; decay?: number }): Promise<void>;
   trainable(): TrainableInfo[];
   trainableTensors(): { name: string; id: number; tensor: unknown }[];
+  /**
+   * A model whose weights live elsewhere (the device model) keeps the state of zo-sgd-momentum /
+   * zo-adam beside them, under the optimiser's slot, and runs their step itself.
+   */
+  zoOptimStep?(slot: number, step: ZoStateStep): Promise<void>;
+  zoOptimFree?(slot: number): void;
 }
+
+/** One zo-sgd-momentum / zo-adam step as the native zoOptimStep takes it (ZoModel.zoOptimStep). */
+export interface ZoStateStep {
+  kind: 0 | 1;
+  /** [lo, hi] words of each query's seed. */
+  seeds: Uint32Array;
+  dist: number;
+  bits: number;
+  /** g / n per query. */
+  coefs: Float32Array;
+  lr: number;
+  /** lr·λ for the tensors that decay (TrainableInfo.decay), 0 for the others. */
+  decay: number;
+  beta1: number;
+  beta2: number;
+  adamEps: number;
+  bias1: number;
+  bias2: number;
+}
+
+let nextSlot = 1;
 
 /** One forward's worth of a training batch (see lib/tasks/task.ts LossBatch). */
 export interface MicroBatch {
@@ -114,6 +141,9 @@ export class ZoOptimizer {
   readonly adamEps: number;
   readonly probeMode: 'on-load' | 'in-place';
   private readonly state = new Map<number, { m: Tensor; v?: Tensor }>();
+  /** This optimiser's state slot in models that keep it themselves, and those models. */
+  private readonly slot = nextSlot++;
+  private readonly stateHolders = new Map<ZoModel, number>();  // model -> bytes of state it keeps for this optimiser
   /** Updates applied so far (Adam's bias-correction t). */
   private updates = 0;
 
@@ -145,10 +175,11 @@ export class ZoOptimizer {
     return this.method === 'zo-sgd-momentum' ? 1 : this.method === 'zo-adam' ? 2 : 0;
   }
 
-  /** Bytes of optimiser state allocated so far (category "optimizer"). */
+  /** Bytes of optimiser state allocated so far (category "optimizer"; a device model's in device memory). */
   get stateBytes(): number {
     let n = 0;
     this.state.forEach((s) => (n += s.m.byteLength + (s.v?.byteLength ?? 0)));
+    this.stateHolders.forEach((bytes) => (n += bytes));
     return n;
   }
 
@@ -203,6 +234,14 @@ export class ZoOptimizer {
     });
     const adam = this.method === 'zo-adam';
     const bias1 = adam ? 1 - this.beta1 ** this.updates : 1, bias2 = adam ? 1 - this.beta2 ** this.updates : 1;
+    if (model.zoOptimStep) {
+      this.stateHolders.set(model, model.trainable().reduce((b, t) => b + 4 * t.numel * this.stateBuffers, 0));
+      await model.zoOptimStep(this.slot, {
+        kind: adam ? 1 : 0, seeds, dist: DIST_CODE[this.direction.dist], bits: this.direction.bits, coefs, lr, decay,
+        beta1: this.beta1, beta2: this.beta2, adamEps: this.adamEps, bias1, bias2,
+      });
+      return;
+    }
     for (const info of model.trainable()) {
       const t = model.trainableTensors().find((x) => x.id === info.id)!.tensor;
       if (!(t instanceof Tensor) || t.dtype !== 'f32')
@@ -219,12 +258,14 @@ export class ZoOptimizer {
     }
   }
 
-  /** Frees the optimiser state. */
+  /** Frees the optimiser state (also the state device models keep for it). */
   dispose(): void {
     this.state.forEach((s) => {
       s.m.dispose();
       s.v?.dispose();
     });
     this.state.clear();
+    this.stateHolders.forEach((_, m) => m.zoOptimFree?.(this.slot));
+    this.stateHolders.clear();
   }
 }

@@ -14,7 +14,7 @@
  * first-order run resumes from its last checkpoint (the steps after it are run again, identically:
  * data order and rounding seeds are functions of (seed, step)).
  *
- * `device` places the ZO steps (mezo, quzo) on a device copy of the model (LlamaModel.toDevice):
+ * `device` places the ZO steps (every ZO method) on a device copy of the model (LlamaModel.toDevice):
  * evaluations, the export and replays read the host model, which the device copy is copied back
  * into first. The log is the same either way (seeds, projected gradients), and its updates are the
  * CPU's bit for bit, so a run made on the GPU replays on the CPU to the same weights.
@@ -141,7 +141,6 @@ async function loadRunModel(c: RunConfig): Promise<LlamaModel> {
 /** Why the steps of run c cannot run on the device model, if they cannot. */
 function deviceLimit(c: RunConfig): string | undefined {
   if (isFoMethod(c.method)) return `${c.method} is first-order (the device model runs ZO steps)`;
-  if (c.method !== 'mezo' && c.method !== 'quzo') return `${c.method} keeps its optimizer state on the host (mezo and quzo run on the device)`;
   return undefined;
 }
 

@@ -4,10 +4,16 @@
 // beyond one block per task; each weight, momentum and second-moment element is read and written
 // once per step.
 #pragma once
+#include <math.h>
 #include <stddef.h>
 #include <stdint.h>
 
+#include <cmath>
+#include <string>
+
+#include "../common/check_direction.h"
 #include "../common/direction.h"
+#include "../common/status.h"
 
 namespace zt {
 
@@ -27,8 +33,23 @@ struct ZoOptimStep {
 
 enum ZoOptimKind : int { kZoMomentum = 0, kZoAdam = 1 };
 
-// Throws ZOTUNE_INVALID_ARGUMENT for a bad kind, query count, direction or hyper-parameter.
-void check_zo_optim(const ZoOptimStep& s);
+// Throws ZOTUNE_INVALID_ARGUMENT for a bad kind, query count, direction or hyper-parameter (inline:
+// the CUDA addon checks its device steps with it too).
+inline void check_zo_optim(const ZoOptimStep& s) {
+  check(s.kind == kZoMomentum || s.kind == kZoAdam, Code::InvalidArgument, "zoOptimStep: kind must be 0 (momentum) or 1 (adam)");
+  check(s.queries >= 1 && s.queries <= 1024, Code::InvalidArgument, "zoOptimStep: between 1 and 1024 queries, got " + std::to_string(s.queries));
+  for (int k = 0; k < s.queries; ++k) {
+    check_direction(s.dirs[k]);
+    check(std::isfinite(s.coefs[k]), Code::NonFinite, "zoOptimStep: coefficient " + std::to_string(k) + " is not finite");
+  }
+  check(std::isfinite(s.lr) && std::isfinite(s.decay) && s.decay >= 0 && s.decay <= 1, Code::InvalidArgument, "zoOptimStep: lr must be finite and decay in [0, 1]");
+  check(s.beta1 >= 0 && s.beta1 < 1, Code::InvalidArgument, "zoOptimStep: beta1 must be in [0, 1)");
+  if (s.kind == kZoAdam) {
+    check(s.beta2 >= 0 && s.beta2 < 1, Code::InvalidArgument, "zoOptimStep: beta2 must be in [0, 1)");
+    check(s.adam_eps > 0 && std::isfinite(s.adam_eps), Code::InvalidArgument, "zoOptimStep: adam eps must be a finite value > 0");
+    check(s.bias1 > 0 && s.bias1 <= 1 && s.bias2 > 0 && s.bias2 <= 1, Code::InvalidArgument, "zoOptimStep: bias corrections must be in (0, 1]");
+  }
+}
 
 // One optimiser step over elements [0, n) of one tensor whose direction elements are first .. first+n-1:
 //   momentum: m = beta1 * m + g;                       w = w * (1 - decay) - lr * m
@@ -36,6 +57,22 @@ void check_zo_optim(const ZoOptimStep& s);
 //             w = w * (1 - decay) - lr * (m / bias1) / (sqrt(v / bias2) + adam_eps)
 // v is ignored (may be null) for momentum. Same result on any thread count and CPU path.
 void zo_optim_step(float* w, float* m, float* v, size_t n, uint64_t first, const ZoOptimStep& s);
+
+// The rule above for one element with its gradient estimate g (g = sum_k fma(coef_k, z_k, g) from
+// +0 in query order): the scalar kernel's and the GPU's (cuda/kernels/zo_optim.cu) definition.
+ZT_HD void zo_optim_elem(float* w, float* m, float* v, float g, const ZoOptimStep& s) {
+  const float keep = 1.0f - s.decay;
+  if (s.kind == kZoMomentum) {
+    *m = zt_fma(s.beta1, *m, g);
+    *w = zt_fma(-s.lr, *m, zt_mul(*w, keep));
+    return;
+  }
+  const float c1 = 1.0f - s.beta1, c2 = 1.0f - s.beta2, inv_b1 = 1.0f / s.bias1, inv_b2 = 1.0f / s.bias2;
+  *m = zt_fma(s.beta1, *m, zt_mul(c1, g));
+  *v = zt_fma(s.beta2, *v, zt_mul(c2, zt_mul(g, g)));
+  const float denom = zt_add(sqrtf(zt_mul(*v, inv_b2)), s.adam_eps);
+  *w = zt_fma(-s.lr, zt_mul(*m, inv_b1) / denom, zt_mul(*w, keep));
+}
 
 // Element kernels on [0, len): g holds the gradient estimate block.
 void zo_optim_block_ref(float* w, float* m, float* v, const float* g, size_t len, const ZoOptimStep& s);
