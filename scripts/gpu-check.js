@@ -1147,7 +1147,7 @@ function checkLlamaFast(cpu, gpu, m, tag, emulate, line) {
   const V = m.c.vocab_size, wide = llamaBatch(m), short = llamaBatch(m, 5), intAct = m.scheme === 'w8a8';
   const h = gpu.llamaDeviceCreate(m.cfg, m.ids, emulate, 'fast', ...m.weights);
   try {
-    const cases = intAct ? [[short, 0, 'integer tiles'], [wide, 0, 'integer tiles']] : [[short, 1e-5, 'fast gemv'], [wide, 2e-2, 'bf16 tiles']];
+    const cases = intAct ? [[short, 0, 'integer GEMV'], [wide, 0, 'integer tiles']] : [[short, 1e-5, 'fast gemv'], [wide, 2e-2, 'bf16 tiles']];
     for (const [b, limit, what] of cases) {
       const lw = new Float32Array(b.N * V), lf = new Float32Array(b.N * V);
       cpu.llamaForward(m.cfg, m.ids, b.tokens, b.offsets, b.positions, null, b.targets, new Float64Array(b.N), b.rows, lw, null, null, null, null, null, 0, null, null, 0, ...m.weights);

@@ -8,7 +8,8 @@
 #include <vector>
 
 #include "../../native/common/status.h"
-#include "../../native/cpu/perturb.h"  // perturbed(): the one perturbation rounding
+#include "../../native/cpu/gemm_int8.h"  // the integer GEMV's numerics: w_code, w_scale, acc_group, epilogue
+#include "../../native/cpu/perturb.h"     // perturbed(): the one perturbation rounding
 #include "device.h"
 #include "gemv.h"
 #include "pool.h"
@@ -558,6 +559,47 @@ void best_median(std::vector<float>& t, float* best, float* median) {
   *median = t[t.size() / 2];
 }
 
+// --- integer-activation GEMV (gemv_int_act_launch) ------------------------------------------------
+// Lane `lane` of the warp of weight row n: per accumulation group, the codes k = k0 + lane, + 32, ...
+// times every activation row, summed exactly in int32; the butterfly sum over lanes (exact); then
+// every lane chains facc = fma(s_w(n, j), float(S), facc) in group order (the CPU's step 2). Lane m
+// stores row m's output through the CPU's epilogue (step 3).
+struct IntGemv {
+  const uint8_t* codes;  // [M, lda]
+  uint64_t lda, M;
+  QTensorView w;         // Int8 / Int4 [N, K]
+  float* y;              // [M, N]
+  Epilogue ep;
+};
+
+// One lane's integer sums of group [k0, k1) for the M rows into s.
+ZT_HD void int_gemv_lane(const IntGemv& g, uint64_t n, uint64_t k0, uint64_t k1, unsigned lane, int32_t* s) {
+  for (uint64_t m = 0; m < g.M; ++m) s[m] = 0;
+  for (uint64_t k = k0 + lane; k < k1; k += 32) {
+    const int wk = w_code(g.w, n, k);
+    for (uint64_t m = 0; m < g.M; ++m) s[m] += wk * (int)(int8_t)g.codes[m * g.lda + k];
+  }
+}
+
+__global__ void __launch_bounds__(kWarps * 32) int_gemv_kernel(IntGemv g) {
+  const uint64_t n = (uint64_t)blockIdx.x * kWarps + (threadIdx.x >> 5);
+  const unsigned lane = threadIdx.x & 31;
+  if (n >= g.w.rows) return;  // whole warps leave together
+  const uint64_t K = g.w.cols, ga = acc_group(g.w);
+  int32_t s[kGemvMaxM];
+  float facc[kGemvMaxM];
+  for (uint64_t m = 0; m < g.M; ++m) facc[m] = 0.0f;
+  for (uint64_t j = 0, k0 = 0; k0 < K; ++j, k0 += ga) {
+    int_gemv_lane(g, n, k0, k0 + ga < K ? k0 + ga : K, lane, s);
+    const float sw = w_scale(g.w, n, j);
+    for (uint64_t m = 0; m < g.M; ++m) {
+      for (int o = 16; o; o >>= 1) s[m] += __shfl_xor_sync(0xffffffffu, s[m], o);
+      facc[m] = zt_fma(sw, (float)s[m], facc[m]);
+    }
+  }
+  for (uint64_t m = lane; m < g.M; m += 32) g.y[m * g.w.rows + n] = epilogue(g.ep, facc[m], m, n);
+}
+
 }  // namespace
 
 // --- public entry points -------------------------------------------------------------------------
@@ -652,6 +694,35 @@ void gemv_emulated(const GemmArgs& g, GemvKernel kind) {
   }
   if (p.splits > 1)
     for (uint64_t i = 0; i < p.m * p.n; ++i) reduce_out(p, i / p.n, i % p.n);
+}
+
+void gemv_int_act_launch(bool emulated, const uint8_t* codes, uint64_t lda, const float* sx, uint64_t M, const QTensorView& w,
+                         float* y, bool accumulate, void* stream) {
+  const uint64_t N = w.rows, K = w.cols;
+  if (M == 0 || N == 0) return;
+  if (M > kGemvMaxM) fail(Code::InvalidArgument, "gemvIntAct: at most 16 activation rows");
+  const IntGemv g{codes, lda, M, w, y, Epilogue{sx, nullptr, accumulate ? y : nullptr, N, false}};
+  if (!emulated) {
+    if ((N + kWarps - 1) / kWarps > 0x7fffffffu) fail(Code::OutOfRange, "gemvIntAct: too many rows for one launch");
+    int_gemv_kernel<<<(unsigned)((N + kWarps - 1) / kWarps), kWarps * 32, 0, (cudaStream_t)stream>>>(g);
+    return;
+  }
+  std::vector<int32_t> s(32 * M);
+  std::vector<float> facc(M);
+  const uint64_t ga = acc_group(w);
+  for (uint64_t n = 0; n < N; ++n) {
+    std::fill(facc.begin(), facc.end(), 0.0f);
+    for (uint64_t j = 0, k0 = 0; k0 < K; ++j, k0 += ga) {
+      for (unsigned l = 0; l < 32; ++l) int_gemv_lane(g, n, k0, k0 + ga < K ? k0 + ga : K, l, &s[l * M]);
+      const float sw = w_scale(w, n, j);
+      for (uint64_t m = 0; m < M; ++m) {
+        int32_t t = 0;  // the butterfly's sum: integers, so any order
+        for (unsigned l = 0; l < 32; ++l) t += s[l * M + m];
+        facc[m] = zt_fma(sw, (float)t, facc[m]);
+      }
+    }
+    for (uint64_t m = 0; m < M; ++m) y[m * N + n] = epilogue(g.ep, facc[m], m, n);
+  }
 }
 
 void gemv_directions_emulated(float* out, uint64_t n, const Direction& d, uint64_t first) {

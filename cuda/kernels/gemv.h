@@ -46,6 +46,14 @@ void gemv_emulated(const GemmArgs& g, GemvKernel kind);
 // The reference kernel on device memory (every pointer of g, index list included) on `stream` (a
 // cudaStream_t); the caller validates g (gemm_check_perturb). The device model's one GEMM.
 void gemv_reference_launch(const GemmArgs& g, void* stream);
+// Integer-activation GEMV (the device model's w8a8 / w4a8 linears of <= kGemvMaxM rows): y[M, N] =
+// the CPU gemm_int result (native/cpu/gemm_int8.h steps 2 and 3, bit for bit) for activation codes
+// [M, lda] with scales sx (gemm_tc.h act_int8_rows_launch) and int8 / int4 weights w [N, K]; + y
+// when accumulating (the CPU's residual). One warp per weight row: exact int32 sums per
+// accumulation group reduced across lanes, then the group chain in order. Device memory on `stream`,
+// or host memory run at once when emulated; no validation beyond M.
+void gemv_int_act_launch(bool emulated, const uint8_t* codes, uint64_t lda, const float* sx, uint64_t M, const QTensorView& w,
+                         float* y, bool accumulate, void* stream);
 // out[j] = z(first + j) as the fast kernel generates it (64-element blocks where aligned).
 void gemv_directions_emulated(float* out, uint64_t n, const Direction& d, uint64_t first);
 

@@ -167,6 +167,9 @@ struct Ops {
   }
   void act_codes_f32(const uint8_t* codes, uint64_t M, uint64_t K, float* out) const { act_codes_f32_launch(tc(), codes, M, K, out, stream); }
   void gemm_int_act(const IntActGemm& g) const { gemm_int_act_launch(tc(), g, stream); }
+  void gemv_int_act(const IntActGemm& g) const {
+    gemv_int_act_launch(host(), g.codes, act_int8_row_bytes(g.w.cols), g.sx, g.M, g.w, g.y, g.accumulate, stream);
+  }
   TcImpl tc() const { return host() ? TcImpl::Emulated : TcImpl::Fast; }
   void perturb(float* w, uint64_t n, const Direction& d, float alpha, float keep = 1.0f) const {
     if (host()) perturb_emulated(w, n, d, 0, alpha, keep);
@@ -416,6 +419,7 @@ void int_act_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, u
   const uint64_t K = L.w.k;
   ops.act_int8(x, M, K, d.xq, d.xsc, d.nonfinite);
   IntActGemm g{d.xq, d.xsc, M, gemm_rows_view(L.w, r0, rows).q, y, accumulate, nullptr, 0.0f, r0 * K};
+  if ((!zo || !zo->on(L.id)) && M <= kGemvMaxM) return ops.gemv_int_act(g);  // decode-sized: one warp per weight row
   if (!zo || !zo->on(L.id)) return ops.gemm_int_act(g);
   const Direction dir = zo->of(L.id);
   gemm_check_perturb(GemmPerturb{true, dir, zo->alpha, r0 * K, false, nullptr, 0}, rows, K);

@@ -33,8 +33,9 @@
 //
 // Integer-activation linears (w8a8 / w4a8, Linear::int_act) give the CPU's gemm_int result
 // (native/cpu/gemm_int8.h: one result per call, whatever the M) with both kernel sets: activations
-// quantized per row by the CPU's rule, then unperturbed the W8A8 / W4A8 integer tiles (weight rows
-// of a multiple of 16 bytes) or the reference kernel (gemm_tc.h gemm_int_act_launch); perturbed,
+// quantized per row by the CPU's rule, then unperturbed the integer GEMV for <= 16 rows (gemv.h
+// gemv_int_act_launch), else the W8A8 / W4A8 integer tiles (weight rows of a multiple of 16 bytes)
+// or the reference kernel (gemm_tc.h gemm_int_act_launch); perturbed,
 // QuZO probes the CPU runs on its integer path (step 2') through the grid-probe kernel and all
 // others as float(q_x) . W'^T on the F32 tiles with the CPU's epilogue. Fast perturbed linears
 // take the bf16 tiles instead (W' rounded to bf16). A row of activations holding Inf or NaN fails
