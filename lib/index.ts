@@ -28,8 +28,8 @@ export { parseLlamaConfig, loadLlamaConfig, parseGenerationConfig, loadGeneratio
 export type { LlamaConfig, Llama3RopeScaling, GenerationConfig } from './model/config';
 export { LlamaTokenizer } from './model/tokenizer';
 export { LlamaModel, KVCache, llamaTensorNames, matchesTensor, schemeStorage, WEIGHT_SCHEMES } from './model/llama';
-export { DeviceLlamaModel } from './model/device-llama';
-export type { DeviceKind, ToDeviceOptions } from './model/device-llama';
+export { DeviceLlamaModel, DeviceKVCache, placeModel, DEVICE_CHOICES } from './model/device-llama';
+export type { DeviceChoice, DeviceForwardOptions, DeviceKind, Placement, ToDeviceOptions } from './model/device-llama';
 export type {
   LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence, ZoDirection, ZoProbeOptions, ZoUpdateOptions,
   TrainableInfo, TensorPattern,

@@ -409,7 +409,8 @@ void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch
 constexpr size_t kTiledRows = 8;
 
 // Integer-activation linears (w8a8 / w4a8): the CPU's gemm_int result (gemm_int8.h) for every M.
-// Unperturbed: the integer GEMM (gemm_tc.h, bit for bit with the CPU). Perturbed: QuZO probes the CPU
+// Unperturbed: the integer GEMV (<= 16 rows, gemv.h) or GEMM (gemm_tc.h), both bit for bit with the
+// CPU. Perturbed: QuZO probes the CPU
 // runs on its integer path (grid_probe_on_int) through the same step 2' (exact kernels), all others
 // as x_q . W'^T with W' = decode(W) + alpha z (weight_rows) on the F32 tiles with the CPU's epilogue
 // (exact: the CPU's f32 path, bit for bit) or on the bf16 tiles (fast: W' rounded to bf16; the
@@ -477,8 +478,9 @@ void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size
   linear_rows(ops, d, L, 0, L.w.n, x, M, y, accumulate, zo, kernels);
 }
 
-// The forward of llama.cc's llama_forward (no cache, no sampling), op for op, queued on ops.
-// Outputs stay in the call's memory: lp (log-prob per head row) and logits (requested rows).
+// The forward of llama.cc's llama_forward, op for op, queued on ops; keys and values go to the
+// cache's layers when there is one (sampling happens on the host after the call). Outputs stay in
+// the call's memory: lp (log-prob per head row) and logits (requested rows).
 void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, const LlamaOutputs& o,
              const LlamaPerturb* zo, double* lp, float* logits, const DeviceKvCache* cache) {
   const LlamaConfig& c = m.c;
