@@ -335,6 +335,15 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
       .toThrow(expect.objectContaining({ code: 'ZOTUNE_SHAPE_MISMATCH' })); // 3-sequence cache, 2-sequence batch
     addon!.llamaDeviceCacheFree(ch);
     addon!.llamaDeviceCacheFree(ch); // idempotent
+    const mh = (m as unknown as { handle: never }).handle;
+    for (const [B, cap] of [[0, 8], [2 ** 40, 8], [2, 0], [2, 513]]) expect(() => addon!.llamaDeviceCacheCreate(mh, B, cap)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => addon!.llamaDeviceForward(mh, raw[0], raw[1], raw[2], null, null, null, null, null, null, ch)).toThrow(expect.objectContaining({ code: 'ZOTUNE_DISPOSED' }));
+    expect(() => addon!.llamaDeviceZoOptimStep(mh, 1, 1, new Uint32Array(0), 0, 0, new Float32Array(0), 1e-3, 0.9, 0.999, 1e-8, 1, 1, Uint32Array.of(1), Float32Array.of(0)))
+      .toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // no query
+    expect(() => addon!.llamaDeviceZoOptimStep(mh, 1, 1, Uint32Array.of(1, 0), 0, 0, Float32Array.of(1), 1e-3, 0.9, 0.999, 1e-8, 1, 1, Uint32Array.of(1), new Float32Array(0)))
+      .toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // one decay per id
+    expect(() => addon!.llamaDeviceZoOptimStep(mh, 1, 1, Uint32Array.of(1, 0), 0, 0, Float32Array.of(1), 1e-3, 0.9, 0.999, 1e-8, 1, 1, Uint32Array.of(9999), Float32Array.of(0)))
+      .toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // not a tensor of the model
     dc.dispose();
     expect(await codeOf(m.forward(batch, { cache: dc }))).toBe('ZOTUNE_DISPOSED');
     expect(() => m.createCache(0, 4)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));

@@ -728,14 +728,18 @@ std::shared_ptr<DeviceLlama> llama_upload(const LlamaConfig& c, const LlamaWeigh
 
 const LlamaConfig& llama_config(const DeviceLlama& m) { return m.c; }
 
+constexpr size_t kMaxCacheBatch = 1 << 20;
+
 std::shared_ptr<DeviceKvCache> llama_cache_create(const DeviceLlama& m, size_t B, size_t cap) {
   const LlamaConfig& c = m.c;
-  if (B == 0 || cap == 0 || cap > c.max_pos) bad(Code::OutOfRange, "a cache needs B >= 1 sequences of 1 .. max_position_embeddings slots");
+  if (B == 0 || B > kMaxCacheBatch || cap == 0 || cap > c.max_pos)
+    bad(Code::OutOfRange, "a cache holds 1 .. " + std::to_string(kMaxCacheBatch) + " sequences of 1 .. max_position_embeddings (" +
+                              std::to_string(c.max_pos) + ") slots, got " + std::to_string(B) + " x " + std::to_string(cap));
   auto kv = std::make_shared<DeviceKvCache>();
   kv->layers = c.layers, kv->B = B, kv->kv_heads = c.kv_heads, kv->head_dim = c.head_dim, kv->cap = cap;
-  size_t floats = 0;
-  if (__builtin_mul_overflow(c.layers * B * c.kv_heads * c.head_dim, cap, &floats) || floats > ((size_t)1 << 40))
-    bad(Code::OutOfRange, "the cache is too large");
+  size_t floats = 1;
+  for (size_t f : {c.layers, B, c.kv_heads, c.head_dim, cap})
+    if (__builtin_mul_overflow(floats, f, &floats) || floats > ((size_t)1 << 40)) bad(Code::OutOfRange, "the cache is too large (over 2^40 floats)");
   kv->k = Block(floats * sizeof(float), MemCategory::Activations, m.emulated);
   kv->v = Block(floats * sizeof(float), MemCategory::Activations, m.emulated);
   kv->mask = Block(B * cap, MemCategory::Activations, m.emulated);
