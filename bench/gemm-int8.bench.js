@@ -22,27 +22,29 @@ function rand(seed) {
   };
 }
 
-/** Random weights [N, K]: int8 with per-channel scales, or int4 symmetric with group-32 scales. */
-function weights(z, fmt, N, K, seed) {
+/** Random weights [N, K]: int8 with per-channel scales, or int4 symmetric with a scale per `group` weights. */
+function weights(z, fmt, N, K, seed, group = 32) {
   const r = rand(seed);
   const data = z.Tensor.empty([N * (fmt === 'int8' ? K : Math.ceil(K / 2))], fmt === 'int8' ? 'i8' : 'u8', 'weights');
   const d = data.data();
   for (let i = 0; i < d.length; i++) d[i] = fmt === 'int8' ? -127 + Math.floor(r() * 255) : Math.floor(r() * 256);
-  const ns = fmt === 'int8' ? N : N * Math.ceil(K / 32);
+  const ns = fmt === 'int8' ? N : N * Math.ceil(K / group);
   const scales = z.Tensor.fromArray(Float32Array.from({ length: ns }, () => 0.001 + r() * 0.01), [ns], 'f32', 'weights');
-  const w = new z.QTensor(fmt, [N, K], fmt === 'int8' ? 'channel' : 32, data, scales);
+  const w = new z.QTensor(fmt, [N, K], fmt === 'int8' ? 'channel' : group, data, scales);
   return { w, codes: d, scales: scales.data(), bytes: data.byteLength + scales.byteLength };
 }
 
 function cases() {
   const out = [];
-  const add = (N, K, M, fmt, perturb = null) => out.push({ N, K, M, fmt, perturb });
+  const add = (N, K, M, fmt, perturb = null, group = 32) => out.push({ N, K, M, fmt, perturb, group });
   add(1024, 1024, 1024, 'int8');
   if (full) add(1024, 1024, 1024, 'int4');
   for (const [N, K] of full ? [[4096, 4096], [11008, 4096], [4096, 11008]] : [[4096, 4096]])
     for (const M of [1, 16, 512])
       for (const fmt of ['int8', 'int4']) {
         add(N, K, M, fmt);
+        // the GEMV also with the model's default int4 group (128: a quarter of g32's scale bytes and flushes)
+        if (M === 1 && fmt === 'int4') add(N, K, M, fmt, null, 128);
         // quzo4: QuZO 4-bit Gaussian probe directions (integer path at M = 16, f32 path at M = 512)
         if (M === 512) for (const dist of ['gaussian', 'rademacher', 'quzo4']) add(N, K, M, fmt, dist);
         if (M === 16) for (const dist of ['gaussian', 'quzo4']) add(N, K, M, fmt, dist);
@@ -81,12 +83,12 @@ const suite = {
     const plain = new Map();
     const seen = { int8: { best: 0, median: 0 }, read: { best: 0, median: 0 } };
     for (const cs of cases()) {
-      const { N, K, M, fmt, perturb } = cs;
+      const { N, K, M, fmt, perturb, group } = cs;
       const gemv = M === 1;
       const wbytes = N * (fmt === 'int8' ? K : K / 2);
       // GEMV weights rotate through copies that together exceed the L3 several times over
       const copies = gemv ? Math.max(2, Math.ceil((4 * L3_BYTES) / wbytes)) : 1;
-      const sets = Array.from({ length: copies }, (_, i) => weights(z, fmt, N, K, 11 + i));
+      const sets = Array.from({ length: copies }, (_, i) => weights(z, fmt, N, K, 11 + i, group));
       const r = rand(5);
       const x = z.Tensor.fromArray(Float32Array.from({ length: M * K }, () => r() * 2 - 1), [M, K], 'f32', 'activations');
       const out = z.Tensor.empty([M, N], 'f32', 'activations');
@@ -102,7 +104,7 @@ const suite = {
         if (!perturb) {
           const sessions = [];
           for (const s of sets)
-            sessions.push(await session(fmt === 'int8' ? dynamicModel(s.codes, s.scales, N, K) : nbitsModel(s.codes, s.scales, N, K, 32), THREADS));
+            sessions.push(await session(fmt === 'int8' ? dynamicModel(s.codes, s.scales, N, K) : nbitsModel(s.codes, s.scales, N, K, group), THREADS));
           const feeds = { x: new ort.Tensor('float32', x.data(), [M, K]) };
           // onnxruntime's intra-op threads spin for a while after a run (its default): pause before
           // timing zotune again so that spinning does not eat into zotune's cores.
@@ -124,14 +126,14 @@ const suite = {
         const kindSeen = seen[gemv ? 'read' : 'int8'];
         kindSeen.best = Math.max(kindSeen.best, ceil.best);
         kindSeen.median = Math.max(kindSeen.median, ceil.median);
-        const key = `${fmt} ${N} ${K} ${M}`;
+        const key = `${fmt} ${group} ${N} ${K} ${M}`;
         if (!perturb) plain.set(key, ours);
         const base = plain.get(key);
         const ceiling = gemv
           ? `${h.pct((rt.best * sets[0].bytes) / ops / ceil.best)} / ${h.pct((rt.median * sets[0].bytes) / ops / ceil.median)} of read BW`
           : `${h.pct(rt.best / ceil.best)} / ${h.pct(rt.median / ceil.median)} of int8 peak`;
         rows.push([
-          `${fmt === 'int8' ? 'W8A8' : 'W4A8 g32'} ${N}x${K}, M=${M}${perturb ? `, perturbed (${perturb})` : ''}`,
+          `${fmt === 'int8' ? 'W8A8' : `W4A8 g${group}`} ${N}x${K}, M=${M}${perturb ? `, perturbed (${perturb})` : ''}`,
           `${(ours.best * 1e3).toFixed(2)} / ${(ours.median * 1e3).toFixed(2)}`,
           h.pair(rt, (v) => h.giga(v, 1)),
           gemv ? h.pair({ best: (rt.best * sets[0].bytes) / ops, median: (rt.median * sets[0].bytes) / ops }, (v) => h.giga(v, 1)) : '-',
@@ -151,7 +153,7 @@ const suite = {
       title: suite.title,
       threads: THREADS,
       method: [
-        `y = int8(x) · Wᵀ with x f32 [M, K] quantized per row in the call (matmulInt8), W [N, K] int8 per-channel (W8A8) or int4 symmetric group 32 (W4A8); ${THREADS} threads for zotune and onnxruntime (intra-op).`,
+        `y = int8(x) · Wᵀ with x f32 [M, K] quantized per row in the call (matmulInt8), W [N, K] int8 per-channel (W8A8) or int4 symmetric group 32 (W4A8; the GEMV also with group 128, the model's int4 default); ${THREADS} threads for zotune and onnxruntime (intra-op).`,
         `GEMM rows: GOPS = 2·M·N·K / time, against the int8 peak (vpmaddubsw + vpmaddwd + vpaddd on ${THREADS} threads) measured in this run: at its start (${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS best / median) and again right before each case; each row uses the larger (highest seen: ${h.pair(seen.int8, (v) => h.giga(v, 1))}).`,
         `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${L3_BYTES >> 20} MiB L3 4x.`,
         'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
