@@ -8,6 +8,7 @@ import { DTYPES, DType, TypedArray } from './dtype';
 import { ZotuneError, fail } from './errors';
 import { loadCuda } from './native/load';
 import type { DeviceHandle, DeviceMemoryReport } from './native/binding';
+import { checkShape } from './tensor';
 import type { MemoryCategory, Tensor } from './tensor';
 
 export type { DeviceMemoryReport };
@@ -27,16 +28,6 @@ export function releaseDeviceCache(): void {
   if (knownCudaStatus()?.available) loadCuda().addon!.deviceReleaseCache();
 }
 
-function elementCount(shape: readonly number[]): number {
-  let n = 1;
-  for (const d of shape) {
-    if (!Number.isSafeInteger(d) || d < 0) fail('ZOTUNE_SHAPE_MISMATCH', `invalid shape [${shape.join(', ')}]: dimensions must be non-negative integers`);
-    n *= d;
-  }
-  if (!Number.isSafeInteger(n)) fail('ZOTUNE_SHAPE_MISMATCH', `shape [${shape.join(', ')}] is too large`);
-  return n;
-}
-
 /** A tensor in GPU memory (the pool, by category); freed by dispose() / `using`, or by the GC if forgotten. */
 export class DeviceTensor {
   readonly dtype: DType;
@@ -48,7 +39,7 @@ export class DeviceTensor {
   private constructor(dtype: DType, shape: readonly number[], category: MemoryCategory) {
     this.dtype = dtype;
     this.shape = Object.freeze([...shape]);
-    this.size = elementCount(shape);
+    this.size = checkShape(shape);
     this.category = category;
     this.handle = cudaAddon().deviceAlloc(this.byteLength, category);
   }

@@ -10,7 +10,8 @@ import type { Mem, NativeBuffer } from './native/binding';
 
 export type MemoryCategory = 'weights' | 'activations' | 'gradients' | 'optimizer' | 'workspace' | 'other';
 
-function checkShape(shape: readonly number[]): number {
+/** @internal Element count of a shape (checked: non-negative integer dimensions, a safe-integer product). */
+export function checkShape(shape: readonly number[]): number {
   let n = 1;
   for (const d of shape) {
     if (!Number.isSafeInteger(d) || d < 0) fail('ZOTUNE_SHAPE_MISMATCH', `invalid shape [${shape.join(', ')}]: dimensions must be non-negative integers`);

@@ -229,19 +229,8 @@ export class DeviceLlamaModel {
   /** LlamaModel.zoProbe: both forwards in one call, perturbed on load (no weight written) or in place (fp32 trainable tensors). */
   async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
     const h = this.live();
-    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
-    checkSeed(opts.seed);
-    const eps = checkFinite(opts.eps, 'eps');
-    const [dist, bits] = directionArgs(opts.direction);
-    const probeMode = opts.mode ?? 'on-load';
-    if (probeMode !== 'on-load' && probeMode !== 'in-place') fail('ZOTUNE_INVALID_ARGUMENT', `mode must be 'on-load' or 'in-place', got ${String(probeMode)}`);
-    if ((opts as ForwardOptions).cache) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO probe takes no KV cache');
-    const m = this.host, p = m.pack(batch, opts, false);
-    const rows = m.logitRows(p, opts.logits);
-    const subset = m.vocabSubset(p, opts);
-    const N = p.tokens.length, V = subset ? subset.length : m.config.vocabSize;
-    const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
-    const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
+    const m = this.host;
+    const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode: probeMode } = m.probeBuffers(batch, opts);
     const flags = m.nativeArgs().flags.slice();
     const call = () =>
       this.addon.llamaDeviceZoProbeAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset,

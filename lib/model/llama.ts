@@ -666,19 +666,7 @@ export class LlamaModel {
    */
   async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
     this.check();
-    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
-    checkSeed(opts.seed);
-    const eps = checkFinite(opts.eps, 'eps');
-    const [dist, bits] = directionArgs(opts.direction);
-    const mode = opts.mode ?? 'on-load';
-    if (mode !== 'on-load' && mode !== 'in-place') fail('ZOTUNE_INVALID_ARGUMENT', `mode must be 'on-load' or 'in-place', got ${String(mode)}`);
-    if ((opts as ForwardOptions).cache) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO probe takes no KV cache');
-    const p = this.pack(batch, opts, false);
-    const rows = this.logitRows(p, opts.logits);
-    const subset = this.vocabSubset(p, opts);
-    const N = p.tokens.length, V = subset ? subset.length : this.config.vocabSize;
-    const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
-    const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
+    const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode } = this.probeBuffers(batch, opts);
     const flags = this.trainableFlags.slice();
     if (mode === 'in-place')
       for (const t of this.trainable())
@@ -694,6 +682,24 @@ export class LlamaModel {
       plus: this.result(p, batch.length, opts.logits ?? 'last', r.plus, lpPlus, lgPlus, V),
       minus: this.result(p, batch.length, opts.logits ?? 'last', r.minus, lpMinus, lgMinus, V),
     };
+  }
+
+  /** @internal zoProbe's checked options, packed batch and output buffers (this model's and DeviceLlamaModel's). */
+  probeBuffers(batch: readonly Sequence[], opts: ZoProbeOptions) {
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
+    checkSeed(opts.seed);
+    const eps = checkFinite(opts.eps, 'eps');
+    const [dist, bits] = directionArgs(opts.direction);
+    const mode = opts.mode ?? 'on-load';
+    if (mode !== 'on-load' && mode !== 'in-place') fail('ZOTUNE_INVALID_ARGUMENT', `mode must be 'on-load' or 'in-place', got ${String(mode)}`);
+    if ((opts as ForwardOptions).cache) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO probe takes no KV cache');
+    const p = this.pack(batch, opts, false);
+    const rows = this.logitRows(p, opts.logits);
+    const subset = this.vocabSubset(p, opts);
+    const N = p.tokens.length, V = subset ? subset.length : this.config.vocabSize;
+    const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
+    const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
+    return { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode };
   }
 
   /**
