@@ -1,5 +1,7 @@
 #include <cuda_runtime.h>
 
+#include <atomic>
+
 #include "../../native/common/status.h"
 #include "device.h"
 
@@ -33,6 +35,26 @@ bool gpu_unusable(int err) {
       return false;
   }
 }
+
+// Errors after which the context is unusable: every later CUDA call of the process fails too.
+bool sticky(int err) {
+  switch (err) {
+    case cudaErrorIllegalAddress:
+    case cudaErrorLaunchFailure:
+    case cudaErrorMisalignedAddress:
+    case cudaErrorIllegalInstruction:
+    case cudaErrorHardwareStackError:
+    case cudaErrorInvalidAddressSpace:
+    case cudaErrorInvalidPc:
+    case cudaErrorLaunchTimeout:
+    case cudaErrorAssert:
+    case cudaErrorECCUncorrectable:
+      return true;
+    default:
+      return false;
+  }
+}
+std::atomic<int> g_context_lost{0};  // the first sticky error seen, 0 if none
 
 // Runs the probe kernel on the current device: proves the driver, the device and a kernel image
 // of this build work together.
@@ -94,11 +116,21 @@ void check(int err, const char* what) {
   cudaGetLastError();
   std::string msg = std::string(what) + " failed: " + cudaGetErrorName((cudaError_t)err) + " (" +
                     std::to_string(err) + "): " + reason(err);
+  if (sticky(err)) {
+    int none = 0;
+    g_context_lost.compare_exchange_strong(none, err);
+    msg += "; the GPU context is lost: later CUDA calls of this process fail (restart the process)";
+  }
   if (err == cudaErrorMemoryAllocation) fail(Code::OOM, msg);
   fail(gpu_unusable(err) ? Code::CudaUnavailable : Code::Cuda, msg);
 }
 
+void check_launch(const char* kernel) { check(cudaGetLastError(), (std::string("launch of ") + kernel).c_str()); }
+
 void require_device() {
+  if (int lost = g_context_lost.load())
+    fail(Code::CudaUnavailable, std::string("an earlier call hit ") + cudaGetErrorName((cudaError_t)lost) +
+                                    ", which leaves the GPU context unusable: restart the process to use the GPU again");
   int n = 0;
   check(cudaGetDeviceCount(&n), "cudaGetDeviceCount");
   if (n == 0) check(cudaErrorNoDevice, "cudaGetDeviceCount");

@@ -40,7 +40,12 @@ std::string reason(int err);
 // all (driver, device, kernel image), ZOTUNE_OOM for device allocations, else ZOTUNE_CUDA_ERROR.
 void check(int err, const char* what);
 
-// Throws ZOTUNE_CUDA_UNAVAILABLE with the reason unless the current device can be used.
+// check() of the launch just issued (a bad configuration or missing kernel image is reported here,
+// named, rather than by the next synchronising call).
+void check_launch(const char* kernel);
+
+// Throws ZOTUNE_CUDA_UNAVAILABLE with the reason unless the current device can be used (never again
+// after a sticky error such as an illegal address: the context is lost for the process).
 void require_device();
 
 }  // namespace cuda

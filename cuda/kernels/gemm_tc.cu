@@ -897,6 +897,13 @@ void require_fp8_mma() {
   check(cudaDeviceGetAttribute(&minor, cudaDevAttrComputeCapabilityMinor, dev), "cudaDeviceGetAttribute");
   if (major * 10 + minor < 89)
     fail(Code::Unsupported, "gemmTc: fp8 tensor cores need sm_89 or newer (this GPU is sm_" + std::to_string(major * 10 + minor) + ")");
+  // The image the driver loads must have been compiled for sm_89+ too: PTX of an older virtual
+  // arch JIT-compiled for this GPU has the fp8 mma as a trap, which would kill the context.
+  cudaFuncAttributes attr{};
+  check(cudaFuncGetAttributes(&attr, tc_gemm_kernel<OpFp8<true>>), "cudaFuncGetAttributes");
+  if (attr.ptxVersion < 89)
+    fail(Code::Unsupported, "gemmTc: this addon's kernels were compiled for compute_" + std::to_string(attr.ptxVersion) +
+                                ", without fp8 tensor cores; rebuild with ZOTUNE_CUDA_ARCHS including 89 or 90");
 }
 
 template <class Op>
@@ -905,11 +912,13 @@ void launch_tc(const TcParams& p, cudaStream_t s) {
   check(cudaFuncSetAttribute(tc_gemm_kernel<Op>, cudaFuncAttributeMaxDynamicSharedMemorySize, bytes), "cudaFuncSetAttribute");
   const dim3 grid((unsigned)((p.N + kBN - 1) / kBN), (unsigned)((p.M + kBM - 1) / kBM));
   tc_gemm_kernel<Op><<<grid, kThreads, bytes, s>>>(p);
+  check_launch("tc_gemm_kernel");
 }
 
 template <class Op>
 void launch_reference(const TcParams& p, cudaStream_t s) {
   reference_kernel<Op><<<(unsigned)((p.M * p.N + 255) / 256), 256, 0, s>>>(p);
+  check_launch("reference_kernel");
 }
 
 void launch_gemm(TcKind kind, QFormat f, TcImpl impl, const TcParams& p, cudaStream_t s) {
@@ -931,6 +940,7 @@ void launch_gemm(TcKind kind, QFormat f, TcImpl impl, const TcParams& p, cudaStr
       } else {
         const dim3 grid((unsigned)((p.N + kFT - 1) / kFT), (unsigned)((p.M + kFT - 1) / kFT));
         f32_gemm_kernel<<<grid, kThreads, 0, s>>>(p);
+        check_launch("f32_gemm_kernel");
       }
       break;
   }
@@ -978,6 +988,7 @@ float gemm_tc(const TcGemm& g, TcImpl impl) {
 
   call.begin();
   if (!f32) quantize_kernel<<<(unsigned)g.M, kThreads, 0, call.stream>>>(g.kind, g.w.format, x.ptr, g.K, L.lda, a.ptr, sx.ptr, nonfinite.ptr);
+  check_launch("quantize_kernel");
   launch_gemm(g.kind, g.w.format, impl, p, call.stream);
   call.end("gemmTc kernel launch");
   int bad = 0;
@@ -999,6 +1010,7 @@ void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint
   if (impl == TcImpl::Emulated) return f32_gemm_emulated(p);
   const dim3 grid((unsigned)((N + kFT - 1) / kFT), (unsigned)((M + kFT - 1) / kFT));
   f32_gemm_kernel<<<grid, kThreads, 0, (cudaStream_t)stream>>>(p);
+  check_launch("f32_gemm_kernel");
 }
 
 uint64_t bf16_row_bytes(uint64_t K) { return layout(TcKind::Bf16, K).lda; }
@@ -1009,6 +1021,7 @@ void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8
   if (impl == TcImpl::Emulated) return quantize_rows_emulated(TcKind::Bf16, QFormat::Bf16, x, M, K, lda, a, nullptr, nullptr);
   if (M > 0x7fffffffu) fail(Code::OutOfRange, "bf16Rows: too many rows for one launch");
   quantize_kernel<<<(unsigned)M, kThreads, 0, (cudaStream_t)stream>>>(TcKind::Bf16, QFormat::Bf16, x, K, lda, a, nullptr, nullptr);
+  check_launch("quantize_kernel");
 }
 
 void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
@@ -1030,7 +1043,9 @@ void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t
   }
   auto blocks = [](uint64_t n) { return (unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16); };
   weight_rows_kernel<<<blocks(items), kThreads, 0, (cudaStream_t)stream>>>(kind, a, items);
+  check_launch("weight_rows_kernel");
   if (pads) weight_rows_kernel<<<blocks(pads), kThreads, 0, (cudaStream_t)stream>>>(RowsItem::Pad, a, pads);
+  check_launch("weight_rows_kernel");
 }
 
 void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
@@ -1074,6 +1089,7 @@ void act_int8_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, u
   if (impl == TcImpl::Emulated) return quantize_rows_emulated(TcKind::W8A8, QFormat::Int8, x, M, K, lda, codes, sx, nonfinite);
   if (M > 0x7fffffffu) fail(Code::OutOfRange, "actInt8Rows: too many rows for one launch");
   quantize_kernel<<<(unsigned)M, kThreads, 0, (cudaStream_t)stream>>>(TcKind::W8A8, QFormat::Int8, x, K, lda, codes, sx, nonfinite);
+  check_launch("quantize_kernel");
 }
 
 void act_codes_f32_launch(TcImpl impl, const uint8_t* codes, uint64_t M, uint64_t K, float* out, void* stream) {
@@ -1084,6 +1100,7 @@ void act_codes_f32_launch(TcImpl impl, const uint8_t* codes, uint64_t M, uint64_
     return;
   }
   codes_f32_kernel<<<(unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16), kThreads, 0, (cudaStream_t)stream>>>(codes, K, lda, out, n);
+  check_launch("codes_f32_kernel");
 }
 
 void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
@@ -1114,6 +1131,7 @@ void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
     const unsigned blocks = (unsigned)((N + 127) / 128);
     if (int4) grid_probe_kernel<OpS4><<<blocks, 128, 0, s>>>(p);
     else grid_probe_kernel<OpS8><<<blocks, 128, 0, s>>>(p);
+    check_launch("grid_probe_kernel");
   } else if (tiles) {
     int4 ? launch_tc<OpS4>(p, s) : launch_tc<OpS8>(p, s);
   } else {
@@ -1137,6 +1155,7 @@ TcBench gemm_tc_bench(TcKind kind, QFormat fp8, uint64_t M, uint64_t N, uint64_t
   TimedCall call;
   auto fill = [&](TcKind k, uint8_t* p, uint64_t rows, uint64_t ld, uint64_t bytes, uint32_t salt) {
     if (rows * ld) bench_fill_kernel<<<(unsigned)((rows * ld + 255) / 256), 256, 0, call.stream>>>(k, fp8, p, rows, ld, bytes, salt);
+    check_launch("bench_fill_kernel");
   };
   fill(kind == TcKind::W4A8 ? TcKind::W8A8 : kind == TcKind::W4A16 ? TcKind::Bf16 : kind, a.ptr, M, L.lda, L.kbytes, 1);
   fill(kind, b.ptr, N, L.ldb, L.wbytes, 2);

@@ -470,7 +470,9 @@ Params params_for(const GemmArgs& g, const Plan& pl, const uint8_t* w, const flo
     p.gshift = g.w.q.group == 32 ? 5 : g.w.q.group == 64 ? 6 : g.w.q.group == 128 ? 7 : 63;
   }
   const uint64_t row_bytes = g.w.f32 ? g.w.k * 4 : qformat_row_bytes(g.w.q.format, g.w.k);
-  p.aligned = row_bytes % 16 == 0;
+  // 16-byte vector loads of weight rows and of activation rows (row m starts m * K floats in):
+  // every row start must be 16-byte aligned, and so must the buffers (the same bits either way)
+  p.aligned = row_bytes % 16 == 0 && g.w.k % 4 == 0 && ((uintptr_t)w | (uintptr_t)a) % 16 == 0;
   p.a = a;
   p.bias = bias;
   p.c = c;
@@ -499,9 +501,12 @@ void launch(const Params& p, const Plan& pl, cudaStream_t stream) {
   if (pl.fast) {
     const FastFns f = for_format<FastFns>(pl.fmt, MakeFast{pl.mt, p.perturb});
     f.kernel<<<blocks_for(p.n * p.splits, kWarps), kWarps * 32, 0, stream>>>(p);
+    check_launch("gemv kernel");
     if (p.splits > 1) gemv_reduce_kernel<<<blocks_for(p.m * p.n, 256), 256, 0, stream>>>(p);
+    check_launch("gemv_reduce_kernel");
   } else {
     for_format<RefFns>(pl.fmt, MakeRef{}).kernel<<<blocks_for(p.m * p.n, 128), 128, 0, stream>>>(p);
+    check_launch("gemv kernel");
   }
 }
 
@@ -530,6 +535,7 @@ __global__ void fill_words_kernel(uint32_t* words, uint64_t n, uint32_t seed, ui
 void fill_words(void* p, uint64_t bytes, uint32_t seed, uint32_t and_mask, uint32_t or_mask, cudaStream_t s) {
   const uint64_t n = bytes / 4;
   if (n) fill_words_kernel<<<blocks_for(n, 256), 256, 0, s>>>((uint32_t*)p, n, seed, and_mask, or_mask);
+  check_launch("fill_words_kernel");
   check(cudaGetLastError(), "gemvBench fill");
 }
 // Masks keeping every code finite: f32 / bf16 / fp16 values of magnitude in [2^-8, 2^-7) .. [0.5, 1), fp8
@@ -705,6 +711,7 @@ void gemv_int_act_launch(bool emulated, const uint8_t* codes, uint64_t lda, cons
   if (!emulated) {
     if ((N + kWarps - 1) / kWarps > 0x7fffffffu) fail(Code::OutOfRange, "gemvIntAct: too many rows for one launch");
     int_gemv_kernel<<<(unsigned)((N + kWarps - 1) / kWarps), kWarps * 32, 0, (cudaStream_t)stream>>>(g);
+    check_launch("int_gemv_kernel");
     return;
   }
   std::vector<int32_t> s(32 * M);
@@ -814,6 +821,7 @@ ReadTiming hbm_read_bench(uint64_t bytes, int iters) {
   for (int it = 0; it < std::max(iters, 1) + 1; ++it) {  // the first of each is a warm-up
     call.begin();
     read_kernel<<<sms * 8, 256, 0, call.stream>>>(buf.ptr, bytes / 16, sink.ptr);
+    check_launch("read_kernel");
     call.end("read kernel launch");
     const float read_ms = call.finish("hbmReadBench");
     if (it) rt.push_back(read_ms);

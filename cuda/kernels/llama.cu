@@ -633,7 +633,10 @@ float probe_in_place(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, Ll
     ms += run_forwards(m, b, q, none, 1);
     ms += step(zo.alpha), at = 0.0f;
   } catch (...) {
-    if (at != 0.0f) step(-at);
+    try {  // undo what the weights hold; a failing undo (a lost context) must not hide the first error
+      if (at != 0.0f) step(-at);
+    } catch (...) {
+    }
     throw;
   }
   return ms;

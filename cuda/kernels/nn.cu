@@ -497,6 +497,7 @@ void rmsnorm_launch(Impl impl, float* out, const float* x, const float* w, size_
     rmsnorm_fast<<<blocks_for(rows, kRowWarps, "rmsNorm"), kRowWarps * kWarp, 0, s>>>(out, x, w, rows, dim, eps);
   else
     rmsnorm_ref<<<blocks_for(rows, kRefThreads, "rmsNorm"), kRefThreads, 0, s>>>(out, x, w, rows, dim, eps);
+    check_launch("rmsnorm_ref");
 }
 
 void rope_launch(Impl impl, float* x, size_t rows, size_t heads, size_t hd, const int32_t* pos, int32_t first,
@@ -508,6 +509,7 @@ void rope_launch(Impl impl, float* x, size_t rows, size_t heads, size_t hd, cons
     return;
   }
   rope_kernel<<<stride_blocks(pairs), kThreads, 0, (cudaStream_t)stream>>>(pairs, x, heads, hd, pos, first, cos_t, sin_t);
+  check_launch("rope_kernel");
 }
 
 void attention_launch(Impl impl, const AttnArgs& a, size_t rows, void* stream) {
@@ -527,6 +529,7 @@ void attention_launch(Impl impl, const AttnArgs& a, size_t rows, void* stream) {
     attention_fast<<<blocks_for(pairs, kAttnWarps, "attention"), kAttnWarps * kWarp, 0, s>>>(a, pairs);
   else
     attention_ref<<<blocks_for(pairs, kRefThreads, "attention"), kRefThreads, 0, s>>>(a, pairs);
+    check_launch("attention_ref");
 }
 
 void swiglu_launch(Impl impl, float* out, const float* gate, const float* up, size_t n, void* stream) {
@@ -536,6 +539,7 @@ void swiglu_launch(Impl impl, float* out, const float* gate, const float* up, si
     return;
   }
   swiglu_kernel<<<stride_blocks(n), kThreads, 0, (cudaStream_t)stream>>>(out, gate, up, n);
+  check_launch("swiglu_kernel");
 }
 
 void embed_launch(Impl impl, float* out, const GemmWeights& table, const int32_t* ids, size_t n, const Direction* dir,
@@ -548,6 +552,7 @@ void embed_launch(Impl impl, float* out, const GemmWeights& table, const int32_t
     return;
   }
   embed_kernel<<<stride_blocks(count), kThreads, 0, (cudaStream_t)stream>>>(e, count);
+  check_launch("embed_kernel");
 }
 
 void log_probs_launch(Impl impl, const float* x, size_t rows, size_t n, const int32_t* targets, double* out, void* stream) {
@@ -569,6 +574,7 @@ void log_probs_launch(Impl impl, const float* x, size_t rows, size_t n, const in
     log_probs_fast<<<blocks_for(rows, kRowWarps, "logProbs"), kRowWarps * kWarp, 0, s>>>(x, rows, n, targets, out);
   else
     log_probs_ref<<<blocks_for(rows, kRefThreads, "logProbs"), kRefThreads, 0, s>>>(x, rows, n, targets, out);
+    check_launch("log_probs_ref");
 }
 
 void kv_store_launch(Impl impl, float* kl, float* vl, const float* k, const float* v, const int32_t* seq_off,
@@ -580,6 +586,7 @@ void kv_store_launch(Impl impl, float* kl, float* vl, const float* k, const floa
     return;
   }
   kv_store_kernel<<<stride_blocks(n), kThreads, 0, (cudaStream_t)stream>>>(kl, vl, k, v, seq_off, start, B, H, hd, cap, n);
+  check_launch("kv_store_kernel");
 }
 
 void gather_launch(Impl impl, float* dst, const int32_t* dst_rows, const float* src, const int32_t* src_rows,
@@ -592,6 +599,7 @@ void gather_launch(Impl impl, float* dst, const int32_t* dst_rows, const float* 
   }
   gather_kernel<<<stride_blocks(count), kThreads, 0, (cudaStream_t)stream>>>(dst, dst_rows, src, src_rows, row_stride,
                                                                              col_stride, cols, count);
+  check_launch("gather_kernel");
 }
 
 // --- host-array ops: copy in, launch, copy out ----------------------------------------------------
@@ -726,6 +734,7 @@ float argmax_host(Impl impl, const float* x, size_t rows, size_t n, int64_t* out
     argmax_fast<<<blocks_for(rows, kRowWarps, "argmax"), kRowWarps * kWarp, 0, call.stream>>>(dx, rows, n, dout);
   else
     argmax_ref<<<blocks_for(rows, kRefThreads, "argmax"), kRefThreads, 0, call.stream>>>(dx, rows, n, dout);
+    check_launch("argmax_ref");
   call.end("argmax kernel");
   call.to_host(out, dout, rows * sizeof(*dout));
   return call.finish("argmax");

@@ -4,6 +4,7 @@
 #include <vector>
 
 #include "../../native/cpu/perturb.h"  // perturbed: the one rounding of every perturbation path
+#include "device.h"
 #include "perturb.h"
 #include "pool.h"
 #include "quant.h"
@@ -17,7 +18,7 @@ namespace {
 constexpr int kThreads = 256;
 
 // Elements e0 .. e0 + 3 of w (which holds elements [first, first + n)), with their directions z.
-// vec: first % 4 == 0, so a run wholly inside the range is one aligned float4. keep: the weight
+// vec: first % 4 == 0 and w 16-byte aligned, so a run wholly inside the range is one aligned float4. keep: the weight
 // decay's retention (1: exactly the plain perturbation, perturb.h).
 ZT_HD void perturb_run(float* w, uint64_t first, uint64_t n, uint64_t e0, const float z[4], float alpha, float keep, bool vec) {
   const uint64_t j = e0 - first;  // unsigned: e0 < first wraps past n
@@ -35,7 +36,7 @@ ZT_HD void perturb_run(float* w, uint64_t first, uint64_t n, uint64_t e0, const 
 ZT_HD void perturb_item(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, float keep, uint64_t b0, uint64_t t) {
   const uint64_t B = b0 + (t >> 1);
   const unsigned u = (unsigned)(t & 1);
-  const bool vec = (first & 3) == 0;
+  const bool vec = (first & 3) == 0 && ((uintptr_t)w & 15) == 0;  // float4 runs need an aligned w too
   if (d.dist == kDirRademacher) {
     uint32_t bits[4][4];
     bit_quad(d, B, u, bits);
@@ -98,9 +99,11 @@ void perturb_launch(float* w, uint64_t n, const Direction& d, uint64_t first, fl
   cudaStream_t s = (cudaStream_t)stream;
   if (reference) {
     perturb_ref_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha, keep);
+    check_launch("perturb_ref_kernel");
   } else {
     const Quads qs = perturb_quads(first, n, d);
     perturb_kernel<<<grid_for(qs.items, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha, keep, qs);
+    check_launch("perturb_kernel");
   }
 }
 
@@ -136,6 +139,7 @@ float perturb_indices_host(float* w, uint64_t n, const uint32_t* idx, uint64_t m
   call.to_device(di.ptr, idx, di.bytes());
   call.begin();
   perturb_indices_kernel<<<grid_for(m, kThreads), kThreads, 0, call.stream>>>(dw.ptr, di.ptr, m, d, first, alpha);
+  check_launch("perturb_indices_kernel");
   call.end("perturbIndices kernel");
   call.to_host(w, dw.ptr, dw.bytes());
   return call.finish("perturbIndices");

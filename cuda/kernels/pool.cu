@@ -58,7 +58,11 @@ void dev_free(void* p, size_t, MemCategory) {
 }
 
 void dev_upload(void* dst, const void* src, size_t bytes) {
-  if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "deviceUpload");
+  if (!bytes) return;
+  check(cudaMemcpy(dst, src, bytes, cudaMemcpyHostToDevice), "deviceUpload");
+  // From pageable memory cudaMemcpy may return once the data is staged, before the DMA lands; every
+  // later call runs on its own non-blocking stream, which does not wait for the legacy stream.
+  check(cudaStreamSynchronize(cudaStreamLegacy), "deviceUpload");
 }
 
 void dev_download(void* dst, const void* src, size_t bytes) {

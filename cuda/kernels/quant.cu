@@ -4,6 +4,7 @@
 #include <string>
 
 #include "../../native/common/check_direction.h"
+#include "device.h"
 #include "perturb.h"  // check_indices
 #include "pool.h"
 #include "quant.h"
@@ -351,9 +352,12 @@ float quantize_host(const QTensorView& q, const float* x, ScaleMode mode, bool s
       if (parts > 0x7fffffffu) fail(Code::OutOfRange, "quantize: tensor too large for one launch");
       part = DeviceBuffer<QStats>(parts);
       chunk_stats_kernel<<<(unsigned)parts, kThreads, 0, call.stream>>>(dx.ptr, n, part.ptr);
+      check_launch("chunk_stats_kernel");
       merge_stats_kernel<<<1, kThreads, 0, call.stream>>>(dq.dev, part.ptr, parts, flag.ptr);
+      check_launch("merge_stats_kernel");
     } else {
       group_stats_kernel<<<grid_for(qt_scale_count(q) * kThreads, kThreads), kThreads, 0, call.stream>>>(dq.dev, dx.ptr, flag.ptr);
+      check_launch("group_stats_kernel");
     }
     int nonfinite = 0;
     call.to_host(&nonfinite, flag.ptr, sizeof(int));
@@ -362,7 +366,9 @@ float quantize_host(const QTensorView& q, const float* x, ScaleMode mode, bool s
   }
   const RngKey key{seed, stream, kPurposeSrQuantize};
   quantize_kernel<<<grid_for(chunk_items(q), kThreads), kThreads, 0, call.stream>>>(dq.dev, dx.ptr, sr, key, chunk_items(q));
+  check_launch("quantize_kernel");
   if (fake_out) dequantize_kernel<<<grid_for(chunk_items(q), kThreads), kThreads, 0, call.stream>>>(dq.dev, dx.ptr, chunk_items(q));
+  check_launch("dequantize_kernel");
   call.end("quantize kernels");
   dq.to_host(call, mode != ScaleMode::Keep);
   if (fake_out) call.to_host(fake_out, dx.ptr, dx.bytes());
@@ -378,6 +384,7 @@ float dequantize_host(const QTensorView& q, float* y) {
   dq.to_device(call);
   call.begin();
   dequantize_kernel<<<grid_for(chunk_items(q), kThreads), kThreads, 0, call.stream>>>(dq.dev, dy.ptr, chunk_items(q));
+  check_launch("dequantize_kernel");
   call.end("dequantize kernel");
   call.to_host(y, dy.ptr, dy.bytes());
   return call.finish("dequantize");
@@ -389,21 +396,25 @@ void quant_update_launch(const QTensorView& dq, float alpha, const Direction& d,
   cudaStream_t s = (cudaStream_t)stream;
   if (reference) {
     update_ref_kernel<<<grid_for(total, kThreads), kThreads, 0, s>>>(dq, total, alpha, d);
+    check_launch("update_ref_kernel");
   } else {
     const Quads qs = update_quads(dq, d);
     update_kernel<<<grid_for(qs.items, kThreads), kThreads, 0, s>>>(dq, total, alpha, d, qs.items);
+    check_launch("update_kernel");
   }
 }
 
 void dequantize_launch(const QTensorView& dq, float* y, void* stream) {
   if (dq.rows * dq.cols == 0) return;
   dequantize_kernel<<<grid_for(chunk_items(dq), kThreads), kThreads, 0, (cudaStream_t)stream>>>(dq, y, chunk_items(dq));
+  check_launch("dequantize_kernel");
 }
 
 void requantize_launch(const QTensorView& dq, const float* x, bool sr, uint64_t seed, uint32_t id, void* stream) {
   if (dq.rows * dq.cols == 0) return;
   const RngKey key{seed, id, kPurposeSrQuantize};
   quantize_kernel<<<grid_for(chunk_items(dq), kThreads), kThreads, 0, (cudaStream_t)stream>>>(dq, x, sr, key, chunk_items(dq));
+  check_launch("quantize_kernel");
 }
 
 float quant_update_host(const QTensorView& q, float alpha, const Direction& d, bool reference) {
@@ -432,6 +443,7 @@ float quant_update_indices_host(const QTensorView& q, const uint32_t* idx, uint6
   call.to_device(di.ptr, idx, di.bytes());
   call.begin();
   update_indices_kernel<<<grid_for(m, kThreads), kThreads, 0, call.stream>>>(dq.dev, di.ptr, m, alpha, d);
+  check_launch("update_indices_kernel");
   call.end("quantUpdateIndices kernel");
   dq.to_host(call, false);
   return call.finish("quantUpdateIndices");

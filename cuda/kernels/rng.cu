@@ -95,6 +95,7 @@ float rng_fill_host(float* out, uint64_t n, RngKey key, uint64_t first, Dist dis
   TimedCall call;
   call.begin();
   fill_kernel<<<(unsigned)blocks, kThreads, 0, call.stream>>>(dev.ptr, first, n, cs, key, dist, threshold);
+  check_launch("fill_kernel");
   call.end("rngFill kernel launch");
   call.to_host(out, dev.ptr, dev.bytes());
   return call.finish("rngFill");

@@ -5,6 +5,7 @@
 #include <algorithm>
 
 #include "../../native/cpu/perturb.h"  // perturbed: the estimate accumulated as the CPU does
+#include "device.h"
 #include "zo_optim.h"
 
 namespace zt {
@@ -34,6 +35,7 @@ void zo_optim_launch(bool emulated, float* w, float* m, float* v, uint64_t n, ui
   }
   const unsigned blocks = (unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16);
   zo_optim_kernel<<<blocks, kThreads, 0, (cudaStream_t)stream>>>(w, m, v, n, first, s);
+  check_launch("zo_optim_kernel");
 }
 
 }  // namespace cuda
