@@ -406,6 +406,24 @@ describe('device memory pool', () => {
     expect(r[9].block).toBeUndefined();
   });
 
+  builtTest(`a cached block up to a quarter larger than the class serves a request (best fit), a larger one does not${gpu ? '' : notBuilt}`, () => {
+    const r = selfTest([
+      { op: 'alloc', bytes: 12 * MiB }, // 0: 12 MiB block
+      { op: 'free', step: 0 }, // 1
+      { op: 'alloc', bytes: 10 * MiB - 5 }, // 2: 10 MiB class, 12 <= 12.5: the cached block
+      { op: 'free', step: 2 }, // 3: back as a 12 MiB block
+      { op: 'alloc', bytes: 9 * MiB }, // 4: 10 MiB class again: reuses it
+      { op: 'free', step: 4 }, // 5
+      { op: 'alloc', bytes: 8 * MiB }, // 6: 8 MiB class, 12 > 10: a new block
+    ], 64 * MiB);
+    expect(r[2].address).toBe(r[0].address);
+    expect(r[2].stats).toMatchObject({ cached: 0, reserved: 12 * MiB, driverAllocs: 1, totalLive: 10 * MiB - 5 });
+    expect(r[3].stats).toMatchObject({ cached: 12 * MiB, reserved: 12 * MiB, totalLive: 0 });
+    expect(r[4].address).toBe(r[0].address);
+    expect(r[6].address).not.toBe(r[0].address);
+    expect(r[6].stats).toMatchObject({ cached: 12 * MiB, reserved: 20 * MiB, driverAllocs: 2 });
+  });
+
   builtTest(`when the source is full the cache is released and the request retried once, then ZOTUNE_OOM${gpu ? '' : notBuilt}`, () => {
     const r = selfTest([
       { op: 'alloc', bytes: 1000 }, // 0: 1 KiB

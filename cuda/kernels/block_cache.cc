@@ -37,18 +37,21 @@ void BlockCache::count(int64_t delta, MemCategory cat) {
 void* BlockCache::alloc(size_t bytes, MemCategory cat) {
   if (bytes == 0) return nullptr;
   if (bytes > kMaxBytes) fail(Code::OOM, "device allocation of " + std::to_string(bytes) + " bytes is beyond any device");
-  const size_t block = block_size(bytes);
+  size_t block = block_size(bytes);
   std::lock_guard<std::mutex> lock(mu_);
-  void* p = take_cached(block);
+  void* p = take_cached(block);  // may hand out a somewhat larger block: `block` becomes its size
   if (!p) p = acquire(block, bytes, cat);
   live_[p] = {bytes, block, cat};
   count((int64_t)bytes, cat);
   return p;
 }
 
-void* BlockCache::take_cached(size_t block) {
-  auto it = free_.find(block);
-  if (it == free_.end()) return nullptr;
+void* BlockCache::take_cached(size_t& block) {
+  // Best fit up to a quarter larger: calls whose shapes differ slightly (every ZO step's batch)
+  // reuse one block instead of caching one per size class until the device fills.
+  auto it = free_.lower_bound(block);
+  if (it == free_.end() || it->first > block + block / 4) return nullptr;
+  block = it->first;
   void* p = it->second.back();
   it->second.pop_back();
   if (it->second.empty()) free_.erase(it);

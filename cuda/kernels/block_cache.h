@@ -59,7 +59,7 @@ class BlockCache {
     MemCategory cat;
   };
   void count(int64_t delta, MemCategory cat);
-  void* take_cached(size_t block);
+  void* take_cached(size_t& block);
   void* acquire(size_t block, size_t bytes, MemCategory cat);
   void release_cached_locked();
 

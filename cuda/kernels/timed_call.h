@@ -51,6 +51,11 @@ struct TimedCall {
 
  private:
   void release() {
+    cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+    if (stream && cudaStreamIsCapturing(stream, &capturing) == cudaSuccess && capturing != cudaStreamCaptureStatusNone) {
+      cudaGraph_t partial = nullptr;  // an exception left a capture open: end it (synchronising would be illegal)
+      if (cudaStreamEndCapture(stream, &partial) == cudaSuccess && partial) cudaGraphDestroy(partial);
+    }
     if (stream) cudaStreamSynchronize(stream);
     if (exec) cudaGraphExecDestroy(exec);
     if (graph) cudaGraphDestroy(graph);
