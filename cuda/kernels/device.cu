@@ -125,7 +125,10 @@ void check(int err, const char* what) {
   fail(gpu_unusable(err) ? Code::CudaUnavailable : Code::Cuda, msg);
 }
 
-void check_launch(const char* kernel) { check(cudaGetLastError(), (std::string("launch of ") + kernel).c_str()); }
+void check_launch(const char* kernel) {
+  const int err = cudaGetLastError();  // the message is built only on failure: this runs per launch
+  if (err != cudaSuccess) check(err, (std::string("launch of ") + kernel).c_str());
+}
 
 void require_device() {
   if (int lost = g_context_lost.load())

@@ -18,8 +18,8 @@ namespace {
 constexpr int kThreads = 256;
 
 // Elements e0 .. e0 + 3 of w (which holds elements [first, first + n)), with their directions z.
-// vec: first % 4 == 0 and w 16-byte aligned, so a run wholly inside the range is one aligned float4. keep: the weight
-// decay's retention (1: exactly the plain perturbation, perturb.h).
+// vec: first % 4 == 0 and w 16-byte aligned, so a run wholly inside the range is one aligned
+// float4. keep: the weight decay's retention (1: exactly the plain perturbation, perturb.h).
 ZT_HD void perturb_run(float* w, uint64_t first, uint64_t n, uint64_t e0, const float z[4], float alpha, float keep, bool vec) {
   const uint64_t j = e0 - first;  // unsigned: e0 < first wraps past n
   if (vec && j < n && n - j >= 4) {
