@@ -282,6 +282,23 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     }
   });
 
+  test('int8: a decayed update that overflows to Inf is ZOTUNE_NONFINITE on both, before the quantized tensor is written', async () => {
+    const host = await LlamaModel.load(micro!, { weights: 'int8' }), copy = await LlamaModel.load(micro!, { weights: 'int8' });
+    const device = await copy.toDevice('emulated');
+    try {
+      const opts = { seed: 3n, scale: 3e38, decay: 0.1 };
+      expect(await codeOf(host.zoUpdate(opts))).toBe('ZOTUNE_NONFINITE');
+      expect(await codeOf(device.zoUpdate(opts))).toBe('ZOTUNE_NONFINITE');
+      await device.toHost();
+      const q = 'model.layers.0.self_attn.q_proj.weight'; // the first quantized tensor: left as it was on both
+      expect(weightBytes(copy, q).equals(weightBytes(host, q))).toBe(true);
+    } finally {
+      device.dispose();
+      copy.dispose();
+      host.dispose();
+    }
+  });
+
   test.each(['zo-adam', 'zo-sgd-momentum'] as const)('%s steps with the state in device memory equal the CPU optimiser bit for bit', async (method) => {
     const host = await LlamaModel.load(micro!), copy = await LlamaModel.load(micro!);
     const device = await copy.toDevice('emulated');

@@ -77,6 +77,7 @@ struct TcParams {
   QTensorView w;
   Epilogue ep;
   uint64_t ga;
+  uint64_t srow, sgroup;  // w_scale_index(w, n, j) = n * srow + j * sgroup (set_scale_strides: no division per flush)
   // FP8: one weight scale per row (sw_per_row) or one for the tensor; activation scales in ep.sx.
   const float* sw;
   bool sw_per_row;
@@ -265,21 +266,32 @@ struct OpF32 {
 
 // ---- per-thread code shared by the kernels and their host emulation -----------------------------
 
+// w_scale_index(w, n, j) as two strides computed once per call (a flush would divide in 64 bits).
+void set_scale_strides(TcParams* p) {
+  const QTensorView& w = p->w;
+  p->srow = w.group == 0 ? 0 : w.group == w.cols ? 1 : qt_groups_per_row(w);
+  p->sgroup = w.group != 0 && w.group != w.cols ? 1 : 0;
+}
+
 // End of accumulation group `group` (W8A8, W4A8, W4A16): facc = fma(s_w(n, group), float(S), facc), S = 0
 // (native/cpu/gemm_int8.h step 2) for the lane's outputs of a warp tile starting at column n0w.
+// Registers r and r + 2 share a column: one scale load for both.
 template <class Acc>
 ZT_HD void flush_group(const TcParams& p, int lane, uint64_t n0w, uint64_t group, Acc (*acc)[kNT][4], float (*facc)[kNT][4]) {
+  const float* const sg = p.w.scales + group * p.sgroup;
 #pragma unroll
   for (int nt = 0; nt < kNT; ++nt)
 #pragma unroll
-    for (int r = 0; r < 4; ++r) {
-      const uint64_t n = n0w + nt * 8 + acc_col(lane, r);
-      const float s = n < p.N ? w_scale(p.w, n, group) : 0.0f;
+    for (int c = 0; c < 2; ++c) {
+      const uint64_t n = n0w + nt * 8 + acc_col(lane, c);
+      const float s = n < p.N ? sg[n * p.srow] : 0.0f;
 #pragma unroll
-      for (int mt = 0; mt < kMT; ++mt) {
-        facc[mt][nt][r] = zt_fma(s, (float)acc[mt][nt][r], facc[mt][nt][r]);
-        acc[mt][nt][r] = 0;
-      }
+      for (int mt = 0; mt < kMT; ++mt)
+#pragma unroll
+        for (int r = c; r < 4; r += 2) {
+          facc[mt][nt][r] = zt_fma(s, (float)acc[mt][nt][r], facc[mt][nt][r]);
+          acc[mt][nt][r] = 0;
+        }
     }
 }
 
@@ -836,6 +848,7 @@ TcParams params(const TcGemm& g, Layout L, const uint8_t* a, const uint8_t* b, c
   p.w.zeros = const_cast<uint8_t*>(zeros);
   p.ep = Epilogue{kind_has_act_scale(g.kind) ? sx : nullptr, bias, nullptr, 0, false};
   p.ga = int_kind(g.kind) ? acc_group(g.w) : g.kind == TcKind::W4A16 ? 2 * acc_group(g.w) : 0;
+  set_scale_strides(&p);
   p.sw = scales;
   p.sw_per_row = g.w.group != 0;
   return p;
@@ -1076,6 +1089,7 @@ void gemm_w4a16_launch(TcImpl impl, const uint8_t* a, const QTensorView& w, floa
   p.a = a, p.b = w.data, p.M = M, p.N = N, p.lda = L.lda, p.ldb = L.wbytes, p.kbytes = L.kbytes, p.y = y, p.accumulate = accumulate;
   p.w = w;
   p.ga = 2 * acc_group(w);
+  set_scale_strides(&p);
   if (impl == TcImpl::Emulated) return tc_gemm_emulated<OpW4Bf16>(p);
   launch_tc<OpW4Bf16>(p, (cudaStream_t)stream);
 }
@@ -1113,6 +1127,7 @@ void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
   p.w = g.w;
   p.ep = Epilogue{g.sx, nullptr, g.accumulate ? g.y : nullptr, N, false};
   p.ga = acc_group(g.w);
+  set_scale_strides(&p);
   if (g.grid) p.grid = true, p.dir = *g.grid, p.az = zt_mul(g.alpha, dir_grid_step(g.grid->bits)), p.first = g.first;
   if (g.grid && M > (uint64_t)kColumnRows) fail(Code::InvalidArgument, "gemmIntAct: a grid probe takes at most 48 rows");
   const bool tiles = !g.grid && packed_rows_fit(g.w, int4 ? TcKind::W4A8 : TcKind::W8A8);

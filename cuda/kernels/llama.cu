@@ -3,6 +3,7 @@
 // that runs the kernel or its per-thread code. Status: compiled for sm_80..90, run here only
 // emulated; the GPU runs are scripts/gpu-check.js (checkLlama) on a GPU host.
 #include <cuda_runtime.h>
+#include <float.h>
 #include <math.h>
 #include <string.h>
 
@@ -183,6 +184,16 @@ struct Ops {
   void requantize(const QTensorView& q, const float* x, uint64_t seed, uint32_t id) const {
     if (host()) quantize_emulated(q, x, qformat_has_scales(q.format) ? ScaleMode::Keep : ScaleMode::One, true, seed, id, nullptr);
     else requantize_launch(q, x, true, seed, id, stream);
+  }
+  // Whether x[0, n) holds Inf or NaN (flag: an int of the call's memory); waits for the stream.
+  bool nonfinite(const float* x, uint64_t n, int* flag) const {
+    if (host()) return !std::all_of(x, x + n, [](float v) { return fabsf(v) <= FLT_MAX; });
+    zero(flag, sizeof(int));
+    nonfinite_launch(x, n, flag, stream);
+    int v = 0;
+    get(&v, flag, sizeof(int));
+    check(cudaStreamSynchronize(stream), "llama: finite check");
+    return v != 0;
   }
   void zero(void* p, size_t bytes) const {
     if (host()) memset(p, 0, bytes);
@@ -820,7 +831,8 @@ float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, con
     if (!t->w.f32 && decayed) workspace = std::max<size_t>(workspace, t->w.n * t->w.k);
     list.push_back(t);
   }
-  Block tmp(workspace * sizeof(float), MemCategory::Workspace, m.emulated);
+  Block tmp(workspace ? workspace * sizeof(float) + sizeof(int) : 0, MemCategory::Workspace, m.emulated);  // + the finite flag
+  int* const flag = reinterpret_cast<int*>(static_cast<float*>(tmp.p) + workspace);
   Call call(m.emulated);  // after the workspace: its destructor drains the stream first
   call.begin();
   for (size_t j = 0; j < list.size(); ++j) {
@@ -836,6 +848,9 @@ float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, con
     } else {  // the CPU's zoUpdate with decay: through fp32, then stochastically rounded onto the same grid
       call.ops.dequantize(t->w.q, (float*)tmp.p);
       call.ops.perturb((float*)tmp.p, count, d, -scale, kj);
+      if (qformat_needs_finite(t->w.q.format) && call.ops.nonfinite((const float*)tmp.p, count, flag))  // the CPU's quantize check
+        fail(Code::NonFinite, "llama (device): the update of tensor id " + std::to_string(t->id) +
+                                  " overflowed to Inf (lr x projected gradient too large); its weights are unchanged");
       call.ops.requantize(t->w.q, (const float*)tmp.p, d.seed, t->id);
     }
   }

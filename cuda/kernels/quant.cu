@@ -1,5 +1,6 @@
 #include <string.h>
 
+#include <cfloat>
 #include <cmath>
 #include <string>
 
@@ -288,6 +289,9 @@ __global__ void quantize_kernel(QTensorView q, const float* x, bool sr, RngKey k
   GRID_STRIDE(t, items) quantize_item(q, x, sr, key, t);
 }
 __global__ void dequantize_kernel(QTensorView q, float* y, uint64_t items) { GRID_STRIDE(t, items) dequantize_item(q, y, t); }
+__global__ void nonfinite_kernel(const float* x, uint64_t n, int* nonfinite) {
+  GRID_STRIDE(i, n) if (!(fabsf(x[i]) <= FLT_MAX)) *nonfinite = 1;  // every writer stores the same 1
+}
 __global__ void update_kernel(QTensorView q, uint64_t total, float alpha, Direction d, uint64_t items) {
   GRID_STRIDE(t, items) update_item(q, total, alpha, d, t);
 }
@@ -415,6 +419,12 @@ void requantize_launch(const QTensorView& dq, const float* x, bool sr, uint64_t 
   const RngKey key{seed, id, kPurposeSrQuantize};
   quantize_kernel<<<grid_for(chunk_items(dq), kThreads), kThreads, 0, (cudaStream_t)stream>>>(dq, x, sr, key, chunk_items(dq));
   check_launch("quantize_kernel");
+}
+
+void nonfinite_launch(const float* x, uint64_t n, int* nonfinite, void* stream) {
+  if (n == 0) return;
+  nonfinite_kernel<<<grid_for(n, kThreads), kThreads, 0, (cudaStream_t)stream>>>(x, n, nonfinite);
+  check_launch("nonfinite_kernel");
 }
 
 float quant_update_host(const QTensorView& q, float alpha, const Direction& d, bool reference) {

@@ -42,6 +42,9 @@ void quant_update_launch(const QTensorView& dev_q, float alpha, const Direction&
 // One for formats without scales), stochastically rounded with Philox (seed, id, srQuantize) when sr.
 void dequantize_launch(const QTensorView& dev_q, float* y, void* stream);
 void requantize_launch(const QTensorView& dev_q, const float* x, bool sr, uint64_t seed, uint32_t id, void* stream);
+// Sets *nonfinite (an int of device memory) to 1 when x[0, n) holds Inf or NaN: requantize_launch
+// does not look (the CPU's quantize refuses such input before writing a code).
+void nonfinite_launch(const float* x, uint64_t n, int* nonfinite, void* stream);
 
 }  // namespace cuda
 }  // namespace zt
