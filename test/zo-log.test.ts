@@ -54,3 +54,36 @@ test('corruption before the end, reordered steps and bad appends are errors', ()
   expect(() => ZoLog.open(f)).toThrow(expect.objectContaining({ code: 'ZOTUNE_BAD_FILE' }));
   expect(() => ZoLog.open(path.join(dir, 'missing.log'))).toThrow(expect.objectContaining({ code: 'ZOTUNE_IO' }));
 });
+
+test('one writer at a time: a second open is ZOTUNE_BUSY, a dead writer\'s lock is taken over, readers never write', () => {
+  const f = path.join(dir, 'd.log');
+  const log = ZoLog.create(f, {});
+  log.append(rec(0));
+  expect(() => ZoLog.open(f)).toThrow(expect.objectContaining({ code: 'ZOTUNE_BUSY' }));
+  fs.appendFileSync(f, '{"step":1'); // a record being written: readers skip it and leave it alone
+  const before = fs.readFileSync(f);
+  const reader = ZoLog.read(f);
+  expect(reader.records().map((r) => r.step)).toEqual([0]);
+  expect(() => reader.append(rec(1))).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+  expect(fs.readFileSync(f).equals(before)).toBe(true);
+  log.close();
+  expect(fs.existsSync(`${f}.lock`)).toBe(false);
+  // a writer killed with its lock held (a pid that no longer runs)
+  fs.writeFileSync(`${f}.lock`, JSON.stringify({ pid: 2 ** 22 + 12345, host: os.hostname() }));
+  using again = ZoLog.open(f);
+  expect(again.nextStep).toBe(1);
+});
+
+test('steps run 0, 1, 2, ... without gaps: a gap in the file or an append out of turn is refused', () => {
+  const f = path.join(dir, 'e.log');
+  const log = ZoLog.create(f, {});
+  expect(() => log.append(rec(1))).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+  log.append(rec(0));
+  log.append(rec(1));
+  log.close();
+  const lines = fs.readFileSync(f, 'utf8').split('\n');
+  fs.writeFileSync(f, [lines[0], lines[2], ''].join('\n')); // step 0 lost
+  expect(() => ZoLog.read(f)).toThrow(expect.objectContaining({ code: 'ZOTUNE_BAD_FILE' }));
+  expect(() => ZoLog.open(f)).toThrow(expect.objectContaining({ code: 'ZOTUNE_BAD_FILE' }));
+  expect(fs.existsSync(`${f}.lock`)).toBe(false); // a failed open releases its lock
+});

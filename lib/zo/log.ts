@@ -4,11 +4,17 @@
  * (MeZO §2.1), and a run killed at any moment resumes from the last complete record.
  *
  * File format (text, one record per line): `<json>\t<crc32 of json, 8 hex digits>\n`. The first
- * record is the run header; then one record per step with strictly increasing `step`. Every append
- * is fsync'd before the step counts as done. On open, a torn last line (crash mid-write) is cut
- * off; corruption anywhere else is an error, never silently skipped.
+ * record is the run header; then one record per step, steps 0, 1, 2, ... without gaps. Every
+ * append is fsync'd before the step counts as done. The header is written whole or not at all (a
+ * temporary file linked into place). On open for writing, a torn last line (crash mid-write) is
+ * cut off; corruption anywhere else is an error, never silently skipped.
+ *
+ * One writer at a time: a writer holds `<log>.lock` (its pid and host), taken atomically and
+ * released on close; a lock whose process is gone (kill -9) is taken over. Readers (ZoLog.read:
+ * replay, export) take no lock and never write: a torn last line is only ignored.
  */
 import fs from 'node:fs';
+import os from 'node:os';
 import { ZotuneError, fail } from '../errors';
 
 export interface ZoQuery {
@@ -61,36 +67,119 @@ function decode(file: string, line: string, lineNo: number): Record<string, unkn
   return JSON.parse(json) as Record<string, unknown>;
 }
 
+/** A file written whole: a temporary sibling, fsync'd, then hard-linked to `file` (EEXIST if it exists). */
+function linkNew(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const fd = fs.openSync(tmp, 'wx');
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  try {
+    fs.linkSync(tmp, file);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (err) {
+    return (err as NodeJS.ErrnoException).code === 'EPERM'; // exists, another user's
+  }
+}
+
+/** Takes the writer lock of `file` (see the file comment); returns the lock's path. */
+function lockWriter(file: string): string {
+  const lock = `${file}.lock`, me = { pid: process.pid, host: os.hostname() };
+  for (let attempt = 0; attempt < 3; attempt++) {
+    try {
+      linkNew(lock, JSON.stringify(me) + '\n');
+      return lock;
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ZotuneError('ZOTUNE_IO', `${lock}: ${(err as Error).message}`);
+    }
+    let holder: { pid?: unknown; host?: unknown } | undefined;
+    try {
+      holder = JSON.parse(fs.readFileSync(lock, 'utf8'));
+    } catch {
+      holder = undefined; // removed meanwhile, or not ours: retried / reported below
+    }
+    if (holder && typeof holder.pid === 'number' && holder.host === me.host && !alive(holder.pid)) {
+      fs.rmSync(lock, { force: true }); // its writer was killed: take it over
+      continue;
+    }
+    if (!fs.existsSync(lock)) continue;
+    const who = holder && typeof holder.pid === 'number' ? `process ${holder.pid} on ${String(holder.host)}` : 'another process';
+    fail('ZOTUNE_BUSY', `${file} is being written by ${who} (lock ${lock}); wait for it to finish, or delete the lock file if that process is gone`);
+  }
+  fail('ZOTUNE_BUSY', `${file}: could not take its lock ${lock}`);
+}
+
 export class ZoLog {
   readonly path: string;
   readonly header: ZoLogHeader;
   private readonly steps: ZoStepRecord[];
   private fd: number | undefined;
+  private lock: string | undefined;
 
-  private constructor(file: string, header: ZoLogHeader, steps: ZoStepRecord[], fd: number) {
+  private constructor(file: string, header: ZoLogHeader, steps: ZoStepRecord[], fd: number | undefined, lock: string | undefined) {
     this.path = file;
     this.header = header;
     this.steps = steps;
     this.fd = fd;
+    this.lock = lock;
   }
 
-  /** Creates a new log (refuses to overwrite an existing one). */
+  /** Creates a new log (refuses to overwrite an existing one) and holds it for writing. */
   static create(file: string, header: Omit<ZoLogHeader, 'kind' | 'version'>): ZoLog {
     const full: ZoLogHeader = { kind: 'zotune-zo-log', version: 1, ...header };
-    let fd: number;
     try {
-      fd = fs.openSync(file, 'wx');
+      linkNew(file, encode(full));
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw new ZotuneError(code === 'EEXIST' ? 'ZOTUNE_INVALID_ARGUMENT' : 'ZOTUNE_IO', code === 'EEXIST' ? `${file} already exists: open it to resume` : `${file}: ${(err as Error).message}`);
     }
-    fs.writeSync(fd, encode(full));
-    fs.fsyncSync(fd);
-    return new ZoLog(file, full, [], fd);
+    const lock = lockWriter(file);
+    try {
+      return new ZoLog(file, full, [], fs.openSync(file, 'r+'), lock);
+    } catch (err) {
+      fs.rmSync(lock, { force: true });
+      throw new ZotuneError('ZOTUNE_IO', `${file}: ${(err as Error).message}`);
+    }
   }
 
-  /** Opens an existing log for reading and appending, cutting off a torn final line. */
+  /** Opens an existing log for reading and appending (one writer at a time), cutting off a torn final line. */
   static open(file: string): ZoLog {
+    if (!fs.existsSync(file)) throw new ZotuneError('ZOTUNE_IO', `${file}: no such file`);
+    const lock = lockWriter(file);
+    try {
+      const { text, torn, header, steps } = ZoLog.parse(file);
+      const fd = fs.openSync(file, 'r+');
+      if (torn.length) {
+        // A crash mid-append: the step was never acknowledged, so it is dropped and redone.
+        fs.ftruncateSync(fd, Buffer.byteLength(text, 'utf8') - Buffer.byteLength(torn, 'utf8'));
+        fs.fsyncSync(fd);
+      }
+      return new ZoLog(file, header, steps, fd, lock);
+    } catch (err) {
+      fs.rmSync(lock, { force: true });
+      if (err instanceof ZotuneError) throw err;
+      throw new ZotuneError('ZOTUNE_IO', `${file}: ${(err as Error).message}`);
+    }
+  }
+
+  /** Reads a log without writing it (no lock; a torn final line, e.g. a live writer's, is ignored). */
+  static read(file: string): ZoLog {
+    const { header, steps } = ZoLog.parse(file);
+    return new ZoLog(file, header, steps, undefined, undefined);
+  }
+
+  private static parse(file: string): { text: string; torn: string; header: ZoLogHeader; steps: ZoStepRecord[] } {
     let text: string;
     try {
       text = fs.readFileSync(file, 'utf8');
@@ -106,17 +195,10 @@ export class ZoLog {
     const steps: ZoStepRecord[] = [];
     for (let i = 1; i < complete.length; i++) {
       const r = decode(file, complete[i], i + 1) as ZoStepRecord;
-      const prev = steps.length ? steps[steps.length - 1].step : -1;
-      if (!Number.isSafeInteger(r.step) || r.step <= prev) throw new ZotuneError('ZOTUNE_BAD_FILE', `${file}:${i + 1}: step ${r.step} does not follow ${prev}`);
+      if (r.step !== steps.length) throw new ZotuneError('ZOTUNE_BAD_FILE', `${file}:${i + 1}: step ${r.step} where step ${steps.length} belongs (steps run 0, 1, 2, ... without gaps)`);
       steps.push(r);
     }
-    const fd = fs.openSync(file, 'r+');
-    if (torn.length) {
-      // A crash mid-append: the step was never acknowledged, so it is dropped and redone.
-      fs.ftruncateSync(fd, Buffer.byteLength(text, 'utf8') - Buffer.byteLength(torn, 'utf8'));
-      fs.fsyncSync(fd);
-    }
-    return new ZoLog(file, header, steps, fd);
+    return { text, torn, header, steps };
   }
 
   /** Completed steps, in order. */
@@ -131,8 +213,8 @@ export class ZoLog {
 
   /** Appends a step and fsyncs; when this returns, the step survives any crash. */
   append(record: ZoStepRecord): void {
-    if (this.fd === undefined) fail('ZOTUNE_INVALID_ARGUMENT', `${this.path}: log is closed`);
-    if (!Number.isSafeInteger(record.step) || record.step < this.nextStep) fail('ZOTUNE_INVALID_ARGUMENT', `step ${record.step} must be at least ${this.nextStep}`);
+    if (this.fd === undefined) fail('ZOTUNE_INVALID_ARGUMENT', `${this.path}: log is closed or read-only (ZoLog.read)`);
+    if (record.step !== this.nextStep) fail('ZOTUNE_INVALID_ARGUMENT', `step ${record.step} must be ${this.nextStep} (the step after the log's last)`);
     for (const q of record.queries) if (typeof q.seed !== 'string' || !Number.isFinite(q.g)) fail('ZOTUNE_INVALID_ARGUMENT', 'each query needs a string seed and a finite g');
     const line = encode(record);
     const size = fs.fstatSync(this.fd).size;
@@ -144,6 +226,8 @@ export class ZoLog {
   close(): void {
     if (this.fd !== undefined) fs.closeSync(this.fd);
     this.fd = undefined;
+    if (this.lock !== undefined) fs.rmSync(this.lock, { force: true });
+    this.lock = undefined;
   }
 
   [Symbol.dispose](): void {
