@@ -39,12 +39,15 @@ describe('data', () => {
     expect(parseJsonl('{"a":1}\n\n{"a":"x"}\n')).toEqual([{ a: 1 }, { a: 'x' }]);
     expect(() => parseJsonl('{"a":1}\nnope\n')).toThrow(code('ZOTUNE_BAD_FILE'));
     expect(() => parseJsonl('[1]\n')).toThrow(code('ZOTUNE_BAD_FILE'));
-    expect(parseCsv('text,label\r\n"Hi, ""you""",1\r\n"two\nlines",0\r\n')).toEqual([{ text: 'Hi, "you"', label: 1 }, { text: 'two\nlines', label: 0 }]);
+    expect(parseCsv('text,label\r\n"Hi, ""you""",1\r\n"two\nlines",0\r\n')).toEqual([{ text: 'Hi, "you"', label: '1' }, { text: 'two\nlines', label: '0' }]);
+    expect(parseCsv('id,text,label\n007,0123,1\n')).toEqual([{ id: '007', text: '0123', label: '1' }]); // fields stay text
     expect(() => parseCsv('a,b\n1\n')).toThrow(code('ZOTUNE_BAD_FILE'));
     expect(() => parseCsv('a\n"open\n')).toThrow(code('ZOTUNE_BAD_FILE'));
     const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'zotune-data-'));
-    fs.writeFileSync(path.join(dir, 'x.csv'), 'text,label\nok,1\n');
-    expect(loadExamples(path.join(dir, 'x.csv'))).toEqual([{ text: 'ok', label: 1 }]);
+    fs.writeFileSync(path.join(dir, 'x.csv'), '\uFEFFtext,label\nok,1\n'); // Excel writes a byte-order mark
+    expect(loadExamples(path.join(dir, 'x.csv'))).toEqual([{ text: 'ok', label: '1' }]);
+    fs.writeFileSync(path.join(dir, 'x.jsonl'), '\uFEFF{"text":"ok","label":1}\n');
+    expect(loadExamples(path.join(dir, 'x.jsonl'))).toEqual([{ text: 'ok', label: 1 }]);
     expect(() => loadExamples(path.join(dir, 'x.txt'))).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
     expect(() => loadExamples(path.join(dir, 'missing.csv'))).toThrow(code('ZOTUNE_IO'));
     fs.rmSync(dir, { recursive: true });

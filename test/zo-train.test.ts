@@ -10,7 +10,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { LlamaModel, LlamaTokenizer, Tensor, perturbSync } from '../lib';
 import { ZoOptimizer, querySeed, type ZoDirection } from '../lib/zo/optimizer';
-import { fit, taskData } from '../lib/zo/trainer';
+import { fit, taskData, type TrainEvent } from '../lib/zo/trainer';
+import { finetune, readRunConfig, replayRun, type RunConfig } from '../lib/zo/run';
 import { PromptTask } from '../lib/tasks/task';
 import { modelDir } from './helpers/models';
 import { root, run, cleanEnv } from './helpers/spawn';
@@ -158,6 +159,13 @@ d('zotune finetune / replay (run folder, kill -9 and resume)', () => {
     expect(run(process.execPath, [cli, ...args(out)], { env: cleanEnv() })).toMatchObject({ status: 1 });
     expect(run(process.execPath, [cli, 'finetune', '--model', micro!, '--task', taskFile, '--method', 'sgd', '--out', path.join(tmp, 'x')], { env: cleanEnv() })).toMatchObject({ status: 2 });
     expect(run(process.execPath, [cli, 'replay', path.join(tmp, 'nothing')], { env: cleanEnv() }).stderr).toContain('ZOTUNE_BAD_FILE');
+    // a resumed run takes every setting from its folder: a flag would be silently ignored
+    const again = run(process.execPath, [cli, 'finetune', '--resume', '--out', out, '--seed', '9', '--keep-best'], { env: cleanEnv() });
+    expect(again.status).toBe(2);
+    expect(again.stderr).toContain('drop --seed, --keep-best');
+    // replay never overwrites the run folder it reads
+    expect(run(process.execPath, [cli, 'replay', out, '--out', out], { env: cleanEnv() }).stderr).toContain('ZOTUNE_INVALID_ARGUMENT');
+    expect(fs.existsSync(path.join(out, 'zo.log'))).toBe(true);
   });
 
   test('--keep-best ends on the best dev evaluation: the replayed prefix of the log, evaluated and exported', () => {
@@ -222,5 +230,85 @@ d('zotune finetune / replay (run folder, kill -9 and resume)', () => {
     expect(weightsOf(killed).equals(weightsOf(full))).toBe(true);
     const metrics = fs.readFileSync(path.join(killed, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l));
     expect(metrics.filter((m) => m.type === 'step').map((m) => m.step)).toEqual(steps);
+  });
+});
+
+d('run folder safety (lib/zo/run.ts): inputs checked before anything is written, evaluations survive a kill, exports never replace foreign folders', () => {
+  const tmp = fs.mkdtempSync(path.join(os.tmpdir(), 'zotune-runs-'));
+  const taskFile = path.join(tmp, 'toy.csv');
+  afterAll(() => fs.rmSync(tmp, { recursive: true, force: true }));
+  beforeAll(() => {
+    const rows = Array.from({ length: 40 }, (_, i) => `${['nice', 'bad', 'great', 'awful'][i % 4]} thing ${i},${i % 4 === 0 || i % 4 === 2 ? 1 : 0}`);
+    fs.writeFileSync(taskFile, '\uFEFFtext,label\n' + rows.join('\n') + '\n'); // CSV labels are text; the BOM is Excel's
+  });
+  const config = (over: Partial<RunConfig> = {}): RunConfig => ({
+    model: micro!, weights: 'fp32', method: 'mezo', task: path.relative(process.cwd(), taskFile), steps: 6, lr: 3e-3, schedule: 'constant', warmup: 0, eps: 1e-3,
+    batch: 4, accumulate: 1, seed: 3, queries: 1, dist: 'gaussian', weightDecay: 0, evalEvery: 2, evalBatch: 16, evalExamples: 0, test: false, keepBest: true, ...over,
+  });
+  const evalsOf = (dir: string) => fs.readFileSync(path.join(dir, 'metrics.jsonl'), 'utf8').trim().split('\n').map((l) => JSON.parse(l)).filter((e) => e.type === 'eval').map((e) => e.after);
+  const codeOf = async (p: Promise<unknown>) => p.then(() => 'no error', (e) => (e as { code?: string }).code ?? String(e));
+
+  test('a kill just before an evaluation loses nothing: the resumed run evaluates, keeps and exports what the uninterrupted run does', async () => {
+    const full = await finetune(config(), path.join(tmp, 'full'), false, { save: false });
+    expect(evalsOf(path.join(tmp, 'full'))).toEqual([0, 2, 4, 6]);
+    const dir = path.join(tmp, 'killed');
+    const crash = (e: TrainEvent) => {
+      if (e.type === 'step' && e.step === 3) throw new Error('killed'); // step 3 logged, the evaluation after 4 not yet run
+    };
+    expect(await codeOf(finetune(config(), dir, false, { save: false, onEvent: crash }))).toBe('Error: killed');
+    const resumed = await finetune(undefined, dir, true, { save: false });
+    expect(resumed.resumedFrom).toBe(4);
+    expect(evalsOf(dir)).toEqual([0, 2, 4, 6]);
+    expect(resumed.best).toEqual(full.best);
+    expect(resumed.finalAfter).toBe(full.finalAfter);
+    expect(resumed.zeroShot).toEqual(full.zeroShot);
+    // the task was stored as an absolute path: the run resumes from any working directory
+    expect(readRunConfig(dir).task).toBe(taskFile);
+  });
+
+  test('--eval-every 0 evaluates after the last step, and that evaluation is a keep-best candidate', async () => {
+    const dir = path.join(tmp, 'every0');
+    const s = await finetune(config({ evalEvery: 0 }), dir, false, { save: false });
+    expect(evalsOf(dir)).toEqual([0, 6]);
+    expect(s.finalAfter).toBe(s.best!.after);
+    expect([0, 6]).toContain(s.best!.after);
+  });
+
+  test('bad settings are refused before the folder is written; a folder whose run never started is reused', async () => {
+    const dir = path.join(tmp, 'bad');
+    expect(await codeOf(finetune(config({ task: path.join(tmp, 'typo.csv') }), dir, false))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    expect(await codeOf(finetune(config({ schedule: 'linear', warmup: 6 }), dir, false))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    expect(await codeOf(finetune(config({ method: 'zo-adam', weights: 'int8' }), dir, false))).toBe('ZOTUNE_UNSUPPORTED');
+    expect(await codeOf(finetune(config({ weightDecay: 1000 }), dir, false))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    expect(fs.existsSync(path.join(dir, 'config.json')) || fs.existsSync(path.join(dir, 'zo.log'))).toBe(false);
+    // killed between config.json and zo.log: resume says so, and a new run may start there
+    fs.mkdirSync(dir, { recursive: true });
+    fs.writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config()));
+    expect(await codeOf(finetune(undefined, dir, true))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    expect((await finetune(config({ steps: 1, evalEvery: 0 }), dir, false, { save: false })).steps).toBe(1);
+    // a model folder's config.json is never taken for a run's
+    expect(await codeOf(finetune(config(), micro!, false))).toBe('ZOTUNE_INVALID_ARGUMENT');
+  });
+
+  test('exports refuse folders holding other files (a run folder, user files) and the base model folder', async () => {
+    const dir = path.join(tmp, 'full');
+    const before = fs.readdirSync(dir).sort();
+    expect(await codeOf(replayRun(dir, dir))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    const mine = path.join(tmp, 'mine');
+    fs.mkdirSync(mine);
+    fs.writeFileSync(path.join(mine, 'notes.txt'), 'keep me');
+    expect(await codeOf(replayRun(dir, mine))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    expect(fs.readFileSync(path.join(mine, 'notes.txt'), 'utf8')).toBe('keep me');
+    expect(fs.readdirSync(dir).sort()).toEqual(before);
+    const m = await LlamaModel.load(micro!);
+    try {
+      expect(await codeOf(m.save(micro!))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    } finally {
+      m.dispose();
+    }
+    // an earlier export is replaced
+    const out = path.join(tmp, 'export');
+    await replayRun(dir, out, 2);
+    expect((await replayRun(dir, out)).steps).toBe(6);
   });
 });

@@ -202,6 +202,22 @@ describe('trainer on the quadratic', () => {
     fs.rmSync(dir, { recursive: true });
   });
 
+  test('a logged run refuses, before its first step, in-place probes (unreplayable drift) and a decay factor lr·λ > 1', async () => {
+    const dir = tmp();
+    const model = new QuadraticModel();
+    const log = ZoLog.create(path.join(dir, 'log'), {});
+    const inPlace = new ZoOptimizer({ method: 'mezo', probeMode: 'in-place' }), decay = new ZoOptimizer({ method: 'mezo', weightDecay: 10 });
+    await expect(drain(fit(model, inPlace, quadData, { steps: 3, lr: 1e-3, seed: 1, log }))).rejects.toMatchObject({ code: 'ZOTUNE_UNSUPPORTED' });
+    await expect(drain(fit(model, decay, quadData, { steps: 3, lr: { kind: 'linear', lr: 0.2, totalSteps: 3, warmupSteps: 1 }, seed: 1, log }))).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    await expect(drain(fit(model, decay, quadData, { steps: 3, lr: () => NaN, seed: 1, log }))).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    expect(log.records()).toHaveLength(0);
+    expect((await drain(fit(model, inPlace, quadData, { steps: 2, lr: 1e-3, seed: 1 }))).length).toBe(2); // unlogged: allowed
+    log.close();
+    [inPlace, decay].forEach((o) => o.dispose());
+    model.dispose();
+    fs.rmSync(dir, { recursive: true });
+  });
+
   test('gradient accumulation probes every micro-batch with the same directions; abort stops between steps', async () => {
     const model = new QuadraticModel();
     const seen: { seed: string; micro: number }[] = [];

@@ -142,8 +142,9 @@ export const finetuneCommand: Command<RunSummary> = {
       if (config.kernels && (config.device ?? 'cpu') === 'cpu') throw new UsageError('--kernels is for --device auto|cuda|emulated');
       if (method !== 'quzo' && values['dir-bits'] !== undefined) throw new UsageError('--dir-bits is for --method quzo');
     } else {
-      for (const k of ['model', 'task', 'method', 'weights', 'steps', 'lr', 'device', 'kernels'])
-        if (values[k] !== undefined) throw new UsageError(`--resume takes its settings from the run folder; drop --${k}`);
+      // every setting of the run is in its config.json: a flag given here would be silently ignored
+      const given = Object.keys(finetuneCommand.options ?? {}).filter((k) => k !== 'out' && k !== 'resume' && values[k] !== undefined);
+      if (given.length) throw new UsageError(`--resume takes every setting from the run folder's config.json; drop ${given.map((k) => `--${k}`).join(', ')}`);
     }
     const p = progress();
     const ac = new AbortController();

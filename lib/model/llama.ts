@@ -380,6 +380,20 @@ export interface Packed {
   lastRow: Int32Array;
 }
 
+/** The files save() writes: a folder holding only these (an earlier export) may be replaced. */
+const EXPORT_FILES = new Set(['config.json', 'model.safetensors', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model']);
+
+/** save() replaces its target folder: refuse one that holds anything an export would not write (a run folder, user files) or the model's own source. */
+function checkSaveTarget(target: string, source: string): void {
+  const real = (p: string) => (fs.existsSync(p) ? fs.realpathSync(p) : p);
+  if (real(target) === real(source)) fail('ZOTUNE_INVALID_ARGUMENT', `${target} is the folder this model was loaded from: save to another folder (its files are the base weights)`);
+  if (!fs.existsSync(target)) return;
+  if (!fs.statSync(target).isDirectory()) fail('ZOTUNE_INVALID_ARGUMENT', `${target} exists and is not a folder`);
+  const foreign = fs.readdirSync(target).filter((f) => !EXPORT_FILES.has(f));
+  if (foreign.length)
+    fail('ZOTUNE_INVALID_ARGUMENT', `${target} holds files a model export does not write (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', ...' : ''}); saving replaces the whole folder, so choose a new or empty folder`);
+}
+
 function decodeParams(g: GenerationConfig, opts: GenerateOptions): Float64Array {
   const doSample = opts.sample ?? g.doSample;
   const t = doSample ? opts.temperature ?? g.temperature : 0;
@@ -741,6 +755,7 @@ export class LlamaModel {
     const dtype = opts.dtype ?? 'f32';
     if (dtype !== 'f32' && dtype !== 'bf16') fail('ZOTUNE_INVALID_ARGUMENT', `dtype must be 'f32' or 'bf16', got ${String(dtype)}`);
     const target = path.resolve(dir);
+    checkSaveTarget(target, path.resolve(this.dir));
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
     const old = `${target}.old-${process.pid}-${Date.now()}`;
     await this.lock.read(async () => {

@@ -56,6 +56,7 @@ function specFile(file: string, tokenizer: LlamaTokenizer, seed: number): Loaded
   } catch (err) {
     throw new ZotuneError('ZOTUNE_BAD_FILE', `${file}: ${(err as Error).message}`);
   }
+  if (typeof spec !== 'object' || spec === null || Array.isArray(spec)) fail('ZOTUNE_BAD_FILE', `${file}: a task spec is a JSON object`);
   const rel = (p: unknown) => {
     if (typeof p !== 'string') fail('ZOTUNE_BAD_FILE', `${file}: data paths must be strings`);
     return loadExamples(path.resolve(path.dirname(file), p));
@@ -72,6 +73,14 @@ function specFile(file: string, tokenizer: LlamaTokenizer, seed: number): Loaded
     fail('ZOTUNE_BAD_FILE', `${file}: a task spec needs 'train' (and optional 'dev', 'test') or 'data' files`);
   }
   return { name: (spec.name as string) ?? path.basename(file, path.extname(file)), task: new PromptTask(spec as unknown as TaskSpec, tokenizer), splits };
+}
+
+/** The builtin task names. */
+export const BUILTIN_TASKS = ['sentiment'] as const;
+
+/** A task as a run stores it: a builtin name, or the absolute path of a task file (valid from any directory). */
+export function resolveTask(nameOrFile: string): string {
+  return (BUILTIN_TASKS as readonly string[]).includes(nameOrFile) ? nameOrFile : path.resolve(nameOrFile);
 }
 
 /** A builtin task name ('sentiment') or a task file; `splitSeed` seeds splits of files without fixed ones. */

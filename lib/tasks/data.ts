@@ -75,7 +75,7 @@ export function kShot(items: readonly Example[], k: number, seed: number | bigin
 
 function readText(file: string): string {
   try {
-    return fs.readFileSync(file, 'utf8');
+    return fs.readFileSync(file, 'utf8').replace(/^\uFEFF/, ''); // a byte-order mark (Excel's CSV) is not part of the first field
   } catch (err) {
     throw new ZotuneError('ZOTUNE_IO', `${file}: ${(err as Error).message}`);
   }
@@ -100,7 +100,7 @@ export function parseJsonl(text: string, source = 'jsonl'): Example[] {
 
 /**
  * RFC 4180 CSV with a header row: quoted fields may hold commas, quotes ("") and newlines. Values
- * stay strings except integers, which become numbers (labels).
+ * stay strings ("007" keeps its zeros); label fields are read as indices where they are used.
  */
 export function parseCsv(text: string, source = 'csv'): Example[] {
   const rows: string[][] = [];
@@ -135,7 +135,7 @@ export function parseCsv(text: string, source = 'csv'): Example[] {
   const [header, ...body] = rows;
   return body.map((r, n) => {
     if (r.length !== header.length) fail('ZOTUNE_BAD_FILE', `${source}: row ${n + 2} has ${r.length} fields, the header has ${header.length}`);
-    return Object.fromEntries(header.map((h, j) => [h, /^-?\d+$/.test(r[j]) ? Number(r[j]) : r[j]]));
+    return Object.fromEntries(header.map((h, j) => [h, r[j]]));
   });
 }
 

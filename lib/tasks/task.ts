@@ -91,9 +91,10 @@ function render(template: string, ex: Example): string {
 }
 
 function labelOf(ex: Example, field: string, count: number): number {
-  const v = ex[field];
+  const raw = ex[field];
+  const v = typeof raw === 'string' && /^(0|[1-9]\d{0,8})$/.test(raw) ? Number(raw) : raw; // CSV fields are strings
   if (!Number.isSafeInteger(v) || (v as number) < 0 || (v as number) >= count)
-    fail('ZOTUNE_INVALID_ARGUMENT', `example field '${field}' must be a label index in [0, ${count}), got ${JSON.stringify(v)}`);
+    fail('ZOTUNE_INVALID_ARGUMENT', `example field '${field}' must be a label index in [0, ${count}), got ${JSON.stringify(raw)}`);
   return v as number;
 }
 

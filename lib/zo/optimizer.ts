@@ -210,6 +210,23 @@ export class ZoOptimizer {
     return { queries, lossPlus: sumPlus / n, lossMinus: sumMinus / n, loss: (sumPlus + sumMinus) / (2 * n) };
   }
 
+  /**
+   * What apply() would refuse, checked before a run's first step (fit), so that no step is logged
+   * that could not be applied or replayed: the decay factor lr·λ of the schedule's largest lr,
+   * fp32 weights for the stateful methods, and no in-place probes in a logged run (their
+   * +εz, −2εz, +εz leaves rounding drift in fp32 weights that the log does not record).
+   */
+  check(model: ZoModel, maxLr: number, logged: boolean): void {
+    if (logged && this.probeMode === 'in-place')
+      fail('ZOTUNE_UNSUPPORTED', "in-place probes (+εz, −2εz, +εz on the weights) leave fp32 rounding drift that a step log cannot replay; a logged run takes probeMode 'on-load' (the same losses, weights never written)");
+    if (!(maxLr * this.weightDecay <= 1))
+      fail('ZOTUNE_INVALID_ARGUMENT', `lr × weightDecay must be at most 1 (decoupled decay θ·(1 − lr·λ)); the schedule reaches lr ${maxLr} with weightDecay ${this.weightDecay}`);
+    if (this.stateBuffers)
+      for (const t of model.trainable())
+        if (t.scheme !== 'fp32')
+          fail('ZOTUNE_UNSUPPORTED', `${this.method} keeps fp32 state and updates fp32 weights; '${t.name}' is ${t.scheme} (use mezo or quzo for quantized weights)`);
+  }
+
   /** Applies one logged step (lr and its queries) to the model's weights and this optimiser's state. */
   async apply(model: ZoModel, record: Pick<ZoStepRecord, 'lr' | 'queries'>): Promise<void> {
     const { lr, queries } = record;

@@ -27,9 +27,9 @@ import { DEVICE_CHOICES, placeModel, type DeviceChoice, type Placement } from '.
 import type { LlamaDeviceKernels } from '../native/binding';
 import { LlamaTokenizer } from '../model/tokenizer';
 import { memory } from '../runtime';
-import { loadTask } from '../tasks/builtin';
+import { loadTask, resolveTask } from '../tasks/builtin';
 import type { EvalResult } from '../tasks/task';
-import type { ScheduleKind } from '../schedule';
+import { makeSchedule, type ScheduleKind } from '../schedule';
 import { curveSvg } from './curve';
 import { ZoLog } from './log';
 import { ZoOptimizer, type ZoMethod, type ZoModel } from './optimizer';
@@ -155,6 +155,30 @@ function placeSteps(model: LlamaModel, c: RunConfig): Promise<Placement> {
   return placeModel(model, c.device ?? 'cpu', c.kernels, deviceLimit(c));
 }
 
+/** A folder whose ZO run was killed before its log existed: only its config.json (safe to start afresh). */
+function unstartedZoRun(dir: string): boolean {
+  if (fs.existsSync(path.join(dir, LOG))) return false;
+  try {
+    const c = JSON.parse(fs.readFileSync(path.join(dir, CONFIG), 'utf8')) as Partial<RunConfig>;
+    return typeof c.method === 'string' && !isFoMethod(c.method) && typeof c.task === 'string' && typeof c.steps === 'number';
+  } catch {
+    return false;
+  }
+}
+
+/** A file replaced whole or not at all (a sibling written and fsync'd, then renamed over it). */
+function writeFileAtomic(file: string, text: string): void {
+  const tmp = `${file}.tmp-${process.pid}`;
+  const fd = fs.openSync(tmp, 'w');
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  fs.renameSync(tmp, file);
+}
+
 export function readRunConfig(dir: string): RunConfig {
   const file = path.join(dir, CONFIG);
   try {
@@ -170,53 +194,69 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
   const logFile = path.join(dir, LOG), configFile = path.join(dir, CONFIG), ckptFile = path.join(dir, CHECKPOINT);
   let c: RunConfig;
   let log: ZoLog | undefined;
+  let create: (() => void) | undefined; // a new run's folder: written once everything the run needs loaded and checked out
+  let checkNew: ((model: LlamaModel) => void) | undefined;
   if (resume) {
     if (!fs.existsSync(logFile) && !fs.existsSync(configFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} holds no run to resume (no ${LOG} or ${CONFIG})`);
     c = readRunConfig(dir);
     if (!isFoMethod(c.method)) {
-      if (!fs.existsSync(logFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} holds no run to resume (no ${LOG})`);
+      if (!fs.existsSync(logFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} holds no run to resume: no ${LOG}, the run never started (start it again, without resume)`);
       log = ZoLog.open(logFile);
     }
   } else {
     if (!config) fail('ZOTUNE_INVALID_ARGUMENT', 'a new run needs its settings');
-    if (fs.existsSync(logFile) || fs.existsSync(configFile)) fail('ZOTUNE_INVALID_ARGUMENT', `${dir} already holds a run: resume it or choose another folder`);
-    c = { ...config, model: path.resolve(config.model) };
+    if (fs.existsSync(logFile) || fs.existsSync(ckptFile) || (fs.existsSync(configFile) && !unstartedZoRun(dir)))
+      fail('ZOTUNE_INVALID_ARGUMENT', `${dir} already holds a run (or a ${CONFIG} that is not a run's): resume it or choose another folder`);
+    c = { ...config, model: path.resolve(config.model), task: resolveTask(config.task) };
     if (c.device !== undefined && !DEVICE_CHOICES.includes(c.device)) fail('ZOTUNE_INVALID_ARGUMENT', `device must be one of ${DEVICE_CHOICES.join(', ')}, got ${String(c.device)}`);
     if (c.kernels !== undefined && c.kernels !== 'exact' && c.kernels !== 'fast') fail('ZOTUNE_INVALID_ARGUMENT', `kernels must be 'exact' or 'fast', got ${String(c.kernels)}`);
-    checkDevice(c); // before the folder is written
+    checkDevice(c);
     if (c.keepBest && isFoMethod(c.method)) fail('ZOTUNE_UNSUPPORTED', `keepBest rebuilds the best evaluation from the ZO step log; ${c.method} keeps no log`);
-    fs.mkdirSync(dir, { recursive: true });
-    // the optimiser is validated before anything is written
-    if (isFoMethod(c.method)) {
-      foOptimizer(c).dispose();
-      fs.writeFileSync(configFile, JSON.stringify(c, null, 2) + '\n');
+    const nc = c;
+    const zo = isFoMethod(nc.method) ? undefined : new ZoOptimizer({ method: nc.method, eps: nc.eps, queries: nc.queries, dist: nc.dist, directionBits: nc.directionBits, weightDecay: nc.weightDecay });
+    if (!zo) foOptimizer(nc).dispose();
+    const header = zo ? optimizerHeader(zo) : undefined;
+    checkNew = (m) => {
+      const lrOf = makeSchedule({ kind: nc.schedule, lr: nc.lr, totalSteps: nc.steps, warmupSteps: nc.warmup });
+      let maxLr = 0;
+      for (let step = 0; step < nc.steps; step++) maxLr = Math.max(maxLr, lrOf(step));
+      try {
+        zo?.check(m, maxLr, true);
+      } finally {
+        zo?.dispose();
+      }
+    };
+    create = () => {
+      fs.mkdirSync(dir, { recursive: true });
+      writeFileAtomic(configFile, JSON.stringify(nc, null, 2) + '\n');
       fs.rmSync(path.join(dir, METRICS), { force: true });
-    } else {
-      const opt = new ZoOptimizer({ method: c.method, eps: c.eps, queries: c.queries, dist: c.dist, directionBits: c.directionBits, weightDecay: c.weightDecay });
-      fs.writeFileSync(configFile, JSON.stringify(c, null, 2) + '\n');
-      fs.rmSync(path.join(dir, METRICS), { force: true });
-      log = ZoLog.create(logFile, { optimizer: optimizerHeader(opt), seed: c.seed, model: c.model, weights: c.weights, task: c.task });
-    }
+      if (header) log = ZoLog.create(logFile, { optimizer: header, seed: nc.seed, model: nc.model, weights: nc.weights, task: nc.task });
+    };
   }
   let model: LlamaModel | undefined;
   let optimizer: StepOptimizer | undefined;
   let placement: Placement | undefined;
   try {
     model = await loadRunModel(c);
-    optimizer = log ? optimizerFromHeader(log.header) : foOptimizer(c);
-    const fo = optimizer instanceof FoOptimizer ? optimizer : undefined;
-    const zm = asZoModel(model);
     const tokenizer = LlamaTokenizer.load(c.model);
     const { name, task, splits } = loadTask(c.task, tokenizer); // fixed splits: the run seed orders the data, never re-splits it
+    checkNew?.(model);
     // where training continues: after the log's steps (ZO) or the last checkpoint (first-order)
     let resumeFrom: { step: number; lossSum: number; lossCount: number } | undefined;
-    if (log) await replay(zm, optimizer as ZoOptimizer, log, { signal: hooks.signal });
-    else if (fs.existsSync(ckptFile)) {
-      const meta = fo!.restore(zm, ckptFile);
+    if (log) {
+      optimizer = optimizerFromHeader(log.header);
+      await replay(asZoModel(model), optimizer as ZoOptimizer, log, { signal: hooks.signal });
+    }
+    placement = await placeSteps(model, c);
+    create?.(); // a new run: its settings, model, task, schedule and device all work
+    if (!optimizer) optimizer = log ? optimizerFromHeader(log.header) : foOptimizer(c);
+    const fo = optimizer instanceof FoOptimizer ? optimizer : undefined;
+    const zm = asZoModel(model);
+    if (fo && fs.existsSync(ckptFile)) {
+      const meta = fo.restore(zm, ckptFile);
       resumeFrom = { step: Number(meta.step), lossSum: Number(meta.lossSum), lossCount: Number(meta.lossCount) };
     }
     const start = log ? log.nextStep : resumeFrom?.step ?? 0;
-    placement = await placeSteps(model, c);
     const stepModel: ZoModel = placement.device ?? zm;
     // the host model reads the device copy's weights before anything else reads them
     const toHost = async () => placement?.device?.toHost();
@@ -271,18 +311,28 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     let zeroShot: EvalResult | undefined;
     let lastEval: (TrainEvent & { type: 'eval' }) | undefined;
     let best: RunSummary['best'];
-    for (const r of fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent))
-      if (r.type === 'eval' && (!best || r.metrics.accuracy > best.accuracy || (r.metrics.accuracy === best.accuracy && r.metrics.loss < best.loss)))
+    const evaluated = new Set<number>(); // the evaluations a resumed run already has
+    for (const r of fs.readFileSync(metricsFile, 'utf8').split('\n').filter(Boolean).map((l) => JSON.parse(l) as TrainEvent)) {
+      if (r.type !== 'eval') continue;
+      evaluated.add(r.after);
+      lastEval = r;
+      if (r.after === 0) zeroShot = { n: dev.length, ...r.metrics };
+      if (!best || r.metrics.accuracy > best.accuracy || (r.metrics.accuracy === best.accuracy && r.metrics.loss < best.loss))
         best = { after: r.after, accuracy: r.metrics.accuracy, loss: r.metrics.loss };
+    }
+    // evalEvery 0: only after the last step (a keepBest candidate too); a resumed run first redoes an
+    // evaluation due where it starts that a kill lost, so it evaluates exactly where an uninterrupted run does
+    const every = c.evalEvery > 0 ? c.evalEvery : c.steps;
+    const due = start === 0 ? (hooks.evalAtStart ?? true) : every > 0 && (start % every === 0 || start === c.steps);
     const it = fit(stepModel, optimizer, data, {
       steps: c.steps,
       lr: { kind: c.schedule, lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmup },
       seed: c.seed,
       microBatches: c.accumulate,
       ...(log ? { log } : { resumeFrom }),
-      evalEvery: evaluate ? c.evalEvery : 0,
+      evalEvery: evaluate ? every : 0,
       evaluate,
-      evalAtStart: !!evaluate && (hooks.evalAtStart ?? true),
+      evalAtStart: !!evaluate && due && !evaluated.has(start),
       signal: hooks.signal,
     });
     for await (const e of it) {
@@ -369,7 +419,7 @@ export async function replayRun(dir: string, out: string, upTo?: number, onStep?
   const c = readRunConfig(dir);
   if (isFoMethod(c.method))
     fail('ZOTUNE_UNSUPPORTED', `${dir} is a first-order run (${c.method}): its steps are gradients, not seeds, so no log can replay them; its weights are in ${path.join(dir, 'model')} (and ${path.join(dir, CHECKPOINT)} for resuming)`);
-  const log = ZoLog.open(path.join(dir, LOG));
+  const log = ZoLog.read(path.join(dir, LOG)); // never written: a live run may be appending to it
   const model = await loadRunModel(c);
   const optimizer = optimizerFromHeader(log.header);
   try {

@@ -34,6 +34,8 @@ export interface StepOptimizer {
   readonly stateBytes: number;
   estimate(model: ZoModel, batches: readonly MicroBatch[], seeds: readonly bigint[], signal?: AbortSignal): Promise<StepEstimate>;
   apply(model: ZoModel, step: AppliedStep): Promise<void>;
+  /** Refuses, before the first step, a run whose steps apply() would refuse (maxLr: the schedule's largest lr). */
+  check?(model: ZoModel, maxLr: number, logged: boolean): void;
   dispose(): void;
 }
 
@@ -140,7 +142,7 @@ export interface FitOptions {
   evalEvery?: number;
   /** Evaluation (higher accuracy = better; ties broken by lower loss). */
   evaluate?: () => Promise<EvalEvent['metrics']>;
-  /** Evaluate before the first step too. Default false. */
+  /** Evaluate the weights the run starts from (after step `start`: 0, or a resumed run's) before its first step. Default false. */
   evalAtStart?: boolean;
   signal?: AbortSignal;
   /** Divergence guard: skip when loss > explodeFactor × running mean (default 5; Infinity disables). */
@@ -198,7 +200,15 @@ export async function* fit(model: ZoModel, optimizer: StepOptimizer, data: Train
     return e;
   };
 
-  if (options.evalAtStart && options.evaluate && start === 0) yield await evaluate(0);
+  let maxLr = 0;
+  for (let step = start; step < steps; step++) {
+    const lr = lrOf(step);
+    if (!Number.isFinite(lr)) fail('ZOTUNE_INVALID_ARGUMENT', `the learning rate of step ${step} is ${lr}, not a finite number`);
+    maxLr = Math.max(maxLr, lr);
+  }
+  optimizer.check?.(model, maxLr, !!log);
+
+  if (options.evalAtStart && options.evaluate) yield await evaluate(start);
   for (let step = start; step < steps; step++) {
     signal?.throwIfAborted();
     const t0 = performance.now();
