@@ -280,6 +280,9 @@ d('run folder safety (lib/zo/run.ts): inputs checked before anything is written,
     expect(await codeOf(finetune(config({ schedule: 'linear', warmup: 6 }), dir, false))).toBe('ZOTUNE_INVALID_ARGUMENT');
     expect(await codeOf(finetune(config({ method: 'zo-adam', weights: 'int8' }), dir, false))).toBe('ZOTUNE_UNSUPPORTED');
     expect(await codeOf(finetune(config({ weightDecay: 1000 }), dir, false))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    const badLabel = path.join(tmp, 'bad-label.csv'); // one bad example deep in the file: found before step 0, not when sampled
+    fs.writeFileSync(badLabel, fs.readFileSync(taskFile, 'utf8') + 'odd one,7\n');
+    await expect(finetune(config({ task: badLabel }), dir, false)).rejects.toThrow(/example \d+: example field 'label' must be a label index/);
     expect(fs.existsSync(path.join(dir, 'config.json')) || fs.existsSync(path.join(dir, 'zo.log'))).toBe(false);
     // killed between config.json and zo.log: resume says so, and a new run may start there
     fs.mkdirSync(dir, { recursive: true });

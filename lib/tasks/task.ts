@@ -12,7 +12,7 @@
  * - generation: prompt + target; loss = token cross-entropy on the target span only; evaluation
  *   generates greedily and reports exact match and token F1 (SQuAD normalisation).
  */
-import { fail } from '../errors';
+import { ZotuneError, fail } from '../errors';
 import type { ForwardOptions, ForwardResult, LlamaModel, Sequence } from '../model/llama';
 import type { GradLoss } from '../model/grad';
 import type { LlamaTokenizer } from '../model/tokenizer';
@@ -210,6 +210,20 @@ export class PromptTask {
       const ids = this.tokenizer.encode(c, { addSpecialTokens: false });
       if (!ids.length) fail('ZOTUNE_INVALID_ARGUMENT', `candidate ${JSON.stringify(c)} encodes to no tokens`);
       return ids;
+    });
+  }
+
+  /** Refuses the first example the task cannot use (a missing template field, a bad label, ...), naming it: runs check every split before their first step. */
+  check(examples: readonly Example[], where: string): void {
+    examples.forEach((ex, i) => {
+      try {
+        render(this.spec.template, ex);
+        if (this.spec.kind === 'generation') this.targets(ex);
+        else this.gold(ex);
+      } catch (err) {
+        if (err instanceof ZotuneError) throw new ZotuneError(err.code, `${where}, example ${i + 1}: ${err.message}`);
+        throw err;
+      }
     });
   }
 

@@ -240,6 +240,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     model = await loadRunModel(c);
     const tokenizer = LlamaTokenizer.load(c.model);
     const { name, task, splits } = loadTask(c.task, tokenizer); // fixed splits: the run seed orders the data, never re-splits it
+    for (const [split, examples] of Object.entries(splits)) task.check(examples, `task ${c.task}, ${split} split`);
     checkNew?.(model);
     // where training continues: after the log's steps (ZO) or the last checkpoint (first-order)
     let resumeFrom: { step: number; lossSum: number; lossCount: number } | undefined;
