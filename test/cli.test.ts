@@ -131,7 +131,7 @@ test('each model command documents its options; missing or malformed options exi
     [['generate'], 'missing required options --model, --prompt'],
     [['generate', '--model', dir, '--prompt', 'hi', '--max-tokens', 'ten'], "--max-tokens must be an integer >= 0 (got 'ten')"],
     [['generate', '--model', dir, '--prompt', 'hi', '--max-tokens=-1'], "--max-tokens must be an integer >= 0 (got '-1')"],
-    [['generate', '--model', dir, '--prompt', 'hi', '--top-p', '1.5'], "--top-p must be in (0, 1] (got '1.5')"],
+    [['generate', '--model', dir, '--prompt', 'hi', '--top-p', '1.5'], "--top-p must be in [0, 1] (got '1.5')"],
     [['generate', '--model', dir, '--prompt', 'hi', '--temperature', 'nan'], '--temperature must be a number >= 0'],
     [['generate', '--model', dir, '--prompt', 'hi', '--greedy', '--seed', '3'], '--greedy cannot be combined with'],
     [['generate', '--model', dir, '--prompt'], 'option --prompt needs a value'],
@@ -144,10 +144,14 @@ test('each model command documents its options; missing or malformed options exi
     [['logits', '--model', dir, '--ids', '1,-2'], '--ids must be a comma-separated list'],
     [['logits', '--model', dir, '--ids', '1', '--top', 'all'], "--top must be an integer >= 0 (got 'all')"],
     [['inspect'], 'zotune inspect: missing required option --model'],
+    [['generate', '--model', dir, '--prompt', 'hi', '--bogus', '--json'], "zotune generate: unknown option '--bogus'"],
+    [['replay', '/tmp', '--steps', ''], "--steps must be an integer >= 0 (got '')"],
   ];
   for (const [args, msg] of cases) {
     const r = zotune(args);
-    expect([args, r.status, r.stdout]).toEqual([args, 2, '']);
+    // --json: the error object on stdout as well (machine readers get JSON whatever failed)
+    const out = args.includes('--json') ? JSON.parse(r.stdout).error : r.stdout;
+    expect([args, r.status, out]).toEqual([args, 2, args.includes('--json') ? expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT', usage: true }) : '']);
     expect(r.stderr).toContain(msg);
     expect(r.stderr).toMatch(/Run 'zotune \w+ --help' for usage\.\n$/);
   }

@@ -71,7 +71,9 @@ describe('config.json', () => {
   test('generation_config.json: values and HF defaults', () => {
     expect(parseGenerationConfig({ do_sample: true, temperature: 0.6, top_p: 0.9, eos_token_id: [1, 2] })).toMatchObject({ doSample: true, temperature: 0.6, topK: 50, topP: 0.9, eosTokenIds: [1, 2] });
     expect(parseGenerationConfig({})).toMatchObject({ doSample: false, temperature: 1, topK: 50, topP: 1 });
-    expect(() => parseGenerationConfig({ top_p: 0 })).toThrow(code('ZOTUNE_BAD_FILE'));
+    expect(parseGenerationConfig({})).toMatchObject({ maxLength: 20, maxNewTokens: undefined }); // HF's default length
+    expect(parseGenerationConfig({ top_p: 0 }).topP).toBe(0); // HF: the most likely token only
+    expect(() => parseGenerationConfig({ top_p: 1.5 })).toThrow(code('ZOTUNE_BAD_FILE'));
     expect(() => parseGenerationConfig({ temperature: -1 })).toThrow(code('ZOTUNE_BAD_FILE'));
   });
 
@@ -106,6 +108,18 @@ describe.each(['micro-llama', 'tiny-llama'] as const)('%s files', (name) => {
       expect(tok.decode(ids, { skipSpecialTokens: true })).toBe(p.text);
       expect(tok.decode([...p.input_ids, ...p.greedy.new_ids])).toBe(p.greedy.full_text);
     }
+  });
+
+  maybe('the Llama tokenizer classes add bos / eos by add_bos_token / add_eos_token, as transformers does', () => {
+    const json = JSON.parse(fs.readFileSync(path.join(dir!, 'tokenizer.json'), 'utf8'));
+    const cfg = JSON.parse(fs.readFileSync(path.join(dir!, 'tokenizer_config.json'), 'utf8'));
+    const plain = new LlamaTokenizer(json, cfg).encode('Hello world', { addSpecialTokens: false });
+    const llama = (over: object) => new LlamaTokenizer(json, { ...cfg, tokenizer_class: 'LlamaTokenizerFast', ...over });
+    expect(llama({ add_bos_token: false }).encode('Hello world')).toEqual(plain);
+    expect(llama({ add_eos_token: true }).encode('Hello world')).toEqual([4093, ...plain, 4094]);
+    expect(llama({ add_bos_token: undefined, add_eos_token: undefined }).encode('Hello world')).toEqual([4093, ...plain]); // the class defaults
+    expect(llama({ add_eos_token: true }).encode('Hello world', { addSpecialTokens: false })).toEqual(plain);
+    expect(() => llama({ add_bos_token: 'yes' })).toThrow(code('ZOTUNE_BAD_FILE'));
   });
 
   maybe('streaming decode holds back split characters and ends with the full text', () => {

@@ -6,7 +6,7 @@ import type { LlamaModel } from '../model/llama';
 import type { LlamaTokenizer } from '../model/tokenizer';
 import { loadTask } from '../tasks/builtin';
 import type { OptionSpec, OptionValues } from './command';
-import { UsageError } from './command';
+import { UsageError, intOption } from './command';
 
 export interface TaskEval {
   mode: 'task';
@@ -21,13 +21,7 @@ export interface TaskEval {
 
 const SPLITS = ['train', 'dev', 'test'] as const;
 
-function batchOf(values: OptionValues): number {
-  const v = values['task-batch'];
-  if (v === undefined) return 32;
-  const n = Number(v);
-  if (typeof v !== 'string' || !Number.isSafeInteger(n) || n < 1) throw new UsageError(`--task-batch must be an integer >= 1 (got '${String(v)}')`);
-  return n;
-}
+const batchOf = (values: OptionValues): number => intOption('task-batch', values['task-batch'], 1) ?? 32;
 
 export const taskEvalMode = {
   name: 'task' as const,

@@ -53,7 +53,7 @@ const perplexityMode: EvalMode<PerplexityEval> = {
   flag: 'text',
   options: {
     text: { type: 'string', value: '<file>', description: 'Perplexity over this UTF-8 text file' },
-    window: { type: 'string', value: '<n>', description: 'Tokens per scored chunk, bos included (default 256): chunks of n - 1 file tokens' },
+    window: { type: 'string', value: '<n>', description: 'Tokens per scored chunk, bos included (default 256, or the context if shorter): chunks of n - 1 file tokens' },
     batch: { type: 'string', value: '<n>', description: 'Chunks per forward pass (default 8)' },
   },
   validate(values) {
@@ -64,7 +64,7 @@ const perplexityMode: EvalMode<PerplexityEval> = {
     const file = values.text as string;
     const text = readText(file);
     const ids = tokenizer.encode(text, { addSpecialTokens: false });
-    const window = intOption('window', values.window, 2) ?? 256;
+    const window = intOption('window', values.window, 2) ?? Math.min(256, model.config.maxPositionEmbeddings); // the default fits any context
     const batch = intOption('batch', values.batch, 1, 4096) ?? 8;
     const t0 = performance.now();
     const r = await perplexity(model, ids, { window, batchSize: batch, onProgress: (d, n) => progress(d, n, 'chunks') });

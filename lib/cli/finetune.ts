@@ -10,19 +10,13 @@ import type { WeightScheme } from '../model/llama';
 import { ZO_METHODS, type ZoMethod } from '../zo/optimizer';
 import { finetune, isFoMethod, type RunConfig, type RunSummary } from '../zo/run';
 import { FO_METHODS, foWeights, type FoMethod } from '../fo/fit';
-import { UsageError, choice, type Command, type OptionValues } from './command';
+import { UsageError, choice, intOption, numberOption, type Command, type OptionValues } from './command';
 import { DEVICE_OPTIONS } from './model-options';
 
-function numberOption(values: OptionValues, name: string, dflt: number, check: (v: number) => boolean, what: string): number {
-  const v = values[name];
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UsageError(`--${name} must be ${what} (got '${String(v)}')`);
-  return n;
-}
-const int = (values: OptionValues, name: string, dflt: number, min: number) =>
-  numberOption(values, name, dflt, (n) => Number.isSafeInteger(n) && n >= min, `an integer >= ${min}`);
-const pos = (values: OptionValues, name: string, dflt: number) => numberOption(values, name, dflt, (n) => n > 0, 'a number > 0');
+// one parser for every command's numbers (command.ts): integers are digits only ('1e3', '0x10', '' refused)
+const num = (values: OptionValues, name: string, dflt: number, ok: (v: number) => boolean, what: string) => numberOption(name, values[name], ok, what) ?? dflt;
+const int = (values: OptionValues, name: string, dflt: number, min: number) => intOption(name, values[name], min) ?? dflt;
+const pos = (values: OptionValues, name: string, dflt: number) => num(values, name, dflt, (n) => n > 0, 'a number > 0');
 
 function duration(s: number): string {
   if (!Number.isFinite(s)) return '?';
@@ -118,7 +112,7 @@ export const finetuneCommand: Command<RunSummary> = {
         method,
         task: values.task,
         steps,
-        lr: numberOption(values, 'lr', 1e-5, (n) => n >= 0, 'a number >= 0'),
+        lr: num(values, 'lr', 1e-5, (n) => n >= 0, 'a number >= 0'),
         schedule: choice('schedule', values.schedule, ['constant', 'linear', 'cosine'] as const) ?? 'constant',
         warmup: int(values, 'warmup', 0, 0),
         eps: pos(values, 'eps', 1e-3),
@@ -128,7 +122,7 @@ export const finetuneCommand: Command<RunSummary> = {
         queries: int(values, 'queries', 1, 1),
         dist: choice('dist', values.dist, ['gaussian', 'rademacher'] as const) ?? 'gaussian',
         ...(method === 'quzo' ? { directionBits: int(values, 'dir-bits', 4, 2) } : {}),
-        weightDecay: numberOption(values, 'weight-decay', 0, (n) => n >= 0, 'a number >= 0'),
+        weightDecay: num(values, 'weight-decay', 0, (n) => n >= 0, 'a number >= 0'),
         ...(values['max-grad-norm'] !== undefined ? { maxGradNorm: pos(values, 'max-grad-norm', 1) } : {}),
         evalEvery: int(values, 'eval-every', Math.max(1, Math.floor(steps / 5)), 0),
         evalBatch: int(values, 'eval-batch', 32, 1),

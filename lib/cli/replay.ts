@@ -4,7 +4,7 @@
  */
 import path from 'node:path';
 import { replayRun } from '../zo/run';
-import { UsageError, type Command } from './command';
+import { UsageError, intOption, type Command } from './command';
 
 export interface ReplayResult {
   run: string;
@@ -24,11 +24,7 @@ export const replayCommand: Command<ReplayResult> = {
   async run(values, positionals) {
     if (positionals.length !== 1) throw new UsageError('give exactly one run folder');
     const run = path.resolve(positionals[0]);
-    let upTo: number | undefined;
-    if (values.steps !== undefined) {
-      upTo = Number(values.steps);
-      if (typeof values.steps !== 'string' || !Number.isSafeInteger(upTo) || upTo < 0) throw new UsageError(`--steps must be an integer >= 0 (got '${String(values.steps)}')`);
-    }
+    const upTo = intOption('steps', values.steps, 0); // '' is refused: an empty shell variable must not export the base weights
     const t0 = performance.now();
     const r = await replayRun(run, typeof values.out === 'string' ? values.out : path.join(run, 'replayed'), upTo);
     return { run, steps: r.steps, out: r.out, seconds: (performance.now() - t0) / 1000 };

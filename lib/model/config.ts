@@ -170,7 +170,7 @@ export interface GenerationConfig {
   temperature: number;
   topK: number;
   topP: number;
-  maxLength: number | undefined;
+  maxLength: number;
   maxNewTokens: number | undefined;
   bosTokenId: number | undefined;
   eosTokenIds: number[];
@@ -190,8 +190,8 @@ export function parseGenerationConfig(json: unknown, source = 'generation_config
     doSample: j.do_sample === true,
     temperature: num('temperature', 1, (v) => Number.isFinite(v) && v >= 0, 'a number >= 0'),
     topK: num('top_k', 50, (v) => Number.isSafeInteger(v) && v >= 0, 'an integer >= 0'),
-    topP: num('top_p', 1, (v) => v > 0 && v <= 1, 'in (0, 1]'),
-    maxLength: optCount('max_length'),
+    topP: num('top_p', 1, (v) => v >= 0 && v <= 1, 'in [0, 1]'), // 0 keeps only the most likely token (HF): greedy
+    maxLength: optCount('max_length') ?? 20, // HF's GenerationConfig default: prompt + new tokens
     maxNewTokens: optCount('max_new_tokens'),
     bosTokenId: optId(j, 'bos_token_id', source),
     eosTokenIds: idList(j, 'eos_token_id', source),

@@ -394,14 +394,19 @@ function checkSaveTarget(target: string, source: string): void {
     fail('ZOTUNE_INVALID_ARGUMENT', `${target} holds files a model export does not write (${foreign.slice(0, 5).join(', ')}${foreign.length > 5 ? ', ...' : ''}); saving replaces the whole folder, so choose a new or empty folder`);
 }
 
+/** New tokens when the caller sets none: the checkpoint's max_new_tokens, else what its max_length (HF default 20) leaves after the prompt. */
+export function defaultNewTokens(g: GenerationConfig, promptLength: number): number {
+  return g.maxNewTokens ?? Math.max(g.maxLength - promptLength, 0);
+}
+
 function decodeParams(g: GenerationConfig, opts: GenerateOptions): Float64Array {
   const doSample = opts.sample ?? g.doSample;
   const t = doSample ? opts.temperature ?? g.temperature : 0;
   const topK = opts.topK ?? (doSample ? g.topK : 0), topP = opts.topP ?? (doSample ? g.topP : 1);
   if (!(Number.isFinite(t) && t >= 0)) fail('ZOTUNE_INVALID_ARGUMENT', `temperature must be a finite number >= 0, got ${t}`);
   if (!Number.isSafeInteger(topK) || topK < 0) fail('ZOTUNE_INVALID_ARGUMENT', `topK must be a non-negative integer, got ${topK}`);
-  if (!(topP > 0 && topP <= 1)) fail('ZOTUNE_INVALID_ARGUMENT', `topP must be in (0, 1], got ${topP}`);
-  return Float64Array.from([t, topK, topP]);
+  if (!(topP >= 0 && topP <= 1)) fail('ZOTUNE_INVALID_ARGUMENT', `topP must be in [0, 1], got ${topP}`);
+  return topP === 0 ? Float64Array.from([0, 0, 1]) : Float64Array.from([t, topK, topP]); // top-p 0 keeps the most likely token: greedy
 }
 
 /**
@@ -422,8 +427,7 @@ export async function* generateSteps<C extends CacheSlots & { dispose(): void }>
   const longest = Math.max(...prompts.map((p) => p.length));
   if (longest >= c.maxPositionEmbeddings) fail('ZOTUNE_OUT_OF_RANGE', `a prompt of ${longest} tokens leaves no room below max_position_embeddings ${c.maxPositionEmbeddings}`);
   const room = c.maxPositionEmbeddings - longest;
-  const dflt = g.maxNewTokens ?? (g.maxLength !== undefined ? Math.max(g.maxLength - longest, 0) : room);
-  const maxNew = Math.min(opts.maxNewTokens ?? dflt, room);
+  const maxNew = Math.min(opts.maxNewTokens ?? defaultNewTokens(g, longest), room);
   if (!Number.isSafeInteger(maxNew) || maxNew < 0) fail('ZOTUNE_INVALID_ARGUMENT', `maxNewTokens must be a non-negative integer, got ${opts.maxNewTokens}`);
   if (maxNew === 0) return;
   const sample = decodeParams(g, opts);

@@ -1,8 +1,11 @@
 /**
  * Tokenizer of a Hugging Face checkpoint folder (`tokenizer.json` + `tokenizer_config.json`),
- * through the pure-JS @huggingface/tokenizers. Adds the bos token the way the checkpoint's
- * post-processor / `add_bos_token` says, and decodes streams of ids incrementally (a multi-byte
- * character split over several tokens is held back until complete).
+ * through the pure-JS @huggingface/tokenizers. Special tokens are added as transformers adds them:
+ * for the Llama tokenizer classes (`LlamaTokenizer(Fast)`, `CodeLlamaTokenizer(Fast)`) by
+ * `add_bos_token` (default true) and `add_eos_token` (default false) of tokenizer_config.json, which
+ * rebuild their post-processor; for other classes (`PreTrainedTokenizerFast`: Llama 3) by the
+ * post-processor in tokenizer.json. Streams of ids decode incrementally (a multi-byte character
+ * split over several tokens is held back until complete).
  */
 import fs from 'node:fs';
 import path from 'node:path';
@@ -33,6 +36,8 @@ export class LlamaTokenizer {
   readonly padTokenId: number | undefined;
   readonly vocabSize: number;
   private readonly tok: Tokenizer;
+  /** The Llama classes' bos / eos flags (transformers' update_post_processor), or undefined: the post-processor decides. */
+  private readonly llamaSpecials: { bos: boolean; eos: boolean } | undefined;
 
   /** From the parsed tokenizer.json and tokenizer_config.json. */
   constructor(tokenizerJson: unknown, tokenizerConfig: unknown = {}) {
@@ -47,6 +52,16 @@ export class LlamaTokenizer {
     this.eosTokenId = tokenId(this.tok, config, 'eos_token');
     this.padTokenId = tokenId(this.tok, config, 'pad_token');
     this.vocabSize = this.tok.get_vocab(true).size;
+    if (typeof config.tokenizer_class === 'string' && /^(Code)?LlamaTokenizer(Fast)?$/.test(config.tokenizer_class)) {
+      const flag = (key: string, dflt: boolean) => {
+        const v = config[key];
+        if (v !== undefined && typeof v !== 'boolean') fail('ZOTUNE_BAD_FILE', `tokenizer_config.json: ${key} must be true or false, got ${JSON.stringify(v)}`);
+        return (v as boolean | undefined) ?? dflt;
+      };
+      this.llamaSpecials = { bos: flag('add_bos_token', true), eos: flag('add_eos_token', false) };
+      if (this.llamaSpecials.bos && this.bosTokenId === undefined) fail('ZOTUNE_BAD_FILE', 'tokenizer_config.json: add_bos_token needs a bos_token in the vocabulary');
+      if (this.llamaSpecials.eos && this.eosTokenId === undefined) fail('ZOTUNE_BAD_FILE', 'tokenizer_config.json: add_eos_token needs an eos_token in the vocabulary');
+    }
   }
 
   static load(dir: string): LlamaTokenizer {
@@ -57,7 +72,10 @@ export class LlamaTokenizer {
 
   encode(text: string, opts: EncodeOptions = {}): number[] {
     if (typeof text !== 'string') fail('ZOTUNE_INVALID_ARGUMENT', 'encode takes a string');
-    return this.tok.encode(text, { add_special_tokens: opts.addSpecialTokens ?? true }).ids;
+    const special = opts.addSpecialTokens ?? true, sp = this.llamaSpecials;
+    if (!sp || !special) return this.tok.encode(text, { add_special_tokens: special }).ids;
+    const ids = this.tok.encode(text, { add_special_tokens: false }).ids;
+    return [...(sp.bos ? [this.bosTokenId!] : []), ...ids, ...(sp.eos ? [this.eosTokenId!] : [])];
   }
 
   decode(ids: readonly number[], opts: DecodeOptions = {}): string {
