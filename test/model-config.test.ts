@@ -131,5 +131,10 @@ describe.each(['micro-llama', 'tiny-llama'] as const)('%s files', (name) => {
     parts.push(d.flush());
     expect(parts.join('')).toBe(text);
     expect(parts.some((p) => p.includes('\uFFFD'))).toBe(false);
+    // token by token over a long stream (prompt + continuation, repeated): exactly the full decode
+    const golden = JSON.parse(fs.readFileSync(path.join(dir!, 'golden.json'), 'utf8'));
+    const all = golden.prompts.flatMap((p: { input_ids: number[]; greedy: { new_ids: number[] } }) => [...p.input_ids, ...p.greedy.new_ids, ...ids]);
+    const s = tok.decoder({ skipSpecialTokens: true });
+    expect(all.map((id: number) => s.push(id)).join('') + s.flush()).toBe(tok.decode(all, { skipSpecialTokens: true }));
   });
 });

@@ -248,7 +248,7 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     await expect(model.forward([[1, 2]], { attentionMask: [[1]] })).rejects.toMatchObject({ code: 'ZOTUNE_SHAPE_MISMATCH' });
     await expect(model.forward([[1, 2]], { targets: [[5000, -1]] })).rejects.toMatchObject({ code: 'ZOTUNE_OUT_OF_RANGE' });
     await expect(model.forward([[1, 2]], { logits: 'some' as never })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
-    const gen = model.generate([1, 2], { sample: true, topP: 0 });
+    const gen = model.generate([1, 2], { sample: true, topP: 1.5 });
     await expect(gen.next()).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
     const long = model.generate(new Array(512).fill(3));
     await expect(long.next()).rejects.toMatchObject({ code: 'ZOTUNE_OUT_OF_RANGE' });

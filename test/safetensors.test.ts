@@ -69,6 +69,7 @@ describe('strict validation', () => {
     ['negative offset', { a: { dtype: 'U8', shape: [1], data_offsets: [-1, 0] } }, 1, /data_offsets/],
     ['fractional shape', { a: { dtype: 'U8', shape: [1.5], data_offsets: [0, 1] } }, 1, /shape/],
     ['bad metadata', { __metadata__: { a: 1 } }, 0, /string/],
+    ['overflowing shape with a zero', { a: { dtype: 'F32', shape: [2 ** 40, 2 ** 40, 0], data_offsets: [0, 0] } }, 0, /overflows/],
     ['not an object', [1, 2], 0, /not a JSON object/],
   ];
   test.each(cases)('%s', (_, obj, dataBytes, why) => {

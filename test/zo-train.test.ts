@@ -303,12 +303,11 @@ d('run folder safety (lib/zo/run.ts): inputs checked before anything is written,
     expect(await codeOf(replayRun(dir, mine))).toBe('ZOTUNE_INVALID_ARGUMENT');
     expect(fs.readFileSync(path.join(mine, 'notes.txt'), 'utf8')).toBe('keep me');
     expect(fs.readdirSync(dir).sort()).toEqual(before);
-    const m = await LlamaModel.load(micro!);
-    try {
-      expect(await codeOf(m.save(micro!))).toBe('ZOTUNE_INVALID_ARGUMENT');
-    } finally {
-      m.dispose();
-    }
+    const base = path.join(tmp, 'base'); // the run's base model folder (only export files): never overwritten
+    fs.cpSync(micro!, base, { recursive: true, filter: (f) => !f.endsWith('golden.json') && !f.endsWith('README.md') });
+    fs.cpSync(path.join(tmp, 'full'), path.join(tmp, 'rebased'), { recursive: true });
+    fs.writeFileSync(path.join(tmp, 'rebased', 'config.json'), JSON.stringify({ ...readRunConfig(dir), model: base }));
+    expect(await codeOf(replayRun(path.join(tmp, 'rebased'), base))).toBe('ZOTUNE_INVALID_ARGUMENT');
     // an earlier export is replaced
     const out = path.join(tmp, 'export');
     await replayRun(dir, out, 2);

@@ -106,7 +106,7 @@ Napi::Value sums(Napi::Env env, const LlamaOutputs& o) {
 void outputs_arg(Args& a, const char* op, const LlamaConfig& c, const LlamaBatch& b, size_t i, LlamaOutputs* outs, int sets) {
   const uint64_t N = (uint64_t)b.seq_off[b.B];
   if (a.has(i)) {
-    const int32_t* t = a.elems<int32_t>(i, "targets", 0, N);
+    const int32_t* t = a.copy<int32_t>(i, "targets", 0, N);  // validated here, followed later
     for (int s = 0; s < sets; ++s) {
       outs[s].targets = t;
       outs[s].logprobs = a.elems<double>(i + 1 + s, "logprobs", 0, N);
@@ -116,11 +116,13 @@ void outputs_arg(Args& a, const char* op, const LlamaConfig& c, const LlamaBatch
   const size_t rows = i + 1 + sets, logits = rows + 1, subset = logits + sets;
   if (a.has(rows)) {
     const size_t R = a.mem(rows, "logitRows").bytes / 4, S = a.has(subset) ? a.mem(subset, "vocabSubset").bytes / 4 : 0;
+    const int32_t* row_list = a.copy<int32_t>(rows, "logitRows", 0, R);
+    const int32_t* subset_list = S ? a.copy<int32_t>(subset, "vocabSubset", 0, S) : nullptr;
     for (int s = 0; s < sets; ++s) {
       outs[s].n_logit_rows = R;
-      outs[s].logit_rows = a.elems<int32_t>(rows, "logitRows", 0, R);
+      outs[s].logit_rows = row_list;
       outs[s].n_vocab_subset = S;
-      if (S) outs[s].vocab_subset = a.elems<int32_t>(subset, "vocabSubset", 0, S);
+      if (S) outs[s].vocab_subset = subset_list;
       outs[s].logits = a.elems<float>(logits + s, "logits", 0, llama_size_mul(R, S ? S : c.vocab, op));
     }
     if (sets == 2 && R && outs[0].logits == outs[1].logits) bad(op, Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
@@ -222,6 +224,7 @@ Job parse_optim_step(Args& a) {
   const uint32_t slot = a.u32(1, "slot");
   const int kind = a.i32(2, "kind");
   const size_t q = a.mem(6, "coefs").bytes / 4;
+  check_zo_queries(q);  // before sizing anything by it or casting it to int
   const uint32_t* seeds = a.elems<uint32_t>(3, "seeds", 0, 2 * q);
   if (a.mem(3, "seeds").bytes != 8 * q) bad(op, Code::ShapeMismatch, "seeds needs two words per coefficient");
   const int dist = a.i32(4, "dist"), bits = a.i32(5, "bits");

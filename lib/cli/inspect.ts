@@ -21,8 +21,10 @@ export interface InspectResult {
   parameters: { total: number; byKind: Record<TensorKind, number> };
   /** Engine memory of the weights under each scheme (linear weights quantized; embeddings and norms f32). */
   schemes: Footprint[];
-  /** Tensors the checkpoint lacks, has in another shape, or has beyond what the config needs. */
+  /** Why the checkpoint would not load: tensors it lacks, or has in another shape or in a dtype other than F32 / F16 / BF16. */
   problems: string[];
+  /** Tensors beyond what the config needs (loading ignores them, e.g. a tied model's lm_head.weight). */
+  unused: string[];
 }
 
 function inspect(dir: string): InspectResult {
@@ -44,13 +46,14 @@ function inspect(dir: string): InspectResult {
       const info = weights.info(name);
       if (info.shape.join() !== expected.get(name)!.join())
         problems.push(`tensor '${name}' is [${info.shape.join(', ')}], config.json implies [${expected.get(name)!.join(', ')}]`);
+      if (info.dtype !== 'F32' && info.dtype !== 'F16' && info.dtype !== 'BF16') problems.push(`tensor '${name}' is ${info.dtype}; weights load from F32, F16 or BF16`);
       const n = info.shape.reduce((a, b) => a * b, 1);
       byKind[tensorKind(name)] += n;
       total += n;
       dtypes[info.dtype] = (dtypes[info.dtype] ?? 0) + 1;
     }
     const wanted = new Set(names);
-    for (const n of weights.names()) if (!wanted.has(n)) problems.push(`unused tensor '${n}'${n === 'lm_head.weight' ? ' (tie_word_embeddings is true)' : ''}`);
+    const unused = weights.names().filter((n) => !wanted.has(n));
     const files = fs
       .readdirSync(dir)
       .filter((f) => f.endsWith('.safetensors') || f.endsWith('.json'))
@@ -64,6 +67,7 @@ function inspect(dir: string): InspectResult {
       parameters: { total, byKind },
       schemes: footprints(config),
       problems,
+      unused,
     };
   } finally {
     weights.close();
@@ -97,7 +101,9 @@ function render(r: InspectResult): string {
     '  scheme      bytes          bits/param  quantized part',
     ...r.schemes.map((s) => `  ${s.scheme.padEnd(12)}${size(s.bytes).padEnd(15)}${s.bitsPerParameter.toFixed(2).padStart(10)}  ${size(s.quantizedBytes)}`),
   ];
-  if (r.problems.length) lines.push('', 'problems:', ...r.problems.map((p) => `  ${p}`));
+  if (r.unused.length)
+    lines.push('', `unused tensors (loading ignores them): ${r.unused.map((n) => `${n}${n === 'lm_head.weight' && c.tieWordEmbeddings ? ' (tied embeddings)' : ''}`).join(', ')}`);
+  if (r.problems.length) lines.push('', 'problems (the checkpoint would not load):', ...r.problems.map((p) => `  ${p}`));
   return lines.join('\n');
 }
 

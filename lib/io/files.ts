@@ -15,3 +15,25 @@ export function readText(file: string): string {
     throw ioError(file, err);
   }
 }
+
+/**
+ * `text` written durably to `file` whole or not at all: a sibling is written and fsync'd, then
+ * renamed over `file` ('replace') or hard-linked to it ('create': EEXIST if `file` exists, so two
+ * creators cannot both win). System errors are thrown as they are (callers word them).
+ */
+export function writeWhole(file: string, text: string, mode: 'replace' | 'create'): void {
+  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
+  const fd = fs.openSync(tmp, 'wx');
+  try {
+    fs.writeSync(fd, text);
+    fs.fsyncSync(fd);
+  } finally {
+    fs.closeSync(fd);
+  }
+  if (mode === 'replace') return fs.renameSync(tmp, file);
+  try {
+    fs.linkSync(tmp, file);
+  } finally {
+    fs.rmSync(tmp, { force: true });
+  }
+}

@@ -34,6 +34,11 @@ function bad(file: string, why: string): never {
   throw new ZotuneError('ZOTUNE_BAD_FILE', `${file}: not a valid safetensors file: ${why}`);
 }
 
+/** All of `bytes`, in pieces below write(2)'s 2 GiB limit, looping on short writes. */
+function writeAll(fd: number, bytes: Uint8Array): void {
+  for (let off = 0; off < bytes.length; ) off += fs.writeSync(fd, bytes, off, Math.min(bytes.length - off, 1 << 30));
+}
+
 /** Parses and validates a header; `fileSize` bounds every offset. Exported for fuzz tests. */
 export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: number): { tensors: TensorInfo[]; metadata: Record<string, string> } {
   let json: unknown;
@@ -64,6 +69,7 @@ export function parseHeader(file: string, headerBytes: Uint8Array, fileSize: num
     if (!Array.isArray(offsets) || offsets.length !== 2 || !offsets.every((o) => Number.isSafeInteger(o) && o >= 0) || offsets[0] > offsets[1])
       bad(file, `tensor '${name}' has invalid data_offsets`);
     const numel = (shape as number[]).reduce((a, b) => a * b, 1);
+    if (!Number.isSafeInteger((shape as number[]).reduce((a, b) => a * Math.max(b, 1), 1))) bad(file, `tensor '${name}' has a shape whose size overflows`); // [2^40, 2^40, 0] too
     const bytes = numel * DTYPE_BYTES[dtype as SafetensorsDType];
     if (!Number.isSafeInteger(bytes) || offsets[1] - offsets[0] !== bytes)
       bad(file, `tensor '${name}' spans ${offsets[1] - offsets[0]} bytes but ${dtype}[${(shape as number[]).join(', ')}] needs ${bytes}`);
@@ -244,15 +250,15 @@ export function writeSafetensors(file: string, entries: TensorEntry[], metadata:
   let fd: number | undefined;
   try {
     fd = fs.openSync(tmp, 'w');
-    fs.writeSync(fd, len);
-    fs.writeSync(fd, json);
+    writeAll(fd, len);
+    writeAll(fd, json);
     for (const e of entries) {
       const lazy = typeof e.data === 'function' ? e.data() : undefined;
       try {
         const d = lazy ? lazy.data : (e.data as ArrayBufferView);
         const want = (header[e.name] as { data_offsets: number[] }).data_offsets;
         if (d.byteLength !== want[1] - want[0]) fail('ZOTUNE_SHAPE_MISMATCH', `tensor '${e.name}' produced ${d.byteLength} bytes, needs ${want[1] - want[0]}`);
-        fs.writeSync(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
+        writeAll(fd, new Uint8Array(d.buffer, d.byteOffset, d.byteLength));
       } finally {
         lazy?.release?.();
       }

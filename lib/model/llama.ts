@@ -383,10 +383,8 @@ export interface Packed {
 /** The files save() writes: a folder holding only these (an earlier export) may be replaced. */
 const EXPORT_FILES = new Set(['config.json', 'model.safetensors', 'generation_config.json', 'tokenizer.json', 'tokenizer_config.json', 'special_tokens_map.json', 'tokenizer.model']);
 
-/** save() replaces its target folder: refuse one that holds anything an export would not write (a run folder, user files) or the model's own source. */
-function checkSaveTarget(target: string, source: string): void {
-  const real = (p: string) => (fs.existsSync(p) ? fs.realpathSync(p) : p);
-  if (real(target) === real(source)) fail('ZOTUNE_INVALID_ARGUMENT', `${target} is the folder this model was loaded from: save to another folder (its files are the base weights)`);
+/** save() replaces its target folder: refuse one that holds anything an export would not write (a run folder, user files). */
+function checkSaveTarget(target: string): void {
   if (!fs.existsSync(target)) return;
   if (!fs.statSync(target).isDirectory()) fail('ZOTUNE_INVALID_ARGUMENT', `${target} exists and is not a folder`);
   const foreign = fs.readdirSync(target).filter((f) => !EXPORT_FILES.has(f));
@@ -759,7 +757,7 @@ export class LlamaModel {
     const dtype = opts.dtype ?? 'f32';
     if (dtype !== 'f32' && dtype !== 'bf16') fail('ZOTUNE_INVALID_ARGUMENT', `dtype must be 'f32' or 'bf16', got ${String(dtype)}`);
     const target = path.resolve(dir);
-    checkSaveTarget(target, path.resolve(this.dir));
+    checkSaveTarget(target);
     const tmp = `${target}.tmp-${process.pid}-${Date.now()}`;
     const old = `${target}.old-${process.pid}-${Date.now()}`;
     await this.lock.read(async () => {

@@ -95,27 +95,25 @@ export class LlamaTokenizer {
   /**
    * A decoder for a stream of ids: push(id) returns the text that became final (a trailing
    * incomplete UTF-8 sequence, decoded as U+FFFD, is held back until the next ids complete it).
+   * Each push decodes only the ids since the last emitted text plus the run before it (context for
+   * tokenizers that decode a token differently at the start), so a stream costs linear time.
    */
   decoder(opts: DecodeOptions = {}): { push(id: number): string; flush(): string } {
     const ids: number[] = [];
-    let emitted = 0;
+    let prefix = 0, read = 0; // ids[prefix, read): already emitted, kept as context; ids[read, ...): pending
+    const step = (final: boolean) => {
+      const before = this.decode(ids.slice(prefix, read), opts), text = this.decode(ids.slice(prefix), opts);
+      if (text.length <= before.length || (!final && text.endsWith('\uFFFD'))) return '';
+      prefix = read;
+      read = ids.length;
+      return text.slice(before.length);
+    };
     return {
       push: (id: number) => {
         ids.push(id);
-        const text = this.decode(ids, opts);
-        let end = text.length;
-        if (text.endsWith('\uFFFD')) end = text.length - 1;
-        if (end <= emitted) return '';
-        const out = text.slice(emitted, end);
-        emitted = end;
-        return out;
+        return step(false);
       },
-      flush: () => {
-        const text = this.decode(ids, opts);
-        const out = text.slice(emitted);
-        emitted = text.length;
-        return out;
-      },
+      flush: () => step(true),
     };
   }
 }

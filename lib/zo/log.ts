@@ -16,6 +16,7 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import { ZotuneError, fail } from '../errors';
+import { writeWhole } from '../io/files';
 
 export interface ZoQuery {
   /** Seed of the direction z. */
@@ -67,23 +68,6 @@ function decode(file: string, line: string, lineNo: number): Record<string, unkn
   return JSON.parse(json) as Record<string, unknown>;
 }
 
-/** A file written whole: a temporary sibling, fsync'd, then hard-linked to `file` (EEXIST if it exists). */
-function linkNew(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}-${Math.random().toString(36).slice(2)}`;
-  const fd = fs.openSync(tmp, 'wx');
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  try {
-    fs.linkSync(tmp, file);
-  } finally {
-    fs.rmSync(tmp, { force: true });
-  }
-}
-
 function alive(pid: number): boolean {
   try {
     process.kill(pid, 0);
@@ -98,7 +82,7 @@ function lockWriter(file: string): string {
   const lock = `${file}.lock`, me = { pid: process.pid, host: os.hostname() };
   for (let attempt = 0; attempt < 3; attempt++) {
     try {
-      linkNew(lock, JSON.stringify(me) + '\n');
+      writeWhole(lock, JSON.stringify(me) + '\n', 'create');
       return lock;
     } catch (err) {
       if ((err as NodeJS.ErrnoException).code !== 'EEXIST') throw new ZotuneError('ZOTUNE_IO', `${lock}: ${(err as Error).message}`);
@@ -139,7 +123,7 @@ export class ZoLog {
   static create(file: string, header: Omit<ZoLogHeader, 'kind' | 'version'>): ZoLog {
     const full: ZoLogHeader = { kind: 'zotune-zo-log', version: 1, ...header };
     try {
-      linkNew(file, encode(full));
+      writeWhole(file, encode(full), 'create');
     } catch (err) {
       const code = (err as NodeJS.ErrnoException).code;
       throw new ZotuneError(code === 'EEXIST' ? 'ZOTUNE_INVALID_ARGUMENT' : 'ZOTUNE_IO', code === 'EEXIST' ? `${file} already exists: open it to resume` : `${file}: ${(err as Error).message}`);

@@ -22,6 +22,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
+import { writeWhole } from '../io/files';
 import { LlamaModel, type WeightScheme } from '../model/llama';
 import { DEVICE_CHOICES, placeModel, type DeviceChoice, type Placement } from '../model/device-llama';
 import type { LlamaDeviceKernels } from '../native/binding';
@@ -166,19 +167,6 @@ function unstartedZoRun(dir: string): boolean {
   }
 }
 
-/** A file replaced whole or not at all (a sibling written and fsync'd, then renamed over it). */
-function writeFileAtomic(file: string, text: string): void {
-  const tmp = `${file}.tmp-${process.pid}`;
-  const fd = fs.openSync(tmp, 'w');
-  try {
-    fs.writeSync(fd, text);
-    fs.fsyncSync(fd);
-  } finally {
-    fs.closeSync(fd);
-  }
-  fs.renameSync(tmp, file);
-}
-
 export function readRunConfig(dir: string): RunConfig {
   const file = path.join(dir, CONFIG);
   try {
@@ -228,7 +216,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     };
     create = () => {
       fs.mkdirSync(dir, { recursive: true });
-      writeFileAtomic(configFile, JSON.stringify(nc, null, 2) + '\n');
+      writeWhole(configFile, JSON.stringify(nc, null, 2) + '\n', 'replace');
       fs.rmSync(path.join(dir, METRICS), { force: true });
       if (header) log = ZoLog.create(logFile, { optimizer: header, seed: nc.seed, model: nc.model, weights: nc.weights, task: nc.task });
     };
@@ -420,6 +408,8 @@ export async function replayRun(dir: string, out: string, upTo?: number, onStep?
   const c = readRunConfig(dir);
   if (isFoMethod(c.method))
     fail('ZOTUNE_UNSUPPORTED', `${dir} is a first-order run (${c.method}): its steps are gradients, not seeds, so no log can replay them; its weights are in ${path.join(dir, 'model')} (and ${path.join(dir, CHECKPOINT)} for resuming)`);
+  const real = (p: string) => (fs.existsSync(p) ? fs.realpathSync(p) : path.resolve(p));
+  if (real(out) === real(c.model)) fail('ZOTUNE_INVALID_ARGUMENT', `${out} is the run's base model: export to another folder (the log replays onto those weights)`);
   const log = ZoLog.read(path.join(dir, LOG)); // never written: a live run may be appending to it
   const model = await loadRunModel(c);
   const optimizer = optimizerFromHeader(log.header);

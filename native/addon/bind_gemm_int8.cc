@@ -106,7 +106,8 @@ Job parse_gemm(Args& a) {
     if (mul_checked(a, N, K, "N * K") > ((uint64_t)1 << 32))
       throw coded_error(a.env(), Code::Unsupported, "gemmInt8: index subsets need N * K <= 2^32 (u32 indices)");
     nidx = a.index(13, "indicesCount");
-    idx = a.elems<uint32_t>(11, "indices", a.index(12, "indicesByteOffset"), nidx);
+    const uint64_t ioff = a.index(12, "indicesByteOffset");
+    idx = a.elems<uint32_t>(11, "indices", ioff, nidx);  // the caller's memory, for the overlap check below
   }
   const uint64_t wbytes = w.rows * qformat_row_bytes(w.format, w.cols);
   const Region out{y, MN * 4};
@@ -116,6 +117,7 @@ Job parse_gemm(Args& a) {
     if (overlaps(out, r)) throw coded_error(a.env(), Code::InvalidArgument, "gemmInt8: y overlaps an input other than x");
   if (res && res != y && overlaps(out, {res, MN * 4}))
     throw coded_error(a.env(), Code::InvalidArgument, "gemmInt8: residual must be y itself or not overlap it");
+  if (idx) idx = a.copy<uint32_t>(11, "indices", a.index(12, "indicesByteOffset"), nidx);  // checked in the job, then followed
   return {[=] {
             // Value checks that read whole buffers run here (off the event loop for the async form).
             if (w.zeros)

@@ -70,22 +70,22 @@ Napi::Value sum_result(Napi::Env env, const LlamaOutputs& o) {
 Job parse_forward(Args& a) {
   LlamaConfig c = config_arg(a);
   const size_t L = c.layers;
-  const uint32_t* ids = a.elems<uint32_t>(1, "ids", 0, L * 9 + 3);
+  const uint32_t* ids = a.copy<uint32_t>(1, "ids", 0, L * 9 + 3);
 
   LlamaBatch b = batch_arg(a);
   const uint64_t N = (uint64_t)b.seq_off[b.B];
 
   auto o = std::make_shared<LlamaOutputs>();
   if (a.has(6)) {
-    o->targets = a.elems<int32_t>(6, "targets", 0, N);
+    o->targets = a.copy<int32_t>(6, "targets", 0, N);
     o->logprobs = a.elems<double>(7, "logprobs", 0, N);
   }
   if (a.has(8)) {
     Span rows = a.mem(8, "logitRows");
     o->n_logit_rows = rows.bytes / 4;
-    o->logit_rows = a.elems<int32_t>(8, "logitRows", 0, o->n_logit_rows);
+    o->logit_rows = a.copy<int32_t>(8, "logitRows", 0, o->n_logit_rows);
     o->n_vocab_subset = a.has(10) ? a.mem(10, "vocabSubset").bytes / 4 : 0;
-    if (o->n_vocab_subset) o->vocab_subset = a.elems<int32_t>(10, "vocabSubset", 0, o->n_vocab_subset);
+    if (o->n_vocab_subset) o->vocab_subset = a.copy<int32_t>(10, "vocabSubset", 0, o->n_vocab_subset);
     o->logits = a.elems<float>(9, "logits", 0, mul(o->n_logit_rows, o->vocab_subset ? o->n_vocab_subset : c.vocab));
   }
 
@@ -98,13 +98,12 @@ Job parse_forward(Args& a) {
     cache->k = a.elems<float>(11, "cacheK", 0, per);
     cache->v = a.elems<float>(12, "cacheV", 0, per);
     cache->mask = a.elems<uint8_t>(13, "cacheMask", 0, mul(b.B, cache->cap));
-    cache->past = a.elems<int32_t>(14, "cachePast", 0, b.B);
+    cache->past = a.copy<int32_t>(14, "cachePast", 0, b.B);
     if (cache->k == cache->v) bad(Code::InvalidArgument, "cacheK and cacheV must be different buffers");
   }
   llama_next_arg(a, 16, b, *o, "llamaForward");
-  llama_validate(c, b, cache.get(), *o);
-
   auto w = parse_weights(a, c, ids, kArgWeights);
+  llama_validate(c, b, cache.get(), *o);  // after parse_weights: its descriptor getters are the last JS to run
   return {[c, w, b, cache, o] { llama_forward(c, *w, b, cache.get(), *o); },
           [o](Napi::Env env) -> Napi::Value { return sum_result(env, *o); }};
 }
@@ -112,12 +111,12 @@ Job parse_forward(Args& a) {
 Job parse_probe(Args& a) {
   LlamaConfig c = config_arg(a);
   const size_t L = c.layers, nw = L * 9 + 3;
-  const uint32_t* ids = a.elems<uint32_t>(1, "ids", 0, nw);
+  const uint32_t* ids = a.copy<uint32_t>(1, "ids", 0, nw);
   LlamaBatch b = batch_arg(a);
   const uint64_t N = (uint64_t)b.seq_off[b.B];
   auto plus = std::make_shared<LlamaOutputs>(), minus = std::make_shared<LlamaOutputs>();
   if (a.has(6)) {
-    plus->targets = minus->targets = a.elems<int32_t>(6, "targets", 0, N);
+    plus->targets = minus->targets = a.copy<int32_t>(6, "targets", 0, N);
     plus->logprobs = a.elems<double>(7, "logprobsPlus", 0, N);
     minus->logprobs = a.elems<double>(8, "logprobsMinus", 0, N);
     if (plus->logprobs == minus->logprobs) bad(Code::InvalidArgument, "logprobsPlus and logprobsMinus must be different buffers");
@@ -125,9 +124,9 @@ Job parse_probe(Args& a) {
   if (a.has(9)) {
     const size_t R = a.mem(9, "logitRows").bytes / 4;
     plus->n_logit_rows = minus->n_logit_rows = R;
-    plus->logit_rows = minus->logit_rows = a.elems<int32_t>(9, "logitRows", 0, R);
+    plus->logit_rows = minus->logit_rows = a.copy<int32_t>(9, "logitRows", 0, R);
     const size_t S = a.has(12) ? a.mem(12, "vocabSubset").bytes / 4 : 0;
-    if (S) plus->vocab_subset = minus->vocab_subset = a.elems<int32_t>(12, "vocabSubset", 0, S);
+    if (S) plus->vocab_subset = minus->vocab_subset = a.copy<int32_t>(12, "vocabSubset", 0, S);
     plus->n_vocab_subset = minus->n_vocab_subset = S;
     plus->logits = a.elems<float>(10, "logitsPlus", 0, mul(R, S ? S : c.vocab));
     minus->logits = a.elems<float>(11, "logitsMinus", 0, mul(R, S ? S : c.vocab));
@@ -138,10 +137,10 @@ Job parse_probe(Args& a) {
   const int32_t mode = a.i32(17, "mode");
   if (mode != 0 && mode != 1) bad(Code::InvalidArgument, "mode must be 0 (on-load) or 1 (in-place)");
   Span tr = a.mem(18, "trainable");
-  const uint8_t* trainable = a.elems<uint8_t>(18, "trainable", 0, tr.bytes);
-  llama_validate(c, b, nullptr, *plus);
+  const uint8_t* trainable = a.copy<uint8_t>(18, "trainable", 0, tr.bytes);  // JS may write the array meanwhile
   auto all = std::make_shared<std::vector<WeightArg>>();
   auto w = parse_weights(a, c, ids, 19, all.get());
+  llama_validate(c, b, nullptr, *plus);  // after parse_weights: its descriptor getters are the last JS to run
   for (size_t j = 0; j < nw; ++j)
     if (ids[j] >= tr.bytes) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " has no trainable flag");
 
@@ -163,12 +162,11 @@ Job parse_probe(Args& a) {
       for (const InPlace& t : *targets) seen = seen || t.id == ids[j];
       if (!seen) targets->push_back(InPlace{wa.f32, (size_t)(wa.g.n * wa.g.k), ids[j]});
     }
-  std::vector<uint8_t> flags(trainable, trainable + tr.bytes);  // JS may write the array meanwhile
-  auto keep = std::make_shared<std::vector<uint8_t>>(std::move(flags));
 
-  return {[c, w, b, plus, minus, dir, eps, mode, targets, keep] {
+  const size_t n_flags = tr.bytes;
+  return {[c, w, b, plus, minus, dir, eps, mode, targets, trainable, n_flags] {
             if (mode == 0) {
-              LlamaPerturb zo{dir, eps, keep->data(), keep->size()};
+              LlamaPerturb zo{dir, eps, trainable, n_flags};
               llama_forward(c, *w, b, nullptr, *plus, &zo);
               zo.alpha = -eps;
               llama_forward(c, *w, b, nullptr, *minus, &zo);
@@ -208,9 +206,9 @@ Job parse_update(Args& a) {
   const double decay = a.num(4, "decay");
   if (!(decay >= 0 && decay <= 1)) bad(Code::InvalidArgument, "decay must be in [0, 1]");
   const size_t n = a.mem(5, "ids").bytes / 4;
-  const uint32_t* ids = a.elems<uint32_t>(5, "ids", 0, n);
-  const uint8_t* decays = a.elems<uint8_t>(6, "decayFlags", 0, n);
-  const double* counts = a.elems<double>(7, "counts", 0, n);
+  const uint32_t* ids = a.copy<uint32_t>(5, "ids", 0, n);
+  const uint8_t* decays = a.copy<uint8_t>(6, "decayFlags", 0, n);
+  const double* counts = a.copy<double>(7, "counts", 0, n);
   if (a.count() != 8 + n) bad(Code::InvalidArgument, "expected " + std::to_string(8 + n) + " arguments, got " + std::to_string(a.count()));
   struct Item {
     WeightArg w;

@@ -67,7 +67,7 @@ Job parse_grad(Args& a) {
 
   LlamaBatch b = llama_batch_arg(a, "llamaGrad");
   const uint64_t N = (uint64_t)b.seq_off[b.B];
-  o->targets = a.elems<int32_t>(6, "targets", 0, N);
+  o->targets = a.copy<int32_t>(6, "targets", 0, N);
   LlamaOutputs out;
   out.targets = o->targets;
   llama_validate(c, b, nullptr, out);
@@ -78,7 +78,7 @@ Job parse_grad(Args& a) {
   if (a.has(n_args)) {
     const Span s = a.mem(n_args, "candidates");
     o->n_candidates = s.bytes / sizeof(int32_t);
-    o->candidates = a.elems<int32_t>(n_args, "candidates", 0, o->n_candidates);
+    o->candidates = a.copy<int32_t>(n_args, "candidates", 0, o->n_candidates);
   }
   auto w = std::make_shared<LlamaParams<const T*>>(params_arg<const T*, T>(a, c, kArgWeights, false));
   auto g = std::make_shared<LlamaParams<T*>>(params_arg<T*, T>(a, c, kArgWeights + n_params, true));

@@ -42,10 +42,23 @@ Job parse_rmsnorm(Args& a) {
 Job parse_rope(Args& a) {
   RopeCall c = rope_call(a);
   return {[=] {
-            size_t count = (size_t)c.max_pos + 1, half = c.hd / 2;
+            // Tables for the positions present only (one huge position must not size them): the range
+            // [min, max] when it is no longer than the rows, else one table row per row.
+            const size_t half = c.hd / 2;
+            const bool range = (uint64_t)((int64_t)c.max_pos - c.min_pos) < c.rows;
+            const size_t count = range ? (size_t)(c.max_pos - c.min_pos) + 1 : (size_t)c.rows;
             std::vector<float> cs(count * half), sn(count * half);
-            rope_tables(cs.data(), sn.data(), 0, count, c.hd, c.p);
-            zt::rope(c.x, c.rows, c.heads * c.hd, c.heads, c.hd, c.pos, cs.data(), sn.data());
+            std::vector<int32_t> at(c.rows);  // each row's table row
+            if (range) {
+              rope_tables(cs.data(), sn.data(), c.min_pos, count, c.hd, c.p);
+              for (uint64_t r = 0; r < c.rows; ++r) at[r] = c.pos[r] - c.min_pos;
+            } else {
+              for (uint64_t r = 0; r < c.rows; ++r) {
+                rope_tables(cs.data() + r * half, sn.data() + r * half, c.pos[r], 1, c.hd, c.p);
+                at[r] = (int32_t)r;
+              }
+            }
+            zt::rope(c.x, c.rows, c.heads * c.hd, c.heads, c.hd, at.data(), cs.data(), sn.data());
           },
           nullptr};
 }

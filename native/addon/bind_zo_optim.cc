@@ -35,6 +35,7 @@ Job parse_zo_optim(Args& a) {
   const size_t q = a.value(13).As<Napi::TypedArray>().ElementLength();
   if (a.value(12).As<Napi::TypedArray>().ElementLength() != 2 * q)
     throw coded_error(a.env(), Code::ShapeMismatch, "zoOptimStep: seeds needs two words per coefficient");
+  check_zo_queries(q);  // before sizing anything by it (std::bad_alloc) or casting it to int
   const uint32_t* seeds = a.elems<uint32_t>(12, "seeds", 0, 2 * q);
   const float* coefs = a.elems<float>(13, "coefs", 0, q);
   std::vector<Direction> dirs(q);

@@ -1,20 +1,57 @@
 #include "buffer.h"
 
 #include <cstring>
+#include <map>
 #include <string>
 
 #include "napi_util.h"
 
 namespace zt {
 
+namespace {
+
+// Every live storage by base address, so that memory reached through a view can be traced back to
+// the storage it belongs to. Process-wide (addon instances of worker threads share it) and leaked
+// deliberately: storages may be freed during static destruction.
+std::mutex registry_mu;
+// Marks the JS objects a NativeBuffer constructor made: the only ones Is() unwraps.
+const napi_type_tag kTag = {0x7a6f74756e654e42ull, 0x7566666572763031ull};
+std::map<uintptr_t, std::weak_ptr<Storage>>& registry() {
+  static auto* m = new std::map<uintptr_t, std::weak_ptr<Storage>>;
+  return *m;
+}
+
+}  // namespace
+
 Storage::~Storage() { free_now(); }
 
 void Storage::free_now() {
-  std::lock_guard<std::mutex> g(mu);
-  if (freed) return;
-  freed = true;
-  host_free(data, bytes, category);
-  data = nullptr;
+  void* p;
+  {
+    std::lock_guard<std::mutex> g(mu);
+    if (freed) return;
+    freed = true;
+    p = data;
+    data = nullptr;
+  }
+  if (p) {
+    // Unregistered before the free: a later allocation at the same address registers anew.
+    std::lock_guard<std::mutex> g(registry_mu);
+    registry().erase((uintptr_t)p);
+  }
+  host_free(p, bytes, category);
+}
+
+std::shared_ptr<Storage> NativeBuffer::owner_of(const void* p) {
+  if (!p) return nullptr;
+  std::lock_guard<std::mutex> g(registry_mu);
+  auto& m = registry();
+  auto it = m.upper_bound((uintptr_t)p);
+  if (it == m.begin()) return nullptr;
+  --it;
+  std::shared_ptr<Storage> s = it->second.lock();
+  if (!s || (uintptr_t)p - it->first >= s->bytes) return nullptr;
+  return s;
 }
 
 Napi::Function NativeBuffer::Define(Napi::Env env) {
@@ -50,7 +87,12 @@ NativeBuffer::NativeBuffer(const Napi::CallbackInfo& info) : Napi::ObjectWrap<Na
   s->bytes = (size_t)bytes;
   s->category = cat;
   if (zero && bytes) std::memset(s->data, 0, (size_t)bytes);
+  if (bytes) {
+    std::lock_guard<std::mutex> g(registry_mu);
+    registry()[(uintptr_t)s->data] = s;
+  }
   storage_ = s;
+  napi_type_tag_object(env, info.This(), &kTag);
   reported_ = (int64_t)bytes;
   Napi::MemoryManagement::AdjustExternalMemory(env, reported_);
 }
@@ -65,7 +107,13 @@ bool NativeBuffer::Is(Napi::Value v, NativeBuffer** out) {
   Napi::Env env = v.Env();
   Napi::FunctionReference* ctor = env.GetInstanceData<Napi::FunctionReference>();
   if (!ctor || !v.As<Napi::Object>().InstanceOf(ctor->Value())) return false;
-  *out = NativeBuffer::Unwrap(v.As<Napi::Object>());
+  // InstanceOf only follows the prototype chain: a Proxy, Object.create(prototype) or another
+  // addon's wrapped object given this prototype has no NativeBuffer behind it.
+  bool tagged = false;
+  void* p = nullptr;
+  if (napi_check_object_type_tag(env, v, &kTag, &tagged) != napi_ok || !tagged || napi_unwrap(env, v, &p) != napi_ok || !p)
+    throw coded_error(env, Code::InvalidArgument, "not a NativeBuffer (a Proxy or an object made from its prototype)");
+  *out = static_cast<NativeBuffer*>(p);
   return true;
 }
 

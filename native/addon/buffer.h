@@ -27,7 +27,12 @@ struct Storage {
 class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {
  public:
   static Napi::Function Define(Napi::Env env);
+  // True for a NativeBuffer; a fake one (a Proxy, Object.create(NativeBuffer.prototype)) throws
+  // ZOTUNE_INVALID_ARGUMENT.
   static bool Is(Napi::Value v, NativeBuffer** out);
+  // The live storage whose memory holds `p` (an ArrayBuffer from view(), or a TypedArray over one),
+  // or null: ops pin it like the NativeBuffer itself so dispose() cannot free it under them.
+  static std::shared_ptr<Storage> owner_of(const void* p);
   explicit NativeBuffer(const Napi::CallbackInfo& info);
   ~NativeBuffer() override;
 

@@ -82,9 +82,10 @@ GemmArgs gemm_args(Args& a, const char* fn) {
       expect_array(a, f, 20, "indices", napi_uint32_array, "u32");
       g.p.sparse = true;
       g.p.nidx = a.index(22, "indicesCount");
-      g.p.idx = a.elems<uint32_t>(20, "indices", a.index(21, "indicesByteOffset"), g.p.nidx);
-      if (overlaps(g.c, cbytes, g.p.idx, g.p.nidx * 4))
+      const uint64_t ioff = a.index(21, "indicesByteOffset");
+      if (overlaps(g.c, cbytes, a.elems<uint32_t>(20, "indices", ioff, g.p.nidx), g.p.nidx * 4))
         throw coded_error(a.env(), Code::InvalidArgument, f + "the output overlaps the index list");
+      g.p.idx = a.copy<uint32_t>(20, "indices", ioff, g.p.nidx);  // checked in the job, then followed
     }
     try {  // the index list is checked before a kernel runs (gemm_check_perturb)
       GemmPerturb scalars = g.p;

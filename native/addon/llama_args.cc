@@ -57,12 +57,13 @@ LlamaBatch llama_batch_arg(Args& a, const char* op, size_t first) {
   const uint64_t n_off = a.mem(offsets, "seqOffsets").bytes / 4;
   if (n_off < 2) bad(op, Code::InvalidArgument, "the batch is empty");
   b.B = n_off - 1;
-  b.seq_off = a.elems<int32_t>(offsets, "seqOffsets", 0, n_off);
+  b.seq_off = a.copy<int32_t>(offsets, "seqOffsets", 0, n_off);
   if (b.seq_off[0] != 0 || b.seq_off[b.B] < 0) bad(op, Code::InvalidArgument, "sequence offsets must start at 0");
   const uint64_t N = (uint64_t)b.seq_off[b.B];
-  b.tokens = a.elems<int32_t>(tokens, "tokens", 0, N);
-  b.positions = a.elems<int32_t>(positions, "positions", 0, N);
-  b.key_mask = a.has(key_mask) ? a.elems<uint8_t>(key_mask, "keyMask", 0, N) : nullptr;
+  // Copies: llama_validate checks them, the forward follows them (maybe later, on a worker thread).
+  b.tokens = a.copy<int32_t>(tokens, "tokens", 0, N);
+  b.positions = a.copy<int32_t>(positions, "positions", 0, N);
+  b.key_mask = a.has(key_mask) ? a.copy<uint8_t>(key_mask, "keyMask", 0, N) : nullptr;
   return b;
 }
 
@@ -73,6 +74,9 @@ LlamaWeightArg llama_weight_arg(Args& a, size_t i, const char* name, uint64_t ou
   r.g.k = in;
   Napi::Value v = a.value(i);
   if (v.IsObject() && !v.IsTypedArray() && v.As<Napi::Object>().Has("format")) {
+    // Read before the descriptor: no getter may run between check_scales and the kernels.
+    Napi::Value ia = v.As<Napi::Object>().Get("intAct");
+    r.int_act = ia.IsBoolean() && ia.As<Napi::Boolean>().Value();
     r.g.f32 = false;
     r.g.q = a.qtensor(i, name);
     if (r.g.q.rows != out || r.g.q.cols != in)
@@ -83,8 +87,6 @@ LlamaWeightArg llama_weight_arg(Args& a, size_t i, const char* name, uint64_t ou
     } catch (const Error& e) {
       bad(op, e.code, std::string(name) + ": " + e.what());
     }
-    Napi::Value ia = v.As<Napi::Object>().Get("intAct");
-    r.int_act = ia.IsBoolean() && ia.As<Napi::Boolean>().Value();
     if (r.int_act && r.g.q.format != QFormat::Int8 && r.g.q.format != QFormat::Int4)
       bad(op, Code::InvalidArgument, std::string(name) + ": int8 activations need int8 or int4 weights");
     if (r.int_act && r.g.q.format == QFormat::Int4 && r.g.q.zeros)

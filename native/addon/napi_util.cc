@@ -1,6 +1,8 @@
 #include "napi_util.h"
 
+#include <algorithm>
 #include <cmath>
+#include <cstring>
 
 namespace zt {
 
@@ -25,38 +27,73 @@ Span Args::mem_value(Napi::Value v, const char* name) {
   NativeBuffer* nb = nullptr;
   if (NativeBuffer::Is(v, &nb)) {
     auto s = nb->storage();
-    if (s->freed || s->dispose_pending)
-      throw coded_error(env(), Code::Disposed, std::string(fn_) + ": " + name + " was disposed");
-    bool pinned = false;
-    for (auto& p : pins) pinned = pinned || p == s;
-    if (!pinned) {
-      s->pins++;
-      pins.push_back(s);
-      keep.push_back(Napi::Persistent(v.As<Napi::Object>()));
-    }
+    pin(s, name);
+    keep.push_back(Napi::Persistent(v.As<Napi::Object>()));
     return {static_cast<uint8_t*>(s->data), s->bytes};
   }
-  Napi::ArrayBuffer ab;
+  Napi::Value buf;
   size_t off = 0, len = 0;
   if (v.IsTypedArray()) {
     Napi::TypedArray ta = v.As<Napi::TypedArray>();
-    ab = ta.ArrayBuffer();
+    buf = ta.ArrayBuffer();
     off = ta.ByteOffset();
     len = ta.ByteLength();
   } else if (v.IsDataView()) {
     Napi::DataView dv = v.As<Napi::DataView>();
-    ab = dv.ArrayBuffer();
+    buf = dv.ArrayBuffer();
     off = dv.ByteOffset();
     len = dv.ByteLength();
   } else if (v.IsArrayBuffer()) {
-    ab = v.As<Napi::ArrayBuffer>();
-    len = ab.ByteLength();
+    buf = v;
+    len = v.As<Napi::ArrayBuffer>().ByteLength();
   } else {
     bad(i, name, "must be a NativeBuffer, TypedArray, ArrayBuffer or DataView");
   }
+  // A SharedArrayBuffer passes the TypedArray check but N-API gives no access to its memory (and
+  // other threads could change indices under the checks).
+  if (!buf.IsArrayBuffer()) bad(i, name, "is backed by a SharedArrayBuffer, which is not supported (use a Tensor or an ArrayBuffer)");
+  Napi::ArrayBuffer ab = buf.As<Napi::ArrayBuffer>();
   if (ab.IsDetached()) throw coded_error(env(), Code::Disposed, std::string(fn_) + ": " + name + " is detached");
-  keep.push_back(Napi::Persistent(ab.As<Napi::Object>()));
-  return {static_cast<uint8_t*>(ab.Data()) + off, len};
+  uint8_t* base = static_cast<uint8_t*>(ab.Data());
+  if (std::shared_ptr<Storage> s = NativeBuffer::owner_of(base)) {
+    pin(s, name);  // a view of a NativeBuffer: memory the engine owns
+    return {base + off, len};
+  }
+  return {js_memory(ab, base, ab.ByteLength()) + off, len};
+}
+
+void Args::pin(const std::shared_ptr<Storage>& s, const char* name) {
+  if (s->freed || s->dispose_pending)
+    throw coded_error(env(), Code::Disposed, std::string(fn_) + ": " + name + " was disposed");
+  for (auto& p : pins)
+    if (p == s) return;
+  s->pins++;
+  pins.push_back(s);
+}
+
+// The bytes of a JS-owned ArrayBuffer the op will use: for an async op a copy, shared by every
+// argument over the same ArrayBuffer (so aliasing checks still see aliases). Kept whole rather than
+// per view for that reason.
+uint8_t* Args::js_memory(Napi::ArrayBuffer ab, uint8_t* data, size_t bytes) {
+  for (JsMem& m : js_mem)
+    if (m.data == data && m.ab.Value().StrictEquals(ab)) return m.copy ? m.copy.get() : data;
+  JsMem m{Napi::Persistent(ab), data, bytes, nullptr};
+  if (async_ && bytes) {
+    auto* c = static_cast<uint8_t*>(host_alloc(2 * bytes, MemCategory::Workspace));
+    m.copy = std::shared_ptr<uint8_t>(c, [bytes](uint8_t* p) { host_free(p, 2 * bytes, MemCategory::Workspace); });
+    std::memcpy(c, data, bytes);
+    std::memcpy(c + bytes, data, bytes);
+  }
+  js_mem.push_back(std::move(m));
+  return js_mem.back().copy ? js_mem.back().copy.get() : data;
+}
+
+void Args::check_js_memory() {
+  for (JsMem& m : js_mem) {
+    Napi::ArrayBuffer ab = m.ab.Value();
+    if (ab.IsDetached() || ab.Data() != m.data || ab.ByteLength() < m.bytes)
+      throw coded_error(env(), Code::Disposed, std::string(fn_) + ": an ArrayBuffer argument was detached or resized while the arguments were read");
+  }
 }
 
 void Args::check_region(Span s, const char* name, uint64_t off, uint64_t count, size_t elsize) {
@@ -119,6 +156,10 @@ bool Args::boolean(size_t i, const char* name) {
   return info_[i].As<Napi::Boolean>().Value();
 }
 
+namespace {
+constexpr uint64_t kMaxQElems = (uint64_t)1 << 48;
+}
+
 QTensorView Args::qtensor(size_t i, const char* name) {
   if (!has(i) || !info_[i].IsObject()) bad(i, name, "must be a quantized tensor descriptor");
   Napi::Object o = info_[i].As<Napi::Object>();
@@ -131,15 +172,18 @@ QTensorView Args::qtensor(size_t i, const char* name) {
     return (uint64_t)d;
   };
   Napi::Value fmt = field("format");
-  if (!fmt.IsNumber()) bad(i, name, ".format must be a format code");
-  int f = fmt.As<Napi::Number>().Int32Value();
-  if (f < 0 || f > (int)QFormat::Fp16) bad(i, name, ".format code out of range");
+  const double f = fmt.IsNumber() ? fmt.As<Napi::Number>().DoubleValue() : -1;
+  if (!(f >= 0 && f <= (double)QFormat::Fp16 && f == std::floor(f)))
+    bad(i, name, ".format must be an integer format code in [0, " + std::to_string((int)QFormat::Fp16) + "]");
   QTensorView q{};
-  q.format = (QFormat)f;
+  q.format = (QFormat)(int)f;
   q.rows = u64_field("rows");
   q.cols = u64_field("cols");
   q.group = u64_field("group");
-  if (q.rows > ((uint64_t)1 << 40) || q.cols > ((uint64_t)1 << 40)) bad(i, name, "is too large");
+  // Every size derived from the shape (bytes, element and scale counts, times 4 or 8) must fit in
+  // 64 bits: bound the element count, not only each side.
+  if (q.rows > kMaxQElems || q.cols > kMaxQElems || (q.cols && q.rows > kMaxQElems / q.cols))
+    bad(i, name, "is too large (rows * cols must be at most 2^48)");
   if (q.group != 0 && q.group != q.cols && q.group != 32 && q.group != 64 && q.group != 128)
     bad(i, name, ".group must be 0 (per tensor), cols (per row), 32, 64 or 128");
   // Memory fields are read through a temporary Args so they get the same checks and pinning.
@@ -177,11 +221,53 @@ void unpin_all(Napi::Env env, std::vector<std::shared_ptr<Storage>>& pins) {
   pins.clear();
 }
 
+// Writes an async op's results from its copies back into the JS ArrayBuffers: only the bytes the op
+// changed (against the snapshot), so JS writes to an input meanwhile are not undone. False if a
+// buffer was detached or shrunk meanwhile (its results are lost).
+bool write_back(std::vector<JsMem>& mem) {
+  bool ok = true;
+  for (JsMem& m : mem) {
+    if (!m.copy) continue;
+    Napi::ArrayBuffer ab = m.ab.Value();
+    if (ab.IsDetached() || ab.Data() != m.data || ab.ByteLength() < m.bytes) {
+      ok = false;
+      continue;
+    }
+    const uint8_t *c = m.copy.get(), *snap = c + m.bytes;
+    for (size_t i = 0; i < m.bytes; i += 64) {  // whole blocks compared first: most of an input is untouched
+      const size_t n = std::min<size_t>(64, m.bytes - i);
+      if (std::memcmp(c + i, snap + i, n) == 0) continue;
+      for (size_t j = i; j < i + n; ++j)
+        if (c[j] != snap[j]) m.data[j] = c[j];
+    }
+  }
+  mem.clear();
+  return ok;
+}
+
+// The coded error for anything a parser or a job throws; Napi::Error is already a JS error.
+Napi::Error to_js_error(Napi::Env env, const std::string& op, std::exception_ptr ep) {
+  try {
+    std::rethrow_exception(ep);
+  } catch (const Napi::Error& e) {
+    return e;
+  } catch (const Error& e) {
+    return coded_error(env, e.code, e.what());
+  } catch (const std::bad_alloc&) {
+    return coded_error(env, Code::OOM, op + ": out of host memory");
+  } catch (const std::exception& e) {
+    return coded_error(env, Code::Internal, op + ": " + e.what());
+  } catch (...) {
+    return coded_error(env, Code::Internal, op + ": unknown native error");
+  }
+}
+
 class OpWorker : public Napi::AsyncWorker {
  public:
   OpWorker(Napi::Env env, Job job, Args& args, const char* name)
       : Napi::AsyncWorker(env, name), deferred_(Napi::Promise::Deferred::New(env)), job_(std::move(job)),
-        keep_(std::move(args.keep)), pins_(std::move(args.pins)) {}
+        keep_(std::move(args.keep)), pins_(std::move(args.pins)), js_mem_(std::move(args.js_mem)),
+        holds_(std::move(args.holds)), name_(name) {}
   Napi::Promise promise() { return deferred_.Promise(); }
 
   void Execute() override {
@@ -196,16 +282,26 @@ class OpWorker : public Napi::AsyncWorker {
     } catch (const std::exception& e) {
       code_ = Code::Internal;
       SetError(e.what());
+    } catch (...) {
+      code_ = Code::Internal;
+      SetError("unknown native error");
     }
   }
   void OnOK() override {
     Napi::Env env = Env();
     unpin_all(env, pins_);
+    if (!write_back(js_mem_)) {
+      deferred_.Reject(coded_error(env, Code::Disposed, name_ + ": an ArrayBuffer argument was detached while the op ran; "
+                                                                "its results are lost (keep it attached, or use Tensor storage)")
+                           .Value());
+      return;
+    }
     deferred_.Resolve(job_.result ? job_.result(env) : env.Undefined());
   }
   void OnError(const Napi::Error& e) override {
     Napi::Env env = Env();
     unpin_all(env, pins_);
+    write_back(js_mem_);  // what the op wrote before failing, as a zero-copy op would leave it
     deferred_.Reject(coded_error(env, code_, e.Message()).Value());
   }
 
@@ -214,6 +310,9 @@ class OpWorker : public Napi::AsyncWorker {
   Job job_;
   std::vector<Napi::ObjectReference> keep_;
   std::vector<std::shared_ptr<Storage>> pins_;
+  std::vector<JsMem> js_mem_;
+  std::vector<std::shared_ptr<void>> holds_;
+  std::string name_;
   Code code_ = Code::Internal;
 };
 
@@ -229,16 +328,11 @@ Napi::Value run_sync(const Napi::CallbackInfo& info) {
   Job job;
   try {
     job = op->parser(args);
+    args.check_js_memory();  // the parser's last JS call is behind us: no JS runs until the job ends
     job.run();
-  } catch (const Error& e) {
-    unpin_all(env, args.pins);
-    throw coded_error(env, e.code, e.what());
-  } catch (const std::bad_alloc&) {
-    unpin_all(env, args.pins);
-    throw coded_error(env, Code::OOM, op->name + ": out of host memory");
   } catch (...) {
     unpin_all(env, args.pins);
-    throw;
+    throw to_js_error(env, op->name, std::current_exception());
   }
   unpin_all(env, args.pins);
   return job.result ? job.result(env) : env.Undefined();
@@ -247,19 +341,14 @@ Napi::Value run_sync(const Napi::CallbackInfo& info) {
 Napi::Value run_async(const Napi::CallbackInfo& info) {
   auto* op = static_cast<OpInfo*>(info.Data());
   Napi::Env env = info.Env();
-  Args args(info, op->name.c_str());
+  Args args(info, op->name.c_str(), true);
   Job job;
   try {
     job = op->parser(args);
-  } catch (const Napi::Error& e) {
+  } catch (...) {
     unpin_all(env, args.pins);
     auto d = Napi::Promise::Deferred::New(env);
-    d.Reject(e.Value());
-    return d.Promise();
-  } catch (const Error& e) {
-    unpin_all(env, args.pins);
-    auto d = Napi::Promise::Deferred::New(env);
-    d.Reject(coded_error(env, e.code, e.what()).Value());
+    d.Reject(to_js_error(env, op->name, std::current_exception()).Value());
     return d.Promise();
   }
   auto* w = new OpWorker(env, std::move(job), args, op->name.c_str());

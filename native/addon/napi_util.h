@@ -21,10 +21,22 @@ struct Span {
   size_t bytes;
 };
 
-// A parsed call. Buffers it hands out stay alive and pinned until the op finishes.
+// Memory of a JS-owned ArrayBuffer an op works on. JS may detach (transfer) it at any time and V8
+// may then free it; N-API cannot prevent that, so an async op works on `copy` (the working bytes,
+// then a snapshot of the originals), written back when it ends.
+struct JsMem {
+  Napi::Reference<Napi::ArrayBuffer> ab;
+  uint8_t* data;
+  size_t bytes;
+  std::shared_ptr<uint8_t> copy;  // async ops only
+};
+
+// A parsed call. Memory it hands out stays valid until the op finishes: NativeBuffer storage
+// (also when reached through a view) is pinned, so dispose() defers the free; JS ArrayBuffers are
+// copied for async ops and re-checked after parsing for sync ones (a getter may detach one).
 class Args {
  public:
-  Args(const Napi::CallbackInfo& info, const char* fn) : info_(info), fn_(fn) {}
+  Args(const Napi::CallbackInfo& info, const char* fn, bool async = false) : info_(info), fn_(fn), async_(async) {}
   Napi::Env env() const { return info_.Env(); }
   size_t count() const { return info_.Length(); }
   bool has(size_t i) const { return i < info_.Length() && !info_[i].IsUndefined() && !info_[i].IsNull(); }
@@ -40,6 +52,18 @@ class Args {
     check_region(s, name, byte_offset, count, sizeof(T));
     return reinterpret_cast<T*>(s.data + byte_offset);
   }
+  // A private copy of such a region, alive until the op ends: index arrays the kernels follow are
+  // validated and read from it, so JS writing the array after the check (an async op in flight, a
+  // getter run later in parsing) cannot move an index out of range.
+  template <class T>
+  const T* copy(size_t i, const char* name, uint64_t byte_offset, uint64_t count) {
+    const T* p = elems<T>(i, name, byte_offset, count);
+    auto v = std::make_shared<std::vector<T>>();
+    v->reserve(count ? count : 1);  // never null: some ops tell an empty list from none by the pointer
+    v->assign(p, p + count);
+    holds.push_back(v);
+    return v->data();
+  }
   double num(size_t i, const char* name);
   double num_or(size_t i, const char* name, double dflt) { return has(i) ? num(i, name) : dflt; }
   // Non-negative integer (number or bigint) below 2^63; rejects fractions, NaN and negatives.
@@ -54,15 +78,24 @@ class Args {
   QTensorView qtensor(size_t i, const char* name);
   bool boolean(size_t i, const char* name);
 
+  // Sync ops: throws ZOTUNE_DISPOSED if a JS ArrayBuffer argument was detached or shrunk since it
+  // was read (parsing can run JS: getters of descriptor objects).
+  void check_js_memory();
+
   std::vector<Napi::ObjectReference> keep;
   std::vector<std::shared_ptr<Storage>> pins;
+  std::vector<JsMem> js_mem;
+  std::vector<std::shared_ptr<void>> holds;  // copies made by copy()
 
  private:
   Span mem_value(Napi::Value v, const char* name);
+  void pin(const std::shared_ptr<Storage>& s, const char* name);
+  uint8_t* js_memory(Napi::ArrayBuffer ab, uint8_t* data, size_t bytes);
   void check_region(Span s, const char* name, uint64_t off, uint64_t count, size_t elsize);
   [[noreturn]] void bad(size_t i, const char* name, const std::string& what);
   const Napi::CallbackInfo& info_;
   const char* fn_;
+  bool async_;
 };
 
 struct Job {

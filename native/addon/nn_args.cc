@@ -51,7 +51,7 @@ RopeCall rope_call(Args& a) {
   uint64_t rows = a.index(2, "rows"), heads = a.index(3, "heads"), hd = a.index(4, "headDim");
   if (hd == 0 || hd % 2 || hd > kMaxHeadDim) bad(fn, Code::ShapeMismatch, "headDim must be even and in [2, 512]");
   float* x = a.elems<float>(0, "x", a.index(1, "xOffset"), mul_checked(fn, rows, mul_checked(fn, heads, hd)));
-  const int32_t* pos = a.elems<int32_t>(5, "positions", a.index(6, "positionsOffset"), rows);
+  const int32_t* pos = a.copy<int32_t>(5, "positions", a.index(6, "positionsOffset"), rows);
   RopeParams p = rope_arg(a, 7, fn);
   int32_t minp = rows ? pos[0] : -1, maxp = -1;
   for (uint64_t r = 0; r < rows; ++r) {
@@ -71,8 +71,8 @@ AttnArgs attention_call(Args& a) {
   if (hd == 0 || hd > kMaxHeadDim) bad(fn, Code::ShapeMismatch, "headDim must be in [1, 512]");
   if (!std::isfinite(scale)) bad(fn, Code::NonFinite, "scale must be finite");
   if (cap > ((uint64_t)1 << 31)) bad(fn, Code::OutOfRange, "cap is too large");
-  const int32_t* off = a.elems<int32_t>(8, "seqOffsets", 0, B + 1);
-  const int32_t* start = a.elems<int32_t>(9, "seqStart", 0, B);
+  const int32_t* off = a.copy<int32_t>(8, "seqOffsets", 0, B + 1);
+  const int32_t* start = a.copy<int32_t>(9, "seqStart", 0, B);
   if (off[0] != 0) bad(fn, Code::InvalidArgument, "seqOffsets[0] must be 0");
   for (uint64_t b = 0; b < B; ++b) {
     if (off[b + 1] < off[b]) bad(fn, Code::InvalidArgument, "seqOffsets must be non-decreasing");
@@ -113,7 +113,7 @@ EmbeddingCall embedding_call(Args& a) {
   uint64_t vocab = a.index(4, "vocab"), dim = a.index(5, "dim"), n = a.index(7, "n");
   float* out = a.elems<float>(0, "out", a.index(1, "outOffset"), mul_checked(fn, n, dim));
   const float* table = a.elems<float>(2, "table", a.index(3, "tableOffset"), mul_checked(fn, vocab, dim));
-  const int32_t* ids = a.elems<int32_t>(6, "ids", 0, n);
+  const int32_t* ids = a.copy<int32_t>(6, "ids", 0, n);
   for (uint64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || (uint64_t)ids[i] >= vocab)
       bad(fn, Code::OutOfRange, "token id " + std::to_string(ids[i]) + " at " + std::to_string(i) + " is outside [0, " + std::to_string(vocab) + ")");
@@ -125,7 +125,7 @@ LogProbsCall log_probs_call(Args& a) {
   uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
   if (n == 0) bad(fn, Code::ShapeMismatch, "n must be positive");
   const float* x = a.elems<float>(0, "logits", a.index(1, "offset"), mul_checked(fn, rows, n));
-  const int32_t* t = a.elems<int32_t>(4, "targets", 0, rows);
+  const int32_t* t = a.copy<int32_t>(4, "targets", 0, rows);
   double* out = a.elems<double>(5, "out", 0, rows);
   for (uint64_t r = 0; r < rows; ++r)
     if (t[r] >= 0 && (uint64_t)t[r] >= n) bad(fn, Code::OutOfRange, "target " + std::to_string(t[r]) + " is outside [0, " + std::to_string(n) + ")");

@@ -1,6 +1,7 @@
 // Arguments of the transformer ops (rmsNorm, rope, attention, swiglu, embedding, logProbs, argmax) as both
 // addons take them: every size, offset and index the kernels follow (token ids, positions, sequence
-// offsets, targets) is validated here, with coded errors, before anything runs. The argument
+// offsets, targets) is validated here, with coded errors, before anything runs. Those index arrays
+// are private copies (Args::copy), so the checks hold while the op runs. The argument
 // lists are documented in native/addon/bind_nn.cc.
 #pragma once
 #include "../common/nn_rows.h"

@@ -33,11 +33,16 @@ struct ZoOptimStep {
 
 enum ZoOptimKind : int { kZoMomentum = 0, kZoAdam = 1 };
 
+// The query count, checked as the caller's count before anything is sized by it (or cast to int).
+inline void check_zo_queries(uint64_t q) {
+  check(q >= 1 && q <= 1024, Code::InvalidArgument, "zoOptimStep: between 1 and 1024 queries, got " + std::to_string(q));
+}
+
 // Throws ZOTUNE_INVALID_ARGUMENT for a bad kind, query count, direction or hyper-parameter (inline:
 // the CUDA addon checks its device steps with it too).
 inline void check_zo_optim(const ZoOptimStep& s) {
   check(s.kind == kZoMomentum || s.kind == kZoAdam, Code::InvalidArgument, "zoOptimStep: kind must be 0 (momentum) or 1 (adam)");
-  check(s.queries >= 1 && s.queries <= 1024, Code::InvalidArgument, "zoOptimStep: between 1 and 1024 queries, got " + std::to_string(s.queries));
+  check_zo_queries((uint64_t)(s.queries < 0 ? 0 : s.queries));
   for (int k = 0; k < s.queries; ++k) {
     check_direction(s.dirs[k]);
     check(std::isfinite(s.coefs[k]), Code::NonFinite, "zoOptimStep: coefficient " + std::to_string(k) + " is not finite");
