@@ -269,6 +269,8 @@ describe('missing files and sharded indexes', () => {
     const d = copyModel('bad-tokenizer');
     fs.rmSync(path.join(d, 'tokenizer.json'));
     expect(() => LlamaTokenizer.load(d)).toThrow(code('ZOTUNE_IO'));
+    fs.writeFileSync(path.join(d, 'tokenizer.model'), 'sentencepiece'); // a slow-tokenizer-only checkpoint: says what to do
+    expect(() => LlamaTokenizer.load(d)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED', message: expect.stringContaining('save_pretrained') }));
     const text = fs.readFileSync(path.join(micro!, 'tokenizer.json'), 'utf8');
     for (const broken of [text.slice(0, text.length >> 1), '[]', '{"model": 3}']) {
       fs.writeFileSync(path.join(d, 'tokenizer.json'), broken);

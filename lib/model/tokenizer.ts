@@ -65,6 +65,8 @@ export class LlamaTokenizer {
   }
 
   static load(dir: string): LlamaTokenizer {
+    if (!fs.existsSync(path.join(dir, 'tokenizer.json')) && fs.existsSync(path.join(dir, 'tokenizer.model')))
+      fail('ZOTUNE_UNSUPPORTED', `${dir} has only tokenizer.model (SentencePiece); zotune reads tokenizer.json: write one with transformers, AutoTokenizer.from_pretrained(dir).save_pretrained(dir)`);
     const cfgFile = path.join(dir, 'tokenizer_config.json');
     const config = fs.existsSync(cfgFile) ? readJsonFile(cfgFile) : {};
     return new LlamaTokenizer(readJsonFile(path.join(dir, 'tokenizer.json')), config);
