@@ -25,12 +25,6 @@ uint64_t mul_checked(Args& a, uint64_t x, uint64_t y, const char* what) {
   return x * y;
 }
 
-bool overlaps(const void* p, uint64_t pb, const void* q, uint64_t qb) {
-  if (!p || !q || !pb || !qb) return false;
-  const auto x = (uintptr_t)p, y = (uintptr_t)q;
-  return x < y + qb && y < x + pb;
-}
-
 const char* op_name(TcKind k) {
   switch (k) {
     case TcKind::W8A8: return "gemmW8A8";

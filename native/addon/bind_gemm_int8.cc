@@ -25,11 +25,7 @@ struct Region {
   const void* p;
   uint64_t bytes;
 };
-bool overlaps(Region a, Region b) {
-  if (!a.p || !b.p || !a.bytes || !b.bytes) return false;
-  auto x = (uintptr_t)a.p, y = (uintptr_t)b.p;
-  return x < y + b.bytes && y < x + a.bytes;
-}
+bool overlaps(Region a, Region b) { return zt::overlaps(a.p, a.bytes, b.p, b.bytes); }
 
 // The perturbation object: {alpha, seed, stream, dist, bits, srPurpose, first}.
 void parse_perturb(Args& a, size_t i, Direction* d, float* alpha, uint64_t* first) {
@@ -141,7 +137,7 @@ Job parse_s8s8s32(Args& a) {
   int32_t* c = a.elems<int32_t>(4, "c", a.index(5, "cByteOffset"), mul_checked(a, M, N, "M * N"));
   if (K > kRawMaxK) throw coded_error(a.env(), Code::InvalidArgument, "gemmS8S8S32: K must be at most " + std::to_string(kRawMaxK));
   const Region out{c, M * N * 4};
-  if (overlaps(out, {b, N * K})) throw coded_error(a.env(), Code::InvalidArgument, "gemmS8S8S32: c overlaps b");
+  if (overlaps(out, {b, N * K}) || overlaps(out, {am, M * K})) throw coded_error(a.env(), Code::InvalidArgument, "gemmS8S8S32: c overlaps a or b");
   return {[=] {
             for (uint64_t i = 0; i < M * K; ++i)
               if (am[i] == -128) fail(Code::OutOfRange, "gemmS8S8S32: a must be in [-127, 127] (-128 breaks the sign trick)");

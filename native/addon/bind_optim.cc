@@ -17,10 +17,11 @@ void need(Args& a, bool ok, Code c, const std::string& msg) {
   if (!ok) throw coded_error(a.env(), c, msg);
 }
 
-void distinct(Args& a, const char* fn, std::initializer_list<const void*> ptrs) {
+// The buffers of one update, n floats each, must not share memory (a partial overlap too).
+void distinct(Args& a, const char* fn, uint64_t n, std::initializer_list<const void*> ptrs) {
   for (auto p = ptrs.begin(); p != ptrs.end(); ++p)
     for (auto q = p + 1; q != ptrs.end(); ++q)
-      need(a, !*p || *p != *q, Code::InvalidArgument, std::string(fn) + ": weights, gradient and state must be different buffers");
+      need(a, !overlaps(*p, n * 4, *q, n * 4), Code::InvalidArgument, std::string(fn) + ": weights, gradient and state must not overlap");
 }
 
 Job parse_adamw(Args& a) {
@@ -29,7 +30,7 @@ Job parse_adamw(Args& a) {
   const float* g = a.elems<float>(1, "g", 0, n);
   float* m = a.elems<float>(2, "m", 0, n);
   float* v = a.elems<float>(3, "v", 0, n);
-  distinct(a, "adamwUpdate", {w, g, m, v});
+  distinct(a, "adamwUpdate", n, {w, g, m, v});
   const double* h = a.elems<double>(5, "hyper", 0, 7);
   for (int i = 0; i < 7; ++i) need(a, std::isfinite(h[i]), Code::NonFinite, "adamwUpdate: hyper-parameters must be finite");
   need(a, h[0] >= 0, Code::InvalidArgument, "adamwUpdate: lr must be >= 0");
@@ -46,7 +47,7 @@ Job parse_sgd(Args& a) {
   float* w = a.elems<float>(0, "w", 0, n);
   const float* g = a.elems<float>(1, "g", 0, n);
   float* buf = a.has(2) ? a.elems<float>(2, "buf", 0, n) : nullptr;
-  distinct(a, "sgdUpdate", {w, g, buf});
+  distinct(a, "sgdUpdate", n, {w, g, buf});
   const double* h = a.elems<double>(4, "hyper", 0, 6);
   for (int i = 0; i < 6; ++i) need(a, std::isfinite(h[i]), Code::NonFinite, "sgdUpdate: hyper-parameters must be finite");
   need(a, h[0] >= 0 && h[1] >= 0 && h[2] >= 0, Code::InvalidArgument, "sgdUpdate: lr, momentum and weightDecay must be >= 0");
@@ -66,7 +67,7 @@ Job parse_acc_squares(Args& a) {
   const uint64_t n = a.index(2, "count");
   float* acc = a.elems<float>(0, "acc", 0, n);
   const float* g = a.elems<float>(1, "g", 0, n);
-  distinct(a, "accumulateSquares", {acc, g});
+  distinct(a, "accumulateSquares", n, {acc, g});
   const double s = a.num(3, "scale");
   need(a, std::isfinite(s), Code::NonFinite, "accumulateSquares: scale must be finite");
   const float sf = (float)s;

@@ -19,11 +19,6 @@ void expect_array(Args& a, const std::string& f, size_t i, const char* name, nap
     throw coded_error(a.env(), Code::DType, f + name + " must be " + tname + " data");
 }
 
-bool overlaps(const void* p, uint64_t pb, const void* q, uint64_t qb) {
-  auto a = (uintptr_t)p, b = (uintptr_t)q;
-  return pb && qb && a < b + qb && b < a + pb;
-}
-
 }  // namespace
 
 GemmArgs gemm_args(Args& a, const char* fn) {

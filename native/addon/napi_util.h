@@ -31,6 +31,12 @@ struct JsMem {
   std::shared_ptr<uint8_t> copy;  // async ops only
 };
 
+// Whether the byte ranges [p, p + pb) and [q, q + qb) share a byte (null or empty ranges share none).
+inline bool overlaps(const void* p, uint64_t pb, const void* q, uint64_t qb) {
+  const auto a = (uintptr_t)p, b = (uintptr_t)q;
+  return p && q && pb && qb && a < b + qb && b < a + pb;
+}
+
 // A parsed call. Memory it hands out stays valid until the op finishes: NativeBuffer storage
 // (also when reached through a view) is pinned, so dispose() defers the free; JS ArrayBuffers are
 // copied for async ops and re-checked after parsing for sync ones (a getter may detach one).
