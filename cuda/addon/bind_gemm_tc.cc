@@ -20,11 +20,6 @@ namespace zt {
 namespace cuda {
 namespace {
 
-uint64_t mul_checked(Args& a, uint64_t x, uint64_t y, const char* what) {
-  if (x != 0 && y > UINT64_MAX / x) throw coded_error(a.env(), Code::OutOfRange, std::string("gemmTc: ") + what + " is too large");
-  return x * y;
-}
-
 const char* op_name(TcKind k) {
   switch (k) {
     case TcKind::W8A8: return "gemmW8A8";
@@ -46,7 +41,7 @@ TcGemm gemm_args(Args& a, TcKind kind) {
   if (kind == TcKind::F32) {
     const uint64_t woff = a.index(4, "wByteOffset");
     g.N = a.index(5, "N"), g.K = a.index(6, "K");
-    g.w32 = a.elems<float>(3, "w", woff, mul_checked(a, g.N, g.K, "N * K"));
+    g.w32 = a.elems<float>(3, "w", woff, a.mul(g.N, g.K, "N * K"));
     i = 7;
   } else {
     g.w = a.qtensor(3, "w");
@@ -64,8 +59,8 @@ TcGemm gemm_args(Args& a, TcKind kind) {
     g.N = g.w.rows, g.K = g.w.cols;
     i = 4;
   }
-  g.x = a.elems<float>(0, "x", xoff, mul_checked(a, g.M, g.K, "M * K"));
-  const uint64_t MN = mul_checked(a, g.M, g.N, "M * N");
+  g.x = a.elems<float>(0, "x", xoff, a.mul(g.M, g.K, "M * K"));
+  const uint64_t MN = a.mul(g.M, g.N, "M * N");
   g.y = a.elems<float>(i, "y", a.index(i + 1, "yByteOffset"), MN);
   g.bias = a.has(i + 2) ? a.elems<float>(i + 2, "bias", a.index(i + 3, "biasByteOffset"), g.N) : nullptr;
   const uint64_t wbytes = kind == TcKind::F32 ? g.N * g.K * 4 : g.w.rows * qformat_row_bytes(g.w.format, g.w.cols);

@@ -16,11 +16,6 @@
 namespace zt {
 namespace {
 
-uint64_t mul_checked(Args& a, uint64_t x, uint64_t y, const char* what) {
-  if (x != 0 && y > UINT64_MAX / x) throw coded_error(a.env(), Code::OutOfRange, std::string(what) + " is too large");
-  return x * y;
-}
-
 struct Region {
   const void* p;
   uint64_t bytes;
@@ -85,8 +80,8 @@ Job parse_gemm(Args& a) {
   if (w.format != QFormat::Int8 && w.format != QFormat::Int4)
     throw coded_error(a.env(), Code::DType, "gemmInt8: w must be an int8 or int4 quantized tensor");
   const uint64_t N = w.rows, K = w.cols;
-  const float* x = a.elems<float>(0, "x", xoff, mul_checked(a, M, K, "M * K"));
-  const uint64_t MN = mul_checked(a, M, N, "M * N");
+  const float* x = a.elems<float>(0, "x", xoff, a.mul(M, K, "M * K"));
+  const uint64_t MN = a.mul(M, N, "M * N");
   float* y = a.elems<float>(4, "y", a.index(5, "yByteOffset"), MN);
   const float* bias = a.has(6) ? a.elems<float>(6, "bias", a.index(7, "biasByteOffset"), N) : nullptr;
   const float* res = a.has(8) ? a.elems<float>(8, "residual", a.index(9, "residualByteOffset"), MN) : nullptr;
@@ -99,7 +94,7 @@ Job parse_gemm(Args& a) {
   uint64_t nidx = 0;
   if (a.has(11)) {
     if (!perturb) throw coded_error(a.env(), Code::InvalidArgument, "gemmInt8: indices need perturb");
-    if (mul_checked(a, N, K, "N * K") > ((uint64_t)1 << 32))
+    if (a.mul(N, K, "N * K") > ((uint64_t)1 << 32))
       throw coded_error(a.env(), Code::Unsupported, "gemmInt8: index subsets need N * K <= 2^32 (u32 indices)");
     nidx = a.index(13, "indicesCount");
     const uint64_t ioff = a.index(12, "indicesByteOffset");
@@ -132,9 +127,9 @@ Job parse_gemm(Args& a) {
 
 Job parse_s8s8s32(Args& a) {
   const uint64_t M = a.index(6, "M"), N = a.index(7, "N"), K = a.index(8, "K");
-  const int8_t* am = a.elems<int8_t>(0, "a", a.index(1, "aByteOffset"), mul_checked(a, M, K, "M * K"));
-  const int8_t* b = a.elems<int8_t>(2, "b", a.index(3, "bByteOffset"), mul_checked(a, N, K, "N * K"));
-  int32_t* c = a.elems<int32_t>(4, "c", a.index(5, "cByteOffset"), mul_checked(a, M, N, "M * N"));
+  const int8_t* am = a.elems<int8_t>(0, "a", a.index(1, "aByteOffset"), a.mul(M, K, "M * K"));
+  const int8_t* b = a.elems<int8_t>(2, "b", a.index(3, "bByteOffset"), a.mul(N, K, "N * K"));
+  int32_t* c = a.elems<int32_t>(4, "c", a.index(5, "cByteOffset"), a.mul(M, N, "M * N"));
   if (K > kRawMaxK) throw coded_error(a.env(), Code::InvalidArgument, "gemmS8S8S32: K must be at most " + std::to_string(kRawMaxK));
   const Region out{c, M * N * 4};
   if (overlaps(out, {b, N * K}) || overlaps(out, {am, M * K})) throw coded_error(a.env(), Code::InvalidArgument, "gemmS8S8S32: c overlaps a or b");

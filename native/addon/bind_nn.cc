@@ -29,11 +29,6 @@ namespace {
 
 [[noreturn]] void bad(const char* fn, Code c, const std::string& msg) { fail(c, std::string(fn) + ": " + msg); }
 
-uint64_t mul_checked(const char* fn, uint64_t a, uint64_t b) {
-  if (a != 0 && b > ((uint64_t)1 << 62) / a) bad(fn, Code::OutOfRange, "tensor size overflows");
-  return a * b;
-}
-
 Job parse_rmsnorm(Args& a) {
   RmsNormCall c = rmsnorm_call(a);
   return {[=] { rmsnorm(c.out, c.x, c.w, c.rows, c.dim, c.eps); }, nullptr};
@@ -105,7 +100,7 @@ Job parse_argmax(Args& a) {
 Job parse_sample(Args& a) {
   const char* fn = "sample";
   uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
-  const float* x = a.elems<float>(0, "logits", a.index(1, "offset"), mul_checked(fn, rows, n));
+  const float* x = a.elems<float>(0, "logits", a.index(1, "offset"), a.mul(rows, n, "the tensor size"));
   int32_t* out = a.elems<int32_t>(4, "out", 0, rows);
   SampleParams p;
   double t = a.num(5, "temperature"), tp = a.num(7, "topP");

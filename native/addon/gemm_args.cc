@@ -7,11 +7,6 @@
 namespace zt {
 namespace {
 
-uint64_t mul_checked(Args& a, const std::string& f, uint64_t x, uint64_t y, const char* what) {
-  if (x && y > ~(uint64_t)0 / x) throw coded_error(a.env(), Code::OutOfRange, f + what + " overflows");
-  return x * y;
-}
-
 // Typed arrays must have the kernel's element type (NativeBuffers and ArrayBuffers are untyped).
 void expect_array(Args& a, const std::string& f, size_t i, const char* name, napi_typedarray_type t, const char* tname) {
   if (!a.has(i) || !a.value(i).IsTypedArray()) return;
@@ -27,7 +22,7 @@ GemmArgs gemm_args(Args& a, const char* fn) {
   expect_array(a, f, 0, "a", napi_float32_array, "f32");
   expect_array(a, f, 7, "c", napi_float32_array, "f32");
   expect_array(a, f, 9, "bias", napi_float32_array, "f32");
-  const float* A = a.elems<float>(0, "a", a.index(1, "aByteOffset"), mul_checked(a, f, m, k, "m·k"));
+  const float* A = a.elems<float>(0, "a", a.index(1, "aByteOffset"), a.mul(m, k, "m·k"));
   GemmArgs g{};
   g.a = A;
   g.m = m;
@@ -48,11 +43,11 @@ GemmArgs gemm_args(Args& a, const char* fn) {
   } else {
     expect_array(a, f, 4, "w", napi_float32_array, "f32");
     g.w.f32 = true;
-    g.w.w32 = a.elems<float>(4, "w", a.index(5, "wByteOffset"), mul_checked(a, f, n, k, "n·k"));
+    g.w.w32 = a.elems<float>(4, "w", a.index(5, "wByteOffset"), a.mul(n, k, "n·k"));
     wp = g.w.w32;
     wbytes = n * k * 4;
   }
-  g.c = a.elems<float>(7, "c", a.index(8, "cByteOffset"), mul_checked(a, f, m, n, "m·n"));
+  g.c = a.elems<float>(7, "c", a.index(8, "cByteOffset"), a.mul(m, n, "m·n"));
   g.bias = a.has(9) ? a.elems<float>(9, "bias", a.index(10, "biasByteOffset"), n) : nullptr;
   g.accumulate = a.has(11) && a.boolean(11, "accumulate");
   const uint64_t cbytes = m * n * 4;

@@ -96,6 +96,11 @@ void Args::check_js_memory() {
   }
 }
 
+uint64_t Args::mul(uint64_t x, uint64_t y, const char* what) {
+  if (x != 0 && y > ((uint64_t)1 << 61) / x) throw coded_error(env(), Code::OutOfRange, std::string(fn_) + ": " + what + " is too large");
+  return x * y;
+}
+
 void Args::check_region(Span s, const char* name, uint64_t off, uint64_t count, size_t elsize) {
   if (off > s.bytes || count > (s.bytes - off) / elsize)
     throw coded_error(env(), Code::OutOfRange,

@@ -70,6 +70,9 @@ class Args {
     holds.push_back(v);
     return v->data();
   }
+  // x * y for a size (elements), or ZOTUNE_OUT_OF_RANGE naming `what` when it exceeds 2^61 (so that
+  // its bytes, at up to 8 per element, fit in 64 bits).
+  uint64_t mul(uint64_t x, uint64_t y, const char* what);
   double num(size_t i, const char* name);
   double num_or(size_t i, const char* name, double dflt) { return has(i) ? num(i, name) : dflt; }
   // Non-negative integer (number or bigint) below 2^63; rejects fractions, NaN and negatives.

@@ -8,11 +8,6 @@ namespace {
 
 [[noreturn]] void bad(const char* fn, Code c, const std::string& msg) { fail(c, std::string(fn) + ": " + msg); }
 
-uint64_t mul_checked(const char* fn, uint64_t a, uint64_t b) {
-  if (a != 0 && b > ((uint64_t)1 << 62) / a) bad(fn, Code::OutOfRange, "tensor size overflows");
-  return a * b;
-}
-
 RopeParams rope_arg(Args& a, size_t i, const char* fn) {
   const double* r = a.elems<double>(i, "rope", 0, 6);
   RopeParams p;
@@ -39,7 +34,7 @@ RmsNormCall rmsnorm_call(Args& a) {
   double eps = a.num(8, "eps");
   if (dim == 0) bad(fn, Code::ShapeMismatch, "dim must be positive");
   if (!(eps >= 0 && std::isfinite(eps))) bad(fn, Code::InvalidArgument, "eps must be a finite number >= 0");
-  uint64_t n = mul_checked(fn, rows, dim);
+  uint64_t n = a.mul(rows, dim, "the tensor size");
   float* out = a.elems<float>(0, "out", a.index(1, "outOffset"), n);
   const float* x = a.elems<float>(2, "x", a.index(3, "xOffset"), n);
   const float* w = a.elems<float>(4, "w", a.index(5, "wOffset"), dim);
@@ -50,7 +45,7 @@ RopeCall rope_call(Args& a) {
   const char* fn = "rope";
   uint64_t rows = a.index(2, "rows"), heads = a.index(3, "heads"), hd = a.index(4, "headDim");
   if (hd == 0 || hd % 2 || hd > kMaxHeadDim) bad(fn, Code::ShapeMismatch, "headDim must be even and in [2, 512]");
-  float* x = a.elems<float>(0, "x", a.index(1, "xOffset"), mul_checked(fn, rows, mul_checked(fn, heads, hd)));
+  float* x = a.elems<float>(0, "x", a.index(1, "xOffset"), a.mul(rows, a.mul(heads, hd, "the tensor size"), "the tensor size"));
   const int32_t* pos = a.copy<int32_t>(5, "positions", a.index(6, "positionsOffset"), rows);
   RopeParams p = rope_arg(a, 7, fn);
   int32_t minp = rows ? pos[0] : -1, maxp = -1;
@@ -80,8 +75,8 @@ AttnArgs attention_call(Args& a) {
       bad(fn, Code::OutOfRange, "sequence " + std::to_string(b) + " needs KV slots beyond cap " + std::to_string(cap));
   }
   uint64_t nq = (uint64_t)off[B];
-  uint64_t qsize = mul_checked(fn, nq, mul_checked(fn, Hq, hd));
-  uint64_t kvsize = mul_checked(fn, mul_checked(fn, B, Hkv), mul_checked(fn, cap, hd));
+  uint64_t qsize = a.mul(nq, a.mul(Hq, hd, "the tensor size"), "the tensor size");
+  uint64_t kvsize = a.mul(a.mul(B, Hkv, "the tensor size"), a.mul(cap, hd, "the tensor size"), "the tensor size");
   AttnArgs at{};
   at.out = a.elems<float>(0, "out", a.index(1, "outOffset"), qsize);
   at.q = a.elems<float>(2, "q", a.index(3, "qOffset"), qsize);
@@ -89,7 +84,7 @@ AttnArgs attention_call(Args& a) {
   at.v = a.elems<float>(6, "v", a.index(7, "vOffset"), kvsize);
   at.q_off = off;
   at.q_start = start;
-  at.kmask = a.has(10) ? a.elems<uint8_t>(10, "keyMask", 0, mul_checked(fn, B, cap)) : nullptr;
+  at.kmask = a.has(10) ? a.elems<uint8_t>(10, "keyMask", 0, a.mul(B, cap, "the tensor size")) : nullptr;
   at.B = B;
   at.Hq = Hq;
   at.Hkv = Hkv;
@@ -111,8 +106,8 @@ SwigluCall swiglu_call(Args& a) {
 EmbeddingCall embedding_call(Args& a) {
   const char* fn = "embedding";
   uint64_t vocab = a.index(4, "vocab"), dim = a.index(5, "dim"), n = a.index(7, "n");
-  float* out = a.elems<float>(0, "out", a.index(1, "outOffset"), mul_checked(fn, n, dim));
-  const float* table = a.elems<float>(2, "table", a.index(3, "tableOffset"), mul_checked(fn, vocab, dim));
+  float* out = a.elems<float>(0, "out", a.index(1, "outOffset"), a.mul(n, dim, "the tensor size"));
+  const float* table = a.elems<float>(2, "table", a.index(3, "tableOffset"), a.mul(vocab, dim, "the tensor size"));
   const int32_t* ids = a.copy<int32_t>(6, "ids", 0, n);
   for (uint64_t i = 0; i < n; ++i)
     if (ids[i] < 0 || (uint64_t)ids[i] >= vocab)
@@ -124,7 +119,7 @@ LogProbsCall log_probs_call(Args& a) {
   const char* fn = "logProbs";
   uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
   if (n == 0) bad(fn, Code::ShapeMismatch, "n must be positive");
-  const float* x = a.elems<float>(0, "logits", a.index(1, "offset"), mul_checked(fn, rows, n));
+  const float* x = a.elems<float>(0, "logits", a.index(1, "offset"), a.mul(rows, n, "the tensor size"));
   const int32_t* t = a.copy<int32_t>(4, "targets", 0, rows);
   double* out = a.elems<double>(5, "out", 0, rows);
   for (uint64_t r = 0; r < rows; ++r)
@@ -135,7 +130,7 @@ LogProbsCall log_probs_call(Args& a) {
 ArgmaxCall argmax_call(Args& a) {
   const char* fn = "argmax";
   uint64_t rows = a.index(2, "rows"), n = a.index(3, "n");
-  const float* x = a.elems<float>(0, "x", a.index(1, "offset"), mul_checked(fn, rows, n));
+  const float* x = a.elems<float>(0, "x", a.index(1, "offset"), a.mul(rows, n, "the tensor size"));
   int32_t* out = a.elems<int32_t>(4, "out", 0, rows);
   if (n == 0) bad(fn, Code::ShapeMismatch, "n must be positive");
   if (n > 0x7fffffff) bad(fn, Code::OutOfRange, "rows longer than 2^31 - 1");
