@@ -16,10 +16,8 @@ class Pool {
   Pool() { resize(default_threads()); }
   ~Pool() { stop_workers(); }
 
-  int threads() {
-    std::lock_guard<std::mutex> g(run_mu_);
-    return (int)workers_.size() + 1;
-  }
+  // Lock-free: callers (cpuInfo, kernels sizing their work) must not wait for a running job.
+  int threads() const { return threads_.load(); }
 
   void resize(int n) {
     if (n < 1) n = 1;
@@ -27,6 +25,7 @@ class Pool {
     stop_workers();
     stopping_ = false;
     for (int i = 0; i < n - 1; ++i) workers_.emplace_back([this] { worker_loop(); });
+    threads_.store(n);
   }
 
   void run(size_t n, void (*fn)(void*, size_t), void* ctx) {
@@ -103,7 +102,8 @@ class Pool {
     workers_.clear();
   }
 
-  std::mutex run_mu_;  // one job at a time
+  std::mutex run_mu_;  // one job at a time (resize waits for the running one)
+  std::atomic<int> threads_{1};
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
