@@ -314,8 +314,9 @@ function checkAlpha(alpha: number): void {
 
 /**
  * QuZO update in the QTensor's own format: every code moves to SR_grid(value + alpha * z(i)),
- * z from `dir`, scales and zero-points unchanged, unbiased: E[value'] = value + alpha * z (up to
- * saturation at the grid's ends). SR words come from (dir.seed, dir.stream, purpose srWeight, i).
+ * z from `dir`, scales and zero-points unchanged, unbiased: E[value'] = value + alpha * z, except
+ * at the grid's ends, where the update saturates (an absmax-scaled group's largest element sits
+ * there, so its outward moves are dropped: biased inward for those elements). SR words come from (dir.seed, dir.stream, purpose srWeight, i).
  * A group with scale 0 (all zeros when it was quantized) has the grid {0} and does not move; alpha
  * so large that alpha / scale overflows f32 is refused (ZOTUNE_INVALID_ARGUMENT).
  */

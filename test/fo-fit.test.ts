@@ -289,5 +289,8 @@ d('first-order run folders (finetune(), zotune finetune / replay)', () => {
     expect(run(process.execPath, [cli, ...base, '--method', 'mezo', '--max-grad-norm', '1'], { env: cleanEnv() }).status).toBe(2);
     expect(run(process.execPath, [cli, ...base, '--method', 'fo-adamw'], { env: cleanEnv() }).status).toBe(2);
     expect(FO_METHODS).toEqual(['fo-adam', 'fo-sgd', 'qat-int8', 'qat-int4', 'qat-fp8', 'lowprec-int8', 'lowprec-int4']);
+    // QAT trains on the grid of the scheme it is compared with (fp8: per-channel scales, as --weights fp8-e4m3)
+    const grids = (['qat-int8', 'qat-int4', 'qat-fp8'] as const).map((method) => new FoOptimizer({ method }).qat);
+    expect(grids).toEqual([{ format: 'int8', granularity: 'channel' }, { format: 'int4', granularity: 128 }, { format: 'fp8-e4m3', granularity: 'channel' }]);
   });
 });

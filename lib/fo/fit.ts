@@ -23,7 +23,7 @@ import { QTensor } from '../qtensor';
 import type { QFormat } from '../qtensor';
 import { fakeQuantize } from '../quant';
 import { SafetensorsFile, writeSafetensors, type TensorEntry } from '../io/safetensors';
-import { LlamaModel, expectedShape, llamaTensorNames } from '../model/llama';
+import { LlamaModel, expectedShape, llamaTensorNames, schemeStorage, type WeightScheme } from '../model/llama';
 import { isLinearWeight, lossAndGrad, type QatOptions } from '../model/grad';
 import type { MicroBatch, ZoModel } from '../zo/optimizer';
 import { querySeed } from '../zo/optimizer';
@@ -34,7 +34,8 @@ import { lowPrecisionUpdate } from './lowprec';
 export type FoMethod = 'fo-adam' | 'fo-sgd' | 'qat-int8' | 'qat-int4' | 'qat-fp8' | 'lowprec-int8' | 'lowprec-int4';
 export const FO_METHODS: readonly FoMethod[] = ['fo-adam', 'fo-sgd', 'qat-int8', 'qat-int4', 'qat-fp8', 'lowprec-int8', 'lowprec-int4'];
 
-const QAT_FORMAT: Partial<Record<FoMethod, QFormat>> = { 'qat-int8': 'int8', 'qat-int4': 'int4', 'qat-fp8': 'fp8-e4m3' };
+// QAT trains on the grid of the weight scheme it is compared with (format and scale granularity).
+const QAT_SCHEME: Partial<Record<FoMethod, WeightScheme>> = { 'qat-int8': 'int8', 'qat-int4': 'int4', 'qat-fp8': 'fp8-e4m3' };
 const LOWPREC_FORMAT: Partial<Record<FoMethod, QFormat>> = { 'lowprec-int8': 'int8', 'lowprec-int4': 'int4' };
 
 /** The weight scheme a first-order method trains (fp32 masters, or the low-precision grid). */
@@ -44,7 +45,7 @@ export function foWeights(method: FoMethod): 'fp32' | 'int8' | 'int4' {
 
 export interface FoOptimizerOptions {
   method: FoMethod;
-  /** Decoupled weight decay, skipping norms (default 0). */
+  /** Weight decay, skipping norms (default 0): decoupled for AdamW (θ·(1 − lr·λ)); fo-sgd adds λ·θ to the gradient, as PyTorch's SGD does. */
   weightDecay?: number;
   /** AdamW's β1 (default 0.9), β2 (0.999), ε (1e-8). */
   beta1?: number;
@@ -84,8 +85,9 @@ export class FoOptimizer implements StepOptimizer {
     if (!(o.momentum >= 0 && o.momentum < 1)) fail('ZOTUNE_INVALID_ARGUMENT', `momentum must be in [0, 1), got ${o.momentum}`);
     if (o.maxGradNorm !== undefined && !(o.maxGradNorm > 0 && Number.isFinite(o.maxGradNorm))) fail('ZOTUNE_INVALID_ARGUMENT', `maxGradNorm must be a finite number > 0, got ${o.maxGradNorm}`);
     this.opts = o;
-    const fmt = QAT_FORMAT[this.method];
-    this.qat = fmt ? { format: fmt } : undefined;
+    const scheme = QAT_SCHEME[this.method];
+    const grid = scheme ? schemeStorage(scheme) : undefined;
+    this.qat = grid ? { format: grid.format, granularity: grid.granularity } : undefined;
   }
 
   get lowPrecision(): boolean {
@@ -190,7 +192,7 @@ export class FoOptimizer implements StepOptimizer {
           const w = model.tensor(n), master = Tensor.empty(w.shape, 'f32', 'workspace');
           (master.data() as Float32Array).set(w.data() as Float32Array);
           saved.push([w, master]);
-          await fakeQuantize(master, this.qat.format, {}, w);
+          await fakeQuantize(master, this.qat.format, { granularity: this.qat.granularity }, w);
         }
       return await fn();
     } finally {
