@@ -5,6 +5,7 @@ import path from 'node:path';
 import { LlamaModel } from '../lib/model/llama';
 import { LlamaTokenizer } from '../lib/model/tokenizer';
 import { kShot, parseCsv, parseJsonl, permutation, split, loadExamples } from '../lib/tasks/data';
+import { dataPackageDir } from '../lib/io/files';
 import { PromptTask, candidateCrossEntropy, normalizeAnswer, tokenF1 } from '../lib/tasks/task';
 import { loadTask, sentimentExamples, SENTIMENT_SPLIT } from '../lib/tasks/builtin';
 import { modelDir } from './helpers/models';
@@ -51,6 +52,22 @@ describe('data', () => {
     expect(() => loadExamples(path.join(dir, 'x.txt'))).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
     expect(() => loadExamples(path.join(dir, 'missing.csv'))).toThrow(code('ZOTUNE_IO'));
     fs.rmSync(dir, { recursive: true });
+  });
+
+  test('data packages are found beside zotune or in the project a global / npx zotune runs in', () => {
+    expect(dataPackageDir('sentiment')).toBe(path.dirname(require.resolve('sentiment/package.json')));
+    expect(dataPackageDir('zotune-no-such-package')).toBeUndefined();
+    const project = fs.mkdtempSync(path.join(os.tmpdir(), 'zotune-project-'));
+    const cwd = process.cwd();
+    try {
+      fs.mkdirSync(path.join(project, 'node_modules', 'only-here'), { recursive: true });
+      fs.writeFileSync(path.join(project, 'node_modules', 'only-here', 'package.json'), '{"name": "only-here", "version": "1.0.0"}');
+      process.chdir(project);
+      expect(dataPackageDir('only-here')).toBe(fs.realpathSync(path.join(project, 'node_modules', 'only-here')));
+    } finally {
+      process.chdir(cwd);
+      fs.rmSync(project, { recursive: true, force: true });
+    }
   });
 
   test('the builtin sentiment data: 3000 balanced sentences from sentiment@5.0.2, fixed 1000/500/1000 splits', () => {

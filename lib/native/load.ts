@@ -163,7 +163,7 @@ export function loadCuda(): CudaLoad {
     ? `ZOTUNE_CUDA_BINARY=${process.env.ZOTUNE_CUDA_BINARY} does not exist`
     : tried.length
       ? tried.join('; ')
-      : `no CUDA addon is built or shipped for ${target}: build it with \`npm run build:cuda\` (needs nvcc and cmake), or point ZOTUNE_CUDA_BINARY at a zotune_cuda.node`;
+      : `no CUDA addon is built or shipped for ${target}: ${fs.existsSync(path.join(packageRoot, 'node_modules', 'cmake-js')) ? 'build it with `npm run build:cuda` (needs nvcc and cmake)' : 'build one in a zotune checkout (`npm install && npm run build:cuda`, needs nvcc and cmake)'}, then point ZOTUNE_CUDA_BINARY at its zotune_cuda.node`;
   cuda = { candidates, error };
   return cuda;
 }

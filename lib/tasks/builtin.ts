@@ -14,6 +14,7 @@ import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
 import type { LlamaTokenizer } from '../model/tokenizer';
 import { type Example, type Splits, loadExamples, split } from './data';
+import { dataPackageDir } from '../io/files';
 import { PromptTask, type TaskSpec } from './task';
 
 /**
@@ -35,12 +36,9 @@ export interface LoadedTask {
 
 /** The 3000 labelled sentences (amazon, yelp, imdb order; the empty trailing rows dropped). */
 export function sentimentExamples(): Example[] {
-  let dir: string;
-  try {
-    dir = path.join(path.dirname(require.resolve('sentiment/package.json')), 'test', 'fixtures');
-  } catch {
-    throw new ZotuneError('ZOTUNE_UNSUPPORTED', "the builtin 'sentiment' task reads the sentiment@5.0.2 package: npm i -D sentiment@5.0.2");
-  }
+  const pkg = dataPackageDir('sentiment');
+  if (!pkg) fail('ZOTUNE_UNSUPPORTED', `the builtin 'sentiment' task reads the sentiment@5.0.2 package, found neither beside zotune nor in ${process.cwd()}: npm i -D sentiment@5.0.2 in your project`);
+  const dir = path.join(pkg, 'test', 'fixtures');
   const out: Example[] = [];
   for (const source of ['amazon', 'yelp', 'imdb']) {
     const rows = JSON.parse(fs.readFileSync(path.join(dir, `${source}.json`), 'utf8')) as { text: string; class: number | null }[];
