@@ -98,8 +98,10 @@ afterAll(() => {
 describe('the tarball', () => {
   test('holds dist/, the prebuild, sources and docs, and no tests, benchmarks or build junk', () => {
     const paths = packed.map((f) => f.path);
-    for (const f of ['package.json', 'README.md', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', `prebuilds/${target}/zotune.glibc.node`, 'binding.gyp', 'native/sources.json', 'scripts/gpu-check.js'])
+    for (const f of ['package.json', 'README.md', 'CHANGELOG.md', 'dist/index.js', 'dist/index.d.ts', 'dist/cli/main.js', `prebuilds/${target}/zotune.glibc.node`, 'native/binding.gyp', 'native/zotune.gypi', 'native/gyp-sources.js', 'native/sources.json', 'scripts/gpu-check.js'])
       expect(paths).toContain(f);
+    // no binding.gyp at the root: npm would add an implicit `node-gyp rebuild` install step for it
+    expect(paths).not.toContain('binding.gyp');
     if (cudaBuild) expect(paths).toContain(`prebuilds/${target}/cuda/zotune_cuda.node`);
     const junk = paths.filter((p) => /^(test|bench|build|build-cuda|build-cmake|node_modules|lib|\.ci|\.git)\//.test(p) || /\.(o|a|tgz|map|log)$/.test(p) || /^scripts\/(?!gpu-check\.js$)/.test(p));
     expect(junk).toEqual([]);
@@ -141,6 +143,16 @@ describe('installed into an empty project with no compiler on PATH', () => {
     expect(user(path.join(app, 'node_modules', '.bin', 'zotune'), ['--version']).stdout.trim()).toBe(JSON.parse(fs.readFileSync(path.join(root, 'package.json'), 'utf8')).version);
   });
 
+  test('npm ci from the lockfile (and npm rebuild) installs it again without compiling anything', () => {
+    expect(fs.existsSync(path.join(app, 'package-lock.json'))).toBe(true);
+    fs.rmSync(path.join(app, 'node_modules'), { recursive: true, force: true });
+    ok(user(path.join(bin, 'npm'), ['ci', '--prefer-offline', '--no-audit', '--no-fund']), 'npm ci');
+    ok(user(path.join(bin, 'npm'), ['rebuild']), 'npm rebuild');
+    expect(fs.existsSync(path.join(app, 'node_modules', 'zotune', 'build'))).toBe(false);
+    expect(fs.existsSync(path.join(app, 'node_modules', 'zotune', 'native', 'build'))).toBe(false);
+    expect(JSON.parse(ok(userNode(FILLS), 'user script after npm ci').stdout).binary.origin).toBe(`prebuilt (prebuilds/${target})`);
+  });
+
   test('without its binaries: ZOTUNE_NO_BINARY, and the build command it names works', () => {
     const pkgDir = path.join(app, 'node_modules', 'zotune');
     fs.renameSync(path.join(pkgDir, 'prebuilds'), path.join(tmp, 'prebuilds-moved'));
@@ -148,11 +160,11 @@ describe('installed into an empty project with no compiler on PATH', () => {
     const err = JSON.parse(r.stdout) as { code: string; message: string };
     expect(err.code).toBe('ZOTUNE_NO_BINARY');
     const remedy = /run `([^`]+)` in your project/.exec(err.message)?.[1];
-    expect(remedy).toBe(`npm install --no-save node-addon-api node-gyp && npx node-gyp rebuild -C ${pkgDir}`);
+    expect(remedy).toBe(`npm install --no-save node-addon-api node-gyp && npx node-gyp rebuild -C ${path.join(pkgDir, 'native')}`);
     // A user with a compiler runs it (the npm cache stands in for the registry).
     ok(run('/bin/sh', ['-c', remedy!.replace('npm install', 'npm install --prefer-offline --no-audit --no-fund')], { cwd: app, env: cleanEnv(), timeout: 600_000 }), 'the remedy');
     const after = JSON.parse(ok(userNode(FILLS), 'user script after the source build').stdout);
-    expect(after.binary).toEqual({ path: path.join(pkgDir, 'build', 'Release', 'zotune.node'), origin: 'source build (build/Release)' });
+    expect(after.binary).toEqual({ path: path.join(pkgDir, 'native', 'build', 'Release', 'zotune.node'), origin: 'source build (native/build/Release)' });
     expect(after.out).toEqual(expected());
   });
 });

@@ -1,8 +1,9 @@
 /**
  * The only module that knows where binaries live.
  *
- * CPU addon (always needed), found by node-gyp-build: `ZOTUNE_PREBUILD` (a package folder), then
- * `build/Release/` (a source build), then `prebuilds/<platform>-<arch>/` (shipped in the npm package).
+ * CPU addon (always needed): `native/build/Release/` (an installed package's source build, from
+ * native/binding.gyp), else what node-gyp-build finds: `ZOTUNE_PREBUILD` (a package folder), then
+ * `build/Release/` (a checkout's build), then `prebuilds/<platform>-<arch>/` (shipped in the package).
  *
  * CUDA addon (optional, loaded only when asked for): `ZOTUNE_CUDA_BINARY` (a .node file), else the
  * first of `build-cuda/Release/cuda/` (source build) and `prebuilds/<platform>-<arch>/cuda/` that
@@ -38,7 +39,7 @@ export interface BinaryInfo {
 function originOf(file: string): string {
   const env = process.env.ZOTUNE_PREBUILD;
   const [top, sub] = path.relative(env ? path.resolve(env) : packageRoot, file).split(path.sep);
-  const kind = top === 'build' ? `source build (build/${sub})` : top === 'prebuilds' ? `prebuilt (prebuilds/${sub})` : 'prebuilt, next to the node executable';
+  const kind = top === 'build' ? `source build (build/${sub})` : top === 'native' ? 'source build (native/build/Release)' : top === 'prebuilds' ? `prebuilt (prebuilds/${sub})` : 'prebuilt, next to the node executable';
   return env ? `ZOTUNE_PREBUILD=${env}: ${kind}` : kind;
 }
 
@@ -53,7 +54,7 @@ function buildRemedy(): string {
   }
   const build = hasToolchain
     ? `run \`npm run build:cpu\` in ${packageRoot}`
-    : `run \`npm install --no-save node-addon-api node-gyp && npx node-gyp rebuild -C ${packageRoot}\` in your project`;
+    : `run \`npm install --no-save node-addon-api node-gyp && npx node-gyp rebuild -C ${path.join(packageRoot, 'native')}\` in your project`;
   return `build it from source: ${build} (needs g++, make and python3).`;
 }
 
@@ -92,7 +93,8 @@ function loadCpu(): { addon: NativeAddon; info: BinaryInfo } {
   let file: string | undefined;
   try {
     const nodeGypBuild = require('node-gyp-build') as { resolve(dir: string): string };
-    file = nodeGypBuild.resolve(packageRoot);
+    const sourceBuild = path.join(packageRoot, 'native', 'build', 'Release', 'zotune.node'); // the remedy's output: it replaces a prebuild that failed
+    file = !process.env.ZOTUNE_PREBUILD && fs.existsSync(sourceBuild) ? sourceBuild : nodeGypBuild.resolve(packageRoot);
     const addon = require(file) as NativeAddon;
     cpu = { addon, info: { path: file, origin: originOf(file) } };
     return cpu;
