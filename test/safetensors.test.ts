@@ -77,6 +77,15 @@ describe('strict validation', () => {
     expect(() => parseHeader('f', bytes, size)).toThrow(why);
   });
 
+  test('a tensor named twice in the header is refused (JSON.parse would keep only the last)', () => {
+    const entry = '{"dtype":"F32","shape":[1],"data_offsets":[0,4]}';
+    for (const [text, ok] of [[`{"a":${entry},"a":${entry}}`, false], [`{"a\\"b":${entry},"__metadata__":{"a":"x","k":"{\\"a\\":1}"}}`, true]] as const) {
+      const bytes = new Uint8Array(Buffer.from(text));
+      if (ok) expect(parseHeader('f', bytes, 8 + bytes.length + 4).tensors.map((t) => t.name)).toEqual(['a"b']);
+      else expect(() => parseHeader('f', bytes, 8 + bytes.length + 4)).toThrow(/'a' appears twice/);
+    }
+  });
+
   test('missing, truncated and garbage files give coded errors', () => {
     expect(() => SafetensorsFile.open(path.join(tmp, 'nope.safetensors'))).toThrow(expect.objectContaining({ code: 'ZOTUNE_IO' }));
     const f = path.join(tmp, 'garbage.safetensors');
