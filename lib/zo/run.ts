@@ -30,12 +30,12 @@ import { LlamaTokenizer } from '../model/tokenizer';
 import { memory } from '../runtime';
 import { loadTask, resolveTask } from '../tasks/builtin';
 import type { EvalResult } from '../tasks/task';
-import { makeSchedule, type ScheduleKind } from '../schedule';
+import type { ScheduleKind } from '../schedule';
 import { curveSvg } from './curve';
 import { ZoLog } from './log';
 import { ZoOptimizer, type ZoMethod, type ZoModel } from './optimizer';
 import { optimizerFromHeader, optimizerHeader, replay } from './replay';
-import { fit, taskData, type StepOptimizer, type TrainEvent } from './trainer';
+import { checkSteps, fit, taskData, type StepOptimizer, type TrainEvent } from './trainer';
 import { FO_METHODS, FoOptimizer, type FoMethod } from '../fo/fit';
 
 /** Whether a run method is first-order (lib/fo/fit.ts) rather than ZO. */
@@ -156,6 +156,8 @@ function placeSteps(model: LlamaModel, c: RunConfig): Promise<Placement> {
   return placeModel(model, c.device ?? 'cpu', c.kernels, deviceLimit(c));
 }
 
+const runSchedule = (c: RunConfig) => ({ kind: c.schedule, lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmup });
+
 /** A folder whose ZO run was killed before its log existed: only its config.json (safe to start afresh). */
 function unstartedZoRun(dir: string): boolean {
   if (fs.existsSync(path.join(dir, LOG))) return false;
@@ -205,13 +207,11 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     if (!zo) foOptimizer(nc).dispose();
     const header = zo ? optimizerHeader(zo) : undefined;
     checkNew = (m) => {
-      const lrOf = makeSchedule({ kind: nc.schedule, lr: nc.lr, totalSteps: nc.steps, warmupSteps: nc.warmup });
-      let maxLr = 0;
-      for (let step = 0; step < nc.steps; step++) maxLr = Math.max(maxLr, lrOf(step));
+      const fo = zo ? undefined : foOptimizer(nc);
       try {
-        zo?.check(m, maxLr, true);
+        checkSteps(m, (zo ?? fo)!, runSchedule(nc), 0, nc.steps, !!zo);
       } finally {
-        zo?.dispose();
+        (zo ?? fo)!.dispose();
       }
     };
     create = () => {
@@ -315,7 +315,7 @@ export async function finetune(config: RunConfig | undefined, dir: string, resum
     const due = start === 0 ? (hooks.evalAtStart ?? true) : every > 0 && (start % every === 0 || start === c.steps);
     const it = fit(stepModel, optimizer, data, {
       steps: c.steps,
-      lr: { kind: c.schedule, lr: c.lr, totalSteps: c.steps, warmupSteps: c.warmup },
+      lr: runSchedule(c),
       seed: c.seed,
       microBatches: c.accumulate,
       ...(log ? { log } : { resumeFrom }),

@@ -161,6 +161,26 @@ function better(a: EvalEvent['metrics'], b: EvalEvent['metrics'] | undefined): b
   return !b || a.accuracy > b.accuracy || (a.accuracy === b.accuracy && a.loss < b.loss);
 }
 
+function scheduleOf(lr: FitOptions['lr']): Schedule {
+  return typeof lr === 'function' ? lr : typeof lr === 'number' ? makeSchedule({ lr }) : makeSchedule(lr);
+}
+
+/**
+ * What fit() checks before its first step (steps start .. steps - 1): every learning rate finite,
+ * and the optimiser's own check against the schedule's largest lr. A new run folder calls it too,
+ * before it writes anything.
+ */
+export function checkSteps(model: ZoModel, optimizer: StepOptimizer, lr: FitOptions['lr'] | Schedule, start: number, steps: number, logged: boolean): void {
+  const lrOf = scheduleOf(lr);
+  let maxLr = 0;
+  for (let step = start; step < steps; step++) {
+    const v = lrOf(step);
+    if (!Number.isFinite(v)) fail('ZOTUNE_INVALID_ARGUMENT', `the learning rate of step ${step} is ${v}, not a finite number`);
+    maxLr = Math.max(maxLr, v);
+  }
+  optimizer.check?.(model, maxLr, logged);
+}
+
 /**
  * Trains with a zeroth- or first-order optimiser; the model and optimiser must already hold the
  * state after `options.log`'s records (replay them first: lib/zo/replay.ts) or, first-order, the
@@ -176,7 +196,7 @@ export async function* fit(model: ZoModel, optimizer: StepOptimizer, data: Train
   const evalEvery = options.evalEvery ?? 0;
   if (!Number.isSafeInteger(evalEvery) || evalEvery < 0) fail('ZOTUNE_INVALID_ARGUMENT', `evalEvery must be a non-negative integer, got ${evalEvery}`);
   if (evalEvery > 0 && !options.evaluate) fail('ZOTUNE_INVALID_ARGUMENT', 'evalEvery needs an evaluate function');
-  const lrOf: Schedule = typeof options.lr === 'function' ? options.lr : typeof options.lr === 'number' ? makeSchedule({ lr: options.lr }) : makeSchedule(options.lr);
+  const lrOf = scheduleOf(options.lr);
   const explode = options.explodeFactor ?? 5;
   if (!(explode > 1)) fail('ZOTUNE_INVALID_ARGUMENT', `explodeFactor must be > 1, got ${explode}`);
 
@@ -200,13 +220,7 @@ export async function* fit(model: ZoModel, optimizer: StepOptimizer, data: Train
     return e;
   };
 
-  let maxLr = 0;
-  for (let step = start; step < steps; step++) {
-    const lr = lrOf(step);
-    if (!Number.isFinite(lr)) fail('ZOTUNE_INVALID_ARGUMENT', `the learning rate of step ${step} is ${lr}, not a finite number`);
-    maxLr = Math.max(maxLr, lr);
-  }
-  optimizer.check?.(model, maxLr, !!log);
+  checkSteps(model, optimizer, lrOf, start, steps, !!log);
 
   if (options.evalAtStart && options.evaluate) yield await evaluate(start);
   for (let step = start; step < steps; step++) {
