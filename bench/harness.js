@@ -126,8 +126,10 @@ const CEILING_ELEMENTS = 64 * 1024 * 1024; // 256 MiB of f32: far larger than an
  *   update - in-place read-modify-write bandwidth, bytes/s counted as read + write (2 x 256 MiB)
  *   fma    - fp32 FMA peak, FLOP/s (12 independent 8-lane chains per task, inline asm)
  *   int8   - int8 dot peak, ops/s (vpmaddubsw + vpmaddwd + vpaddd, 32 MAC = 64 ops per instruction)
+ *   vnni   - AVX-512 VNNI int8 dot peak, ops/s (vpdpbusd zmm, 64 MAC = 128 ops per instruction); avx512 path only
  * Each is { best, median } (from rate()) plus the raw measurement in `.m`. The compute peaks are
- * null on the scalar path (they measure the AVX2/FMA units). Every call's checksum is verified.
+ * null on the scalar path (they measure the AVX2/FMA units), vnni also on the avx2 path. Every
+ * call's checksum is verified.
  */
 async function measureCeilings(threads) {
   threads = threads || zotune().cpuInfo().threads;
@@ -151,16 +153,21 @@ async function measureWithCeilings(threads, cases) {
       { key: 'read', name: 'ceiling: read', fn: () => check(z.ceilings.readSum(buf), n, 'read'), work: n * 4 },
       { key: 'update', name: 'ceiling: update', fn: () => z.ceilings.update(buf, 0), work: n * 8 },
     ];
-    if (z.cpuInfo().path === 'avx2') {
+    const cpuPath = z.cpuInfo().path;
+    if (cpuPath !== 'scalar') {
       const tasks = 32, iters = 100_000;
       own.push(
         { key: 'fma', name: 'ceiling: fma', fn: () => check(z.ceilings.fmaPeak(tasks, iters), tasks * 96 * iters, 'fma'), work: tasks * iters * z.ceilings.FLOP_PER_FMA_ITER },
         { key: 'int8', name: 'ceiling: int8', fn: () => check(z.ceilings.int8Peak(tasks, iters), tasks * 192 * iters, 'int8'), work: tasks * iters * z.ceilings.OPS_PER_INT8_ITER },
       );
     }
+    if (cpuPath === 'avx512') {
+      const tasks = 32, iters = 50_000; // 4x the ops per iteration of int8: about the same time
+      own.push({ key: 'vnni', name: 'ceiling: vnni', fn: () => check(z.ceilings.vnniPeak(tasks, iters), tasks * 768 * iters, 'vnni'), work: tasks * iters * z.ceilings.OPS_PER_VNNI_ITER });
+    }
     const ms = await measureInterleaved([...own, ...cases], { threads });
     check(z.ceilings.readSum(buf), n, 'update'); // update added 0: the buffer is intact
-    const c = { fma: null, int8: null };
+    const c = { fma: null, int8: null, vnni: null };
     own.forEach((o, k) => (c[o.key] = withRaw(ms[k])));
     ceilingCache.set(threads, c);
     return { ceilings: c, results: ms.slice(own.length) };

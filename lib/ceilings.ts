@@ -28,6 +28,12 @@ export function int8Peak(tasks: number, iters: number): number {
   return native().ceilingInt8(tasks, iters);
 }
 
+/** AVX-512 VNNI int8 dot peak: tasks x iters x 12 vpdpbusd (1536 ops per iteration). Returns tasks * 768 * iters. avx512 path only. */
+export function vnniPeak(tasks: number, iters: number): number {
+  return native().ceilingVnni(tasks, iters);
+}
+
 /** Work units per call of each compute ceiling, for rates. */
 export const FLOP_PER_FMA_ITER = 192;
 export const OPS_PER_INT8_ITER = 384;
+export const OPS_PER_VNNI_ITER = 1536;

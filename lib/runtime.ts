@@ -3,15 +3,19 @@ import { native } from './native/load';
 import type { CpuInfo, DeviceMemoryReport } from './native/binding';
 import { deviceMemory, resetDeviceMemoryPeaks } from './device-memory';
 
-export type CpuPath = 'auto' | 'scalar' | 'avx2';
+export type CpuPath = 'auto' | 'scalar' | 'avx2' | 'avx512';
 
 export function cpuInfo(): CpuInfo {
   return native().cpuInfo();
 }
 
-/** Selects the kernel path for the whole process; 'auto' honours ZOTUNE_FORCE_SCALAR. */
-export function setCpuPath(path: CpuPath): 'scalar' | 'avx2' {
-  return native().setCpuPath(path) as 'scalar' | 'avx2';
+/**
+ * Selects the kernel path for the whole process (every path gives the same bits). 'auto': the widest
+ * the CPU has ('avx512' adds AVX-512 VNNI integer GEMMs to 'avx2'), narrowed by ZOTUNE_FORCE_SCALAR=1
+ * or ZOTUNE_CPU_PATH=avx2|scalar.
+ */
+export function setCpuPath(path: CpuPath): Exclude<CpuPath, 'auto'> {
+  return native().setCpuPath(path) as Exclude<CpuPath, 'auto'>;
 }
 
 /** Threads of the engine's pool (results do not depend on it). Default: ZOTUNE_NUM_THREADS or all cores. */

@@ -4,7 +4,8 @@
 # there). prebuildify drives the root one for published binaries.
 # Sources come from native/sources.json, shared with CMakeLists.txt; gyp-sources.js prints them
 # relative to the folder gyp runs in.
-# ISA flags (-mavx2 -mfma -mf16c) apply only to the avx2 group, compiled as its own library.
+# ISA flags apply only to the avx2 group (-mavx2 -mfma -mf16c) and the avx512 group (AVX-512 F, BW,
+# VL, VNNI), each compiled as its own library and reached only through the runtime dispatch.
 {
   "target_defaults": {
     "cflags!": ["-fno-exceptions"],
@@ -21,6 +22,12 @@
       "conditions": [["target_arch=='x64'", {"cflags_cc": ["-mavx2", "-mfma", "-mf16c"]}]]
     },
     {
+      "target_name": "zotune_avx512",
+      "type": "static_library",
+      "sources": ["<!@(node <(zotune_root)/native/gyp-sources.js avx512)"],
+      "conditions": [["target_arch=='x64'", {"cflags_cc": ["-mavx2", "-mfma", "-mf16c", "-mavx512f", "-mavx512bw", "-mavx512vl", "-mavx512vnni"]}]]
+    },
+    {
       "target_name": "zotune",
       "sources": [
         "<!@(node <(zotune_root)/native/gyp-sources.js core)",
@@ -28,6 +35,7 @@
       ],
       "dependencies": [
         "zotune_avx2",
+        "zotune_avx512",
         "<!(node -p \"require('node-addon-api').targets\"):node_addon_api_except_all"
       ]
     }

@@ -49,6 +49,24 @@ describe.each(CPU_PATHS)('memory ceilings on the %s path', (path) => {
   });
 });
 
+describe('the AVX-512 VNNI ceiling', () => {
+  afterAll(() => setCpuPath('auto'));
+  const { avx512vnni } = cpuInfo();
+  (avx512vnni ? test : test.skip)(`returns its exact checksum on the avx512 path, ZOTUNE_UNSUPPORTED on the others${avx512vnni ? '' : ' (skipped: no AVX-512 VNNI on this CPU)'}`, () => {
+    setCpuPath('avx512');
+    expect(ceilings.vnniPeak(5, 1234)).toBe(5 * 768 * 1234);
+    expect(ceilings.vnniPeak(1, 0)).toBe(0);
+    expect(() => ceilings.vnniPeak(1, 2 ** 21)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // the int32 sum would overflow
+    for (const p of ['avx2', 'scalar'] as const) {
+      setCpuPath(p);
+      expect(() => ceilings.vnniPeak(1, 10)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
+    }
+  });
+  (avx512vnni ? test.skip : test)('setCpuPath("avx512") is refused with a coded error on a CPU without AVX-512 VNNI', () => {
+    expect(() => setCpuPath('avx512')).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
+  });
+});
+
 describe('memory ceilings agree across paths and thread counts', () => {
   (hasAvx2 ? test : test.skip)('readSum gives the same bits for arbitrary floats (skipped: no AVX2 on this CPU)', () => {
     const n = 300_001, t = Tensor.zeros([n]), d = t.data(), r = prng(5);

@@ -67,8 +67,9 @@ test('doctor --json reports what this process sees', () => {
   const info = cpuInfo();
   expect(d.zotune).toEqual({ version, root });
   expect(d.cpu.binary).toEqual(nativeBinary());
-  expect(d.cpu.features).toEqual({ avx2: info.avx2, fma: info.fma, f16c: info.f16c });
-  expect(d.cpu.path).toBe(info.avx2 && info.fma && info.f16c ? 'avx2' : 'scalar');
+  expect(d.cpu.features).toEqual({ avx2: info.avx2, fma: info.fma, f16c: info.f16c, avx512vnni: info.avx512vnni });
+  const avx2 = info.avx2 && info.fma && info.f16c;
+  expect(d.cpu.path).toBe(avx2 && info.avx512vnni ? 'avx512' : avx2 ? 'avx2' : 'scalar');
   expect(d.cpu.threads).toBeGreaterThan(0);
   const cuda = cudaStatus();
   expect(d.cuda.available).toBe(cuda.available);
@@ -84,6 +85,15 @@ test('doctor follows ZOTUNE_FORCE_SCALAR and ZOTUNE_NUM_THREADS, and says why', 
   expect(d.cpu.path).toBe('scalar');
   expect(d.cpu.pathReason).toBe(cpuInfo().avx2 ? 'ZOTUNE_FORCE_SCALAR=1' : 'the CPU lacks AVX2, FMA or F16C');
   expect([d.cpu.threads, d.cpu.threadsReason]).toEqual([3, 'ZOTUNE_NUM_THREADS=3']);
+});
+
+test('ZOTUNE_CPU_PATH=avx2 keeps a CPU with AVX-512 VNNI on the AVX2 kernels, and doctor says why', () => {
+  const r = zotune(['doctor', '--json'], { ZOTUNE_CPU_PATH: 'avx2' });
+  const d = JSON.parse(r.stdout) as DoctorReport;
+  const info = cpuInfo();
+  if (!info.avx2) return expect(d.cpu.path).toBe('scalar');
+  expect(d.cpu.path).toBe('avx2');
+  expect(d.cpu.pathReason).toBe(info.avx512vnni ? 'ZOTUNE_CPU_PATH=avx2' : 'the CPU has AVX2, FMA and F16C (no AVX-512 VNNI)');
 });
 
 test('doctor in words names the binary, the kernel path and the backend', () => {

@@ -7,8 +7,10 @@ import {
   refSparseGemm, toQTensor,
 } from './helpers/int-gemm';
 
-const avx2 = cpuInfo().avx2;
-const paths = CPU_PATHS.filter((p) => p === 'scalar' || avx2);
+const { avx2, avx512vnni } = cpuInfo();
+// the integer GEMM also has an AVX-512 VNNI path (its packed micro-kernel)
+const paths = [...CPU_PATHS, 'avx512' as const].filter((p) => p === 'scalar' || (p === 'avx2' ? avx2 : avx512vnni));
+if (!avx512vnni) console.log('gemm-int8: the avx512 (VNNI) path is not tested: this CPU lacks AVX-512 VNNI');
 
 afterAll(() => {
   setCpuPath('auto');
@@ -189,7 +191,7 @@ describe('accuracy against float64', () => {
 });
 
 describe('invariance', () => {
-  test('scalar and AVX2 agree on a larger problem, every mode', () => {
+  test('every path (scalar, AVX2, AVX-512 VNNI where present) agrees on a larger problem, every mode', () => {
     if (!avx2) return;
     const rand = prng(77);
     const M = 45, N = 70, K = 300;
@@ -210,7 +212,7 @@ describe('invariance', () => {
         const perturb = d && { alpha: 1e-3, seed: d.seed, stream: d.stream, dist: d.dist, bits: d.bits, srPurpose: d.srPurpose === 4 ? ('probe' as const) : ('update' as const) };
         return copy(matmulInt8Sync(x, qw, { perturb }));
       });
-      expectSameBits(outs[1], outs[0], 'avx2 vs scalar');
+      for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar`);
     }
     setCpuPath('auto');
   });

@@ -1,24 +1,25 @@
 /**
- * ISA audit of the built CPU addon: AVX2 code lives only in zt::avx2 (reached through the runtime
- * dispatch), so the scalar path never executes an instruction an older CPU lacks; and the scalar
- * path really runs under ZOTUNE_FORCE_SCALAR=1.
+ * ISA audit of the built CPU addon: AVX2 code lives only in zt::avx2 and zt::avx512, AVX-512 code
+ * only in zt::avx512 (both reached through the runtime dispatch), so a narrower path never executes
+ * an instruction an older CPU lacks; and the scalar path really runs under ZOTUNE_FORCE_SCALAR=1.
  */
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
 import path from 'node:path';
 import { cpuInfo, rng, setCpuPath, Tensor } from '../lib';
 import { loadCuda } from '../lib/native/load';
-import { functionsUsingVex, inAvx2Namespace } from './helpers/isa';
+import { functionsUsingVex, inAvx2Namespace, inAvx512Namespace } from './helpers/isa';
 import { root, runNode } from './helpers/spawn';
 
 const binary = path.join(root, 'build', 'Release', 'zotune.node'); // the unstripped source build
 const archive = path.join(root, 'build', 'Release', 'zotune_avx2.a'); // the avx2 group's objects
+const archive512 = path.join(root, 'build', 'Release', 'zotune_avx512.a'); // the avx512 group's objects
 
 const disassemble = (file: string) => execFileSync('objdump', ['-d', '--demangle', '--no-show-raw-insn', file], { encoding: 'utf8', maxBuffer: 1 << 28 });
 
-/** nm of the AVX2 objects: [type letter, demangled name]. */
-function avx2Symbols(): [string, string][] {
-  const out = execFileSync('nm', ['-C', '--defined-only', archive], { encoding: 'utf8' });
+/** nm of the AVX2 (or AVX-512) objects: [type letter, demangled name]. */
+function avx2Symbols(file = archive): [string, string][] {
+  const out = execFileSync('nm', ['-C', '--defined-only', file], { encoding: 'utf8' });
   return out.split('\n').flatMap((l) => {
     const m = /^[0-9a-f]+ (\S) (.+)$/.exec(l);
     return m ? [[m[1], m[2]] as [string, string]] : [];
@@ -47,31 +48,36 @@ describe('ISA audit', () => {
     expect(inAvx2Namespace('zt::notavx2::k()')).toBe(false);
   });
 
-  test('every function of the CPU addon using YMM registers is in zt::avx2, and there is such code', () => {
+  test('YMM code of the CPU addon is in zt::avx2 or zt::avx512, ZMM code only in zt::avx512, and there is such code', () => {
     expect(fs.existsSync(binary)).toBe(true);
     const funcs = functionsUsingVex(disassemble(binary));
-    expect(funcs.filter((f) => f.ymm && !inAvx2Namespace(f.name)).map((f) => f.name)).toEqual([]);
-    expect(funcs.filter((f) => f.zmm).map((f) => f.name)).toEqual([]); // no AVX-512 anywhere
-    // not vacuous: the dispatched AVX2 kernels are there and do use 256-bit registers
+    const simd = (n: string) => inAvx2Namespace(n) || inAvx512Namespace(n);
+    expect(funcs.filter((f) => f.ymm && !simd(f.name)).map((f) => f.name)).toEqual([]);
+    expect(funcs.filter((f) => f.zmm && !inAvx512Namespace(f.name)).map((f) => f.name)).toEqual([]);
+    // not vacuous: the dispatched AVX2 and AVX-512 kernels are there and do use their registers
     expect(funcs.some((f) => inAvx2Namespace(f.name) && f.ymm > 0)).toBe(true);
+    expect(funcs.some((f) => inAvx512Namespace(f.name) && f.zmm > 0)).toBe(true);
   });
 
-  test('other VEX code comes only from internal-linkage helpers of the AVX2 objects', () => {
+  test('other VEX code comes only from internal-linkage helpers of the AVX2 and AVX-512 objects', () => {
     const unclone = (n: string) => n.replace(/ \[clone .*\]$/, '');
-    const localAvx2 = new Set(avx2Symbols().filter(([t]) => t === 't').map(([, n]) => unclone(n)));
+    const local = new Set([...avx2Symbols(), ...avx2Symbols(archive512)].filter(([t]) => t === 't').map(([, n]) => unclone(n)));
     const funcs = functionsUsingVex(disassemble(binary));
-    const leaked = funcs.filter((f) => f.vex && !inAvx2Namespace(f.name) && !localAvx2.has(unclone(f.name)));
+    const leaked = funcs.filter((f) => f.vex && !inAvx2Namespace(f.name) && !inAvx512Namespace(f.name) && !local.has(unclone(f.name)));
     expect(leaked.map((f) => f.name)).toEqual([]);
   });
 
-  test('AVX2 objects export nothing outside zt::avx2 and hold no globals or static constructors', () => {
+  test.each([
+    ['AVX2', archive, inAvx2Namespace],
+    ['AVX-512', archive512, inAvx512Namespace],
+  ] as const)('%s objects export nothing outside their namespace and hold no globals or static constructors', (_, file, inNamespace) => {
     // A weak (inline, template) symbol compiled with -mavx2 may be the copy the linker keeps for
     // scalar callers; globals bring static initialisers that run on every CPU.
-    const syms = avx2Symbols();
+    const syms = avx2Symbols(file);
     expect(syms.length).toBeGreaterThan(0);
-    expect(syms.filter(([t, n]) => /[TWVuiw]/.test(t) && !inAvx2Namespace(n)).map(([t, n]) => `${t} ${n}`)).toEqual([]);
+    expect(syms.filter(([t, n]) => /[TWVuiw]/.test(t) && !inNamespace(n)).map(([t, n]) => `${t} ${n}`)).toEqual([]);
     expect(syms.filter(([t]) => /[DdBbCG]/.test(t)).map(([t, n]) => `${t} ${n}`)).toEqual([]);
-    const sections = execFileSync('objdump', ['-h', archive], { encoding: 'utf8' });
+    const sections = execFileSync('objdump', ['-h', file], { encoding: 'utf8' });
     expect(sections).not.toMatch(/\.init_array|\.ctors/);
   });
 

@@ -26,15 +26,17 @@ test('every .cc and .cu file under native/ and cuda/ is listed', () => {
 });
 
 test('the groups the build systems read are there and hold no duplicates', () => {
-  for (const g of ['core', 'avx2', 'addon', 'cuda']) expect(Array.isArray(groups[g])).toBe(true);
+  for (const g of ['core', 'avx2', 'avx512', 'addon', 'cuda']) expect(Array.isArray(groups[g])).toBe(true);
   for (const [g, files] of Object.entries(groups)) expect([g, files.length]).toEqual([g, new Set(files).size]);
 });
 
-test('ISA flags reach exactly the *_avx2.cc files; .cu files only build into the CUDA addon', () => {
-  // -mavx2 is applied per group: an AVX2 kernel outside the group would not compile, a scalar
-  // file inside it would run AVX2 code on the scalar path.
+test('ISA flags reach exactly the *_avx2.cc and *_avx512.cc files; .cu files only build into the CUDA addon', () => {
+  // -mavx2 / -mavx512* are applied per group: a kernel outside its group would not compile, a scalar
+  // file inside one would run wide code on a narrower path.
   expect(groups.avx2.filter((f) => !/_avx2\.cc$/.test(f))).toEqual([]);
-  const misplaced = Object.entries(groups).flatMap(([g, files]) => files.filter((f) => (g !== 'avx2' && /_avx2\.cc$/.test(f)) || (g !== 'cuda' && f.endsWith('.cu'))).map((f) => `${g}: ${f}`));
+  expect(groups.avx512.filter((f) => !/_avx512\.cc$/.test(f))).toEqual([]);
+  const misplaced = Object.entries(groups).flatMap(([g, files]) =>
+    files.filter((f) => (g !== 'avx2' && /_avx2\.cc$/.test(f)) || (g !== 'avx512' && /_avx512\.cc$/.test(f)) || (g !== 'cuda' && f.endsWith('.cu'))).map((f) => `${g}: ${f}`));
   expect(misplaced).toEqual([]);
 });
 

@@ -18,7 +18,7 @@ export interface DoctorReport {
   cpu: {
     binary?: BinaryInfo;
     error?: ErrorInfo;
-    features?: { avx2: boolean; fma: boolean; f16c: boolean };
+    features?: { avx2: boolean; fma: boolean; f16c: boolean; avx512vnni: boolean };
     path?: CpuInfo['path'];
     pathReason?: string;
     threads?: number;
@@ -42,18 +42,23 @@ function cpuSection(): DoctorReport['cpu'] {
     const addon = native();
     const info = addon.cpuInfo();
     const forced = !!process.env.ZOTUNE_FORCE_SCALAR && process.env.ZOTUNE_FORCE_SCALAR !== '0';
+    const cpuPath = process.env.ZOTUNE_CPU_PATH;
     const pathReason =
-      info.path === 'avx2'
-        ? 'the CPU has AVX2, FMA and F16C'
-        : !(info.avx2 && info.fma && info.f16c)
-          ? 'the CPU lacks AVX2, FMA or F16C'
-          : forced
-            ? `ZOTUNE_FORCE_SCALAR=${process.env.ZOTUNE_FORCE_SCALAR}`
-            : 'selected with setCpuPath()';
+      info.path === 'avx512'
+        ? 'the CPU has AVX2, FMA, F16C and AVX-512 VNNI (integer GEMMs on VNNI, the rest on AVX2)'
+        : info.path === 'avx2'
+          ? info.avx512vnni
+            ? cpuPath === 'avx2' ? 'ZOTUNE_CPU_PATH=avx2' : 'selected with setCpuPath()'
+            : 'the CPU has AVX2, FMA and F16C (no AVX-512 VNNI)'
+          : !(info.avx2 && info.fma && info.f16c)
+            ? 'the CPU lacks AVX2, FMA or F16C'
+            : forced
+              ? `ZOTUNE_FORCE_SCALAR=${process.env.ZOTUNE_FORCE_SCALAR}`
+              : cpuPath === 'scalar' ? 'ZOTUNE_CPU_PATH=scalar' : 'selected with setCpuPath()';
     const env = process.env.ZOTUNE_NUM_THREADS;
     return {
       binary: nativeBinary(),
-      features: { avx2: info.avx2, fma: info.fma, f16c: info.f16c },
+      features: { avx2: info.avx2, fma: info.fma, f16c: info.f16c, avx512vnni: info.avx512vnni },
       path: info.path,
       pathReason,
       threads: info.threads,

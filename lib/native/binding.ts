@@ -22,7 +22,9 @@ export interface CpuInfo {
   avx2: boolean;
   fma: boolean;
   f16c: boolean;
-  path: 'avx2' | 'scalar';
+  /** AVX-512 F, BW, VL and VNNI: the 'avx512' path (VNNI integer GEMM) is available. */
+  avx512vnni: boolean;
+  path: 'avx512' | 'avx2' | 'scalar';
   threads: number;
 }
 
@@ -41,7 +43,7 @@ export interface NativeAddon {
   backend: 'cpu';
   NativeBuffer: new (byteLength: number, category?: string, zeroFill?: boolean) => NativeBuffer;
   cpuInfo(): CpuInfo;
-  setCpuPath(path: 'auto' | 'scalar' | 'avx2'): string;
+  setCpuPath(path: 'auto' | 'scalar' | 'avx2' | 'avx512'): string;
   setThreads(n: number): number;
   memory(): MemoryReport;
   resetMemoryPeaks(): void;
@@ -102,6 +104,8 @@ export interface NativeAddon {
   ceilingFmaAsync(tasks: number, iters: number): Promise<number>;
   ceilingInt8(tasks: number, iters: number): number;
   ceilingInt8Async(tasks: number, iters: number): Promise<number>;
+  ceilingVnni(tasks: number, iters: number): number;
+  ceilingVnniAsync(tasks: number, iters: number): Promise<number>;
 
   gemmInt8(...args: GemmInt8Args): void;
   gemmInt8Async(...args: GemmInt8Args): Promise<void>;

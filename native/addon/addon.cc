@@ -17,6 +17,7 @@ Napi::Value CpuInfo(const Napi::CallbackInfo& info) {
   o.Set("avx2", f.avx2);
   o.Set("fma", f.fma);
   o.Set("f16c", f.f16c);
+  o.Set("avx512vnni", f.avx512vnni);
   o.Set("path", cpu_path_name());
   o.Set("threads", pool_threads());
   return o;

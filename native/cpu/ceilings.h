@@ -20,6 +20,9 @@ double ceiling_fma(uint64_t tasks, uint64_t iters);
 // int8 dot peak: 6 chains of vpmaddubsw (32 u8 x s8 MACs) + vpmaddwd + vpaddd per iteration on
 // all-ones data. Returns the sum of all int32 lanes: tasks * 192 * iters (iters < 2^29).
 double ceiling_int8(uint64_t tasks, uint64_t iters);
+// AVX-512 VNNI int8 dot peak: 12 chains of vpdpbusd (64 u8 x s8 MACs) per iteration on all-ones
+// data. Returns tasks * 768 * iters (iters < 2^21: the int32 sum stays exact). avx512 path only.
+double ceiling_vnni(uint64_t tasks, uint64_t iters);
 
 // Range kernels: a task's partial (32 lane sums) and update.
 void ceiling_read_range_ref(const float* x, size_t n, float lanes[32]);
@@ -30,5 +33,8 @@ void ceiling_update_range(float* x, size_t n, float delta);
 double ceiling_fma_task(uint64_t iters);
 double ceiling_int8_task(uint64_t iters);
 }  // namespace avx2
+namespace avx512 {
+double ceiling_vnni_task(uint64_t iters);
+}  // namespace avx512
 
 }  // namespace zt

@@ -17,8 +17,19 @@ bool env_forces_scalar() {
   return s && *s && std::strcmp(s, "0") != 0;
 }
 
-std::atomic<bool>& avx2_flag() {
-  static std::atomic<bool> f{avx2_supported() && !env_forces_scalar()};
+enum Path : int { kScalar = 0, kAvx2 = 1, kAvx512 = 2 };
+
+// 'auto': the widest path the CPU has, ZOTUNE_FORCE_SCALAR=1 or ZOTUNE_CPU_PATH=avx2 narrowing it.
+int auto_path() {
+  if (env_forces_scalar() || !avx2_supported()) return kScalar;
+  const char* s = std::getenv("ZOTUNE_CPU_PATH");
+  if (s && std::strcmp(s, "avx2") == 0) return kAvx2;
+  if (s && std::strcmp(s, "scalar") == 0) return kScalar;
+  return avx512_supported() ? kAvx512 : kAvx2;
+}
+
+std::atomic<int>& path_flag() {
+  static std::atomic<int> f{auto_path()};
   return f;
 }
 
@@ -27,10 +38,12 @@ std::atomic<bool>& avx2_flag() {
 CpuFeatures cpu_features() {
 #if defined(__x86_64__) || defined(__i386__)
   __builtin_cpu_init();
+  const bool vnni = __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+                    __builtin_cpu_supports("avx512vl") && __builtin_cpu_supports("avx512vnni");
   return {__builtin_cpu_supports("avx2") != 0, __builtin_cpu_supports("fma") != 0,
-          __builtin_cpu_supports("f16c") != 0};
+          __builtin_cpu_supports("f16c") != 0, vnni};
 #else
-  return {false, false, false};
+  return {false, false, false, false};
 #endif
 }
 
@@ -39,22 +52,31 @@ bool avx2_supported() {
   return f.avx2 && f.fma && f.f16c;
 }
 
-bool use_avx2() { return avx2_flag().load(std::memory_order_relaxed); }
+bool avx512_supported() { return avx2_supported() && cpu_features().avx512vnni; }
+
+bool use_avx2() { return path_flag().load(std::memory_order_relaxed) >= kAvx2; }
+bool use_avx512() { return path_flag().load(std::memory_order_relaxed) == kAvx512; }
 
 void set_cpu_path(const char* path) {
   if (std::strcmp(path, "scalar") == 0) {
-    avx2_flag() = false;
+    path_flag() = kScalar;
   } else if (std::strcmp(path, "avx2") == 0) {
     check(avx2_supported(), Code::Unsupported, "this CPU lacks AVX2/FMA/F16C; use the scalar path");
-    avx2_flag() = true;
+    path_flag() = kAvx2;
+  } else if (std::strcmp(path, "avx512") == 0) {
+    check(avx512_supported(), Code::Unsupported, "this CPU lacks AVX-512 VNNI (F, BW, VL, VNNI); use the avx2 or scalar path");
+    path_flag() = kAvx512;
   } else if (std::strcmp(path, "auto") == 0) {
-    avx2_flag() = avx2_supported() && !env_forces_scalar();
+    path_flag() = auto_path();
   } else {
-    fail(Code::InvalidArgument, std::string("cpu path must be 'auto', 'scalar' or 'avx2', got '") + path + "'");
+    fail(Code::InvalidArgument, std::string("cpu path must be 'auto', 'scalar', 'avx2' or 'avx512', got '") + path + "'");
   }
 }
 
-const char* cpu_path_name() { return use_avx2() ? "avx2" : "scalar"; }
+const char* cpu_path_name() {
+  static const char* const kNames[] = {"scalar", "avx2", "avx512"};
+  return kNames[path_flag().load(std::memory_order_relaxed)];
+}
 
 bool int4_subnormal_decode() {
   const char* s = std::getenv("ZOTUNE_INT4_SUBNORMAL");

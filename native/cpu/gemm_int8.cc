@@ -178,21 +178,37 @@ struct Kernels {
   void (*act_int4_extras)(const int8_t*, uint64_t, uint64_t, uint64_t, uint64_t, int32_t*, int8_t*);
   void (*gemv_rows)(const IntPlan&, uint64_t, uint64_t);
   void (*pack_panel)(const IntPlan&, uint64_t, Panel);
-  void (*tile_int)(const IntPlan&, uint64_t, int, const Panel&, uint64_t, uint64_t);
+  // mr activation rows times panels [0, np) (columns from n0); np <= kMaxPanelsPerTask
+  void (*tile_panels)(const IntPlan&, uint64_t, int, const Panel*, int, uint64_t);
   void (*pack_act_f32)(const ActQ&, uint64_t, float*);
   void (*decode_panel_f32)(const F32Plan&, uint64_t, uint64_t, uint64_t, float*, float*, uint32_t*);
   void (*tile_f32)(const float*, const float*, uint64_t, float*);
   void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
   void (*sparse_row)(float*, const int8_t*, const float*, const uint32_t*, const uint32_t*, uint64_t);
   void (*direction_codes)(int8_t*, uint64_t, uint64_t, const Direction&);
+  bool int8_gsum;  // the packed int8 kernels need ActQ::gsum (unsigned q + 128 codes)
+  uint64_t panels_per_task;  // weight panels a packed-GEMM task takes (the micro-tile's width)
 };
 
-const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_int_ref, pack_act_f32_ref,
-                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref, direction_codes_ref};
-const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, avx2::tile_int, avx2::pack_act_f32,
-                       avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row, avx2::direction_codes};
+// The scalar and AVX2 micro-tiles take one panel at a time.
+template <void (*Tile)(const IntPlan&, uint64_t, int, const Panel&, uint64_t, uint64_t)>
+void tile_each(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int np, uint64_t n0) {
+  for (int i = 0; i < np; ++i) {
+    const uint64_t n = n0 + i * kPanelCols;
+    Tile(p, m0, mr, panels[i], n, std::min(kPanelCols, p.N - n));
+  }
+}
 
-const Kernels& kernels() { return use_avx2() ? kAvx2 : kRef; }
+const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_each<tile_int_ref>, pack_act_f32_ref,
+                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref, direction_codes_ref, false, 2};
+const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, tile_each<avx2::tile_int>,
+                       avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
+                       avx2::direction_codes, false, 2};
+const Kernels kAvx512 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx512::pack_panel, avx512::tile_panels,
+                         avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
+                         avx2::direction_codes, true, 4};
+
+const Kernels& kernels() { return use_avx512() ? kAvx512 : use_avx2() ? kAvx2 : kRef; }
 
 // Engine-accounted scratch memory, freed on scope exit (exceptions included).
 template <class T>
@@ -251,7 +267,7 @@ inline size_t pieces(std::initializer_list<size_t> bytes) {
 
 constexpr uint64_t kActRowsPerTask = 16;
 constexpr uint64_t kGemvRowsPerTask = 64;   // weight rows per GEMV task
-constexpr uint64_t kGemmColsPerTask = 32;   // 2 panels
+constexpr uint64_t kMaxPanelsPerTask = 4;   // Kernels::panels_per_task is at most this
 constexpr uint64_t kGemmRowsPerTask = 256;  // activation rows per GEMM task
 constexpr uint64_t kF32ColsPerTask = 64;    // 4 panels share each activation read
 constexpr uint64_t kMpBlock = 8;            // 6-row activation slices per L2 block of the f32 path
@@ -284,21 +300,21 @@ void run_int(const Kernels& kn, const IntPlan& p) {
     parallel_chunks(p.N, kGemvRowsPerTask, [&](size_t b, size_t e) { kn.gemv_rows(p, b, e); });
     return;
   }
-  const uint64_t nb = (p.N + kGemmColsPerTask - 1) / kGemmColsPerTask;
+  const uint64_t cols_per_task = kn.panels_per_task * kPanelCols, nb = (p.N + cols_per_task - 1) / cols_per_task;
   // QuZO probes: a task takes every activation row, so each direction code is generated once
   const uint64_t rows_per_task = p.dir ? M : kGemmRowsPerTask;
   const uint64_t mb = (M + rows_per_task - 1) / rows_per_task;
   const uint64_t codes = p.K4 * kPanelCols * 4, scales = p.raw32 ? 0 : p.G * kPanelCols;
   const uint64_t zeros = p.w.format == QFormat::Int4 ? p.G * kPanelCols : 0;
   const uint64_t dscales = p.dir ? dir_chunks(p.K) * kPanelCols : 0;
-  constexpr uint64_t kPanels = kGemmColsPerTask / kPanelCols;
+  const uint64_t kPanels = kn.panels_per_task;
   parallel_for(nb * mb, [&](size_t t) {
-    const uint64_t n0 = (t / mb) * kGemmColsPerTask, m0 = (t % mb) * rows_per_task;
+    const uint64_t n0 = (t / mb) * cols_per_task, m0 = (t % mb) * rows_per_task;
     const uint64_t m1 = std::min(M, m0 + rows_per_task);
     const bool int8 = p.w.format == QFormat::Int8;
     t_arena.reset(kPanels * pieces({codes, int8 ? codes : 0, scales * 4, zeros * 4}) +
                   (p.dir ? kPanels * pieces({codes, dscales * 4}) + pieces({kPanelCols * p.K}) : 0));
-    Panel panel[kPanels], dpanel[kPanels];
+    Panel panel[kMaxPanelsPerTask], dpanel[kMaxPanelsPerTask];
     int8_t* dir_rows = p.dir ? t_arena.take<int8_t>(kPanelCols * p.K) : nullptr;
     uint64_t np = 0;
     for (; np < kPanels && n0 + np * kPanelCols < p.N; ++np) {
@@ -311,13 +327,8 @@ void run_int(const Kernels& kn, const IntPlan& p) {
         panel[np].dir = &dpanel[np];
       }
     }
-    for (uint64_t m = m0; m < m1; m += kTileRowsInt) {
-      int mr = (int)std::min<uint64_t>(kTileRowsInt, m1 - m);
-      for (uint64_t i = 0; i < np; ++i) {
-        uint64_t nc0 = n0 + i * kPanelCols;
-        kn.tile_int(p, m, mr, panel[i], nc0, std::min(kPanelCols, p.N - nc0));
-      }
-    }
+    for (uint64_t m = m0; m < m1; m += kTileRowsInt)
+      kn.tile_panels(p, m, (int)std::min<uint64_t>(kTileRowsInt, m1 - m), panel, (int)np, n0);
     t_arena.done();
   });
 }
@@ -413,11 +424,12 @@ void gemm_int(const IntGemm& g) {
   quantize_acts(kn, g.x, g.ldx, a);
   // Dense QuZO probes at small M take the integer path (gemm_int8.h step 2', grid_probe_on_int)
   const bool grid_probe = g.dir && !g.idx && grid_probe_on_int(*g.dir, g.w.format, M);
-  const bool int4 = g.w.format == QFormat::Int4, int4_gemv = int4 && M <= kGemvMaxM && !grid_probe;
+  const bool int4 = g.w.format == QFormat::Int4, gemv = M <= kGemvMaxM && !grid_probe, int4_gemv = int4 && gemv;
   const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
-  Scratch<int32_t> gsum(int4 ? M * G : 0);
+  const bool sums = int4 || (kn.int8_gsum && !gemv);
+  Scratch<int32_t> gsum(sums ? M * G : 0);
   Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);
-  if (int4) {
+  if (sums) {
     a.gsum = gsum.p;
     a.qeo = int4_gemv ? qeo.p : nullptr;
     parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
@@ -468,8 +480,15 @@ void gemm_s8s8s32(const int8_t* am, const int8_t* b, int32_t* c, uint64_t M, uin
   });
   ActQ a{M, K, Kp, q.p, nullptr, nullptr, nullptr};
   QTensorView w{QFormat::Int8, N, K, (uint8_t*)b, nullptr, nullptr, K};
-  const uint64_t K4 = (K + 3) / 4;
-  IntPlan p{&a, w, K, N, K4, std::max<uint64_t>(K4 * 4, 4), 1, nullptr, N, Epilogue{nullptr, nullptr, nullptr, 0, true}, c};
+  const uint64_t K4 = (K + 3) / 4, ga = std::max<uint64_t>(K4 * 4, 4);
+  Scratch<int32_t> gsum(kn.int8_gsum && M > kGemvMaxM ? M : 0);
+  if (gsum.n) {
+    a.gsum = gsum.p;
+    parallel_chunks(M, kActRowsPerTask, [&](size_t lo, size_t hi) {
+      for (size_t m = lo; m < hi; ++m) kn.act_int4_extras(q.p + m * Kp, K, Kp, ga, 1, gsum.p + m, nullptr);
+    });
+  }
+  IntPlan p{&a, w, K, N, K4, ga, 1, nullptr, N, Epilogue{nullptr, nullptr, nullptr, 0, true}, c};
   run_int(kn, p);
 }
 

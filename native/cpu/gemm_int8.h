@@ -135,8 +135,9 @@ struct ActQ {
   uint64_t M, K, Kp;  // Kp = round_up(K, kActPad); q is zero in [K, Kp)
   int8_t* q;          // [M, Kp]
   float* scale;       // [M]
-  // int4 weights only (else null). gsum: sums of q per accumulation group, for the zero-point
-  // term zp * sum(q) (the int4 kernels multiply raw nibbles and subtract it per group). qeo: q
+  // int4 weights, and int8 weights on the AVX-512 kernels (else null). gsum: sums of q per
+  // accumulation group, for the zero-point term zp * sum(q) (those kernels multiply unsigned codes,
+  // int4 nibbles or int8 q + 128, and subtract it per group). qeo (int4 only): q
   // with each 64-block stored as its 32 even then its 32 odd elements, the order of unpacked
   // low / high nibbles (GEMV only).
   int32_t* gsum;      // [M, G]
@@ -175,7 +176,8 @@ void gemm_s8s8s32(const int8_t* a, const int8_t* b, int32_t* c, uint64_t M, uint
 // Largest M served by the streaming GEMV (no packing pass); larger M takes the packed GEMM.
 static constexpr uint64_t kGemvMaxM = 4;
 
-// ---- kernels: a scalar reference and an AVX2 version of each, selected by use_avx2() ----------
+// ---- kernels: a scalar reference and an AVX2 version of each, selected by use_avx2(); AVX-512 VNNI
+// versions of the packed GEMM's two kernels, selected by use_avx512() ----------------------------
 
 // Shared state of one call's integer paths.
 struct IntPlan {
@@ -203,11 +205,12 @@ ZT_HD bool grid_probe_on_int(const Direction& d, QFormat f, uint64_t M) {
 // Packed panel of 16 weight rows: codes at [k / 4][col][k % 4] for k < 4*K4 (zero beyond K and for
 // columns beyond the matrix): int8 q, or for int4 the raw nibble u with the zero-points in `zeros`
 // (S_j = sum u * q_x - zp * gsum_j); scales [G][16] (zero for missing columns).
-// int8 panels also hold |q| in the same layout (the unsigned vpmaddubsw operand, packed once
-// instead of a vpabsb per step: +5 % on Zen 1).
+// int8 panels also hold, in `abs` and the same layout, the unsigned operand of the kernel set's
+// micro-kernel: |q| for AVX2's vpmaddubsw (packed once instead of a vpabsb per step: +5 % on Zen 1),
+// q + 128 for AVX-512's vpdpbusd (gemm_int8_avx512.cc); the scalar kernels do not read it.
 struct Panel {
   int8_t* codes;   // K4 * 64 bytes
-  uint8_t* abs;    // int8: |codes| (K4 * 64 bytes; -128 -> 128); null for int4
+  uint8_t* abs;    // int8: |codes| (AVX2) or codes + 128 (AVX-512), K4 * 64 bytes; null for int4
   float* scales;   // G * 16 floats
   int32_t* zeros;  // int4: G * 16 zero-points (0 for missing columns); null for int8
   // QuZO probe (step 2'): the same 16 columns' direction codes q_z as an int8 panel with
@@ -268,5 +271,14 @@ void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, f
 void tile_f32(const float* a, const float* panel, uint64_t kc, float* c);
 void sparse_row(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S);
 }  // namespace avx2
+
+// AVX-512 VNNI packed-GEMM kernels (use_avx512()); every other kernel of that path is the AVX2 one.
+// They need ActQ::gsum for int8 weights too.
+namespace avx512 {
+void pack_panel(const IntPlan& p, uint64_t n0, Panel panel);
+// Activation rows [m0, m0 + mr) times panels [0, np), the output columns from n0 (the last panel may
+// be partial): several panels per call, so each step's activation broadcast feeds more vpdpbusd.
+void tile_panels(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int np, uint64_t n0);
+}  // namespace avx512
 
 }  // namespace zt

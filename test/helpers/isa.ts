@@ -1,13 +1,13 @@
 /**
  * ISA audit of a disassembly (objdump -d --demangle --no-show-raw-insn): which functions use VEX (AVX/AVX2) or EVEX
- * (AVX-512) instructions. AVX2 code must stay in the zt::avx2 namespace, reached only through the
- * runtime dispatch, or a CPU without AVX2 dies with SIGILL on the scalar path.
+ * (AVX-512) instructions. AVX2 code must stay in the zt::avx2 namespace and AVX-512 code in zt::avx512,
+ * reached only through the runtime dispatch, or a CPU without them dies with SIGILL on a narrower path.
  */
 export interface FunctionIsa {
   name: string;
   ymm: number; // instructions on 256-bit registers
   vex: number; // VEX-encoded instructions (v-prefixed on xmm/ymm registers)
-  zmm: number; // AVX-512 registers (never allowed)
+  zmm: number; // AVX-512 registers or mask registers (zt::avx512 only)
 }
 
 export function functionsUsingVex(disassembly: string): FunctionIsa[] {
@@ -31,3 +31,4 @@ export function functionsUsingVex(disassembly: string): FunctionIsa[] {
 }
 
 export const inAvx2Namespace = (name: string) => /(^|[\s(*&<,])zt::avx2::/.test(name);
+export const inAvx512Namespace = (name: string) => /(^|[\s(*&<,])zt::avx512::/.test(name);
