@@ -21,6 +21,7 @@ const suite = {
       ['update', 'in-place read-modify-write (x += d over 256 MiB, read + write bytes)', 'GB/s'],
       ['fma', 'fp32 FMA peak (12 chains x 8 lanes, inline asm)', 'GFLOP/s'],
       ['int8', 'int8 dot peak (vpmaddubsw + vpmaddwd + vpaddd, 64 ops / instruction)', 'GOPS'],
+      ...(c[1].fma512 ? [['fma512', 'AVX-512 fp32 FMA peak (12 chains x 16 lanes, inline asm)', 'GFLOP/s']] : []),
       ...(c[1].vnni ? [['vnni', 'AVX-512 VNNI int8 dot peak (12 chains of vpdpbusd zmm, 128 ops / instruction)', 'GOPS']] : []),
     ];
     for (const [key, what, unit] of QUANT)
@@ -38,7 +39,7 @@ const suite = {
         'Memory: 64 Mi f32 (256 MiB) buffer; read counts 4 B/element, read-modify-write 8 B/element (STREAM-style; write-allocate not counted: the lines are already in cache after the read).',
         'fp32 FMA: 32 tasks x 100 000 iterations x 12 independent vfmadd231ps chains (inline asm, so GCC can neither merge the chains nor fold them); 16 FLOP per 8-lane FMA.',
         'int8: 32 tasks x 100 000 iterations x 6 chains of vpmaddubsw + vpmaddwd(ones) + vpaddd (int32 accumulation, the safe sequence); 32 MAC = 64 ops per vpmaddubsw.',
-        ...(c[1].vnni ? ['VNNI (avx512 path only): 32 tasks x 50 000 iterations x 12 independent vpdpbusd zmm chains; 64 MAC = 128 ops per instruction. The integer GEMM\'s packed micro-kernel runs on this unit on such a CPU.'] : []),
+        ...(c[1].vnni ? ['AVX-512 (avx512 path only): 32 tasks x 50 000 iterations x 12 independent vfmadd231ps zmm chains (32 FLOP each) / vpdpbusd zmm chains (64 MAC = 128 ops each). The blocked fp32 GEMM\'s 6x32 tile and the integer GEMM\'s packed micro-kernel run on these units on such a CPU.'] : []),
       ],
       columns: ['ceiling', 'threads', 'unit', 'best / median', 'scaling vs 1 thread (best)', 'vs Zen 3 reference, kernels.md section 7 (best)'],
       rows,

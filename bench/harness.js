@@ -126,9 +126,10 @@ const CEILING_ELEMENTS = 64 * 1024 * 1024; // 256 MiB of f32: far larger than an
  *   update - in-place read-modify-write bandwidth, bytes/s counted as read + write (2 x 256 MiB)
  *   fma    - fp32 FMA peak, FLOP/s (12 independent 8-lane chains per task, inline asm)
  *   int8   - int8 dot peak, ops/s (vpmaddubsw + vpmaddwd + vpaddd, 32 MAC = 64 ops per instruction)
+ *   fma512 - AVX-512 fp32 FMA peak, FLOP/s (12 independent 16-lane chains); avx512 path only
  *   vnni   - AVX-512 VNNI int8 dot peak, ops/s (vpdpbusd zmm, 64 MAC = 128 ops per instruction); avx512 path only
  * Each is { best, median } (from rate()) plus the raw measurement in `.m`. The compute peaks are
- * null on the scalar path (they measure the AVX2/FMA units), vnni also on the avx2 path. Every
+ * null on the scalar path (they measure the AVX2/FMA units), fma512 and vnni also on the avx2 path. Every
  * call's checksum is verified.
  */
 async function measureCeilings(threads) {
@@ -162,12 +163,15 @@ async function measureWithCeilings(threads, cases) {
       );
     }
     if (cpuPath === 'avx512') {
-      const tasks = 32, iters = 50_000; // 4x the ops per iteration of int8: about the same time
-      own.push({ key: 'vnni', name: 'ceiling: vnni', fn: () => check(z.ceilings.vnniPeak(tasks, iters), tasks * 768 * iters, 'vnni'), work: tasks * iters * z.ceilings.OPS_PER_VNNI_ITER });
+      const tasks = 32, iters = 50_000; // 2x / 4x the work per iteration of fma / int8: about the same time
+      own.push(
+        { key: 'fma512', name: 'ceiling: fma512', fn: () => check(z.ceilings.fma512Peak(tasks, iters), tasks * 192 * iters, 'fma512'), work: tasks * iters * z.ceilings.FLOP_PER_FMA512_ITER },
+        { key: 'vnni', name: 'ceiling: vnni', fn: () => check(z.ceilings.vnniPeak(tasks, iters), tasks * 768 * iters, 'vnni'), work: tasks * iters * z.ceilings.OPS_PER_VNNI_ITER },
+      );
     }
     const ms = await measureInterleaved([...own, ...cases], { threads });
     check(z.ceilings.readSum(buf), n, 'update'); // update added 0: the buffer is intact
-    const c = { fma: null, int8: null, vnni: null };
+    const c = { fma: null, int8: null, fma512: null, vnni: null };
     own.forEach((o, k) => (c[o.key] = withRaw(ms[k])));
     ceilingCache.set(threads, c);
     return { ceilings: c, results: ms.slice(own.length) };

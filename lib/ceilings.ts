@@ -28,6 +28,11 @@ export function int8Peak(tasks: number, iters: number): number {
   return native().ceilingInt8(tasks, iters);
 }
 
+/** AVX-512 fp32 FMA peak: tasks x iters x 12 zmm FMAs (384 FLOP per iteration). Returns tasks * 192 * iters. avx512 path only. */
+export function fma512Peak(tasks: number, iters: number): number {
+  return native().ceilingFma512(tasks, iters);
+}
+
 /** AVX-512 VNNI int8 dot peak: tasks x iters x 12 vpdpbusd (1536 ops per iteration). Returns tasks * 768 * iters. avx512 path only. */
 export function vnniPeak(tasks: number, iters: number): number {
   return native().ceilingVnni(tasks, iters);
@@ -36,4 +41,5 @@ export function vnniPeak(tasks: number, iters: number): number {
 /** Work units per call of each compute ceiling, for rates. */
 export const FLOP_PER_FMA_ITER = 192;
 export const OPS_PER_INT8_ITER = 384;
+export const FLOP_PER_FMA512_ITER = 384;
 export const OPS_PER_VNNI_ITER = 1536;

@@ -49,17 +49,20 @@ describe.each(CPU_PATHS)('memory ceilings on the %s path', (path) => {
   });
 });
 
-describe('the AVX-512 VNNI ceiling', () => {
+describe('the AVX-512 ceilings', () => {
   afterAll(() => setCpuPath('auto'));
   const { avx512vnni } = cpuInfo();
-  (avx512vnni ? test : test.skip)(`returns its exact checksum on the avx512 path, ZOTUNE_UNSUPPORTED on the others${avx512vnni ? '' : ' (skipped: no AVX-512 VNNI on this CPU)'}`, () => {
+  (avx512vnni ? test : test.skip)(`return their exact checksums on the avx512 path, ZOTUNE_UNSUPPORTED on the others${avx512vnni ? '' : ' (skipped: no AVX-512 VNNI on this CPU)'}`, () => {
     setCpuPath('avx512');
     expect(ceilings.vnniPeak(5, 1234)).toBe(5 * 768 * 1234);
     expect(ceilings.vnniPeak(1, 0)).toBe(0);
+    expect(ceilings.fma512Peak(7, 1000)).toBe(7 * 192 * 1000);
     expect(() => ceilings.vnniPeak(1, 2 ** 21)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // the int32 sum would overflow
+    expect(() => ceilings.fma512Peak(1, 2 ** 20)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // the float sums would round
     for (const p of ['avx2', 'scalar'] as const) {
       setCpuPath(p);
       expect(() => ceilings.vnniPeak(1, 10)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
+      expect(() => ceilings.fma512Peak(1, 10)).toThrow(expect.objectContaining({ code: 'ZOTUNE_UNSUPPORTED' }));
     }
   });
   (avx512vnni ? test.skip : test)('setCpuPath("avx512") is refused with a coded error on a CPU without AVX-512 VNNI', () => {

@@ -1,16 +1,16 @@
 import { cpuInfo, gemmS8S8S32, gemmS8S8S32Sync, matmulInt8, matmulInt8Sync, QTensor, setCpuPath, setThreads, Tensor } from '../lib';
 import type { Granularity } from '../lib/qtensor';
 import { native } from '../lib/native/load';
-import { CPU_PATHS, prng } from './helpers/reference';
+import { prng } from './helpers/reference';
+import { cpuPaths } from './helpers/paths';
 import {
   Dir, IntWeights, dequantActs, directionTable, gridProbeOnInt, nmse, quantizeActs, randn, randomWeights, ref64, refGridProbeGemm, refIntGemm, refPerturbedGemm,
   refSparseGemm, toQTensor,
 } from './helpers/int-gemm';
 
-const { avx2, avx512vnni } = cpuInfo();
+const { avx2 } = cpuInfo();
 // the integer GEMM also has an AVX-512 VNNI path (its packed micro-kernel)
-const paths = [...CPU_PATHS, 'avx512' as const].filter((p) => p === 'scalar' || (p === 'avx2' ? avx2 : avx512vnni));
-if (!avx512vnni) console.log('gemm-int8: the avx512 (VNNI) path is not tested: this CPU lacks AVX-512 VNNI');
+const paths = cpuPaths('gemm-int8');
 
 afterAll(() => {
   setCpuPath('auto');

@@ -1,12 +1,14 @@
 import { cpuInfo, matmul, matmulSync, QTensor, rng, setCpuPath, setThreads, Tensor } from '../lib';
 import type { MatmulPerturb } from '../lib';
-import { CPU_PATHS, dirSrAt, dirSrThreshold, fmaf, normalAt, prng, rademacherAt, srWordIndex } from './helpers/reference';
+import { dirSrAt, dirSrThreshold, fmaf, normalAt, prng, rademacherAt, srWordIndex } from './helpers/reference';
+import { cpuPaths } from './helpers/paths';
 import { decodeE4M3, decodeE5M2, decodeQ, quantize, QSpec } from './helpers/qref';
 
 const f = Math.fround;
 type F32 = Float32Array<ArrayBuffer>;
 const hasAvx2 = cpuInfo().avx2;
-const paths = CPU_PATHS.filter((p) => p === 'scalar' || hasAvx2);
+// avx512 adds a 6x32 AVX-512 tile to the blocked fp32 GEMM
+const paths = cpuPaths('gemm');
 
 afterAll(() => {
   setCpuPath('auto');
@@ -129,15 +131,15 @@ describe.each(paths)('quantized weights on the %s path', (path) => {
   });
 });
 
-(hasAvx2 ? describe : describe.skip)('scalar and AVX2 paths agree bit for bit', () => {
+(hasAvx2 ? describe : describe.skip)('every path (scalar, AVX2, AVX-512 where present) agrees bit for bit', () => {
   const variants: [string, QSpec | null][] = [['fp32', null], ...QSPECS.map((s) => [specName(s), s] as [string, QSpec])];
   test.each(variants)('%s over GEMV and GEMM shapes', (_name, spec) => {
-    for (const [M, N, K] of [[1, 33, 700], [2, 16, 64], [4, 7, 131], [5, 23, 260], [16, 13, 300], [30, 40, 515]] as const) {
+    for (const [M, N, K] of [[1, 33, 700], [2, 16, 64], [4, 7, 131], [5, 23, 260], [16, 13, 300], [30, 40, 515], [37, 100, 300]] as const) {
       const x = randn(M * K, 11 + K), wf = randn(N * K, 12 + N, 0.5), bias = randn(N, 13);
       const w = spec ? quantize(wf, N, K, spec).q : Tensor.from(wf, [N, K]);
       const c0 = randn(M * N, 14);
       const res = paths.map((p) => { setCpuPath(p); return run(x, M, K, w, N, { bias, c0 }); });
-      expect(bitsEqual(res[0], res[1])).toBe(true);
+      for (let i = 1; i < res.length; i++) expect([paths[i], bitsEqual(res[0], res[i])]).toEqual([paths[i], true]);
     }
   });
 });

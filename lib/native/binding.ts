@@ -104,6 +104,8 @@ export interface NativeAddon {
   ceilingFmaAsync(tasks: number, iters: number): Promise<number>;
   ceilingInt8(tasks: number, iters: number): number;
   ceilingInt8Async(tasks: number, iters: number): Promise<number>;
+  ceilingFma512(tasks: number, iters: number): number;
+  ceilingFma512Async(tasks: number, iters: number): Promise<number>;
   ceilingVnni(tasks: number, iters: number): number;
   ceilingVnniAsync(tasks: number, iters: number): Promise<number>;
 

@@ -47,6 +47,7 @@ void register_ceilings(Napi::Env env, Napi::Object exports) {
   export_op(env, exports, "ceilingUpdate", parse_update);
   export_op(env, exports, "ceilingFma", parse_compute<ceiling_fma, (1u << 24) - 1>);
   export_op(env, exports, "ceilingInt8", parse_compute<ceiling_int8, (1u << 29) - 1>);
+  export_op(env, exports, "ceilingFma512", parse_compute<ceiling_fma512, (1u << 20) - 1>);
   export_op(env, exports, "ceilingVnni", parse_compute<ceiling_vnni, (1u << 21) - 1>);
 }
 

@@ -57,6 +57,10 @@ double compute_ceiling(uint64_t tasks, double (*task)(uint64_t), uint64_t iters)
 
 double ceiling_fma(uint64_t tasks, uint64_t iters) { return compute_ceiling(tasks, avx2::ceiling_fma_task, iters); }
 double ceiling_int8(uint64_t tasks, uint64_t iters) { return compute_ceiling(tasks, avx2::ceiling_int8_task, iters); }
+double ceiling_fma512(uint64_t tasks, uint64_t iters) {
+  check(use_avx512(), Code::Unsupported, "the AVX-512 FMA ceiling measures zmm units: the avx512 path only");
+  return compute_ceiling(tasks, avx512::ceiling_fma512_task, iters);
+}
 double ceiling_vnni(uint64_t tasks, uint64_t iters) {
   check(use_avx512(), Code::Unsupported, "the VNNI ceiling measures AVX-512 VNNI units: the avx512 path only");
   return compute_ceiling(tasks, avx512::ceiling_vnni_task, iters);

@@ -20,6 +20,9 @@ double ceiling_fma(uint64_t tasks, uint64_t iters);
 // int8 dot peak: 6 chains of vpmaddubsw (32 u8 x s8 MACs) + vpmaddwd + vpaddd per iteration on
 // all-ones data. Returns the sum of all int32 lanes: tasks * 192 * iters (iters < 2^29).
 double ceiling_int8(uint64_t tasks, uint64_t iters);
+// AVX-512 fp32 FMA peak: 12 independent 16-lane FMA chains per iteration. Returns
+// tasks * 192 * iters (exact for iters < 2^20: each lane sum stays below 2^24). avx512 path only.
+double ceiling_fma512(uint64_t tasks, uint64_t iters);
 // AVX-512 VNNI int8 dot peak: 12 chains of vpdpbusd (64 u8 x s8 MACs) per iteration on all-ones
 // data. Returns tasks * 768 * iters (iters < 2^21: the int32 sum stays exact). avx512 path only.
 double ceiling_vnni(uint64_t tasks, uint64_t iters);
@@ -34,6 +37,7 @@ double ceiling_fma_task(uint64_t iters);
 double ceiling_int8_task(uint64_t iters);
 }  // namespace avx2
 namespace avx512 {
+double ceiling_fma512_task(uint64_t iters);
 double ceiling_vnni_task(uint64_t iters);
 }  // namespace avx512
 

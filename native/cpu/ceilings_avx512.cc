@@ -1,4 +1,5 @@
-// The AVX-512 VNNI int8 dot peak (ceilings.h): what the VNNI integer GEMM is measured against.
+// The AVX-512 compute peaks (ceilings.h): fp32 FMA on zmm and the VNNI int8 dot, what the avx512
+// path's GEMM tiles are measured against.
 // Inline asm, like the AVX2 ceilings, so the compiler cannot hoist the loop-invariant products.
 // GCC 12 warns inside its own headers (the undefined pass-through operands of _mm512_reduce_add_epi32).
 #pragma GCC diagnostic ignored "-Wuninitialized"
@@ -9,6 +10,35 @@
 
 namespace zt {
 namespace avx512 {
+
+// 12 independent vfmadd231ps zmm chains x = fma(1, 1, x).
+double ceiling_fma512_task(uint64_t iters) {
+  __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0, x4 = x0, x5 = x0, x6 = x0, x7 = x0, x8 = x0, x9 = x0, x10 = x0,
+         x11 = x0;
+  const __m512 one = _mm512_set1_ps(1.0f);
+  for (uint64_t i = 0; i < iters; ++i) {
+    __asm__ volatile(
+        "vfmadd231ps %[o], %[o], %[x0]\n\t"
+        "vfmadd231ps %[o], %[o], %[x1]\n\t"
+        "vfmadd231ps %[o], %[o], %[x2]\n\t"
+        "vfmadd231ps %[o], %[o], %[x3]\n\t"
+        "vfmadd231ps %[o], %[o], %[x4]\n\t"
+        "vfmadd231ps %[o], %[o], %[x5]\n\t"
+        "vfmadd231ps %[o], %[o], %[x6]\n\t"
+        "vfmadd231ps %[o], %[o], %[x7]\n\t"
+        "vfmadd231ps %[o], %[o], %[x8]\n\t"
+        "vfmadd231ps %[o], %[o], %[x9]\n\t"
+        "vfmadd231ps %[o], %[o], %[x10]\n\t"
+        "vfmadd231ps %[o], %[o], %[x11]\n\t"
+        : [x0] "+v"(x0), [x1] "+v"(x1), [x2] "+v"(x2), [x3] "+v"(x3), [x4] "+v"(x4), [x5] "+v"(x5), [x6] "+v"(x6),
+          [x7] "+v"(x7), [x8] "+v"(x8), [x9] "+v"(x9), [x10] "+v"(x10), [x11] "+v"(x11)
+        : [o] "v"(one));
+  }
+  const __m512 s = _mm512_add_ps(
+      _mm512_add_ps(_mm512_add_ps(_mm512_add_ps(x0, x1), _mm512_add_ps(x2, x3)), _mm512_add_ps(_mm512_add_ps(x4, x5), _mm512_add_ps(x6, x7))),
+      _mm512_add_ps(_mm512_add_ps(x8, x9), _mm512_add_ps(x10, x11)));
+  return (double)_mm512_reduce_add_ps(s);
+}
 
 // 12 independent vpdpbusd chains (64 u8 x s8 MACs each) on all-ones data: enough in flight for
 // two issues per cycle at a 5-cycle latency.

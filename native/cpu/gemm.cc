@@ -345,7 +345,7 @@ void gemm(const GemmArgs& g) {
   const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
   parallel_chunks(N, kNC, [&](size_t b, size_t e) {
     float* p = t_scratch.get(ws);
-    avx2::gemm_block(g, b, e, ap, p, p + (kNC + kNR) * kKC);
+    avx2::gemm_block(g, b, e, ap, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr);
   });
   t_shared.trim(kKeepShared);
 }

@@ -235,9 +235,13 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
 // A packed once per call into 6-row slivers per KC block: slivers [s0, s1) of every block into
 // ap (gemm_packed_a_floats(m, k) floats, shared by all tasks).
 void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap);
+// Full 6-row tile over two adjacent 16-column packed panels (avx512::gemm_kernel_6x32).
+using GemmPairKernel = void (*)(uint64_t kc, const float* ap, const float* bp0, const float* bp1, float* c, uint64_t ldc,
+                                bool zero, const float* bias);
 // One task of the blocked GEMM: output columns [n0, n1) for all rows (per-thread workspace:
-// bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, 64-byte aligned).
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp);
+// bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, 64-byte aligned). pair: a wider kernel for
+// full tiles over two panels (same bits), or null.
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp, GemmPairKernel pair);
 // Skinny M (kGemvMaxRows < M <= kSkinnyMaxRows): Aᵀ packed once ([k][8 or 16], k in [k0, k1)), then
 // tasks of output columns [n0, n1) (tmp >= 6·kKC floats).
 void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at);
@@ -245,6 +249,11 @@ void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float*
 void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 }  // namespace avx2
+
+namespace avx512 {
+void gemm_kernel_6x32(uint64_t kc, const float* ap, const float* bp0, const float* bp1, float* c, uint64_t ldc, bool zero,
+                      const float* bias);
+}  // namespace avx512
 
 static inline uint64_t gemm_packed_a_floats(uint64_t m, uint64_t k) { return (m + 5) / 6 * 6 * k + 8; }
 

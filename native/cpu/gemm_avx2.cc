@@ -350,7 +350,7 @@ void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap) {
   }
 }
 
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp) {
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp, GemmPairKernel pair) {
   const uint64_t M = g.m, N = g.w.n, K = g.w.k, mpad = (M + kMR - 1) / kMR * kMR;
   for (uint64_t pc = 0; pc < K; pc += kKC) {
     const uint64_t kc = min_u64(kKC, K - pc);
@@ -359,18 +359,26 @@ void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, fl
     const float* apc = ap + pc * mpad;
     for (uint64_t ic = 0; ic < M; ic += kMC) {
       const uint64_t mc = min_u64(kMC, M - ic);
-      for (uint64_t jr = n0; jr < n1; jr += kNR) {
+      for (uint64_t jr = n0; jr < n1;) {
         const uint64_t nr = min_u64(kNR, n1 - jr);
         const float* bias = last && g.bias ? g.bias + jr : nullptr;
         const float* b = bp + (jr - n0) * kc;
+        const bool two = pair && jr + 2 * kNR <= n1;  // two full panels
         for (uint64_t ir = ic; ir < ic + mc; ir += kMR) {
           const uint64_t mr = min_u64(kMR, M - ir);
           float* c = g.c + ir * N + jr;
-          if (mr == kMR && nr == kNR)
+          if (two && mr == kMR) {
+            pair(kc, apc + ir * kc, b, b + kNR * kc, c, N, zero, bias);
+          } else if (two) {
+            kernel_edge(kc, apc + ir * kc, b, c, N, mr, kNR, zero, bias);
+            kernel_edge(kc, apc + ir * kc, b + kNR * kc, c + kNR, N, mr, kNR, zero, bias ? bias + kNR : nullptr);
+          } else if (mr == kMR && nr == kNR) {
             kernel_6x16(kc, apc + ir * kc, b, c, N, zero, bias);
-          else
+          } else {
             kernel_edge(kc, apc + ir * kc, b, c, N, mr, nr, zero, bias);
+          }
         }
+        jr += two ? 2 * kNR : kNR;
       }
     }
   }
