@@ -1,6 +1,7 @@
 import { cpuInfo, QTensor, quant, rng, setCpuPath, setThreads, Tensor } from '../lib';
 import type { Granularity, QFormat } from '../lib';
-import { bitsF32, CPU_PATHS, Dir, directionAt, f32bits, prng, wordAt } from './helpers/reference';
+import { bitsF32, Dir, directionAt, f32bits, prng, wordAt } from './helpers/reference';
+import { cpuPaths } from './helpers/paths';
 import * as F from './helpers/formats';
 
 const FORMATS: QFormat[] = ['int8', 'int4', 'nf4', 'fp8-e4m3', 'fp8-e5m2', 'bf16', 'fp16'];
@@ -8,7 +9,7 @@ const SCALED: QFormat[] = ['int8', 'int4', 'nf4', 'fp8-e4m3', 'fp8-e5m2'];
 const FLOATS = ['bf16', 'fp16', 'fp8-e4m3', 'fp8-e5m2'] as const;
 const GRANS: Granularity[] = ['tensor', 'channel', 32, 64, 128];
 const hasAvx2 = cpuInfo().avx2;
-const PATHS = CPU_PATHS.filter((p) => p === 'scalar' || hasAvx2);
+const PATHS = cpuPaths('quant');
 const SR_QUANTIZE = F.Purpose.srQuantize;
 
 afterAll(() => {
@@ -459,12 +460,17 @@ describe.each(PATHS)('on the %s path', (path) => {
 
 // --- scalar vs AVX2 ----------------------------------------------------------------------------------
 
-(hasAvx2 ? describe : describe.skip)('scalar and AVX2 paths agree bit for bit (skipped: no AVX2 on this CPU)', () => {
+(hasAvx2 ? describe : describe.skip)('scalar and AVX2 (and AVX-512 where present) paths agree bit for bit (skipped: no AVX2 on this CPU)', () => {
+  // [scalar, avx2]; the avx512 result (Philox words and normals 16 lanes at a time) must equal avx2's
   const both = async <T>(fn: () => Promise<T> | T): Promise<[T, T]> => {
     setCpuPath('scalar');
     const a = await fn();
     setCpuPath('avx2');
     const b = await fn();
+    if (PATHS.includes('avx512')) {
+      setCpuPath('avx512');
+      expect(await fn()).toEqual(b);
+    }
     setCpuPath('auto');
     return [a, b];
   };

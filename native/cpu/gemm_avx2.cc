@@ -1,6 +1,7 @@
 // AVX2/FMA GEMM kernels, bit-identical to the scalar references in gemm.cc (orders in gemm.h):
 // weight decoders, the perturbation of decoded blocks (z regenerated in registers), W/A packing,
 // the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
+#include "cpu_features.h"
 #include "direction_avx2.h"
 #include "gemm.h"
 #include "perturb.h"
@@ -154,6 +155,21 @@ static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o, con
         int lo = at < 0 ? (int)-at : 0, hi = 8 * g + 8 > i1 ? (int)(i1 - 8 * g) : 8;
         apply8<kStoreZ>(o + at, src + at, z, p.alpha, lo, hi);
       }
+    }
+    return;
+  }
+  if (use_avx512() && i1 - i0 >= 128) {  // z 16 counters at a time (avx512::gauss_pairs), same bits
+    alignas(32) float zb[512 + 8];  // + 8: the last partial load of an unaligned range
+    for (uint64_t c = i0 >> 7; c <= (i1 - 1) >> 7; c += 4) {
+      const uint64_t n = ((i1 - 1) >> 7) + 1 - c < 4 ? ((i1 - 1) >> 7) + 1 - c : 4, e0 = c << 7;
+      const uint64_t lo = e0 > i0 ? e0 : i0, hi = e0 + 128 * n < i1 ? e0 + 128 * n : i1;
+      // the weights this chunk perturbs arrive while its z is generated
+      if (!kStoreZ)
+        for (uint64_t f = lo; f < hi; f += 16) _mm_prefetch(reinterpret_cast<const char*>(src + (f - i0)), _MM_HINT_T0);
+      avx512::gauss_pairs(*p.d, c, n, zb);
+      uint64_t e = lo;
+      for (; e + 8 <= hi; e += 8) apply8<kStoreZ>(o + (e - i0), src + (e - i0), _mm256_loadu_ps(zb + (e - e0)), p.alpha, 0, 8);
+      if (e < hi) apply8<kStoreZ>(o + (e - i0), src + (e - i0), _mm256_loadu_ps(zb + (e - e0)), p.alpha, 0, (int)(hi - e));
     }
     return;
   }

@@ -3,7 +3,9 @@
 // block has one scale; 4-bit blocks are 16 whole bytes); a row's tail (< 32 columns) goes to the
 // reference. Random words and directions of 32 consecutive elements come from small cursors that
 // keep the two Philox blocks around them, so unaligned rows (odd cols) cost one Philox per block.
+#include "cpu_features.h"
 #include "direction_avx2.h"
+#include "perturb.h"
 #include "philox_avx2.h"
 #include "quant.h"
 
@@ -54,10 +56,26 @@ struct Cursor {
   }
 };
 
+// Philox words of 32-element block b (element 32b + 8k + l: word k of counter 8b + l). On the
+// avx512 path 16 blocks come from one buffer fill (avx512::word_pairs, same words).
 struct WordFill {
   using V = __m256i;
   RngKey key;
-  void operator()(uint64_t b, __m256i out[4]) const {
+  uint64_t wide_end = 0;              // blocks the segment can ask for: below this; 0 = not wide
+  uint64_t wide_b0 = ~(uint64_t)0;    // first block in wb
+  alignas(32) uint32_t wb[512];
+  WordFill(RngKey k, uint64_t end_block) : key(k), wide_end(use_avx512() ? end_block : 0) {}
+  __attribute__((always_inline)) void operator()(uint64_t b, __m256i out[4]) {
+    if (wide_end) {
+      if (wide_b0 == ~(uint64_t)0 || b < wide_b0 || b - wide_b0 >= 16) {
+        wide_b0 = b & ~(uint64_t)1;  // even: the start of a 16-counter pair
+        const uint64_t pairs = wide_end > wide_b0 ? (wide_end - wide_b0 + 1) / 2 : 1;
+        avx512::word_pairs(key, wide_b0 >> 1, pairs < 8 ? pairs : 8, wb);
+      }
+      const uint32_t* w = wb + 32 * (b - wide_b0);
+      for (int k = 0; k < 4; ++k) out[k] = _mm256_load_si256((const __m256i*)(w + 8 * k));
+      return;
+    }
     Words8 w = philox8(key, b << 3);
     for (int k = 0; k < 4; ++k) out[k] = w.w[k];
   }
@@ -99,14 +117,31 @@ struct RademacherFill {
 // Philox, four overlapped Box-Muller evaluations; QuZO: one Philox of the SR stream rounds all 64,
 // direction.h); for even b the other half (block b + 1) is held for the next call, which cursors
 // always make for b + 1.
+// On the avx512 path the fill generates 16 of its blocks at once (avx512::gauss_pairs, 512 elements,
+// same bits) and serves them from a buffer.
 struct GaussFill {
   using V = __m256;
   RngKey key, srkey;
   int bits;
   uint64_t held_block = ~(uint64_t)0;
   __m256 held[4];
-  GaussFill(RngKey k, RngKey sk, int b) : key(k), srkey(sk), bits(b) {}
+  const Direction* wide = nullptr;   // set on the avx512 path
+  uint64_t wide_end = 0;             // blocks the segment can ask for: below this
+  uint64_t wide_b0 = ~(uint64_t)0;   // first 32-element block in zb
+  alignas(32) float zb[512];
+  GaussFill(RngKey k, RngKey sk, int b, const Direction* d, uint64_t end_block)
+      : key(k), srkey(sk), bits(b), wide(use_avx512() ? d : nullptr), wide_end(end_block) {}
   __attribute__((noinline)) void operator()(uint64_t b, __m256 out[4]) {
+    if (wide) {
+      if (wide_b0 == ~(uint64_t)0 || b < wide_b0 || b - wide_b0 >= 16) {
+        wide_b0 = b & ~(uint64_t)3;  // a multiple of 4: the start of a 128-element pair
+        const uint64_t pairs = (wide_end > wide_b0 ? (wide_end - wide_b0 + 3) / 4 : 1);
+        avx512::gauss_pairs(*wide, wide_b0 >> 2, pairs < 4 ? pairs : 4, zb);
+      }
+      const float* z = zb + 32 * (b - wide_b0);
+      for (int k = 0; k < 4; ++k) out[k] = _mm256_load_ps(z + 8 * k);
+      return;
+    }
     if (b == held_block) {
       for (int k = 0; k < 4; ++k) out[k] = held[k];
       return;
@@ -564,7 +599,7 @@ bool quantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const QTensorView& q = j.q;
   const float* x = j.x + r * q.cols;
   const Nf4Lut t = nf4_lut();
-  WordCursor wc(WordFill{j.sr_key});
+  WordCursor wc(WordFill(j.sr_key, j.stochastic ? ((r * q.cols + c1 + 31) >> 5) + 1 : 0));
   bool finite = true;
   if (j.group_scales && q.group < q.cols) {  // groups of 32/64/128: scales of 8 groups at once
     uint64_t gi = qt_scale_index(q, r, c0);
@@ -616,7 +651,7 @@ void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, Fill 
   const uint64_t base = r * q.cols;
   uint8_t* row = qt_row(q, r);
   const Nf4Lut t = nf4_lut();
-  WordCursor wc(WordFill{j.sr_key});
+  WordCursor wc(WordFill(j.sr_key, ((base + c1 + 31) >> 5) + 1));
   Cursor<Fill> dc(fill);
   for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
     const Group8 g = group8<F>(q, gi, j.alpha);
@@ -659,7 +694,8 @@ template <int F>
 void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   const Direction& d = j.dir;
   if (d.dist == kDirRademacher) update_seg_t<F>(j, r, c0, c1, RademacherFill(dir_key(d)));
-  else update_seg_t<F>(j, r, c0, c1, GaussFill(dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits));
+  else  // the segment's cursor reads blocks up to the one after its last element
+    update_seg_t<F>(j, r, c0, c1, GaussFill(dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits, &d, ((r * j.q.cols + c1 + 31) >> 5) + 1));
 }
 
 // Dispatch on the format once per segment.

@@ -1,0 +1,141 @@
+// 16-lane AVX-512 Philox4x32-10, Box-Muller and QuZO rounding: the operations of philox_avx2.h and
+// direction_avx2.h on zmm, bit-identical to them and to native/common/philox.h / direction.h.
+// Include only from *_avx512.cc translation units (AVX-512 F/BW/VL/VNNI).
+//
+// 16 counters are two 8-counter groups of the 8-lane code: lanes 0-7 hold counters base..base+7,
+// lanes 8-15 base+8..base+15, so one call makes two consecutive 64-element normal-stream blocks.
+#pragma once
+// GCC 12 warns inside its own headers (the undefined pass-through operands of AVX-512 intrinsics).
+#pragma GCC diagnostic ignored "-Wuninitialized"
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <immintrin.h>
+
+#include "../common/direction.h"
+#include "../common/philox.h"
+
+namespace zt {
+namespace avx512 {
+
+struct Words16 {
+  __m512i w[4];  // w[k] lane l = word k of counter (base + l)
+};
+
+// Even lanes from e, odd lanes from the low halves of o.
+static inline __m512i join_lanes16(__m512i e, __m512i o) {
+  return _mm512_mask_blend_epi32((__mmask16)0xAAAA, e, _mm512_shuffle_epi32(o, (_MM_PERM_ENUM)0xA0));
+}
+
+// Philox of the 16 counters base .. base + 15 (base a multiple of 16): philox_avx2.h's philox8_at,
+// even and odd lanes in the low halves of separate 64-bit lanes.
+static inline Words16 philox16(RngKey key, uint64_t base) {
+  const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)base), lane);
+  const __m512i hi = _mm512_set1_epi32((int)(uint32_t)(base >> 32));
+  const _MM_PERM_ENUM odd = (_MM_PERM_ENUM)0xF5;
+  __m512i e0 = lo, o0 = _mm512_shuffle_epi32(lo, odd), e1 = hi, o1 = _mm512_shuffle_epi32(hi, odd);
+  __m512i e2 = _mm512_set1_epi32((int)key.stream), o2 = e2;
+  __m512i e3 = _mm512_set1_epi32((int)key.purpose), o3 = e3;
+  const __m512i m0 = _mm512_set1_epi32((int)kPhiloxM0), m1 = _mm512_set1_epi32((int)kPhiloxM1);
+  uint32_t k0 = (uint32_t)key.seed, k1 = (uint32_t)(key.seed >> 32);
+  for (int r = 0; r < 10; ++r) {
+    const __m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
+    __m512i pe0 = _mm512_mul_epu32(e0, m0), po0 = _mm512_mul_epu32(o0, m0);
+    __m512i pe1 = _mm512_mul_epu32(e2, m1), po1 = _mm512_mul_epu32(o2, m1);
+    // c0 = hi1 ^ c1 ^ k0, c2 = hi0 ^ c3 ^ k1, c1 = lo1, c3 = lo0 (three-way xors: vpternlogd 0x96)
+    e0 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(pe1, odd), e1, vk0, 0x96);
+    o0 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(po1, odd), o1, vk0, 0x96);
+    e2 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(pe0, odd), e3, vk1, 0x96);
+    o2 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(po0, odd), o3, vk1, 0x96);
+    e1 = pe1; o1 = po1;
+    e3 = pe0; o3 = po0;
+    k0 += kPhiloxW0;
+    k1 += kPhiloxW1;
+  }
+  return Words16{{join_lanes16(e0, o0), join_lanes16(e1, o1), join_lanes16(e2, o2), join_lanes16(e3, o3)}};
+}
+
+// philox_avx2.h's box_muller_n on 16 lanes, N evaluations interleaved statement by statement.
+template <int N>
+static inline void box_muller16(const __m512i* wd, __m512* n0, __m512* n1) {
+  const __m512i sign = _mm512_set1_epi32((int)0x80000000u), zero = _mm512_setzero_si512();
+  __m512 e[N], m[N], z[N], p[N], r[N], a[N], a2[N], s[N], c[N];
+#pragma GCC unroll 8
+  for (int v = 0; v < N; ++v) {
+    __m512i k = _mm512_or_si512(_mm512_slli_epi32(_mm512_and_si512(wd[v], _mm512_set1_epi32(0xffff)), 1), _mm512_set1_epi32(1));
+    __m512i bk = _mm512_castps_si512(_mm512_cvtepi32_ps(k));
+    __m512i mant = _mm512_or_si512(_mm512_and_si512(bk, _mm512_set1_epi32(0x007fffff)), _mm512_set1_epi32(0x3f000000));
+    __mmask16 small = _mm512_cmpgt_epi32_mask(_mm512_set1_epi32(0x3f3504f3), mant);  // m < 0.70710678f
+    __m512i ex = _mm512_sub_epi32(_mm512_srli_epi32(bk, 23), _mm512_set1_epi32(143));
+    e[v] = _mm512_cvtepi32_ps(_mm512_mask_sub_epi32(ex, small, ex, _mm512_set1_epi32(1)));
+    m[v] = _mm512_sub_ps(_mm512_castsi512_ps(_mm512_mask_add_epi32(mant, small, mant, _mm512_set1_epi32(0x00800000))),
+                         _mm512_set1_ps(1.0f));
+    z[v] = _mm512_mul_ps(m[v], m[v]);
+  }
+  const float kLog[9] = {7.0376836292e-2f,  -1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
+                         -1.6668057665e-1f, 2.0000714765e-1f,  -2.4999993993e-1f, 3.3333331174e-1f};
+#pragma GCC unroll 8
+  for (int v = 0; v < N; ++v) p[v] = _mm512_set1_ps(kLog[0]);
+#pragma GCC unroll 8
+  for (int i = 1; i < 9; ++i)
+#pragma GCC unroll 8
+    for (int v = 0; v < N; ++v) p[v] = _mm512_fmadd_ps(p[v], m[v], _mm512_set1_ps(kLog[i]));
+#pragma GCC unroll 8
+  for (int v = 0; v < N; ++v) {
+    __m512 y = _mm512_mul_ps(_mm512_mul_ps(p[v], m[v]), z[v]);
+    y = _mm512_fmadd_ps(e[v], _mm512_set1_ps(-2.12194440e-4f), y);
+    y = _mm512_fmadd_ps(_mm512_set1_ps(-0.5f), z[v], y);
+    __m512 lg = _mm512_fmadd_ps(e[v], _mm512_set1_ps(0.693359375f), _mm512_add_ps(m[v], y));
+    r[v] = _mm512_sqrt_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0f), lg));
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < N; ++v) {
+    __m512i t = _mm512_add_epi32(_mm512_and_si512(_mm512_srli_epi32(wd[v], 15), _mm512_set1_epi32(0x7ffe)),
+                                 _mm512_set1_epi32(1 - (1 << 14)));
+    a[v] = _mm512_mul_ps(_mm512_cvtepi32_ps(t), _mm512_set1_ps(1.57079632679489662f * 0x1p-15f));
+    a2[v] = _mm512_mul_ps(a[v], a[v]);
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < N; ++v) {
+    __m512 ps = _mm512_fmadd_ps(_mm512_set1_ps(-1.9515295891e-4f), a2[v], _mm512_set1_ps(8.3321608736e-3f));
+    __m512 pc = _mm512_fmadd_ps(_mm512_set1_ps(2.443315711809948e-5f), a2[v], _mm512_set1_ps(-1.388731625493765e-3f));
+    ps = _mm512_fmadd_ps(ps, a2[v], _mm512_set1_ps(-1.6666654611e-1f));
+    pc = _mm512_fmadd_ps(pc, a2[v], _mm512_set1_ps(4.166664568298827e-2f));
+    s[v] = _mm512_fmadd_ps(_mm512_mul_ps(ps, a2[v]), a[v], a[v]);
+    c[v] = _mm512_fmadd_ps(_mm512_mul_ps(pc, a2[v]), a2[v], _mm512_fmadd_ps(_mm512_set1_ps(-0.5f), a2[v], _mm512_set1_ps(1.0f)));
+  }
+#pragma GCC unroll 8
+  for (int v = 0; v < N; ++v) {
+    // quadrant q = w >> 30: swap sin/cos when bit 30 is set, negate x when bit 31 ^ bit 30, y when bit 31
+    const __m512i w30 = _mm512_slli_epi32(wd[v], 1);
+    const __mmask16 swap = _mm512_cmplt_epi32_mask(w30, zero);
+    __m512 x = _mm512_mask_blend_ps(swap, c[v], s[v]), y = _mm512_mask_blend_ps(swap, s[v], c[v]);
+    x = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(x), _mm512_and_si512(_mm512_xor_si512(wd[v], w30), sign)));
+    y = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(y), _mm512_and_si512(wd[v], sign)));
+    n0[v] = _mm512_mul_ps(r[v], x);
+    n1[v] = _mm512_mul_ps(r[v], y);
+  }
+}
+
+// direction_avx2.h's quzo_code8 * step on 16 lanes: z onto the b-bit grid by stochastic rounding.
+static inline __m512 quzo16(__m512 z, __m512i word, int h, __m512 inv_step, __m512 step) {
+  __m512i odd = h ? _mm512_srli_epi32(word, 15) : _mm512_and_si512(_mm512_slli_epi32(word, 1), _mm512_set1_epi32(0x1ffff));
+  __m512 t = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_or_si512(odd, _mm512_set1_epi32(1))), _mm512_set1_ps(0x1p-17f));
+  __m512 v = _mm512_mul_ps(z, inv_step);
+  __m512 fl = _mm512_roundscale_ps(v, _MM_FROUND_TO_NEG_INF | _MM_FROUND_NO_EXC);
+  __mmask16 up = _mm512_cmp_ps_mask(t, _mm512_sub_ps(v, fl), _CMP_LT_OQ);
+  return _mm512_mul_ps(_mm512_mask_add_ps(fl, up, fl, _mm512_set1_ps(1.0f)), step);
+}
+
+// The Gaussian directions of normal-stream blocks 2c and 2c + 1 (counters 16c .. 16c + 15): z[q]
+// lanes 0-7 are elements 128c + 8q + l (block 2c), lanes 8-15 elements 128c + 64 + 8q + l; QuZO
+// bits round them with the SR stream's words of the same counters (direction_avx2.h).
+static inline void gauss_direction128(RngKey key, RngKey sr_key, int bits, __m512 inv, __m512 step, uint64_t c, __m512 z[8]) {
+  const Words16 x = philox16(key, c << 4);
+  box_muller16<4>(x.w, z, z + 4);
+  if (!bits) return;
+  const Words16 u = philox16(sr_key, c << 4);
+  for (int q = 0; q < 8; ++q) z[q] = quzo16(z[q], u.w[q & 3], q >> 2, inv, step);
+}
+
+}  // namespace avx512
+}  // namespace zt
