@@ -23,8 +23,16 @@ class Pool {
     if (n < 1) n = 1;
     std::lock_guard<std::mutex> g(run_mu_);
     stop_workers();
-    stopping_ = false;
-    for (int i = 0; i < n - 1; ++i) workers_.emplace_back([this] { worker_loop(); });
+    uint64_t now;
+    {
+      std::lock_guard<std::mutex> lk(mu_);
+      stopping_ = false;
+      now = generation_;
+    }
+    // A new worker starts having seen the current generation: it must not take the last job (long
+    // finished) for a new one and count itself out of the next job twice (that job's caller then
+    // waited forever on active_ = -1, or returned while a task still ran).
+    for (int i = 0; i < n - 1; ++i) workers_.emplace_back([this, now] { worker_loop(now); });
     threads_.store(n);
   }
 
@@ -77,8 +85,9 @@ class Pool {
     }
   }
 
-  void worker_loop() {
-    uint64_t seen = 0;
+  // Each job raises the generation once and counts every worker in active_; a worker wakes once per
+  // generation, so each job gets exactly one decrement per worker.
+  void worker_loop(uint64_t seen) {
     for (;;) {
       {
         std::unique_lock<std::mutex> lk(mu_);
