@@ -1,5 +1,6 @@
 import { rng, setCpuPath, setThreads, Tensor, cpuInfo } from '../lib';
 import { boxMuller, CPU_PATHS, Key, NORMAL_MAX, normalAt, normalAt64, philox4x32, prng, rademacherAt, uniformOpen, wordAt } from './helpers/reference';
+import { cpuPaths } from './helpers/paths';
 
 // Standard normal CDF via erf (Abramowitz & Stegun 7.1.26, |error| < 1.5e-7: far below the KS bound).
 function normalCdf(x: number): number {
@@ -156,22 +157,23 @@ describe('the one-word Box-Muller normal (16-bit radius, 16-bit angle)', () => {
   });
 });
 
-describe('scalar and AVX2 paths agree bit for bit', () => {
+describe('every path (scalar, AVX2, AVX-512 where present) agrees bit for bit', () => {
   const avx2 = cpuInfo().avx2;
+  const paths = cpuPaths('rng'); // avx512: normals 16 Philox counters at a time
   (avx2 ? test : test.skip)('on every distribution (skipped: no AVX2 on this CPU)', () => {
     const rand = prng(11);
     for (const dist of ['uniform', 'normal', 'rademacher', 'bernoulli'] as const) {
-      for (let trial = 0; trial < 5; trial++) {
-        const n = Math.floor(rand() * 5000), first = Math.floor(rand() * 1e9);
+      for (let trial = 0; trial < 8; trial++) {
+        const n = trial === 0 ? 100_000 : Math.floor(rand() * 5000), first = Math.floor(rand() * 1e9);
         const out: Buffer[] = [];
-        for (const path of CPU_PATHS) {
+        for (const path of paths) {
           setCpuPath(path);
           const t = Tensor.zeros([n]);
           rng.fillSync(t, dist, { seed: BigInt(trial) << 40n, stream: trial }, { first, p: 0.7 });
           out.push(Buffer.from(Float32Array.from(t.data() as Float32Array).buffer));
           t.dispose();
         }
-        expect(out[1].equals(out[0])).toBe(true);
+        for (let i = 1; i < out.length; i++) expect([paths[i], out[i].equals(out[0])]).toEqual([paths[i], true]);
       }
     }
     setCpuPath('auto');

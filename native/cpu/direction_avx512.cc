@@ -20,6 +20,18 @@ void gauss_pairs(const Direction& d, uint64_t c0, uint64_t n, float* out) {
   }
 }
 
+void normal_pairs(RngKey key, uint64_t c0, uint64_t n, float* out) {
+  for (uint64_t c = c0; c < c0 + n; ++c, out += 128) {
+    const Words16 x = philox16(key, c << 4);
+    __m512 z[8];
+    box_muller16<4>(x.w, z, z + 4);
+    for (int q = 0; q < 8; ++q) {
+      _mm256_storeu_ps(out + 8 * q, _mm512_castps512_ps256(z[q]));
+      _mm256_storeu_ps(out + 64 + 8 * q, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(z[q]), 1)));
+    }
+  }
+}
+
 void word_pairs(RngKey key, uint64_t c0, uint64_t n, uint32_t* out) {
   for (uint64_t c = c0; c < c0 + n; ++c, out += 64) {
     const Words16 w = philox16(key, c << 4);

@@ -47,6 +47,8 @@ namespace avx512 {
 // Gaussian directions (QuZO-rounded when d.bits) of elements [128 c0, 128 (c0 + n)) into out, in
 // element order: the AVX2 kernels take z from here on the avx512 path (use_avx512()), same bits.
 void gauss_pairs(const Direction& d, uint64_t c0, uint64_t n, float* out);
+// Standard normals of the (key) stream, elements [128 c0, 128 (c0 + n)) (philox.h normal_at).
+void normal_pairs(RngKey key, uint64_t c0, uint64_t n, float* out);
 // Philox words of 32-element blocks [2 c0, 2 (c0 + n)) (element 32b + 8k + l: word k of counter
 // 8b + l, as philox8(key, 8b)) into out[64 n], 16 counters per Philox call.
 void word_pairs(RngKey key, uint64_t c0, uint64_t n, uint32_t* out);

@@ -1,3 +1,5 @@
+#include "cpu_features.h"
+#include "perturb.h"
 #include "philox_avx2.h"
 #include "rng.h"
 
@@ -30,7 +32,19 @@ void rng_fill_range(float* out, uint64_t begin, uint64_t end, RngKey key, Dist d
       o += 1024;
     }
   } else if (dist == Dist::Normal) {
-    for (uint64_t b = a / 64; b < z / 64; ++b, o += 64) {
+    uint64_t b = a / 64;
+    if (use_avx512()) {  // two blocks per 16-counter Philox (avx512::normal_pairs), same values
+      if (b & 1) {
+        __m256 n[8];
+        normal64(key, b++, n);
+        for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + 8 * k, n[k]);
+        o += 64;
+      }
+      const uint64_t pairs = b < z / 64 ? (z / 64 - b) / 2 : 0;
+      avx512::normal_pairs(key, b / 2, pairs, o);
+      b += 2 * pairs, o += 128 * pairs;
+    }
+    for (; b < z / 64; ++b, o += 64) {
       __m256 n[8];
       normal64(key, b, n);
       for (int k = 0; k < 8; ++k) _mm256_storeu_ps(o + 8 * k, n[k]);
