@@ -195,7 +195,8 @@ async function costOnly() {
   if (head < 0 || start < 0) throw new Error(`${file} has no cost table`);
   const rows = [];
   for (const cfg of CONFIGS) rows.push(costRow(cfg, await cost(cfg)));
-  const note = `Cost rows re-measured alone (ZT_FT_COST_ONLY) on ${new Date().toISOString()}${busy != null ? `, other processes ${h.pct(busy)} busy before the run` : ''}; the accuracy rows are from the run dated above.`;
+  const m = h.machine(h.zotune().cpuInfo().threads);
+  const note = `Cost rows re-measured alone (ZT_FT_COST_ONLY) on ${new Date().toISOString()}, ${m.cpu}, ${m.cores} cores, ${m.path} path${busy != null ? `, other processes ${h.pct(busy)} busy before the run` : ''}; the accuracy rows are from the run dated above (its machine line).`;
   const table = h.markdownTable(COST_COLUMNS, rows).split('\n');
   lines.splice(start, end - start, ...table);
   const method = lines.findIndex((l) => l.startsWith('- Cost rows:'));
