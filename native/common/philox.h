@@ -139,6 +139,17 @@ ZT_HD float uniform_open(uint32_t w) { return zt_mul((float)(w >> 9) + 0.5f, 0x1
 // rounding threshold: round up iff threshold < fractional part.
 ZT_HD float uniform_sr(uint32_t w) { return zt_mul((float)(w >> 8), 0x1p-24f); }
 
+// The Box-Muller polynomials, shared by this scalar form and the AVX2 / AVX-512 ones
+// (native/cpu/philox_avx*.h), so every path evaluates the same constants: log_unit's cephes logf
+// coefficients (Horner, highest first) and ln 2 split in two; sincos_quarter's cephes sinf / cosf
+// coefficients.
+constexpr float kLogC0 = 7.0376836292e-2f, kLogC1 = -1.1514610310e-1f, kLogC2 = 1.1676998740e-1f,
+                kLogC3 = -1.2420140846e-1f, kLogC4 = 1.4249322787e-1f, kLogC5 = -1.6668057665e-1f,
+                kLogC6 = 2.0000714765e-1f, kLogC7 = -2.4999993993e-1f, kLogC8 = 3.3333331174e-1f;
+constexpr float kLn2Lo = -2.12194440e-4f, kLn2Hi = 0.693359375f;
+constexpr float kSinC0 = -1.9515295891e-4f, kSinC1 = 8.3321608736e-3f, kSinC2 = -1.6666654611e-1f;
+constexpr float kCosC0 = 2.443315711809948e-5f, kCosC1 = -1.388731625493765e-3f, kCosC2 = 4.166664568298827e-2f;
+
 // Natural log for x in (0, 1] (cephes logf polynomial, about 1 ulp). No special cases: the
 // callers only pass uniform_open values.
 ZT_HD float log_unit(float x) {
@@ -152,32 +163,32 @@ ZT_HD float log_unit(float x) {
     m = zt_add(m, -1.0f);
   }
   float z = zt_mul(m, m);
-  float p = 7.0376836292e-2f;
-  p = zt_fma(p, m, -1.1514610310e-1f);
-  p = zt_fma(p, m, 1.1676998740e-1f);
-  p = zt_fma(p, m, -1.2420140846e-1f);
-  p = zt_fma(p, m, 1.4249322787e-1f);
-  p = zt_fma(p, m, -1.6668057665e-1f);
-  p = zt_fma(p, m, 2.0000714765e-1f);
-  p = zt_fma(p, m, -2.4999993993e-1f);
-  p = zt_fma(p, m, 3.3333331174e-1f);
+  float p = kLogC0;
+  p = zt_fma(p, m, kLogC1);
+  p = zt_fma(p, m, kLogC2);
+  p = zt_fma(p, m, kLogC3);
+  p = zt_fma(p, m, kLogC4);
+  p = zt_fma(p, m, kLogC5);
+  p = zt_fma(p, m, kLogC6);
+  p = zt_fma(p, m, kLogC7);
+  p = zt_fma(p, m, kLogC8);
   float y = zt_mul(zt_mul(p, m), z);
-  y = zt_fma(e, -2.12194440e-4f, y);
+  y = zt_fma(e, kLn2Lo, y);
   y = zt_fma(-0.5f, z, y);
   float r = zt_add(m, y);
-  return zt_fma(e, 0.693359375f, r);
+  return zt_fma(e, kLn2Hi, r);
 }
 
 // sin and cos of a in [-pi/4, pi/4] (cephes sinf/cosf polynomials).
 ZT_HD void sincos_quarter(float a, float* s, float* c) {
   float a2 = zt_mul(a, a);
-  float ps = -1.9515295891e-4f;
-  ps = zt_fma(ps, a2, 8.3321608736e-3f);
-  ps = zt_fma(ps, a2, -1.6666654611e-1f);
+  float ps = kSinC0;
+  ps = zt_fma(ps, a2, kSinC1);
+  ps = zt_fma(ps, a2, kSinC2);
   *s = zt_fma(zt_mul(ps, a2), a, a);
-  float pc = 2.443315711809948e-5f;
-  pc = zt_fma(pc, a2, -1.388731625493765e-3f);
-  pc = zt_fma(pc, a2, 4.166664568298827e-2f);
+  float pc = kCosC0;
+  pc = zt_fma(pc, a2, kCosC1);
+  pc = zt_fma(pc, a2, kCosC2);
   float cc = zt_fma(zt_mul(pc, a2), a2, zt_fma(-0.5f, a2, 1.0f));
   *c = cc;
 }

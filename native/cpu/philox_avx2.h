@@ -92,8 +92,7 @@ static inline void box_muller_n(const __m256i* wd, __m256* n0, __m256* n1) {
                          _mm256_set1_ps(1.0f));
     z[v] = _mm256_mul_ps(m[v], m[v]);
   }
-  const float kLog[9] = {7.0376836292e-2f,  -1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
-                         -1.6668057665e-1f, 2.0000714765e-1f,  -2.4999993993e-1f, 3.3333331174e-1f};
+  const float kLog[9] = {kLogC0, kLogC1, kLogC2, kLogC3, kLogC4, kLogC5, kLogC6, kLogC7, kLogC8};
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) p[v] = _mm256_set1_ps(kLog[0]);
 #pragma GCC unroll 8
@@ -103,9 +102,9 @@ static inline void box_muller_n(const __m256i* wd, __m256* n0, __m256* n1) {
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) {
     __m256 y = _mm256_mul_ps(_mm256_mul_ps(p[v], m[v]), z[v]);
-    y = _mm256_fmadd_ps(e[v], _mm256_set1_ps(-2.12194440e-4f), y);
+    y = _mm256_fmadd_ps(e[v], _mm256_set1_ps(kLn2Lo), y);
     y = _mm256_fmadd_ps(_mm256_set1_ps(-0.5f), z[v], y);
-    __m256 lg = _mm256_fmadd_ps(e[v], _mm256_set1_ps(0.693359375f), _mm256_add_ps(m[v], y));
+    __m256 lg = _mm256_fmadd_ps(e[v], _mm256_set1_ps(kLn2Hi), _mm256_add_ps(m[v], y));
     r[v] = _mm256_sqrt_ps(_mm256_mul_ps(_mm256_set1_ps(-2.0f), lg));
   }
 #pragma GCC unroll 8
@@ -117,10 +116,10 @@ static inline void box_muller_n(const __m256i* wd, __m256* n0, __m256* n1) {
   }
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) {
-    __m256 ps = _mm256_fmadd_ps(_mm256_set1_ps(-1.9515295891e-4f), a2[v], _mm256_set1_ps(8.3321608736e-3f));
-    __m256 pc = _mm256_fmadd_ps(_mm256_set1_ps(2.443315711809948e-5f), a2[v], _mm256_set1_ps(-1.388731625493765e-3f));
-    ps = _mm256_fmadd_ps(ps, a2[v], _mm256_set1_ps(-1.6666654611e-1f));
-    pc = _mm256_fmadd_ps(pc, a2[v], _mm256_set1_ps(4.166664568298827e-2f));
+    __m256 ps = _mm256_fmadd_ps(_mm256_set1_ps(kSinC0), a2[v], _mm256_set1_ps(kSinC1));
+    __m256 pc = _mm256_fmadd_ps(_mm256_set1_ps(kCosC0), a2[v], _mm256_set1_ps(kCosC1));
+    ps = _mm256_fmadd_ps(ps, a2[v], _mm256_set1_ps(kSinC2));
+    pc = _mm256_fmadd_ps(pc, a2[v], _mm256_set1_ps(kCosC2));
     s[v] = _mm256_fmadd_ps(_mm256_mul_ps(ps, a2[v]), a[v], a[v]);
     c[v] = _mm256_fmadd_ps(_mm256_mul_ps(pc, a2[v]), a2[v], _mm256_fmadd_ps(_mm256_set1_ps(-0.5f), a2[v], _mm256_set1_ps(1.0f)));
   }

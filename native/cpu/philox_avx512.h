@@ -71,8 +71,7 @@ static inline void box_muller16(const __m512i* wd, __m512* n0, __m512* n1) {
                          _mm512_set1_ps(1.0f));
     z[v] = _mm512_mul_ps(m[v], m[v]);
   }
-  const float kLog[9] = {7.0376836292e-2f,  -1.1514610310e-1f, 1.1676998740e-1f, -1.2420140846e-1f, 1.4249322787e-1f,
-                         -1.6668057665e-1f, 2.0000714765e-1f,  -2.4999993993e-1f, 3.3333331174e-1f};
+  const float kLog[9] = {kLogC0, kLogC1, kLogC2, kLogC3, kLogC4, kLogC5, kLogC6, kLogC7, kLogC8};
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) p[v] = _mm512_set1_ps(kLog[0]);
 #pragma GCC unroll 8
@@ -82,9 +81,9 @@ static inline void box_muller16(const __m512i* wd, __m512* n0, __m512* n1) {
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) {
     __m512 y = _mm512_mul_ps(_mm512_mul_ps(p[v], m[v]), z[v]);
-    y = _mm512_fmadd_ps(e[v], _mm512_set1_ps(-2.12194440e-4f), y);
+    y = _mm512_fmadd_ps(e[v], _mm512_set1_ps(kLn2Lo), y);
     y = _mm512_fmadd_ps(_mm512_set1_ps(-0.5f), z[v], y);
-    __m512 lg = _mm512_fmadd_ps(e[v], _mm512_set1_ps(0.693359375f), _mm512_add_ps(m[v], y));
+    __m512 lg = _mm512_fmadd_ps(e[v], _mm512_set1_ps(kLn2Hi), _mm512_add_ps(m[v], y));
     r[v] = _mm512_sqrt_ps(_mm512_mul_ps(_mm512_set1_ps(-2.0f), lg));
   }
 #pragma GCC unroll 8
@@ -96,10 +95,10 @@ static inline void box_muller16(const __m512i* wd, __m512* n0, __m512* n1) {
   }
 #pragma GCC unroll 8
   for (int v = 0; v < N; ++v) {
-    __m512 ps = _mm512_fmadd_ps(_mm512_set1_ps(-1.9515295891e-4f), a2[v], _mm512_set1_ps(8.3321608736e-3f));
-    __m512 pc = _mm512_fmadd_ps(_mm512_set1_ps(2.443315711809948e-5f), a2[v], _mm512_set1_ps(-1.388731625493765e-3f));
-    ps = _mm512_fmadd_ps(ps, a2[v], _mm512_set1_ps(-1.6666654611e-1f));
-    pc = _mm512_fmadd_ps(pc, a2[v], _mm512_set1_ps(4.166664568298827e-2f));
+    __m512 ps = _mm512_fmadd_ps(_mm512_set1_ps(kSinC0), a2[v], _mm512_set1_ps(kSinC1));
+    __m512 pc = _mm512_fmadd_ps(_mm512_set1_ps(kCosC0), a2[v], _mm512_set1_ps(kCosC1));
+    ps = _mm512_fmadd_ps(ps, a2[v], _mm512_set1_ps(kSinC2));
+    pc = _mm512_fmadd_ps(pc, a2[v], _mm512_set1_ps(kCosC2));
     s[v] = _mm512_fmadd_ps(_mm512_mul_ps(ps, a2[v]), a[v], a[v]);
     c[v] = _mm512_fmadd_ps(_mm512_mul_ps(pc, a2[v]), a2[v], _mm512_fmadd_ps(_mm512_set1_ps(-0.5f), a2[v], _mm512_set1_ps(1.0f)));
   }
