@@ -334,7 +334,10 @@ void gemm(const GemmArgs& g) {
   if (M <= kSkinnyMaxRows) {
     float* at = t_shared.get(K * 16 + 8);
     parallel_chunks(K, 1024, [&](size_t b, size_t e) { avx2::gemm_pack_at(g, b, e, at); });
-    parallel_chunks(N, 48, [&](size_t b, size_t e) { avx2::gemm_block_skinny(g, b, e, at, t_scratch.get(6 * kKC)); });
+    const bool wide = use_avx512();
+    parallel_chunks(N, 48, [&](size_t b, size_t e) {
+      avx2::gemm_block_skinny(g, b, e, at, t_scratch.get((wide ? 12 : 6) * kKC), wide ? avx512::gemm_kernel_rows12 : nullptr);
+    });
     t_shared.trim(kKeepShared);
     return;
   }

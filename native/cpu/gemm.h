@@ -245,7 +245,10 @@ void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, fl
 // Skinny M (kGemvMaxRows < M <= kSkinnyMaxRows): Aᵀ packed once ([k][8 or 16], k in [k0, k1)), then
 // tasks of output columns [n0, n1) (tmp >= 6·kKC floats).
 void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at);
-void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp);
+// wide: a [12 n][16 m] tile for 16-lane panels (avx512::gemm_kernel_rows12, same bits), or null;
+// tmp >= 12·kKC floats when it is set.
+using GemmRowsKernel = void (*)(uint64_t kc, const float* const* rows, const float* at, float* t);
+void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp, GemmRowsKernel wide);
 void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 }  // namespace avx2
@@ -253,6 +256,7 @@ void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 namespace avx512 {
 void gemm_kernel_6x32(uint64_t kc, const float* ap, const float* bp0, const float* bp1, float* c, uint64_t ldc, bool zero,
                       const float* bias);
+void gemm_kernel_rows12(uint64_t kc, const float* const* rows, const float* at, float* t);
 }  // namespace avx512
 
 static inline uint64_t gemm_packed_a_floats(uint64_t m, uint64_t k) { return (m + 5) / 6 * 6 * k + 8; }

@@ -451,26 +451,29 @@ void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at) {
   }
 }
 
-void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp) {
+void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp, GemmRowsKernel wide) {
   const uint64_t M = g.m, N = g.w.n, K = g.w.k, W = gemm_skinny_width(M);
   const bool direct = g.w.f32 && !g.p.on;
-  alignas(32) float t[6 * 16];
-  for (uint64_t n = n0; n < n1; n += 6) {
-    const uint64_t nr = min_u64(6, n1 - n);
-    for (uint64_t i = 0; i < 6; ++i)
+  alignas(64) float t[12 * 16];
+  for (uint64_t n = n0; n < n1;) {
+    const bool twelve = wide && W == 16 && n + 12 <= n1;  // a full [12 n][16 m] zmm tile
+    const uint64_t step = twelve ? 12 : 6, nr = min_u64(step, n1 - n);
+    for (uint64_t i = 0; i < step; ++i)
       for (uint64_t m = 0; m < 16; ++m) t[i * 16 + m] = (g.accumulate && i < nr && m < M) ? g.c[m * N + n + i] : 0.0f;
     const uint64_t kcs = direct ? K : kKC;
     for (uint64_t pc = 0; pc < K; pc += kcs) {
       const uint64_t kc = min_u64(kcs, K - pc);
-      const float* rows[6];
+      const float* rows[12];
       if (direct) {
-        for (uint64_t i = 0; i < 6; ++i) rows[i] = g.w.w32 + (n + (i < nr ? i : 0)) * K + pc;
+        for (uint64_t i = 0; i < step; ++i) rows[i] = g.w.w32 + (n + (i < nr ? i : 0)) * K + pc;
       } else {
         gemm_decode(g.w, n, n + nr, pc, pc + kc, tmp, kc);
         if (g.p.on) gemm_perturb(g.p, K, n, n + nr, pc, pc + kc, tmp, kc);
-        for (uint64_t i = 0; i < 6; ++i) rows[i] = tmp + (i < nr ? i : 0) * kc;  // extra rows: ignored
+        for (uint64_t i = 0; i < step; ++i) rows[i] = tmp + (i < nr ? i : 0) * kc;  // extra rows: ignored
       }
-      if (W == 16)
+      if (twelve)
+        wide(kc, rows, at + pc * W, t);
+      else if (W == 16)
         kernel_rows<2>(kc, rows, at + pc * W, t);
       else
         kernel_rows<1>(kc, rows, at + pc * W, t);
@@ -480,6 +483,7 @@ void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float*
         const float v = t[i * 16 + m];
         g.c[m * N + n + i] = g.bias ? zt_add(v, g.bias[n + i]) : v;
       }
+    n += step;
   }
 }
 
