@@ -3,6 +3,7 @@
 // Include only from *_avx2.cc translation units.
 #pragma once
 #include "../common/direction.h"
+#include "perturb.h"
 #include "philox_avx2.h"
 
 namespace zt {
@@ -32,6 +33,25 @@ static inline void gauss_direction64(RngKey key, RngKey sr_key, int bits, __m256
   if (!bits) return;
   const Words8 u = philox8(sr_key, b << 3);
   for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, inv, step);
+}
+
+// The avx512 path's direction for a range: z of elements [i0, i1) 512 at a time from
+// avx512::gauss_pairs (same bits as gauss_direction64), each chunk's weights (`prefetch` holds
+// element i0; null: none) prefetched while its z is generated, then apply(lo, hi, e0, zb) with
+// zb[j] = z(e0 + j) for the elements [lo, hi) of the chunk inside the range. zb has 8 floats of
+// slack, so an 8-lane load at the last unaligned element stays inside it.
+template <class Apply>
+inline void gauss_chunks(const Direction& d, uint64_t i0, uint64_t i1, const float* prefetch, Apply&& apply) {
+  alignas(32) float zb[512 + 8];
+  const uint64_t last = (i1 - 1) >> 7;
+  for (uint64_t c = i0 >> 7; c <= last; c += 4) {
+    const uint64_t n = last + 1 - c < 4 ? last + 1 - c : 4, e0 = c << 7;
+    const uint64_t lo = e0 > i0 ? e0 : i0, hi = e0 + 128 * n < i1 ? e0 + 128 * n : i1;
+    if (prefetch)
+      for (uint64_t f = lo; f < hi; f += 16) _mm_prefetch(reinterpret_cast<const char*>(prefetch + (f - i0)), _MM_HINT_T0);
+    avx512::gauss_pairs(d, c, n, zb);
+    apply(lo, hi, e0, static_cast<const float*>(zb));
+  }
 }
 
 }  // namespace avx2

@@ -158,19 +158,11 @@ static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o, con
     }
     return;
   }
-  if (use_avx512() && i1 - i0 >= 128) {  // z 16 counters at a time (avx512::gauss_pairs), same bits
-    alignas(32) float zb[512 + 8];  // + 8: the last partial load of an unaligned range
-    for (uint64_t c = i0 >> 7; c <= (i1 - 1) >> 7; c += 4) {
-      const uint64_t n = ((i1 - 1) >> 7) + 1 - c < 4 ? ((i1 - 1) >> 7) + 1 - c : 4, e0 = c << 7;
-      const uint64_t lo = e0 > i0 ? e0 : i0, hi = e0 + 128 * n < i1 ? e0 + 128 * n : i1;
-      // the weights this chunk perturbs arrive while its z is generated
-      if (!kStoreZ)
-        for (uint64_t f = lo; f < hi; f += 16) _mm_prefetch(reinterpret_cast<const char*>(src + (f - i0)), _MM_HINT_T0);
-      avx512::gauss_pairs(*p.d, c, n, zb);
-      uint64_t e = lo;
+  if (use_avx512() && i1 - i0 >= 128) {  // z 16 counters at a time (gauss_chunks), same bits
+    gauss_chunks(*p.d, i0, i1, kStoreZ ? nullptr : src, [&](uint64_t e, uint64_t hi, uint64_t e0, const float* zb) {
       for (; e + 8 <= hi; e += 8) apply8<kStoreZ>(o + (e - i0), src + (e - i0), _mm256_loadu_ps(zb + (e - e0)), p.alpha, 0, 8);
       if (e < hi) apply8<kStoreZ>(o + (e - i0), src + (e - i0), _mm256_loadu_ps(zb + (e - e0)), p.alpha, 0, (int)(hi - e));
-    }
+    });
     return;
   }
   for (uint64_t b = i0 >> 6; b <= (i1 - 1) >> 6; ++b) {  // 64-element normal-stream blocks

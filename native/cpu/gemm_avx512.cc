@@ -42,29 +42,20 @@ void gemm_kernel_6x32(uint64_t kc, const float* ap, const float* bp0, const floa
 // one 16-lane Aᵀ row per k; t (row stride 16) holds the running chains, each the same fma chain in
 // k order as the AVX2 [6 n][16 m] tile.
 void gemm_kernel_rows12(uint64_t kc, const float* const* rows, const float* at, float* t) {
-  const float *r0 = rows[0], *r1 = rows[1], *r2 = rows[2], *r3 = rows[3], *r4 = rows[4], *r5 = rows[5];
-  const float *r6 = rows[6], *r7 = rows[7], *r8 = rows[8], *r9 = rows[9], *r10 = rows[10], *r11 = rows[11];
-  __m512 c0 = _mm512_load_ps(t), c1 = _mm512_load_ps(t + 16), c2 = _mm512_load_ps(t + 32), c3 = _mm512_load_ps(t + 48);
-  __m512 c4 = _mm512_load_ps(t + 64), c5 = _mm512_load_ps(t + 80), c6 = _mm512_load_ps(t + 96), c7 = _mm512_load_ps(t + 112);
-  __m512 c8 = _mm512_load_ps(t + 128), c9 = _mm512_load_ps(t + 144), c10 = _mm512_load_ps(t + 160), c11 = _mm512_load_ps(t + 176);
+#define ZT_ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define ZT_INIT(i) const float* r##i = rows[i]; __m512 c##i = _mm512_load_ps(t + 16 * i);
+  ZT_ROWS(ZT_INIT)
   for (uint64_t k = 0; k < kc; ++k) {
     const __m512 b = _mm512_loadu_ps(at + 16 * k);
-    c0 = _mm512_fmadd_ps(_mm512_set1_ps(r0[k]), b, c0);
-    c1 = _mm512_fmadd_ps(_mm512_set1_ps(r1[k]), b, c1);
-    c2 = _mm512_fmadd_ps(_mm512_set1_ps(r2[k]), b, c2);
-    c3 = _mm512_fmadd_ps(_mm512_set1_ps(r3[k]), b, c3);
-    c4 = _mm512_fmadd_ps(_mm512_set1_ps(r4[k]), b, c4);
-    c5 = _mm512_fmadd_ps(_mm512_set1_ps(r5[k]), b, c5);
-    c6 = _mm512_fmadd_ps(_mm512_set1_ps(r6[k]), b, c6);
-    c7 = _mm512_fmadd_ps(_mm512_set1_ps(r7[k]), b, c7);
-    c8 = _mm512_fmadd_ps(_mm512_set1_ps(r8[k]), b, c8);
-    c9 = _mm512_fmadd_ps(_mm512_set1_ps(r9[k]), b, c9);
-    c10 = _mm512_fmadd_ps(_mm512_set1_ps(r10[k]), b, c10);
-    c11 = _mm512_fmadd_ps(_mm512_set1_ps(r11[k]), b, c11);
+#define ZT_FMA(i) c##i = _mm512_fmadd_ps(_mm512_set1_ps(r##i[k]), b, c##i);
+    ZT_ROWS(ZT_FMA)
   }
-  _mm512_store_ps(t, c0); _mm512_store_ps(t + 16, c1); _mm512_store_ps(t + 32, c2); _mm512_store_ps(t + 48, c3);
-  _mm512_store_ps(t + 64, c4); _mm512_store_ps(t + 80, c5); _mm512_store_ps(t + 96, c6); _mm512_store_ps(t + 112, c7);
-  _mm512_store_ps(t + 128, c8); _mm512_store_ps(t + 144, c9); _mm512_store_ps(t + 160, c10); _mm512_store_ps(t + 176, c11);
+#define ZT_STORE(i) _mm512_store_ps(t + 16 * i, c##i);
+  ZT_ROWS(ZT_STORE)
+#undef ZT_STORE
+#undef ZT_FMA
+#undef ZT_INIT
+#undef ZT_ROWS
 }
 
 }  // namespace avx512

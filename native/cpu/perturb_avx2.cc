@@ -19,20 +19,13 @@ static inline void fma_store(float* o, __m256 alpha, __m256 z, __m256 keep) {
 // Philox, four overlapped Box-Muller evaluations; QuZO adds one Philox of the SR stream). Partial blocks at the ends are generated whole and applied lane by
 // lane: a scalar direction_at per element costs a Philox block and a Box-Muller pair each, which is
 // what rows starting off a block boundary (K = 688, 256-wide slices) used to pay.
-// The avx512 path: z from avx512::gauss_pairs, 512 elements at a time, then the same fma per element.
+// The avx512 path: z from avx512::gauss_pairs (gauss_chunks), then the same fma per element.
 void gauss_range_wide(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
   const __m256 vk = _mm256_set1_ps(keep), va = _mm256_set1_ps(alpha);
-  alignas(32) float z[512];
-  for (uint64_t c = begin >> 7; c <= (end - 1) >> 7; c += 4) {
-    const uint64_t n = ((end - 1) >> 7) + 1 - c < 4 ? ((end - 1) >> 7) + 1 - c : 4, e0 = c << 7;
-    uint64_t e = e0 > begin ? e0 : begin;
-    const uint64_t e1 = e0 + 128 * n < end ? e0 + 128 * n : end;
-    // the weights this chunk perturbs arrive while its z is generated
-    for (uint64_t f = e; f < e1; f += 16) _mm_prefetch(reinterpret_cast<const char*>(w + (f - begin)), _MM_HINT_T0);
-    avx512::gauss_pairs(d, c, n, z);
+  gauss_chunks(d, begin, end, w, [&](uint64_t e, uint64_t e1, uint64_t e0, const float* z) {
     for (; e + 8 <= e1; e += 8) fma_store(w + (e - begin), va, _mm256_loadu_ps(z + (e - e0)), vk);
     for (; e < e1; ++e) w[e - begin] = perturbed_decayed(w[e - begin], keep, alpha, z[e - e0]);
-  }
+  });
 }
 
 void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
