@@ -134,7 +134,7 @@ describe.each(paths)('quantized weights on the %s path', (path) => {
 (hasAvx2 ? describe : describe.skip)('every path (scalar, AVX2, AVX-512 where present) agrees bit for bit', () => {
   const variants: [string, QSpec | null][] = [['fp32', null], ...QSPECS.map((s) => [specName(s), s] as [string, QSpec])];
   test.each(variants)('%s over GEMV and GEMM shapes', (_name, spec) => {
-    for (const [M, N, K] of [[1, 33, 700], [2, 16, 64], [4, 7, 131], [5, 23, 260], [16, 13, 300], [30, 40, 515], [37, 100, 300]] as const) {
+    for (const [M, N, K] of [[1, 33, 700], [1, 6, 256], [1, 9, 200], [2, 16, 64], [2, 5, 448], [3, 9, 384], [4, 7, 131], [5, 23, 260], [16, 13, 300], [30, 40, 515], [37, 100, 300]] as const) {
       const x = randn(M * K, 11 + K), wf = randn(N * K, 12 + N, 0.5), bias = randn(N, 13);
       const w = spec ? quantize(wf, N, K, spec).q : Tensor.from(wf, [N, K]);
       const c0 = randn(M * N, 14);

@@ -83,19 +83,6 @@ uint64_t lane_elem(Lanes s, int j, int l) {
   }
 }
 
-void out_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
-  float* o = g.c + m * g.ldc + n;
-  float v = g.accumulate ? zt_add(*o, r) : r;
-  *o = g.bias ? zt_add(v, g.bias[n]) : v;
-}
-
-// Tail of a GEMV row: one fma chain over w(n, k), k in [k64, K).
-float gemv_tail(const GemvCtx& g, uint64_t m, uint64_t n) {
-  float t = 0.0f;
-  for (uint64_t k = g.k64; k < g.w->k; ++k) t = zt_fma(g.x[m * g.w->k + k], gemm_weight_at(*g.w, n, k), t);
-  return t;
-}
-
 }  // namespace
 
 // --- decode and perturbation ----------------------------------------------------------------
@@ -242,7 +229,7 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
         lanes[l] = scaled ? acc[0][l] : zt_add(zt_add(acc[0][l], acc[1][l]), zt_add(acc[2][l], acc[3][l]));
       float r = zt_add(int4 ? zt_mul(hsum8(lanes), gemv_rescale(g)[m]) : hsum8(lanes), gemv_tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
-      out_store(g, m, n, r);
+      gemv_store(g, m, n, r);
     }
 }
 
@@ -257,7 +244,7 @@ void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n) {
     float lanes[8], tail = 0.0f;
     for (int l = 0; l < 8; ++l) lanes[l] = zt_add(zt_add(acc[0][l], acc[1][l]), zt_add(acc[2][l], acc[3][l]));
     for (uint64_t k = g.k64; k < K; ++k) tail = zt_fma(x[k], wrow[k], tail);
-    out_store(g, m, n, zt_add(hsum8(lanes), tail));
+    gemv_store(g, m, n, zt_add(hsum8(lanes), tail));
   }
 }
 
@@ -320,7 +307,7 @@ void gemm(const GemmArgs& g) {
     std::vector<float> xs(gemv_prepared_floats(M, K));
     gemv_prepare(g.w, g.a, M, ctx.int4_subnormal, xs.data());
     ctx.xs = xs.data();
-    auto rows = avx ? avx2::gemv_rows : gemv_rows_ref;
+    auto rows = use_avx512() ? avx512::gemv_rows : (avx ? avx2::gemv_rows : gemv_rows_ref);
     parallel_chunks(N, 32, [&](size_t b, size_t e) {
       SubnormalScope keep_subnormals;  // the int4 decode reads nibbles as subnormal floats
       rows(ctx, b, e);

@@ -224,6 +224,18 @@ static inline int gemv_int4_exponent(float maxabs) {
 // j' of int4 vector j: the shift of its nibble in the lane as read (j = 6, 7 from the lane >> 8).
 static inline int gemv_int4_shift(int j) { return j <= 5 ? 4 * j : 4 * (j - 2); }
 uint64_t gemv_prepared_floats(uint64_t m, uint64_t k);
+// Tail of a GEMV row: one fma chain over w(n, k), k in [k64, K).
+static inline float gemv_tail(const GemvCtx& g, uint64_t m, uint64_t n) {
+  float t = 0.0f;
+  for (uint64_t k = g.k64; k < g.w->k; ++k) t = zt_fma(g.x[m * g.w->k + k], gemm_weight_at(*g.w, n, k), t);
+  return t;
+}
+// out[m, n] = r (+ C when accumulating) (+ bias).
+static inline void gemv_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
+  float* o = g.c + m * g.ldc + n;
+  const float v = g.accumulate ? zt_add(*o, r) : r;
+  *o = g.bias ? zt_add(v, g.bias[n]) : v;
+}
 void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1);
 // The fp32 GEMV order over one materialised weight row (perturbed GEMV).
 void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n);
@@ -257,6 +269,8 @@ namespace avx512 {
 void gemm_kernel_6x32(uint64_t kc, const float* ap, const float* bp0, const float* bp1, float* c, uint64_t ldc, bool zero,
                       const float* bias);
 void gemm_kernel_rows12(uint64_t kc, const float* const* rows, const float* at, float* t);
+// The GEMV of avx2::gemv_rows on zmm (same bits).
+void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 }  // namespace avx512
 
 static inline uint64_t gemm_packed_a_floats(uint64_t m, uint64_t k) { return (m + 5) / 6 * 6 * k + 8; }

@@ -489,18 +489,6 @@ static inline float hsum8(__m256 v) {  // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-static inline void out_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
-  float* o = g.c + m * g.ldc + n;
-  float v = g.accumulate ? zt_add(*o, r) : r;
-  *o = g.bias ? zt_add(v, g.bias[n]) : v;
-}
-
-static inline float tail(const GemvCtx& g, uint64_t m, uint64_t n) {
-  float t = 0.0f;
-  for (uint64_t k = g.k64; k < g.w->k; ++k) t = zt_fma(g.x[m * g.w->k + k], gemm_weight_at(*g.w, n, k), t);
-  return t;
-}
-
 enum Kind { kUnscaled, kNatural, kNibble };
 
 // One format's chunk decoder: load(row, c) once per 64-element chunk, val(j) the unscaled values of
@@ -684,9 +672,9 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       __m256 lanes = kScaled ? acc[m][0]
                              : _mm256_add_ps(_mm256_add_ps(acc[m][0], acc[m][1]), _mm256_add_ps(acc[m][2], acc[m][3]));
       const float main = D::kInt4 ? zt_mul(hsum8(lanes), gemv_rescale(g)[m]) : hsum8(lanes);
-      float r = zt_add(main, tail(g, m, n));
+      float r = zt_add(main, gemv_tail(g, m, n));
       if (nan) r = bits_to_f32(0x7fc00000u);
-      out_store(g, m, n, r);
+      gemv_store(g, m, n, r);
     }
   }
 }
@@ -733,7 +721,7 @@ void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n) {
         a[j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(x + c + 8 * j), _mm256_loadu_ps(wrow + c + 8 * j), a[j & 3]);
     float t = 0.0f;
     for (uint64_t k = g.k64; k < K; ++k) t = zt_fma(x[k], wrow[k], t);
-    out_store(g, m, n, zt_add(hsum8(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))), t));
+    gemv_store(g, m, n, zt_add(hsum8(_mm256_add_ps(_mm256_add_ps(a[0], a[1]), _mm256_add_ps(a[2], a[3]))), t));
   }
 }
 

@@ -1,6 +1,11 @@
-// AVX-512 form of the fp32 GEMM's full micro-tile (gemm.h): 6 rows x two 16-column packed panels,
+// AVX-512 forms of the fp32 GEMM's full micro-tile, skinny tile and GEMV (gemm.h).
+//
+// Micro-tile: 6 rows x two 16-column packed panels,
 // one zmm per panel and row. Each output is the same single fma chain in k order (from C or zero,
 // bias added after the last), so the bits equal the AVX2 6x16 kernel's and the scalar reference's.
+// GCC 12 warns inside its own headers (the undefined pass-through operands of the unmasked forms).
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
 #include "gemm.h"
@@ -56,6 +61,273 @@ void gemm_kernel_rows12(uint64_t kc, const float* const* rows, const float* at, 
 #undef ZT_FMA
 #undef ZT_INIT
 #undef ZT_ROWS
+}
+
+// --- GEMV (M <= kGemvMaxRows) -------------------------------------------------------------------
+// The gemm.h GEMV order on zmm: one register holds vectors j and j + 1 of a chunk, so the partial
+// sums t[j & 3] pair up as (t0 | t1) and (t2 | t3) and every lane sees the same fma sequence as
+// the AVX2 kernel. A flush forms (t0 + t1) + (t2 + t3) with the halves swapped into place (the
+// upper half computes the same sums), so the bits equal the scalar reference's. Rows are taken
+// R at a time: the sums of one row are a dependency chain, independent rows keep the FMA pipes fed.
+
+namespace {
+
+enum Kind { kUnscaled, kNatural, kNibble };
+
+static inline __m512 swap_halves(__m512 v) { return _mm512_shuffle_f32x4(v, v, 0x4E); }
+static inline __m512 pair_sum(__m512 a01, __m512 a23) {  // (a0 + a1) + (a2 + a3) in both halves
+  return _mm512_add_ps(_mm512_add_ps(a01, swap_halves(a01)), _mm512_add_ps(a23, swap_halves(a23)));
+}
+static inline float hsum8(__m256 v) {  // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
+  __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+  s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+  return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
+}
+
+// Chunk decoders: load(c) once per 64-element chunk, pair(q) the unscaled values of vectors 2q and
+// 2q + 1 (lower and upper half) in the lane order of gemm.h.
+struct ZF32 {
+  static constexpr Kind kind = kUnscaled;
+  static constexpr uint64_t kChunkBytes = 256;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const float *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = w.w32 + n * w.k; }
+  void load(uint64_t c) { p = base + c; }
+  __m512 pair(int q) const { return _mm512_loadu_ps(p + 16 * q); }
+};
+struct ZFp16 {
+  static constexpr Kind kind = kUnscaled;
+  static constexpr uint64_t kChunkBytes = 128;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + 2 * c; }
+  __m512 pair(int q) const { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * q))); }
+};
+struct ZBf16 {  // vectors 2q, 2q + 1: even (low halves) and odd (high halves) elements of block q
+  static constexpr Kind kind = kUnscaled;
+  static constexpr uint64_t kChunkBytes = 128;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + 2 * c; }
+  __m512 pair(int q) const {
+    const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * q)));
+    return _mm512_castsi512_ps(_mm512_and_si512(_mm512_mask_slli_epi32(v, 0x00ff, v, 16), _mm512_set1_epi32((int)0xffff0000u)));
+  }
+};
+struct ZInt8 {
+  static constexpr Kind kind = kNatural;
+  static constexpr uint64_t kChunkBytes = 64;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + c; }
+  __m512 pair(int q) const {
+    return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * q))));
+  }
+};
+template <bool E4M3>
+struct ZFp8 {  // fp16 bits as in gemm_avx2.cc: e5m2 is the top byte, e4m3 rebiased (value / 256)
+  static constexpr Kind kind = kNatural;
+  static constexpr uint64_t kChunkBytes = 64;
+  static constexpr bool kInt4 = false, kE4M3 = E4M3;
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + c; }
+  __m512 pair(int q) const {
+    __m256i h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * q))), 8);
+    if (E4M3) h = _mm256_and_si256(_mm256_srai_epi16(h, 1), _mm256_set1_epi16((short)0xBFFF));
+    return _mm512_cvtph_ps(h);
+  }
+};
+// lane l = bytes 4l..4l+3 in both halves; vector j = nibble j read in place as float bits (gemm.h),
+// nibbles 6 and 7 from the lanes shifted right by 8.
+template <bool kSubnormal>
+struct ZInt4 {
+  static constexpr Kind kind = kNibble;
+  static constexpr uint64_t kChunkBytes = 32;
+  static constexpr bool kInt4 = true, kE4M3 = false;
+  const uint8_t* base;
+  __m512i raw, raw8;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) {
+    raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)));
+    raw8 = _mm512_srli_epi32(raw, 8);
+  }
+  __m512 pair(int q) const {
+    const __m512i mask = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(15 << gemv_int4_shift(2 * q)),
+                                                 _mm512_set1_epi32(15 << gemv_int4_shift(2 * q + 1)));
+    const __m512i bits = _mm512_and_si512(q < 3 ? raw : raw8, mask);
+    return kSubnormal ? _mm512_castsi512_ps(bits) : _mm512_cvtepi32_ps(bits);
+  }
+};
+struct ZNf4 {
+  static constexpr Kind kind = kNibble;
+  static constexpr uint64_t kChunkBytes = 32;
+  static constexpr bool kInt4 = false, kE4M3 = false;
+  const uint8_t* base;
+  __m512i raw;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2))); }
+  __m512 pair(int q) const {  // vpermps on 16 entries reads the low 4 bits of each index
+    const __m512 table = _mm512_setr_ps(nf4_value(0), nf4_value(1), nf4_value(2), nf4_value(3), nf4_value(4), nf4_value(5),
+                                        nf4_value(6), nf4_value(7), nf4_value(8), nf4_value(9), nf4_value(10),
+                                        nf4_value(11), nf4_value(12), nf4_value(13), nf4_value(14), nf4_value(15));
+    const __m512i shift = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(8 * q), _mm512_set1_epi32(8 * q + 4));
+    return _mm512_permutexvar_ps(_mm512_srlv_epi32(raw, shift), table);
+  }
+};
+
+// Rows [n, n + R), all M activation rows; the rows R further on (up to `last`) are prefetched.
+// The loop runs per scale group (a row's scale changes only there): groups of 32 are one chunk
+// with a scale per half (natural lanes: flushed after vectors 0-3 and 4-7) or per lane half (nibble
+// lanes), larger groups span chunks, row and tensor scales the whole main part.
+template <class D, int M, int R, bool G32>
+static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
+  const GemmWeights& w = *g.w;
+  constexpr bool kScaled = D::kind != kUnscaled;
+  const float* xs[M];
+  const float* xsum[M];
+  for (int m = 0; m < M; ++m) {
+    xs[m] = g.xs + m * g.k64;
+    xsum[m] = g.xs + g.m * g.k64 + m * (g.k64 / 8);
+  }
+  // kScaled: t[..][0] = (t0 | t1), t[..][1] = (t2 | t3) of the current scale group, acc[..][0] the
+  // running sum (both halves alike); unscaled formats accumulate into acc[..][0 / 1] the same way.
+  __m512 t[R][M][2], acc[R][M][2];
+  D d[R];
+  GemmRowScales rs[R];
+  __mmask64 nan[R];
+  for (int r = 0; r < R; ++r) {
+    for (int m = 0; m < M; ++m) t[r][m][0] = t[r][m][1] = acc[r][m][0] = acc[r][m][1] = _mm512_setzero_ps();
+    d[r].start(w, n + r);
+    rs[r] = w.f32 ? GemmRowScales{nullptr, nullptr, 63} : gemm_row_scales(w.q, n + r);
+    nan[r] = 0;
+  }
+  auto flush = [&](int r, __m512 sc) {  // acc += s·((t0 + t1) + (t2 + t3)), t = 0
+    for (int m = 0; m < M; ++m) {
+      acc[r][m][0] = _mm512_fmadd_ps(sc, pair_sum(t[r][m][0], t[r][m][1]), acc[r][m][0]);
+      t[r][m][0] = t[r][m][1] = _mm512_setzero_ps();
+    }
+  };
+  // The next block (rows n + R .. n + 2R − 1, contiguous) streams in while this one is computed,
+  // prefetched front to back as one sequential stream: R · kChunkBytes bytes per chunk.
+  auto row_at = [&](uint64_t i) {
+    return w.f32 ? reinterpret_cast<const char*>(w.w32 + i * w.k) : reinterpret_cast<const char*>(gemm_row(w.q, i));
+  };
+  const char* ahead = row_at(n + R <= last ? n + R : last);
+  const char* ahead_end = row_at(last) + (row_at(last) - row_at(last > 0 ? last - 1 : 0));
+  const uint64_t group = !kScaled || rs[0].shift == 63 ? g.k64 : (G32 ? 64 : uint64_t(1) << rs[0].shift);
+  // the group's scale (and zero-point) index advances by one per group (two per chunk with G32)
+  const float* sp[R];
+  const uint8_t* zq[R];
+  for (int r = 0; r < R; ++r) sp[r] = rs[r].s, zq[r] = rs[r].z;
+  const bool asym = D::kInt4 && rs[0].z;
+  for (uint64_t g0 = 0; g0 < g.k64; g0 += group) {
+    __m512 s0[R], s1[R], zp[R];  // the group's scales (G32 natural: per half) and int4 zero-points
+    for (int r = 0; r < R; ++r) {
+      if (!kScaled) break;
+      if (G32 && D::kind == kNibble) {  // lanes 0-3 and 4-7 of each half: groups 2i and 2i + 1
+        const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
+        s0[r] = s1[r] = _mm512_permutexvar_ps(halves, _mm512_castpd_ps(_mm512_castpd128_pd512(_mm_load_sd(reinterpret_cast<const double*>(sp[r])))));
+      } else {
+        s0[r] = _mm512_set1_ps(sp[r][0]);
+        s1[r] = G32 ? _mm512_set1_ps(sp[r][1]) : s0[r];
+      }
+      if (D::kE4M3) s1[r] = _mm512_mul_ps(s1[r], _mm512_set1_ps(256.0f)), s0[r] = _mm512_mul_ps(s0[r], _mm512_set1_ps(256.0f));
+      if (D::kInt4) {
+        if (!asym) zp[r] = _mm512_set1_ps((float)kInt4SymZero);
+        else if (G32) zp[r] = _mm512_mask_blend_ps(0xf0f0, _mm512_set1_ps((float)zq[r][0]), _mm512_set1_ps((float)zq[r][1]));
+        else zp[r] = _mm512_set1_ps((float)zq[r][0]);
+        zq[r] += asym ? (G32 ? 2 : 1) : 0;
+      }
+      sp[r] += G32 ? 2 : 1;
+    }
+    const uint64_t g1 = g0 + group < g.k64 ? g0 + group : g.k64;  // the main part may end mid-group
+    for (uint64_t c = g0; c < g1; c += 64) {
+      for (uint64_t b = 0; b < R * D::kChunkBytes; b += 64) {
+        const char* a = ahead + c / 64 * R * D::kChunkBytes + b;
+        if (a < ahead_end) _mm_prefetch(a, _MM_HINT_T0);
+      }
+      for (int r = 0; r < R; ++r) {
+        d[r].load(c);
+        if constexpr (D::kE4M3) {
+          const __m512i m7 = _mm512_set1_epi8(0x7f);
+          nan[r] |= _mm512_cmpeq_epi8_mask(_mm512_and_si512(_mm512_loadu_si512(d[r].p), m7), m7);
+        }
+      }
+      for (int q = 0; q < 4; ++q) {
+        __m512 x[M];
+        for (int m = 0; m < M; ++m) x[m] = _mm512_loadu_ps(xs[m] + c + 16 * q);
+        for (int r = 0; r < R; ++r) {
+          const __m512 v = d[r].pair(q);
+          for (int m = 0; m < M; ++m) {
+            __m512& s = kScaled ? t[r][m][q & 1] : acc[r][m][q & 1];
+            s = _mm512_fmadd_ps(x[m], v, s);
+          }
+          if (G32 && D::kind == kNatural && q == 1) flush(r, s0[r]);
+        }
+      }
+      if (D::kInt4)
+        for (int r = 0; r < R; ++r)
+          for (int m = 0; m < M; ++m)  // t0 −= zp·X per chunk: the lower half only
+            t[r][m][0] =
+                _mm512_mask3_fnmadd_ps(zp[r], _mm512_zextps256_ps512(_mm256_loadu_ps(xsum[m] + c / 8)), t[r][m][0], 0x00ff);
+    }
+    if (kScaled)
+      for (int r = 0; r < R; ++r) flush(r, s1[r]);
+  }
+  for (int r = 0; r < R; ++r)
+    for (int m = 0; m < M; ++m) {
+      const __m512 lanes = kScaled ? acc[r][m][0] : pair_sum(acc[r][m][0], acc[r][m][1]);
+      const float h = hsum8(_mm512_castps512_ps256(lanes));
+      const float main = D::kInt4 ? zt_mul(h, gemv_rescale(g)[m]) : h;
+      float out = zt_add(main, gemv_tail(g, m, n + r));
+      if (D::kE4M3 && nan[r]) out = bits_to_f32(0x7fc00000u);
+      gemv_store(g, m, n + r, out);
+    }
+}
+
+// R rows per block while the accumulators fit in the 32 zmm registers.
+template <class D, int M, bool G32>
+static void gemv_m(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);  // M = 1: 8 partial and 4 running sums
+  uint64_t n = n0;
+  for (; n + R <= n1; n += R) gemv_block<D, M, R, G32>(g, n, n1 - 1);
+  for (; n < n1; ++n) gemv_block<D, M, 1, G32>(g, n, n1 - 1);
+}
+
+template <class D, bool G32>
+static void gemv_g(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  switch (g.m) {
+    case 1: return gemv_m<D, 1, G32>(g, n0, n1);
+    case 2: return gemv_m<D, 2, G32>(g, n0, n1);
+    case 3: return gemv_m<D, 3, G32>(g, n0, n1);
+    default: return gemv_m<D, 4, G32>(g, n0, n1);
+  }
+}
+
+template <class D>
+static void gemv_d(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  if (D::kind != kUnscaled && g.w->q.group == 32) return gemv_g<D, true>(g, n0, n1);
+  return gemv_g<D, false>(g, n0, n1);
+}
+
+}  // namespace
+
+void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  const GemmWeights& w = *g.w;
+  if (w.f32) return gemv_d<ZF32>(g, n0, n1);
+  switch (w.q.format) {
+    case QFormat::Int8: return gemv_d<ZInt8>(g, n0, n1);
+    case QFormat::Int4: return g.int4_subnormal ? gemv_d<ZInt4<true>>(g, n0, n1) : gemv_d<ZInt4<false>>(g, n0, n1);
+    case QFormat::Nf4: return gemv_d<ZNf4>(g, n0, n1);
+    case QFormat::Fp8E4M3: return gemv_d<ZFp8<true>>(g, n0, n1);
+    case QFormat::Fp8E5M2: return gemv_d<ZFp8<false>>(g, n0, n1);
+    case QFormat::Bf16: return gemv_d<ZBf16>(g, n0, n1);
+    case QFormat::Fp16: return gemv_d<ZFp16>(g, n0, n1);
+  }
 }
 
 }  // namespace avx512
