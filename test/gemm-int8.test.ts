@@ -113,6 +113,16 @@ describe.each(paths)('int8 matmul on the %s path equals the canonical reference 
       });
     });
 
+  // The AVX-512 GEMV takes 16 / M weight rows per block and one vpdpbusd per 64-element chunk, the
+  // last chunk a masked load; per-channel int8 sums run in kAccChunk groups (two here).
+  test.each([[64], [128], ['channel']] as [Granularity][])('W8A8 GEMV, long rows: group %s', (gran) => {
+    const shapes: [number, number, number][] = [[1, 37, 4096 + 64 * 3 + 17], [3, 11, 2048 + 5], [4, 6, gran === 'channel' ? 65536 + 100 : 4096 + 63]];
+    shapes.forEach(([M, N, K], i) => {
+      const w = randomWeights(prng(200 + i), 'int8', N, K, gran, { lo: -128 });
+      run(w, M, 400 + i, i === 0);
+    });
+  });
+
   test('W4A8 GEMV: extreme codes and activations stay exact (int16 sums of the reduction tree)', () => {
     // nibbles 15 (a few 0) against activations all +127 (row 0) or all -127 (row 1): the int16 lanes
     // of the reduction tree reach their largest sums (4 lanes of 7620); unit scales and absmax 127

@@ -186,7 +186,7 @@ struct Kernels {
   void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
   void (*sparse_row)(float*, const int8_t*, const float*, const uint32_t*, const uint32_t*, uint64_t);
   void (*direction_codes)(int8_t*, uint64_t, uint64_t, const Direction&);
-  bool int8_gsum;  // the packed int8 kernels need ActQ::gsum (unsigned q + 128 codes)
+  bool int8_gsum;  // the int8 kernels need ActQ::gsum (unsigned q + 128 codes)
   uint64_t panels_per_task;  // weight panels a packed-GEMM task takes (the micro-tile's width)
 };
 
@@ -204,7 +204,7 @@ const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, 
 const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, tile_each<avx2::tile_int>,
                        avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
                        avx2::direction_codes, false, 2};
-const Kernels kAvx512 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx512::pack_panel, avx512::tile_panels,
+const Kernels kAvx512 = {avx2::act_quantize_row, avx2::act_int4_extras, avx512::gemv_rows, avx512::pack_panel, avx512::tile_panels,
                          avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
                          avx2::direction_codes, true, 4};
 
@@ -426,7 +426,7 @@ void gemm_int(const IntGemm& g) {
   const bool grid_probe = g.dir && !g.idx && grid_probe_on_int(*g.dir, g.w.format, M);
   const bool int4 = g.w.format == QFormat::Int4, gemv = M <= kGemvMaxM && !grid_probe, int4_gemv = int4 && gemv;
   const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
-  const bool sums = int4 || (kn.int8_gsum && !gemv);
+  const bool sums = int4 || kn.int8_gsum;
   Scratch<int32_t> gsum(sums ? M * G : 0);
   Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);
   if (sums) {
@@ -481,7 +481,7 @@ void gemm_s8s8s32(const int8_t* am, const int8_t* b, int32_t* c, uint64_t M, uin
   ActQ a{M, K, Kp, q.p, nullptr, nullptr, nullptr};
   QTensorView w{QFormat::Int8, N, K, (uint8_t*)b, nullptr, nullptr, K};
   const uint64_t K4 = (K + 3) / 4, ga = std::max<uint64_t>(K4 * 4, 4);
-  Scratch<int32_t> gsum(kn.int8_gsum && M > kGemvMaxM ? M : 0);
+  Scratch<int32_t> gsum(kn.int8_gsum ? M : 0);
   if (gsum.n) {
     a.gsum = gsum.p;
     parallel_chunks(M, kActRowsPerTask, [&](size_t lo, size_t hi) {

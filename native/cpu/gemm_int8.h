@@ -272,13 +272,16 @@ void tile_f32(const float* a, const float* panel, uint64_t kc, float* c);
 void sparse_row(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S);
 }  // namespace avx2
 
-// AVX-512 VNNI packed-GEMM kernels (use_avx512()); every other kernel of that path is the AVX2 one.
-// They need ActQ::gsum for int8 weights too.
+// AVX-512 VNNI kernels (use_avx512()): the packed GEMM's and the GEMV; every other kernel of that
+// path is the AVX2 one. They need ActQ::gsum for int8 weights too.
 namespace avx512 {
 void pack_panel(const IntPlan& p, uint64_t n0, Panel panel);
 // Activation rows [m0, m0 + mr) times panels [0, np), the output columns from n0 (the last panel may
 // be partial): several panels per call, so each step's activation broadcast feeds more vpdpbusd.
 void tile_panels(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int np, uint64_t n0);
+// The streaming GEMV on vpdpbusd (needs ActQ::gsum for int8 weights too; groups of 32 take the
+// AVX2 one).
+void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1);
 }  // namespace avx512
 
 }  // namespace zt

@@ -161,6 +161,119 @@ void tile_rows(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, uint6
   }
 }
 
+
+// ---- streaming GEMV (M <= kGemvMaxM) --------------------------------------------------------------
+// Each 64-element chunk of a weight row is one vpdpbusd per activation row: int8 as w + 128 against
+// the row's q, int4 as its 32 bytes unpacked to [low nibbles | high nibbles] against ActQ::qeo (the
+// same even / odd order). R = 16 / M weight rows per block give 16 int32 accumulators (one per
+// weight row and activation row), reduced together at the end of each accumulation group by one
+// transpose-add tree; then S = sum − zp · gsum and acc = fma(s, float(S), acc) on 16 lanes at once.
+// The integer sums are exact, so the bits equal the scalar and AVX2 GEMVs'.
+
+// v[i] -> lane i of the result: the sum of v[i]'s 16 lanes.
+inline __m512i reduce16(const __m512i* v) {
+  __m512i a[8], b[4], c[2];
+  for (int k = 0; k < 8; ++k)
+    a[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 4; ++k)
+    b[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_epi64(a[2 * k], a[2 * k + 1]));
+  for (int k = 0; k < 2; ++k)  // 128-bit lanes: [b0 L0+L1 | b0 L2+L3 | b1 L0+L1 | b1 L2+L3]
+    c[k] = _mm512_add_epi32(_mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], 0x88), _mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], 0xDD));
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], 0x88), _mm512_shuffle_i32x4(c[0], c[1], 0xDD));
+}
+
+// Weight rows [n, n + nr) (nr <= R; missing rows repeat the last one, their results are dropped),
+// all M activation rows; lane i of the 16 is weight row i / M, activation row i % M.
+template <bool kInt4, int M>
+void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
+  constexpr int R = 16 / M;
+  const ActQ& a = *p.a;
+  const QTensorView& w = p.w;
+  const uint64_t row_bytes = kInt4 ? (p.K + 1) / 2 : p.K, chunk_bytes = kInt4 ? 32 : 64;
+  const uint64_t chunks = a.Kp / 64, full = row_bytes / chunk_bytes;  // chunks [full, chunks) are partial
+  const uint64_t per_group = p.G == 1 ? chunks : p.ga / 64;
+  const uint8_t* rows[R];
+  for (int r = 0; r < R; ++r) rows[r] = w.data + (n + (r < (int)nr ? r : nr - 1)) * row_bytes;
+  const int8_t* x[M];
+  for (int m = 0; m < M; ++m) x[m] = (kInt4 ? a.qeo : a.q) + m * a.Kp;
+  // the next block streams in while this one is computed, as one sequential stream
+  const uint8_t* ahead = w.data + (n + R <= last ? n + R : last) * row_bytes;
+  const uint8_t* ahead_end = w.data + (last + 1) * row_bytes;
+  // lane i: its weight row's scale index for group 0 (+ j per group when grouped), zero-point term
+  const bool grouped = w.group != 0 && w.group != w.cols;
+  alignas(64) int32_t sidx[16];
+  for (int i = 0; i < 16; ++i) sidx[i] = (int32_t)w_scale_index(w, n + (i / M < (int)nr ? i / M : nr - 1), 0);
+  const __m512i sidx0 = _mm512_load_si512(sidx);
+  __m512 acc = _mm512_setzero_ps();
+  const __m512i low4 = _mm512_set1_epi8(0x0f), bias128 = _mm512_set1_epi8((char)0x80);
+  for (uint64_t j = 0; j < p.G; ++j) {
+    __m512i s[16];
+    for (int i = 0; i < 16; ++i) s[i] = _mm512_setzero_si512();
+    const uint64_t c1 = (j + 1) * per_group < chunks ? (j + 1) * per_group : chunks;
+    for (uint64_t c = j * per_group; c < c1; ++c) {
+      for (uint64_t b = 0; b < R * chunk_bytes; b += 64) {
+        const uint8_t* pf = ahead + c * R * chunk_bytes + b;
+        if (pf < ahead_end) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+      }
+      __m512i xv[M];
+      for (int m = 0; m < M; ++m) xv[m] = _mm512_load_si512(x[m] + c * 64);
+      for (int r = 0; r < R; ++r) {
+        const uint8_t* src = rows[r] + c * chunk_bytes;
+        __m512i z;
+        if (kInt4) {
+          const __m256i b = c < full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
+                                     : _mm256_maskz_loadu_epi8((__mmask32)((1ull << (row_bytes - c * 32)) - 1), src);
+          const __m512i bb = _mm512_broadcast_i64x4(b);  // low nibbles in the lower half, high in the upper
+          z = _mm512_and_si512(_mm512_mask_srli_epi16(bb, 0xFFFF0000u, bb, 4), low4);
+        } else {
+          const __m512i b = c < full ? _mm512_loadu_si512(src)
+                                     : _mm512_maskz_loadu_epi8((__mmask64)((1ull << (row_bytes - c * 64)) - 1), src);
+          z = _mm512_xor_si512(b, bias128);  // q + 128, unsigned
+        }
+        for (int m = 0; m < M; ++m) s[r * M + m] = _mm512_dpbusd_epi32(s[r * M + m], z, xv[m]);
+      }
+    }
+    __m512i S = reduce16(s);
+    // the offset: zp * gsum with zp = 128 (int8), 8 (symmetric int4) or the group's zero-point
+    alignas(64) int32_t gs[16], zp[16];
+    for (int i = 0; i < 16; ++i) gs[i] = a.gsum[(i % M) * p.G + j];
+    __m512i zpv = _mm512_set1_epi32(kInt4 ? kInt4SymZero : 128);
+    if (kInt4 && w.zeros) {
+      for (int i = 0; i < 16; ++i) zp[i] = w.zeros[sidx[i] + (grouped ? j : 0)];
+      zpv = _mm512_load_si512(zp);
+    }
+    S = _mm512_sub_epi32(S, _mm512_mullo_epi32(zpv, _mm512_load_si512(gs)));
+    if (p.raw32) {  // one group: the exact sums
+      alignas(64) int32_t v[16];
+      _mm512_store_si512(v, S);
+      for (uint64_t r = 0; r < nr; ++r)
+        for (int m = 0; m < M; ++m) p.raw32[m * p.N + n + r] = v[r * M + m];
+      return;
+    }
+    const __m512i idx = grouped ? _mm512_add_epi32(sidx0, _mm512_set1_epi32((int32_t)j)) : sidx0;
+    acc = _mm512_fmadd_ps(_mm512_i32gather_ps(idx, w.scales, 4), _mm512_cvtepi32_ps(S), acc);
+  }
+  alignas(64) float v[16];
+  _mm512_store_ps(v, acc);
+  for (uint64_t r = 0; r < nr; ++r)
+    for (int m = 0; m < M; ++m) p.out[m * p.ldo + n + r] = epilogue(p.ep, v[r * M + m], m, n + r);
+}
+
+template <bool kInt4, int M>
+void gemv_m(const IntPlan& p, uint64_t n0, uint64_t n1) {
+  constexpr uint64_t R = 16 / M;
+  for (uint64_t n = n0; n < n1; n += R) gemv_block<kInt4, M>(p, n, n1 - n < R ? n1 - n : R, n1 - 1);
+}
+
+template <bool kInt4>
+void gemv_i(const IntPlan& p, uint64_t n0, uint64_t n1) {
+  switch (p.a->M) {
+    case 1: return gemv_m<kInt4, 1>(p, n0, n1);
+    case 2: return gemv_m<kInt4, 2>(p, n0, n1);
+    case 3: return gemv_m<kInt4, 3>(p, n0, n1);
+    default: return gemv_m<kInt4, 4>(p, n0, n1);
+  }
+}
 }  // namespace
 
 void pack_panel(const IntPlan& p, uint64_t n0, Panel panel) {
@@ -184,6 +297,15 @@ void tile_panels(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int
     else tile_rows<1>(p, m0, mr, panels + i, n0 + 16 * i);
     i += n;
   }
+}
+
+void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1) {
+  // chunks of 64 must not straddle accumulation groups (groups of 32: the AVX2 GEMV), and the
+  // scale gather takes int32 indices
+  const uint64_t nscales = p.w.group == 0 ? 1 : (p.w.group == p.w.cols ? p.N : p.N * qt_groups_per_row(p.w));
+  if ((p.G > 1 && p.ga % 64 != 0) || nscales > INT32_MAX) return avx2::gemv_rows(p, n0, n1);
+  if (p.w.format == QFormat::Int4) return gemv_i<true>(p, n0, n1);
+  return gemv_i<false>(p, n0, n1);
 }
 
 }  // namespace avx512
