@@ -235,14 +235,22 @@ void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
     }
     __m512i S = reduce16(s);
     // the offset: zp * gsum with zp = 128 (int8), 8 (symmetric int4) or the group's zero-point
-    alignas(64) int32_t gs[16], zp[16];
-    for (int i = 0; i < 16; ++i) gs[i] = a.gsum[(i % M) * p.G + j];
-    __m512i zpv = _mm512_set1_epi32(kInt4 ? kInt4SymZero : 128);
-    if (kInt4 && w.zeros) {
-      for (int i = 0; i < 16; ++i) zp[i] = w.zeros[sidx[i] + (grouped ? j : 0)];
-      zpv = _mm512_load_si512(zp);
+    static_assert(kInt4SymZero == 8, "the shift below");
+    __m512i gs;
+    if (M == 1) {
+      gs = _mm512_set1_epi32(a.gsum[j]);
+    } else {
+      alignas(64) int32_t g[16];
+      for (int i = 0; i < 16; ++i) g[i] = a.gsum[(i % M) * p.G + j];
+      gs = _mm512_load_si512(g);
     }
-    S = _mm512_sub_epi32(S, _mm512_mullo_epi32(zpv, _mm512_load_si512(gs)));
+    if (kInt4 && w.zeros) {
+      alignas(64) int32_t zp[16];
+      for (int i = 0; i < 16; ++i) zp[i] = w.zeros[sidx[i] + (grouped ? j : 0)];
+      S = _mm512_sub_epi32(S, _mm512_mullo_epi32(_mm512_load_si512(zp), gs));
+    } else {
+      S = _mm512_sub_epi32(S, _mm512_slli_epi32(gs, kInt4 ? 3 : 7));  // zp = 8 or 128
+    }
     if (p.raw32) {  // one group: the exact sums
       alignas(64) int32_t v[16];
       _mm512_store_si512(v, S);
