@@ -9,7 +9,6 @@ const harness = require('./harness');
 const { dynamicModel, nbitsModel, session } = require('./onnx');
 
 const THREADS = 2;
-const L3_BYTES = 8 << 20;
 const full = process.argv.includes('--full') || process.env.ZOTUNE_BENCH_FULL === '1';
 
 function rand(seed) {
@@ -93,7 +92,7 @@ const suite = {
       const gemv = M === 1;
       const wbytes = N * (fmt === 'int8' ? K : K / 2);
       // GEMV weights rotate through copies that together exceed the L3 several times over
-      const copies = gemv ? Math.max(2, Math.ceil((4 * L3_BYTES) / wbytes)) : 1;
+      const copies = gemv ? Math.max(2, Math.ceil((4 * h.LLC_BYTES) / wbytes)) : 1;
       const sets = Array.from({ length: copies }, (_, i) => weights(z, fmt, N, K, 11 + i, group));
       const r = rand(5);
       const x = z.Tensor.fromArray(Float32Array.from({ length: M * K }, () => r() * 2 - 1), [M, K], 'f32', 'activations');
@@ -161,7 +160,7 @@ const suite = {
       method: [
         `y = int8(x) · Wᵀ with x f32 [M, K] quantized per row in the call (matmulInt8), W [N, K] int8 per-channel (W8A8) or int4 symmetric group 32 (W4A8; the GEMV also with group 128, the model's int4 default); ${THREADS} threads for zotune and onnxruntime (intra-op).`,
         `GEMM rows: GOPS = 2·M·N·K / time, against the ${peakName} on ${THREADS} threads, the unit the integer GEMM runs on (${z.cpuInfo().path} path), measured in this run: at its start (${h.pair(c[peak], (v) => h.giga(v, 1))} GOPS best / median) and again right before each case; each row uses the larger (highest seen: ${h.pair(seen[peak], (v) => h.giga(v, 1))}).${c.vnni ? ` For scale, the AVX2 int8 peak of the issue's target (vpmaddubsw + vpmaddwd + vpaddd) measured ${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS at the start.` : ''}`,
-        `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${L3_BYTES >> 20} MiB L3 4x.`,
+        `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${h.LLC_BYTES / 2 ** 20} MiB last-level cache 4x.`,
         'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
         'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load), slowdown against the unperturbed row of the same shape. gaussian / rademacher: exact directions, f32 micro-kernel on decoded + perturbed tiles. quzo4: QuZO 4-bit Gaussian directions (probe rounding): the integer path (gemm_int8.h step 2\', codes through the nibble micro-kernel) at M <= 16 (W8A8) / 48 (W4A8), the f32 micro-kernel above.',
       ],
@@ -169,7 +168,8 @@ const suite = {
       rows,
       notes: [
         'Targets (issue, 2 threads): W8A8 1024³ >= 65 % of the int8 ceiling and >= 1.2x onnxruntime; GEMV W8 and W4 at 4096x4096 >= 70 % of read bandwidth; perturb-on-load at M = 512 <= 15 % slower.',
-        'On a CPU with AVX-512 VNNI (avx512 path) the packed GEMMs (M >= 5, and QuZO integer-path probes) run on vpdpbusd; the GEMV (M <= 4, memory-bound) and the f32 micro-kernel of perturbed tiles stay AVX2. Every path gives the same bits (test/gemm-int8.test.ts). onnxruntime picks its own AVX-512 VNNI kernels on such a CPU.',
+        'On a CPU with AVX-512 VNNI (avx512 path) the packed GEMMs (M >= 5, and QuZO integer-path probes) and the GEMV (M <= 4; groups of 32 excepted) run on vpdpbusd; the f32 micro-kernel of perturbed tiles stays AVX2. Every path gives the same bits (test/gemm-int8.test.ts). onnxruntime picks its own AVX-512 VNNI kernels on such a CPU.',
+        'GEMV rows: until 2026-11-24 the weights rotated through copies adding up to 4x an 8 MiB L3 (Zen 1); on a 32 MiB L3 part of them stayed cached, which inflated those rows (W8A8 82 %, W4A8 g128 76 % then; this run, from DRAM: see the table). The same GEMV on one thread in cache streams ~1.8x as many W8A8 weights per second as the AVX2 one; from DRAM on 2 cores both are bound by the memory system, W4A8 below the 70 % target.',
         "onnxruntime's AVX2 u8s8 kernel saturates vpmaddubsw pair sums with full-range int8 weights (its outputs then differ from the exact product); zotune's sign trick keeps every pair sum exact. Timings are unaffected.",
       ],
     });

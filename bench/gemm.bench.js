@@ -100,15 +100,17 @@ const suite = {
       }
 
       // 2. Weight-only GEMV (M = 1) against the read bandwidth, weights streamed from DRAM: calls
-      // rotate over 4 copies (more than the last-level cache).
+      // rotate over copies adding up to 4x the last-level cache.
       const gemvFormats = FULL
         ? [['int8', 'channel'], ['int8', 32], ['int4', 128], ['int4', 32], ['nf4', 64], ['fp8-e4m3', 'channel'], ['fp8-e5m2', 'channel'], ['bf16', 'tensor'], ['fp16', 'tensor']]
         : [['int8', 'channel'], ['int4', 128]];
       const N = 4096, K = 4096;
       const x1 = keep(randomTensor(z, [1, K], 7)), out1 = keep(z.Tensor.empty([1, N]));
       for (const [format, gran] of gemvFormats) {
-        const copies = Array.from({ length: 4 }, (_, i) => randomQ(z, format, N, K, gran, 100 + i));
-        const bytes = copies[0].byteLength;
+        const first = randomQ(z, format, N, K, gran, 100);
+        const count = Math.max(2, Math.ceil((4 * h.LLC_BYTES) / first.byteLength));
+        const copies = [first, ...Array.from({ length: count - 1 }, (_, i) => randomQ(z, format, N, K, gran, 101 + i))];
+        const bytes = first.byteLength;
         let i = 0;
         const [r, ceil] = await alternate([`${format} GEMV`, () => z.matmulSync(x1, copies[i++ % copies.length], { out: out1 }), bytes], readCase);
         const flops = { best: (r.best / bytes) * 2 * N * K, median: (r.median / bytes) * 2 * N * K };
@@ -158,7 +160,7 @@ const suite = {
         `Ceilings (bench/harness.js ops, ${THREADS} threads): the fp32 FMA peak${zmm ? ' on zmm (avx512 path: the GEMM\'s full 6x32 tiles are AVX-512; its AVX2 ymm peak was ' + h.pair(c.fma, (x) => h.giga(x, 1)) + ' GFLOP/s)' : ''} and the streaming read of 256 MiB are measured in alternation with the cases they judge (the value each row used is printed beside it); at the start of the run they were ${h.pair(zmm ? c.fma512 : c.fma, (x) => h.giga(x, 1))} GFLOP/s and ${h.pair(c.read, (x) => h.giga(x, 1))} GB/s (best / median).`,
         'GFLOP/s = 2·M·N·K / time of one call (matmulSync into a preallocated output). Percentages use the best rates.',
         'Peer: onnxruntime-node CPU MatMul (MLAS), a one-node ONNX model written as protobuf bytes by bench/onnx.js, weights as a constant initializer (so ORT may prepack them), intra-op threads = 2, timed through session.run (includes its JS call overhead, ~tens of µs).',
-        'Weight-only GEMV: GB/s counts the bytes of codes + scales per call; calls rotate over 4 copies (32-64 MiB) so the weights come from DRAM, not the last-level cache.',
+        `Weight-only GEMV: GB/s counts the bytes of codes + scales per call; calls rotate over copies adding up to 4x the ${h.LLC_BYTES / 2 ** 20} MiB last-level cache (ZOTUNE_BENCH_LLC_MB), so the weights come from DRAM. The fp32 GEMV row reuses one 64 MiB matrix (part of it may stay in the cache).`,
         'Perturb-on-load: W + alpha·z regenerated while packing; the same GEMM without perturbation is measured in alternation with each perturbed case (its rate is in the onnxruntime column of those rows).',
         'The cases of a row (ours, the peer, the ceiling; or plain and perturbed) are measured interleaved (harness measureInterleaved), so each ratio compares measurements taken next to each other on this shared machine.',
         'onnxruntime keeps its default intra-op spinning (its fastest setting); the process sleeps 250 ms before every case so that its spinning threads are idle when the next case starts (measured: without the pause they take a core from the case that follows, 0.7x instead of 1.0x at 1024³).',

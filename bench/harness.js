@@ -293,7 +293,7 @@ function tinybenchVersion() {
 
 /** Runs one suite module: logs, measures how busy the machine was, and calls suite.run(h). */
 async function runSuite(suite) {
-  const h = { zotune, measure, measureInterleaved, rate, ratio, measureCeilings, measureWithCeilings, withThreads, giga, pct, times, pair, report: (r) => report(ctx, r) };
+  const h = { LLC_BYTES, zotune, measure, measureInterleaved, rate, ratio, measureCeilings, measureWithCeilings, withThreads, giga, pct, times, pair, report: (r) => report(ctx, r) };
   const ctx = { name: suite.name, busy: machineBusy(), start: cpuSnapshot() };
   console.log(`\n== ${suite.name}: ${suite.title}${ctx.busy != null ? ` (other processes: ${pct(ctx.busy)} of the machine)` : ''}`);
   const t0 = Date.now();
@@ -309,4 +309,9 @@ function main(suite) {
   });
 }
 
-module.exports = { zotune, measure, measureInterleaved, rate, ratio, measureCeilings, measureWithCeilings, withThreads, machine, machineBusy, report, runSuite, main, giga, pct, times, pair, markdownTable, DEFAULTS };
+// Last-level cache assumed by the "weights from DRAM" rows (they rotate through copies adding up to
+// 4x this): 32 MiB, the L3 of one Zen 4 / Zen 5 CCD (virtual machines often hide the real size);
+// ZOTUNE_BENCH_LLC_MB overrides it.
+const LLC_BYTES = (Number(process.env.ZOTUNE_BENCH_LLC_MB) || 32) * 2 ** 20;
+
+module.exports = { LLC_BYTES, zotune, measure, measureInterleaved, rate, ratio, measureCeilings, measureWithCeilings, withThreads, machine, machineBusy, report, runSuite, main, giga, pct, times, pair, markdownTable, DEFAULTS };
