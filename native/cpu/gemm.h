@@ -240,6 +240,42 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1);
 // The fp32 GEMV order over one materialised weight row (perturbed GEMV).
 void gemv_f32_row_ref(const float* wrow, const GemvCtx& g, uint64_t n);
 
+// The GEMV's compile-time dispatch, shared by the AVX2 and AVX-512 kernels: the weight format picks
+// the decoder type of an ISA's family Fam, then the group-of-32 mode and M (1..4) are template
+// arguments of Fam::rows<D, M, G32>. Decoders state their lane kind: unscaled (fp32, fp16, bf16:
+// products go straight into the sums), natural lanes or nibble lanes (gemm.h lane orders above).
+enum GemvKind { kGemvUnscaled, kGemvNatural, kGemvNibble };
+template <class Fam, class D, bool G32>
+void gemv_for_m(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  switch (g.m) {
+    case 1: return Fam::template rows<D, 1, G32>(g, n0, n1);
+    case 2: return Fam::template rows<D, 2, G32>(g, n0, n1);
+    case 3: return Fam::template rows<D, 3, G32>(g, n0, n1);
+    default: return Fam::template rows<D, 4, G32>(g, n0, n1);
+  }
+}
+template <class Fam, class D>
+void gemv_for_groups(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  if (D::kind != kGemvUnscaled && g.w->q.group == 32) return gemv_for_m<Fam, D, true>(g, n0, n1);
+  return gemv_for_m<Fam, D, false>(g, n0, n1);
+}
+template <class Fam>
+void gemv_dispatch(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+  const GemmWeights& w = *g.w;
+  if (w.f32) return gemv_for_groups<Fam, typename Fam::F32>(g, n0, n1);
+  switch (w.q.format) {
+    case QFormat::Int8: return gemv_for_groups<Fam, typename Fam::Int8>(g, n0, n1);
+    case QFormat::Int4:
+      if (g.int4_subnormal) return gemv_for_groups<Fam, typename Fam::template Int4<true>>(g, n0, n1);
+      return gemv_for_groups<Fam, typename Fam::template Int4<false>>(g, n0, n1);
+    case QFormat::Nf4: return gemv_for_groups<Fam, typename Fam::Nf4>(g, n0, n1);
+    case QFormat::Fp8E4M3: return gemv_for_groups<Fam, typename Fam::template Fp8<true>>(g, n0, n1);
+    case QFormat::Fp8E5M2: return gemv_for_groups<Fam, typename Fam::template Fp8<false>>(g, n0, n1);
+    case QFormat::Bf16: return gemv_for_groups<Fam, typename Fam::Bf16>(g, n0, n1);
+    case QFormat::Fp16: return gemv_for_groups<Fam, typename Fam::Fp16>(g, n0, n1);
+  }
+}
+
 namespace avx2 {
 void gemm_decode(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld);
 void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,

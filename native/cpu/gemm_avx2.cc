@@ -489,12 +489,11 @@ static inline float hsum8(__m256 v) {  // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
   return _mm_cvtss_f32(_mm_add_ss(s, _mm_movehdup_ps(s)));
 }
 
-enum Kind { kUnscaled, kNatural, kNibble };
 
 // One format's chunk decoder: load(row, c) once per 64-element chunk, val(j) the unscaled values of
 // vector j in the lane order of gemm.h.
 struct DecF32 {
-  static constexpr Kind kind = kUnscaled;
+  static constexpr GemvKind kind = kGemvUnscaled;
   static constexpr uint64_t kChunkBytes = 256;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const float *base, *p;
@@ -503,7 +502,7 @@ struct DecF32 {
   __m256 val(int j) const { return _mm256_loadu_ps(p + 8 * j); }
 };
 struct DecFp16 {
-  static constexpr Kind kind = kUnscaled;
+  static constexpr GemvKind kind = kGemvUnscaled;
   static constexpr uint64_t kChunkBytes = 128;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t *base, *p;
@@ -512,7 +511,7 @@ struct DecFp16 {
   __m256 val(int j) const { return _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * j))); }
 };
 struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: odd (high halves)
-  static constexpr Kind kind = kUnscaled;
+  static constexpr GemvKind kind = kGemvUnscaled;
   static constexpr uint64_t kChunkBytes = 128;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t *base, *p;
@@ -524,7 +523,7 @@ struct DecBf16 {  // vector 2b: even elements of block b (low halves), 2b + 1: o
   }
 };
 struct DecInt8 {
-  static constexpr Kind kind = kNatural;
+  static constexpr GemvKind kind = kGemvNatural;
   static constexpr uint64_t kChunkBytes = 64;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t *base, *p;
@@ -536,7 +535,7 @@ struct DecInt8 {
 };
 template <bool E4M3>
 struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by the kernel)
-  static constexpr Kind kind = kNatural;
+  static constexpr GemvKind kind = kGemvNatural;
   static constexpr uint64_t kChunkBytes = 64;
   static constexpr bool kInt4 = false, kE4M3 = E4M3;
   const uint8_t *base, *p;
@@ -550,7 +549,7 @@ struct DecFp8 {  // e4m3 values are decode / 256 (NaN codes flagged per chunk by
 // gemm.h): one vpand per 8 weights, no conversion (kSubnormal; else converted); x is prescaled to match.
 template <bool kSubnormal>
 struct DecInt4 {
-  static constexpr Kind kind = kNibble;
+  static constexpr GemvKind kind = kGemvNibble;
   static constexpr uint64_t kChunkBytes = 32;
   static constexpr bool kInt4 = true, kE4M3 = false;
   const uint8_t* base;
@@ -566,7 +565,7 @@ struct DecInt4 {
   }
 };
 struct DecNf4 {
-  static constexpr Kind kind = kNibble;
+  static constexpr GemvKind kind = kGemvNibble;
   static constexpr uint64_t kChunkBytes = 32;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t* base;
@@ -581,7 +580,7 @@ struct DecNf4 {
 template <class D, int M, bool G32>
 static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   const GemmWeights& w = *g.w;
-  constexpr bool kScaled = D::kind != kUnscaled;
+  constexpr bool kScaled = D::kind != kGemvUnscaled;
   const float* xs[M];
   const float* xsum[M];
   for (int m = 0; m < M; ++m) {
@@ -626,7 +625,7 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       __m256 s0, s1;
       if (G32) {
         const float* sp = rs.s + (c >> 5);
-        if (D::kind == kNibble) {
+        if (D::kind == kGemvNibble) {
           s0 = s1 = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps(sp[0])), _mm_set1_ps(sp[1]), 1);
         } else {
           s0 = _mm256_set1_ps(sp[0]);
@@ -649,7 +648,7 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       for (int j = 0; j < 8; ++j) {
         const __m256 v = d.val(j);
         for (int m = 0; m < M; ++m) t[m][j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, t[m][j & 3]);
-        if (G32 && D::kind == kNatural && j == 3) flush(s0);
+        if (G32 && D::kind == kGemvNatural && j == 3) flush(s0);
       }
       if (D::kInt4) {
         __m256 zp = sym_zp;
@@ -679,37 +678,23 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
   }
 }
 
-template <class D, bool G32>
-static void gemv_mg(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  switch (g.m) {
-    case 1: return gemv_kernel<D, 1, G32>(g, n0, n1);
-    case 2: return gemv_kernel<D, 2, G32>(g, n0, n1);
-    case 3: return gemv_kernel<D, 3, G32>(g, n0, n1);
-    default: return gemv_kernel<D, 4, G32>(g, n0, n1);
-  }
-}
-
-template <class D>
-static void gemv_m(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  if (D::kind != kUnscaled && g.w->q.group == 32) return gemv_mg<D, true>(g, n0, n1);
-  return gemv_mg<D, false>(g, n0, n1);
-}
+struct Gemv {
+  using F32 = DecF32;
+  using Int8 = DecInt8;
+  template <bool kSubnormal>
+  using Int4 = DecInt4<kSubnormal>;
+  using Nf4 = DecNf4;
+  template <bool E4M3>
+  using Fp8 = DecFp8<E4M3>;
+  using Bf16 = DecBf16;
+  using Fp16 = DecFp16;
+  template <class D, int M, bool G32>
+  static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) { gemv_kernel<D, M, G32>(g, n0, n1); }
+};
 
 }  // namespace
 
-void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  const GemmWeights& w = *g.w;
-  if (w.f32) return gemv_m<DecF32>(g, n0, n1);
-  switch (w.q.format) {
-    case QFormat::Int8: return gemv_m<DecInt8>(g, n0, n1);
-    case QFormat::Int4: return g.int4_subnormal ? gemv_m<DecInt4<true>>(g, n0, n1) : gemv_m<DecInt4<false>>(g, n0, n1);
-    case QFormat::Nf4: return gemv_m<DecNf4>(g, n0, n1);
-    case QFormat::Fp8E4M3: return gemv_m<DecFp8<true>>(g, n0, n1);
-    case QFormat::Fp8E5M2: return gemv_m<DecFp8<false>>(g, n0, n1);
-    case QFormat::Bf16: return gemv_m<DecBf16>(g, n0, n1);
-    case QFormat::Fp16: return gemv_m<DecFp16>(g, n0, n1);
-  }
-}
+void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) { gemv_dispatch<Gemv>(g, n0, n1); }
 
 void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n) {
   const uint64_t K = g.w->k;

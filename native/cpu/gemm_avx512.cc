@@ -72,8 +72,6 @@ void gemm_kernel_rows12(uint64_t kc, const float* const* rows, const float* at, 
 
 namespace {
 
-enum Kind { kUnscaled, kNatural, kNibble };
-
 static inline __m512 swap_halves(__m512 v) { return _mm512_shuffle_f32x4(v, v, 0x4E); }
 static inline __m512 pair_sum(__m512 a01, __m512 a23) {  // (a0 + a1) + (a2 + a3) in both halves
   return _mm512_add_ps(_mm512_add_ps(a01, swap_halves(a01)), _mm512_add_ps(a23, swap_halves(a23)));
@@ -86,8 +84,15 @@ static inline float hsum8(__m256 v) {  // ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7))
 
 // Chunk decoders: load(c) once per 64-element chunk, pair(q) the unscaled values of vectors 2q and
 // 2q + 1 (lower and upper half) in the lane order of gemm.h.
+// Rows of codes, kBytes per element: load(c) points at the chunk starting at element c.
+template <int kBytes>
+struct CodeRows {
+  const uint8_t *base, *p;
+  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
+  void load(uint64_t c) { p = base + kBytes * c; }
+};
 struct ZF32 {
-  static constexpr Kind kind = kUnscaled;
+  static constexpr GemvKind kind = kGemvUnscaled;
   static constexpr uint64_t kChunkBytes = 256;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const float *base, *p;
@@ -95,46 +100,34 @@ struct ZF32 {
   void load(uint64_t c) { p = base + c; }
   __m512 pair(int q) const { return _mm512_loadu_ps(p + 16 * q); }
 };
-struct ZFp16 {
-  static constexpr Kind kind = kUnscaled;
+struct ZFp16 : CodeRows<2> {
+  static constexpr GemvKind kind = kGemvUnscaled;
   static constexpr uint64_t kChunkBytes = 128;
   static constexpr bool kInt4 = false, kE4M3 = false;
-  const uint8_t *base, *p;
-  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
-  void load(uint64_t c) { p = base + 2 * c; }
   __m512 pair(int q) const { return _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * q))); }
 };
-struct ZBf16 {  // vectors 2q, 2q + 1: even (low halves) and odd (high halves) elements of block q
-  static constexpr Kind kind = kUnscaled;
+struct ZBf16 : CodeRows<2> {  // vectors 2q, 2q + 1: even (low halves) and odd (high halves) elements of block q
+  static constexpr GemvKind kind = kGemvUnscaled;
   static constexpr uint64_t kChunkBytes = 128;
   static constexpr bool kInt4 = false, kE4M3 = false;
-  const uint8_t *base, *p;
-  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
-  void load(uint64_t c) { p = base + 2 * c; }
   __m512 pair(int q) const {
     const __m512i v = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + 32 * q)));
     return _mm512_castsi512_ps(_mm512_and_si512(_mm512_mask_slli_epi32(v, 0x00ff, v, 16), _mm512_set1_epi32((int)0xffff0000u)));
   }
 };
-struct ZInt8 {
-  static constexpr Kind kind = kNatural;
+struct ZInt8 : CodeRows<1> {
+  static constexpr GemvKind kind = kGemvNatural;
   static constexpr uint64_t kChunkBytes = 64;
   static constexpr bool kInt4 = false, kE4M3 = false;
-  const uint8_t *base, *p;
-  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
-  void load(uint64_t c) { p = base + c; }
   __m512 pair(int q) const {
     return _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * q))));
   }
 };
 template <bool E4M3>
-struct ZFp8 {  // fp16 bits as in gemm_avx2.cc: e5m2 is the top byte, e4m3 rebiased (value / 256)
-  static constexpr Kind kind = kNatural;
+struct ZFp8 : CodeRows<1> {  // fp16 bits as in gemm_avx2.cc: e5m2 is the top byte, e4m3 rebiased (value / 256)
+  static constexpr GemvKind kind = kGemvNatural;
   static constexpr uint64_t kChunkBytes = 64;
   static constexpr bool kInt4 = false, kE4M3 = E4M3;
-  const uint8_t *base, *p;
-  void start(const GemmWeights& w, uint64_t n) { base = gemm_row(w.q, n); }
-  void load(uint64_t c) { p = base + c; }
   __m512 pair(int q) const {
     __m256i h = _mm256_slli_epi16(_mm256_cvtepu8_epi16(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p + 16 * q))), 8);
     if (E4M3) h = _mm256_and_si256(_mm256_srai_epi16(h, 1), _mm256_set1_epi16((short)0xBFFF));
@@ -145,7 +138,7 @@ struct ZFp8 {  // fp16 bits as in gemm_avx2.cc: e5m2 is the top byte, e4m3 rebia
 // nibbles 6 and 7 from the lanes shifted right by 8.
 template <bool kSubnormal>
 struct ZInt4 {
-  static constexpr Kind kind = kNibble;
+  static constexpr GemvKind kind = kGemvNibble;
   static constexpr uint64_t kChunkBytes = 32;
   static constexpr bool kInt4 = true, kE4M3 = false;
   const uint8_t* base;
@@ -163,7 +156,7 @@ struct ZInt4 {
   }
 };
 struct ZNf4 {
-  static constexpr Kind kind = kNibble;
+  static constexpr GemvKind kind = kGemvNibble;
   static constexpr uint64_t kChunkBytes = 32;
   static constexpr bool kInt4 = false, kE4M3 = false;
   const uint8_t* base;
@@ -186,7 +179,7 @@ struct ZNf4 {
 template <class D, int M, int R, bool G32>
 static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
   const GemmWeights& w = *g.w;
-  constexpr bool kScaled = D::kind != kUnscaled;
+  constexpr bool kScaled = D::kind != kGemvUnscaled;
   const float* xs[M];
   const float* xsum[M];
   for (int m = 0; m < M; ++m) {
@@ -228,7 +221,7 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
     __m512 s0[R], s1[R], zp[R];  // the group's scales (G32 natural: per half) and int4 zero-points
     for (int r = 0; r < R; ++r) {
       if (!kScaled) break;
-      if (G32 && D::kind == kNibble) {  // lanes 0-3 and 4-7 of each half: groups 2i and 2i + 1
+      if (G32 && D::kind == kGemvNibble) {  // lanes 0-3 and 4-7 of each half: groups 2i and 2i + 1
         const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 0, 0, 0, 0, 1, 1, 1, 1);
         s0[r] = s1[r] = _mm512_permutexvar_ps(halves, _mm512_castpd_ps(_mm512_castpd128_pd512(_mm_load_sd(reinterpret_cast<const double*>(sp[r])))));
       } else {
@@ -266,7 +259,7 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
             __m512& s = kScaled ? t[r][m][q & 1] : acc[r][m][q & 1];
             s = _mm512_fmadd_ps(x[m], v, s);
           }
-          if (G32 && D::kind == kNatural && q == 1) flush(r, s0[r]);
+          if (G32 && D::kind == kGemvNatural && q == 1) flush(r, s0[r]);
         }
       }
       if (D::kInt4)
@@ -290,45 +283,28 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
 }
 
 // R rows per block while the accumulators fit in the 32 zmm registers.
-template <class D, int M, bool G32>
-static void gemv_m(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);  // M = 1: 8 partial and 4 running sums
-  uint64_t n = n0;
-  for (; n + R <= n1; n += R) gemv_block<D, M, R, G32>(g, n, n1 - 1);
-  for (; n < n1; ++n) gemv_block<D, M, 1, G32>(g, n, n1 - 1);
-}
-
-template <class D, bool G32>
-static void gemv_g(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  switch (g.m) {
-    case 1: return gemv_m<D, 1, G32>(g, n0, n1);
-    case 2: return gemv_m<D, 2, G32>(g, n0, n1);
-    case 3: return gemv_m<D, 3, G32>(g, n0, n1);
-    default: return gemv_m<D, 4, G32>(g, n0, n1);
+struct Gemv {
+  using F32 = ZF32;
+  using Int8 = ZInt8;
+  template <bool kSubnormal>
+  using Int4 = ZInt4<kSubnormal>;
+  using Nf4 = ZNf4;
+  template <bool E4M3>
+  using Fp8 = ZFp8<E4M3>;
+  using Bf16 = ZBf16;
+  using Fp16 = ZFp16;
+  template <class D, int M, bool G32>
+  static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+    constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);  // M = 1: 8 partial and 4 running sums
+    uint64_t n = n0;
+    for (; n + R <= n1; n += R) gemv_block<D, M, R, G32>(g, n, n1 - 1);
+    for (; n < n1; ++n) gemv_block<D, M, 1, G32>(g, n, n1 - 1);
   }
-}
-
-template <class D>
-static void gemv_d(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  if (D::kind != kUnscaled && g.w->q.group == 32) return gemv_g<D, true>(g, n0, n1);
-  return gemv_g<D, false>(g, n0, n1);
-}
+};
 
 }  // namespace
 
-void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-  const GemmWeights& w = *g.w;
-  if (w.f32) return gemv_d<ZF32>(g, n0, n1);
-  switch (w.q.format) {
-    case QFormat::Int8: return gemv_d<ZInt8>(g, n0, n1);
-    case QFormat::Int4: return g.int4_subnormal ? gemv_d<ZInt4<true>>(g, n0, n1) : gemv_d<ZInt4<false>>(g, n0, n1);
-    case QFormat::Nf4: return gemv_d<ZNf4>(g, n0, n1);
-    case QFormat::Fp8E4M3: return gemv_d<ZFp8<true>>(g, n0, n1);
-    case QFormat::Fp8E5M2: return gemv_d<ZFp8<false>>(g, n0, n1);
-    case QFormat::Bf16: return gemv_d<ZBf16>(g, n0, n1);
-    case QFormat::Fp16: return gemv_d<ZFp16>(g, n0, n1);
-  }
-}
+void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1) { gemv_dispatch<Gemv>(g, n0, n1); }
 
 }  // namespace avx512
 }  // namespace zt
