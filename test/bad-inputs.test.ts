@@ -288,7 +288,7 @@ describe('missing files and sharded indexes', () => {
     await expect(LlamaModel.load(d)).rejects.toThrow(code('ZOTUNE_BAD_FILE'));
   });
 
-  maybe('sharded: weight maps naming folders, missing shards, non-strings or wrong owners are coded errors', () => {
+  maybe('sharded: weight maps naming folders, missing shards, non-strings, wrong owners or omitted tensors are coded errors', () => {
     const d = path.join(tmp, 'sharded');
     fs.mkdirSync(path.join(d, 'sub'), { recursive: true });
     fs.copyFileSync(path.join(micro!, 'model.safetensors'), path.join(d, 'shard-1.safetensors'));
@@ -307,6 +307,7 @@ describe('missing files and sharded indexes', () => {
       [{ ...good, [names[0]]: 7 }, 'ZOTUNE_BAD_FILE'],
       [{ ...good, [names[0]]: null }, 'ZOTUNE_BAD_FILE'],
       [{ ...good, 'not.a.tensor': 'shard-1.safetensors' }, 'ZOTUNE_BAD_FILE'],
+      [Object.fromEntries(names.slice(1).map((n) => [n, 'shard-1.safetensors'])), 'ZOTUNE_BAD_FILE'], // a shard tensor the map omits
       [[1, 2], 'ZOTUNE_BAD_FILE'],
       ['weights', 'ZOTUNE_BAD_FILE'],
     ];

@@ -358,6 +358,13 @@ export class ModelWeights {
         weights.close();
         bad(index, `weight_map says '${name}' is in ${shard}, but it is not there`);
       }
+    // a shard holding tensors the index does not list is a mixed or damaged folder
+    for (const name of weights.owner.keys())
+      if (!Object.prototype.hasOwnProperty.call(map, name)) {
+        const shard = path.basename(weights.owner.get(name)!.path);
+        weights.close();
+        bad(index, `${shard} holds '${name}', which weight_map does not list`);
+      }
     return weights;
   }
 
