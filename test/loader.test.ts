@@ -5,7 +5,8 @@
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { nativeBinary } from '../lib/native/load';
+import { ADDON_ABI } from '../lib/native/abi';
+import { abiMismatch, nativeBinary } from '../lib/native/load';
 import { root, runNode } from './helpers/spawn';
 
 const cpuBuild = path.join(root, 'build', 'Release', 'zotune.node');
@@ -112,4 +113,19 @@ test('a prebuild needing a newer glibc than the system has: the message says so 
   expect(r.message).toMatch(/version `GLIBC_9\.[0-9.]+' not found/);
   expect(r.message).toContain(`older than the prebuilt binary needs (glibc ${config.glibc} and libstdc++ GLIBCXX ${config.glibcxx})`);
   expect(r.message).toContain('npx node-gyp rebuild');
+});
+
+test('an addon built for another contract version is refused with the remedy; the header and the library agree', () => {
+  const header = fs.readFileSync(path.join(root, 'native', 'common', 'abi.h'), 'utf8').match(/kAddonAbi = (\d+);/);
+  expect(Number(header?.[1])).toBe(ADDON_ABI);
+  // this library's copy expects the next version: the current binary is then "from another zotune"
+  const dir = copyPackage('abi', { prebuild: fs.readFileSync(cpuBuild) });
+  const abiJs = path.join(dir, 'dist', 'native', 'abi.js');
+  fs.writeFileSync(abiJs, fs.readFileSync(abiJs, 'utf8').replace(`ADDON_ABI = ${ADDON_ABI}`, `ADDON_ABI = ${ADDON_ABI + 1}`));
+  const r = load(dir);
+  expect(r.code).toBe('ZOTUNE_NO_BINARY');
+  expect(r.message).toContain(`it reports contract version ${ADDON_ABI}, this library needs ${ADDON_ABI + 1}`);
+  expect(r.message).toContain('npx node-gyp rebuild');
+  expect(abiMismatch({}, 'x.node')).toContain('no contract version');
+  expect(abiMismatch({ abi: ADDON_ABI }, 'x.node')).toBeNull();
 });

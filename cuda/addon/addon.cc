@@ -3,6 +3,7 @@
 // It keeps no per-environment state (safe in several worker_threads); the CUDA context is process-wide.
 #include <napi.h>
 
+#include "../../native/common/abi.h"
 #include "../kernels/device.h"
 #include "bindings.h"
 
@@ -51,6 +52,7 @@ Napi::Value Probe(const Napi::CallbackInfo& info) {
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("backend", Napi::String::New(env, "cuda"));
+  exports.Set("abi", Napi::Number::New(env, kAddonAbi));
   exports.Set("probe", Napi::Function::New(env, Probe, "probe"));
   register_rng(env, exports);
   register_gemv(env, exports);

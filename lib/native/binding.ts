@@ -41,6 +41,8 @@ export type GemmCall = [
 /** Every op `x` also exists as `xAsync`, returning a Promise and running off the event loop. */
 export interface NativeAddon {
   backend: 'cpu';
+  /** The contract version it was built for (lib/native/abi.ts). */
+  abi: number;
   NativeBuffer: new (byteLength: number, category?: string, zeroFill?: boolean) => NativeBuffer;
   cpuInfo(): CpuInfo;
   setCpuPath(path: 'auto' | 'scalar' | 'avx2' | 'avx512'): string;
@@ -179,6 +181,8 @@ export interface CudaProbe {
 /** The CUDA addon (zotune_cuda.node). Ops take host memory and run on the current GPU. */
 export interface CudaAddon {
   backend: 'cuda';
+  /** The contract version it was built for (lib/native/abi.ts). */
+  abi: number;
   probe(): CudaProbe;
   rngFill(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): { kernelMs: number };
   rngFillAsync(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): Promise<{ kernelMs: number }>;

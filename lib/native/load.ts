@@ -12,6 +12,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { ZotuneError } from '../errors';
+import { ADDON_ABI } from './abi';
 import type { CudaAddon, NativeAddon } from './binding';
 
 export const packageRoot = path.resolve(__dirname, '..', '..');
@@ -86,6 +87,16 @@ function loadError(err: unknown, file: string | undefined): ZotuneError {
   return new ZotuneError('ZOTUNE_NO_BINARY', msg, { cause: err });
 }
 
+/**
+ * Null if the loaded addon speaks this library's contract (ADDON_ABI), else why not: an addon left
+ * from an older or newer zotune (a stale build folder, a mixed install) would misread arguments.
+ */
+export function abiMismatch(addon: { abi?: unknown }, file: string): string | null {
+  if (addon.abi === ADDON_ABI) return null;
+  const got = typeof addon.abi === 'number' ? `contract version ${addon.abi}` : 'no contract version (an older build)';
+  return `${file} was built from another zotune: it reports ${got}, this library needs ${ADDON_ABI}`;
+}
+
 let cpu: { addon: NativeAddon; info: BinaryInfo } | undefined;
 
 function loadCpu(): { addon: NativeAddon; info: BinaryInfo } {
@@ -96,6 +107,8 @@ function loadCpu(): { addon: NativeAddon; info: BinaryInfo } {
     const sourceBuild = path.join(packageRoot, 'native', 'build', 'Release', 'zotune.node'); // the remedy's output: it replaces a prebuild that failed
     file = !process.env.ZOTUNE_PREBUILD && fs.existsSync(sourceBuild) ? sourceBuild : nodeGypBuild.resolve(packageRoot);
     const addon = require(file) as NativeAddon;
+    const mismatch = abiMismatch(addon, file);
+    if (mismatch) throw new Error(mismatch);
     cpu = { addon, info: { path: file, origin: originOf(file) } };
     return cpu;
   } catch (err) {
@@ -154,7 +167,10 @@ export function loadCuda(): CudaLoad {
   for (const c of candidates) {
     if (!c.exists) continue;
     try {
-      cuda = { addon: require(c.path) as CudaAddon, binary: c, candidates };
+      const addon = require(c.path) as CudaAddon;
+      const mismatch = abiMismatch(addon, c.path);
+      if (mismatch) throw new Error(mismatch);
+      cuda = { addon, binary: c, candidates };
       return cuda;
     } catch (err) {
       c.error = err instanceof Error ? err.message : String(err);

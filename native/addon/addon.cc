@@ -1,6 +1,7 @@
 // Module entry: registers the NativeBuffer class, engine settings and every op group.
 #include <napi.h>
 
+#include "../common/abi.h"
 #include "../cpu/cpu_features.h"
 #include "../cpu/memory.h"
 #include "../cpu/threadpool.h"
@@ -73,6 +74,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("memory", Napi::Function::New(env, Memory, "memory"));
   exports.Set("resetMemoryPeaks", Napi::Function::New(env, ResetPeaks, "resetMemoryPeaks"));
   exports.Set("backend", Napi::String::New(env, "cpu"));
+  exports.Set("abi", Napi::Number::New(env, kAddonAbi));
   register_rng(env, exports);
   register_quant(env, exports);
   register_perturb(env, exports);
