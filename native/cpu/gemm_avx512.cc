@@ -210,7 +210,7 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
     return w.f32 ? reinterpret_cast<const char*>(w.w32 + i * w.k) : reinterpret_cast<const char*>(gemm_row(w.q, i));
   };
   const char* ahead = row_at(n + R <= last ? n + R : last);
-  const char* ahead_end = row_at(last) + (row_at(last) - row_at(last > 0 ? last - 1 : 0));
+  const char* ahead_end = row_at(last) + (w.f32 ? w.k * sizeof(float) : qformat_row_bytes(w.q.format, w.q.cols));
   const uint64_t group = !kScaled || rs[0].shift == 63 ? g.k64 : (G32 ? 64 : uint64_t(1) << rs[0].shift);
   // the group's scale (and zero-point) index advances by one per group (two per chunk with G32)
   const float* sp[R];
