@@ -224,6 +224,14 @@ describe('invariance', () => {
       });
       for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar`);
     }
+    // int8 QuZO probes take the integer path at M <= 16 only
+    const xs = Tensor.from(randn(rand, 12 * K), [12, K]);
+    const w8 = toQTensor(randomWeights(rand, 'int8', N, K, 'channel'));
+    const outs = paths.map((p) => {
+      setCpuPath(p);
+      return copy(matmulInt8Sync(xs, w8, { perturb: { alpha: 1e-3, seed: 10n, stream: 6, dist: 'gaussian', bits: 3 } }));
+    });
+    for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar (int8 QuZO probe, M = 12)`);
     setCpuPath('auto');
   });
 

@@ -156,13 +156,17 @@ void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k
   }
 }
 
-void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c) {
-  for (int r = 0; r < kTileRowsF32; ++r)
-    for (uint64_t j = 0; j < kPanelCols; ++j) {
-      float acc = c[r * kPanelCols + j];
-      for (uint64_t k = 0; k < kc; ++k) acc = zt_fma(a[k * kTileRowsF32 + r], panel[k * kPanelCols + j], acc);
-      c[r * kPanelCols + j] = acc;
-    }
+void tile_f32_ref(const float* a, const float* panels, int np, uint64_t kc, bool zero, float* c) {
+  for (int i = 0; i < np; ++i) {
+    const float* panel = panels + i * kKcF32 * kPanelCols;
+    float* ci = c + i * kTileRowsF32 * kPanelCols;
+    for (int r = 0; r < kTileRowsF32; ++r)
+      for (uint64_t j = 0; j < kPanelCols; ++j) {
+        float acc = zero ? 0.0f : ci[r * kPanelCols + j];
+        for (uint64_t k = 0; k < kc; ++k) acc = zt_fma(a[k * kTileRowsF32 + r], panel[k * kPanelCols + j], acc);
+        ci[r * kPanelCols + j] = acc;
+      }
+  }
 }
 
 void sparse_row_ref(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S) {
@@ -182,7 +186,7 @@ struct Kernels {
   void (*tile_panels)(const IntPlan&, uint64_t, int, const Panel*, int, uint64_t);
   void (*pack_act_f32)(const ActQ&, uint64_t, float*);
   void (*decode_panel_f32)(const F32Plan&, uint64_t, uint64_t, uint64_t, float*, float*, uint32_t*);
-  void (*tile_f32)(const float*, const float*, uint64_t, float*);
+  void (*tile_f32)(const float*, const float*, int, uint64_t, bool, float*);
   void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
   void (*sparse_row)(float*, const int8_t*, const float*, const uint32_t*, const uint32_t*, uint64_t);
   void (*direction_codes)(int8_t*, uint64_t, uint64_t, const Direction&);
@@ -205,7 +209,7 @@ const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv
                        avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
                        avx2::direction_codes, false, 2};
 const Kernels kAvx512 = {avx2::act_quantize_row, avx2::act_int4_extras, avx512::gemv_rows, avx512::pack_panel, avx512::tile_panels,
-                         avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
+                         avx2::pack_act_f32, avx2::decode_panel_f32, avx512::tile_f32, avx2::perturb_gather, avx2::sparse_row,
                          avx2::direction_codes, true, 4};
 
 const Kernels& kernels() { return use_avx512() ? kAvx512 : use_avx2() ? kAvx2 : kRef; }
@@ -271,6 +275,7 @@ constexpr uint64_t kMaxPanelsPerTask = 4;   // Kernels::panels_per_task is at mo
 constexpr uint64_t kGemmRowsPerTask = 256;  // activation rows per GEMM task
 constexpr uint64_t kF32ColsPerTask = 64;    // 4 panels share each activation read
 constexpr uint64_t kMpBlock = 8;            // 6-row activation slices per L2 block of the f32 path
+constexpr uint64_t kF32TilePanels = 2;      // panels per f32 micro-tile call
 
 void quantize_acts(const Kernels& kn, const float* x, uint64_t ldx, ActQ& a) {
   std::atomic<bool> bad{false};
@@ -351,17 +356,18 @@ void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
     float* panels = t_arena.take<float>(kPanels * kKcF32 * kPanelCols);
     float* zbuf = t_arena.take<float>(kPanelCols * kKcF32);
     uint32_t* rel = t_arena.take<uint32_t>(kKcF32);
-    memset(c, 0, cn * sizeof(float));
+    if (p.K == 0) memset(c, 0, cn * sizeof(float));
     for (uint64_t k0 = 0; k0 < p.K; k0 += kKcF32) {
       const uint64_t k1 = std::min(p.K, k0 + kKcF32);
       for (uint64_t i = 0; i < np; ++i)
         kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels + i * kKcF32 * kPanelCols, zbuf, rel);
-      // Blocks of kMpBlock 6-row activation slices (48 KB, L2) against one panel at a time (16 KB, L1).
+      // Blocks of kMpBlock 6-row activation slices (48 KB, L2) against kF32TilePanels panels at a
+      // time (32 KB, L1); the first K block starts the sums from zero (no clearing pass).
       for (uint64_t r0 = 0; r0 < mp; r0 += kMpBlock)
-        for (uint64_t i = 0; i < np; ++i)
+        for (uint64_t i = 0; i < np; i += kF32TilePanels)
           for (uint64_t r = r0; r < std::min(mp, r0 + kMpBlock); ++r)
             kn.tile_f32(p.apack + r * a.Kp * kTileRowsF32 + k0 * kTileRowsF32, panels + i * kKcF32 * kPanelCols,
-                        k1 - k0, c + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
+                        (int)std::min(kF32TilePanels, np - i), k1 - k0, k0 == 0, c + (r * kPanels + i) * kTileRowsF32 * kPanelCols);
     }
     for (uint64_t m = 0; m < a.M; ++m)
       for (uint64_t i = 0; i < np; ++i) {

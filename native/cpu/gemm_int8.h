@@ -114,20 +114,29 @@ ZT_HD float epilogue(const Epilogue& e, float acc, uint64_t m, uint64_t n) {
   return y;
 }
 // epilogue over out[0 .. cnt) = columns n0 .. n0 + cnt of row m (cnt <= 16), the flags tested once per
-// run rather than per element (the f32 path's write-back); same operations, same bits.
-ZT_HD void epilogue_run(const Epilogue& e, const float* acc, uint64_t m, uint64_t n0, uint64_t cnt, float* out) {
+// run rather than per element (the f32 path's write-back); same operations, same bits. A constant
+// count (full runs of 16) lets the compiler vectorize it.
+template <uint64_t kCnt>
+ZT_HD void epilogue_run_n(const Epilogue& e, const float* acc, uint64_t m, uint64_t n0, uint64_t cnt, float* out) {
+  const uint64_t c = kCnt ? kCnt : cnt;
   float y[16];
   if (e.raw) {
-    for (uint64_t j = 0; j < cnt; ++j) y[j] = acc[j];
+    for (uint64_t j = 0; j < c; ++j) y[j] = acc[j];
   } else {
     const float s = e.sx[m];
-    for (uint64_t j = 0; j < cnt; ++j) y[j] = zt_mul(acc[j], s);
+    for (uint64_t j = 0; j < c; ++j) y[j] = zt_mul(acc[j], s);
     if (e.bias)
-      for (uint64_t j = 0; j < cnt; ++j) y[j] = zt_add(y[j], e.bias[n0 + j]);
+      for (uint64_t j = 0; j < c; ++j) y[j] = zt_add(y[j], e.bias[n0 + j]);
     if (e.residual)  // may alias out: read before the store below
-      for (uint64_t j = 0; j < cnt; ++j) y[j] = zt_add(y[j], e.residual[m * e.ldr + n0 + j]);
+      for (uint64_t j = 0; j < c; ++j) y[j] = zt_add(y[j], e.residual[m * e.ldr + n0 + j]);
   }
-  for (uint64_t j = 0; j < cnt; ++j) out[j] = y[j];
+  for (uint64_t j = 0; j < c; ++j) out[j] = y[j];
+}
+ZT_HD void epilogue_run(const Epilogue& e, const float* acc, uint64_t m, uint64_t n0, uint64_t cnt, float* out) {
+  if (cnt == 16)
+    epilogue_run_n<16>(e, acc, m, n0, cnt, out);
+  else
+    epilogue_run_n<0>(e, acc, m, n0, cnt, out);
 }
 
 // Activations after the pre-pass.
@@ -254,7 +263,10 @@ void pack_act_f32_ref(const ActQ& a, uint64_t mp, float* dst);
 // (k1 - k0) u32 of scratch.
 void decode_panel_f32_ref(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel);
 // c[r][j] = fma(a[k][r], panel[k][j], c[r][j]) for k = 0..kc-1 in order; r < 6, j < 16.
-void tile_f32_ref(const float* a, const float* panel, uint64_t kc, float* c);
+// Activation slice a (6 rows) times panels [0, np), panel i at panels + i * kKcF32 * kPanelCols and
+// its 6 x 16 tile of c at c + i * kTileRowsF32 * kPanelCols: c = c (or 0 if zero) + sum over kc of
+// a * panel, one sequential fma chain over k per element on every path.
+void tile_f32_ref(const float* a, const float* panels, int np, uint64_t kc, bool zero, float* c);
 
 
 // One output row of the sparse correction: row[n_s] = fma(t_s, float(q[k_s]), row[n_s]), s < S in order.
@@ -268,7 +280,7 @@ void pack_panel(const IntPlan& p, uint64_t n0, Panel panel);
 void tile_int(const IntPlan& p, uint64_t m0, int mr, const Panel& panel, uint64_t n0, uint64_t nc);
 void pack_act_f32(const ActQ& a, uint64_t mp, float* dst);
 void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel);
-void tile_f32(const float* a, const float* panel, uint64_t kc, float* c);
+void tile_f32(const float* a, const float* panels, int np, uint64_t kc, bool zero, float* c);
 void sparse_row(float* row, const int8_t* q, const float* t, const uint32_t* n_s, const uint32_t* k_s, uint64_t S);
 }  // namespace avx2
 
@@ -282,6 +294,8 @@ void tile_panels(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int
 // The streaming GEMV on vpdpbusd (needs ActQ::gsum for int8 weights too; groups of 32 take the
 // AVX2 one).
 void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1);
+// The f32 path's micro-tile on zmm: two panels per step (6 x 32 outputs, 12 accumulators).
+void tile_f32(const float* a, const float* panels, int np, uint64_t kc, bool zero, float* c);
 }  // namespace avx512
 
 }  // namespace zt

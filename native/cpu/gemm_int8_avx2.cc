@@ -690,8 +690,20 @@ void pack_act_f32(const ActQ& a, uint64_t mp, float* dst) {
     uint64_t m = mp * kTileRowsF32 + r;
     rows[r] = m < a.M ? a.q + m * a.Kp : nullptr;
   }
-  for (uint64_t k = 0; k < a.Kp; ++k)
-    for (int r = 0; r < kTileRowsF32; ++r) dst[k * kTileRowsF32 + r] = rows[r] ? (float)rows[r][k] : 0.0f;
+  // 8 k per step (Kp is a multiple of 64): the 6 rows as floats, transposed with 2 zero rows, then
+  // each k's 6 values stored as 4 + 2 floats.
+  for (uint64_t k = 0; k < a.Kp; k += 8) {
+    __m256 r[8];
+    for (int i = 0; i < kTileRowsF32; ++i)
+      r[i] = rows[i] ? _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i*)(rows[i] + k)))) : _mm256_setzero_ps();
+    r[6] = r[7] = _mm256_setzero_ps();
+    transpose8(r);
+    for (int i = 0; i < 8; ++i) {
+      float* d = dst + (k + i) * kTileRowsF32;
+      _mm_storeu_ps(d, _mm256_castps256_ps128(r[i]));
+      _mm_storel_pi((__m64*)(d + 4), _mm256_extractf128_ps(r[i], 1));
+    }
+  }
 }
 
 void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, float* panel, float* zbuf, uint32_t* rel) {
@@ -734,9 +746,11 @@ void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, f
     for (uint64_t c = 0; c < kPanelCols; ++c) panel[k * kPanelCols + c] = zbuf[c * kc + k];
 }
 
-void tile_f32(const float* a, const float* panel, uint64_t kc, float* c) {
+static void tile_f32_panel(const float* a, const float* panel, uint64_t kc, bool zero, float* c) {
   // Named accumulators: GCC keeps an array of vectors in memory here, storing it every step.
-#define ZT_ROW(r) __m256 c##r##0 = _mm256_loadu_ps(c + r * 16), c##r##1 = _mm256_loadu_ps(c + r * 16 + 8);
+#define ZT_ROW(r)                                                                \
+  __m256 c##r##0 = zero ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * 16),     \
+         c##r##1 = zero ? _mm256_setzero_ps() : _mm256_loadu_ps(c + r * 16 + 8);
   ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
 #undef ZT_ROW
   for (uint64_t k = 0; k < kc; ++k) {
@@ -754,6 +768,11 @@ void tile_f32(const float* a, const float* panel, uint64_t kc, float* c) {
 #define ZT_ROW(r) _mm256_storeu_ps(c + r * 16, c##r##0); _mm256_storeu_ps(c + r * 16 + 8, c##r##1);
   ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
 #undef ZT_ROW
+}
+
+void tile_f32(const float* a, const float* panels, int np, uint64_t kc, bool zero, float* c) {
+  for (int i = 0; i < np; ++i)
+    tile_f32_panel(a, panels + i * kKcF32 * kPanelCols, kc, zero, c + i * kTileRowsF32 * kPanelCols);
 }
 
 // The scalar loop compiled with FMA: random row access, nothing to vectorize.

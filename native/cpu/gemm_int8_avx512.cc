@@ -113,23 +113,22 @@ void tile_t(const IntPlan& p, uint64_t m0, const Panel* panels, uint64_t n0) {
     }
   }
   if (p.raw32) return;  // K == 0
-  for (int i = 0; i < NP; ++i) {
-    if (!panels[i].dir) continue;
-    // step 2': codes u_z = q_z + 8, S = sum u_z * q_x - 8 * sum(q_x over the chunk)
-    const Panel& dz = *panels[i].dir;
+  if (panels[0].dir) {
+    // step 2' on every panel at once (MR x NP chains): codes u_z = q_z + 8,
+    // S = sum u_z * q_x - 8 * sum(q_x over the chunk)
+    const uint8_t* uz[NP];
+    for (int i = 0; i < NP; ++i) uz[i] = (const uint8_t*)panels[i].dir->codes;
     const uint64_t gz4 = kAccChunk / 4, chunks = dir_chunks(p.K);
     for (uint64_t j = 0; j < chunks; ++j) {
       const uint64_t s0 = j * gz4, s1 = p.K4 < s0 + gz4 ? p.K4 : s0 + gz4;
-      __m512i s[MR];
-      for (int r = 0; r < MR; ++r) s[r] = _mm512_setzero_si512();
-      for (uint64_t k4 = s0; k4 < s1; ++k4) {
-        const __m512i w = _mm512_load_si512((const void*)(dz.codes + k4 * 64));
-        for (int r = 0; r < MR; ++r) dpbusd(s[r], w, bcast4(q[r] + 4 * k4));
-      }
-      const __m512 sc = _mm512_load_ps(dz.scales + j * 16);
-      for (int r = 0; r < MR; ++r) {
-        s[r] = _mm512_sub_epi32(s[r], _mm512_set1_epi32(kInt4SymZero * a.csum[(m0 + r) * chunks + j]));
-        accf[r][i] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(s[r]), accf[r][i]);
+      __m512i s[MR][NP];
+      dot_steps<MR, NP>(q, uz, s0, s1, s);
+      for (int i = 0; i < NP; ++i) {
+        const __m512 sc = _mm512_load_ps(panels[i].dir->scales + j * 16);
+        for (int r = 0; r < MR; ++r) {
+          const __m512i t = _mm512_sub_epi32(s[r][i], _mm512_set1_epi32(kInt4SymZero * a.csum[(m0 + r) * chunks + j]));
+          accf[r][i] = _mm512_fmadd_ps(sc, _mm512_cvtepi32_ps(t), accf[r][i]);
+        }
       }
     }
   }
@@ -314,6 +313,44 @@ void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1) {
   if ((p.G > 1 && p.ga % 64 != 0) || nscales > INT32_MAX) return avx2::gemv_rows(p, n0, n1);
   if (p.w.format == QFormat::Int4) return gemv_i<true>(p, n0, n1);
   return gemv_i<false>(p, n0, n1);
+}
+
+// One fma chain over k per output, as in the scalar and AVX2 tiles; named accumulators (GCC keeps
+// an array of vectors in memory).
+template <bool kPair>
+static void tile_f32_step(const float* a, const float* p0, uint64_t kc, bool zero, float* c) {
+  const float* p1 = p0 + kKcF32 * kPanelCols;
+  float* c1 = c + kTileRowsF32 * kPanelCols;
+#define ZT_ROW(r)                                                                  \
+  __m512 c##r##0 = zero ? _mm512_setzero_ps() : _mm512_loadu_ps(c + r * 16), c##r##1; \
+  if (kPair) c##r##1 = zero ? _mm512_setzero_ps() : _mm512_loadu_ps(c1 + r * 16);
+  ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
+#undef ZT_ROW
+  for (uint64_t k = 0; k < kc; ++k) {
+    const __m512 w0 = _mm512_loadu_ps(p0 + k * 16);
+    const __m512 w1 = kPair ? _mm512_loadu_ps(p1 + k * 16) : w0;
+    const float* ak = a + k * kTileRowsF32;
+#define ZT_ROW(r)                                          \
+  {                                                        \
+    const __m512 av = _mm512_set1_ps(ak[r]);               \
+    c##r##0 = _mm512_fmadd_ps(av, w0, c##r##0);            \
+    if (kPair) c##r##1 = _mm512_fmadd_ps(av, w1, c##r##1); \
+  }
+    ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
+#undef ZT_ROW
+  }
+#define ZT_ROW(r)                       \
+  _mm512_storeu_ps(c + r * 16, c##r##0); \
+  if (kPair) _mm512_storeu_ps(c1 + r * 16, c##r##1);
+  ZT_ROW(0) ZT_ROW(1) ZT_ROW(2) ZT_ROW(3) ZT_ROW(4) ZT_ROW(5)
+#undef ZT_ROW
+}
+
+void tile_f32(const float* a, const float* panels, int np, uint64_t kc, bool zero, float* c) {
+  int i = 0;
+  for (; i + 2 <= np; i += 2)
+    tile_f32_step<true>(a, panels + i * kKcF32 * kPanelCols, kc, zero, c + i * kTileRowsF32 * kPanelCols);
+  if (i < np) tile_f32_step<false>(a, panels + i * kKcF32 * kPanelCols, kc, zero, c + i * kTileRowsF32 * kPanelCols);
 }
 
 }  // namespace avx512
