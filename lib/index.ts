@@ -7,7 +7,7 @@ export * as rng from './rng';
 export { perturb, perturbSync, perturbIndices, perturbIndicesSync } from './perturb';
 export type { DirectionOptions } from './perturb';
 export * as ceilings from './ceilings';
-export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks } from './runtime';
+export { cpuInfo, setCpuPath, setThreads, memory, resetMemoryPeaks, releaseHostCache } from './runtime';
 export type { CpuPath, MemoryUsage } from './runtime';
 export { DeviceTensor, deviceMemory, resetDeviceMemoryPeaks, releaseDeviceCache } from './device-memory';
 export type { DeviceMemoryReport } from './device-memory';

@@ -24,8 +24,12 @@ export function setThreads(n: number): number {
 }
 
 export interface MemoryUsage {
-  /** Engine-owned host bytes by category, live and peak since start or the last resetPeaks(). */
-  engine: { live: Record<string, number>; peak: Record<string, number>; totalLive: number; totalPeak: number };
+  /**
+   * Engine-owned host bytes by category, live and peak since start or the last resetPeaks(); `cached`:
+   * freed transient blocks (activations, workspace, gradients, other; 256 KiB and more) the engine keeps
+   * for reuse, so the next forward does not fault its pages in again (not live; releaseHostCache()).
+   */
+  engine: { live: Record<string, number>; peak: Record<string, number>; totalLive: number; totalPeak: number; cached: number };
   /** The CUDA pool's device bytes by category, and what it caches; only when the CUDA backend is already in use. */
   device?: DeviceMemoryReport;
   /** Process view: resident set, V8 heap, external (engine memory reported to V8 included). */
@@ -36,6 +40,11 @@ export function memory(): MemoryUsage {
   const m = process.memoryUsage();
   const device = deviceMemory();
   return { engine: native().memory(), ...(device && { device }), process: { rss: m.rss, heapUsed: m.heapUsed, external: m.external, arrayBuffers: m.arrayBuffers } };
+}
+
+/** Gives the engine's cached host blocks back to the C library (the cache is bounded by ZOTUNE_HOST_CACHE_MB, default an eighth of RAM). */
+export function releaseHostCache(): void {
+  native().releaseHostCache();
 }
 
 /** Peaks := live now, for host memory and (when in use) the device pool. */

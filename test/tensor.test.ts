@@ -1,5 +1,7 @@
-import { Tensor, memory, resetMemoryPeaks, setThreads, cpuInfo, setCpuPath, rng } from '../lib';
+import { Tensor, memory, resetMemoryPeaks, releaseHostCache, setThreads, cpuInfo, setCpuPath, rng } from '../lib';
 import { settledLive } from './helpers/memory';
+import { nativeBinary } from '../lib/native/load';
+import { runNode } from './helpers/spawn';
 
 describe('Tensor over native memory', () => {
   test('zeros, views and TypedArray round trip', () => {
@@ -43,6 +45,35 @@ describe('Tensor over native memory', () => {
       expect(s.size).toBe(10);
     }
     expect(memory().engine.live.workspace).toBe(ws0);
+  });
+
+  test('freed transient blocks are cached for reuse (zeroed again on reuse); weights are not; releaseHostCache empties the cache', () => {
+    releaseHostCache();
+    expect(memory().engine.cached).toBe(0);
+    const a = Tensor.zeros([1 << 18], 'f32', 'activations'); // 1 MiB
+    (a.data() as Float32Array).fill(7);
+    a.dispose();
+    const cached = memory().engine.cached;
+    expect(cached).toBeGreaterThanOrEqual(1 << 20);
+    const b = Tensor.zeros([1 << 18], 'f32', 'workspace'); // takes the cached block
+    expect(memory().engine.cached).toBeLessThan(cached);
+    expect((b.data() as Float32Array).every((x) => x === 0)).toBe(true);
+    b.dispose();
+    const small = Tensor.zeros([1 << 10], 'f32', 'activations'); // 4 KiB: below the cache's minimum
+    small.dispose();
+    const w = Tensor.empty([1 << 20], 'u8', 'weights');
+    const before = memory().engine.cached;
+    w.dispose();
+    expect(memory().engine.cached).toBe(before);
+    releaseHostCache();
+    expect(memory().engine.cached).toBe(0);
+  });
+
+  test('ZOTUNE_HOST_CACHE_MB bounds the cache (0: nothing kept)', () => {
+    const code = (mb: string) =>
+      runNode(`const a = require(${JSON.stringify(nativeBinary().path)}); const b = new a.NativeBuffer(1 << 20, 'activations'); b.dispose(); console.log(a.memory().cached);`, { env: { ZOTUNE_HOST_CACHE_MB: mb } });
+    expect(code('0').stdout.trim()).toBe('0');
+    expect(Number(code('2').stdout.trim())).toBeGreaterThanOrEqual(1 << 20);
   });
 
   test('live and peak bytes by category', () => {

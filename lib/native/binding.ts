@@ -16,6 +16,7 @@ export interface MemoryReport {
   peak: Record<string, number>;
   totalLive: number;
   totalPeak: number;
+  cached: number;
 }
 
 export interface CpuInfo {
@@ -49,6 +50,7 @@ export interface NativeAddon {
   setThreads(n: number): number;
   memory(): MemoryReport;
   resetMemoryPeaks(): void;
+  releaseHostCache(): void;
 
   philox(input: Uint32Array, out: Uint32Array): void;
   rngFill(out: Mem, byteOffset: number, count: number, dist: number, seed: Seed, stream: number, purpose: number, first: number | bigint, p?: number): void;

@@ -56,7 +56,13 @@ Napi::Value Memory(const Napi::CallbackInfo& info) {
   o.Set("peak", peak);
   o.Set("totalLive", (double)s.total_live);
   o.Set("totalPeak", (double)s.total_peak);
+  o.Set("cached", (double)s.cached);
   return o;
+}
+
+Napi::Value ReleaseHostCache(const Napi::CallbackInfo& info) {
+  host_cache_release();
+  return info.Env().Undefined();
 }
 
 Napi::Value ResetPeaks(const Napi::CallbackInfo& info) {
@@ -73,6 +79,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   exports.Set("setThreads", Napi::Function::New(env, SetThreads, "setThreads"));
   exports.Set("memory", Napi::Function::New(env, Memory, "memory"));
   exports.Set("resetMemoryPeaks", Napi::Function::New(env, ResetPeaks, "resetMemoryPeaks"));
+  exports.Set("releaseHostCache", Napi::Function::New(env, ReleaseHostCache, "releaseHostCache"));
   exports.Set("backend", Napi::String::New(env, "cpu"));
   exports.Set("abi", Napi::Number::New(env, kAddonAbi));
   register_rng(env, exports);

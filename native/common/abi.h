@@ -5,5 +5,5 @@
 #pragma once
 
 namespace zt {
-static constexpr int kAddonAbi = 1;
+static constexpr int kAddonAbi = 2;
 }  // namespace zt
