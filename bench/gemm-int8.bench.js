@@ -3,7 +3,7 @@
 // ceiling measured in the same run (int8 vpmaddubsw peak for GEMMs, streaming read bandwidth for
 // GEMVs) and to the onnxruntime-node peer (2 intra-op threads).
 //   npm run bench -- gemm-int8 [--full]     (or node bench/gemm-int8.bench.js [--full])
-// Default: 1024^3 W8A8 and 4096x4096 at M = 1, 16, 512 (W8A8 and W4A8, perturbed at M = 512);
+// Default: 1024^3 W8A8 and 4096x4096 at M = 1, 8, 16, 512 (W8A8 and W4A8, perturbed at M = 16, 512);
 // --full (or ZOTUNE_BENCH_FULL=1) adds 11008x4096 and 4096x11008 and W4A8 at 1024^3.
 const harness = require('./harness');
 const { dynamicModel, nbitsModel, session } = require('./onnx');
@@ -39,7 +39,7 @@ function cases() {
   add(1024, 1024, 1024, 'int8');
   if (full) add(1024, 1024, 1024, 'int4');
   for (const [N, K] of full ? [[4096, 4096], [11008, 4096], [4096, 11008]] : [[4096, 4096]])
-    for (const M of [1, 16, 512])
+    for (const M of [1, 8, 16, 512])
       for (const fmt of ['int8', 'int4']) {
         add(N, K, M, fmt);
         // the GEMV also with the model's default int4 group (128: a quarter of g32's scale bytes and flushes)
@@ -168,7 +168,8 @@ const suite = {
       rows,
       notes: [
         'Targets (issue, 2 threads): W8A8 1024³ >= 65 % of the int8 ceiling and >= 1.2x onnxruntime; GEMV W8 and W4 at 4096x4096 >= 70 % of read bandwidth; perturb-on-load at M = 512 <= 15 % slower.',
-        'On a CPU with AVX-512 VNNI (avx512 path) the packed GEMMs (M >= 5, and QuZO integer-path probes) and the GEMV (M <= 4; groups of 32 excepted) run on vpdpbusd; the f32 micro-kernel of perturbed tiles stays AVX2. Every path gives the same bits (test/gemm-int8.test.ts). onnxruntime picks its own AVX-512 VNNI kernels on such a CPU.',
+        'On a CPU with AVX-512 VNNI (avx512 path) the packed GEMMs and the streaming GEMV run on vpdpbusd, the GEMV up to M = 12 (W8A8) / 8 (W4A8) there (M <= 4 on the other paths and for groups of 32; measured against the packed GEMM, which packs its weight panels first: W8A8 4096x4096 1.4-2x faster at M = 8..12), and the f32 micro-kernel of perturbed tiles on zmm. A packed-GEMM task takes every row of its column block unless the column blocks are fewer than 4 per thread (each row block packed the panels again: 4x at 1024^3, 7 % of the call). Every path gives the same bits (test/gemm-int8.test.ts). onnxruntime picks its own AVX-512 VNNI kernels on such a CPU.',
+        'Perturbed rows on a VNNI CPU: exact (gaussian / rademacher) directions put the weight off the integer grid, so those tiles run on f32 FMAs, ~1/4 of the vpdpbusd rate, plus a Gaussian per weight: the 15 % target (set on Zen 1, whose f32 FMA and int8 maddubs rates are equal) is out of reach there by construction.',
         'GEMV rows: until 2026-11-24 the weights rotated through copies adding up to 4x an 8 MiB L3 (Zen 1); on a 32 MiB L3 part of them stayed cached, which inflated those rows (W8A8 82 %, W4A8 g128 76 % then; this run, from DRAM: see the table). The same GEMV on one thread in cache streams ~1.8x as many W8A8 weights per second as the AVX2 one; from DRAM on 2 cores both are bound by the memory system, W4A8 below the 70 % target.',
         "onnxruntime's AVX2 u8s8 kernel saturates vpmaddubsw pair sums with full-range int8 weights (its outputs then differ from the exact product); zotune's sign trick keeps every pair sum exact. Timings are unaffected.",
       ],

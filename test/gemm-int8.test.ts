@@ -27,9 +27,11 @@ function expectSameBits(got: Float32Array, want: Float32Array, what: string) {
   throw new Error(`${what}: element ${i} is ${got[i]}, reference ${want[i]}`);
 }
 
-// M = 1..4 take the streaming GEMV, larger M the packed GEMM; odd N and K exercise every edge.
+// M = 1..4 take the streaming GEMV (on the avx512 path up to 8 for int4, 12 for int8), larger M the
+// packed GEMM; odd N and K exercise every edge.
 const SHAPES: [number, number, number][] = [
-  [1, 1, 1], [1, 33, 100], [2, 17, 63], [3, 5, 64], [4, 20, 129], [5, 16, 64], [7, 31, 257], [17, 19, 130], [37, 40, 96],
+  [1, 1, 1], [1, 33, 100], [2, 17, 63], [3, 5, 64], [4, 20, 129], [5, 16, 64], [7, 31, 257], [8, 3, 200], [9, 21, 131],
+  [12, 18, 320], [13, 7, 65], [17, 19, 130], [37, 40, 96],
 ];
 
 describe.each(paths)('exact int8 x int8 -> int32 on the %s path', (path) => {
@@ -106,17 +108,17 @@ describe.each(paths)('int8 matmul on the %s path equals the canonical reference 
   // K past several flush blocks with a partial last step, N leaving a partial row set.
   test.each([[32, false], [32, true], [64, false], [64, true], [128, false], [128, true], ['channel', false]] as [Granularity, boolean][])(
     'W4A8 GEMV, long rows: group %s, asymmetric=%s', (gran, asym) => {
-      const shapes: [number, number, number][] = [[1, 21, 4096 + 32 * 5 + 17], [2, 13, 2048 + 64 * 3 + 5], [4, 9, 4096 + 63]];
+      const shapes: [number, number, number][] = [[1, 21, 4096 + 32 * 5 + 17], [2, 13, 2048 + 64 * 3 + 5], [4, 9, 4096 + 63], [6, 5, 2048 + 64 + 9], [8, 4, 1024 + 31]];
       shapes.forEach(([M, N, K], i) => {
         const w = randomWeights(prng(100 + i), 'int4', N, K, gran, { asym });
         run(w, M, 300 + i, i === 1);
       });
     });
 
-  // The AVX-512 GEMV takes 16 / M weight rows per block and one vpdpbusd per 64-element chunk, the
-  // last chunk a masked load; per-channel int8 sums run in kAccChunk groups (two here).
+  // The AVX-512 GEMV takes max(16 / M, 1) weight rows per block (M <= 12) and one vpdpbusd per
+  // 64-element chunk, the last chunk a masked load; per-channel int8 sums run in kAccChunk groups (two here).
   test.each([[64], [128], ['channel']] as [Granularity][])('W8A8 GEMV, long rows: group %s', (gran) => {
-    const shapes: [number, number, number][] = [[1, 37, 4096 + 64 * 3 + 17], [3, 11, 2048 + 5], [4, 6, gran === 'channel' ? 65536 + 100 : 4096 + 63]];
+    const shapes: [number, number, number][] = [[1, 37, 4096 + 64 * 3 + 17], [3, 11, 2048 + 5], [4, 6, gran === 'channel' ? 65536 + 100 : 4096 + 63], [7, 5, 2048 + 64 + 3], [11, 3, 4096 + 1], [12, 4, 1024 + 64]];
     shapes.forEach(([M, N, K], i) => {
       const w = randomWeights(prng(200 + i), 'int8', N, K, gran, { lo: -128 });
       run(w, M, 400 + i, i === 0);

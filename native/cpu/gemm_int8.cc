@@ -192,7 +192,11 @@ struct Kernels {
   void (*direction_codes)(int8_t*, uint64_t, uint64_t, const Direction&);
   bool int8_gsum;  // the int8 kernels need ActQ::gsum (unsigned q + 128 codes)
   uint64_t panels_per_task;  // weight panels a packed-GEMM task takes (the micro-tile's width)
+  // largest M the streaming GEMV takes for these weights (it packs nothing)
+  uint64_t (*gemv_max_m)(const QTensorView& w, uint64_t G, uint64_t ga);
 };
+
+uint64_t gemv_max_m_ref(const QTensorView&, uint64_t, uint64_t) { return kGemvMaxM; }
 
 // The scalar and AVX2 micro-tiles take one panel at a time.
 template <void (*Tile)(const IntPlan&, uint64_t, int, const Panel&, uint64_t, uint64_t)>
@@ -204,13 +208,13 @@ void tile_each(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int n
 }
 
 const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_each<tile_int_ref>, pack_act_f32_ref,
-                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref, direction_codes_ref, false, 2};
+                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref, direction_codes_ref, false, 2, gemv_max_m_ref};
 const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, tile_each<avx2::tile_int>,
                        avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
-                       avx2::direction_codes, false, 2};
+                       avx2::direction_codes, false, 2, gemv_max_m_ref};
 const Kernels kAvx512 = {avx2::act_quantize_row, avx2::act_int4_extras, avx512::gemv_rows, avx512::pack_panel, avx512::tile_panels,
                          avx2::pack_act_f32, avx2::decode_panel_f32, avx512::tile_f32, avx2::perturb_gather, avx2::sparse_row,
-                         avx2::direction_codes, true, 4};
+                         avx2::direction_codes, true, 4, avx512::gemv_max_m};
 
 const Kernels& kernels() { return use_avx512() ? kAvx512 : use_avx2() ? kAvx2 : kRef; }
 
@@ -272,7 +276,8 @@ inline size_t pieces(std::initializer_list<size_t> bytes) {
 constexpr uint64_t kActRowsPerTask = 16;
 constexpr uint64_t kGemvRowsPerTask = 64;   // weight rows per GEMV task
 constexpr uint64_t kMaxPanelsPerTask = 4;   // Kernels::panels_per_task is at most this
-constexpr uint64_t kGemmRowsPerTask = 256;  // activation rows per GEMM task
+constexpr uint64_t kGemmRowsPerTask = 256;  // activation rows per GEMM task, when the columns alone give too few tasks
+constexpr uint64_t kTasksPerThread = 4;     // column blocks per thread that make splitting the rows unnecessary
 constexpr uint64_t kF32ColsPerTask = 64;    // 4 panels share each activation read
 constexpr uint64_t kMpBlock = 8;            // 6-row activation slices per L2 block of the f32 path
 constexpr uint64_t kF32TilePanels = 2;      // panels per f32 micro-tile call
@@ -301,13 +306,17 @@ void pack_dir_panel(const Kernels& kn, const IntPlan& p, uint64_t n0, int8_t* ro
 // Integer paths: GEMV for small M, packed GEMM otherwise (always for QuZO probes).
 void run_int(const Kernels& kn, const IntPlan& p) {
   const uint64_t M = p.a->M;
-  if (M <= kGemvMaxM && !p.dir) {
+  if (M <= kn.gemv_max_m(p.w, p.G, p.ga) && !p.dir) {
     parallel_chunks(p.N, kGemvRowsPerTask, [&](size_t b, size_t e) { kn.gemv_rows(p, b, e); });
     return;
   }
   const uint64_t cols_per_task = kn.panels_per_task * kPanelCols, nb = (p.N + cols_per_task - 1) / cols_per_task;
-  // QuZO probes: a task takes every activation row, so each direction code is generated once
-  const uint64_t rows_per_task = p.dir ? M : kGemmRowsPerTask;
+  // A task packs its panels for its rows: every row block packs them again (4x at 1024^3 with
+  // 256-row blocks, 7 % of the call), so rows are split only when the column blocks are too few to
+  // balance the threads. QuZO probes: a task takes every activation row, so each direction code is
+  // generated once.
+  const bool split = nb < kTasksPerThread * (uint64_t)pool_threads();
+  const uint64_t rows_per_task = p.dir || !split ? M : kGemmRowsPerTask;
   const uint64_t mb = (M + rows_per_task - 1) / rows_per_task;
   const uint64_t codes = p.K4 * kPanelCols * 4, scales = p.raw32 ? 0 : p.G * kPanelCols;
   const uint64_t zeros = p.w.format == QFormat::Int4 ? p.G * kPanelCols : 0;
@@ -430,8 +439,8 @@ void gemm_int(const IntGemm& g) {
   quantize_acts(kn, g.x, g.ldx, a);
   // Dense QuZO probes at small M take the integer path (gemm_int8.h step 2', grid_probe_on_int)
   const bool grid_probe = g.dir && !g.idx && grid_probe_on_int(*g.dir, g.w.format, M);
-  const bool int4 = g.w.format == QFormat::Int4, gemv = M <= kGemvMaxM && !grid_probe, int4_gemv = int4 && gemv;
   const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
+  const bool int4 = g.w.format == QFormat::Int4, gemv = M <= kn.gemv_max_m(g.w, G, ga) && !grid_probe, int4_gemv = int4 && gemv;
   const bool sums = int4 || kn.int8_gsum;
   Scratch<int32_t> gsum(sums ? M * G : 0);
   Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);

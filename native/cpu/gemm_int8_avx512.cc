@@ -13,6 +13,8 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include <type_traits>
+
 #include "gemm_int8.h"
 
 namespace zt {
@@ -161,10 +163,10 @@ void tile_rows(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, uint6
 }
 
 
-// ---- streaming GEMV (M <= kGemvMaxM) --------------------------------------------------------------
+// ---- streaming GEMV (M <= gemv_max_m: 12) -----------------------------------------------------------
 // Each 64-element chunk of a weight row is one vpdpbusd per activation row: int8 as w + 128 against
 // the row's q, int4 as its 32 bytes unpacked to [low nibbles | high nibbles] against ActQ::qeo (the
-// same even / odd order). R = 16 / M weight rows per block give 16 int32 accumulators (one per
+// same even / odd order). R = max(16 / M, 1) weight rows per block give R * M <= 16 int32 accumulators (one per
 // weight row and activation row), reduced together at the end of each accumulation group by one
 // transpose-add tree; then S = sum − zp · gsum and acc = fma(s, float(S), acc) on 16 lanes at once.
 // The integer sums are exact, so the bits equal the scalar and AVX2 GEMVs'.
@@ -185,7 +187,7 @@ inline __m512i reduce16(const __m512i* v) {
 // all M activation rows; lane i of the 16 is weight row i / M, activation row i % M.
 template <bool kInt4, int M>
 void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
-  constexpr int R = 16 / M;
+  constexpr int R = M < 16 ? 16 / M : 1;
   const ActQ& a = *p.a;
   const QTensorView& w = p.w;
   const uint64_t row_bytes = kInt4 ? (p.K + 1) / 2 : p.K, chunk_bytes = kInt4 ? 32 : 64;
@@ -209,29 +211,39 @@ void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
     __m512i s[16];
     for (int i = 0; i < 16; ++i) s[i] = _mm512_setzero_si512();
     const uint64_t c1 = (j + 1) * per_group < chunks ? (j + 1) * per_group : chunks;
-    for (uint64_t c = j * per_group; c < c1; ++c) {
+    // One chunk; the row's last, partial chunk (masked loads) in a loop of its own, so that the main
+    // loop has no branch and keeps every accumulator in a register.
+    auto chunk = [&](uint64_t c, auto tail_tag) __attribute__((always_inline)) {
+      constexpr bool tail = decltype(tail_tag)::value;
       for (uint64_t b = 0; b < R * chunk_bytes; b += 64) {
         const uint8_t* pf = ahead + c * R * chunk_bytes + b;
         if (pf < ahead_end) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
       }
-      __m512i xv[M];
-      for (int m = 0; m < M; ++m) xv[m] = _mm512_load_si512(x[m] + c * 64);
+      // R > 1: each activation chunk feeds R weight rows, loaded once; R = 1: read in the vpdpbusd
+      // (16 accumulators + 16 preloaded chunks would not fit the 32 registers)
+      __m512i xv[R > 1 ? M : 1];
+      if (R > 1)
+        for (int m = 0; m < M; ++m) xv[m] = _mm512_load_si512(x[m] + c * 64);
       for (int r = 0; r < R; ++r) {
         const uint8_t* src = rows[r] + c * chunk_bytes;
         __m512i z;
         if (kInt4) {
-          const __m256i b = c < full ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
-                                     : _mm256_maskz_loadu_epi8((__mmask32)((1ull << (row_bytes - c * 32)) - 1), src);
+          const __m256i b = !tail ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
+                                  : _mm256_maskz_loadu_epi8((__mmask32)((1ull << (row_bytes - c * 32)) - 1), src);
           const __m512i bb = _mm512_broadcast_i64x4(b);  // low nibbles in the lower half, high in the upper
           z = _mm512_and_si512(_mm512_mask_srli_epi16(bb, 0xFFFF0000u, bb, 4), low4);
         } else {
-          const __m512i b = c < full ? _mm512_loadu_si512(src)
-                                     : _mm512_maskz_loadu_epi8((__mmask64)((1ull << (row_bytes - c * 64)) - 1), src);
+          const __m512i b = !tail ? _mm512_loadu_si512(src)
+                                  : _mm512_maskz_loadu_epi8((__mmask64)((1ull << (row_bytes - c * 64)) - 1), src);
           z = _mm512_xor_si512(b, bias128);  // q + 128, unsigned
         }
-        for (int m = 0; m < M; ++m) s[r * M + m] = _mm512_dpbusd_epi32(s[r * M + m], z, xv[m]);
+        for (int m = 0; m < M; ++m) dpbusd(s[r * M + m], z, R > 1 ? xv[m] : _mm512_load_si512(x[m] + c * 64));
       }
-    }
+    };
+    const uint64_t cf = full < c1 ? full : c1;
+    uint64_t c = j * per_group;
+    for (; c < cf; ++c) chunk(c, std::false_type{});
+    for (; c < c1; ++c) chunk(c, std::true_type{});
     __m512i S = reduce16(s);
     // the offset: zp * gsum with zp = 128 (int8), 8 (symmetric int4) or the group's zero-point
     static_assert(kInt4SymZero == 8, "the shift below");
@@ -278,7 +290,15 @@ void gemv_i(const IntPlan& p, uint64_t n0, uint64_t n1) {
     case 1: return gemv_m<kInt4, 1>(p, n0, n1);
     case 2: return gemv_m<kInt4, 2>(p, n0, n1);
     case 3: return gemv_m<kInt4, 3>(p, n0, n1);
-    default: return gemv_m<kInt4, 4>(p, n0, n1);
+    case 4: return gemv_m<kInt4, 4>(p, n0, n1);
+    case 5: return gemv_m<kInt4, 5>(p, n0, n1);
+    case 6: return gemv_m<kInt4, 6>(p, n0, n1);
+    case 7: return gemv_m<kInt4, 7>(p, n0, n1);
+    case 8: return gemv_m<kInt4, 8>(p, n0, n1);
+    case 9: return gemv_m<kInt4, 9>(p, n0, n1);
+    case 10: return gemv_m<kInt4, 10>(p, n0, n1);
+    case 11: return gemv_m<kInt4, 11>(p, n0, n1);
+    default: return gemv_m<kInt4, 12>(p, n0, n1);  // gemv_max_m
   }
 }
 }  // namespace
@@ -306,11 +326,22 @@ void tile_panels(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int
   }
 }
 
+// Chunks of 64 must not straddle accumulation groups (groups of 32: the AVX2 GEMV), and the scale
+// gather takes int32 indices.
+static bool gemv_vnni(const QTensorView& w, uint64_t G, uint64_t ga) {
+  const uint64_t nscales = w.group == 0 ? 1 : (w.group == w.cols ? w.rows : w.rows * qt_groups_per_row(w));
+  return !(G > 1 && ga % 64 != 0) && nscales <= INT32_MAX;
+}
+
+// Measured against the packed GEMM on 4096 x 4096 (2-core Zen 5): the GEMV wins up to M = 12 (int8;
+// 1.4-2x at M = 8..12) and 8 (int4); beyond, its activation chunks (M x 64 bytes per weight chunk)
+// stream from L2.
+uint64_t gemv_max_m(const QTensorView& w, uint64_t G, uint64_t ga) {
+  return !gemv_vnni(w, G, ga) ? kGemvMaxM : w.format == QFormat::Int4 ? 8 : 12;
+}
+
 void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1) {
-  // chunks of 64 must not straddle accumulation groups (groups of 32: the AVX2 GEMV), and the
-  // scale gather takes int32 indices
-  const uint64_t nscales = p.w.group == 0 ? 1 : (p.w.group == p.w.cols ? p.N : p.N * qt_groups_per_row(p.w));
-  if ((p.G > 1 && p.ga % 64 != 0) || nscales > INT32_MAX) return avx2::gemv_rows(p, n0, n1);
+  if (!gemv_vnni(p.w, p.G, p.ga)) return avx2::gemv_rows(p, n0, n1);
   if (p.w.format == QFormat::Int4) return gemv_i<true>(p, n0, n1);
   return gemv_i<false>(p, n0, n1);
 }
