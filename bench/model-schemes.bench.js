@@ -22,7 +22,7 @@ const LAYER_SCHEMES = ['fp32', 'bf16', 'int8', 'int4', 'w8a8', 'w4a8'];
 // the schemes the >= 60 % decode target reads as int8 / int4: weight-only and with int8 activations
 const LAYER_TARGET = ['int8', 'int4', 'w8a8', 'w4a8'];
 const PROBE_SCHEMES = ['fp32', 'int8', 'int4-g128', 'w8a8'];
-const GAUSS_NOTE = 'The Gaussian probe regenerates one normal per weight in each of its two forwards (half a Philox word and half a Box-Muller pair each: one word gives two normals; amortised over the batch rows); Rademacher needs one bit per weight. In-place mode adds three passes over the trainable weights instead. w8a8 probes run the perturbed weights through the f32 micro-kernel (the perturbed weight is off the int8 grid; on Zen 1 its FMA rate equals the int8 maddubs rate; on a VNNI CPU the integer forward is ~4x the f32 FMA rate, so these probes cost ~5 forwards there).';
+const GAUSS_NOTE = 'The Gaussian probe regenerates one normal per weight in each of its two forwards (half a Philox word and half a Box-Muller pair each: one word gives two normals; amortised over the batch rows); Rademacher needs one bit per weight. In-place mode adds three passes over the trainable weights instead. w8a8 probes run the perturbed weights through the f32 micro-kernel (the perturbed weight is off the int8 grid; on Zen 1 its FMA rate equals the int8 maddubs rate; on a VNNI CPU the integer forward is ~4x the f32 FMA rate, so these probes cost ~4 forwards there, ~5 before the f32 tile moved to zmm on 2026-11-24).';
 
 /** zotune eval's protocol: chunks of WINDOW - 1 tokens, each scored as [bos] + chunk, every chunk token predicted. */
 async function perplexity(model, ids, bos) {
