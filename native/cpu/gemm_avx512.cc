@@ -271,12 +271,14 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
     if (kScaled)
       for (int r = 0; r < R; ++r) flush(r, s1[r]);
   }
+  float tails[M][R];
+  for (int m = 0; m < M; ++m) gemv_tails<R>(g, m, n, tails[m]);
   for (int r = 0; r < R; ++r)
     for (int m = 0; m < M; ++m) {
       const __m512 lanes = kScaled ? acc[r][m][0] : pair_sum(acc[r][m][0], acc[r][m][1]);
       const float h = hsum8(_mm512_castps512_ps256(lanes));
       const float main = D::kInt4 ? zt_mul(h, gemv_rescale(g)[m]) : h;
-      float out = zt_add(main, gemv_tail(g, m, n + r));
+      float out = zt_add(main, tails[m][r]);
       if (D::kE4M3 && nan[r]) out = bits_to_f32(0x7fc00000u);
       gemv_store(g, m, n + r, out);
     }
