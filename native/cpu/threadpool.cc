@@ -11,6 +11,12 @@
 namespace zt {
 namespace {
 
+inline void spin_pause() {
+#if defined(__x86_64__) || defined(__i386__)
+  __builtin_ia32_pause();
+#endif
+}
+
 class Pool {
  public:
   Pool() { resize(default_threads()); }
@@ -27,6 +33,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stopping_ = false;
+      stopping_flag_.store(false);
       now = generation_;
     }
     // A new worker starts having seen the current generation (the last job is long finished).
@@ -45,15 +52,18 @@ class Pool {
       return;
     }
     Job job;
+    bool wake;
     {
       std::lock_guard<std::mutex> lk(mu_);
       job = Job{++generation_, n, fn, ctx};
+      published_.store(generation_);
+      wake = sleepers_ > 0;
       job_ = job;
       done_.store(0);
       error_ = nullptr;
       next_.store(ticket(job.gen, 0));
     }
-    cv_.notify_all();
+    if (wake) cv_.notify_all();  // spinning workers see published_ without a wake-up
     drain(job);
     std::unique_lock<std::mutex> lk(mu_);
     done_cv_.wait(lk, [&] { return done_.load() == n; });
@@ -109,13 +119,19 @@ class Pool {
     }
   }
 
-  // A worker wakes once per generation (new job) and helps with whatever tasks are left.
+  // A worker wakes once per generation (new job) and helps with whatever tasks are left. After a
+  // job it watches for the next one for a short while before sleeping: a decode step is ~100 short
+  // jobs, and a futex wake-up per job costs more than the job on a VM.
   void worker_loop(uint64_t seen) {
     for (;;) {
+      for (int i = 0; i < kSpins && published_.load(std::memory_order_relaxed) == seen && !stopping_flag_.load(std::memory_order_relaxed); ++i)
+        spin_pause();
       Job job;
       {
         std::unique_lock<std::mutex> lk(mu_);
+        ++sleepers_;
         cv_.wait(lk, [&] { return stopping_ || generation_ != seen; });
+        --sleepers_;
         if (stopping_) return;
         seen = generation_;
         job = job_;
@@ -128,6 +144,7 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stopping_ = true;
+      stopping_flag_.store(true);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -141,6 +158,10 @@ class Pool {
   std::vector<std::thread> workers_;
   bool stopping_ = false;
   uint64_t generation_ = 0;
+  std::atomic<uint64_t> published_{0};     // generation_, readable without the lock (spinning workers)
+  std::atomic<bool> stopping_flag_{false};
+  int sleepers_ = 0;                       // workers blocked on cv_ (under mu_)
+  static constexpr int kSpins = 2000;      // ~20-50 us of pause instructions
   Job job_{0, 0, nullptr, nullptr};  // the current job (under mu_)
   std::atomic<uint64_t> next_{0};    // ticket(generation, next task index)
   std::atomic<size_t> done_{0};      // tasks of the current job finished (or skipped after an error)
