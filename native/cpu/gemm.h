@@ -230,15 +230,6 @@ static inline float gemv_tail(const GemvCtx& g, uint64_t m, uint64_t n) {
   for (uint64_t k = g.k64; k < g.w->k; ++k) t = zt_fma(g.x[m * g.w->k + k], gemm_weight_at(*g.w, n, k), t);
   return t;
 }
-// The tails of rows n .. n + R - 1 (same chains): interleaved, so that R fma chains overlap
-// instead of running one after another (a tail of 48 elements, K = 688, is a 48-fma latency chain).
-template <int R>
-static inline void gemv_tails(const GemvCtx& g, uint64_t m, uint64_t n, float* t) {
-  for (int r = 0; r < R; ++r) t[r] = 0.0f;
-  const float* x = g.x + m * g.w->k;
-  for (uint64_t k = g.k64; k < g.w->k; ++k)
-    for (int r = 0; r < R; ++r) t[r] = zt_fma(x[k], gemm_weight_at(*g.w, n + r, k), t[r]);
-}
 // out[m, n] = r (+ C when accumulating) (+ bias).
 static inline void gemv_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
   float* o = g.c + m * g.ldc + n;

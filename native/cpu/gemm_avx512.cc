@@ -172,6 +172,16 @@ struct ZNf4 {
   }
 };
 
+// gemv_tail (gemm.h) of rows n .. n + R - 1, the same chains interleaved, so that R fma chains
+// overlap instead of running one after another (48 dependent fmas per row at K = 688).
+template <int R>
+static void gemv_tails(const GemvCtx& g, uint64_t m, uint64_t n, float* t) {
+  for (int r = 0; r < R; ++r) t[r] = 0.0f;
+  const float* x = g.x + m * g.w->k;
+  for (uint64_t k = g.k64; k < g.w->k; ++k)
+    for (int r = 0; r < R; ++r) t[r] = zt_fma(x[k], gemm_weight_at(*g.w, n + r, k), t[r]);
+}
+
 // Rows [n, n + R), all M activation rows; the rows R further on (up to `last`) are prefetched.
 // The loop runs per scale group (a row's scale changes only there): groups of 32 are one chunk
 // with a scale per half (natural lanes: flushed after vectors 0-3 and 4-7) or per lane half (nibble
