@@ -4,6 +4,8 @@
 #include "perturb.h"
 #include "philox_avx512.h"
 
+#include <string.h>
+
 namespace zt {
 namespace avx512 {
 
@@ -39,6 +41,24 @@ void word_pairs(RngKey key, uint64_t c0, uint64_t n, uint32_t* out) {
       _mm256_storeu_si256((__m256i*)(out + 8 * k), _mm512_castsi512_si256(w.w[k]));
       _mm256_storeu_si256((__m256i*)(out + 32 + 8 * k), _mm512_extracti64x4_epi64(w.w[k], 1));
     }
+  }
+}
+
+void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d) {
+  if (begin >= end) return;
+  const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
+  const __m512 inv = _mm512_set1_ps(dir_grid_inv_step(d.bits)), one = _mm512_set1_ps(1.0f);
+  alignas(64) int8_t bytes[128];
+  for (uint64_t c = begin >> 7; c <= (end - 1) >> 7; ++c) {
+    __m512 z[8];
+    gauss_direction128(key, sr_key, d.bits, inv, one, c, z);  // step 1: the codes themselves, exact
+    for (int q = 0; q < 8; ++q) {  // lanes 0-7: element 8q + l, lanes 8-15: 64 + 8q + l
+      const __m128i b = _mm512_cvtepi32_epi8(_mm512_cvttps_epi32(z[q]));
+      _mm_storel_epi64((__m128i*)(bytes + 8 * q), b);
+      _mm_storel_epi64((__m128i*)(bytes + 64 + 8 * q), _mm_unpackhi_epi64(b, b));
+    }
+    const uint64_t e0 = c << 7, lo = e0 > begin ? e0 : begin, hi = e0 + 128 < end ? e0 + 128 : end;
+    memcpy(out + (lo - begin), bytes + (lo - e0), hi - lo);
   }
 }
 

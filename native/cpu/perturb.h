@@ -52,6 +52,8 @@ void normal_pairs(RngKey key, uint64_t c0, uint64_t n, float* out);
 // Philox words of 32-element blocks [2 c0, 2 (c0 + n)) (element 32b + 8k + l: word k of counter
 // 8b + l, as philox8(key, 8b)) into out[64 n], 16 counters per Philox call.
 void word_pairs(RngKey key, uint64_t c0, uint64_t n, uint32_t* out);
+// QuZO direction codes (direction_code_at) of elements [begin, end), as direction_codes_ref.
+void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d);
 }  // namespace avx512
 
 }  // namespace zt
