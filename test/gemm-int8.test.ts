@@ -115,7 +115,7 @@ describe.each(paths)('int8 matmul on the %s path equals the canonical reference 
       });
     });
 
-  // The AVX-512 GEMV takes max(16 / M, 1) weight rows per block (M <= 12) and one vpdpbusd per
+  // The AVX-512 GEMV takes 16 / M weight rows per block (M <= 12) and one vpdpbusd per
   // 64-element chunk, the last chunk a masked load; per-channel int8 sums run in kAccChunk groups (two here).
   test.each([[64], [128], ['channel']] as [Granularity][])('W8A8 GEMV, long rows: group %s', (gran) => {
     const shapes: [number, number, number][] = [[1, 37, 4096 + 64 * 3 + 17], [3, 11, 2048 + 5], [4, 6, gran === 'channel' ? 65536 + 100 : 4096 + 63], [7, 5, 2048 + 64 + 3], [11, 3, 4096 + 1], [12, 4, 1024 + 64]];

@@ -288,7 +288,7 @@ void sparse_row(float* row, const int8_t* q, const float* t, const uint32_t* n_s
 // path is the AVX2 one. They need ActQ::gsum for int8 weights too.
 namespace avx512 {
 // Largest M its GEMV takes for these weights (one vpdpbusd per activation row and 64 weights,
-// max(16 / M, 1) weight rows per block: each weight read once, no panels packed): 12 for int8, 8
+// 16 / M weight rows per block: each weight read once, no panels packed): 12 for int8, 8
 // for int4, kGemvMaxM where it hands the call to the AVX2 GEMV (groups of 32, scale indices
 // beyond int32).
 uint64_t gemv_max_m(const QTensorView& w, uint64_t G, uint64_t ga);

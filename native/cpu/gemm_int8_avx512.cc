@@ -166,7 +166,7 @@ void tile_rows(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, uint6
 // ---- streaming GEMV (M <= gemv_max_m: 12) -----------------------------------------------------------
 // Each 64-element chunk of a weight row is one vpdpbusd per activation row: int8 as w + 128 against
 // the row's q, int4 as its 32 bytes unpacked to [low nibbles | high nibbles] against ActQ::qeo (the
-// same even / odd order). R = max(16 / M, 1) weight rows per block give R * M <= 16 int32 accumulators (one per
+// same even / odd order). R = 16 / M weight rows per block give R * M <= 16 int32 accumulators (one per
 // weight row and activation row), reduced together at the end of each accumulation group by one
 // transpose-add tree; then S = sum − zp · gsum and acc = fma(s, float(S), acc) on 16 lanes at once.
 // The integer sums are exact, so the bits equal the scalar and AVX2 GEMVs'.
@@ -187,7 +187,7 @@ inline __m512i reduce16(const __m512i* v) {
 // all M activation rows; lane i of the 16 is weight row i / M, activation row i % M.
 template <bool kInt4, int M>
 void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
-  constexpr int R = M < 16 ? 16 / M : 1;
+  constexpr int R = 16 / M;  // M <= 12
   const ActQ& a = *p.a;
   const QTensorView& w = p.w;
   const uint64_t row_bytes = kInt4 ? (p.K + 1) / 2 : p.K, chunk_bytes = kInt4 ? 32 : 64;

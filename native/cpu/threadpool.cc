@@ -33,7 +33,6 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stopping_ = false;
-      stopping_flag_.store(false);
       now = generation_;
     }
     // A new worker starts having seen the current generation (the last job is long finished).
@@ -124,7 +123,7 @@ class Pool {
   // jobs, and a futex wake-up per job costs more than the job on a VM.
   void worker_loop(uint64_t seen) {
     for (;;) {
-      for (int i = 0; i < kSpins && published_.load(std::memory_order_relaxed) == seen && !stopping_flag_.load(std::memory_order_relaxed); ++i)
+      for (int i = 0; i < kSpins && published_.load(std::memory_order_relaxed) == seen && !stopping_.load(std::memory_order_relaxed); ++i)
         spin_pause();
       Job job;
       {
@@ -144,7 +143,6 @@ class Pool {
     {
       std::lock_guard<std::mutex> lk(mu_);
       stopping_ = true;
-      stopping_flag_.store(true);
     }
     cv_.notify_all();
     for (auto& t : workers_) t.join();
@@ -156,10 +154,9 @@ class Pool {
   std::mutex mu_;
   std::condition_variable cv_, done_cv_;
   std::vector<std::thread> workers_;
-  bool stopping_ = false;
+  std::atomic<bool> stopping_{false};  // written under mu_; spinning workers read it without
   uint64_t generation_ = 0;
   std::atomic<uint64_t> published_{0};     // generation_, readable without the lock (spinning workers)
-  std::atomic<bool> stopping_flag_{false};
   int sleepers_ = 0;                       // workers blocked on cv_ (under mu_)
   static constexpr int kSpins = 2000;      // ~20-50 us of pause instructions
   Job job_{0, 0, nullptr, nullptr};  // the current job (under mu_)
