@@ -148,12 +148,12 @@ struct ZInt4 {
     raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)));
     raw8 = _mm512_srli_epi32(raw, 8);
   }
-  __m512 pair(int q) const {
-    const __m512i mask = _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(15 << gemv_int4_shift(2 * q)),
-                                                 _mm512_set1_epi32(15 << gemv_int4_shift(2 * q + 1)));
-    const __m512i bits = _mm512_and_si512(q < 3 ? raw : raw8, mask);
-    return kSubnormal ? _mm512_castsi512_ps(bits) : _mm512_cvtepi32_ps(bits);
+  static __m512i mask(int q) {
+    return _mm512_mask_blend_epi32(0xff00, _mm512_set1_epi32(15 << gemv_int4_shift(2 * q)),
+                                   _mm512_set1_epi32(15 << gemv_int4_shift(2 * q + 1)));
   }
+  static __m512 value(__m512i bits) { return kSubnormal ? _mm512_castsi512_ps(bits) : _mm512_cvtepi32_ps(bits); }
+  __m512 pair(int q) const { return value(_mm512_and_si512(q < 3 ? raw : raw8, mask(q))); }
 };
 struct ZNf4 {
   static constexpr GemvKind kind = kGemvNibble;
@@ -294,6 +294,90 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
     }
 }
 
+// gemv_block of int4 at M = 1, R = 4 rows, written out for the decode step: the generic block spent
+// about 60 % of its time outside its chunk loop (masks rebuilt and sums moved between registers per
+// scale group, which is only two chunks at the default group of 128), and its flush swapped halves
+// once per row and sum where one swap serves two rows. Same sums per lane, so the same bits.
+template <class D, bool G32, bool kAsym>
+static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
+  constexpr int R = 4;
+  const GemmWeights& w = *g.w;
+  const float* xs = g.xs;
+  const float* xsum = g.xs + g.k64;
+  const __m512i mask0 = D::mask(0), mask1 = D::mask(1), mask2 = D::mask(2);  // mask(3) == mask(2)
+  const uint8_t* base[R];
+  const float* sp[R];
+  const uint8_t* zq[R];
+  for (int r = 0; r < R; ++r) {
+    base[r] = gemm_row(w.q, n + r);
+    const GemmRowScales rs = gemm_row_scales(w.q, n + r);
+    sp[r] = rs.s, zq[r] = rs.z;
+  }
+  // acc[p]: the running sums of rows 2p (lower half) and 2p + 1 (upper half)
+  __m512 acc[R / 2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
+  const unsigned shift = gemm_row_scales(w.q, n).shift;
+  const uint64_t group = G32 ? 64 : (shift == 63 ? g.k64 : uint64_t(1) << shift);
+  const char* ahead = reinterpret_cast<const char*>(gemm_row(w.q, n + R <= last ? n + R : last));
+  const char* ahead_end = reinterpret_cast<const char*>(gemm_row(w.q, last)) + qformat_row_bytes(w.q.format, w.q.cols);
+  const __m512 sym_zero = _mm512_set1_ps((float)kInt4SymZero);
+  for (uint64_t g0 = 0; g0 < g.k64; g0 += group) {
+    __m512 t01[R], t23[R], zp[R];  // (t0 | t1) and (t2 | t3) of each row
+    for (int r = 0; r < R; ++r) {
+      t01[r] = t23[r] = _mm512_setzero_ps();
+      if (!kAsym) zp[r] = sym_zero;
+      else if (G32) zp[r] = _mm512_mask_blend_ps(0xf0f0, _mm512_set1_ps((float)zq[r][0]), _mm512_set1_ps((float)zq[r][1]));
+      else zp[r] = _mm512_set1_ps((float)zq[r][0]);
+    }
+    const uint64_t g1 = g0 + group < g.k64 ? g0 + group : g.k64;
+    for (uint64_t c = g0; c < g1; c += 64) {
+      const char* a = ahead + c / 64 * R * D::kChunkBytes;  // R · 32 bytes: two lines
+      if (a < ahead_end) _mm_prefetch(a, _MM_HINT_T0);
+      if (a + 64 < ahead_end) _mm_prefetch(a + 64, _MM_HINT_T0);
+      const __m512 x0 = _mm512_loadu_ps(xs + c), x1 = _mm512_loadu_ps(xs + c + 16);
+      const __m512 x2 = _mm512_loadu_ps(xs + c + 32), x3 = _mm512_loadu_ps(xs + c + 48);
+      const __m512 lane_sums = _mm512_zextps256_ps512(_mm256_loadu_ps(xsum + c / 8));
+      for (int r = 0; r < R; ++r) {
+        const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base[r] + c / 2)));
+        t01[r] = _mm512_fmadd_ps(x0, D::value(_mm512_and_si512(raw, mask0)), t01[r]);
+        t23[r] = _mm512_fmadd_ps(x1, D::value(_mm512_and_si512(raw, mask1)), t23[r]);
+        t01[r] = _mm512_fmadd_ps(x2, D::value(_mm512_and_si512(raw, mask2)), t01[r]);
+        t23[r] = _mm512_fmadd_ps(x3, D::value(_mm512_and_si512(_mm512_srli_epi32(raw, 8), mask2)), t23[r]);
+        t01[r] = _mm512_mask3_fnmadd_ps(zp[r], lane_sums, t01[r], 0x00ff);
+      }
+    }
+    // Two rows per register from here: with a = (a_lo | a_hi) of row 2p and b of row 2p + 1,
+    // blend(a, b) + (a_hi | b_lo) = (a_lo + a_hi | b_lo + b_hi), one lane swap for two rows
+    // (addition commutes, so each lane's sum is the reference's).
+    for (int p = 0; p < R / 2; ++p) {
+      const int r = 2 * p;
+      auto fold = [](__m512 a, __m512 b) {
+        return _mm512_add_ps(_mm512_mask_blend_ps(0xff00, a, b), _mm512_shuffle_f32x4(a, b, 0x4e));
+      };
+      const __m512 sum = _mm512_add_ps(fold(t01[r], t01[r + 1]), fold(t23[r], t23[r + 1]));
+      __m512 s;
+      if (G32) {  // lanes 0-3 / 4-7 of each half: groups 2i / 2i + 1 of its row
+        const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
+        const __m128d pair = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(sp[r])), reinterpret_cast<const double*>(sp[r + 1]));
+        s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(pair)));
+      } else {
+        s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sp[r][0]), _mm512_set1_ps(sp[r + 1][0]));
+      }
+      acc[p] = _mm512_fmadd_ps(s, sum, acc[p]);
+    }
+    for (int r = 0; r < R; ++r) {
+      sp[r] += G32 ? 2 : 1;
+      if (kAsym) zq[r] += G32 ? 2 : 1;
+    }
+  }
+  float tails[R];
+  gemv_tails<R>(g, 0, n, tails);
+  for (int r = 0; r < R; ++r) {
+    const __m512 a = acc[r / 2];
+    const float h = hsum8(r % 2 ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(a), 1)) : _mm512_castps512_ps256(a));
+    gemv_store(g, 0, n + r, zt_add(zt_mul(h, gemv_rescale(g)[0]), tails[r]));
+  }
+}
+
 // R rows per block while the accumulators fit in the 32 zmm registers.
 struct Gemv {
   using F32 = ZF32;
@@ -309,6 +393,11 @@ struct Gemv {
   static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     constexpr int R = M == 1 ? 4 : (M == 2 ? 2 : 1);  // M = 1: 8 partial and 4 running sums
     uint64_t n = n0;
+    if constexpr (M == 1 && D::kInt4) {
+      const bool asym = gemm_row_scales(g.w->q, n0).z != nullptr;
+      for (; n + R <= n1; n += R)
+        asym ? gemv_int4_rows4<D, G32, true>(g, n, n1 - 1) : gemv_int4_rows4<D, G32, false>(g, n, n1 - 1);
+    }
     for (; n + R <= n1; n += R) gemv_block<D, M, R, G32>(g, n, n1 - 1);
     for (; n < n1; ++n) gemv_block<D, M, 1, G32>(g, n, n1 - 1);
   }
