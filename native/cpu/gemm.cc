@@ -117,8 +117,8 @@ uint64_t gemv_prepared_floats(uint64_t m, uint64_t k) {
 }
 
 // xs[m][e] for chunk elements in (vector j, lane l) order, int4 prescaled by 2^(149 − E − 4j'),
-// then xs[m][k64 + 8c + l] = the lane's sum of x over the chunk (int4 zero-point correction,
-// times 2^-E), then the rescale factor 2^E per row (1 for other formats); see gemm.h.
+// then 8 lane sums of x per gemv_sum_span elements (int4 zero-point correction: chunks in order, j
+// in order, then times 2^-E), then the rescale factor 2^E per row (1 for other formats); see gemm.h.
 void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, bool int4_subnormal, float* xs) {
   const uint64_t K = w.k, k64 = K / 64 * 64;
   const Lanes s = lanes_of(w);
@@ -148,12 +148,15 @@ void gemv_prepare(const GemmWeights& w, const float* x, uint64_t m, bool int4_su
           }
           o[c + 8 * j + l] = v;
         }
+    }
+    const uint64_t span = gemv_sum_span(w, k64);
+    for (uint64_t c0 = 0; c0 < k64; c0 += span)
       for (int l = 0; l < 8; ++l) {
         float t = 0.0f;
-        for (int j = 0; j < 8; ++j) t = zt_add(t, xr[c + lane_elem(s, j, l)]);
-        sums[c / 8 + l] = int4 ? zt_mul(t, pow2f(-E)) : t;
+        for (uint64_t c = c0; c < c0 + span && c < k64; c += 64)
+          for (int j = 0; j < 8; ++j) t = zt_add(t, xr[c + lane_elem(s, j, l)]);
+        sums[c0 / span * 8 + l] = int4 ? zt_mul(t, pow2f(-E)) : t;
       }
-    }
   }
 }
 
@@ -198,12 +201,15 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       const float* xsum = g.xs + g.m * g.k64 + m * (g.k64 / 8);
       float acc[4][8] = {}, t[4][8] = {};
       bool nan = false;
-      // acc += s·((t0 + t1) + (t2 + t3)) with each lane's scale (element k of the lane decides), t = 0.
+      const uint64_t span = gemv_sum_span(w, g.k64);
+      // acc += s·((t0 + t1) + (t2 + t3) [− zp·X]) with each lane's scale (element k of the lane
+      // decides), t = 0.
       auto flush = [&](uint64_t c, int half) {
         for (int l = 0; l < 8; ++l) {
           float s = gemm_scale_at(w.q, n, nibble_lanes ? c + 8 * l : c + 32 * half);
           if (e4m3) s = zt_mul(s, 256.0f);
           float sum = zt_add(zt_add(t[0][l], t[1][l]), zt_add(t[2][l], t[3][l]));
+          if (int4) sum = zt_fma(-(float)gemm_zero_at(w.q, n, c + 8 * l), xsum[c / span * 8 + l], sum);
           acc[0][l] = zt_fma(s, sum, acc[0][l]);
           t[0][l] = t[1][l] = t[2][l] = t[3][l] = 0.0f;
         }
@@ -218,8 +224,6 @@ void gemv_rows_ref(const GemvCtx& g, uint64_t n0, uint64_t n1) {
           if (half_groups && j == 3) flush(c, 0);
         }
         if (!scaled) continue;
-        if (int4)
-          for (int l = 0; l < 8; ++l) t[0][l] = zt_fma(-(float)gemm_zero_at(w.q, n, c + 8 * l), xsum[c / 8 + l], t[0][l]);
         // groups of 32 end with every chunk, larger ones (64, 128, a row) at their end or the main part's
         const uint64_t grp = (w.q.group == 0 || w.q.group == w.k) ? 0 : w.q.group;
         if (grp == 32 || c + 64 == g.k64 || (grp && (c + 64) % grp == 0)) flush(c, half_groups ? 1 : 0);

@@ -34,12 +34,13 @@
 //     - each chunk is 8 vectors j of 8 lanes l; lane l of vector j holds element 8j + l (fp32,
 //       fp16, fp8, int8), 8l + j (int4, nf4: lane = 4 packed bytes) or 16(j/2) + 2l + (j&1)
 //       (bf16: even/odd halves of 32-bit lanes);
-//     - products x·v of the unscaled code value v accumulate per lane into t[j & 3] (fma); int4
-//       then takes t0 −= zp·X per chunk (X the lane's sum of x over the chunk, since v = u is
-//       unsigned); at the end of each scale group (every chunk for groups of 32, and after j = 3
-//       too for natural lanes; every 64/128 elements; or at the end of the main part for row and
-//       tensor scales) acc = fma(s, (t0 + t1) + (t2 + t3), acc) per lane with the lane's scale and
-//       t restarts at 0 (e4m3: v = decode/256 and s·256); formats without scales accumulate into
+//     - products x·v of the unscaled code value v accumulate per lane into t[j & 3] (fma); at the
+//       end of each scale group (every chunk for groups of 32, and after j = 3 too for natural
+//       lanes; every 64/128 elements; or at the end of the main part for row and tensor scales)
+//       acc = fma(s, S, acc) per lane with the lane's scale, S = (t0 + t1) + (t2 + t3), and t
+//       restarts at 0 (e4m3: v = decode/256 and s·256); int4 first takes S = fma(−zp, X, S), X the
+//       lane's sum of x over the group's chunks (gemv_sum_span; v = u is unsigned, so the
+//       zero-point is subtracted once per group); formats without scales accumulate into
 //       acc[j & 3] directly, summed the same way;
 //     - lanes reduce as ((l0+l4)+(l2+l6)) + ((l1+l5)+(l3+l7)), the tail adds one fma chain over
 //       w(n,k) in k order, then C (when accumulating) and bias are added.
@@ -202,7 +203,8 @@ void gemm_perturb_ref(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1
 struct GemvCtx {
   const GemmWeights* w;
   const float* x;    // [m, k] original activations (tails)
-  const float* xs;   // prepared activations: [m][k64] permuted/prescaled, [m][k64 / 8] lane sums,
+  const float* xs;   // prepared activations: [m][k64] permuted/prescaled, [m][k64 / 8] lane sums
+                     // (8 per gemv_sum_span elements, from the start of the block),
                      // then [m] main-part rescale factors 2^E (int4; 1 otherwise)
   uint64_t m, k64;
   const float* bias;
@@ -224,6 +226,13 @@ static inline int gemv_int4_exponent(float maxabs) {
 // j' of int4 vector j: the shift of its nibble in the lane as read (j = 6, 7 from the lane >> 8).
 static inline int gemv_int4_shift(int j) { return j <= 5 ? 4 * j : 4 * (j - 2); }
 uint64_t gemv_prepared_floats(uint64_t m, uint64_t k);
+// Elements of the main part behind one set of 8 int4 lane sums X: a chunk for groups of 32 (each
+// lane lies in one group), else a scale group (row and tensor scales: the whole main part).
+static inline uint64_t gemv_sum_span(const GemmWeights& w, uint64_t k64) {
+  if (w.f32 || w.q.group == 32) return 64;
+  if (w.q.group == 0 || w.q.group == w.q.cols) return k64 > 64 ? k64 : 64;
+  return w.q.group;
+}
 // Tail of a GEMV row: one fma chain over w(n, k), k in [k64, K).
 static inline float gemv_tail(const GemvCtx& g, uint64_t m, uint64_t n) {
   float t = 0.0f;

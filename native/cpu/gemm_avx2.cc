@@ -588,6 +588,7 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     xsum[m] = g.xs + g.m * g.k64 + m * (g.k64 / 8);
   }
   const __m256 sym_zp = _mm256_set1_ps((float)kInt4SymZero);
+  const uint64_t span = gemv_sum_span(w, g.k64);
   for (uint64_t n = n0; n < n1; ++n) {
     __m256 acc[M][4];
     for (int m = 0; m < M; ++m) acc[m][0] = acc[m][1] = acc[m][2] = acc[m][3] = _mm256_setzero_ps();
@@ -638,9 +639,11 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
         s0 = _mm256_mul_ps(s0, _mm256_set1_ps(256.0f));
         s1 = _mm256_mul_ps(s1, _mm256_set1_ps(256.0f));
       }
-      auto flush = [&](__m256 sc) {  // acc += s·((t0 + t1) + (t2 + t3)), t = 0
+      // acc += s·((t0 + t1) + (t2 + t3) [− zp·X, int4 at the group's end]), t = 0
+      auto flush = [&](__m256 sc, __m256 zp) {
         for (int m = 0; m < M; ++m) {
-          const __m256 sum = _mm256_add_ps(_mm256_add_ps(t[m][0], t[m][1]), _mm256_add_ps(t[m][2], t[m][3]));
+          __m256 sum = _mm256_add_ps(_mm256_add_ps(t[m][0], t[m][1]), _mm256_add_ps(t[m][2], t[m][3]));
+          if (D::kInt4) sum = _mm256_fnmadd_ps(zp, _mm256_loadu_ps(xsum[m] + c / span * 8), sum);
           acc[m][0] = _mm256_fmadd_ps(sc, sum, acc[m][0]);
           t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
         }
@@ -648,11 +651,13 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       for (int j = 0; j < 8; ++j) {
         const __m256 v = d.val(j);
         for (int m = 0; m < M; ++m) t[m][j & 3] = _mm256_fmadd_ps(_mm256_loadu_ps(xs[m] + c + 8 * j), v, t[m][j & 3]);
-        if (G32 && D::kind == kGemvNatural && j == 3) flush(s0);
+        if (G32 && D::kind == kGemvNatural && j == 3) flush(s0, sym_zp);
       }
-      if (D::kInt4) {
+      // groups of 32 end with every chunk; larger groups (64, 128, a row) when the next chunk starts a
+      // new one or the main part ends
+      if (G32 || c + 64 == g.k64 || ((c + 64) >> rs.shift) != (c >> rs.shift)) {
         __m256 zp = sym_zp;
-        if (rs.z) {
+        if (D::kInt4 && rs.z) {
           if (G32) {
             const uint8_t* zz = rs.z + (c >> 5);
             zp = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm_set1_ps((float)zz[0])), _mm_set1_ps((float)zz[1]), 1);
@@ -660,11 +665,8 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
             zp = _mm256_set1_ps((float)rs.z[c >> rs.shift]);
           }
         }
-        for (int m = 0; m < M; ++m) t[m][0] = _mm256_fnmadd_ps(zp, _mm256_loadu_ps(xsum[m] + c / 8), t[m][0]);
+        flush(s1, zp);
       }
-      // groups of 32 end with every chunk; larger groups (64, 128, a row) when the next chunk starts a
-      // new one or the main part ends
-      if (G32 || c + 64 == g.k64 || ((c + 64) >> rs.shift) != (c >> rs.shift)) flush(s1);
     }
     const bool nan = D::kE4M3 && !_mm256_testz_si256(nanmask, nanmask);
     for (int m = 0; m < M; ++m) {

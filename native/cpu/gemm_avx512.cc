@@ -208,9 +208,16 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
     rs[r] = w.f32 ? GemmRowScales{nullptr, nullptr, 63} : gemm_row_scales(w.q, n + r);
     nan[r] = 0;
   }
-  auto flush = [&](int r, __m512 sc) {  // acc += s·((t0 + t1) + (t2 + t3)), t = 0
+  const uint64_t span = gemv_sum_span(w, g.k64);
+  // acc += s·((t0 + t1) + (t2 + t3) [− zp·X, int4: X of the group that chunk c ends]), t = 0
+  auto flush = [&](int r, __m512 sc, const __m512* zp, uint64_t c) {
     for (int m = 0; m < M; ++m) {
-      acc[r][m][0] = _mm512_fmadd_ps(sc, pair_sum(t[r][m][0], t[r][m][1]), acc[r][m][0]);
+      __m512 sum = pair_sum(t[r][m][0], t[r][m][1]);
+      if (D::kInt4) {
+        const __m512 x = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(reinterpret_cast<const double*>(xsum[m] + c / span * 8))));
+        sum = _mm512_fnmadd_ps(*zp, x, sum);
+      }
+      acc[r][m][0] = _mm512_fmadd_ps(sc, sum, acc[r][m][0]);
       t[r][m][0] = t[r][m][1] = _mm512_setzero_ps();
     }
   };
@@ -269,17 +276,12 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
             __m512& s = kScaled ? t[r][m][q & 1] : acc[r][m][q & 1];
             s = _mm512_fmadd_ps(x[m], v, s);
           }
-          if (G32 && D::kind == kGemvNatural && q == 1) flush(r, s0[r]);
+          if (G32 && D::kind == kGemvNatural && q == 1) flush(r, s0[r], nullptr, c);
         }
       }
-      if (D::kInt4)
-        for (int r = 0; r < R; ++r)
-          for (int m = 0; m < M; ++m)  // t0 −= zp·X per chunk: the lower half only
-            t[r][m][0] =
-                _mm512_mask3_fnmadd_ps(zp[r], _mm512_zextps256_ps512(_mm256_loadu_ps(xsum[m] + c / 8)), t[r][m][0], 0x00ff);
     }
     if (kScaled)
-      for (int r = 0; r < R; ++r) flush(r, s1[r]);
+      for (int r = 0; r < R; ++r) flush(r, s1[r], &zp[r], g1 - 64);
   }
   float tails[M][R];
   for (int m = 0; m < M; ++m) gemv_tails<R>(g, m, n, tails[m]);
@@ -297,7 +299,8 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last) {
 // gemv_block of int4 at M = 1, R = 4 rows, written out for the decode step: the generic block spent
 // about 60 % of its time outside its chunk loop (masks rebuilt and sums moved between registers per
 // scale group, which is only two chunks at the default group of 128), and its flush swapped halves
-// once per row and sum where one swap serves two rows. Same sums per lane, so the same bits.
+// once per row and sum where one swap serves two rows; the default group's two chunks are written
+// out. Same sums per lane, so the same bits.
 template <class D, bool G32, bool kAsym>
 static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
   constexpr int R = 4;
@@ -305,6 +308,7 @@ static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
   const float* xs = g.xs;
   const float* xsum = g.xs + g.k64;
   const __m512i mask0 = D::mask(0), mask1 = D::mask(1), mask2 = D::mask(2);  // mask(3) == mask(2)
+  const uint64_t span = gemv_sum_span(w, g.k64);
   const uint8_t* base[R];
   const float* sp[R];
   const uint8_t* zq[R];
@@ -321,30 +325,31 @@ static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
   const char* ahead_end = reinterpret_cast<const char*>(gemm_row(w.q, last)) + qformat_row_bytes(w.q.format, w.q.cols);
   const __m512 sym_zero = _mm512_set1_ps((float)kInt4SymZero);
   for (uint64_t g0 = 0; g0 < g.k64; g0 += group) {
-    __m512 t01[R], t23[R], zp[R];  // (t0 | t1) and (t2 | t3) of each row
-    for (int r = 0; r < R; ++r) {
-      t01[r] = t23[r] = _mm512_setzero_ps();
-      if (!kAsym) zp[r] = sym_zero;
-      else if (G32) zp[r] = _mm512_mask_blend_ps(0xf0f0, _mm512_set1_ps((float)zq[r][0]), _mm512_set1_ps((float)zq[r][1]));
-      else zp[r] = _mm512_set1_ps((float)zq[r][0]);
-    }
+    __m512 t01[R], t23[R];  // (t0 | t1) and (t2 | t3) of each row
+    for (int r = 0; r < R; ++r) t01[r] = t23[r] = _mm512_setzero_ps();
     const uint64_t g1 = g0 + group < g.k64 ? g0 + group : g.k64;
-    for (uint64_t c = g0; c < g1; c += 64) {
+    auto chunk = [&](uint64_t c) __attribute__((always_inline)) {
       const char* a = ahead + c / 64 * R * D::kChunkBytes;  // R · 32 bytes: two lines
       if (a < ahead_end) _mm_prefetch(a, _MM_HINT_T0);
       if (a + 64 < ahead_end) _mm_prefetch(a + 64, _MM_HINT_T0);
       const __m512 x0 = _mm512_loadu_ps(xs + c), x1 = _mm512_loadu_ps(xs + c + 16);
       const __m512 x2 = _mm512_loadu_ps(xs + c + 32), x3 = _mm512_loadu_ps(xs + c + 48);
-      const __m512 lane_sums = _mm512_zextps256_ps512(_mm256_loadu_ps(xsum + c / 8));
       for (int r = 0; r < R; ++r) {
         const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base[r] + c / 2)));
         t01[r] = _mm512_fmadd_ps(x0, D::value(_mm512_and_si512(raw, mask0)), t01[r]);
         t23[r] = _mm512_fmadd_ps(x1, D::value(_mm512_and_si512(raw, mask1)), t23[r]);
         t01[r] = _mm512_fmadd_ps(x2, D::value(_mm512_and_si512(raw, mask2)), t01[r]);
         t23[r] = _mm512_fmadd_ps(x3, D::value(_mm512_and_si512(_mm512_srli_epi32(raw, 8), mask2)), t23[r]);
-        t01[r] = _mm512_mask3_fnmadd_ps(zp[r], lane_sums, t01[r], 0x00ff);
       }
+    };
+    if (g1 - g0 == 128) {  // the default group: both chunks written out
+      chunk(g0);
+      chunk(g0 + 64);
+    } else {
+      for (uint64_t c = g0; c < g1; c += 64) chunk(c);
     }
+    // the group's lane sums X in both halves (zp·X is subtracted from each row's S)
+    const __m512 lane_sums = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(reinterpret_cast<const double*>(xsum + (g1 - 64) / span * 8))));
     // Two rows per register from here: with a = (a_lo | a_hi) of row 2p and b of row 2p + 1,
     // blend(a, b) + (a_hi | b_lo) = (a_lo + a_hi | b_lo + b_hi), one lane swap for two rows
     // (addition commutes, so each lane's sum is the reference's).
@@ -353,15 +358,19 @@ static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
       auto fold = [](__m512 a, __m512 b) {
         return _mm512_add_ps(_mm512_mask_blend_ps(0xff00, a, b), _mm512_shuffle_f32x4(a, b, 0x4e));
       };
-      const __m512 sum = _mm512_add_ps(fold(t01[r], t01[r + 1]), fold(t23[r], t23[r + 1]));
-      __m512 s;
+      __m512 sum = _mm512_add_ps(fold(t01[r], t01[r + 1]), fold(t23[r], t23[r + 1]));
+      __m512 s, zp = sym_zero;
       if (G32) {  // lanes 0-3 / 4-7 of each half: groups 2i / 2i + 1 of its row
         const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
         const __m128d pair = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(sp[r])), reinterpret_cast<const double*>(sp[r + 1]));
         s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(pair)));
+        if (kAsym)
+          zp = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_setr_ps(zq[r][0], zq[r][1], zq[r + 1][0], zq[r + 1][1])));
       } else {
         s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sp[r][0]), _mm512_set1_ps(sp[r + 1][0]));
+        if (kAsym) zp = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(zq[r][0]), _mm512_set1_ps(zq[r + 1][0]));
       }
+      sum = _mm512_fnmadd_ps(zp, lane_sums, sum);
       acc[p] = _mm512_fmadd_ps(s, sum, acc[p]);
     }
     for (int r = 0; r < R; ++r) {
