@@ -44,7 +44,7 @@ function cases() {
         add(N, K, M, fmt);
         // the GEMV also with the model's default int4 group (128: a quarter of g32's scale bytes and flushes)
         if (M === 1 && fmt === 'int4') add(N, K, M, fmt, null, 128);
-        // quzo4: QuZO 4-bit Gaussian probe directions (integer path at M = 16, f32 path at M = 512)
+        // quzo4: QuZO 4-bit Gaussian probe directions (the integer path at every M)
         if (M === 512) for (const dist of ['gaussian', 'rademacher', 'quzo4']) add(N, K, M, fmt, dist);
         if (M === 16) for (const dist of ['gaussian', 'quzo4']) add(N, K, M, fmt, dist);
       }
@@ -162,7 +162,7 @@ const suite = {
         `GEMM rows: GOPS = 2·M·N·K / time, against the ${peakName} on ${THREADS} threads, the unit the integer GEMM runs on (${z.cpuInfo().path} path), measured in this run: at its start (${h.pair(c[peak], (v) => h.giga(v, 1))} GOPS best / median) and again right before each case; each row uses the larger (highest seen: ${h.pair(seen[peak], (v) => h.giga(v, 1))}).${c.vnni ? ` For scale, the AVX2 int8 peak of the issue's target (vpmaddubsw + vpmaddwd + vpaddd) measured ${h.pair(c.int8, (v) => h.giga(v, 1))} GOPS at the start.` : ''}`,
         `GEMV rows (M = 1): GB/s of weight bytes (codes + scales) against the streaming read bandwidth (sum over 256 MiB, ${THREADS} threads), measured the same way (start: ${h.pair(c.read, (v) => h.giga(v, 1))} GB/s, highest seen: ${h.pair(seen.read, (v) => h.giga(v, 1))}); weights rotate through enough copies to exceed the ${h.LLC_BYTES / 2 ** 20} MiB last-level cache 4x.`,
         'Peer W8A8: onnxruntime DynamicQuantizeLinear + MatMulInteger + Cast + Mul (ONNX bytes built in bench/onnx.js): the same work as matmulInt8, per-call activation quantization included (onnxruntime fuses it into its dynamic-quantization kernel). Peer W4A8: onnxruntime MatMulNBits (com.microsoft, 4-bit, block 32, accuracy_level 4 = int8 activations). "vs onnxruntime" = onnxruntime time / zotune time.',
-        'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load), slowdown against the unperturbed row of the same shape. gaussian / rademacher: exact directions, f32 micro-kernel on decoded + perturbed tiles. quzo4: QuZO 4-bit Gaussian directions (probe rounding): the integer path (gemm_int8.h step 2\', codes through the nibble micro-kernel) at M <= 16 (W8A8) / 48 (W4A8), the f32 micro-kernel above.',
+        'Perturbed rows: x·(W + 1e-3·z)ᵀ with z(n·K + k) regenerated inside the kernel (perturb-on-load), slowdown against the unperturbed row of the same shape. gaussian / rademacher: exact directions, f32 micro-kernel on decoded + perturbed tiles. quzo4: QuZO 4-bit Gaussian directions (probe rounding): the integer path at every M (gemm_int8.h step 2\', codes through the nibble micro-kernel).',
       ],
       columns: ['case', 'ms best / median', 'GOPS best / median', 'GB/s of weights', 'vs ceiling (best / median)', 'vs onnxruntime', 'vs unperturbed'],
       rows,

@@ -11,7 +11,7 @@
  * Integer-activation schemes (w8a8, w4a8) equal the CPU bit for bit at any M (gemm_int8.h defines one
  * result per call): through the integer tiles (weight rows of a multiple of 16 bytes) or the
  * reference kernel (micro-llama's down projection: K = 172), and for probes the CPU's f32 path or,
- * QuZO at small M, its integer step 2'.
+ * for QuZO directions of <= 4 bits, its integer step 2'.
  *
  * kernels 'fast' (llama.h LlamaKernels::Fast) is compared within tolerances: the fast gemv kernel
  * (<= 16 rows, fp32, another summation order) within 1e-5; the bf16 tensor-core tiles (> 16 rows,
@@ -115,8 +115,8 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     ['int4-g32', { dist: 'gaussian' as const, bits: 0 }],
     ['w8a8', { dist: 'gaussian' as const, bits: 0 }], // the CPU's f32 path (W' = decode + eps z)
     ['w8a8', { dist: 'rademacher' as const, bits: 0 }],
-    ['w8a8', { dist: 'gaussian' as const, bits: 4 }], // 15 rows <= 16: the integer path (step 2')
-    ['w4a8', { dist: 'gaussian' as const, bits: 4 }], // 15 rows <= 48: the integer path (step 2')
+    ['w8a8', { dist: 'gaussian' as const, bits: 4 }], // the integer path (step 2')
+    ['w4a8', { dist: 'gaussian' as const, bits: 4 }], // the integer path (step 2')
     ['w4a8', { dist: 'gaussian' as const, bits: 0 }],
   ])('%s probe %o: +eps and -eps losses and logits equal the CPU probe bit for bit', async (s, direction) => {
     const opts = { seed: 1234567n, eps: 1e-2, direction, logits: 'all' as const };
@@ -140,7 +140,7 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     }
   });
 
-  test('w4a8 / w8a8 QuZO probes of more rows than the integer path takes (the CPU\'s f32 path) equal the CPU', async () => {
+  test('w4a8 / w8a8 QuZO probes of more rows than one column chunk (48: the integer path in row chunks) equal the CPU', async () => {
     const long = [0, 1, 2, 3, 4].map((s) => Array.from({ length: 11 + s }, (_, i) => (i * 389 + 11 + s * 701) % 4096)); // 65 tokens
     for (const s of ['w8a8', 'w4a8']) {
       const opts = { seed: 8n, eps: 1e-2, direction: { dist: 'gaussian' as const, bits: 4 }, logits: 'all' as const };

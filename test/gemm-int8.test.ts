@@ -226,14 +226,16 @@ describe('invariance', () => {
       });
       for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar`);
     }
-    // int8 QuZO probes take the integer path at M <= 16 only
-    const xs = Tensor.from(randn(rand, 12 * K), [12, K]);
+    // int8 QuZO probes on the integer path beyond the GEMV sizes
     const w8 = toQTensor(randomWeights(rand, 'int8', N, K, 'channel'));
-    const outs = paths.map((p) => {
-      setCpuPath(p);
-      return copy(matmulInt8Sync(xs, w8, { perturb: { alpha: 1e-3, seed: 10n, stream: 6, dist: 'gaussian', bits: 3 } }));
-    });
-    for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar (int8 QuZO probe, M = 12)`);
+    for (const M of [12, 70]) {
+      const xs = Tensor.from(randn(rand, M * K), [M, K]);
+      const outs = paths.map((p) => {
+        setCpuPath(p);
+        return copy(matmulInt8Sync(xs, w8, { perturb: { alpha: 1e-3, seed: 10n, stream: 6, dist: 'gaussian', bits: 3 } }));
+      });
+      for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar (int8 QuZO probe, M = ${M})`);
+    }
     setCpuPath('auto');
   });
 
@@ -280,8 +282,8 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
       const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
       const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, bias: Tensor.from(bias), perturb: perturbOf(d, alpha) }));
       const z = directionTable(d, N * K);
-      // small-M QuZO (grid) probes take the integer path (step 2'), the others the f32 path
-      const onInt = gridProbeOnInt(d, fmt, M);
+      // QuZO (grid) probes of <= 4 bits take the integer path (step 2'), the others the f32 path
+      const onInt = gridProbeOnInt(d);
       const canonical = onInt ? refGridProbeGemm(x, M, w, z, alpha, d.bits, { bias }) : refPerturbedGemm(x, M, w, z, alpha, { bias });
       expectSameBits(y, canonical, `perturbed ${fmt} M=${M}`);
       // and within the documented bound of the float64 explicit perturb-then-GEMM (same activations)
@@ -292,12 +294,13 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     }
   });
 
-  test('QuZO grid probes: the integer path at small M (GEMV sizes too, K over one chunk), the f32 path beyond', () => {
+  test('QuZO grid probes: the integer path at every M for <= 4 bits (GEMV sizes too, K over one chunk), the f32 path beyond', () => {
     const cases = [
       [1, 5, 33, 'int8', 'channel', 4], [3, 16, 64, 'int4', 32, 4], [4, 33, 100, 'int4', 64, 2], [16, 17, 257, 'int8', 32, 3],
       [29, 18, 130, 'int4', 128, 3], [48, 7, 64, 'int4', 'channel', 4], [2, 1, 65600, 'int8', 'channel', 4],
-      // f32 path: M beyond the thresholds, or more than 4 bits
-      [17, 9, 64, 'int8', 'channel', 4], [49, 6, 96, 'int4', 32, 4], [6, 10, 70, 'int8', 32, 8],
+      [17, 9, 64, 'int8', 'channel', 4], [49, 6, 96, 'int4', 32, 4], [70, 21, 200, 'int8', 64, 2], [100, 19, 300, 'int4', 32, 4],
+      // f32 path: more than 4 bits
+      [6, 10, 70, 'int8', 32, 8], [60, 10, 70, 'int4', 32, 5],
     ] as const;
     for (const [M, N, K, fmt, gran, b] of cases) {
       const rand = prng(M * 1000 + N + K);
@@ -308,8 +311,7 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
       const out = Tensor.fromArray(new Float32Array(M * N).fill(NaN), [M, N]); // poison
       const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, residual: Tensor.from(residual, [M, N]), perturb: perturbOf(d, alpha) }));
       const z = directionTable(d, N * K);
-      const onInt = gridProbeOnInt(d, fmt, M);
-      expect(onInt).toBe(M <= (fmt === 'int4' ? 48 : 16) && b <= 4);
+      const onInt = gridProbeOnInt(d);
       const want = onInt ? refGridProbeGemm(x, M, w, z, alpha, b, { residual }) : refPerturbedGemm(x, M, w, z, alpha, { residual });
       expectSameBits(y, want, `${fmt} M=${M} K=${K} bits=${b}`);
       // documented bounds: float64 x_q·(W + alpha·Z)ᵀ (NMSE 1e-11, float32 rounding only); float64

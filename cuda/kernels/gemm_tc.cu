@@ -332,7 +332,6 @@ ZT_HD void group_next(const TcParams& p, GroupCursor* g) {
 // j), float(S_j), facc); then per kAccChunk chunk T_c = sum q_z(n, k) q_x(m, k), facc = fma(a_z,
 // float(T_c), facc). Each weight code and direction code is read or generated once for the mc rows.
 constexpr int kColumnRows = 48;
-static_assert(kGridProbeMaxMInt4 <= kColumnRows && kGridProbeMaxMInt8 <= kColumnRows, "a grid probe's rows fit one column");
 template <class Op>
 ZT_HD void group_column(const TcParams& p, uint64_t n, uint64_t m0, int mc, float* facc) {
   using Acc = typename Op::Acc;
@@ -383,13 +382,14 @@ ZT_HD float reference_output(const TcParams& p, uint64_t m, uint64_t n) {
   }
 }
 
-// A QuZO probe on the integer path (gemm_int_act_launch): every row of output column n (p.M <=
-// kColumnRows), the direction codes generated once per weight.
+// A QuZO probe on the integer path (gemm_int_act_launch): rows m0 .. m0 + kColumnRows - 1 (those
+// below M) of output column n, the direction codes generated once per weight and row chunk.
 template <class Op>
-ZT_HD void grid_probe_column(const TcParams& p, uint64_t n) {
+ZT_HD void grid_probe_column(const TcParams& p, uint64_t n, uint64_t m0) {
   float facc[kColumnRows];
-  group_column<Op>(p, n, 0, (int)p.M, facc);
-  for (uint64_t m = 0; m < p.M; ++m) p.y[m * p.N + n] = Op::out(p, facc[m], m, n);
+  const int mc = (int)(p.M - m0 < (uint64_t)kColumnRows ? p.M - m0 : (uint64_t)kColumnRows);
+  group_column<Op>(p, n, m0, mc, facc);
+  for (int i = 0; i < mc; ++i) p.y[(m0 + i) * p.N + n] = Op::out(p, facc[i], m0 + i, n);
 }
 
 // Activation rows: one block of kThreads per row, thread t taking elements t, t + kThreads, ...
@@ -640,7 +640,7 @@ __global__ void reference_kernel(TcParams p) {
 template <class Op>
 __global__ void grid_probe_kernel(TcParams p) {
   const uint64_t n = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x;
-  if (n < p.N) grid_probe_column<Op>(p, n);
+  if (n < p.N) grid_probe_column<Op>(p, n, (uint64_t)blockIdx.y * kColumnRows);
 }
 
 __global__ void __launch_bounds__(kThreads) f32_gemm_kernel(TcParams p) {
@@ -1129,21 +1129,21 @@ void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
   p.ga = acc_group(g.w);
   set_scale_strides(&p);
   if (g.grid) p.grid = true, p.dir = *g.grid, p.az = zt_mul(g.alpha, dir_grid_step(g.grid->bits)), p.first = g.first;
-  if (g.grid && M > (uint64_t)kColumnRows) fail(Code::InvalidArgument, "gemmIntAct: a grid probe takes at most 48 rows");
   const bool tiles = !g.grid && packed_rows_fit(g.w, int4 ? TcKind::W4A8 : TcKind::W8A8);
   if (impl == TcImpl::Emulated) {
     if (tiles) return int4 ? tc_gemm_emulated<OpS4>(p) : tc_gemm_emulated<OpS8>(p);
     for (uint64_t n = 0; n < N; ++n)
-      if (g.grid) int4 ? grid_probe_column<OpS4>(p, n) : grid_probe_column<OpS8>(p, n);
+      if (g.grid)
+        for (uint64_t m0 = 0; m0 < M; m0 += kColumnRows) int4 ? grid_probe_column<OpS4>(p, n, m0) : grid_probe_column<OpS8>(p, n, m0);
       else
         for (uint64_t m = 0; m < M; ++m) g.y[m * N + n] = int4 ? reference_output<OpS4>(p, m, n) : reference_output<OpS8>(p, m, n);
     return;
   }
-  if (M > (uint64_t)65535 * kBM || N > (uint64_t)0x7fffffff || (M * N + 255) / 256 > 0x7fffffffu)
+  if (M > (uint64_t)65535 * (g.grid ? kColumnRows : kBM) || N > (uint64_t)0x7fffffff || (M * N + 255) / 256 > 0x7fffffffu)
     fail(Code::OutOfRange, "gemmIntAct: the output is too large for one launch");
   const cudaStream_t s = (cudaStream_t)stream;
   if (g.grid) {
-    const unsigned blocks = (unsigned)((N + 127) / 128);
+    const dim3 blocks((unsigned)((N + 127) / 128), (unsigned)((M + kColumnRows - 1) / kColumnRows));
     if (int4) grid_probe_kernel<OpS4><<<blocks, 128, 0, s>>>(p);
     else grid_probe_kernel<OpS8><<<blocks, 128, 0, s>>>(p);
     check_launch("grid_probe_kernel");

@@ -435,7 +435,7 @@ void int_act_rows(const Ops& ops, const Bufs& d, const Linear& L, uint64_t r0, u
   if (!zo || !zo->on(L.id)) return ops.gemm_int_act(g);
   const Direction dir = zo->of(L.id);
   gemm_check_perturb(GemmPerturb{true, dir, zo->alpha, r0 * K, false, nullptr, 0}, rows, K);
-  if (kernels == LlamaKernels::Exact && grid_probe_on_int(dir, L.w.q.format, M)) {
+  if (kernels == LlamaKernels::Exact && grid_probe_on_int(dir)) {
     g.grid = &dir, g.alpha = zo->alpha;
     return ops.gemm_int_act(g);
   }

@@ -437,8 +437,8 @@ void gemm_int(const IntGemm& g) {
   Scratch<float> sx(M);
   ActQ a{M, K, Kp, q.p, sx.p, nullptr, nullptr};
   quantize_acts(kn, g.x, g.ldx, a);
-  // Dense QuZO probes at small M take the integer path (gemm_int8.h step 2', grid_probe_on_int)
-  const bool grid_probe = g.dir && !g.idx && grid_probe_on_int(*g.dir, g.w.format, M);
+  // Dense QuZO probes of <= 4 bits take the integer path (gemm_int8.h step 2', grid_probe_on_int)
+  const bool grid_probe = g.dir && !g.idx && grid_probe_on_int(*g.dir);
   const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
   const bool int4 = g.w.format == QFormat::Int4, gemv = M <= kn.gemv_max_m(g.w, G, ga) && !grid_probe, int4_gemv = int4 && gemv;
   const bool sums = int4 || kn.int8_gsum;

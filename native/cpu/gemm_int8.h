@@ -33,13 +33,14 @@
 //   x_q · (W + alpha·Z)ᵀ (test/gemm-int8.test.ts); which one a call takes is grid_probe_on_int.
 // Which path: the integer one makes a second integer pass over the weights (the codes) and skips
 // the f32 decode of perturbed weights; the f32 one makes one f32 pass. Both generate the same
-// Gaussian + rounding per weight (most of the cost at small M). On Zen 1, whose measured f32 FMA
-// peak equals its int8 vpmaddubsw peak, the second pass costs more than the decode saves once M
-// grows: single-thread CPU time, 688 x 256, 4-bit directions, integer ÷ f32 path (best of
-// several runs) int4 0.68 / 0.80 / 0.81 / 0.96 / 0.99 at M = 8 / 16 / 32 / 48 / 64, int8
-// 0.78 / 0.82 / 0.86 / 0.93 / 1.01 at M = 1 / 4 / 8 / 16 / 24, and 1.31 (int4) / 1.57 (int8) at
-// M = 342. So small M only, and 2..4-bit directions (codes within a nibble); the choice depends on
-// the shape alone (the same call gives the same bits on any machine).
+// Gaussian + rounding per weight (most of the cost at small M). The integer path is taken at every
+// M for 2..4-bit directions (codes within a nibble): on a VNNI CPU it is the faster one at every M
+// (Zen 5, 2 threads, 4096², quzo4 over unperturbed, f32 -> integer path: W8A8 M = 512 +374 % ->
+// +131 %, M = 64 +503 % -> +252 %; W4A8 g32 M = 512 +272 % -> +91 %; tiny-llama 256 x 688 at
+// M = 342 W8A8 +200 % -> +88 %, W4A8 +129 % -> +39 %). Only on CPUs whose f32 FMA rate equals
+// their int8 rate (Zen 1: integer ÷ f32 path 1.31 (int4) / 1.57 (int8) at M = 342) would the f32
+// path win at large M, and the choice must not depend on the machine (the same call gives the same
+// bits everywhere).
 // With an index subset (sparse ZO; strictly increasing flat indices i = n*K + k), Z is zero
 // outside the subset. Sparse enough subsets (sparse_correction_pays) keep the integer path and add
 //   acc = fma(alpha * z_i, float(q_x[m, k_i]), acc) for the row's indices in order, after step 2;
@@ -205,11 +206,8 @@ struct IntPlan {
 };
 // Chunks of step 2' (the direction panel's accumulation groups).
 ZT_HD uint64_t dir_chunks(uint64_t K) { return (K + kAccChunk - 1) / kAccChunk; }
-// Largest M whose dense grid-direction probes take step 2' (see above), per weight format.
-static constexpr uint64_t kGridProbeMaxMInt4 = 48, kGridProbeMaxMInt8 = 16;
-ZT_HD bool grid_probe_on_int(const Direction& d, QFormat f, uint64_t M) {
-  return dir_on_grid(d) && d.bits <= 4 && M <= (f == QFormat::Int4 ? kGridProbeMaxMInt4 : kGridProbeMaxMInt8);
-}
+// Whether a dense probe along d takes step 2' (see above): Gaussian directions of 2..4 bits.
+ZT_HD bool grid_probe_on_int(const Direction& d) { return dir_on_grid(d) && d.bits <= 4; }
 
 // Packed panel of 16 weight rows: codes at [k / 4][col][k % 4] for k < 4*K4 (zero beyond K and for
 // columns beyond the matrix): int8 q, or for int4 the raw nibble u with the zero-points in `zeros`

@@ -194,8 +194,8 @@ export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: F
 }
 
 /** Whether a dense probe takes the integer path (gemm_int8.h grid_probe_on_int). */
-export function gridProbeOnInt(d: Dir, format: 'int8' | 'int4', M: number): boolean {
-  return d.dist === 'gaussian' && d.bits > 0 && d.bits <= 4 && M <= (format === 'int4' ? 48 : 16);
+export function gridProbeOnInt(d: Dir): boolean {
+  return d.dist === 'gaussian' && d.bits > 0 && d.bits <= 4;
 }
 
 /**
