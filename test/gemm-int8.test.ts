@@ -203,6 +203,23 @@ describe('accuracy against float64', () => {
 });
 
 describe('invariance', () => {
+  test('GEMV sizes with groups of 32 (two groups per 64-element chunk of the VNNI GEMV): every path agrees', () => {
+    if (!avx2) return;
+    const rand = prng(32);
+    for (const [fmt, asym] of [['int8', false], ['int4', false], ['int4', true]] as const)
+      for (const K of [32, 96, 200, 1000])
+        for (const M of [1, 2, 5, 8, 12]) {
+          const N = 37, w = toQTensor(randomWeights(rand, fmt, N, K, 32, { asym }));
+          const x = Tensor.from(randn(rand, M * K), [M, K]);
+          const outs = paths.map((p) => {
+            setCpuPath(p);
+            return copy(matmulInt8Sync(x, w));
+          });
+          for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar (${fmt}${asym ? ' asym' : ''} g32, M = ${M}, K = ${K})`);
+        }
+    setCpuPath('auto');
+  });
+
   test('every path (scalar, AVX2, AVX-512 VNNI where present) agrees on a larger problem, every mode', () => {
     if (!avx2) return;
     const rand = prng(77);

@@ -168,7 +168,8 @@ void tile_rows(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, uint6
 // the row's q, int4 as its 32 bytes unpacked to [low nibbles | high nibbles] against ActQ::qeo (the
 // same even / odd order). R = 16 / M weight rows per block give R * M <= 16 int32 accumulators (one per
 // weight row and activation row), reduced together at the end of each accumulation group by one
-// transpose-add tree; then S = sum − zp · gsum and acc = fma(s, float(S), acc) on 16 lanes at once.
+// transpose-add tree (groups of 32: two per chunk, split by the tree's third level); then
+// S = sum − zp · gsum and acc = fma(s, float(S), acc) on 16 lanes at once.
 // The integer sums are exact, so the bits equal the scalar and AVX2 GEMVs'.
 
 // v[i] -> lane i of the result: the sum of v[i]'s 16 lanes.
@@ -181,6 +182,26 @@ inline __m512i reduce16(const __m512i* v) {
   for (int k = 0; k < 2; ++k)  // 128-bit lanes: [b0 L0+L1 | b0 L2+L3 | b1 L0+L1 | b1 L2+L3]
     c[k] = _mm512_add_epi32(_mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], 0x88), _mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], 0xDD));
   return _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], 0x88), _mm512_shuffle_i32x4(c[0], c[1], 0xDD));
+}
+
+// reduce16 for chunks that hold two accumulation groups of 32 (the first group's lanes: int8 the
+// lower 256 bits, int4 the 128-bit blocks 0 and 2, its low and high nibbles of bytes 0-15): *g0 and
+// *g1 get, in lane i, the sum of v[i]'s lanes of each group. The tree of reduce16 with its third
+// level split by block instead of adding.
+template <bool kInt4>
+inline void reduce16_halves(const __m512i* v, __m512i* g0, __m512i* g1) {
+  __m512i a[8], b[4], c0[2], c1[2];
+  for (int k = 0; k < 8; ++k)
+    a[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
+  for (int k = 0; k < 4; ++k)  // each 128-bit block: the block's sums of v[4k .. 4k + 3]
+    b[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_epi64(a[2 * k], a[2 * k + 1]));
+  constexpr int kFirst = kInt4 ? 0x88 : 0x44, kSecond = kInt4 ? 0xDD : 0xEE;  // blocks (0, 2) / (1, 3), or (0, 1) / (2, 3)
+  for (int k = 0; k < 2; ++k) {
+    c0[k] = _mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], kFirst);
+    c1[k] = _mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], kSecond);
+  }
+  *g0 = _mm512_add_epi32(_mm512_shuffle_i32x4(c0[0], c0[1], 0x88), _mm512_shuffle_i32x4(c0[0], c0[1], 0xDD));
+  *g1 = _mm512_add_epi32(_mm512_shuffle_i32x4(c1[0], c1[1], 0x88), _mm512_shuffle_i32x4(c1[0], c1[1], 0xDD));
 }
 
 // tile[g] lane i = scales[sidx[i] + j0 + g] for g < ng (ng <= 16): each lane's run of group scales
@@ -238,44 +259,45 @@ void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
   __m512 acc = _mm512_setzero_ps();
   const __m512i low4 = _mm512_set1_epi8(0x0f), bias128 = _mm512_set1_epi8((char)0x80);
   __m512 tile[16];
-  for (uint64_t j = 0; j < p.G; ++j) {
-    __m512i s[16];
-    for (int i = 0; i < 16; ++i) s[i] = _mm512_setzero_si512();
-    const uint64_t c1 = (j + 1) * per_group < chunks ? (j + 1) * per_group : chunks;
-    // One chunk; the row's last, partial chunk (masked loads) in a loop of its own, so that the main
-    // loop has no branch and keeps every accumulator in a register.
-    auto chunk = [&](uint64_t c, auto tail_tag) __attribute__((always_inline)) {
-      constexpr bool tail = decltype(tail_tag)::value;
-      for (uint64_t b = 0; b < R * chunk_bytes; b += 64) {
-        const uint8_t* pf = ahead + c * R * chunk_bytes + b;
-        if (pf < ahead_end) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+  __m512i s[16];
+  // the next block's scales stream in beside its codes, a share per chunk
+  const bool grouped_scales = w.group != 0 && w.group != w.cols;
+  const uint64_t next_n = n + R <= last ? n + R : last + 1, next_rows = n + 2 * R <= last + 1 ? R : last + 1 - next_n;
+  const char* sahead = grouped_scales && next_n <= last ? reinterpret_cast<const char*>(w.scales + next_n * qt_groups_per_row(w)) : nullptr;
+  const uint64_t sbytes = sahead ? next_rows * qt_groups_per_row(w) * sizeof(float) : 0;
+  const uint64_t sstep = (sbytes / chunks + 64) & ~(uint64_t)63;
+  // One chunk; the row's last, partial chunk (masked loads) in a loop of its own, so that the main
+  // loop has no branch and keeps every accumulator in a register.
+  auto chunk = [&](uint64_t c, auto tail_tag) __attribute__((always_inline)) {
+    constexpr bool tail = decltype(tail_tag)::value;
+    for (uint64_t b = 0; b < R * chunk_bytes; b += 64) {
+      const uint8_t* pf = ahead + c * R * chunk_bytes + b;
+      if (pf < ahead_end) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
+    }
+    for (uint64_t b = c * sstep; b < (c + 1) * sstep && b < sbytes; b += 64) _mm_prefetch(sahead + b, _MM_HINT_T0);
+    // R > 1: each activation chunk feeds R weight rows, loaded once; R = 1: read in the vpdpbusd
+    // (16 accumulators + 16 preloaded chunks would not fit the 32 registers)
+    __m512i xv[R > 1 ? M : 1];
+    if (R > 1)
+      for (int m = 0; m < M; ++m) xv[m] = _mm512_load_si512(x[m] + c * 64);
+    for (int r = 0; r < R; ++r) {
+      const uint8_t* src = rows[r] + c * chunk_bytes;
+      __m512i z;
+      if (kInt4) {
+        const __m256i b = !tail ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
+                                : _mm256_maskz_loadu_epi8((__mmask32)((1ull << (row_bytes - c * 32)) - 1), src);
+        const __m512i bb = _mm512_broadcast_i64x4(b);  // low nibbles in the lower half, high in the upper
+        z = _mm512_and_si512(_mm512_mask_srli_epi16(bb, 0xFFFF0000u, bb, 4), low4);
+      } else {
+        const __m512i b = !tail ? _mm512_loadu_si512(src)
+                                : _mm512_maskz_loadu_epi8((__mmask64)((1ull << (row_bytes - c * 64)) - 1), src);
+        z = _mm512_xor_si512(b, bias128);  // q + 128, unsigned
       }
-      // R > 1: each activation chunk feeds R weight rows, loaded once; R = 1: read in the vpdpbusd
-      // (16 accumulators + 16 preloaded chunks would not fit the 32 registers)
-      __m512i xv[R > 1 ? M : 1];
-      if (R > 1)
-        for (int m = 0; m < M; ++m) xv[m] = _mm512_load_si512(x[m] + c * 64);
-      for (int r = 0; r < R; ++r) {
-        const uint8_t* src = rows[r] + c * chunk_bytes;
-        __m512i z;
-        if (kInt4) {
-          const __m256i b = !tail ? _mm256_loadu_si256(reinterpret_cast<const __m256i*>(src))
-                                  : _mm256_maskz_loadu_epi8((__mmask32)((1ull << (row_bytes - c * 32)) - 1), src);
-          const __m512i bb = _mm512_broadcast_i64x4(b);  // low nibbles in the lower half, high in the upper
-          z = _mm512_and_si512(_mm512_mask_srli_epi16(bb, 0xFFFF0000u, bb, 4), low4);
-        } else {
-          const __m512i b = !tail ? _mm512_loadu_si512(src)
-                                  : _mm512_maskz_loadu_epi8((__mmask64)((1ull << (row_bytes - c * 64)) - 1), src);
-          z = _mm512_xor_si512(b, bias128);  // q + 128, unsigned
-        }
-        for (int m = 0; m < M; ++m) dpbusd(s[r * M + m], z, R > 1 ? xv[m] : _mm512_load_si512(x[m] + c * 64));
-      }
-    };
-    const uint64_t cf = full < c1 ? full : c1;
-    uint64_t c = j * per_group;
-    for (; c < cf; ++c) chunk(c, std::false_type{});
-    for (; c < c1; ++c) chunk(c, std::true_type{});
-    __m512i S = reduce16(s);
+      for (int m = 0; m < M; ++m) dpbusd(s[r * M + m], z, R > 1 ? xv[m] : _mm512_load_si512(x[m] + c * 64));
+    }
+  };
+  // Group j's exact sums S (lane i: weight row i / M, activation row i % M) into acc.
+  auto flush = [&](uint64_t j, __m512i S) __attribute__((always_inline)) {
     // the offset: zp * gsum with zp = 128 (int8), 8 (symmetric int4) or the group's zero-point
     static_assert(kInt4SymZero == 8, "the shift below");
     __m512i gs;
@@ -305,10 +327,32 @@ void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
       if (j % 16 == 0) scale_tile(w.scales, sidx, j, p.G - j < 16 ? p.G - j : 16, tile);
       scale = tile[j % 16];
     } else {
-      scale = _mm512_i32gather_ps(grouped ? _mm512_add_epi32(sidx0, _mm512_set1_epi32((int32_t)j)) : sidx0, w.scales, 4);
+      scale = _mm512_i32gather_ps(sidx0, w.scales, 4);
     }
     acc = _mm512_fmadd_ps(scale, _mm512_cvtepi32_ps(S), acc);
+  };
+  if (p.ga == 32) {  // groups of 32: every chunk holds groups 2c and 2c + 1 (the last maybe only 2c)
+    for (uint64_t c = 0; c < chunks; ++c) {
+      for (int i = 0; i < 16; ++i) s[i] = _mm512_setzero_si512();
+      if (c < full) chunk(c, std::false_type{});
+      else chunk(c, std::true_type{});
+      __m512i s0, s1;
+      reduce16_halves<kInt4>(s, &s0, &s1);
+      flush(2 * c, s0);
+      if (2 * c + 1 < p.G) flush(2 * c + 1, s1);
+    }
+  } else {
+    for (uint64_t j = 0; j < p.G; ++j) {
+      for (int i = 0; i < 16; ++i) s[i] = _mm512_setzero_si512();
+      const uint64_t c1 = (j + 1) * per_group < chunks ? (j + 1) * per_group : chunks;
+      const uint64_t cf = full < c1 ? full : c1;
+      uint64_t c = j * per_group;
+      for (; c < cf; ++c) chunk(c, std::false_type{});
+      for (; c < c1; ++c) chunk(c, std::true_type{});
+      flush(j, reduce16(s));
+    }
   }
+  if (p.raw32) return;  // one group: its sums are stored
   alignas(64) float v[16];
   _mm512_store_ps(v, acc);
   for (uint64_t r = 0; r < nr; ++r)
@@ -363,22 +407,26 @@ void tile_panels(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int
   }
 }
 
-// Chunks of 64 must not straddle accumulation groups (groups of 32: the AVX2 GEMV), and the scale
-// gather takes int32 indices.
+// Chunks of 64 hold whole accumulation groups or exactly two (groups of 32), and the scale
+// indices are int32.
 static bool gemv_vnni(const QTensorView& w, uint64_t G, uint64_t ga) {
   const uint64_t nscales = w.group == 0 ? 1 : (w.group == w.cols ? w.rows : w.rows * qt_groups_per_row(w));
-  return !(G > 1 && ga % 64 != 0) && nscales <= INT32_MAX;
+  return (G == 1 || ga % 64 == 0 || ga == 32) && nscales <= INT32_MAX;
 }
 
 // Measured against the packed GEMM on 4096 x 4096 (2-core Zen 5): the GEMV wins up to M = 12 (int8;
-// 1.4-2x at M = 8..12) and 8 (int4); beyond, its activation chunks (M x 64 bytes per weight chunk)
-// stream from L2.
+// 1.4-2x at M = 8..12) and 8 (int4, and int8 with groups of 32, whose flushes come twice per chunk);
+// beyond, its activation chunks (M x 64 bytes per weight chunk) stream from L2.
 uint64_t gemv_max_m(const QTensorView& w, uint64_t G, uint64_t ga) {
-  return !gemv_vnni(w, G, ga) ? kGemvMaxM : w.format == QFormat::Int4 ? 8 : 12;
+  return !gemv_vnni(w, G, ga) ? kGemvMaxM : (w.format == QFormat::Int4 || (G > 1 && ga == 32)) ? 8 : 12;
 }
 
+// int4 with groups of 32 at M = 1 stays on the AVX2 GEMV: 8 rows per pass and two flushes per
+// chunk for 16 rows cost the VNNI block more than its dot products save (4096² from DRAM, 2 threads:
+// 68-74 % vs 61-64 % of the read ceiling; the VNNI block wins from M = 2: 44 -> 54 %, M = 4 25 -> 39 %).
 void gemv_rows(const IntPlan& p, uint64_t n0, uint64_t n1) {
-  if (!gemv_vnni(p.w, p.G, p.ga)) return avx2::gemv_rows(p, n0, n1);
+  const bool int4_g32_m1 = p.w.format == QFormat::Int4 && p.G > 1 && p.ga == 32 && p.a->M == 1;
+  if (!gemv_vnni(p.w, p.G, p.ga) || int4_g32_m1) return avx2::gemv_rows(p, n0, n1);
   if (p.w.format == QFormat::Int4) return gemv_i<true>(p, n0, n1);
   return gemv_i<false>(p, n0, n1);
 }
