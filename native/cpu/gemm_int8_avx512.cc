@@ -260,12 +260,11 @@ void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
   const __m512i low4 = _mm512_set1_epi8(0x0f), bias128 = _mm512_set1_epi8((char)0x80);
   __m512 tile[16];
   __m512i s[16];
-  // the next block's scales stream in beside its codes, a share per chunk
-  const bool grouped_scales = w.group != 0 && w.group != w.cols;
+  // grouped scales: the next block's stream in beside its codes, a share per group
   const uint64_t next_n = n + R <= last ? n + R : last + 1, next_rows = n + 2 * R <= last + 1 ? R : last + 1 - next_n;
-  const char* sahead = grouped_scales && next_n <= last ? reinterpret_cast<const char*>(w.scales + next_n * qt_groups_per_row(w)) : nullptr;
+  const char* sahead = grouped && next_n <= last ? reinterpret_cast<const char*>(w.scales + next_n * qt_groups_per_row(w)) : nullptr;
   const uint64_t sbytes = sahead ? next_rows * qt_groups_per_row(w) * sizeof(float) : 0;
-  const uint64_t sstep = (sbytes / chunks + 64) & ~(uint64_t)63;
+  const uint64_t sstep = (sbytes / p.G + 64) & ~(uint64_t)63;
   // One chunk; the row's last, partial chunk (masked loads) in a loop of its own, so that the main
   // loop has no branch and keeps every accumulator in a register.
   auto chunk = [&](uint64_t c, auto tail_tag) __attribute__((always_inline)) {
@@ -274,7 +273,6 @@ void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
       const uint8_t* pf = ahead + c * R * chunk_bytes + b;
       if (pf < ahead_end) _mm_prefetch(reinterpret_cast<const char*>(pf), _MM_HINT_T0);
     }
-    for (uint64_t b = c * sstep; b < (c + 1) * sstep && b < sbytes; b += 64) _mm_prefetch(sahead + b, _MM_HINT_T0);
     // R > 1: each activation chunk feeds R weight rows, loaded once; R = 1: read in the vpdpbusd
     // (16 accumulators + 16 preloaded chunks would not fit the 32 registers)
     __m512i xv[R > 1 ? M : 1];
@@ -324,6 +322,7 @@ void gemv_block(const IntPlan& p, uint64_t n, uint64_t nr, uint64_t last) {
     }
     __m512 scale;
     if (grouped) {  // lane i: its weight row's scales, 16 groups at a time, transposed once
+      for (uint64_t b = j * sstep; b < (j + 1) * sstep && b < sbytes; b += 64) _mm_prefetch(sahead + b, _MM_HINT_T0);
       if (j % 16 == 0) scale_tile(w.scales, sidx, j, p.G - j < 16 ? p.G - j : 16, tile);
       scale = tile[j % 16];
     } else {
