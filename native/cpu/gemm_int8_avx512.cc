@@ -172,16 +172,27 @@ void tile_rows(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, uint6
 // S = sum − zp · gsum and acc = fma(s, float(S), acc) on 16 lanes at once.
 // The integer sums are exact, so the bits equal the scalar and AVX2 GEMVs'.
 
-// v[i] -> lane i of the result: the sum of v[i]'s 16 lanes.
-inline __m512i reduce16(const __m512i* v) {
-  __m512i a[8], b[4], c[2];
+// b[k] for k < 4: in each 128-bit block, that block's sums of v[4k .. 4k + 3] (the first two levels
+// of the transpose-add tree).
+inline void block_sums16(const __m512i* v, __m512i* b) {
+  __m512i a[8];
   for (int k = 0; k < 8; ++k)
     a[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
   for (int k = 0; k < 4; ++k)
     b[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_epi64(a[2 * k], a[2 * k + 1]));
+}
+// The last level: lane i of the result = v[i]'s sum over the blocks gathered in c[0], c[1].
+inline __m512i fold_blocks16(const __m512i* c) {
+  return _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], 0x88), _mm512_shuffle_i32x4(c[0], c[1], 0xDD));
+}
+
+// v[i] -> lane i of the result: the sum of v[i]'s 16 lanes.
+inline __m512i reduce16(const __m512i* v) {
+  __m512i b[4], c[2];
+  block_sums16(v, b);
   for (int k = 0; k < 2; ++k)  // 128-bit lanes: [b0 L0+L1 | b0 L2+L3 | b1 L0+L1 | b1 L2+L3]
     c[k] = _mm512_add_epi32(_mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], 0x88), _mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], 0xDD));
-  return _mm512_add_epi32(_mm512_shuffle_i32x4(c[0], c[1], 0x88), _mm512_shuffle_i32x4(c[0], c[1], 0xDD));
+  return fold_blocks16(c);
 }
 
 // reduce16 for chunks that hold two accumulation groups of 32 (the first group's lanes: int8 the
@@ -190,18 +201,15 @@ inline __m512i reduce16(const __m512i* v) {
 // level split by block instead of adding.
 template <bool kInt4>
 inline void reduce16_halves(const __m512i* v, __m512i* g0, __m512i* g1) {
-  __m512i a[8], b[4], c0[2], c1[2];
-  for (int k = 0; k < 8; ++k)
-    a[k] = _mm512_add_epi32(_mm512_unpacklo_epi32(v[2 * k], v[2 * k + 1]), _mm512_unpackhi_epi32(v[2 * k], v[2 * k + 1]));
-  for (int k = 0; k < 4; ++k)  // each 128-bit block: the block's sums of v[4k .. 4k + 3]
-    b[k] = _mm512_add_epi32(_mm512_unpacklo_epi64(a[2 * k], a[2 * k + 1]), _mm512_unpackhi_epi64(a[2 * k], a[2 * k + 1]));
+  __m512i b[4], c0[2], c1[2];
+  block_sums16(v, b);
   constexpr int kFirst = kInt4 ? 0x88 : 0x44, kSecond = kInt4 ? 0xDD : 0xEE;  // blocks (0, 2) / (1, 3), or (0, 1) / (2, 3)
   for (int k = 0; k < 2; ++k) {
     c0[k] = _mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], kFirst);
     c1[k] = _mm512_shuffle_i32x4(b[2 * k], b[2 * k + 1], kSecond);
   }
-  *g0 = _mm512_add_epi32(_mm512_shuffle_i32x4(c0[0], c0[1], 0x88), _mm512_shuffle_i32x4(c0[0], c0[1], 0xDD));
-  *g1 = _mm512_add_epi32(_mm512_shuffle_i32x4(c1[0], c1[1], 0x88), _mm512_shuffle_i32x4(c1[0], c1[1], 0xDD));
+  *g0 = fold_blocks16(c0);
+  *g1 = fold_blocks16(c1);
 }
 
 // tile[g] lane i = scales[sidx[i] + j0 + g] for g < ng (ng <= 16): each lane's run of group scales
