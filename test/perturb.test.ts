@@ -8,7 +8,7 @@ const f = Math.fround;
 const { abs, round, max, floor } = Math; // Math.* lookups are slow inside jest's sandbox
 const SR = { probe: 4, update: 5 } as const;
 const hasAvx2 = cpuInfo().avx2;
-// avx512 generates the Gaussian directions 16 counters at a time
+// avx512 generates the Gaussian directions 32 Philox counters at a time (16 for an odd last block pair)
 const CPU_PATHS = cpuPaths('perturb');
 
 afterAll(() => {

@@ -468,7 +468,7 @@ function sameBytes(x: unknown, y: unknown): boolean {
 }
 
 (hasAvx2 ? describe : describe.skip)('scalar and AVX2 (and AVX-512 where present) paths agree bit for bit (skipped: no AVX2 on this CPU)', () => {
-  // [scalar, avx2]; the avx512 result (Philox words and normals 16 lanes at a time) must equal avx2's
+  // [scalar, avx2]; the avx512 result (Philox words and normals 16 lanes, 32 counters at a time) must equal avx2's
   const both = async <T>(fn: () => Promise<T> | T): Promise<[T, T]> => {
     setCpuPath('scalar');
     const a = await fn();

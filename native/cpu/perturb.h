@@ -47,10 +47,13 @@ namespace avx512 {
 // Gaussian directions (QuZO-rounded when d.bits) of elements [128 c0, 128 (c0 + n)) into out, in
 // element order: the AVX2 kernels take z from here on the avx512 path (use_avx512()), same bits.
 void gauss_pairs(const Direction& d, uint64_t c0, uint64_t n, float* out);
+// The dense Gaussian perturbation (perturbed_decayed) of w[0 .. 128 n), direction elements
+// [128 c0, 128 (c0 + n)), z kept in registers: avx2::perturb_range's whole 128-element chunks.
+void gauss_perturb(const Direction& d, uint64_t c0, uint64_t n, float* w, float alpha, float keep);
 // Standard normals of the (key) stream, elements [128 c0, 128 (c0 + n)) (philox.h normal_at).
 void normal_pairs(RngKey key, uint64_t c0, uint64_t n, float* out);
 // Philox words of 32-element blocks [2 c0, 2 (c0 + n)) (element 32b + 8k + l: word k of counter
-// 8b + l, as philox8(key, 8b)) into out[64 n], 16 counters per Philox call.
+// 8b + l, as philox8(key, 8b)) into out[64 n], 32 counters per Philox call (16 for an odd last one).
 void word_pairs(RngKey key, uint64_t c0, uint64_t n, uint32_t* out);
 // QuZO direction codes (direction_code_at) of elements [begin, end), as direction_codes_ref.
 void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d);

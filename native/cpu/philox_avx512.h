@@ -25,33 +25,49 @@ static inline __m512i join_lanes16(__m512i e, __m512i o) {
   return _mm512_mask_blend_epi32((__mmask16)0xAAAA, e, _mm512_shuffle_epi32(o, (_MM_PERM_ENUM)0xA0));
 }
 
-// Philox of the 16 counters base .. base + 15 (base a multiple of 16): philox_avx2.h's philox8_at,
-// even and odd lanes in the low halves of separate 64-bit lanes.
-static inline Words16 philox16(RngKey key, uint64_t base) {
+// Philox of G groups of 16 counters, group g = base[g] .. base[g] + 15 (each a multiple of 16):
+// philox_avx2.h's philox8_at, even and odd lanes in the low halves of separate 64-bit lanes. The
+// groups advance round by round together: one group's ten rounds are a latency chain (multiply,
+// shuffle, xor) that out-of-order execution cannot hide behind the Box-Muller work that follows, so
+// two groups (then one Box-Muller over both) generate normals ~25 % faster than one.
+template <int G>
+static inline void philox16x(RngKey key, const uint64_t* base, Words16* out) {
   const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)base), lane);
-  const __m512i hi = _mm512_set1_epi32((int)(uint32_t)(base >> 32));
   const _MM_PERM_ENUM odd = (_MM_PERM_ENUM)0xF5;
-  __m512i e0 = lo, o0 = _mm512_shuffle_epi32(lo, odd), e1 = hi, o1 = _mm512_shuffle_epi32(hi, odd);
-  __m512i e2 = _mm512_set1_epi32((int)key.stream), o2 = e2;
-  __m512i e3 = _mm512_set1_epi32((int)key.purpose), o3 = e3;
+  __m512i e0[G], o0[G], e1[G], o1[G], e2[G], o2[G], e3[G], o3[G];
+  for (int g = 0; g < G; ++g) {
+    const __m512i lo = _mm512_add_epi32(_mm512_set1_epi32((int)(uint32_t)base[g]), lane);
+    const __m512i hi = _mm512_set1_epi32((int)(uint32_t)(base[g] >> 32));
+    e0[g] = lo, o0[g] = _mm512_shuffle_epi32(lo, odd), e1[g] = hi, o1[g] = _mm512_shuffle_epi32(hi, odd);
+    e2[g] = o2[g] = _mm512_set1_epi32((int)key.stream);
+    e3[g] = o3[g] = _mm512_set1_epi32((int)key.purpose);
+  }
   const __m512i m0 = _mm512_set1_epi32((int)kPhiloxM0), m1 = _mm512_set1_epi32((int)kPhiloxM1);
   uint32_t k0 = (uint32_t)key.seed, k1 = (uint32_t)(key.seed >> 32);
   for (int r = 0; r < 10; ++r) {
     const __m512i vk0 = _mm512_set1_epi32((int)k0), vk1 = _mm512_set1_epi32((int)k1);
-    __m512i pe0 = _mm512_mul_epu32(e0, m0), po0 = _mm512_mul_epu32(o0, m0);
-    __m512i pe1 = _mm512_mul_epu32(e2, m1), po1 = _mm512_mul_epu32(o2, m1);
-    // c0 = hi1 ^ c1 ^ k0, c2 = hi0 ^ c3 ^ k1, c1 = lo1, c3 = lo0 (three-way xors: vpternlogd 0x96)
-    e0 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(pe1, odd), e1, vk0, 0x96);
-    o0 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(po1, odd), o1, vk0, 0x96);
-    e2 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(pe0, odd), e3, vk1, 0x96);
-    o2 = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(po0, odd), o3, vk1, 0x96);
-    e1 = pe1; o1 = po1;
-    e3 = pe0; o3 = po0;
+    for (int g = 0; g < G; ++g) {
+      __m512i pe0 = _mm512_mul_epu32(e0[g], m0), po0 = _mm512_mul_epu32(o0[g], m0);
+      __m512i pe1 = _mm512_mul_epu32(e2[g], m1), po1 = _mm512_mul_epu32(o2[g], m1);
+      // c0 = hi1 ^ c1 ^ k0, c2 = hi0 ^ c3 ^ k1, c1 = lo1, c3 = lo0 (three-way xors: vpternlogd 0x96)
+      e0[g] = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(pe1, odd), e1[g], vk0, 0x96);
+      o0[g] = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(po1, odd), o1[g], vk0, 0x96);
+      e2[g] = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(pe0, odd), e3[g], vk1, 0x96);
+      o2[g] = _mm512_ternarylogic_epi32(_mm512_shuffle_epi32(po0, odd), o3[g], vk1, 0x96);
+      e1[g] = pe1, o1[g] = po1;
+      e3[g] = pe0, o3[g] = po0;
+    }
     k0 += kPhiloxW0;
     k1 += kPhiloxW1;
   }
-  return Words16{{join_lanes16(e0, o0), join_lanes16(e1, o1), join_lanes16(e2, o2), join_lanes16(e3, o3)}};
+  for (int g = 0; g < G; ++g)
+    out[g] = Words16{{join_lanes16(e0[g], o0[g]), join_lanes16(e1[g], o1[g]), join_lanes16(e2[g], o2[g]), join_lanes16(e3[g], o3[g])}};
+}
+
+static inline Words16 philox16(RngKey key, uint64_t base) {
+  Words16 w;
+  philox16x<1>(key, &base, &w);
+  return w;
 }
 
 // philox_avx2.h's box_muller_n on 16 lanes, N evaluations interleaved statement by statement.
@@ -125,15 +141,27 @@ static inline __m512 quzo16(__m512 z, __m512i word, int h, __m512 inv_step, __m5
   return _mm512_mul_ps(_mm512_mask_add_ps(fl, up, fl, _mm512_set1_ps(1.0f)), step);
 }
 
-// The Gaussian directions of normal-stream blocks 2c and 2c + 1 (counters 16c .. 16c + 15): z[q]
-// lanes 0-7 are elements 128c + 8q + l (block 2c), lanes 8-15 elements 128c + 64 + 8q + l; QuZO
-// bits round them with the SR stream's words of the same counters (direction_avx2.h).
-static inline void gauss_direction128(RngKey key, RngKey sr_key, int bits, __m512 inv, __m512 step, uint64_t c, __m512 z[8]) {
-  const Words16 x = philox16(key, c << 4);
-  box_muller16<4>(x.w, z, z + 4);
+// The Gaussian directions of normal-stream blocks 2c .. 2c + 2G - 1 (counters 16c .. 16(c + G) - 1):
+// z[8g + q] lanes 0-7 are elements 128(c + g) + 8q + l (block 2(c + g)), lanes 8-15 elements
+// 128(c + g) + 64 + 8q + l; QuZO bits round them with the SR stream's words of the same counters
+// (direction_avx2.h). G = 2 is the fast form (philox16x).
+template <int G>
+static inline void gauss_directions(RngKey key, RngKey sr_key, int bits, __m512 inv, __m512 step, uint64_t c, __m512* z) {
+  uint64_t base[G];
+  for (int g = 0; g < G; ++g) base[g] = (c + g) << 4;
+  Words16 x[G];
+  philox16x<G>(key, base, x);
+  __m512i wd[4 * G];
+  __m512 n0[4 * G], n1[4 * G];
+  for (int g = 0; g < G; ++g)
+    for (int k = 0; k < 4; ++k) wd[4 * g + k] = x[g].w[k];
+  box_muller16<4 * G>(wd, n0, n1);
+  for (int g = 0; g < G; ++g)
+    for (int k = 0; k < 4; ++k) z[8 * g + k] = n0[4 * g + k], z[8 * g + 4 + k] = n1[4 * g + k];
   if (!bits) return;
-  const Words16 u = philox16(sr_key, c << 4);
-  for (int q = 0; q < 8; ++q) z[q] = quzo16(z[q], u.w[q & 3], q >> 2, inv, step);
+  philox16x<G>(sr_key, base, x);
+  for (int g = 0; g < G; ++g)
+    for (int q = 0; q < 8; ++q) z[8 * g + q] = quzo16(z[8 * g + q], x[g].w[q & 3], q >> 2, inv, step);
 }
 
 }  // namespace avx512

@@ -33,7 +33,7 @@ void rng_fill_range(float* out, uint64_t begin, uint64_t end, RngKey key, Dist d
     }
   } else if (dist == Dist::Normal) {
     uint64_t b = a / 64;
-    if (use_avx512()) {  // two blocks per 16-counter Philox (avx512::normal_pairs), same values
+    if (use_avx512()) {  // two blocks per 16 Philox counters (avx512::normal_pairs), same values
       if (b & 1) {
         __m256 n[8];
         normal64(key, b++, n);
