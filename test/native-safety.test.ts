@@ -7,6 +7,7 @@
  * "blocker" op make the op under test start after the script has meddled), so a regression fails
  * one test instead of killing the jest worker.
  */
+import { Tensor } from '../lib';
 import { native } from '../lib/native/load';
 import { modelDir } from './helpers/models';
 import { runNode } from './helpers/spawn';
@@ -216,6 +217,20 @@ describe('sizes and codes', () => {
     const fa = z.zoOptimStepAsync as unknown as (...a: unknown[]) => Promise<void>;
     expect(() => f(...args)).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
     await expect(fa(...args)).rejects.toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+  });
+
+  test('zoUpdate updates its fp32 tensors in one parallel job: a tensor listed twice (or two views of one buffer) is refused before any write', async () => {
+    const z = native();
+    const t = Tensor.fromArray(Array.from({ length: 1000 }, (_, i) => i / 1000)), other = Tensor.zeros([1000]);
+    const before = Buffer.from(t.data().buffer.slice(0));
+    const args = (second: unknown) => [1, 0, 0, 1e-3, 0, Uint32Array.of(1, 2), Uint8Array.of(0, 0), Float64Array.of(1000, 1000), t.mem, second] as const;
+    const f = z.zoUpdateAsync as unknown as (...a: unknown[]) => Promise<void>;
+    await expect(f(...args(t.mem))).rejects.toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(Buffer.from(t.data().buffer.slice(0)).equals(before)).toBe(true);
+    await expect(f(...args(other.mem))).resolves.toBeUndefined();
+    expect(Buffer.from(t.data().buffer.slice(0)).equals(before)).toBe(false);
+    t.dispose();
+    other.dispose();
   });
 
   test('rope with one huge position sizes its tables by the positions present', () => {

@@ -108,6 +108,16 @@ Job parse_forward(Args& a) {
           [o](Napi::Env env) -> Napi::Value { return sum_result(env, *o); }};
 }
 
+// Tensors written by one parallel job must not share memory (a tensor listed twice, or views of
+// one buffer): checked before anything is written.
+void check_disjoint(const std::vector<DenseSpan>& spans) {
+  for (size_t i = 0; i < spans.size(); ++i)
+    for (size_t j = 0; j < i; ++j)
+      if (spans[i].w < spans[j].w + spans[j].n && spans[j].w < spans[i].w + spans[i].n)
+        bad(Code::InvalidArgument, "trainable tensors " + std::to_string(spans[j].d.stream) + " and " + std::to_string(spans[i].d.stream) +
+                                       " share memory: each tensor must be updated once");
+}
+
 Job parse_probe(Args& a) {
   LlamaConfig c = config_arg(a);
   const size_t L = c.layers, nw = L * 9 + 3;
@@ -145,12 +155,7 @@ Job parse_probe(Args& a) {
     if (ids[j] >= tr.bytes) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " has no trainable flag");
 
   // In place: the distinct trainable tensors, each perturbed once (a tied head shares the embedding).
-  struct InPlace {
-    float* w;
-    size_t n;
-    uint32_t id;
-  };
-  auto targets = std::make_shared<std::vector<InPlace>>();
+  auto targets = std::make_shared<std::vector<DenseSpan>>();
   if (mode == 1)
     for (size_t j = 0; j < nw; ++j) {
       if (!trainable[ids[j]]) continue;
@@ -159,9 +164,12 @@ Job parse_probe(Args& a) {
         bad(Code::Unsupported, "in-place probes take fp32 weights only: a perturbed quantized weight is off its grid, so "
                                "writing it would round and could not be undone exactly; use mode 'on-load'");
       bool seen = false;
-      for (const InPlace& t : *targets) seen = seen || t.id == ids[j];
-      if (!seen) targets->push_back(InPlace{wa.f32, (size_t)(wa.g.n * wa.g.k), ids[j]});
+      for (const DenseSpan& t : *targets) seen = seen || t.d.stream == ids[j];
+      Direction d = dir;
+      d.stream = ids[j];
+      if (!seen) targets->push_back(DenseSpan{wa.f32, (size_t)(wa.g.n * wa.g.k), d, 0, 1.0f});
     }
+  check_disjoint(*targets);
 
   const size_t n_flags = tr.bytes;
   return {[c, w, b, plus, minus, dir, eps, mode, targets, trainable, n_flags] {
@@ -173,13 +181,7 @@ Job parse_probe(Args& a) {
               return;
             }
             // MeZO: theta += eps z, forward, theta -= 2 eps z, forward, theta += eps z.
-            auto step = [&](float alpha) {
-              for (const InPlace& t : *targets) {
-                Direction d = dir;
-                d.stream = t.id;
-                perturb_dense(t.w, t.n, d, 0, alpha);
-              }
-            };
+            auto step = [&](float alpha) { perturb_dense_many(targets->data(), targets->size(), alpha); };
             float at = 0.0f;  // the offset the weights hold: a failure (OOM: validation ran before) undoes it
             try {
               step(eps), at = eps;
@@ -231,13 +233,21 @@ Job parse_update(Args& a) {
     it.keep = (float)(1.0 - (decays[j] ? decay : 0.0));
     items->push_back(it);
   }
-  return {[items, dir, scale] {
+  auto dense = std::make_shared<std::vector<DenseSpan>>();  // the fp32 tensors: one parallel job
+  for (const Item& it : *items)
+    if (it.w.g.f32) {
+      Direction d = dir;
+      d.stream = it.id;
+      dense->push_back(DenseSpan{it.w.f32, (size_t)it.w.g.k, d, 0, it.keep});
+    }
+  check_disjoint(*dense);
+  return {[items, dense, dir, scale] {
+            perturb_dense_many(dense->data(), dense->size(), -scale);
             for (const Item& it : *items) {
               Direction d = dir;
               d.stream = it.id;
-              if (it.w.g.f32) {
-                perturb_dense(it.w.f32, (size_t)it.w.g.k, d, 0, -scale, it.keep);
-              } else if (it.keep == 1.0f) {
+              if (it.w.g.f32) continue;  // done above
+              if (it.keep == 1.0f) {
                 quant_update(it.w.g.q, -scale, d);
               } else {
                 // With decay the step is not along z alone: the tensor's values go through an fp32

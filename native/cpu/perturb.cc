@@ -1,5 +1,6 @@
 #include "perturb.h"
 
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -26,17 +27,28 @@ void direction_codes_ref(int8_t* out, uint64_t begin, uint64_t end, const Direct
 // (1024 elements holds whole word- and bit-stream blocks), so only the two ends of a call are partial
 // blocks however `first` is aligned.
 void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha, float keep) {
-  check_direction(d);
-  if (n == 0) return;
+  const DenseSpan one{w, n, d, first, keep};
+  perturb_dense_many(&one, 1, alpha);
+}
+
+void perturb_dense_many(const DenseSpan* spans, size_t count, float alpha) {
   // 16384 elements (~30 us of Gaussian work) per task: a 256 x 256 projection is 4 tasks, not one
   constexpr uint64_t chunk = 1 << 14;
-  const uint64_t lo = first, hi = first + n, t0 = lo / chunk, t1 = (hi + chunk - 1) / chunk;
+  std::vector<uint64_t> task0(count + 1, 0);  // the tasks of span s: [task0[s], task0[s + 1])
+  for (size_t s = 0; s < count; ++s) {
+    check_direction(spans[s].d);
+    const uint64_t lo = spans[s].first, hi = lo + spans[s].n;
+    task0[s + 1] = task0[s] + (spans[s].n ? (hi + chunk - 1) / chunk - lo / chunk : 0);
+  }
   auto kernel = use_avx2() ? avx2::perturb_range : perturb_range_ref;
-  parallel_for(t1 - t0, [&](size_t t) {
-    uint64_t b = (t0 + t) * chunk, e = b + chunk;
+  parallel_for(task0[count], [&](size_t t) {
+    const size_t s = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
+    const DenseSpan& p = spans[s];
+    const uint64_t lo = p.first, hi = lo + p.n;
+    uint64_t b = (lo / chunk + (t - task0[s])) * chunk, e = b + chunk;
     if (b < lo) b = lo;
     if (e > hi) e = hi;
-    kernel(w + (b - lo), b, e, d, alpha, keep);
+    kernel(p.w + (b - lo), b, e, p.d, alpha, p.keep);
   });
 }
 

@@ -21,6 +21,16 @@ ZT_HD float perturbed_decayed(float w, float keep, float alpha, float z) { retur
 
 // Dense: w[j] for j in [0, n), direction elements first .. first + n - 1.
 void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float alpha, float keep = 1.0f);
+// Several tensors in one parallel job (a model's trainable set: one fork and join, not one per
+// tensor). The spans must not overlap.
+struct DenseSpan {
+  float* w;
+  size_t n;
+  Direction d;
+  uint64_t first;
+  float keep;
+};
+void perturb_dense_many(const DenseSpan* spans, size_t count, float alpha);
 
 // Index subset (sparse ZO): w[idx[j]] = fma(alpha, z(first + idx[j]), w[idx[j]]) for j in [0, m).
 // Indices are u32 (a tensor's elements beyond 2^32 cannot be addressed), each < n, any order, no
