@@ -285,6 +285,29 @@ void gemm_rows_ref(const GemmArgs& g, uint64_t n0, uint64_t n1) {
 
 }  // namespace
 
+namespace {
+
+// The packed path (M > kSkinnyMaxRows, AVX2): A packed once (shared, read-only), then one parallel
+// job over the kNC-column tasks of every product, each task packing its own W panel.
+void gemm_packed(const GemmArgs* gs, size_t n) {
+  const GemmArgs& g0 = gs[0];
+  const uint64_t M = g0.m, K = g0.w.k, slivers = (M + kMR - 1) / kMR;
+  float* ap = t_shared.get(gemm_packed_a_floats(M, K));
+  parallel_chunks(slivers, 16, [&](size_t b, size_t e) { avx2::gemm_pack_a(g0, b, e, ap); });
+  std::vector<uint64_t> task0(n + 1, 0);  // product i owns tasks [task0[i], task0[i + 1])
+  for (size_t i = 0; i < n; ++i) task0[i + 1] = task0[i] + (gs[i].w.n + kNC - 1) / kNC;
+  const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
+  parallel_for(task0[n], [&](size_t t) {
+    const size_t i = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
+    const uint64_t b = (t - task0[i]) * kNC, e = std::min<uint64_t>(b + kNC, gs[i].w.n);
+    float* p = t_scratch.get(ws);
+    avx2::gemm_block(gs[i], b, e, ap, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr);
+  });
+  t_shared.trim(kKeepShared);
+}
+
+}  // namespace
+
 void gemm(const GemmArgs& g) {
   const uint64_t M = g.m, N = g.w.n, K = g.w.k;
   if (M == 0 || N == 0) return;
@@ -332,16 +355,23 @@ void gemm(const GemmArgs& g) {
     t_shared.trim(kKeepShared);
     return;
   }
-  // A is packed once (shared, read-only), then every task packs its own W panel.
-  const uint64_t slivers = (M + kMR - 1) / kMR;
-  float* ap = t_shared.get(gemm_packed_a_floats(M, K));
-  parallel_chunks(slivers, 16, [&](size_t b, size_t e) { avx2::gemm_pack_a(g, b, e, ap); });
-  const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
-  parallel_chunks(N, kNC, [&](size_t b, size_t e) {
-    float* p = t_scratch.get(ws);
-    avx2::gemm_block(g, b, e, ap, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr);
-  });
-  t_shared.trim(kKeepShared);
+  gemm_packed(&g, 1);
+}
+
+void gemm_shared_a(const GemmArgs* gs, size_t n) {
+  if (n == 0) return;
+  const GemmArgs& g0 = gs[0];
+  bool packed = use_avx2() && g0.m > kSkinnyMaxRows && g0.w.k > 0;
+  for (size_t i = 0; i < n; ++i) {
+    check(gs[i].a == g0.a && gs[i].m == g0.m && gs[i].w.k == g0.w.k, Code::InvalidArgument,
+          "gemm_shared_a: every product must share A (pointer, rows and K)");
+    gemm_check_perturb(gs[i].p, gs[i].w.n, gs[i].w.k);
+  }
+  if (!packed) {
+    for (size_t i = 0; i < n; ++i) gemm(gs[i]);
+    return;
+  }
+  gemm_packed(gs, n);
 }
 
 }  // namespace zt

@@ -17,8 +17,22 @@
 namespace zt {
 namespace {
 
+// The fp32-activation GEMM of linear_view.
+GemmArgs float_act_args(const Linear& L, const GemmWeights& w, uint64_t first, const float* x, size_t M, float* y, bool accumulate,
+                        const LlamaPerturb* zo) {
+  GemmArgs g{};
+  g.a = x;
+  g.m = M;
+  g.w = w;
+  g.c = y;
+  g.accumulate = accumulate;
+  if (zo && zo->on(L.id)) g.p = GemmPerturb{true, zo->of(L.id), zo->alpha, first, false, nullptr, 0};
+  return g;
+}
+
 // y[M, w.n] (+)= x . w^T for w = L's weights or a view of its rows starting at direction index
-// `first` (perturbed on load when zo says so): the one place every matrix product of the model runs.
+// `first` (perturbed on load when zo says so): with linears_of, where every matrix product of the
+// model runs.
 void linear_view(const Linear& L, const GemmWeights& w, uint64_t first, const float* x, size_t M, float* y, bool accumulate,
                  const LlamaPerturb* zo) {
   const bool perturb = zo && zo->on(L.id);
@@ -29,18 +43,26 @@ void linear_view(const Linear& L, const GemmWeights& w, uint64_t first, const fl
     gemm_int(g);
     return;
   }
-  GemmArgs g{};
-  g.a = x;
-  g.m = M;
-  g.w = w;
-  g.c = y;
-  g.accumulate = accumulate;
-  if (perturb) g.p = GemmPerturb{true, dir, zo->alpha, first, false, nullptr, 0};
-  gemm(g);
+  gemm(float_act_args(L, w, first, x, M, y, accumulate, zo));
 }
 
 void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate, const LlamaPerturb* zo) {
   linear_view(L, L.w, 0, x, M, y, accumulate, zo);
+}
+
+// y_i[M, L_i.out] = x . L_i^T for linears reading one input (q/k/v, gate/up), the bits of linear()
+// each: with fp32 activations the input is packed once and the products run as one parallel job.
+template <size_t N>
+void linears_of(const Linear* const (&Ls)[N], const float* x, size_t M, float* const (&ys)[N], const LlamaPerturb* zo) {
+  bool int_act = false;
+  for (const Linear* L : Ls) int_act = int_act || L->int_act;
+  if (int_act) {
+    for (size_t i = 0; i < N; ++i) linear(*Ls[i], x, M, ys[i], false, zo);
+    return;
+  }
+  GemmArgs gs[N];
+  for (size_t i = 0; i < N; ++i) gs[i] = float_act_args(*Ls[i], Ls[i]->w, 0, x, M, ys[i], false, zo);
+  gemm_shared_a(gs, N);
 }
 
 // y[M] = x[M, in] . W[r]: one output row r of a linear layer (a view of that row, perturbed with the
@@ -217,9 +239,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
   for (size_t l = 0; l < c.layers; ++l) {
     const LlamaLayer& L = w.layers[l];
     rmsnorm(xn, x, norm_of[2 * l], N, D, c.eps);
-    linear(L.q, xn, N, q, false, zo);
-    linear(L.k, xn, N, k, false, zo);
-    linear(L.v, xn, N, v, false, zo);
+    linears_of({&L.q, &L.k, &L.v}, xn, N, {q, k, v}, zo);
     float* kl = cache ? cache->k + l * b.B * Hkv * cap * hd : A + p.kv_k;
     float* vl = cache ? cache->v + l * b.B * Hkv * cap * hd : A + p.kv_v;
     rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
@@ -228,8 +248,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
     attention(at);
     linear(L.o, q, N, x, true, zo);  // residual
     rmsnorm(xn, x, norm_of[2 * l + 1], N, D, c.eps);
-    linear(L.gate, xn, N, g, false, zo);
-    linear(L.up, xn, N, u, false, zo);
+    linears_of({&L.gate, &L.up}, xn, N, {g, u}, zo);
     swiglu(g, g, u, N * I);
     linear(L.down, g, N, x, true, zo);  // residual
   }
