@@ -306,6 +306,29 @@ void gemm_packed(const GemmArgs* gs, size_t n) {
   t_shared.trim(kKeepShared);
 }
 
+// The streaming GEMV (M <= kGemvMaxRows, no perturbation) of every product, one parallel job over
+// 32-row tasks of all of them; each prepares its own activations (their layout depends on the format).
+void gemv_group(const GemmArgs* gs, size_t n) {
+  const uint64_t M = gs[0].m, K = gs[0].w.k, per = gemv_prepared_floats(M, K);
+  constexpr uint64_t kRows = 32;
+  std::vector<float> xs(per * n);
+  std::vector<GemvCtx> ctx(n);
+  std::vector<uint64_t> task0(n + 1, 0);  // product i owns tasks [task0[i], task0[i + 1])
+  for (size_t i = 0; i < n; ++i) {
+    const GemmArgs& g = gs[i];
+    ctx[i] = GemvCtx{&g.w, g.a, xs.data() + per * i, M, K / 64 * 64, g.bias, g.c, g.w.n, g.accumulate, int4_subnormal_decode()};
+    gemv_prepare(g.w, g.a, M, ctx[i].int4_subnormal, xs.data() + per * i);
+    task0[i + 1] = task0[i] + (g.w.n + kRows - 1) / kRows;
+  }
+  auto rows = use_avx512() ? avx512::gemv_rows : (use_avx2() ? avx2::gemv_rows : gemv_rows_ref);
+  parallel_for(task0[n], [&](size_t t) {
+    const size_t i = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
+    const uint64_t b = (t - task0[i]) * kRows, e = std::min<uint64_t>(b + kRows, gs[i].w.n);
+    SubnormalScope keep_subnormals;  // the int4 decode reads nibbles as subnormal floats
+    rows(ctx[i], b, e);
+  });
+}
+
 }  // namespace
 
 void gemm(const GemmArgs& g) {
@@ -331,15 +354,7 @@ void gemm(const GemmArgs& g) {
       });
       return;
     }
-    std::vector<float> xs(gemv_prepared_floats(M, K));
-    gemv_prepare(g.w, g.a, M, ctx.int4_subnormal, xs.data());
-    ctx.xs = xs.data();
-    auto rows = use_avx512() ? avx512::gemv_rows : (avx ? avx2::gemv_rows : gemv_rows_ref);
-    parallel_chunks(N, 32, [&](size_t b, size_t e) {
-      SubnormalScope keep_subnormals;  // the int4 decode reads nibbles as subnormal floats
-      rows(ctx, b, e);
-    });
-    return;
+    return gemv_group(&g, 1);
   }
   if (!avx) {
     parallel_chunks(N, 8, [&](size_t b, size_t e) { gemm_rows_ref(g, b, e); });
@@ -367,6 +382,9 @@ void gemm_shared_a(const GemmArgs* gs, size_t n) {
           "gemm_shared_a: every product must share A (pointer, rows and K)");
     gemm_check_perturb(gs[i].p, gs[i].w.n, gs[i].w.k);
   }
+  bool streamed = g0.m > 0 && g0.m <= kGemvMaxRows && g0.w.k > 0;
+  for (size_t i = 0; i < n; ++i) streamed = streamed && !gs[i].p.on;
+  if (streamed) return gemv_group(gs, n);
   if (!packed) {
     for (size_t i = 0; i < n; ++i) gemm(gs[i]);
     return;
