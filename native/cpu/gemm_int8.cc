@@ -6,9 +6,11 @@
 #include <string.h>
 
 #include <algorithm>
-#include <initializer_list>
 #include <atomic>
+#include <initializer_list>
+#include <memory>
 #include <string>
+#include <vector>
 
 #include "../common/status.h"
 #include "cpu_features.h"
@@ -303,28 +305,36 @@ void pack_dir_panel(const Kernels& kn, const IntPlan& p, uint64_t n0, int8_t* ro
   kn.pack_panel(dp, 0, dz);
 }
 
-// Integer paths: GEMV for small M, packed GEMM otherwise (always for QuZO probes).
-void run_int(const Kernels& kn, const IntPlan& p) {
-  const uint64_t M = p.a->M;
-  if (M <= kn.gemv_max_m(p.w, p.G, p.ga) && !p.dir) {
-    parallel_chunks(p.N, kGemvRowsPerTask, [&](size_t b, size_t e) { kn.gemv_rows(p, b, e); });
-    return;
+// Integer paths: GEMV for small M, packed GEMM otherwise (always for QuZO probes), as tasks that
+// one parallel job runs (run_int), or several products' tasks together (gemm_int_shared).
+struct IntRun {
+  const Kernels* kn;
+  IntPlan p;
+  bool gemv;
+  uint64_t cols_per_task, nb, mb, rows_per_task, codes, scales, zeros, dscales;
+
+  IntRun(const Kernels& k, const IntPlan& plan) : kn(&k), p(plan) {
+    const uint64_t M = p.a->M;
+    gemv = M <= kn->gemv_max_m(p.w, p.G, p.ga) && !p.dir;
+    cols_per_task = gemv ? kGemvRowsPerTask : kn->panels_per_task * kPanelCols;
+    nb = (p.N + cols_per_task - 1) / cols_per_task;
+    // A task packs its panels for its rows: every row block packs them again (4x at 1024^3 with
+    // 256-row blocks, 7 % of the call), so rows are split only when the column blocks are too few to
+    // balance the threads. QuZO probes: a task takes every activation row, so each direction code is
+    // generated once.
+    const bool split = !gemv && nb < kTasksPerThread * (uint64_t)pool_threads();
+    rows_per_task = p.dir || !split ? M : kGemmRowsPerTask;
+    mb = gemv ? 1 : (M + rows_per_task - 1) / rows_per_task;
+    codes = p.K4 * kPanelCols * 4, scales = p.raw32 ? 0 : p.G * kPanelCols;
+    zeros = p.w.format == QFormat::Int4 ? p.G * kPanelCols : 0;
+    dscales = p.dir ? dir_chunks(p.K) * kPanelCols : 0;
   }
-  const uint64_t cols_per_task = kn.panels_per_task * kPanelCols, nb = (p.N + cols_per_task - 1) / cols_per_task;
-  // A task packs its panels for its rows: every row block packs them again (4x at 1024^3 with
-  // 256-row blocks, 7 % of the call), so rows are split only when the column blocks are too few to
-  // balance the threads. QuZO probes: a task takes every activation row, so each direction code is
-  // generated once.
-  const bool split = nb < kTasksPerThread * (uint64_t)pool_threads();
-  const uint64_t rows_per_task = p.dir || !split ? M : kGemmRowsPerTask;
-  const uint64_t mb = (M + rows_per_task - 1) / rows_per_task;
-  const uint64_t codes = p.K4 * kPanelCols * 4, scales = p.raw32 ? 0 : p.G * kPanelCols;
-  const uint64_t zeros = p.w.format == QFormat::Int4 ? p.G * kPanelCols : 0;
-  const uint64_t dscales = p.dir ? dir_chunks(p.K) * kPanelCols : 0;
-  const uint64_t kPanels = kn.panels_per_task;
-  parallel_for(nb * mb, [&](size_t t) {
-    const uint64_t n0 = (t / mb) * cols_per_task, m0 = (t % mb) * rows_per_task;
-    const uint64_t m1 = std::min(M, m0 + rows_per_task);
+  uint64_t tasks() const { return nb * mb; }
+  void run(uint64_t t) const {
+    const uint64_t n0 = (t / mb) * cols_per_task;
+    if (gemv) return kn->gemv_rows(p, n0, std::min(p.N, n0 + cols_per_task));
+    const uint64_t M = p.a->M, m0 = (t % mb) * rows_per_task, m1 = std::min(M, m0 + rows_per_task);
+    const uint64_t kPanels = kn->panels_per_task;
     const bool int8 = p.w.format == QFormat::Int8;
     t_arena.reset(kPanels * pieces({codes, int8 ? codes : 0, scales * 4, zeros * 4}) +
                   (p.dir ? kPanels * pieces({codes, dscales * 4}) + pieces({kPanelCols * p.K}) : 0));
@@ -334,17 +344,22 @@ void run_int(const Kernels& kn, const IntPlan& p) {
     for (; np < kPanels && n0 + np * kPanelCols < p.N; ++np) {
       panel[np] = Panel{t_arena.take<int8_t>(codes), int8 ? t_arena.take<uint8_t>(codes) : nullptr, t_arena.take<float>(scales),
                         zeros ? t_arena.take<int32_t>(zeros) : nullptr};
-      kn.pack_panel(p, n0 + np * kPanelCols, panel[np]);
+      kn->pack_panel(p, n0 + np * kPanelCols, panel[np]);
       if (p.dir) {
         dpanel[np] = Panel{t_arena.take<int8_t>(codes), nullptr, t_arena.take<float>(dscales), nullptr};
-        pack_dir_panel(kn, p, n0 + np * kPanelCols, dir_rows, dpanel[np]);
+        pack_dir_panel(*kn, p, n0 + np * kPanelCols, dir_rows, dpanel[np]);
         panel[np].dir = &dpanel[np];
       }
     }
     for (uint64_t m = m0; m < m1; m += kTileRowsInt)
-      kn.tile_panels(p, m, (int)std::min<uint64_t>(kTileRowsInt, m1 - m), panel, (int)np, n0);
+      kn->tile_panels(p, m, (int)std::min<uint64_t>(kTileRowsInt, m1 - m), panel, (int)np, n0);
     t_arena.done();
-  });
+  }
+};
+
+void run_int(const Kernels& kn, const IntPlan& p) {
+  const IntRun r(kn, p);
+  parallel_for(r.tasks(), [&](size_t t) { r.run(t); });
 }
 
 // Perturbed (or densely masked) weights through the f32 micro-kernel.
@@ -426,59 +441,111 @@ void run_sparse(const Kernels& kn, IntPlan p, const IntGemm& g, const ActQ& a, f
   });
 }
 
+// Activations quantized once per row, shared by every product reading them.
+struct SharedActs {
+  Scratch<int8_t> q;
+  Scratch<float> sx;
+  ActQ a;
+  SharedActs(const Kernels& kn, const float* x, uint64_t ldx, uint64_t M, uint64_t K)
+      : q(M * round_up(K, kActPad)), sx(M), a{M, K, round_up(K, kActPad), q.p, sx.p, nullptr, nullptr} {
+    quantize_acts(kn, x, ldx, a);
+  }
+};
+
+// One product of gemm_int once its activations are quantized: its accumulation sums, then its path.
+// Perturbed (or densely masked) weights take the f32 micro-kernel, index subsets the sparse
+// correction, the rest the integer paths (IntRun).
+struct IntCall {
+  const IntGemm& g;
+  ActQ a;  // the shared rows, with this product's sums
+  bool grid_probe, int4_gemv, f32, masked;
+  Scratch<int32_t> gsum, csum;
+  Scratch<int8_t> qeo;
+  IntPlan p;
+
+  IntCall(const Kernels& kn, const IntGemm& gm, const ActQ& shared, uint64_t ga, uint64_t G, bool sums)
+      : g(gm),
+        a(shared),
+        // Dense QuZO probes of <= 4 bits take the integer path (gemm_int8.h step 2', grid_probe_on_int)
+        grid_probe(g.dir && !g.idx && grid_probe_on_int(*g.dir)),
+        int4_gemv(g.w.format == QFormat::Int4 && g.M <= kn.gemv_max_m(g.w, G, ga) && !grid_probe),
+        f32(false),
+        masked(g.dir && g.idx && !sparse_correction_pays(g.M, g.w.rows, g.w.cols, g.nidx)),
+        gsum(sums ? g.M * G : 0),
+        csum(grid_probe ? g.M * dir_chunks(g.w.cols) : 0),
+        qeo(int4_gemv ? g.M * a.Kp : 0),
+        p{&a, g.w, g.w.cols, g.w.rows, (g.w.cols + 3) / 4, ga, G, g.y, g.ldy, Epilogue{a.scale, g.bias, g.residual, g.ldr, false}, nullptr} {
+    const uint64_t M = g.M, K = g.w.cols, Kp = a.Kp;
+    if (sums) {
+      a.gsum = gsum.p;
+      a.qeo = int4_gemv ? qeo.p : nullptr;
+      parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
+        for (size_t m = b; m < e; ++m) kn.act_int4_extras(a.q + m * Kp, K, Kp, ga, G, gsum.p + m * G, int4_gemv ? qeo.p + m * Kp : nullptr);
+      });
+    }
+    // Integer-path QuZO probes: the activation rows' sums per step-2' chunk (the -8 * sum q_x term)
+    if (csum.n) {
+      a.csum = csum.p;
+      parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
+        for (size_t m = b; m < e; ++m) kn.act_int4_extras(a.q + m * Kp, K, Kp, kAccChunk, dir_chunks(K), csum.p + m * dir_chunks(K), nullptr);
+      });
+    }
+    f32 = g.dir && !grid_probe && (!g.idx || masked);
+    if (grid_probe) {
+      p.dir = g.dir;
+      p.first = g.first;
+      p.dir_scale = zt_mul(g.alpha, dir_grid_step(g.dir->bits));
+    }
+  }
+  IntCall(const IntCall&) = delete;
+  IntCall& operator=(const IntCall&) = delete;
+  bool integer() const { return !f32 && !(g.dir && g.idx); }
+  // The f32 and sparse paths (their own parallel jobs).
+  void run_other(const Kernels& kn) {
+    if (f32) {
+      F32Plan fp{&a, g.w, g.w.cols, g.w.rows, a.Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, p.ep};
+      run_f32(kn, fp, a);
+    } else {
+      run_sparse(kn, p, g, a, g.y, g.ldy);
+    }
+  }
+};
+
 }  // namespace
 
-void gemm_int(const IntGemm& g) {
-  const Kernels& kn = kernels();
-  const uint64_t M = g.M, N = g.w.rows, K = g.w.cols;
-  if (M == 0 || N == 0) return;
-  const uint64_t Kp = round_up(K, kActPad);
-  Scratch<int8_t> q(M * Kp);
-  Scratch<float> sx(M);
-  ActQ a{M, K, Kp, q.p, sx.p, nullptr, nullptr};
-  quantize_acts(kn, g.x, g.ldx, a);
-  // Dense QuZO probes of <= 4 bits take the integer path (gemm_int8.h step 2', grid_probe_on_int)
-  const bool grid_probe = g.dir && !g.idx && grid_probe_on_int(*g.dir);
-  const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
-  const bool int4 = g.w.format == QFormat::Int4, gemv = M <= kn.gemv_max_m(g.w, G, ga) && !grid_probe, int4_gemv = int4 && gemv;
-  const bool sums = int4 || kn.int8_gsum;
-  Scratch<int32_t> gsum(sums ? M * G : 0);
-  Scratch<int8_t> qeo(int4_gemv ? M * Kp : 0);
-  if (sums) {
-    a.gsum = gsum.p;
-    a.qeo = int4_gemv ? qeo.p : nullptr;
-    parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
-      for (size_t m = b; m < e; ++m)
-        kn.act_int4_extras(q.p + m * Kp, K, Kp, ga, G, gsum.p + m * G, int4_gemv ? qeo.p + m * Kp : nullptr);
-    });
-  }
-  const Epilogue ep{sx.p, g.bias, g.residual, g.ldr, false};
-  // Integer-path QuZO probes: the activation rows' sums per step-2' chunk (the -8 * sum q_x term)
-  Scratch<int32_t> csum(grid_probe ? M * dir_chunks(K) : 0);
-  if (csum.n) {
-    a.csum = csum.p;
-    parallel_chunks(M, kActRowsPerTask, [&](size_t b, size_t e) {
-      for (size_t m = b; m < e; ++m) kn.act_int4_extras(q.p + m * Kp, K, Kp, kAccChunk, dir_chunks(K), csum.p + m * dir_chunks(K), nullptr);
-    });
-  }
+void gemm_int(const IntGemm& g) { gemm_int_shared(&g, 1); }
 
-  const bool subset = g.dir && g.idx;
-  const bool masked = subset && !sparse_correction_pays(M, N, K, g.nidx);
-  if (g.dir && !grid_probe && (!subset || masked)) {
-    F32Plan p{&a, g.w, K, N, Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, ep};
-    run_f32(kn, p, a);
-    return;
+void gemm_int_shared(const IntGemm* gs, size_t n) {
+  if (n == 0) return;
+  const IntGemm& g0 = gs[0];
+  for (size_t i = 0; i < n; ++i)
+    check(gs[i].x == g0.x && gs[i].ldx == g0.ldx && gs[i].M == g0.M && gs[i].w.cols == g0.w.cols, Code::InvalidArgument,
+          "gemm_int_shared: every product must read the same activations (pointer, stride, rows and K)");
+  bool empty = true;
+  for (size_t i = 0; i < n; ++i) empty = empty && gs[i].w.rows == 0;
+  if (g0.M == 0 || empty) return;
+  const Kernels& kn = kernels();
+  const SharedActs acts(kn, g0.x, g0.ldx, g0.M, g0.w.cols);
+  std::vector<std::unique_ptr<IntCall>> calls;
+  std::vector<IntRun> runs;
+  std::vector<uint64_t> task0{0};  // runs[i] owns tasks [task0[i], task0[i + 1])
+  for (size_t i = 0; i < n; ++i) {
+    const IntGemm& g = gs[i];
+    if (g.w.rows == 0) continue;
+    const uint64_t ga = acc_group(g.w), G = acc_groups(g.w);
+    calls.push_back(std::make_unique<IntCall>(kn, g, acts.a, ga, G, g.w.format == QFormat::Int4 || kn.int8_gsum));
+    IntCall& c = *calls.back();
+    if (!c.integer()) {
+      c.run_other(kn);
+      continue;
+    }
+    runs.emplace_back(kn, c.p);
+    task0.push_back(task0.back() + runs.back().tasks());
   }
-  IntPlan p{&a, g.w, K, N, (K + 3) / 4, ga, G, g.y, g.ldy, ep, nullptr};
-  if (grid_probe) {
-    p.dir = g.dir;
-    p.first = g.first;
-    p.dir_scale = zt_mul(g.alpha, dir_grid_step(g.dir->bits));
-  }
-  if (subset)
-    run_sparse(kn, p, g, a, g.y, g.ldy);
-  else
-    run_int(kn, p);
+  parallel_for(task0.back(), [&](size_t t) {
+    const size_t i = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
+    runs[i].run(t - task0[i]);
+  });
 }
 
 void gemm_s8s8s32(const int8_t* am, const int8_t* b, int32_t* c, uint64_t M, uint64_t N, uint64_t K) {

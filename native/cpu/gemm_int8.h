@@ -177,6 +177,10 @@ struct IntGemm {
 // The whole op: quantize, then GEMV (small M) or packed GEMM, perturbed or not; multithreaded,
 // thread-count invariant. Throws ZOTUNE_NONFINITE for non-finite activations.
 void gemm_int(const IntGemm& g);
+// Several products of the same activations (x, ldx, M, K), each with the bits of gemm_int(gs[i]):
+// the rows are quantized once and the integer paths of all products run as one parallel job (a
+// layer's q/k/v or gate/up projections).
+void gemm_int_shared(const IntGemm* gs, size_t n);
 
 // Raw int8 x int8 -> int32: C[m, n] = sum_k A[m, k] * B[n, k]; A in [-127, 127] (checked by the
 // caller: the sign trick needs it), B any int8, K <= kRawMaxK. Same micro-kernels, no scales.

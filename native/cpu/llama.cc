@@ -30,17 +30,23 @@ GemmArgs float_act_args(const Linear& L, const GemmWeights& w, uint64_t first, c
   return g;
 }
 
+// The integer-activation GEMM of linear_view (W8A8, W4A8); dir: the direction when perturbed
+// (it must outlive the call).
+IntGemm int_act_args(const Linear& L, const GemmWeights& w, uint64_t first, const float* x, size_t M, float* y, bool accumulate,
+                     const LlamaPerturb* zo, const Direction& dir) {
+  const bool perturb = zo && zo->on(L.id);
+  return IntGemm{x, M, w.k, w.q, y, w.n, nullptr, accumulate ? y : nullptr, w.n, perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f,
+                 first, nullptr, 0};
+}
+
 // y[M, w.n] (+)= x . w^T for w = L's weights or a view of its rows starting at direction index
 // `first` (perturbed on load when zo says so): with linears_of, where every matrix product of the
 // model runs.
 void linear_view(const Linear& L, const GemmWeights& w, uint64_t first, const float* x, size_t M, float* y, bool accumulate,
                  const LlamaPerturb* zo) {
-  const bool perturb = zo && zo->on(L.id);
-  const Direction dir = perturb ? zo->of(L.id) : Direction{};
   if (L.int_act) {
-    IntGemm g{x, M, w.k, w.q, y, w.n, nullptr, accumulate ? y : nullptr, w.n,
-              perturb ? &dir : nullptr, perturb ? zo->alpha : 0.0f, first, nullptr, 0};
-    gemm_int(g);
+    const Direction dir = zo && zo->on(L.id) ? zo->of(L.id) : Direction{};
+    gemm_int(int_act_args(L, w, first, x, M, y, accumulate, zo, dir));
     return;
   }
   gemm(float_act_args(L, w, first, x, M, y, accumulate, zo));
@@ -51,12 +57,22 @@ void linear(const Linear& L, const float* x, size_t M, float* y, bool accumulate
 }
 
 // y_i[M, L_i.out] = x . L_i^T for linears reading one input (q/k/v, gate/up), the bits of linear()
-// each: with fp32 activations the input is packed once and the products run as one parallel job.
+// each: the input is packed (fp32 activations) or quantized (int8 activations) once and the
+// products run as one parallel job.
 template <size_t N>
 void linears_of(const Linear* const (&Ls)[N], const float* x, size_t M, float* const (&ys)[N], const LlamaPerturb* zo) {
-  bool int_act = false;
-  for (const Linear* L : Ls) int_act = int_act || L->int_act;
-  if (int_act) {
+  size_t int_act = 0;
+  for (const Linear* L : Ls) int_act += L->int_act;
+  if (int_act == N) {
+    Direction dirs[N];
+    IntGemm gs[N];
+    for (size_t i = 0; i < N; ++i) {
+      dirs[i] = zo && zo->on(Ls[i]->id) ? zo->of(Ls[i]->id) : Direction{};
+      gs[i] = int_act_args(*Ls[i], Ls[i]->w, 0, x, M, ys[i], false, zo, dirs[i]);
+    }
+    return gemm_int_shared(gs, N);
+  }
+  if (int_act) {  // mixed schemes (per-module overrides)
     for (size_t i = 0; i < N; ++i) linear(*Ls[i], x, M, ys[i], false, zo);
     return;
   }
