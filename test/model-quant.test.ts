@@ -4,7 +4,7 @@
  * the scheme's format and granularity: the same codes the load produced), perturbed explicitly
  * with lib/perturb.ts where a probe is checked.
  */
-import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync, quant, QTensor, schemeStorage, WEIGHT_SCHEMES, llamaTensorNames } from '../lib';
+import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync, quant, QTensor, rng, schemeStorage, WEIGHT_SCHEMES, llamaTensorNames } from '../lib';
 import type { ForwardResult, WeightScheme } from '../lib';
 import { modelDir } from './helpers/models';
 
@@ -149,6 +149,42 @@ describe('quantize at load', () => {
       m.dispose();
       const e = logitErr(got, want), dl = Math.abs(got.loss - want.loss) / want.loss;
       expect({ scheme, e, dl, ok: e < bound[scheme].logits && dl < bound[scheme].loss }).toEqual({ scheme, e, dl, ok: true });
+    }
+  });
+});
+
+describe('scale checks of the forward', () => {
+  // Scales are checked once and then trusted until another op uses their memory or JS takes a view
+  // of it (native/addon/buffer.h, Storage::still_checked): each of those brings the check back.
+  const name = 'model.layers.0.mlp.down_proj.weight';
+  maybe('bad scales written by another op (no JS view) are caught by the next forward', async () => {
+    for (const scheme of ['int8', 'w4a8'] as const) {
+      const m = await LlamaModel.load(micro!, { weights: scheme });
+      try {
+        const good = await m.forward(short);
+        expect((await m.forward(short)).loss).toBe(good.loss);
+        rng.fillSync((m.weight(name) as QTensor).scales!, 'normal', { seed: 3 });  // negative scales, written natively
+        await expect(m.forward(short)).rejects.toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+        await expect(m.forward(short)).rejects.toThrow(code('ZOTUNE_INVALID_ARGUMENT'));  // still bad: not memoized
+      } finally {
+        m.dispose();
+      }
+    }
+  });
+  maybe('once JS holds a view of the scales, every forward checks them', async () => {
+    const m = await LlamaModel.load(micro!, { weights: 'w4a8' });
+    try {
+      const good = await m.forward(short);
+      const view = (m.weight(name) as QTensor).scales!.data() as Float32Array;
+      const keep = view[3];
+      view[3] = -1;  // finite, so only the scale check can refuse it
+      await expect(m.forward(short)).rejects.toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+      view[3] = keep;
+      expect((await m.forward(short)).loss).toBe(good.loss);
+      view[3] = -2;
+      await expect(m.forward(short)).rejects.toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    } finally {
+      m.dispose();
     }
   });
 });

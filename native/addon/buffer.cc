@@ -25,6 +25,22 @@ std::map<uintptr_t, std::weak_ptr<Storage>>& registry() {
 
 Storage::~Storage() { free_now(); }
 
+// Called on the JS thread by an op that pinned this memory once (uses counts that pin).
+bool Storage::still_checked(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lk(mu);
+  const uint64_t now = uses.load();
+  // now == checked_use_: checked earlier in this same op (a tied weight read twice)
+  if (exposed.load() || checked_p_ != p || checked_bytes_ != bytes || (now != checked_use_ && now != checked_use_ + 1)) return false;
+  checked_use_ = now;  // this op's pin: the next op must follow it directly
+  return true;
+}
+
+void Storage::mark_checked(const void* p, size_t bytes) {
+  std::lock_guard<std::mutex> lk(mu);
+  if (exposed.load() || pins.load() != 1) return;  // another op in flight may still write it
+  checked_p_ = p, checked_bytes_ = bytes, checked_use_ = uses.load();
+}
+
 void Storage::free_now() {
   void* p;
   {
@@ -132,6 +148,7 @@ Napi::Value NativeBuffer::View(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   if (disposed_) throw coded_error(env, Code::Disposed, "NativeBuffer.view: the buffer was disposed");
   if (storage_->bytes == 0) return Napi::ArrayBuffer::New(env, 0);  // V8 treats a null external as detached
+  storage_->exposed.store(true);  // JS can now write it without an op: no validation memo
   auto* hold = new std::shared_ptr<Storage>(storage_);
   napi_value ab;
   napi_status st = napi_create_external_arraybuffer(

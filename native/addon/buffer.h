@@ -20,8 +20,21 @@ struct Storage {
   bool dispose_pending = false;  // free as soon as the last in-flight op ends
   bool freed = false;
   std::mutex mu;
+  // Validation memo (the scales every forward checks): `uses` counts the ops that pinned this
+  // memory, `exposed` says JS holds a view (it can write without an op). A region that passed a
+  // check while no other op held the memory stays checked until another op pins it or a view is
+  // made; still_checked() then takes the caller's own pin as the next use.
+  std::atomic<uint64_t> uses{0};
+  std::atomic<bool> exposed{false};
+  bool still_checked(const void* p, size_t bytes);
+  void mark_checked(const void* p, size_t bytes);
   ~Storage();
   void free_now();
+
+ private:
+  const void* checked_p_ = nullptr;  // guarded by mu
+  size_t checked_bytes_ = 0;
+  uint64_t checked_use_ = 0;
 };
 
 class NativeBuffer : public Napi::ObjectWrap<NativeBuffer> {

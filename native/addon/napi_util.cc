@@ -29,7 +29,7 @@ Span Args::mem_value(Napi::Value v, const char* name) {
     auto s = nb->storage();
     pin(s, name);
     keep.push_back(Napi::Persistent(v.As<Napi::Object>()));
-    return {static_cast<uint8_t*>(s->data), s->bytes};
+    return {static_cast<uint8_t*>(s->data), s->bytes, s.get()};
   }
   Napi::Value buf;
   size_t off = 0, len = 0;
@@ -57,7 +57,7 @@ Span Args::mem_value(Napi::Value v, const char* name) {
   uint8_t* base = static_cast<uint8_t*>(ab.Data());
   if (std::shared_ptr<Storage> s = NativeBuffer::owner_of(base)) {
     pin(s, name);  // a view of a NativeBuffer: memory the engine owns
-    return {base + off, len};
+    return {base + off, len, s.get()};
   }
   return {js_memory(ab, base, ab.ByteLength()) + off, len};
 }
@@ -68,6 +68,7 @@ void Args::pin(const std::shared_ptr<Storage>& s, const char* name) {
   for (auto& p : pins)
     if (p == s) return;
   s->pins++;
+  s->uses++;
   pins.push_back(s);
 }
 
@@ -165,7 +166,7 @@ namespace {
 constexpr uint64_t kMaxQElems = (uint64_t)1 << 48;
 }
 
-QTensorView Args::qtensor(size_t i, const char* name) {
+QTensorView Args::qtensor(size_t i, const char* name, QOwners* owners) {
   if (!has(i) || !info_[i].IsObject()) bad(i, name, "must be a quantized tensor descriptor");
   Napi::Object o = info_[i].As<Napi::Object>();
   auto field = [&](const char* k) { return o.Get(k); };
@@ -192,6 +193,7 @@ QTensorView Args::qtensor(size_t i, const char* name) {
   if (q.group != 0 && q.group != q.cols && q.group != 32 && q.group != 64 && q.group != 128)
     bad(i, name, ".group must be 0 (per tensor), cols (per row), 32, 64 or 128");
   // Memory fields are read through a temporary Args so they get the same checks and pinning.
+  Storage* owner = nullptr;  // of the last region read
   auto region = [&](const char* k, uint64_t bytes) -> uint8_t* {
     Napi::Value v = field(k);
     NativeBuffer* nb = nullptr;
@@ -202,11 +204,13 @@ QTensorView Args::qtensor(size_t i, const char* name) {
       throw coded_error(env(), Code::OutOfRange,
                         std::string(fn_) + ": " + name + "." + k + " holds " + std::to_string(s.bytes) + " bytes, needs " +
                             std::to_string(bytes));
+    owner = s.owner;
     return s.data;
   };
   q.data = region("data", q.rows * qformat_row_bytes(q.format, q.cols));
   if (qformat_has_scales(q.format)) {
     q.scales = reinterpret_cast<float*>(region("scales", qt_scale_count(q) * 4));
+    if (owners) owners->scales = owner;
     if ((uintptr_t)q.scales % 4) bad(i, name, ".scales must be 4-byte aligned");
   } else if (q.group != 0) {
     bad(i, name, ".group must be 0 for bf16/fp16 (no scales)");
@@ -215,6 +219,7 @@ QTensorView Args::qtensor(size_t i, const char* name) {
   if (!z.IsUndefined() && !z.IsNull()) {
     if (q.format != QFormat::Int4) bad(i, name, ".zeros is only for int4");
     q.zeros = region("zeros", qt_scale_count(q));
+    if (owners) owners->zeros = owner;
   }
   return q;
 }

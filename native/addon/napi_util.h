@@ -19,6 +19,13 @@ Napi::Error coded_error(Napi::Env env, Code code, const std::string& msg);
 struct Span {
   uint8_t* data;
   size_t bytes;
+  Storage* owner = nullptr;  // the engine memory it lies in, or null (JS memory)
+};
+
+// The engine memory behind a QTensorView's scales and zero-points (null where JS-owned or absent).
+struct QOwners {
+  Storage* scales = nullptr;
+  Storage* zeros = nullptr;
 };
 
 // Memory of a JS-owned ArrayBuffer an op works on. JS may detach (transfer) it at any time and V8
@@ -84,7 +91,7 @@ class Args {
   std::string str(size_t i, const char* name);
   // A quantized tensor passed as a plain object {format, rows, cols, group, data, scales?, zeros?}
   // (lib/qtensor.ts builds it): every size, code range and buffer length is validated here.
-  QTensorView qtensor(size_t i, const char* name);
+  QTensorView qtensor(size_t i, const char* name, QOwners* owners = nullptr);
   bool boolean(size_t i, const char* name);
 
   // Sync ops: throws ZOTUNE_DISPOSED if a JS ArrayBuffer argument was detached or shrunk since it
