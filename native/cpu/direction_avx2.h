@@ -54,5 +54,25 @@ inline void gauss_chunks(const Direction& d, uint64_t i0, uint64_t i1, const flo
   }
 }
 
+// dst[j] = perturbed_decayed(src[j], keep, alpha, z(i0 + j)) for direction elements [i0, i1) on the
+// avx512 path (src may be dst): whole 128-element chunks with z in registers (avx512::gauss_perturb),
+// the partial chunks at the ends through gauss_chunks' buffer.
+inline void gauss_fma_wide(const Direction& d, uint64_t i0, uint64_t i1, const float* src, float* dst, float alpha, float keep) {
+  const __m256 vk = _mm256_set1_ps(keep), va = _mm256_set1_ps(alpha);
+  auto via_buffer = [&](uint64_t a, uint64_t b) {
+    if (a >= b) return;
+    gauss_chunks(d, a, b, src + (a - i0), [&](uint64_t e, uint64_t e1, uint64_t e0, const float* z) {
+      for (; e + 8 <= e1; e += 8)
+        _mm256_storeu_ps(dst + (e - i0), _mm256_fmadd_ps(va, _mm256_loadu_ps(z + (e - e0)), _mm256_mul_ps(_mm256_loadu_ps(src + (e - i0)), vk)));
+      for (; e < e1; ++e) dst[e - i0] = perturbed_decayed(src[e - i0], keep, alpha, z[e - e0]);
+    });
+  };
+  const uint64_t c0 = (i0 + 127) >> 7, c1 = i1 >> 7;
+  if (c1 <= c0) return via_buffer(i0, i1);
+  via_buffer(i0, c0 << 7);
+  avx512::gauss_perturb(d, c0, c1 - c0, src + ((c0 << 7) - i0), dst + ((c0 << 7) - i0), alpha, keep);
+  via_buffer(c1 << 7, i1);
+}
+
 }  // namespace avx2
 }  // namespace zt

@@ -48,16 +48,18 @@ void gauss_pairs(const Direction& d, uint64_t c0, uint64_t n, float* out) {
   stored_directions(dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits, c0, n, out);
 }
 
-void gauss_perturb(const Direction& d, uint64_t c0, uint64_t n, float* w, float alpha, float keep) {
+void gauss_perturb(const Direction& d, uint64_t c0, uint64_t n, const float* src, float* w, float alpha, float keep) {
   const __m512 inv = _mm512_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), step = _mm512_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f);
   const __m512 va = _mm512_set1_ps(alpha), vk = _mm512_set1_ps(keep);
   each_chunk_pair(dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits, inv, step, c0, n, [&](const __m512* z, int G, uint64_t c) {
     float* o = w + 128 * (c - c0);
-    for (int f = 0; f < 256; f += 16) _mm_prefetch(reinterpret_cast<const char*>(o + 512 + f), _MM_HINT_T0);
+    const float* in = src + 128 * (c - c0);
+    for (int f = 0; f < 256; f += 16) _mm_prefetch(reinterpret_cast<const char*>(in + 512 + f), _MM_HINT_T0);
     for (int q = 0; q < 8 * G; ++q) {  // z[8g + q]: elements 128g + 8q + l (lanes 0-7), 128g + 64 + 8q + l (8-15)
       float* lo = o + 128 * (q >> 3) + 8 * (q & 7);
-      const __m512 v = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(lo))),
-                                                             _mm256_castps_pd(_mm256_loadu_ps(lo + 64)), 1));
+      const float* li = in + 128 * (q >> 3) + 8 * (q & 7);
+      const __m512 v = _mm512_castpd_ps(_mm512_insertf64x4(_mm512_castps_pd(_mm512_castps256_ps512(_mm256_loadu_ps(li))),
+                                                             _mm256_castps_pd(_mm256_loadu_ps(li + 64)), 1));
       const __m512 r = _mm512_fmadd_ps(va, z[q], _mm512_mul_ps(v, vk));
       _mm256_storeu_ps(lo, _mm512_castps512_ps256(r));
       _mm256_storeu_ps(lo + 64, _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(r), 1)));

@@ -57,9 +57,10 @@ namespace avx512 {
 // Gaussian directions (QuZO-rounded when d.bits) of elements [128 c0, 128 (c0 + n)) into out, in
 // element order: the AVX2 kernels take z from here on the avx512 path (use_avx512()), same bits.
 void gauss_pairs(const Direction& d, uint64_t c0, uint64_t n, float* out);
-// The dense Gaussian perturbation (perturbed_decayed) of w[0 .. 128 n), direction elements
-// [128 c0, 128 (c0 + n)), z kept in registers: avx2::perturb_range's whole 128-element chunks.
-void gauss_perturb(const Direction& d, uint64_t c0, uint64_t n, float* w, float alpha, float keep);
+// w[j] = perturbed_decayed(src[j], keep, alpha, z) for j in [0, 128 n), direction elements
+// [128 c0, 128 (c0 + n)), z kept in registers (src may be w): the whole 128-element chunks of
+// direction_avx2.h's gauss_fma_wide.
+void gauss_perturb(const Direction& d, uint64_t c0, uint64_t n, const float* src, float* w, float alpha, float keep);
 // Standard normals of the (key) stream, elements [128 c0, 128 (c0 + n)) (philox.h normal_at).
 void normal_pairs(RngKey key, uint64_t c0, uint64_t n, float* out);
 // Philox words of 32-element blocks [2 c0, 2 (c0 + n)) (element 32b + 8k + l: word k of counter

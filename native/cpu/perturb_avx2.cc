@@ -19,28 +19,10 @@ static inline void fma_store(float* o, __m256 alpha, __m256 z, __m256 keep) {
 // Philox, four overlapped Box-Muller evaluations; QuZO adds one Philox of the SR stream). Partial blocks at the ends are generated whole and applied lane by
 // lane: a scalar direction_at per element costs a Philox block and a Box-Muller pair each, which is
 // what rows starting off a block boundary (K = 688, 256-wide slices) used to pay.
-// The avx512 path: z from avx512::gauss_pairs (gauss_chunks) at the ends, then the same fma per element.
-// Whole 128-element chunks in between: avx512::gauss_perturb (z never leaves the registers).
-void gauss_range_wide(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
-  const __m256 vk = _mm256_set1_ps(keep), va = _mm256_set1_ps(alpha);
-  auto via_buffer = [&](uint64_t i0, uint64_t i1) {
-    if (i0 >= i1) return;
-    float* o = w + (i0 - begin);
-    gauss_chunks(d, i0, i1, o, [&](uint64_t e, uint64_t e1, uint64_t e0, const float* z) {
-      for (; e + 8 <= e1; e += 8) fma_store(o + (e - i0), va, _mm256_loadu_ps(z + (e - e0)), vk);
-      for (; e < e1; ++e) o[e - i0] = perturbed_decayed(o[e - i0], keep, alpha, z[e - e0]);
-    });
-  };
-  const uint64_t c0 = (begin + 127) >> 7, c1 = end >> 7;
-  if (c1 <= c0) return via_buffer(begin, end);
-  via_buffer(begin, c0 << 7);
-  avx512::gauss_perturb(d, c0, c1 - c0, w + ((c0 << 7) - begin), alpha, keep);
-  via_buffer(c1 << 7, end);
-}
-
+// The avx512 path: gauss_fma_wide (direction_avx2.h), the same fma per element.
 void gauss_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep) {
   if (begin >= end) return;
-  if (use_avx512() && end - begin >= 128) return gauss_range_wide(w, begin, end, d, alpha, keep);
+  if (use_avx512() && end - begin >= 128) return gauss_fma_wide(d, begin, end, w, w, alpha, keep);
   const __m256 vk = _mm256_set1_ps(keep), va = _mm256_set1_ps(alpha);
   const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
   const __m256 inv = _mm256_set1_ps(d.bits ? dir_grid_inv_step(d.bits) : 0.0f), step = _mm256_set1_ps(d.bits ? dir_grid_step(d.bits) : 0.0f);
