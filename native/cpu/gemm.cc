@@ -294,12 +294,11 @@ void gemm_packed(const GemmArgs* gs, size_t n) {
   const uint64_t M = g0.m, K = g0.w.k, slivers = (M + kMR - 1) / kMR;
   float* ap = t_shared.get(gemm_packed_a_floats(M, K));
   parallel_chunks(slivers, 16, [&](size_t b, size_t e) { avx2::gemm_pack_a(g0, b, e, ap); });
-  std::vector<uint64_t> task0(n + 1, 0);  // product i owns tasks [task0[i], task0[i + 1])
-  for (size_t i = 0; i < n; ++i) task0[i + 1] = task0[i] + (gs[i].w.n + kNC - 1) / kNC;
+  std::vector<uint64_t> tasks(n);
+  for (size_t i = 0; i < n; ++i) tasks[i] = (gs[i].w.n + kNC - 1) / kNC;
   const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
-  parallel_for(task0[n], [&](size_t t) {
-    const size_t i = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
-    const uint64_t b = (t - task0[i]) * kNC, e = std::min<uint64_t>(b + kNC, gs[i].w.n);
+  parallel_for_groups(tasks, [&](size_t i, uint64_t t) {
+    const uint64_t b = t * kNC, e = std::min<uint64_t>(b + kNC, gs[i].w.n);
     float* p = t_scratch.get(ws);
     avx2::gemm_block(gs[i], b, e, ap, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr);
   });
@@ -313,17 +312,16 @@ void gemv_group(const GemmArgs* gs, size_t n) {
   constexpr uint64_t kRows = 32;
   std::vector<float> xs(per * n);
   std::vector<GemvCtx> ctx(n);
-  std::vector<uint64_t> task0(n + 1, 0);  // product i owns tasks [task0[i], task0[i + 1])
+  std::vector<uint64_t> tasks(n);
   for (size_t i = 0; i < n; ++i) {
     const GemmArgs& g = gs[i];
     ctx[i] = GemvCtx{&g.w, g.a, xs.data() + per * i, M, K / 64 * 64, g.bias, g.c, g.w.n, g.accumulate, int4_subnormal_decode()};
     gemv_prepare(g.w, g.a, M, ctx[i].int4_subnormal, xs.data() + per * i);
-    task0[i + 1] = task0[i] + (g.w.n + kRows - 1) / kRows;
+    tasks[i] = (g.w.n + kRows - 1) / kRows;
   }
   auto rows = use_avx512() ? avx512::gemv_rows : (use_avx2() ? avx2::gemv_rows : gemv_rows_ref);
-  parallel_for(task0[n], [&](size_t t) {
-    const size_t i = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
-    const uint64_t b = (t - task0[i]) * kRows, e = std::min<uint64_t>(b + kRows, gs[i].w.n);
+  parallel_for_groups(tasks, [&](size_t i, uint64_t t) {
+    const uint64_t b = t * kRows, e = std::min<uint64_t>(b + kRows, gs[i].w.n);
     SubnormalScope keep_subnormals;  // the int4 decode reads nibbles as subnormal floats
     rows(ctx[i], b, e);
   });

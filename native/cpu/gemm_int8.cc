@@ -528,7 +528,7 @@ void gemm_int_shared(const IntGemm* gs, size_t n) {
   const SharedActs acts(kn, g0.x, g0.ldx, g0.M, g0.w.cols);
   std::vector<std::unique_ptr<IntCall>> calls;
   std::vector<IntRun> runs;
-  std::vector<uint64_t> task0{0};  // runs[i] owns tasks [task0[i], task0[i + 1])
+  std::vector<uint64_t> tasks;  // of runs[i]
   for (size_t i = 0; i < n; ++i) {
     const IntGemm& g = gs[i];
     if (g.w.rows == 0) continue;
@@ -540,12 +540,9 @@ void gemm_int_shared(const IntGemm* gs, size_t n) {
       continue;
     }
     runs.emplace_back(kn, c.p);
-    task0.push_back(task0.back() + runs.back().tasks());
+    tasks.push_back(runs.back().tasks());
   }
-  parallel_for(task0.back(), [&](size_t t) {
-    const size_t i = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
-    runs[i].run(t - task0[i]);
-  });
+  parallel_for_groups(tasks, [&](size_t i, uint64_t t) { runs[i].run(t); });
 }
 
 void gemm_s8s8s32(const int8_t* am, const int8_t* b, int32_t* c, uint64_t M, uint64_t N, uint64_t K) {

@@ -1,6 +1,5 @@
 #include "perturb.h"
 
-#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -34,18 +33,17 @@ void perturb_dense(float* w, size_t n, const Direction& d, uint64_t first, float
 void perturb_dense_many(const DenseSpan* spans, size_t count, float alpha) {
   // 16384 elements (~30 us of Gaussian work) per task: a 256 x 256 projection is 4 tasks, not one
   constexpr uint64_t chunk = 1 << 14;
-  std::vector<uint64_t> task0(count + 1, 0);  // the tasks of span s: [task0[s], task0[s + 1])
+  std::vector<uint64_t> tasks(count);
   for (size_t s = 0; s < count; ++s) {
     check_direction(spans[s].d);
     const uint64_t lo = spans[s].first, hi = lo + spans[s].n;
-    task0[s + 1] = task0[s] + (spans[s].n ? (hi + chunk - 1) / chunk - lo / chunk : 0);
+    tasks[s] = spans[s].n ? (hi + chunk - 1) / chunk - lo / chunk : 0;
   }
   auto kernel = use_avx2() ? avx2::perturb_range : perturb_range_ref;
-  parallel_for(task0[count], [&](size_t t) {
-    const size_t s = (size_t)(std::upper_bound(task0.begin(), task0.end(), (uint64_t)t) - task0.begin()) - 1;
+  parallel_for_groups(tasks, [&](size_t s, uint64_t t) {
     const DenseSpan& p = spans[s];
     const uint64_t lo = p.first, hi = lo + p.n;
-    uint64_t b = (lo / chunk + (t - task0[s])) * chunk, e = b + chunk;
+    uint64_t b = (lo / chunk + t) * chunk, e = b + chunk;
     if (b < lo) b = lo;
     if (e > hi) e = hi;
     kernel(p.w + (b - lo), b, e, p.d, alpha, p.keep);

@@ -3,6 +3,10 @@
 // writes its own output, so results are identical for any number of threads.
 #pragma once
 #include <stddef.h>
+#include <stdint.h>
+
+#include <algorithm>
+#include <vector>
 
 namespace zt {
 
@@ -29,6 +33,18 @@ void parallel_chunks(size_t count, size_t chunk, F&& f) {
   parallel_for(n, [&](size_t t) {
     size_t b = t * chunk, e = b + chunk < count ? b + chunk : count;
     f(b, e);
+  });
+}
+
+// Several groups of tasks as one job (one fork and join): counts[g] tasks of group g, f(g, t) for
+// t in [0, counts[g]).
+template <class F>
+void parallel_for_groups(const std::vector<uint64_t>& counts, F&& f) {
+  std::vector<uint64_t> first(counts.size() + 1, 0);  // group g owns tasks [first[g], first[g + 1])
+  for (size_t g = 0; g < counts.size(); ++g) first[g + 1] = first[g] + counts[g];
+  parallel_for(first.back(), [&](size_t t) {
+    const size_t g = (size_t)(std::upper_bound(first.begin(), first.end(), (uint64_t)t) - first.begin()) - 1;
+    f(g, t - first[g]);
   });
 }
 
