@@ -158,9 +158,9 @@ static void perturb_dense(const Dir8& p, uint64_t i0, uint64_t i1, float* o, con
     }
     return;
   }
-  if (use_avx512() && i1 - i0 >= 128 && !kStoreZ)  // z 32 counters at a time, in registers where it can be
+  if (use_avx512() && i1 - i0 >= 128 && !kStoreZ)  // z 32 counters at a time, applied from registers
     return gauss_fma_wide(*p.d, i0, i1, src, o, _mm256_cvtss_f32(p.alpha), 1.0f);
-  if (use_avx512() && i1 - i0 >= 128) {  // z 32 counters at a time (gauss_chunks), same bits
+  if (use_avx512() && i1 - i0 >= 128) {  // z itself: 32 counters at a time through gauss_chunks' buffer
     gauss_chunks(*p.d, i0, i1, nullptr, [&](uint64_t e, uint64_t hi, uint64_t e0, const float* zb) {
       for (; e + 8 <= hi; e += 8) apply8<kStoreZ>(o + (e - i0), src + (e - i0), _mm256_loadu_ps(zb + (e - e0)), p.alpha, 0, 8);
       if (e < hi) apply8<kStoreZ>(o + (e - i0), src + (e - i0), _mm256_loadu_ps(zb + (e - e0)), p.alpha, 0, (int)(hi - e));
