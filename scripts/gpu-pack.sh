@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Packs what a GPU host session needs into .gpu/ (git-ignored through .git/info/exclude): an xz-compressed
+# Packs what a GPU host session needs into .gpu/ (git-ignored): an xz-compressed
 # node, the CPU addon, the CUDA addon built here for the GPU's architecture, micro- and tiny-llama.
 # The GPU host has nvcc but no Node.js, npm or network, so the addons travel prebuilt.
 #
@@ -8,7 +8,6 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 models="${ZOTUNE_MODELS:-$(cd .. && pwd)/shared/models}"
-grep -qx '/.gpu/' .git/info/exclude 2>/dev/null || echo '/.gpu/' >>.git/info/exclude
 npm run build >/dev/null
 rm -rf build-cuda
 PATH="/usr/local/cuda/bin:/usr/local/cuda-13.0/bin:$PATH" ZOTUNE_CUDA_ARCHS="${ZOTUNE_CUDA_ARCHS:-90}" npm run build:cuda >/dev/null

@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include <algorithm>
+#include <memory>
 #include <string>
 #include <type_traits>
 #include <vector>
@@ -483,35 +484,83 @@ struct WeightRows {
   bool perturb, bf16;
   Direction dir;
   float alpha;
-  uint64_t b0;  // first normal-stream block of the quads
   void* out;
 };
-// Elements e .. e + n - 1 (one run of consecutive indices, n <= 4) with their directions z: one
-// division per run (32-bit when it can: tensors of a 7B model hold < 2^32 elements).
+// Elements e .. e + n - 1 (one run of consecutive indices, n <= 4) with their directions z: the
+// divisions once per run and 32-bit when they can (a 64-bit one is ~70 instructions on a GPU;
+// tensors of a 7B model hold < 2^32 elements); a whole aligned run is one 8- or 16-byte store.
 ZT_HD void weight_row_run(const WeightRows& a, uint64_t e, int n, const float* z) {
   const uint64_t K = a.w.k;
-  uint64_t row = (e >> 32) == 0 && (K >> 32) == 0 ? (uint64_t)((uint32_t)e / (uint32_t)K) : e / K, k = e - row * K;
   const QTensorView& q = a.w.q;
-  for (int l = 0; l < n; ++l) {
-    float v = a.w.f32 ? a.w.w32[e + l] : q_decode(q.format, qt_code_at(q, row, k), qt_group(q, qt_scale_index(q, row, k)));
-    if (a.perturb) v = perturbed(v, a.alpha, z[l]);
-    const uint64_t o = (row - a.r0) * a.ld + k;
-    if (a.bf16) static_cast<uint16_t*>(a.out)[o] = bf16_rtne(v);
-    else static_cast<float*>(a.out)[o] = v;
-    if (++k == K) k = 0, ++row;
+  const bool narrow = (e >> 32) == 0 && (K >> 32) == 0 && (q.group >> 32) == 0;
+  uint64_t row = narrow ? (uint64_t)((uint32_t)e / (uint32_t)K) : e / K, k = e - row * K;
+  uint64_t gpr = 1, gi = 0, gend = K;  // scale groups per row, this element's group and its end
+  if (!a.w.f32 && q.group) {
+    const uint64_t G = q.group, g = narrow ? (uint64_t)((uint32_t)k / (uint32_t)G) : k / G;
+    gpr = narrow ? (uint64_t)(((uint32_t)K + (uint32_t)G - 1) / (uint32_t)G) : (K + G - 1) / G;
+    gi = row * gpr + g, gend = (g + 1) * G < K ? (g + 1) * G : K;
+  }
+  QGroup grp{};
+  if (!a.w.f32) grp = qt_group(q, gi);
+  const uint64_t o0 = (row - a.r0) * a.ld + k;
+  const bool whole = n == 4 && k + 4 <= K && (o0 & 3) == 0 && ((uintptr_t)a.out & 15) == 0;  // one row, aligned
+  float v[4];
+#pragma unroll
+  for (int l = 0; l < 4; ++l) {
+    if (l >= n) break;
+    float x = a.w.f32 ? a.w.w32[e + l] : q_decode(q.format, qt_code_at(q, row, k), grp);
+    if (a.perturb) x = perturbed(x, a.alpha, z[l]);
+    v[l] = x;
+    if (!whole) {
+      const uint64_t o = (row - a.r0) * a.ld + k;
+      if (a.bf16) static_cast<uint16_t*>(a.out)[o] = bf16_rtne(x);
+      else static_cast<float*>(a.out)[o] = x;
+    }
+    if (++k == K) {
+      k = 0, ++row;
+      if (!a.w.f32) gi = q.group ? row * gpr : 0, gend = q.group && q.group < K ? q.group : K, grp = qt_group(q, gi);
+    } else if (k == gend) {
+      ++gi, gend = gend + q.group < K ? gend + q.group : K;
+      grp = qt_group(q, gi);
+    }
+  }
+  if (whole) {
+    if (a.bf16) {
+      uint16_t* dst = static_cast<uint16_t*>(a.out) + o0;
+      const uint32_t lo = bf16_rtne(v[0]) | ((uint32_t)bf16_rtne(v[1]) << 16), hi = bf16_rtne(v[2]) | ((uint32_t)bf16_rtne(v[3]) << 16);
+#if defined(__CUDA_ARCH__)
+      *reinterpret_cast<uint2*>(dst) = make_uint2(lo, hi);
+#else
+      memcpy(dst, &lo, 4), memcpy(dst + 2, &hi, 4);
+#endif
+    } else {
+      F4 f;
+      for (int l = 0; l < 4; ++l) f.v[l] = v[l];
+      store4(static_cast<float*>(a.out) + o0, f);
+    }
   }
 }
-// Gaussian item t: the 32 elements of quad (b0 + t / 2, t % 2) that fall in the rows (8 runs of 4).
-ZT_HD void weight_rows_quad(const WeightRows& a, uint64_t t) {
-  const uint64_t E0 = a.r0 * a.w.k, E1 = E0 + a.rows * a.w.k, B = a.b0 + (t >> 1);
-  const unsigned u = (unsigned)(t & 1);
-  float z[2][4][4];
-  gauss_quad(a.dir, B, u, z);
-  for (int h = 0; h < 2; ++h)
-    for (int k = 0; k < 4; ++k) {
-      const uint64_t e = (B << kNormalShift) + 32 * h + 8 * k + 4 * u, lo = e > E0 ? e : E0, hi = e + 4 < E1 ? e + 4 : E1;
-      if (lo < hi) weight_row_run(a, lo, (int)(hi - lo), &z[h][k][lo - e]);
+// Gaussian directions: pair p of tile E0 (rng_blocks.h) after its stage, clipped to the rows.
+ZT_HD void weight_rows_pair(const WeightRows& a, uint64_t E0, unsigned p, const TileWords& sm) {
+  const uint64_t lo_e = a.r0 * a.w.k, hi_e = lo_e + a.rows * a.w.k;
+  float z[2][4];
+  tile_pair_dirs(a.dir, E0, p, sm, z);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const uint64_t e = E0 + pair_offset(p) + 32 * h, lo = e > lo_e ? e : lo_e, hi = e + 4 < hi_e ? e + 4 : hi_e;
+    if (lo == e && hi == e + 4) {
+      weight_row_run(a, e, 4, z[h]);
+    } else if (lo < hi) {  // a clipped run: shift by selects (an indexed z would live in local memory)
+      const unsigned off = (unsigned)(lo - e);
+      float zs[4];
+#pragma unroll
+      for (int l = 0; l < 4; ++l) {
+        const unsigned i = l + off;
+        zs[l] = i == 0 ? z[h][0] : i == 1 ? z[h][1] : i == 2 ? z[h][2] : z[h][3];
+      }
+      weight_row_run(a, lo, (int)(hi - lo), zs);
     }
+  }
 }
 // Item t of the per-element form (unperturbed, or Rademacher z): elements E0 + 4t .. E0 + 4t + 3.
 ZT_HD void weight_rows_elem(const WeightRows& a, uint64_t t) {
@@ -519,7 +568,9 @@ ZT_HD void weight_rows_elem(const WeightRows& a, uint64_t t) {
   const int n = end - e < 4 ? (int)(end - e) : 4;
   float z[4] = {0.0f, 0.0f, 0.0f, 0.0f};
   if (a.perturb)
-    for (int l = 0; l < n; ++l) z[l] = direction_at(a.dir, e + l);
+#pragma unroll
+    for (int l = 0; l < 4; ++l)
+      if (l < n) z[l] = direction_at(a.dir, e + l);
   weight_row_run(a, e, n, z);
 }
 // Item t of the bf16 rows' padding: code t % (ld - K) past the end of row t / (ld - K) is +0.
@@ -527,10 +578,9 @@ ZT_HD void weight_rows_pad(const WeightRows& a, uint64_t t) {
   const uint64_t pad = a.ld - a.w.k;
   static_cast<uint16_t*>(a.out)[(t / pad) * a.ld + a.w.k + t % pad] = 0;
 }
-enum class RowsItem { Quad, Elem, Pad };
+enum class RowsItem { Elem, Pad };
 ZT_HD void weight_rows_item(RowsItem kind, const WeightRows& a, uint64_t t) {
-  if (kind == RowsItem::Quad) weight_rows_quad(a, t);
-  else if (kind == RowsItem::Elem) weight_rows_elem(a, t);
+  if (kind == RowsItem::Elem) weight_rows_elem(a, t);
   else weight_rows_pad(a, t);
 }
 
@@ -682,6 +732,17 @@ __global__ void __launch_bounds__(kThreads) quantize_kernel(TcKind kind, QFormat
 __global__ void codes_f32_kernel(const uint8_t* codes, uint64_t K, uint64_t lda, float* out, uint64_t n) {
   const uint64_t stride = (uint64_t)gridDim.x * blockDim.x;
   for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = code_as_f32(codes, K, lda, i);
+}
+
+__global__ void __launch_bounds__(kTileThreads) weight_rows_tile_kernel(WeightRows a, Tiles tiles) {
+  __shared__ TileWords sm;
+  for (uint64_t i = blockIdx.x; i < tiles.count; i += gridDim.x) {
+    const uint64_t E0 = tiles.e0 + (i << kTileShift);
+    tile_stage(a.dir, E0, threadIdx.x, sm);
+    __syncthreads();
+    for (unsigned p = threadIdx.x; p < kTilePairs; p += kTileThreads) weight_rows_pair(a, E0, p, sm);
+    __syncthreads();
+  }
 }
 
 __global__ void weight_rows_kernel(RowsItem kind, WeightRows a, uint64_t items) {
@@ -1040,23 +1101,33 @@ void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8
 void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
                         bool bf16, void* out, void* stream) {
   if (rows == 0 || w.k == 0) return;
-  WeightRows a{w, r0, rows, bf16 ? bf16_row_bytes(w.k) / 2 : w.k, dir != nullptr, bf16, dir ? *dir : Direction{}, alpha, 0, out};
-  const bool quads = a.perturb && a.dir.dist == kDirGauss;
-  uint64_t items = (rows * w.k + 3) / 4;  // runs of 4 elements
-  if (quads) {
-    const Quads q = quads_for(r0 * w.k, rows * w.k, kNormalShift);
-    a.b0 = q.b0, items = q.items;
-  }
-  const RowsItem kind = quads ? RowsItem::Quad : RowsItem::Elem;
+  WeightRows a{w, r0, rows, bf16 ? bf16_row_bytes(w.k) / 2 : w.k, dir != nullptr, bf16, dir ? *dir : Direction{}, alpha, out};
+  const bool tiled = a.perturb && a.dir.dist == kDirGauss;  // whole Box-Muller pairs: one normal per weight
+  const uint64_t items = (rows * w.k + 3) / 4;            // else runs of 4 elements
+  const Tiles tiles = tiles_for(r0 * w.k, rows * w.k);
   const uint64_t pads = rows * (a.ld - w.k);
   if (impl == TcImpl::Emulated) {
-    for (uint64_t t = 0; t < items; ++t) weight_rows_item(kind, a, t);
+    if (tiled) {
+      std::unique_ptr<TileWords> sm(new TileWords);
+      for (uint64_t i = 0; i < tiles.count; ++i) {
+        const uint64_t E0 = tiles.e0 + (i << kTileShift);
+        for (unsigned t = 0; t < kTileThreads; ++t) tile_stage(a.dir, E0, t, *sm);
+        for (unsigned p = 0; p < kTilePairs; ++p) weight_rows_pair(a, E0, p, *sm);
+      }
+    } else {
+      for (uint64_t t = 0; t < items; ++t) weight_rows_item(RowsItem::Elem, a, t);
+    }
     for (uint64_t t = 0; t < pads; ++t) weight_rows_item(RowsItem::Pad, a, t);
     return;
   }
   auto blocks = [](uint64_t n) { return (unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16); };
-  weight_rows_kernel<<<blocks(items), kThreads, 0, (cudaStream_t)stream>>>(kind, a, items);
-  check_launch("weight_rows_kernel");
+  if (tiled) {
+    weight_rows_tile_kernel<<<(unsigned)std::min<uint64_t>(tiles.count, 1u << 16), kTileThreads, 0, (cudaStream_t)stream>>>(a, tiles);
+    check_launch("weight_rows_tile_kernel");
+  } else {
+    weight_rows_kernel<<<blocks(items), kThreads, 0, (cudaStream_t)stream>>>(RowsItem::Elem, a, items);
+    check_launch("weight_rows_kernel");
+  }
   if (pads) weight_rows_kernel<<<blocks(pads), kThreads, 0, (cudaStream_t)stream>>>(RowsItem::Pad, a, pads);
   check_launch("weight_rows_kernel");
 }

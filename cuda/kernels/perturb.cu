@@ -32,26 +32,12 @@ ZT_HD void perturb_run(float* w, uint64_t first, uint64_t n, uint64_t e0, const 
     if (e0 + l - first < n) w[e0 + l - first] = perturbed_decayed(w[e0 + l - first], keep, alpha, z[l]);
 }
 
-// One work item (rng_blocks.h quads): block b0 + (t >> 1), lanes 4u .. 4u + 3.
-ZT_HD void perturb_item(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, float keep, uint64_t b0, uint64_t t) {
-  const uint64_t B = b0 + (t >> 1);
-  const unsigned u = (unsigned)(t & 1);
-  const bool vec = (first & 3) == 0 && ((uintptr_t)w & 15) == 0;  // float4 runs need an aligned w too
-  if (d.dist == kDirRademacher) {
-    uint32_t bits[4][4];
-    bit_quad(d, B, u, bits);
-    for (int k = 0; k < 4; ++k)
-      for (unsigned b = 0; b < 32; ++b) {
-        float z[4];
-        for (int l = 0; l < 4; ++l) z[l] = rademacher_bit(bits[l][k], b);
-        perturb_run(w, first, n, (B << kBitShift) + 256 * k + 8 * b + 4 * u, z, alpha, keep, vec);
-      }
-  } else {
-    float z[2][4][4];
-    gauss_quad(d, B, u, z);
-    for (int h = 0; h < 2; ++h)
-      for (int k = 0; k < 4; ++k) perturb_run(w, first, n, (B << kNormalShift) + 32 * h + 8 * k + 4 * u, z[h][k], alpha, keep, vec);
-  }
+// Pair p of tile E0 (rng_blocks.h) after its stage: both runs, vectorised when vec.
+ZT_HD void perturb_pair(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, float keep, uint64_t E0,
+                        unsigned p, const TileWords& sm, bool vec) {
+  float z[2][4];
+  tile_pair_dirs(d, E0, p, sm, z);
+  for (int h = 0; h < 2; ++h) perturb_run(w, first, n, E0 + pair_offset(p) + 32 * h, z[h], alpha, keep, vec);
 }
 
 ZT_HD void perturb_index(float* w, const uint32_t* idx, uint64_t j, const Direction& d, uint64_t first, float alpha) {
@@ -59,9 +45,44 @@ ZT_HD void perturb_index(float* w, const uint32_t* idx, uint64_t j, const Direct
   w[i] = perturbed(w[i], alpha, direction_at(d, first + i));
 }
 
-__global__ void perturb_kernel(float* w, uint64_t n, Direction d, uint64_t first, float alpha, float keep, Quads qs) {
-  for (uint64_t t = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; t < qs.items; t += (uint64_t)gridDim.x * blockDim.x)
-    perturb_item(w, n, d, first, alpha, keep, qs.b0, t);
+// One tile per block iteration. A tile wholly inside the range (the common case) loads its weights
+// before generating the directions, so the loads are in flight during the Philox and Box-Muller work.
+__global__ void __launch_bounds__(kTileThreads) perturb_kernel(float* w, uint64_t n, Direction d, uint64_t first,
+                                                               float alpha, float keep, Tiles tiles) {
+  __shared__ TileWords sm;
+  const unsigned t = threadIdx.x;
+  const bool vec = (first & 3) == 0 && ((uintptr_t)w & 15) == 0;
+  for (uint64_t i = blockIdx.x; i < tiles.count; i += gridDim.x) {
+    const uint64_t E0 = tiles.e0 + (i << kTileShift);
+    const bool whole = vec && E0 >= first && E0 - first + kTileElems <= n;
+    if (!whole) {
+      tile_stage(d, E0, t, sm);
+      __syncthreads();
+      for (int j = 0; j < kPairsPerThread; ++j) perturb_pair(w, n, d, first, alpha, keep, E0, t + kTileThreads * j, sm, vec);
+    } else {
+      float* const wt = w + (E0 - first);
+      F4 v[kPairsPerThread][2];  // registers: every index below is a constant once unrolled
+#pragma unroll
+      for (int j = 0; j < kPairsPerThread; ++j)
+#pragma unroll
+        for (int h = 0; h < 2; ++h) v[j][h] = load4(wt + pair_offset(t + kTileThreads * j) + 32 * h);
+      tile_stage(d, E0, t, sm);
+      __syncthreads();
+#pragma unroll
+      for (int j = 0; j < kPairsPerThread; ++j) {
+        const unsigned p = t + kTileThreads * j;
+        float z[2][4];
+        tile_pair_dirs(d, E0, p, sm, z);
+#pragma unroll
+        for (int h = 0; h < 2; ++h) {
+#pragma unroll
+          for (int l = 0; l < 4; ++l) v[j][h].v[l] = perturbed_decayed(v[j][h].v[l], keep, alpha, z[h][l]);
+          store4(wt + pair_offset(p) + 32 * h, v[j][h]);
+        }
+      }
+    }
+    __syncthreads();
+  }
 }
 
 // The reference: one element per thread, the CPU's scalar expression.
@@ -73,10 +94,6 @@ __global__ void perturb_ref_kernel(float* w, uint64_t n, Direction d, uint64_t f
 __global__ void perturb_indices_kernel(float* w, const uint32_t* idx, uint64_t m, Direction d, uint64_t first, float alpha) {
   for (uint64_t j = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; j < m; j += (uint64_t)gridDim.x * blockDim.x)
     perturb_index(w, idx, j, d, first, alpha);
-}
-
-Quads perturb_quads(uint64_t first, uint64_t n, const Direction& d) {
-  return quads_for(first, n, d.dist == kDirRademacher ? kBitShift : kNormalShift);
 }
 
 }  // namespace
@@ -101,8 +118,8 @@ void perturb_launch(float* w, uint64_t n, const Direction& d, uint64_t first, fl
     perturb_ref_kernel<<<grid_for(n, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha, keep);
     check_launch("perturb_ref_kernel");
   } else {
-    const Quads qs = perturb_quads(first, n, d);
-    perturb_kernel<<<grid_for(qs.items, kThreads), kThreads, 0, s>>>(w, n, d, first, alpha, keep, qs);
+    const Tiles tiles = tiles_for(first, n);
+    perturb_kernel<<<grid_for(tiles.count * kTileThreads, kTileThreads), kTileThreads, 0, s>>>(w, n, d, first, alpha, keep, tiles);
     check_launch("perturb_kernel");
   }
 }
@@ -123,8 +140,14 @@ float perturb_host(float* w, uint64_t n, const Direction& d, uint64_t first, flo
 void perturb_emulated(float* w, uint64_t n, const Direction& d, uint64_t first, float alpha, float keep) {
   check_direction(d);
   if (n == 0) return;
-  const Quads qs = perturb_quads(first, n, d);
-  for (uint64_t t = 0; t < qs.items; ++t) perturb_item(w, n, d, first, alpha, keep, qs.b0, t);
+  const Tiles tiles = tiles_for(first, n);
+  std::unique_ptr<TileWords> sm(new TileWords);
+  const bool vec = (first & 3) == 0 && ((uintptr_t)w & 15) == 0;
+  for (uint64_t i = 0; i < tiles.count; ++i) {
+    const uint64_t E0 = tiles.e0 + (i << kTileShift);
+    for (unsigned t = 0; t < kTileThreads; ++t) tile_stage(d, E0, t, *sm);
+    for (unsigned p = 0; p < kTilePairs; ++p) perturb_pair(w, n, d, first, alpha, keep, E0, p, *sm, vec);
+  }
 }
 
 float perturb_indices_host(float* w, uint64_t n, const uint32_t* idx, uint64_t m, const Direction& d, uint64_t first,

@@ -2,6 +2,7 @@
 
 #include <cfloat>
 #include <cmath>
+#include <memory>
 #include <string>
 
 #include "../../native/common/check_direction.h"
@@ -163,7 +164,16 @@ ZT_HD void store_run(uint8_t* p, unsigned bytes, uint64_t v) {
 // reloaded only when it changes along the run.
 ZT_HD void update_run(const QTensorView& q, uint64_t total, uint64_t e0, const float z[4], const uint32_t w[4], float alpha) {
   if (e0 >= total) return;
-  uint64_t r = e0 / q.cols, c = e0 - r * q.cols, gi = qt_scale_index(q, r, c), gend = group_end(q, c);
+  uint64_t r, c, gi, gend;
+  if ((total >> 32) == 0 && (q.group >> 32) == 0) {  // 32-bit divisions (a 64-bit one is ~70 instructions on a GPU)
+    const uint32_t e = (uint32_t)e0, cols = (uint32_t)q.cols, r32 = e / cols, c32 = e - r32 * cols;
+    const uint32_t grp = (uint32_t)q.group, g32 = grp ? c32 / grp : 0;
+    r = r32, c = c32;
+    gi = grp ? (uint64_t)r32 * ((cols + grp - 1) / grp) + g32 : 0;
+    gend = grp ? (uint64_t)(g32 + 1) * grp : q.cols;
+  } else {
+    r = e0 / q.cols, c = e0 - r * q.cols, gi = qt_scale_index(q, r, c), gend = group_end(q, c);
+  }
   QGroup g = qt_group(q, gi);
   float factor = q_update_factor(q.format, alpha, g);
   const unsigned bits = code_bits(q.format), bytes = bits / 2;  // 4 codes
@@ -201,43 +211,22 @@ ZT_HD void update_run(const QTensorView& q, uint64_t total, uint64_t e0, const f
   }
 }
 
-// One work item (rng_blocks.h quads) of the update over elements [0, total): the directions of the
-// quad and the SR words of the same elements (word stream: element i has counter
-// ((i >> 5) << 3) | (i & 7), word (i >> 3) & 3), each Philox block generated once.
-ZT_HD void update_item(const QTensorView& q, uint64_t total, float alpha, const Direction& d, uint64_t t) {
-  const uint64_t B = t >> 1;
-  const unsigned u = (unsigned)(t & 1);
-  const RngKey sr_key{d.seed, d.stream, kPurposeSrWeight};
-  uint32_t sw[4][4];
-  if (d.dist == kDirRademacher) {
-    uint32_t bits[4][4];
-    bit_quad(d, B, u, bits);
-    for (int k = 0; k < 4; ++k)
-      for (unsigned bb = 0; bb < 8; ++bb) {  // 32-element word blocks 32B + 8k + bb: bits 4bb .. 4bb + 3
-        for (int l = 0; l < 4; ++l) philox_block(sr_key, (((B << 5) + 8 * k + bb) << 3) + 4 * u + l, sw[l]);
-        for (unsigned b = 4 * bb; b < 4 * bb + 4; ++b) {
-          float z[4];
-          uint32_t w[4];
-          for (int l = 0; l < 4; ++l) z[l] = rademacher_bit(bits[l][k], b), w[l] = sw[l][b & 3];
-          update_run(q, total, (B << kBitShift) + 256 * k + 8 * b + 4 * u, z, w, alpha);
-        }
-      }
-  } else {
-    float z[2][4][4];
-    gauss_quad(d, B, u, z);
-    for (int h = 0; h < 2; ++h) {
-      for (int l = 0; l < 4; ++l) philox_block(sr_key, (((B << 1) + h) << 3) + 4 * u + l, sw[l]);
-      for (int k = 0; k < 4; ++k) {
-        const uint32_t w[4] = {sw[0][k], sw[1][k], sw[2][k], sw[3][k]};
-        update_run(q, total, (B << kNormalShift) + 32 * h + 8 * k + 4 * u, z[h][k], w, alpha);
-      }
-    }
+// Pair p of tile E0 (rng_blocks.h) of the update over elements [0, total), after the tile's stage:
+// its directions and the rounding words of the same elements (each Philox block generated once).
+ZT_HD void update_pair(const QTensorView& q, uint64_t total, float alpha, const Direction& d, uint64_t E0, unsigned p,
+                       const TileWords& sm, const TileSr& sr) {
+  float z[2][4];
+  tile_pair_dirs(d, E0, p, sm, z);
+#pragma unroll
+  for (int h = 0; h < 2; ++h) {
+    const unsigned o = pair_offset(p) + 32 * h;
+    uint32_t w[4];
+    tile_run_sr(o, sr, w);
+    update_run(q, total, E0 + o, z[h], w, alpha);
   }
 }
 
-Quads update_quads(const QTensorView& q, const Direction& d) {
-  return quads_for(0, q.rows * q.cols, d.dist == kDirRademacher ? kBitShift : kNormalShift);
-}
+ZT_HD RngKey update_sr_key(const Direction& d) { return RngKey{d.seed, d.stream, kPurposeSrWeight}; }
 
 // --- kernels -----------------------------------------------------------------------------------
 
@@ -292,8 +281,20 @@ __global__ void dequantize_kernel(QTensorView q, float* y, uint64_t items) { GRI
 __global__ void nonfinite_kernel(const float* x, uint64_t n, int* nonfinite) {
   GRID_STRIDE(i, n) if (!(fabsf(x[i]) <= FLT_MAX)) *nonfinite = 1;  // every writer stores the same 1
 }
-__global__ void update_kernel(QTensorView q, uint64_t total, float alpha, Direction d, uint64_t items) {
-  GRID_STRIDE(t, items) update_item(q, total, alpha, d, t);
+// One tile per block iteration; the tile's words in dynamic shared memory (TileWords + TileSr: 64 KiB).
+__global__ void __launch_bounds__(kTileThreads) update_kernel(QTensorView q, uint64_t total, float alpha, Direction d,
+                                                              uint64_t tiles) {
+  extern __shared__ __align__(16) uint8_t update_smem[];
+  TileWords& sm = *reinterpret_cast<TileWords*>(update_smem);
+  TileSr& sr = *reinterpret_cast<TileSr*>(update_smem + sizeof(TileWords));
+  for (uint64_t i = blockIdx.x; i < tiles; i += gridDim.x) {
+    const uint64_t E0 = i << kTileShift;
+    tile_stage(d, E0, threadIdx.x, sm);
+    tile_stage_sr(update_sr_key(d), E0, threadIdx.x, sr);
+    __syncthreads();
+    for (unsigned p = threadIdx.x; p < kTilePairs; p += kTileThreads) update_pair(q, total, alpha, d, E0, p, sm, sr);
+    __syncthreads();
+  }
 }
 __global__ void update_ref_kernel(QTensorView q, uint64_t total, float alpha, Direction d) {
   GRID_STRIDE(i, total) update_elem(q, i, alpha, d);
@@ -402,8 +403,11 @@ void quant_update_launch(const QTensorView& dq, float alpha, const Direction& d,
     update_ref_kernel<<<grid_for(total, kThreads), kThreads, 0, s>>>(dq, total, alpha, d);
     check_launch("update_ref_kernel");
   } else {
-    const Quads qs = update_quads(dq, d);
-    update_kernel<<<grid_for(qs.items, kThreads), kThreads, 0, s>>>(dq, total, alpha, d, qs.items);
+    constexpr size_t smem = sizeof(TileWords) + sizeof(TileSr);
+    static const bool sized = cudaFuncSetAttribute(update_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess;
+    if (!sized) check(cudaGetLastError(), "cudaFuncSetAttribute(update_kernel)");
+    const Tiles tiles = tiles_for(0, total);
+    update_kernel<<<grid_for(tiles.count * kTileThreads, kTileThreads), kTileThreads, smem, s>>>(dq, total, alpha, d, tiles.count);
     check_launch("update_kernel");
   }
 }
@@ -498,8 +502,15 @@ void quant_update_emulated(const QTensorView& q, float alpha, const Direction& d
   check_direction(d);
   check_update(q, alpha);
   if (q.rows * q.cols == 0) return;
-  const Quads qs = update_quads(q, d);
-  for (uint64_t t = 0; t < qs.items; ++t) update_item(q, q.rows * q.cols, alpha, d, t);
+  const uint64_t total = q.rows * q.cols;
+  const Tiles tiles = tiles_for(0, total);
+  std::unique_ptr<TileWords> sm(new TileWords);
+  std::unique_ptr<TileSr> sr(new TileSr);
+  for (uint64_t i = 0; i < tiles.count; ++i) {
+    const uint64_t E0 = i << kTileShift;
+    for (unsigned t = 0; t < kTileThreads; ++t) tile_stage(d, E0, t, *sm), tile_stage_sr(update_sr_key(d), E0, t, *sr);
+    for (unsigned p = 0; p < kTilePairs; ++p) update_pair(q, total, alpha, d, E0, p, *sm, *sr);
+  }
 }
 
 void quant_update_indices_emulated(const QTensorView& q, const uint32_t* idx, uint64_t m, float alpha, const Direction& d) {

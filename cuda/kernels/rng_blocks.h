@@ -1,13 +1,10 @@
-// Work items that generate whole Philox blocks ("quads") and the vector IO of their runs, shared by
-// the perturbation and quantized-update kernels. Plain ZT_HD code: the same per-thread bodies run
-// on the GPU and, one loop iteration per thread, on the host (the ...Emulated ops).
+// Tiles of the direction streams and the vector IO of their runs, shared by the perturbation,
+// quantized-update and perturbed-weight (W') kernels. Plain ZT_HD code: the same per-thread bodies
+// run on the GPU and, one loop iteration per thread, on the host (the ...Emulated ops).
 //
-// A quad is 4 consecutive counters of one stream block: item t covers block B = t >> 1, lanes
-// 4u .. 4u + 3 (u = t & 1), so its elements come in runs of 4 consecutive indices (one float4):
-//   normal stream (philox.h normal_at): counter 8B + 4u + l gives elements 64B + 32h + 8k + 4u + l
-//     (word k, Box-Muller output h): 8 runs of 4;
-//   bit stream (rademacher_at): counter 8B + 4u + l gives elements 1024B + 256k + 8b + 4u + l
-//     (word k, bit b): 128 runs of 4.
+// Stream layouts (philox.h): normal stream, counter 8B + l (l < 8) word k gives elements
+// 64B + 8k + l (Box-Muller output 0) and 64B + 32 + 8k + l (output 1); bit stream, counter 8B + l
+// word k bit b gives element 1024B + 256k + 8b + l.
 #pragma once
 #include "../../native/common/direction.h"
 
@@ -18,36 +15,89 @@
 namespace zt {
 namespace cuda {
 
-static constexpr int kNormalShift = 6, kBitShift = 10;  // log2 of the block sizes
+// A tile is the 8192 stream elements [E0, E0 + 8192) (E0 a multiple of 8192) of one CUDA block of
+// kTileThreads: its threads first compute the tile's Philox blocks into shared memory (tile_stage),
+// then, after a barrier, each takes pairs of runs of 4 elements. Pair p is the runs at tile offsets
+// o = pair_offset(p) and o + 32: under the normal stream the two Box-Muller outputs of the same four
+// words (no normal computed twice), and 32 consecutive pairs are four whole 128-byte lines of fp32.
+// On the host (the ...Emulated ops) the same code runs one thread at a time: all stages, then all pairs.
+static constexpr int kTileThreads = 256, kTilePairs = 1024, kPairsPerThread = kTilePairs / kTileThreads;
+static constexpr int kTileShift = 13;
+static constexpr uint64_t kTileElems = (uint64_t)1 << kTileShift;
 
-// Work items covering elements [first, first + n) (n > 0) of a stream with blocks of 2^shift.
-struct Quads {
-  uint64_t b0, items;
+// Tiles covering elements [first, first + n) (n > 0).
+struct Tiles {
+  uint64_t e0, count;
 };
-static inline Quads quads_for(uint64_t first, uint64_t n, int shift) {
-  const uint64_t b0 = first >> shift;
-  return {b0, (((first + n - 1) >> shift) - b0 + 1) * 2};
+static inline Tiles tiles_for(uint64_t first, uint64_t n) {
+  const uint64_t t0 = first >> kTileShift;
+  return {t0 << kTileShift, ((first + n - 1) >> kTileShift) - t0 + 1};
 }
 
-// The 32 Gaussian direction values of quad (B, u): z[h][k][l] is element 64B + 32h + 8k + 4u + l.
-ZT_HD void gauss_quad(const Direction& d, uint64_t B, unsigned u, float z[2][4][4]) {
-  uint32_t w[4][4], s[4][4] = {};
-  for (int l = 0; l < 4; ++l) philox_block(dir_key(d), (B << 3) + 4 * u + l, w[l]);
-  if (d.bits)
-    for (int l = 0; l < 4; ++l) philox_block(dir_sr_key(d), (B << 3) + 4 * u + l, s[l]);
-  for (int k = 0; k < 4; ++k)
-    for (int l = 0; l < 4; ++l) {
-      float n0, n1;
-      box_muller(w[l][k], &n0, &n1);
-      const uint64_t e = (B << 6) + 8 * k + 4 * u + l;
-      z[0][k][l] = gauss_direction_word(d, e, n0, s[l][k]);
-      z[1][k][l] = gauss_direction_word(d, e + 32, n1, s[l][k]);
+// The direction words of a tile: normal stream, 1024 counters x 4 words (bit stream: the first 64
+// counters). The +1 column makes a warp's reads of word k from 32 pairs conflict-free.
+struct TileWords {
+  uint32_t z[4][1025];
+  uint32_t s[4][1025];  // the Gaussian direction's rounding words (QuZO grids, d.bits)
+};
+// The weight rounding words of a tile (quantized updates): 2048 counters of the word stream
+// (random_word's layout: element o -> counter (o >> 5) * 8 + o % 8, word (o >> 3) % 4).
+struct TileSr {
+  uint32_t w[4][2049];
+};
+
+ZT_HD unsigned pair_offset(unsigned p) { return 64 * (p >> 3) + 4 * (p & 7); }
+
+// Thread t's share of the tile's direction words.
+ZT_HD void tile_stage(const Direction& d, uint64_t E0, unsigned t, TileWords& sm) {
+  uint32_t w[4];
+  if (d.dist == kDirRademacher) {
+    if (t < 64) {
+      philox_block(dir_key(d), (E0 >> 7) + t, w);  // bit stream: 8 counters per 1024 elements
+      for (int k = 0; k < 4; ++k) sm.z[k][t] = w[k];
     }
+    return;
+  }
+  for (unsigned c = t; c < 1024; c += kTileThreads) {  // normal stream: 8 counters per 64 elements
+    philox_block(dir_key(d), (E0 >> 3) + c, w);
+    for (int k = 0; k < 4; ++k) sm.z[k][c] = w[k];
+    if (d.bits) {
+      philox_block(dir_sr_key(d), (E0 >> 3) + c, w);
+      for (int k = 0; k < 4; ++k) sm.s[k][c] = w[k];
+    }
+  }
+}
+ZT_HD void tile_stage_sr(RngKey key, uint64_t E0, unsigned t, TileSr& sm) {
+  uint32_t w[4];
+  for (unsigned c = t; c < 2048; c += kTileThreads) {
+    philox_block(key, (E0 >> 2) + c, w);
+    for (int k = 0; k < 4; ++k) sm.w[k][c] = w[k];
+  }
 }
 
-// The bit-stream words of quad (B, u): bit b of w[l][k] is element 1024B + 256k + 8b + 4u + l.
-ZT_HD void bit_quad(const Direction& d, uint64_t B, unsigned u, uint32_t w[4][4]) {
-  for (int l = 0; l < 4; ++l) philox_block(dir_key(d), (B << 3) + 4 * u + l, w[l]);
+// The directions of pair p: z[h][l] is element E0 + pair_offset(p) + 32 h + l.
+ZT_HD void tile_pair_dirs(const Direction& d, uint64_t E0, unsigned p, const TileWords& sm, float z[2][4]) {
+  const unsigned o = pair_offset(p);
+  if (d.dist == kDirRademacher) {
+    for (int h = 0; h < 2; ++h) {
+      const unsigned oh = o + 32 * h, k = (oh >> 8) & 3, b = (oh >> 3) & 31, c = 8 * (oh >> 10) + (oh & 7);
+      for (int l = 0; l < 4; ++l) z[h][l] = rademacher_bit(sm.z[k][c + l], b);
+    }
+    return;
+  }
+  const unsigned k = (o >> 3) & 3, c = 8 * (o >> 6) + (o & 7);
+  for (int l = 0; l < 4; ++l) {
+    float n0, n1;
+    box_muller(sm.z[k][c + l], &n0, &n1);
+    const uint32_t s = d.bits ? sm.s[k][c + l] : 0u;
+    z[0][l] = gauss_direction_word(d, E0 + o + l, n0, s);
+    z[1][l] = gauss_direction_word(d, E0 + o + 32 + l, n1, s);
+  }
+}
+// The rounding words of the run at tile offset o.
+ZT_HD void tile_run_sr(unsigned o, const TileSr& sm, uint32_t w[4]) {
+  const unsigned k = (o >> 3) & 3, c = 8 * (o >> 5) + (o & 7);
+  for (int l = 0; l < 4; ++l) w[l] = sm.w[k][c + l];
 }
 
 // 16-byte loads and stores of 4 floats (the device pointer must be 16-byte aligned).
