@@ -4,9 +4,12 @@
 // CPU's bit for bit on every distribution, unaligned starts and 64-bit element indices included.
 // Section pool: the device memory pool (lines "pool <case>: ok | FAIL <why>").
 //
-//   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate] [--only SECTION]
+//   node scripts/gpu-check.js [--cpu file.node] [--cuda file.node] [--json] [--emulate] [--only SECTION] [--sanitizer]
 //
 // --only runs one section: rng, gemv, perturb, nn, gemmTc, pool or llama (a quick rerun after a fix).
+// --sanitizer: the run under compute-sanitizer, which skips the deliberately refused allocation (an
+// API error to the sanitizer). A full run ends by checking that no device memory is live and
+// releasing the pool's cache, so the sanitizer's leak check sees only memory the engine lost.
 //
 // --emulate runs the same cases against the kernels' per-thread code executed on the host: no GPU
 // needed; it checks the thread -> element map and this script.
@@ -587,7 +590,9 @@ function checkPool(cpu, gpu, report, say, emulate) {
     if (s1.driverAllocs !== s0.driverAllocs || s1.live.workspace !== s0.live.workspace || s0.cached < 4 * MiB) return `${JSON.stringify(s0)} -> ${JSON.stringify(s1)}`;
     return '';
   });
-  check('twice the device memory -> ZOTUNE_OOM naming the size, live and free memory; nothing leaks', () => {
+  // compute-sanitizer reports a refused cudaMalloc as an API error: its run skips the deliberate OOMs
+  if (sanitizer) say('pool OOM requests: skipped under compute-sanitizer (the plain run checks them)');
+  else check('twice the device memory -> ZOTUNE_OOM naming the size, live and free memory; nothing leaks', () => {
     const s0 = gpu.deviceMemory();
     const bytes = 2 * total;
     try {
@@ -611,6 +616,8 @@ function checkPool(cpu, gpu, report, say, emulate) {
   });
 }
 
+let sanitizer = false;  // --sanitizer: the run under compute-sanitizer (no deliberate API errors)
+
 function main(argv) {
   let cpuPath, cudaPath, json = false, emulate = false, only = null;
   for (let i = 0; i < argv.length; i++) {
@@ -619,6 +626,7 @@ function main(argv) {
     else if (argv[i] === '--json') json = true;
     else if (argv[i] === '--emulate') emulate = true;
     else if (argv[i] === '--only') only = argv[++i];
+    else if (argv[i] === '--sanitizer') sanitizer = true;
     else {
       console.error(`gpu-check: unknown argument '${argv[i]}'`);
       return 2;
@@ -697,8 +705,16 @@ function main(argv) {
     report.throughput.push(t);
     say(`${dist.padEnd(10)} ${n} floats: ${best.toFixed(3)} ms, ${t.gbPerS.toFixed(0)} GB/s written`);
   }
+  // Every op gave its device memory back to the pool; then the pool gives its blocks back to CUDA, so
+  // a leak check (compute-sanitizer --leak-check full) sees only memory the engine lost.
+  const mem = gpu.deviceMemory();
+  const lost = mem.totalLive !== 0 || Object.values(mem.live).some((v) => v !== 0);
+  gpu.deviceReleaseCache();
+  const left = gpu.deviceMemory();
+  say(`device pool after the checks: ${mem.totalLive} B live, ${(mem.cached / 2 ** 20).toFixed(1)} MiB cached -> released, ${left.reserved} B reserved: ${lost || left.reserved ? 'LEAK' : 'ok'}`);
+  if (lost || left.reserved) report.mismatches.push({ section: 'pool', case: 'memory after the checks', stats: mem });
   if (json) console.log(JSON.stringify(report, (k, v) => (typeof v === 'bigint' ? v.toString() : v), 2));
-  return failed ? 1 : 0;
+  return failed || lost || left.reserved ? 1 : 0;
 }
 
 // --- perturbation, quantization and quantized ZO updates (cuda/kernels/perturb.cu, quant.cu) ---------

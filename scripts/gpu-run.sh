@@ -34,7 +34,7 @@ if [[ "$what" != bench && "$what" != zo ]]; then
   "$node" scripts/gpu-check.js --cpu "$cpu" --cuda "$cuda" >"$OUT/gpu-check.log" 2>&1
   echo "gpu-check exit $?" >>"$OUT/gpu-check.log"
   if command -v compute-sanitizer >/dev/null; then
-    timeout 200 compute-sanitizer --tool memcheck --leak-check full "$node" scripts/gpu-check.js --cpu "$cpu" --cuda "$cuda" \
+    timeout 200 compute-sanitizer --tool memcheck --leak-check full "$node" scripts/gpu-check.js --cpu "$cpu" --cuda "$cuda" --sanitizer \
       >"$res/sanitizer.log" 2>&1
     echo "compute-sanitizer exit $?" >>"$res/sanitizer.log"
     tail -n 5 "$res/sanitizer.log" >>"$OUT/gpu-check.log"

@@ -485,71 +485,89 @@ struct WeightRows {
   Direction dir;
   float alpha;
   void* out;
+  uint64_t gpr;  // scale groups per row
+  FastDiv gdiv;  // by the group size
+  bool fast;     // tile_rows_fast(K) and K * group <= 2^32: multiply-high divisions
 };
-// Elements e .. e + n - 1 (one run of consecutive indices, n <= 4) with their directions z: the
-// divisions once per run and 32-bit when they can (a 64-bit one is ~70 instructions on a GPU;
-// tensors of a 7B model hold < 2^32 elements); a whole aligned run is one 8- or 16-byte store.
-ZT_HD void weight_row_run(const WeightRows& a, uint64_t e, int n, const float* z) {
+// Elements e .. e + n - 1 (one run of consecutive indices, n <= 4; e at row, column k) with their
+// directions z: the group found once per run; a whole aligned run is one load of its codes and
+// one 8- or 16-byte store.
+template <int F>
+ZT_HD void weight_row_run(const WeightRows& a, uint64_t e, uint64_t row, uint64_t k, int n, const float* z) {
+  const bool f32 = is_f32_weights<F>(a.w.f32);
   const uint64_t K = a.w.k;
   const QTensorView& q = a.w.q;
-  const bool narrow = (e >> 32) == 0 && (K >> 32) == 0 && (q.group >> 32) == 0;
-  uint64_t row = narrow ? (uint64_t)((uint32_t)e / (uint32_t)K) : e / K, k = e - row * K;
-  uint64_t gpr = 1, gi = 0, gend = K;  // scale groups per row, this element's group and its end
-  if (!a.w.f32 && q.group) {
-    const uint64_t G = q.group, g = narrow ? (uint64_t)((uint32_t)k / (uint32_t)G) : k / G;
-    gpr = narrow ? (uint64_t)(((uint32_t)K + (uint32_t)G - 1) / (uint32_t)G) : (K + G - 1) / G;
-    gi = row * gpr + g, gend = (g + 1) * G < K ? (g + 1) * G : K;
+  uint64_t gi = 0, gend = K;  // this element's scale group and its end
+  if (!f32 && q.group) {
+    const uint64_t G = q.group, g = a.fast ? div_of(a.gdiv, (uint32_t)k) : k / G;
+    gi = row * a.gpr + g, gend = (g + 1) * G < K ? (g + 1) * G : K;
   }
   QGroup grp{};
-  if (!a.w.f32) grp = qt_group(q, gi);
+  if (!f32) grp = qt_group(q, gi);
   const uint64_t o0 = (row - a.r0) * a.ld + k;
-  const bool whole = n == 4 && k + 4 <= K && (o0 & 3) == 0 && ((uintptr_t)a.out & 15) == 0;  // one row, aligned
+  const bool whole = n == 4 && k + 4 <= gend && (o0 & 3) == 0 && ((uintptr_t)a.out & 15) == 0;  // one row and group, aligned
+  const unsigned bits = f32 ? 32 : code_bits(format_of<F>(q));
+  const uint8_t* cp = f32 ? nullptr : qt_row(q, row) + k * bits / 8;
+  const bool packed = whole && !f32 && (k * bits) % 8 == 0 && (uintptr_t)cp % (bits / 2) == 0;
+  const uint64_t codes = packed ? load_run(cp, bits / 2) : 0;
   float v[4];
 #pragma unroll
   for (int l = 0; l < 4; ++l) {
     if (l >= n) break;
-    float x = a.w.f32 ? a.w.w32[e + l] : q_decode(q.format, qt_code_at(q, row, k), grp);
+    float x;
+    if (f32) x = a.w.w32[e + l];
+    else if (packed) x = q_decode(format_of<F>(q), (uint32_t)(codes >> (bits * l)) & ((1u << (bits & 31)) - 1), grp);
+    else x = q_decode(format_of<F>(q), qt_code_at(q, row, whole ? k + l : k), grp);
     if (a.perturb) x = perturbed(x, a.alpha, z[l]);
     v[l] = x;
-    if (!whole) {
-      const uint64_t o = (row - a.r0) * a.ld + k;
-      if (a.bf16) static_cast<uint16_t*>(a.out)[o] = bf16_rtne(x);
-      else static_cast<float*>(a.out)[o] = x;
-    }
+    if (whole) continue;  // one row and group: k, row and the group stay
+    const uint64_t o = (row - a.r0) * a.ld + k;
+    if (a.bf16) static_cast<uint16_t*>(a.out)[o] = bf16_rtne(x);
+    else static_cast<float*>(a.out)[o] = x;
+    if (l + 1 == n) break;  // no group past the run's last element (it may lie past the tensor)
     if (++k == K) {
       k = 0, ++row;
-      if (!a.w.f32) gi = q.group ? row * gpr : 0, gend = q.group && q.group < K ? q.group : K, grp = qt_group(q, gi);
+      if (!f32) gi = q.group ? row * a.gpr : 0, gend = q.group && q.group < K ? q.group : K, grp = qt_group(q, gi);
     } else if (k == gend) {
       ++gi, gend = gend + q.group < K ? gend + q.group : K;
       grp = qt_group(q, gi);
     }
   }
-  if (whole) {
-    if (a.bf16) {
-      uint16_t* dst = static_cast<uint16_t*>(a.out) + o0;
-      const uint32_t lo = bf16_rtne(v[0]) | ((uint32_t)bf16_rtne(v[1]) << 16), hi = bf16_rtne(v[2]) | ((uint32_t)bf16_rtne(v[3]) << 16);
+  if (!whole) return;
+  if (a.bf16) {
+    uint16_t* dst = static_cast<uint16_t*>(a.out) + o0;
+    const uint32_t lo = bf16_rtne(v[0]) | ((uint32_t)bf16_rtne(v[1]) << 16), hi = bf16_rtne(v[2]) | ((uint32_t)bf16_rtne(v[3]) << 16);
 #if defined(__CUDA_ARCH__)
-      *reinterpret_cast<uint2*>(dst) = make_uint2(lo, hi);
+    *reinterpret_cast<uint2*>(dst) = make_uint2(lo, hi);
 #else
-      memcpy(dst, &lo, 4), memcpy(dst + 2, &hi, 4);
+    memcpy(dst, &lo, 4), memcpy(dst + 2, &hi, 4);
 #endif
-    } else {
-      F4 f;
-      for (int l = 0; l < 4; ++l) f.v[l] = v[l];
-      store4(static_cast<float*>(a.out) + o0, f);
-    }
+  } else {
+    F4 f;
+    for (int l = 0; l < 4; ++l) f.v[l] = v[l];
+    store4(static_cast<float*>(a.out) + o0, f);
   }
 }
+// Elements e .. e + n - 1 anywhere: one division.
+template <int F>
+ZT_HD void weight_row_run_at(const WeightRows& a, uint64_t e, int n, const float* z) {
+  const uint64_t K = a.w.k, row = (e >> 32) == 0 && (K >> 32) == 0 ? (uint64_t)((uint32_t)e / (uint32_t)K) : e / K;
+  weight_row_run<F>(a, e, row, e - row * K, n, z);
+}
 // Gaussian directions: pair p of tile E0 (rng_blocks.h) after its stage, clipped to the rows.
-ZT_HD void weight_rows_pair(const WeightRows& a, uint64_t E0, unsigned p, const TileWords& sm) {
+template <int F>
+ZT_HD void weight_rows_pair(const WeightRows& a, uint64_t E0, const TileRows& tr, unsigned p, const TileWords& sm) {
   const uint64_t lo_e = a.r0 * a.w.k, hi_e = lo_e + a.rows * a.w.k;
   float z[2][4];
   tile_pair_dirs(a.dir, E0, p, sm, z);
 #pragma unroll
   for (int h = 0; h < 2; ++h) {
-    const uint64_t e = E0 + pair_offset(p) + 32 * h, lo = e > lo_e ? e : lo_e, hi = e + 4 < hi_e ? e + 4 : hi_e;
+    const unsigned o = pair_offset(p) + 32 * h;
+    const uint64_t e = E0 + o, lo = e > lo_e ? e : lo_e, hi = e + 4 < hi_e ? e + 4 : hi_e;
     if (lo == e && hi == e + 4) {
-      weight_row_run(a, e, 4, z[h]);
+      uint64_t row, k;
+      tile_row_col(tr, a.w.k, o, &row, &k);
+      weight_row_run<F>(a, e, row, k, 4, z[h]);
     } else if (lo < hi) {  // a clipped run: shift by selects (an indexed z would live in local memory)
       const unsigned off = (unsigned)(lo - e);
       float zs[4];
@@ -558,7 +576,7 @@ ZT_HD void weight_rows_pair(const WeightRows& a, uint64_t E0, unsigned p, const 
         const unsigned i = l + off;
         zs[l] = i == 0 ? z[h][0] : i == 1 ? z[h][1] : i == 2 ? z[h][2] : z[h][3];
       }
-      weight_row_run(a, lo, (int)(hi - lo), zs);
+      weight_row_run_at<F>(a, lo, (int)(hi - lo), zs);
     }
   }
 }
@@ -571,7 +589,7 @@ ZT_HD void weight_rows_elem(const WeightRows& a, uint64_t t) {
 #pragma unroll
     for (int l = 0; l < 4; ++l)
       if (l < n) z[l] = direction_at(a.dir, e + l);
-  weight_row_run(a, e, n, z);
+  weight_row_run_at<kAnyFormat>(a, e, n, z);
 }
 // Item t of the bf16 rows' padding: code t % (ld - K) past the end of row t / (ld - K) is +0.
 ZT_HD void weight_rows_pad(const WeightRows& a, uint64_t t) {
@@ -734,13 +752,15 @@ __global__ void codes_f32_kernel(const uint8_t* codes, uint64_t K, uint64_t lda,
   for (uint64_t i = (uint64_t)blockIdx.x * blockDim.x + threadIdx.x; i < n; i += stride) out[i] = code_as_f32(codes, K, lda, i);
 }
 
+template <int F>
 __global__ void __launch_bounds__(kTileThreads) weight_rows_tile_kernel(WeightRows a, Tiles tiles) {
   __shared__ TileWords sm;
   for (uint64_t i = blockIdx.x; i < tiles.count; i += gridDim.x) {
     const uint64_t E0 = tiles.e0 + (i << kTileShift);
+    const TileRows tr = tile_rows(E0, a.w.k, a.fast);
     tile_stage(a.dir, E0, threadIdx.x, sm);
     __syncthreads();
-    for (unsigned p = threadIdx.x; p < kTilePairs; p += kTileThreads) weight_rows_pair(a, E0, p, sm);
+    for (unsigned p = threadIdx.x; p < kTilePairs; p += kTileThreads) weight_rows_pair<F>(a, E0, tr, p, sm);
     __syncthreads();
   }
 }
@@ -1102,18 +1122,26 @@ void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t
                         bool bf16, void* out, void* stream) {
   if (rows == 0 || w.k == 0) return;
   WeightRows a{w, r0, rows, bf16 ? bf16_row_bytes(w.k) / 2 : w.k, dir != nullptr, bf16, dir ? *dir : Direction{}, alpha, out};
+  const uint64_t G = w.f32 ? 0 : w.q.group;
+  a.gpr = G ? (w.k + G - 1) / G : 1;
+  a.fast = tile_rows_fast(w.k) && (G == 0 || (G <= 0xffffffffu && w.k * G <= ((uint64_t)1 << 32)));
+  a.gdiv = fast_div(a.fast && G ? (uint32_t)G : 1u);
   const bool tiled = a.perturb && a.dir.dist == kDirGauss;  // whole Box-Muller pairs: one normal per weight
   const uint64_t items = (rows * w.k + 3) / 4;            // else runs of 4 elements
   const Tiles tiles = tiles_for(r0 * w.k, rows * w.k);
   const uint64_t pads = rows * (a.ld - w.k);
   if (impl == TcImpl::Emulated) {
     if (tiled) {
-      std::unique_ptr<TileWords> sm(new TileWords);
-      for (uint64_t i = 0; i < tiles.count; ++i) {
-        const uint64_t E0 = tiles.e0 + (i << kTileShift);
-        for (unsigned t = 0; t < kTileThreads; ++t) tile_stage(a.dir, E0, t, *sm);
-        for (unsigned p = 0; p < kTilePairs; ++p) weight_rows_pair(a, E0, p, *sm);
-      }
+      with_weight_format(w.f32, w.q.format, [&](auto fmt) {
+        constexpr int F = decltype(fmt)::value;
+        std::unique_ptr<TileWords> sm(new TileWords);
+        for (uint64_t i = 0; i < tiles.count; ++i) {
+          const uint64_t E0 = tiles.e0 + (i << kTileShift);
+          const TileRows tr = tile_rows(E0, a.w.k, a.fast);
+          for (unsigned t = 0; t < kTileThreads; ++t) tile_stage(a.dir, E0, t, *sm);
+          for (unsigned p = 0; p < kTilePairs; ++p) weight_rows_pair<F>(a, E0, tr, p, *sm);
+        }
+      });
     } else {
       for (uint64_t t = 0; t < items; ++t) weight_rows_item(RowsItem::Elem, a, t);
     }
@@ -1122,7 +1150,10 @@ void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t
   }
   auto blocks = [](uint64_t n) { return (unsigned)std::min<uint64_t>((n + kThreads - 1) / kThreads, 1u << 16); };
   if (tiled) {
-    weight_rows_tile_kernel<<<(unsigned)std::min<uint64_t>(tiles.count, 1u << 16), kTileThreads, 0, (cudaStream_t)stream>>>(a, tiles);
+    with_weight_format(w.f32, w.q.format, [&](auto fmt) {
+      weight_rows_tile_kernel<decltype(fmt)::value>
+          <<<(unsigned)std::min<uint64_t>(tiles.count, 1u << 16), kTileThreads, 0, (cudaStream_t)stream>>>(a, tiles);
+    });
     check_launch("weight_rows_tile_kernel");
   } else {
     weight_rows_kernel<<<blocks(items), kThreads, 0, (cudaStream_t)stream>>>(RowsItem::Elem, a, items);

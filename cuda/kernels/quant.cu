@@ -136,54 +136,44 @@ ZT_HD void update_elem(const QTensorView& q, uint64_t i, float alpha, const Dire
 
 ZT_HD uint64_t group_end(const QTensorView& q, uint64_t c) { return q.group == 0 ? q.cols : (c / q.group + 1) * q.group; }
 
-// The 4 codes of a run as one access (2 bytes of nibbles, 4 of bytes, 8 of 16-bit codes), in
-// q_load_code's little-endian layout; p must be aligned to its size on the GPU.
-ZT_HD unsigned code_bits(QFormat f) { return qformat_is_4bit(f) ? 4 : (f == QFormat::Bf16 || f == QFormat::Fp16) ? 16 : 8; }
-ZT_HD uint64_t load_run(const uint8_t* p, unsigned bytes) {
-#if defined(__CUDA_ARCH__)
-  return bytes == 2 ? *(const uint16_t*)p : bytes == 4 ? *(const uint32_t*)p : *(const uint64_t*)p;
-#else
-  uint64_t v = 0;
-  memcpy(&v, p, bytes);  // little-endian hosts only, like the GPU
-  return v;
-#endif
-}
-ZT_HD void store_run(uint8_t* p, unsigned bytes, uint64_t v) {
-#if defined(__CUDA_ARCH__)
-  if (bytes == 2) *(uint16_t*)p = (uint16_t)v;
-  else if (bytes == 4) *(uint32_t*)p = (uint32_t)v;
-  else *(uint64_t*)p = v;
-#else
-  memcpy(p, &v, bytes);
-#endif
+// The update's divisions: tiles of the [rows, cols] matrix (rng_blocks.h TileRows) and the
+// group of a column by multiply-high when exact (tile_rows_fast(cols), cols * group <= 2^32).
+struct UpdateDivs {
+  bool fast;
+  FastDiv group;
+  uint64_t groups_per_row;
+};
+UpdateDivs update_divs(const QTensorView& q) {
+  UpdateDivs u;
+  u.fast = tile_rows_fast(q.cols) && (q.group == 0 || (q.group <= 0xffffffffu && q.cols * q.group <= ((uint64_t)1 << 32)));
+  u.group = fast_div(u.fast && q.group ? (uint32_t)q.group : 1u);
+  u.groups_per_row = qt_groups_per_row(q);
+  return u;
 }
 
-// Elements e0 .. e0 + 3 (logical index r * cols + c, those < total) with their directions z and SR
-// words w. One division per run; a run inside one row and group whose codes are aligned (the usual
-// case: cols a multiple of 4) is one load and one store, else the group (and its factor) is
-// reloaded only when it changes along the run.
-ZT_HD void update_run(const QTensorView& q, uint64_t total, uint64_t e0, const float z[4], const uint32_t w[4], float alpha) {
+// Elements e0 .. e0 + 3 (e0 at row r, column c; those < total) with their directions z and SR
+// words w. A run inside one row and group whose codes are aligned (the usual case: cols a multiple
+// of 4) is one load and one store, else the group (and its factor) is reloaded only when it changes
+// along the run.
+template <int F>
+ZT_HD void update_run(const QTensorView& q, const UpdateDivs& u, uint64_t total, uint64_t e0, uint64_t r, uint64_t c,
+                      const float z[4], const uint32_t w[4], float alpha) {
   if (e0 >= total) return;
-  uint64_t r, c, gi, gend;
-  if ((total >> 32) == 0 && (q.group >> 32) == 0) {  // 32-bit divisions (a 64-bit one is ~70 instructions on a GPU)
-    const uint32_t e = (uint32_t)e0, cols = (uint32_t)q.cols, r32 = e / cols, c32 = e - r32 * cols;
-    const uint32_t grp = (uint32_t)q.group, g32 = grp ? c32 / grp : 0;
-    r = r32, c = c32;
-    gi = grp ? (uint64_t)r32 * ((cols + grp - 1) / grp) + g32 : 0;
-    gend = grp ? (uint64_t)(g32 + 1) * grp : q.cols;
-  } else {
-    r = e0 / q.cols, c = e0 - r * q.cols, gi = qt_scale_index(q, r, c), gend = group_end(q, c);
+  uint64_t gi = 0, gend = q.cols;
+  if (q.group) {
+    const uint64_t g = u.fast ? div_of(u.group, (uint32_t)c) : c / q.group;
+    gi = r * u.groups_per_row + g, gend = (g + 1) * q.group;
   }
   QGroup g = qt_group(q, gi);
-  float factor = q_update_factor(q.format, alpha, g);
-  const unsigned bits = code_bits(q.format), bytes = bits / 2;  // 4 codes
+  float factor = q_update_factor(format_of<F>(q), alpha, g);
+  const unsigned bits = code_bits(format_of<F>(q)), bytes = bits / 2;  // 4 codes
   uint8_t* p = qt_row(q, r) + c * bits / 8;
   if (e0 + 4 <= total && c + 4 <= (gend < q.cols ? gend : q.cols) && (c * bits) % 8 == 0 && (uintptr_t)p % bytes == 0) {
     const uint64_t v = load_run(p, bytes), mask = ((uint64_t)1 << bits) - 1;
     uint64_t out = 0;
     for (int l = 0; l < 4; ++l) {
       const uint32_t old = (uint32_t)((v >> (bits * l)) & mask);
-      out |= (uint64_t)(q_update(q.format, old, g, zt_mul(z[l], factor), w[l]) & mask) << (bits * l);
+      out |= (uint64_t)(q_update(format_of<F>(q), old, g, zt_mul(z[l], factor), w[l]) & mask) << (bits * l);
     }
     store_run(p, bytes, out);
     return;
@@ -197,24 +187,25 @@ ZT_HD void update_run(const QTensorView& q, uint64_t total, uint64_t e0, const f
       } else if (c == gend) {
         ++gi, gend += q.group;
       }
-      if (gi != prev) g = qt_group(q, gi), factor = q_update_factor(q.format, alpha, g);
+      if (gi != prev) g = qt_group(q, gi), factor = q_update_factor(format_of<F>(q), alpha, g);
     }
     uint8_t* row = qt_row(q, r);
-    const uint32_t old = q_load_code(q.format, row, c);
-    const uint32_t code = q_update(q.format, old, g, zt_mul(z[l], factor), w[l]);
+    const uint32_t old = q_load_code(format_of<F>(q), row, c);
+    const uint32_t code = q_update(format_of<F>(q), old, g, zt_mul(z[l], factor), w[l]);
     // A 4-bit byte is this thread's alone when its other nibble is in this run or is the padding.
     const bool own_byte = (c & 1) ? l > 0 : (c + 1 == q.cols || (l < 3 && e0 + l + 1 < total));
-    if (qformat_is_4bit(q.format) && !own_byte)
+    if (qformat_is_4bit(format_of<F>(q)) && !own_byte)
       store_nibble_shared(row, c, old, code);
     else
-      q_store_code(q.format, row, c, code);
+      q_store_code(format_of<F>(q), row, c, code);
   }
 }
 
 // Pair p of tile E0 (rng_blocks.h) of the update over elements [0, total), after the tile's stage:
 // its directions and the rounding words of the same elements (each Philox block generated once).
-ZT_HD void update_pair(const QTensorView& q, uint64_t total, float alpha, const Direction& d, uint64_t E0, unsigned p,
-                       const TileWords& sm, const TileSr& sr) {
+template <int F>
+ZT_HD void update_pair(const QTensorView& q, const UpdateDivs& u, const TileRows& tr, uint64_t total, float alpha,
+                       const Direction& d, uint64_t E0, unsigned p, const TileWords& sm, const TileSr& sr) {
   float z[2][4];
   tile_pair_dirs(d, E0, p, sm, z);
 #pragma unroll
@@ -222,7 +213,9 @@ ZT_HD void update_pair(const QTensorView& q, uint64_t total, float alpha, const 
     const unsigned o = pair_offset(p) + 32 * h;
     uint32_t w[4];
     tile_run_sr(o, sr, w);
-    update_run(q, total, E0 + o, z[h], w, alpha);
+    uint64_t r, c;
+    tile_row_col(tr, q.cols, o, &r, &c);
+    update_run<F>(q, u, total, E0 + o, r, c, z[h], w, alpha);
   }
 }
 
@@ -282,17 +275,19 @@ __global__ void nonfinite_kernel(const float* x, uint64_t n, int* nonfinite) {
   GRID_STRIDE(i, n) if (!(fabsf(x[i]) <= FLT_MAX)) *nonfinite = 1;  // every writer stores the same 1
 }
 // One tile per block iteration; the tile's words in dynamic shared memory (TileWords + TileSr: 64 KiB).
-__global__ void __launch_bounds__(kTileThreads) update_kernel(QTensorView q, uint64_t total, float alpha, Direction d,
-                                                              uint64_t tiles) {
+template <int F>
+__global__ void __launch_bounds__(kTileThreads) update_kernel(QTensorView q, UpdateDivs u, uint64_t total, float alpha,
+                                                              Direction d, uint64_t tiles) {
   extern __shared__ __align__(16) uint8_t update_smem[];
   TileWords& sm = *reinterpret_cast<TileWords*>(update_smem);
   TileSr& sr = *reinterpret_cast<TileSr*>(update_smem + sizeof(TileWords));
   for (uint64_t i = blockIdx.x; i < tiles; i += gridDim.x) {
     const uint64_t E0 = i << kTileShift;
+    const TileRows tr = tile_rows(E0, q.cols, u.fast);
     tile_stage(d, E0, threadIdx.x, sm);
     tile_stage_sr(update_sr_key(d), E0, threadIdx.x, sr);
     __syncthreads();
-    for (unsigned p = threadIdx.x; p < kTilePairs; p += kTileThreads) update_pair(q, total, alpha, d, E0, p, sm, sr);
+    for (unsigned p = threadIdx.x; p < kTilePairs; p += kTileThreads) update_pair<F>(q, u, tr, total, alpha, d, E0, p, sm, sr);
     __syncthreads();
   }
 }
@@ -404,10 +399,14 @@ void quant_update_launch(const QTensorView& dq, float alpha, const Direction& d,
     check_launch("update_ref_kernel");
   } else {
     constexpr size_t smem = sizeof(TileWords) + sizeof(TileSr);
-    static const bool sized = cudaFuncSetAttribute(update_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess;
-    if (!sized) check(cudaGetLastError(), "cudaFuncSetAttribute(update_kernel)");
     const Tiles tiles = tiles_for(0, total);
-    update_kernel<<<grid_for(tiles.count * kTileThreads, kTileThreads), kTileThreads, smem, s>>>(dq, total, alpha, d, tiles.count);
+    with_weight_format(false, dq.format, [&](auto fmt) {
+      constexpr int F = decltype(fmt)::value;
+      static const bool sized = cudaFuncSetAttribute(update_kernel<F>, cudaFuncAttributeMaxDynamicSharedMemorySize, (int)smem) == cudaSuccess;
+      if (!sized) check(cudaGetLastError(), "cudaFuncSetAttribute(update_kernel)");
+      update_kernel<F><<<grid_for(tiles.count * kTileThreads, kTileThreads), kTileThreads, smem, s>>>(dq, update_divs(dq), total, alpha, d,
+                                                                                                    tiles.count);
+    });
     check_launch("update_kernel");
   }
 }
@@ -506,11 +505,16 @@ void quant_update_emulated(const QTensorView& q, float alpha, const Direction& d
   const Tiles tiles = tiles_for(0, total);
   std::unique_ptr<TileWords> sm(new TileWords);
   std::unique_ptr<TileSr> sr(new TileSr);
-  for (uint64_t i = 0; i < tiles.count; ++i) {
-    const uint64_t E0 = i << kTileShift;
-    for (unsigned t = 0; t < kTileThreads; ++t) tile_stage(d, E0, t, *sm), tile_stage_sr(update_sr_key(d), E0, t, *sr);
-    for (unsigned p = 0; p < kTilePairs; ++p) update_pair(q, total, alpha, d, E0, p, *sm, *sr);
-  }
+  const UpdateDivs u = update_divs(q);
+  with_weight_format(false, q.format, [&](auto fmt) {
+    constexpr int F = decltype(fmt)::value;
+    for (uint64_t i = 0; i < tiles.count; ++i) {
+      const uint64_t E0 = i << kTileShift;
+      const TileRows tr = tile_rows(E0, q.cols, u.fast);
+      for (unsigned t = 0; t < kTileThreads; ++t) tile_stage(d, E0, t, *sm), tile_stage_sr(update_sr_key(d), E0, t, *sr);
+      for (unsigned p = 0; p < kTilePairs; ++p) update_pair<F>(q, u, tr, total, alpha, d, E0, p, *sm, *sr);
+    }
+  });
 }
 
 void quant_update_indices_emulated(const QTensorView& q, const uint32_t* idx, uint64_t m, float alpha, const Direction& d) {

@@ -7,6 +7,9 @@
 // word k bit b gives element 1024B + 256k + 8b + l.
 #pragma once
 #include "../../native/common/direction.h"
+#include "../../native/common/formats.h"  // QFormat: the code widths of runs
+
+#include <type_traits>
 
 #if !defined(__CUDA_ARCH__)
 #include <string.h>
@@ -98,6 +101,88 @@ ZT_HD void tile_pair_dirs(const Direction& d, uint64_t E0, unsigned p, const Til
 ZT_HD void tile_run_sr(unsigned o, const TileSr& sm, uint32_t w[4]) {
   const unsigned k = (o >> 3) & 3, c = 8 * (o >> 5) + (o & 7);
   for (int l = 0; l < 4; ++l) w[l] = sm.w[k][c + l];
+}
+
+// floor(n / d) as a multiply-high by ceil(2^32 / d), exact while n * d <= 2^32 (n = q d + r:
+// n ceil(2^32 / d) / 2^32 < q + (d - 1) / d + n / 2^32 < q + 1). A 32-bit division is ~20
+// instructions on a GPU, a 64-bit one ~70.
+struct FastDiv {
+  uint32_t d, m;
+};
+ZT_HD FastDiv fast_div(uint32_t d) { return {d, d > 1 ? (uint32_t)((((uint64_t)1 << 32) + d - 1) / d) : 0u}; }
+ZT_HD uint32_t div_of(FastDiv f, uint32_t n) {
+#if defined(__CUDA_ARCH__)
+  return f.d == 1 ? n : __umulhi(n, f.m);
+#else
+  return f.d == 1 ? n : (uint32_t)(((uint64_t)n * f.m) >> 32);
+#endif
+}
+
+// Row and column of the elements of a tile of a [rows, K] matrix: one division per tile, then
+// fast divisions of c0 + o < K + 8192 by K (exact when K (K + 8192) <= 2^32; else `fast` is false
+// and each run divides).
+struct TileRows {
+  uint64_t row0, c0;
+  FastDiv k;
+  bool fast;
+};
+ZT_HD bool tile_rows_fast(uint64_t K) { return K > 0 && K * (K + kTileElems) <= ((uint64_t)1 << 32); }
+ZT_HD TileRows tile_rows(uint64_t E0, uint64_t K, bool fast) {
+  TileRows t;
+  t.fast = fast;
+  t.row0 = E0 / K, t.c0 = E0 - t.row0 * K;
+  t.k = fast ? fast_div((uint32_t)K) : FastDiv{1, 0};
+  return t;
+}
+ZT_HD void tile_row_col(const TileRows& t, uint64_t K, unsigned o, uint64_t* row, uint64_t* col) {
+  if (t.fast) {
+    const uint32_t n = (uint32_t)(t.c0 + o), q = div_of(t.k, n);
+    *row = t.row0 + q, *col = n - q * (uint32_t)K;
+  } else {
+    const uint64_t n = t.c0 + o, q = n / K;
+    *row = t.row0 + q, *col = n - q * K;
+  }
+}
+
+// The 4 codes of a run as one access (2 bytes of nibbles, 4 of bytes, 8 of 16-bit codes), in
+// q_load_code's little-endian layout; p must be aligned to its size on the GPU.
+ZT_HD unsigned code_bits(QFormat f) { return qformat_is_4bit(f) ? 4 : (f == QFormat::Bf16 || f == QFormat::Fp16) ? 16 : 8; }
+ZT_HD uint64_t load_run(const uint8_t* p, unsigned bytes) {
+#if defined(__CUDA_ARCH__)
+  return bytes == 2 ? *(const uint16_t*)p : bytes == 4 ? *(const uint32_t*)p : *(const uint64_t*)p;
+#else
+  uint64_t v = 0;
+  memcpy(&v, p, bytes);  // little-endian hosts only, like the GPU
+  return v;
+#endif
+}
+ZT_HD void store_run(uint8_t* p, unsigned bytes, uint64_t v) {
+#if defined(__CUDA_ARCH__)
+  if (bytes == 2) *(uint16_t*)p = (uint16_t)v;
+  else if (bytes == 4) *(uint32_t*)p = (uint32_t)v;
+  else *(uint64_t*)p = v;
+#else
+  memcpy(p, &v, bytes);
+#endif
+}
+
+// Weight formats fixed at compile time for the run kernels (their per-element switch on a runtime
+// format costs more than the element's arithmetic): kF32Weights, a QFormat's value, or kAnyFormat
+// (read from the tensor at run time).
+constexpr int kF32Weights = -1, kAnyFormat = -2;
+template <int F>
+ZT_HD bool is_f32_weights(bool runtime) { return F == kF32Weights || (F == kAnyFormat && runtime); }
+template <int F>
+ZT_HD QFormat format_of(const QTensorView& q) { return F >= 0 ? (QFormat)F : q.format; }
+// fn(std::integral_constant<int, F>) for the formats of 7B-scale training (fp32, int8, int4, bf16);
+// kAnyFormat for the others.
+template <class Fn>
+void with_weight_format(bool f32, QFormat f, Fn&& fn) {
+  if (f32) fn(std::integral_constant<int, kF32Weights>());
+  else if (f == QFormat::Int8) fn(std::integral_constant<int, (int)QFormat::Int8>());
+  else if (f == QFormat::Int4) fn(std::integral_constant<int, (int)QFormat::Int4>());
+  else if (f == QFormat::Bf16) fn(std::integral_constant<int, (int)QFormat::Bf16>());
+  else fn(std::integral_constant<int, kAnyFormat>());
 }
 
 // 16-byte loads and stores of 4 floats (the device pointer must be 16-byte aligned).
