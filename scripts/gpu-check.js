@@ -298,8 +298,12 @@ function nmse(got, want) {
   return r > 0 ? e / r : e;
 }
 
+// Elements of two typed arrays of one element size whose bits differ: their count and the first.
+// (One name per helper: a second `function firstDiff` further down this file once replaced this
+// one for every caller, and these checks could not fail.)
 function firstDiff(a, b) {
-  const ua = new Uint32Array(a.buffer, a.byteOffset, a.length), ub = new Uint32Array(b.buffer, b.byteOffset, b.length);
+  const U = a.BYTES_PER_ELEMENT === 2 ? Uint16Array : Uint32Array;
+  const ua = new U(a.buffer, a.byteOffset, a.length), ub = new U(b.buffer, b.byteOffset, b.length);
   let bad = 0, at = -1;
   for (let i = 0; i < ua.length; i++) if (ua[i] !== ub[i]) (bad++, at < 0 && (at = i));
   return { bad, at };
@@ -494,6 +498,41 @@ function checkGemmTc(cpu, gpu, report, say, emulate) {
     r.cases++;
     if (code !== 'ZOTUNE_NONFINITE') fail(`w8a8 NaN activation: expected ZOTUNE_NONFINITE, got ${code}`, { kind: 'w8a8-nonfinite' });
     else ok('w8a8 NaN activation: ZOTUNE_NONFINITE');
+  }
+  // W' rows (weight_rows_launch: the device model's tile operands): the CPU's dequantize, then its
+  // perturb over the same element indices (one fma), bf16 codes by RTNE, zero padded; bit for bit.
+  // Odd K (runs across rows), groups ending inside runs, first rows skipped, several tiles.
+  {
+    const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+    const bf16Code = (x) => ((f32[0] = x), ((u32[0] + 0x7fff + ((u32[0] >>> 16) & 1)) >>> 16) & 0xffff);
+    const shapes = [ // format, group, zero-points, N, K, r0, rows
+      [FMT.int8, 70, false, 9, 70, 2, 5], [FMT.int8, 32, false, 300, 102, 17, 250], [FMT.int4, 32, true, 33, 131, 0, 33],
+      [FMT.int4, 128, false, 64, 4096, 3, 50], [FMT.bf16, 0, false, 5, 67, 1, 3], [FMT.e4m3, 200, false, 12, 200, 4, 8],
+    ];
+    const dirs = [[0.0, 0, 0], [0.05, 0, 0], [0.05, 0, 4], [-0.03, 1, 0]]; // alpha, dist, QuZO bits
+    for (const [format, group, asym, N, K, r0, rows] of shapes) {
+      const wq = gemmTcQuantize(cpu, gemmTcRandom(N * K, N + K), N, K, format, group, asym);
+      const dq = gemmTcDequantize(cpu, wq);
+      const ld = gpu.weightRowsLd(K);
+      for (const [alpha, dist, bits] of dirs)
+        for (const bf16 of [false, true]) {
+          const want = dq.slice(r0 * K, (r0 + rows) * K);
+          if (alpha !== 0) cpu.perturb(want, 0, want.length, alpha, 0x77n, 3, dist, bits, 4, r0 * K);
+          let wantOut = want;
+          if (bf16) {
+            wantOut = new Uint16Array(rows * ld);
+            for (let i = 0; i < rows; i++) for (let k = 0; k < K; k++) wantOut[i * ld + k] = bf16Code(want[i * K + k]);
+          }
+          const got = bf16 ? new Uint16Array(rows * ld) : new Float32Array(rows * K);
+          got.fill(0xffff);
+          const res = gpu[`weightRows${impl}`](wq, r0, rows, bf16, got, 0, alpha, 0x77n, 3, dist, bits, 4);
+          const d = firstDiff(got, wantOut);
+          const line = `weightRows fmt ${format} group ${group}${asym ? ' zp' : ''} ${N}x${K} rows ${r0}+${rows} alpha ${alpha} dist ${dist} bits ${bits} ${bf16 ? 'bf16' : 'f32'}`;
+          r.cases++;
+          if (d.bad) fail(`${line}: ${d.bad} half-words differ, first at ${d.at}`, { kind: 'weightRows' });
+          else ok(`${line}: bit-identical to the CPU${ms(res)}`);
+        }
+    }
   }
   say(`gemmTc${emulate ? ' (host emulation of the kernels)' : ''}: ${r.cases - r.failures}/${r.cases} cases pass`);
 }
@@ -749,7 +788,7 @@ function qclone(q) {
   return { ...q, data: q.data.slice(), scales: q.scales && q.scales.slice(), zeros: q.zeros && q.zeros.slice() };
 }
 const bytesOf = (a) => (a ? Buffer.from(a.buffer, a.byteOffset, a.byteLength) : Buffer.alloc(0));
-function firstDiff(a, b) {
+function firstByteDiff(a, b) {
   const x = bytesOf(a), y = bytesOf(b);
   if (x.length !== y.length) return 0;
   for (let i = 0; i < x.length; i++) if (x[i] !== y[i]) return i;
@@ -766,7 +805,7 @@ function outcome(f) {
 function sameOutcome(a, b) {
   if (a.error || b.error) return a.error === b.error ? null : `error ${a.error || 'none'} vs ${b.error || 'none'}`;
   for (const k of Object.keys(a.out)) {
-    const at = firstDiff(a.out[k], b.out[k]);
+    const at = firstByteDiff(a.out[k], b.out[k]);
     if (at >= 0) return `${k} differs from byte ${at}`;
   }
   return null;

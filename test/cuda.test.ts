@@ -309,12 +309,12 @@ describe('transformer ops on the GPU (cuda/kernels/nn.cu)', () => {
 describe('tensor-core GEMMs (cuda/kernels/gemm_tc)', () => {
   const w8 = (rows: number, cols: number, group = cols) => ({ format: 0, rows, cols, group, data: new Uint8Array(rows * cols), scales: new Float32Array(group ? rows * Math.ceil(cols / group) : 1) });
 
-  builtTest(`the fast kernels' per-thread code, run on the host: W8A8, W4A8 and f32 bit-identical to the CPU, fp8 / bf16 / W4A16 within their NMSE bounds${gpu ? '' : notBuilt}`, () => {
+  builtTest(`the fast kernels' per-thread code, run on the host: W8A8, W4A8, f32 and W' rows bit-identical to the CPU, fp8 / bf16 / W4A16 within their NMSE bounds${gpu ? '' : notBuilt}`, () => {
     const { status, report } = gpuCheck('--emulate');
     const r = (report as unknown as { gemmTc: { cases: number; failures: number; emulated: boolean } }).gemmTc;
     expect(report.mismatches).toEqual([]);
     expect(status).toBe(0);
-    expect(r).toEqual({ cases: 109, failures: 0, emulated: true });
+    expect(r).toEqual({ cases: 157, failures: 0, emulated: true });
   });
 
   builtTest(`bad arguments get coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
@@ -331,6 +331,14 @@ describe('tensor-core GEMMs (cuda/kernels/gemm_tc)', () => {
     expect(() => gpu!.gemmF32Emulated(sq, 0, 3, new Float32Array(9), 0, 3, 3, sq, 0, null, 0)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' })); // y overlaps x
     expect(() => gpu!.gemmTcBench('int4' as never, 16, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
     expect(() => gpu!.gemmTcBench('w8a8', 0, 16, 16, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    const rows = (r0: number, n: number, out: Float32Array | Uint16Array, bf16 = false, alpha = 0.1) =>
+      gpu!.weightRowsEmulated(w8(4, 10), r0, n, bf16, out, 0, alpha, 1n, 0, 0, 0, 4);
+    expect(() => rows(3, 2, new Float32Array(20))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // rows 3..4 of 4
+    expect(() => rows(0, 2, new Float32Array(19))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' })); // out too small
+    expect(gpu!.weightRowsLd(10)).toBe(16); // bf16 rows padded to 16 bytes
+    expect(() => rows(0, 2, new Uint16Array(20), true)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => rows(0, 2, new Float32Array(20), false, NaN)).toThrow(expect.objectContaining({ code: 'ZOTUNE_NONFINITE' }));
+    rows(0, 2, new Uint16Array(32), true);
   });
 
   (gpu && !usable ? test : test.skip)('without a usable GPU, the GEMMs throw ZOTUNE_CUDA_UNAVAILABLE; the emulated ones still run', () => {

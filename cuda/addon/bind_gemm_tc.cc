@@ -10,9 +10,14 @@
 //   host, no GPU needed; returns undefined).
 //   gemmTcBench(kind: 'w8a8' | 'w4a8' | 'w4a16' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M, N, K, iters) -> { bestMs, medianMs }:
 //   the fast GEMM kernel on device-resident random operands (activations already quantized).
+//   weightRows(w: QTensorDesc, r0, rows, bf16, out, outByteOffset, alpha, seed, stream, dist, bits, srPurpose)
+//   -> { kernelMs }: W' rows r0 .. r0 + rows - 1 (decoded, + alpha z) as the device model's linears
+//   feed them to the tiles: out holds rows * K floats, or bf16: rows * ld codes (ld =
+//   weightRowsLd(K)); also ...Emulated. alpha 0: no perturbation.
 #include <string>
 
 #include "../../native/addon/napi_util.h"
+#include "../../native/addon/perturb_args.h"
 #include "../kernels/gemm_tc.h"
 #include "bindings.h"
 
@@ -111,6 +116,26 @@ Job parse_bench(Args& a) {
           }};
 }
 
+template <TcImpl kImpl>
+Job parse_weight_rows(Args& a) {
+  const QTensorView w = a.qtensor(0, "w");
+  const uint64_t r0 = a.index(1, "r0"), rows = a.index(2, "rows");
+  const bool bf16 = a.boolean(3, "bf16");
+  if (r0 > w.rows || rows > w.rows - r0) throw coded_error(a.env(), Code::OutOfRange, "weightRows: rows r0 .. r0 + rows - 1 must lie in w");
+  const uint64_t ld = bf16 ? bf16_row_bytes(w.cols) / 2 : w.cols, count = a.mul(rows, ld, "rows * ld");
+  void* out = bf16 ? (void*)a.elems<uint16_t>(4, "out", a.index(5, "outByteOffset"), count)
+                   : (void*)a.elems<float>(4, "out", a.index(5, "outByteOffset"), count);
+  const float alpha = alpha_arg(a, 6, "weightRows");
+  const Direction d = direction_arg(a, 7);
+  auto ms = std::make_shared<float>(0.0f);
+  return {[=] { *ms = weight_rows_host(kImpl, w, r0, rows, alpha != 0.0f ? &d : nullptr, alpha, bf16, out); },
+          [ms](Napi::Env env) {
+            Napi::Object r = Napi::Object::New(env);
+            r.Set("kernelMs", *ms);
+            return r;
+          }};
+}
+
 template <TcKind kKind>
 void export_kind(Napi::Env env, Napi::Object exports) {
   const std::string name = op_name(kKind);
@@ -129,6 +154,12 @@ void register_gemm_tc(Napi::Env env, Napi::Object exports) {
   export_kind<TcKind::Bf16>(env, exports);
   export_kind<TcKind::F32>(env, exports);
   export_op(env, exports, "gemmTcBench", parse_bench);
+  export_op(env, exports, "weightRows", parse_weight_rows<TcImpl::Fast>);
+  export_op(env, exports, "weightRowsEmulated", parse_weight_rows<TcImpl::Emulated>);
+  exports.Set("weightRowsLd", Napi::Function::New(env, [](const Napi::CallbackInfo& info) -> Napi::Value {
+                Args a(info, "weightRowsLd");
+                return Napi::Number::New(info.Env(), (double)(bf16_row_bytes(a.index(0, "K")) / 2));
+              }, "weightRowsLd"));
 }
 
 }  // namespace cuda

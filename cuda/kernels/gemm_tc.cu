@@ -1093,6 +1093,32 @@ float gemm_tc(const TcGemm& g, TcImpl impl) {
   return ms;
 }
 
+float weight_rows_host(TcImpl impl, const QTensorView& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha, bool bf16,
+                       void* out) {
+  const GemmWeights gw{false, nullptr, w, w.rows, w.cols};
+  const uint64_t ld = bf16 ? bf16_row_bytes(w.cols) / 2 : w.cols, out_bytes = rows * ld * (bf16 ? 2 : 4);
+  if (rows == 0 || w.cols == 0) return 0.0f;
+  if (impl == TcImpl::Emulated) {
+    weight_rows_launch(impl, gw, r0, rows, dir, alpha, bf16, out, nullptr);
+    return 0.0f;
+  }
+  require_device();
+  const uint64_t wbytes = w.rows * qformat_row_bytes(w.format, w.cols), nscales = w.scales ? qt_scale_count(w) : 0;
+  DeviceBuffer<uint8_t> data(wbytes), zeros(w.zeros ? nscales : 0), dout(out_bytes);
+  DeviceBuffer<float> scales(nscales);
+  TimedCall call;
+  call.to_device(data.ptr, w.data, wbytes);
+  if (nscales) call.to_device(scales.ptr, w.scales, scales.bytes());
+  if (w.zeros) call.to_device(zeros.ptr, w.zeros, zeros.bytes());
+  GemmWeights dw = gw;
+  dw.q.data = data.ptr, dw.q.scales = nscales ? scales.ptr : nullptr, dw.q.zeros = w.zeros ? zeros.ptr : nullptr;
+  call.begin();
+  weight_rows_launch(impl, dw, r0, rows, dir, alpha, bf16, dout.ptr, call.stream);
+  call.end("weightRows kernel");
+  call.to_host(out, dout.ptr, out_bytes);
+  return call.finish("weightRows");
+}
+
 void gemm_f32_launch(TcImpl impl, const float* x, const float* w, float* y, uint64_t M, uint64_t N, uint64_t K,
                      bool accumulate, void* stream, const float* act_scale) {
   if (M == 0 || N == 0) return;

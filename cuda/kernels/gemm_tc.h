@@ -80,10 +80,15 @@ void bf16_rows_launch(TcImpl impl, const float* x, uint64_t M, uint64_t K, uint8
 // W' for the tiles: rows r0 .. r0 + rows - 1 of w decoded (fp32 or any QTensor format), with
 // alpha * z(dir, element index row * K + k) added when dir is set (perturbed(): the CPU's
 // perturb-on-load value), into out as fp32 rows [rows, K] (gemm_f32_launch) or, bf16, rounded
-// (RTNE) into rows of bf16_row_bytes(K) (gemm_bf16_launch). Gaussian directions come four Philox
-// counters per work item (rng_blocks.h quads), Rademacher ones per element.
+// (RTNE) into rows of bf16_row_bytes(K) (gemm_bf16_launch). Gaussian directions come in tiles
+// (rng_blocks.h), Rademacher ones per element.
 void weight_rows_launch(TcImpl impl, const GemmWeights& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha,
                         bool bf16, void* out, void* stream);
+// The same on host memory (tests): rows r0 .. r0 + rows - 1 of quantized weights w into out
+// ([rows, ld]: ld = K fp32 values, or bf16_row_bytes(K) / 2 bf16 codes); Fast (device, copies in
+// and out; returns the kernel ms) or Emulated.
+float weight_rows_host(TcImpl impl, const QTensorView& w, uint64_t r0, uint64_t rows, const Direction* dir, float alpha, bool bf16,
+                       void* out);
 void gemm_bf16_launch(TcImpl impl, const uint8_t* a, const uint8_t* b, float* y, uint64_t M, uint64_t N, uint64_t K,
                       bool accumulate, void* stream, const float* act_scale = nullptr);
 // The W4A16 tiles on caller memory: y[M, N] (+)= a . dequant(w)^T, a as for gemm_bf16_launch, w int4

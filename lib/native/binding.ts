@@ -227,6 +227,11 @@ export interface CudaAddon {
   gemmF32Emulated(...args: GemmF32Args): void;
   /** The fast kernel on device-resident random operands: best / median of `iters` launches. */
   gemmTcBench(kind: 'w8a8' | 'w4a8' | 'w4a16' | 'e4m3' | 'e5m2' | 'bf16' | 'f32', M: number, N: number, K: number, iters: number): { bestMs: number; medianMs: number };
+  /** W' rows r0 .. r0 + rows - 1 of quantized weights (decoded, + alpha z; alpha 0: none) as the device model's tiles read them: fp32 [rows, K] or bf16 codes [rows, weightRowsLd(K)]. */
+  weightRows(w: QTensorDesc, r0: number, rows: number, bf16: boolean, out: Float32Array | Uint16Array, outByteOffset: number, alpha: number, seed: bigint, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  weightRowsEmulated(w: QTensorDesc, r0: number, rows: number, bf16: boolean, out: Float32Array | Uint16Array, outByteOffset: number, alpha: number, seed: bigint, stream: number, dist: number, bits: number, srPurpose: number): { kernelMs: number };
+  /** bf16 codes per W' row (K padded for the tiles' 16-byte loads). */
+  weightRowsLd(K: number): number;
 
   // Perturbation, quantization and quantized ZO updates (cuda/addon/bind_perturb.cc, bind_quant.cc):
   // the CPU addon's arguments, bit-identical results; ...Reference runs the plain one-thread-per-element
