@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Packs what a GPU host session needs into .gpu/ (git-ignored): an xz-compressed
-# node, the CPU addon, the CUDA addon built here for the GPU's architecture, micro- and tiny-llama.
+# node, the CPU addon, the CUDA addon built here for the GPU's architecture, micro- and tiny-llama,
+# and the CLI's runtime (dist/, its two dependencies, the sentiment data package) for gpu-run.sh cli.
 # The GPU host has nvcc but no Node.js, npm or network, so the addons travel prebuilt.
 #
 #   ZOTUNE_CUDA_ARCHS=90 bash scripts/gpu-pack.sh      # then: device run, carry [".gpu"],
@@ -17,6 +18,8 @@ rm -rf .gpu && mkdir -p .gpu/models
 xz -9 -T2 -c "$(command -v node)" >.gpu/node.xz
 cp build/Release/zotune.node .gpu/
 xz -9 -c build-cuda/Release/cuda/zotune_cuda.node >.gpu/zotune_cuda.node.xz
+npm run build:ts >/dev/null
+tar -cJf .gpu/cli.tar.xz package.json dist node_modules/@huggingface/tokenizers node_modules/node-gyp-build node_modules/sentiment
 for m in micro-llama tiny-llama; do
   mkdir -p ".gpu/models/$m"
   for f in "$models/$m"/*; do

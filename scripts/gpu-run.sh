@@ -6,7 +6,8 @@
 #   bash scripts/gpu-run.sh check   # conformance + compute-sanitizer
 #   bash scripts/gpu-run.sh bench   # benchmarks
 #   bash scripts/gpu-run.sh zo      # only bench/gpu/zo-step.js (LLaMA-7B-shaped device ZO step vs torch)
-#   bash scripts/gpu-run.sh         # both
+#   bash scripts/gpu-run.sh cli     # zotune doctor; finetune --device cuda on tiny-llama, replayed on the CPU
+#   bash scripts/gpu-run.sh         # all of them
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -30,7 +31,7 @@ cuda="$gpu/zotune_cuda.node"
 export ZOTUNE_CUDA_BINARY="$cuda" ZOTUNE_MODELS="$gpu/models"
 { nvidia-smi; nvcc --version; python3 -c 'import torch; print("torch", torch.__version__, torch.version.cuda)'; } >"$res/env.txt" 2>&1
 
-if [[ "$what" != bench && "$what" != zo ]]; then
+if [[ "$what" == all || "$what" == check ]]; then
   "$node" scripts/gpu-check.js --cpu "$cpu" --cuda "$cuda" >"$OUT/gpu-check.log" 2>&1
   echo "gpu-check exit $?" >>"$OUT/gpu-check.log"
   if command -v compute-sanitizer >/dev/null; then
@@ -40,7 +41,31 @@ if [[ "$what" != bench && "$what" != zo ]]; then
     tail -n 5 "$res/sanitizer.log" >>"$OUT/gpu-check.log"
   fi
 fi
-if [[ "$what" != check ]]; then
+if [[ "$what" == all || "$what" == cli ]]; then
+  # The CLI as a user runs it: the package's dist/ with its runtime dependencies and the CPU addon
+  # where the loader looks (build/Release); the run's weights must equal their replay on the CPU.
+  cli=/tmp/zotune-cli
+  rm -rf "$cli" && mkdir -p "$cli/build/Release" && cp "$cpu" "$cli/build/Release/"
+  python3 -c 'import sys, tarfile; tarfile.open(sys.argv[1]).extractall(sys.argv[2])' "$gpu/cli.tar" "$cli"  # unpacked from cli.tar.xz above
+  (
+    cd "$cli"
+    z() { "$node" dist/cli/main.js "$@"; }
+    z doctor >"$res/doctor.txt" 2>&1
+    echo "doctor exit $?" >>"$res/doctor.txt"
+    for k in exact fast; do
+      z finetune --model "$gpu/models/tiny-llama" --task sentiment --method quzo --weights int4 --trainable model.norm \
+        --steps 30 --lr 0.5 --eps 1e-3 --batch 16 --eval-every 15 --seed 0 --device cuda --kernels $k --out runs/$k \
+        >"$res/finetune-cuda-$k.txt" 2>&1
+      echo "finetune exit $?" >>"$res/finetune-cuda-$k.txt"
+      z replay runs/$k --out runs/$k-replay >>"$res/finetune-cuda-$k.txt" 2>&1
+      cmp runs/$k/model/model.safetensors runs/$k-replay/model.safetensors >>"$res/finetune-cuda-$k.txt" 2>&1 &&
+        echo "replay on the CPU: model.safetensors identical" >>"$res/finetune-cuda-$k.txt"
+      cp runs/$k/metrics.jsonl "$res/finetune-cuda-$k.metrics.jsonl" 2>/dev/null
+    done
+  )
+  { tail -n 3 "$res/doctor.txt"; tail -n 4 "$res"/finetune-cuda-*.txt; } >>"$OUT/gpu-check.log"
+fi
+if [[ "$what" == all || "$what" == bench || "$what" == zo ]]; then
   for b in bench/gpu/*.js; do
     [[ -e "$b" ]] || continue
     [[ "$what" == zo && "$b" != *zo-step.js ]] && continue
