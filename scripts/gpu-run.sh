@@ -7,7 +7,9 @@
 #   bash scripts/gpu-run.sh bench   # benchmarks
 #   bash scripts/gpu-run.sh zo      # only bench/gpu/zo-step.js (LLaMA-7B-shaped device ZO step vs torch)
 #   bash scripts/gpu-run.sh cli     # zotune doctor; finetune --device cuda on tiny-llama, replayed on the CPU
-#   bash scripts/gpu-run.sh         # all of them
+#   bash scripts/gpu-run.sh profile # Nsight Compute: the ZO step's kernels (update, W' rows, bf16 tiles),
+#                                   # sections and SASS opcode histograms (scripts/ncu-summary.py)
+#   bash scripts/gpu-run.sh         # all of them but profile
 set -uo pipefail
 cd "$(dirname "$0")/.."
 what="${1:-all}"
@@ -74,5 +76,20 @@ if [[ "$what" == all || "$what" == bench || "$what" == zo ]]; then
     timeout "$([[ "$b" == *zo-step.js ]] && { [[ "$what" == zo ]] && echo 540 || echo 400; } || echo 150)" "$node" "$b" --cuda "$cuda" --out "$res" >>"$OUT/bench.log" 2>&1
     echo "exit $?" >>"$OUT/bench.log"
   done
+fi
+if [[ "$what" == profile ]]; then
+  ncu=$(command -v ncu || echo /usr/local/cuda/bin/ncu)
+  sections="--section SpeedOfLight --section Occupancy --section LaunchStats --section WarpStateStats --section InstructionStats --section SourceCounters --import-source no"
+  # The quantized update of 2e8 int8 weights, and one layer's W' rows and bf16 tiles inside a 1-layer ZO step.
+  "$ncu" $sections -k regex:update_kernel --launch-count 1 -o "$res/update" \
+    "$node" -e 'require(process.argv[1]).perturbDeviceBench(2e8, 2, 0, 0, 1)' "$cuda" >"$res/profile.log" 2>&1
+  "$ncu" $sections -k regex:"weight_rows_tile|tc_gemm" --launch-skip 2 --launch-count 4 -o "$res/probe" \
+    "$node" bench/gpu/zo-step.js --cuda "$cuda" --out /tmp/zo-profile --layers 1 --schemes int8 --kernels fast --iters 1 --python /bin/false \
+    >>"$res/profile.log" 2>&1
+  for r in update probe; do
+    "$ncu" --import "$res/$r.ncu-rep" --page details >"$res/$r-details.txt" 2>&1
+    python3 scripts/ncu-summary.py "$res/$r.ncu-rep" >"$res/$r-opcodes.txt" 2>&1
+  done
+  cat "$res"/*-opcodes.txt >>"$OUT/gpu-check.log"
 fi
 tar -czf "$OUT/gpu-results.tgz" -C "$OUT" results
