@@ -7,7 +7,7 @@
  * "blocker" op make the op under test start after the script has meddled), so a regression fails
  * one test instead of killing the jest worker.
  */
-import { Tensor } from '../lib';
+import { Tensor, quant } from '../lib';
 import { native } from '../lib/native/load';
 import { modelDir } from './helpers/models';
 import { runNode } from './helpers/spawn';
@@ -230,6 +230,21 @@ describe('sizes and codes', () => {
     await expect(f(...args(other.mem))).resolves.toBeUndefined();
     expect(Buffer.from(t.data().buffer.slice(0)).equals(before)).toBe(false);
     t.dispose();
+    other.dispose();
+  });
+
+  test('zoUpdate updates its quantized tensors in one parallel job too: one code buffer listed twice is refused before any write', async () => {
+    const z = native();
+    const q = quant.quantizeSync(Tensor.fromArray(Array.from({ length: 1024 }, (_, i) => Math.sin(i))).reshape([16, 64]), 'int8');
+    const other = quant.quantizeSync(Tensor.fromArray(Array.from({ length: 1024 }, (_, i) => Math.cos(i))).reshape([16, 64]), 'int8');
+    const before = Buffer.from(q.data.data().buffer.slice(0));
+    const args = (second: unknown) => [1, 0, 0, 0.5, 0, Uint32Array.of(1, 2), Uint8Array.of(0, 0), Float64Array.of(1024, 1024), q.desc(), second] as const;
+    const f = z.zoUpdateAsync as unknown as (...a: unknown[]) => Promise<void>;
+    await expect(f(...args(q.desc()))).rejects.toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+    expect(Buffer.from(q.data.data().buffer.slice(0)).equals(before)).toBe(true);
+    await expect(f(...args(other.desc()))).resolves.toBeUndefined();
+    expect(Buffer.from(q.data.data().buffer.slice(0)).equals(before)).toBe(false);
+    q.dispose();
     other.dispose();
   });
 

@@ -109,13 +109,23 @@ Job parse_forward(Args& a) {
 }
 
 // Tensors written by one parallel job must not share memory (a tensor listed twice, or views of
-// one buffer): checked before anything is written.
-void check_disjoint(const std::vector<DenseSpan>& spans) {
+// one buffer): checked before anything is written. Spans: {first byte, bytes, tensor id}.
+struct ByteSpan {
+  const uint8_t* p;
+  uint64_t bytes;
+  uint32_t id;
+};
+void check_disjoint(const std::vector<ByteSpan>& spans) {
   for (size_t i = 0; i < spans.size(); ++i)
     for (size_t j = 0; j < i; ++j)
-      if (spans[i].w < spans[j].w + spans[j].n && spans[j].w < spans[i].w + spans[i].n)
-        bad(Code::InvalidArgument, "trainable tensors " + std::to_string(spans[j].d.stream) + " and " + std::to_string(spans[i].d.stream) +
+      if (spans[i].p < spans[j].p + spans[j].bytes && spans[j].p < spans[i].p + spans[i].bytes)
+        bad(Code::InvalidArgument, "trainable tensors " + std::to_string(spans[j].id) + " and " + std::to_string(spans[i].id) +
                                        " share memory: each tensor must be updated once");
+}
+void check_disjoint(const std::vector<DenseSpan>& spans) {
+  std::vector<ByteSpan> b;
+  for (const DenseSpan& s : spans) b.push_back(ByteSpan{(const uint8_t*)s.w, s.n * sizeof(float), s.d.stream});
+  check_disjoint(b);
 }
 
 Job parse_probe(Args& a) {
@@ -241,15 +251,28 @@ Job parse_update(Args& a) {
       dense->push_back(DenseSpan{it.w.f32, (size_t)it.w.g.k, d, 0, it.keep});
     }
   check_disjoint(*dense);
-  return {[items, dense, dir, scale] {
+  auto plain = std::make_shared<std::vector<QuantUpdateSpan>>();  // quantized without decay: one parallel job
+  std::vector<ByteSpan> codes;
+  for (const Item& it : *items)
+    if (!it.w.g.f32) {
+      const QTensorView& q = it.w.g.q;
+      codes.push_back(ByteSpan{q.data, q.rows * qformat_row_bytes(q.format, q.cols), it.id});
+      if (it.keep == 1.0f) {
+        Direction d = dir;
+        d.stream = it.id;
+        plain->push_back(QuantUpdateSpan{q, d});
+      }
+    }
+  check_disjoint(codes);
+  return {[items, dense, plain, dir, scale] {
+            // the quantized tensors first: their checks (scale ranges) run before anything is written
+            quant_update_many(plain->data(), plain->size(), -scale);
             perturb_dense_many(dense->data(), dense->size(), -scale);
             for (const Item& it : *items) {
               Direction d = dir;
               d.stream = it.id;
-              if (it.w.g.f32) continue;  // done above
-              if (it.keep == 1.0f) {
-                quant_update(it.w.g.q, -scale, d);
-              } else {
+              if (it.w.g.f32 || it.keep == 1.0f) continue;  // done above
+              {
                 // With decay the step is not along z alone: the tensor's values go through an fp32
                 // copy (one tensor at a time), take the fused fp32 update, and are stochastically
                 // rounded back onto the unchanged grid (SR words: seed, stream = tensor id,

@@ -286,12 +286,37 @@ QuantJob update_job(const QTensorView& q, float alpha, const Direction& d) {
 }  // namespace
 
 void quant_update(const QTensorView& q, float alpha, const Direction& d) {
-  check_update(q, alpha);
-  QuantJob j = update_job(q, alpha, d);
-  auto kernel = use_avx2() ? avx2::update_seg : update_seg_ref;
-  // Update segments are 8192 elements (~30 us of work): a 256 x 256 projection is 8 tasks rather
-  // than the one 65536-element task that left the second core idle during every small tensor.
-  run_segments(seg_plan(q.rows, q.cols, kUpdateSeg), [&](uint64_t r, uint64_t c0, uint64_t c1, size_t) { kernel(j, r, c0, c1); });
+  const QuantUpdateSpan one{q, d};
+  quant_update_many(&one, 1, alpha);
+}
+
+void quant_update_many(const QuantUpdateSpan* spans, size_t count, float alpha) {
+  std::vector<QuantJob> jobs;
+  std::vector<SegPlan> plans;
+  std::vector<uint64_t> tasks;
+  for (size_t s = 0; s < count; ++s) {  // every tensor checked before any is written
+    check_update(spans[s].q, alpha);
+    jobs.push_back(update_job(spans[s].q, alpha, spans[s].d));
+    // Update segments are 8192 elements (~30 us of work): a 256 x 256 projection is 8 tasks rather
+    // than the one 65536-element task that left the second core idle during every small tensor.
+    plans.push_back(seg_plan(spans[s].q.rows, spans[s].q.cols, kUpdateSeg));
+    tasks.push_back(plans.back().tasks);
+  }
+  // A task's rows go to the kernel together (its cursors then generate z once for all of them).
+  parallel_for_groups(tasks, [&](size_t s, uint64_t t) {
+    const SegPlan& p = plans[s];
+    uint64_t r0, r1, c0 = 0, c1 = p.cols;
+    if (p.blocks > 1) {
+      r0 = t / p.blocks, r1 = r0 + 1, c0 = (t % p.blocks) * p.seg, c1 = std::min(c0 + p.seg, p.cols);
+    } else {
+      r0 = t * p.rows_per_task, r1 = std::min(r0 + p.rows_per_task, p.rows);
+    }
+    if (use_avx2()) {
+      avx2::update_rows(jobs[s], r0, r1, c0, c1);
+    } else {
+      for (uint64_t r = r0; r < r1; ++r) update_seg_ref(jobs[s], r, c0, c1);
+    }
+  });
 }
 
 void quant_update_indices(const QTensorView& q, const uint32_t* idx, size_t n, float alpha, const Direction& d) {

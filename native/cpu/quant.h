@@ -41,6 +41,13 @@ void quantize(const QTensorView& q, const float* x, ScaleMode mode, bool stochas
 void dequantize(const QTensorView& q, float* y);
 // Every code moves to SR_grid(value + alpha * z(i)); see quant_elem.h for the exact expression.
 void quant_update(const QTensorView& q, float alpha, const Direction& d);
+// Several tensors in one parallel job (a model's trainable set: one fork and join, not one per
+// tensor); all are checked before any is written. The tensors must not share codes.
+struct QuantUpdateSpan {
+  QTensorView q;
+  Direction d;
+};
+void quant_update_many(const QuantUpdateSpan* spans, size_t count, float alpha);
 // The same for the listed logical indices only (any order, no repeats; all checked first).
 void quant_update_indices(const QTensorView& q, const uint32_t* idx, size_t n, float alpha, const Direction& d);
 
@@ -63,7 +70,8 @@ namespace avx2 {
 QStats qstats_range(const float* x, size_t n);
 bool quantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1);
 void dequantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1);
-void update_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1);
+// Columns [c0, c1) of each row in [r0, r1) (z and SR words generated once for the whole range).
+void update_rows(const QuantJob& j, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1);
 }  // namespace avx2
 
 }  // namespace zt

@@ -388,7 +388,7 @@ static inline __m256 grid_value8(__m256i code, const Group8& g, const Nf4Lut& t)
   if (f == QFormat::Int4) return _mm256_sub_ps(_mm256_cvtepi32_ps(code), g.zp);  // exact: small integers
   if (f == QFormat::Nf4) return nf4_lookup8(t, code);
   if (f == QFormat::Bf16) return bf16_decode8(code);
-  return fp16_decode8(code);  // fp8 decodes from its bytes (values32, update_seg_t)
+  return fp16_decode8(code);  // fp8 decodes from its bytes (values32, update_rows_t)
 }
 
 template <int F>
@@ -411,7 +411,7 @@ static inline void values32(const uint8_t* row, uint64_t c, const Group8& g, con
   }
 }
 
-// quant_elem.h q_update with d = z * factor (fp8: in update_seg_t, from the code bytes)
+// quant_elem.h q_update with d = z * factor (fp8: in update_rows_t, from the code bytes)
 template <int F>
 static inline __m256i update8(__m256i code, __m256 d, const Group8& g, const Nf4Lut& t, __m256i w) {
   constexpr QFormat f = (QFormat)F;
@@ -645,57 +645,63 @@ void dequantize_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
   if (stream) _mm_sfence();
 }
 
+// Columns [c0, c1) of rows [r0, r1): one pair of cursors runs through all of them, so z and the
+// SR words are generated once for the whole element range (a cursor per row regenerated the block
+// after each row's end, a third more Philox work on 256-wide rows).
 template <int F, class Fill>
-void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1, Fill fill) {
+void update_rows_t(const QuantJob& j, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1, Fill fill) {
   const QTensorView& q = j.q;
-  const uint64_t base = r * q.cols;
-  uint8_t* row = qt_row(q, r);
   const Nf4Lut t = nf4_lut();
-  WordCursor wc(WordFill(j.sr_key, ((base + c1 + 31) >> 5) + 1));
+  WordCursor wc(WordFill(j.sr_key, (((r1 - 1) * q.cols + c1 + 31) >> 5) + 1));
   Cursor<Fill> dc(fill);
-  for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
-    const Group8 g = group8<F>(q, gi, j.alpha);
-    uint64_t c = ca;
-    constexpr bool fp8 = F == (int)QFormat::Fp8E4M3 || F == (int)QFormat::Fp8E5M2;
-    for (; c + 32 <= cb; c += 32) {
-      __m256i w[4], codes[4];
-      __m256 z[4];
-      wc.get(base + c, w);
-      dc.get(base + c, z);
-      if constexpr (fp8) {  // decode(c) + d straight from the bytes, re-encoded with SR
-        constexpr MiniFloat mf = F == (int)QFormat::Fp8E4M3 ? kE4M3 : kE5M2;
-        for (int v = 0; v < 4; ++v) {
-          __m256 val = fp8_decode_bytes8<F == (int)QFormat::Fp8E4M3>(row + c + 8 * v);
-          codes[v] = minifloat_encode8(_mm256_add_ps(val, _mm256_mul_ps(z[v], g.factor)), mf, true, w[v]);
+  for (uint64_t r = r0; r < r1; ++r) {
+    const uint64_t base = r * q.cols;
+    uint8_t* row = qt_row(q, r);
+    for_groups(q, r, c0, c1, [&](uint64_t gi, uint64_t ca, uint64_t cb) {
+      const Group8 g = group8<F>(q, gi, j.alpha);
+      uint64_t c = ca;
+      constexpr bool fp8 = F == (int)QFormat::Fp8E4M3 || F == (int)QFormat::Fp8E5M2;
+      for (; c + 32 <= cb; c += 32) {
+        __m256i w[4], codes[4];
+        __m256 z[4];
+        wc.get(base + c, w);
+        dc.get(base + c, z);
+        if constexpr (fp8) {  // decode(c) + d straight from the bytes, re-encoded with SR
+          constexpr MiniFloat mf = F == (int)QFormat::Fp8E4M3 ? kE4M3 : kE5M2;
+          for (int v = 0; v < 4; ++v) {
+            __m256 val = fp8_decode_bytes8<F == (int)QFormat::Fp8E4M3>(row + c + 8 * v);
+            codes[v] = minifloat_encode8(_mm256_add_ps(val, _mm256_mul_ps(z[v], g.factor)), mf, true, w[v]);
+          }
+        } else {
+          load32<F>(row, c, codes);
+          for (int v = 0; v < 4; ++v) codes[v] = update8<F>(codes[v], _mm256_mul_ps(z[v], g.factor), g, t, w[v]);
         }
-      } else {
-        load32<F>(row, c, codes);
-        for (int v = 0; v < 4; ++v) codes[v] = update8<F>(codes[v], _mm256_mul_ps(z[v], g.factor), g, t, w[v]);
+        store32<F>(row, c, codes, g.qmin8);
       }
-      store32<F>(row, c, codes, g.qmin8);
-    }
-    if (c < cb) {  // ragged end (< 32 elements): z and words from the same fills, scalar update
-      __m256i w[4];
-      __m256 z[4];
-      wc.get(base + c, w);
-      dc.get(base + c, z);
-      alignas(32) float zs[32];
-      alignas(32) uint32_t ws[32];
-      for (int v = 0; v < 4; ++v) {
-        _mm256_store_ps(zs + 8 * v, z[v]);
-        _mm256_store_si256((__m256i*)(ws + 8 * v), w[v]);
+      if (c < cb) {  // ragged end (< 32 elements): z and words from the same fills, scalar update
+        __m256i w[4];
+        __m256 z[4];
+        wc.get(base + c, w);
+        dc.get(base + c, z);
+        alignas(32) float zs[32];
+        alignas(32) uint32_t ws[32];
+        for (int v = 0; v < 4; ++v) {
+          _mm256_store_ps(zs + 8 * v, z[v]);
+          _mm256_store_si256((__m256i*)(ws + 8 * v), w[v]);
+        }
+        update_elems_ref(j, r, c, cb, zs, ws);
       }
-      update_elems_ref(j, r, c, cb, zs, ws);
-    }
-  });
+    });
+  }
 }
 
 template <int F>
-void update_seg_t(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) {
+void update_rows_t(const QuantJob& j, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1) {
   const Direction& d = j.dir;
-  if (d.dist == kDirRademacher) update_seg_t<F>(j, r, c0, c1, RademacherFill(dir_key(d)));
-  else  // the segment's cursor reads blocks up to the one after its last element
-    update_seg_t<F>(j, r, c0, c1, GaussFill(dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits, &d, ((r * j.q.cols + c1 + 31) >> 5) + 1));
+  if (r0 >= r1 || c0 >= c1) return;
+  if (d.dist == kDirRademacher) update_rows_t<F>(j, r0, r1, c0, c1, RademacherFill(dir_key(d)));
+  else  // the cursor reads blocks up to the one after the range's last element
+    update_rows_t<F>(j, r0, r1, c0, c1, GaussFill(dir_key(d), RngKey{d.seed, d.stream, d.sr_purpose}, d.bits, &d, (((r1 - 1) * j.q.cols + c1 + 31) >> 5) + 1));
 }
 
 // Dispatch on the format once per segment.
@@ -742,7 +748,7 @@ QStats qstats_range(const float* x, size_t n) {
 
 bool quantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { ZT_QUANT_DISPATCH(quantize_seg_t, j, r, c0, c1) }
 void dequantize_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { ZT_QUANT_DISPATCH(dequantize_seg_t, j, r, c0, c1) }
-void update_seg(const QuantJob& j, uint64_t r, uint64_t c0, uint64_t c1) { ZT_QUANT_DISPATCH(update_seg_t, j, r, c0, c1) }
+void update_rows(const QuantJob& j, uint64_t r0, uint64_t r1, uint64_t c0, uint64_t c1) { ZT_QUANT_DISPATCH(update_rows_t, j, r0, r1, c0, c1) }
 
 }  // namespace avx2
 }  // namespace zt
