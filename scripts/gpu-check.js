@@ -149,6 +149,9 @@ const GEMV_CASES = [
   ['int4', 128, false, 1, 64, 1024, { dist: 0, bits: 0, first: 0, sparse: 0.05 }, false],
   ['int8', 'row', false, 12, 20, 192, { dist: 1, bits: 0, first: 64, sparse: 0.3 }, true],
   ['f32', 0, false, 1, 4, 0, null, true],
+  // aligned rows whose last chunk is partial (the staged kernel's tile covers full chunks only)
+  ['f32', 0, false, 2, 70, 1000, null, false],
+  ['bf16', 0, false, 4, 130, 1016, { dist: 0, bits: 0, first: 0 }, true],
 ];
 
 function checkGemv(cpu, gpu, report, say, emulate) {
@@ -195,8 +198,9 @@ function checkGemv(cpu, gpu, report, say, emulate) {
       return { c, ms: r && r.kernelMs };
     };
     const cpuOut = run(cpu.gemm).c;
-    const emu = run(gpu.gemvEmulated).c, remu = run(gpu.gemvReferenceEmulated).c;
+    const emu = run(gpu.gemvEmulated).c, remu = run(gpu.gemvReferenceEmulated).c, semu = run(gpu.gemvStagedEmulated).c;
     const fast = emulate ? null : run(gpu.gemv), ref = emulate ? null : run(gpu.gemvReference);
+    const staged = emulate ? null : run(gpu.gemvStaged);
 
     // Bound per output: twice (K + 66)·2^-23·(Σ|a|·(|w| + |alpha|·zmax) + |C0| + |bias|).
     const mag = gemvMagnitudes(cpu, w, N, K), zterm = pert ? 0.75 * ZMAX[pert.dist] : 0;
@@ -232,8 +236,10 @@ function checkGemv(cpu, gpu, report, say, emulate) {
     bound(emulate ? 'fast(emulated)' : 'fast', emulate ? emu : fast.c);
     bound(emulate ? 'reference(emulated)' : 'reference', emulate ? remu : ref.c);
     if (M > 4) exact('reference=cpu', emulate ? remu : ref.c, cpuOut, 'the reference kernel is the CPU GEMM order');
+    exact('staged(emulated)=fast(emulated)', semu, emu, 'the staged kernel\'s tile or its row / split map differs from the fast kernel\'s lanes');
     if (!emulate) {
       exact('fast=emulation', fast.c, emu, 'device arithmetic or a race differs from the per-thread code');
+      exact('staged=emulation', staged.c, emu, 'the staged kernel\'s shared-memory tile or its row / split map differs from the fast kernel\'s lanes');
       exact('reference=emulation', ref.c, remu, 'device arithmetic differs from the per-thread code');
     }
     g.cases++;
@@ -241,7 +247,7 @@ function checkGemv(cpu, gpu, report, say, emulate) {
       fail({ kind: 'gemv', case: name, problems });
       say(`${name}: FAIL ${problems.join('; ')}`);
     } else {
-      say(`${name}: ok (${notes.join(', ')}${emulate ? '' : `; fast ${fast.ms.toFixed(3)} ms, reference ${ref.ms.toFixed(3)} ms`})`);
+      say(`${name}: ok (${notes.join(', ')}${emulate ? '' : `; fast ${fast.ms.toFixed(3)} ms, staged ${staged.ms.toFixed(3)} ms, reference ${ref.ms.toFixed(3)} ms`})`);
     }
   }
   say(`gemv${emulate ? ' (host emulation of the kernels)' : ''}: ${g.cases - g.failures}/${g.cases} cases pass`);

@@ -65,14 +65,15 @@ describe('CUDA addon on any machine', () => {
 
   /**
    * GEMV (cuda/kernels/gemv.h), host emulation: 16 blocked direction streams bit-identical to the CPU
-   * perturbation, and 21 GEMV cases (every format, odd K, N = 1/3/4097, K splits, M = 1..17, dense and
-   * sparse perturb-on-load, bias + accumulate, K = 0) within the documented bound of the CPU gemm, the
-   * reference kernel equal to the CPU's bits for M > 4.
+   * perturbation, and 23 GEMV cases (every format, odd K, N = 1/3/4097, K splits, M = 1..17, dense and
+   * sparse perturb-on-load, bias + accumulate, K = 0, aligned rows with a partial last chunk) within the
+   * documented bound of the CPU gemm, the reference kernel equal to the CPU's bits for M > 4, and the
+   * staged kernel's blocks (shared-memory tile, M <= 4) equal to the fast kernel's lanes bit for bit.
    */
   builtTest(`the GEMV kernels' per-thread code, run on the host, matches the CPU gemm${gpu ? '' : notBuilt}`, () => {
     const { status, report } = gpuCheckOnce('--emulate');
     expect(report.mismatches).toEqual([]);
-    expect([status, report.gemv]).toEqual([0, { cases: 37, failures: 0 }]);
+    expect([status, report.gemv]).toEqual([0, { cases: 39, failures: 0 }]);
   });
 
   builtTest(`GEMV arguments are validated with coded errors before any GPU work${gpu ? '' : notBuilt}`, () => {
@@ -93,6 +94,7 @@ describe('CUDA addon on any machine', () => {
     expect(() => gpu!.gemvBench('int3', 1, 8, 8, 0, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
     expect(() => gpu!.gemvBench('int4', 1, 8, 64, 16, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
     expect(() => gpu!.gemvBench('int4', 17, 8, 64, 32, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
+    expect(() => gpu!.gemvBench('int4', 1, 8, 64, 32, false, 1, 'tiled' as never)).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
     expect(() => gpu!.hbmReadBench(100, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
   });
 
@@ -113,6 +115,7 @@ describe('CUDA addon on any machine', () => {
   (gpu && !usable ? test : test.skip)('without a usable GPU, gemv and gemvBench throw ZOTUNE_CUDA_UNAVAILABLE', async () => {
     const a = new Float32Array(8), w = new Float32Array(8), c = new Float32Array(4);
     expect(() => gpu!.gemv(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
+    expect(() => gpu!.gemvStaged(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
     await expect(gpu!.gemvReferenceAsync(a, 0, 2, 4, w, 0, 2, c, 0, null, 0, false)).rejects.toMatchObject({ code: 'ZOTUNE_CUDA_UNAVAILABLE' });
     expect(() => gpu!.gemvBench('int4', 1, 64, 128, 128, false, 1)).toThrow(expect.objectContaining({ code: 'ZOTUNE_CUDA_UNAVAILABLE' }));
   });
@@ -157,10 +160,10 @@ describe('GPU conformance', () => {
     expect(report.throughput.every((t) => t.kernelMs > 0)).toBe(true);
   });
 
-  gpuTest(`CUDA gemv (fast and reference) equals its host emulation bit for bit and the CPU gemm within the bound${why}`, () => {
+  gpuTest(`CUDA gemv (fast, staged and reference) equals its host emulation bit for bit and the CPU gemm within the bound${why}`, () => {
     const { status, report } = gpuCheckOnce();
     expect(report.mismatches).toEqual([]);
-    expect([status, report.gemv]).toEqual([0, { cases: 37, failures: 0 }]);
+    expect([status, report.gemv]).toEqual([0, { cases: 39, failures: 0 }]);
   });
 
   gpuTest(`rngFillAsync fills on a worker thread and reports the kernel time${why}`, async () => {

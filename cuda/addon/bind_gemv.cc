@@ -1,14 +1,17 @@
 // Weight-streaming GEMV on the GPU (cuda/kernels/gemv.h). The first four take the CPU gemm's
 // positional arguments unchanged (native/addon/gemm_args.h), so one argument list runs on both:
 //   gemv(...)                  fast kernel (M <= 16; reference above) -> { kernelMs }
+//   gemvStaged(...)            the fast kernel with activations staged in shared memory (M <= 4; the
+//                              fast kernel above): the same bits as gemv -> { kernelMs }
 //   gemvReference(...)         one thread per output, the CPU GEMM order -> { kernelMs }
 //   gemvEmulated(...)          the fast kernel's per-thread code run on the host (no GPU needed)
+//   gemvStagedEmulated(...)    the staged kernel's blocks run on the host (its tile included)
 //   gemvReferenceEmulated(...) the reference kernel's, likewise
 //   gemvDirectionsEmulated(out, byteOffset, count, seed, stream, dist, bits, srPurpose, first)
 //                              z(first + j) as the fast kernel generates it (host)
-//   gemvBench(format, m, n, k, group, perturbed, iters) -> { bestMs, medianMs, weightBytes, splits }
+//   gemvBench(format, m, n, k, group, perturbed, iters[, kernel]) -> { bestMs, medianMs, weightBytes, splits }
 //                              device-resident timing; format 'f32' or a QFormat name ('int8', 'int4',
-//                              'nf4', 'fp8-e4m3', 'fp8-e5m2', 'bf16', 'fp16')
+//                              'nf4', 'fp8-e4m3', 'fp8-e5m2', 'bf16', 'fp16'); kernel 'fast' (default) or 'staged'
 //   hbmReadBench(bytes, iters) -> { readBestMs, readMedianMs, copyBestMs, copyMedianMs, bytes }
 #include <string>
 
@@ -28,14 +31,14 @@ Napi::Object timing(Napi::Env env, float ms) {
 
 template <GemvKernel K>
 Job parse_gemv(Args& a) {
-  const GemmArgs g = gemm_args(a, K == GemvKernel::Fast ? "gemv" : "gemvReference");
+  const GemmArgs g = gemm_args(a, K == GemvKernel::Fast ? "gemv" : K == GemvKernel::Staged ? "gemvStaged" : "gemvReference");
   auto ms = std::make_shared<float>(0.0f);
   return {[=] { *ms = gemv_host(g, K); }, [ms](Napi::Env env) { return timing(env, *ms); }};
 }
 
 template <GemvKernel K>
 Job parse_emulated(Args& a) {
-  const GemmArgs g = gemm_args(a, K == GemvKernel::Fast ? "gemvEmulated" : "gemvReferenceEmulated");
+  const GemmArgs g = gemm_args(a, K == GemvKernel::Fast ? "gemvEmulated" : K == GemvKernel::Staged ? "gemvStagedEmulated" : "gemvReferenceEmulated");
   return {[=] { gemv_emulated(g, K); }, nullptr};
 }
 
@@ -66,8 +69,12 @@ Job parse_bench(Args& a) {
   const bool perturb = a.boolean(5, "perturbed");
   const int32_t iters = a.i32(6, "iters");
   if (iters < 1 || iters > 10000) throw coded_error(a.env(), Code::OutOfRange, "gemvBench: iters must be 1..10000");
+  const std::string kname = a.has(7) ? a.str(7, "kernel") : "fast";
+  if (kname != "fast" && kname != "staged")
+    throw coded_error(a.env(), Code::InvalidArgument, "gemvBench: kernel must be 'fast' or 'staged', got '" + kname + "'");
+  const GemvKernel kind = kname == "staged" ? GemvKernel::Staged : GemvKernel::Fast;
   auto r = std::make_shared<GemvTiming>();
-  return {[=] { *r = gemv_bench(f32, q, m, n, k, group, perturb, iters); },
+  return {[=] { *r = gemv_bench(f32, q, m, n, k, group, perturb, iters, kind); },
           [r](Napi::Env env) {
             Napi::Object o = Napi::Object::New(env);
             o.Set("bestMs", r->best_ms);
@@ -100,8 +107,10 @@ Job parse_read(Args& a) {
 
 void register_gemv(Napi::Env env, Napi::Object exports) {
   export_op(env, exports, "gemv", parse_gemv<GemvKernel::Fast>);
+  export_op(env, exports, "gemvStaged", parse_gemv<GemvKernel::Staged>);
   export_op(env, exports, "gemvReference", parse_gemv<GemvKernel::Reference>);
   export_op(env, exports, "gemvEmulated", parse_emulated<GemvKernel::Fast>);
+  export_op(env, exports, "gemvStagedEmulated", parse_emulated<GemvKernel::Staged>);
   export_op(env, exports, "gemvReferenceEmulated", parse_emulated<GemvKernel::Reference>);
   export_op(env, exports, "gemvDirectionsEmulated", parse_directions);
   export_op(env, exports, "gemvBench", parse_bench);

@@ -185,11 +185,20 @@ ZT_HD float perturb_elem(const Params& p, uint64_t e, float w, bool block, float
 
 // --- fast kernel: per-lane code ------------------------------------------------------------------
 
+// Where a lane's activations come from: x[m][k0 + 4f .. 4f + 3], f < 16 the float4 of the chunk.
+// GlobalX reads them from the activation rows (each lane its own chunk: a warp's float4 loads touch
+// 32 lines); the staged kernel's SharedX from the block's copy of the tile in shared memory.
+struct GlobalX {
+  const float* a;
+  uint64_t k;
+  __host__ __device__ __forceinline__ void load(int m, uint64_t k0, int f, float x[4]) const { load_x4(a + m * k + k0 + 4 * f, x); }
+};
+
 // A full, aligned chunk: all its 16-byte vectors loaded first, then two half chunks of 32. zb is
 // indexed with constants only (after unrolling), so it stays in registers.
-template <int F, int MT, bool P, int ZN>
+template <int F, int MT, bool P, int ZN, class X>
 ZT_HD void chunk_full(const Params& p, uint64_t n, uint64_t k0, bool block, const float (&zb)[ZN], uint64_t* cur,
-                      float acc[MT]) {
+                      float acc[MT], const X& xs) {
   constexpr int B = code_bits<F>(), NV = kChunk * B / 128;
   constexpr uint32_t mask = B == 32 ? ~0u : (1u << B) - 1;
   constexpr bool split_scale = has_scales<F>() && !P;  // t = Σ x·v per half, then acc = fma(s, t, acc)
@@ -217,7 +226,7 @@ ZT_HD void chunk_full(const Params& p, uint64_t n, uint64_t k0, bool block, cons
 #pragma unroll
       for (int m = 0; m < MT; ++m) {
         float x[4];
-        load_x4(p.a + m * p.k + kh + 4 * i4, x);
+        xs.load(m, k0, 8 * h + i4, x);
 #pragma unroll
         for (int u = 0; u < 4; ++u) {
           if (split_scale) t[m] = zt_fma(x[u], w[u], t[m]);
@@ -261,27 +270,32 @@ ZT_HD void chunk_any(const Params& p, uint64_t n, uint64_t k0, uint64_t len, uin
   }
 }
 
+// Chunk c of row n into the lane's sums (x of full chunks through xs, of the others from p.a).
+template <int F, int MT, bool P, class X>
+ZT_HD void lane_chunk(const Params& p, uint64_t n, uint64_t c, float acc[MT], const X& xs) {
+  const uint64_t k0 = c * kChunk, len = min_u64(kChunk, p.k - k0);
+  const bool full = len == kChunk && p.aligned;
+  uint64_t cur = 0;
+  float zb[P ? kChunk : 1];
+  bool block = false;
+  if constexpr (P) {
+    if (p.sparse) cur = lower_bound_u32(p.idx, p.nidx, n * p.k + k0);
+    const uint64_t e0 = p.first + n * p.k + k0;
+    block = full && !p.sparse && (e0 & (kChunk - 1)) == 0;
+    if (block) dir_block64(p.dir, e0, zb);
+  }
+  if (full) chunk_full<F, MT, P>(p, n, k0, block, zb, &cur, acc, xs);
+  else chunk_any<F, MT, P>(p, n, k0, len, &cur, acc);
+}
+
 // Lane `lane` of the warp for (row n, split s): chunks s·cps + lane, + 32, ... in order.
 template <int F, int MT, bool P>
 ZT_HD void lane_dot(const Params& p, uint64_t n, uint32_t s, unsigned lane, float acc[MT]) {
 #pragma unroll
   for (int m = 0; m < MT; ++m) acc[m] = 0.0f;
   const uint64_t c0 = s * p.cps, c1 = min_u64(p.chunks, c0 + p.cps);
-  for (uint64_t c = c0 + lane; c < c1; c += 32) {
-    const uint64_t k0 = c * kChunk, len = min_u64(kChunk, p.k - k0);
-    const bool full = len == kChunk && p.aligned;
-    uint64_t cur = 0;
-    float zb[P ? kChunk : 1];
-    bool block = false;
-    if constexpr (P) {
-      if (p.sparse) cur = lower_bound_u32(p.idx, p.nidx, n * p.k + k0);
-      const uint64_t e0 = p.first + n * p.k + k0;
-      block = full && !p.sparse && (e0 & (kChunk - 1)) == 0;
-      if (block) dir_block64(p.dir, e0, zb);
-    }
-    if (full) chunk_full<F, MT, P>(p, n, k0, block, zb, &cur, acc);
-    else chunk_any<F, MT, P>(p, n, k0, len, &cur, acc);
-  }
+  const GlobalX xs{p.a, p.k};
+  for (uint64_t c = c0 + lane; c < c1; c += 32) lane_chunk<F, MT, P>(p, n, c, acc, xs);
 }
 
 // C (when accumulating) and bias after the sum, as the CPU adds them.
@@ -321,6 +335,17 @@ ZT_HD void ref_out(const Params& p, uint64_t m, uint64_t n) {
 
 // --- kernels -------------------------------------------------------------------------------------
 
+// The butterfly warp sum (xor 16, 8, 4, 2, 1) of each row's lane sums; lane m stores row m.
+template <int MT>
+__device__ __forceinline__ void warp_sum_store(const Params& p, uint64_t n, uint32_t s, unsigned lane, float acc[MT]) {
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+    for (int o = 16; o; o >>= 1) acc[m] = zt_add(acc[m], __shfl_xor_sync(0xffffffffu, acc[m], o));
+#pragma unroll
+  for (int m = 0; m < MT; ++m)
+    if (lane == (unsigned)m && (uint64_t)m < p.m) store_out(p, m, n, s, acc[m]);
+}
+
 // Up to 128 registers for M <= 4 (4 blocks of 4 warps per SM to keep loads in flight), 255 above.
 template <int F, int MT, bool P>
 __global__ void __launch_bounds__(kWarps * 32, MT <= 4 ? 4 : 2) gemv_fast_kernel(Params p) {
@@ -331,12 +356,60 @@ __global__ void __launch_bounds__(kWarps * 32, MT <= 4 ? 4 : 2) gemv_fast_kernel
   const uint32_t s = (uint32_t)(warp % p.splits);
   float acc[MT];
   lane_dot<F, MT, P>(p, n, s, lane, acc);
+  warp_sum_store<MT>(p, n, s, lane, acc);
+}
+
+// The fast kernel with the activations staged in shared memory (MT <= 4, aligned rows): a block's
+// kWarps warps take kWarps consecutive rows of one K split, so they read the same chunks, and for
+// each group of 32 chunks (one per lane) the block first copies their activations into shared
+// memory with coalesced loads, laid out [m][f][lane] with rows of 33 float4 (conflict-free stores
+// and lane-contiguous reads); lanes then read their x there instead of one line per lane from
+// global memory. Each lane does the same arithmetic on the same chunks as gemv_fast_kernel, so
+// the result is the same bits (and the same host emulation).
+constexpr int kStageMaxMt = 4;
+constexpr int kStagePitch = 33;  // float4 per [m][f] row of the tile: 32 lanes + 1 (bank skew)
+
+struct SharedX {
+  const float4* tile;  // tile + lane
+  __host__ __device__ __forceinline__ void load(int m, uint64_t, int f, float x[4]) const {
+    const float4 v = tile[(m * 16 + f) * kStagePitch];
+    x[0] = v.x, x[1] = v.y, x[2] = v.z, x[3] = v.w;
+  }
+};
+
+// Element i < MT·512 of the tile of chunks [t0, t0 + 32) (zeros past c1 and the row's end): thread i
+// of the copy, consecutive i reading consecutive float4 of an activation row.
+template <int MT>
+ZT_HD void stage_x(const Params& p, uint64_t t0, uint64_t c1, uint32_t i, float4* tile) {
+  const uint32_t m = i / 512, cl = (i / 16) % 32, f = i % 16;
+  const uint64_t k = (t0 + cl) * kChunk + 4 * f;
+  float x[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+  if (t0 + cl < c1 && k + 4 <= p.k) load_x4(p.a + m * p.k + k, x);
+  tile[(m * 16 + f) * kStagePitch + cl] = make_float4(x[0], x[1], x[2], x[3]);
+}
+
+template <int F, int MT, bool P>
+__global__ void __launch_bounds__(kWarps * 32, 4) gemv_staged_kernel(Params p) {
+  static_assert(MT <= kStageMaxMt, "the staged tile holds at most kStageMaxMt rows");
+  __shared__ float4 tile[MT * 16 * kStagePitch];
+  const unsigned lane = threadIdx.x & 31;
+  const uint32_t s = (uint32_t)(blockIdx.x % p.splits);
+  const uint64_t n = (uint64_t)(blockIdx.x / p.splits) * kWarps + threadIdx.x / 32;
+  const bool active = n < p.n;  // a warp past the last row still helps stage (and meets the barriers)
+  float acc[MT];
 #pragma unroll
-  for (int m = 0; m < MT; ++m)
-    for (int o = 16; o; o >>= 1) acc[m] = zt_add(acc[m], __shfl_xor_sync(0xffffffffu, acc[m], o));
-#pragma unroll
-  for (int m = 0; m < MT; ++m)
-    if (lane == (unsigned)m && (uint64_t)m < p.m) store_out(p, m, n, s, acc[m]);
+  for (int m = 0; m < MT; ++m) acc[m] = 0.0f;
+  const uint64_t c0 = s * p.cps, c1 = min_u64(p.chunks, c0 + p.cps);
+  const SharedX xs{tile + lane};
+  for (uint64_t t0 = c0; t0 < c1; t0 += 32) {
+    __syncthreads();  // the previous group's reads are done
+    for (uint32_t i = threadIdx.x; i < MT * 32 * 16; i += kWarps * 32) stage_x<MT>(p, t0, c1, i, tile);
+    __syncthreads();
+    const uint64_t c = t0 + lane;
+    if (active && c < c1) lane_chunk<F, MT, P>(p, n, c, acc, xs);
+  }
+  if (!active) return;  // whole warps: the shuffles below see full warps
+  warp_sum_store<MT>(p, n, s, lane, acc);
 }
 
 __global__ void gemv_reduce_kernel(Params p) {
@@ -383,6 +456,56 @@ FastFns fast_fns_mt(int mt) {
     default: return fast_fns<F, 16, P>();
   }
 }
+
+// The staged kernel run on the host block by block: the tile copy, then every warp's lanes reading
+// it, then the device-order butterfly; the same staging and lane code as the kernel.
+template <int F, int MT, bool P>
+void staged_host(const Params& p) {
+  std::vector<float4> tile((size_t)MT * 16 * kStagePitch);
+  std::vector<float> acc((size_t)kWarps * 32 * MT), tmp(acc.size());
+  const uint64_t groups = (p.n + kWarps - 1) / kWarps;
+  for (uint64_t b = 0; b < groups * p.splits; ++b) {
+    const uint32_t s = (uint32_t)(b % p.splits);
+    const uint64_t n0 = (b / p.splits) * kWarps, c0 = s * p.cps, c1 = min_u64(p.chunks, c0 + p.cps);
+    std::fill(acc.begin(), acc.end(), 0.0f);
+    for (uint64_t t0 = c0; t0 < c1; t0 += 32) {
+      for (uint32_t i = 0; i < MT * 32 * 16; ++i) stage_x<MT>(p, t0, c1, i, tile.data());
+      for (int w = 0; w < kWarps; ++w)
+        for (unsigned lane = 0; lane < 32; ++lane)
+          if (n0 + w < p.n && t0 + lane < c1) lane_chunk<F, MT, P>(p, n0 + w, t0 + lane, &acc[(w * 32 + lane) * MT], SharedX{tile.data() + lane});
+    }
+    for (int o = 16; o; o >>= 1) {  // __shfl_xor_sync butterfly of every warp: lane l adds lane l ^ o
+      for (int w = 0; w < kWarps; ++w)
+        for (unsigned l = 0; l < 32; ++l)
+          for (int m = 0; m < MT; ++m) tmp[(w * 32 + l) * MT + m] = zt_add(acc[(w * 32 + l) * MT + m], acc[(w * 32 + (l ^ o)) * MT + m]);
+      acc.swap(tmp);
+    }
+    for (int w = 0; w < kWarps; ++w)
+      for (uint64_t m = 0; m < p.m && n0 + w < p.n; ++m) store_out(p, m, n0 + w, s, acc[(w * 32 + m) * MT + m]);  // lane m stores row m
+  }
+}
+// The staged kernel and its host form for (format, MT, perturb).
+using StagedHostFn = void (*)(const Params&);
+struct StagedFns {
+  KernelFn kernel;
+  StagedHostFn host;
+};
+template <int F, bool P>
+StagedFns staged_fns_mt(int mt) {
+  switch (mt) {
+    case 1: return {gemv_staged_kernel<F, 1, P>, staged_host<F, 1, P>};
+    case 2: return {gemv_staged_kernel<F, 2, P>, staged_host<F, 2, P>};
+    default: return {gemv_staged_kernel<F, 4, P>, staged_host<F, 4, P>};
+  }
+}
+struct MakeStaged {
+  int mt;
+  bool perturb;
+  template <int F>
+  StagedFns operator()() const {
+    return perturb ? staged_fns_mt<F, true>(mt) : staged_fns_mt<F, false>(mt);
+  }
+};
 
 struct RefFns {
   KernelFn kernel;
@@ -436,6 +559,7 @@ uint32_t fast_splits(uint64_t n, uint64_t chunks) {
 struct Plan {
   int fmt;
   bool fast;
+  bool staged;        // the fast kernel's staged form where it applies (MT <= 4, aligned rows)
   int mt;             // rows of the padded activations (fast) or m (reference)
   uint32_t splits;
   uint64_t wbytes, nscales;  // code bytes, scale count (zero-points: nscales bytes when present)
@@ -444,8 +568,9 @@ struct Plan {
 Plan plan_for(const GemmArgs& g, GemvKernel kind) {
   Plan pl{};
   pl.fmt = g.w.f32 ? kF32 : (int)g.w.q.format;
-  pl.fast = kind == GemvKernel::Fast && g.m <= kGemvMaxM;
+  pl.fast = (kind == GemvKernel::Fast || kind == GemvKernel::Staged) && g.m <= kGemvMaxM;
   pl.mt = pl.fast ? fast_mt(g.m) : (int)g.m;
+  pl.staged = pl.fast && kind == GemvKernel::Staged && pl.mt <= kStageMaxMt;
   pl.splits = pl.fast ? fast_splits(g.w.n, (g.w.k + kChunk - 1) / kChunk) : 1;
   pl.wbytes = g.w.f32 ? g.w.n * g.w.k * 4 : g.w.n * qformat_row_bytes(g.w.q.format, g.w.k);
   pl.nscales = !g.w.f32 && qformat_has_scales(g.w.q.format) ? qt_scale_count(g.w.q) : 0;
@@ -498,7 +623,13 @@ unsigned blocks_for(uint64_t threads, unsigned per_block) {
 }
 
 void launch(const Params& p, const Plan& pl, cudaStream_t stream) {
-  if (pl.fast) {
+  if (pl.fast && pl.staged && p.aligned) {
+    const KernelFn k = for_format<StagedFns>(pl.fmt, MakeStaged{pl.mt, p.perturb}).kernel;
+    k<<<blocks_for((p.n + kWarps - 1) / kWarps * p.splits, 1), kWarps * 32, 0, stream>>>(p);
+    check_launch("gemv staged kernel");
+    if (p.splits > 1) gemv_reduce_kernel<<<blocks_for(p.m * p.n, 256), 256, 0, stream>>>(p);
+    check_launch("gemv_reduce_kernel");
+  } else if (pl.fast) {
     const FastFns f = for_format<FastFns>(pl.fmt, MakeFast{pl.mt, p.perturb});
     f.kernel<<<blocks_for(p.n * p.splits, kWarps), kWarps * 32, 0, stream>>>(p);
     check_launch("gemv kernel");
@@ -684,6 +815,12 @@ void gemv_emulated(const GemmArgs& g, GemvKernel kind) {
     for (uint64_t i = 0; i < p.m * p.n; ++i) t(p, i / p.n, i % p.n);
     return;
   }
+  if (pl.staged && p.aligned) {
+    for_format<StagedFns>(pl.fmt, MakeStaged{pl.mt, p.perturb}).host(p);
+    if (p.splits > 1)
+      for (uint64_t i = 0; i < p.m * p.n; ++i) reduce_out(p, i / p.n, i % p.n);
+    return;
+  }
   const LaneFn lane = for_format<FastFns>(pl.fmt, MakeFast{pl.mt, p.perturb}).lane;
   std::vector<float> acc(32 * (size_t)pl.mt), tmp(acc.size());
   for (uint64_t warp = 0; warp < p.n * p.splits; ++warp) {
@@ -751,7 +888,7 @@ void gemv_directions_emulated(float* out, uint64_t n, const Direction& d, uint64
 }
 
 GemvTiming gemv_bench(bool f32, QFormat format, uint64_t m, uint64_t n, uint64_t k, uint64_t group, bool perturb,
-                      int iters) {
+                      int iters, GemvKernel kind) {
   require_device();
   GemmArgs g{};
   g.m = m;
@@ -762,7 +899,8 @@ GemvTiming gemv_bench(bool f32, QFormat format, uint64_t m, uint64_t n, uint64_t
   g.p.on = perturb;
   g.p.dir = Direction{1, 0, kDirGauss, 0, kPurposeSrProbe};
   g.p.alpha = 1e-3f;
-  const Plan pl = plan_for(g, GemvKernel::Fast);
+  if (kind == GemvKernel::Reference) fail(Code::InvalidArgument, "gemvBench: times the fast or the staged kernel");
+  const Plan pl = plan_for(g, kind);
   const uint64_t copy_bytes = pl.wbytes + pl.nscales * 4;
   const int copies = (int)std::min<uint64_t>(64, std::max<uint64_t>(1, ((uint64_t)256 << 20) / copy_bytes + 1));
   std::vector<DeviceBuffer<uint8_t>> ws;  // buffers before the TimedCall (drained before they are freed)

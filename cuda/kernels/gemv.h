@@ -13,6 +13,9 @@
 //     Then a butterfly warp sum (xor 16, 8, 4, 2, 1); splits are added in split order by a second
 //     kernel; then C (when accumulating) and bias are added. A perturbed chunk whose direction
 //     index is 64-aligned takes its 64 z from 8 Philox blocks (8 normals each) instead of 64.
+//   staged (M <= 4): the fast kernel's lanes, with a block's 4 warps on 4 rows of one K split and
+//     the activations of each group of 32 chunks copied to shared memory first (coalesced), so a
+//     lane's x loads stop touching one line each; same bits as fast.
 //   reference: one thread per output, the CPU's GEMM order (one fma chain in k order from C or 0,
 //     then + bias), so for M > 4 (the CPU's GEMM paths) it equals the CPU bit for bit; M > 16 runs
 //     it as the fallback.
@@ -30,7 +33,10 @@ namespace zt {
 namespace cuda {
 
 constexpr uint64_t kGemvMaxM = 16;  // the fast kernel's largest M
-enum class GemvKernel { Fast, Reference };
+// Staged: the fast kernel with each block's activations staged in shared memory (M <= 4 and 16-byte
+// aligned rows; otherwise the fast kernel): the same per-lane arithmetic, so the same bits and the
+// same emulation. Not yet the device model's choice: it has not been timed on a GPU.
+enum class GemvKernel { Fast, Reference, Staged };
 
 // Copies the host arrays of g to the device, runs the kernel(s), copies C back. Validates the
 // perturbation (index list included) first. Returns the kernel time in ms (CUDA events).
@@ -41,7 +47,8 @@ float gemv_host(const GemmArgs& g, GemvKernel kind);
 // partial sums).
 uint64_t gemv_fast_workspace(uint64_t m, const GemmWeights& w);
 void gemv_fast_launch(const GemmArgs& g, float* workspace, void* stream);
-// The same computation with each GPU thread's code run on the host, one thread after another.
+// The same computation with each GPU thread's code run on the host, one thread after another
+// (Staged: block by block, through the kernel's shared-memory tile; the same bits as Fast).
 void gemv_emulated(const GemmArgs& g, GemvKernel kind);
 // The reference kernel on device memory (every pointer of g, index list included) on `stream` (a
 // cudaStream_t); the caller validates g (gemm_check_perturb). The device model's one GEMM.
@@ -65,7 +72,7 @@ struct GemvTiming {
   uint32_t splits;
 };
 GemvTiming gemv_bench(bool f32, QFormat format, uint64_t m, uint64_t n, uint64_t k, uint64_t group, bool perturb,
-                      int iters);
+                      int iters, GemvKernel kind = GemvKernel::Fast);
 // Device read ceiling: a 16-byte-load read kernel over `bytes`, and cudaMemcpy device to device.
 struct ReadTiming {
   float read_best_ms, read_median_ms, copy_best_ms, copy_median_ms;

@@ -193,16 +193,21 @@ export interface CudaAddon {
   /** Weight-streaming GEMV (cuda/kernels/gemv.h): the CPU gemm's arguments; M <= 16 fast kernel, else the reference. */
   gemv(...args: GemmCall): { kernelMs: number };
   gemvAsync(...args: GemmCall): Promise<{ kernelMs: number }>;
+  /** The fast kernel with activations staged in shared memory (M <= 4, aligned rows): the same bits as gemv. */
+  gemvStaged(...args: GemmCall): { kernelMs: number };
+  gemvStagedAsync(...args: GemmCall): Promise<{ kernelMs: number }>;
   /** One thread per output in the CPU's GEMM order. */
   gemvReference(...args: GemmCall): { kernelMs: number };
   gemvReferenceAsync(...args: GemmCall): Promise<{ kernelMs: number }>;
   /** The kernels' per-thread code run on the host: equals the GPU bit for bit. */
   gemvEmulated(...args: GemmCall): void;
   gemvReferenceEmulated(...args: GemmCall): void;
+  /** The staged kernel's blocks (tile copy, lanes, butterfly) run on the host: equals gemvEmulated bit for bit. */
+  gemvStagedEmulated(...args: GemmCall): void;
   /** z(first + j) as the fast GEMV kernel generates it (host). */
   gemvDirectionsEmulated(out: Mem, byteOffset: number, count: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
-  /** Device-resident GEMV timing; format 'f32' or a QFormat name, group 0 / k / 32 / 64 / 128. */
-  gemvBench(format: string, m: number, n: number, k: number, group: number, perturbed: boolean, iters: number): { bestMs: number; medianMs: number; weightBytes: number; splits: number };
+  /** Device-resident GEMV timing; format 'f32' or a QFormat name, group 0 / k / 32 / 64 / 128; kernel 'fast' (default) or 'staged'. */
+  gemvBench(format: string, m: number, n: number, k: number, group: number, perturbed: boolean, iters: number, kernel?: 'fast' | 'staged'): { bestMs: number; medianMs: number; weightBytes: number; splits: number };
   /** Device read ceiling: a 16-byte-load read kernel and cudaMemcpy device to device over `bytes`. */
   hbmReadBench(bytes: number, iters: number): { readBestMs: number; readMedianMs: number; copyBestMs: number; copyMedianMs: number; bytes: number };
   // Tensor-core GEMMs (cuda/kernels/gemm_tc.h): y[M, N] = x[M, K] · Wᵀ (+ bias). `...Reference`: the
