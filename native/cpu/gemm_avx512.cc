@@ -306,25 +306,22 @@ static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
   constexpr int R = 4;
   const GemmWeights& w = *g.w;
   const float* xs = g.xs;
-  const float* xsum = g.xs + g.k64;
+  const float* xsum = g.xs + g.k64;  // the group's lane sums: 8 floats per group
   const __m512i mask0 = D::mask(0), mask1 = D::mask(1), mask2 = D::mask(2);  // mask(3) == mask(2)
-  const uint64_t span = gemv_sum_span(w, g.k64);
-  const uint8_t* base[R];
-  const float* sp[R];
-  const uint8_t* zq[R];
-  for (int r = 0; r < R; ++r) {
-    base[r] = gemm_row(w.q, n + r);
-    const GemmRowScales rs = gemm_row_scales(w.q, n + r);
-    sp[r] = rs.s, zq[r] = rs.z;
-  }
+  // Rows lie rb bytes apart and their scales ss apart: one pointer each keeps the loop in registers.
+  const uint64_t rb = qformat_row_bytes(w.q.format, w.q.cols);
+  const uint8_t* row0 = gemm_row(w.q, n);
+  const GemmRowScales rs = gemm_row_scales(w.q, n);
+  const uint64_t ss = gemm_row_scales(w.q, n + 1).s - rs.s;
+  const float* sp = rs.s;
+  const uint8_t* zq = rs.z;
   // acc[p]: the running sums of rows 2p (lower half) and 2p + 1 (upper half)
   __m512 acc[R / 2] = {_mm512_setzero_ps(), _mm512_setzero_ps()};
-  const unsigned shift = gemm_row_scales(w.q, n).shift;
-  const uint64_t group = G32 ? 64 : (shift == 63 ? g.k64 : uint64_t(1) << shift);
-  const char* ahead = reinterpret_cast<const char*>(gemm_row(w.q, n + R <= last ? n + R : last));
-  const char* ahead_end = reinterpret_cast<const char*>(gemm_row(w.q, last)) + qformat_row_bytes(w.q.format, w.q.cols);
+  const uint64_t group = G32 ? 64 : (rs.shift == 63 ? g.k64 : uint64_t(1) << rs.shift);
+  const char* ahead = reinterpret_cast<const char*>(n + R <= last ? row0 + R * rb : gemm_row(w.q, last));
+  const char* ahead_end = reinterpret_cast<const char*>(gemm_row(w.q, last)) + rb;
   const __m512 sym_zero = _mm512_set1_ps((float)kInt4SymZero);
-  for (uint64_t g0 = 0; g0 < g.k64; g0 += group) {
+  for (uint64_t g0 = 0; g0 < g.k64; g0 += group, xsum += 8) {
     __m512 t01[R], t23[R];  // (t0 | t1) and (t2 | t3) of each row
     for (int r = 0; r < R; ++r) t01[r] = t23[r] = _mm512_setzero_ps();
     const uint64_t g1 = g0 + group < g.k64 ? g0 + group : g.k64;
@@ -334,8 +331,9 @@ static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
       if (a + 64 < ahead_end) _mm_prefetch(a + 64, _MM_HINT_T0);
       const __m512 x0 = _mm512_loadu_ps(xs + c), x1 = _mm512_loadu_ps(xs + c + 16);
       const __m512 x2 = _mm512_loadu_ps(xs + c + 32), x3 = _mm512_loadu_ps(xs + c + 48);
+      const uint8_t* p = row0 + c / 2;
       for (int r = 0; r < R; ++r) {
-        const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(base[r] + c / 2)));
+        const __m512i raw = _mm512_broadcast_i64x4(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p + r * rb)));
         t01[r] = _mm512_fmadd_ps(x0, D::value(_mm512_and_si512(raw, mask0)), t01[r]);
         t23[r] = _mm512_fmadd_ps(x1, D::value(_mm512_and_si512(raw, mask1)), t23[r]);
         t01[r] = _mm512_fmadd_ps(x2, D::value(_mm512_and_si512(raw, mask2)), t01[r]);
@@ -349,7 +347,7 @@ static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
       for (uint64_t c = g0; c < g1; c += 64) chunk(c);
     }
     // the group's lane sums X in both halves (zp·X is subtracted from each row's S)
-    const __m512 lane_sums = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(reinterpret_cast<const double*>(xsum + (g1 - 64) / span * 8))));
+    const __m512 lane_sums = _mm512_castpd_ps(_mm512_broadcast_f64x4(_mm256_loadu_pd(reinterpret_cast<const double*>(xsum))));
     // Two rows per register from here: with a = (a_lo | a_hi) of row 2p and b of row 2p + 1,
     // blend(a, b) + (a_hi | b_lo) = (a_lo + a_hi | b_lo + b_hi), one lane swap for two rows
     // (addition commutes, so each lane's sum is the reference's).
@@ -360,23 +358,24 @@ static void gemv_int4_rows4(const GemvCtx& g, uint64_t n, uint64_t last) {
       };
       __m512 sum = _mm512_add_ps(fold(t01[r], t01[r + 1]), fold(t23[r], t23[r + 1]));
       __m512 s, zp = sym_zero;
+      const float* s0 = sp + r * ss;
       if (G32) {  // lanes 0-3 / 4-7 of each half: groups 2i / 2i + 1 of its row
         const __m512i halves = _mm512_setr_epi32(0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2, 3, 3, 3, 3);
-        const __m128d pair = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(sp[r])), reinterpret_cast<const double*>(sp[r + 1]));
+        const __m128d pair = _mm_loadh_pd(_mm_load_sd(reinterpret_cast<const double*>(s0)), reinterpret_cast<const double*>(s0 + ss));
         s = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_castpd_ps(pair)));
-        if (kAsym)
-          zp = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_setr_ps(zq[r][0], zq[r][1], zq[r + 1][0], zq[r + 1][1])));
+        if (kAsym) {
+          const uint8_t* z0 = zq + r * ss;
+          zp = _mm512_permutexvar_ps(halves, _mm512_castps128_ps512(_mm_setr_ps(z0[0], z0[1], z0[ss], z0[ss + 1])));
+        }
       } else {
-        s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(sp[r][0]), _mm512_set1_ps(sp[r + 1][0]));
-        if (kAsym) zp = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(zq[r][0]), _mm512_set1_ps(zq[r + 1][0]));
+        s = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(s0[0]), _mm512_set1_ps(s0[ss]));
+        if (kAsym) zp = _mm512_mask_blend_ps(0xff00, _mm512_set1_ps(zq[r * ss]), _mm512_set1_ps(zq[(r + 1) * ss]));
       }
       sum = _mm512_fnmadd_ps(zp, lane_sums, sum);
       acc[p] = _mm512_fmadd_ps(s, sum, acc[p]);
     }
-    for (int r = 0; r < R; ++r) {
-      sp[r] += G32 ? 2 : 1;
-      if (kAsym) zq[r] += G32 ? 2 : 1;
-    }
+    sp += G32 ? 2 : 1;
+    if (kAsym) zq += G32 ? 2 : 1;
   }
   float tails[R];
   gemv_tails<R>(g, 0, n, tails);
