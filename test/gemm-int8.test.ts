@@ -220,6 +220,36 @@ describe('invariance', () => {
     setCpuPath('auto');
   });
 
+  test('activation codes at exact halves, odd row lengths and tiny rows: every path rounds to nearest even like the reference', () => {
+    // identity int8 weights (scale 1) make y[m][n] = s_x[m] * q_x[m][n]: the codes themselves
+    for (const K of [37, 69, 256 + 15]) {
+      const rows: number[][] = [];
+      const halves = (sign: number, off: number) => Array.from({ length: K }, (_, k) => (k === 0 ? 127 : sign * (((k + off) % 127) + 0.5)));
+      rows.push(halves(1, 0), halves(-1, 3), new Array(K).fill(0));
+      rows.push(Array.from({ length: K }, (_, k) => (k === K - 1 ? -254 : (k % 7) - 3)));  // amax in the tail lanes, s = 2: odd codes at halves
+      rows.push(Array.from({ length: K }, (_, k) => (k % 5 === 0 ? 1e-40 : 3e-41 * k)));  // subnormal row: the minimum scale
+      for (let m = rows.length; m < 14; m++) rows.push(Array.from({ length: K }, (_, k) => Math.sin(7 * m + k) * 10 ** (m - 7)));
+      const M = rows.length, x = Float32Array.from(rows.flat());
+      const codes = Tensor.empty([K * K], 'i8', 'weights');
+      const c = codes.data() as Int8Array;
+      c.fill(0);
+      for (let n = 0; n < K; n++) c[n * K + n] = 1;
+      const w = new QTensor('int8', [K, K], 'channel', codes, Tensor.from(new Float32Array(K).fill(1), [K], 'f32', 'weights'));
+      const ref = quantizeActs(x, M, K);
+      for (const rowsUsed of [M, 12, 3]) {  // the packed GEMM and the GEMVs
+        const xs = Tensor.from(x.subarray(0, rowsUsed * K), [rowsUsed, K]);
+        const outs = paths.map((p) => {
+          setCpuPath(p);
+          return copy(matmulInt8Sync(xs, w));
+        });
+        for (let i = 1; i < paths.length; i++) expectSameBits(outs[i], outs[0], `${paths[i]} vs scalar (K = ${K}, M = ${rowsUsed})`);
+        for (let m = 0; m < Math.min(rowsUsed, 4); m++)  // rows with normal scales: the float64 reference's codes
+          for (let n = 0; n < K; n++) expect(outs[0][m * K + n]).toBe(Math.fround(ref.q[m * K + n] * ref.s[m]));
+      }
+      setCpuPath('auto');
+    }
+  });
+
   test('every path (scalar, AVX2, AVX-512 VNNI where present) agrees on a larger problem, every mode', () => {
     if (!avx2) return;
     const rand = prng(77);

@@ -1,5 +1,5 @@
 // Dynamic per-row int8 quantization of activations (W8A8 / W4A8 GEMMs): the one definition used by
-// the CPU kernels (native/cpu/gemm_int8*.cc, scalar and AVX2) and the CUDA W8A8 GEMM
+// the CPU kernels (native/cpu/gemm_int8*.cc: scalar, AVX2, AVX-512) and the CUDA W8A8 GEMM
 // (cuda/kernels/gemm_tc.cu), so every backend makes the same codes and scales.
 //   s = absmax / 127 (formats.h scale_for), inv = 1 / s; a row whose inv overflows (or an all-zero
 //   row) gets s = inv = 0 and all-zero codes; q = clamp(rtne(x * inv), -127, 127).

@@ -214,7 +214,7 @@ const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, 
 const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, tile_each<avx2::tile_int>,
                        avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
                        avx2::direction_codes, false, 2, gemv_max_m_ref};
-const Kernels kAvx512 = {avx2::act_quantize_row, avx2::act_int4_extras, avx512::gemv_rows, avx512::pack_panel, avx512::tile_panels,
+const Kernels kAvx512 = {avx512::act_quantize_row, avx2::act_int4_extras, avx512::gemv_rows, avx512::pack_panel, avx512::tile_panels,
                          avx2::pack_act_f32, avx2::decode_panel_f32, avx512::tile_f32, avx2::perturb_gather, avx2::sparse_row,
                          avx512::direction_codes, true, 4, avx512::gemv_max_m};
 

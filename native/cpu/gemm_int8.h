@@ -294,6 +294,7 @@ namespace avx512 {
 // for int4, kGemvMaxM where it hands the call to the AVX2 GEMV (groups of 32, scale indices
 // beyond int32).
 uint64_t gemv_max_m(const QTensorView& w, uint64_t G, uint64_t ga);
+bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale);
 void pack_panel(const IntPlan& p, uint64_t n0, Panel panel);
 // Activation rows [m0, m0 + mr) times panels [0, np), the output columns from n0 (the last panel may
 // be partial): several panels per call, so each step's activation broadcast feeds more vpdpbusd.

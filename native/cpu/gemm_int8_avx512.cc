@@ -8,8 +8,9 @@
 // signed one. The offsets come back out per group in integers: S = sum u * x - zp * sum x, with
 // zp = 128 for int8 and the group's zero-point for int4 (ActQ::gsum holds sum x per group).
 // Include only in the avx512 group (compiled with -mavx512f -mavx512bw -mavx512vl -mavx512vnni).
-// GCC 12 warns inside its own headers (_mm512_cvtepi32_ps's undefined pass-through operand).
+// GCC 12 warns inside its own headers (the undefined pass-through operands of the unmasked forms).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 #include <string.h>
 
@@ -390,6 +391,30 @@ void gemv_i(const IntPlan& p, uint64_t n0, uint64_t n1) {
   }
 }
 }  // namespace
+
+// act_quant.h's row quantization on 16 lanes: the same absmax (magnitude bits, NaN and Inf refused)
+// and the same float steps per element (x * inv, round to nearest even, clamp, exact conversion).
+bool act_quantize_row(const float* x, uint64_t K, uint64_t Kp, int8_t* q, float* scale) {
+  const __m512i absmask = _mm512_set1_epi32(0x7fffffff);
+  __m512i mx = _mm512_setzero_si512();
+  uint64_t k = 0;
+  for (; k + 16 <= K; k += 16) mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_loadu_si512((const void*)(x + k)), absmask));
+  const __mmask16 tail = (__mmask16)((1u << (K - k)) - 1);
+  mx = _mm512_max_epu32(mx, _mm512_and_si512(_mm512_maskz_loadu_epi32(tail, x + k), absmask));
+  const uint32_t mb = _mm512_reduce_max_epu32(mx);
+  if (mb >= 0x7f800000u) return false;  // Inf or NaN (magnitude bits at or above Inf's)
+  float inv, s = act_int8_scale(bits_to_f32(mb), &inv);
+  const __m512 vinv = _mm512_set1_ps(inv), hi = _mm512_set1_ps((float)kInt8Max), lo = _mm512_set1_ps((float)-kInt8Max);
+  auto codes = [&](__m512 v) {
+    const __m512 r = _mm512_roundscale_ps(_mm512_mul_ps(v, vinv), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    return _mm512_cvttps_epi32(_mm512_min_ps(_mm512_max_ps(r, lo), hi));
+  };
+  for (k = 0; k + 16 <= K; k += 16) _mm_storeu_si128((__m128i*)(q + k), _mm512_cvtepi32_epi8(codes(_mm512_loadu_ps(x + k))));
+  _mm512_mask_cvtepi32_storeu_epi8(q + k, tail, codes(_mm512_maskz_loadu_ps(tail, x + k)));
+  memset(q + K, 0, Kp - K);
+  *scale = s;
+  return true;
+}
 
 void pack_panel(const IntPlan& p, uint64_t n0, Panel panel) {
   uint8_t* u = panel.abs;
