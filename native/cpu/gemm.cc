@@ -309,19 +309,20 @@ void gemm_packed(const GemmArgs* gs, size_t n) {
 // 32-row tasks of all of them; each prepares its own activations (their layout depends on the format).
 void gemv_group(const GemmArgs* gs, size_t n) {
   const uint64_t M = gs[0].m, K = gs[0].w.k, per = gemv_prepared_floats(M, K);
-  constexpr uint64_t kRows = 32;
   std::vector<float> xs(per * n);
   std::vector<GemvCtx> ctx(n);
-  std::vector<uint64_t> tasks(n);
+  std::vector<uint64_t> tasks(n), rows_per_task(n);
   for (size_t i = 0; i < n; ++i) {
     const GemmArgs& g = gs[i];
     ctx[i] = GemvCtx{&g.w, g.a, xs.data() + per * i, M, K / 64 * 64, g.bias, g.c, g.w.n, g.accumulate, int4_subnormal_decode()};
     gemv_prepare(g.w, g.a, M, ctx[i].int4_subnormal, xs.data() + per * i);
-    tasks[i] = (g.w.n + kRows - 1) / kRows;
+    const uint64_t row_bytes = g.w.f32 ? K * sizeof(float) : qformat_row_bytes(g.w.q.format, K) + qt_scale_count(g.w.q) * sizeof(float) / std::max<uint64_t>(g.w.n, 1);
+    rows_per_task[i] = stream_rows_per_task(g.w.n, row_bytes);
+    tasks[i] = (g.w.n + rows_per_task[i] - 1) / rows_per_task[i];
   }
   auto rows = use_avx512() ? avx512::gemv_rows : (use_avx2() ? avx2::gemv_rows : gemv_rows_ref);
   parallel_for_groups(tasks, [&](size_t i, uint64_t t) {
-    const uint64_t b = t * kRows, e = std::min<uint64_t>(b + kRows, gs[i].w.n);
+    const uint64_t b = t * rows_per_task[i], e = std::min<uint64_t>(b + rows_per_task[i], gs[i].w.n);
     SubnormalScope keep_subnormals;  // the int4 decode reads nibbles as subnormal floats
     rows(ctx[i], b, e);
   });

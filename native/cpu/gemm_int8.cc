@@ -276,7 +276,7 @@ inline size_t pieces(std::initializer_list<size_t> bytes) {
 }
 
 constexpr uint64_t kActRowsPerTask = 16;
-constexpr uint64_t kGemvRowsPerTask = 64;   // weight rows per GEMV task
+constexpr uint64_t kSubsetRowsPerTask = 64;  // weight rows per task of a sparse subset's direction gather
 constexpr uint64_t kMaxPanelsPerTask = 4;   // Kernels::panels_per_task is at most this
 constexpr uint64_t kGemmRowsPerTask = 256;  // activation rows per GEMM task, when the columns alone give too few tasks
 constexpr uint64_t kTasksPerThread = 4;     // column blocks per thread that make splitting the rows unnecessary
@@ -316,7 +316,8 @@ struct IntRun {
   IntRun(const Kernels& k, const IntPlan& plan) : kn(&k), p(plan) {
     const uint64_t M = p.a->M;
     gemv = M <= kn->gemv_max_m(p.w, p.G, p.ga) && !p.dir;
-    cols_per_task = gemv ? kGemvRowsPerTask : kn->panels_per_task * kPanelCols;
+    const uint64_t row_bytes = qformat_row_bytes(p.w.format, p.w.cols) + (p.w.scales ? qt_scale_count(p.w) * sizeof(float) / std::max<uint64_t>(p.N, 1) : 0);
+    cols_per_task = gemv ? stream_rows_per_task(p.N, row_bytes) : kn->panels_per_task * kPanelCols;
     nb = (p.N + cols_per_task - 1) / cols_per_task;
     // A task packs its panels for its rows: every row block packs them again (4x at 1024^3 with
     // 256-row blocks, 7 % of the call), so rows are split only when the column blocks are too few to
@@ -415,7 +416,7 @@ void run_sparse(const Kernels& kn, IntPlan p, const IntGemm& g, const ActQ& a, f
   p.ep.raw = true;
   run_int(kn, p);
   // t_s = alpha * z(idx_s): z of each weight row's entries gathered (alpha 1) into a zeroed row buffer.
-  parallel_chunks(N, kGemvRowsPerTask, [&](size_t b, size_t e) {
+  parallel_chunks(N, kSubsetRowsPerTask, [&](size_t b, size_t e) {
     Scratch<float> z(K);
     Scratch<uint32_t> ks(K);
     memset(z.p, 0, K * sizeof(float));
