@@ -21,7 +21,7 @@ void ceiling_update_range_ref(float* x, size_t n, float delta) {
 }
 
 namespace {
-constexpr size_t kChunk = 1 << 16;  // 256 KiB per task
+constexpr size_t kChunk = 1 << 18;  // 1 MiB per task: with 256 KiB the prefetchers restarted often enough to read ~10 % low
 }
 
 double ceiling_read(const float* x, size_t n) {
