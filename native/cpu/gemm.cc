@@ -306,7 +306,8 @@ void gemm_packed(const GemmArgs* gs, size_t n) {
 }
 
 // The streaming GEMV (M <= kGemvMaxRows, no perturbation) of every product, one parallel job over
-// 32-row tasks of all of them; each prepares its own activations (their layout depends on the format).
+// tasks of all of them (stream_rows_per_task rows each); each prepares its own activations (their
+// layout depends on the format).
 void gemv_group(const GemmArgs* gs, size_t n) {
   const uint64_t M = gs[0].m, K = gs[0].w.k, per = gemv_prepared_floats(M, K);
   std::vector<float> xs(per * n);
