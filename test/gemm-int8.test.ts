@@ -234,7 +234,7 @@ describe('invariance', () => {
       const c = codes.data() as Int8Array;
       c.fill(0);
       for (let n = 0; n < K; n++) c[n * K + n] = 1;
-      const w = new QTensor('int8', [K, K], 'channel', codes, Tensor.from(new Float32Array(K).fill(1), [K], 'f32', 'weights'));
+      const w = new QTensor('int8', [K, K], 'channel', codes, Tensor.fromArray(new Float32Array(K).fill(1), [K], 'f32', 'weights'));
       const ref = quantizeActs(x, M, K);
       for (const rowsUsed of [M, 12, 3]) {  // the packed GEMM and the GEMVs
         const xs = Tensor.from(x.subarray(0, rowsUsed * K), [rowsUsed, K]);
