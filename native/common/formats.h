@@ -231,6 +231,10 @@ struct QTensorView {
 // Free functions, not members: member functions would have external linkage (see defs.h).
 ZT_HD uint64_t qt_groups_per_row(const QTensorView& q) { return q.group == 0 ? 1 : (q.cols + q.group - 1) / q.group; }
 ZT_HD uint64_t qt_scale_count(const QTensorView& q) { return q.group == 0 ? 1 : q.rows * qt_groups_per_row(q); }
+// Bytes a kernel streams per row: the codes and the row's share of the scales.
+ZT_HD uint64_t qt_row_stream_bytes(const QTensorView& q) {
+  return qformat_row_bytes(q.format, q.cols) + (q.scales ? qt_scale_count(q) * sizeof(float) / (q.rows ? q.rows : 1) : 0);
+}
 ZT_HD uint64_t qt_scale_index(const QTensorView& q, uint64_t r, uint64_t c) {
   return q.group == 0 ? 0 : r * qt_groups_per_row(q) + c / q.group;
 }

@@ -21,7 +21,8 @@ void ceiling_update_range_ref(float* x, size_t n, float delta) {
 }
 
 namespace {
-constexpr size_t kChunk = 1 << 18;  // 1 MiB per task: with 256 KiB the prefetchers restarted often enough to read ~10 % low
+// 1 MiB per task: with 256 KiB the prefetchers restarted often enough to read ~10 % low
+constexpr size_t kChunk = 1 << 18;
 }
 
 double ceiling_read(const float* x, size_t n) {

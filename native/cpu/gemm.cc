@@ -317,8 +317,7 @@ void gemv_group(const GemmArgs* gs, size_t n) {
     const GemmArgs& g = gs[i];
     ctx[i] = GemvCtx{&g.w, g.a, xs.data() + per * i, M, K / 64 * 64, g.bias, g.c, g.w.n, g.accumulate, int4_subnormal_decode()};
     gemv_prepare(g.w, g.a, M, ctx[i].int4_subnormal, xs.data() + per * i);
-    const uint64_t row_bytes = g.w.f32 ? K * sizeof(float) : qformat_row_bytes(g.w.q.format, K) + qt_scale_count(g.w.q) * sizeof(float) / std::max<uint64_t>(g.w.n, 1);
-    rows_per_task[i] = stream_rows_per_task(g.w.n, row_bytes);
+    rows_per_task[i] = stream_rows_per_task(g.w.n, g.w.f32 ? K * sizeof(float) : qt_row_stream_bytes(g.w.q));
     tasks[i] = (g.w.n + rows_per_task[i] - 1) / rows_per_task[i];
   }
   auto rows = use_avx512() ? avx512::gemv_rows : (use_avx2() ? avx2::gemv_rows : gemv_rows_ref);

@@ -316,8 +316,7 @@ struct IntRun {
   IntRun(const Kernels& k, const IntPlan& plan) : kn(&k), p(plan) {
     const uint64_t M = p.a->M;
     gemv = M <= kn->gemv_max_m(p.w, p.G, p.ga) && !p.dir;
-    const uint64_t row_bytes = qformat_row_bytes(p.w.format, p.w.cols) + (p.w.scales ? qt_scale_count(p.w) * sizeof(float) / std::max<uint64_t>(p.N, 1) : 0);
-    cols_per_task = gemv ? stream_rows_per_task(p.N, row_bytes) : kn->panels_per_task * kPanelCols;
+    cols_per_task = gemv ? stream_rows_per_task(p.N, qt_row_stream_bytes(p.w)) : kn->panels_per_task * kPanelCols;
     nb = (p.N + cols_per_task - 1) / cols_per_task;
     // A task packs its panels for its rows: every row block packs them again (4x at 1024^3 with
     // 256-row blocks, 7 % of the call), so rows are split only when the column blocks are too few to
