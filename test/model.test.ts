@@ -170,6 +170,61 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     expect(steps.map((s) => s[1]).filter((t) => t !== undefined)).toEqual([4094]);
   });
 
+  maybe('the native decode loop: a slow consumer gets every step, break and abort end it, the model stays usable', async () => {
+    const opts = { maxNewTokens: 10, stopTokens: [] as number[] };
+    const before = (await settledLive()).activations;
+    const fast: number[] = [];
+    for await (const t of model.generate(prompts[2], opts)) fast.push(t);
+    expect(fast).toHaveLength(10);
+    const slow: number[] = [];
+    for await (const t of model.generate(prompts[2], opts)) {
+      await new Promise((r) => setTimeout(r, 5));  // the loop runs ahead: steps queue up in order
+      slow.push(t);
+    }
+    expect(slow).toEqual(fast);
+    const cut: number[] = [];
+    for await (const t of model.generate(prompts[2], { ...opts, maxNewTokens: 200 })) if (cut.push(t) === 3) break;
+    expect(cut).toEqual(fast.slice(0, 3));
+    const ac = new AbortController();
+    const seen: number[] = [];
+    const aborted = (async () => {
+      for await (const t of model.generate(prompts[2], { ...opts, maxNewTokens: 200, signal: ac.signal })) if (seen.push(t) === 2) ac.abort();
+    })();
+    await expect(aborted).rejects.toMatchObject({ name: 'AbortError' });
+    expect(seen).toEqual(fast.slice(0, 2));
+    const pre = new AbortController();
+    pre.abort();
+    await expect(model.generate(prompts[2], { signal: pre.signal }).next()).rejects.toMatchObject({ name: 'AbortError' });
+    // every cache was freed and the weight lock released: a write goes through at once
+    expect((await settledLive()).activations).toBe(before);
+    await model.zoUpdate({ seed: 1, scale: 0 });  // fp32: w - 0 * z = w
+    expect((await model.forward([prompts[0]])).count).toBe(prompts[0].length - 1);
+  });
+
+  maybe('llamaGenerate validates its own arguments', () => {
+    const a = (model as unknown as { cfgArg: Float64Array; idArg: Uint32Array; weightArgs: unknown[] });
+    const cache = model.createCache(1, 8);
+    try {
+      const call = (over: { maxNew?: number; length?: Int32Array; next?: Int32Array; onStep?: unknown; cap?: number; tokens?: number[] }) =>
+        native().llamaGenerate(a.cfgArg, a.idArg, Int32Array.from(over.tokens ?? [1, 2]), Int32Array.from([0, (over.tokens ?? [1, 2]).length]), Int32Array.from([0, 1]),
+          null, cache.k.mem, cache.v.mem, cache.mask, over.length ?? cache.length, over.next ?? cache.nextPosition, over.cap ?? 8, null, 0,
+          over.maxNew ?? 2, null, (over.onStep ?? null) as never, ...(a.weightArgs as never[]));
+      expect(() => call({ maxNew: -1 })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+      expect(() => call({ onStep: 5 })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+      expect(() => call({ next: cache.length })).toThrow(code('ZOTUNE_INVALID_ARGUMENT'));
+      expect(() => call({ length: new Int32Array(0) })).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+      expect(() => call({ cap: 9 })).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+      expect(() => call({ tokens: [1, 99999] })).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+      // more steps than the cache holds: the loop stops with the step that would overflow it
+      cache.length.fill(0);
+      cache.nextPosition.fill(0);
+      expect(() => call({ maxNew: 8 })).toThrow(code('ZOTUNE_OUT_OF_RANGE'));
+      expect(cache.length[0]).toBe(8);
+    } finally {
+      cache.dispose();
+    }
+  });
+
   maybe('seeded sampling is reproducible, seed-dependent, and draws exactly what nn.sample draws', async () => {
     const opts = { maxNewTokens: 16, sample: true, temperature: 0.8, topK: 40, topP: 0.95, stopTokens: [] as number[] };
     const run = async (seed: number) => {

@@ -407,17 +407,20 @@ function decodeParams(g: GenerationConfig, opts: GenerateOptions): Float64Array 
   return topP === 0 ? Float64Array.from([0, 0, 1]) : Float64Array.from([t, topK, topP]); // top-p 0 keeps the most likely token: greedy
 }
 
-/**
- * @internal The generation loop of LlamaModel and DeviceLlamaModel: one cache for the prompts, then
- * per step one call (`step`: the packed feed, which sets next[b] to sequence b's next token) and one
- * yielded token per sequence (undefined once it stopped), until every sequence stopped or maxNew.
- */
-export async function* generateSteps<C extends CacheSlots & { dispose(): void }>(
-  m: LlamaModel, prompts: readonly Sequence[], opts: GenerateOptions, newCache: (batch: number, capacity: number) => C,
-  step: (p: Packed, cache: C, next: Int32Array, sample: Float64Array, seed: number | bigint) => Promise<void>,
-): AsyncGenerator<(number | undefined)[]> {
-  const c = m.config, g = m.generationConfig, B = prompts.length;
-  if (!Array.isArray(prompts) || B === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'generate needs at least one prompt');
+/** @internal The checked settings of one generate call. */
+export interface GenerationPlan {
+  maxNew: number;
+  sample: Float64Array;
+  seed: number | bigint;
+  stop: Set<number>;
+  /** KV cache slots the call needs per sequence. */
+  capacity: number;
+}
+
+/** @internal Validates the prompts and options of a generate call; null when there is nothing to generate. */
+export function planGeneration(m: LlamaModel, prompts: readonly Sequence[], opts: GenerateOptions): GenerationPlan | null {
+  const c = m.config, g = m.generationConfig;
+  if (!Array.isArray(prompts) || prompts.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'generate needs at least one prompt');
   prompts.forEach((p, b) => {
     if (p.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', `prompt ${b} is empty`);
     checkIds(p, c.vocabSize, `prompt ${b}`);
@@ -427,22 +430,36 @@ export async function* generateSteps<C extends CacheSlots & { dispose(): void }>
   const room = c.maxPositionEmbeddings - longest;
   const maxNew = Math.min(opts.maxNewTokens ?? defaultNewTokens(g, longest), room);
   if (!Number.isSafeInteger(maxNew) || maxNew < 0) fail('ZOTUNE_INVALID_ARGUMENT', `maxNewTokens must be a non-negative integer, got ${opts.maxNewTokens}`);
-  if (maxNew === 0) return;
+  if (maxNew === 0) return null;
   const sample = decodeParams(g, opts);
-  const seed = opts.seed ?? 0;
-  const stop = new Set(opts.stopTokens ?? g.eosTokenIds);
-  const cache = newCache(B, longest + maxNew);
+  return { maxNew, sample, seed: opts.seed ?? 0, stop: new Set(opts.stopTokens ?? g.eosTokenIds), capacity: longest + maxNew };
+}
+
+/**
+ * @internal The generation loop of DeviceLlamaModel: one cache for the prompts, then per step one
+ * call (`step`: the packed feed, which sets next[b] to sequence b's next token) and one yielded
+ * token per sequence (undefined once it stopped), until every sequence stopped or maxNew.
+ * LlamaModel runs the same loop natively (llamaGenerate).
+ */
+export async function* generateSteps<C extends CacheSlots & { dispose(): void }>(
+  m: LlamaModel, prompts: readonly Sequence[], opts: GenerateOptions, newCache: (batch: number, capacity: number) => C,
+  step: (p: Packed, cache: C, next: Int32Array, sample: Float64Array, seed: number | bigint) => Promise<void>,
+): AsyncGenerator<(number | undefined)[]> {
+  const plan = planGeneration(m, prompts, opts);
+  if (!plan) return;
+  const B = prompts.length;
+  const cache = newCache(B, plan.capacity);
   try {
     const next = new Int32Array(B);
     const done = new Array<boolean>(B).fill(false);
     let feed: Sequence[] = prompts.map((p) => p);
-    for (let s = 0; s < maxNew; s++) {
+    for (let s = 0; s < plan.maxNew; s++) {
       opts.signal?.throwIfAborted();
       next.fill(-1);
-      await step(m.pack(feed, { cache, targets: 'none' }, true), cache, next, sample, seed);
+      await step(m.pack(feed, { cache, targets: 'none' }, true), cache, next, plan.sample, plan.seed);
       const out = Array.from(next, (id, b) => (done[b] ? undefined : id));
       out.forEach((id, b) => {
-        if (id !== undefined && stop.has(id)) done[b] = true;
+        if (id !== undefined && plan.stop.has(id)) done[b] = true;
       });
       yield out;
       if (done.every((d) => d)) return;
@@ -940,9 +957,69 @@ export class LlamaModel {
    */
   async *generateBatch(prompts: readonly Sequence[], opts: GenerateOptions = {}): AsyncGenerator<(number | undefined)[]> {
     this.check();
-    yield* generateSteps(this, prompts, opts, (B, cap) => this.createCache(B, cap), async (p, cache, next, sample, seed) => {
-      await this.run(p, cache, null, next, sample, seed);
-    });
+    const plan = planGeneration(this, prompts, opts);
+    if (!plan) return;
+    opts.signal?.throwIfAborted();
+    const cache = this.createCache(prompts.length, plan.capacity);
+    // The decode loop runs natively, one call for every step: each step's tokens arrive here while
+    // the next step runs (a round trip to JS per token cost a small model a third of its decode
+    // time). Stopping early (break, abort) ends the loop within two steps.
+    const steps: Int32Array[] = [];
+    let stop = false, settled = false, total = 0, failure: unknown, wake: (() => void) | undefined;
+    const notify = () => {
+      const w = wake;
+      wake = undefined;
+      w?.();
+    };
+    const onAbort = () => {
+      stop = true;
+      notify();
+    };
+    opts.signal?.addEventListener('abort', onAbort);
+    let run: Promise<void>;
+    try {
+      const p = this.pack(prompts, { cache, targets: 'none' }, true);
+      const onStep = (tokens: Int32Array) => {
+        steps.push(tokens);
+        notify();
+        return !stop;
+      };
+      run = withCache(cache, () =>
+        this.lock.read(() =>
+          native().llamaGenerateAsync(
+            this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, cache.k.mem, cache.v.mem, cache.mask, cache.length,
+            cache.nextPosition, cache.capacity, plan.sample, plan.seed, plan.maxNew, Int32Array.from(plan.stop), onStep, ...(this.weightArgs as Mem[]),
+          ),
+        ),
+      ).then(
+        (n) => void (total = n),
+        (e: unknown) => void (failure = e ?? new Error('generate failed')),
+      ).finally(() => {
+        settled = true;
+        notify();
+      });
+    } catch (e) {
+      opts.signal?.removeEventListener('abort', onAbort);
+      cache.dispose();
+      throw e;
+    }
+    try {
+      for (let i = 0; ; ) {
+        opts.signal?.throwIfAborted();
+        if (i < steps.length) {
+          yield Array.from(steps[i++], (id) => (id < 0 ? undefined : id));
+          continue;
+        }
+        if (settled && failure !== undefined) throw failure;
+        if (settled && i >= total) return;
+        await new Promise<void>((r) => (wake = r));
+      }
+    } finally {
+      stop = true;
+      opts.signal?.removeEventListener('abort', onAbort);
+      await run;
+      cache.dispose();
+    }
   }
 
   /** Streams the continuation of one prompt, token by token (the stop token included). */

@@ -89,6 +89,9 @@ export interface NativeAddon {
   // One LLaMA forward pass (native/addon/bind_llama.cc documents the arguments).
   llamaForward(...args: LlamaForwardArgs): { logprobSum: number; count: number };
   llamaForwardAsync(...args: LlamaForwardArgs): Promise<{ logprobSum: number; count: number }>;
+  // The decode loop of generation with a KV cache (bind_llama.cc documents the arguments): the steps run.
+  llamaGenerate(...args: LlamaGenerateArgs): number;
+  llamaGenerateAsync(...args: LlamaGenerateArgs): Promise<number>;
   // The two forwards of a ZO probe, and the ZO update of a tensor list (bind_llama.cc documents them).
   llamaZoProbe(...args: LlamaZoProbeArgs): { plus: { logprobSum: number; count: number }; minus: { logprobSum: number; count: number } };
   llamaZoProbeAsync(...args: LlamaZoProbeArgs): Promise<{ plus: { logprobSum: number; count: number }; minus: { logprobSum: number; count: number } }>;
@@ -423,6 +426,11 @@ export type GemmInt8Args = [
 export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset: number, c: Mem, cByteOffset: number, M: number, N: number, K: number];
 
 /** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, vocabSubset, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
+export type LlamaGenerateArgs = [
+  Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Mem, Mem, Uint8Array, Int32Array, Int32Array, number,
+  Float64Array | null, Seed, number, Int32Array | null, ((tokens: Int32Array, step: number) => boolean) | null, ...LlamaWeightArg[],
+];
+
 export type LlamaForwardArgs = [
   Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null,
   Int32Array | null, Mem | null, Mem | null, Uint8Array | null, Int32Array | null, number, Int32Array | null, Float64Array | null, Seed, ...LlamaWeightArg[],

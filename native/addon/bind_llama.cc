@@ -13,6 +13,13 @@
 //              logprobsPlus: f64[N] | null, logprobsMinus: f64[N] | null, logitRows, logitsPlus, logitsMinus,
 //              vocabSubset, seed, dist, bits, eps, mode (0 on-load, 1 in-place), trainable: u8[n_ids], ...weights)
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}}
+// llamaGenerate(cfg, ids, tokens, seqOffsets, positions, keyMask (the prompt batch), cacheK, cacheV,
+//              cacheMask, cacheLength: i32[B] (in/out), cacheNextPosition: i32[B] (in/out), cacheCap,
+//              sample | null, seed, maxNew, stopTokens: i32[] | null, onStep: (tokens: i32[B], step) => boolean | null,
+//              ...weights) -> steps run
+//   the decode loop of llama_generate (llama.h) in one call; each step's tokens (-1: finished
+//   earlier) reach onStep on the event loop while the next step runs; onStep returning false stops
+//   the loop after the step in flight.
 // zoUpdate(seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n], counts: f64[n], ...tensors)
 //   every tensor j: fp32 w <- fma(-scale, z, w * (1 - decay * decayFlags[j])) (perturb kernels);
 //   quantized: quant_update(q, -scale, z) (SR onto its grid); with decay, dequantize to an fp32
@@ -25,6 +32,7 @@
 // fp32 only. Probe directions: z of tensor t = direction_at({seed, t, dist, bits, srProbe}, i);
 // updates use srUpdate (independent QuZO roundings). Cache buffers: keys
 // [layers][B][kvHeads][headDim][cap], values [layers][B][kvHeads][cap][headDim] floats.
+#include <atomic>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -40,7 +48,7 @@
 namespace zt {
 namespace {
 
-constexpr size_t kArgWeights = 19;
+constexpr size_t kArgWeights = 19, kArgWeightsGenerate = 17;
 
 [[noreturn]] void bad(Code c, const std::string& msg) { fail(c, "llamaForward: " + msg); }
 
@@ -67,6 +75,19 @@ Napi::Value sum_result(Napi::Env env, const LlamaOutputs& o) {
   return r;
 }
 
+// The cache buffers at k, k + 1 (values), k + 2 (mask) with its capacity at cap (past set by the caller).
+std::shared_ptr<KvCache> kv_cache_arg(Args& a, const LlamaConfig& c, size_t B, size_t k, size_t cap) {
+  auto cache = std::make_shared<KvCache>();
+  cache->cap = (size_t)a.index(cap, "cacheCap");
+  if (cache->cap == 0 || cache->cap > c.max_pos) bad(Code::OutOfRange, "cacheCap must be in [1, maxPositions]");
+  const uint64_t per = mul(mul(c.layers, B), mul(c.kv_heads, mul(cache->cap, c.head_dim)));
+  cache->k = a.elems<float>(k, "cacheK", 0, per);
+  cache->v = a.elems<float>(k + 1, "cacheV", 0, per);
+  cache->mask = a.elems<uint8_t>(k + 2, "cacheMask", 0, mul(B, cache->cap));
+  if (cache->k == cache->v) bad(Code::InvalidArgument, "cacheK and cacheV must be different buffers");
+  return cache;
+}
+
 Job parse_forward(Args& a) {
   LlamaConfig c = config_arg(a);
   const size_t L = c.layers;
@@ -91,15 +112,8 @@ Job parse_forward(Args& a) {
 
   std::shared_ptr<KvCache> cache;
   if (a.has(11)) {
-    cache = std::make_shared<KvCache>();
-    cache->cap = (size_t)a.index(15, "cacheCap");
-    if (cache->cap == 0 || cache->cap > c.max_pos) bad(Code::OutOfRange, "cacheCap must be in [1, maxPositions]");
-    const uint64_t per = mul(mul(L, b.B), mul(c.kv_heads, mul(cache->cap, c.head_dim)));
-    cache->k = a.elems<float>(11, "cacheK", 0, per);
-    cache->v = a.elems<float>(12, "cacheV", 0, per);
-    cache->mask = a.elems<uint8_t>(13, "cacheMask", 0, mul(b.B, cache->cap));
+    cache = kv_cache_arg(a, c, b.B, 11, 15);
     cache->past = a.copy<int32_t>(14, "cachePast", 0, b.B);
-    if (cache->k == cache->v) bad(Code::InvalidArgument, "cacheK and cacheV must be different buffers");
   }
   llama_next_arg(a, 16, b, *o, "llamaForward");
   auto w = parse_weights(a, c, ids, kArgWeights);
@@ -295,12 +309,96 @@ Job parse_update(Args& a) {
           nullptr};
 }
 
+
+// Streams each generation step's tokens to a JS function from the thread running the loop (the
+// event loop stays free); the function returning false stops the loop after the step in flight.
+class StepStream {
+ public:
+  StepStream(Napi::Env env, Napi::Function fn)
+      : fn_(Napi::ThreadSafeFunction::New(env, fn, "zotune generate", 0, 1)), stop_(std::make_shared<std::atomic<bool>>(false)) {}
+  ~StepStream() { close(); }
+  // Queues the step for JS; false once JS asked to stop or the environment is shutting down.
+  bool send(size_t step, const int32_t* next, size_t B) {
+    if (stop_->load()) return false;
+    auto* m = new Msg{stop_, step, std::vector<int32_t>(next, next + B)};
+    if (fn_.NonBlockingCall(m, deliver) != napi_ok) {
+      delete m;
+      return false;
+    }
+    return true;
+  }
+  void close() {
+    if (!closed_.exchange(true)) fn_.Release();
+  }
+
+ private:
+  struct Msg {
+    std::shared_ptr<std::atomic<bool>> stop;
+    size_t step;
+    std::vector<int32_t> tokens;
+  };
+  static void deliver(Napi::Env env, Napi::Function fn, Msg* m) {
+    std::unique_ptr<Msg> own(m);
+    if (!env || !fn) return;
+    Napi::Int32Array t = Napi::Int32Array::New(env, m->tokens.size());
+    std::copy(m->tokens.begin(), m->tokens.end(), t.Data());
+    try {
+      Napi::Value r = fn.Call({t, Napi::Number::New(env, (double)m->step)});
+      if (r.IsBoolean() && !r.As<Napi::Boolean>().Value()) m->stop->store(true);
+    } catch (const Napi::Error& e) {
+      m->stop->store(true);
+      e.ThrowAsJavaScriptException();
+    }
+  }
+  Napi::ThreadSafeFunction fn_;
+  std::shared_ptr<std::atomic<bool>> stop_;
+  std::atomic<bool> closed_{false};
+};
+
+Job parse_generate(Args& a) {
+  const char* op = "llamaGenerate";
+  LlamaConfig c = llama_config_arg(a, op);
+  const uint32_t* ids = a.copy<uint32_t>(1, "ids", 0, c.layers * 9 + 3);
+  LlamaBatch b = llama_batch_arg(a, op);
+  std::shared_ptr<KvCache> cache = kv_cache_arg(a, c, b.B, 6, 11);
+  int32_t* past = a.elems<int32_t>(9, "cacheLength", 0, b.B);
+  int32_t* next_pos = a.elems<int32_t>(10, "cacheNextPosition", 0, b.B);
+  if (past == next_pos) fail(Code::InvalidArgument, std::string(op) + ": cacheLength and cacheNextPosition must be different buffers");
+  auto g = std::make_shared<GenerateParams>();
+  g->sample = llama_sample_arg(a, 12, op);
+  g->seed = a.u64(13, "seed");
+  g->max_new = (size_t)a.index(14, "maxNew");
+  if (a.has(15)) {
+    const size_t n = a.mem(15, "stopTokens").bytes / 4;
+    const int32_t* stop = a.copy<int32_t>(15, "stopTokens", 0, n);
+    g->stop.assign(stop, stop + n);
+  }
+  std::shared_ptr<StepStream> stream;
+  if (a.has(16)) {
+    if (!a.value(16).IsFunction()) fail(Code::InvalidArgument, std::string(op) + ": onStep must be a function");
+    stream = std::make_shared<StepStream>(a.env(), a.value(16).As<Napi::Function>());
+  }
+  auto w = llama_weights_arg(a, c, ids, kArgWeightsGenerate, op, check_scales);
+  auto steps = std::make_shared<size_t>(0);
+  return {[c, w, b, cache, past, next_pos, g, stream, steps] {
+            struct Close {
+              StepStream* s;
+              ~Close() {
+                if (s) s->close();  // after the last step was queued, also when one threw
+              }
+            } close{stream.get()};
+            *steps = llama_generate(c, *w, b, *cache, past, next_pos, *g,
+                                    [&](size_t step, const int32_t* next) { return !stream || stream->send(step, next, b.B); });
+          },
+          [steps](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, (double)*steps); }};
+}
 }  // namespace
 
 void register_llama(Napi::Env env, Napi::Object exports) {
   export_op(env, exports, "llamaForward", parse_forward);
   export_op(env, exports, "llamaZoProbe", parse_probe);
   export_op(env, exports, "zoUpdate", parse_update);
+  export_op(env, exports, "llamaGenerate", parse_generate);
 }
 
 }  // namespace zt

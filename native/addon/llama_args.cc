@@ -164,18 +164,23 @@ Direction llama_direction_arg(Args& a, size_t i, uint32_t purpose, const char* o
   return d;
 }
 
+SampleParams llama_sample_arg(Args& a, size_t i, const char* op) {
+  SampleParams p;
+  if (!a.has(i)) return p;
+  const double* s = a.elems<double>(i, "sample", 0, 3);
+  if (!(s[0] >= 0 && std::isfinite(s[0]))) bad(op, Code::InvalidArgument, "temperature must be a finite number >= 0");
+  if (!(s[1] >= 0 && s[1] <= 2147483647.0 && s[1] == std::floor(s[1]))) bad(op, Code::InvalidArgument, "topK must be a non-negative integer");
+  if (!(s[2] > 0 && s[2] <= 1)) bad(op, Code::InvalidArgument, "topP must be in (0, 1]");
+  p.temperature = (float)s[0];
+  p.top_k = (uint32_t)s[1];
+  p.top_p = (float)s[2];
+  return p;
+}
+
 void llama_next_arg(Args& a, size_t i, const LlamaBatch& b, LlamaOutputs& o, const char* op) {
   if (!a.has(i)) return;
   o.next = a.elems<int32_t>(i, "next", 0, b.B);
-  if (a.has(i + 1)) {
-    const double* s = a.elems<double>(i + 1, "sample", 0, 3);
-    if (!(s[0] >= 0 && std::isfinite(s[0]))) bad(op, Code::InvalidArgument, "temperature must be a finite number >= 0");
-    if (!(s[1] >= 0 && s[1] <= 2147483647.0 && s[1] == std::floor(s[1]))) bad(op, Code::InvalidArgument, "topK must be a non-negative integer");
-    if (!(s[2] > 0 && s[2] <= 1)) bad(op, Code::InvalidArgument, "topP must be in (0, 1]");
-    o.sample.temperature = (float)s[0];
-    o.sample.top_k = (uint32_t)s[1];
-    o.sample.top_p = (float)s[2];
-  }
+  o.sample = llama_sample_arg(a, i + 1, op);
   o.seed = a.u64(i + 2, "seed");
 }
 

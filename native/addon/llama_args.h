@@ -43,8 +43,9 @@ std::shared_ptr<LlamaWeights> llama_weights_arg(Args& a, const LlamaConfig& c, c
 // Direction from (seed, dist, bits) at i .. i + 2, stream 0 (each tensor sets its own).
 Direction llama_direction_arg(Args& a, size_t i, uint32_t purpose, const char* op);
 float llama_finite_f32(Args& a, size_t i, const char* name, const char* op);
-// Next-token outputs from argument i: next: i32[B] | null, sample: f64[3] (temperature, topK, topP)
-// | null (greedy), seed.
+// Sampling from argument i: f64[3] (temperature, topK, topP) or null (greedy).
+SampleParams llama_sample_arg(Args& a, size_t i, const char* op);
+// Next-token outputs from argument i: next: i32[B] | null, sample (llama_sample_arg), seed.
 void llama_next_arg(Args& a, size_t i, const LlamaBatch& b, LlamaOutputs& o, const char* op);
 
 }  // namespace zt

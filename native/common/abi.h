@@ -5,5 +5,5 @@
 #pragma once
 
 namespace zt {
-static constexpr int kAddonAbi = 2;
+static constexpr int kAddonAbi = 3;
 }  // namespace zt

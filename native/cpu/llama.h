@@ -14,6 +14,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <functional>
 #include <vector>
 
 #include "gemm.h"
@@ -132,5 +133,21 @@ void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* ca
 // With `zo`, the trainable tensors are perturbed on load (LlamaPerturb).
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
                    const LlamaPerturb* zo = nullptr);
+
+// Generation with a KV cache: the prompt batch, then one token per unfinished sequence per step,
+// for at most max_new steps, each step one llama_forward (the tokens, positions and sampling draws
+// of a caller running the steps one by one). past[b] (cache slots filled) and next_pos[b] (next
+// rotary position) advance with the cache. on_step(step, next) receives every step's token per
+// sequence (-1 for one finished earlier) and returns false to stop there; a sequence finishes
+// with a token in `stop`. Returns the number of steps run. The loop stays on the calling thread:
+// a decode step of a small model is shorter than a round trip to JS.
+struct GenerateParams {
+  size_t max_new = 0;
+  std::vector<int32_t> stop;
+  SampleParams sample;
+  uint64_t seed = 0;
+};
+size_t llama_generate(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& prompt, KvCache& cache, int32_t* past,
+                      int32_t* next_pos, const GenerateParams& g, const std::function<bool(size_t, const int32_t*)>& on_step);
 
 }  // namespace zt
