@@ -201,6 +201,35 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     expect((await model.forward([prompts[0]])).count).toBe(prompts[0].length - 1);
   });
 
+  maybe('llamaGenerate streams every step once, in order, a few steps per call when they come fast', async () => {
+    const a = (model as unknown as { cfgArg: Float64Array; idArg: Uint32Array; weightArgs: unknown[] });
+    const prompts2 = [prompts[2].slice(0, 5), prompts[0].slice(0, 3)];
+    const B = prompts2.length, N = 20;
+    const cache = model.createCache(B, 5 + N);
+    try {
+      const p = model.pack(prompts2, { cache, targets: 'none' }, true);
+      const calls: [number, number[]][] = [];
+      const steps = await native().llamaGenerateAsync(a.cfgArg, a.idArg, p.tokens, p.offsets, p.positions, p.keyMask, cache.k.mem, cache.v.mem, cache.mask,
+        cache.length, cache.nextPosition, cache.capacity, null, 0, N, null, (t: Int32Array, first: number) => (calls.push([first, Array.from(t)]), true), ...(a.weightArgs as never[]));
+      await new Promise((r) => setImmediate(r));
+      expect(steps).toBe(N);
+      let next = 0;
+      for (const [first, t] of calls) {
+        expect(first).toBe(next);
+        expect(t.length % B).toBe(0);
+        next += t.length / B;
+      }
+      expect(next).toBe(N);
+      expect(Array.from(cache.length)).toEqual([5 + N - 1, 3 + N - 1]);  // the last step's tokens are not fed back
+      const flat = calls.flatMap(([, t]) => t);
+      const viaLib: number[][] = [];
+      for await (const s of model.generateBatch(prompts2, { maxNewTokens: N, stopTokens: [] })) viaLib.push(s as number[]);
+      expect(flat).toEqual(viaLib.flat());
+    } finally {
+      cache.dispose();
+    }
+  });
+
   maybe('llamaGenerate validates its own arguments', () => {
     const a = (model as unknown as { cfgArg: Float64Array; idArg: Uint32Array; weightArgs: unknown[] });
     const cache = model.createCache(1, 8);

@@ -428,7 +428,7 @@ export type GemmS8S8S32Args = [a: Mem, aByteOffset: number, b: Mem, bByteOffset:
 /** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobs, logitRows, logits, vocabSubset, cacheK, cacheV, cacheMask, cachePast, cacheCap, next, sample, seed, ...weights */
 export type LlamaGenerateArgs = [
   Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Mem, Mem, Uint8Array, Int32Array, Int32Array, number,
-  Float64Array | null, Seed, number, Int32Array | null, ((tokens: Int32Array, step: number) => boolean) | null, ...LlamaWeightArg[],
+  Float64Array | null, Seed, number, Int32Array | null, ((tokens: Int32Array, firstStep: number) => boolean) | null, ...LlamaWeightArg[],
 ];
 
 export type LlamaForwardArgs = [
