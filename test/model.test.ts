@@ -417,4 +417,15 @@ describe('loading', () => {
     m.dispose();
     await expect(m.forward([[1, 2]])).rejects.toMatchObject({ code: 'ZOTUNE_DISPOSED' });
   });
+
+  maybe('disposing a model ends its generations in flight: their generators throw ZOTUNE_DISPOSED', async () => {
+    const m = await LlamaModel.load(micro!);
+    const before = (await settledLive()).activations;
+    const gen = m.generate([1, 2, 3], { maxNewTokens: 400, stopTokens: [] });
+    expect(typeof (await gen.next()).value).toBe('number');
+    m.dispose();
+    await expect(gen.next()).rejects.toMatchObject({ code: 'ZOTUNE_DISPOSED' });
+    expect((await gen.next()).done).toBe(true);
+    expect((await settledLive()).activations).toBe(before);  // its KV cache was freed
+  });
 });

@@ -497,6 +497,8 @@ export class LlamaModel {
   private trainableFlags: Uint8Array;
   private readonly lock = new WeightLock();
   private disposed = false;
+  /** Stops the native decode loops in flight (dispose ends them). */
+  private readonly generations = new Set<() => void>();
 
   private constructor(dir: string, config: LlamaConfig, gen: GenerationConfig, scheme: WeightScheme, weights: Map<string, Weight>, schemes: Map<string, WeightScheme>) {
     this.dir = dir;
@@ -977,6 +979,7 @@ export class LlamaModel {
       notify();
     };
     opts.signal?.addEventListener('abort', onAbort);
+    this.generations.add(onAbort);
     let run: Promise<void>;
     try {
       const p = this.pack(prompts, { cache, targets: 'none' }, true);
@@ -1002,12 +1005,14 @@ export class LlamaModel {
       });
     } catch (e) {
       opts.signal?.removeEventListener('abort', onAbort);
+      this.generations.delete(onAbort);
       cache.dispose();
       throw e;
     }
     try {
       for (let i = 0; ; ) {
         opts.signal?.throwIfAborted();
+        this.check();
         if (i < steps.length) {
           yield Array.from(steps[i++], (id) => (id < 0 ? undefined : id));
           continue;
@@ -1019,6 +1024,7 @@ export class LlamaModel {
     } finally {
       stop = true;
       opts.signal?.removeEventListener('abort', onAbort);
+      this.generations.delete(onAbort);
       await run;
       cache.dispose();
     }
@@ -1036,6 +1042,7 @@ export class LlamaModel {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    this.generations.forEach((stop) => stop());  // their generators then throw ZOTUNE_DISPOSED
     this.weights.forEach((t) => t.dispose());
   }
 
