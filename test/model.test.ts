@@ -418,6 +418,21 @@ describe('loading', () => {
     await expect(m.forward([[1, 2]])).rejects.toMatchObject({ code: 'ZOTUNE_DISPOSED' });
   });
 
+  maybe('an error inside the native decode loop reaches the generator as a coded error, and the cache is freed', async () => {
+    const m = await LlamaModel.load(micro!);
+    const before = (await settledLive()).activations;
+    const norm = m.tensor('model.norm.weight').data() as Float32Array;
+    const keep = Float32Array.from(norm);
+    norm.fill(NaN);  // every logit NaN: nothing to sample
+    await expect(m.generate([1, 2, 3], { maxNewTokens: 5 }).next()).rejects.toMatchObject({ code: 'ZOTUNE_NONFINITE' });
+    expect((await settledLive()).activations).toBe(before);
+    norm.set(keep);
+    let n = 0;
+    for await (const t of m.generate([1, 2, 3], { maxNewTokens: 5, stopTokens: [] })) n += Number.isInteger(t) ? 1 : 0;
+    expect(n).toBe(5);
+    m.dispose();
+  });
+
   maybe('disposing a model ends its generations in flight: their generators throw ZOTUNE_DISPOSED', async () => {
     const m = await LlamaModel.load(micro!);
     const before = (await settledLive()).activations;
