@@ -60,8 +60,8 @@ struct SubnormalScope {
 };
 
 thread_local Scratch t_scratch;  // per-task blocks (every pool thread)
-thread_local Scratch t_shared;   // the calling thread's packed A panel, read by every task
-constexpr size_t kKeepShared = (size_t)4 << 20;  // floats of A panel kept between calls (16 MiB)
+thread_local Scratch t_shared;   // the calling thread's packed Aᵀ panel (skinny path), read by every task
+constexpr size_t kKeepShared = (size_t)4 << 20;  // floats of it kept between calls (16 MiB)
 
 // Sum of 8 lanes in the AVX2 reduction order.
 float hsum8(const float l[8]) {
@@ -287,22 +287,17 @@ void gemm_rows_ref(const GemmArgs& g, uint64_t n0, uint64_t n1) {
 
 namespace {
 
-// The packed path (M > kSkinnyMaxRows, AVX2): A packed once (shared, read-only), then one parallel
-// job over the kNC-column tasks of every product, each task packing its own W panel.
+// The packed path (M > kSkinnyMaxRows, AVX2): one parallel job over the kNC-column tasks of every
+// product, each task packing its own W panel (A is read in place).
 void gemm_packed(const GemmArgs* gs, size_t n) {
-  const GemmArgs& g0 = gs[0];
-  const uint64_t M = g0.m, K = g0.w.k, slivers = (M + kMR - 1) / kMR;
-  float* ap = t_shared.get(gemm_packed_a_floats(M, K));
-  parallel_chunks(slivers, 16, [&](size_t b, size_t e) { avx2::gemm_pack_a(g0, b, e, ap); });
   std::vector<uint64_t> tasks(n);
   for (size_t i = 0; i < n; ++i) tasks[i] = (gs[i].w.n + kNC - 1) / kNC;
   const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
   parallel_for_groups(tasks, [&](size_t i, uint64_t t) {
     const uint64_t b = t * kNC, e = std::min<uint64_t>(b + kNC, gs[i].w.n);
     float* p = t_scratch.get(ws);
-    avx2::gemm_block(gs[i], b, e, ap, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr);
+    avx2::gemm_block(gs[i], b, e, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr);
   });
-  t_shared.trim(kKeepShared);
 }
 
 // The streaming GEMV (M <= kGemvMaxRows, no perturbation) of every product, one parallel job over

@@ -20,7 +20,8 @@
 // Paths: M <= 4 streams the compressed rows once (GEMV, its own blocked order below); 5 <= M <= 16
 // broadcasts W rows (decoded/perturbed in 256-column blocks, never transposed) against a packed Aᵀ
 // panel ("skinny"); larger M packs W into 16-column panels (decoded and perturbed once per call)
-// for a 6×16 register-tiled FMA micro-kernel, with A packed once into 6-row slivers.
+// for a 6×16 register-tiled FMA micro-kernel that broadcasts A from its 6 rows in place (packing A
+// into slivers cost 4-5 % of a 1024³ call and bought the kernel nothing).
 //
 // Summation orders (the scalar reference follows them, so scalar and AVX2 agree bit for bit; no
 // order depends on the thread count or on blocking):
@@ -293,16 +294,14 @@ namespace avx2 {
 void gemm_decode(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out, uint64_t ld);
 void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
                   uint64_t ld);
-// A packed once per call into 6-row slivers per KC block: slivers [s0, s1) of every block into
-// ap (gemm_packed_a_floats(m, k) floats, shared by all tasks).
-void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap);
-// Full 6-row tile over two adjacent 16-column packed panels (avx512::gemm_kernel_6x32).
-using GemmPairKernel = void (*)(uint64_t kc, const float* ap, const float* bp0, const float* bp1, float* c, uint64_t ldc,
-                                bool zero, const float* bias);
+// Full 6-row tile over two adjacent 16-column packed panels (avx512::gemm_kernel_6x32): A's 6 rows
+// read in place from a (row stride lda).
+using GemmPairKernel = void (*)(uint64_t kc, const float* a, uint64_t lda, const float* bp0, const float* bp1, float* c,
+                                uint64_t ldc, bool zero, const float* bias);
 // One task of the blocked GEMM: output columns [n0, n1) for all rows (per-thread workspace:
 // bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, 64-byte aligned). pair: a wider kernel for
 // full tiles over two panels (same bits), or null.
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp, GemmPairKernel pair);
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair);
 // Skinny M (kGemvMaxRows < M <= kSkinnyMaxRows): Aᵀ packed once ([k][8 or 16], k in [k0, k1)), then
 // tasks of output columns [n0, n1) (tmp >= 6·kKC floats).
 void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at);
@@ -315,17 +314,16 @@ void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 }  // namespace avx2
 
 namespace avx512 {
-void gemm_kernel_6x32(uint64_t kc, const float* ap, const float* bp0, const float* bp1, float* c, uint64_t ldc, bool zero,
-                      const float* bias);
+void gemm_kernel_6x32(uint64_t kc, const float* a, uint64_t lda, const float* bp0, const float* bp1, float* c, uint64_t ldc,
+                      bool zero, const float* bias);
 void gemm_kernel_rows12(uint64_t kc, const float* const* rows, const float* at, float* t);
 // The GEMV of avx2::gemv_rows on zmm (same bits).
 void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 }  // namespace avx512
 
-static inline uint64_t gemm_packed_a_floats(uint64_t m, uint64_t k) { return (m + 5) / 6 * 6 * k + 8; }
-
-// Blocking of the AVX2 GEMM (6×16 micro-tile): KC columns of K per pass, MC rows of A packed,
-// NC output columns per task (small enough that 2 threads balance on a shared machine).
+// Blocking of the AVX2 GEMM (6×16 micro-tile): KC columns of K per pass, MC rows of A per sweep of
+// a task's W panels, NC output columns per task (small enough that 2 threads balance on a shared
+// machine).
 static constexpr uint64_t kMR = 6, kNR = 16, kKC = 256, kMC = 120, kNC = 64;
 
 }  // namespace zt

@@ -249,28 +249,6 @@ namespace {
 
 // --- packing ------------------------------------------------------------------------------------
 
-// A rows [0, mc) (stride lda), columns [0, kc) -> slivers of kMR rows: ap[s·kMR·kc + k·kMR + i].
-// Rows past mc are zero. Slivers are packed by several threads: nothing is written outside them.
-static void pack_a(const float* a, uint64_t lda, uint64_t mc, uint64_t kc, float* ap) {
-  alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-  for (uint64_t ir = 0; ir < mc; ir += kMR) {
-    const uint64_t mr = min_u64(kMR, mc - ir);
-    float* dst = ap + ir * kc;
-    const float* rows[8];
-    uint64_t k = 0;
-    for (; k + 8 <= kc; k += 8) {
-      for (int i = 0; i < 8; ++i) rows[i] = (uint64_t)i < mr ? a + (ir + i) * lda + k : kZero;
-      __m256 o[8];
-      transpose8(rows, 0, o);
-      for (int j = 0; j < 7; ++j) _mm256_storeu_ps(dst + (k + j) * kMR, o[j]);  // 6 used, 2 overwritten next
-      _mm_storeu_ps(dst + (k + 7) * kMR, _mm256_castps256_ps128(o[7]));
-      _mm_storel_pi(reinterpret_cast<__m64*>(dst + (k + 7) * kMR + 4), _mm256_extractf128_ps(o[7], 1));
-    }
-    for (; k < kc; ++k)
-      for (uint64_t i = 0; i < kMR; ++i) dst[k * kMR + i] = i < mr ? a[(ir + i) * lda + k] : 0.0f;
-  }
-}
-
 // W rows [jr, jr + nr) (nr <= 16), columns [pc, pc + kc), decoded and perturbed, into one
 // micro-panel bp[k·16 + j]. fp32 without perturbation reads W in place; other formats decode
 // 8 rows at a time into tmp (8·kc floats) first. Rows past nr are zero.
@@ -304,8 +282,9 @@ static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uin
 // --- 6×16 micro-kernel: C[6][16] (+)= Ap[kc][6] · Bp[kc][16], fma chains in k order ------------
 
 // init: C loaded (zero = false) or zero; bias (16 floats) added after the last fma when non-null.
-static inline void kernel_6x16(uint64_t kc, const float* __restrict ap, const float* __restrict bp, float* c,
+static inline void kernel_6x16(uint64_t kc, const float* __restrict a, uint64_t lda, const float* __restrict bp, float* c,
                                uint64_t ldc, bool zero, const float* bias) {
+  const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
   const __m256 keep = _mm256_castsi256_ps(_mm256_set1_epi32(zero ? 0 : -1));
 #define ZT_LD(i, j) _mm256_and_ps(keep, _mm256_loadu_ps(c + (i) * ldc + 8 * (j)))
   __m256 c00 = ZT_LD(0, 0), c01 = ZT_LD(0, 1), c10 = ZT_LD(1, 0), c11 = ZT_LD(1, 1), c20 = ZT_LD(2, 0), c21 = ZT_LD(2, 1);
@@ -314,13 +293,12 @@ static inline void kernel_6x16(uint64_t kc, const float* __restrict ap, const fl
   for (uint64_t k = 0; k < kc; ++k) {
     const __m256 b0 = _mm256_load_ps(bp), b1 = _mm256_load_ps(bp + 8);
     __m256 a;
-    a = _mm256_broadcast_ss(ap + 0); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
-    a = _mm256_broadcast_ss(ap + 1); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
-    a = _mm256_broadcast_ss(ap + 2); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
-    a = _mm256_broadcast_ss(ap + 3); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
-    a = _mm256_broadcast_ss(ap + 4); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
-    a = _mm256_broadcast_ss(ap + 5); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
-    ap += kMR;
+    a = _mm256_broadcast_ss(a0 + k); c00 = _mm256_fmadd_ps(a, b0, c00); c01 = _mm256_fmadd_ps(a, b1, c01);
+    a = _mm256_broadcast_ss(a1 + k); c10 = _mm256_fmadd_ps(a, b0, c10); c11 = _mm256_fmadd_ps(a, b1, c11);
+    a = _mm256_broadcast_ss(a2 + k); c20 = _mm256_fmadd_ps(a, b0, c20); c21 = _mm256_fmadd_ps(a, b1, c21);
+    a = _mm256_broadcast_ss(a3 + k); c30 = _mm256_fmadd_ps(a, b0, c30); c31 = _mm256_fmadd_ps(a, b1, c31);
+    a = _mm256_broadcast_ss(a4 + k); c40 = _mm256_fmadd_ps(a, b0, c40); c41 = _mm256_fmadd_ps(a, b1, c41);
+    a = _mm256_broadcast_ss(a5 + k); c50 = _mm256_fmadd_ps(a, b0, c50); c51 = _mm256_fmadd_ps(a, b1, c51);
     bp += kNR;
   }
   if (bias) {
@@ -335,38 +313,35 @@ static inline void kernel_6x16(uint64_t kc, const float* __restrict ap, const fl
 #undef ZT_ST
 }
 
-// A partial tile (mr < 6 or nr < 16) runs the full kernel on a copy of its C block.
-static void kernel_edge(uint64_t kc, const float* ap, const float* bp, float* c, uint64_t ldc, uint64_t mr,
+// A partial tile (mr < 6 or nr < 16) runs the full kernel on a copy of its C block (and of its
+// mr rows of A, zero-padded to 6: rows past M are not memory of A).
+static void kernel_edge(uint64_t kc, const float* a, uint64_t lda, const float* bp, float* c, uint64_t ldc, uint64_t mr,
                         uint64_t nr, bool zero, const float* bias) {
   alignas(32) float t[kMR * kNR];
   alignas(32) float b[kNR];
+  alignas(32) float ar[kMR * kKC];
   for (uint64_t i = 0; i < kMR; ++i)
     for (uint64_t j = 0; j < kNR; ++j) t[i * kNR + j] = (!zero && i < mr && j < nr) ? c[i * ldc + j] : 0.0f;
   if (bias)
     for (uint64_t j = 0; j < kNR; ++j) b[j] = j < nr ? bias[j] : 0.0f;
-  kernel_6x16(kc, ap, bp, t, kNR, false, bias ? b : nullptr);
+  if (mr < kMR) {
+    for (uint64_t i = 0; i < kMR; ++i)
+      for (uint64_t k = 0; k < kc; ++k) ar[i * kc + k] = i < mr ? a[i * lda + k] : 0.0f;
+    a = ar, lda = kc;
+  }
+  kernel_6x16(kc, a, lda, bp, t, kNR, false, bias ? b : nullptr);
   for (uint64_t i = 0; i < mr; ++i)
     for (uint64_t j = 0; j < nr; ++j) c[i * ldc + j] = t[i * kNR + j];
 }
 
 }  // namespace
 
-void gemm_pack_a(const GemmArgs& g, uint64_t s0, uint64_t s1, float* ap) {
-  const uint64_t K = g.w.k, mpad = (g.m + kMR - 1) / kMR * kMR;
-  for (uint64_t pc = 0; pc < K; pc += kKC) {
-    const uint64_t kc = min_u64(kKC, K - pc);
-    for (uint64_t s = s0; s < s1; ++s)
-      pack_a(g.a + s * kMR * K + pc, K, min_u64(kMR, g.m - s * kMR), kc, ap + pc * mpad + s * kMR * kc);
-  }
-}
-
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, float* bp, float* tmp, GemmPairKernel pair) {
-  const uint64_t M = g.m, N = g.w.n, K = g.w.k, mpad = (M + kMR - 1) / kMR * kMR;
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair) {
+  const uint64_t M = g.m, N = g.w.n, K = g.w.k;
   for (uint64_t pc = 0; pc < K; pc += kKC) {
     const uint64_t kc = min_u64(kKC, K - pc);
     const bool zero = pc == 0 && !g.accumulate, last = pc + kc == K;
     for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp);
-    const float* apc = ap + pc * mpad;
     for (uint64_t ic = 0; ic < M; ic += kMC) {
       const uint64_t mc = min_u64(kMC, M - ic);
       for (uint64_t jr = n0; jr < n1;) {
@@ -376,16 +351,17 @@ void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* ap, fl
         const bool two = pair && jr + 2 * kNR <= n1;  // two full panels
         for (uint64_t ir = ic; ir < ic + mc; ir += kMR) {
           const uint64_t mr = min_u64(kMR, M - ir);
+          const float* a = g.a + ir * K + pc;
           float* c = g.c + ir * N + jr;
           if (two && mr == kMR) {
-            pair(kc, apc + ir * kc, b, b + kNR * kc, c, N, zero, bias);
+            pair(kc, a, K, b, b + kNR * kc, c, N, zero, bias);
           } else if (two) {
-            kernel_edge(kc, apc + ir * kc, b, c, N, mr, kNR, zero, bias);
-            kernel_edge(kc, apc + ir * kc, b + kNR * kc, c + kNR, N, mr, kNR, zero, bias ? bias + kNR : nullptr);
+            kernel_edge(kc, a, K, b, c, N, mr, kNR, zero, bias);
+            kernel_edge(kc, a, K, b + kNR * kc, c + kNR, N, mr, kNR, zero, bias ? bias + kNR : nullptr);
           } else if (mr == kMR && nr == kNR) {
-            kernel_6x16(kc, apc + ir * kc, b, c, N, zero, bias);
+            kernel_6x16(kc, a, K, b, c, N, zero, bias);
           } else {
-            kernel_edge(kc, apc + ir * kc, b, c, N, mr, nr, zero, bias);
+            kernel_edge(kc, a, K, b, c, N, mr, nr, zero, bias);
           }
         }
         jr += two ? 2 * kNR : kNR;

@@ -1,6 +1,6 @@
 // AVX-512 forms of the fp32 GEMM's full micro-tile, skinny tile and GEMV (gemm.h).
 //
-// Micro-tile: 6 rows x two 16-column packed panels,
+// Micro-tile: 6 rows of A (read in place) x two 16-column packed W panels,
 // one zmm per panel and row. Each output is the same single fma chain in k order (from C or zero,
 // bias added after the last), so the bits equal the AVX2 6x16 kernel's and the scalar reference's.
 // GCC 12 warns inside its own headers (the undefined pass-through operands of the unmasked forms).
@@ -13,23 +13,23 @@
 namespace zt {
 namespace avx512 {
 
-void gemm_kernel_6x32(uint64_t kc, const float* ap, const float* bp0, const float* bp1, float* c, uint64_t ldc, bool zero,
-                      const float* bias) {
+void gemm_kernel_6x32(uint64_t kc, const float* a, uint64_t lda, const float* bp0, const float* bp1, float* c, uint64_t ldc,
+                      bool zero, const float* bias) {
   const __mmask16 keep = zero ? 0 : 0xffff;
+  const float *a0 = a, *a1 = a + lda, *a2 = a + 2 * lda, *a3 = a + 3 * lda, *a4 = a + 4 * lda, *a5 = a + 5 * lda;
 #define ZT_LD(i, j) _mm512_maskz_loadu_ps(keep, c + (i) * ldc + 16 * (j))
   __m512 c00 = ZT_LD(0, 0), c01 = ZT_LD(0, 1), c10 = ZT_LD(1, 0), c11 = ZT_LD(1, 1), c20 = ZT_LD(2, 0), c21 = ZT_LD(2, 1);
   __m512 c30 = ZT_LD(3, 0), c31 = ZT_LD(3, 1), c40 = ZT_LD(4, 0), c41 = ZT_LD(4, 1), c50 = ZT_LD(5, 0), c51 = ZT_LD(5, 1);
 #undef ZT_LD
   for (uint64_t k = 0; k < kc; ++k) {
     const __m512 b0 = _mm512_load_ps(bp0 + k * kNR), b1 = _mm512_load_ps(bp1 + k * kNR);
-    __m512 a;
-    a = _mm512_set1_ps(ap[0]); c00 = _mm512_fmadd_ps(a, b0, c00); c01 = _mm512_fmadd_ps(a, b1, c01);
-    a = _mm512_set1_ps(ap[1]); c10 = _mm512_fmadd_ps(a, b0, c10); c11 = _mm512_fmadd_ps(a, b1, c11);
-    a = _mm512_set1_ps(ap[2]); c20 = _mm512_fmadd_ps(a, b0, c20); c21 = _mm512_fmadd_ps(a, b1, c21);
-    a = _mm512_set1_ps(ap[3]); c30 = _mm512_fmadd_ps(a, b0, c30); c31 = _mm512_fmadd_ps(a, b1, c31);
-    a = _mm512_set1_ps(ap[4]); c40 = _mm512_fmadd_ps(a, b0, c40); c41 = _mm512_fmadd_ps(a, b1, c41);
-    a = _mm512_set1_ps(ap[5]); c50 = _mm512_fmadd_ps(a, b0, c50); c51 = _mm512_fmadd_ps(a, b1, c51);
-    ap += kMR;
+    __m512 x;
+    x = _mm512_set1_ps(a0[k]); c00 = _mm512_fmadd_ps(x, b0, c00); c01 = _mm512_fmadd_ps(x, b1, c01);
+    x = _mm512_set1_ps(a1[k]); c10 = _mm512_fmadd_ps(x, b0, c10); c11 = _mm512_fmadd_ps(x, b1, c11);
+    x = _mm512_set1_ps(a2[k]); c20 = _mm512_fmadd_ps(x, b0, c20); c21 = _mm512_fmadd_ps(x, b1, c21);
+    x = _mm512_set1_ps(a3[k]); c30 = _mm512_fmadd_ps(x, b0, c30); c31 = _mm512_fmadd_ps(x, b1, c31);
+    x = _mm512_set1_ps(a4[k]); c40 = _mm512_fmadd_ps(x, b0, c40); c41 = _mm512_fmadd_ps(x, b1, c41);
+    x = _mm512_set1_ps(a5[k]); c50 = _mm512_fmadd_ps(x, b0, c50); c51 = _mm512_fmadd_ps(x, b1, c51);
   }
   if (bias) {
     const __m512 b0 = _mm512_loadu_ps(bias), b1 = _mm512_loadu_ps(bias + 16);
