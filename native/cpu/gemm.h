@@ -192,8 +192,8 @@ static inline void gemm_check_perturb(const GemmPerturb& p, uint64_t n, uint64_t
 }
 void gemm(const GemmArgs& g);
 // Several products of one A (same a, m and K; each its own W, C, bias, perturbation), each with the
-// bits of gemm(gs[i]): on the packed path A is packed once and all outputs are one parallel job
-// (a layer's q/k/v or gate/up projections), else they run one after another.
+// bits of gemm(gs[i]): on the packed path and the GEMV all outputs are one parallel job (a layer's
+// q/k/v or gate/up projections), else they run one after another.
 void gemm_shared_a(const GemmArgs* gs, size_t n);
 
 // --- range kernels (scalar reference beside the AVX2 kernel) ---------------------------------
