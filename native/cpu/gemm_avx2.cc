@@ -1,6 +1,8 @@
 // AVX2/FMA GEMM kernels, bit-identical to the scalar references in gemm.cc (orders in gemm.h):
-// weight decoders, the perturbation of decoded blocks (z regenerated in registers), W/A packing,
-// the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
+// weight decoders, the perturbation of decoded blocks (z regenerated in registers), W and Aᵀ
+// packing, the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
+#include <algorithm>
+
 #include "cpu_features.h"
 #include "direction_avx2.h"
 #include "gemm.h"
@@ -554,9 +556,11 @@ struct DecNf4 {
 };
 
 // One GEMV row block: the lane/group order of gemm.h with four partial sums t[j & 3] per chunk
-// (short dependency chains), format and group mode fixed at compile time.
+// (short dependency chains), format and group mode fixed at compile time. Rows [n0, n1) of a task
+// ending at row `end` (the next row is prefetched up to there); tails[m * kGemvTailRows + n - n0]:
+// the rows' gemv_tail (gemv_tail_rows).
 template <class D, int M, bool G32>
-static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1, uint64_t end, const float* tails) {
   const GemmWeights& w = *g.w;
   constexpr bool kScaled = D::kind != kGemvUnscaled;
   const float* xs[M];
@@ -578,7 +582,7 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
     __m256 t[M][4];  // partial sums of the current scale group
     for (int m = 0; m < M; ++m) t[m][0] = t[m][1] = t[m][2] = t[m][3] = _mm256_setzero_ps();
     // the next row streams in while this one is computed: two DRAM streams per thread
-    const char* next = n + 1 < n1 ? (w.f32 ? reinterpret_cast<const char*>(w.w32 + (n + 1) * w.k)
+    const char* next = n + 1 < end ? (w.f32 ? reinterpret_cast<const char*>(w.w32 + (n + 1) * w.k)
                                            : reinterpret_cast<const char*>(gemm_row(w.q, n + 1)))
                                   : nullptr;
     for (uint64_t c = 0; c < g.k64; c += 64) {
@@ -651,7 +655,7 @@ static void gemv_kernel(const GemvCtx& g, uint64_t n0, uint64_t n1) {
       __m256 lanes = kScaled ? acc[m][0]
                              : _mm256_add_ps(_mm256_add_ps(acc[m][0], acc[m][1]), _mm256_add_ps(acc[m][2], acc[m][3]));
       const float main = D::kInt4 ? zt_mul(hsum8(lanes), gemv_rescale(g)[m]) : hsum8(lanes);
-      float r = zt_add(main, gemv_tail(g, m, n));
+      float r = zt_add(main, tails[m * kGemvTailRows + (n - n0)]);
       if (nan) r = bits_to_f32(0x7fc00000u);
       gemv_store(g, m, n, r);
     }
@@ -669,7 +673,16 @@ struct Gemv {
   using Bf16 = DecBf16;
   using Fp16 = DecFp16;
   template <class D, int M, bool G32>
-  static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) { gemv_kernel<D, M, G32>(g, n0, n1); }
+  static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
+    alignas(32) float tails[M * kGemvTailRows];
+    const bool tail = g.k64 < g.w->k;
+    if (!tail) std::fill(tails, tails + M * kGemvTailRows, 0.0f);
+    for (uint64_t a = n0; a < n1; a += kGemvTailRows) {
+      const uint64_t b = n1 - a < kGemvTailRows ? n1 : a + kGemvTailRows;
+      if (tail) gemv_tail_rows(g, a, b, tails);
+      gemv_kernel<D, M, G32>(g, a, b, n1, tails);
+    }
+  }
 };
 
 }  // namespace

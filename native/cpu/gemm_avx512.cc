@@ -174,39 +174,11 @@ struct ZNf4 {
   }
 };
 
-// gemv_tail (gemm.h) of rows [n0, n1) (at most kTailRows) for each of the M activation rows into
-// t[m * kTailRows + (n - n0)]: the same chain per row, 16 rows interleaved in registers so that
-// their fma latencies overlap (K = 688: 48 dependent fmas per row; with the 4 rows of a block
-// interleaved, the tails of tiny-llama's down projection took 7.6 % of a decode step, now 3.1 %).
-constexpr uint64_t kTailRows = 256;
-template <int C>  // C rows b .. b + C - 1: constant so that the C chains stay in registers
-static void gemv_tail_chains(const GemvCtx& g, const float* x, uint64_t b, float* out) {
-  const GemmWeights& w = *g.w;
-  float acc[C] = {};
-  if (w.f32) {
-    const float* row = w.w32 + b * w.k;
-    for (uint64_t k = g.k64; k < w.k; ++k)
-      for (int r = 0; r < C; ++r) acc[r] = zt_fma(x[k], row[r * w.k + k], acc[r]);
-  } else {
-    for (uint64_t k = g.k64; k < w.k; ++k)
-      for (int r = 0; r < C; ++r) acc[r] = zt_fma(x[k], gemm_weight_at(w, b + r, k), acc[r]);
-  }
-  for (int r = 0; r < C; ++r) out[r] = acc[r];
-}
-static void gemv_tail_rows(const GemvCtx& g, uint64_t n0, uint64_t n1, float* t) {
-  for (uint64_t m = 0; m < g.m; ++m) {
-    const float* x = g.x + m * g.w->k;
-    uint64_t b = n0;
-    for (; b + 16 <= n1; b += 16) gemv_tail_chains<16>(g, x, b, t + m * kTailRows + (b - n0));
-    for (; b < n1; ++b) gemv_tail_chains<1>(g, x, b, t + m * kTailRows + (b - n0));
-  }
-}
-
 // Rows [n, n + R), all M activation rows; the rows R further on (up to `last`) are prefetched.
 // The loop runs per scale group (a row's scale changes only there): groups of 32 are one chunk
 // with a scale per half (natural lanes: flushed after vectors 0-3 and 4-7) or per lane half (nibble
 // lanes), larger groups span chunks, row and tensor scales the whole main part.
-// tails: the rows' gemv_tail per activation row, t[m * kTailRows + r] (gemv_tail_rows).
+// tails: the rows' gemv_tail per activation row, t[m * kGemvTailRows + r] (gemv_tail_rows).
 template <class D, int M, int R, bool G32>
 static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last, const float* tails) {
   const GemmWeights& w = *g.w;
@@ -309,7 +281,7 @@ static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last, const float*
       const __m512 lanes = kScaled ? acc[r][m][0] : pair_sum(acc[r][m][0], acc[r][m][1]);
       const float h = hsum8(_mm512_castps512_ps256(lanes));
       const float main = D::kInt4 ? zt_mul(h, gemv_rescale(g)[m]) : h;
-      float out = zt_add(main, tails[m * kTailRows + r]);
+      float out = zt_add(main, tails[m * kGemvTailRows + r]);
       if (D::kE4M3 && nan[r]) out = bits_to_f32(0x7fc00000u);
       gemv_store(g, m, n + r, out);
     }
@@ -416,11 +388,11 @@ struct Gemv {
   using Fp16 = ZFp16;
   template <class D, int M, bool G32>
   static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-    alignas(64) float tails[M * kTailRows];
+    alignas(64) float tails[M * kGemvTailRows];
     const bool tail = g.k64 < g.w->k;
-    if (!tail) std::fill(tails, tails + M * kTailRows, 0.0f);
-    for (uint64_t a = n0; a < n1; a += kTailRows) {
-      const uint64_t b = n1 - a < kTailRows ? n1 : a + kTailRows;
+    if (!tail) std::fill(tails, tails + M * kGemvTailRows, 0.0f);
+    for (uint64_t a = n0; a < n1; a += kGemvTailRows) {
+      const uint64_t b = n1 - a < kGemvTailRows ? n1 : a + kGemvTailRows;
       if (tail) gemv_tail_rows(g, a, b, tails);
       rows_part<D, M, G32>(g, a, b, n1 - 1, tails);
     }
