@@ -72,6 +72,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <algorithm>
 #include <string>
 
 #include "../common/direction.h"
@@ -272,6 +273,19 @@ static inline void gemv_tail_rows(const GemvCtx& g, uint64_t n0, uint64_t n1, fl
   }
 }
 
+// part(a, b, tails) over slices [a, b) of at most kGemvTailRows rows of [n0, n1), each after its
+// rows' tails (zeros when K is a multiple of 64): how the GEMV kernels add the tails.
+template <int M, class Part>
+static inline void gemv_tail_slices(const GemvCtx& g, uint64_t n0, uint64_t n1, Part&& part) {
+  alignas(64) float tails[M * kGemvTailRows];
+  const bool tail = g.k64 < g.w->k;
+  if (!tail) std::fill(tails, tails + M * kGemvTailRows, 0.0f);
+  for (uint64_t a = n0; a < n1; a += kGemvTailRows) {
+    const uint64_t b = n1 - a < kGemvTailRows ? n1 : a + kGemvTailRows;
+    if (tail) gemv_tail_rows(g, a, b, tails);
+    part(a, b, tails);
+  }
+}
 // out[m, n] = r (+ C when accumulating) (+ bias).
 static inline void gemv_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
   float* o = g.c + m * g.ldc + n;

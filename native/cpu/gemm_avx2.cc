@@ -1,8 +1,6 @@
 // AVX2/FMA GEMM kernels, bit-identical to the scalar references in gemm.cc (orders in gemm.h):
 // weight decoders, the perturbation of decoded blocks (z regenerated in registers), W and Aᵀ
 // packing, the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
-#include <algorithm>
-
 #include "cpu_features.h"
 #include "direction_avx2.h"
 #include "gemm.h"
@@ -674,14 +672,7 @@ struct Gemv {
   using Fp16 = DecFp16;
   template <class D, int M, bool G32>
   static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-    alignas(32) float tails[M * kGemvTailRows];
-    const bool tail = g.k64 < g.w->k;
-    if (!tail) std::fill(tails, tails + M * kGemvTailRows, 0.0f);
-    for (uint64_t a = n0; a < n1; a += kGemvTailRows) {
-      const uint64_t b = n1 - a < kGemvTailRows ? n1 : a + kGemvTailRows;
-      if (tail) gemv_tail_rows(g, a, b, tails);
-      gemv_kernel<D, M, G32>(g, a, b, n1, tails);
-    }
+    gemv_tail_slices<M>(g, n0, n1, [&](uint64_t a, uint64_t b, const float* tails) { gemv_kernel<D, M, G32>(g, a, b, n1, tails); });
   }
 };
 

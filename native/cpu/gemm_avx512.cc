@@ -8,8 +8,6 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
-#include <algorithm>
-
 #include "gemm.h"
 
 namespace zt {
@@ -388,14 +386,7 @@ struct Gemv {
   using Fp16 = ZFp16;
   template <class D, int M, bool G32>
   static void rows(const GemvCtx& g, uint64_t n0, uint64_t n1) {
-    alignas(64) float tails[M * kGemvTailRows];
-    const bool tail = g.k64 < g.w->k;
-    if (!tail) std::fill(tails, tails + M * kGemvTailRows, 0.0f);
-    for (uint64_t a = n0; a < n1; a += kGemvTailRows) {
-      const uint64_t b = n1 - a < kGemvTailRows ? n1 : a + kGemvTailRows;
-      if (tail) gemv_tail_rows(g, a, b, tails);
-      rows_part<D, M, G32>(g, a, b, n1 - 1, tails);
-    }
+    gemv_tail_slices<M>(g, n0, n1, [&](uint64_t a, uint64_t b, const float* tails) { rows_part<D, M, G32>(g, a, b, n1 - 1, tails); });
   }
   // Rows [n0, n1) of a task ending at row last (the prefetch stops there); tails of row n at
   // tails[n - n0] (activation row 0).
