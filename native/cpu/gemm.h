@@ -72,7 +72,6 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include <algorithm>
 #include <string>
 
 #include "../common/direction.h"
@@ -245,47 +244,9 @@ static inline float gemv_tail(const GemvCtx& g, uint64_t m, uint64_t n) {
   for (uint64_t k = g.k64; k < g.w->k; ++k) t = zt_fma(g.x[m * g.w->k + k], gemm_weight_at(*g.w, n, k), t);
   return t;
 }
-// gemv_tail of rows [n0, n1) (at most kGemvTailRows) for each of the M activation rows into
-// t[m * kGemvTailRows + (n - n0)]: the same chain per row, 16 rows interleaved in registers so that
-// their fma latencies overlap (K = 688: 48 dependent fmas per row; with the 4 rows of a block
-// interleaved, the tails of tiny-llama's down projection took 7.6 % of a decode step, now 3.1 %).
+// Rows per slice of the GEMV tails buffer (gemv_tails.inc: included inside each ISA namespace, so
+// that its code, vectorized for that ISA, is reached only through the dispatch).
 static constexpr uint64_t kGemvTailRows = 256;
-template <int C>  // C rows b .. b + C - 1: constant so that the C chains stay in registers
-static inline void gemv_tail_chains(const GemvCtx& g, const float* x, uint64_t b, float* out) {
-  const GemmWeights& w = *g.w;
-  float acc[C] = {};
-  if (w.f32) {
-    const float* row = w.w32 + b * w.k;
-    for (uint64_t k = g.k64; k < w.k; ++k)
-      for (int r = 0; r < C; ++r) acc[r] = zt_fma(x[k], row[r * w.k + k], acc[r]);
-  } else {
-    for (uint64_t k = g.k64; k < w.k; ++k)
-      for (int r = 0; r < C; ++r) acc[r] = zt_fma(x[k], gemm_weight_at(w, b + r, k), acc[r]);
-  }
-  for (int r = 0; r < C; ++r) out[r] = acc[r];
-}
-static inline void gemv_tail_rows(const GemvCtx& g, uint64_t n0, uint64_t n1, float* t) {
-  for (uint64_t m = 0; m < g.m; ++m) {
-    const float* x = g.x + m * g.w->k;
-    uint64_t b = n0;
-    for (; b + 16 <= n1; b += 16) gemv_tail_chains<16>(g, x, b, t + m * kGemvTailRows + (b - n0));
-    for (; b < n1; ++b) gemv_tail_chains<1>(g, x, b, t + m * kGemvTailRows + (b - n0));
-  }
-}
-
-// part(a, b, tails) over slices [a, b) of at most kGemvTailRows rows of [n0, n1), each after its
-// rows' tails (zeros when K is a multiple of 64): how the GEMV kernels add the tails.
-template <int M, class Part>
-static inline void gemv_tail_slices(const GemvCtx& g, uint64_t n0, uint64_t n1, Part&& part) {
-  alignas(64) float tails[M * kGemvTailRows];
-  const bool tail = g.k64 < g.w->k;
-  if (!tail) std::fill(tails, tails + M * kGemvTailRows, 0.0f);
-  for (uint64_t a = n0; a < n1; a += kGemvTailRows) {
-    const uint64_t b = n1 - a < kGemvTailRows ? n1 : a + kGemvTailRows;
-    if (tail) gemv_tail_rows(g, a, b, tails);
-    part(a, b, tails);
-  }
-}
 // out[m, n] = r (+ C when accumulating) (+ bias).
 static inline void gemv_store(const GemvCtx& g, uint64_t m, uint64_t n, float r) {
   float* o = g.c + m * g.ldc + n;

@@ -1,6 +1,8 @@
 // AVX2/FMA GEMM kernels, bit-identical to the scalar references in gemm.cc (orders in gemm.h):
 // weight decoders, the perturbation of decoded blocks (z regenerated in registers), W and Aᵀ
 // packing, the 6×16 micro-kernel, the blocked GEMM task and the streaming GEMV per weight format.
+#include <algorithm>
+
 #include "cpu_features.h"
 #include "direction_avx2.h"
 #include "gemm.h"
@@ -552,6 +554,8 @@ struct DecNf4 {
   void load(uint64_t c) { raw = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(base + c / 2)); }
   __m256 val(int j) const { return nf4_lookup(_mm256_srli_epi32(raw, 4 * j)); }
 };
+
+#include "gemv_tails.inc"  // in this ISA's namespace
 
 // One GEMV row block: the lane/group order of gemm.h with four partial sums t[j & 3] per chunk
 // (short dependency chains), format and group mode fixed at compile time. Rows [n0, n1) of a task

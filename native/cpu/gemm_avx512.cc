@@ -8,6 +8,8 @@
 #pragma GCC diagnostic ignored "-Wuninitialized"
 #include <immintrin.h>
 
+#include <algorithm>
+
 #include "gemm.h"
 
 namespace zt {
@@ -176,6 +178,8 @@ struct ZNf4 {
 // The loop runs per scale group (a row's scale changes only there): groups of 32 are one chunk
 // with a scale per half (natural lanes: flushed after vectors 0-3 and 4-7) or per lane half (nibble
 // lanes), larger groups span chunks, row and tensor scales the whole main part.
+#include "gemv_tails.inc"  // in this ISA's namespace
+
 // tails: the rows' gemv_tail per activation row, t[m * kGemvTailRows + r] (gemv_tail_rows).
 template <class D, int M, int R, bool G32>
 static void gemv_block(const GemvCtx& g, uint64_t n, uint64_t last, const float* tails) {
