@@ -77,16 +77,19 @@ Napi::Value sum_result(Napi::Env env, const LlamaOutputs& o) {
   return r;
 }
 
-// The cache buffers at k, k + 1 (values), k + 2 (mask) with its capacity at cap (past set by the caller).
-std::shared_ptr<KvCache> kv_cache_arg(Args& a, const LlamaConfig& c, size_t B, size_t k, size_t cap) {
+// The cache buffers at k, k + 1 (values), k + 2 (mask) with its capacity at cap (past set by the
+// caller); errors name op.
+std::shared_ptr<KvCache> kv_cache_arg(Args& a, const LlamaConfig& c, size_t B, size_t k, size_t cap, const char* op) {
   auto cache = std::make_shared<KvCache>();
+  auto fail_op = [&](Code code, const char* msg) { fail(code, std::string(op) + ": " + msg); };
+  auto m = [&](uint64_t x, uint64_t y) { return llama_size_mul(x, y, op); };
   cache->cap = (size_t)a.index(cap, "cacheCap");
-  if (cache->cap == 0 || cache->cap > c.max_pos) bad(Code::OutOfRange, "cacheCap must be in [1, maxPositions]");
-  const uint64_t per = mul(mul(c.layers, B), mul(c.kv_heads, mul(cache->cap, c.head_dim)));
+  if (cache->cap == 0 || cache->cap > c.max_pos) fail_op(Code::OutOfRange, "cacheCap must be in [1, maxPositions]");
+  const uint64_t per = m(m(c.layers, B), m(c.kv_heads, m(cache->cap, c.head_dim)));
   cache->k = a.elems<float>(k, "cacheK", 0, per);
   cache->v = a.elems<float>(k + 1, "cacheV", 0, per);
-  cache->mask = a.elems<uint8_t>(k + 2, "cacheMask", 0, mul(B, cache->cap));
-  if (cache->k == cache->v) bad(Code::InvalidArgument, "cacheK and cacheV must be different buffers");
+  cache->mask = a.elems<uint8_t>(k + 2, "cacheMask", 0, m(B, cache->cap));
+  if (cache->k == cache->v) fail_op(Code::InvalidArgument, "cacheK and cacheV must be different buffers");
   return cache;
 }
 
@@ -114,7 +117,7 @@ Job parse_forward(Args& a) {
 
   std::shared_ptr<KvCache> cache;
   if (a.has(11)) {
-    cache = kv_cache_arg(a, c, b.B, 11, 15);
+    cache = kv_cache_arg(a, c, b.B, 11, 15, "llamaForward");
     cache->past = a.copy<int32_t>(14, "cachePast", 0, b.B);
   }
   llama_next_arg(a, 16, b, *o, "llamaForward");
@@ -382,7 +385,7 @@ Job parse_generate(Args& a) {
   LlamaConfig c = llama_config_arg(a, op);
   const uint32_t* ids = a.copy<uint32_t>(1, "ids", 0, c.layers * 9 + 3);
   LlamaBatch b = llama_batch_arg(a, op);
-  std::shared_ptr<KvCache> cache = kv_cache_arg(a, c, b.B, 6, 11);
+  std::shared_ptr<KvCache> cache = kv_cache_arg(a, c, b.B, 6, 11, op);
   int32_t* past = a.elems<int32_t>(9, "cacheLength", 0, b.B);
   int32_t* next_pos = a.elems<int32_t>(10, "cacheNextPosition", 0, b.B);
   if (past == next_pos) fail(Code::InvalidArgument, std::string(op) + ": cacheLength and cacheNextPosition must be different buffers");

@@ -21,7 +21,7 @@
 // broadcasts W rows (decoded/perturbed in 256-column blocks, never transposed) against a packed Aᵀ
 // panel ("skinny"); larger M packs W into 16-column panels (decoded and perturbed once per call)
 // for a 6×16 register-tiled FMA micro-kernel that broadcasts A from its 6 rows in place (packing A
-// into slivers cost 4-5 % of a 1024³ call and bought the kernel nothing).
+// into slivers cost 7-9 % of a 1024³ call on 2 threads and bought the kernel nothing).
 //
 // Summation orders (the scalar reference follows them, so scalar and AVX2 agree bit for bit; no
 // order depends on the thread count or on blocking):
