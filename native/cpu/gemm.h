@@ -111,6 +111,10 @@ static inline int gemm_rs_zero(const GemmRowScales& r, uint64_t k) { return r.z 
 
 static constexpr uint64_t kGemvMaxRows = 4;     // M at or below this streams weights (GEMV)
 static constexpr uint64_t kSkinnyMaxRows = 16;  // up to this M the GEMM broadcasts W rows (no W packing)
+// Whether products of m1 and m2 activation rows give each row the same bits: the summation order
+// per output depends on M only through the GEMV / GEMM split (gemm_int8.h's integer family gives
+// the same bits on every path, so this is conservative there).
+static inline bool gemm_same_bits(uint64_t m1, uint64_t m2) { return (m1 <= kGemvMaxRows) == (m2 <= kGemvMaxRows); }
 static inline uint64_t gemm_skinny_width(uint64_t m) { return m <= 8 ? 8 : 16; }  // lanes of the Aᵀ panel
 
 struct GemmWeights {

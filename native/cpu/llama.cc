@@ -201,6 +201,39 @@ void rope_and_store(const KvStore& a, const LlamaBatch& b) {
   });
 }
 
+// The rows the last layer must finish: its output is read only at the LM-head rows, so once its
+// keys and values are stored its attention, projections and MLP need only each sequence's span
+// from its first to its last head row (one row per sequence for last-position logits).
+struct LastRows {
+  std::vector<int32_t> rows;   // the span rows in order: compacted row j was row rows[j]
+  std::vector<int32_t> off;    // [B + 1] the spans' offsets in the compacted rows
+  std::vector<int32_t> start;  // [B] the KV slot of each span's first row
+};
+
+LastRows last_rows(const LlamaBatch& b, const std::vector<int32_t>& head_rows, const int32_t* start) {
+  LastRows t;
+  t.off.assign(b.B + 1, 0);
+  t.start.assign(b.B, 0);
+  for (size_t s = 0; s < b.B; ++s) {
+    auto lo = std::lower_bound(head_rows.begin(), head_rows.end(), b.seq_off[s]);
+    auto hi = std::lower_bound(lo, head_rows.end(), b.seq_off[s + 1]);
+    t.start[s] = start[s];
+    if (lo != hi) {
+      t.start[s] = start[s] + (*lo - b.seq_off[s]);
+      for (int32_t r = *lo; r <= *(hi - 1); ++r) t.rows.push_back(r);
+    }
+    t.off[s + 1] = (int32_t)t.rows.size();
+  }
+  return t;
+}
+
+// Rows rows[j] of m [.][cols] moved to row j, in place (rows increasing, so rows[j] >= j and no
+// row is overwritten before it is read).
+void compact_rows(float* m, size_t cols, const std::vector<int32_t>& rows) {
+  for (size_t j = 0; j < rows.size(); ++j)
+    if ((size_t)rows[j] != j) memcpy(m + j * cols, m + (size_t)rows[j] * cols, cols * sizeof(float));
+}
+
 }  // namespace
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
@@ -252,6 +285,15 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
   at.ld_q = at.ld_out = Hq * hd;
   at.scale = (float)(1.0 / sqrt((double)hd));
 
+  // The last layer finishes only the head rows' spans where that leaves every product of the
+  // layer on the same GEMM path (gemm_same_bits): the same bits as finishing every row, ~1/layers
+  // of a forward saved for last-position logits (classification batches, probes, prompt passes).
+  LastRows last;
+  if (c.layers > 0 && p.R < N) {
+    last = last_rows(b, p.head_rows, start);
+    if (last.rows.size() == N || !gemm_same_bits(last.rows.size(), N)) last = LastRows{};
+  }
+  std::vector<int32_t> x_row(p.head_rows);  // the row of x holding each head row's final state
   for (size_t l = 0; l < c.layers; ++l) {
     const LlamaLayer& L = w.layers[l];
     rmsnorm(xn, x, norm_of[2 * l], N, D, c.eps);
@@ -261,12 +303,23 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
     rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
     at.k = kl;
     at.v = vl;
-    attention(at);
-    linear(L.o, q, N, x, true, zo);  // residual
-    rmsnorm(xn, x, norm_of[2 * l + 1], N, D, c.eps);
-    linears_of({&L.gate, &L.up}, xn, N, {g, u}, zo);
-    swiglu(g, g, u, N * I);
-    linear(L.down, g, N, x, true, zo);  // residual
+    size_t M = N;
+    AttnArgs al = at;
+    if (l + 1 == c.layers && !last.rows.empty()) {
+      compact_rows(q, Hq * hd, last.rows);
+      compact_rows(x, D, last.rows);
+      al.q_off = last.off.data();
+      al.q_start = last.start.data();
+      M = last.rows.size();
+      for (size_t j = 0; j < x_row.size(); ++j)
+        x_row[j] = (int32_t)(std::lower_bound(last.rows.begin(), last.rows.end(), p.head_rows[j]) - last.rows.begin());
+    }
+    attention(al);
+    linear(L.o, q, M, x, true, zo);  // residual
+    rmsnorm(xn, x, norm_of[2 * l + 1], M, D, c.eps);
+    linears_of({&L.gate, &L.up}, xn, M, {g, u}, zo);
+    swiglu(g, g, u, M * I);
+    linear(L.down, g, M, x, true, zo);  // residual
   }
 
   // LM head on the rows that need it, a chunk at a time.
@@ -282,7 +335,7 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
   std::vector<double> lp(p.C);
   for (size_t c0 = 0; c0 < p.R; c0 += p.C) {
     const size_t n = std::min(p.C, p.R - c0);
-    for (size_t j = 0; j < n; ++j) memcpy(hrows + j * D, x + (size_t)p.head_rows[c0 + j] * D, D * sizeof(float));
+    for (size_t j = 0; j < n; ++j) memcpy(hrows + j * D, x + (size_t)x_row[c0 + j] * D, D * sizeof(float));
     rmsnorm(hrows, hrows, norm_of[2 * c.layers], n, D, c.eps);
     if (o.vocab_subset) {
       float* col = A + p.hcol;

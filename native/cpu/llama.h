@@ -130,7 +130,9 @@ LlamaBatchShape llama_batch_shape(const LlamaBatch& b, const LlamaOutputs& o);
 void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o);
 
 // Runs the forward; activations are allocated once (category "activations") and freed at the end.
-// With `zo`, the trainable tensors are perturbed on load (LlamaPerturb).
+// With `zo`, the trainable tensors are perturbed on load (LlamaPerturb). The last layer finishes
+// only each sequence's span of LM-head rows when that keeps its GEMMs on the full batch's path, so
+// every output has the bits of finishing all rows (the device model finishes all rows).
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
                    const LlamaPerturb* zo = nullptr);
 
