@@ -290,37 +290,65 @@ describe('tiny-llama: padding, KV cache, sampling, determinism', () => {
     expect(Number.isNaN(none.loss)).toBe(true);
   });
 
-  // The last layer finishes only each sequence's span of LM-head rows when that keeps its products
-  // on the GEMM path of the whole batch; 'all' logits make every row a head row (nothing skipped).
+  // The last layer finishes only each sequence's span of LM-head rows, grown until it takes the GEMM
+  // path of the whole batch (5+ rows); 'all' logits make every row a head row (nothing skipped).
   maybe('last-position logits, span targets and probes equal those of the full last layer, bit for bit', async () => {
-    const seqs = [...prompts, ...prompts.map((p) => p.slice(0, Math.max(2, p.length - 3)))];
-    expect(seqs.length).toBeGreaterThan(4); // 5 or more head rows: the GEMM path either way
-    const T = Math.max(...seqs.map((p) => p.length)), PAD = 4095;
-    const padded = seqs.map((p, b) => (b % 2 ? [...new Array(T - p.length).fill(PAD), ...p] : p));
-    const masks = seqs.map((p, b) => (b % 2 ? [...new Array(T - p.length).fill(0), ...new Array(p.length).fill(1)] : new Array(p.length).fill(1)));
-    const spans = padded.map((p) => p.map((t, i) => (i >= p.length - 3 && i < p.length - 1 ? p[i + 1] : -1)));
+    const six = [...prompts, ...prompts.map((p) => p.slice(0, Math.max(2, p.length - 3)))];
+    expect(six.length).toBeGreaterThan(4);
+    const batches = [six];
     for (const weights of ['fp32', 'int4', 'w8a8'] as const) {
       const m = weights === 'fp32' ? model : await LlamaModel.load(tiny!, { weights });
       try {
-        const full = await m.forward(padded, { attentionMask: masks, logits: 'all', targets: 'none' });
-        const last = await m.forward(padded, { attentionMask: masks, targets: 'none' });
-        padded.forEach((p, b) => expect(sameBits(last.logits[b], full.logits[b].subarray((p.length - 1) * V))).toBe(true));
-        const subset = await m.forward(padded, { attentionMask: masks, targets: 'none', logitTokens: [17, 4000] });
-        padded.forEach((p, b) => {
-          const row = full.logits[b].subarray((p.length - 1) * V);
-          expect(Array.from(subset.logits[b])).toEqual([row[17], row[4000]]);
-        });
-        // targets on a span of 2 rows per sequence: the last layer finishes those spans only
-        const spanLoss = await m.forward(padded, { attentionMask: masks, targets: spans, logits: 'none' });
-        const spanFull = await m.forward(padded, { attentionMask: masks, targets: spans, logits: 'all' });
-        expect(spanLoss.count).toBe(2 * seqs.length);
-        expect(spanLoss.loss).toBe(spanFull.loss);
-        padded.forEach((_, b) => expect(sameBits(spanLoss.logprobs[b], spanFull.logprobs[b])).toBe(true));
         m.setTrainable();
-        const probe = await m.zoProbe(padded, { seed: 5, eps: 1e-2, attentionMask: masks, targets: 'none' });
-        const probeFull = await m.zoProbe(padded, { seed: 5, eps: 1e-2, attentionMask: masks, targets: 'none', logits: 'all' });
-        for (const side of ['plus', 'minus'] as const)
-          padded.forEach((p, b) => expect(sameBits(probe[side].logits[b], probeFull[side].logits[b].subarray((p.length - 1) * V))).toBe(true));
+        for (const seqs of batches) {
+          const T = Math.max(...seqs.map((p) => p.length)), PAD = 4095;
+          const padded = seqs.map((p, b) => (b % 2 ? [...new Array(T - p.length).fill(PAD), ...p] : p));
+          const masks = seqs.map((p, b) => (b % 2 ? [...new Array(T - p.length).fill(0), ...new Array(p.length).fill(1)] : new Array(p.length).fill(1)));
+          const spans = padded.map((p) => p.map((t, i) => (i >= p.length - 3 && i < p.length - 1 ? p[i + 1] : -1)));
+          const full = await m.forward(padded, { attentionMask: masks, logits: 'all', targets: 'none' });
+          const last = await m.forward(padded, { attentionMask: masks, targets: 'none' });
+          padded.forEach((p, b) => expect(sameBits(last.logits[b], full.logits[b].subarray((p.length - 1) * V))).toBe(true));
+          const subset = await m.forward(padded, { attentionMask: masks, targets: 'none', logitTokens: [17, 4000] });
+          padded.forEach((p, b) => {
+            const row = full.logits[b].subarray((p.length - 1) * V);
+            expect(Array.from(subset.logits[b])).toEqual([row[17], row[4000]]);
+          });
+          // targets on a span of 2 rows per sequence: the last layer finishes those spans (grown)
+          const spanLoss = await m.forward(padded, { attentionMask: masks, targets: spans, logits: 'none' });
+          const spanFull = await m.forward(padded, { attentionMask: masks, targets: spans, logits: 'all' });
+          expect(spanLoss.count).toBe(2 * seqs.length);
+          expect(spanLoss.loss).toBe(spanFull.loss);
+          padded.forEach((_, b) => expect(sameBits(spanLoss.logprobs[b], spanFull.logprobs[b])).toBe(true));
+          const probe = await m.zoProbe(padded, { seed: 5, eps: 1e-2, attentionMask: masks, targets: 'none' });
+          const probeFull = await m.zoProbe(padded, { seed: 5, eps: 1e-2, attentionMask: masks, targets: 'none', logits: 'all' });
+          for (const side of ['plus', 'minus'] as const)
+            padded.forEach((p, b) => expect(sameBits(probe[side].logits[b], probeFull[side].logits[b].subarray((p.length - 1) * V))).toBe(true));
+        }
+        // 1 and 2 sequences (1 and 2 head rows, spans grown to 5 rows) with an integer-activation LM
+        // head, whose bits do not depend on its row count: 'last' equals 'all' only if the grown
+        // spans kept the last layer on the GEMM path
+        // a prompt that only fills a cache (no head row) skips the last layer after its keys and values
+        const p0 = prompts[0], caches = [m.createCache(1, p0.length), m.createCache(1, p0.length)];
+        try {
+          await m.forward([p0.slice(0, 20)], { cache: caches[0], targets: 'none', logits: 'none' });
+          await m.forward([p0.slice(0, 20)], { cache: caches[1], targets: 'none', logits: 'all' });
+          const [a, b] = await Promise.all(caches.map((cache) => m.forward([p0.slice(20)], { cache, logits: 'all' })));
+          expect(sameBits(a.logits[0], b.logits[0])).toBe(true);
+        } finally {
+          caches.forEach((c) => c.dispose());
+        }
+        if (weights !== 'w8a8') {
+          const exactHead = await LlamaModel.load(tiny!, { weights, overrides: { lm_head: 'w8a8' } });
+          try {
+            for (const seqs of [[prompts[0]], [prompts[1], prompts[2]]]) {
+              const last = await exactHead.forward(seqs, { targets: 'none' });
+              const full = await exactHead.forward(seqs, { targets: 'none', logits: 'all' });
+              seqs.forEach((p, b) => expect(sameBits(last.logits[b], full.logits[b].subarray((p.length - 1) * V))).toBe(true));
+            }
+          } finally {
+            exactHead.dispose();
+          }
+        }
       } finally {
         if (m !== model) m.dispose();
       }

@@ -203,25 +203,40 @@ void rope_and_store(const KvStore& a, const LlamaBatch& b) {
 
 // The rows the last layer must finish: its output is read only at the LM-head rows, so once its
 // keys and values are stored its attention, projections and MLP need only each sequence's span
-// from its first to its last head row (one row per sequence for last-position logits).
+// from its first to its last head row (one row per sequence for last-position logits). Spans grow
+// backwards until the rows take the GEMM path of the whole batch (gemm_same_bits): then every
+// output keeps the bits of finishing all rows, and a single prompt finishes 5 rows, not all.
 struct LastRows {
+  bool on = false;             // false: finish every row
   std::vector<int32_t> rows;   // the span rows in order: compacted row j was row rows[j]
   std::vector<int32_t> off;    // [B + 1] the spans' offsets in the compacted rows
   std::vector<int32_t> start;  // [B] the KV slot of each span's first row
 };
 
 LastRows last_rows(const LlamaBatch& b, const std::vector<int32_t>& head_rows, const int32_t* start) {
+  const size_t N = (size_t)b.seq_off[b.B];
+  std::vector<int32_t> lo(b.B), hi(b.B);  // span [lo, hi) of each sequence
+  size_t total = 0;
+  for (size_t s = 0; s < b.B; ++s) {
+    auto first = std::lower_bound(head_rows.begin(), head_rows.end(), b.seq_off[s]);
+    auto end = std::lower_bound(first, head_rows.end(), b.seq_off[s + 1]);
+    lo[s] = hi[s] = b.seq_off[s + 1];
+    if (first != end) lo[s] = *first, hi[s] = *(end - 1) + 1;
+    total += (size_t)(hi[s] - lo[s]);
+  }
+  for (size_t s = b.B; total > 0 && s-- > 0 && !gemm_same_bits(total, N);) {
+    const size_t grow = std::min((size_t)(lo[s] - b.seq_off[s]), kGemvMaxRows + 1 - total);
+    lo[s] -= (int32_t)grow;
+    total += grow;
+  }
   LastRows t;
+  if (total == N || (total > 0 && !gemm_same_bits(total, N))) return t;  // nothing to skip
+  t.on = true;  // also with no head row at all (a prompt only filling a cache needs the keys and values)
   t.off.assign(b.B + 1, 0);
   t.start.assign(b.B, 0);
   for (size_t s = 0; s < b.B; ++s) {
-    auto lo = std::lower_bound(head_rows.begin(), head_rows.end(), b.seq_off[s]);
-    auto hi = std::lower_bound(lo, head_rows.end(), b.seq_off[s + 1]);
-    t.start[s] = start[s];
-    if (lo != hi) {
-      t.start[s] = start[s] + (*lo - b.seq_off[s]);
-      for (int32_t r = *lo; r <= *(hi - 1); ++r) t.rows.push_back(r);
-    }
+    t.start[s] = start[s] + (lo[s] - b.seq_off[s]);
+    for (int32_t r = lo[s]; r < hi[s]; ++r) t.rows.push_back(r);
     t.off[s + 1] = (int32_t)t.rows.size();
   }
   return t;
@@ -285,14 +300,9 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
   at.ld_q = at.ld_out = Hq * hd;
   at.scale = (float)(1.0 / sqrt((double)hd));
 
-  // The last layer finishes only the head rows' spans where that leaves every product of the
-  // layer on the same GEMM path (gemm_same_bits): the same bits as finishing every row, ~1/layers
-  // of a forward saved for last-position logits (classification batches, probes, prompt passes).
-  LastRows last;
-  if (c.layers > 0 && p.R < N) {
-    last = last_rows(b, p.head_rows, start);
-    if (last.rows.size() == N || !gemm_same_bits(last.rows.size(), N)) last = LastRows{};
-  }
+  // The last layer finishes only the head rows' spans (last_rows): the same bits as finishing every
+  // row, ~1/layers of a forward saved for last-position logits (classification, probes, prompts).
+  const LastRows last = c.layers > 0 && p.R < N ? last_rows(b, p.head_rows, start) : LastRows{};
   std::vector<int32_t> x_row(p.head_rows);  // the row of x holding each head row's final state
   for (size_t l = 0; l < c.layers; ++l) {
     const LlamaLayer& L = w.layers[l];
@@ -305,7 +315,8 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
     at.v = vl;
     size_t M = N;
     AttnArgs al = at;
-    if (l + 1 == c.layers && !last.rows.empty()) {
+    if (l + 1 == c.layers && last.on) {
+      if (last.rows.empty()) break;
       compact_rows(q, Hq * hd, last.rows);
       compact_rows(x, D, last.rows);
       al.q_off = last.off.data();
