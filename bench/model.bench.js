@@ -34,7 +34,12 @@ const suite = {
     // FLOP of a forward: 2 per weight per token, the LM head on the rows that need logits, and
     // causal attention (q.k and p.v over t + 1 visible keys at position t).
     const attnFlop = (T) => c.numLayers * 4 * c.headDim * c.numHeads * (T * (T + 1)) / 2;
-    const prefillFlop = BATCH * (SEQ * 2 * linParams + attnFlop(SEQ) + 2 * V * D);
+    // Prefill's last layer finishes only the LM-head rows (one per sequence), grown to 5 rows (llama.cc
+    // last_rows); its k and v projections still run on every token.
+    const L = c.numLayers, layerParams = linParams / L, kvParams = 2 * KV * D;
+    const finished = Math.min(BATCH * SEQ, Math.max(BATCH, 5));
+    const prefillFlop = BATCH * SEQ * 2 * (linParams - layerParams + kvParams) + finished * 2 * (layerParams - kvParams) +
+      (attnFlop(SEQ) * BATCH * (L - 1)) / L + finished * 4 * c.headDim * c.numHeads * SEQ + BATCH * 2 * V * D;
     const lossFlop = BATCH * (SEQ * 2 * linParams + attnFlop(SEQ) + SEQ * 2 * V * D);
 
     let s = 1;
@@ -100,7 +105,7 @@ const suite = {
       method: [
         `tiny-llama (${c.numLayers} layers, hidden ${D}, ${c.numHeads}/${c.numKvHeads} heads of ${c.headDim}, FFN ${I}, vocab ${V}; ${(linParams / 1e6).toFixed(2)} M linear weights + ${(V * D / 1e6).toFixed(2)} M LM head), fp32 weights, one async native call per forward.`,
         `prefill: ${BATCH} sequences of ${SEQ} random tokens, logits of each last token only; loss forward: the same batch with the log-probability of every next token (LM head on all rows), as a ZO training step evaluates it.`,
-        `FLOP per forward: 2 per weight per token, the LM head on the rows that need it, and 4·headDim·heads per visible key per layer for attention; rates in GFLOP/s against the fp32 FMA peak (bench/ceilings; the AVX-512 one on the avx512 path, where the GEMM's full tiles are zmm).`,
+        `FLOP per forward: 2 per weight per token, the LM head on the rows that need it, and 4·headDim·heads per visible key per layer for attention; prefill's last layer counts only what it computes (since 2026-11-25 it finishes only the rows the LM head reads, grown to 5: its k / v projections for every token, the rest for ${Math.min(BATCH * SEQ, Math.max(BATCH, 5))} rows), so its tokens/s may exceed the GEMMs alone; rates in GFLOP/s against the fp32 FMA peak (bench/ceilings; the AVX-512 one on the avx512 path, where the GEMM's full tiles are zmm).`,
         `decode: generate() with a KV cache, ${PROMPT}-token prompt then ${DECODE} greedy tokens per call (prefill of the prompt included; the decode loop runs natively in one call, llamaGenerate, since 2026-11-25: one JS round trip per token before); GB/s counts the ${(4 * (linParams + V * D) / 1e6).toFixed(1)} MB of linear and LM-head weights each token reads, against the streaming read ceiling.`,
         'reference rows: the same matrix products through matmul alone (the GEMM/GEMV floor of the forward); "vs GEMMs alone" = forward tokens/s ÷ that floor (1.00x = no overhead beyond the linear layers). The reference calls matmul once per weight, while the forward runs the projections that share an input (q/k/v, gate/up) as one parallel job (since 2026-11-24; it also packed that input once until A was read in place, 2026-11-25), so a forward dominated by synchronisation (decode at 2 threads) can exceed 1.00x.',
         'every case is measured in interleaved rounds together with the machine ceilings (harness measureWithCeilings), so a ratio compares runs under the same machine load.',
@@ -108,7 +113,7 @@ const suite = {
       columns: ['case', 'threads', 'tokens/s best / median', 'GFLOP/s or GB/s best / median', '% of FMA peak or read ceiling (best / median)', 'vs GEMMs alone (best / median)'],
       rows,
       notes: [
-        'tiny-llama is small (the whole model is ~26 MB, mostly in L2/L3 on a 2-core Zen 1): decode is bounded by the GEMV kernels and per-op synchronisation, not DRAM; ratios to the ceilings are the figures to compare across machines.',
+        'tiny-llama is small (the whole model is ~26 MB, mostly in L2/L3 on these 2-core machines): decode is bounded by the GEMV kernels and per-op synchronisation, not DRAM; ratios to the ceilings are the figures to compare across machines.',
         'On a shared 2-core machine that is already busy, the 2-thread rows share cores with other processes: their ratios to the 2-thread ceilings (measured interleaved, under the same load) are meaningful, their absolute rates are not.',
       ],
     });
