@@ -83,6 +83,28 @@ describe('zoProbe', () => {
       for (const [name, v] of original) expect(sameBits(model.tensor(name).data(), v)).toBe(true);
     });
 
+  // The layers before the first trainable tensor run once for both signs (llama_probe), the rest per sign.
+  for (const set of [['model.norm'], ['lm_head'], ['model.layers.1.mlp.*', 'model.norm'], ['*.layers.1.input_layernorm']])
+    maybe(`a probe of ${set.join(' + ')} shares the layers below = forwards on explicitly perturbed weights, bit for bit; in place too`, async () => {
+      model.setTrainable(set);
+      const eps = 1e-3, seed = 4321;
+      try {
+        for (const seqs of [batch, short])
+          for (const logits of ['all', 'last'] as const) {
+            const r = await model.zoProbe(seqs, { seed, eps, logits });
+            expectSameResult(r.plus, await explicitForward(seqs, eps, seed, {}, logits));
+            expectSameResult(r.minus, await explicitForward(seqs, -eps, seed, {}, logits));
+            expect(r.plus.loss).not.toBe(r.minus.loss);
+            const inPlace = await model.zoProbe(seqs, { seed, eps, logits, mode: 'in-place' });
+            expectSameResult(inPlace.plus, r.plus);
+            expect(Math.abs(inPlace.minus.loss - r.minus.loss)).toBeLessThan(1e-5);
+            restore(model, original);
+          }
+      } finally {
+        restore(model, original);
+      }
+    });
+
   maybe('a trainable subset perturbs only its tensors (norms and embeddings included)', async () => {
     model.setTrainable(['model.embed_tokens', '*.layers.1.*_layernorm', /mlp\.(gate|down)_proj/, 'lm_head']);
     const names = model.trainable().map((t) => t.name);

@@ -202,26 +202,9 @@ Job parse_probe(Args& a) {
 
   const size_t n_flags = tr.bytes;
   return {[c, w, b, plus, minus, dir, eps, mode, targets, trainable, n_flags] {
-            if (mode == 0) {
-              LlamaPerturb zo{dir, eps, trainable, n_flags};
-              llama_forward(c, *w, b, nullptr, *plus, &zo);
-              zo.alpha = -eps;
-              llama_forward(c, *w, b, nullptr, *minus, &zo);
-              return;
-            }
-            // MeZO: theta += eps z, forward, theta -= 2 eps z, forward, theta += eps z.
-            auto step = [&](float alpha) { perturb_dense_many(targets->data(), targets->size(), alpha); };
-            float at = 0.0f;  // the offset the weights hold: a failure (OOM: validation ran before) undoes it
-            try {
-              step(eps), at = eps;
-              llama_forward(c, *w, b, nullptr, *plus);
-              step(-2 * eps), at = -eps;
-              llama_forward(c, *w, b, nullptr, *minus);
-              step(eps), at = 0.0f;
-            } catch (...) {
-              if (at != 0.0f) step(-at);
-              throw;
-            }
+            std::function<void(float)> in_place;
+            if (mode == 1) in_place = [&](float alpha) { perturb_dense_many(targets->data(), targets->size(), alpha); };
+            llama_probe(c, *w, b, *plus, *minus, LlamaPerturb{dir, eps, trainable, n_flags}, in_place);
           },
           [plus, minus](Napi::Env env) -> Napi::Value {
             Napi::Object r = Napi::Object::New(env);

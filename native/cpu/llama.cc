@@ -118,11 +118,11 @@ struct Plan {
   size_t N = 0, T = 0, R = 0, C = 0, cols = 0;  // cols: logits per head row (vocab or subset)
   int32_t pos0 = 0;  // rotary tables cover positions [pos0, pos0 + P)
   size_t P = 0;
-  size_t x, xn, q, k, v, g, u, kv_k, kv_v, kv_mask, rel_pos, cos_t, sin_t, hrows, hlogits, hcol, norms, total;
+  size_t x, xn, q, k, v, g, u, kv_k, kv_v, kv_mask, rel_pos, cos_t, sin_t, hrows, hlogits, hcol, norms, saved, total;
   std::vector<int32_t> head_rows;  // sorted distinct token rows that need the LM head
 };
 
-Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o, bool zo) {
+Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o, bool zo, bool save_x) {
   Plan p;
   LlamaBatchShape shape = llama_batch_shape(b, o);
   p.N = shape.N, p.T = shape.T, p.P = shape.P, p.pos0 = shape.pos0;
@@ -156,6 +156,7 @@ Plan make_plan(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, 
   p.hlogits = take(p.R ? p.C * p.cols : 0);
   p.hcol = take(o.vocab_subset ? p.C : 0);
   p.norms = take(zo ? (2 * c.layers + 1) * align_up(D) : 0);  // perturbed norm vectors of a probe
+  p.saved = take(save_x ? p.N * D : 0);  // the residual stream where a probe's two forwards part
   p.total = at;
   return p;
 }
@@ -249,139 +250,231 @@ void compact_rows(float* m, size_t cols, const std::vector<int32_t>& rows) {
     if ((size_t)rows[j] != j) memcpy(m + j * cols, m + (size_t)rows[j] * cols, cols * sizeof(float));
 }
 
+
+// One forward in stages over one activation arena: set_norms and embed, then layers [l0, l1), then
+// head; a probe runs the layers before its first trainable tensor once and the rest per sign.
+class Forward {
+ public:
+  Forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, const LlamaOutputs& o, bool zo,
+          bool save_x)
+      : c(c), w(w), b(b), cache(cache), p(make_plan(c, b, cache, o, zo, save_x)), arena(p.total), A(arena.base),
+        N(p.N), D(c.hidden), hd(c.head_dim), Hq(c.heads), Hkv(c.kv_heads), I(c.inter), V(c.vocab), x(A + p.x), xn(A + p.xn),
+        q(A + p.q), k(A + p.k), v(A + p.v), g(A + p.g), u(A + p.u), norm_of(2 * c.layers + 1), zero_start(b.B, 0),
+        start(cache ? cache->past : zero_start.data()), x_row(p.head_rows) {
+    // Rotary tables only for the positions present (decoding needs one row, not the whole context).
+    rel_pos = reinterpret_cast<int32_t*>(A + p.rel_pos);
+    for (size_t i = 0; i < N; ++i) rel_pos[i] = b.positions[i] - p.pos0;
+    rope_tables(A + p.cos_t, A + p.sin_t, p.pos0, p.P, hd, c.rope);
+
+    // The KV layout attention reads: the cache, or this forward's own [B][Hkv][T][hd] buffers.
+    cap = cache ? cache->cap : p.T;
+    uint8_t* kmask = cache ? cache->mask : reinterpret_cast<uint8_t*>(A + p.kv_mask);
+    for (size_t s = 0; s < b.B; ++s)
+      for (int32_t i = b.seq_off[s]; i < b.seq_off[s + 1]; ++i)
+        kmask[s * cap + (size_t)start[s] + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
+    at.out = q;  // in place: each (row, head) is read and then written by one task only
+    at.q = q;
+    at.q_off = b.seq_off;
+    at.q_start = start;
+    at.kmask = kmask;
+    at.B = b.B;
+    at.Hq = Hq;
+    at.Hkv = Hkv;
+    at.hd = hd;
+    at.cap = cap;
+    at.ld_q = at.ld_out = Hq * hd;
+    at.scale = (float)(1.0 / sqrt((double)hd));
+    // The last layer finishes only the head rows' spans (last_rows): the same bits as finishing every
+    // row, ~1/layers of a forward saved for last-position logits (classification, probes, prompts).
+    if (c.layers > 0 && p.R < N) last = last_rows(b, p.head_rows, start);
+  }
+
+  // Norm vectors as the layers from l0 and the head read them: the weights, or perturbed copies.
+  void set_norms(size_t l0, const LlamaPerturb* zo) {
+    for (size_t j = 2 * l0; j < norm_of.size(); ++j) {
+      const NormVec& nv = j == 2 * c.layers ? w.norm : (j % 2 ? w.layers[j / 2].mlp_norm : w.layers[j / 2].attn_norm);
+      norm_of[j] = nv.w;
+      if (!zo || !zo->on(nv.id)) continue;
+      float* copy = A + p.norms + j * align_up(D);
+      memcpy(copy, nv.w, D * sizeof(float));
+      (use_avx2() ? avx2::perturb_range : perturb_range_ref)(copy, 0, D, zo->of(nv.id), zo->alpha, 1.0f);
+      norm_of[j] = copy;
+    }
+  }
+
+  void embed(const LlamaPerturb* zo) { embed_rows(x, w.embed, b.tokens, N, zo); }
+
+  void layers(size_t l0, size_t l1, const LlamaPerturb* zo) {
+    for (size_t l = l0; l < l1; ++l) {
+      const LlamaLayer& L = w.layers[l];
+      rmsnorm(xn, x, norm_of[2 * l], N, D, c.eps);
+      linears_of({&L.q, &L.k, &L.v}, xn, N, {q, k, v}, zo);
+      float* kl = cache ? cache->k + l * b.B * Hkv * cap * hd : A + p.kv_k;
+      float* vl = cache ? cache->v + l * b.B * Hkv * cap * hd : A + p.kv_v;
+      rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
+      at.k = kl;
+      at.v = vl;
+      size_t M = N;
+      AttnArgs al = at;
+      if (l + 1 == c.layers && last.on) {
+        if (last.rows.empty()) break;
+        compact_rows(q, Hq * hd, last.rows);
+        compact_rows(x, D, last.rows);
+        al.q_off = last.off.data();
+        al.q_start = last.start.data();
+        M = last.rows.size();
+        for (size_t j = 0; j < x_row.size(); ++j)
+          x_row[j] = (int32_t)(std::lower_bound(last.rows.begin(), last.rows.end(), p.head_rows[j]) - last.rows.begin());
+      }
+      attention(al);
+      linear(L.o, q, M, x, true, zo);  // residual
+      rmsnorm(xn, x, norm_of[2 * l + 1], M, D, c.eps);
+      linears_of({&L.gate, &L.up}, xn, M, {g, u}, zo);
+      swiglu(g, g, u, M * I);
+      linear(L.down, g, M, x, true, zo);  // residual
+    }
+  }
+
+  void save_x() { memcpy(A + p.saved, x, N * D * sizeof(float)); }
+  void restore_x() { memcpy(x, A + p.saved, N * D * sizeof(float)); }
+
+  void head(LlamaOutputs& o, const LlamaPerturb* zo) {
+    // LM head on the rows that need it, a chunk at a time.
+    if (o.logprobs)
+      for (size_t i = 0; i < N; ++i) o.logprobs[i] = __builtin_nan("");
+    std::vector<std::pair<int32_t, size_t>> want;  // (row, index in logits output), sorted by row
+    for (size_t j = 0; j < o.n_logit_rows; ++j) want.push_back({o.logit_rows[j], j});
+    std::sort(want.begin(), want.end());
+    size_t wi = 0;
+    float* hrows = A + p.hrows;
+    float* hl = A + p.hlogits;
+    std::vector<int32_t> tg(p.C);
+    std::vector<double> lp(p.C);
+    for (size_t c0 = 0; c0 < p.R; c0 += p.C) {
+      const size_t n = std::min(p.C, p.R - c0);
+      for (size_t j = 0; j < n; ++j) memcpy(hrows + j * D, x + (size_t)x_row[c0 + j] * D, D * sizeof(float));
+      rmsnorm(hrows, hrows, norm_of[2 * c.layers], n, D, c.eps);
+      if (o.vocab_subset) {
+        float* col = A + p.hcol;
+        for (size_t s = 0; s < o.n_vocab_subset; ++s) {
+          linear_row(w.lm_head, (uint64_t)o.vocab_subset[s], hrows, n, col, zo);
+          for (size_t j = 0; j < n; ++j) hl[j * p.cols + s] = col[j];
+        }
+      } else {
+        linear(w.lm_head, hrows, n, hl, false, zo);
+      }
+      if (o.targets) {
+        for (size_t j = 0; j < n; ++j) tg[j] = o.targets[p.head_rows[c0 + j]];
+        log_probs(hl, n, V, V, tg.data(), lp.data());
+        for (size_t j = 0; j < n; ++j)
+          if (tg[j] >= 0) {
+            o.logprobs[p.head_rows[c0 + j]] = lp[j];
+            o.logprob_sum += lp[j];
+            o.count++;
+          }
+      }
+      for (size_t j = 0; j < n; ++j) {
+        const int32_t row = p.head_rows[c0 + j];
+        while (wi < want.size() && want[wi].first == row) memcpy(o.logits + want[wi++].second * p.cols, hl + j * p.cols, p.cols * sizeof(float));
+      }
+      if (o.next)
+        for (size_t s = 0; s < b.B; ++s) {
+          const int32_t first = b.seq_off[s], end = b.seq_off[s + 1];
+          if (end == first || (size_t)(end - 1) < (size_t)p.head_rows[c0] || (size_t)(end - 1) > (size_t)p.head_rows[c0 + n - 1]) continue;
+          const size_t j = (size_t)(std::lower_bound(p.head_rows.begin() + c0, p.head_rows.begin() + c0 + n, end - 1) - p.head_rows.begin()) - c0;
+          const uint64_t slot = (uint64_t)start[s] + (uint64_t)(end - first);
+          const float uu = uniform_open(random_word(RngKey{o.seed, (uint32_t)s, kPurposeUniform}, slot));
+          const int64_t id = sample_row(hl + j * V, V, o.sample, uu);
+          if (id < 0) fail(Code::NonFinite, "llama forward: the logits of sequence " + std::to_string(s) + " are all NaN");
+          o.next[s] = (int32_t)id;
+        }
+    }
+  }
+
+ private:
+  const LlamaConfig& c;
+  const LlamaWeights& w;
+  const LlamaBatch& b;
+  KvCache* cache;
+  const Plan p;
+  Arena arena;
+  float* A;
+  const size_t N, D, hd, Hq, Hkv, I, V;
+  float *x, *xn, *q, *k, *v, *g, *u;
+  std::vector<const float*> norm_of;
+  std::vector<int32_t> zero_start;
+  const int32_t* start;
+  int32_t* rel_pos = nullptr;
+  size_t cap = 0;
+  AttnArgs at{};
+  LastRows last;
+  std::vector<int32_t> x_row;  // the row of x holding each head row's final state
+};
+
+// The first layer whose output depends on a trainable tensor (c.layers: only the final norm or the
+// LM head; 0 with a trainable embedding, whose rows feed every layer).
+size_t first_trainable_layer(const LlamaConfig& c, const LlamaWeights& w, const LlamaPerturb& zo) {
+  if (zo.on(w.embed.id)) return 0;
+  for (size_t l = 0; l < c.layers; ++l) {
+    const LlamaLayer& L = w.layers[l];
+    for (uint32_t id : {L.attn_norm.id, L.q.id, L.k.id, L.v.id, L.o.id, L.mlp_norm.id, L.gate.id, L.up.id, L.down.id})
+      if (zo.on(id)) return l;
+  }
+  return c.layers;
+}
+
 }  // namespace
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
                    const LlamaPerturb* zo) {
-  const Plan p = make_plan(c, b, cache, o, zo != nullptr);
-  Arena arena(p.total);
-  float* A = arena.base;
-  const size_t N = p.N, D = c.hidden, hd = c.head_dim, Hq = c.heads, Hkv = c.kv_heads, I = c.inter, V = c.vocab;
-  float *x = A + p.x, *xn = A + p.xn, *q = A + p.q, *k = A + p.k, *v = A + p.v, *g = A + p.g, *u = A + p.u;
+  Forward f(c, w, b, cache, o, zo != nullptr, false);
+  f.set_norms(0, zo);
+  f.embed(zo);
+  f.layers(0, c.layers, zo);
+  f.head(o, zo);
+}
 
-  // Norm vectors as this forward reads them: the weights, or perturbed copies in the arena.
-  std::vector<const float*> norm_of(2 * c.layers + 1);
-  for (size_t j = 0; j < norm_of.size(); ++j) {
-    const NormVec& nv = j == 2 * c.layers ? w.norm : (j % 2 ? w.layers[j / 2].mlp_norm : w.layers[j / 2].attn_norm);
-    norm_of[j] = nv.w;
-    if (!zo || !zo->on(nv.id)) continue;
-    float* copy = A + p.norms + j * align_up(D);
-    memcpy(copy, nv.w, D * sizeof(float));
-    (use_avx2() ? avx2::perturb_range : perturb_range_ref)(copy, 0, D, zo->of(nv.id), zo->alpha, 1.0f);
-    norm_of[j] = copy;
+void llama_probe(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus,
+                 const LlamaPerturb& zo, const std::function<void(float)>& in_place) {
+  const size_t l0 = first_trainable_layer(c, w, zo);
+  // Layers before l0 are computed once; the residual stream entering l0 is kept for the second sign
+  // (from the last layer on the head only reads it).
+  const bool save = l0 > 0 && l0 < c.layers;
+  Forward f(c, w, b, nullptr, plus, !in_place, save);
+  const float eps = zo.alpha;
+  LlamaPerturb zp = zo, zm = zo;
+  zm.alpha = -eps;
+  const LlamaPerturb *on_plus = in_place ? nullptr : &zp, *on_minus = in_place ? nullptr : &zm;
+  auto suffix = [&](LlamaOutputs& o, const LlamaPerturb* z) {
+    f.set_norms(l0, z);
+    if (l0 == 0) f.embed(z);
+    f.layers(l0, c.layers, z);
+    f.head(o, z);
+  };
+  f.set_norms(0, nullptr);
+  if (l0 > 0) {
+    f.embed(nullptr);
+    f.layers(0, l0, nullptr);
+    if (save) f.save_x();
   }
-
-  embed_rows(x, w.embed, b.tokens, N, zo);
-  // Rotary tables only for the positions present (decoding needs one row, not the whole context).
-  int32_t* rel_pos = reinterpret_cast<int32_t*>(A + p.rel_pos);
-  for (size_t i = 0; i < N; ++i) rel_pos[i] = b.positions[i] - p.pos0;
-  rope_tables(A + p.cos_t, A + p.sin_t, p.pos0, p.P, hd, c.rope);
-
-  // The KV layout attention reads: the cache, or this forward's own [B][Hkv][T][hd] buffers.
-  const size_t cap = cache ? cache->cap : p.T;
-  uint8_t* kmask = cache ? cache->mask : reinterpret_cast<uint8_t*>(A + p.kv_mask);
-  std::vector<int32_t> zero_start(b.B, 0);
-  const int32_t* start = cache ? cache->past : zero_start.data();
-  for (size_t s = 0; s < b.B; ++s)
-    for (int32_t i = b.seq_off[s]; i < b.seq_off[s + 1]; ++i)
-      kmask[s * cap + (size_t)start[s] + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
-
-  AttnArgs at{};
-  at.out = q;  // in place: each (row, head) is read and then written by one task only
-  at.q = q;
-  at.q_off = b.seq_off;
-  at.q_start = start;
-  at.kmask = kmask;
-  at.B = b.B;
-  at.Hq = Hq;
-  at.Hkv = Hkv;
-  at.hd = hd;
-  at.cap = cap;
-  at.ld_q = at.ld_out = Hq * hd;
-  at.scale = (float)(1.0 / sqrt((double)hd));
-
-  // The last layer finishes only the head rows' spans (last_rows): the same bits as finishing every
-  // row, ~1/layers of a forward saved for last-position logits (classification, probes, prompts).
-  const LastRows last = c.layers > 0 && p.R < N ? last_rows(b, p.head_rows, start) : LastRows{};
-  std::vector<int32_t> x_row(p.head_rows);  // the row of x holding each head row's final state
-  for (size_t l = 0; l < c.layers; ++l) {
-    const LlamaLayer& L = w.layers[l];
-    rmsnorm(xn, x, norm_of[2 * l], N, D, c.eps);
-    linears_of({&L.q, &L.k, &L.v}, xn, N, {q, k, v}, zo);
-    float* kl = cache ? cache->k + l * b.B * Hkv * cap * hd : A + p.kv_k;
-    float* vl = cache ? cache->v + l * b.B * Hkv * cap * hd : A + p.kv_v;
-    rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
-    at.k = kl;
-    at.v = vl;
-    size_t M = N;
-    AttnArgs al = at;
-    if (l + 1 == c.layers && last.on) {
-      if (last.rows.empty()) break;
-      compact_rows(q, Hq * hd, last.rows);
-      compact_rows(x, D, last.rows);
-      al.q_off = last.off.data();
-      al.q_start = last.start.data();
-      M = last.rows.size();
-      for (size_t j = 0; j < x_row.size(); ++j)
-        x_row[j] = (int32_t)(std::lower_bound(last.rows.begin(), last.rows.end(), p.head_rows[j]) - last.rows.begin());
-    }
-    attention(al);
-    linear(L.o, q, M, x, true, zo);  // residual
-    rmsnorm(xn, x, norm_of[2 * l + 1], M, D, c.eps);
-    linears_of({&L.gate, &L.up}, xn, M, {g, u}, zo);
-    swiglu(g, g, u, M * I);
-    linear(L.down, g, M, x, true, zo);  // residual
+  if (!in_place) {
+    suffix(plus, on_plus);
+    if (save) f.restore_x();
+    suffix(minus, on_minus);
+    return;
   }
-
-  // LM head on the rows that need it, a chunk at a time.
-  if (o.logprobs)
-    for (size_t i = 0; i < N; ++i) o.logprobs[i] = __builtin_nan("");
-  std::vector<std::pair<int32_t, size_t>> want;  // (row, index in logits output), sorted by row
-  for (size_t j = 0; j < o.n_logit_rows; ++j) want.push_back({o.logit_rows[j], j});
-  std::sort(want.begin(), want.end());
-  size_t wi = 0;
-  float* hrows = A + p.hrows;
-  float* hl = A + p.hlogits;
-  std::vector<int32_t> tg(p.C);
-  std::vector<double> lp(p.C);
-  for (size_t c0 = 0; c0 < p.R; c0 += p.C) {
-    const size_t n = std::min(p.C, p.R - c0);
-    for (size_t j = 0; j < n; ++j) memcpy(hrows + j * D, x + (size_t)x_row[c0 + j] * D, D * sizeof(float));
-    rmsnorm(hrows, hrows, norm_of[2 * c.layers], n, D, c.eps);
-    if (o.vocab_subset) {
-      float* col = A + p.hcol;
-      for (size_t s = 0; s < o.n_vocab_subset; ++s) {
-        linear_row(w.lm_head, (uint64_t)o.vocab_subset[s], hrows, n, col, zo);
-        for (size_t j = 0; j < n; ++j) hl[j * p.cols + s] = col[j];
-      }
-    } else {
-      linear(w.lm_head, hrows, n, hl, false, zo);
-    }
-    if (o.targets) {
-      for (size_t j = 0; j < n; ++j) tg[j] = o.targets[p.head_rows[c0 + j]];
-      log_probs(hl, n, V, V, tg.data(), lp.data());
-      for (size_t j = 0; j < n; ++j)
-        if (tg[j] >= 0) {
-          o.logprobs[p.head_rows[c0 + j]] = lp[j];
-          o.logprob_sum += lp[j];
-          o.count++;
-        }
-    }
-    for (size_t j = 0; j < n; ++j) {
-      const int32_t row = p.head_rows[c0 + j];
-      while (wi < want.size() && want[wi].first == row) memcpy(o.logits + want[wi++].second * p.cols, hl + j * p.cols, p.cols * sizeof(float));
-    }
-    if (o.next)
-      for (size_t s = 0; s < b.B; ++s) {
-        const int32_t first = b.seq_off[s], end = b.seq_off[s + 1];
-        if (end == first || (size_t)(end - 1) < (size_t)p.head_rows[c0] || (size_t)(end - 1) > (size_t)p.head_rows[c0 + n - 1]) continue;
-        const size_t j = (size_t)(std::lower_bound(p.head_rows.begin() + c0, p.head_rows.begin() + c0 + n, end - 1) - p.head_rows.begin()) - c0;
-        const uint64_t slot = (uint64_t)start[s] + (uint64_t)(end - first);
-        const float uu = uniform_open(random_word(RngKey{o.seed, (uint32_t)s, kPurposeUniform}, slot));
-        const int64_t id = sample_row(hl + j * V, V, o.sample, uu);
-        if (id < 0) fail(Code::NonFinite, "llama forward: the logits of sequence " + std::to_string(s) + " are all NaN");
-        o.next[s] = (int32_t)id;
-      }
+  // MeZO: theta += eps z, forward, theta -= 2 eps z, forward, theta += eps z.
+  float held = 0.0f;  // the offset the weights hold: a failure (OOM: validation ran before) undoes it
+  try {
+    in_place(eps), held = eps;
+    suffix(plus, nullptr);
+    if (save) f.restore_x();
+    in_place(-2 * eps), held = -eps;
+    suffix(minus, nullptr);
+    in_place(eps), held = 0.0f;
+  } catch (...) {
+    if (held != 0.0f) in_place(-held);
+    throw;
   }
 }
 
