@@ -136,12 +136,13 @@ async function zeroShot(weights) {
 }
 
 /** ZO step (probe + update) vs one forward of the same batch, interleaved; peak engine memory of each. */
-async function cost(cfg) {
+async function cost(cfg, trainable) {
   const z = h.zotune();
   const { loadTask } = require(path.join(ROOT, 'dist', 'tasks', 'builtin'));
   const { ZoOptimizer, querySeed } = require(path.join(ROOT, 'dist', 'zo', 'optimizer'));
   const model = await z.LlamaModel.load(MODEL, { weights: cfg.weights });
   try {
+    model.setTrainable(trainable);
     const { task, splits } = loadTask('sentiment', z.LlamaTokenizer.load(MODEL));
     const lb = task.lossBatch(splits.train.slice(0, BATCH));
     const opt = new ZoOptimizer({ method: cfg.method, eps: 1e-3 });
@@ -177,11 +178,13 @@ async function cost(cfg) {
   }
 }
 
-const costRow = (cfg, c) => [cfg.name, c.tokens, `${(c.forward.best * 1e3).toFixed(1)} / ${(c.forward.median * 1e3).toFixed(1)}`, `${(c.step.best * 1e3).toFixed(1)} / ${(c.step.median * 1e3).toFixed(1)}`,
+// Cost rows: every parameter trainable (the most a step can cost), and the accuracy runs' set.
+const COST_SETS = [['all parameters', undefined], [TRAINABLE.join(', '), TRAINABLE]];
+const costRow = (cfg, set, c) => [cfg.name, set, c.tokens, `${(c.forward.best * 1e3).toFixed(1)} / ${(c.forward.median * 1e3).toFixed(1)}`, `${(c.step.best * 1e3).toFixed(1)} / ${(c.step.median * 1e3).toFixed(1)}`,
   `${c.ratio.best.toFixed(2)}× / ${c.ratio.median.toFixed(2)}×`, `**${c.cpuRatio.toFixed(2)}×**`, `${(c.inferencePeak / 2 ** 20).toFixed(2)}`, `${(c.zoPeak / 2 ** 20).toFixed(2)}`, `**${(c.zoPeak / c.inferencePeak).toFixed(3)}×**`];
-const COST_COLUMNS = ['method', 'tokens in batch', 'forward ms (best / median)', 'ZO step ms (best / median)', 'step ÷ forward (wall, best / median)', 'step ÷ forward (CPU time, min of 5)', 'inference peak MiB', 'ZO step peak MiB', 'ZO ÷ inference memory'];
+const COST_COLUMNS = ['method', 'trainable', 'tokens in batch', 'forward ms (best / median)', 'ZO step ms (best / median)', 'step ÷ forward (wall, best / median)', 'step ÷ forward (CPU time, min of 5)', 'inference peak MiB', 'ZO step peak MiB', 'ZO ÷ inference memory'];
 
-const COST_METHOD = '- Cost rows: one forward of the batch (logits at the last position) and one ZO step (two-forward probe + update) of the same batch measured interleaved (bench/harness.js measureInterleaved), times best / median in ms, and the minimum CPU time of 5 alternating calls each (robust when other jobs load the machine, but it counts the thread pool\'s brief spin-waits for the next job or the last tasks, so it reads above the wall ratio for steps of many short jobs; the wall ratio is the verdict); peak engine memory (weights + activations + optimizer state, all engine allocations) of a forward and of a ZO step after resetting the peaks.';
+const COST_METHOD = '- Cost rows, with every parameter trainable (the most a step can cost) and with the accuracy runs\' trainable set: one forward of the batch (logits at the last position) and one ZO step (two-forward probe + update) of the same batch measured interleaved (bench/harness.js measureInterleaved), times best / median in ms, and the minimum CPU time of 5 alternating calls each (robust when other jobs load the machine, but it counts the thread pool\'s brief spin-waits for the next job or the last tasks, so it reads above the wall ratio for steps of many short jobs; the wall ratio is the verdict); peak engine memory (weights + activations + optimizer state, all engine allocations) of a forward and of a ZO step after resetting the peaks. Since 2026-11-25 a probe runs the layers below the first trainable tensor once for both signs (native/cpu/llama.cc llama_probe): with only the final norm trainable its two forwards cost about one.';
 
 /** ZT_FT_COST_ONLY: the cost table of the results file re-measured, everything else kept. */
 async function costOnly() {
@@ -194,7 +197,7 @@ async function costOnly() {
   while (end < lines.length && lines[end].startsWith('|')) end++;
   if (head < 0 || start < 0) throw new Error(`${file} has no cost table`);
   const rows = [];
-  for (const cfg of CONFIGS) rows.push(costRow(cfg, await cost(cfg)));
+  for (const [set, trainable] of COST_SETS) for (const cfg of CONFIGS) rows.push(costRow(cfg, set, await cost(cfg, trainable)));
   const m = h.machine(h.zotune().cpuInfo().threads);
   const note = `Cost rows re-measured alone (ZT_FT_COST_ONLY) on ${new Date().toISOString()}, ${m.cpu}, ${m.cores} cores, ${m.path} path${busy != null ? `, other processes ${h.pct(busy)} busy before the run` : ''}; the accuracy rows are from the run dated above (its machine line).`;
   const table = h.markdownTable(COST_COLUMNS, rows).split('\n');
@@ -379,9 +382,7 @@ async function main() {
       `**${pct(mean(tests))} ± ${pct(std(tests))}**`, tests.map(pct).join(' / '), `${(100 * (mean(tests) - zs.fp32.test)).toFixed(1)}`, mean(finals.map((r) => r.stepsPerSecond)).toFixed(2),
     ]);
   }
-  for (const cfg of CONFIGS) {
-    costRows.push(costRow(cfg, await cost(cfg)));
-  }
+  for (const [set, trainable] of COST_SETS) for (const cfg of CONFIGS) costRows.push(costRow(cfg, set, await cost(cfg, trainable)));
   const int4 = summary['QuZO int4'], mezo = summary['MeZO fp32'];
   const notes = [];
   if (int4 && mezo) {
