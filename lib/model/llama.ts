@@ -13,8 +13,9 @@
  * llama.cc, where quantized formats and perturb-on-load plug in.
  *
  * Weights are quantized at load (one tensor at a time: read as f32, quantize, free), per scheme
- * and per-module overrides. ZO training (zoProbe / zoUpdate, docs/zo-api contract) perturbs the
- * trainable tensors inside the GEMMs ('on-load', weights never written) or in place (MeZO).
+ * and per-module overrides. ZO training (zoProbe / zoUpdate; README "ZO training hooks of the
+ * model") perturbs the trainable tensors inside the GEMMs ('on-load', weights never written) or in
+ * place (MeZO); a probe runs the layers below the first trainable tensor once for both signs.
  */
 import fs from 'node:fs';
 import path from 'node:path';
