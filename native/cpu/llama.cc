@@ -442,17 +442,17 @@ void llama_probe(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& 
   const bool save = l0 > 0 && l0 < c.layers;
   Forward f(c, w, b, nullptr, plus, !in_place, save);
   const float eps = zo.alpha;
-  LlamaPerturb zp = zo, zm = zo;
+  LlamaPerturb zm = zo;
   zm.alpha = -eps;
-  const LlamaPerturb *on_plus = in_place ? nullptr : &zp, *on_minus = in_place ? nullptr : &zm;
+  const LlamaPerturb *on_plus = in_place ? nullptr : &zo, *on_minus = in_place ? nullptr : &zm;
   auto suffix = [&](LlamaOutputs& o, const LlamaPerturb* z) {
     f.set_norms(l0, z);
     if (l0 == 0) f.embed(z);
     f.layers(l0, c.layers, z);
     f.head(o, z);
   };
-  f.set_norms(0, nullptr);
-  if (l0 > 0) {
+  if (l0 > 0) {  // the shared layers (their norms are not trainable either)
+    f.set_norms(0, nullptr);
     f.embed(nullptr);
     f.layers(0, l0, nullptr);
     if (save) f.save_x();
