@@ -5,9 +5,10 @@
 //   (c) a LLaMA-7B-shaped decoder layer (hidden 4096, FFN 11008, 32 heads) with random weights:
 //       decode ms per layer against weight bytes / streaming read bandwidth measured in the same run;
 //   (d) ZO probe time / one forward of the same batch (target <= 2.15x).
+//   (e) Q queries in one zoProbeMany call against Q zoProbe calls, per trainable set.
 // Needs the shared checkpoints ($ZOTUNE_MODELS, default ../shared/models). `--quick` skips (c),
-// `--layer` runs (c) only (its rows alone then go to the results file), `--probe` runs (d) only and
-// replaces just the (d) rows of the existing results file.
+// `--layer` runs (c) only (its rows alone then go to the results file), `--probe` runs (d) and (e) only
+// and replaces just their rows in the existing results file.
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
@@ -22,6 +23,9 @@ const LAYER_SCHEMES = ['fp32', 'bf16', 'int8', 'int4', 'w8a8', 'w4a8'];
 // the schemes the >= 60 % decode target reads as int8 / int4: weight-only and with int8 activations
 const LAYER_TARGET = ['int8', 'int4', 'w8a8', 'w4a8'];
 const PROBE_SCHEMES = ['fp32', 'int8', 'int4-g128', 'w8a8'];
+// (e): queries per zoProbeMany call and the trainable sets (tiny-llama has 6 layers)
+const QUERIES = 8;
+const MANY_SETS = [['every tensor', undefined], ['layers 3-5 + final norm + LM head', ['model.layers.3.**', 'model.layers.4.**', 'model.layers.5.**', 'model.norm', 'lm_head']], ['final norm', ['model.norm']]];
 const GAUSS_NOTE = 'The Gaussian probe regenerates one normal per weight in each of its two forwards (half a Philox word and half a Box-Muller pair each: one word gives two normals; amortised over the batch rows); Rademacher needs one bit per weight. In-place mode adds three passes over the trainable weights instead. w8a8 probes run the perturbed weights through the f32 micro-kernel (the perturbed weight is off the int8 grid; on Zen 1 its FMA rate equals the int8 maddubs rate; on a VNNI CPU the integer forward is ~4x the f32 FMA rate, so these probes cost ~4 forwards there, ~5 before the f32 tile moved to zmm on 2026-11-24).';
 
 /** zotune eval's protocol: chunks of WINDOW - 1 tokens, each scored as [bos] + chunk, every chunk token predicted. */
@@ -167,6 +171,30 @@ const suite = {
             res[k].best / res[0].best <= 2.15 ? 'target met (wall, best)' : 'above the 2.15x target (wall, best)',
           ]);
       }
+
+      // (e) Q queries on one batch: zoProbeMany (the layers below the trainable tensors once) against
+      // Q zoProbe calls, QuZO's int4 with 4-bit directions, per trainable set
+      const m = models['int4-g128'];
+      const fwd = () => m.forward(batch, { logits: 'none' });
+      const seeds = Array.from({ length: QUERIES }, (_, q) => q + 1);
+      const opts = { eps: 1e-3, logits: 'none', direction: { bits: 4 } };
+      for (const [set, trainable] of MANY_SETS) {
+        m.setTrainable(trainable);
+        const pc = [
+          { name: 'forward', fn: fwd, work: 1 },
+          { name: 'zoProbeMany', fn: () => m.zoProbeMany(batch, { ...opts, seeds }), work: 1 },
+          { name: 'zoProbe per seed', fn: async () => { for (const seed of seeds) await m.zoProbe(batch, { ...opts, seed }); }, work: 1 },
+        ];
+        const res = await h.measureInterleaved(pc, { threads });
+        const cpu = await cpuMinAlternating(pc.map((c) => c.fn));
+        rows.push([
+          `(e) int4-g128, ${QUERIES} queries, ${set}: zoProbeMany ÷ forward, ${BATCH}x${SEQ}`, '-', '-', '-',
+          `wall ${h.times(res[1].best / res[0].best)} / ${h.times(res[1].median / res[0].median)}`,
+          `CPU time ${h.times(cpu[1] / cpu[0])}`,
+          `${QUERIES} zoProbe calls: ${h.times(res[2].best / res[0].best)} / ${h.times(res[2].median / res[0].median)} (${h.times(res[2].best / res[1].best)} the time of zoProbeMany)`,
+        ]);
+      }
+      m.setTrainable();
     } catch (e) {
       if (e !== 'skip') throw e;
     } finally {
@@ -225,6 +253,7 @@ const suite = {
         `(b) prefill: ${BATCH} sequences of ${SEQ} random tokens, last logits; decode: generate() with a KV cache, ${PROMPT}-token prompt + ${DECODE} greedy tokens per call. "vs fp32" = tokens/s ÷ fp32's in the same run; decode bandwidth counts the bytes of the linear layers + LM head (codes + scales) per token against the streaming read ceiling.`,
         '(c) a LLaMA-7B-shaped decoder layer (hidden 4096, FFN 11008, 32 heads of 128, MHA) with random weights, vocab 256 (head = 0.5 % of the bytes): ms per decoded token = (time of generate(4-token prompt, 17 tokens) − time of generate(same prompt, 1 token)) ÷ 16, both measured interleaved: 16 M = 1 steps with a KV cache, the prompt pass and first token cancelling out (their time is shown beside), against the bound = weight bytes read per token ÷ read bandwidth; efficiency = bound ÷ measured time (target >= 60 % for int8 / int4).',
         `(d) zoProbe (both forwards, one native call) ÷ one loss forward of the same ${BATCH}x${SEQ} batch, every tensor trainable; wall-clock interleaved (the verdict: best of the interleaved rounds), and the minimum CPU time of 6 calls each, alternating between the cases. Until 2026-11-24 the verdict used the CPU time (then 5 consecutive calls per case), which is not the probe's time and is the noisier figure here: the forward's CPU time depends on how its short jobs split between the caller and a worker that may wake late (1.3-1.9 cores busy per wall second across runs), so with one build the CPU-time ratio read 2.0x-2.6x (fp32 Gaussian) and 3.8x-5.7x (w8a8) while the best interleaved wall ratio stayed within 2.03x-2.10x and 4.02x-4.17x.`,
+        `(e) ${QUERIES} SPSA queries on the same batch with QuZO's directions (int4-g128 weights, 4-bit stochastically rounded z): one zoProbeMany call (llama_probe runs the layers below the first trainable tensor once for every query and sign) and ${QUERIES} zoProbe calls (each runs them once for its two signs), both ÷ one loss forward, measured interleaved like (d); trainable sets: every tensor (nothing to share: the embedding feeds every layer), the upper half, the final norm.`,
         'every ratio compares cases measured interleaved in the same run (harness measureInterleaved / measureWithCeilings).',
       ],
       columns: ['case', 'weight MB read / token', 'perplexity', 'vs fp32', 'prefill tokens/s best / median (vs fp32) | time', 'decode tokens/s best / median (vs fp32) | bound', '% of read ceiling best / median | verdict'],
@@ -243,24 +272,25 @@ const suite = {
   },
 };
 
-/** --probe: the (d) rows of bench/results/model-schemes.md replaced by this run's, with a note saying when. */
+/** --probe: the (d) and (e) rows of bench/results/model-schemes.md replaced by this run's, with a note saying when. */
 function spliceProbeRows(rows, threads) {
   const file = path.join(__dirname, 'results', 'model-schemes.md');
   const lines = fs.readFileSync(file, 'utf8').split('\n');
-  const first = lines.findIndex((l) => l.startsWith('| (d)'));
+  const probeRow = (l) => l.startsWith('| (d)') || l.startsWith('| (e)');
+  const first = lines.findIndex(probeRow);
   if (first < 0) throw new Error(`${file} has no (d) rows to replace`);
-  const kept = lines.filter((l) => !l.startsWith('| (d)'));
+  const kept = lines.filter((l) => !probeRow(l));
   const table = harness.markdownTable(rows[0].map(() => ''), rows).split('\n').slice(2); // body rows only
   kept.splice(first, 0, ...table);
   const m = harness.machine(threads), busy = harness.machineBusy();
-  const note = `- (d) rows re-measured alone (\`--probe\`) on ${m.date}, ${m.path} path, ${m.threads} threads${busy != null ? `, other processes ${harness.pct(busy)} busy right after it` : ''}; the other rows are from the run dated above.`;
-  const at = kept.findIndex((l) => l.startsWith('- (d) rows re-measured alone'));
+  const note = `- (d) and (e) rows re-measured alone (\`--probe\`) on ${m.date}, ${m.path} path, ${m.threads} threads${busy != null ? `, other processes ${harness.pct(busy)} busy right after it` : ''}; the other rows are from the run dated above.`;
+  const at = kept.findIndex((l) => l.startsWith('- (d) rows re-measured alone') || l.startsWith('- (d) and (e) rows re-measured alone'));
   const g = kept.findIndex((l) => l.startsWith('- The Gaussian probe regenerates'));
   if (g >= 0) kept[g] = `- ${GAUSS_NOTE}`;
   if (at >= 0) kept[at] = note;
   else kept.splice(kept.indexOf('## Notes') + 2, 0, note);
   fs.writeFileSync(file, kept.join('\n'));
-  console.log(`\n${table.join('\n')}\n\nupdated the (d) rows of ${path.relative(path.resolve(__dirname, '..'), file)}`);
+  console.log(`\n${table.join('\n')}\n\nupdated the (d) and (e) rows of ${path.relative(path.resolve(__dirname, '..'), file)}`);
 }
 
 suite.writeLayerModel = writeLayerModel;

@@ -31,7 +31,7 @@ export { LlamaModel, KVCache, llamaTensorNames, matchesTensor, schemeStorage, WE
 export { DeviceLlamaModel, DeviceKVCache, placeModel, DEVICE_CHOICES } from './model/device-llama';
 export type { DeviceChoice, DeviceForwardOptions, DeviceKind, Placement, ToDeviceOptions } from './model/device-llama';
 export type {
-  LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence, ZoDirection, ZoProbeOptions, ZoUpdateOptions,
+  LoadOptions, WeightScheme, ForwardOptions, ForwardResult, GenerateOptions, Sequence, ZoDirection, ZoProbeOptions, ZoProbeManyOptions, ZoProbeResult, ZoUpdateOptions,
   TrainableInfo, TensorPattern,
 } from './model/llama';
 export { lossAndGrad, isLinearWeight } from './model/grad';

@@ -8,6 +8,8 @@ import os from 'node:os';
 import path from 'node:path';
 import { LlamaModel, memory, resetMemoryPeaks, Tensor, perturbSync, setCpuPath, setThreads, cpuInfo } from '../lib';
 import type { ForwardResult, ZoDirection } from '../lib';
+import { ZoOptimizer, type MicroBatch, type ZoModel } from '../lib/zo/optimizer';
+import { native } from '../lib/native/load';
 import { modelDir } from './helpers/models';
 import { settledLive } from './helpers/memory';
 
@@ -104,6 +106,85 @@ describe('zoProbe', () => {
         restore(model, original);
       }
     });
+
+  // Several queries in one call: the same bits as one zoProbe per seed (shared layers run once).
+  for (const set of [undefined, ['model.norm'], ['model.layers.1.mlp.*', 'model.norm'], ['lm_head']])
+    maybe(`zoProbeMany of ${set ? set.join(' + ') : 'every tensor'} = one zoProbe per seed, bit for bit; in place too`, async () => {
+      model.setTrainable(set);
+      const eps = 1e-3, seeds = [11, 12n, 2n ** 64n - 1n];
+      try {
+        for (const seqs of [batch, short])
+          for (const logits of ['all', 'last'] as const) {
+            const many = await model.zoProbeMany(seqs, { seeds, eps, logits, direction: { bits: 4 } });
+            expect(many.length).toBe(3);
+            for (let q = 0; q < 3; q++) {
+              const one = await model.zoProbe(seqs, { seed: seeds[q], eps, logits, direction: { bits: 4 } });
+              expectSameResult(many[q].plus, one.plus);
+              expectSameResult(many[q].minus, one.minus);
+            }
+            expect(many[0].plus.loss).not.toBe(many[1].plus.loss);
+            // in place: the weights move +eps, -2 eps, +eps per query, as consecutive in-place zoProbes move them
+            const inPlace = await model.zoProbeMany(seqs, { seeds, eps, logits, mode: 'in-place' });
+            const drifted = snapshot(model);
+            restore(model, original);
+            for (let q = 0; q < 3; q++) {
+              const one = await model.zoProbe(seqs, { seed: seeds[q], eps, logits, mode: 'in-place' });
+              expectSameResult(inPlace[q].plus, one.plus);
+              expectSameResult(inPlace[q].minus, one.minus);
+            }
+            for (const [name, v] of drifted) expect(sameBits(model.tensor(name).data(), v)).toBe(true);
+            restore(model, original);
+          }
+      } finally {
+        restore(model, original);
+      }
+    });
+
+  maybe('zoProbeMany on quantized weights (int4, w8a8) = one zoProbe per seed; bad seeds are refused', async () => {
+    for (const weights of ['int4', 'w8a8'] as const) {
+      const q = await LlamaModel.load(micro!, { weights });
+      try {
+        for (const set of [undefined, ['model.layers.1.*', 'model.norm']]) {
+          q.setTrainable(set);
+          const many = await q.zoProbeMany(batch, { seeds: [5, 6], eps: 1e-2, logits: 'last' });
+          for (let k = 0; k < 2; k++) {
+            const one = await q.zoProbe(batch, { seed: 5 + k, eps: 1e-2, logits: 'last' });
+            expectSameResult(many[k].plus, one.plus);
+            expectSameResult(many[k].minus, one.minus);
+          }
+        }
+      } finally {
+        q.dispose();
+      }
+    }
+    await expect(model.zoProbeMany(batch, { seeds: [], eps: 1e-3 })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    await expect(model.zoProbeMany(batch, { seeds: [1, -2], eps: 1e-3 })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    await expect(model.zoProbeMany(batch, { seeds: 3 as never, eps: 1e-3 })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+  });
+
+  maybe('the optimiser estimates several queries through zoProbeMany with the same projected gradients', async () => {
+    model.setTrainable(['model.layers.1.*', 'model.norm']);
+    const opt = new ZoOptimizer({ method: 'quzo', eps: 1e-3, queries: 3, directionBits: 4 });
+    const micro2: MicroBatch[] = [
+      { sequences: batch, forward: { logits: 'last' }, loss: (r) => r.loss, weight: 2 },
+      { sequences: short, forward: { logits: 'last' }, loss: (r) => r.loss },
+    ];
+    const seeds = [7n, 8n, 9n];
+    let manyCalls = 0;
+    const counting: ZoModel = {
+      zoProbe: (b, o) => model.zoProbe(b, o),
+      zoProbeMany: (b, o) => (manyCalls++, model.zoProbeMany(b, o)),
+      zoUpdate: (o) => model.zoUpdate(o),
+      trainable: () => model.trainable(),
+      trainableTensors: () => model.trainableTensors(),
+    };
+    const { zoProbeMany: _, ...oneByOne } = counting;
+    const shared = await opt.estimate(counting, micro2, seeds);
+    expect(manyCalls).toBe(2);
+    const separate = await opt.estimate(oneByOne, micro2, seeds);
+    expect(shared).toEqual(separate);
+    expect(new Set(shared.queries.map((q) => q.g)).size).toBe(3);
+  });
 
   maybe('a trainable subset perturbs only its tensors (norms and embeddings included)', async () => {
     model.setTrainable(['model.embed_tokens', '*.layers.1.*_layernorm', /mlp\.(gate|down)_proj/, 'lm_head']);
@@ -216,6 +297,14 @@ describe('zoProbe', () => {
     await expect(model.zoProbe(batch, { seed: 1, eps: 1, direction: { bits: 1 } })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
     await expect(model.zoProbe(batch, { seed: 1, eps: 1, mode: 'x' as never })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
     await expect(model.zoProbe([[1, 5000]], { seed: 1, eps: 1 })).rejects.toMatchObject({ code: 'ZOTUNE_OUT_OF_RANGE' });
+    // the native call's seed list: a BigUint64Array of at least one seed, outputs with a block per seed
+    const a = model.nativeArgs(), t = Int32Array.of(1, 2, 3), off = Int32Array.of(0, 3), pos = Int32Array.of(0, 1, 2), tg = Int32Array.of(2, 3, -1);
+    const probe = (seeds: unknown, lp = 6) =>
+      native().llamaZoProbe(a.cfg, a.ids, t, off, pos, null, tg, new Float64Array(lp), new Float64Array(lp), null, null, null, null, seeds as bigint, 0, 0, 1e-3, 0, a.flags, ...a.weights);
+    expect(probe(BigUint64Array.of(1n, 2n))).toHaveLength(2);
+    expect(() => probe(BigInt64Array.of(1n))).toThrow(expect.objectContaining({ code: 'ZOTUNE_DTYPE' }));
+    expect(() => probe(new BigUint64Array(0))).toThrow(expect.objectContaining({ code: 'ZOTUNE_INVALID_ARGUMENT' }));
+    expect(() => probe(BigUint64Array.of(1n, 2n, 3n))).toThrow(expect.objectContaining({ code: 'ZOTUNE_OUT_OF_RANGE' }));
     await expect(model.zoUpdate({ seed: 1, scale: Infinity })).rejects.toMatchObject({ code: 'ZOTUNE_NONFINITE' });
     await expect(model.zoUpdate({ seed: 1, scale: 1, decay: 2 })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
     for (const [name, v] of original) expect(sameBits(model.tensor(name).data(), v)).toBe(true);

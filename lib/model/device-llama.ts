@@ -230,6 +230,8 @@ export class DeviceLlamaModel {
   async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
     const h = this.live();
     const m = this.host;
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
+    checkSeed(opts.seed);
     const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode: probeMode } = m.probeBuffers(batch, opts);
     const flags = m.nativeArgs().flags.slice();
     const call = () =>

@@ -122,6 +122,17 @@ export interface ZoProbeOptions extends Omit<ForwardOptions, 'cache'> {
   mode?: 'on-load' | 'in-place';
 }
 
+/** Several SPSA queries on one batch (zoProbeMany): every ZoProbeOptions field but the seed, and a seed per query. */
+export interface ZoProbeManyOptions extends Omit<ZoProbeOptions, 'seed'> {
+  seeds: readonly (number | bigint)[];
+}
+
+/** The two forwards of one query: at theta + eps z and at theta - eps z. */
+export interface ZoProbeResult {
+  plus: ForwardResult;
+  minus: ForwardResult;
+}
+
 export interface ZoUpdateOptions {
   seed: number | bigint;
   /** theta <- theta * (1 - decay [tensor decays]) - scale * z_update(seed). */
@@ -700,9 +711,30 @@ export class LlamaModel {
    * +eps, -2eps, +eps on the weights (fp32 trainable tensors only: quantized ones are refused
    * with ZOTUNE_UNSUPPORTED because a perturbed code cannot be restored exactly on its grid).
    */
-  async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
+  async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<ZoProbeResult> {
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
+    checkSeed(opts.seed);
+    return (await this.probe(batch, opts, opts.seed))[0];
+  }
+
+  /**
+   * Several SPSA queries on one batch in ONE native call: for each seed, exactly what zoProbe with
+   * that seed returns (the same bits), while the layers below the first trainable tensor run once
+   * for every query and sign. With the upper layers, the final norm or the LM head trainable, n
+   * queries then cost about one forward plus 2n passes of the trainable part (a zoProbe per seed
+   * costs 2n forwards). Memory: one forward's activations and each query's outputs.
+   */
+  async zoProbeMany(batch: readonly Sequence[], opts: ZoProbeManyOptions): Promise<ZoProbeResult[]> {
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs options {seeds, eps}');
+    if (!Array.isArray(opts.seeds) || opts.seeds.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs a non-empty array of seeds');
+    opts.seeds.forEach(checkSeed);
+    return this.probe(batch, opts, BigUint64Array.from(opts.seeds, (s) => BigInt(s)));
+  }
+
+  private async probe(batch: readonly Sequence[], opts: Omit<ZoProbeOptions, 'seed'>, seeds: number | bigint | BigUint64Array): Promise<ZoProbeResult[]> {
     this.check();
-    const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode } = this.probeBuffers(batch, opts);
+    const Q = typeof seeds === 'object' ? seeds.length : 1;
+    const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode } = this.probeBuffers(batch, opts, Q);
     const flags = this.trainableFlags.slice();
     if (mode === 'in-place')
       for (const t of this.trainable())
@@ -711,19 +743,20 @@ export class LlamaModel {
     const call = () =>
       native().llamaZoProbeAsync(
         this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset,
-        opts.seed, dist, bits, eps, mode === 'on-load' ? 0 : 1, flags, ...this.weightArgs,
+        seeds, dist, bits, eps, mode === 'on-load' ? 0 : 1, flags, ...this.weightArgs,
       );
     const r = await (mode === 'in-place' ? this.lock.write(call) : this.lock.read(call));
-    return {
-      plus: this.result(p, batch.length, opts.logits ?? 'last', r.plus, lpPlus, lgPlus, V),
-      minus: this.result(p, batch.length, opts.logits ?? 'last', r.minus, lpMinus, lgMinus, V),
-    };
+    const sums = Array.isArray(r) ? r : [r];
+    const N = p.tokens.length, per = rows ? rows.length * V : 0, logits = opts.logits ?? 'last';
+    const block = <T extends Float64Array | Float32Array>(a: T | null, q: number, n: number) => (a ? (a.subarray(q * n, (q + 1) * n) as T) : null);
+    return sums.map((s, q) => ({
+      plus: this.result(p, batch.length, logits, s.plus, block(lpPlus, q, N), block(lgPlus, q, per), V),
+      minus: this.result(p, batch.length, logits, s.minus, block(lpMinus, q, N), block(lgMinus, q, per), V),
+    }));
   }
 
   /** @internal zoProbe's checked options, packed batch and output buffers (this model's and DeviceLlamaModel's). */
-  probeBuffers(batch: readonly Sequence[], opts: ZoProbeOptions) {
-    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
-    checkSeed(opts.seed);
+  probeBuffers(batch: readonly Sequence[], opts: Omit<ZoProbeOptions, 'seed'>, queries = 1) {
     const eps = checkFinite(opts.eps, 'eps');
     const [dist, bits] = directionArgs(opts.direction);
     const mode = opts.mode ?? 'on-load';
@@ -733,8 +766,8 @@ export class LlamaModel {
     const rows = this.logitRows(p, opts.logits);
     const subset = this.vocabSubset(p, opts);
     const N = p.tokens.length, V = subset ? subset.length : this.config.vocabSize;
-    const lpPlus = p.targets ? new Float64Array(N) : null, lpMinus = p.targets ? new Float64Array(N) : null;
-    const lgPlus = rows ? new Float32Array(rows.length * V) : null, lgMinus = rows ? new Float32Array(rows.length * V) : null;
+    const lpPlus = p.targets ? new Float64Array(queries * N) : null, lpMinus = p.targets ? new Float64Array(queries * N) : null;
+    const lgPlus = rows ? new Float32Array(queries * rows.length * V) : null, lgMinus = rows ? new Float32Array(queries * rows.length * V) : null;
     return { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode };
   }
 

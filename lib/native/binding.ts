@@ -93,8 +93,9 @@ export interface NativeAddon {
   llamaGenerate(...args: LlamaGenerateArgs): number;
   llamaGenerateAsync(...args: LlamaGenerateArgs): Promise<number>;
   // The two forwards of a ZO probe, and the ZO update of a tensor list (bind_llama.cc documents them).
-  llamaZoProbe(...args: LlamaZoProbeArgs): { plus: { logprobSum: number; count: number }; minus: { logprobSum: number; count: number } };
-  llamaZoProbeAsync(...args: LlamaZoProbeArgs): Promise<{ plus: { logprobSum: number; count: number }; minus: { logprobSum: number; count: number } }>;
+  /** One seed: its ProbeSums; Q seeds as a BigUint64Array: every output buffer holds Q blocks, one ProbeSums per query. */
+  llamaZoProbe(...args: LlamaZoProbeArgs): ProbeSums | ProbeSums[];
+  llamaZoProbeAsync(...args: LlamaZoProbeArgs): Promise<ProbeSums | ProbeSums[]>;
   zoUpdate(...args: ZoUpdateArgs): void;
   zoUpdateAsync(...args: ZoUpdateArgs): Promise<void>;
   perturb(w: Mem, byteOffset: number, count: number, alpha: number, seed: Seed, stream: number, dist: number, bits: number, srPurpose: number, first: number | bigint): void;
@@ -442,8 +443,10 @@ export type LlamaWeightArg = Mem | (QTensorDesc & { intAct?: boolean });
 /** cfg, ids, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, mode, trainable, ...weights */
 export type LlamaZoProbeArgs = [
   Float64Array, Uint32Array, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Float64Array | null,
-  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed, number, number, number, number, Uint8Array, ...LlamaWeightArg[],
+  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed | BigUint64Array, number, number, number, number, Uint8Array, ...LlamaWeightArg[],
 ];
+/** A probe's two loss sums. */
+export type ProbeSums = { plus: { logprobSum: number; count: number }; minus: { logprobSum: number; count: number } };
 
 /** seed, dist, bits, scale, decay, ids, decayFlags, counts, ...tensors */
 export type ZoUpdateArgs = [Seed, number, number, number, number, Uint32Array, Uint8Array, Float64Array, ...LlamaWeightArg[]];

@@ -46,6 +46,11 @@ export interface ZoModel {
     batch: readonly Sequence[],
     opts: ForwardOptions & { seed: number | bigint; eps: number; direction?: ZoDirection; mode?: 'on-load' | 'in-place' },
   ): Promise<{ plus: ForwardResult; minus: ForwardResult }>;
+  /** Every seed's zoProbe in one call (the same results); optional: without it each query is its own zoProbe. */
+  zoProbeMany?(
+    batch: readonly Sequence[],
+    opts: ForwardOptions & { seeds: readonly (number | bigint)[]; eps: number; direction?: ZoDirection; mode?: 'on-load' | 'in-place' },
+  ): Promise<{ plus: ForwardResult; minus: ForwardResult }[]>;
   zoUpdate(opts: { seed: number | bigint; scale: number; direction?: ZoDirection; decay?: number }): Promise<void>;
   trainable(): TrainableInfo[];
   trainableTensors(): { name: string; id: number; tensor: unknown }[];
@@ -185,28 +190,43 @@ export class ZoOptimizer {
 
   /**
    * The projected gradients of one step: per query, the two probes of every micro-batch with the
-   * SAME direction (gradient accumulation), g = (L+ − L−) / 2ε of the weighted mean losses.
+   * SAME direction (gradient accumulation), g = (L+ − L−) / 2ε of the weighted mean losses. Several
+   * queries share one zoProbeMany call per micro-batch where the model has it (the same results).
    */
   async estimate(model: ZoModel, batches: readonly MicroBatch[], seeds: readonly bigint[], signal?: AbortSignal): Promise<Estimate> {
     if (batches.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'a ZO step needs at least one micro-batch');
     if (seeds.length !== this.queries) fail('ZOTUNE_INVALID_ARGUMENT', `a step of ${this.queries} queries needs ${this.queries} seeds, got ${seeds.length}`);
     const total = batches.reduce((s, b) => s + (b.weight ?? 1), 0);
-    const queries: ZoQuery[] = [];
-    let sumPlus = 0, sumMinus = 0;
-    for (const seed of seeds) {
-      let lp = 0, lm = 0;
+    const n = seeds.length;
+    const lp = new Array<number>(n).fill(0), lm = new Array<number>(n).fill(0);
+    // Every query's probes of a micro-batch in one call where the model has it (the layers below the
+    // trainable tensors then run once per micro-batch, not twice per query).
+    const many = n > 1 && model.zoProbeMany ? model.zoProbeMany.bind(model) : undefined;
+    const opts = (b: MicroBatch) => ({ ...b.forward, eps: this.eps, direction: this.direction, mode: this.probeMode });
+    if (many)
       for (const b of batches) {
         signal?.throwIfAborted();
-        const { plus, minus } = await model.zoProbe(b.sequences, { ...b.forward, seed, eps: this.eps, direction: this.direction, mode: this.probeMode });
         const w = (b.weight ?? 1) / total;
-        lp += w * b.loss(plus);
-        lm += w * b.loss(minus);
+        (await many(b.sequences, { ...opts(b), seeds })).forEach(({ plus, minus }, q) => {
+          lp[q] += w * b.loss(plus);
+          lm[q] += w * b.loss(minus);
+        });
       }
-      queries.push({ seed: seed.toString(), g: (lp - lm) / (2 * this.eps) });
-      sumPlus += lp;
-      sumMinus += lm;
+    else
+      for (let q = 0; q < n; q++)
+        for (const b of batches) {
+          signal?.throwIfAborted();
+          const w = (b.weight ?? 1) / total;
+          const { plus, minus } = await model.zoProbe(b.sequences, { ...opts(b), seed: seeds[q] });
+          lp[q] += w * b.loss(plus);
+          lm[q] += w * b.loss(minus);
+        }
+    const queries: ZoQuery[] = seeds.map((seed, q) => ({ seed: seed.toString(), g: (lp[q] - lm[q]) / (2 * this.eps) }));
+    let sumPlus = 0, sumMinus = 0;
+    for (let q = 0; q < n; q++) {
+      sumPlus += lp[q];
+      sumMinus += lm[q];
     }
-    const n = seeds.length;
     return { queries, lossPlus: sumPlus / n, lossMinus: sumMinus / n, loss: (sumPlus + sumMinus) / (2 * n) };
   }
 

@@ -1,5 +1,5 @@
 // llamaForward: one whole LLaMA forward pass (native/cpu/llama.h) per call; llamaZoProbe: the
-// two forwards of a ZO probe (+eps, -eps) in one call; zoUpdate: the ZO update of a tensor list.
+// two forwards of a ZO probe (+eps, -eps) of one or more queries in one call; zoUpdate: the ZO update of a tensor list.
 //
 // llamaForward(cfg: f64[15], ids: u32[layers*9 + 3], tokens: i32[N], seqOffsets: i32[B+1],
 //              positions: i32[N], keyMask: u8[N] | null, targets: i32[N] | null,
@@ -13,6 +13,9 @@
 //              logprobsPlus: f64[N] | null, logprobsMinus: f64[N] | null, logitRows, logitsPlus, logitsMinus,
 //              vocabSubset, seed, dist, bits, eps, mode (0 on-load, 1 in-place), trainable: u8[n_ids], ...weights)
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}}
+//   seed may be a BigUint64Array of Q seeds (Q queries in one call, llama.h llama_probe): every
+//   output buffer then holds Q blocks (query q's at q * N, q * R * V) and the result is an array
+//   of Q {plus, minus}.
 // llamaGenerate(cfg, ids, tokens, seqOffsets, positions, keyMask (the prompt batch), cacheK, cacheV,
 //              cacheMask, cacheLength: i32[B] (in/out), cacheNextPosition: i32[B] (in/out), cacheCap,
 //              sample | null, seed, maxNew, stopTokens: i32[] | null,
@@ -147,31 +150,61 @@ void check_disjoint(const std::vector<DenseSpan>& spans) {
   check_disjoint(b);
 }
 
+// The seeds of a probe call: one seed (number or bigint; the result is {plus, minus}) or a
+// BigUint64Array of Q >= 1 (one query each; outputs hold Q blocks, the result is an array).
+std::vector<uint64_t> probe_seeds(Args& a, size_t i, bool* many) {
+  Napi::Value v = a.value(i);
+  *many = v.IsTypedArray();
+  if (!*many) return {a.u64(i, "seed")};
+  if (v.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) bad(Code::DType, "seeds must be a BigUint64Array");
+  const size_t q = a.mem(i, "seeds").bytes / 8;
+  if (q == 0) bad(Code::InvalidArgument, "seeds must hold at least one seed");
+  const uint64_t* s = a.copy<uint64_t>(i, "seeds", 0, q);
+  return std::vector<uint64_t>(s, s + q);
+}
+
 Job parse_probe(Args& a) {
   LlamaConfig c = config_arg(a);
   const size_t L = c.layers, nw = L * 9 + 3;
   const uint32_t* ids = a.copy<uint32_t>(1, "ids", 0, nw);
   LlamaBatch b = batch_arg(a);
   const uint64_t N = (uint64_t)b.seq_off[b.B];
-  auto plus = std::make_shared<LlamaOutputs>(), minus = std::make_shared<LlamaOutputs>();
+  bool many = false;
+  const std::vector<uint64_t> seeds = probe_seeds(a, 13, &many);
+  const size_t Q = seeds.size();
+  // plus[q] and minus[q] (q < Q) write block q of their output buffers.
+  auto outs = std::make_shared<std::vector<LlamaOutputs>>(2 * Q);
+  LlamaOutputs *plus = outs->data(), *minus = outs->data() + Q;
   if (a.has(6)) {
-    plus->targets = minus->targets = a.copy<int32_t>(6, "targets", 0, N);
-    plus->logprobs = a.elems<double>(7, "logprobsPlus", 0, N);
-    minus->logprobs = a.elems<double>(8, "logprobsMinus", 0, N);
-    if (plus->logprobs == minus->logprobs) bad(Code::InvalidArgument, "logprobsPlus and logprobsMinus must be different buffers");
+    const int32_t* targets = a.copy<int32_t>(6, "targets", 0, N);
+    double* lp = a.elems<double>(7, "logprobsPlus", 0, mul(Q, N));
+    double* lm = a.elems<double>(8, "logprobsMinus", 0, mul(Q, N));
+    if (lp == lm) bad(Code::InvalidArgument, "logprobsPlus and logprobsMinus must be different buffers");
+    for (size_t q = 0; q < Q; ++q) {
+      plus[q].targets = minus[q].targets = targets;
+      plus[q].logprobs = lp + q * N;
+      minus[q].logprobs = lm + q * N;
+    }
   }
   if (a.has(9)) {
     const size_t R = a.mem(9, "logitRows").bytes / 4;
-    plus->n_logit_rows = minus->n_logit_rows = R;
-    plus->logit_rows = minus->logit_rows = a.copy<int32_t>(9, "logitRows", 0, R);
+    const int32_t* rows = a.copy<int32_t>(9, "logitRows", 0, R);
     const size_t S = a.has(12) ? a.mem(12, "vocabSubset").bytes / 4 : 0;
-    if (S) plus->vocab_subset = minus->vocab_subset = a.copy<int32_t>(12, "vocabSubset", 0, S);
-    plus->n_vocab_subset = minus->n_vocab_subset = S;
-    plus->logits = a.elems<float>(10, "logitsPlus", 0, mul(R, S ? S : c.vocab));
-    minus->logits = a.elems<float>(11, "logitsMinus", 0, mul(R, S ? S : c.vocab));
-    if (R && plus->logits == minus->logits) bad(Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
+    const int32_t* subset = S ? a.copy<int32_t>(12, "vocabSubset", 0, S) : nullptr;
+    const uint64_t per = mul(R, S ? S : c.vocab);
+    float* gp = a.elems<float>(10, "logitsPlus", 0, mul(Q, per));
+    float* gm = a.elems<float>(11, "logitsMinus", 0, mul(Q, per));
+    if (R && gp == gm) bad(Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
+    for (size_t q = 0; q < Q; ++q)
+      for (LlamaOutputs* o : {plus + q, minus + q}) {
+        o->n_logit_rows = R;
+        o->logit_rows = rows;
+        o->vocab_subset = subset;
+        o->n_vocab_subset = S;
+        o->logits = (o == plus + q ? gp : gm) + q * per;
+      }
   }
-  const Direction dir = direction_arg(a, 13, kPurposeSrProbe);
+  const Direction dir = llama_direction_of(a, seeds[0], 14, kPurposeSrProbe, "llamaForward");
   const float eps = finite_f32(a, 16, "eps");
   const int32_t mode = a.i32(17, "mode");
   if (mode != 0 && mode != 1) bad(Code::InvalidArgument, "mode must be 0 (on-load) or 1 (in-place)");
@@ -179,7 +212,7 @@ Job parse_probe(Args& a) {
   const uint8_t* trainable = a.copy<uint8_t>(18, "trainable", 0, tr.bytes);  // JS may write the array meanwhile
   auto all = std::make_shared<std::vector<WeightArg>>();
   auto w = parse_weights(a, c, ids, 19, all.get());
-  llama_validate(c, b, nullptr, *plus);  // after parse_weights: its descriptor getters are the last JS to run
+  llama_validate(c, b, nullptr, plus[0]);  // after parse_weights: its descriptor getters are the last JS to run
   for (size_t j = 0; j < nw; ++j)
     if (ids[j] >= tr.bytes) bad(Code::OutOfRange, "tensor id " + std::to_string(ids[j]) + " has no trainable flag");
 
@@ -201,15 +234,27 @@ Job parse_probe(Args& a) {
   check_disjoint(*targets);
 
   const size_t n_flags = tr.bytes;
-  return {[c, w, b, plus, minus, dir, eps, mode, targets, trainable, n_flags] {
-            std::function<void(float)> in_place;
-            if (mode == 1) in_place = [&](float alpha) { perturb_dense_many(targets->data(), targets->size(), alpha); };
-            llama_probe(c, *w, b, *plus, *minus, LlamaPerturb{dir, eps, trainable, n_flags}, in_place);
+  return {[c, w, b, outs, seeds, dir, eps, mode, targets, trainable, n_flags] {
+            std::function<void(uint64_t, float)> in_place;
+            if (mode == 1)
+              in_place = [&](uint64_t seed, float alpha) {
+                for (DenseSpan& t : *targets) t.d.seed = seed;
+                perturb_dense_many(targets->data(), targets->size(), alpha);
+              };
+            const size_t Q = seeds.size();
+            llama_probe(c, *w, b, LlamaPerturb{dir, eps, trainable, n_flags}, seeds, outs->data(), outs->data() + Q, in_place);
           },
-          [plus, minus](Napi::Env env) -> Napi::Value {
-            Napi::Object r = Napi::Object::New(env);
-            r.Set("plus", sum_result(env, *plus));
-            r.Set("minus", sum_result(env, *minus));
+          [outs, many](Napi::Env env) -> Napi::Value {
+            const size_t Q = outs->size() / 2;
+            auto pair = [&](size_t q) {
+              Napi::Object r = Napi::Object::New(env);
+              r.Set("plus", sum_result(env, (*outs)[q]));
+              r.Set("minus", sum_result(env, (*outs)[Q + q]));
+              return r;
+            };
+            if (!many) return pair(0);
+            Napi::Array r = Napi::Array::New(env, Q);
+            for (size_t q = 0; q < Q; ++q) r.Set((uint32_t)q, pair(q));
             return r;
           }};
 }

@@ -155,7 +155,11 @@ std::shared_ptr<LlamaWeights> llama_weights_arg(Args& a, const LlamaConfig& c, c
 }
 
 Direction llama_direction_arg(Args& a, size_t i, uint32_t purpose, const char* op) {
-  Direction d{a.u64(i, "seed"), 0, a.i32(i + 1, "dist"), a.i32(i + 2, "bits"), purpose};
+  return llama_direction_of(a, a.u64(i, "seed"), i + 1, purpose, op);
+}
+
+Direction llama_direction_of(Args& a, uint64_t seed, size_t i, uint32_t purpose, const char* op) {
+  Direction d{seed, 0, a.i32(i, "dist"), a.i32(i + 1, "bits"), purpose};
   try {
     check_direction(d);
   } catch (const Error& e) {

@@ -42,6 +42,8 @@ std::shared_ptr<LlamaWeights> llama_weights_arg(Args& a, const LlamaConfig& c, c
                                                 std::vector<LlamaWeightArg>* all = nullptr);
 // Direction from (seed, dist, bits) at i .. i + 2, stream 0 (each tensor sets its own).
 Direction llama_direction_arg(Args& a, size_t i, uint32_t purpose, const char* op);
+// The same with the seed given (read by the caller) and dist, bits at i, i + 1.
+Direction llama_direction_of(Args& a, uint64_t seed, size_t i, uint32_t purpose, const char* op);
 float llama_finite_f32(Args& a, size_t i, const char* name, const char* op);
 // Sampling from argument i: f64[3] (temperature, topK, topP) or null (greedy).
 SampleParams llama_sample_arg(Args& a, size_t i, const char* op);

@@ -434,18 +434,16 @@ void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch
   f.head(o, zo);
 }
 
-void llama_probe(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus,
-                 const LlamaPerturb& zo, const std::function<void(float)>& in_place) {
+void llama_probe(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, const LlamaPerturb& zo, const std::vector<uint64_t>& seeds,
+                 LlamaOutputs* plus, LlamaOutputs* minus, const std::function<void(uint64_t, float)>& in_place) {
+  if (seeds.empty()) return;
   const size_t l0 = first_trainable_layer(c, w, zo);
-  // Layers before l0 are computed once; the residual stream entering l0 is kept for the second sign
-  // (from the last layer on the head only reads it).
+  // Layers before l0 are computed once; the residual stream entering l0 is kept for every later
+  // forward (from the last layer on the head only reads it).
   const bool save = l0 > 0 && l0 < c.layers;
-  Forward f(c, w, b, nullptr, plus, !in_place, save);
-  const float eps = zo.alpha;
-  LlamaPerturb zm = zo;
-  zm.alpha = -eps;
-  const LlamaPerturb *on_plus = in_place ? nullptr : &zo, *on_minus = in_place ? nullptr : &zm;
-  auto suffix = [&](LlamaOutputs& o, const LlamaPerturb* z) {
+  Forward f(c, w, b, nullptr, plus[0], !in_place, save);
+  auto suffix = [&](LlamaOutputs& o, const LlamaPerturb* z, bool first) {
+    if (save && !first) f.restore_x();
     f.set_norms(l0, z);
     if (l0 == 0) f.embed(z);
     f.layers(l0, c.layers, z);
@@ -457,26 +455,29 @@ void llama_probe(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& 
     f.layers(0, l0, nullptr);
     if (save) f.save_x();
   }
-  if (!in_place) {
-    suffix(plus, on_plus);
-    if (save) f.restore_x();
-    suffix(minus, on_minus);
-    return;
-  }
-  // MeZO: theta += eps z, forward, theta -= 2 eps z, forward, theta += eps z.
-  float held = 0.0f;  // the offset the weights hold: a failure (OOM: validation ran before) undoes it
-  try {
-    in_place(eps), held = eps;
-    suffix(plus, nullptr);
-    if (save) f.restore_x();
-    in_place(-2 * eps), held = -eps;
-    suffix(minus, nullptr);
-    in_place(eps), held = 0.0f;
-  } catch (...) {
-    if (held != 0.0f) in_place(-held);
-    throw;
+  const float eps = zo.alpha;
+  for (size_t q = 0; q < seeds.size(); ++q) {
+    LlamaPerturb zp = zo, zm = zo;
+    zp.dir.seed = zm.dir.seed = seeds[q];
+    zm.alpha = -eps;
+    if (!in_place) {
+      suffix(plus[q], &zp, q == 0);
+      suffix(minus[q], &zm, false);
+      continue;
+    }
+    // MeZO: theta += eps z, forward, theta -= 2 eps z, forward, theta += eps z.
+    float held = 0.0f;  // the offset the weights hold: a failure (OOM: validation ran before) undoes it
+    try {
+      in_place(seeds[q], eps), held = eps;
+      suffix(plus[q], nullptr, q == 0);
+      in_place(seeds[q], -2 * eps), held = -eps;
+      suffix(minus[q], nullptr, false);
+      in_place(seeds[q], eps), held = 0.0f;
+    } catch (...) {
+      if (held != 0.0f) in_place(seeds[q], -held);
+      throw;
+    }
   }
 }
 
 }  // namespace zt
-

@@ -136,14 +136,16 @@ void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* ca
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
                    const LlamaPerturb* zo = nullptr);
 
-// A ZO probe: the forward at theta + eps z into plus and at theta - eps z into minus (eps = zo.alpha;
-// z over zo's trainable tensors), each with the bits of llama_forward with that perturbation. The
-// layers before the first trainable tensor run once for both (their output does not depend on z),
-// so a probe of the upper layers or the head alone costs little more than one forward. On load
-// (in_place empty) no weight is written; in place, in_place(alpha) adds alpha z to the trainable
-// weights: +eps, -2 eps, +eps (MeZO), undone when a forward throws.
-void llama_probe(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus,
-                 const LlamaPerturb& zo, const std::function<void(float)>& in_place);
+// ZO probes of one or more queries: for each seeds[q], the forward at theta + eps z_q into plus[q]
+// and at theta - eps z_q into minus[q] (eps = zo.alpha; z_q = zo's direction with seed seeds[q] over
+// zo's trainable tensors), each with the bits of llama_forward with that perturbation. The layers
+// before the first trainable tensor run once for every query and sign (their output does not
+// depend on z), so probes of the upper layers or the head alone cost little more than one forward
+// plus the per-sign layers. On load (in_place empty) no weight is written; in place,
+// in_place(seed, alpha) adds alpha z to the trainable weights: +eps, -2 eps, +eps per query (MeZO),
+// undone when a forward throws.
+void llama_probe(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, const LlamaPerturb& zo, const std::vector<uint64_t>& seeds,
+                 LlamaOutputs* plus, LlamaOutputs* minus, const std::function<void(uint64_t, float)>& in_place);
 
 // Generation with a KV cache: the prompt batch, then one token per unfinished sequence per step,
 // for at most max_new steps, each step one llama_forward (the tokens, positions and sampling draws
