@@ -92,7 +92,11 @@ export interface RunSummary {
   steps: number;
   resumedFrom: number;
   skipped: number;
-  /** Forward passes of training batches (ZO: 2 per query and micro-batch; first-order: 1 per micro-batch). */
+  /**
+   * Forward passes of training batches (ZO: 2 per query and micro-batch, counted whole although the
+   * queries of a micro-batch share one zoProbeMany call that runs the layers below the trainable
+   * tensors once; first-order: 1 per micro-batch).
+   */
   forwardPasses: number;
   /** Backward passes (first-order: 1 per micro-batch, each costing about 2 forwards; ZO: 0). */
   backwardPasses: number;
