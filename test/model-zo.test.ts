@@ -160,6 +160,9 @@ describe('zoProbe', () => {
     await expect(model.zoProbeMany(batch, { seeds: [], eps: 1e-3 })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
     await expect(model.zoProbeMany(batch, { seeds: [1, -2], eps: 1e-3 })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
     await expect(model.zoProbeMany(batch, { seeds: 3 as never, eps: 1e-3 })).rejects.toMatchObject({ code: 'ZOTUNE_INVALID_ARGUMENT' });
+    // outputs JS cannot hold (2^32 logits and more) are refused with a coded error before any work
+    const seeds = Array.from({ length: 40000 }, (_, i) => i);
+    await expect(model.zoProbeMany(batch, { seeds, eps: 1e-3, logits: 'all' })).rejects.toMatchObject({ code: 'ZOTUNE_OOM' });
   });
 
   maybe('the optimiser estimates several queries through zoProbeMany with the same projected gradients', async () => {

@@ -166,6 +166,16 @@ export function checkSeed(seed: unknown): void {
     fail('ZOTUNE_INVALID_ARGUMENT', `seed must be a non-negative integer below 2^64 (number or bigint), got ${String(seed)}`);
 }
 
+/** An output buffer of n elements, or ZOTUNE_OOM naming it when JS cannot allocate it (logits of every position of a large batch, many queries). */
+function outputArray<T extends Float32Array | Float64Array>(ctor: { new (n: number): T; BYTES_PER_ELEMENT: number }, n: number, what: string): T {
+  try {
+    return new ctor(n);
+  } catch (err) {
+    if (!(err instanceof RangeError)) throw err;
+    return fail('ZOTUNE_OOM', `cannot allocate the ${what} output (${n} values, ${((n * ctor.BYTES_PER_ELEMENT) / 2 ** 30).toFixed(1)} GiB): ask for fewer rows (logits: 'last' or 'none', logitTokens), a smaller batch or fewer queries`);
+  }
+}
+
 /** @internal */
 export function checkFinite(v: unknown, what: string): number {
   if (typeof v !== 'number') fail('ZOTUNE_INVALID_ARGUMENT', `${what} must be a number`);
@@ -766,8 +776,10 @@ export class LlamaModel {
     const rows = this.logitRows(p, opts.logits);
     const subset = this.vocabSubset(p, opts);
     const N = p.tokens.length, V = subset ? subset.length : this.config.vocabSize;
-    const lpPlus = p.targets ? new Float64Array(queries * N) : null, lpMinus = p.targets ? new Float64Array(queries * N) : null;
-    const lgPlus = rows ? new Float32Array(queries * rows.length * V) : null, lgMinus = rows ? new Float32Array(queries * rows.length * V) : null;
+    const lpPlus = p.targets ? outputArray(Float64Array, queries * N, 'log-probabilities') : null;
+    const lpMinus = p.targets ? outputArray(Float64Array, queries * N, 'log-probabilities') : null;
+    const lgPlus = rows ? outputArray(Float32Array, queries * rows.length * V, 'logits') : null;
+    const lgMinus = rows ? outputArray(Float32Array, queries * rows.length * V, 'logits') : null;
     return { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode };
   }
 
@@ -927,8 +939,8 @@ export class LlamaModel {
   private async run(p: Packed, cache: KVCache | undefined, logitRows: Int32Array | null, next: Int32Array | null, sample: Float64Array | null, seed: number | bigint, subset: Int32Array | null = null) {
     const c = this.config;
     if (cache && !(cache instanceof KVCache)) fail('ZOTUNE_INVALID_ARGUMENT', 'this cache belongs to a device model: pass a cache from this model\'s createCache()');
-    const logprobs = p.targets ? new Float64Array(p.tokens.length) : null;
-    const logits = logitRows ? new Float32Array(logitRows.length * (subset ? subset.length : c.vocabSize)) : null;
+    const logprobs = p.targets ? outputArray(Float64Array, p.tokens.length, 'log-probabilities') : null;
+    const logits = logitRows ? outputArray(Float32Array, logitRows.length * (subset ? subset.length : c.vocabSize), 'logits') : null;
     const r = await withCache(cache, () =>
       this.lock.read(() =>
         native().llamaForwardAsync(
