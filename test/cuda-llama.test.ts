@@ -127,6 +127,20 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     expectSameBits(want.minus.logits, got.minus.logits);
   });
 
+  test('zoProbeMany (one device probe per seed) equals the CPU\'s zoProbeMany bit for bit', async () => {
+    const opts = { seeds: [5n, 6, 7n], eps: 1e-2, direction: { bits: 4 }, logits: 'last' as const };
+    for (const s of ['fp32', 'int4-g32']) {
+      const want = await cpu[s].zoProbeMany(batch, opts), got = await dev[s].zoProbeMany(batch, opts);
+      expect(got).toHaveLength(3);
+      got.forEach((g, q) => {
+        expect(Object.is(g.plus.loss, want[q].plus.loss) && Object.is(g.minus.loss, want[q].minus.loss)).toBe(true);
+        expectSameBits(want[q].plus.logits, g.plus.logits);
+        expectSameBits(want[q].minus.logits, g.minus.logits);
+      });
+    }
+    expect(await codeOf(dev.fp32.zoProbeMany(batch, { seeds: [], eps: 1e-2 }))).toBe('ZOTUNE_INVALID_ARGUMENT');
+  });
+
   test('a batch of 6 tokens (below the tiled GEMM\'s 8 rows: the gemv reference kernel, decode and perturb on load) equals the CPU', async () => {
     const short = [batch[0].slice(0, 4), batch[1].slice(0, 2)];
     for (const s of ['fp32', 'int4-g32', 'w4a8']) {

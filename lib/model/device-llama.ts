@@ -23,7 +23,7 @@ import { loadCuda } from '../native/load';
 import type { CudaAddon, LlamaDeviceCacheHandle, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
 import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, generateSteps, withCache } from './llama';
 import type { ZoStateStep } from '../zo/optimizer';
-import type { CacheSlots, ForwardOptions, ForwardResult, GenerateOptions, LlamaModel, Packed, Sequence, TrainableInfo, ZoProbeOptions, ZoUpdateOptions } from './llama';
+import type { CacheSlots, ForwardOptions, ForwardResult, GenerateOptions, LlamaModel, Packed, Sequence, TrainableInfo, ZoProbeManyOptions, ZoProbeOptions, ZoProbeResult, ZoUpdateOptions } from './llama';
 
 export type DeviceKind = 'cuda' | 'emulated';
 /** Where work runs: the host model, the GPU copy ('auto': the GPU when one works, else the CPU), or the emulated copy. */
@@ -241,6 +241,20 @@ export class DeviceLlamaModel {
     this.lastKernelMs = r.kernelMs;
     const mode = opts.logits ?? 'last';
     return { plus: m.result(p, batch.length, mode, r.plus, lpPlus, lgPlus, V), minus: m.result(p, batch.length, mode, r.minus, lpMinus, lgMinus, V) };
+  }
+
+  /**
+   * LlamaModel.zoProbeMany on the device copy: the same results, one device probe per seed (the
+   * device does not share the layers below the trainable tensors between queries yet).
+   */
+  async zoProbeMany(batch: readonly Sequence[], opts: ZoProbeManyOptions): Promise<ZoProbeResult[]> {
+    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs options {seeds, eps}');
+    if (!Array.isArray(opts.seeds) || opts.seeds.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs a non-empty array of seeds');
+    opts.seeds.forEach(checkSeed);
+    const { seeds, ...rest } = opts;
+    const out: ZoProbeResult[] = [];
+    for (const seed of seeds) out.push(await this.zoProbe(batch, { ...rest, seed }));
+    return out;
   }
 
   /** LlamaModel.zoUpdate on the device copy (weight decay on the tensors the host model decays). */
