@@ -21,7 +21,7 @@ import { ZotuneError, fail } from '../errors';
 import { cudaAddon, selectBackend } from '../backend';
 import { loadCuda } from '../native/load';
 import type { CudaAddon, LlamaDeviceCacheHandle, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
-import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, generateSteps, withCache } from './llama';
+import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, generateSteps, probeSeeds, withCache } from './llama';
 import type { ZoStateStep } from '../zo/optimizer';
 import type { CacheSlots, ForwardOptions, ForwardResult, GenerateOptions, LlamaModel, Packed, Sequence, TrainableInfo, ZoProbeManyOptions, ZoProbeOptions, ZoProbeResult, ZoUpdateOptions } from './llama';
 
@@ -230,8 +230,7 @@ export class DeviceLlamaModel {
   async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
     const h = this.live();
     const m = this.host;
-    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
-    checkSeed(opts.seed);
+    probeSeeds(opts, false);
     const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode: probeMode } = m.probeBuffers(batch, opts);
     const flags = m.nativeArgs().flags.slice();
     const call = () =>
@@ -248,12 +247,8 @@ export class DeviceLlamaModel {
    * device does not share the layers below the trainable tensors between queries yet).
    */
   async zoProbeMany(batch: readonly Sequence[], opts: ZoProbeManyOptions): Promise<ZoProbeResult[]> {
-    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs options {seeds, eps}');
-    if (!Array.isArray(opts.seeds) || opts.seeds.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs a non-empty array of seeds');
-    opts.seeds.forEach(checkSeed);
-    const { seeds, ...rest } = opts;
     const out: ZoProbeResult[] = [];
-    for (const seed of seeds) out.push(await this.zoProbe(batch, { ...rest, seed }));
+    for (const seed of probeSeeds(opts, true)) out.push(await this.zoProbe(batch, { ...opts, seed }));
     return out;
   }
 

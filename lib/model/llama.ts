@@ -166,6 +166,17 @@ export function checkSeed(seed: unknown): void {
     fail('ZOTUNE_INVALID_ARGUMENT', `seed must be a non-negative integer below 2^64 (number or bigint), got ${String(seed)}`);
 }
 
+/** @internal The seeds of a probe call, checked: zoProbe's {seed} (many = false) or zoProbeMany's {seeds}. */
+export function probeSeeds(opts: unknown, many: boolean): (number | bigint)[] {
+  const call = many ? 'zoProbeMany' : 'zoProbe';
+  if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', `${call} needs options {${many ? 'seeds' : 'seed'}, eps}`);
+  const o = opts as { seed?: unknown; seeds?: unknown };
+  if (many && (!Array.isArray(o.seeds) || o.seeds.length === 0)) fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs a non-empty array of seeds');
+  const seeds = many ? (o.seeds as unknown[]) : [o.seed];
+  seeds.forEach(checkSeed);
+  return seeds as (number | bigint)[];
+}
+
 /** An output buffer of n elements, or ZOTUNE_OOM naming it when JS cannot allocate it (logits of every position of a large batch, many queries). */
 function outputArray<T extends Float32Array | Float64Array>(ctor: { new (n: number): T; BYTES_PER_ELEMENT: number }, n: number, what: string): T {
   try {
@@ -722,9 +733,7 @@ export class LlamaModel {
    * with ZOTUNE_UNSUPPORTED because a perturbed code cannot be restored exactly on its grid).
    */
   async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<ZoProbeResult> {
-    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbe needs options {seed, eps}');
-    checkSeed(opts.seed);
-    return (await this.probe(batch, opts, opts.seed))[0];
+    return (await this.probe(batch, opts, probeSeeds(opts, false)[0]))[0];
   }
 
   /**
@@ -735,10 +744,7 @@ export class LlamaModel {
    * costs 2n forwards). Memory: one forward's activations and each query's outputs.
    */
   async zoProbeMany(batch: readonly Sequence[], opts: ZoProbeManyOptions): Promise<ZoProbeResult[]> {
-    if (!opts || typeof opts !== 'object') fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs options {seeds, eps}');
-    if (!Array.isArray(opts.seeds) || opts.seeds.length === 0) fail('ZOTUNE_INVALID_ARGUMENT', 'zoProbeMany needs a non-empty array of seeds');
-    opts.seeds.forEach(checkSeed);
-    return this.probe(batch, opts, BigUint64Array.from(opts.seeds, (s) => BigInt(s)));
+    return this.probe(batch, opts, BigUint64Array.from(probeSeeds(opts, true), (s) => BigInt(s)));
   }
 
   private async probe(batch: readonly Sequence[], opts: Omit<ZoProbeOptions, 'seed'>, seeds: number | bigint | BigUint64Array): Promise<ZoProbeResult[]> {
