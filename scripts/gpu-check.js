@@ -1316,6 +1316,18 @@ function checkLlama(cpu, gpu, report, say, emulate) {
         const exact = loss(cw.plus) === loss(cg.plus) && loss(cw.minus) === loss(cg.minus);
         line(Math.sign(gw) === Math.sign(gg) && rel <= 1e-6,
           `${tag} probe vs CPU (${cg.kernelMs.toFixed(2)} ms): losses ${exact ? 'bit-identical' : 'differ'}, projected gradient ${gg.toPrecision(8)} vs CPU ${gw.toPrecision(8)} (rel diff ${rel.toExponential(2)})`);
+        {
+          // several queries in one call, the upper layers trainable (the lower ones run once for all)
+          const seeds = BigUint64Array.from([11n, 12n, 13n]), Q = seeds.length, upper = new Uint8Array(m.ids.length);
+          const L = m.cfg[1];
+          for (let i = 1 + 9 * Math.floor(L / 2); i < m.ids.length; i++) upper[i] = 1;
+          const qq = Array.from({ length: 4 }, () => new Float64Array(Q * b.N));
+          const mw = cpu.llamaZoProbe(m.cfg, m.ids, b.tokens, b.offsets, b.positions, null, b.targets, qq[0], qq[1], null, null, null, null, seeds, 0, 0, eps, 0, upper, ...m.weights);
+          const mg = gpu.llamaDeviceZoProbe(h, b.tokens, b.offsets, b.positions, null, b.targets, qq[2], qq[3], null, null, null, null, seeds, 0, 0, eps, upper);
+          const worst = Math.max(...mw.map((w, q) => Math.abs(grad(mg.queries[q]) - grad(w)) / Math.abs(grad(w))));
+          const signs = mw.every((w, q) => Math.sign(grad(w)) === Math.sign(grad(mg.queries[q])));
+          line(signs && worst <= 1e-6, `${tag} ${Q} queries in one probe call, layers ${Math.floor(L / 2)}+ trainable, vs CPU (${mg.kernelMs.toFixed(2)} ms): projected gradients max rel diff ${worst.toExponential(2)}`);
+        }
         if (scheme === 'w8a8') {
           // a QuZO probe of <= 16 rows: the CPU's integer path (gemm_int8.h step 2'), the reference kernel here
           const s5 = llamaBatch(m, 5), q = Array.from({ length: 4 }, () => new Float64Array(s5.N));

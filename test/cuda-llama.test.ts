@@ -127,18 +127,45 @@ d('device LLaMA, emulated, against the CPU model (micro-llama)', () => {
     expectSameBits(want.minus.logits, got.minus.logits);
   });
 
-  test('zoProbeMany (one device probe per seed) equals the CPU\'s zoProbeMany bit for bit', async () => {
-    const opts = { seeds: [5n, 6, 7n], eps: 1e-2, direction: { bits: 4 }, logits: 'last' as const };
-    for (const s of ['fp32', 'int4-g32']) {
-      const want = await cpu[s].zoProbeMany(batch, opts), got = await dev[s].zoProbeMany(batch, opts);
-      expect(got).toHaveLength(3);
+  test.each([
+    ['every tensor', undefined],
+    ['layer 1 and up (the layers below run once, the residual stream restored)', ['model.layers.1.**', 'model.norm']],
+    ['the final norm', ['model.norm']],
+    ['the LM head', ['lm_head']],
+    ['the embedding (nothing shared)', ['model.embed_tokens']],
+  ])('zoProbeMany, %s: every query equals the CPU\'s zoProbeMany bit for bit, on load and in place', async (_, trainable) => {
+    const seeds = [5n, 6, 7n];
+    try {
+      for (const s of ['fp32', 'int4-g32', 'w4a8']) {
+        cpu[s].setTrainable(trainable);
+        for (const extra of [{ logits: 'last' as const, direction: { bits: 4 } }, { logits: 'all' as const, targets: 'none' as const, logitTokens: [7, 3] }]) {
+          const opts = { seeds, eps: 1e-2, ...extra };
+          const want = await cpu[s].zoProbeMany(batch, opts), got = await dev[s].zoProbeMany(batch, opts);
+          expect(got).toHaveLength(3);
+          got.forEach((g, q) => {
+            expect([s, q, Object.is(g.plus.loss, want[q].plus.loss), Object.is(g.minus.loss, want[q].minus.loss)]).toEqual([s, q, true, true]);
+            expectSameBits(want[q].plus.logits, g.plus.logits);
+            expectSameBits(want[q].minus.logits, g.minus.logits);
+          });
+          // one query: zoProbe's bits
+          const one = await dev[s].zoProbe(batch, { eps: 1e-2, ...extra, seed: 6 });
+          expectSameBits(got[1].plus.logits, one.plus.logits);
+        }
+      }
+      const opts = { seeds, eps: 1e-2, mode: 'in-place' as const, logits: 'last' as const };
+      const want = await cpu.fp32.zoProbeMany(batch, opts), got = await dev.fp32.zoProbeMany(batch, opts);
       got.forEach((g, q) => {
-        expect(Object.is(g.plus.loss, want[q].plus.loss) && Object.is(g.minus.loss, want[q].minus.loss)).toBe(true);
         expectSameBits(want[q].plus.logits, g.plus.logits);
         expectSameBits(want[q].minus.logits, g.minus.logits);
       });
+    } finally {
+      for (const s of ['fp32', 'int4-g32', 'w4a8']) cpu[s].setTrainable();
     }
+  });
+
+  test('zoProbeMany refuses what zoProbeMany on the CPU refuses', async () => {
     expect(await codeOf(dev.fp32.zoProbeMany(batch, { seeds: [], eps: 1e-2 }))).toBe('ZOTUNE_INVALID_ARGUMENT');
+    expect(await codeOf(dev.int8.zoProbeMany(batch, { seeds: [1], eps: 1e-2, mode: 'in-place' }))).toBe('ZOTUNE_UNSUPPORTED');
   });
 
   test('a batch of 6 tokens (below the tiled GEMM\'s 8 rows: the gemv reference kernel, decode and perturb on load) equals the CPU', async () => {
@@ -588,7 +615,7 @@ d('GPU host scripts, emulated', () => {
     });
     const report = JSON.parse(r.stdout) as { llama: { cases: number; failures: number }; mismatches: unknown[] };
     expect(report.mismatches).toEqual([]);
-    expect([r.status, report.llama]).toEqual([0, { cases: 21, failures: 0, emulated: true }]);
+    expect([r.status, report.llama]).toEqual([0, { cases: 24, failures: 0, emulated: true }]);
   });
 
   test('bench/gpu/zo-step.js --emulate runs a step per scheme and writes its table', () => {
@@ -598,6 +625,7 @@ d('GPU host scripts, emulated', () => {
       expect([r.status, r.stderr]).toEqual([0, '']);
       const md = fs.readFileSync(path.join(out, 'zo-step.md'), 'utf8');
       for (const row of ['int8 | fast', 'int8 | exact', 'int4-g128 | fast', 'int4-g128 | exact']) expect(md).toContain(`| ${row} | 0 |`);
+      for (const scheme of ['int8', 'int4-g128']) expect(md).toContain(`| ${scheme} | 8 | 0.0 | 0.0 | — |`); // multi-query rows (fast kernels)
       const json = JSON.parse(fs.readFileSync(path.join(out, 'zo-step.json'), 'utf8')) as { rows: { lastG: number }[] };
       expect(json.rows).toHaveLength(4);
       for (const row of json.rows) expect(Number.isFinite(row.lastG) && row.lastG !== 0).toBe(true);

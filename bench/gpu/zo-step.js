@@ -2,7 +2,8 @@
 // Device ZO step benchmark (cuda/kernels/llama.h), plain Node for a GPU host:
 //
 //   node bench/gpu/zo-step.js --cuda zotune_cuda.node --out DIR [--python python3] [--layers 32]
-//        [--batch 1] [--seq 256] [--iters 3] [--schemes int8,int4-g128[,w8a8,w4a8]] [--kernels fast,exact] [--emulate]
+//        [--batch 1] [--seq 256] [--iters 3] [--schemes int8,int4-g128[,w8a8,w4a8]] [--kernels fast,exact]
+//        [--queries 8] [--emulate]
 //
 // A LLaMA-7B-shaped model (hidden 4096, intermediate 11008, 32 heads, vocab 32000, --layers
 // layers) with random weights generated here (int8 per-row or int4 group-128 codes, fp32
@@ -11,6 +12,10 @@
 // CUDA events (kernelMs) and by the wall clock; the device pool's peak memory. In the same run the
 // PyTorch peer (zo_step_torch.py: bf16 MeZO step with in-place perturbation, and a first-order
 // AdamW bf16 step's peak memory) at the same shapes. Writes DIR/zo-step.md and DIR/zo-step.json.
+//
+// Multi-query probes (fast kernels; --queries 0 skips them): with the upper half of the layers, the
+// final norm and the LM head trainable, one call of Q seeds (the lower half runs once for every
+// query and sign, llama.h llama_device_probe) against Q calls of one seed, CUDA event times.
 //
 // Each scheme runs with both kernel sets of the device model (llama.h LlamaKernels): 'fast' (fast
 // gemv for <= 16 rows, bf16 tensor-core tiles on W' = decode(W) + eps z rounded to bf16 once per
@@ -26,7 +31,7 @@ const path = require('node:path');
 const { spawnSync } = require('node:child_process');
 
 function parseArgs(argv) {
-  const o = { python: 'python3', layers: 32, batch: 1, seq: 256, iters: 3, schemes: ['int8', 'int4-g128'], kernels: ['fast', 'exact'], emulate: false };
+  const o = { python: 'python3', layers: 32, batch: 1, seq: 256, iters: 3, schemes: ['int8', 'int4-g128'], kernels: ['fast', 'exact'], queries: 8, emulate: false };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     if (a === '--cuda') o.cuda = path.resolve(argv[++i]);
@@ -38,12 +43,14 @@ function parseArgs(argv) {
     else if (a === '--iters') o.iters = Number(argv[++i]);
     else if (a === '--schemes') o.schemes = argv[++i].split(',');
     else if (a === '--kernels') o.kernels = argv[++i].split(',');
+    else if (a === '--queries') o.queries = Number(argv[++i]);
     else if (a === '--emulate') o.emulate = true;
     else throw new Error(`unknown argument '${a}'`);
   }
   if (!o.cuda || !o.out) throw new Error('usage: zo-step.js --cuda zotune_cuda.node --out DIR [--layers 32] [--batch 1] [--seq 256] [--iters 3] [--emulate]');
   for (const s of o.schemes) if (!['int8', 'int4-g128', 'w8a8', 'w4a8'].includes(s)) throw new Error(`scheme '${s}': int8, int4-g128, w8a8 or w4a8`);
   for (const k of o.kernels) if (k !== 'fast' && k !== 'exact') throw new Error(`kernels '${k}': fast or exact`);
+  if (!Number.isInteger(o.queries) || o.queries < 0) throw new Error(`--queries ${o.queries}: a count >= 0`);
   if (o.emulate) Object.assign(o, { layers: 2, batch: 2, seq: 12, iters: 1 }); // 24 tokens: the fast set's bf16 tiles too
   return o;
 }
@@ -109,6 +116,21 @@ function torchPeer(o, s) {
   }
 }
 
+// One probe call of o.queries seeds vs that many calls of one seed, the upper half trainable.
+function manyQueries(gpu, h, m, s, b, o) {
+  const Q = o.queries, upper = new Uint8Array(m.ids.length);
+  for (let i = 1 + 9 * Math.floor(s.layers / 2); i < m.ids.length; i++) upper[i] = 1;
+  const seeds = BigUint64Array.from({ length: Q }, (_, q) => BigInt(200 + q));
+  const lpP = new Float64Array(Q * b.N), lpM = new Float64Array(Q * b.N);
+  const call = (seed, n) => gpu.llamaDeviceZoProbe(h, b.tokens, b.offsets, b.positions, null, b.targets, lpP.subarray(0, n * b.N), lpM.subarray(0, n * b.N),
+    null, null, null, null, seed, 0, 0, 1e-3, upper).kernelMs;
+  const one = () => call(seeds, Q), each = () => Array.from(seeds).reduce((t, seed) => t + call(seed, 1), 0);
+  one();
+  const oneMs = [], eachMs = [];
+  for (let i = 0; i < o.iters; i++) oneMs.push(one()), eachMs.push(each());
+  return { queries: Q, manyMs: best(oneMs), singlesMs: best(eachMs) };
+}
+
 const mib = (b) => (b / 2 ** 20).toFixed(0);
 const best = (a) => Math.min(...a);
 
@@ -167,6 +189,7 @@ function main() {
           updateMs: best(updates.map((u) => u.ms)), updateWallMs: best(updates.map((u) => u.wall)), lastG: g,
         };
         row.stepMs = row.probeMs + row.updateMs;
+        if (o.queries > 0 && kernels === 'fast') Object.assign(row, manyQueries(gpu, h, m, s, b, o));
         rows.push(row);
         console.log(`${scheme} ${kernels}: probe ${row.probeMs.toFixed(1)} ms (wall ${row.probeWallMs.toFixed(1)}), update ${row.updateMs.toFixed(2)} ms, weights ${mib(weightsLive)} MiB, peak ${mib(row.peak)} MiB, g ${g.toPrecision(4)}`);
       } finally {
@@ -197,6 +220,16 @@ function main() {
     ...rows.map((r) => (r.error ? `| ${r.scheme} | ${r.kernels} | failed: ${r.error} |||||||` :
       `| ${r.scheme} | ${r.kernels} | ${mib(r.weightsLive)} | ${r.probeMs.toFixed(1)} | ${r.updateMs.toFixed(2)} | ${r.stepMs.toFixed(1)} | ${ratio(r.stepMs)} | ${mib(r.peak)} | ${mib(r.activationsPeak)} |`)),
     '',
+    ...(rows.some((r) => r.queries)
+      ? [
+        `Multi-query probes, kernels "fast": the upper ${s.layers - Math.floor(s.layers / 2)} of ${s.layers} layers, the final norm and the LM head trainable; one call of Q seeds (the lower layers run once for every query and sign) vs Q calls of one seed (each runs them once for its two signs). CUDA events, best of ${o.iters}.`,
+        '',
+        '| weights | Q | one call ms | Q calls ms | one call ÷ Q calls |',
+        '|---|---|---|---|---|',
+        ...rows.filter((r) => r.queries).map((r) => `| ${r.scheme} | ${r.queries} | ${r.manyMs.toFixed(1)} | ${r.singlesMs.toFixed(1)} | ${r.singlesMs ? (r.manyMs / r.singlesMs).toFixed(2) : '—'} |`),
+        '',
+      ]
+      : []),
     t
       ? [
         `PyTorch ${t.torch} on ${t.device}, bf16, same shapes (${t.params} parameters): MeZO step (perturb in place with torch.normal from a seeded generator, forward, -2 eps, forward, restore, regenerate z, update) ` +

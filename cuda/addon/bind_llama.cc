@@ -14,6 +14,9 @@
 //                    logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable: u8[n_ids],
 //                    mode (0 on-load, the default; 1 in-place: fp32 trainable tensors only))
 //   -> {plus: {logprobSum, count}, minus: {logprobSum, count}, kernelMs}
+//   seed may be a BigUint64Array of Q seeds (Q queries in one call, llama.h llama_device_probe): every
+//   output buffer then holds Q blocks (as the CPU llamaZoProbe's) and the result is
+//   {queries: [{plus, minus}] x Q, kernelMs}.
 // llamaDeviceZoUpdate(handle, seed, dist, bits, scale, decay, ids: u32[n], decayFlags: u8[n] | null) -> {kernelMs}
 //   theta <- theta (1 - decay decayFlags[j]) - scale z_srUpdate(seed, id): the CPU zoUpdate's bits.
 // llamaDeviceZoOptimStep(handle, slot, kind (0 momentum, 1 adam), seeds: u32[2q] ([lo, hi] per query),
@@ -103,29 +106,37 @@ Napi::Value sums(Napi::Env env, const LlamaOutputs& o) {
 
 // Outputs from argument `i` on: targets, then `sets` log-prob arrays, logitRows, `sets` logits
 // arrays, vocabSubset (the CPU's checks: llama_validate, distinct buffers).
-void outputs_arg(Args& a, const char* op, const LlamaConfig& c, const LlamaBatch& b, size_t i, LlamaOutputs* outs, int sets) {
+// Outputs from argument i (targets, then per set: logprobs; logitRows; per set: logits; vocabSubset),
+// each set's buffers holding `blocks` blocks: outs[s * blocks + q] writes block q of set s.
+void outputs_arg(Args& a, const char* op, const LlamaConfig& c, const LlamaBatch& b, size_t i, LlamaOutputs* outs, int sets,
+                 size_t blocks = 1) {
   const uint64_t N = (uint64_t)b.seq_off[b.B];
   if (a.has(i)) {
     const int32_t* t = a.copy<int32_t>(i, "targets", 0, N);  // validated here, followed later
     for (int s = 0; s < sets; ++s) {
-      outs[s].targets = t;
-      outs[s].logprobs = a.elems<double>(i + 1 + s, "logprobs", 0, N);
+      double* lp = a.elems<double>(i + 1 + s, "logprobs", 0, llama_size_mul(blocks, N, op));
+      for (size_t q = 0; q < blocks; ++q) outs[s * blocks + q].targets = t, outs[s * blocks + q].logprobs = lp + q * N;
     }
-    if (sets == 2 && outs[0].logprobs == outs[1].logprobs) bad(op, Code::InvalidArgument, "logprobsPlus and logprobsMinus must be different buffers");
+    if (sets == 2 && outs[0].logprobs == outs[blocks].logprobs) bad(op, Code::InvalidArgument, "logprobsPlus and logprobsMinus must be different buffers");
   }
   const size_t rows = i + 1 + sets, logits = rows + 1, subset = logits + sets;
   if (a.has(rows)) {
     const size_t R = a.mem(rows, "logitRows").bytes / 4, S = a.has(subset) ? a.mem(subset, "vocabSubset").bytes / 4 : 0;
     const int32_t* row_list = a.copy<int32_t>(rows, "logitRows", 0, R);
     const int32_t* subset_list = S ? a.copy<int32_t>(subset, "vocabSubset", 0, S) : nullptr;
+    const uint64_t per = llama_size_mul(R, S ? S : c.vocab, op);
     for (int s = 0; s < sets; ++s) {
-      outs[s].n_logit_rows = R;
-      outs[s].logit_rows = row_list;
-      outs[s].n_vocab_subset = S;
-      if (S) outs[s].vocab_subset = subset_list;
-      outs[s].logits = a.elems<float>(logits + s, "logits", 0, llama_size_mul(R, S ? S : c.vocab, op));
+      float* lg = a.elems<float>(logits + s, "logits", 0, llama_size_mul(blocks, per, op));
+      for (size_t q = 0; q < blocks; ++q) {
+        LlamaOutputs& o = outs[s * blocks + q];
+        o.n_logit_rows = R;
+        o.logit_rows = row_list;
+        o.n_vocab_subset = S;
+        if (S) o.vocab_subset = subset_list;
+        o.logits = lg + q * per;
+      }
     }
-    if (sets == 2 && R && outs[0].logits == outs[1].logits) bad(op, Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
+    if (sets == 2 && R && outs[0].logits == outs[blocks].logits) bad(op, Code::InvalidArgument, "logitsPlus and logitsMinus must be different buffers");
   }
   llama_validate(c, b, nullptr, outs[0]);
 }
@@ -167,9 +178,12 @@ Job parse_probe(Args& a) {
   std::shared_ptr<DeviceLlama> m = box->m;
   const LlamaConfig& c = llama_config(*m);
   const LlamaBatch b = llama_batch_arg(a, op, 1);
-  auto outs = std::make_shared<std::vector<LlamaOutputs>>(2);
-  outputs_arg(a, op, c, b, 5, outs->data(), 2);
-  const Direction dir = llama_direction_arg(a, 12, kPurposeSrProbe, op);
+  bool many = false;
+  const std::vector<uint64_t> seeds = llama_probe_seeds(a, 12, &many, op);
+  const size_t Q = seeds.size();
+  auto outs = std::make_shared<std::vector<LlamaOutputs>>(2 * Q);  // plus[q] = outs[q], minus[q] = outs[Q + q]
+  outputs_arg(a, op, c, b, 5, outs->data(), 2, Q);
+  const Direction dir = llama_direction_of(a, seeds[0], 13, kPurposeSrProbe, op);
   const float eps = llama_finite_f32(a, 15, "eps", op);
   Span tr = a.mem(16, "trainable");
   const uint8_t* flags = a.elems<uint8_t>(16, "trainable", 0, tr.bytes);
@@ -180,14 +194,26 @@ Job parse_probe(Args& a) {
   if (mode != 0 && mode != 1) bad(op, Code::InvalidArgument, "mode must be 0 (on-load) or 1 (in-place)");
   auto keep = std::make_shared<std::vector<uint8_t>>(flags, flags + tr.bytes);  // JS may write the array meanwhile
   auto ms = std::make_shared<float>(0.0f);
-  return {[m, b, outs, dir, eps, keep, mode, ms] {
+  return {[m, b, outs, seeds, dir, eps, keep, mode, ms] {
             const LlamaPerturb zo{dir, eps, keep->data(), keep->size()};
-            *ms = llama_device_probe(*m, b, (*outs)[0], (*outs)[1], zo, mode == 1);
+            const size_t Q = seeds.size();
+            *ms = llama_device_probe(*m, b, outs->data(), outs->data() + Q, zo, seeds, mode == 1);
           },
-          [outs, ms](Napi::Env env) -> Napi::Value {
-            Napi::Object r = Napi::Object::New(env);
-            r.Set("plus", sums(env, (*outs)[0]));
-            r.Set("minus", sums(env, (*outs)[1]));
+          [outs, many, ms](Napi::Env env) -> Napi::Value {
+            const size_t Q = outs->size() / 2;
+            auto pair = [&](size_t q) {
+              Napi::Object r = Napi::Object::New(env);
+              r.Set("plus", sums(env, (*outs)[q]));
+              r.Set("minus", sums(env, (*outs)[Q + q]));
+              return r;
+            };
+            Napi::Object r = pair(0);
+            if (many) {
+              Napi::Array all = Napi::Array::New(env, Q);
+              for (size_t q = 0; q < Q; ++q) all.Set((uint32_t)q, pair(q));
+              r = Napi::Object::New(env);
+              r.Set("queries", all);
+            }
             r.Set("kernelMs", *ms);
             return r;
           }};

@@ -312,8 +312,9 @@ struct Bufs {
   int* nonfinite;
   int32_t *tokens, *seq_off, *rel_pos, *start, *head_rows, *tg, *want_dst, *want_src;
   uint8_t* kmask;
-  double* lp[2];
-  float* logits[2];
+  float* saved;  // a multi-query probe's residual stream entering its first trainable layer
+  std::vector<double*> lp;  // per forward of the call
+  std::vector<float*> logits;
 };
 
 // The perturbed-weight workspace: the largest linear weight.
@@ -356,7 +357,7 @@ struct Activations {
 
 // One allocation for the call (category activations), the batch uploaded into it.
 void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, const LlamaBatch& b, bool perturb,
-                       int forwards) {
+                       size_t forwards, bool save_x = false) {
   const LlamaConfig& c = m.c;
   const size_t N = p.N, D = c.hidden, Q = c.heads * c.head_dim, KV = c.kv_heads * c.head_dim, I = c.inter;
   const size_t kv = p.kmask.empty() ? 0 : p.B * c.kv_heads * p.T * c.head_dim, F = sizeof(float), W = sizeof(int32_t);  // none with a cache
@@ -375,9 +376,10 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                owbf = l.take(tiles ? max_weight_bf16_bytes(m) : 0), oxbf = l.take(tiles ? max_act_bf16_bytes(m, gemm_rows) : 0),
                ogws = l.take(fast ? max_gemv_floats(m, gemv_rows) * F : 0),
                oxq = l.take(ia ? gemm_rows * act_int8_row_bytes(K) : 0), oxsc = l.take(ia ? gemm_rows * F : 0),
-               oxqf = l.take(ia && perturb ? gemm_rows * K * F : 0), onf = l.take(ia ? W : 0);
-  size_t olp[2] = {0, 0}, olg[2] = {0, 0};
-  for (int f = 0; f < forwards; ++f) {
+               oxqf = l.take(ia && perturb ? gemm_rows * K * F : 0), onf = l.take(ia ? W : 0),
+               osv = l.take(save_x ? N * D * F : 0);
+  std::vector<size_t> olp(forwards), olg(forwards);
+  for (size_t f = 0; f < forwards; ++f) {
     olp[f] = l.take(p.tg.empty() ? 0 : p.R * sizeof(double));
     olg[f] = l.take(p.n_logits * p.cols * F);
   }
@@ -394,7 +396,9 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   d.wprime = fl(owp);
   d.wbf16 = base + owbf, d.xbf16 = base + oxbf, d.gemv_ws = fl(ogws);
   d.xq = base + oxq, d.xsc = fl(oxsc), d.xqf = fl(oxqf), d.nonfinite = in(onf);
-  for (int f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
+  d.saved = fl(osv);
+  d.lp.resize(forwards), d.logits.resize(forwards);
+  for (size_t f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
 }
 
 void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch& b) {
@@ -489,33 +493,43 @@ void linear(const Ops& ops, const Bufs& d, const Linear& L, const float* x, size
   linear_rows(ops, d, L, 0, L.w.n, x, M, y, accumulate, zo, kernels);
 }
 
-// The forward of llama.cc's llama_forward, op for op, queued on ops; keys and values go to the
-// cache's layers when there is one (sampling happens on the host after the call). Outputs stay in
-// the call's memory: lp (log-prob per head row) and logits (requested rows).
-void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, const LlamaOutputs& o,
-             const LlamaPerturb* zo, double* lp, float* logits, const DeviceKvCache* cache) {
+// The forward of llama.cc's llama_forward, op for op, queued on ops, in the CPU's parts (norms_of,
+// embed, layers, head; run_forwards puts them together, a probe of several queries running the
+// layers below the first trainable one once, llama.h llama_probe). Keys and values go to the cache's layers when there is one
+// (sampling happens on the host after the call). Outputs stay in the call's memory: lp (log-prob
+// per head row) and logits (requested rows).
+
+// Norm vectors as a forward with zo reads them: the weights, or perturbed copies.
+std::vector<const float*> norms_of(const Ops& ops, const DeviceLlama& m, const Bufs& d, const LlamaPerturb* zo) {
   const LlamaConfig& c = m.c;
   const LlamaWeights& w = m.w;
-  const Impl im = ops.impl;
-  void* s = ops.stream;
-  const size_t N = p.N, D = c.hidden, hd = c.head_dim, Hq = c.heads, Hkv = c.kv_heads, I = c.inter, V = c.vocab;
-
-  // Norm vectors as this forward reads them: the weights, or perturbed copies.
   std::vector<const float*> norm_of(2 * c.layers + 1);
   for (size_t j = 0; j < norm_of.size(); ++j) {
     const NormVec& nv = j == 2 * c.layers ? w.norm : (j % 2 ? w.layers[j / 2].mlp_norm : w.layers[j / 2].attn_norm);
     norm_of[j] = nv.w;
     if (!zo || !zo->on(nv.id)) continue;
-    float* copy = d.norms + j * align_floats(D);
-    ops.copy(copy, nv.w, D * sizeof(float));
-    ops.perturb(copy, D, zo->of(nv.id), zo->alpha);
+    float* copy = d.norms + j * align_floats(c.hidden);
+    ops.copy(copy, nv.w, c.hidden * sizeof(float));
+    ops.perturb(copy, c.hidden, zo->of(nv.id), zo->alpha);
     norm_of[j] = copy;
   }
+  return norm_of;
+}
 
-  const bool pe = zo && zo->on(w.embed.id);
-  const Direction de = pe ? zo->of(w.embed.id) : Direction{};
-  embed_launch(im, d.x, w.embed.w, d.tokens, N, pe ? &de : nullptr, pe ? zo->alpha : 0.0f, s);
+void embed(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, const LlamaPerturb* zo) {
+  const Linear& e = m.w.embed;
+  const bool pe = zo && zo->on(e.id);
+  const Direction de = pe ? zo->of(e.id) : Direction{};
+  embed_launch(ops.impl, d.x, e.w, d.tokens, p.N, pe ? &de : nullptr, pe ? zo->alpha : 0.0f, ops.stream);
+}
 
+// Decoder layers [l_begin, l_end) on the residual stream d.x.
+void layers(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, const std::vector<const float*>& norm_of,
+            const LlamaPerturb* zo, const DeviceKvCache* cache, size_t l_begin, size_t l_end) {
+  const LlamaConfig& c = m.c;
+  const Impl im = ops.impl;
+  void* s = ops.stream;
+  const size_t N = p.N, D = c.hidden, hd = c.head_dim, Hq = c.heads, Hkv = c.kv_heads, I = c.inter;
   AttnArgs at{};
   at.out = d.q;  // in place, as on the CPU
   at.q = d.q;
@@ -530,8 +544,8 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
   at.ld_q = at.ld_out = Hq * hd;
   at.scale = (float)(1.0 / sqrt((double)hd));
 
-  for (size_t l = 0; l < c.layers; ++l) {
-    const LlamaLayer& L = w.layers[l];
+  for (size_t l = l_begin; l < l_end; ++l) {
+    const LlamaLayer& L = m.w.layers[l];
     rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l], N, D, c.eps, s);
     linear(ops, d, L.q, d.xn, N, d.q, false, zo, m.kernels);
     linear(ops, d, L.k, d.xn, N, d.k, false, zo, m.kernels);
@@ -551,8 +565,15 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
     swiglu_launch(im, d.g, d.g, d.u, N * I, s);
     linear(ops, d, L.down, d.g, N, d.x, true, zo, m.kernels);  // residual
   }
+}
 
-  // LM head on the rows that need it, a chunk at a time (subset logits transposed: [S][C]).
+// LM head on the rows that need it, a chunk at a time (subset logits transposed: [S][C]).
+void head(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, const LlamaOutputs& o,
+          const std::vector<const float*>& norm_of, const LlamaPerturb* zo, double* lp, float* logits) {
+  const LlamaConfig& c = m.c;
+  const Impl im = ops.impl;
+  void* s = ops.stream;
+  const size_t D = c.hidden, V = c.vocab;
   for (size_t c0 = 0, ci = 0; c0 < p.R; c0 += p.C, ++ci) {
     const size_t n = std::min(p.C, p.R - c0);
     gather_launch(im, d.hrows, nullptr, d.x, d.head_rows + c0, D, 1, n, D, s);
@@ -560,10 +581,10 @@ void forward(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d,
     if (o.vocab_subset) {
       for (size_t j = 0; j < o.n_vocab_subset; ++j) {
         const uint64_t r = (uint64_t)o.vocab_subset[j];
-        linear_rows(ops, d, w.lm_head, r, 1, d.hrows, n, d.hl + j * p.C, false, zo, m.kernels);
+        linear_rows(ops, d, m.w.lm_head, r, 1, d.hrows, n, d.hl + j * p.C, false, zo, m.kernels);
       }
     } else {
-      linear(ops, d, w.lm_head, d.hrows, n, d.hl, false, zo, m.kernels);
+      linear(ops, d, m.w.lm_head, d.hrows, n, d.hl, false, zo, m.kernels);
     }
     if (!p.tg.empty()) log_probs_launch(im, d.hl, n, V, d.tg + c0, lp + c0, s);
     const size_t wb = p.want_begin[ci], we = p.want_begin[ci + 1];
@@ -584,32 +605,48 @@ void finish_outputs(const Prep& p, const std::vector<double>& lp, LlamaOutputs& 
     }
 }
 
-// Forwards of one batch (1: forward, 2: probe) in one call; outs[f] receives forward f.
+// Forwards of one batch in one call; outs[f] receives forward f, perturbed by zos[f] (null: none).
+// l0 > 0 (probes whose trainable tensors all sit in layer l0 or above, first_trainable_layer): the
+// layers below l0 run once, and the residual stream entering l0 is restored before every forward
+// after the first (llama.h llama_probe's order and bits).
 float run_forwards(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* const* outs, const LlamaPerturb* const* zos,
-                   int forwards, DeviceKvCache* cache = nullptr, const int32_t* past = nullptr) {
+                   size_t forwards, DeviceKvCache* cache = nullptr, const int32_t* past = nullptr, size_t l0 = 0) {
   const Prep p = prep_batch(m.c, b, *outs[0], m.kernels == LlamaKernels::Fast ? kFastHeadChunkBytes : kHeadChunkBytes, cache, past);
-  const bool perturb = zos[0] != nullptr;
+  const bool perturb = zos[0] != nullptr, save = l0 > 0 && l0 < m.c.layers && forwards > 1;
   Activations act;
-  alloc_activations(act, m, p, b, perturb, forwards);
+  alloc_activations(act, m, p, b, perturb, forwards, save);
   std::vector<std::vector<double>> lp(forwards, std::vector<double>(p.tg.empty() ? 0 : p.R));
   Call call(m.emulated);  // after the memory: its destructor drains the stream first
   const Bufs& d = act.d;
-  upload_batch(call.ops, d, p, b);
+  const Ops& ops = call.ops;
+  upload_batch(ops, d, p, b);
   static const int kClear = 0;
   int nonfinite = 0;
-  if (m.int_act) call.ops.put(d.nonfinite, &kClear, sizeof(int));
-  if (cache) call.ops.put(cache->mask.p, cache->host_mask.data(), cache->host_mask.size());
+  if (m.int_act) ops.put(d.nonfinite, &kClear, sizeof(int));
+  if (cache) ops.put(cache->mask.p, cache->host_mask.data(), cache->host_mask.size());
+  const size_t x_bytes = p.N * m.c.hidden * sizeof(float);
   call.begin();
-  for (int f = 0; f < forwards; ++f) forward(call.ops, m, p, d, *outs[f], zos[f], d.lp[f], d.logits[f], cache);
-  call.end("llama forward");
-  for (int f = 0; f < forwards; ++f) {
-    call.ops.get(lp[f].data(), d.lp[f], lp[f].size() * sizeof(double));
-    if (outs[f]->logits) call.ops.get(outs[f]->logits, d.logits[f], p.n_logits * p.cols * sizeof(float));
+  if (l0 > 0) {  // the shared layers (their norms are not trainable either)
+    embed(ops, m, p, d, nullptr);
+    layers(ops, m, p, d, norms_of(ops, m, d, nullptr), nullptr, cache, 0, l0);
+    if (save) ops.copy(d.saved, d.x, x_bytes);
   }
-  if (m.int_act) call.ops.get(&nonfinite, d.nonfinite, sizeof(int));
+  for (size_t f = 0; f < forwards; ++f) {
+    if (save && f > 0) ops.copy(d.x, d.saved, x_bytes);
+    const std::vector<const float*> norm_of = norms_of(ops, m, d, zos[f]);
+    if (l0 == 0) embed(ops, m, p, d, zos[f]);
+    layers(ops, m, p, d, norm_of, zos[f], cache, l0, m.c.layers);
+    head(ops, m, p, d, *outs[f], norm_of, zos[f], d.lp[f], d.logits[f]);
+  }
+  call.end("llama forward");
+  for (size_t f = 0; f < forwards; ++f) {
+    ops.get(lp[f].data(), d.lp[f], lp[f].size() * sizeof(double));
+    if (outs[f]->logits) ops.get(outs[f]->logits, d.logits[f], p.n_logits * p.cols * sizeof(float));
+  }
+  if (m.int_act) ops.get(&nonfinite, d.nonfinite, sizeof(int));
   const float ms = call.finish("llama forward");
   if (nonfinite) fail(Code::NonFinite, "llama (device): int8 GEMM: the activations contain NaN or Inf (they cannot be quantized)");
-  for (int f = 0; f < forwards; ++f) finish_outputs(p, lp[f], *outs[f]);
+  for (size_t f = 0; f < forwards; ++f) finish_outputs(p, lp[f], *outs[f]);
   return ms;
 }
 
@@ -803,14 +840,23 @@ float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o,
   return ms;
 }
 
-float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus, const LlamaPerturb& zo,
-                         bool in_place) {
-  if (in_place) return probe_in_place(m, b, plus, minus, zo);
-  LlamaPerturb neg = zo;
-  neg.alpha = -zo.alpha;
-  LlamaOutputs* outs[2] = {&plus, &minus};
-  const LlamaPerturb* zos[2] = {&zo, &neg};
-  return run_forwards(m, b, outs, zos, 2);
+float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* plus, LlamaOutputs* minus, const LlamaPerturb& zo,
+                         const std::vector<uint64_t>& seeds, bool in_place) {
+  const size_t Q = seeds.size();
+  std::vector<LlamaPerturb> at(2 * Q, zo);  // query q: +eps at 2q, -eps at 2q + 1
+  for (size_t q = 0; q < Q; ++q) {
+    at[2 * q].dir.seed = at[2 * q + 1].dir.seed = seeds[q];
+    at[2 * q + 1].alpha = -zo.alpha;
+  }
+  float ms = 0.0f;
+  if (in_place) {
+    for (size_t q = 0; q < Q; ++q) ms += probe_in_place(m, b, plus[q], minus[q], at[2 * q]);
+    return ms;
+  }
+  std::vector<LlamaOutputs*> outs(2 * Q);
+  std::vector<const LlamaPerturb*> zos(2 * Q);
+  for (size_t f = 0; f < 2 * Q; ++f) outs[f] = f % 2 ? &minus[f / 2] : &plus[f / 2], zos[f] = &at[f];
+  return Q ? run_forwards(m, b, outs.data(), zos.data(), 2 * Q, nullptr, nullptr, first_trainable_layer(m.c, m.w, zo)) : 0.0f;
 }
 
 float llama_device_update(DeviceLlama& m, const Direction& dir, float scale, const uint32_t* ids, size_t n, const float* keep) {

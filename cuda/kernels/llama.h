@@ -45,6 +45,7 @@
 #include <stdint.h>
 
 #include <memory>
+#include <vector>
 
 #include "../../native/cpu/llama.h"
 #include "../../native/cpu/zo_optim.h"
@@ -80,11 +81,14 @@ bool llama_cache_fits(const DeviceLlama& m, const DeviceKvCache& kv);  // same l
 // when emulated).
 float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o, DeviceKvCache* cache = nullptr,
                            const int32_t* past = nullptr);
-// plus at theta + eps z, minus at theta - eps z (zo.alpha = eps), one call: perturbed on load (no
-// weight written), or in place (MeZO's exact mode, the CPU's sequence and bits; fp32 trainable
-// tensors only, else ZOTUNE_UNSUPPORTED): + eps z, forward, - 2 eps z, forward, + eps z.
-float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& plus, LlamaOutputs& minus,
-                         const LlamaPerturb& zo, bool in_place = false);
+// ZO probes of one or more queries, llama_probe's results (native/cpu/llama.h): for each seeds[q],
+// plus[q] at theta + eps z_q and minus[q] at theta - eps z_q (zo.alpha = eps), in one call.
+// Perturbed on load (no weight written), the layers below the first trainable one run once for
+// every query and sign; in place (MeZO's exact mode, the CPU's sequence and bits; fp32 trainable
+// tensors only, else ZOTUNE_UNSUPPORTED): + eps z, forward, - 2 eps z, forward, + eps z per query,
+// each forward whole.
+float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* plus, LlamaOutputs* minus,
+                         const LlamaPerturb& zo, const std::vector<uint64_t>& seeds, bool in_place = false);
 // theta <- theta * keep - scale z(dir with stream = id) for each listed tensor id (keep[j]: 1 - weight
 // decay, or null: 1): fp32 through the perturb kernel (alpha = -scale), quantized through the quantized
 // update (SR onto the tensor's grid) or, with decay, dequantized to fp32, updated and stochastically

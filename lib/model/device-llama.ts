@@ -227,29 +227,31 @@ export class DeviceLlamaModel {
   }
 
   /** LlamaModel.zoProbe: both forwards in one call, perturbed on load (no weight written) or in place (fp32 trainable tensors). */
-  async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<{ plus: ForwardResult; minus: ForwardResult }> {
-    const h = this.live();
-    const m = this.host;
-    probeSeeds(opts, false);
-    const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode: probeMode } = m.probeBuffers(batch, opts);
-    const flags = m.nativeArgs().flags.slice();
-    const call = () =>
-      this.addon.llamaDeviceZoProbeAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset,
-        opts.seed, dist, bits, eps, flags, probeMode === 'in-place' ? 1 : 0);
-    const r = await (probeMode === 'in-place' ? this.lock.write(call) : this.lock.read(call));  // in place writes the weights
-    this.lastKernelMs = r.kernelMs;
-    const mode = opts.logits ?? 'last';
-    return { plus: m.result(p, batch.length, mode, r.plus, lpPlus, lgPlus, V), minus: m.result(p, batch.length, mode, r.minus, lpMinus, lgMinus, V) };
+  async zoProbe(batch: readonly Sequence[], opts: ZoProbeOptions): Promise<ZoProbeResult> {
+    return (await this.probe(batch, opts, probeSeeds(opts, false)[0]))[0];
   }
 
   /**
-   * LlamaModel.zoProbeMany on the device copy: the same results, one device probe per seed (the
-   * device does not share the layers below the trainable tensors between queries yet).
+   * LlamaModel.zoProbeMany on the device copy, the same results in one call: on load, the layers
+   * below the first trainable tensor run once for every query and sign; in place, each query's
+   * two forwards run whole.
    */
   async zoProbeMany(batch: readonly Sequence[], opts: ZoProbeManyOptions): Promise<ZoProbeResult[]> {
-    const out: ZoProbeResult[] = [];
-    for (const seed of probeSeeds(opts, true)) out.push(await this.zoProbe(batch, { ...opts, seed }));
-    return out;
+    return this.probe(batch, opts, BigUint64Array.from(probeSeeds(opts, true), (s) => BigInt(s)));
+  }
+
+  private async probe(batch: readonly Sequence[], opts: Omit<ZoProbeOptions, 'seed'>, seeds: number | bigint | BigUint64Array): Promise<ZoProbeResult[]> {
+    const h = this.live();
+    const m = this.host;
+    const bufs = m.probeBuffers(batch, opts, typeof seeds === 'object' ? seeds.length : 1);
+    const { p, rows, subset, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode } = bufs;
+    const flags = m.nativeArgs().flags.slice();
+    const call = () =>
+      this.addon.llamaDeviceZoProbeAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, p.targets, lpPlus, lpMinus, rows, lgPlus, lgMinus, subset,
+        seeds, dist, bits, eps, flags, mode === 'in-place' ? 1 : 0);
+    const r = await (mode === 'in-place' ? this.lock.write(call) : this.lock.read(call));  // in place writes the weights
+    this.lastKernelMs = r.kernelMs;
+    return m.probeResults(batch.length, opts, 'queries' in r ? r.queries : [r], bufs);
   }
 
   /** LlamaModel.zoUpdate on the device copy (weight decay on the tensors the host model decays). */

@@ -22,7 +22,7 @@ import path from 'node:path';
 import { ZotuneError, fail } from '../errors';
 import { Tensor } from '../tensor';
 import { native } from '../native/load';
-import type { Mem } from '../native/binding';
+import type { Mem, ProbeSums } from '../native/binding';
 import { ModelWeights, writeSafetensors } from '../io/safetensors';
 import { Granularity, QFormat, QTensor, QTensorDesc } from '../qtensor';
 import { dequantizeSync, quantizeSync, toFormatSync } from '../quant';
@@ -750,7 +750,8 @@ export class LlamaModel {
   private async probe(batch: readonly Sequence[], opts: Omit<ZoProbeOptions, 'seed'>, seeds: number | bigint | BigUint64Array): Promise<ZoProbeResult[]> {
     this.check();
     const Q = typeof seeds === 'object' ? seeds.length : 1;
-    const { p, rows, subset, V, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode } = this.probeBuffers(batch, opts, Q);
+    const bufs = this.probeBuffers(batch, opts, Q);
+    const { p, rows, subset, lpPlus, lpMinus, lgPlus, lgMinus, dist, bits, eps, mode } = bufs;
     const flags = this.trainableFlags.slice();
     if (mode === 'in-place')
       for (const t of this.trainable())
@@ -762,12 +763,17 @@ export class LlamaModel {
         seeds, dist, bits, eps, mode === 'on-load' ? 0 : 1, flags, ...this.weightArgs,
       );
     const r = await (mode === 'in-place' ? this.lock.write(call) : this.lock.read(call));
-    const sums = Array.isArray(r) ? r : [r];
+    return this.probeResults(batch.length, opts, Array.isArray(r) ? r : [r], bufs);
+  }
+
+  /** @internal Per query, zoProbe's results read from its block of probeBuffers' outputs (this model's and DeviceLlamaModel's). */
+  probeResults(sequences: number, opts: Omit<ZoProbeOptions, 'seed'>, sums: readonly ProbeSums[], bufs: ReturnType<LlamaModel['probeBuffers']>): ZoProbeResult[] {
+    const { p, rows, V, lpPlus, lpMinus, lgPlus, lgMinus } = bufs;
     const N = p.tokens.length, per = rows ? rows.length * V : 0, logits = opts.logits ?? 'last';
     const block = <T extends Float64Array | Float32Array>(a: T | null, q: number, n: number) => (a ? (a.subarray(q * n, (q + 1) * n) as T) : null);
     return sums.map((s, q) => ({
-      plus: this.result(p, batch.length, logits, s.plus, block(lpPlus, q, N), block(lgPlus, q, per), V),
-      minus: this.result(p, batch.length, logits, s.minus, block(lpMinus, q, N), block(lgMinus, q, per), V),
+      plus: this.result(p, sequences, logits, s.plus, block(lpPlus, q, N), block(lgPlus, q, per), V),
+      minus: this.result(p, sequences, logits, s.minus, block(lpMinus, q, N), block(lgMinus, q, per), V),
     }));
   }
 

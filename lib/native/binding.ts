@@ -366,17 +366,19 @@ export type LlamaDeviceForwardArgs = [
 /** handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable, mode (0 on-load, 1 in-place) */
 export type LlamaDeviceProbeArgs = [
   LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Float64Array | null,
-  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed, number, number, number, Uint8Array, mode?: number,
+  Int32Array | null, Float32Array | null, Float32Array | null, Int32Array | null, Seed | BigUint64Array, number, number, number, Uint8Array, mode?: number,
 ];
 type LlamaSums = { logprobSum: number; count: number };
+/** One query's sums, or (seeds given as a BigUint64Array) every query's. */
+export type LlamaDeviceProbeSums = (ProbeSums | { queries: ProbeSums[] }) & { kernelMs: number };
 /** The device-resident LLaMA forward, ZO probe and update (cuda/addon/bind_llama.cc); kernelMs 0 when emulated. */
 export interface CudaLlamaOps {
   llamaDeviceCreate(cfg: Float64Array, ids: Uint32Array, emulated: boolean, kernels: LlamaDeviceKernels, ...weights: LlamaWeightArg[]): LlamaDeviceHandle;
   llamaDeviceCreateAsync(cfg: Float64Array, ids: Uint32Array, emulated: boolean, kernels: LlamaDeviceKernels, ...weights: LlamaWeightArg[]): Promise<LlamaDeviceHandle>;
   llamaDeviceForward(...args: LlamaDeviceForwardArgs): LlamaSums & { kernelMs: number };
   llamaDeviceForwardAsync(...args: LlamaDeviceForwardArgs): Promise<LlamaSums & { kernelMs: number }>;
-  llamaDeviceZoProbe(...args: LlamaDeviceProbeArgs): { plus: LlamaSums; minus: LlamaSums; kernelMs: number };
-  llamaDeviceZoProbeAsync(...args: LlamaDeviceProbeArgs): Promise<{ plus: LlamaSums; minus: LlamaSums; kernelMs: number }>;
+  llamaDeviceZoProbe(...args: LlamaDeviceProbeArgs): LlamaDeviceProbeSums;
+  llamaDeviceZoProbeAsync(...args: LlamaDeviceProbeArgs): Promise<LlamaDeviceProbeSums>;
   /** seed, dist, bits, scale, decay, ids, decayFlags (one per id; needed when decay > 0) */
   llamaDeviceZoUpdate(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array, decayFlags?: Uint8Array | null): { kernelMs: number };
   llamaDeviceZoUpdateAsync(h: LlamaDeviceHandle, seed: Seed, dist: number, bits: number, scale: number, decay: number, ids: Uint32Array, decayFlags?: Uint8Array | null): Promise<{ kernelMs: number }>;

@@ -150,19 +150,6 @@ void check_disjoint(const std::vector<DenseSpan>& spans) {
   check_disjoint(b);
 }
 
-// The seeds of a probe call: one seed (number or bigint; the result is {plus, minus}) or a
-// BigUint64Array of Q >= 1 (one query each; outputs hold Q blocks, the result is an array).
-std::vector<uint64_t> probe_seeds(Args& a, size_t i, bool* many) {
-  Napi::Value v = a.value(i);
-  *many = v.IsTypedArray();
-  if (!*many) return {a.u64(i, "seed")};
-  if (v.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) bad(Code::DType, "seeds must be a BigUint64Array");
-  const size_t q = a.mem(i, "seeds").bytes / 8;
-  if (q == 0) bad(Code::InvalidArgument, "seeds must hold at least one seed");
-  const uint64_t* s = a.copy<uint64_t>(i, "seeds", 0, q);
-  return std::vector<uint64_t>(s, s + q);
-}
-
 Job parse_probe(Args& a) {
   LlamaConfig c = config_arg(a);
   const size_t L = c.layers, nw = L * 9 + 3;
@@ -170,7 +157,7 @@ Job parse_probe(Args& a) {
   LlamaBatch b = batch_arg(a);
   const uint64_t N = (uint64_t)b.seq_off[b.B];
   bool many = false;
-  const std::vector<uint64_t> seeds = probe_seeds(a, 13, &many);
+  const std::vector<uint64_t> seeds = llama_probe_seeds(a, 13, &many, "llamaForward");
   const size_t Q = seeds.size();
   // plus[q] and minus[q] (q < Q) write block q of their output buffers.
   auto outs = std::make_shared<std::vector<LlamaOutputs>>(2 * Q);

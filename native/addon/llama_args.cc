@@ -188,6 +188,17 @@ void llama_next_arg(Args& a, size_t i, const LlamaBatch& b, LlamaOutputs& o, con
   o.seed = a.u64(i + 2, "seed");
 }
 
+std::vector<uint64_t> llama_probe_seeds(Args& a, size_t i, bool* many, const char* op) {
+  Napi::Value v = a.value(i);
+  *many = v.IsTypedArray();
+  if (!*many) return {a.u64(i, "seed")};
+  if (v.As<Napi::TypedArray>().TypedArrayType() != napi_biguint64_array) bad(op, Code::DType, "seeds must be a BigUint64Array");
+  const size_t q = a.mem(i, "seeds").bytes / 8;
+  if (q == 0) bad(op, Code::InvalidArgument, "seeds must hold at least one seed");
+  const uint64_t* s = a.copy<uint64_t>(i, "seeds", 0, q);
+  return std::vector<uint64_t>(s, s + q);
+}
+
 float llama_finite_f32(Args& a, size_t i, const char* name, const char* op) {
   double v = a.num(i, name);
   if (!std::isfinite(v) || !std::isfinite((float)v)) bad(op, Code::NonFinite, std::string(name) + " must be a finite fp32 value");

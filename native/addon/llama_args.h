@@ -44,6 +44,9 @@ std::shared_ptr<LlamaWeights> llama_weights_arg(Args& a, const LlamaConfig& c, c
 Direction llama_direction_arg(Args& a, size_t i, uint32_t purpose, const char* op);
 // The same with the seed given (read by the caller) and dist, bits at i, i + 1.
 Direction llama_direction_of(Args& a, uint64_t seed, size_t i, uint32_t purpose, const char* op);
+// The seeds of a probe call at argument i: one seed (number or bigint; *many = false) or a
+// BigUint64Array of Q >= 1 (one query each; the outputs hold Q blocks, the result is an array).
+std::vector<uint64_t> llama_probe_seeds(Args& a, size_t i, bool* many, const char* op);
 float llama_finite_f32(Args& a, size_t i, const char* name, const char* op);
 // Sampling from argument i: f64[3] (temperature, topK, topP) or null (greedy).
 SampleParams llama_sample_arg(Args& a, size_t i, const char* op);

@@ -411,18 +411,6 @@ class Forward {
   std::vector<int32_t> x_row;  // the row of x holding each head row's final state
 };
 
-// The first layer whose output depends on a trainable tensor (c.layers: only the final norm or the
-// LM head; 0 with a trainable embedding, whose rows feed every layer).
-size_t first_trainable_layer(const LlamaConfig& c, const LlamaWeights& w, const LlamaPerturb& zo) {
-  if (zo.on(w.embed.id)) return 0;
-  for (size_t l = 0; l < c.layers; ++l) {
-    const LlamaLayer& L = w.layers[l];
-    for (uint32_t id : {L.attn_norm.id, L.q.id, L.k.id, L.v.id, L.o.id, L.mlp_norm.id, L.gate.id, L.up.id, L.down.id})
-      if (zo.on(id)) return l;
-  }
-  return c.layers;
-}
-
 }  // namespace
 
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,

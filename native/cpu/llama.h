@@ -136,6 +136,19 @@ void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* ca
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
                    const LlamaPerturb* zo = nullptr);
 
+// The first layer whose output depends on a trainable tensor of zo (c.layers: only the final norm or
+// the LM head; 0 with a trainable embedding, whose rows feed every layer): a probe computes the
+// layers below it once for all its forwards (here and on the device, which links no llama.cc).
+inline size_t first_trainable_layer(const LlamaConfig& c, const LlamaWeights& w, const LlamaPerturb& zo) {
+  if (zo.on(w.embed.id)) return 0;
+  for (size_t l = 0; l < c.layers; ++l) {
+    const LlamaLayer& L = w.layers[l];
+    for (uint32_t id : {L.attn_norm.id, L.q.id, L.k.id, L.v.id, L.o.id, L.mlp_norm.id, L.gate.id, L.up.id, L.down.id})
+      if (zo.on(id)) return l;
+  }
+  return c.layers;
+}
+
 // ZO probes of one or more queries: for each seeds[q], the forward at theta + eps z_q into plus[q]
 // and at theta - eps z_q into minus[q] (eps = zo.alpha; z_q = zo's direction with seed seeds[q] over
 // zo's trainable tensors), each with the bits of llama_forward with that perturbation. The layers
