@@ -97,13 +97,6 @@ Job parse_create(Args& a) {
           }};
 }
 
-Napi::Value sums(Napi::Env env, const LlamaOutputs& o) {
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("logprobSum", o.logprob_sum);
-  r.Set("count", (double)o.count);
-  return r;
-}
-
 // Outputs from argument `i` on: targets, then `sets` log-prob arrays, logitRows, `sets` logits
 // arrays, vocabSubset (the CPU's checks: llama_validate, distinct buffers).
 // Outputs from argument i (targets, then per set: logprobs; logitRows; per set: logits; vocabSubset),
@@ -166,7 +159,7 @@ Job parse_forward(Args& a) {
   auto ms = std::make_shared<float>(0.0f);
   return {[m, b, o, kv, past, ms] { *ms = llama_device_forward(*m, b, *o, kv.get(), kv ? past->data() : nullptr); },
           [o, ms](Napi::Env env) -> Napi::Value {
-            Napi::Object r = sums(env, *o).As<Napi::Object>();
+            Napi::Object r = llama_sums(env, *o);
             r.Set("kernelMs", *ms);
             return r;
           }};
@@ -201,16 +194,10 @@ Job parse_probe(Args& a) {
           },
           [outs, many, ms](Napi::Env env) -> Napi::Value {
             const size_t Q = outs->size() / 2;
-            auto pair = [&](size_t q) {
-              Napi::Object r = Napi::Object::New(env);
-              r.Set("plus", sums(env, (*outs)[q]));
-              r.Set("minus", sums(env, (*outs)[Q + q]));
-              return r;
-            };
-            Napi::Object r = pair(0);
+            Napi::Object r = llama_probe_sums(env, *outs, 0);
             if (many) {
               Napi::Array all = Napi::Array::New(env, Q);
-              for (size_t q = 0; q < Q; ++q) all.Set((uint32_t)q, pair(q));
+              for (size_t q = 0; q < Q; ++q) all.Set((uint32_t)q, llama_probe_sums(env, *outs, q));
               r = Napi::Object::New(env);
               r.Set("queries", all);
             }

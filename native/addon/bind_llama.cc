@@ -73,13 +73,6 @@ LlamaBatch batch_arg(Args& a) { return llama_batch_arg(a, "llamaForward"); }
 Direction direction_arg(Args& a, size_t i, uint32_t purpose) { return llama_direction_arg(a, i, purpose, "llamaForward"); }
 float finite_f32(Args& a, size_t i, const char* name) { return llama_finite_f32(a, i, name, "llamaForward"); }
 
-Napi::Value sum_result(Napi::Env env, const LlamaOutputs& o) {
-  Napi::Object r = Napi::Object::New(env);
-  r.Set("logprobSum", o.logprob_sum);
-  r.Set("count", (double)o.count);
-  return r;
-}
-
 // The cache buffers at k, k + 1 (values), k + 2 (mask) with its capacity at cap (past set by the
 // caller); errors name op.
 std::shared_ptr<KvCache> kv_cache_arg(Args& a, const LlamaConfig& c, size_t B, size_t k, size_t cap, const char* op) {
@@ -127,7 +120,7 @@ Job parse_forward(Args& a) {
   auto w = parse_weights(a, c, ids, kArgWeights);
   llama_validate(c, b, cache.get(), *o);  // after parse_weights: its descriptor getters are the last JS to run
   return {[c, w, b, cache, o] { llama_forward(c, *w, b, cache.get(), *o); },
-          [o](Napi::Env env) -> Napi::Value { return sum_result(env, *o); }};
+          [o](Napi::Env env) -> Napi::Value { return llama_sums(env, *o); }};
 }
 
 // Tensors written by one parallel job must not share memory (a tensor listed twice, or views of
@@ -232,16 +225,10 @@ Job parse_probe(Args& a) {
             llama_probe(c, *w, b, LlamaPerturb{dir, eps, trainable, n_flags}, seeds, outs->data(), outs->data() + Q, in_place);
           },
           [outs, many](Napi::Env env) -> Napi::Value {
+            if (!many) return llama_probe_sums(env, *outs, 0);
             const size_t Q = outs->size() / 2;
-            auto pair = [&](size_t q) {
-              Napi::Object r = Napi::Object::New(env);
-              r.Set("plus", sum_result(env, (*outs)[q]));
-              r.Set("minus", sum_result(env, (*outs)[Q + q]));
-              return r;
-            };
-            if (!many) return pair(0);
             Napi::Array r = Napi::Array::New(env, Q);
-            for (size_t q = 0; q < Q; ++q) r.Set((uint32_t)q, pair(q));
+            for (size_t q = 0; q < Q; ++q) r.Set((uint32_t)q, llama_probe_sums(env, *outs, q));
             return r;
           }};
 }

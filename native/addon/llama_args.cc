@@ -188,6 +188,20 @@ void llama_next_arg(Args& a, size_t i, const LlamaBatch& b, LlamaOutputs& o, con
   o.seed = a.u64(i + 2, "seed");
 }
 
+Napi::Object llama_sums(Napi::Env env, const LlamaOutputs& o) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("logprobSum", o.logprob_sum);
+  r.Set("count", (double)o.count);
+  return r;
+}
+
+Napi::Object llama_probe_sums(Napi::Env env, const std::vector<LlamaOutputs>& outs, size_t q) {
+  Napi::Object r = Napi::Object::New(env);
+  r.Set("plus", llama_sums(env, outs[q]));
+  r.Set("minus", llama_sums(env, outs[outs.size() / 2 + q]));
+  return r;
+}
+
 std::vector<uint64_t> llama_probe_seeds(Args& a, size_t i, bool* many, const char* op) {
   Napi::Value v = a.value(i);
   *many = v.IsTypedArray();

@@ -47,6 +47,10 @@ Direction llama_direction_of(Args& a, uint64_t seed, size_t i, uint32_t purpose,
 // The seeds of a probe call at argument i: one seed (number or bigint; *many = false) or a
 // BigUint64Array of Q >= 1 (one query each; the outputs hold Q blocks, the result is an array).
 std::vector<uint64_t> llama_probe_seeds(Args& a, size_t i, bool* many, const char* op);
+// Results: {logprobSum, count} of one forward's outputs, and {plus, minus} of query q of a probe's
+// (plus[q] = outs[q], minus[q] = outs[Q + q], Q = outs.size() / 2).
+Napi::Object llama_sums(Napi::Env env, const LlamaOutputs& o);
+Napi::Object llama_probe_sums(Napi::Env env, const std::vector<LlamaOutputs>& outs, size_t q);
 float llama_finite_f32(Args& a, size_t i, const char* name, const char* op);
 // Sampling from argument i: f64[3] (temperature, topK, topP) or null (greedy).
 SampleParams llama_sample_arg(Args& a, size_t i, const char* op);
