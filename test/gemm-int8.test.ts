@@ -321,7 +321,8 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
   });
 
   test.each(dirs.map((d) => [d.dist, d.bits, d] as const))('dense %s bits=%i equals the explicit perturbed product', (_dist, _b, d) => {
-    for (const [M, N, K, fmt, gran] of [[1, 9, 200, 'int8', 'channel'], [8, 17, 70, 'int4', 32], [13, 16, 130, 'int8', 64]] as const) {
+    // K = 1100: rows cross 1024-element Rademacher blocks (a task's sign table read in K blocks)
+    for (const [M, N, K, fmt, gran] of [[1, 9, 200, 'int8', 'channel'], [8, 17, 70, 'int4', 32], [13, 16, 130, 'int8', 64], [20, 70, 1100, 'int4', 'channel']] as const) {
       const rand = prng(M * N + K);
       const w = randomWeights(rand, fmt, N, K, gran, { asym: fmt === 'int4' });
       const x = randn(rand, M * K), bias = randn(rand, N);
@@ -407,6 +408,11 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     const subset = [3, 77, 200, 359];
     const ys = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), first, indices: Uint32Array.from(subset) } }));
     expectSameBits(ys, refSparseGemm(x, M, w, z, alpha, subset), 'first offset, Uint32Array subset');
+    // Rademacher on the f32 path: a first that is not a multiple of 8 (the sign table's byte groups)
+    const r = dirs[1], rfirst = 1029;
+    const zr = directionTable(r, rfirst + N * K).slice(rfirst);
+    const yr = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(r, alpha), first: rfirst } }));
+    expectSameBits(yr, refPerturbedGemm(x, M, w, zr, alpha), 'first offset, Rademacher (f32 path)');
   });
 
   test('probes never write the weights: +alpha then -alpha leaves W bit-identical and brackets y', () => {

@@ -304,9 +304,10 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
   });
 
   // GEMV, skinny (8 and 16 lanes) and packed paths; bias, and accumulate on the last shape
-  test.each([[2, 45, 131], [7, 20, 70], [9, 37, 300], [20, 37, 300]])('equals the GEMM with explicitly perturbed fp32 weights, bit for bit (M=%i N=%i K=%i)', (M, N, K) => {
+  // K = 1100 and 2100: rows cross 1024-element Rademacher blocks, in K slices of a task's sign table
+  test.each([[2, 45, 131], [7, 20, 70], [9, 37, 300], [20, 37, 300], [13, 14, 2100], [20, 70, 1100]])('equals the GEMM with explicitly perturbed fp32 weights, bit for bit (M=%i N=%i K=%i)', (M, N, K) => {
     const x = randn(M * K, 1), wf = randn(N * K, 2, 0.05), bias = randn(N, 3);
-    const c0 = M === 20 ? randn(M * N, 4) : undefined;
+    const c0 = M === 20 && K === 300 ? randn(M * N, 4) : undefined;
     for (const d of dirs) {
       for (const first of [0, 1000003]) {
         const alpha = 1e-3;
@@ -321,10 +322,12 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     const x = randn(M * K, 4), wf = randn(N * K, 5);
     for (const spec of [QSPECS[0], QSPECS[4], QSPECS[7], QSPECS[10], QSPECS[12]]) {
       const { q, w } = quantize(wf, N, K, spec);
-      const d = dirs[0], alpha = -0.01;
-      const got = run(x, M, K, q, N, { perturb: { ...d, alpha } });
-      const want = run(x, M, K, Tensor.from(perturbRef(w, d, alpha, 0), [N, K]), N);
-      expect(bitsEqual(got, want)).toBe(true);
+      for (const [d, first] of [[dirs[0], 0], [dirs[1], 0], [dirs[1], 777]] as const) {
+        const alpha = -0.01;
+        const got = run(x, M, K, q, N, { perturb: { ...d, alpha, first } });
+        const want = run(x, M, K, Tensor.from(perturbRef(w, d, alpha, first), [N, K]), N);
+        expect(bitsEqual(got, want)).toBe(true);
+      }
     }
   });
 

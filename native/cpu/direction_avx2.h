@@ -35,6 +35,28 @@ static inline void gauss_direction64(RngKey key, RngKey sr_key, int bits, __m256
   for (int q = 0; q < 8; ++q) z[q] = quzo8(z[q], u.w[q & 3], q >> 2, inv, step);
 }
 
+// A Rademacher sign table (avx2::rademacher_signs, perturb.h) holds the signs of direction elements
+// [i0, i1) 8 per byte: byte g - (i0 >> 3) has bit l set where z(8g + l) = -1 (philox.h
+// rademacher_at: lane l of block counter 8(g >> 7) + l, word (g >> 5) & 3, bit g & 31). The
+// perturb-on-load GEMMs draw a task's rows once into one and read it for every K slice: a 256-wide
+// slice alone would run a whole 1024-element Philox block (4 words per lane) to use one word of it.
+// rademacher_apply: o[j] = perturbed(src[j], alpha, z(i0 + j)) for elements [i0, i1) of a table
+// drawn from element t0 on (src may be o); fma(alpha, +-1, w) is the sum w +- alpha, rounded once.
+static inline void rademacher_apply(const uint8_t* signs, uint64_t t0, uint64_t i0, uint64_t i1, float alpha, const float* src, float* o) {
+  const uint8_t* s = signs - (t0 >> 3);  // s[g]: the byte of group g
+  auto z_at = [&](uint64_t e) { return (s[e >> 3] >> (e & 7)) & 1 ? -1.0f : 1.0f; };
+  uint64_t e = i0;
+  for (; e < i1 && (e & 7); ++e) o[e - i0] = perturbed(src[e - i0], alpha, z_at(e));
+  const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128);
+  const __m256 pos = _mm256_set1_ps(alpha), neg = _mm256_set1_ps(-alpha);
+  for (; e + 8 <= i1; e += 8) {
+    const __m256i bit = _mm256_and_si256(_mm256_set1_epi32(s[e >> 3]), lane);
+    const __m256 a = _mm256_blendv_ps(pos, neg, _mm256_castsi256_ps(_mm256_cmpeq_epi32(bit, lane)));
+    _mm256_storeu_ps(o + (e - i0), _mm256_add_ps(_mm256_loadu_ps(src + (e - i0)), a));
+  }
+  for (; e < i1; ++e) o[e - i0] = perturbed(src[e - i0], alpha, z_at(e));
+}
+
 // The avx512 path's direction for a range: z of elements [i0, i1) 512 at a time from
 // avx512::gauss_pairs (same bits as gauss_direction64), each chunk's weights (`prefetch` holds
 // element i0; null: none) prefetched while its z is generated, then apply(lo, hi, e0, zb) with

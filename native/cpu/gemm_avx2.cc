@@ -249,12 +249,34 @@ void gemm_decode(const GemmWeights& w, uint64_t n0, uint64_t n1, uint64_t k0, ui
 
 namespace {
 
+// gemm_perturb of a decoded block, from the task's Rademacher sign table when it has one.
+static void perturb_block(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, uint64_t k0, uint64_t k1, float* out,
+                          uint64_t ld, const uint8_t* signs, uint64_t t0) {
+  if (!p.on) return;
+  if (!signs) return gemm_perturb(p, K, n0, n1, k0, k1, out, ld);
+  for (uint64_t n = n0; n < n1; ++n) {
+    const uint64_t e0 = p.first + n * K + k0;
+    rademacher_apply(signs, t0, e0, e0 + (k1 - k0), p.alpha, out + (n - n0) * ld, out + (n - n0) * ld);
+  }
+}
+
+// The sign table of rows [n0, n1) when g's perturbation is dense Rademacher (else null); t0 its
+// first element.
+static const uint8_t* task_signs(const GemmArgs& g, uint64_t n0, uint64_t n1, uint8_t* buf, uint64_t* t0) {
+  if (!gemm_sign_table(g.p)) return nullptr;
+  *t0 = g.p.first + n0 * g.w.k;
+  rademacher_signs(dir_key(g.p.dir), *t0, g.p.first + n1 * g.w.k, buf);
+  return buf;
+}
+
 // --- packing ------------------------------------------------------------------------------------
 
 // W rows [jr, jr + nr) (nr <= 16), columns [pc, pc + kc), decoded and perturbed, into one
 // micro-panel bp[k·16 + j]. fp32 without perturbation reads W in place; other formats decode
-// 8 rows at a time into tmp (8·kc floats) first. Rows past nr are zero.
-static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uint64_t kc, float* bp, float* tmp) {
+// 8 rows at a time into tmp (8·kc floats) first. Rows past nr are zero. signs: the task's
+// Rademacher sign table (from element `first` of its first row, t0), or null.
+static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uint64_t kc, float* bp, float* tmp,
+                   const uint8_t* signs, uint64_t t0) {
   alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   const uint64_t K = g.w.k;
   const bool direct = g.w.f32 && !g.p.on;
@@ -267,13 +289,15 @@ static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uin
       const Dir8 dp = dir8(g.p);
       for (uint64_t i = 0; i < rn; ++i) {
         const uint64_t e0 = g.p.first + (r0 + i) * K + pc;
-        perturb_dense<false>(dp, e0, e0 + kc, tmp + i * kc, g.w.w32 + (r0 + i) * K + pc);
+        const float* src = g.w.w32 + (r0 + i) * K + pc;
+        if (signs) rademacher_apply(signs, t0, e0, e0 + kc, g.p.alpha, src, tmp + i * kc);
+        else perturb_dense<false>(dp, e0, e0 + kc, tmp + i * kc, src);
       }
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
     } else {
       if (rn) {
         gemm_decode(g.w, r0, r0 + rn, pc, pc + kc, tmp, kc);
-        if (g.p.on) gemm_perturb(g.p, K, r0, r0 + rn, pc, pc + kc, tmp, kc);
+        perturb_block(g.p, K, r0, r0 + rn, pc, pc + kc, tmp, kc, signs, t0);
       }
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
     }
@@ -338,12 +362,14 @@ static void kernel_edge(uint64_t kc, const float* a, uint64_t lda, const float* 
 
 }  // namespace
 
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair) {
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair, uint8_t* signs) {
   const uint64_t M = g.m, N = g.w.n, K = g.w.k;
+  uint64_t t0 = 0;
+  const uint8_t* table = task_signs(g, n0, n1, signs, &t0);
   for (uint64_t pc = 0; pc < K; pc += kKC) {
     const uint64_t kc = min_u64(kKC, K - pc);
     const bool zero = pc == 0 && !g.accumulate, last = pc + kc == K;
-    for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp);
+    for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp, table, t0);
     for (uint64_t ic = 0; ic < M; ic += kMC) {
       const uint64_t mc = min_u64(kMC, M - ic);
       for (uint64_t jr = n0; jr < n1;) {
@@ -423,13 +449,16 @@ void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at) {
   }
 }
 
-void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp, GemmRowsKernel wide) {
+void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp, GemmRowsKernel wide,
+                       uint8_t* signs) {
   const uint64_t M = g.m, N = g.w.n, K = g.w.k, W = gemm_skinny_width(M);
   const bool direct = g.w.f32 && !g.p.on;
   alignas(64) float t[12 * 16];
   for (uint64_t n = n0; n < n1;) {
     const bool twelve = wide && W == 16 && n + 12 <= n1;  // a full [12 n][16 m] zmm tile
     const uint64_t step = twelve ? 12 : 6, nr = min_u64(step, n1 - n);
+    uint64_t t0 = 0;
+    const uint8_t* table = task_signs(g, n, n + nr, signs, &t0);
     for (uint64_t i = 0; i < step; ++i)
       for (uint64_t m = 0; m < 16; ++m) t[i * 16 + m] = (g.accumulate && i < nr && m < M) ? g.c[m * N + n + i] : 0.0f;
     const uint64_t kcs = direct ? K : kKC;
@@ -440,7 +469,7 @@ void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float*
         for (uint64_t i = 0; i < step; ++i) rows[i] = g.w.w32 + (n + (i < nr ? i : 0)) * K + pc;
       } else {
         gemm_decode(g.w, n, n + nr, pc, pc + kc, tmp, kc);
-        if (g.p.on) gemm_perturb(g.p, K, n, n + nr, pc, pc + kc, tmp, kc);
+        perturb_block(g.p, K, n, n + nr, pc, pc + kc, tmp, kc, table, t0);
         for (uint64_t i = 0; i < step; ++i) rows[i] = tmp + (i < nr ? i : 0) * kc;  // extra rows: ignored
       }
       if (twelve)

@@ -192,6 +192,7 @@ struct Kernels {
   void (*perturb_gather)(float*, const uint32_t*, size_t, const Direction&, uint64_t, float);
   void (*sparse_row)(float*, const int8_t*, const float*, const uint32_t*, const uint32_t*, uint64_t);
   void (*direction_codes)(int8_t*, uint64_t, uint64_t, const Direction&);
+  void (*rademacher_signs)(RngKey, uint64_t, uint64_t, uint8_t*);  // a task's sign table (F32Plan::signs), or null
   bool int8_gsum;  // the int8 kernels need ActQ::gsum (unsigned q + 128 codes)
   uint64_t panels_per_task;  // weight panels a packed-GEMM task takes (the micro-tile's width)
   // largest M the streaming GEMV takes for these weights (it packs nothing)
@@ -210,13 +211,13 @@ void tile_each(const IntPlan& p, uint64_t m0, int mr, const Panel* panels, int n
 }
 
 const Kernels kRef = {act_quantize_row_ref, act_int4_extras_ref, gemv_rows_ref, pack_panel_ref, tile_each<tile_int_ref>, pack_act_f32_ref,
-                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref, direction_codes_ref, false, 2, gemv_max_m_ref};
+                      decode_panel_f32_ref, tile_f32_ref, perturb_gather_ref, sparse_row_ref, direction_codes_ref, nullptr, false, 2, gemv_max_m_ref};
 const Kernels kAvx2 = {avx2::act_quantize_row, avx2::act_int4_extras, avx2::gemv_rows, avx2::pack_panel, tile_each<avx2::tile_int>,
                        avx2::pack_act_f32, avx2::decode_panel_f32, avx2::tile_f32, avx2::perturb_gather, avx2::sparse_row,
-                       avx2::direction_codes, false, 2, gemv_max_m_ref};
+                       avx2::direction_codes, avx2::rademacher_signs, false, 2, gemv_max_m_ref};
 const Kernels kAvx512 = {avx512::act_quantize_row, avx2::act_int4_extras, avx512::gemv_rows, avx512::pack_panel, avx512::tile_panels,
                          avx2::pack_act_f32, avx2::decode_panel_f32, avx512::tile_f32, avx2::perturb_gather, avx2::sparse_row,
-                         avx512::direction_codes, true, 4, avx512::gemv_max_m};
+                         avx512::direction_codes, avx2::rademacher_signs, true, 4, avx512::gemv_max_m};
 
 const Kernels& kernels() { return use_avx512() ? kAvx512 : use_avx2() ? kAvx2 : kRef; }
 
@@ -371,20 +372,28 @@ void run_f32(const Kernels& kn, const F32Plan& base, const ActQ& a) {
   p.apack = apack.p;
   constexpr uint64_t kPanels = kF32ColsPerTask / kPanelCols;
   const uint64_t nb = (p.N + kF32ColsPerTask - 1) / kF32ColsPerTask;
+  const bool signs = kn.rademacher_signs && p.dir && !p.idx && p.dir->dist == kDirRademacher;
   parallel_for(nb, [&](size_t t) {
-    const uint64_t n0 = t * kF32ColsPerTask;
+    const uint64_t n0 = t * kF32ColsPerTask, n1 = std::min(p.N, n0 + kF32ColsPerTask);
     const uint64_t np = std::min<uint64_t>(kPanels, (p.N - n0 + kPanelCols - 1) / kPanelCols);
-    const size_t cn = mp * kPanels * kTileRowsF32 * kPanelCols;
-    t_arena.reset(pieces({cn * 4, kPanels * kKcF32 * kPanelCols * 4, kPanelCols * kKcF32 * 4, kKcF32 * 4}));
+    const size_t cn = mp * kPanels * kTileRowsF32 * kPanelCols, sb = signs ? rademacher_sign_bytes((n1 - n0) * p.K) : 0;
+    t_arena.reset(pieces({cn * 4, kPanels * kKcF32 * kPanelCols * 4, kPanelCols * kKcF32 * 4, kKcF32 * 4, sb}));
     float* c = t_arena.take<float>(cn);
     float* panels = t_arena.take<float>(kPanels * kKcF32 * kPanelCols);
     float* zbuf = t_arena.take<float>(kPanelCols * kKcF32);
     uint32_t* rel = t_arena.take<uint32_t>(kKcF32);
+    F32Plan tp = p;  // this task's rows: their Rademacher signs drawn once for every K block
+    if (signs) {
+      uint8_t* table = t_arena.take<uint8_t>(sb);
+      tp.signs_t0 = p.first + n0 * p.K;
+      kn.rademacher_signs(dir_key(*p.dir), tp.signs_t0, p.first + n1 * p.K, table);
+      tp.signs = table;
+    }
     if (p.K == 0) memset(c, 0, cn * sizeof(float));
     for (uint64_t k0 = 0; k0 < p.K; k0 += kKcF32) {
       const uint64_t k1 = std::min(p.K, k0 + kKcF32);
       for (uint64_t i = 0; i < np; ++i)
-        kn.decode_panel_f32(p, n0 + i * kPanelCols, k0, k1, panels + i * kKcF32 * kPanelCols, zbuf, rel);
+        kn.decode_panel_f32(tp, n0 + i * kPanelCols, k0, k1, panels + i * kKcF32 * kPanelCols, zbuf, rel);
       // Blocks of kMpBlock 6-row activation slices (48 KB, L2) against kF32TilePanels panels at a
       // time (32 KB, L1); the first K block starts the sums from zero (no clearing pass).
       for (uint64_t r0 = 0; r0 < mp; r0 += kMpBlock)
@@ -503,7 +512,7 @@ struct IntCall {
   // The f32 and sparse paths (their own parallel jobs).
   void run_other(const Kernels& kn) {
     if (f32) {
-      F32Plan fp{&a, g.w, g.w.cols, g.w.rows, a.Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, g.y, g.ldy, p.ep};
+      F32Plan fp{&a, g.w, g.w.cols, g.w.rows, a.Kp, g.dir, g.alpha, g.first, masked ? g.idx : nullptr, masked ? g.nidx : 0, nullptr, 0, nullptr, g.y, g.ldy, p.ep};
       run_f32(kn, fp, a);
     } else {
       run_sparse(kn, p, g, a, g.y, g.ldy);

@@ -253,6 +253,10 @@ struct F32Plan {
   uint64_t first;
   const uint32_t* idx;  // masked subset or null
   uint64_t nidx;
+  // A dense Rademacher direction's signs for the task's rows, drawn from element signs_t0 on
+  // (direction_avx2.h rademacher_signs; the AVX2 kernel reads them, the reference draws z itself).
+  const uint8_t* signs;
+  uint64_t signs_t0;
   const float* apack;   // activations as floats in 6-row panels: [ceil(M/6)][Kp][6], zero padded
   float* out;
   uint64_t ldo;

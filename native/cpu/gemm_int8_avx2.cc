@@ -10,6 +10,7 @@
 #include <immintrin.h>
 #include <string.h>
 
+#include "direction_avx2.h"
 #include "gemm_int8.h"
 #include "philox_avx2.h"
 
@@ -549,30 +550,6 @@ inline __m256 codes8f(const QTensorView& w, uint64_t n, uint64_t k, uint64_t ga)
   return _mm256_cvtepi32_ps(c);
 }
 
-// w[j] = fma(alpha, z_rademacher(begin + j), w[j]) = w[j] + (+-alpha): perturb_range's Rademacher
-// kernel works on whole 1024-element bit blocks (scalar elsewhere), but the f32 path decodes
-// 256-wide K slices of rows that start anywhere, so this one takes any 8-aligned run of a block.
-void rademacher_apply(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha) {
-  const RngKey key = dir_key(d);
-  uint64_t i = begin;
-  for (; i < end && (i & 7); ++i) w[i - begin] = perturbed(w[i - begin], alpha, rademacher_at(key, i));
-  const __m256 pos = _mm256_set1_ps(alpha), neg = _mm256_set1_ps(-alpha);
-  uint64_t cur = ~(uint64_t)0;
-  Words8 r = {};
-  for (; i + 8 <= end; i += 8) {
-    if (i >> 10 != cur) {
-      cur = i >> 10;
-      r = philox8(key, cur << 3);
-    }
-    const uint64_t t = (i >> 3) & 127;  // bit t & 31 of word t >> 5, lanes = the 8 elements
-    __m256i top = _mm256_sll_epi32(r.w[t >> 5], _mm_cvtsi32_si128((int)(31 - (t & 31))));
-    __m256 s = _mm256_blendv_ps(pos, neg, _mm256_castsi256_ps(top));
-    float* o = w + (i - begin);
-    _mm256_storeu_ps(o, _mm256_add_ps(_mm256_loadu_ps(o), s));
-  }
-  for (; i < end; ++i) w[i - begin] = perturbed(w[i - begin], alpha, rademacher_at(key, i));
-}
-
 }  // namespace
 
 // ---- exported kernels -----------------------------------------------------------------------
@@ -728,8 +705,8 @@ void decode_panel_f32(const F32Plan& p, uint64_t n0, uint64_t k0, uint64_t k1, f
       }
       for (; lo < p.nidx && p.idx[lo] < base + kc; ++lo) rel[cnt++] = (uint32_t)(p.idx[lo] - base);
       perturb_gather(col, rel, cnt, *p.dir, z0, p.alpha);
-    } else if (p.dir->dist == kDirRademacher) {
-      rademacher_apply(col, z0, z0 + kc, *p.dir, p.alpha);
+    } else if (p.signs) {
+      rademacher_apply(p.signs, p.signs_t0, z0, z0 + kc, p.alpha, col, col);
     } else {
       perturb_range(col, z0, z0 + kc, *p.dir, p.alpha);
     }

@@ -51,7 +51,11 @@ namespace avx2 {
 void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d);
 void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep = 1.0f);
 void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
+// The Rademacher signs of elements [i0, i1) of the key's stream, 8 per byte (layout:
+// direction_avx2.h rademacher_apply); at most rademacher_sign_bytes(i1 - i0) bytes.
+void rademacher_signs(RngKey key, uint64_t i0, uint64_t i1, uint8_t* signs);
 }  // namespace avx2
+inline uint64_t rademacher_sign_bytes(uint64_t n) { return n / 8 + 2; }
 
 namespace avx512 {
 // Gaussian directions (QuZO-rounded when d.bits) of elements [128 c0, 128 (c0 + n)) into out, in

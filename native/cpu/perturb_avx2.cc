@@ -196,5 +196,18 @@ void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d,
   perturb_gather_ref(w, idx + j, m - j, d, first, alpha);
 }
 
+void rademacher_signs(RngKey key, uint64_t i0, uint64_t i1, uint8_t* signs) {
+  if (i1 <= i0) return;
+  const uint64_t g0 = i0 >> 3, g1 = (i1 + 7) >> 3;  // groups of 8 elements: one byte each
+  for (uint64_t g = g0; g < g1;) {
+    const uint64_t b = g >> 7, end = (b + 1) << 7 < g1 ? (b + 1) << 7 : g1;  // 128 groups per Philox block
+    const Words8 r = philox8(key, b << 3);
+    for (; g < end; ++g) {
+      const __m256i top = _mm256_sll_epi32(r.w[(g >> 5) & 3], _mm_cvtsi32_si128((int)(31 - (g & 31))));
+      signs[g - g0] = (uint8_t)_mm256_movemask_ps(_mm256_castsi256_ps(top));
+    }
+  }
+}
+
 }  // namespace avx2
 }  // namespace zt
