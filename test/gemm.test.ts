@@ -343,6 +343,17 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
         expect(bitsEqual(got, want)).toBe(true);
       }
     }
+    // tasks of several rows and K slices (a task draws its rows' listed directions once), every
+    // direction kind, an offset first; quantized weights too
+    const N2 = 70, K2 = 600, x2 = randn(24 * K2, 61), w2 = randn(N2 * K2, 62);
+    const idx2 = Uint32Array.from(Array.from({ length: N2 * K2 }, (_, i) => i).filter(() => rand() < 0.02));
+    const { q: q2, w: w2q } = quantize(w2, N2, K2, QSPECS[4]);
+    for (const d of dirs)
+      for (const Mx of [3, 9, 24]) {
+        const xx = x2.subarray(0, Mx * K2), p = { ...d, alpha: -0.03, first: 4099, indices: idx2 };
+        expect(bitsEqual(run(xx, Mx, K2, Tensor.from(w2, [N2, K2]), N2, { perturb: p }), run(xx, Mx, K2, Tensor.from(perturbRef(w2, d, -0.03, 4099, idx2), [N2, K2]), N2))).toBe(true);
+        expect(bitsEqual(run(xx, Mx, K2, q2, N2, { perturb: p }), run(xx, Mx, K2, Tensor.from(perturbRef(w2q, d, -0.03, 4099, idx2), [N2, K2]), N2))).toBe(true);
+      }
     // an empty list perturbs nothing
     const none = run(x, M, K, Tensor.from(wf, [N, K]), N, { perturb: { ...dirs[1], alpha: 1, indices: new Uint32Array(0) } });
     expect(bitsEqual(none, run(x, M, K, Tensor.from(wf, [N, K]), N))).toBe(true);

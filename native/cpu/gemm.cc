@@ -292,15 +292,13 @@ namespace {
 void gemm_packed(const GemmArgs* gs, size_t n) {
   std::vector<uint64_t> tasks(n);
   for (size_t i = 0; i < n; ++i) tasks[i] = (gs[i].w.n + kNC - 1) / kNC;
-  size_t signs = 0;  // floats of a Rademacher sign table (rademacher_sign_bytes)
-  for (size_t i = 0; i < n; ++i)
-    if (gemm_sign_table(gs[i].p)) signs = std::max<size_t>(signs, (rademacher_sign_bytes(kNC * gs[i].w.k) + 3) / 4);
+  size_t table = 0;
+  for (size_t i = 0; i < n; ++i) table = std::max<size_t>(table, gemm_table_floats(gs[i].p, kNC, gs[i].w.k));
   const size_t ws = (kNC + kNR) * kKC + 8 * kKC;
   parallel_for_groups(tasks, [&](size_t i, uint64_t t) {
     const uint64_t b = t * kNC, e = std::min<uint64_t>(b + kNC, gs[i].w.n);
-    float* p = t_scratch.get(ws + signs);
-    avx2::gemm_block(gs[i], b, e, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr,
-                     reinterpret_cast<uint8_t*>(p + ws));
+    float* p = t_scratch.get(ws + table);
+    avx2::gemm_block(gs[i], b, e, p, p + (kNC + kNR) * kKC, use_avx512() ? avx512::gemm_kernel_6x32 : nullptr, p + ws);
   });
 }
 
@@ -362,10 +360,10 @@ void gemm(const GemmArgs& g) {
     float* at = t_shared.get(K * 16 + 8);
     parallel_chunks(K, 1024, [&](size_t b, size_t e) { avx2::gemm_pack_at(g, b, e, at); });
     const bool wide = use_avx512();
-    const size_t tmp = (wide ? 12 : 6) * kKC, signs = gemm_sign_table(g.p) ? (rademacher_sign_bytes(12 * K) + 3) / 4 : 0;
+    const size_t tmp = (wide ? 12 : 6) * kKC, table = gemm_table_floats(g.p, 12, K);
     parallel_chunks(N, 48, [&](size_t b, size_t e) {
-      float* p = t_scratch.get(tmp + signs);
-      avx2::gemm_block_skinny(g, b, e, at, p, wide ? avx512::gemm_kernel_rows12 : nullptr, reinterpret_cast<uint8_t*>(p + tmp));
+      float* p = t_scratch.get(tmp + table);
+      avx2::gemm_block_skinny(g, b, e, at, p, wide ? avx512::gemm_kernel_rows12 : nullptr, p + tmp);
     });
     t_shared.trim(kKeepShared);
     return;

@@ -77,6 +77,7 @@
 #include "../common/direction.h"
 #include "../common/quant_elem.h"
 #include "../common/status.h"
+#include "perturb.h"
 
 namespace zt {
 
@@ -194,9 +195,15 @@ static inline void gemm_check_perturb(const GemmPerturb& p, uint64_t n, uint64_t
                                       std::to_string(p.idx[i - 1]));
   }
 }
-// A dense Rademacher perturbation is read by the AVX2 tasks from a table of its signs drawn once
-// per task (perturb.h avx2::rademacher_signs).
-static inline bool gemm_sign_table(const GemmPerturb& p) { return p.on && !p.sparse && p.dir.dist == kDirRademacher; }
+// The AVX2 tasks draw a perturbation's randomness for all their rows before their first K slice:
+// a dense Rademacher direction's signs (perturb.h avx2::rademacher_signs), or a sparse list's
+// directions (perturb.h avx2::gather_directions) with a cursor per row. Floats that table takes
+// for `rows` rows of K elements (64-byte aligned):
+static inline uint64_t gemm_table_floats(const GemmPerturb& p, uint64_t rows, uint64_t K) {
+  if (!p.on) return 0;
+  if (p.sparse) return 2 * rows + rows * K / 16 + 1;  // u64 cursors, then the directions
+  return p.dir.dist == kDirRademacher ? (rademacher_sign_bytes(rows * K) + 3) / 4 : 0;
+}
 void gemm(const GemmArgs& g);
 // Several products of one A (same a, m and K; each its own W, C, bias, perturbation), each with the
 // bits of gemm(gs[i]): on the packed path and the GEMV all outputs are one parallel job (a layer's
@@ -309,19 +316,18 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
 using GemmPairKernel = void (*)(uint64_t kc, const float* a, uint64_t lda, const float* bp0, const float* bp1, float* c,
                                 uint64_t ldc, bool zero, const float* bias);
 // One task of the blocked GEMM: output columns [n0, n1) for all rows (per-thread workspace:
-// bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, 64-byte aligned; signs >=
-// rademacher_sign_bytes((n1 - n0)·K) bytes when gemm_sign_table(g.p), else unused). pair: a wider
-// kernel for full tiles over two panels (same bits), or null.
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair, uint8_t* signs);
+// bp >= (kNC + 16)·kKC floats, tmp >= 8·kKC floats, table >= gemm_table_floats(g.p, n1 - n0, K),
+// 64-byte aligned). pair: a wider kernel for full tiles over two panels (same bits), or null.
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair, float* table);
 // Skinny M (kGemvMaxRows < M <= kSkinnyMaxRows): Aᵀ packed once ([k][8 or 16], k in [k0, k1)), then
 // tasks of output columns [n0, n1) (tmp >= 6·kKC floats).
 void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at);
 // wide: a [12 n][16 m] tile for 16-lane panels (avx512::gemm_kernel_rows12, same bits), or null;
 // tmp >= 12·kKC floats when it is set.
 using GemmRowsKernel = void (*)(uint64_t kc, const float* const* rows, const float* at, float* t);
-// signs: as gemm_block's, for 12 rows.
+// table: as gemm_block's, for 12 rows.
 void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp, GemmRowsKernel wide,
-                       uint8_t* signs);
+                       float* table);
 void gemv_rows(const GemvCtx& g, uint64_t n0, uint64_t n1);
 void gemv_f32_row(const float* wrow, const GemvCtx& g, uint64_t n);
 }  // namespace avx2

@@ -212,9 +212,11 @@ void gemm_perturb(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_t n1, ui
     const uint32_t* it = lower_bound_u32(p.idx, p.nidx, n * K + k0);
     const uint32_t* end = lower_bound_u32(it, p.nidx - (uint64_t)(it - p.idx), n * K + k1);
     if ((uint64_t)(end - it) * 16 < k1 - k0) {
-      for (; it < end; ++it) {
-        uint64_t k = *it - n * K;
-        o[k - k0] = perturbed(o[k - k0], p.alpha, direction_at(d, p.first + *it));
+      alignas(32) float z[64];
+      while (it < end) {
+        const uint64_t c = min_u64(64, (uint64_t)(end - it));
+        gather_directions(it, c, d, p.first, z);
+        for (uint64_t j = 0; j < c; ++j, ++it) o[*it - n * K - k0] = perturbed(o[*it - n * K - k0], p.alpha, z[j]);
       }
       continue;
     }
@@ -263,10 +265,50 @@ static void perturb_block(const GemmPerturb& p, uint64_t K, uint64_t n0, uint64_
 // The sign table of rows [n0, n1) when g's perturbation is dense Rademacher (else null); t0 its
 // first element.
 static const uint8_t* task_signs(const GemmArgs& g, uint64_t n0, uint64_t n1, uint8_t* buf, uint64_t* t0) {
-  if (!gemm_sign_table(g.p)) return nullptr;
+  if (!g.p.on || g.p.sparse || g.p.dir.dist != kDirRademacher) return nullptr;
   *t0 = g.p.first + n0 * g.w.k;
   rademacher_signs(dir_key(g.p.dir), *t0, g.p.first + n1 * g.w.k, buf);
   return buf;
+}
+
+// A task's sparse perturbation: the directions of the listed elements of its rows drawn once, 8 at a
+// time (perturb.h gather_directions), then applied as its K slices are packed; each row's elements
+// are walked by a cursor (a task packs its slices in increasing K). Used where fewer than one
+// element in 16 is listed (else gemm_perturb draws dense runs per slice).
+struct SparseTask {
+  const GemmPerturb* p = nullptr;
+  uint64_t K = 0, n0 = 0, lo = 0, hi = 0;  // the task's listed elements: idx[lo, hi), directions z[j - lo]
+  const float* z = nullptr;
+  uint64_t* cur = nullptr;  // per task row: the next of its listed elements (index into idx)
+  // Rows [r0, r1), columns [k0, k1) of a block whose element (r, k) is out[(r - r0)·rs + (k - k0)·cs].
+  void apply(uint64_t r0, uint64_t r1, uint64_t k0, uint64_t k1, float* out, uint64_t rs, uint64_t cs) const {
+    for (uint64_t r = r0; r < r1; ++r) {
+      uint64_t& c = cur[r - n0];
+      for (const uint64_t end = r * K + k1; c < hi && p->idx[c] < end; ++c) {
+        float* o = out + (r - r0) * rs + (p->idx[c] - r * K - k0) * cs;
+        *o = perturbed(*o, p->alpha, z[c - lo]);
+      }
+    }
+  }
+};
+
+// The sparse table of rows [n0, n1) into z (>= (n1 - n0)·K / 16 floats) and cur (n1 - n0), or null
+// when g's perturbation is not sparse or its list is too dense there.
+static const SparseTask* sparse_task(const GemmArgs& g, uint64_t n0, uint64_t n1, float* z, uint64_t* cur, SparseTask* t) {
+  const GemmPerturb& p = g.p;
+  if (!p.on || !p.sparse) return nullptr;
+  const uint64_t K = g.w.k;
+  const uint64_t lo = (uint64_t)(lower_bound_u32(p.idx, p.nidx, n0 * K) - p.idx);
+  const uint64_t hi = (uint64_t)(lower_bound_u32(p.idx + lo, p.nidx - lo, n1 * K) - p.idx);
+  if ((hi - lo) * 16 >= (n1 - n0) * K) return nullptr;
+  gather_directions(p.idx + lo, hi - lo, p.dir, p.first, z);
+  uint64_t j = lo;
+  for (uint64_t r = n0; r < n1; ++r) {
+    while (j < hi && p.idx[j] < r * K) ++j;
+    cur[r - n0] = j;
+  }
+  *t = SparseTask{&p, K, n0, lo, hi, z, cur};
+  return t;
 }
 
 // --- packing ------------------------------------------------------------------------------------
@@ -276,10 +318,10 @@ static const uint8_t* task_signs(const GemmArgs& g, uint64_t n0, uint64_t n1, ui
 // 8 rows at a time into tmp (8·kc floats) first. Rows past nr are zero. signs: the task's
 // Rademacher sign table (from element `first` of its first row, t0), or null.
 static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uint64_t kc, float* bp, float* tmp,
-                   const uint8_t* signs, uint64_t t0) {
+                   const uint8_t* signs, uint64_t t0, const SparseTask* sparse) {
   alignas(32) const float kZero[8] = {0, 0, 0, 0, 0, 0, 0, 0};
   const uint64_t K = g.w.k;
-  const bool direct = g.w.f32 && !g.p.on;
+  const bool direct = g.w.f32 && (!g.p.on || sparse);  // a sparse table patches the packed panel
   for (uint64_t h = 0; h < 2; ++h) {
     const uint64_t r0 = jr + 8 * h, rn = nr > 8 * h ? min_u64(8, nr - 8 * h) : 0;
     const float* rows[8];
@@ -297,12 +339,13 @@ static void pack_w(const GemmArgs& g, uint64_t jr, uint64_t nr, uint64_t pc, uin
     } else {
       if (rn) {
         gemm_decode(g.w, r0, r0 + rn, pc, pc + kc, tmp, kc);
-        perturb_block(g.p, K, r0, r0 + rn, pc, pc + kc, tmp, kc, signs, t0);
+        if (!sparse) perturb_block(g.p, K, r0, r0 + rn, pc, pc + kc, tmp, kc, signs, t0);
       }
       for (uint64_t i = 0; i < 8; ++i) rows[i] = i < rn ? tmp + i * kc : kZero;
     }
     transpose_rows8(rows, kZero, 0, kc, bp + 8 * h, kNR);
   }
+  if (sparse) sparse->apply(jr, jr + nr, pc, pc + kc, bp, 1, kNR);
 }
 
 // --- 6×16 micro-kernel: C[6][16] (+)= Ap[kc][6] · Bp[kc][16], fma chains in k order ------------
@@ -362,14 +405,16 @@ static void kernel_edge(uint64_t kc, const float* a, uint64_t lda, const float* 
 
 }  // namespace
 
-void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair, uint8_t* signs) {
+void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* tmp, GemmPairKernel pair, float* table_ws) {
   const uint64_t M = g.m, N = g.w.n, K = g.w.k;
   uint64_t t0 = 0;
-  const uint8_t* table = task_signs(g, n0, n1, signs, &t0);
+  const uint8_t* table = task_signs(g, n0, n1, reinterpret_cast<uint8_t*>(table_ws), &t0);
+  SparseTask st;
+  const SparseTask* sparse = sparse_task(g, n0, n1, table_ws + 2 * (n1 - n0), reinterpret_cast<uint64_t*>(table_ws), &st);
   for (uint64_t pc = 0; pc < K; pc += kKC) {
     const uint64_t kc = min_u64(kKC, K - pc);
     const bool zero = pc == 0 && !g.accumulate, last = pc + kc == K;
-    for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp, table, t0);
+    for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp, table, t0, sparse);
     for (uint64_t ic = 0; ic < M; ic += kMC) {
       const uint64_t mc = min_u64(kMC, M - ic);
       for (uint64_t jr = n0; jr < n1;) {
@@ -450,7 +495,7 @@ void gemm_pack_at(const GemmArgs& g, uint64_t k0, uint64_t k1, float* at) {
 }
 
 void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float* at, float* tmp, GemmRowsKernel wide,
-                       uint8_t* signs) {
+                       float* table_ws) {
   const uint64_t M = g.m, N = g.w.n, K = g.w.k, W = gemm_skinny_width(M);
   const bool direct = g.w.f32 && !g.p.on;
   alignas(64) float t[12 * 16];
@@ -458,7 +503,9 @@ void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float*
     const bool twelve = wide && W == 16 && n + 12 <= n1;  // a full [12 n][16 m] zmm tile
     const uint64_t step = twelve ? 12 : 6, nr = min_u64(step, n1 - n);
     uint64_t t0 = 0;
-    const uint8_t* table = task_signs(g, n, n + nr, signs, &t0);
+    const uint8_t* table = task_signs(g, n, n + nr, reinterpret_cast<uint8_t*>(table_ws), &t0);
+    SparseTask st;
+    const SparseTask* sparse = sparse_task(g, n, n + nr, table_ws + 2 * nr, reinterpret_cast<uint64_t*>(table_ws), &st);
     for (uint64_t i = 0; i < step; ++i)
       for (uint64_t m = 0; m < 16; ++m) t[i * 16 + m] = (g.accumulate && i < nr && m < M) ? g.c[m * N + n + i] : 0.0f;
     const uint64_t kcs = direct ? K : kKC;
@@ -469,7 +516,8 @@ void gemm_block_skinny(const GemmArgs& g, uint64_t n0, uint64_t n1, const float*
         for (uint64_t i = 0; i < step; ++i) rows[i] = g.w.w32 + (n + (i < nr ? i : 0)) * K + pc;
       } else {
         gemm_decode(g.w, n, n + nr, pc, pc + kc, tmp, kc);
-        perturb_block(g.p, K, n, n + nr, pc, pc + kc, tmp, kc, table, t0);
+        if (sparse) sparse->apply(n, n + nr, pc, pc + kc, tmp, kc, 1);
+        else perturb_block(g.p, K, n, n + nr, pc, pc + kc, tmp, kc, table, t0);
         for (uint64_t i = 0; i < step; ++i) rows[i] = tmp + (i < nr ? i : 0) * kc;  // extra rows: ignored
       }
       if (twelve)

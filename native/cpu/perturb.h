@@ -51,6 +51,8 @@ namespace avx2 {
 void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d);
 void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, float alpha, float keep = 1.0f);
 void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha);
+// z[j] = direction_at(d, first + idx[j]) for j < m (any indices, 8 at a time).
+void gather_directions(const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float* z);
 // The Rademacher signs of elements [i0, i1) of the key's stream, 8 per byte (layout:
 // direction_avx2.h rademacher_apply); at most rademacher_sign_bytes(i1 - i0) bytes.
 void rademacher_signs(RngKey key, uint64_t i0, uint64_t i1, uint8_t* signs);

@@ -144,20 +144,19 @@ void perturb_range(float* w, uint64_t begin, uint64_t end, const Direction& d, f
   else gauss_range(w, begin, end, d, alpha, keep);
 }
 
-// Sparse: elements rarely share a Philox block, so each lane runs its own counter; 8 indices per
-// step, counters and directions in vectors, then one fma per listed element.
-void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha) {
+namespace {
+
+// Sparse: elements rarely share a Philox block, so each lane runs its own counter. The directions
+// of idx[j .. j + 8) for every whole group of 8 (f(j, zv)); returns where the whole groups end.
+template <class F>
+size_t gather_each(const uint32_t* idx, size_t m, const Direction& d, uint64_t first, F&& f) {
   const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
   const bool rad = d.dist == kDirRademacher, quzo = d.bits && !rad;
   const __m256 inv = _mm256_set1_ps(quzo ? dir_grid_inv_step(d.bits) : 0.0f), step = _mm256_set1_ps(quzo ? dir_grid_step(d.bits) : 0.0f);
   const __m256i first_lo = _mm256_set1_epi32((int)(uint32_t)first), first_hi = _mm256_set1_epi32((int)(uint32_t)(first >> 32));
   const __m256i flip = _mm256_set1_epi32((int)0x80000000u), seven = _mm256_set1_epi32(7), three = _mm256_set1_epi32(3);
-  alignas(32) float z[8];
   size_t j = 0;
   for (; j + 8 <= m; j += 8) {
-    // Scattered indices touch a new cache line each: fetch the weights of 4 batches ahead.
-    if (j + 40 <= m)
-      for (int l = 0; l < 8; ++l) _mm_prefetch((const char*)(w + idx[j + 32 + l]), _MM_HINT_T0);
     // element e = first + idx as 64-bit (lo, hi): carry where the 32-bit sum wrapped (unsigned lo < idx)
     const __m256i i = _mm256_loadu_si256((const __m256i*)(idx + j));
     const __m256i lo = _mm256_add_epi32(first_lo, i);
@@ -187,13 +186,32 @@ void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d,
         zv = _mm256_blendv_ps(z0, z1, _mm256_castsi256_ps(_mm256_cmpeq_epi32(_mm256_and_si256(_mm256_srli_epi32(lo, 5), one), one)));
       }
     }
+    f(j, zv);
+  }
+  return j;
+}
+
+}  // namespace
+
+// 8 indices per step, then one fma per listed element.
+void perturb_gather(float* w, const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float alpha) {
+  alignas(32) float z[8];
+  const size_t j = gather_each(idx, m, d, first, [&](size_t j, __m256 zv) {
+    // Scattered indices touch a new cache line each: fetch the weights of 4 batches ahead.
+    if (j + 40 <= m)
+      for (int l = 0; l < 8; ++l) _mm_prefetch((const char*)(w + idx[j + 32 + l]), _MM_HINT_T0);
     _mm256_store_ps(z, zv);
     for (int l = 0; l < 8; ++l) {
       float* p = w + idx[j + l];
       *p = perturbed(*p, alpha, z[l]);
     }
-  }
+  });
   perturb_gather_ref(w, idx + j, m - j, d, first, alpha);
+}
+
+void gather_directions(const uint32_t* idx, size_t m, const Direction& d, uint64_t first, float* z) {
+  const size_t j = gather_each(idx, m, d, first, [&](size_t j, __m256 zv) { _mm256_storeu_ps(z + j, zv); });
+  for (size_t i = j; i < m; ++i) z[i] = direction_at(d, first + idx[i]);
 }
 
 void rademacher_signs(RngKey key, uint64_t i0, uint64_t i1, uint8_t* signs) {
