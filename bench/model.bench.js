@@ -59,6 +59,24 @@ const suite = {
       }
     };
 
+    // One layer's causal attention alone at a longer context (nn.attention, tiny-llama's heads), and on
+    // the avx512 path the same call on the AVX2 kernel as the peer (same bits).
+    const ATT = 512;
+    const att = { q: z.Tensor.empty([ATT, c.numHeads, c.headDim]), k: z.Tensor.empty([1, c.numKvHeads, c.headDim, ATT]), v: z.Tensor.empty([1, c.numKvHeads, ATT, c.headDim]) };
+    Object.values(att).forEach((t, i) => z.rng.fillSync(t, 'normal', { seed: 11 + i, stream: 0 }));
+    att.out = z.Tensor.empty([ATT, c.numHeads, c.headDim]);
+    const attention = () => z.nn.attentionSync(att.q, att.k, att.v, { seqOffsets: [0, ATT] }, att.out);
+    const zmm = z.cpuInfo().path === 'avx512';
+    const attentionAvx2 = () => {
+      z.setCpuPath('avx2');
+      try {
+        attention();
+      } finally {
+        z.setCpuPath('auto');
+      }
+    };
+    const attFlop = 4 * c.headDim * c.numHeads * (ATT * (ATT + 1)) / 2;
+
     const rows = [];
     const all = z.cpuInfo().threads;
     try {
@@ -75,8 +93,10 @@ const suite = {
           { name: 'gemms', fn: () => gemms(BATCH * SEQ, false), work: BATCH * SEQ },
           { name: 'decode', fn: decodeFn, work: DECODE },
           { name: 'gemvs', fn: () => gemms(1, true), work: 1 },
+          { name: 'attention', fn: attention, work: ATT },
+          ...(zmm ? [{ name: 'attention avx2', fn: attentionAvx2, work: ATT }] : []),
         ]);
-        const [prefill, loss, gemmOnly, decode, gemvOnly] = results.map((r) => h.rate(r));
+        const [prefill, loss, gemmOnly, decode, gemvOnly, attOnly, attAvx2] = results.map((r) => h.rate(r));
         const flops = (r, perTok) => ({ best: r.best * perTok, median: r.median * perTok });
         // the blocked GEMM's full tiles run on zmm on the avx512 path: its FMA peak is the ceiling there
         const peak = ceil.fma512 || ceil.fma;
@@ -92,9 +112,11 @@ const suite = {
           [`linear layers alone (matmul, M = ${BATCH * SEQ})`, t, tok(gemmOnly), gf(flops(gemmOnly, 2 * linParams)), ofFma(flops(gemmOnly, 2 * linParams)), '1.00x'],
           [`decode, ${PROMPT}-token prompt + ${DECODE} tokens, KV cache, greedy`, t, tok(decode), `${h.pair(decode, (x) => h.giga(x * bytesPerToken, 1))} GB/s`, ofRead(decode), vs(decode, gemvOnly)],
           ['linear layers + LM head alone (matmul, M = 1)', t, tok(gemvOnly), `${h.pair(gemvOnly, (x) => h.giga(x * bytesPerToken, 1))} GB/s`, ofRead(gemvOnly), '1.00x'],
+          [`one layer's causal attention alone, 1x${ATT} (nn.attention)`, t, tok(attOnly), gf(flops(attOnly, attFlop / ATT)), ofFma(flops(attOnly, attFlop / ATT)), attAvx2 ? `${vs(attOnly, attAvx2)} the AVX2 kernel (${gf(flops(attAvx2, attFlop / ATT))} GFLOP/s)` : '-'],
         );
       }
     } finally {
+      Object.values(att).forEach((x) => x.dispose());
       Object.values(xs).forEach((x) => x.dispose());
       Object.values(outs).forEach((x) => x.dispose());
       model.dispose();
@@ -109,12 +131,14 @@ const suite = {
         `decode: generate() with a KV cache, ${PROMPT}-token prompt then ${DECODE} greedy tokens per call (prefill of the prompt included; the decode loop runs natively in one call, llamaGenerate, since 2026-11-25: one JS round trip per token before); GB/s counts the ${(4 * (linParams + V * D) / 1e6).toFixed(1)} MB of linear and LM-head weights each token reads, against the streaming read ceiling.`,
         'reference rows: the same matrix products through matmul alone (the GEMM/GEMV floor of the forward); "vs GEMMs alone" = forward tokens/s ÷ that floor (1.00x = no overhead beyond the linear layers). The reference calls matmul once per weight, while the forward runs the projections that share an input (q/k/v, gate/up) as one parallel job (since 2026-11-24; it also packed that input once until A was read in place, 2026-11-25), so a forward dominated by synchronisation (decode at 2 threads) can exceed 1.00x.',
         'every case is measured in interleaved rounds together with the machine ceilings (harness measureWithCeilings), so a ratio compares runs under the same machine load.',
+        `attention row: one layer of tiny-llama's grouped-query attention (${c.numHeads} query / ${c.numKvHeads} KV heads of ${c.headDim}) over one ${ATT}-token sequence, q.k and p.v counted as 4·headDim FLOP per visible key and head. Its numerics (native/common/nn_rows.h) round every product and sum separately (no FMA: the bits are the scalar reference's and the GPU's), so the instruction ceiling of this loop is half the FMA peak. On the avx512 path its last column compares it with the AVX2 kernel on the same call, measured interleaved.`,
       ],
       columns: ['case', 'threads', 'tokens/s best / median', 'GFLOP/s or GB/s best / median', '% of FMA peak or read ceiling (best / median)', 'vs GEMMs alone (best / median)'],
       rows,
       notes: [
         'tiny-llama is small (the whole model is ~26 MB, mostly in L2/L3 on these 2-core machines): decode is bounded by the GEMV kernels and per-op synchronisation, not DRAM; ratios to the ceilings are the figures to compare across machines.',
         'On a shared 2-core machine that is already busy, the 2-thread rows share cores with other processes: their ratios to the 2-thread ceilings (measured interleaved, under the same load) are meaningful, their absolute rates are not.',
+        'Attention on the avx512 path since 2026-11-25 (native/cpu/nn_avx512.cc): the AVX2 kernel\'s operations on 16 lanes (32 key slots and a head\'s 32 values in two zmm each) with the rows that see a whole key block processed two at a time (attention_tile.inc, also used by the AVX2 kernel), same bits. Standalone, 1x512 on 2 threads: 1.44 ms (AVX2 kernel before) -> 1.38 ms (AVX2 with row pairs) / 0.95-0.99 ms (AVX-512); 1x2048 23.5 -> 14.6 ms; a 1x512 loss forward of tiny-llama 25-27 -> 22.5-23.8 ms.',
       ],
     });
   },

@@ -1,9 +1,10 @@
 import { nn, setCpuPath, setThreads, Tensor, cpuInfo } from '../lib';
-import { CPU_PATHS, prng, uniformOpen, wordAt } from './helpers/reference';
+import { prng, uniformOpen, wordAt } from './helpers/reference';
+import { cpuPaths } from './helpers/paths';
 import { attentionRef, invFreq, logSoftmaxRef, rmsNormRef, ropeRef, sampleRef, siluRef } from './helpers/nnref';
 
 const U = 2 ** -24;
-const hasAvx2 = cpuInfo().avx2;
+const PATHS = cpuPaths('nn');
 
 afterAll(() => {
   setCpuPath('auto');
@@ -51,13 +52,12 @@ const ATTN_CASES: AttnCase[] = [
   { lens: [5, 1, 40], starts: [0, 7, 3], cap: 48, Hq: 4, Hkv: 2, hd: 16, masked: [0, 2, 2, 0, 2, 33, 2, 34] },
   { lens: [3, 17], starts: [0, 0], cap: 20, Hq: 3, Hkv: 1, hd: 13 },
   { lens: [70], starts: [0], cap: 70, Hq: 2, Hkv: 2, hd: 32, masked: [0, 0, 0, 1, 0, 40] },
+  // many whole key blocks per query (rows paired on them), head dims past one 32-column pass
+  { lens: [150, 37], starts: [0, 20], cap: 160, Hq: 4, Hkv: 2, hd: 40, masked: [1, 3, 1, 100] },
 ];
 
-describe.each(CPU_PATHS)('transformer ops on the %s path', (path) => {
-  beforeAll(() => {
-    if (path === 'avx2' && !hasAvx2) return;
-    setCpuPath(path);
-  });
+describe.each(PATHS)('transformer ops on the %s path', (path) => {
+  beforeAll(() => setCpuPath(path));
 
   test.each([
     [1, 1],
@@ -235,7 +235,7 @@ describe.each(CPU_PATHS)('transformer ops on the %s path', (path) => {
   });
 });
 
-describe('scalar and AVX2 paths give identical bits; thread count does not matter', () => {
+describe('the scalar, AVX2 and AVX-512 paths give identical bits; thread count does not matter', () => {
   const runAll = () => {
     const rnd = prng(77);
     const res: Float32Array[] = [];
@@ -258,9 +258,9 @@ describe('scalar and AVX2 paths give identical bits; thread count does not matte
   };
   const bits = (a: Float32Array[]) => a.map((x) => Array.from(new Uint32Array(x.buffer, x.byteOffset, x.length)));
 
-  test('every op, both paths, 1 and 3 threads', () => {
+  test('every op, every path, 1 and 3 threads', () => {
     const runs: number[][][] = [];
-    for (const p of hasAvx2 ? (['scalar', 'avx2'] as const) : (['scalar'] as const))
+    for (const p of PATHS)
       for (const threads of [1, 3]) {
         setCpuPath(p);
         setThreads(threads);

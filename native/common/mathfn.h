@@ -19,19 +19,21 @@ namespace zt {
 static constexpr float kExpLo = -103.972076f;  // below: exp(x) < 2^-150 rounds to 0
 static constexpr float kExpHi = 88.7228394f;    // above: exp(x) > FLT_MAX
 
+// exp_f32's constants (the vector forms in nn_avx2.cc / nn_avx512.cc use them too): n = floor(x
+// log2(e) + 1/2), r = x - n ln2 in two steps (-kExpLn2Hi is exact in few bits), then the
+// polynomial y = ((((c0 r + c1) r + c2) r + c3) r + c4) r + c5, exp(r) ~ (y r^2 + r) + 1.
+static constexpr float kExpLog2e = 1.44269504088896341f, kExpLn2Hi = -0.693359375f, kExpLn2Lo = 2.12194440e-4f;
+ZT_HD_CONST float kExpPoly[6] = {1.9875691500e-4f, 1.3981999507e-3f, 8.3334519073e-3f, 4.1665795894e-2f, 1.6666665459e-1f, 5.0000001201e-1f};
+
 ZT_HD float exp_f32(float x) {
   if (!(x >= kExpLo)) return x != x ? x : 0.0f;
   if (x > kExpHi) return bits_to_f32(0x7f800000u);
-  float fx = floorf(zt_add(zt_mul(x, 1.44269504088896341f), 0.5f));
-  float r = zt_add(x, zt_mul(fx, -0.693359375f));
-  r = zt_add(r, zt_mul(fx, 2.12194440e-4f));
+  float fx = floorf(zt_add(zt_mul(x, kExpLog2e), 0.5f));
+  float r = zt_add(x, zt_mul(fx, kExpLn2Hi));
+  r = zt_add(r, zt_mul(fx, kExpLn2Lo));
   float z = zt_mul(r, r);
-  float y = 1.9875691500e-4f;
-  y = zt_add(zt_mul(y, r), 1.3981999507e-3f);
-  y = zt_add(zt_mul(y, r), 8.3334519073e-3f);
-  y = zt_add(zt_mul(y, r), 4.1665795894e-2f);
-  y = zt_add(zt_mul(y, r), 1.6666665459e-1f);
-  y = zt_add(zt_mul(y, r), 5.0000001201e-1f);
+  float y = kExpPoly[0];
+  for (int i = 1; i < 6; ++i) y = zt_add(zt_mul(y, r), kExpPoly[i]);
   y = zt_add(zt_add(zt_mul(y, z), r), 1.0f);
   int n = (int)fx, n1 = n >> 1;  // n in [-150, 128]: both halves are normal powers of two
   y = zt_mul(y, bits_to_f32((uint32_t)(n1 + 127) << 23));

@@ -13,7 +13,6 @@
 namespace zt {
 
 static constexpr float kNegInf = -__builtin_inff();
-static constexpr size_t kQueryBlock = 16;    // query rows per attention task
 static constexpr double kInlineWork = 1 << 16;  // multiply-adds below which attention runs inline
 
 // --- rotary tables ------------------------------------------------------------------------
@@ -90,9 +89,9 @@ void attention(const AttnArgs& a) {
   std::vector<Block> blocks;
   for (size_t b = 0; b < a.B; ++b) {
     size_t n = (size_t)(a.q_off[b + 1] - a.q_off[b]);
-    for (size_t r = 0; r < n; r += kQueryBlock) blocks.push_back({(uint32_t)b, (uint32_t)r, (uint32_t)std::min(n, r + kQueryBlock)});
+    for (size_t r = 0; r < n; r += kAttnQueryBlock) blocks.push_back({(uint32_t)b, (uint32_t)r, (uint32_t)std::min(n, r + kAttnQueryBlock)});
   }
-  auto k = use_avx2() ? avx2::attention_block : attention_block_ref;
+  auto k = use_avx512() ? avx512::attention_block : use_avx2() ? avx2::attention_block : attention_block_ref;
   auto task = [&](size_t t) {
     const Block& bl = blocks[t / a.Hkv];
     k(a, bl.b, t % a.Hkv, bl.r0, bl.r1);

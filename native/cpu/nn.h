@@ -50,6 +50,14 @@ int64_t argmax_ref(const float* x, size_t n);
 // Attention over the KV layout of AttnArgs (native/common/nn_rows.h).
 // Queries [r0, r1) (relative to q_off[b]) of sequence b, every query head of KV head kvh.
 void attention_block_ref(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1);
+static constexpr size_t kAttnQueryBlock = 16;  // query rows per attention task (and per vector tile)
+// The running online-softmax state of one query row and head in the vector kernels' tiles
+// (attention_tile.inc).
+struct AttnHeadState {
+  alignas(64) float o[kMaxHeadDim];
+  float m;
+  double l;
+};
 
 namespace avx2 {
 void rmsnorm_rows(float* out, const float* x, const float* w, size_t rows, size_t dim, double eps);
@@ -60,6 +68,10 @@ void softmax_stats(const float* x, size_t rows, size_t n, size_t ld, float* row_
 int64_t argmax(const float* x, size_t n);
 void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1);
 }  // namespace avx2
+namespace avx512 {
+// The same on 16-lane vectors (same bits).
+void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1);
+}  // namespace avx512
 
 // --- threaded drivers (pick the path with use_avx2()) ---------------------------------------
 

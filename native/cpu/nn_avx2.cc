@@ -9,19 +9,13 @@ namespace zt {
 namespace avx2 {
 namespace {
 
-constexpr size_t kQueryBlock = 16;
-
 inline __m256 exp8(__m256 x) {
-  __m256 fx = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(1.44269504088896341f)), _mm256_set1_ps(0.5f)));
-  __m256 r = _mm256_add_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(-0.693359375f)));
-  r = _mm256_add_ps(r, _mm256_mul_ps(fx, _mm256_set1_ps(2.12194440e-4f)));
+  __m256 fx = _mm256_floor_ps(_mm256_add_ps(_mm256_mul_ps(x, _mm256_set1_ps(kExpLog2e)), _mm256_set1_ps(0.5f)));
+  __m256 r = _mm256_add_ps(x, _mm256_mul_ps(fx, _mm256_set1_ps(kExpLn2Hi)));
+  r = _mm256_add_ps(r, _mm256_mul_ps(fx, _mm256_set1_ps(kExpLn2Lo)));
   __m256 z = _mm256_mul_ps(r, r);
-  __m256 y = _mm256_set1_ps(1.9875691500e-4f);
-  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.3981999507e-3f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(8.3334519073e-3f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(4.1665795894e-2f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(1.6666665459e-1f));
-  y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(5.0000001201e-1f));
+  __m256 y = _mm256_set1_ps(kExpPoly[0]);
+  for (int i = 1; i < 6; ++i) y = _mm256_add_ps(_mm256_mul_ps(y, r), _mm256_set1_ps(kExpPoly[i]));
   y = _mm256_add_ps(_mm256_add_ps(_mm256_mul_ps(y, z), r), _mm256_set1_ps(1.0f));
   const __m256i bias = _mm256_set1_epi32(127);
   __m256i n = _mm256_cvttps_epi32(fx), n1 = _mm256_srai_epi32(n, 1);
@@ -48,6 +42,8 @@ inline void scale_vec(float* y, float c, size_t n) {
   for (size_t d = 0; d < n8; d += 8) _mm256_storeu_ps(y + d, _mm256_mul_ps(_mm256_loadu_ps(y + d), cv));
   for (size_t d = n8; d < n; ++d) y[d] = zt_mul(y[d], c);
 }
+
+#include "attention_tile.inc"  // in this ISA's namespace
 
 }  // namespace
 
@@ -153,99 +149,85 @@ int64_t argmax(const float* x, size_t n) {
 
 namespace {
 
-// Scores of NV vectors of 8 consecutive slots for NH heads: s[h][8v + l] = scale * sum_d q_h[d]
-// k[d][slot] (d in order); unless Full, the last vector's lanes beyond `tail` are not loaded (0).
-template <int NH, int NV, bool Full>
+// Scores of NV vectors of 8 consecutive key slots for S (row, head) slots: s[h][8v + l] = scale *
+// sum_d q_h[d] k[d][slot] (d in order); unless Full, the last vector's lanes beyond `tail` are not
+// loaded (0). At most 8 accumulators per pass over d (16 ymm registers).
+template <int S, int NV, bool Full>
 inline void block_scores(const float* const* qh, const float* kt, size_t cap, size_t hd, __m256i tail, float scale,
                          float (*s)[kKeyBlock]) {
-  __m256 acc[NH][NV];
-  for (int h = 0; h < NH; ++h)
-    for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_setzero_ps();
-  for (size_t d = 0; d < hd; ++d) {
-    const float* kr = kt + d * cap;
-    __m256 kv[NV];
-    for (int v = 0; v < NV - 1; ++v) kv[v] = _mm256_loadu_ps(kr + 8 * v);
-    kv[NV - 1] = Full ? _mm256_loadu_ps(kr + 8 * (NV - 1)) : _mm256_maskload_ps(kr + 8 * (NV - 1), tail);
-    for (int h = 0; h < NH; ++h) {
-      const __m256 qd = _mm256_set1_ps(qh[h][d]);
-      for (int v = 0; v < NV; ++v) acc[h][v] = _mm256_add_ps(acc[h][v], _mm256_mul_ps(qd, kv[v]));
-    }
-  }
+  constexpr int C = S * NV <= 8 ? NV : (S >= 8 ? 1 : 8 / S);  // vectors per pass
   const __m256 sc = _mm256_set1_ps(scale);
-  for (int h = 0; h < NH; ++h)
-    for (int v = 0; v < NV; ++v) _mm256_store_ps(s[h] + 8 * v, _mm256_mul_ps(acc[h][v], sc));
+  for (int v0 = 0; v0 < NV; v0 += C) {
+    __m256 acc[S][C];
+    for (int h = 0; h < S; ++h)
+      for (int c = 0; c < C; ++c) acc[h][c] = _mm256_setzero_ps();
+    for (size_t d = 0; d < hd; ++d) {
+      const float* kr = kt + d * cap + 8 * v0;
+      __m256 kv[C];
+      for (int c = 0; c < C && v0 + c < NV; ++c)
+        kv[c] = Full || v0 + c < NV - 1 ? _mm256_loadu_ps(kr + 8 * c) : _mm256_maskload_ps(kr + 8 * c, tail);
+      for (int h = 0; h < S; ++h) {
+        const __m256 qd = _mm256_set1_ps(qh[h][d]);
+        for (int c = 0; c < C && v0 + c < NV; ++c) acc[h][c] = _mm256_add_ps(acc[h][c], _mm256_mul_ps(qd, kv[c]));
+      }
+    }
+    for (int h = 0; h < S; ++h)
+      for (int c = 0; c < C && v0 + c < NV; ++c) _mm256_store_ps(s[h] + 8 * (v0 + c), _mm256_mul_ps(acc[h][c], sc));
+  }
 }
 
-// o[h][d0 .. d0 + 8 ND) += sum_j p[h][j] v_j (the block sum first, j in order) for live heads.
-template <int NH, int ND>
+// o_h[d0 .. d0 + 8 ND) += sum_j p[h][j] v_j (the block sum first, j in order) for live slots.
+template <int S, int ND>
 inline void block_values(const float (*p)[kKeyBlock], const float* vd, size_t hd, size_t n, const uint8_t* mb,
-                         const bool* live, float (*o)[kMaxHeadDim], size_t d0) {
-  __m256 bs[NH][ND];
-  for (int h = 0; h < NH; ++h)
+                         const bool* live, AttnHeadState* const* st, size_t d0) {
+  __m256 bs[S][ND];
+  for (int h = 0; h < S; ++h)
     for (int c = 0; c < ND; ++c) bs[h][c] = _mm256_setzero_ps();
   for (size_t j = 0; j < n; ++j) {
     if (mb && !mb[j]) continue;
     const float* vj = vd + j * hd;
     __m256 vv[ND];
     for (int c = 0; c < ND; ++c) vv[c] = _mm256_loadu_ps(vj + 8 * c);
-    for (int h = 0; h < NH; ++h) {
+    for (int h = 0; h < S; ++h) {
       const __m256 pj = _mm256_set1_ps(p[h][j]);
       for (int c = 0; c < ND; ++c) bs[h][c] = _mm256_add_ps(bs[h][c], _mm256_mul_ps(pj, vv[c]));
     }
   }
-  for (int h = 0; h < NH; ++h)
+  for (int h = 0; h < S; ++h)
     if (live[h])
-      for (int c = 0; c < ND; ++c)
-        _mm256_store_ps(o[h] + d0 + 8 * c, _mm256_add_ps(_mm256_load_ps(o[h] + d0 + 8 * c), bs[h][c]));
+      for (int c = 0; c < ND; ++c) {
+        float* o = st[h]->o + d0 + 8 * c;
+        _mm256_store_ps(o, _mm256_add_ps(_mm256_load_ps(o), bs[h][c]));
+      }
 }
 
-// Running online-softmax state of one query row for NH heads.
-template <int NH>
-struct RowState {
-  alignas(32) float o[NH][kMaxHeadDim];
-  float m[NH];
-  double l[NH];
-};
-
-// One 32-slot key block for one query row and NH heads of the same KV group (every key and value
-// vector loaded serves NH heads). Per head the operations are exactly those of
-// attention_block_ref.
-template <int NH>
+// One 32-slot key block for S (row, head) slots of the same KV group and block extent (every key
+// and value vector loaded serves S slots, whose independent chains hide each other's latency). Per
+// slot the operations are exactly those of attention_block_ref.
+template <int S>
 inline void attend_block(const AttnArgs& a, const float* const* qh, const float* kt, const float* vb, const uint8_t* mb,
-                         size_t j0, size_t n, RowState<NH>& st) {
+                         size_t j0, size_t n, AttnHeadState* const* st) {
   const size_t hd = a.hd, hd8 = hd & ~(size_t)7, nv = (n + 7) / 8;
-  const float neg_inf = -__builtin_inff();
-  alignas(32) float s[NH][kKeyBlock], p[NH][kKeyBlock];
+  alignas(32) float s[S][kKeyBlock], p[S][kKeyBlock];
   const __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n - 8 * (nv - 1))), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
   if (n == kKeyBlock) {
-    block_scores<NH, 4, true>(qh, kt + j0, a.cap, hd, tail, a.scale, s);
+    block_scores<S, 4, true>(qh, kt + j0, a.cap, hd, tail, a.scale, s);
   } else {
     switch (nv) {
-      case 4: block_scores<NH, 4, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
-      case 3: block_scores<NH, 3, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
-      case 2: block_scores<NH, 2, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
-      default: block_scores<NH, 1, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      case 4: block_scores<S, 4, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      case 3: block_scores<S, 3, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      case 2: block_scores<S, 2, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
+      default: block_scores<S, 1, false>(qh, kt + j0, a.cap, hd, tail, a.scale, s); break;
     }
   }
-  bool live[NH];
+  bool live[S];
   bool any = false;
-  for (int h = 0; h < NH; ++h) {
-    float bm = neg_inf;
-    for (size_t j = 0; j < n; ++j) {
-      if (mb && !mb[j0 + j]) s[h][j] = neg_inf;
-      bm = s[h][j] > bm ? s[h][j] : bm;
-    }
-    for (size_t j = n; j < 8 * nv; ++j) s[h][j] = neg_inf;  // lanes past the last slot: p = 0
-    live[h] = bm != neg_inf;
+  for (int h = 0; h < S; ++h) {
+    AttnHeadState& t = *st[h];
+    live[h] = block_max(mb, j0, n, 8 * nv, s[h], t, hd);
     if (!live[h]) continue;  // every slot of the block masked
     any = true;
-    if (bm > st.m[h]) {
-      float corr = exp_f32(zt_add(st.m[h], -bm));
-      st.l[h] *= (double)corr;
-      scale_vec(st.o[h], corr, hd);
-      st.m[h] = bm;
-    }
-    const __m256 mv = _mm256_set1_ps(st.m[h]);
+    const __m256 mv = _mm256_set1_ps(t.m);
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     for (size_t v = 0; v < nv; ++v) {
       __m256 pv = exp8(_mm256_sub_ps(_mm256_load_ps(s[h] + 8 * v), mv));  // exactly 0 where s = -inf
@@ -253,90 +235,29 @@ inline void attend_block(const AttnArgs& a, const float* const* qh, const float*
       s0 = _mm256_add_pd(s0, _mm256_cvtps_pd(_mm256_castps256_ps128(pv)));
       s1 = _mm256_add_pd(s1, _mm256_cvtps_pd(_mm256_extractf128_ps(pv, 1)));
     }
-    st.l[h] += hsum8d(s0, s1);
+    t.l += hsum8d(s0, s1);
   }
   if (!any) return;
-  // o += sum_j p_j v_j per head: the block sum first, 32 columns at a time in registers
-  for (size_t d0 = 0; d0 < hd8; d0 += 32) {
+  // o += sum_j p_j v_j per slot: the block sum first, at most 8 accumulators at a time in registers
+  constexpr size_t kCols = S >= 4 ? 16 : 32;
+  for (size_t d0 = 0; d0 < hd8; d0 += kCols) {
     const float* vd = vb + j0 * hd + d0;
     const uint8_t* mj = mb ? mb + j0 : nullptr;
-    switch ((hd8 - d0) / 8) {
-      case 1: block_values<NH, 1>(p, vd, hd, n, mj, live, st.o, d0); break;
-      case 2: block_values<NH, 2>(p, vd, hd, n, mj, live, st.o, d0); break;
-      case 3: block_values<NH, 3>(p, vd, hd, n, mj, live, st.o, d0); break;
-      default: block_values<NH, 4>(p, vd, hd, n, mj, live, st.o, d0); break;
+    const size_t nd = (hd8 - d0) / 8 < kCols / 8 ? (hd8 - d0) / 8 : kCols / 8;
+    switch (nd) {
+      case 1: block_values<S, 1>(p, vd, hd, n, mj, live, st, d0); break;
+      case 2: block_values<S, 2>(p, vd, hd, n, mj, live, st, d0); break;
+      case 3: block_values<S, 3>(p, vd, hd, n, mj, live, st, d0); break;
+      default: block_values<S, (S >= 4 ? 2 : 4)>(p, vd, hd, n, mj, live, st, d0); break;
     }
   }
-  for (int h = 0; h < NH; ++h) {
-    if (!live[h]) continue;
-    for (size_t d = hd8; d < hd; ++d) {
-      float bd = 0;
-      for (size_t j = 0; j < n; ++j)
-        if (!(mb && !mb[j0 + j])) bd = zt_add(bd, zt_mul(p[h][j], vb[(j0 + j) * hd + d]));
-      st.o[h][d] = zt_add(st.o[h][d], bd);
-    }
-  }
-}
-
-// Query rows [r0, r1) (at most kQueryBlock) of sequence b, heads h0 .. h0 + NH: key blocks in the
-// outer loop so each 32-slot block of K and V is reused from L1 by every row of the tile.
-template <int NH>
-void attend_tile(const AttnArgs& a, const float* kt, const float* vb, const uint8_t* mb, size_t b, size_t h0, size_t r0,
-                 size_t r1) {
-  const size_t hd = a.hd, hd8 = hd & ~(size_t)7;
-  RowState<NH> st[kQueryBlock];
-  const float* qh[kQueryBlock][NH];
-  for (size_t r = r0; r < r1; ++r) {
-    RowState<NH>& t = st[r - r0];
-    for (int h = 0; h < NH; ++h) {
-      qh[r - r0][h] = a.q + ((size_t)a.q_off[b] + r) * a.ld_q + (h0 + h) * hd;
-      t.m[h] = -__builtin_inff();
-      t.l[h] = 0;
-      for (size_t d = 0; d < hd; ++d) t.o[h][d] = 0;
-    }
-  }
-  const size_t start = (size_t)a.q_start[b];
-  for (size_t j0 = 0; j0 <= start + r1 - 1; j0 += kKeyBlock)
-    for (size_t r = r0; r < r1; ++r) {
-      const size_t last = start + r;
-      if (last < j0) continue;
-      const size_t n = (last + 1 < j0 + kKeyBlock ? last + 1 : j0 + kKeyBlock) - j0;
-      attend_block<NH>(a, qh[r - r0], kt, vb, mb, j0, n, st[r - r0]);
-    }
-  for (size_t r = r0; r < r1; ++r) {
-    RowState<NH>& t = st[r - r0];
-    for (int h = 0; h < NH; ++h) {
-      float* oh = a.out + ((size_t)a.q_off[b] + r) * a.ld_out + (h0 + h) * hd;
-      if (t.l[h] > 0) {
-        const __m256d lv = _mm256_set1_pd(t.l[h]);
-        for (size_t d = 0; d < hd8; d += 8) {
-          __m256 v = _mm256_load_ps(t.o[h] + d);
-          __m128 lo = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(v)), lv));
-          __m128 hi = _mm256_cvtpd_ps(_mm256_div_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(v, 1)), lv));
-          _mm256_storeu_ps(oh + d, _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1));
-        }
-        for (size_t d = hd8; d < hd; ++d) oh[d] = (float)((double)t.o[h][d] / t.l[h]);
-      } else {
-        for (size_t d = 0; d < hd; ++d) oh[d] = 0;
-      }
-    }
-  }
+  for (int h = 0; h < S; ++h)
+    if (live[h]) values_tail(p[h], vb, mb, j0, n, hd, hd8, st[h]->o);
 }
 
 }  // namespace
 
-void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) {
-  const size_t group = a.Hq / a.Hkv;
-  const float* kt = a.k + (b * a.Hkv + kvh) * a.hd * a.cap;  // [hd][cap]
-  const float* vb = a.v + (b * a.Hkv + kvh) * a.cap * a.hd;  // [cap][hd]
-  const uint8_t* mb = a.kmask ? a.kmask + b * a.cap : nullptr;
-  for (size_t t0 = r0; t0 < r1; t0 += kQueryBlock) {
-    const size_t t1 = t0 + kQueryBlock < r1 ? t0 + kQueryBlock : r1;
-    size_t g = 0;
-    for (; g + 2 <= group; g += 2) attend_tile<2>(a, kt, vb, mb, b, kvh * group + g, t0, t1);
-    if (g < group) attend_tile<1>(a, kt, vb, mb, b, kvh * group + g, t0, t1);
-  }
-}
+void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) { attention_rows(a, b, kvh, r0, r1); }
 
 }  // namespace avx2
 }  // namespace zt
