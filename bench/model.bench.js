@@ -138,7 +138,7 @@ const suite = {
       notes: [
         'tiny-llama is small (the whole model is ~26 MB, mostly in L2/L3 on these 2-core machines): decode is bounded by the GEMV kernels and per-op synchronisation, not DRAM; ratios to the ceilings are the figures to compare across machines.',
         'On a shared 2-core machine that is already busy, the 2-thread rows share cores with other processes: their ratios to the 2-thread ceilings (measured interleaved, under the same load) are meaningful, their absolute rates are not.',
-        'Attention on the avx512 path since 2026-11-25 (native/cpu/nn_avx512.cc): the AVX2 kernel\'s operations on 16 lanes (32 key slots and a head\'s 32 values in two zmm each) with the rows that see a whole key block processed two at a time (attention_tile.inc, also used by the AVX2 kernel), same bits. Standalone, 1x512 on 2 threads: 1.44 ms (AVX2 kernel before) -> 1.38 ms (AVX2 with row pairs) / 0.95-0.99 ms (AVX-512); 1x2048 23.5 -> 14.6 ms; a 1x512 loss forward of tiny-llama 25-27 -> 22.5-23.8 ms.',
+        'Attention on the avx512 path since 2026-11-25 (native/cpu/nn_avx512.cc): the AVX2 kernel\'s operations on 16 lanes (32 key slots and a head\'s 32 values in two zmm each) with the rows that see a whole key block processed two at a time (attention_tile.inc, also used by the AVX2 kernel), same bits. Standalone, 1x512 on 2 threads: 1.44 ms (AVX2 kernel before) -> 1.38 ms (AVX2 with row pairs) / 0.95-0.99 ms (AVX-512); 1x2048 23.5 -> 14.6 ms; a 1x512 forward of tiny-llama (mean of 60 calls, builds before and after run alternately) 27.6-28.9 -> 25.3-25.9 ms.',
       ],
     });
   },
