@@ -10,11 +10,12 @@
  * those features in float64. It does not read the test split.
  *
  *   node bench/finetune-sentiment-sim.js      (npm run build first)
- * Environment: ZT_SIM_SET (norm | rows, default norm), ZT_SIM_STEPS (comma list, default 3000,10000,20000),
+ * Environment: ZT_SIM_SET (norm | rows | both, default norm; both: the rows in scaled coordinates, their LR
+ * the norm's x ZT_SIM_ROWS_LR_SCALE, default 1e-3), ZT_SIM_STEPS (comma list, default 3000,10000,20000),
  * ZT_SIM_QUERIES (default 32), ZT_SIM_LRS (default 1,2,4; rows: use ~1e-3), ZT_SIM_SEEDS (default
  * 100,101,102: not the experiment's final seeds), ZT_SIM_EVALS (default 10).
  * About five minutes.
- * Writes bench/results/finetune-sentiment-sim.md (the rows set: finetune-sentiment-sim-rows.md).
+ * Writes bench/results/finetune-sentiment-sim.md (the other sets: finetune-sentiment-sim-<set>.md).
  */
 const fs = require('node:fs');
 const path = require('node:path');
@@ -24,7 +25,12 @@ const ROOT = path.resolve(__dirname, '..');
 const MODEL = path.join(process.env.ZOTUNE_MODELS || path.resolve(ROOT, '..', 'shared', 'models'), 'tiny-llama');
 const list = (v, d) => (v || d).split(',').map(Number);
 const SET = process.env.ZT_SIM_SET || 'norm';
-if (SET !== 'norm' && SET !== 'rows') throw new Error(`ZT_SIM_SET must be norm or rows, got ${SET}`);
+if (!['norm', 'rows', 'both'].includes(SET)) throw new Error(`ZT_SIM_SET must be norm, rows or both, got ${SET}`);
+// both: one direction over the norm and the rows, the rows in coordinates scaled by s (perturbed by
+// eps s z, updated by LR s g z: their LR is LR s^2 = LR x ZT_SIM_ROWS_LR_SCALE, and their share of the
+// projected gradient shrinks with them; a plain per-tensor LR leaves the rows' large gradient in every
+// projected gradient, which then drives the norm's update: that diverged at every rows LR tried)
+const ROWS_LR_SCALE = Number(process.env.ZT_SIM_ROWS_LR_SCALE || 1e-3), ROWS_S = Math.sqrt(ROWS_LR_SCALE);
 const STEPS = list(process.env.ZT_SIM_STEPS, '3000,10000,20000');
 const QUERIES = Number(process.env.ZT_SIM_QUERIES || 32);
 const LRS = list(process.env.ZT_SIM_LRS, '1,2,4');
@@ -111,7 +117,17 @@ function score(n, y, g, R) {
 
 function run(data, g0, R0, { lr, steps, seed }) {
   const rnd = normals(seed), g = Float64Array.from(g0), R = Float64Array.from(R0);
-  const theta = SET === 'norm' ? g : R, d = theta.length;
+  // the trainable tensors, each with its learning rate; z spans them all, in this order
+  const parts = SET === 'norm' ? [[g, 1]] : SET === 'rows' ? [[R, 1]] : [[g, 1], [R, ROWS_S]];  // [tensor, coordinate scale]
+  const d = parts.reduce((a, [t]) => a + t.length, 0);
+  const theta = {  // theta[i] += v * its scale, over the concatenated tensors
+    add(i, v) {
+      for (const [t, sc] of parts) {
+        if (i < t.length) return void (t[i] += v * sc);
+        i -= t.length;
+      }
+    },
+  };
   const [tn, ty] = data.train, [dn, dy] = data.dev;
   let order = [], best = { acc: -1 };
   const z = Array.from({ length: QUERIES }, () => new Float64Array(d)), pg = new Float64Array(QUERIES);
@@ -131,14 +147,16 @@ function run(data, g0, R0, { lr, steps, seed }) {
     }
     for (let q = 0; q < QUERIES; q++) {
       for (let i = 0; i < d; i++) z[q][i] = rnd.normal();
-      for (let i = 0; i < d; i++) theta[i] += EPS * z[q][i];
+      for (let i = 0; i < d; i++) theta.add(i, EPS * z[q][i]);
       const plus = score(bn, by, g, R).loss;
-      for (let i = 0; i < d; i++) theta[i] -= 2 * EPS * z[q][i];
+      for (let i = 0; i < d; i++) theta.add(i, -2 * EPS * z[q][i]);
       const minus = score(bn, by, g, R).loss;
-      for (let i = 0; i < d; i++) theta[i] += EPS * z[q][i];
+      for (let i = 0; i < d; i++) theta.add(i, EPS * z[q][i]);
       pg[q] = (plus - minus) / (2 * EPS);
     }
-    for (let q = 0; q < QUERIES; q++) for (let i = 0; i < d; i++) theta[i] -= (lr / QUERIES) * pg[q] * z[q][i];
+    for (let q = 0; q < QUERIES; q++)
+      for (let i = 0, at = 0; at < parts.length; at++)
+        for (let j = 0; j < parts[at][0].length; j++, i++) parts[at][0][j] -= ((lr * parts[at][1]) / QUERIES) * pg[q] * z[q][i];
     if (t % Math.floor(steps / EVALS) === 0) {
       const s = score(dn, dy, g, R);
       if (s.acc > best.acc) best = { ...s, after: t };
@@ -185,7 +203,7 @@ async function main() {
   const md = [
     '# Dev-only simulation of the sentiment ZO runs (choice of budget and LR)',
     '',
-    `Written by \`node bench/finetune-sentiment-sim.js\` (${new Date().toISOString()}); method in the script's header. Trainable: ${SET === 'norm' ? 'the final RMSNorm gain (256)' : 'the LM-head rows of the two label words (512)'}; ` +
+    `Written by \`node bench/finetune-sentiment-sim.js\` (${new Date().toISOString()}); method in the script's header. Trainable: ${SET === 'norm' ? 'the final RMSNorm gain (256)' : SET === 'rows' ? 'the LM-head rows of the two label words (512)' : `the final RMSNorm gain (256) and the LM-head rows of the two label words (512) in coordinates scaled by ${ROWS_S.toPrecision(3)} (their LR: LR x ${ROWS_LR_SCALE}), one direction over both`}; ` +
       `${QUERIES} Gaussian queries per step, batch ${BATCH}, ε ${EPS}, constant LR, dev evaluated every steps / ${EVALS} steps; seeds ${SEEDS.join(', ')}. ` +
       `Zero-shot dev: ${(100 * zs.acc).toFixed(1)} % / loss ${zs.loss.toFixed(4)} (the engine's, from the same features). The test split is not read.`,
     '',
