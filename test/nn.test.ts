@@ -252,6 +252,9 @@ describe('the scalar, AVX2 and AVX-512 paths give identical bits; thread count d
     res.push(f32Of(nn.swigluSync(g, u)));
     const logits = randTensor([3, 4099], rnd, 8);
     res.push(Float32Array.from(nn.logProbsSync(logits, [5, 4098, 0]).logprobs));
+    // every bit of the double log-probabilities (their sums of exp in double follow the 8-lane order)
+    const wide = randTensor([48, 4099], rnd, 40); // sums of exps spanning many binades
+    res.push(new Float32Array(Float64Array.from(nn.logProbsSync(wide, Array.from({ length: 48 }, (_, i) => (i * 97) % 4099)).logprobs).buffer));
     res.push(Float32Array.from(nn.argmaxSync(logits)));
     res.push(Float32Array.from(nn.sampleSync(logits, { temperature: 0.9, topK: 50, topP: 0.9, seed: 3, positions: [1, 2, 3] })));
     return res;

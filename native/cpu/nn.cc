@@ -78,7 +78,7 @@ void rope(float* x, size_t rows, size_t ld, size_t heads, size_t hd, const int32
 }
 
 void swiglu(float* out, const float* gate, const float* up, size_t n) {
-  auto k = use_avx2() ? avx2::swiglu : swiglu_ref;
+  auto k = use_avx512() ? avx512::swiglu : use_avx2() ? avx2::swiglu : swiglu_ref;
   parallel_chunks(n, 1 << 14, [&](size_t b, size_t e) { k(out + b, gate + b, up + b, e - b); });
 }
 
@@ -116,7 +116,7 @@ void embed(float* out, const float* table, size_t dim, const int32_t* ids, size_
 }
 
 void log_probs(const float* x, size_t rows, size_t n, size_t ld, const int32_t* target, double* out) {
-  auto k = use_avx2() ? avx2::softmax_stats : softmax_stats_ref;
+  auto k = use_avx512() ? avx512::softmax_stats : use_avx2() ? avx2::softmax_stats : softmax_stats_ref;
   parallel_for(rows, [&](size_t r) {
     if (target[r] < 0) {
       out[r] = __builtin_nan("");

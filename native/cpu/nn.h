@@ -65,12 +65,15 @@ void rope_rows(float* x, size_t rows, size_t ld, size_t heads, size_t hd, const 
                const float* sin_t);
 void swiglu(float* out, const float* gate, const float* up, size_t n);
 void softmax_stats(const float* x, size_t rows, size_t n, size_t ld, float* row_max, double* row_sum);
+float softmax_max(const float* x, size_t n);  // softmax_stats' max of one row
 int64_t argmax(const float* x, size_t n);
 void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1);
 }  // namespace avx2
 namespace avx512 {
 // The same on 16-lane vectors (same bits).
 void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1);
+void swiglu(float* out, const float* gate, const float* up, size_t n);
+void softmax_stats(const float* x, size_t rows, size_t n, size_t ld, float* row_max, double* row_sum);
 }  // namespace avx512
 
 // --- threaded drivers (pick the path with use_avx2()) ---------------------------------------

@@ -104,16 +104,22 @@ void swiglu(float* out, const float* gate, const float* up, size_t n) {
   for (size_t i = n8; i < n; ++i) out[i] = zt_mul(silu_f32(gate[i]), up[i]);
 }
 
+float softmax_max(const float* x, size_t n) {
+  const size_t n8 = n & ~(size_t)7;
+  __m256 mv = _mm256_set1_ps(-__builtin_inff());
+  for (size_t i = 0; i < n8; i += 8) mv = _mm256_max_ps(_mm256_loadu_ps(x + i), mv);  // NaN in x keeps mv
+  __m128 a = _mm_max_ps(_mm256_extractf128_ps(mv, 1), _mm256_castps256_ps128(mv));
+  __m128 b = _mm_max_ps(_mm_movehl_ps(a, a), a);
+  float m = _mm_cvtss_f32(_mm_max_ss(_mm_shuffle_ps(b, b, 1), b));
+  for (size_t i = n8; i < n; ++i) m = x[i] > m ? x[i] : m;
+  return m;
+}
+
 void softmax_stats(const float* x, size_t rows, size_t n, size_t ld, float* row_max, double* row_sum) {
   const size_t n8 = n & ~(size_t)7;
   for (size_t r = 0; r < rows; ++r) {
     const float* xr = x + r * ld;
-    __m256 mv = _mm256_set1_ps(-__builtin_inff());
-    for (size_t i = 0; i < n8; i += 8) mv = _mm256_max_ps(_mm256_loadu_ps(xr + i), mv);  // NaN in x keeps mv
-    __m128 a = _mm_max_ps(_mm256_extractf128_ps(mv, 1), _mm256_castps256_ps128(mv));
-    __m128 b = _mm_max_ps(_mm_movehl_ps(a, a), a);
-    float m = _mm_cvtss_f32(_mm_max_ss(_mm_shuffle_ps(b, b, 1), b));
-    for (size_t i = n8; i < n; ++i) m = xr[i] > m ? xr[i] : m;
+    const float m = softmax_max(xr, n);
     const __m256 m8 = _mm256_set1_ps(m);
     __m256d s0 = _mm256_setzero_pd(), s1 = _mm256_setzero_pd();
     for (size_t i = 0; i < n8; i += 8) {

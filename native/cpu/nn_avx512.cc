@@ -1,8 +1,9 @@
-// AVX-512 attention: avx2::attention_block's operations lane for lane on 16-lane vectors (32 key
-// slots in two zmm, a head's 32 values in two), so the bits are those of the scalar reference in
-// native/common/nn_rows.h (mul and add rounded separately, exp_f32's polynomial, sums of p in
-// double in the 8-lane order). Rows that see a whole key block go two at a time, so each block's
-// keys and values serve 2 x group (row, head) slots.
+// AVX-512 forms of the heaviest transformer ops after the GEMMs: attention, SwiGLU and the softmax
+// statistics of the log-probabilities. avx2's operations lane for lane on 16-lane vectors, so the
+// bits are those of the scalar references in native/common/nn_rows.h (mul and add rounded
+// separately, exp_f32's polynomial, double sums in the 8-lane order). Attention: 32 key slots and a
+// head's 32 values in two zmm each; rows that see a whole key block go two at a time, so each
+// block's keys and values serve 2 x group (row, head) slots.
 // GCC 12 warns inside its own headers (the undefined pass-through operands of the unmasked forms).
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <immintrin.h>
@@ -151,6 +152,44 @@ inline void attend_block(const AttnArgs& a, const float* const* qh, const float*
 }  // namespace
 
 void attention_block(const AttnArgs& a, size_t b, size_t kvh, size_t r0, size_t r1) { attention_rows(a, b, kvh, r0, r1); }
+
+void swiglu(float* out, const float* gate, const float* up, size_t n) {
+  const __m512 one = _mm512_set1_ps(1.0f);
+  const __m512i sign = _mm512_set1_epi32((int)0x80000000u);
+  for (size_t i = 0; i < n; i += 16) {
+    const __mmask16 k = first_lanes(n - i);
+    const __m512 g = _mm512_maskz_loadu_ps(k, gate + i);
+    const __m512 neg = _mm512_castsi512_ps(_mm512_xor_si512(_mm512_castps_si512(g), sign));  // -g (AVX-512F has no float xor)
+    const __m512 silu = _mm512_div_ps(g, _mm512_add_ps(one, exp16(neg)));
+    _mm512_mask_storeu_ps(out + i, k, _mm512_mul_ps(silu, _mm512_maskz_loadu_ps(k, up + i)));
+  }
+}
+
+void softmax_stats(const float* x, size_t rows, size_t n, size_t ld, float* row_max, double* row_sum) {
+  const size_t n8 = n & ~(size_t)7;
+  for (size_t r = 0; r < rows; ++r) {
+    const float* xr = x + r * ld;
+    const float m = avx2::softmax_max(xr, n);  // on 8 lanes: the 8-lane order fixes the sign of a zero max
+    // sum of exp(x - m) in double, lane l taking elements l, l + 8, l + 16, ... in order: 16 floats
+    // per exp, their two halves added one after the other
+    const __m512 m16 = _mm512_set1_ps(m);
+    __m512d l8 = _mm512_setzero_pd();
+    size_t i = 0;
+    for (; i + 16 <= n8; i += 16) {
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_loadu_ps(xr + i), m16));
+      l8 = _mm512_add_pd(l8, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+      l8 = _mm512_add_pd(l8, _mm512_cvtps_pd(_mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(e), 1))));
+    }
+    if (i < n8) {
+      const __m512 e = exp16(_mm512_sub_ps(_mm512_maskz_loadu_ps(0xff, xr + i), m16));
+      l8 = _mm512_add_pd(l8, _mm512_cvtps_pd(_mm512_castps512_ps256(e)));
+    }
+    double sum = hsum8d(l8);
+    for (size_t j = n8; j < n; ++j) sum += (double)exp_f32(zt_add(xr[j], -m));
+    row_max[r] = m;
+    row_sum[r] = sum;
+  }
+}
 
 }  // namespace avx512
 }  // namespace zt
