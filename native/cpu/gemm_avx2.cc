@@ -382,25 +382,31 @@ static inline void kernel_6x16(uint64_t kc, const float* __restrict a, uint64_t 
 #undef ZT_ST
 }
 
-// A partial tile (mr < 6 or nr < 16) runs the full kernel on a copy of its C block (and of its
-// mr rows of A, zero-padded to 6: rows past M are not memory of A).
+// A partial tile (mr < 6 or nr < 16) runs the full kernel on a copy of its C block. `a` has 6
+// readable rows: for mr < 6 the caller passes A's last rows zero-padded (rows past M are not memory
+// of A), copied once per K slice for all panels.
 static void kernel_edge(uint64_t kc, const float* a, uint64_t lda, const float* bp, float* c, uint64_t ldc, uint64_t mr,
                         uint64_t nr, bool zero, const float* bias) {
   alignas(32) float t[kMR * kNR];
   alignas(32) float b[kNR];
-  alignas(32) float ar[kMR * kKC];
   for (uint64_t i = 0; i < kMR; ++i)
     for (uint64_t j = 0; j < kNR; ++j) t[i * kNR + j] = (!zero && i < mr && j < nr) ? c[i * ldc + j] : 0.0f;
   if (bias)
     for (uint64_t j = 0; j < kNR; ++j) b[j] = j < nr ? bias[j] : 0.0f;
-  if (mr < kMR) {
-    for (uint64_t i = 0; i < kMR; ++i)
-      for (uint64_t k = 0; k < kc; ++k) ar[i * kc + k] = i < mr ? a[i * lda + k] : 0.0f;
-    a = ar, lda = kc;
-  }
   kernel_6x16(kc, a, lda, bp, t, kNR, false, bias ? b : nullptr);
   for (uint64_t i = 0; i < mr; ++i)
     for (uint64_t j = 0; j < nr; ++j) c[i * ldc + j] = t[i * kNR + j];
+}
+
+// mr < 6 rows over two full panels: the pair kernel on a copy of the mr x 32 C block (a as above).
+static void pair_edge(GemmPairKernel pair, uint64_t kc, const float* a, uint64_t lda, const float* bp, float* c, uint64_t ldc,
+                      uint64_t mr, bool zero, const float* bias) {
+  alignas(64) float t[kMR * 2 * kNR];
+  for (uint64_t i = 0; i < kMR; ++i)
+    for (uint64_t j = 0; j < 2 * kNR; ++j) t[i * 2 * kNR + j] = (!zero && i < mr) ? c[i * ldc + j] : 0.0f;
+  pair(kc, a, lda, bp, bp + kNR * kc, t, 2 * kNR, false, bias);
+  for (uint64_t i = 0; i < mr; ++i)
+    for (uint64_t j = 0; j < 2 * kNR; ++j) c[i * ldc + j] = t[i * 2 * kNR + j];
 }
 
 }  // namespace
@@ -411,10 +417,14 @@ void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* t
   const uint8_t* table = task_signs(g, n0, n1, reinterpret_cast<uint8_t*>(table_ws), &t0);
   SparseTask st;
   const SparseTask* sparse = sparse_task(g, n0, n1, table_ws + 2 * (n1 - n0), reinterpret_cast<uint64_t*>(table_ws), &st);
+  const uint64_t m_full = M / kMR * kMR;  // rows from m_full on form the one partial tile
   for (uint64_t pc = 0; pc < K; pc += kKC) {
     const uint64_t kc = min_u64(kKC, K - pc);
     const bool zero = pc == 0 && !g.accumulate, last = pc + kc == K;
     for (uint64_t jr = n0; jr < n1; jr += kNR) pack_w(g, jr, min_u64(kNR, n1 - jr), pc, kc, bp + (jr - n0) * kc, tmp, table, t0, sparse);
+    // The partial tile's A rows, zero-padded to 6, once for every panel (tmp is free after packing).
+    for (uint64_t i = 0; m_full < M && i < kMR; ++i)
+      for (uint64_t k = 0; k < kc; ++k) tmp[i * kc + k] = m_full + i < M ? g.a[(m_full + i) * K + pc + k] : 0.0f;
     for (uint64_t ic = 0; ic < M; ic += kMC) {
       const uint64_t mc = min_u64(kMC, M - ic);
       for (uint64_t jr = n0; jr < n1;) {
@@ -424,17 +434,17 @@ void gemm_block(const GemmArgs& g, uint64_t n0, uint64_t n1, float* bp, float* t
         const bool two = pair && jr + 2 * kNR <= n1;  // two full panels
         for (uint64_t ir = ic; ir < ic + mc; ir += kMR) {
           const uint64_t mr = min_u64(kMR, M - ir);
-          const float* a = g.a + ir * K + pc;
+          const float* a = mr == kMR ? g.a + ir * K + pc : tmp;
+          const uint64_t lda = mr == kMR ? K : kc;
           float* c = g.c + ir * N + jr;
           if (two && mr == kMR) {
             pair(kc, a, K, b, b + kNR * kc, c, N, zero, bias);
           } else if (two) {
-            kernel_edge(kc, a, K, b, c, N, mr, kNR, zero, bias);
-            kernel_edge(kc, a, K, b + kNR * kc, c + kNR, N, mr, kNR, zero, bias ? bias + kNR : nullptr);
+            pair_edge(pair, kc, a, lda, b, c, N, mr, zero, bias);
           } else if (mr == kMR && nr == kNR) {
             kernel_6x16(kc, a, K, b, c, N, zero, bias);
           } else {
-            kernel_edge(kc, a, K, b, c, N, mr, nr, zero, bias);
+            kernel_edge(kc, a, lda, b, c, N, mr, nr, zero, bias);
           }
         }
         jr += two ? 2 * kNR : kNR;
