@@ -13,9 +13,12 @@
  * Environment: ZT_SIM_SET (norm | rows | both, default norm; both: the rows in scaled coordinates, their LR
  * the norm's x ZT_SIM_ROWS_LR_SCALE, default 1e-3), ZT_SIM_STEPS (comma list, default 3000,10000,20000),
  * ZT_SIM_QUERIES (default 32), ZT_SIM_LRS (default 1,2,4; rows: use ~1e-3), ZT_SIM_SEEDS (default
- * 100,101,102: not the experiment's final seeds), ZT_SIM_EVALS (default 10).
- * About five minutes.
- * Writes bench/results/finetune-sentiment-sim.md (the other sets: finetune-sentiment-sim-<set>.md).
+ * 100,101,102: not the experiment's final seeds), ZT_SIM_EVALS (default 10), ZT_SIM_PROMPTS=all (every
+ * single-token candidate prompt of the experiment's prompt table instead of the builtin one),
+ * ZT_SIM_AVERAGE=1 (also score the average of the iterates of the second half of each run, Polyak-Ruppert).
+ * About five minutes (ZT_SIM_PROMPTS=all: 2 minutes per prompt and budget).
+ * Writes bench/results/finetune-sentiment-sim.md (the other sets: finetune-sentiment-sim-<set>.md; all
+ * prompts: finetune-sentiment-sim-prompts.md; averaging: -average before .md).
  */
 const fs = require('node:fs');
 const path = require('node:path');
@@ -37,6 +40,22 @@ const LRS = list(process.env.ZT_SIM_LRS, '1,2,4');
 const SEEDS = list(process.env.ZT_SIM_SEEDS, '100,101,102');
 const EVALS = Number(process.env.ZT_SIM_EVALS || 10);
 const BATCH = 16, EPS = 1e-3, D = 256;
+const AVERAGE = process.env.ZT_SIM_AVERAGE === '1';
+const ALL_PROMPTS = process.env.ZT_SIM_PROMPTS === 'all';
+if (AVERAGE && SET !== 'norm') throw new Error('ZT_SIM_AVERAGE averages the norm gain: use it with ZT_SIM_SET=norm');
+if (process.env.ZT_SIM_PROMPTS && !ALL_PROMPTS) throw new Error(`ZT_SIM_PROMPTS must be all, got ${process.env.ZT_SIM_PROMPTS}`);
+// the single-token (template, label words) candidates of the prompt table in finetune-sentiment.md
+const PROMPTS = [
+  ['{text} It was', [' bad', ' good']],
+  ['{text} It was', [' bad', ' great']],
+  ['{text} This is', [' bad', ' good']],
+  ['Review: {text} Sentiment:', [' bad', ' good']],
+  ['{text} All in all, it was', [' bad', ' good']],
+  ['{text} It was', [' no', ' great']],
+  ['{text} It was so', [' bad', ' good']],
+  ['{text} I thought it was', [' bad', ' great']],
+  ['{text}\nIt was', [' bad', ' great']],
+];
 
 // Cholesky solve of the normal equations (WᵀW) u = Wᵀx for every row x of X: the hidden states.
 function leastSquares(W, V, X) {
@@ -129,7 +148,8 @@ function run(data, g0, R0, { lr, steps, seed }) {
     },
   };
   const [tn, ty] = data.train, [dn, dy] = data.dev;
-  let order = [], best = { acc: -1 };
+  let order = [], best = { acc: -1 }, bestAvg = { acc: -1 }, n_avg = 0;
+  const avg = Float64Array.from(g);  // the mean of g over the steps after steps / 2
   const z = Array.from({ length: QUERIES }, () => new Float64Array(d)), pg = new Float64Array(QUERIES);
   const bn = [], by = [];
   for (let t = 1; t <= steps; t++) {
@@ -157,26 +177,24 @@ function run(data, g0, R0, { lr, steps, seed }) {
     for (let q = 0; q < QUERIES; q++)
       for (let i = 0, at = 0; at < parts.length; at++)
         for (let j = 0; j < parts[at][0].length; j++, i++) parts[at][0][j] -= ((lr * parts[at][1]) / QUERIES) * pg[q] * z[q][i];
+    if (AVERAGE && 2 * t > steps) {
+      n_avg++;
+      for (let i = 0; i < D; i++) avg[i] += (g[i] - avg[i]) / n_avg;
+    }
     if (t % Math.floor(steps / EVALS) === 0) {
       const s = score(dn, dy, g, R);
       if (s.acc > best.acc) best = { ...s, after: t };
+      if (n_avg > 0) {
+        const a = score(dn, dy, avg, R);
+        if (a.acc > bestAvg.acc) bestAvg = { ...a, after: t };
+      }
     }
   }
-  return { best, last: score(dn, dy, g, R) };
+  return { best, last: score(dn, dy, g, R), bestAvg, lastAvg: score(dn, dy, avg, R) };
 }
 
-async function main() {
-  const z = h.zotune();
-  const { LlamaModel, ModelWeights } = z;
-  const { loadTask } = require(path.join(ROOT, 'dist', 'tasks', 'builtin'));
-  const model = await LlamaModel.load(MODEL, { weights: 'fp32' });
-  const { task, splits } = loadTask('sentiment', z.LlamaTokenizer.load(MODEL));
-  const weights = ModelWeights.open(MODEL);
-  const W = weights.readF32('lm_head.weight').data(), g0 = Float64Array.from(weights.readF32('model.norm.weight').data());
-  weights.close();
-  const V = W.length / D, [bad, great] = task.labelTokens;
-  const R0 = new Float64Array(2 * D);
-  for (let i = 0; i < D; i++) (R0[i] = W[bad * D + i]), (R0[D + i] = W[great * D + i]);
+// Train and dev features of one prompt: the normalized last hidden state of every example.
+async function features(model, W, V, g0, task, splits) {
   const data = {};
   for (const name of ['train', 'dev']) {
     const ex = splits[name], logits = [];
@@ -187,30 +205,63 @@ async function main() {
     const n = leastSquares(W, V, logits).map((u) => u.map((v, i) => v / g0[i]));
     data[name] = [n, ex.map((e) => task.gold(e))];
   }
+  return data;
+}
+
+async function main() {
+  const z = h.zotune();
+  const { LlamaModel, ModelWeights } = z;
+  const { loadTask, SENTIMENT_SPEC } = require(path.join(ROOT, 'dist', 'tasks', 'builtin'));
+  const { PromptTask } = require(path.join(ROOT, 'dist', 'tasks', 'task'));
+  const model = await LlamaModel.load(MODEL, { weights: 'fp32' });
+  const tokenizer = z.LlamaTokenizer.load(MODEL);
+  const { splits } = loadTask('sentiment', tokenizer);
+  const weights = ModelWeights.open(MODEL);
+  const W = weights.readF32('lm_head.weight').data(), g0 = Float64Array.from(weights.readF32('model.norm.weight').data());
+  weights.close();
+  const V = W.length / D;
+  const prompts = ALL_PROMPTS ? PROMPTS : [[SENTIMENT_SPEC.template, SENTIMENT_SPEC.labelWords]];
+  const rows = [], zeroShot = [];
+  for (const [template, labelWords] of prompts) {
+    const task = new PromptTask({ ...SENTIMENT_SPEC, template, labelWords }, tokenizer);
+    const [bad, great] = task.labelTokens;
+    const R0 = new Float64Array(2 * D);
+    for (let i = 0; i < D; i++) (R0[i] = W[bad * D + i]), (R0[D + i] = W[great * D + i]);
+    const data = await features(model, W, V, g0, task, splits);
+    const zs = score(data.dev[0], data.dev[1], g0, R0);
+    const name = `\`${template.replace('\n', '\\n')}\` ${labelWords.map((w) => `\`${w}\``).join(' / ')}`;
+    zeroShot.push(`${name}: ${(100 * zs.acc).toFixed(1)} % / ${zs.loss.toFixed(4)}`);
+    console.log(`${name} zero-shot dev ${(100 * zs.acc).toFixed(1)} % / ${zs.loss.toFixed(4)}`);
+    for (const steps of STEPS)
+      for (const lr of LRS) {
+        const runs = SEEDS.map((seed) => run(data, g0, R0, { lr, steps, seed }));
+        const mean = (f) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
+        const row = [steps, lr, runs.map((r) => (100 * r.best.acc).toFixed(1)).join(' / '), (100 * mean((r) => r.best.acc)).toFixed(1),
+          runs.map((r) => r.best.after).join(' / '), mean((r) => r.best.loss).toFixed(4), mean((r) => r.last.loss).toFixed(4)];
+        if (AVERAGE)
+          row.push((100 * mean((r) => r.bestAvg.acc)).toFixed(1), (100 * mean((r) => r.last.acc)).toFixed(1), (100 * mean((r) => r.lastAvg.acc)).toFixed(1),
+            mean((r) => r.lastAvg.loss).toFixed(4));
+        if (ALL_PROMPTS) row.unshift(name);
+        rows.push(row);
+        console.log(row.join('  '));
+      }
+  }
   model.dispose();
-  const zs = score(data.dev[0], data.dev[1], g0, R0);
-  console.log(`zero-shot dev ${(100 * zs.acc).toFixed(1)} % / ${zs.loss.toFixed(4)}`);
-  const rows = [];
-  for (const steps of STEPS)
-    for (const lr of LRS) {
-      const runs = SEEDS.map((seed) => run(data, g0, R0, { lr, steps, seed }));
-      const mean = (f) => runs.reduce((a, r) => a + f(r), 0) / runs.length;
-      const row = [steps, lr, runs.map((r) => (100 * r.best.acc).toFixed(1)).join(' / '), (100 * mean((r) => r.best.acc)).toFixed(1),
-        runs.map((r) => r.best.after).join(' / '), mean((r) => r.best.loss).toFixed(4), mean((r) => r.last.loss).toFixed(4)];
-      rows.push(row);
-      console.log(row.join('  '));
-    }
+  const head = [...(ALL_PROMPTS ? ['prompt'] : []), 'steps', 'LR', 'best dev % per seed', 'mean best dev %', 'best after (steps)', 'dev loss at best (mean)', 'final dev loss (mean)',
+    ...(AVERAGE ? ['averaged: mean best dev %', 'final dev % (mean)', 'averaged: final dev % (mean)', 'averaged: final dev loss (mean)'] : [])];
   const md = [
-    '# Dev-only simulation of the sentiment ZO runs (choice of budget and LR)',
+    `# Dev-only simulation of the sentiment ZO runs (${ALL_PROMPTS ? 'choice of prompt' : AVERAGE ? 'iterate averaging' : 'choice of budget and LR'})`,
     '',
     `Written by \`node bench/finetune-sentiment-sim.js\` (${new Date().toISOString()}); method in the script's header. Trainable: ${SET === 'norm' ? 'the final RMSNorm gain (256)' : SET === 'rows' ? 'the LM-head rows of the two label words (512)' : `the final RMSNorm gain (256) and the LM-head rows of the two label words (512) in coordinates scaled by ${ROWS_S.toPrecision(3)} (their LR: LR x ${ROWS_LR_SCALE}), one direction over both`}; ` +
       `${QUERIES} Gaussian queries per step, batch ${BATCH}, ε ${EPS}, constant LR, dev evaluated every steps / ${EVALS} steps; seeds ${SEEDS.join(', ')}. ` +
-      `Zero-shot dev: ${(100 * zs.acc).toFixed(1)} % / loss ${zs.loss.toFixed(4)} (the engine's, from the same features). The test split is not read.`,
+      (AVERAGE ? 'Averaged: the mean of the gain over the second half of each run (Polyak-Ruppert), scored at the same evaluations. ' : '') +
+      `Zero-shot dev (the engine's, from the same features): ${zeroShot.join('; ')}. The test split is not read.`,
     '',
-    h.markdownTable(['steps', 'LR', 'best dev % per seed', 'mean best dev %', 'best after (steps)', 'dev loss at best (mean)', 'final dev loss (mean)'], rows),
+    h.markdownTable(head, rows),
     '',
   ];
-  const out = path.join(ROOT, 'bench', 'results', `finetune-sentiment-sim${SET === 'norm' ? '' : `-${SET}`}.md`);
+  const file = `finetune-sentiment-sim${SET === 'norm' ? '' : `-${SET}`}${ALL_PROMPTS ? '-prompts' : ''}${AVERAGE ? '-average' : ''}.md`;
+  const out = path.join(ROOT, 'bench', 'results', file);
   fs.writeFileSync(out, md.join('\n'));
   console.log(`wrote ${out}`);
 }
