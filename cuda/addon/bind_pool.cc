@@ -25,17 +25,7 @@ namespace cuda {
 namespace {
 
 Napi::Object stats_object(Napi::Env env, const DevStats& s) {
-  Napi::Object live = Napi::Object::New(env), peak = Napi::Object::New(env);
-  for (int c = 0; c < (int)MemCategory::Count; ++c) {
-    live.Set(mem_category_name((MemCategory)c), (double)s.live[c]);
-    peak.Set(mem_category_name((MemCategory)c), (double)s.peak[c]);
-  }
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("live", live);
-  o.Set("peak", peak);
-  o.Set("totalLive", (double)s.total_live);
-  o.Set("totalPeak", (double)s.total_peak);
-  o.Set("cached", (double)s.cached);
+  Napi::Object o = mem_stats_object(env, s.live, s.peak, s.total_live, s.total_peak, s.cached);
   o.Set("reserved", (double)s.reserved);
   o.Set("driverAllocs", (double)s.driver_allocs);
   return o;

@@ -46,18 +46,7 @@ Napi::Value SetThreads(const Napi::CallbackInfo& info) {
 Napi::Value Memory(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   MemStats s = mem_stats();
-  Napi::Object live = Napi::Object::New(env), peak = Napi::Object::New(env);
-  for (int i = 0; i < (int)MemCategory::Count; ++i) {
-    live.Set(mem_category_name((MemCategory)i), (double)s.live[i]);
-    peak.Set(mem_category_name((MemCategory)i), (double)s.peak[i]);
-  }
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("live", live);
-  o.Set("peak", peak);
-  o.Set("totalLive", (double)s.total_live);
-  o.Set("totalPeak", (double)s.total_peak);
-  o.Set("cached", (double)s.cached);
-  return o;
+  return mem_stats_object(env, s.live, s.peak, s.total_live, s.total_peak, s.cached);
 }
 
 Napi::Value ReleaseHostCache(const Napi::CallbackInfo& info) {

@@ -4,6 +4,8 @@
 #include <cmath>
 #include <cstring>
 
+#include "../cpu/memory.h"
+
 namespace zt {
 
 Napi::Error coded_error(Napi::Env env, Code code, const std::string& msg) {
@@ -375,6 +377,22 @@ void export_op(Napi::Env env, Napi::Object exports, const char* name, OpParser p
   exports.Set(name, Napi::Function::New(env, run_sync, name, info));
   std::string async_name = std::string(name) + "Async";
   exports.Set(async_name, Napi::Function::New(env, run_async, async_name, info));
+}
+
+Napi::Object mem_stats_object(Napi::Env env, const int64_t* live, const int64_t* peak, int64_t total_live, int64_t total_peak,
+                              int64_t cached) {
+  Napi::Object lv = Napi::Object::New(env), pk = Napi::Object::New(env);
+  for (int c = 0; c < (int)MemCategory::Count; ++c) {
+    lv.Set(mem_category_name((MemCategory)c), (double)live[c]);
+    pk.Set(mem_category_name((MemCategory)c), (double)peak[c]);
+  }
+  Napi::Object o = Napi::Object::New(env);
+  o.Set("live", lv);
+  o.Set("peak", pk);
+  o.Set("totalLive", (double)total_live);
+  o.Set("totalPeak", (double)total_peak);
+  o.Set("cached", (double)cached);
+  return o;
 }
 
 }  // namespace zt

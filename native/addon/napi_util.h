@@ -125,4 +125,9 @@ using OpParser = Job (*)(Args&);
 // and runs it on a libuv worker thread (the kernels themselves use the engine's thread pool).
 void export_op(Napi::Env env, Napi::Object exports, const char* name, OpParser parser);
 
+// What memory() returns on either backend: live and peak bytes per category (cpu/memory.h
+// MemCategory), their totals (the peak of the sum) and the cached bytes; a backend adds its own.
+Napi::Object mem_stats_object(Napi::Env env, const int64_t* live, const int64_t* peak, int64_t total_live, int64_t total_peak,
+                              int64_t cached);
+
 }  // namespace zt
