@@ -173,7 +173,7 @@ struct Arena {
 // Rotates this layer's q and k rows and stores k and v into the KV layout attention reads (keys
 // [B][H][hd][cap], values [B][H][cap][hd]) at each sequence's slots: one pass, one pool job.
 struct KvStore {
-  float *q, *k;
+  float *q, *k;  // q null: keys only (the last layer rotates its few query rows itself)
   const float* v;
   const int32_t* rel_pos;
   const float *cos_t, *sin_t;
@@ -186,7 +186,7 @@ void rope_and_store(const KvStore& a, const LlamaBatch& b) {
   auto rot = use_avx2() ? avx2::rope_rows : rope_rows_ref;
   const size_t H = a.Hkv, hd = a.hd, N = (size_t)b.seq_off[b.B];
   parallel_chunks(N, 32, [&](size_t t0, size_t t1) {
-    rot(a.q + t0 * a.Hq * hd, t1 - t0, a.Hq * hd, a.Hq, hd, a.rel_pos + t0, a.cos_t, a.sin_t);
+    if (a.q) rot(a.q + t0 * a.Hq * hd, t1 - t0, a.Hq * hd, a.Hq, hd, a.rel_pos + t0, a.cos_t, a.sin_t);
     rot(a.k + t0 * H * hd, t1 - t0, H * hd, H, hd, a.rel_pos + t0, a.cos_t, a.sin_t);
     size_t s = (size_t)(std::upper_bound(b.seq_off, b.seq_off + b.B + 1, (int32_t)t0) - b.seq_off) - 1;
     for (size_t t = t0; t < t1; ++t) {
@@ -212,6 +212,7 @@ struct LastRows {
   std::vector<int32_t> rows;   // the span rows in order: compacted row j was row rows[j]
   std::vector<int32_t> off;    // [B + 1] the spans' offsets in the compacted rows
   std::vector<int32_t> start;  // [B] the KV slot of each span's first row
+  std::vector<int32_t> rel_pos;  // the span rows' rotary positions (Forward fills it)
 };
 
 LastRows last_rows(const LlamaBatch& b, const std::vector<int32_t>& head_rows, const int32_t* start) {
@@ -287,6 +288,7 @@ class Forward {
     // The last layer finishes only the head rows' spans (last_rows): the same bits as finishing every
     // row, ~1/layers of a forward saved for last-position logits (classification, probes, prompts).
     if (c.layers > 0 && p.R < N) last = last_rows(b, p.head_rows, start);
+    for (int32_t r : last.rows) last.rel_pos.push_back(rel_pos[r]);
   }
 
   // Norm vectors as the layers from l0 and the head read them: the weights, or perturbed copies.
@@ -307,18 +309,29 @@ class Forward {
   void layers(size_t l0, size_t l1, const LlamaPerturb* zo) {
     for (size_t l = l0; l < l1; ++l) {
       const LlamaLayer& L = w.layers[l];
+      const bool pruned = l + 1 == c.layers && last.on;
       rmsnorm(xn, x, norm_of[2 * l], N, D, c.eps);
-      linears_of({&L.q, &L.k, &L.v}, xn, N, {q, k, v}, zo);
       float* kl = cache ? cache->k + l * b.B * Hkv * cap * hd : A + p.kv_k;
       float* vl = cache ? cache->v + l * b.B * Hkv * cap * hd : A + p.kv_v;
-      rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
+      if (!pruned) {
+        linears_of({&L.q, &L.k, &L.v}, xn, N, {q, k, v}, zo);
+        rope_and_store(KvStore{q, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
+      } else {
+        // Keys and values of every row, queries of the span rows only (same bits per row: the
+        // spans take the batch's GEMM path, and linears_of gives each product linear()'s bits).
+        linears_of({&L.k, &L.v}, xn, N, {k, v}, zo);
+        rope_and_store(KvStore{nullptr, k, v, rel_pos, A + p.cos_t, A + p.sin_t, kl, vl, start, Hq, Hkv, hd, cap}, b);
+        if (last.rows.empty()) break;
+        compact_rows(xn, D, last.rows);
+        linear(L.q, xn, last.rows.size(), q, false, zo);
+        (use_avx2() ? avx2::rope_rows : rope_rows_ref)(q, last.rows.size(), Hq * hd, Hq, hd, last.rel_pos.data(), A + p.cos_t,
+                                                       A + p.sin_t);
+      }
       at.k = kl;
       at.v = vl;
       size_t M = N;
       AttnArgs al = at;
-      if (l + 1 == c.layers && last.on) {
-        if (last.rows.empty()) break;
-        compact_rows(q, Hq * hd, last.rows);
+      if (pruned) {
         compact_rows(x, D, last.rows);
         al.q_off = last.off.data();
         al.q_start = last.start.data();
