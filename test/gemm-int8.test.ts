@@ -332,7 +332,7 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
       const z = directionTable(d, N * K);
       // QuZO (grid) probes of <= 4 bits take the integer path (step 2'), the others the f32 path
       const onInt = gridProbeOnInt(d);
-      const canonical = onInt ? refGridProbeGemm(x, M, w, z, alpha, d.bits, { bias }) : refPerturbedGemm(x, M, w, z, alpha, { bias });
+      const canonical = onInt ? refGridProbeGemm(x, M, w, z, alpha, d, { bias }) : refPerturbedGemm(x, M, w, z, alpha, { bias });
       expectSameBits(y, canonical, `perturbed ${fmt} M=${M}`);
       // and within the documented bound of the float64 explicit perturb-then-GEMM (same activations)
       const xq = dequantActs(quantizeActs(x, M, K), M, K);
@@ -360,7 +360,7 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
       const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { out, residual: Tensor.from(residual, [M, N]), perturb: perturbOf(d, alpha) }));
       const z = directionTable(d, N * K);
       const onInt = gridProbeOnInt(d);
-      const want = onInt ? refGridProbeGemm(x, M, w, z, alpha, b, { residual }) : refPerturbedGemm(x, M, w, z, alpha, { residual });
+      const want = onInt ? refGridProbeGemm(x, M, w, z, alpha, d, { residual }) : refPerturbedGemm(x, M, w, z, alpha, { residual });
       expectSameBits(y, want, `${fmt} M=${M} K=${K} bits=${b}`);
       // documented bounds: float64 x_q·(W + alpha·Z)ᵀ (NMSE 1e-11, float32 rounding only); float64
       // with the unquantized activations (1e-3: the int8 activation rounding, ~s_x^2 / (12 E[x^2])
@@ -404,15 +404,19 @@ describe.each(paths)('perturb-on-load on the %s path', (path) => {
     const d = dirs[2], alpha = 0.02, first = 1000;
     const z = directionTable(d, first + N * K).slice(first);
     const y = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), srPurpose: 5, first } }));
-    expectSameBits(y, refGridProbeGemm(x, M, w, z, alpha, d.bits), 'first offset (integer path, M = 7)');
+    expectSameBits(y, refGridProbeGemm(x, M, w, z, alpha, d), 'first offset (integer path, M = 7)');
     const subset = [3, 77, 200, 359];
     const ys = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(d, alpha), first, indices: Uint32Array.from(subset) } }));
     expectSameBits(ys, refSparseGemm(x, M, w, z, alpha, subset), 'first offset, Uint32Array subset');
-    // Rademacher on the f32 path: a first that is not a multiple of 8 (the sign table's byte groups)
+    // Rademacher on the integer path: a first that is not a multiple of 8 (the sign table's byte groups)
     const r = dirs[1], rfirst = 1029;
     const zr = directionTable(r, rfirst + N * K).slice(rfirst);
     const yr = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(r, alpha), first: rfirst } }));
-    expectSameBits(yr, refPerturbedGemm(x, M, w, zr, alpha), 'first offset, Rademacher (f32 path)');
+    expectSameBits(yr, refGridProbeGemm(x, M, w, zr, alpha, r), 'first offset, Rademacher (integer path)');
+    // and with a subset, the f32 path: each row's signs drawn from an unaligned element
+    const rsub = Array.from({ length: 180 }, (_, i) => 2 * i);  // dense enough for the masked f32 path
+    const yrs = copy(matmulInt8Sync(Tensor.from(x, [M, K]), toQTensor(w), { perturb: { ...perturbOf(r, alpha), first: rfirst, indices: Uint32Array.from(rsub) } }));
+    expectSameBits(yrs, refPerturbedGemm(x, M, w, zr, alpha, {}, new Set(rsub)), 'first offset, Rademacher subset (f32 path)');
   });
 
   test('probes never write the weights: +alpha then -alpha leaves W bit-identical and brackets y', () => {

@@ -83,7 +83,7 @@ struct TcParams {
   const float* sw;
   bool sw_per_row;
   bool accumulate;  // F32: every output's chain starts from y (y += x . w^T), else from +0; BF16: y + the sum
-  // W8A8 / W4A8 reference kernel: a QuZO probe on the integer path (gemm_int8.h step 2'), its
+  // W8A8 / W4A8 reference kernel: a Rademacher or QuZO probe on the integer path (gemm_int8.h step 2'), its
   // direction, a_z = alpha * step and the direction index of element (0, 0).
   bool grid;
   Direction dir;
@@ -383,7 +383,7 @@ ZT_HD float reference_output(const TcParams& p, uint64_t m, uint64_t n) {
   }
 }
 
-// A QuZO probe on the integer path (gemm_int_act_launch): rows m0 .. m0 + kColumnRows - 1 (those
+// A Rademacher or QuZO probe on the integer path (gemm_int_act_launch): rows m0 .. m0 + kColumnRows - 1 (those
 // below M) of output column n, the direction codes generated once per weight and row chunk.
 template <class Op>
 ZT_HD void grid_probe_column(const TcParams& p, uint64_t n, uint64_t m0) {
@@ -1256,7 +1256,7 @@ void gemm_int_act_launch(TcImpl impl, const IntActGemm& g, void* stream) {
   p.ep = Epilogue{g.sx, nullptr, g.accumulate ? g.y : nullptr, N, false};
   p.ga = acc_group(g.w);
   set_scale_strides(&p);
-  if (g.grid) p.grid = true, p.dir = *g.grid, p.az = zt_mul(g.alpha, dir_grid_step(g.grid->bits)), p.first = g.first;
+  if (g.grid) p.grid = true, p.dir = *g.grid, p.az = zt_mul(g.alpha, dir_code_step(*g.grid)), p.first = g.first;
   const bool tiles = !g.grid && packed_rows_fit(g.w, int4 ? TcKind::W4A8 : TcKind::W8A8);
   if (impl == TcImpl::Emulated) {
     if (tiles) return int4 ? tc_gemm_emulated<OpS4>(p) : tc_gemm_emulated<OpS8>(p);

@@ -114,8 +114,8 @@ struct IntActGemm {
   QTensorView w;         // Int8 / Int4 [N, K]
   float* y;              // [M, N]: step 3, then + y when accumulating (the CPU's residual)
   bool accumulate;
-  // A QuZO probe on the integer path (gemm_int8.h grid_probe_on_int, step 2'): its direction (on
-  // the grid), alpha and the direction index of element (0, 0); grid null: no perturbation.
+  // A Rademacher or QuZO probe on the integer path (gemm_int8.h grid_probe_on_int, step 2'): its
+  // direction (integer codes), alpha and the direction index of element (0, 0); grid null: no perturbation.
   const Direction* grid;
   float alpha;
   uint64_t first;

@@ -425,7 +425,7 @@ constexpr size_t kTiledRows = 8;
 
 // Integer-activation linears (w8a8 / w4a8): the CPU's gemm_int result (gemm_int8.h) for every M.
 // Unperturbed: the integer GEMV (<= 16 rows, gemv.h) or GEMM (gemm_tc.h), both bit for bit with the
-// CPU. Perturbed: QuZO probes the CPU
+// CPU. Perturbed: the Rademacher and QuZO probes the CPU
 // runs on its integer path (grid_probe_on_int) through the same step 2' (exact kernels), all others
 // as x_q . W'^T with W' = decode(W) + alpha z (weight_rows) on the F32 tiles with the CPU's epilogue
 // (exact: the CPU's f32 path, bit for bit) or on the bf16 tiles (fast: W' rounded to bf16; the

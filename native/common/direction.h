@@ -45,8 +45,8 @@ ZT_HD float dir_sr_round(float v, float t) {
 }
 
 // The grid code q of a QuZO direction (Gaussian, bits > 0): z(i) = q * dir_grid_step(bits), q an
-// integer with |q| <= 2^(bits-1) - 1 (returned as the exact float). The integer GEMM's QuZO probe
-// multiplies these codes with the int8 activations directly (gemm_int8.h).
+// integer with |q| <= 2^(bits-1) - 1 (returned as the exact float). The integer GEMM's probe
+// multiplies these codes (direction_code_at below) with the int8 activations directly (gemm_int8.h).
 ZT_HD RngKey dir_sr_key(const Direction& d) { return RngKey{d.seed, d.stream, d.sr_purpose}; }
 // The same from the rounding word of element i already in hand (word (i >> 3) & 3 of counter
 // normal_counter(i) under dir_sr_key): kernels that generate whole Philox blocks pass it in.
@@ -58,9 +58,14 @@ ZT_HD float dir_grid_code(const Direction& d, uint64_t i, float z) {
   philox_block(dir_sr_key(d), normal_counter(i), w);
   return dir_grid_code_word(d, i, z, w[(i >> 3) & 3]);
 }
-ZT_HD int direction_code_at(const Direction& d, uint64_t i) { return (int)dir_grid_code(d, i, normal_at(dir_key(d), i)); }
-// Directions whose every value is an integer code times one step (the integer GEMM's QuZO probe).
-ZT_HD bool dir_on_grid(const Direction& d) { return d.dist == kDirGauss && d.bits > 0; }
+// Directions whose every value is an integer code times one step (the integer GEMM's probe):
+// QuZO's rounded Gaussians, and Rademacher signs (code +-1, step 1).
+ZT_HD bool dir_on_grid(const Direction& d) { return d.dist == kDirRademacher || d.bits > 0; }
+ZT_HD float dir_code_step(const Direction& d) { return d.dist == kDirRademacher ? 1.0f : dir_grid_step(d.bits); }
+ZT_HD int direction_code_at(const Direction& d, uint64_t i) {
+  if (d.dist == kDirRademacher) return (int)rademacher_at(dir_key(d), i);
+  return (int)dir_grid_code(d, i, normal_at(dir_key(d), i));
+}
 
 // A Gaussian direction value from its normal z and rounding word (exact z when bits == 0).
 ZT_HD float gauss_direction_word(const Direction& d, uint64_t i, float z, uint32_t sr_word) {

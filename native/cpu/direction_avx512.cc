@@ -86,6 +86,7 @@ void word_pairs(RngKey key, uint64_t c0, uint64_t n, uint32_t* out) {
 
 void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d) {
   if (begin >= end) return;
+  if (d.dist == kDirRademacher) return avx2::direction_codes(out, begin, end, d);  // sign bits: no Gaussian work
   const __m512 inv = _mm512_set1_ps(dir_grid_inv_step(d.bits)), one = _mm512_set1_ps(1.0f);
   alignas(64) int8_t bytes[256];
   const uint64_t c0 = begin >> 7, c1 = ((end - 1) >> 7) + 1;

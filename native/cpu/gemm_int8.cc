@@ -475,7 +475,7 @@ struct IntCall {
   IntCall(const Kernels& kn, const IntGemm& gm, const ActQ& shared, uint64_t ga, uint64_t G, bool sums)
       : g(gm),
         a(shared),
-        // Dense QuZO probes of <= 4 bits take the integer path (gemm_int8.h step 2', grid_probe_on_int)
+        // Dense Rademacher and QuZO (<= 4 bits) probes take the integer path (gemm_int8.h step 2', grid_probe_on_int)
         grid_probe(g.dir && !g.idx && grid_probe_on_int(*g.dir)),
         int4_gemv(g.w.format == QFormat::Int4 && g.M <= kn.gemv_max_m(g.w, G, ga) && !grid_probe),
         f32(false),
@@ -503,7 +503,7 @@ struct IntCall {
     if (grid_probe) {
       p.dir = g.dir;
       p.first = g.first;
-      p.dir_scale = zt_mul(g.alpha, dir_grid_step(g.dir->bits));
+      p.dir_scale = zt_mul(g.alpha, dir_code_step(*g.dir));
     }
   }
   IntCall(const IntCall&) = delete;

@@ -20,11 +20,11 @@
 //   w' = fma(alpha, z, s_w * float(q_w - zp)),  acc = fma(float(q_x), w', acc) over k = 0..K-1,
 //   then step 3. Z is generated once per weight per call and reused by all M rows.
 // The fma is perturb.h's `perturbed` (w' is what perturb_range would make of the dequantized W).
-// QuZO probes on the integer path: a direction on the b-bit grid (direction.h dir_on_grid:
-// Gaussian, bits > 0) is z = q_z * step_b with integer codes |q_z| <= 2^(b-1) - 1
-// (direction_code_at), so x · (W + alpha·Z)ᵀ needs one more exact integer sum per output and no
-// f32 micro-kernel:
-//   2'. after step 2, with a_z = alpha * step_b (one f32 rounding) and K cut into chunks of
+// QuZO and Rademacher probes on the integer path: a direction on the b-bit grid (direction.h
+// dir_on_grid: Gaussian, bits > 0) is z = q_z * step_b with integer codes |q_z| <= 2^(b-1) - 1,
+// a Rademacher one z = q_z * 1 with q_z = +-1 (direction_code_at, dir_code_step), so
+// x · (W + alpha·Z)ᵀ needs one more exact integer sum per output and no f32 micro-kernel:
+//   2'. after step 2, with a_z = alpha * step (one f32 rounding; exact for Rademacher) and K cut into chunks of
 //       kAccChunk: per chunk c, T_c = sum_k q_z(n, k) * q_x(m, k) exact in integers, then
 //       acc = fma(a_z, float(T_c), acc) in chunk order;
 //   then step 3. It takes the packed GEMM for every M: the codes are generated once per weight per
@@ -34,13 +34,14 @@
 // Which path: the integer one makes a second integer pass over the weights (the codes) and skips
 // the f32 decode of perturbed weights; the f32 one makes one f32 pass. Both generate the same
 // Gaussian + rounding per weight (most of the cost at small M). The integer path is taken at every
-// M for 2..4-bit directions (codes within a nibble): on a VNNI CPU it is the faster one at every M
+// M for Rademacher and 2..4-bit directions (codes within a nibble): on a VNNI CPU it is the faster one at every M
 // (Zen 5, 2 threads, 4096², quzo4 over unperturbed, f32 -> integer path: W8A8 M = 512 +374 % ->
 // +131 %, M = 64 +503 % -> +252 %; W4A8 g32 M = 512 +272 % -> +91 %; tiny-llama 256 x 688 at
 // M = 342 W8A8 +200 % -> +88 %, W4A8 +129 % -> +39 %). Only on CPUs whose f32 FMA rate equals
 // their int8 rate (Zen 1: integer ÷ f32 path 1.31 (int4) / 1.57 (int8) at M = 342) would the f32
 // path win at large M, and the choice must not depend on the machine (the same call gives the same
-// bits everywhere).
+// bits everywhere). Rademacher probes take the integer path too (Zen 5: W8A8 4096² M = 512 +320 %
+// -> +102 %, M = 16 +496 % -> +257 %), though on CPUs without VNNI their f32 path was +4-9 %.
 // With an index subset (sparse ZO; strictly increasing flat indices i = n*K + k), Z is zero
 // outside the subset. Sparse enough subsets (sparse_correction_pays) keep the integer path and add
 //   acc = fma(alpha * z_i, float(q_x[m, k_i]), acc) for the row's indices in order, after step 2;
@@ -210,8 +211,9 @@ struct IntPlan {
 };
 // Chunks of step 2' (the direction panel's accumulation groups).
 ZT_HD uint64_t dir_chunks(uint64_t K) { return (K + kAccChunk - 1) / kAccChunk; }
-// Whether a dense probe along d takes step 2' (see above): Gaussian directions of 2..4 bits.
-ZT_HD bool grid_probe_on_int(const Direction& d) { return dir_on_grid(d) && d.bits <= 4; }
+// Whether a dense probe along d takes step 2' (see above): Gaussian directions of 2..4 bits and
+// Rademacher directions.
+ZT_HD bool grid_probe_on_int(const Direction& d) { return d.dist == kDirRademacher || (dir_on_grid(d) && d.bits <= 4); }
 
 // Packed panel of 16 weight rows: codes at [k / 4][col][k % 4] for k < 4*K4 (zero beyond K and for
 // columns beyond the matrix): int8 q, or for int4 the raw nibble u with the zero-points in `zeros`

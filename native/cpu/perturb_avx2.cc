@@ -110,11 +110,33 @@ static inline __m256i select_word(const Words8& w, __m256i sel) {
 
 }  // namespace
 
+// Rademacher codes: the sign table (rademacher_signs) a window at a time, each bit to +1 / -1.
+static void rademacher_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d) {
+  constexpr uint64_t kWindow = 4096;
+  uint8_t signs[kWindow / 8 + 2];
+  const __m256i lane = _mm256_setr_epi32(1, 2, 4, 8, 16, 32, 64, 128), one = _mm256_set1_epi32(1);
+  for (uint64_t w0 = begin; w0 < end; w0 += kWindow) {
+    const uint64_t w1 = end - w0 < kWindow ? end : w0 + kWindow;
+    rademacher_signs(dir_key(d), w0, w1, signs);
+    const uint8_t* s = signs - (w0 >> 3);  // s[g]: the byte of group g
+    uint64_t e = w0;
+    for (; e < w1 && (e & 7); ++e) out[e - begin] = (s[e >> 3] >> (e & 7)) & 1 ? -1 : 1;
+    for (; e + 8 <= w1; e += 8) {  // 1 - 2 bit, packed to bytes
+      const __m256i bit = _mm256_cmpeq_epi32(_mm256_and_si256(_mm256_set1_epi32(s[e >> 3]), lane), lane);
+      const __m256i c = _mm256_or_si256(bit, one);  // -1 (all ones) or +1
+      const __m128i h = _mm_packs_epi32(_mm256_castsi256_si128(c), _mm256_extracti128_si256(c, 1));
+      _mm_storel_epi64((__m128i*)(out + (e - begin)), _mm_packs_epi16(h, h));
+    }
+    for (; e < w1; ++e) out[e - begin] = (s[e >> 3] >> (e & 7)) & 1 ? -1 : 1;
+  }
+}
+
 // Codes of whole 64-element normal-stream blocks (normal64 and one SR Philox, as gauss_range),
 // converted (exact small integers) and packed to bytes in element order; the partial blocks at
 // the ends are generated whole and copied in part.
 void direction_codes(int8_t* out, uint64_t begin, uint64_t end, const Direction& d) {
   if (begin >= end) return;
+  if (d.dist == kDirRademacher) return rademacher_codes(out, begin, end, d);
   const RngKey key = dir_key(d), sr_key{d.seed, d.stream, d.sr_purpose};
   const __m256 inv = _mm256_set1_ps(dir_grid_inv_step(d.bits));
   const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);

@@ -194,18 +194,19 @@ export function refPerturbedGemm(x: Float32Array, M: number, w: IntWeights, z: F
 }
 
 /** Whether a dense probe takes the integer path (gemm_int8.h grid_probe_on_int). */
-export function gridProbeOnInt(d: Dir): boolean {
-  return d.dist === 'gaussian' && d.bits > 0 && d.bits <= 4;
+export function gridProbeOnInt(d: Pick<Dir, 'dist' | 'bits'>): boolean {
+  return d.dist === 'rademacher' || (d.bits > 0 && d.bits <= 4);
 }
 
 /**
- * The canonical QuZO probe on the integer path (gemm_int8.h step 2'): z[i] = q_z * step_b with
- * integer codes (recovered exactly as round(z / step)); per output the integer result, then per
- * 65536-element chunk of K acc = fma(alpha * step, float(sum q_z * q_x), acc), then the epilogue.
+ * The canonical probe on the integer path (gemm_int8.h step 2'): z[i] = q_z * step with integer
+ * codes (step_b of the QuZO grid, 1 for Rademacher signs; recovered exactly as round(z / step));
+ * per output the integer result, then per 65536-element chunk of K
+ * acc = fma(alpha * step, float(sum q_z * q_x), acc), then the epilogue.
  */
-export function refGridProbeGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, bits: number, e: Epi = {}): Float32Array<ArrayBuffer> {
+export function refGridProbeGemm(x: Float32Array, M: number, w: IntWeights, z: Float32Array, alpha: number, d: Pick<Dir, 'dist' | 'bits'>, e: Epi = {}): Float32Array<ArrayBuffer> {
   const { N, K } = w;
-  const step = f(NORMAL_MAX / f((1 << (bits - 1)) - 1)), az = f(f(alpha) * step);
+  const step = d.dist === 'rademacher' ? 1 : f(NORMAL_MAX / f((1 << (d.bits - 1)) - 1)), az = f(f(alpha) * step);
   const a = quantizeActs(x, M, K), y = new Float32Array(M * N);
   const codes = new Int32Array(N * K);
   for (let i = 0; i < N * K; i++) codes[i] = Math.round(z[i] / step);
