@@ -242,6 +242,8 @@ struct Prep {
   std::vector<float> cos_t, sin_t;
   std::vector<int32_t> want_dst, want_src;  // logits rows copied out, chunk by chunk
   std::vector<size_t> want_begin;           // [chunks + 1] into want_*
+  LastRows last;                            // the rows the last layer finishes (the CPU's)
+  std::vector<int32_t> x_row;               // the row of x holding each head row's final state
 };
 
 Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o, size_t head_chunk_bytes, DeviceKvCache* cache,
@@ -269,6 +271,11 @@ Prep prep_batch(const LlamaConfig& c, const LlamaBatch& b, const LlamaOutputs& o
       km[s * p.cap + (size_t)p.start[s] + (size_t)(i - b.seq_off[s])] = b.key_mask ? (b.key_mask[i] != 0) : 1;
 
   p.R = p.head_rows.size();
+  // The last layer's query rows are gathered into the gate buffer, which must hold them.
+  if (c.layers > 0 && p.R < p.N && c.heads * c.head_dim <= c.inter) p.last = last_rows(b, p.head_rows, p.start.data());
+  p.x_row = p.head_rows;
+  if (p.last.on)
+    for (int32_t& r : p.x_row) r = (int32_t)(std::lower_bound(p.last.rows.begin(), p.last.rows.end(), r) - p.last.rows.begin());
   p.cols = o.vocab_subset ? o.n_vocab_subset : c.vocab;
   p.C = std::max<size_t>(1, std::min(p.R, head_chunk_bytes / (4 * p.cols)));
   p.n_logits = o.n_logit_rows;
@@ -311,6 +318,7 @@ struct Bufs {
   float *xsc, *xqf;        // (perturbed linears), the flag of a non-finite activation row
   int* nonfinite;
   int32_t *tokens, *seq_off, *rel_pos, *start, *head_rows, *tg, *want_dst, *want_src;
+  int32_t *last_rows, *last_off, *last_start, *x_row;  // Prep::last, Prep::x_row
   uint8_t* kmask;
   float* saved;  // a multi-query probe's residual stream entering its first trainable layer
   std::vector<double*> lp;  // per forward of the call
@@ -377,7 +385,8 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
                ogws = l.take(fast ? max_gemv_floats(m, gemv_rows) * F : 0),
                oxq = l.take(ia ? gemm_rows * act_int8_row_bytes(K) : 0), oxsc = l.take(ia ? gemm_rows * F : 0),
                oxqf = l.take(ia && perturb ? gemm_rows * K * F : 0), onf = l.take(ia ? W : 0),
-               osv = l.take(save_x ? N * D * F : 0);
+               osv = l.take(save_x ? N * D * F : 0), olr = l.take(p.last.rows.size() * W),
+               olo = l.take(p.last.off.size() * W), ols = l.take(p.last.start.size() * W), oxr = l.take(p.R * W);
   std::vector<size_t> olp(forwards), olg(forwards);
   for (size_t f = 0; f < forwards; ++f) {
     olp[f] = l.take(p.tg.empty() ? 0 : p.R * sizeof(double));
@@ -397,6 +406,7 @@ void alloc_activations(Activations& act, const DeviceLlama& m, const Prep& p, co
   d.wbf16 = base + owbf, d.xbf16 = base + oxbf, d.gemv_ws = fl(ogws);
   d.xq = base + oxq, d.xsc = fl(oxsc), d.xqf = fl(oxqf), d.nonfinite = in(onf);
   d.saved = fl(osv);
+  d.last_rows = in(olr), d.last_off = in(olo), d.last_start = in(ols), d.x_row = in(oxr);
   d.lp.resize(forwards), d.logits.resize(forwards);
   for (size_t f = 0; f < forwards; ++f) d.lp[f] = (double*)(base + olp[f]), d.logits[f] = fl(olg[f]);
 }
@@ -407,6 +417,10 @@ void upload_batch(const Ops& ops, const Bufs& d, const Prep& p, const LlamaBatch
   ops.put(d.rel_pos, p.rel_pos.data(), p.N * 4);
   ops.put(d.start, p.start.data(), p.B * 4);
   ops.put(d.head_rows, p.head_rows.data(), p.R * 4);
+  ops.put(d.last_rows, p.last.rows.data(), p.last.rows.size() * 4);
+  ops.put(d.last_off, p.last.off.data(), p.last.off.size() * 4);
+  ops.put(d.last_start, p.last.start.data(), p.last.start.size() * 4);
+  ops.put(d.x_row, p.x_row.data(), p.R * 4);
   ops.put(d.tg, p.tg.data(), p.tg.size() * 4);
   ops.put(d.want_dst, p.want_dst.data(), p.want_dst.size() * 4);
   ops.put(d.want_src, p.want_src.data(), p.want_src.size() * 4);
@@ -557,13 +571,25 @@ void layers(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, 
     kv_store_launch(im, kl, vl, d.k, d.v, d.seq_off, d.start, p.B, N, Hkv, hd, p.cap, s);
     at.k = kl;
     at.v = vl;
-    attention_launch(im, at, N, s);
-    linear(ops, d, L.o, d.q, N, d.x, true, zo, m.kernels);  // residual
-    rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l + 1], N, D, c.eps, s);
-    linear(ops, d, L.gate, d.xn, N, d.g, false, zo, m.kernels);
-    linear(ops, d, L.up, d.xn, N, d.u, false, zo, m.kernels);
-    swiglu_launch(im, d.g, d.g, d.u, N * I, s);
-    linear(ops, d, L.down, d.g, N, d.x, true, zo, m.kernels);  // residual
+    size_t M = N;
+    AttnArgs al = at;
+    if (l + 1 == c.layers && p.last.on) {  // the CPU's last_rows: the same rows, the same bits
+      if (p.last.rows.empty()) break;
+      M = p.last.rows.size();
+      gather_launch(im, d.g, nullptr, d.q, d.last_rows, Hq * hd, 1, M, Hq * hd, s);  // out of place: rows move up
+      gather_launch(im, d.xn, nullptr, d.x, d.last_rows, D, 1, M, D, s);
+      ops.copy(d.x, d.xn, M * D * sizeof(float));
+      al.q = al.out = d.g;
+      al.q_off = d.last_off;
+      al.q_start = d.last_start;
+    }
+    attention_launch(im, al, M, s);
+    linear(ops, d, L.o, al.out, M, d.x, true, zo, m.kernels);  // residual
+    rmsnorm_launch(im, d.xn, d.x, norm_of[2 * l + 1], M, D, c.eps, s);
+    linear(ops, d, L.gate, d.xn, M, d.g, false, zo, m.kernels);
+    linear(ops, d, L.up, d.xn, M, d.u, false, zo, m.kernels);
+    swiglu_launch(im, d.g, d.g, d.u, M * I, s);
+    linear(ops, d, L.down, d.g, M, d.x, true, zo, m.kernels);  // residual
   }
 }
 
@@ -576,7 +602,7 @@ void head(const Ops& ops, const DeviceLlama& m, const Prep& p, const Bufs& d, co
   const size_t D = c.hidden, V = c.vocab;
   for (size_t c0 = 0, ci = 0; c0 < p.R; c0 += p.C, ++ci) {
     const size_t n = std::min(p.C, p.R - c0);
-    gather_launch(im, d.hrows, nullptr, d.x, d.head_rows + c0, D, 1, n, D, s);
+    gather_launch(im, d.hrows, nullptr, d.x, d.x_row + c0, D, 1, n, D, s);
     rmsnorm_launch(im, d.hrows, d.hrows, norm_of[2 * c.layers], n, D, c.eps, s);
     if (o.vocab_subset) {
       for (size_t j = 0; j < o.n_vocab_subset; ++j) {

@@ -202,48 +202,6 @@ void rope_and_store(const KvStore& a, const LlamaBatch& b) {
   });
 }
 
-// The rows the last layer must finish: its output is read only at the LM-head rows, so once its
-// keys and values are stored its attention, projections and MLP need only each sequence's span
-// from its first to its last head row (one row per sequence for last-position logits). Spans grow
-// backwards until the rows take the GEMM path of the whole batch (gemm_same_bits): then every
-// output keeps the bits of finishing all rows, and a single prompt finishes 5 rows, not all.
-struct LastRows {
-  bool on = false;             // false: finish every row
-  std::vector<int32_t> rows;   // the span rows in order: compacted row j was row rows[j]
-  std::vector<int32_t> off;    // [B + 1] the spans' offsets in the compacted rows
-  std::vector<int32_t> start;  // [B] the KV slot of each span's first row
-  std::vector<int32_t> rel_pos;  // the span rows' rotary positions (Forward fills it)
-};
-
-LastRows last_rows(const LlamaBatch& b, const std::vector<int32_t>& head_rows, const int32_t* start) {
-  const size_t N = (size_t)b.seq_off[b.B];
-  std::vector<int32_t> lo(b.B), hi(b.B);  // span [lo, hi) of each sequence
-  size_t total = 0;
-  for (size_t s = 0; s < b.B; ++s) {
-    auto first = std::lower_bound(head_rows.begin(), head_rows.end(), b.seq_off[s]);
-    auto end = std::lower_bound(first, head_rows.end(), b.seq_off[s + 1]);
-    lo[s] = hi[s] = b.seq_off[s + 1];
-    if (first != end) lo[s] = *first, hi[s] = *(end - 1) + 1;
-    total += (size_t)(hi[s] - lo[s]);
-  }
-  for (size_t s = b.B; total > 0 && s-- > 0 && !gemm_same_bits(total, N);) {
-    const size_t grow = std::min((size_t)(lo[s] - b.seq_off[s]), kGemvMaxRows + 1 - total);
-    lo[s] -= (int32_t)grow;
-    total += grow;
-  }
-  LastRows t;
-  if (total == N || (total > 0 && !gemm_same_bits(total, N))) return t;  // nothing to skip
-  t.on = true;  // also with no head row at all (a prompt only filling a cache needs the keys and values)
-  t.off.assign(b.B + 1, 0);
-  t.start.assign(b.B, 0);
-  for (size_t s = 0; s < b.B; ++s) {
-    t.start[s] = start[s] + (lo[s] - b.seq_off[s]);
-    for (int32_t r = lo[s]; r < hi[s]; ++r) t.rows.push_back(r);
-    t.off[s + 1] = (int32_t)t.rows.size();
-  }
-  return t;
-}
-
 // Rows rows[j] of m [.][cols] moved to row j, in place (rows increasing, so rows[j] >= j and no
 // row is overwritten before it is read).
 void compact_rows(float* m, size_t cols, const std::vector<int32_t>& rows) {

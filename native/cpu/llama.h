@@ -125,14 +125,30 @@ struct LlamaBatchShape {
 };
 LlamaBatchShape llama_batch_shape(const LlamaBatch& b, const LlamaOutputs& o);
 
+// The rows the last layer must finish: its output is read only at the LM-head rows, so once its
+// keys and values are stored its attention, projections and MLP need only each sequence's span
+// from its first to its last head row (one row per sequence for last-position logits). Spans grow
+// backwards until the rows take the GEMM path of the whole batch (gemm_same_bits): then every
+// output keeps the bits of finishing all rows, and a single prompt finishes 5 rows, not all.
+// The CPU forward and the device model (cuda/kernels/llama.cu) finish the same rows.
+struct LastRows {
+  bool on = false;               // false: finish every row
+  std::vector<int32_t> rows;     // the span rows in order: compacted row j was row rows[j]
+  std::vector<int32_t> off;      // [B + 1] the spans' offsets in the compacted rows
+  std::vector<int32_t> start;    // [B] the KV slot of each span's first row
+  std::vector<int32_t> rel_pos;  // the span rows' rotary positions (the CPU forward fills it)
+};
+// start[b]: the KV slot of sequence b's first token (a cache's fill level, else 0).
+LastRows last_rows(const LlamaBatch& b, const std::vector<int32_t>& head_rows, const int32_t* start);
+
 // Validates every index the forward follows (token ids, positions, offsets, cache slots,
 // targets, rows); throws zt::Error with a coded message. Cheap: O(tokens).
 void llama_validate(const LlamaConfig& c, const LlamaBatch& b, const KvCache* cache, const LlamaOutputs& o);
 
 // Runs the forward; activations are allocated once (category "activations") and freed at the end.
 // With `zo`, the trainable tensors are perturbed on load (LlamaPerturb). The last layer finishes
-// only each sequence's span of LM-head rows when that keeps its GEMMs on the full batch's path, so
-// every output has the bits of finishing all rows (the device model finishes all rows).
+// only each sequence's span of LM-head rows when that keeps its GEMMs on the full batch's path
+// (last_rows), so every output has the bits of finishing all rows.
 void llama_forward(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& b, KvCache* cache, LlamaOutputs& o,
                    const LlamaPerturb* zo = nullptr);
 

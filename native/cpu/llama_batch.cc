@@ -1,7 +1,9 @@
-// The extent of a packed batch and its LM-head rows: shared by the CPU forward's plan
-// (llama.cc) and the device model's (cuda/kernels/llama.cu), so both see the same rows.
+// The extent of a packed batch, its LM-head rows and the rows its last layer finishes: shared by
+// the CPU forward's plan (llama.cc) and the device model's (cuda/kernels/llama.cu), so both see
+// the same rows.
 #include <algorithm>
 
+#include "gemm.h"
 #include "llama.h"
 
 namespace zt {
@@ -24,6 +26,35 @@ LlamaBatchShape llama_batch_shape(const LlamaBatch& b, const LlamaOutputs& o) {
   for (size_t i = 0; i < s.N; ++i)
     if (need[i]) s.head_rows.push_back((int32_t)i);
   return s;
+}
+
+LastRows last_rows(const LlamaBatch& b, const std::vector<int32_t>& head_rows, const int32_t* start) {
+  const size_t N = (size_t)b.seq_off[b.B];
+  std::vector<int32_t> lo(b.B), hi(b.B);  // span [lo, hi) of each sequence
+  size_t total = 0;
+  for (size_t s = 0; s < b.B; ++s) {
+    auto first = std::lower_bound(head_rows.begin(), head_rows.end(), b.seq_off[s]);
+    auto end = std::lower_bound(first, head_rows.end(), b.seq_off[s + 1]);
+    lo[s] = hi[s] = b.seq_off[s + 1];
+    if (first != end) lo[s] = *first, hi[s] = *(end - 1) + 1;
+    total += (size_t)(hi[s] - lo[s]);
+  }
+  for (size_t s = b.B; total > 0 && s-- > 0 && !gemm_same_bits(total, N);) {
+    const size_t grow = std::min((size_t)(lo[s] - b.seq_off[s]), kGemvMaxRows + 1 - total);
+    lo[s] -= (int32_t)grow;
+    total += grow;
+  }
+  LastRows t;
+  if (total == N || (total > 0 && !gemm_same_bits(total, N))) return t;  // nothing to skip
+  t.on = true;  // also with no head row at all (a prompt only filling a cache needs the keys and values)
+  t.off.assign(b.B + 1, 0);
+  t.start.assign(b.B, 0);
+  for (size_t s = 0; s < b.B; ++s) {
+    t.start[s] = start[s] + (lo[s] - b.seq_off[s]);
+    for (int32_t r = lo[s]; r < hi[s]; ++r) t.rows.push_back(r);
+    t.off[s + 1] = (int32_t)t.rows.size();
+  }
+  return t;
 }
 
 }  // namespace zt
