@@ -8,6 +8,10 @@
 //                    logitRows | null, logits | null, vocabSubset | null, cache | null, cachePast: i32[B] | null,
 //                    next: i32[B] | null, sample: f64[3] | null, seed) -> {logprobSum, count, kernelMs}
 //   (cache, past, next, sample, seed: the CPU llamaForward's, with a cache from llamaDeviceCacheCreate)
+// llamaDeviceGenerate(handle, tokens, seqOffsets, positions, keyMask | null (the prompt batch), cache,
+//                     cacheLength: i32[B] (in/out), cacheNextPosition: i32[B] (in/out), sample | null, seed,
+//                     maxNew, stopTokens: i32[] | null, onStep: (tokens, firstStep) => boolean | null) -> steps run
+//   (the CPU llamaGenerate's decode loop and streaming, over the device forward and cache)
 // llamaDeviceCacheCreate(handle, batch, capacity) -> cache (device memory, or host when emulated)
 // llamaDeviceCacheReset(cache): every slot masked off; llamaDeviceCacheFree(cache) (idempotent).
 // llamaDeviceZoProbe(handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus,
@@ -34,6 +38,7 @@
 
 #include "../../native/addon/llama_args.h"
 #include "../../native/addon/napi_util.h"
+#include "../../native/addon/step_stream.h"
 #include "../kernels/llama.h"
 #include "../kernels/quant.h"
 #include "bindings.h"
@@ -324,9 +329,32 @@ Napi::Value FreeCache(const Napi::CallbackInfo& info) {
 
 }  // namespace
 
+Job parse_generate(Args& a) {
+  const char* op = "llamaDeviceGenerate";
+  std::shared_ptr<DeviceLlama> m = box_arg(a, op)->m;
+  const LlamaBatch b = llama_batch_arg(a, op, 1);
+  std::shared_ptr<DeviceKvCache> kv = cache_box(a, 5, op)->kv;
+  if (!llama_cache_fits(*m, *kv)) bad(op, Code::ShapeMismatch, "the cache was made for another model (layers, kv heads, head dim)");
+  if (llama_cache_batch(*kv) != b.B)
+    bad(op, Code::ShapeMismatch, "the cache holds " + std::to_string(llama_cache_batch(*kv)) + " sequences, the batch has " + std::to_string(b.B));
+  int32_t* past = a.elems<int32_t>(6, "cacheLength", 0, b.B);
+  int32_t* next_pos = a.elems<int32_t>(7, "cacheNextPosition", 0, b.B);
+  if (past == next_pos) bad(op, Code::InvalidArgument, "cacheLength and cacheNextPosition must be different buffers");
+  const GenerateArgs ga = generate_args(a, 8, op);
+  if (a.count() > 13) bad(op, Code::InvalidArgument, "expected at most 13 arguments");
+  auto steps = std::make_shared<size_t>(0);
+  return {[m, b, kv, past, next_pos, ga, steps] {
+            *steps = run_streamed(ga.stream.get(), b.B, [&](const StepSink& sink) {
+              return llama_device_generate(*m, b, *kv, past, next_pos, *ga.g, sink);
+            });
+          },
+          [steps](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, (double)*steps); }};
+}
+
 void register_llama(Napi::Env env, Napi::Object exports) {
   export_op(env, exports, "llamaDeviceCreate", parse_create);
   export_op(env, exports, "llamaDeviceForward", parse_forward);
+  export_op(env, exports, "llamaDeviceGenerate", parse_generate);
   export_op(env, exports, "llamaDeviceZoProbe", parse_probe);
   export_op(env, exports, "llamaDeviceZoUpdate", parse_update);
   export_op(env, exports, "llamaDeviceRead", parse_read);

@@ -866,6 +866,15 @@ float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o,
   return ms;
 }
 
+size_t llama_device_generate(DeviceLlama& m, const LlamaBatch& prompt, DeviceKvCache& cache, int32_t* past, int32_t* next_pos,
+                             const GenerateParams& g, const std::function<bool(size_t, const int32_t*)>& on_step) {
+  return decode_loop(prompt, past, next_pos, g, [&](const LlamaBatch& b, LlamaOutputs& o) {
+    const KvCache view{nullptr, nullptr, llama_cache_mask(cache), past, llama_cache_capacity(cache)};
+    llama_validate(m.c, b, &view, o);
+    llama_device_forward(m, b, o, &cache, past);
+  }, on_step);
+}
+
 float llama_device_probe(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs* plus, LlamaOutputs* minus, const LlamaPerturb& zo,
                          const std::vector<uint64_t>& seeds, bool in_place) {
   const size_t Q = seeds.size();

@@ -44,6 +44,7 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <functional>
 #include <memory>
 #include <vector>
 
@@ -81,6 +82,11 @@ bool llama_cache_fits(const DeviceLlama& m, const DeviceKvCache& kv);  // same l
 // when emulated).
 float llama_device_forward(DeviceLlama& m, const LlamaBatch& b, LlamaOutputs& o, DeviceKvCache* cache = nullptr,
                            const int32_t* past = nullptr);
+// llama_generate on the device model: the CPU's decode loop (native/cpu/llama.h decode_loop) over
+// llama_device_forward with the cache, every step validated as the CPU validates it; the same
+// tokens as the CPU model for the same prompts, options and seed. Returns the steps run.
+size_t llama_device_generate(DeviceLlama& m, const LlamaBatch& prompt, DeviceKvCache& cache, int32_t* past, int32_t* next_pos,
+                             const GenerateParams& g, const std::function<bool(size_t, const int32_t*)>& on_step);
 // ZO probes of one or more queries, llama_probe's results (native/cpu/llama.h): for each seeds[q],
 // plus[q] at theta + eps z_q and minus[q] at theta - eps z_q (zo.alpha = eps), in one call.
 // Perturbed on load (no weight written), the layers below the first trainable one run once for

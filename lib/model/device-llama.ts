@@ -5,8 +5,9 @@
  * orchestration and the kernels' per-thread code on the host (no GPU): tests and gpu-check.
  *
  * Same calls as LlamaModel for ZoOptimizer (zoProbe / zoUpdate / trainable) and for generation
- * (createCache, forward with a cache, generate / generateBatch: the cache in device memory, each
- * step's next tokens sampled on the host from the copied-back logits with the CPU's rule), with
+ * (createCache, forward with a cache, generate / generateBatch: the cache in device memory, the
+ * decode loop native (each step's next tokens sampled on the host from the copied-back logits with
+ * the CPU's rule), with
  * zo-sgd-momentum / zo-adam (zoOptimStep: their state in device memory beside the weights).
  * Every weight scheme runs, w8a8 / w4a8 included.
  *
@@ -21,7 +22,7 @@ import { ZotuneError, fail } from '../errors';
 import { cudaAddon, selectBackend } from '../backend';
 import { loadCuda } from '../native/load';
 import type { CudaAddon, LlamaDeviceCacheHandle, LlamaDeviceHandle, LlamaDeviceKernels } from '../native/binding';
-import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, generateSteps, probeSeeds, withCache } from './llama';
+import { WeightLock, advanceCache, checkFinite, checkSeed, directionArgs, probeSeeds, streamGeneration, withCache } from './llama';
 import type { ZoStateStep } from '../zo/optimizer';
 import type { CacheSlots, ForwardOptions, ForwardResult, GenerateOptions, LlamaModel, Packed, Sequence, TrainableInfo, ZoProbeManyOptions, ZoProbeOptions, ZoProbeResult, ZoUpdateOptions } from './llama';
 
@@ -191,10 +192,16 @@ export class DeviceLlamaModel {
    * the same options, stops and sampling streams).
    */
   async *generateBatch(prompts: readonly Sequence[], opts: GenerateOptions = {}): AsyncGenerator<(number | undefined)[]> {
-    this.live();
-    yield* generateSteps(this.host, prompts, opts, (B, cap) => this.createCache(B, cap), async (p, cache, next, sample, seed) => {
-      await this.call(p, cache, null, null, null, null, next, sample, seed);
-    });
+    const h = this.live();
+    // The decode loop runs natively (llamaDeviceGenerate: the CPU's loop over the device forward),
+    // its steps streamed back while later ones run; the cache's fill levels advance in place.
+    yield* streamGeneration(this.host, prompts, opts, (B, cap) => this.createCache(B, cap), (p, cache, plan, onStep) =>
+      withCache(cache, () =>
+        this.lock.read(() =>
+          this.addon.llamaDeviceGenerateAsync(h, p.tokens, p.offsets, p.positions, p.keyMask, cache.live(), cache.length, cache.nextPosition,
+            plan.sample, plan.seed, plan.maxNew, Int32Array.from(plan.stop), onStep),
+        ),
+      ), () => void this.live());
   }
 
   /** Streams the continuation of one prompt, token by token (the stop token included). */

@@ -469,36 +469,75 @@ export function planGeneration(m: LlamaModel, prompts: readonly Sequence[], opts
 }
 
 /**
- * @internal The generation loop of DeviceLlamaModel: one cache for the prompts, then per step one
- * call (`step`: the packed feed, which sets next[b] to sequence b's next token) and one yielded
- * token per sequence (undefined once it stopped), until every sequence stopped or maxNew.
- * LlamaModel runs the same loop natively (llamaGenerate).
+ * @internal The driver of a native decode loop (LlamaModel's llamaGenerate, DeviceLlamaModel's
+ * llamaDeviceGenerate): one cache for the prompts, then `run` starts every step in one native call,
+ * whose steps arrive through `onStep` (one or more steps of one token per sequence, -1 once it
+ * stopped) while later steps run; each step is yielded (undefined once a sequence stopped). A round
+ * trip to JS per token cost a small model a third of its decode time; steps faster than 2 ms arrive
+ * a few at a time. Stopping early (break, abort, `stopAll` from dispose) ends the loop within a few
+ * steps. `live` runs before each yield (it throws once the model is disposed).
  */
-export async function* generateSteps<C extends CacheSlots & { dispose(): void }>(
+export async function* streamGeneration<C extends CacheSlots & { dispose(): void }>(
   m: LlamaModel, prompts: readonly Sequence[], opts: GenerateOptions, newCache: (batch: number, capacity: number) => C,
-  step: (p: Packed, cache: C, next: Int32Array, sample: Float64Array, seed: number | bigint) => Promise<void>,
+  run: (p: Packed, cache: C, plan: GenerationPlan, onStep: (tokens: Int32Array) => boolean) => Promise<number>,
+  live: () => void, stopAll?: Set<() => void>,
 ): AsyncGenerator<(number | undefined)[]> {
   const plan = planGeneration(m, prompts, opts);
   if (!plan) return;
-  const B = prompts.length;
-  const cache = newCache(B, plan.capacity);
+  opts.signal?.throwIfAborted();
+  const cache = newCache(prompts.length, plan.capacity);
+  const steps: Int32Array[] = [];
+  let stop = false, settled = false, total = 0, failure: unknown, wake: (() => void) | undefined;
+  const notify = () => {
+    const w = wake;
+    wake = undefined;
+    w?.();
+  };
+  const onAbort = () => {
+    stop = true;
+    notify();
+  };
+  opts.signal?.addEventListener('abort', onAbort);
+  stopAll?.add(onAbort);
+  let running: Promise<void>;
   try {
-    const next = new Int32Array(B);
-    const done = new Array<boolean>(B).fill(false);
-    let feed: Sequence[] = prompts.map((p) => p);
-    for (let s = 0; s < plan.maxNew; s++) {
+    const p = m.pack(prompts, { cache, targets: 'none' }, true);
+    const B = prompts.length;
+    const onStep = (tokens: Int32Array) => {
+      for (let at = 0; at < tokens.length; at += B) steps.push(tokens.subarray(at, at + B));
+      notify();
+      return !stop;
+    };
+    running = run(p, cache, plan, onStep).then(
+      (n) => void (total = n),
+      (e: unknown) => void (failure = e ?? new Error('generate failed')),
+    ).finally(() => {
+      settled = true;
+      notify();
+    });
+  } catch (e) {
+    opts.signal?.removeEventListener('abort', onAbort);
+    stopAll?.delete(onAbort);
+    cache.dispose();
+    throw e;
+  }
+  try {
+    for (let i = 0; ; ) {
       opts.signal?.throwIfAborted();
-      next.fill(-1);
-      await step(m.pack(feed, { cache, targets: 'none' }, true), cache, next, plan.sample, plan.seed);
-      const out = Array.from(next, (id, b) => (done[b] ? undefined : id));
-      out.forEach((id, b) => {
-        if (id !== undefined && plan.stop.has(id)) done[b] = true;
-      });
-      yield out;
-      if (done.every((d) => d)) return;
-      feed = out.map((id, b) => (done[b] || id === undefined ? [] : [id]));
+      live();
+      if (i < steps.length) {
+        yield Array.from(steps[i++], (id) => (id < 0 ? undefined : id));
+        continue;
+      }
+      if (settled && failure !== undefined) throw failure;
+      if (settled && i >= total) return;
+      await new Promise<void>((r) => (wake = r));
     }
   } finally {
+    stop = true;
+    opts.signal?.removeEventListener('abort', onAbort);
+    stopAll?.delete(onAbort);
+    await running;
     cache.dispose();
   }
 }
@@ -1017,75 +1056,16 @@ export class LlamaModel {
    */
   async *generateBatch(prompts: readonly Sequence[], opts: GenerateOptions = {}): AsyncGenerator<(number | undefined)[]> {
     this.check();
-    const plan = planGeneration(this, prompts, opts);
-    if (!plan) return;
-    opts.signal?.throwIfAborted();
-    const cache = this.createCache(prompts.length, plan.capacity);
-    // The decode loop runs natively, one call for every step: each step's tokens arrive here while
-    // later steps run (a round trip to JS per token cost a small model a third of its decode time;
-    // steps faster than 2 ms arrive a few at a time). Stopping early (break, abort) ends the loop
-    // within a few steps.
-    const steps: Int32Array[] = [];
-    let stop = false, settled = false, total = 0, failure: unknown, wake: (() => void) | undefined;
-    const notify = () => {
-      const w = wake;
-      wake = undefined;
-      w?.();
-    };
-    const onAbort = () => {
-      stop = true;
-      notify();
-    };
-    opts.signal?.addEventListener('abort', onAbort);
-    this.generations.add(onAbort);
-    let run: Promise<void>;
-    try {
-      const p = this.pack(prompts, { cache, targets: 'none' }, true);
-      const B = prompts.length;
-      const onStep = (tokens: Int32Array) => {  // one or more steps, B tokens each
-        for (let at = 0; at < tokens.length; at += B) steps.push(tokens.subarray(at, at + B));
-        notify();
-        return !stop;
-      };
-      run = withCache(cache, () =>
+    // The decode loop runs natively, one call for every step (streamGeneration).
+    yield* streamGeneration(this, prompts, opts, (B, cap) => this.createCache(B, cap), (p, cache, plan, onStep) =>
+      withCache(cache, () =>
         this.lock.read(() =>
           native().llamaGenerateAsync(
             this.cfgArg, this.idArg, p.tokens, p.offsets, p.positions, p.keyMask, cache.k.mem, cache.v.mem, cache.mask, cache.length,
             cache.nextPosition, cache.capacity, plan.sample, plan.seed, plan.maxNew, Int32Array.from(plan.stop), onStep, ...(this.weightArgs as Mem[]),
           ),
         ),
-      ).then(
-        (n) => void (total = n),
-        (e: unknown) => void (failure = e ?? new Error('generate failed')),
-      ).finally(() => {
-        settled = true;
-        notify();
-      });
-    } catch (e) {
-      opts.signal?.removeEventListener('abort', onAbort);
-      this.generations.delete(onAbort);
-      cache.dispose();
-      throw e;
-    }
-    try {
-      for (let i = 0; ; ) {
-        opts.signal?.throwIfAborted();
-        this.check();
-        if (i < steps.length) {
-          yield Array.from(steps[i++], (id) => (id < 0 ? undefined : id));
-          continue;
-        }
-        if (settled && failure !== undefined) throw failure;
-        if (settled && i >= total) return;
-        await new Promise<void>((r) => (wake = r));
-      }
-    } finally {
-      stop = true;
-      opts.signal?.removeEventListener('abort', onAbort);
-      this.generations.delete(onAbort);
-      await run;
-      cache.dispose();
-    }
+      ), () => this.check(), this.generations);
   }
 
   /** Streams the continuation of one prompt, token by token (the stop token included). */

@@ -363,6 +363,11 @@ export type LlamaDeviceForwardArgs = [
   LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Int32Array | null, Float32Array | null, Int32Array | null,
   cache?: LlamaDeviceCacheHandle | null, cachePast?: Int32Array | null, next?: Int32Array | null, sample?: Float64Array | null, seed?: Seed,
 ];
+/** handle, tokens, seqOffsets, positions, keyMask (the prompt batch), cache, cacheLength, cacheNextPosition (both in/out), sample, seed, maxNew, stopTokens, onStep */
+export type LlamaDeviceGenerateArgs = [
+  LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, LlamaDeviceCacheHandle, Int32Array, Int32Array, Float64Array | null, Seed,
+  number, Int32Array | null, ((tokens: Int32Array, firstStep: number) => boolean) | null,
+];
 /** handle, tokens, seqOffsets, positions, keyMask, targets, logprobsPlus, logprobsMinus, logitRows, logitsPlus, logitsMinus, vocabSubset, seed, dist, bits, eps, trainable, mode (0 on-load, 1 in-place) */
 export type LlamaDeviceProbeArgs = [
   LlamaDeviceHandle, Int32Array, Int32Array, Int32Array, Uint8Array | null, Int32Array | null, Float64Array | null, Float64Array | null,
@@ -377,6 +382,7 @@ export interface CudaLlamaOps {
   llamaDeviceCreateAsync(cfg: Float64Array, ids: Uint32Array, emulated: boolean, kernels: LlamaDeviceKernels, ...weights: LlamaWeightArg[]): Promise<LlamaDeviceHandle>;
   llamaDeviceForward(...args: LlamaDeviceForwardArgs): LlamaSums & { kernelMs: number };
   llamaDeviceForwardAsync(...args: LlamaDeviceForwardArgs): Promise<LlamaSums & { kernelMs: number }>;
+  llamaDeviceGenerateAsync(...args: LlamaDeviceGenerateArgs): Promise<number>;
   llamaDeviceZoProbe(...args: LlamaDeviceProbeArgs): LlamaDeviceProbeSums;
   llamaDeviceZoProbeAsync(...args: LlamaDeviceProbeArgs): Promise<LlamaDeviceProbeSums>;
   /** seed, dist, bits, scale, decay, ids, decayFlags (one per id; needed when decay > 0) */

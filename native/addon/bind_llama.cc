@@ -36,8 +36,6 @@
 // fp32 only. Probe directions: z of tensor t = direction_at({seed, t, dist, bits, srProbe}, i);
 // updates use srUpdate (independent QuZO roundings). Cache buffers: keys
 // [layers][B][kvHeads][headDim][cap], values [layers][B][kvHeads][cap][headDim] floats.
-#include <atomic>
-#include <chrono>
 #include <cmath>
 #include <memory>
 #include <string>
@@ -49,6 +47,7 @@
 #include "bindings.h"
 #include "llama_args.h"
 #include "napi_util.h"
+#include "step_stream.h"
 
 namespace zt {
 namespace {
@@ -317,71 +316,6 @@ Job parse_update(Args& a) {
 }
 
 
-// Streams each generation step's tokens to a JS function from the thread running the loop (the
-// event loop stays free); the function returning false stops the loop after the steps in flight.
-// Steps are sent as they come, except that one sent less than kWindow after the previous waits
-// for the next send: every send wakes the JS thread (~40 us of the loop's time on a VM, 7-10 % of a
-// tiny-llama step), and a person reading streamed text does not see 2 ms.
-class StepStream {
- public:
-  StepStream(Napi::Env env, Napi::Function fn)
-      : fn_(Napi::ThreadSafeFunction::New(env, fn, "zotune generate", 0, 1)), stop_(std::make_shared<std::atomic<bool>>(false)) {}
-  ~StepStream() { close(); }
-  // Adds the step; false once JS asked to stop or the environment is shutting down.
-  bool send(size_t step, const int32_t* next, size_t B) {
-    if (stop_->load()) return false;
-    if (pending_.empty()) first_ = step;
-    pending_.insert(pending_.end(), next, next + B);
-    const auto now = std::chrono::steady_clock::now();
-    if (step > 0 && now - last_ < kWindow) return true;
-    last_ = now;
-    return flush();
-  }
-  // Sends what is pending, then lets the function go (the loop's last call).
-  void close() {
-    if (closed_.exchange(true)) return;
-    flush();
-    fn_.Release();
-  }
-
- private:
-  static constexpr std::chrono::microseconds kWindow{2000};
-  struct Msg {
-    std::shared_ptr<std::atomic<bool>> stop;
-    size_t first;
-    std::vector<int32_t> tokens;  // steps first, first + 1, ...: B tokens each
-  };
-  bool flush() {
-    if (pending_.empty()) return true;
-    auto* m = new Msg{stop_, first_, std::move(pending_)};
-    pending_.clear();
-    if (fn_.NonBlockingCall(m, deliver) != napi_ok) {
-      delete m;
-      return false;
-    }
-    return true;
-  }
-  static void deliver(Napi::Env env, Napi::Function fn, Msg* m) {
-    std::unique_ptr<Msg> own(m);
-    if (!env || !fn) return;
-    Napi::Int32Array t = Napi::Int32Array::New(env, m->tokens.size());
-    std::copy(m->tokens.begin(), m->tokens.end(), t.Data());
-    try {
-      Napi::Value r = fn.Call({t, Napi::Number::New(env, (double)m->first)});
-      if (r.IsBoolean() && !r.As<Napi::Boolean>().Value()) m->stop->store(true);
-    } catch (const Napi::Error& e) {
-      m->stop->store(true);
-      e.ThrowAsJavaScriptException();
-    }
-  }
-  Napi::ThreadSafeFunction fn_;
-  std::shared_ptr<std::atomic<bool>> stop_;
-  std::atomic<bool> closed_{false};
-  std::vector<int32_t> pending_;
-  size_t first_ = 0;
-  std::chrono::steady_clock::time_point last_;
-};
-
 Job parse_generate(Args& a) {
   const char* op = "llamaGenerate";
   LlamaConfig c = llama_config_arg(a, op);
@@ -391,31 +325,13 @@ Job parse_generate(Args& a) {
   int32_t* past = a.elems<int32_t>(9, "cacheLength", 0, b.B);
   int32_t* next_pos = a.elems<int32_t>(10, "cacheNextPosition", 0, b.B);
   if (past == next_pos) fail(Code::InvalidArgument, std::string(op) + ": cacheLength and cacheNextPosition must be different buffers");
-  auto g = std::make_shared<GenerateParams>();
-  g->sample = llama_sample_arg(a, 12, op);
-  g->seed = a.u64(13, "seed");
-  g->max_new = (size_t)a.index(14, "maxNew");
-  if (a.has(15)) {
-    const size_t n = a.mem(15, "stopTokens").bytes / 4;
-    const int32_t* stop = a.copy<int32_t>(15, "stopTokens", 0, n);
-    g->stop.assign(stop, stop + n);
-  }
-  std::shared_ptr<StepStream> stream;
-  if (a.has(16)) {
-    if (!a.value(16).IsFunction()) fail(Code::InvalidArgument, std::string(op) + ": onStep must be a function");
-    stream = std::make_shared<StepStream>(a.env(), a.value(16).As<Napi::Function>());
-  }
+  const GenerateArgs ga = generate_args(a, 12, op);
   auto w = llama_weights_arg(a, c, ids, kArgWeightsGenerate, op, check_scales);
   auto steps = std::make_shared<size_t>(0);
-  return {[c, w, b, cache, past, next_pos, g, stream, steps] {
-            struct Close {
-              StepStream* s;
-              ~Close() {
-                if (s) s->close();  // after the last step was queued, also when one threw
-              }
-            } close{stream.get()};
-            *steps = llama_generate(c, *w, b, *cache, past, next_pos, *g,
-                                    [&](size_t step, const int32_t* next) { return !stream || stream->send(step, next, b.B); });
+  return {[c, w, b, cache, past, next_pos, ga, steps] {
+            *steps = run_streamed(ga.stream.get(), b.B, [&](const StepSink& sink) {
+              return llama_generate(c, *w, b, *cache, past, next_pos, *ga.g, sink);
+            });
           },
           [steps](Napi::Env env) -> Napi::Value { return Napi::Number::New(env, (double)*steps); }};
 }

@@ -192,4 +192,10 @@ struct GenerateParams {
 size_t llama_generate(const LlamaConfig& c, const LlamaWeights& w, const LlamaBatch& prompt, KvCache& cache, int32_t* past,
                       int32_t* next_pos, const GenerateParams& g, const std::function<bool(size_t, const int32_t*)>& on_step);
 
+// llama_generate's loop over any model's forward (the device model runs it too): forward(b, o)
+// validates and runs one step at the cache's fill levels `past`, with o.next set.
+using DecodeForward = std::function<void(const LlamaBatch&, LlamaOutputs&)>;
+size_t decode_loop(const LlamaBatch& prompt, int32_t* past, int32_t* next_pos, const GenerateParams& g, const DecodeForward& forward,
+                   const std::function<bool(size_t, const int32_t*)>& on_step);
+
 }  // namespace zt
